@@ -1,0 +1,182 @@
+/**
+ * The pipeline DSL: source → prompt template → batch stage → parse → sink, as one value,
+ * typed end to end.
+ *
+ * ```ts
+ * export default Pipeline.make("classify-reviews").pipe(
+ *   Pipeline.from(Source.jsonl("data/reviews.jsonl", Review), { key: (r) => r.id }),
+ *   Pipeline.batch("label", {
+ *     provider: "openai", model: "gpt-4o-mini",
+ *     prompt: (r) => Prompt.chat({ system: "You label product reviews.", user: r.text }),
+ *     output: Label
+ *   }),
+ *   Pipeline.to(Sink.jsonl("out/labeled.jsonl"))
+ * )
+ * ```
+ */
+import { Either, Schema } from "effect"
+import type { Pipeable } from "effect"
+import { pipeArguments } from "effect/Pipeable"
+import type { BatchRequest, OutputFormat, Params } from "./BatchRequest.js"
+import { hashValue, sha256 } from "./Hash.js"
+import type { ChatPrompt } from "./Prompt.js"
+import type { Sink, SinkRecord } from "./Sink.js"
+import type { Source } from "./Source.js"
+import * as StructuredOutput from "./StructuredOutput.js"
+
+/** What to do with a source row that is malformed or breaks the row Schema. */
+export type OnInvalid = "fail" | "skip"
+
+export interface BatchStage<A, B> {
+  readonly _tag: "BatchStage"
+  readonly name: string
+  readonly provider: string
+  readonly model: string
+  /** Renders the neutral request for a row. */
+  readonly render: (row: A) => BatchRequest
+  /** Hash of a rendered request (model, params, schema, messages): the last part of its custom_id. */
+  readonly requestHash: (request: BatchRequest) => string
+  /** Decodes the model's answer; Left carries a readable reason (a `parse` failure). */
+  readonly decode: (text: string) => Either.Either<B, string>
+  /** Attempts per row before a retryable failure becomes final. */
+  readonly maxAttempts: number
+  /** What identifies this stage's behaviour (model, params, schema, prompt source). */
+  readonly fingerprint: string
+}
+
+export interface Pipeline<In, Out> extends Pipeable.Pipeable {
+  readonly name: string
+  readonly source: Source<In> | undefined
+  readonly key: ((row: In) => string) | undefined
+  readonly onInvalid: OnInvalid
+  readonly stages: ReadonlyArray<BatchStage<any, any>>
+  readonly sink: Sink<SinkRecord<In, Out>> | undefined
+}
+
+/** Marks pipeline values across module copies (a pipeline file and the CLI may load two). */
+export const TypeId: unique symbol = Symbol.for("@sluice/core/Pipeline")
+
+const PipelineProto = {
+  [TypeId]: TypeId,
+  pipe() {
+    // eslint-disable-next-line prefer-rest-params
+    return pipeArguments(this, arguments)
+  }
+}
+
+const build = <In, Out>(fields: Omit<Pipeline<In, Out>, "pipe">): Pipeline<In, Out> =>
+  Object.assign(Object.create(PipelineProto), fields)
+
+export const isPipeline = (u: unknown): u is Pipeline<unknown, unknown> =>
+  typeof u === "object" && u !== null && (u as { [TypeId]?: unknown })[TypeId] === TypeId
+
+/** Starts a pipeline. The name identifies it in run directories and batch metadata. */
+export const make = (name: string): Pipeline<never, never> => {
+  if (name.trim() === "") throw new Error("Pipeline.make: a pipeline needs a name")
+  return build({ name, source: undefined, key: undefined, onInvalid: "fail", stages: [], sink: undefined })
+}
+
+export interface FromOptions<Row> {
+  /**
+   * A stable key per row (e.g. its id). Without one, rows are keyed by a content hash plus an
+   * occurrence counter, which is stable only as long as the source does not change.
+   */
+  readonly key?: (row: Row) => string
+  /** "fail" (default) stops before anything is submitted; "skip" lists the row in failures.jsonl. */
+  readonly onInvalid?: OnInvalid
+}
+
+/** Sets the source of rows. */
+export const from =
+  <Row>(source: Source<Row>, options: FromOptions<Row> = {}) =>
+  (self: Pipeline<never, never>): Pipeline<Row, Row> =>
+    build({
+      name: self.name,
+      source,
+      key: options.key,
+      onInvalid: options.onInvalid ?? "fail",
+      stages: [],
+      sink: undefined
+    })
+
+interface StageConfigBase<A> {
+  readonly provider: string
+  readonly model: string
+  readonly prompt: (row: A) => ChatPrompt
+  /** Passed to the provider as-is: temperature, max_tokens, … */
+  readonly params?: Params
+  /** Attempts per row for retryable failures (default 3). */
+  readonly maxAttempts?: number
+}
+
+export interface StructuredStageConfig<A, B, I> extends StageConfigBase<A> {
+  /** The answer's Schema: sent as a strict JSON Schema, and used to decode the answer. */
+  readonly output: Schema.Schema<B, I, never>
+}
+
+/** A chat batch stage: each row is rendered into a request; answers are decoded with `output`. */
+export function batch<A, B, I>(
+  name: string,
+  config: StructuredStageConfig<A, B, I>
+): <In>(self: Pipeline<In, A>) => Pipeline<In, B>
+/** A chat batch stage whose output is the answer's text. */
+export function batch<A>(name: string, config: StageConfigBase<A>): <In>(self: Pipeline<In, A>) => Pipeline<In, string>
+export function batch<A, B, I>(name: string, config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never> }) {
+  const stage = makeChatStage(name, config)
+  return <In>(self: Pipeline<In, A>): Pipeline<In, B> => {
+    if (self.source === undefined) throw new Error(`Pipeline.batch("${name}"): add a source with Pipeline.from first`)
+    if (self.stages.length > 0) {
+      throw new Error(`Pipeline.batch("${name}"): a pipeline has one batch stage for now (multi-stage is not built yet)`)
+    }
+    return build({ ...self, stages: [...self.stages, stage], sink: undefined }) as unknown as Pipeline<In, B>
+  }
+}
+
+const makeChatStage = <A, B, I>(
+  name: string,
+  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never> }
+): BatchStage<A, B> => {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
+    throw new Error(`Pipeline.batch: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
+  }
+  const params = config.params ?? {}
+  const structured = config.output === undefined ? undefined : StructuredOutput.toOutputFormat(name, config.output)
+  const output: OutputFormat | undefined = structured?.format
+  const decode: (text: string) => Either.Either<B, string> =
+    structured === undefined ? (text) => Either.right(text as B) : StructuredOutput.decoder(config.output!, structured)
+  const constant = hashValue({ endpoint: "chat", model: config.model, params, output: output ?? null })
+  return {
+    _tag: "BatchStage",
+    name,
+    provider: config.provider,
+    model: config.model,
+    render: (row) => {
+      const prompt = config.prompt(row)
+      return output === undefined
+        ? { _tag: "chat", model: config.model, messages: prompt.messages, params }
+        : { _tag: "chat", model: config.model, messages: prompt.messages, params, output }
+    },
+    // The stage-constant part (model, params, schema) is hashed once; per row only the messages.
+    requestHash: (request) =>
+      sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)).slice(0, 16),
+    decode,
+    maxAttempts: config.maxAttempts ?? 3,
+    fingerprint: hashValue({
+      provider: config.provider,
+      model: config.model,
+      params,
+      output: output ?? null,
+      prompt: config.prompt.toString()
+    })
+  }
+}
+
+/** Sets where results go. The sink receives `{ key, customId, input, output }` for every succeeded row. */
+export const to =
+  <In, Out>(sink: Sink<SinkRecord<In, Out>>) =>
+  (self: Pipeline<In, Out>): Pipeline<In, Out> =>
+    build({ ...self, sink })
+
+/** What identifies a pipeline's behaviour; a run refuses to resume under a different one. */
+export const fingerprint = (p: Pipeline<unknown, unknown>): string =>
+  hashValue({ name: p.name, source: p.source?.name ?? null, stages: p.stages.map((s) => [s.name, s.fingerprint]) })

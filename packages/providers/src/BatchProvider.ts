@@ -1,0 +1,118 @@
+/**
+ * The provider port: one interface, implemented once per wire format. A provider knows
+ * nothing of runs or checkpoints: it turns neutral requests into wire lines and wire
+ * results back into neutral results.
+ */
+import type { BatchRequest, BatchResult, Endpoint } from "@sluice/core"
+import { Context, Schema } from "effect"
+import type { Effect, Option, Stream } from "effect"
+import type { ProviderError } from "./ProviderError.js"
+
+/** Hard limits of one batch; the planner packs shards to the tightest of them. */
+export interface ProviderLimits {
+  readonly maxRequests: number
+  readonly maxBytes: number
+  /** Requests of one shard must all name the same model. */
+  readonly oneModelPerShard: boolean
+}
+
+export interface ProviderCapabilities {
+  readonly cancel: boolean
+  /** Batches can be listed (needed to adopt an orphan after a crash). */
+  readonly list: boolean
+  /** Batches carry user metadata (run, shard, attempt). */
+  readonly metadata: boolean
+  /** An expired or cancelled batch still returns what it finished. */
+  readonly partialResults: boolean
+}
+
+/** Provider statuses, normalised. The raw value is always kept next to it. */
+export const BatchStatus = Schema.Literal(
+  "validating",
+  "in_progress",
+  "finalizing",
+  "completed",
+  "failed",
+  "expired",
+  "cancelling",
+  "cancelled",
+  "unknown"
+)
+export type BatchStatus = typeof BatchStatus.Type
+
+export const terminalStatuses: ReadonlySet<BatchStatus> = new Set(["completed", "failed", "expired", "cancelled"])
+export const isTerminal = (status: BatchStatus): boolean => terminalStatuses.has(status)
+
+export const BatchCounts = Schema.Struct({
+  total: Schema.Number,
+  succeeded: Schema.Number,
+  failed: Schema.Number
+})
+export type BatchCounts = typeof BatchCounts.Type
+
+export const BatchInfo = Schema.Struct({
+  id: Schema.String,
+  status: BatchStatus,
+  rawStatus: Schema.String,
+  counts: BatchCounts,
+  inputRef: Schema.NullOr(Schema.String),
+  outputFileId: Schema.NullOr(Schema.String),
+  errorFileId: Schema.NullOr(Schema.String),
+  metadata: Schema.Record({ key: Schema.String, value: Schema.String }),
+  /** Unix seconds. */
+  createdAt: Schema.Number,
+  /** Validation errors of a failed batch, as the provider reported them. */
+  errors: Schema.Array(Schema.Struct({ code: Schema.String, message: Schema.String, line: Schema.NullOr(Schema.Number) }))
+})
+export type BatchInfo = typeof BatchInfo.Type
+
+/** An input staged at the provider (an uploaded file, or a path for inline providers). */
+export interface StagedInput {
+  readonly inputRef: string
+}
+
+export interface CreateBatch {
+  readonly inputRef: string
+  /** The shard file on disk, for providers that send requests inline. */
+  readonly path: string
+  readonly endpoint: Endpoint
+  readonly metadata: Readonly<Record<string, string>>
+}
+
+export interface BatchProvider {
+  readonly name: string
+  readonly limits: ProviderLimits
+  readonly capabilities: ProviderCapabilities
+  /** The wire line (without newline) for one request. */
+  readonly encode: (request: BatchRequest, customId: string) => string
+  /** Uploads a shard file under a name that identifies it, so an orphan upload can be found. */
+  readonly stage: (path: string, name: string) => Effect.Effect<StagedInput, ProviderError>
+  /** Finds an input staged earlier under `name` (after a crash between upload and journal). */
+  readonly findStaged: (name: string) => Effect.Effect<Option.Option<StagedInput>, ProviderError>
+  /** Creates a batch. Not idempotent: never retried here; the caller reconciles with `list`. */
+  readonly create: (input: CreateBatch) => Effect.Effect<BatchInfo, ProviderError>
+  /** Current state; sends Cache-Control: no-cache. */
+  readonly retrieve: (batchId: string) => Effect.Effect<BatchInfo, ProviderError>
+  /** Batches, newest first, lazily paginated. */
+  readonly list: Stream.Stream<BatchInfo, ProviderError>
+  readonly cancel: (batchId: string) => Effect.Effect<BatchInfo, ProviderError>
+  /** Every result line of a terminal batch, from both the output and the error file, streamed. */
+  readonly results: (batch: BatchInfo) => Stream.Stream<BatchResult, ProviderError>
+  /** Deletes a staged input that will not be used. */
+  readonly deleteStaged: (inputRef: string) => Effect.Effect<void, ProviderError>
+}
+
+/** The providers available to a run, by name ("openai", …). */
+export class Providers extends Context.Tag("@sluice/providers/Providers")<
+  Providers,
+  { readonly get: (name: string) => Effect.Effect<BatchProvider, UnknownProvider> }
+>() {}
+
+export class UnknownProvider extends Schema.TaggedError<UnknownProvider>()("UnknownProvider", {
+  name: Schema.String,
+  known: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    return `unknown provider "${this.name}" (known: ${this.known.join(", ")})`
+  }
+}

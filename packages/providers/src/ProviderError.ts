@@ -1,0 +1,55 @@
+/**
+ * The one error a provider call can fail with: a tag, a small `reason` union and a computed
+ * `retryable`. Messages never contain credentials: only method, path and the provider's
+ * own error text.
+ */
+import { Schema } from "effect"
+
+export const ProviderErrorReason = Schema.Literal(
+  "RateLimited", // 429
+  "Transport", // connection refused/reset, DNS, socket hang-up
+  "Timeout", // no answer in time
+  "Server", // 5xx
+  "Unauthorized", // 401/403
+  "NotFound", // 404
+  "Rejected", // other 4xx: the request itself is wrong
+  "Quota", // out of credit / enqueued-token limit
+  "Decode" // the response did not match the wire schema
+)
+export type ProviderErrorReason = typeof ProviderErrorReason.Type
+
+export class ProviderError extends Schema.TaggedError<ProviderError>()("ProviderError", {
+  reason: ProviderErrorReason,
+  provider: Schema.String,
+  /** e.g. "POST /batches" — never a full URL with credentials. */
+  operation: Schema.String,
+  description: Schema.String,
+  status: Schema.optional(Schema.Number),
+  /** Milliseconds the server asked us to wait (Retry-After / retry-after-ms). */
+  retryAfterMs: Schema.optional(Schema.Number)
+}) {
+  get retryable(): boolean {
+    switch (this.reason) {
+      case "RateLimited":
+      case "Transport":
+      case "Timeout":
+      case "Server":
+        return true
+      default:
+        return false
+    }
+  }
+
+  /**
+   * True when the request may have reached the provider and taken effect even though we
+   * got no answer: a create that failed like this must be reconciled, not blindly retried.
+   */
+  get ambiguous(): boolean {
+    return this.reason === "Transport" || this.reason === "Timeout" || this.reason === "Server"
+  }
+
+  override get message(): string {
+    const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
+    return `${this.provider} ${this.operation} failed: ${this.reason}${status}: ${this.description}`
+  }
+}

@@ -1,0 +1,2 @@
+export * from "./BatchProvider.js"
+export * from "./ProviderError.js"

@@ -1,0 +1,196 @@
+/**
+ * The `sluice` command line.
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { startEmulator } from "@sluice/providers/emulator"
+import { Console, Duration, Effect, Option } from "effect"
+import * as PipelineLoader from "./PipelineLoader.js"
+import * as Pricing from "./Pricing.js"
+import * as Progress from "./Progress.js"
+import * as RunDir from "./RunDir.js"
+import { Path } from "@effect/platform"
+import { run as runPipeline } from "./Runner.js"
+import type { RunSummary } from "./Runner.js"
+import * as Status from "./Status.js"
+import { endpoints } from "./ProviderRegistry.js"
+
+/** Exit codes, documented in the README. */
+export const ExitCode = {
+  ok: 0,
+  rowsFailed: 1,
+  usage: 2,
+  unfinished: 3,
+  runtime: 4
+} as const
+
+const setExit = (code: number) => Effect.sync(() => void (process.exitCode = code))
+
+const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON on stdout"))
+const runDirOption = Options.directory("run-dir").pipe(
+  Options.withDescription("the run directory (default .sluice/runs/<pipeline name>)"),
+  Options.optional
+)
+const concurrency = Options.integer("concurrency").pipe(
+  Options.withDescription("batches in flight at once"),
+  Options.withDefault(4)
+)
+const shardSize = Options.integer("shard-size").pipe(
+  Options.withDescription("requests per batch at most (capped by the provider's limit)"),
+  Options.optional
+)
+const pollSeconds = Options.float("poll-interval").pipe(
+  Options.withDescription("seconds between status polls of a batch"),
+  Options.withDefault(30)
+)
+const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
+const allowChanged = Options.boolean("allow-changed").pipe(
+  Options.withDescription("continue a run although its pipeline changed since it started")
+)
+
+const summaryLines = (s: RunSummary): string => {
+  const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
+  const cost = Pricing.cost(s.model, s.usage)
+  const lines = [
+    `${s.finished ? "done" : "submitted"}: ${s.rows} rows, ${s.succeeded} succeeded, ${failed} failed, ${s.pending} pending, ${s.batches} batches`,
+    `tokens: ${s.usage.input} in (${s.usage.cached} cached), ${s.usage.output} out`,
+    cost === undefined
+      ? `cost: no price for ${s.model} in the price table`
+      : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${Pricing.table.date})`,
+    `run directory: ${s.runDir}`
+  ]
+  if (failed > 0) lines.push(`failed rows are listed in ${s.runDir}/failures.jsonl`)
+  return lines.join("\n")
+}
+
+const exitFor = (s: RunSummary): number => {
+  if (!s.finished || s.pending > 0) return ExitCode.unfinished
+  return Object.values(s.failed).some((n) => n > 0) ? ExitCode.rowsFailed : ExitCode.ok
+}
+
+const execute = (
+  pipelineFile: string,
+  opts: {
+    runDir: Option.Option<string>
+    concurrency: number
+    shardSize: Option.Option<number>
+    pollSeconds: number
+    detach: boolean
+    allowChanged: boolean
+    json: boolean
+  }
+) =>
+  Effect.gen(function* () {
+    const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
+    const progress = Progress.make()
+    const renderer = yield* Effect.fork(progress.render)
+    const summary = yield* runPipeline(pipeline, {
+      ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
+      pipelineFile: file,
+      concurrency: opts.concurrency,
+      ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
+      pollInterval: Duration.millis(Math.max(10, opts.pollSeconds * 1000)),
+      detach: opts.detach,
+      allowChanged: opts.allowChanged,
+      providerEndpoints: endpoints(pipeline.stages.map((s) => s.provider)),
+      observer: progress.observer
+    }).pipe(Effect.ensuring(Effect.interruptWith(renderer.id()).pipe(Effect.asVoid)), Effect.ensuring(progress.finish))
+    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
+    yield* setExit(exitFor(summary))
+  })
+
+const runCommand = Command.make(
+  "run",
+  {
+    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    runDir: runDirOption,
+    concurrency,
+    shardSize,
+    pollSeconds,
+    detach,
+    allowChanged,
+    json
+  },
+  ({ pipeline, ...opts }) => execute(pipeline, opts)
+).pipe(
+  Command.withDescription(
+    "Run a pipeline. Running it again on the same run directory continues where it stopped: nothing finished is submitted twice."
+  )
+)
+
+const resumeCommand = Command.make(
+  "resume",
+  {
+    runDir: Args.directory({ name: "run-dir", exists: "yes" }),
+    concurrency,
+    pollSeconds,
+    detach,
+    allowChanged,
+    json
+  },
+  ({ runDir, ...opts }) =>
+    Effect.gen(function* () {
+      const path = yield* Path.Path
+      const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+      if (manifest.pipelineFile === null) {
+        return yield* Effect.fail(new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" }))
+      }
+      yield* execute(manifest.pipelineFile, { ...opts, runDir: Option.some(runDir), shardSize: Option.none() })
+    })
+).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
+
+const statusCommand = Command.make(
+  "status",
+  {
+    runDir: Args.directory({ name: "run-dir", exists: "yes" }),
+    json,
+    noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
+  },
+  ({ runDir, json, noRefresh }) =>
+    Effect.gen(function* () {
+      const s = yield* Status.status(runDir, { refresh: !noRefresh })
+      yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
+    })
+).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
+
+const emulatorCommand = Command.make(
+  "emulator",
+  {
+    port: Options.integer("port").pipe(Options.withDefault(0), Options.withDescription("port on 127.0.0.1 (0 = a free port)")),
+    apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key (default: accept any)")),
+    stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
+    rps: Options.float("requests-per-second").pipe(Options.withDefault(1000), Options.withDescription("processing speed per batch")),
+    validatingMs: Options.integer("validating-ms").pipe(Options.withDefault(200)),
+    finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200)),
+    expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window (default 24h)")),
+    errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted)")),
+    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After"))
+  },
+  (o) =>
+    Effect.gen(function* () {
+      const handle = yield* Effect.acquireRelease(
+        Effect.promise(() =>
+          startEmulator({
+            port: o.port,
+            requestsPerSecond: o.rps,
+            validatingMs: o.validatingMs,
+            finalizingMs: o.finalizingMs,
+            errorRate: o.errorRate,
+            rateLimitRate: o.rateLimitRate,
+            ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
+            ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
+            ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
+          })
+        ),
+        (h) => Effect.promise(() => h.close())
+      )
+      yield* Console.log(`sluice emulator listening on ${handle.url} (OpenAI base URL ${handle.url}/v1)`)
+      return yield* Effect.never
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1 (OpenAI Files + Batches API)."))
+
+export const root = Command.make("sluice").pipe(
+  Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
+  Command.withSubcommands([runCommand, resumeCommand, statusCommand, emulatorCommand])
+)
+
+export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })

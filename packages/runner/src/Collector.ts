@@ -1,0 +1,199 @@
+/**
+ * Collection: a finished shard's results are joined to its rows and written out. Every
+ * row of the shard ends in exactly one place: the sink (succeeded), failures.jsonl (failed
+ * for good), or a retry shard (rescheduled). Rows with no result line at all are `missing`
+ * — providers drop lines — and are rescheduled like retryable failures.
+ *
+ * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
+ * shard's row sidecar is streamed against it.
+ */
+import { FileSystem } from "@effect/platform"
+import type { BatchResult, FailureClass } from "@sluice/core"
+import { Effect, Exit, Scope, Stream } from "effect"
+import { createHash } from "node:crypto"
+import * as LineFile from "./internal/LineFile.js"
+import { lines } from "./internal/lines.js"
+import type { TokenUsage } from "./JournalEvent.js"
+import type { Outputs } from "./Outputs.js"
+import type { RunContext } from "./RunContext.js"
+import type { ShardState } from "./RunState.js"
+
+type Outcome =
+  | { readonly ok: true; readonly output: unknown }
+  | { readonly ok: false; readonly failure: FailureClass; readonly code: string; readonly message: string }
+
+/** Failure classes the runner reschedules on its own, within the row's attempt budget. */
+const automatic: ReadonlySet<FailureClass> = new Set(["retryable", "expired", "missing"])
+
+interface RowLine {
+  readonly id: string
+  readonly key: string
+  readonly loc: string
+  readonly input: unknown
+}
+
+/** The id of the shard that retries `shard`'s failed rows. */
+export const retryShardId = (shard: ShardState): string => `${shard.id.replace(/-a\d+$/, "")}-a${shard.attempt + 1}`
+
+/** Classifies a whole shard that produced no results (rejected at create, or failed validation). */
+const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
+  if (shard.phase === "rejected" && shard.rejection !== null) {
+    return { ok: false, failure: shard.rejection.failure as FailureClass, code: "create_rejected", message: shard.rejection.message }
+  }
+  if (shard.status === "failed") {
+    const text = shard.errors.join("; ") || "the provider failed the batch without saying why"
+    // An enqueued-token limit clears as other batches finish: worth another attempt.
+    const failure: FailureClass = /token_limit_exceeded/.test(text) ? "retryable" : "permanent"
+    return { ok: false, failure, code: "batch_failed", message: text }
+  }
+  return undefined
+}
+
+export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState) =>
+  outputs.exclusive(
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const { stage, provider } = ctx
+      const outcomes = new Map<string, Outcome>()
+      const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
+      const whole = wholeShardFailure(shard)
+
+      if (whole === undefined && shard.batchId !== null) {
+        const info = yield* provider.retrieve(shard.batchId)
+        yield* provider.results(info).pipe(
+          Stream.runForEach((result: BatchResult) =>
+            Effect.gen(function* () {
+              yield* outputs.results.line(JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...result }))
+              const previous = outcomes.get(result.customId)
+              if (previous !== undefined && previous.ok) return // a duplicated line: the first success stands
+              if (result._tag === "Succeeded") {
+                if (result.usage !== null) {
+                  usage.input += result.usage.inputTokens
+                  usage.output += result.usage.outputTokens
+                  usage.cached += result.usage.cachedInputTokens
+                }
+                const decoded = stage.decode(result.text)
+                outcomes.set(
+                  result.customId,
+                  decoded._tag === "Right"
+                    ? { ok: true, output: decoded.right }
+                    : { ok: false, failure: "parse", code: "parse_error", message: decoded.left }
+                )
+              } else {
+                outcomes.set(result.customId, {
+                  ok: false,
+                  failure: result.failure,
+                  code: result.code,
+                  message: result.message
+                })
+              }
+            })
+          )
+        )
+      }
+
+      // Rescheduled rows go to a retry shard with their identical request lines. If a crash
+      // hit after the retry shard was journaled, it exists already and is left as it is.
+      const retryId = retryShardId(shard)
+      const retryPlanned = ctx.state.shards.has(retryId)
+      let retry: { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile } | undefined
+      const retryHash = createHash("sha256")
+      let rescheduled = 0
+      let retryBytes = 0
+      let succeeded = 0
+      const failed: Record<string, number> = {}
+      let sinkBatch: Array<unknown> = []
+      const flushSink = Effect.suspend(() => {
+        if (outputs.sink === null || sinkBatch.length === 0) return Effect.void
+        const batch = sinkBatch
+        sinkBatch = []
+        return outputs.sink.write(batch)
+      })
+
+      const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
+      const requests = lines(ctx.paths.shardFile(shard.id))
+      yield* Stream.zip(rows, requests).pipe(
+        Stream.runForEach(([row, request]) =>
+          Effect.gen(function* () {
+            const outcome: Outcome = whole ??
+              outcomes.get(row.id) ?? {
+                ok: false,
+                failure: "missing",
+                code: "missing",
+                message: `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
+              }
+            if (outcome.ok) {
+              succeeded++
+              sinkBatch.push({ key: row.key, customId: row.id, input: row.input, output: outcome.output })
+              if (sinkBatch.length >= 1000) yield* flushSink
+              return
+            }
+            if (automatic.has(outcome.failure) && shard.attempt < stage.maxAttempts) {
+              rescheduled++
+              if (retryPlanned) return
+              if (retry === undefined) {
+                const scope = yield* Scope.make()
+                retry = {
+                  scope,
+                  requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
+                  rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope))
+                }
+              }
+              retryHash.update(request + "\n")
+              retryBytes += Buffer.byteLength(request) + 1
+              yield* retry.requests.line(request)
+              yield* retry.rows.line(JSON.stringify(row))
+              return
+            }
+            failed[outcome.failure] = (failed[outcome.failure] ?? 0) + 1
+            yield* outputs.failure({
+              custom_id: row.id,
+              key: row.key,
+              shard: shard.id,
+              attempt: shard.attempt,
+              class: outcome.failure,
+              code: outcome.code,
+              message: outcome.message,
+              location: row.loc
+            })
+          })
+        )
+      )
+      yield* flushSink
+
+      if (retry !== undefined) {
+        yield* retry.requests.sync
+        yield* retry.rows.sync
+        yield* Scope.close(retry.scope, Exit.void)
+        yield* ctx.record({
+          _tag: "ShardPlanned",
+          shard: retryId,
+          stage: shard.stage,
+          provider: shard.provider,
+          model: shard.model,
+          endpoint: shard.endpoint,
+          requests: rescheduled,
+          bytes: retryBytes,
+          sha256: retryHash.digest("hex"),
+          attempt: shard.attempt + 1,
+          parent: shard.id,
+          sourceOffset: null,
+          invalid: 0,
+          offsets: null
+        })
+      }
+      const offsets = yield* outputs.commit
+      yield* ctx.record({
+        _tag: "Collected",
+        shard: shard.id,
+        succeeded,
+        failed,
+        rescheduled,
+        retryShard: rescheduled > 0 ? retryId : null,
+        usage,
+        offsets
+      })
+      void fs
+      return rescheduled > 0 ? retryId : null
+    })
+  )

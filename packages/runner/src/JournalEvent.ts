@@ -1,0 +1,125 @@
+/**
+ * The journal's events: every state change of a run, in the order it happened. Replaying
+ * them rebuilds the run's state exactly (see RunState.ts).
+ */
+import { FailureClass } from "@sluice/core"
+import { BatchCounts, BatchStatus } from "@sluice/providers"
+import { Schema } from "effect"
+
+/** Byte lengths of the run's append-only output files at a commit point. */
+export const Offsets = Schema.Struct({
+  results: Schema.Number,
+  failures: Schema.Number,
+  sink: Schema.NullOr(Schema.Number)
+})
+export type Offsets = typeof Offsets.Type
+
+export const TokenUsage = Schema.Struct({
+  input: Schema.Number,
+  output: Schema.Number,
+  cached: Schema.Number
+})
+export type TokenUsage = typeof TokenUsage.Type
+
+/** A shard file was written and is ready to submit. */
+export const ShardPlanned = Schema.TaggedStruct("ShardPlanned", {
+  shard: Schema.String,
+  stage: Schema.String,
+  provider: Schema.String,
+  model: Schema.String,
+  endpoint: Schema.String,
+  requests: Schema.Number,
+  bytes: Schema.Number,
+  sha256: Schema.String,
+  /** Attempt number of every row in this shard (1 for first submission). */
+  attempt: Schema.Number,
+  /** The shard whose failed rows this one resubmits. */
+  parent: Schema.NullOr(Schema.String),
+  /** Source items consumed once this shard is planned (first-attempt shards only). */
+  sourceOffset: Schema.NullOr(Schema.Number),
+  /** Invalid or oversize source rows listed in failures.jsonl since the previous shard. */
+  invalid: Schema.Number,
+  /** Output lengths after listing them (null when there were none). */
+  offsets: Schema.NullOr(Offsets)
+})
+
+/** The source was read to its end. */
+export const PlanComplete = Schema.TaggedStruct("PlanComplete", {
+  sourceOffset: Schema.Number,
+  invalid: Schema.Number,
+  offsets: Schema.NullOr(Offsets)
+})
+
+/** About to upload and create a batch for a shard; written before either. */
+export const SubmitIntent = Schema.TaggedStruct("SubmitIntent", {
+  shard: Schema.String,
+  submission: Schema.Number,
+  /** Unix seconds: orphan batches created before this are not ours. */
+  at: Schema.Number
+})
+
+export const Staged = Schema.TaggedStruct("Staged", {
+  shard: Schema.String,
+  submission: Schema.Number,
+  inputRef: Schema.String
+})
+
+export const Created = Schema.TaggedStruct("Created", {
+  shard: Schema.String,
+  submission: Schema.Number,
+  batchId: Schema.String,
+  /** True when found at the provider after a crash instead of created now. */
+  adopted: Schema.Boolean
+})
+
+/** The provider refused to create the batch (a definite answer, not a lost one). */
+export const CreateRejected = Schema.TaggedStruct("CreateRejected", {
+  shard: Schema.String,
+  submission: Schema.Number,
+  failure: FailureClass,
+  message: Schema.String
+})
+
+export const StatusChanged = Schema.TaggedStruct("StatusChanged", {
+  shard: Schema.String,
+  batchId: Schema.String,
+  status: BatchStatus,
+  rawStatus: Schema.String,
+  counts: BatchCounts
+})
+
+export const Terminal = Schema.TaggedStruct("Terminal", {
+  shard: Schema.String,
+  batchId: Schema.String,
+  status: BatchStatus,
+  rawStatus: Schema.String,
+  counts: BatchCounts,
+  /** Validation errors of a failed batch. */
+  errors: Schema.Array(Schema.String)
+})
+
+/** A shard's results were written to results, failures and the sink. */
+export const Collected = Schema.TaggedStruct("Collected", {
+  shard: Schema.String,
+  succeeded: Schema.Number,
+  /** Rows that ended failed, by class. */
+  failed: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  /** Rows rescheduled into `retryShard`. */
+  rescheduled: Schema.Number,
+  retryShard: Schema.NullOr(Schema.String),
+  usage: TokenUsage,
+  offsets: Offsets
+})
+
+export const JournalEvent = Schema.Union(
+  ShardPlanned,
+  PlanComplete,
+  SubmitIntent,
+  Staged,
+  Created,
+  CreateRejected,
+  StatusChanged,
+  Terminal,
+  Collected
+)
+export type JournalEvent = typeof JournalEvent.Type

@@ -1,0 +1,37 @@
+/**
+ * Loads a pipeline file (`.ts` works without a build: the CLI runs under tsx) and checks
+ * that it exports a pipeline.
+ */
+import { Pipeline } from "@sluice/core"
+import { Effect, Schema } from "effect"
+import { existsSync } from "node:fs"
+import { resolve } from "node:path"
+import { pathToFileURL } from "node:url"
+
+export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("PipelineLoadError", {
+  file: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `${this.file}: ${this.description}`
+  }
+}
+
+export const load = (file: string) =>
+  Effect.gen(function* () {
+    const absolute = resolve(file)
+    if (!existsSync(absolute)) return yield* new PipelineLoadError({ file, description: "no such file" })
+    const module = yield* Effect.tryPromise({
+      try: () => import(pathToFileURL(absolute).href) as Promise<Record<string, unknown>>,
+      catch: (e) =>
+        new PipelineLoadError({ file, description: `cannot load: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` })
+    })
+    const candidate = module["default"] ?? module["pipeline"]
+    if (!Pipeline.isPipeline(candidate)) {
+      return yield* new PipelineLoadError({
+        file,
+        description: "does not export a pipeline (export default Pipeline.make(...).pipe(...))"
+      })
+    }
+    return { pipeline: candidate as Pipeline.Pipeline<any, any>, file: absolute }
+  })

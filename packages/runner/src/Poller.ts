@@ -1,0 +1,61 @@
+/**
+ * Polling a shard's batch until it reaches a terminal status. Status changes are journaled;
+ * counts are kept in memory for progress (journaling every count change would grow the
+ * journal with the length of the run, not its size).
+ */
+import { isTerminal } from "@sluice/providers"
+import type { BatchInfo } from "@sluice/providers"
+import { Duration, Effect, Schedule } from "effect"
+import type { RunContext } from "./RunContext.js"
+import type { ShardState } from "./RunState.js"
+
+/** How long a `completed` batch may report no output file while it says requests succeeded. */
+const LATE_OUTPUT_WAIT_MS = 10 * 60_000
+
+export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchInfo) => void) =>
+  Effect.gen(function* () {
+    if (shard.phase !== "created" || shard.batchId === null) return
+    const batchId = shard.batchId
+    let completedSeenAt: number | null = null
+    const step = Effect.gen(function* () {
+      const info = yield* ctx.provider.retrieve(batchId)
+      onStatus(info)
+      if (info.rawStatus !== shard.rawStatus) {
+        if (info.status === "unknown") {
+          yield* Effect.logWarning(`shard ${shard.id}: batch ${batchId} has an unknown status "${info.rawStatus}"; still polling`)
+        }
+        yield* ctx.record({
+          _tag: "StatusChanged",
+          shard: shard.id,
+          batchId,
+          status: info.status,
+          rawStatus: info.rawStatus,
+          counts: info.counts
+        })
+      }
+      if (!isTerminal(info.status)) return false
+      // Some providers report `completed` before the output file exists.
+      if (info.status === "completed" && info.outputFileId === null && info.counts.succeeded > 0) {
+        const now = Date.now()
+        completedSeenAt ??= now
+        if (now - completedSeenAt < LATE_OUTPUT_WAIT_MS) return false
+        yield* Effect.logWarning(`shard ${shard.id}: batch ${batchId} still has no output file; collecting without it`)
+      }
+      yield* ctx.record({
+        _tag: "Terminal",
+        shard: shard.id,
+        batchId,
+        status: info.status,
+        rawStatus: info.rawStatus,
+        counts: info.counts,
+        errors: info.errors.map((e) => `${e.code}: ${e.message}${e.line === null ? "" : ` (line ${e.line})`}`)
+      })
+      return true
+    })
+    yield* Effect.repeat(step, {
+      schedule: Schedule.spaced(ctx.settings.pollInterval),
+      until: (done) => done
+    })
+  })
+
+export const defaultPollInterval = Duration.seconds(30)

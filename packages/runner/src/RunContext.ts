@@ -1,0 +1,35 @@
+/**
+ * What the phases of a run share: the run directory, the pipeline's stage, its provider, the
+ * journal and the state it rebuilds, and the settings.
+ */
+import type { Pipeline } from "@sluice/core"
+import type { BatchProvider } from "@sluice/providers"
+import type { Duration, Effect } from "effect"
+import type { JournalIOError } from "./Journal.js"
+import type { JournalEvent } from "./JournalEvent.js"
+import type { RunPaths } from "./RunDir.js"
+import type { RunState } from "./RunState.js"
+
+export interface RunSettings {
+  /** Batches in flight at once (submitted and not yet finished). */
+  readonly concurrency: number
+  /** Requests per shard at most (capped by the provider's own limit). */
+  readonly shardSize: number
+  /** Bytes per shard at most (capped by the provider's own limit). */
+  readonly shardBytes: number
+  readonly pollInterval: Duration.Duration
+  /** Plan and submit, then return without waiting for results. */
+  readonly detach: boolean
+}
+
+export interface RunContext {
+  readonly runId: string
+  readonly paths: RunPaths
+  readonly pipeline: Pipeline.Pipeline<any, any>
+  readonly stage: Pipeline.BatchStage<any, any>
+  readonly provider: BatchProvider
+  readonly state: RunState
+  readonly settings: RunSettings
+  /** Appends an event to the journal (fsynced), then applies it to `state`. */
+  readonly record: (event: JournalEvent) => Effect.Effect<void, JournalIOError>
+}

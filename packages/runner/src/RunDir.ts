@@ -1,0 +1,89 @@
+/**
+ * The run directory: one per run, everything needed to resume, and no secrets.
+ *
+ *   manifest.json     pipeline name and fingerprint, providers without keys, options
+ *   journal.jsonl     append-only events (Journal.ts)
+ *   shards/           request files exactly as uploaded, with a row sidecar per shard
+ *   results.jsonl     every result line as collected, raw response kept
+ *   failures.jsonl    rows that ended failed, with class and message
+ */
+import { FileSystem, Path } from "@effect/platform"
+import { Effect, Schema } from "effect"
+
+export const Manifest = Schema.Struct({
+  version: Schema.Literal(1),
+  runId: Schema.String,
+  pipeline: Schema.String,
+  fingerprint: Schema.String,
+  /** Absolute path of the pipeline file, so `resume` needs only the run directory. */
+  pipelineFile: Schema.NullOr(Schema.String),
+  stages: Schema.Array(Schema.Struct({ name: Schema.String, provider: Schema.String, model: Schema.String })),
+  /** Provider endpoints (base URLs), never keys. */
+  providers: Schema.Record({ key: Schema.String, value: Schema.Struct({ baseUrl: Schema.String }) }),
+  sink: Schema.NullOr(Schema.String),
+  createdAt: Schema.String
+})
+export type Manifest = typeof Manifest.Type
+
+export class RunDirError extends Schema.TaggedError<RunDirError>()("RunDirError", {
+  path: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `run directory ${this.path}: ${this.description}`
+  }
+}
+
+export interface RunPaths {
+  readonly root: string
+  readonly manifest: string
+  readonly journal: string
+  readonly shards: string
+  readonly results: string
+  readonly failures: string
+  readonly shardFile: (shard: string) => string
+  readonly rowsFile: (shard: string) => string
+}
+
+export const paths = (root: string, path: Path.Path): RunPaths => ({
+  root,
+  manifest: path.join(root, "manifest.json"),
+  journal: path.join(root, "journal.jsonl"),
+  shards: path.join(root, "shards"),
+  results: path.join(root, "results.jsonl"),
+  failures: path.join(root, "failures.jsonl"),
+  shardFile: (shard) => path.join(root, "shards", `${shard}.jsonl`),
+  rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`)
+})
+
+const decodeManifest = Schema.decodeUnknown(Schema.parseJson(Manifest))
+
+export const readManifest = (p: RunPaths) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(p.manifest)
+    return yield* decodeManifest(text)
+  }).pipe(
+    Effect.mapError(
+      (e) => new RunDirError({ path: p.root, description: `cannot read manifest.json: ${e.message.split("\n")[0]}` })
+    )
+  )
+
+/** Writes the manifest atomically: a temp file, fsynced, renamed over the target. */
+export const writeManifest = (p: RunPaths, manifest: Manifest) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.makeDirectory(p.shards, { recursive: true })
+    const tmp = `${p.manifest}.tmp`
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        const file = yield* fs.open(tmp, { flag: "w" })
+        yield* file.writeAll(new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"))
+        yield* file.sync
+      })
+    )
+    yield* fs.rename(tmp, p.manifest)
+  }).pipe(Effect.mapError((e) => new RunDirError({ path: p.root, description: `cannot write manifest: ${e.message}` })))
+
+export const exists = (p: RunPaths) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.exists(p.manifest)).pipe(Effect.orElseSucceed(() => false))

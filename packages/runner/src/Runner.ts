@@ -1,0 +1,241 @@
+/**
+ * Running a pipeline: open (or continue) its run directory, plan the source into shards,
+ * submit them with at most `concurrency` batches in flight, poll, collect, and reschedule
+ * what failed — from whatever point the journal says the run had reached.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import { Pipeline } from "@sluice/core"
+import { Providers } from "@sluice/providers"
+import type { BatchInfo } from "@sluice/providers"
+import { Deferred, Duration, Effect, Ref, Schema, Stream } from "effect"
+import { randomBytes } from "node:crypto"
+import * as Collector from "./Collector.js"
+import * as Journal from "./Journal.js"
+import type { JournalEvent } from "./JournalEvent.js"
+import * as Outputs from "./Outputs.js"
+import * as Planner from "./Planner.js"
+import * as Poller from "./Poller.js"
+import type { RunContext, RunSettings } from "./RunContext.js"
+import * as RunDir from "./RunDir.js"
+import * as RunState from "./RunState.js"
+import * as Submitter from "./Submitter.js"
+
+export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("PipelineChanged", {
+  runDir: Schema.String,
+  before: Schema.String,
+  after: Schema.String
+}) {
+  override get message(): string {
+    return (
+      `the pipeline changed since run ${this.runDir} started (fingerprint ${this.before} → ${this.after}); ` +
+      `start a new run directory, or resume anyway with --allow-changed`
+    )
+  }
+}
+
+export class PipelineInvalid extends Schema.TaggedError<PipelineInvalid>()("PipelineInvalid", {
+  description: Schema.String
+}) {
+  override get message(): string {
+    return this.description
+  }
+}
+
+/** Observes a run: journaled events and every status poll. For progress displays. */
+export interface RunObserver {
+  readonly event?: (event: JournalEvent, state: RunState.RunState) => void
+  readonly polled?: (shard: string, info: BatchInfo) => void
+}
+
+export interface RunOptions extends Partial<RunSettings> {
+  /** The run directory; default `.sluice/runs/<pipeline name>`. */
+  readonly runDir?: string
+  /** Absolute path of the pipeline file, recorded so `resume` needs only the run directory. */
+  readonly pipelineFile?: string
+  /** Continue a run whose pipeline fingerprint differs from the manifest's. */
+  readonly allowChanged?: boolean
+  /** Base URLs of the providers, recorded in the manifest (never keys). */
+  readonly providerEndpoints?: Record<string, { baseUrl: string }>
+  readonly observer?: RunObserver
+}
+
+export interface RunSummary {
+  readonly runId: string
+  readonly runDir: string
+  readonly finished: boolean
+  readonly rows: number
+  readonly succeeded: number
+  readonly failed: Readonly<Record<string, number>>
+  readonly invalid: number
+  readonly pending: number
+  readonly batches: number
+  readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
+  readonly model: string
+}
+
+export const defaultSettings: RunSettings = {
+  concurrency: 4,
+  shardSize: 50_000,
+  shardBytes: 190_000_000,
+  pollInterval: Duration.seconds(30),
+  detach: false
+}
+
+export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineName.replace(/[^A-Za-z0-9_.-]/g, "_")}`
+
+/** Rebuilds a run's state from its journal alone. */
+export const loadState = (journalPath: string) =>
+  Journal.replay(journalPath).pipe(Stream.runFold(RunState.empty(), RunState.apply))
+
+export const summarize = (ctx: { runId: string; paths: RunDir.RunPaths; state: RunState.RunState; model: string }): RunSummary => ({
+  runId: ctx.runId,
+  runDir: ctx.paths.root,
+  finished: RunState.isFinished(ctx.state),
+  rows: ctx.state.rowsPlanned + ctx.state.invalidRows,
+  succeeded: ctx.state.succeeded,
+  failed: { ...ctx.state.failed, ...(ctx.state.invalidRows > 0 ? { invalid: ctx.state.invalidRows } : {}) },
+  invalid: ctx.state.invalidRows,
+  pending: RunState.pendingRows(ctx.state),
+  batches: [...ctx.state.shards.values()].filter((s) => s.batchId !== null).length,
+  usage: ctx.state.usage,
+  model: ctx.model
+})
+
+export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      if (pipeline.source === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no source (use Pipeline.from)` })
+      const stage = pipeline.stages[0]
+      if (stage === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
+      const provider = yield* (yield* Providers).get(stage.provider)
+      const settings: RunSettings = {
+        concurrency: options.concurrency ?? defaultSettings.concurrency,
+        shardSize: options.shardSize ?? defaultSettings.shardSize,
+        shardBytes: options.shardBytes ?? defaultSettings.shardBytes,
+        pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+        detach: options.detach ?? false
+      }
+      const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
+      const paths = RunDir.paths(root, path)
+      const fingerprint = Pipeline.fingerprint(pipeline)
+
+      let runId: string
+      if (yield* RunDir.exists(paths)) {
+        const manifest = yield* RunDir.readManifest(paths)
+        if (manifest.fingerprint !== fingerprint && options.allowChanged !== true) {
+          return yield* new PipelineChanged({ runDir: root, before: manifest.fingerprint, after: fingerprint })
+        }
+        runId = manifest.runId
+      } else {
+        runId = `${pipeline.name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 24)}-${randomBytes(4).toString("hex")}`
+        yield* RunDir.writeManifest(paths, {
+          version: 1,
+          runId,
+          pipeline: pipeline.name,
+          fingerprint,
+          pipelineFile: options.pipelineFile ?? null,
+          stages: pipeline.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
+          providers: options.providerEndpoints ?? {},
+          sink: pipeline.sink?.name ?? null,
+          createdAt: new Date().toISOString()
+        })
+      }
+      yield* fs.makeDirectory(paths.shards, { recursive: true })
+
+      const state = yield* loadState(paths.journal)
+      const journal = yield* Journal.open(paths.journal)
+      const observer = options.observer ?? {}
+      const ctx: RunContext = {
+        runId,
+        paths,
+        pipeline,
+        stage,
+        provider,
+        state,
+        settings,
+        record: (event) =>
+          journal.append(event).pipe(
+            Effect.map(() => {
+              RunState.apply(state, event)
+              observer.event?.(event, state)
+            })
+          )
+      }
+      const outputs = yield* Outputs.open(ctx)
+
+      // Submission and polling hold a permit: at most `concurrency` batches in flight.
+      const inFlight = yield* Effect.makeSemaphore(settings.concurrency)
+      const outstanding = yield* Ref.make(0)
+      const done = yield* Deferred.make<void, unknown>()
+      const planDone = yield* Ref.make(state.planComplete)
+
+      const checkDone = Effect.gen(function* () {
+        if ((yield* Ref.get(planDone)) && (yield* Ref.get(outstanding)) === 0) yield* Deferred.succeed(done, undefined)
+      })
+
+      const drive = (id: string): Effect.Effect<void, unknown, FileSystem.FileSystem> =>
+        Effect.gen(function* () {
+          const shard = state.shards.get(id)!
+          if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
+            yield* inFlight.withPermits(1)(
+              Effect.gen(function* () {
+                yield* Submitter.submit(ctx, shard)
+                if (settings.detach) return
+                yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info))
+              })
+            )
+          }
+          if (settings.detach) return
+          if (shard.phase === "terminal" || shard.phase === "rejected") {
+            const retry = yield* Collector.collect(ctx, outputs, shard)
+            if (retry !== null) yield* launch(retry)
+          }
+        })
+
+      const runScope = yield* Effect.scope
+      const launch = (id: string): Effect.Effect<void> =>
+        Ref.update(outstanding, (n) => n + 1).pipe(
+          Effect.zipRight(
+            drive(id).pipe(
+              Effect.provideService(FileSystem.FileSystem, fs),
+              Effect.matchCauseEffect({
+                onFailure: (cause) => Deferred.failCause(done, cause),
+                onSuccess: () => Effect.zipRight(Ref.update(outstanding, (n) => n - 1), checkDone)
+              }),
+              Effect.forkIn(runScope)
+            )
+          ),
+          Effect.asVoid
+        )
+
+      // With onInvalid "fail", nothing is submitted before the whole source has been read:
+      // a malformed row must stop the run before any money is spent.
+      const holdUntilPlanned = pipeline.onInvalid === "fail" && !state.planComplete
+      const held: Array<string> = []
+      const offer = (id: string) => (holdUntilPlanned ? Effect.sync(() => void held.push(id)) : launch(id))
+
+      for (const shard of RunState.openShards(state)) {
+        if (holdUntilPlanned && shard.phase === "planned") held.push(shard.id)
+        else yield* launch(shard.id)
+      }
+      if (!state.planComplete) {
+        yield* Planner.plan(ctx, outputs, offer).pipe(
+          Effect.matchCauseEffect({
+            onFailure: (cause) => Deferred.failCause(done, cause),
+            onSuccess: () =>
+              Effect.gen(function* () {
+                for (const id of held) yield* launch(id)
+                yield* Ref.set(planDone, true)
+                yield* checkDone
+              })
+          }),
+          Effect.forkIn(runScope)
+        )
+      }
+      yield* checkDone
+      yield* Deferred.await(done)
+      return summarize({ runId, paths, state, model: stage.model })
+    })
+  )

@@ -1,0 +1,138 @@
+/**
+ * Exactly-once submission. The intent is journaled before anything reaches the provider;
+ * the batch is created with metadata naming run, shard and submission. After a crash (or a
+ * create whose answer was lost) the provider's batches are listed and a matching one is
+ * adopted; a batch is created again only when none exists. An upload made before the crash
+ * is found by its file name and reused instead of leaked.
+ */
+import type { BatchInfo, ProviderError } from "@sluice/providers"
+import { Duration, Effect, Option, Schema, Stream } from "effect"
+import type { RunContext } from "./RunContext.js"
+import type { ShardState } from "./RunState.js"
+
+export class SubmitError extends Schema.TaggedError<SubmitError>()("SubmitError", {
+  shard: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `cannot submit shard ${this.shard}: ${this.description}`
+  }
+}
+
+/** Metadata every batch carries, so it can be recognised after a crash. */
+export const batchMetadata = (ctx: RunContext, shard: ShardState): Record<string, string> => ({
+  sluice_run: ctx.runId,
+  sluice_shard: shard.id,
+  sluice_submission: String(shard.submission),
+  sluice_sha256: shard.sha256.slice(0, 32)
+})
+
+/** The upload's file name: unique per run, shard and submission. */
+export const stagedName = (ctx: RunContext, shard: ShardState): string =>
+  `sluice-${ctx.runId}-${shard.id}-s${shard.submission}.jsonl`
+
+const nowSeconds = Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (ms) => Math.floor(ms / 1000))
+
+/** Orphans older than the intent (less some clock skew) cannot be ours; stop listing there. */
+const SKEW_SECONDS = 600
+
+/** Finds a batch created for this shard's current submission, if the provider can list. */
+export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
+  if (!ctx.provider.capabilities.list || shard.intentAt === null) return Effect.succeedNone
+  const since = shard.intentAt - SKEW_SECONDS
+  const submission = String(shard.submission)
+  return ctx.provider.list.pipe(
+    Stream.takeWhile((b) => b.createdAt >= since),
+    Stream.find(
+      (b) =>
+        b.metadata["sluice_run"] === ctx.runId &&
+        b.metadata["sluice_shard"] === shard.id &&
+        b.metadata["sluice_submission"] === submission
+    ),
+    Stream.runHead
+  )
+}
+
+const MAX_CREATE_TRIES = 8
+
+/** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
+export const submit = (ctx: RunContext, shard: ShardState) =>
+  Effect.gen(function* () {
+    if (shard.phase !== "planned" && shard.phase !== "intent" && shard.phase !== "staged") return
+    const { provider } = ctx
+    if (shard.phase === "planned") {
+      yield* ctx.record({ _tag: "SubmitIntent", shard: shard.id, submission: shard.submission + 1, at: yield* nowSeconds })
+    } else {
+      // An intent without a recorded batch: we crashed, or never heard back from create.
+      const orphan = yield* findOrphan(ctx, shard)
+      if (Option.isSome(orphan)) {
+        yield* Effect.logInfo(`shard ${shard.id}: adopting batch ${orphan.value.id} created before a crash`)
+        return yield* ctx.record({
+          _tag: "Created",
+          shard: shard.id,
+          submission: shard.submission,
+          batchId: orphan.value.id,
+          adopted: true
+        })
+      }
+    }
+
+    if (shard.inputRef === null) {
+      const name = stagedName(ctx, shard)
+      const earlier = shard.phase === "intent" ? yield* provider.findStaged(name) : Option.none()
+      const staged = Option.isSome(earlier) ? earlier.value : yield* provider.stage(ctx.paths.shardFile(shard.id), name)
+      yield* ctx.record({ _tag: "Staged", shard: shard.id, submission: shard.submission, inputRef: staged.inputRef })
+    }
+
+    for (let attempt = 1; ; attempt++) {
+      const created = yield* provider
+        .create({
+          inputRef: shard.inputRef!,
+          path: ctx.paths.shardFile(shard.id),
+          endpoint: shard.endpoint === "embeddings" ? "embeddings" : "chat",
+          metadata: batchMetadata(ctx, shard)
+        })
+        .pipe(Effect.either)
+      if (created._tag === "Right") {
+        return yield* ctx.record({
+          _tag: "Created",
+          shard: shard.id,
+          submission: shard.submission,
+          batchId: created.right.id,
+          adopted: false
+        })
+      }
+      const error = created.left
+      if (error.reason === "Unauthorized" || error.reason === "Quota") {
+        return yield* new SubmitError({ shard: shard.id, description: error.message })
+      }
+      if (error.reason === "Rejected" || error.reason === "NotFound" || error.reason === "Decode") {
+        return yield* ctx.record({
+          _tag: "CreateRejected",
+          shard: shard.id,
+          submission: shard.submission,
+          failure: "permanent",
+          message: error.message
+        })
+      }
+      if (attempt >= MAX_CREATE_TRIES) {
+        return yield* new SubmitError({ shard: shard.id, description: `gave up after ${attempt} tries: ${error.message}` })
+      }
+      const wait = Duration.millis(Math.max(error.retryAfterMs ?? 0, Math.min(30_000, 500 * 2 ** attempt)))
+      yield* Effect.logWarning(`shard ${shard.id}: create failed (${error.reason}); trying again in ${Duration.format(wait)}`)
+      yield* Effect.sleep(wait)
+      if (error.ambiguous) {
+        // The batch may exist although we got no answer: look before creating another.
+        const orphan = yield* findOrphan(ctx, shard)
+        if (Option.isSome(orphan)) {
+          return yield* ctx.record({
+            _tag: "Created",
+            shard: shard.id,
+            submission: shard.submission,
+            batchId: orphan.value.id,
+            adopted: true
+          })
+        }
+      }
+    }
+  })

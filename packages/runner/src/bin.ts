@@ -1,0 +1,63 @@
+/**
+ * Entry point of the `sluice` command: runs the CLI, and turns every failure into one
+ * clear line on stderr and a documented exit code — never a stack trace.
+ */
+import { NodeContext, NodeHttpClient, NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Layer, Logger, LogLevel } from "effect"
+import { ExitCode, cli } from "./Cli.js"
+import { ProvidersFromEnv } from "./ProviderRegistry.js"
+
+/** Failures that are the user's to fix (input, configuration) rather than the run's. */
+const usageTags = new Set([
+  "PipelineLoadError",
+  "PipelineInvalid",
+  "PipelineChanged",
+  "UnknownProvider",
+  "ProviderConfigError",
+  "InvalidInput",
+  "DuplicateRow",
+  "RunDirError",
+  "ValidationError"
+])
+
+const describe = (cause: Cause.Cause<unknown>): { message: string; code: number } => {
+  const failure = Cause.failureOption(cause)
+  if (failure._tag === "Some") {
+    const e = failure.value as { _tag?: string; message?: string }
+    const tag = e?._tag ?? ""
+    // @effect/cli has already printed its own help for bad arguments.
+    if (tag === "MissingValue" || tag === "InvalidValue" || tag === "CommandMismatch" || tag === "HelpRequested" || tag.endsWith("Option") || tag === "UnclusteredFlag" || tag === "InvalidArgument" || tag === "MultipleValuesDetected" || tag === "CorrectedFlag") {
+      return { message: "", code: ExitCode.usage }
+    }
+    return {
+      message: typeof e?.message === "string" && e.message !== "" ? e.message : String(failure.value),
+      code: usageTags.has(tag) ? ExitCode.usage : ExitCode.runtime
+    }
+  }
+  if (Cause.isInterruptedOnly(cause)) return { message: "interrupted; run `sluice resume <run-dir>` to continue", code: 130 }
+  const defect = Cause.squash(cause)
+  return { message: `internal error: ${defect instanceof Error ? defect.message : String(defect)}`, code: ExitCode.runtime }
+}
+
+const logger = Logger.replace(
+  Logger.defaultLogger,
+  Logger.make(({ logLevel, message }) => {
+    const text = Array.isArray(message) ? message.join(" ") : String(message)
+    process.stderr.write(`sluice: ${logLevel.label.toLowerCase()}: ${text}\n`)
+  })
+)
+
+const MainLive = Layer.mergeAll(NodeContext.layer, ProvidersFromEnv.pipe(Layer.provide(NodeHttpClient.layerUndici)), logger)
+
+cli(process.argv).pipe(
+  Effect.catchAllCause((cause) =>
+    Effect.sync(() => {
+      const { message, code } = describe(cause)
+      if (message !== "") process.stderr.write(`sluice: error: ${message}\n`)
+      process.exitCode = code
+    })
+  ),
+  Logger.withMinimumLogLevel(LogLevel.Info),
+  Effect.provide(MainLive),
+  NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
+)

@@ -1,0 +1,65 @@
+/**
+ * Buffered line writer over a FileSystem file: lines are joined into ~1 MB writes, and
+ * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
+ */
+import { FileSystem } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { Effect } from "effect"
+import type { Scope } from "effect"
+
+export interface LineFile {
+  /** Appends one line (a newline is added). */
+  readonly line: (text: string) => Effect.Effect<void, PlatformError>
+  readonly flush: Effect.Effect<void, PlatformError>
+  /** Flushes and fsyncs; returns the file's length in bytes. */
+  readonly sync: Effect.Effect<number, PlatformError>
+  /** Length in bytes including buffered lines. */
+  readonly size: () => number
+}
+
+const FLUSH_AT = 1 << 20
+
+/**
+ * Opens `path` for appending after truncating it to `keep` bytes (0 = start empty).
+ * Truncation discards a tail that was written but never committed before a crash.
+ */
+export const open = (
+  path: string,
+  keep: number
+): Effect.Effect<LineFile, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const file = yield* fs.open(path, { flag: "a+" })
+    const current = Number((yield* file.stat).size)
+    if (current < keep) {
+      return yield* Effect.dieMessage(`${path} is ${current} bytes, shorter than its committed ${keep} bytes`)
+    }
+    if (current > keep) yield* file.truncate(keep)
+    const encoder = new TextEncoder()
+    let buffer: Array<string> = []
+    let buffered = 0
+    let written = keep
+    const flush = Effect.suspend(() => {
+      if (buffer.length === 0) return Effect.void
+      const bytes = encoder.encode(buffer.join(""))
+      buffer = []
+      buffered = 0
+      written += bytes.length
+      return file.writeAll(bytes)
+    })
+    const line = (text: string) =>
+      Effect.suspend(() => {
+        buffer.push(text, "\n")
+        buffered += Buffer.byteLength(text) + 1
+        return buffered >= FLUSH_AT ? flush : Effect.void
+      })
+    return {
+      line,
+      flush,
+      sync: flush.pipe(
+        Effect.zipRight(file.sync),
+        Effect.map(() => written)
+      ),
+      size: () => written + buffered
+    }
+  })
