@@ -1,0 +1,81 @@
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Stream } from "effect"
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as Journal from "../src/Journal.js"
+import type { JournalEvent } from "../src/JournalEvent.js"
+
+const planned = (shard: string): JournalEvent => ({
+  _tag: "ShardPlanned",
+  shard,
+  stage: "label",
+  provider: "openai",
+  model: "m",
+  endpoint: "chat",
+  requests: 10,
+  bytes: 100,
+  sha256: "abc",
+  attempt: 1,
+  parent: null,
+  sourceOffset: 10,
+  invalid: 0,
+  offsets: null
+})
+
+const tmp = () => join(mkdtempSync(join(tmpdir(), "sluice-journal-")), "journal.jsonl")
+
+const replayAll = (path: string) => Journal.replay(path).pipe(Stream.runCollect, Effect.map((c) => [...c]))
+
+describe("Journal", () => {
+  it.scoped("appends events that replay in order", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      const journal = yield* Journal.open(path)
+      yield* journal.append(planned("a"))
+      yield* journal.append({ _tag: "SubmitIntent", shard: "a", submission: 1, at: 5 })
+      const events = yield* replayAll(path)
+      expect(events.map((e) => e._tag)).toEqual(["ShardPlanned", "SubmitIntent"])
+      expect(readFileSync(path, "utf8").endsWith("\n")).toBe(true)
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.scoped("ignores a torn last line, and cuts it off before appending", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      writeFileSync(path, JSON.stringify(planned("a")) + "\n" + '{"_tag":"SubmitIntent","sha')
+      expect((yield* replayAll(path)).length).toBe(1)
+      const journal = yield* Journal.open(path)
+      yield* journal.append(planned("b"))
+      const events = yield* replayAll(path)
+      expect(events.map((e) => (e as { shard: string }).shard)).toEqual(["a", "b"])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.effect("fails on a corrupt line in the middle, naming it", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      writeFileSync(path, JSON.stringify(planned("a")) + "\n" + "garbage\n")
+      appendFileSync(path, JSON.stringify(planned("b")) + "\n")
+      const error = yield* Effect.flip(replayAll(path))
+      expect(error._tag).toBe("JournalCorrupt")
+      expect(error.message).toContain("line 2")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.effect("rejects a well-formed JSON line that is not an event", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      writeFileSync(path, JSON.stringify({ _tag: "Nope" }) + "\n" + JSON.stringify(planned("a")) + "\n")
+      const error = yield* Effect.flip(replayAll(path))
+      expect(error.message).toContain("line 1")
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.effect("a missing journal replays as empty", () =>
+    Effect.gen(function* () {
+      expect(yield* replayAll(join(tmpdir(), "does-not-exist-sluice.jsonl"))).toEqual([])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+})
