@@ -3,9 +3,11 @@
  * decoded row or an invalid one that names its location, so that bad input is reported with
  * file and line instead of crashing the run or silently disappearing.
  */
-import type { FileSystem } from "@effect/platform"
-import { Schema } from "effect"
-import type { Stream } from "effect"
+import { FileSystem } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
+import { csvRecords } from "./internal/csvRecords.js"
+import { isBlank, LineSplitter } from "./internal/lines.js"
 
 export interface SourceRow<Row> {
   readonly _tag: "Row"
@@ -38,3 +40,183 @@ export interface Source<Row> {
   /** Rows in a stable order: resuming a run re-reads the source and skips what was planned. */
   readonly rows: Stream.Stream<SourceItem<Row>, SourceError, FileSystem.FileSystem>
 }
+
+/** Constructors. */
+
+const describe = (e: unknown): string => {
+  if (e instanceof Error) return e.message
+  if (typeof e === "string") return e
+  try {
+    return JSON.stringify(e) ?? String(e)
+  } catch {
+    return String(e)
+  }
+}
+
+const readError = (name: string, path: string) => (e: PlatformError): SourceError =>
+  new SourceError({
+    source: name,
+    description: e._tag === "SystemError" && e.reason === "NotFound"
+      ? `file not found: ${path}`
+      : `cannot read ${path}: ${e.message}`
+  })
+
+/** Larger than the platform's 64 KiB default: fewer chunks, fewer Effect steps per byte. */
+const CHUNK_SIZE = FileSystem.KiB(256)
+
+/**
+ * The row's item from a parsed value. Built once per source with the decoder hoisted; catches
+ * a user transformation that throws, so bad input stays an item, never a crash.
+ */
+const decodeRow = <A, I>(schema: Schema.Schema<A, I, never>) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "all" })
+  return (value: unknown, location: string): SourceItem<A> => {
+    try {
+      const result = decode(value)
+      return Either.isRight(result)
+        ? { _tag: "Row", row: result.right, location }
+        : {
+          _tag: "Invalid",
+          location,
+          message: `does not match schema: ${ParseResult.TreeFormatter.formatIssueSync(result.left.issue)}`
+        }
+    } catch (e) {
+      return { _tag: "Invalid", location, message: `cannot be decoded: ${describe(e)}` }
+    }
+  }
+}
+
+/**
+ * Rows of a JSON Lines file, decoded with `schema`. Read as a stream: memory stays flat
+ * whatever the file size. Blank lines are skipped; a line that is not JSON or does not match
+ * the schema becomes an `Invalid` item naming `path:line`.
+ */
+export const jsonl = <A, I>(path: string, schema: Schema.Schema<A, I, never>): Source<A> => {
+  const name = `jsonl:${path}`
+  const decode = decodeRow(schema)
+  const toItem = (line: string, lineNumber: number): SourceItem<A> | undefined => {
+    if (isBlank(line)) return undefined
+    const location = `${path}:${lineNumber}`
+    let json: unknown
+    try {
+      json = JSON.parse(line)
+    } catch (e) {
+      return { _tag: "Invalid", location, message: `invalid JSON: ${describe(e)}` }
+    }
+    return decode(json, location)
+  }
+  const rows = Stream.unwrap(
+    Effect.map(FileSystem.FileSystem, (fs) => {
+      // Per run: a source may be read more than once (resume re-reads it).
+      const splitter = new LineSplitter()
+      let out: Array<SourceItem<A>> = []
+      const onLine = (line: string, lineNumber: number) => {
+        const item = toItem(line, lineNumber)
+        if (item !== undefined) out.push(item)
+      }
+      const take = () => {
+        const items = out
+        out = []
+        return Chunk.unsafeFromArray(items)
+      }
+      return fs.stream(path, { chunkSize: CHUNK_SIZE }).pipe(
+        Stream.mapError(readError(name, path)),
+        Stream.mapChunks((chunk) => {
+          for (const bytes of chunk) splitter.push(bytes, onLine)
+          return take()
+        }),
+        Stream.concat(Stream.suspend(() => {
+          splitter.end(onLine)
+          return Stream.fromChunk(take())
+        }))
+      )
+    })
+  )
+  return { name, rows }
+}
+
+export interface CsvOptions {
+  /** Field delimiter; a comma unless given. */
+  readonly delimiter?: string
+  /**
+   * `true` (the default): the first record is the header and names the fields.
+   * An array: the file has no header and these are the field names.
+   */
+  readonly columns?: true | ReadonlyArray<string>
+}
+
+/**
+ * Rows of a CSV file, decoded with `schema`. Every value arrives as a string: use
+ * `Schema.NumberFromString` and friends for other types. A malformed record (wrong field
+ * count, broken quoting) or one that does not match the schema becomes an `Invalid` item
+ * naming `path:line`, the line the record starts on.
+ */
+export const csv = <A, I>(path: string, schema: Schema.Schema<A, I, never>, options: CsvOptions = {}): Source<A> => {
+  const name = `csv:${path}`
+  const decode = decodeRow(schema)
+  const given = Array.isArray(options.columns) ? options.columns : undefined
+  const rows = Stream.unwrap(
+    Effect.map(FileSystem.FileSystem, (fs) => {
+      let header: ReadonlyArray<string> | undefined = given
+      const onRecord = (fields: Array<string>, line: number): SourceItem<A> | undefined => {
+        if (header === undefined) {
+          header = fields
+          return undefined
+        }
+        const location = `${path}:${line}`
+        if (fields.length !== header.length) {
+          return {
+            _tag: "Invalid",
+            location,
+            message: `expected ${header.length} fields (${header.join(", ")}), got ${fields.length}`
+          }
+        }
+        const record: Record<string, string> = {}
+        for (let i = 0; i < header.length; i++) record[header[i]!] = fields[i]!
+        return decode(record, location)
+      }
+      const onMalformed = (message: string, line: number): SourceItem<A> => ({
+        _tag: "Invalid",
+        location: `${path}:${line}`,
+        message: `malformed CSV: ${message}`
+      })
+      return csvRecords(
+        fs.stream(path, { chunkSize: CHUNK_SIZE }).pipe(Stream.mapError(readError(name, path))),
+        options.delimiter !== undefined ? { delimiter: options.delimiter } : {},
+        onRecord,
+        onMalformed,
+        (message) => new SourceError({ source: name, description: `cannot parse ${path}: ${message}` })
+      )
+    })
+  )
+  return { name, rows }
+}
+
+/** Rows from memory; locations are `name:1`, `name:2`, … */
+export const array = <A>(rows: Iterable<A>, name = "array"): Source<A> => ({
+  name,
+  rows: numbered(name, Stream.fromIterable(rows))
+})
+
+/**
+ * Rows from any Effect stream (a database cursor, an HTTP API …). Its failure becomes a
+ * `SourceError`: the source could not be read.
+ */
+export const fromStream = <A, E, R extends FileSystem.FileSystem = never>(
+  name: string,
+  stream: Stream.Stream<A, E, R>
+): Source<A> => ({
+  name,
+  rows: numbered(
+    name,
+    Stream.mapError(stream, (e) => (e instanceof SourceError ? e : new SourceError({ source: name, description: describe(e) })))
+  )
+})
+
+const numbered = <A, E, R>(name: string, stream: Stream.Stream<A, E, R>): Stream.Stream<SourceItem<A>, E, R> =>
+  Stream.suspend(() => {
+    let n = 0
+    return Stream.mapChunks(stream, (chunk) =>
+      Chunk.map(chunk, (row): SourceItem<A> => ({ _tag: "Row", row, location: `${name}:${++n}` }))
+    )
+  })

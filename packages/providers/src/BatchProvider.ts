@@ -105,8 +105,18 @@ export interface BatchProvider {
 /** The providers available to a run, by name ("openai", …). */
 export class Providers extends Context.Tag("@sluice/providers/Providers")<
   Providers,
-  { readonly get: (name: string) => Effect.Effect<BatchProvider, UnknownProvider> }
+  { readonly get: (name: string) => Effect.Effect<BatchProvider, UnknownProvider | ProviderConfigError> }
 >() {}
+
+/** A provider is known but not configured (e.g. its API key is not set). */
+export class ProviderConfigError extends Schema.TaggedError<ProviderConfigError>()("ProviderConfigError", {
+  provider: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `provider ${this.provider}: ${this.description}`
+  }
+}
 
 export class UnknownProvider extends Schema.TaggedError<UnknownProvider>()("UnknownProvider", {
   name: Schema.String,

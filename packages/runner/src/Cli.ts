@@ -3,7 +3,7 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { startEmulator } from "@sluice/providers/emulator"
-import { Console, Duration, Effect, Option } from "effect"
+import { Console, Duration, Effect, Fiber, Option } from "effect"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -12,7 +12,7 @@ import { Path } from "@effect/platform"
 import { run as runPipeline } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
-import { endpoints } from "./ProviderRegistry.js"
+import { Registry } from "@sluice/providers"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = {
@@ -91,9 +91,9 @@ const execute = (
       pollInterval: Duration.millis(Math.max(10, opts.pollSeconds * 1000)),
       detach: opts.detach,
       allowChanged: opts.allowChanged,
-      providerEndpoints: endpoints(pipeline.stages.map((s) => s.provider)),
+      providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
       observer: progress.observer
-    }).pipe(Effect.ensuring(Effect.interruptWith(renderer.id()).pipe(Effect.asVoid)), Effect.ensuring(progress.finish))
+    }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
     yield* setExit(exitFor(summary))
   })

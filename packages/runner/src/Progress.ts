@@ -75,6 +75,7 @@ export const make = (stream: NodeJS.WriteStream = process.stderr): Progress => {
     drawn = 0
   }
   const draw = () => {
+    if (live.state === undefined) return
     if (tty) {
       clear()
       const lines = [line(live), ...batchLines(live)]

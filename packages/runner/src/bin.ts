@@ -5,7 +5,7 @@
 import { NodeContext, NodeHttpClient, NodeRuntime } from "@effect/platform-node"
 import { Cause, Effect, Layer, Logger, LogLevel } from "effect"
 import { ExitCode, cli } from "./Cli.js"
-import { ProvidersFromEnv } from "./ProviderRegistry.js"
+import { Registry } from "@sluice/providers"
 
 /** Failures that are the user's to fix (input, configuration) rather than the run's. */
 const usageTags = new Set([
@@ -47,7 +47,7 @@ const logger = Logger.replace(
   })
 )
 
-const MainLive = Layer.mergeAll(NodeContext.layer, ProvidersFromEnv.pipe(Layer.provide(NodeHttpClient.layerUndici)), logger)
+const MainLive = Layer.mergeAll(NodeContext.layer, Registry.layerFromEnv().pipe(Layer.provide(NodeHttpClient.layerUndici)), logger)
 
 cli(process.argv).pipe(
   Effect.catchAllCause((cause) =>

@@ -1,0 +1,181 @@
+import { NodeFileSystem } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { parse } from "csv-parse/sync"
+import { Effect } from "effect"
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll } from "vitest"
+import * as Sink from "../src/Sink.js"
+import type { SinkCheckpoint, SinkRecord } from "../src/Sink.js"
+
+const dir = mkdtempSync(join(tmpdir(), "sluice-sink-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+interface Review {
+  readonly id: string
+  readonly text: string
+}
+interface Label {
+  readonly sentiment: string
+  readonly topics: ReadonlyArray<string>
+}
+
+const rec = (i: number): SinkRecord<Review, Label> => ({
+  key: `r${i}`,
+  customId: `label-r${i}-abc`,
+  input: { id: `r${i}`, text: `text, "quoted"\nline ${i}` },
+  output: { sentiment: i % 2 === 0 ? "positive" : "negative", topics: ["a", `t${i}`] }
+})
+
+/** Opens a sink, runs `f` with its writer, closes the file handle. */
+const withWriter = <R, A, E>(
+  sink: Sink.Sink<R>,
+  resume: SinkCheckpoint | undefined,
+  f: (w: Sink.SinkWriter<R>) => Effect.Effect<A, E>
+) => Effect.scoped(Effect.flatMap(sink.open(resume), f)).pipe(Effect.provide(NodeFileSystem.layer))
+
+const jsonLines = (path: string) =>
+  readFileSync(path, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+
+describe("Sink.jsonl", () => {
+  it.effect("writes one line per record and creates parent directories", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "nested", "deeper", "out.jsonl")
+      const sink: Sink.Sink<SinkRecord<Review, Label>> = Sink.jsonl(path)
+      const cp = yield* withWriter(sink, undefined, (w) => Effect.zipRight(w.write([rec(1), rec(2)]), w.commit))
+      expect(cp.offset).toBe(statSync(path).size)
+      expect(jsonLines(path)).toEqual([
+        { key: "r1", custom_id: "label-r1-abc", input: rec(1).input, output: rec(1).output },
+        { key: "r2", custom_id: "label-r2-abc", input: rec(2).input, output: rec(2).output }
+      ])
+    }))
+
+  it.effect("a resumed sink drops what was written after the checkpoint", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "resume.jsonl")
+      const sink = Sink.jsonl<Review, Label>(path)
+      // Session 1: commit two, then write a third that is never committed (crash).
+      const cp1 = yield* withWriter(sink, undefined, (w) =>
+        Effect.gen(function*() {
+          yield* w.write([rec(1), rec(2)])
+          const cp = yield* w.commit
+          yield* w.write([rec(3)])
+          return cp
+        }))
+      // The uncommitted record may or may not have reached the disk; simulate a torn tail.
+      appendFileSync(path, `{"key":"r3","custom_id":"lab`)
+      expect(statSync(path).size).toBeGreaterThan(cp1.offset)
+
+      // Session 2: resume from the checkpoint, write the third again and a fourth.
+      const cp2 = yield* withWriter(sink, cp1, (w) =>
+        Effect.gen(function*() {
+          yield* w.write([rec(3)])
+          yield* w.write([rec(4)])
+          return yield* w.commit
+        }))
+      expect(jsonLines(path).map((l) => l.key)).toEqual(["r1", "r2", "r3", "r4"])
+      expect(cp2.offset).toBe(statSync(path).size)
+
+      // Session 3: resume at the end with nothing to add: the file is unchanged.
+      const cp3 = yield* withWriter(sink, cp2, (w) => w.commit)
+      expect(cp3).toEqual(cp2)
+      expect(jsonLines(path)).toHaveLength(4)
+    }))
+
+  it.effect("a fresh open truncates an existing file", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "fresh.jsonl")
+      writeFileSync(path, "old content\n")
+      const cp = yield* withWriter(Sink.jsonl(path), undefined, (w) => Effect.zipRight(w.write([rec(1)]), w.commit))
+      expect(jsonLines(path).map((l) => l.key)).toEqual(["r1"])
+      expect(cp.offset).toBe(statSync(path).size)
+    }))
+
+  it.effect("fails when the file is shorter than the checkpoint or missing", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "tampered.jsonl")
+      const cp = yield* withWriter(Sink.jsonl(path), undefined, (w) => Effect.zipRight(w.write([rec(1), rec(2)]), w.commit))
+      truncateSync(path, cp.offset - 5)
+      const short = yield* Effect.flip(withWriter(Sink.jsonl(path), cp, () => Effect.void))
+      expect(short._tag).toBe("SinkError")
+      expect(short.message).toMatch(/truncated or replaced/)
+      const missing = yield* Effect.flip(withWriter(Sink.jsonl(join(dir, "gone.jsonl")), cp, () => Effect.void))
+      expect(missing.message).toMatch(/is missing/)
+    }))
+
+  it.effect("commits large writes (buffer flushes) with an exact byte offset", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "large.jsonl")
+      const records = Array.from({ length: 3000 }, (_, i) => ({ ...rec(i), input: { id: `r${i}`, text: "é".repeat(1000) } }))
+      const cp = yield* withWriter(Sink.jsonl(path), undefined, (w) => Effect.zipRight(w.write(records), w.commit))
+      expect(cp.offset).toBe(statSync(path).size)
+      expect(jsonLines(path)).toHaveLength(3000)
+    }))
+
+  it("is assignable to a sink of any record type", () => {
+    const s: Sink.Sink<SinkRecord<Review, Label>> = Sink.jsonl("x.jsonl")
+    const t: Sink.Sink<SinkRecord<number, string>> = Sink.jsonl("x.jsonl")
+    const c: Sink.Sink<SinkRecord<Review, Label>> = Sink.csv("x.csv")
+    expect([s.name, t.name, c.name]).toEqual(["jsonl:x.jsonl", "jsonl:x.jsonl", "csv:x.csv"])
+  })
+})
+
+describe("Sink.csv", () => {
+  const readCsv = (path: string) => parse(readFileSync(path), { columns: true }) as Array<Record<string, string>>
+
+  it.effect("writes flattened columns with the header once across a resume", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "out", "labels.csv")
+      const sink = Sink.csv<Review, Label>(path)
+      const cp1 = yield* withWriter(sink, undefined, (w) =>
+        Effect.gen(function*() {
+          yield* w.write([rec(1)])
+          yield* w.write([rec(2)])
+          const cp = yield* w.commit
+          yield* w.write([rec(3)]) // uncommitted
+          return cp
+        }))
+      const cp2 = yield* withWriter(sink, cp1, (w) => Effect.zipRight(w.write([rec(3), rec(4)]), w.commit))
+      expect(cp2.offset).toBe(statSync(path).size)
+      const text = readFileSync(path, "utf8")
+      expect(text.split("\n")[0]).toBe("key,custom_id,input.id,input.text,output.sentiment,output.topics")
+      expect(text.match(/^key,/gm)).toHaveLength(1)
+      const rows = readCsv(path)
+      expect(rows.map((r) => r.key)).toEqual(["r1", "r2", "r3", "r4"])
+      expect(rows[0]).toEqual({
+        key: "r1",
+        custom_id: "label-r1-abc",
+        "input.id": "r1",
+        "input.text": `text, "quoted"\nline 1`,
+        "output.sentiment": "negative",
+        "output.topics": `["a","t1"]`
+      })
+    }))
+
+  it.effect("uses a custom columns function and keeps the header's order on resume", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "custom.csv")
+      const sink = Sink.csv<Review, Label>(path, {
+        columns: (r) => ({ id: r.input.id, sentiment: r.output.sentiment, n: r.output.topics.length, ok: true, none: null })
+      })
+      const cp = yield* withWriter(sink, undefined, (w) => Effect.zipRight(w.write([rec(1)]), w.commit))
+      yield* withWriter(sink, cp, (w) => Effect.zipRight(w.write([rec(2)]), w.commit))
+      expect(readFileSync(path, "utf8")).toBe("id,sentiment,n,ok,none\nr1,negative,2,true,\nr2,positive,2,true,\n")
+    }))
+
+  it.effect("fails loudly on a column the header does not have", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "extra.csv")
+      const sink = Sink.csv<{ a: string; b?: string }, string>(path)
+      const error = yield* Effect.flip(withWriter(sink, undefined, (w) =>
+        Effect.zipRight(
+          w.write([
+            { key: "1", customId: "c1", input: { a: "x" }, output: "o" },
+            { key: "2", customId: "c2", input: { a: "y", b: "z" }, output: "o" }
+          ]),
+          w.commit
+        )))
+      expect(error.message).toMatch(/input\.b not in the header/)
+    }))
+})
