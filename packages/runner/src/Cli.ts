@@ -9,6 +9,7 @@ import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
 import * as RunDir from "./RunDir.js"
 import { Path } from "@effect/platform"
+import type { FailureClass } from "@sluice/core"
 import { run as runPipeline } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
@@ -77,6 +78,8 @@ const execute = (
     detach: boolean
     allowChanged: boolean
     json: boolean
+    mode?: "run" | "retry" | "cancel"
+    retryClasses?: ReadonlyArray<FailureClass>
   }
 ) =>
   Effect.gen(function* () {
@@ -92,7 +95,9 @@ const execute = (
       detach: opts.detach,
       allowChanged: opts.allowChanged,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
-      observer: progress.observer
+      observer: progress.observer,
+      mode: opts.mode ?? "run",
+      ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
     yield* setExit(exitFor(summary))
@@ -117,26 +122,71 @@ const runCommand = Command.make(
   )
 )
 
+/** Runs the pipeline file a run directory's manifest names, on that directory. */
+const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize">) =>
+  Effect.gen(function* () {
+    const path = yield* Path.Path
+    const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+    if (manifest.pipelineFile === null) {
+      return yield* new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" })
+    }
+    yield* execute(manifest.pipelineFile, { ...opts, runDir: Option.some(runDir), shardSize: Option.none() })
+  })
+
+const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
+
 const resumeCommand = Command.make(
   "resume",
+  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, json },
+  ({ runDir, ...opts }) => continueRun(runDir, opts)
+).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
+
+const classChoices = ["retryable", "expired", "cancelled", "missing", "parse", "permanent"] as const
+
+const retryCommand = Command.make(
+  "retry",
   {
-    runDir: Args.directory({ name: "run-dir", exists: "yes" }),
+    runDir: runDirArg,
+    only: Options.text("only").pipe(
+      Options.withDescription(
+        "comma-separated failure classes to resubmit: retryable, expired, cancelled, missing, parse, permanent (default: all but permanent)"
+      ),
+      Options.optional
+    ),
     concurrency,
     pollSeconds,
     detach,
     allowChanged,
     json
   },
-  ({ runDir, ...opts }) =>
+  ({ runDir, only, ...opts }) =>
     Effect.gen(function* () {
-      const path = yield* Path.Path
-      const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
-      if (manifest.pipelineFile === null) {
-        return yield* Effect.fail(new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" }))
+      const classes = Option.isSome(only) ? only.value.split(",").map((c) => c.trim()).filter((c) => c !== "") : undefined
+      const unknown = (classes ?? []).filter((c) => !(classChoices as ReadonlyArray<string>).includes(c))
+      if (unknown.length > 0 || (classes !== undefined && classes.length === 0)) {
+        return yield* new PipelineLoader.PipelineLoadError({
+          file: runDir,
+          description: `--only takes classes from ${classChoices.join(", ")}; got "${Option.getOrElse(only, () => "")}"`
+        })
       }
-      yield* execute(manifest.pipelineFile, { ...opts, runDir: Option.some(runDir), shardSize: Option.none() })
+      yield* continueRun(runDir, {
+        ...opts,
+        mode: "retry",
+        ...(classes === undefined ? {} : { retryClasses: classes as ReadonlyArray<FailureClass> })
+      })
     })
-).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
+).pipe(Command.withDescription("Resubmit only the rows that ended failed, replaying their identical requests, then continue the run."))
+
+const cancelCommand = Command.make(
+  "cancel",
+  { runDir: runDirArg, pollSeconds, json },
+  ({ runDir, ...opts }) =>
+    continueRun(runDir, { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel" })
+).pipe(
+  Command.withDescription(
+    "Cancel every batch of a run still in flight, wait until the provider has stopped them, and collect their partial results."
+  )
+)
 
 const statusCommand = Command.make(
   "status",
@@ -190,7 +240,7 @@ const emulatorCommand = Command.make(
 
 export const root = Command.make("sluice").pipe(
   Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([runCommand, resumeCommand, statusCommand, emulatorCommand])
+  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, emulatorCommand])
 )
 
 export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })

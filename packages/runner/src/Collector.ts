@@ -7,10 +7,10 @@
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it.
  */
-import { FileSystem } from "@effect/platform"
 import type { BatchResult, FailureClass } from "@sluice/core"
 import { Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { TokenUsage } from "./JournalEvent.js"
@@ -49,10 +49,13 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
   return undefined
 }
 
-export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState) =>
+/**
+ * Collects one shard. With `reschedule` false (a cancelled run), rows that would be
+ * rescheduled end failed instead, for `sluice retry` to pick up.
+ */
+export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, reschedule = true) =>
   outputs.exclusive(
     Effect.gen(function* () {
-      const fs = yield* FileSystem.FileSystem
       const { stage, provider } = ctx
       const outcomes = new Map<string, Outcome>()
       const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
@@ -128,7 +131,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState) =>
               if (sinkBatch.length >= 1000) yield* flushSink
               return
             }
-            if (automatic.has(outcome.failure) && shard.attempt < stage.maxAttempts) {
+            if (reschedule && automatic.has(outcome.failure) && shard.attempt < stage.maxAttempts) {
               rescheduled++
               if (retryPlanned) return
               if (retry === undefined) {
@@ -160,6 +163,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState) =>
         )
       )
       yield* flushSink
+      Failpoint.hit("collect-before-commit")
 
       if (retry !== undefined) {
         yield* retry.requests.sync
@@ -193,7 +197,6 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState) =>
         usage,
         offsets
       })
-      void fs
       return rescheduled > 0 ? retryId : null
     })
   )

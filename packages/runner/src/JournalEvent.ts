@@ -98,6 +98,28 @@ export const Terminal = Schema.TaggedStruct("Terminal", {
   errors: Schema.Array(Schema.String)
 })
 
+/**
+ * `sluice retry` built new shards from rows that had ended failed. Their counts move from
+ * failed back to pending; failures.jsonl lines before `failuresOffset` whose class is in
+ * `classes` are superseded.
+ */
+export const RetryPlanned = Schema.TaggedStruct("RetryPlanned", {
+  round: Schema.Number,
+  classes: Schema.Array(FailureClass),
+  failuresOffset: Schema.Number,
+  /** Rows taken back from failed, by class. */
+  taken: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  shards: Schema.Array(
+    Schema.Struct({
+      shard: Schema.String,
+      requests: Schema.Number,
+      bytes: Schema.Number,
+      sha256: Schema.String,
+      attempt: Schema.Number
+    })
+  )
+})
+
 /** A shard's results were written to results, failures and the sink. */
 export const Collected = Schema.TaggedStruct("Collected", {
   shard: Schema.String,
@@ -118,6 +140,7 @@ export const JournalEvent = Schema.Union(
   Staged,
   Created,
   CreateRejected,
+  RetryPlanned,
   StatusChanged,
   Terminal,
   Collected

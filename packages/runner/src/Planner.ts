@@ -10,6 +10,7 @@ import { CustomId, Hash } from "@sluice/core"
 import type { SourceItem } from "@sluice/core"
 import { Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { Outputs } from "./Outputs.js"
@@ -176,6 +177,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         current.hash.update(line + "\n")
         yield* current.requests.line(line)
         yield* current.rows.line(JSON.stringify({ id: customId, key, loc: item.location, input: row }))
+        Failpoint.hit("plan-row")
       })
     }
 

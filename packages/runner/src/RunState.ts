@@ -51,6 +51,8 @@ export interface RunState {
   usage: TokenUsage
   /** Committed lengths of results.jsonl, failures.jsonl and the sink. */
   offsets: Offsets
+  /** `sluice retry` rounds so far, with what each superseded in failures.jsonl. */
+  retries: Array<{ readonly classes: ReadonlyArray<string>; readonly failuresOffset: number }>
 }
 
 export const empty = (): RunState => ({
@@ -62,8 +64,49 @@ export const empty = (): RunState => ({
   succeeded: 0,
   failed: {},
   usage: { input: 0, output: 0, cached: 0 },
-  offsets: { results: 0, failures: 0, sink: null }
+  offsets: { results: 0, failures: 0, sink: null },
+  retries: []
 })
+
+interface NewShard {
+  readonly shard: string
+  readonly stage: string
+  readonly provider: string
+  readonly model: string
+  readonly endpoint: string
+  readonly requests: number
+  readonly bytes: number
+  readonly sha256: string
+  readonly attempt: number
+  readonly parent: string | null
+}
+
+const addShard = (state: RunState, e: NewShard) => {
+  state.shards.set(e.shard, {
+    id: e.shard,
+    stage: e.stage,
+    provider: e.provider,
+    model: e.model,
+    endpoint: e.endpoint,
+    requests: e.requests,
+    bytes: e.bytes,
+    sha256: e.sha256,
+    attempt: e.attempt,
+    parent: e.parent,
+    phase: "planned",
+    submission: 0,
+    intentAt: null,
+    inputRef: null,
+    batchId: null,
+    adopted: false,
+    status: null,
+    rawStatus: null,
+    counts: null,
+    errors: [],
+    rejection: null,
+    collected: null
+  })
+}
 
 const shard = (state: RunState, id: string): ShardState => {
   const s = state.shards.get(id)
@@ -75,34 +118,27 @@ const shard = (state: RunState, id: string): ShardState => {
 export const apply = (state: RunState, event: JournalEvent): RunState => {
   switch (event._tag) {
     case "ShardPlanned": {
-      state.shards.set(event.shard, {
-        id: event.shard,
-        stage: event.stage,
-        provider: event.provider,
-        model: event.model,
-        endpoint: event.endpoint,
-        requests: event.requests,
-        bytes: event.bytes,
-        sha256: event.sha256,
-        attempt: event.attempt,
-        parent: event.parent,
-        phase: "planned",
-        submission: 0,
-        intentAt: null,
-        inputRef: null,
-        batchId: null,
-        adopted: false,
-        status: null,
-        rawStatus: null,
-        counts: null,
-        errors: [],
-        rejection: null,
-        collected: null
-      })
+      addShard(state, event)
       if (event.parent === null) state.rowsPlanned += event.requests
       if (event.sourceOffset !== null) state.sourceOffset = event.sourceOffset
       state.invalidRows += event.invalid
       if (event.offsets !== null) state.offsets = event.offsets
+      break
+    }
+    case "RetryPlanned": {
+      const first = [...state.shards.values()].find((s) => s.parent === null)
+      for (const s of event.shards) {
+        addShard(state, {
+          ...s,
+          stage: first?.stage ?? "",
+          provider: first?.provider ?? "",
+          model: first?.model ?? "",
+          endpoint: first?.endpoint ?? "chat",
+          parent: `retry-${event.round}`
+        })
+      }
+      for (const [k, v] of Object.entries(event.taken)) state.failed[k] = (state.failed[k] ?? 0) - v
+      state.retries.push({ classes: event.classes, failuresOffset: event.failuresOffset })
       break
     }
     case "PlanComplete": {

@@ -5,9 +5,10 @@
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
+import type { FailureClass } from "@sluice/core"
 import { Providers } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
-import { Deferred, Duration, Effect, Ref, Schema, Stream } from "effect"
+import { Deferred, Duration, Effect, Option, Ref, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Journal from "./Journal.js"
@@ -18,6 +19,9 @@ import * as Poller from "./Poller.js"
 import type { RunContext, RunSettings } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
+import * as Failpoint from "./internal/Failpoint.js"
+import * as RunLock from "./internal/RunLock.js"
+import * as Retry from "./Retry.js"
 import * as Submitter from "./Submitter.js"
 
 export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("PipelineChanged", {
@@ -57,6 +61,13 @@ export interface RunOptions extends Partial<RunSettings> {
   /** Base URLs of the providers, recorded in the manifest (never keys). */
   readonly providerEndpoints?: Record<string, { baseUrl: string }>
   readonly observer?: RunObserver
+  /**
+   * "run" (default) plans and drives the run; "retry" first builds new shards from the rows
+   * that ended failed in `retryClasses`; "cancel" cancels every batch in flight, collects
+   * their partial results, and submits nothing more.
+   */
+  readonly mode?: "run" | "retry" | "cancel"
+  readonly retryClasses?: ReadonlyArray<FailureClass>
 }
 
 export interface RunSummary {
@@ -71,6 +82,8 @@ export interface RunSummary {
   readonly batches: number
   readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
   readonly model: string
+  /** Set by a retry: what it resubmitted. */
+  readonly retry?: Retry.RetryPlan
 }
 
 export const defaultSettings: RunSettings = {
@@ -143,6 +156,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         })
       }
       yield* fs.makeDirectory(paths.shards, { recursive: true })
+      yield* RunLock.acquire(path.join(root, "run.lock"))
 
       const state = yield* loadState(paths.journal)
       const journal = yield* Journal.open(paths.journal)
@@ -158,12 +172,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         record: (event) =>
           journal.append(event).pipe(
             Effect.map(() => {
+              Failpoint.hit(`after:${event._tag}`)
               RunState.apply(state, event)
               observer.event?.(event, state)
             })
           )
       }
       const outputs = yield* Outputs.open(ctx)
+      const mode = options.mode ?? "run"
+      const retryPlan = mode === "retry" ? yield* Retry.plan(ctx, options.retryClasses ?? Retry.defaultClasses) : undefined
 
       // Submission and polling hold a permit: at most `concurrency` batches in flight.
       const inFlight = yield* Effect.makeSemaphore(settings.concurrency)
@@ -178,6 +195,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const drive = (id: string): Effect.Effect<void, unknown, FileSystem.FileSystem> =>
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
+          if (mode === "cancel") return yield* cancelShard(id)
           if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
             yield* inFlight.withPermits(1)(
               Effect.gen(function* () {
@@ -192,6 +210,37 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             const retry = yield* Collector.collect(ctx, outputs, shard)
             if (retry !== null) yield* launch(retry)
           }
+        })
+
+      // Cancelling: nothing new reaches the provider; what is there is cancelled, waited for
+      // and collected, and rows it did not finish end `cancelled` (or their own class).
+      const cancelShard = (id: string) =>
+        Effect.gen(function* () {
+          const shard = state.shards.get(id)!
+          if (shard.phase === "intent" || shard.phase === "staged") {
+            const orphan = yield* Submitter.findOrphan(ctx, shard)
+            if (Option.isSome(orphan)) {
+              yield* ctx.record({ _tag: "Created", shard: id, submission: shard.submission, batchId: orphan.value.id, adopted: true })
+            }
+          }
+          if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged") {
+            yield* ctx.record({
+              _tag: "CreateRejected",
+              shard: id,
+              submission: shard.submission,
+              failure: "cancelled",
+              message: "cancelled before it was submitted"
+            })
+          }
+          if (shard.phase === "created" && shard.batchId !== null) {
+            if (provider.capabilities.cancel) {
+              yield* provider.cancel(shard.batchId).pipe(
+                Effect.catchAll((e) => Effect.logWarning(`shard ${id}: cancel of ${shard.batchId} failed: ${e.message}`))
+              )
+            }
+            yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info))
+          }
+          if (shard.phase === "terminal" || shard.phase === "rejected") yield* Collector.collect(ctx, outputs, shard, false)
         })
 
       const runScope = yield* Effect.scope
@@ -212,7 +261,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
       // a malformed row must stop the run before any money is spent.
-      const holdUntilPlanned = pipeline.onInvalid === "fail" && !state.planComplete
+      const holdUntilPlanned = pipeline.onInvalid === "fail" && !state.planComplete && mode !== "cancel"
       const held: Array<string> = []
       const offer = (id: string) => (holdUntilPlanned ? Effect.sync(() => void held.push(id)) : launch(id))
 
@@ -220,7 +269,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         if (holdUntilPlanned && shard.phase === "planned") held.push(shard.id)
         else yield* launch(shard.id)
       }
-      if (!state.planComplete) {
+      if (!state.planComplete && mode !== "cancel") {
         yield* Planner.plan(ctx, outputs, offer).pipe(
           Effect.matchCauseEffect({
             onFailure: (cause) => Deferred.failCause(done, cause),
@@ -234,8 +283,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           Effect.forkIn(runScope)
         )
       }
+      if (mode === "cancel") yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
-      return summarize({ runId, paths, state, model: stage.model })
+      const summary = summarize({ runId, paths, state, model: stage.model })
+      return retryPlan === undefined ? summary : { ...summary, retry: retryPlan }
     })
   )

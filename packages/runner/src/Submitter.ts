@@ -7,6 +7,7 @@
  */
 import type { BatchInfo, ProviderError } from "@sluice/providers"
 import { Duration, Effect, Option, Schema, Stream } from "effect"
+import * as Failpoint from "./internal/Failpoint.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
@@ -81,6 +82,7 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
       const name = stagedName(ctx, shard)
       const earlier = shard.phase === "intent" ? yield* provider.findStaged(name) : Option.none()
       const staged = Option.isSome(earlier) ? earlier.value : yield* provider.stage(ctx.paths.shardFile(shard.id), name)
+      Failpoint.hit("after-upload")
       yield* ctx.record({ _tag: "Staged", shard: shard.id, submission: shard.submission, inputRef: staged.inputRef })
     }
 
@@ -94,6 +96,7 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
         })
         .pipe(Effect.either)
       if (created._tag === "Right") {
+        Failpoint.hit("after-create")
         return yield* ctx.record({
           _tag: "Created",
           shard: shard.id,

@@ -1,0 +1,118 @@
+/**
+ * `sluice retry`: new shards from the rows that ended failed, replaying their identical
+ * request lines from the original shard files. Only the chosen failure classes are taken
+ * (permanent failures only when asked for), and each row's attempts are capped.
+ */
+import type { FailureClass } from "@sluice/core"
+import { Effect, Exit, Scope, Stream } from "effect"
+import { createHash } from "node:crypto"
+import * as LineFile from "./internal/LineFile.js"
+import { lines } from "./internal/lines.js"
+import type { RunContext } from "./RunContext.js"
+
+/** Classes `retry` takes when none are named. */
+export const defaultClasses: ReadonlyArray<FailureClass> = ["retryable", "expired", "cancelled", "missing", "parse"]
+
+/** A row is not submitted more often than this, however many times it is retried. */
+export const MAX_ATTEMPTS = 10
+
+interface FailureLine {
+  readonly custom_id: string | null
+  readonly shard: string | null
+  readonly attempt: number
+  readonly class: string
+}
+
+export interface RetryPlan {
+  readonly rows: number
+  readonly shards: number
+  /** Rows left failed because they reached MAX_ATTEMPTS. */
+  readonly overCap: number
+}
+
+/** Plans the retry shards and journals them in one event. */
+export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
+  Effect.gen(function* () {
+    const { state, stage, provider, settings } = ctx
+    const failuresOffset = state.offsets.failures
+    const wanted = new Set<string>(classes)
+    const selected = new Map<string, Map<string, number>>() // shard -> custom_id -> attempt
+    const taken: Record<string, number> = {}
+    let overCap = 0
+    let position = 0
+    yield* lines(ctx.paths.failures).pipe(
+      Stream.runForEach((text) =>
+        Effect.sync(() => {
+          const at = position
+          position += Buffer.byteLength(text) + 1
+          if (at >= failuresOffset) return
+          const f = JSON.parse(text) as FailureLine
+          if (f.custom_id === null || f.shard === null || !wanted.has(f.class)) return
+          if (state.retries.some((r) => at < r.failuresOffset && r.classes.includes(f.class))) return
+          if (f.attempt >= MAX_ATTEMPTS) {
+            overCap++
+            return
+          }
+          let ids = selected.get(f.shard)
+          if (ids === undefined) selected.set(f.shard, (ids = new Map()))
+          ids.set(f.custom_id, f.attempt)
+          taken[f.class] = (taken[f.class] ?? 0) + 1
+        })
+      )
+    )
+    const total = Object.values(taken).reduce((a, b) => a + b, 0)
+    if (total === 0) return { rows: 0, shards: 0, overCap } satisfies RetryPlan
+
+    const round = state.retries.length + 1
+    const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
+    const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
+    const planned: Array<{ shard: string; requests: number; bytes: number; sha256: string; attempt: number }> = []
+    let current:
+      | { id: string; scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; hash: ReturnType<typeof createHash>; count: number; bytes: number; attempt: number }
+      | undefined
+    const close = Effect.gen(function* () {
+      if (current === undefined) return
+      const c = current
+      current = undefined
+      yield* c.requests.sync
+      yield* c.rows.sync
+      yield* Scope.close(c.scope, Exit.void)
+      planned.push({ shard: c.id, requests: c.count, bytes: c.bytes, sha256: c.hash.digest("hex"), attempt: c.attempt + 1 })
+    })
+    for (const [source, ids] of selected) {
+      const rows = lines(ctx.paths.rowsFile(source)).pipe(Stream.map((text) => ({ text, id: (JSON.parse(text) as { id: string }).id })))
+      yield* Stream.zip(rows, lines(ctx.paths.shardFile(source))).pipe(
+        Stream.runForEach(([row, request]) =>
+          Effect.gen(function* () {
+            const attempt = ids.get(row.id)
+            if (attempt === undefined) return
+            const bytes = Buffer.byteLength(request) + 1
+            if (current !== undefined && (current.count >= maxRequests || current.bytes + bytes > maxBytes)) yield* close
+            if (current === undefined) {
+              const id = `${stage.name}-r${round}-${String(planned.length + 1).padStart(5, "0")}`
+              const scope = yield* Scope.make()
+              current = {
+                id,
+                scope,
+                requests: yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope)),
+                rows: yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope)),
+                hash: createHash("sha256"),
+                count: 0,
+                bytes: 0,
+                attempt: 0
+              }
+            }
+            current.count++
+            current.bytes += bytes
+            current.attempt = Math.max(current.attempt, attempt)
+            current.hash.update(request + "\n")
+            yield* current.requests.line(request)
+            yield* current.rows.line(row.text)
+          })
+        )
+      )
+    }
+    yield* close
+    yield* ctx.record({ _tag: "RetryPlanned", round, classes: [...classes], failuresOffset, taken, shards: planned })
+    return { rows: total, shards: planned.length, overCap } satisfies RetryPlan
+  })
