@@ -197,6 +197,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         usage,
         offsets
       })
-      return rescheduled > 0 ? retryId : null
+      // A retry shard that existed already is driven by whoever found it open.
+      return retry !== undefined ? retryId : null
     })
   )

@@ -244,20 +244,26 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         })
 
       const runScope = yield* Effect.scope
+      // Each shard is driven by one fiber, however it was found (open on resume, or new).
+      const launched = new Set<string>()
       const launch = (id: string): Effect.Effect<void> =>
-        Ref.update(outstanding, (n) => n + 1).pipe(
-          Effect.zipRight(
-            drive(id).pipe(
-              Effect.provideService(FileSystem.FileSystem, fs),
-              Effect.matchCauseEffect({
-                onFailure: (cause) => Deferred.failCause(done, cause),
-                onSuccess: () => Effect.zipRight(Ref.update(outstanding, (n) => n - 1), checkDone)
-              }),
-              Effect.forkIn(runScope)
-            )
-          ),
-          Effect.asVoid
-        )
+        Effect.suspend(() => {
+          if (launched.has(id)) return Effect.void
+          launched.add(id)
+          return Ref.update(outstanding, (n) => n + 1).pipe(
+            Effect.zipRight(
+              drive(id).pipe(
+                Effect.provideService(FileSystem.FileSystem, fs),
+                Effect.matchCauseEffect({
+                  onFailure: (cause) => Deferred.failCause(done, cause),
+                  onSuccess: () => Effect.zipRight(Ref.update(outstanding, (n) => n - 1), checkDone)
+                }),
+                Effect.forkIn(runScope)
+              )
+            ),
+            Effect.asVoid
+          )
+        })
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
       // a malformed row must stop the run before any money is spent.

@@ -1,0 +1,168 @@
+/**
+ * Crash safety, end to end: the real CLI in a child process is killed with SIGKILL at exact
+ * points spread over every phase (SLUICE_FAILPOINT), and at arbitrary moments, then
+ * resumed. Whatever the point: the sink holds every input row exactly once, no custom_id is
+ * delivered as a success by two batches, and no shard gets two batches.
+ */
+import { spawn } from "node:child_process"
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
+import type { EmulatorHandle } from "../packages/providers/src/emulator/Emulator.js"
+import { getLedger } from "../packages/providers/src/emulator/EmulatorControl.js"
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..")
+const bin = join(repo, "packages/runner/bin/sluice.js")
+const ROWS = 60
+
+let emulator: EmulatorHandle
+let project: string
+
+const pipelineSource = `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Row = Schema.Struct({ id: Schema.String, text: Schema.String })
+const Label = Schema.Struct({ sentiment: Schema.Literal("positive", "negative", "neutral"), topics: Schema.Array(Schema.String) })
+export default Pipeline.make("crash").pipe(
+  Pipeline.from(Source.jsonl("rows.jsonl", Row), { key: (r) => r.id }),
+  Pipeline.batch("label", {
+    provider: "openai", model: "gpt-4o-mini", maxAttempts: 5,
+    prompt: (r) => Prompt.chat({ system: "Label the text. " + (process.env.PROMPT_SALT ?? ""), user: r.text }),
+    output: Label
+  }),
+  Pipeline.to(Sink.jsonl(process.env.SINK_PATH ?? "out.jsonl"))
+)
+`
+
+beforeAll(async () => {
+  emulator = await startEmulator({ validatingMs: 60, requestsPerSecond: 150, finalizingMs: 60, errorRate: 0.08 })
+  project = mkdtempSync(join(tmpdir(), "sluice-crash-"))
+  writeFileSync(join(project, "package.json"), JSON.stringify({ type: "module" }))
+  symlinkSync(join(repo, "node_modules"), join(project, "node_modules"), "dir")
+  writeFileSync(join(project, "crash.pipeline.ts"), pipelineSource)
+  const rows = Array.from({ length: ROWS }, (_, i) => JSON.stringify({ id: `row-${i + 1}`, text: `Review number ${i + 1}: ${"quite good ".repeat(i % 7)}` }))
+  writeFileSync(join(project, "rows.jsonl"), rows.join("\n") + "\n")
+})
+
+afterAll(async () => {
+  await emulator?.close()
+})
+
+interface Outcome {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stderr: string
+}
+
+const sluice = (args: ReadonlyArray<string>, env: Record<string, string>, killAfterMs?: number): Promise<Outcome> =>
+  new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: project,
+      env: { ...process.env, OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "crash-test-key", ...env },
+      stdio: ["ignore", "ignore", "pipe"]
+    })
+    let stderr = ""
+    child.stderr.on("data", (d) => (stderr += d))
+    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfterMs)
+    child.on("exit", (code, signal) => {
+      if (timer !== undefined) clearTimeout(timer)
+      resolve({ code, signal, stderr })
+    })
+  })
+
+const runArgs = (runDir: string) => ["run", "crash.pipeline.ts", "--run-dir", runDir, "--shard-size", "15", "--poll-interval", "0.05"]
+
+/** Checks the guarantees for one run directory; returns the number of batches it made. */
+const checkRun = async (runDir: string, sink: string) => {
+  const lines = readFileSync(join(project, sink), "utf8").trim().split("\n")
+  const ids = lines.map((l) => (JSON.parse(l) as { input: { id: string } }).input.id)
+  expect(ids.length).toBe(ROWS)
+  expect(new Set(ids).size).toBe(ROWS)
+
+  const runId = (JSON.parse(readFileSync(join(project, runDir, "manifest.json"), "utf8")) as { runId: string }).runId
+  const ledger = await getLedger(emulator.url)
+  const batches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+  const perShard = new Map<string, number>()
+  for (const b of batches) perShard.set(b.metadata!["sluice_shard"]!, (perShard.get(b.metadata!["sluice_shard"]!) ?? 0) + 1)
+  for (const [shard, n] of perShard) expect(n, `batches created for shard ${shard}`).toBe(1)
+
+  const ours = new Set(batches.map((b) => b.id))
+  const delivered = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
+  expect(new Set(delivered).size, "custom_ids delivered as a success twice").toBe(delivered.length)
+  expect(delivered.length).toBe(ROWS)
+  return batches.length
+}
+
+// Every phase: planning, the steps of submission (intent, upload, create, journaled
+// creation), polling, collection (mid-sink, before and after its commit), and the same for
+// retry shards.
+const failpoints = [
+  "plan-row:3",
+  "plan-row:20",
+  "after:ShardPlanned:1",
+  "after:ShardPlanned:3",
+  "after:PlanComplete:1",
+  "after:SubmitIntent:1",
+  "after:SubmitIntent:3",
+  "after-upload:1",
+  "after-upload:2",
+  "after:Staged:1",
+  "after-create:1",
+  "after-create:3",
+  "after:Created:1",
+  "after:Created:4",
+  "after:StatusChanged:2",
+  "after:Terminal:1",
+  "collect-before-commit:1",
+  "collect-before-commit:3",
+  "after:Collected:1",
+  "after:Collected:3",
+  "after:ShardPlanned:5",
+  "after-create:5"
+]
+
+describe("crash and resume", () => {
+  it.each(failpoints)("SIGKILL at %s, then resume: every row once, nothing paid twice", async (failpoint) => {
+    const slug = failpoint.replace(/[^a-z0-9]+/gi, "-")
+    const runDir = `runs/${slug}`
+    const sink = `out/${slug}.jsonl`
+    mkdirSync(join(project, "out"), { recursive: true })
+    // A fresh prompt per test: the emulator fails a request only the first time it sees it,
+    // and retry shards must happen for the retry-phase failpoints to be reached.
+    const env = { SINK_PATH: sink, PROMPT_SALT: slug }
+    const crashed = await sluice(runArgs(runDir), { ...env, SLUICE_FAILPOINT: failpoint })
+    expect(crashed.signal, `the run was not killed at ${failpoint}: ${crashed.stderr}`).toBe("SIGKILL")
+    const resumed = await sluice(runArgs(runDir), env)
+    expect(resumed.code, resumed.stderr).toBe(0)
+    await checkRun(runDir, sink)
+  })
+
+  it("survives repeated kills at arbitrary moments", async () => {
+    const runDir = "runs/random"
+    const sink = "out/random.jsonl"
+    let kills = 0
+    for (const delay of [700, 1100, 1500, 1900, 2300]) {
+      const outcome = await sluice(runArgs(runDir), { SINK_PATH: sink, PROMPT_SALT: "random" }, delay)
+      if (outcome.signal === "SIGKILL") kills++
+      else expect(outcome.code, outcome.stderr).toBe(0)
+    }
+    const last = await sluice(runArgs(runDir), { SINK_PATH: sink, PROMPT_SALT: "random" })
+    expect(last.code, last.stderr).toBe(0)
+    expect(kills).toBeGreaterThan(0)
+    await checkRun(runDir, sink)
+  }, 120_000)
+
+  it("resume also works through `sluice resume <run-dir>`", async () => {
+    const runDir = "runs/resume-cmd"
+    const sink = "out/resume-cmd.jsonl"
+    const env = { SINK_PATH: sink, PROMPT_SALT: "resume-cmd" }
+    const crashed = await sluice(runArgs(runDir), { ...env, SLUICE_FAILPOINT: "after:Created:2" })
+    expect(crashed.signal).toBe("SIGKILL")
+    const resumed = await sluice(["resume", runDir, "--poll-interval", "0.05"], env)
+    expect(resumed.code, resumed.stderr).toBe(0)
+    await checkRun(runDir, sink)
+  })
+})
