@@ -1,0 +1,192 @@
+/**
+ * The sluice emulator: a real HTTP server on 127.0.0.1 speaking the OpenAI
+ * Files + Batches API (plus synchronous chat completions and embeddings),
+ * with deterministic, schema-conforming answers and switchable faults.
+ *
+ * Users point their pipelines (or the official `openai` client) at
+ * `${handle.url}/v1`; tests steer it through `${handle.url}/_emulator/...`
+ * (ledger, faults, reset — see internal/controlRoutes.ts).
+ *
+ * @example
+ *   const emulator = await startEmulator({ validatingMs: 20, requestsPerSecond: 10_000 })
+ *   const client = new OpenAI({ apiKey: "test", baseURL: `${emulator.url}/v1` })
+ *   ...
+ *   await emulator.close()
+ */
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { Data, Effect, type Scope } from "effect"
+import { Batches } from "./internal/batches.js"
+import { type Clock, systemClock } from "./internal/clock.js"
+import { ApiError } from "./internal/errors.js"
+import { defaultFaults, FAULT_KEYS, type FaultSettings, Faults, parseFaultPatch } from "./internal/faults.js"
+import { createHandler } from "./internal/router.js"
+import { Store } from "./internal/store.js"
+
+export interface EmulatorOptions {
+  /** TCP port; 0 picks a free one (default 0). */
+  readonly port?: number
+  /** Interface to bind (default "127.0.0.1"). */
+  readonly host?: string
+  /**
+   * If set, every /v1 call must carry this key (`Authorization: Bearer K`,
+   * `x-api-key: K` or `api-key: K`), else 401. If unset, any key is accepted.
+   */
+  readonly apiKey?: string
+  /**
+   * Directory for files, batch records and the ledger. When set, a new
+   * emulator started on the same directory serves the same files and batches
+   * and continues their lifecycle (time-based, wall clock). When unset, a
+   * temp directory is used and removed on close.
+   */
+  readonly stateDir?: string
+  /** Time a batch spends in "validating" (ms, default 200). */
+  readonly validatingMs?: number
+  /** Processing speed of each batch while in_progress (requests per second, default 1000; Infinity = instant). */
+  readonly requestsPerSecond?: number
+  /** Time a batch spends in "finalizing" (ms, default 200). */
+  readonly finalizingMs?: number
+  /** Time a batch spends in "cancelling" before "cancelled" (ms, default 200). */
+  readonly cancellingMs?: number
+  /** Completion window: a batch not done processing by then becomes "expired" with partial results (ms, default 24 h). */
+  readonly expireAfterMs?: number
+  /**
+   * Fraction of batch requests answered with a 500 `server_error` line in the
+   * error file. Chosen deterministically per request (hash of custom_id +
+   * body); a request that failed succeeds when resubmitted in a later batch.
+   */
+  readonly errorRate?: number
+  /**
+   * Fraction of /v1 calls answered 429 with `Retry-After` (seconds) and
+   * `retry-after-ms` headers. Deterministic sequence (rate 0.25 = every 4th
+   * call), never on two consecutive calls to the same method + path.
+   */
+  readonly rateLimitRate?: number
+  /** Delay advertised by the 429s of rateLimitRate (ms, default 1000). */
+  readonly retryAfterMs?: number
+  /** Fraction of /v1 calls answered 500/502/503 before taking effect (same sequencing as rateLimitRate). */
+  readonly serverErrorRate?: number
+  /** Fraction of /v1 calls whose socket is destroyed without a response, after the call took effect (a lost response). */
+  readonly resetRate?: number
+  /** Fraction of lines silently omitted from both result files (the provider "lost" them). */
+  readonly dropLines?: number
+  /** Completed batches report `output_file_id: null` until this long after completion (ms). */
+  readonly lateOutputFileMs?: number
+  /** Fraction of first-time structured (JSON) answers that are invalid JSON or do not match the schema. */
+  readonly invalidJsonRate?: number
+  /** Salt of every deterministic choice (answers, faulted requests, result order). Default "sluice". */
+  readonly seed?: string
+  /** Receives an access log line per request and a line per batch transition to a terminal state. */
+  readonly log?: (line: string) => void
+  /** Time source (ms since epoch); for tests that drive the lifecycle with a fake clock. Default Date.now. */
+  readonly clock?: () => number
+}
+
+export interface EmulatorHandle {
+  /** Origin of the server, e.g. "http://127.0.0.1:54321" (the OpenAI base URL is `${url}/v1`). */
+  readonly url: string
+  readonly port: number
+  /** Stops listening, drops open connections, waits for background work; removes the temp state dir. */
+  close(): Promise<void>
+}
+
+export class EmulatorStartError extends Data.TaggedError("EmulatorStartError")<{
+  readonly message: string
+  readonly cause: unknown
+}> {}
+
+const DEFAULTS = {
+  port: 0,
+  host: "127.0.0.1",
+  validatingMs: 200,
+  finalizingMs: 200,
+  cancellingMs: 200,
+  expireAfterMs: 24 * 60 * 60 * 1000,
+  seed: "sluice"
+} as const
+
+const nonNegative = (name: string, value: number | undefined, fallback: number): number => {
+  const resolved = value ?? fallback
+  if (!(resolved >= 0) || !Number.isFinite(resolved)) throw new Error(`Emulator option '${name}' must be a finite number >= 0, got ${value}`)
+  return resolved
+}
+
+const initialFaults = (options: EmulatorOptions): FaultSettings => {
+  const given: Record<string, unknown> = {}
+  for (const key of FAULT_KEYS) given[key] = (options as Record<string, unknown>)[key]
+  try {
+    return { ...defaultFaults, ...parseFaultPatch(given, FAULT_KEYS) }
+  } catch (error) {
+    throw new Error(`Invalid emulator option: ${error instanceof ApiError ? error.message : String(error)}`)
+  }
+}
+
+export const startEmulator = async (options: EmulatorOptions = {}): Promise<EmulatorHandle> => {
+  const timings = {
+    validatingMs: nonNegative("validatingMs", options.validatingMs, DEFAULTS.validatingMs),
+    finalizingMs: nonNegative("finalizingMs", options.finalizingMs, DEFAULTS.finalizingMs),
+    cancellingMs: nonNegative("cancellingMs", options.cancellingMs, DEFAULTS.cancellingMs),
+    expireAfterMs: nonNegative("expireAfterMs", options.expireAfterMs, DEFAULTS.expireAfterMs)
+  }
+  const faults = new Faults(initialFaults(options))
+  const clock: Clock = options.clock ?? systemClock
+  const seed = options.seed ?? DEFAULTS.seed
+  const userLog = options.log
+  // A throwing log callback must never break a request or a batch transition.
+  const log =
+    userLog === undefined
+      ? undefined
+      : (line: string) => {
+          try {
+            userLog(line)
+          } catch {
+            // ignored
+          }
+        }
+  const store = await Store.open(options.stateDir)
+  const batches = new Batches(store, faults, { ...timings, seed, clock, log: log ?? (() => undefined) })
+
+  const server = createServer({ requestTimeout: 0 }, createHandler({ store, batches, faults, seed, clock, apiKey: options.apiKey, log }))
+  // Longer than client keep-alive (undici: 4 s), so the server never closes a socket a client is about to reuse.
+  server.keepAliveTimeout = 65_000
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject)
+      server.listen(options.port ?? DEFAULTS.port, options.host ?? DEFAULTS.host, () => {
+        server.off("error", reject)
+        resolve()
+      })
+    })
+  } catch (error) {
+    await store.close()
+    throw error
+  }
+  const address = server.address() as AddressInfo
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address
+  let closing: Promise<void> | undefined
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    close: () => {
+      closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+        server.closeAllConnections()
+        await closed
+        await batches.quiesce()
+        await store.close()
+      })()
+      return closing
+    }
+  }
+}
+
+/** startEmulator as a scoped Effect: the server closes when the scope does. */
+export const scoped = (options: EmulatorOptions = {}): Effect.Effect<EmulatorHandle, EmulatorStartError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () => startEmulator(options),
+      catch: (cause) =>
+        new EmulatorStartError({ message: `Could not start the emulator: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+    }),
+    (handle) => Effect.promise(() => handle.close())
+  )

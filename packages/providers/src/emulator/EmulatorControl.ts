@@ -1,0 +1,64 @@
+/**
+ * A small client for the emulator's test API (`/_emulator/...`), for tests
+ * and CI scripts that steer an emulator running in this or another process.
+ * Plain fetch: no dependency on the rest of sluice.
+ */
+
+export interface LedgerBatch {
+  readonly id: string
+  readonly created_at: number
+  readonly status: string
+  readonly metadata: Readonly<Record<string, string>> | null
+  readonly input_file_id: string
+  readonly custom_ids: ReadonlyArray<string>
+}
+
+export interface LedgerDelivery {
+  readonly custom_id: string
+  readonly batch_id: string
+}
+
+export interface Ledger {
+  readonly batches: ReadonlyArray<LedgerBatch>
+  /** One entry per custom_id delivered as a success in an output file. */
+  readonly deliveries: ReadonlyArray<LedgerDelivery>
+}
+
+/** Runtime fault settings (all optional in a patch). Rates are fractions in [0, 1]. */
+export interface FaultPatch {
+  readonly errorRate?: number
+  readonly rateLimitRate?: number
+  readonly retryAfterMs?: number
+  readonly serverErrorRate?: number
+  readonly resetRate?: number
+  readonly dropLines?: number
+  readonly lateOutputFileMs?: number
+  readonly invalidJsonRate?: number
+  /** A number, or "Infinity" for instant processing. Applies to batches created afterwards. */
+  readonly requestsPerSecond?: number | "Infinity"
+  /** Expire this batch now, keeping the results finished so far. */
+  readonly expireBatch?: string
+}
+
+const call = async <A>(url: string, init?: RequestInit): Promise<A> => {
+  const response = await fetch(url, init)
+  const text = await response.text()
+  if (!response.ok) throw new Error(`${init?.method ?? "GET"} ${url} -> ${response.status}: ${text}`)
+  return JSON.parse(text) as A
+}
+
+const origin = (emulatorUrl: string): string => emulatorUrl.replace(/\/+$/, "").replace(/\/v1$/, "")
+
+export const getLedger = (emulatorUrl: string): Promise<Ledger> => call(`${origin(emulatorUrl)}/_emulator/ledger`)
+
+export const getFaults = (emulatorUrl: string): Promise<Record<string, unknown>> => call(`${origin(emulatorUrl)}/_emulator/faults`)
+
+export const setFaults = (emulatorUrl: string, patch: FaultPatch): Promise<Record<string, unknown>> =>
+  call(`${origin(emulatorUrl)}/_emulator/faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(patch)
+  })
+
+export const resetEmulator = (emulatorUrl: string): Promise<{ readonly ok: true }> =>
+  call(`${origin(emulatorUrl)}/_emulator/reset`, { method: "POST" })

@@ -1,0 +1,379 @@
+/**
+ * The batch service: create, observe (retrieve/list), cancel, forced expiry,
+ * and the ledger. Work happens lazily when a batch is observed:
+ * validation runs once per batch (started eagerly at create, recomputed after
+ * a restart), and the result files are written once, the first time the
+ * batch is seen in a terminal state.
+ */
+import { readFile, unlink } from "node:fs/promises"
+import { OPENAI_BATCH_ENDPOINTS, SUPPORTED_ENDPOINTS } from "./answers.js"
+import { type AnalysedInput, analyseInput } from "./analysis.js"
+import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
+import { liveSnapshot, render } from "./batchObject.js"
+import { type Clock, toUnixSeconds } from "./clock.js"
+import { invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
+import type { Faults } from "./faults.js"
+import { randomHex } from "./hash.js"
+import { type BatchStatus, isTerminal, needsInput, type Timeline, timeline } from "./lifecycle.js"
+import { writeResults } from "./results.js"
+import type { BatchErrorEntry, BatchFinal, BatchRecord, Store } from "./store.js"
+
+export interface BatchTimings {
+  readonly validatingMs: number
+  readonly finalizingMs: number
+  readonly cancellingMs: number
+  readonly expireAfterMs: number
+}
+
+export interface BatchesConfig extends BatchTimings {
+  readonly seed: string
+  readonly clock: Clock
+  readonly log: (line: string) => void
+}
+
+/** How long a poll waits for validation or result files before answering "validating" / "finalizing". */
+const WAIT_MS = 250
+
+const settlesWithin = (promise: Promise<unknown>, ms: number): Promise<boolean> => {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+  })
+  return Promise.race([promise.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer))
+}
+
+type Obj = { readonly [key: string]: unknown }
+const isObject = (value: unknown): value is Obj => typeof value === "object" && value !== null && !Array.isArray(value)
+
+export class Batches {
+  private readonly inputs = new Map<string, Promise<AnalysedInput>>()
+  /** Settled entries of `inputs`: the hot path of a poll needs no promise or timer. */
+  private readonly readyInputs = new Map<string, AnalysedInput>()
+  private readonly finishing = new Map<string, Promise<void>>()
+  private readonly inflight = new Set<Promise<unknown>>()
+
+  constructor(
+    private readonly store: Store,
+    private readonly faults: Faults,
+    private readonly config: BatchesConfig
+  ) {}
+
+  // -------------------------------------------------------------------------------------------
+  // API operations
+  // -------------------------------------------------------------------------------------------
+
+  async create(body: unknown): Promise<Obj> {
+    if (!isObject(body)) throw invalidRequest("The request body must be a JSON object.")
+    const inputFileId = body["input_file_id"]
+    const endpoint = body["endpoint"]
+    const window = body["completion_window"]
+    if (typeof inputFileId !== "string" || inputFileId.length === 0) throw missingParameter("input_file_id")
+    if (typeof endpoint !== "string" || endpoint.length === 0) throw missingParameter("endpoint")
+    if (!OPENAI_BATCH_ENDPOINTS.includes(endpoint)) {
+      throw invalidValue("endpoint", `'${endpoint}'. Supported values are: ${OPENAI_BATCH_ENDPOINTS.map((e) => `'${e}'`).join(", ")}.`)
+    }
+    if (!SUPPORTED_ENDPOINTS.includes(endpoint)) {
+      throw invalidRequest(
+        `The sluice emulator does not serve '${endpoint}' batches; it serves ${SUPPORTED_ENDPOINTS.join(" and ")}.`,
+        "endpoint",
+        "unsupported_value"
+      )
+    }
+    if (window === undefined || window === null) throw missingParameter("completion_window")
+    if (window !== "24h") throw invalidValue("completion_window", `'${String(window)}'. Supported values are: '24h'.`)
+    const metadata = parseMetadata(body["metadata"])
+    parseOutputExpiresAfter(body["output_expires_after"])
+
+    const file = this.store.files.get(inputFileId)
+    if (file === undefined) throw notFound(`No such File object: ${inputFileId}`, "input_file_id")
+    if (file.purpose !== "batch") {
+      throw invalidRequest(`The input file must have purpose 'batch', not '${file.purpose}'.`, "input_file_id", "invalid_value")
+    }
+
+    const now = this.config.clock()
+    const settings = this.faults.settings
+    const record: BatchRecord = {
+      id: `batch_${randomHex(16)}`,
+      seq: this.store.nextSeq(),
+      endpoint,
+      input_file_id: inputFileId,
+      completion_window: "24h",
+      metadata,
+      createdMs: now,
+      validatingMs: this.config.validatingMs,
+      finalizingMs: this.config.finalizingMs,
+      cancellingMs: this.config.cancellingMs,
+      expiresAtMs: now + this.config.expireAfterMs,
+      rps: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : null,
+      errorRate: settings.errorRate,
+      invalidJsonRate: settings.invalidJsonRate,
+      cancelRequestedMs: null,
+      forcedExpireMs: null,
+      final: null
+    }
+    this.store.batches.set(record.id, record)
+    await this.store.persist()
+    // Validate in the background now, so the first retrieve after validatingMs finds it done.
+    this.inputFor(record).catch(() => undefined)
+    this.config.log(`batch ${record.id} created (input ${inputFileId}, ${endpoint})`)
+    return this.observe(record)
+  }
+
+  async retrieve(id: string): Promise<Obj> {
+    return this.observe(this.get(id))
+  }
+
+  async list(after: string | undefined, limit: number): Promise<Obj> {
+    const all = [...this.store.batches.values()].sort((a, b) => b.seq - a.seq)
+    let start = 0
+    if (after !== undefined) {
+      const index = all.findIndex((batch) => batch.id === after)
+      start = index === -1 ? all.length : index + 1
+    }
+    const page = all.slice(start, start + limit)
+    const data = await Promise.all(page.map((batch) => this.observe(batch)))
+    return {
+      object: "list",
+      data,
+      first_id: page[0]?.id ?? null,
+      last_id: page[page.length - 1]?.id ?? null,
+      has_more: start + limit < all.length
+    }
+  }
+
+  async cancel(id: string): Promise<Obj> {
+    const record = this.get(id)
+    const status = await this.currentStatus(record)
+    if (isTerminal(status)) throw invalidRequest(`Cannot cancel a batch with status '${status}'.`, null, "invalid_state")
+    if (status !== "cancelling") {
+      record.cancelRequestedMs = this.config.clock()
+      await this.store.persist()
+      this.config.log(`batch ${id} cancel requested`)
+    }
+    return this.observe(record)
+  }
+
+  /** Test API: expire a live batch now, keeping the results finished so far. */
+  async expireNow(id: string): Promise<Obj> {
+    const record = this.get(id)
+    const status = await this.currentStatus(record)
+    if (isTerminal(status)) throw invalidRequest(`Cannot expire a batch with status '${status}'.`, null, "invalid_state")
+    record.forcedExpireMs = this.config.clock()
+    await this.store.persist()
+    this.config.log(`batch ${id} expired by fault`)
+    return this.observe(record)
+  }
+
+  /** The ledger as JSON text chunks (custom_ids can be many: never one big string). */
+  async *ledger(): AsyncGenerator<string> {
+    const records = [...this.store.batches.values()].sort((a, b) => a.seq - b.seq)
+    yield '{"batches":['
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i]!
+      const view = await this.observe(record)
+      if (record.final === null) await this.inputFor(record).catch(() => undefined)
+      const ids = await readLines(this.store.idsPath(record.id))
+      const head = JSON.stringify({
+        id: record.id,
+        created_at: view["created_at"],
+        status: view["status"],
+        metadata: record.metadata,
+        input_file_id: record.input_file_id
+      })
+      yield `${i > 0 ? "," : ""}${head.slice(0, -1)},"custom_ids":[${ids.join(",")}]}`
+    }
+    yield '],"deliveries":['
+    let first = true
+    for (const record of records) {
+      if (record.final === null) continue
+      const batchId = JSON.stringify(record.id)
+      const delivered = await readLines(this.store.deliveredPath(record.id))
+      if (delivered.length === 0) continue
+      yield `${first ? "" : ","}${delivered.map((id) => `{"custom_id":${id},"batch_id":${batchId}}`).join(",")}`
+      first = false
+    }
+    yield "]}"
+  }
+
+  /** Waits for background validation and result writing (before close or reset). */
+  async quiesce(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight])
+  }
+
+  async reset(): Promise<void> {
+    await this.quiesce()
+    this.inputs.clear()
+    this.readyInputs.clear()
+    this.finishing.clear()
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle
+  // -------------------------------------------------------------------------------------------
+
+  private get(id: string): BatchRecord {
+    const record = this.store.batches.get(id)
+    if (record === undefined) throw notFound(`No batch found with id '${id}'.`, "batch_id")
+    return record
+  }
+
+  private track<A>(promise: Promise<A>): Promise<A> {
+    this.inflight.add(promise)
+    const done = () => this.inflight.delete(promise)
+    promise.then(done, done)
+    return promise
+  }
+
+  private inputFor(record: BatchRecord): Promise<AnalysedInput> {
+    const cached = this.inputs.get(record.id)
+    if (cached !== undefined) return cached
+    const promise = this.track(
+      analyseInput({
+        inputPath: this.store.filePath(record.input_file_id),
+        idsPath: this.store.idsPath(record.id),
+        endpoint: record.endpoint,
+        batchId: record.id,
+        seed: this.config.seed,
+        errorRate: record.errorRate,
+        invalidJsonRate: record.invalidJsonRate,
+        seen: this.store.seen
+      }).then(
+        async (input) => {
+          if (input.valid && input.seenKeys.length > 0) await this.store.persist()
+          this.readyInputs.set(record.id, input)
+          return input
+        },
+        (error: unknown): AnalysedInput => {
+          if ((error as { code?: unknown }).code !== "ENOENT") throw error
+          // The input vanished (e.g. state dir edited by hand): fail the batch rather than the API call.
+          const missing: BatchErrorEntry = {
+            code: "invalid_request",
+            message: `The input file ${record.input_file_id} no longer exists.`,
+            param: "input_file_id",
+            line: null
+          }
+          const failed: AnalysedInput = { valid: false, total: 0, model: null, errors: [missing] }
+          this.readyInputs.set(record.id, failed)
+          return failed
+        }
+      )
+    )
+    this.inputs.set(record.id, promise)
+    promise.catch(() => this.inputs.delete(record.id)) // an I/O failure is retried on the next observation
+    return promise
+  }
+
+  private async currentStatus(record: BatchRecord): Promise<BatchStatus> {
+    const view = await this.observe(record)
+    return view["status"] as BatchStatus
+  }
+
+  /** The Batch object as of now; writes the results first if the batch just became terminal. */
+  private async observe(record: BatchRecord): Promise<Obj> {
+    const now = this.config.clock()
+    if (record.final === null && needsInput(record, now)) {
+      let input = this.readyInputs.get(record.id)
+      if (input === undefined) {
+        const pending = this.inputFor(record)
+        // A big input can take a second or more to validate: until then the batch is simply still "validating".
+        if (!(await settlesWithin(pending, WAIT_MS))) return render(record, liveSnapshot(undefined, timeline(record, undefined, now)), now)
+        input = await pending
+      }
+      const line = timeline(record, input, now)
+      if (!isTerminal(line.status)) return render(record, liveSnapshot(input, line), now)
+      const writing = this.finish(record, input, line)
+      if (line.status === "completed" && !(await settlesWithin(writing, WAIT_MS))) {
+        // Big result files take a while: keep answering "finalizing" (as the real service would)
+        // instead of holding the poll open; "completed" shows once the files exist.
+        return render(record, liveSnapshot(input, { ...line, status: "finalizing", completedAtMs: null }), now)
+      }
+      await writing
+    }
+    if (record.final !== null) return render(record, record.final, now)
+    return render(record, liveSnapshot(undefined, timeline(record, undefined, now)), now)
+  }
+
+  private finish(record: BatchRecord, input: AnalysedInput, line: Timeline): Promise<void> {
+    const running = this.finishing.get(record.id)
+    if (running !== undefined) return running
+    const promise = this.track(this.writeFinal(record, input, line))
+    this.finishing.set(record.id, promise)
+    const cleanup = () => this.finishing.delete(record.id)
+    promise.then(cleanup, cleanup)
+    return promise
+  }
+
+  private async writeFinal(record: BatchRecord, input: AnalysedInput, line: Timeline): Promise<void> {
+    if (record.final !== null) return
+    const snapshot = liveSnapshot(input, line)
+    let outputFileId: string | null = null
+    let errorFileId: string | null = null
+    let inputTokens = 0
+    let outputTokens = 0
+    if (input.valid && line.status !== "failed") {
+      const settings = this.faults.settings
+      const outputId = `file-${randomHex(12)}`
+      const errorId = `file-${randomHex(12)}`
+      const written = await writeResults({
+        batchId: record.id,
+        endpoint: record.endpoint,
+        seed: this.config.seed,
+        inputPath: this.store.filePath(record.input_file_id),
+        input,
+        processed: line.processed,
+        notRun: line.status === "expired" ? "batch_expired" : "batch_cancelled",
+        dropLines: settings.dropLines,
+        created: toUnixSeconds(line.inProgressAtMs ?? record.createdMs),
+        outputPath: this.store.filePath(outputId),
+        errorPath: this.store.filePath(errorId),
+        deliveredPath: this.store.deliveredPath(record.id)
+      })
+      inputTokens = written.inputTokens
+      outputTokens = written.outputTokens
+      const createdAt = toUnixSeconds(this.config.clock())
+      const register = async (id: string, lines: number, bytes: number, suffix: string): Promise<string | null> => {
+        if (lines === 0) {
+          await unlink(this.store.filePath(id)).catch(() => undefined)
+          return null
+        }
+        const filename = `${record.id}_${suffix}.jsonl`
+        this.store.files.set(id, { id, bytes, created_at: createdAt, filename, purpose: "batch_output", seq: this.store.nextSeq() })
+        return id
+      }
+      outputFileId = await register(outputId, written.outputLines, written.outputBytes, "output")
+      errorFileId = await register(errorId, written.errorLines, written.errorBytes, "error")
+    }
+    const terminalAt =
+      line.completedAtMs ?? line.cancelledAtMs ?? line.expiredAtMs ?? line.failedAtMs ?? this.config.clock()
+    record.final = {
+      ...snapshot,
+      status: line.status as BatchFinal["status"],
+      inputTokens,
+      outputTokens,
+      outputFileId,
+      errorFileId,
+      outputVisibleAtMs: terminalAt + this.faults.settings.lateOutputFileMs
+    }
+    this.inputs.delete(record.id)
+    this.readyInputs.delete(record.id)
+    // An input deleted while this batch ran kept its bytes until now (see deleteFile).
+    if (!this.store.files.has(record.input_file_id) && !this.store.isInputOfLiveBatch(record.input_file_id)) {
+      await unlink(this.store.filePath(record.input_file_id)).catch(() => undefined)
+    }
+    await this.store.persist()
+    this.config.log(
+      `batch ${record.id} ${line.status}: ${snapshot.completed} completed, ${snapshot.failed} failed of ${snapshot.total}`
+    )
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const readLines = async (path: string): Promise<Array<string>> => {
+  try {
+    const text = await readFile(path, "utf8")
+    return text.split("\n").filter((line) => line.length > 0)
+  } catch {
+    return []
+  }
+}

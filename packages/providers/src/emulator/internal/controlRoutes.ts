@@ -1,0 +1,67 @@
+/**
+ * The test API under `/_emulator/`: ledger, runtime faults, reset.
+ * Not behind the API key and never subject to call faults, so a test can
+ * always inspect and steer the emulator.
+ *
+ *   GET  /_emulator/health   -> { ok: true }
+ *   GET  /_emulator/ledger   -> { batches: [{id, created_at, status, metadata, input_file_id, custom_ids}],
+ *                                 deliveries: [{custom_id, batch_id}] }   (successes found in output files)
+ *   GET  /_emulator/faults   -> current fault settings
+ *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch now
+ *   POST /_emulator/reset    -> forget all files and batches, restore the start-up fault settings
+ */
+import type { Batches } from "./batches.js"
+import { invalidRequest } from "./errors.js"
+import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
+import { readJson, type Reply } from "./http.js"
+import type { Store } from "./store.js"
+
+export interface ControlContext {
+  readonly store: Store
+  readonly batches: Batches
+  readonly faults: Faults
+  readonly log: (line: string) => void
+}
+
+const PATCH_KEYS: ReadonlySet<string> = new Set([...FAULT_KEYS, "expireBatch"])
+
+export const handleControl = async (
+  ctx: ControlContext,
+  method: string,
+  segments: ReadonlyArray<string>,
+  reply: Reply
+): Promise<boolean> => {
+  const route = `${method} ${segments.join("/")}`
+  switch (route) {
+    case "GET health":
+      reply.json(200, { ok: true })
+      return true
+    case "GET ledger":
+      await reply.chunks(200, "application/json", ctx.batches.ledger())
+      return true
+    case "GET faults":
+      reply.json(200, faultsJson(ctx.faults.settings))
+      return true
+    case "POST faults": {
+      const body = (await readJson(reply.req)) ?? {}
+      if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalidRequest("Expected a JSON object of fault settings.")
+      const { expireBatch, ...settings } = body as Record<string, unknown>
+      if (expireBatch !== undefined && typeof expireBatch !== "string") throw invalidRequest("'expireBatch' must be a batch id.", "expireBatch")
+      const patch = parseFaultPatch(settings, PATCH_KEYS)
+      ctx.faults.update(patch)
+      if (Object.keys(patch).length > 0) ctx.log(`faults set: ${JSON.stringify(faultsJson(ctx.faults.settings))}`)
+      const expired = expireBatch === undefined ? undefined : await ctx.batches.expireNow(expireBatch)
+      reply.json(200, { ...faultsJson(ctx.faults.settings), ...(expired === undefined ? {} : { expiredBatch: expired }) })
+      return true
+    }
+    case "POST reset":
+      await ctx.batches.reset()
+      await ctx.store.reset()
+      ctx.faults.reset()
+      ctx.log("state reset")
+      reply.json(200, { ok: true })
+      return true
+    default:
+      return false
+  }
+}

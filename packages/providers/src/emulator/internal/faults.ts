@@ -1,0 +1,147 @@
+/**
+ * Fault switches. Settings can be given at start and changed at runtime
+ * (`POST /_emulator/faults`). Call-level faults (429, 5xx, socket resets)
+ * follow a deterministic sequence, not a random one, so a failing test
+ * replays the same way: each rate feeds an accumulator and a fault fires
+ * when it reaches 1 (rate 0.25 = every 4th call). A path that was just
+ * faulted is never faulted on its next call, so a client that retries always
+ * makes progress.
+ */
+import { invalidRequest } from "./errors.js"
+
+export interface FaultSettings {
+  /** Fraction of batch requests answered with a 500 error line (first submission only). */
+  readonly errorRate: number
+  /** Fraction of /v1 calls answered 429 with Retry-After and retry-after-ms. */
+  readonly rateLimitRate: number
+  /** Delay advertised by 429 responses, in ms (Retry-After carries it rounded up to seconds). */
+  readonly retryAfterMs: number
+  /** Fraction of /v1 calls answered 500, 502 or 503 before doing anything. */
+  readonly serverErrorRate: number
+  /** Fraction of /v1 calls whose socket is destroyed after the call took effect, without a response. */
+  readonly resetRate: number
+  /** Fraction of lines silently omitted from both result files of batches finalised from now on. */
+  readonly dropLines: number
+  /** Completed batches report output_file_id: null until this long after completion. */
+  readonly lateOutputFileMs: number
+  /** Fraction of first-time structured (JSON) answers that are invalid JSON or do not match the schema. */
+  readonly invalidJsonRate: number
+  /** Processing speed of batches created from now on (requests per second; Infinity = instant). */
+  readonly requestsPerSecond: number
+}
+
+export const defaultFaults: FaultSettings = {
+  errorRate: 0,
+  rateLimitRate: 0,
+  retryAfterMs: 1000,
+  serverErrorRate: 0,
+  resetRate: 0,
+  dropLines: 0,
+  lateOutputFileMs: 0,
+  invalidJsonRate: 0,
+  requestsPerSecond: 1000
+}
+
+const RATE_KEYS = ["errorRate", "rateLimitRate", "serverErrorRate", "resetRate", "dropLines", "invalidJsonRate"] as const
+const DURATION_KEYS = ["retryAfterMs", "lateOutputFileMs"] as const
+
+/** Validates a partial settings object (from options or a JSON body); throws a 400 ApiError when invalid. */
+export const parseFaultPatch = (input: Record<string, unknown>, allowed: ReadonlySet<string>): Partial<FaultSettings> => {
+  const patch: Record<string, number> = {}
+  for (const [key, value] of Object.entries(input)) {
+    if (value === undefined) continue
+    if (!allowed.has(key)) {
+      throw invalidRequest(`Unknown fault '${key}'. Known: ${[...allowed].join(", ")}.`, key)
+    }
+    if ((RATE_KEYS as ReadonlyArray<string>).includes(key)) {
+      if (typeof value !== "number" || !(value >= 0 && value <= 1)) throw invalidRequest(`'${key}' must be a number in [0, 1].`, key)
+      patch[key] = value
+    } else if ((DURATION_KEYS as ReadonlyArray<string>).includes(key)) {
+      if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) throw invalidRequest(`'${key}' must be a number of ms >= 0.`, key)
+      patch[key] = value
+    } else if (key === "requestsPerSecond") {
+      const rps = value === "Infinity" || value === null ? Infinity : value
+      if (typeof rps !== "number" || !(rps > 0)) throw invalidRequest(`'requestsPerSecond' must be > 0 (or "Infinity").`, key)
+      patch[key] = rps
+    }
+  }
+  return patch as Partial<FaultSettings>
+}
+
+export const FAULT_KEYS: ReadonlySet<string> = new Set([...RATE_KEYS, ...DURATION_KEYS, "requestsPerSecond"])
+
+/** JSON view of the settings (Infinity is not JSON: rendered as the string "Infinity"). */
+export const faultsJson = (settings: FaultSettings): Record<string, unknown> => ({
+  ...settings,
+  requestsPerSecond: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : "Infinity"
+})
+
+export type CallFault =
+  | { readonly _tag: "RateLimited"; readonly retryAfterMs: number }
+  | { readonly _tag: "ServerError"; readonly status: 500 | 502 | 503 }
+  | { readonly _tag: "Reset" }
+
+const SERVER_STATUSES = [500, 502, 503] as const
+/** Bound on the per-path memory of the "never twice in a row" rule. */
+const MAX_TRACKED_PATHS = 10_000
+
+export class Faults {
+  private current: FaultSettings
+  private rateLimitAcc = 0
+  private serverErrorAcc = 0
+  private resetAcc = 0
+  private serverErrorCount = 0
+  private readonly faultedLast = new Map<string, boolean>()
+
+  constructor(private readonly initial: FaultSettings) {
+    this.current = initial
+  }
+
+  get settings(): FaultSettings {
+    return this.current
+  }
+
+  update(patch: Partial<FaultSettings>): void {
+    this.current = { ...this.current, ...patch }
+  }
+
+  reset(): void {
+    this.current = this.initial
+    this.rateLimitAcc = this.serverErrorAcc = this.resetAcc = this.serverErrorCount = 0
+    this.faultedLast.clear()
+  }
+
+  /** Decides the fault (if any) of one API call, identified by method + path. */
+  decide(callKey: string): CallFault | undefined {
+    const s = this.current
+    this.rateLimitAcc += s.rateLimitRate
+    this.serverErrorAcc += s.serverErrorRate
+    this.resetAcc += s.resetRate
+    if (this.faultedLast.get(callKey) === true) {
+      // Keep the debt for the next call on another path (or this one, next time), but do not let it pile up.
+      this.rateLimitAcc = Math.min(this.rateLimitAcc, 1)
+      this.serverErrorAcc = Math.min(this.serverErrorAcc, 1)
+      this.resetAcc = Math.min(this.resetAcc, 1)
+      this.remember(callKey, false)
+      return undefined
+    }
+    let fault: CallFault | undefined
+    if (this.rateLimitAcc >= 1) {
+      this.rateLimitAcc -= 1
+      fault = { _tag: "RateLimited", retryAfterMs: s.retryAfterMs }
+    } else if (this.serverErrorAcc >= 1) {
+      this.serverErrorAcc -= 1
+      fault = { _tag: "ServerError", status: SERVER_STATUSES[this.serverErrorCount++ % SERVER_STATUSES.length]! }
+    } else if (this.resetAcc >= 1) {
+      this.resetAcc -= 1
+      fault = { _tag: "Reset" }
+    }
+    this.remember(callKey, fault !== undefined)
+    return fault
+  }
+
+  private remember(callKey: string, faulted: boolean): void {
+    if (this.faultedLast.size >= MAX_TRACKED_PATHS && !this.faultedLast.has(callKey)) this.faultedLast.clear()
+    this.faultedLast.set(callKey, faulted)
+  }
+}

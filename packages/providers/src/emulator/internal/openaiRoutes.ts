@@ -1,0 +1,216 @@
+/**
+ * The OpenAI wire routes: Files, Batches, and the two synchronous endpoints
+ * a batch can target (chat completions, embeddings).
+ */
+import { unlink } from "node:fs/promises"
+import { answerRequest, CHAT_ENDPOINT, checkRequest, EMBEDDINGS_ENDPOINT, isStructured } from "./answers.js"
+import type { Batches } from "./batches.js"
+import { type Clock, toUnixSeconds } from "./clock.js"
+import { ApiError, invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
+import type { Faults } from "./faults.js"
+import { DigestOffset, fractionAt, randomHex, requestDigest } from "./hash.js"
+import { intParam, readJson, type Reply } from "./http.js"
+import { boundaryOf, parseMultipartUpload } from "./multipart.js"
+import type { FileRecord, Store } from "./store.js"
+
+export interface OpenAiContext {
+  readonly store: Store
+  readonly batches: Batches
+  readonly faults: Faults
+  readonly seed: string
+  readonly clock: Clock
+}
+
+const FILE_PURPOSES = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+const MAX_FILE_BYTES = 512 * 1024 * 1024
+const MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
+
+/** Dispatches `/v1/...` (segments after "v1"); returns false when no route matches. */
+export const handleOpenAi = async (
+  ctx: OpenAiContext,
+  method: string,
+  segments: ReadonlyArray<string>,
+  query: URLSearchParams,
+  reply: Reply
+): Promise<boolean> => {
+  const [resource, id, action, ...extra] = segments
+  if (extra.length > 0) return false
+  switch (resource) {
+    case "files":
+      if (id === undefined) {
+        if (method === "POST") return done(await uploadFile(ctx, reply))
+        if (method === "GET") return done(listFiles(ctx, query, reply))
+      } else if (action === undefined) {
+        if (method === "GET") return done(reply.json(200, fileObject(getFile(ctx, id))))
+        if (method === "DELETE") return done(await deleteFile(ctx, id, reply))
+      } else if (action === "content" && method === "GET") {
+        return done(await downloadFile(ctx, id, reply))
+      }
+      return false
+    case "batches":
+      if (id === undefined) {
+        if (method === "POST") return done(reply.json(200, await ctx.batches.create(await readJson(reply.req))))
+        if (method === "GET") {
+          const limit = intParam(query, "limit", 20, 1, 100)
+          return done(reply.json(200, await ctx.batches.list(query.get("after") ?? undefined, limit)))
+        }
+      } else if (action === undefined && method === "GET") {
+        return done(reply.json(200, await ctx.batches.retrieve(id)))
+      } else if (action === "cancel" && method === "POST") {
+        return done(reply.json(200, await ctx.batches.cancel(id)))
+      }
+      return false
+    case "chat":
+      if (id === "completions" && action === undefined && method === "POST") return done(await answerSync(ctx, CHAT_ENDPOINT, reply))
+      return false
+    case "embeddings":
+      if (id === undefined && method === "POST") return done(await answerSync(ctx, EMBEDDINGS_ENDPOINT, reply))
+      return false
+    default:
+      return false
+  }
+}
+
+const done = (_: void): true => true
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+export const fileObject = (file: FileRecord) => ({
+  id: file.id,
+  object: "file",
+  bytes: file.bytes,
+  created_at: file.created_at,
+  filename: file.filename,
+  purpose: file.purpose,
+  status: "processed",
+  expires_at: null,
+  status_details: null
+})
+
+const getFile = (ctx: OpenAiContext, id: string): FileRecord => {
+  const file = ctx.store.files.get(id)
+  if (file === undefined) throw notFound(`No such File object: ${id}`, "id")
+  return file
+}
+
+const uploadFile = async (ctx: OpenAiContext, reply: Reply): Promise<void> => {
+  const boundary = boundaryOf(reply.req.headers["content-type"])
+  if (boundary === undefined) throw invalidRequest("Expected a multipart/form-data body with a boundary.", null, "invalid_content_type")
+  const id = `file-${randomHex(12)}`
+  const path = ctx.store.filePath(id)
+  try {
+    const upload = await parseMultipartUpload(reply.req, boundary, path, {
+      maxFileBytes: MAX_FILE_BYTES,
+      maxFieldBytes: 64 * 1024
+    })
+    const purpose = upload.fields.get("purpose")
+    if (purpose === undefined || purpose === "") throw missingParameter("purpose")
+    if (!FILE_PURPOSES.includes(purpose)) {
+      throw invalidValue("purpose", `'${purpose}'. Supported values are: ${FILE_PURPOSES.map((p) => `'${p}'`).join(", ")}.`)
+    }
+    const file = upload.file
+    if (file === null) throw missingParameter("file")
+    const filename = file.filename ?? "upload"
+    if (purpose === "batch") {
+      if (!filename.toLowerCase().endsWith(".jsonl")) {
+        throw invalidRequest("Invalid file format for Batch API. Must be .jsonl", "file", "invalid_file_format")
+      }
+      if (file.bytes > MAX_BATCH_FILE_BYTES) {
+        throw new ApiError(413, "File is too large for the Batch API: the limit is 200 MB.", "invalid_request_error", "file", "file_too_large")
+      }
+    }
+    const record: FileRecord = {
+      id,
+      bytes: file.bytes,
+      created_at: toUnixSeconds(ctx.clock()),
+      filename,
+      purpose,
+      seq: ctx.store.nextSeq()
+    }
+    ctx.store.files.set(id, record)
+    await ctx.store.persist()
+    reply.json(200, fileObject(record))
+  } catch (error) {
+    if (!ctx.store.files.has(id)) await unlink(path).catch(() => undefined)
+    throw error
+  }
+}
+
+const listFiles = (ctx: OpenAiContext, query: URLSearchParams, reply: Reply): void => {
+  const limit = intParam(query, "limit", 10_000, 1, 10_000)
+  const order = query.get("order") ?? "desc"
+  if (order !== "asc" && order !== "desc") throw invalidValue("order", `'${order}'. Supported values are: 'asc', 'desc'.`)
+  const purpose = query.get("purpose")
+  const all = [...ctx.store.files.values()]
+    .filter((file) => purpose === null || purpose === "" || file.purpose === purpose)
+    .sort((a, b) => (order === "asc" ? a.seq - b.seq : b.seq - a.seq))
+  const after = query.get("after")
+  let start = 0
+  if (after !== null && after !== "") {
+    const index = all.findIndex((file) => file.id === after)
+    start = index === -1 ? all.length : index + 1
+  }
+  const page = all.slice(start, start + limit)
+  reply.json(200, {
+    object: "list",
+    data: page.map(fileObject),
+    first_id: page[0]?.id ?? null,
+    last_id: page[page.length - 1]?.id ?? null,
+    has_more: start + limit < all.length
+  })
+}
+
+const deleteFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promise<void> => {
+  getFile(ctx, id)
+  ctx.store.files.delete(id)
+  // A live batch still reads its input at result time: keep the bytes until the state is reset.
+  if (!ctx.store.isInputOfLiveBatch(id)) await unlink(ctx.store.filePath(id)).catch(() => undefined)
+  await ctx.store.persist()
+  reply.json(200, { id, object: "file", deleted: true })
+}
+
+const downloadFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promise<void> => {
+  const file = getFile(ctx, id)
+  if (file.purpose === "batch") throw invalidRequest(`Not allowed to download files of purpose: ${file.purpose}`, null, "invalid_request")
+  await reply.file(ctx.store.filePath(id), file.bytes, "application/octet-stream")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synchronous endpoints
+// ---------------------------------------------------------------------------------------------
+
+const answerSync = async (ctx: OpenAiContext, endpoint: string, reply: Reply): Promise<void> => {
+  const body = await readJson(reply.req)
+  const problem = checkRequest(endpoint, body)
+  if (problem !== undefined) throw new ApiError(400, problem.message, problem.type, problem.param, problem.code)
+  const request = body as { readonly [key: string]: unknown }
+  const bodyJson = JSON.stringify(request)
+  const invalidJson = await firstTimeInvalidJson(ctx, endpoint, request, bodyJson)
+  const answer = answerRequest(endpoint, request, bodyJson, {
+    seed: ctx.seed,
+    created: toUnixSeconds(ctx.clock()),
+    id: randomHex(12),
+    invalidJson
+  })
+  reply.json(200, answer.body)
+}
+
+/** invalidJsonRate for synchronous calls: an identical retry gets a valid answer. */
+const firstTimeInvalidJson = async (
+  ctx: OpenAiContext,
+  endpoint: string,
+  body: { readonly [key: string]: unknown },
+  bodyJson: string
+): Promise<boolean> => {
+  const rate = ctx.faults.settings.invalidJsonRate
+  if (rate === 0 || !isStructured(endpoint, body)) return false
+  const digest = requestDigest(ctx.seed, "", bodyJson)
+  if (fractionAt(digest, DigestOffset.invalidJson) >= rate) return false
+  const key = `invalidJson:sync:${digest.toString("hex")}`
+  if (ctx.store.seen.has(key)) return false
+  ctx.store.seen.set(key, "sync")
+  await ctx.store.persist()
+  return true
+}

@@ -1,0 +1,89 @@
+/**
+ * Request entry point: routing, API-key check, call-level faults, error
+ * rendering and the optional access log.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { handleControl } from "./controlRoutes.js"
+import { ApiError, notFound } from "./errors.js"
+import { apiKeyOf, Reply } from "./http.js"
+import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
+
+export interface RouterContext extends OpenAiContext {
+  readonly apiKey: string | undefined
+  /** Access and lifecycle log; undefined = silent (no log lines are even built). */
+  readonly log: ((line: string) => void) | undefined
+}
+
+export const createHandler =
+  (ctx: RouterContext) =>
+  (req: IncomingMessage, res: ServerResponse): void => {
+    // handle() answers every error itself; this only guards against a throwing user `log` callback.
+    handle(ctx, req, res).catch(() => res.destroy())
+  }
+
+const invalidUrl = (method: string, path: string) => notFound(`Invalid URL (${method} ${path})`)
+
+const decodeSegment = (segment: string): string => {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
+}
+
+const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const started = ctx.log === undefined ? 0 : performance.now()
+  const method = (req.method ?? "GET").toUpperCase()
+  const url = new URL(req.url ?? "/", "http://emulator.invalid")
+  let reply = new Reply(req, res, false)
+  let note = ""
+  try {
+    const segments = url.pathname.split("/").filter((segment) => segment.length > 0).map(decodeSegment)
+    if (segments[0] === "_emulator") {
+      const control = { ...ctx, log: ctx.log ?? (() => undefined) }
+      if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
+      return
+    }
+    if (segments[0] !== "v1") throw invalidUrl(method, url.pathname)
+    checkApiKey(ctx, req)
+    const fault = ctx.faults.decide(`${method} ${url.pathname}`)
+    if (fault !== undefined) note = ` [fault ${fault._tag}]`
+    if (fault?._tag === "RateLimited") {
+      const ms = fault.retryAfterMs
+      throw new ApiError(429, "Rate limit reached for requests (sluice emulator). Please try again later.", "requests", null, "rate_limit_exceeded", {
+        "retry-after": String(Math.ceil(ms / 1000)),
+        "retry-after-ms": String(ms)
+      })
+    }
+    if (fault?._tag === "ServerError") {
+      throw new ApiError(fault.status, "The server had an error while processing your request. Sorry about that!", "server_error")
+    }
+    if (fault?._tag === "Reset") reply = new Reply(req, res, true)
+    if (!(await handleOpenAi(ctx, method, segments.slice(1), url.searchParams, reply))) throw invalidUrl(method, url.pathname)
+  } catch (error) {
+    if (res.headersSent || res.destroyed) {
+      res.destroy() // failed mid-stream: the client sees a truncated body, as with a real network error
+    } else if (error instanceof ApiError) {
+      reply.error(error)
+    } else {
+      ctx.log?.(`internal error on ${method} ${url.pathname}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
+      reply.error(new ApiError(500, "The sluice emulator failed to handle this request.", "server_error"))
+    }
+  } finally {
+    ctx.log?.(`${method} ${url.pathname}${url.search} -> ${reply.status === -1 ? "reset" : reply.status} ${(performance.now() - started).toFixed(1)}ms${note}`)
+  }
+}
+
+const checkApiKey = (ctx: RouterContext, req: IncomingMessage): void => {
+  if (ctx.apiKey === undefined) return
+  const key = apiKeyOf(req)
+  if (key === undefined) {
+    throw new ApiError(
+      401,
+      "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+      "invalid_request_error"
+    )
+  }
+  // The key is never echoed: error messages may end up in logs.
+  if (key !== ctx.apiKey) throw new ApiError(401, "Incorrect API key provided.", "invalid_request_error", null, "invalid_api_key")
+}
