@@ -178,5 +178,5 @@ export const to =
     build({ ...self, sink })
 
 /** What identifies a pipeline's behaviour; a run refuses to resume under a different one. */
-export const fingerprint = (p: Pipeline<unknown, unknown>): string =>
+export const fingerprint = (p: Pipeline<any, any>): string =>
   hashValue({ name: p.name, source: p.source?.name ?? null, stages: p.stages.map((s) => [s.name, s.fingerprint]) })
