@@ -12,9 +12,13 @@ import type { ShardState } from "./RunState.js"
 /** How long a `completed` batch may report no output file while it says requests succeeded. */
 const LATE_OUTPUT_WAIT_MS = 10 * 60_000
 
-export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchInfo) => void) =>
+/**
+ * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
+ * returns whether it is.
+ */
+export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false) =>
   Effect.gen(function* () {
-    if (shard.phase !== "created" || shard.batchId === null) return
+    if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
     let completedSeenAt: number | null = null
     const step = Effect.gen(function* () {
@@ -52,10 +56,12 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
       })
       return true
     })
+    if (once) return yield* step
     yield* Effect.repeat(step, {
       schedule: Schedule.spaced(ctx.settings.pollInterval),
       until: (done) => done
     })
+    return true
   })
 
 export const defaultPollInterval = Duration.seconds(30)

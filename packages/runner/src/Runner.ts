@@ -197,15 +197,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           const shard = state.shards.get(id)!
           if (mode === "cancel") return yield* cancelShard(id)
           if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
+            // Detached, a batch is asked about once: finished ones are collected, the rest
+            // left to the provider until the next resume.
             yield* inFlight.withPermits(1)(
               Effect.gen(function* () {
                 yield* Submitter.submit(ctx, shard)
-                if (settings.detach) return
-                yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info))
+                yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info), settings.detach)
               })
             )
           }
-          if (settings.detach) return
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             const retry = yield* Collector.collect(ctx, outputs, shard)
             if (retry !== null) yield* launch(retry)

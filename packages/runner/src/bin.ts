@@ -17,6 +17,7 @@ const usageTags = new Set([
   "InvalidInput",
   "DuplicateRow",
   "RunDirError",
+  "RunLocked",
   "ValidationError"
 ])
 
@@ -29,9 +30,11 @@ const describe = (cause: Cause.Cause<unknown>): { message: string; code: number 
     if (tag === "MissingValue" || tag === "InvalidValue" || tag === "CommandMismatch" || tag === "HelpRequested" || tag.endsWith("Option") || tag === "UnclusteredFlag" || tag === "InvalidArgument" || tag === "MultipleValuesDetected" || tag === "CorrectedFlag") {
       return { message: "", code: ExitCode.usage }
     }
+    // A rejected key is configuration to fix, not a run to resume.
+    const unauthorized = tag === "ProviderError" && (e as { reason?: string }).reason === "Unauthorized"
     return {
       message: typeof e?.message === "string" && e.message !== "" ? e.message : String(failure.value),
-      code: usageTags.has(tag) ? ExitCode.usage : ExitCode.runtime
+      code: usageTags.has(tag) || unauthorized ? ExitCode.usage : ExitCode.runtime
     }
   }
   if (Cause.isInterruptedOnly(cause)) return { message: "interrupted; run `sluice resume <run-dir>` to continue", code: 130 }
