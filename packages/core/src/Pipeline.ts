@@ -36,6 +36,8 @@ export interface BatchStage<A, B> {
   readonly render: (row: A) => BatchRequest
   /** Hash of a rendered request (model, params, schema, messages): the last part of its custom_id. */
   readonly requestHash: (request: BatchRequest) => string
+  /** The row's custom_id as given by the caller, instead of the derived one. */
+  readonly customId: ((row: A) => string) | undefined
   /** Decodes the model's answer; Left carries a readable reason (a `parse` failure). */
   readonly decode: (text: string) => Either.Either<B, string>
   /** Attempts per row before a retryable failure becomes final. */
@@ -159,6 +161,7 @@ const makeChatStage = <A, B, I>(
     // The stage-constant part (model, params, schema) is hashed once; per row only the messages.
     requestHash: (request) =>
       sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)).slice(0, 16),
+    customId: undefined,
     decode,
     maxAttempts: config.maxAttempts ?? 3,
     fingerprint: hashValue({
@@ -170,6 +173,43 @@ const makeChatStage = <A, B, I>(
     })
   }
 }
+
+export interface RawStageConfig<A> {
+  readonly provider: string
+  /** The model every request uses (one model per batch on OpenAI-style providers). */
+  readonly model: string
+  /** The ready-made request of a row. */
+  readonly request: (row: A) => BatchRequest
+  /** The row's custom_id, kept verbatim; must match ^[A-Za-z0-9_-]{1,64}$. */
+  readonly customId: (row: A) => string
+  readonly maxAttempts?: number
+}
+
+/**
+ * A batch stage over ready-made requests with their own custom_ids (for callers that
+ * already have batch request lines). The answer's text is the output.
+ */
+export const batchRaw =
+  <A>(name: string, config: RawStageConfig<A>) =>
+  <In>(self: Pipeline<In, A>): Pipeline<In, string> => {
+    if (self.source === undefined) throw new Error(`Pipeline.batchRaw("${name}"): add a source with Pipeline.from first`)
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
+      throw new Error(`Pipeline.batchRaw: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
+    }
+    const stage: BatchStage<A, string> = {
+      _tag: "BatchStage",
+      name,
+      provider: config.provider,
+      model: config.model,
+      render: config.request,
+      requestHash: (request) => sha256(JSON.stringify(request)).slice(0, 16),
+      customId: config.customId,
+      decode: (text) => Either.right(text),
+      maxAttempts: config.maxAttempts ?? 3,
+      fingerprint: hashValue({ raw: true, provider: config.provider, model: config.model, request: config.request.toString() })
+    }
+    return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, string>
+  }
 
 /** Sets where results go. The sink receives `{ key, customId, input, output }` for every succeeded row. */
 export const to =

@@ -107,7 +107,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       const failed: Record<string, number> = {}
       let sinkBatch: Array<unknown> = []
       const flushSink = Effect.suspend(() => {
-        if (outputs.sink === null || sinkBatch.length === 0) return Effect.void
+        if (sinkBatch.length === 0) return Effect.void
         const batch = sinkBatch
         sinkBatch = []
         return outputs.sink.write(batch)

@@ -5,6 +5,7 @@
  * written after the last commit (a crash mid-write) are discarded and written again once.
  */
 import type { FileSystem } from "@effect/platform"
+import { Sink } from "@sluice/core"
 import type { SinkWriter } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
@@ -27,7 +28,7 @@ export interface FailureRecord {
 export interface Outputs {
   readonly results: LineFile.LineFile
   readonly failures: LineFile.LineFile
-  readonly sink: SinkWriter<any> | null
+  readonly sink: SinkWriter<any>
   /** Runs `f` holding the outputs exclusively: commits must not interleave. */
   readonly exclusive: <A, E, R>(f: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly commit: Effect.Effect<Offsets, unknown>
@@ -39,15 +40,15 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
     const { offsets } = ctx.state
     const results = yield* LineFile.open(ctx.paths.results, offsets.results)
     const failures = yield* LineFile.open(ctx.paths.failures, offsets.failures)
-    const sink =
-      ctx.pipeline.sink === undefined
-        ? null
-        : yield* ctx.pipeline.sink.open(offsets.sink === null ? undefined : { offset: offsets.sink })
+    // A pipeline without a sink of its own writes to outputs.jsonl in the run directory,
+    // which `Records.outputs` streams back to the caller.
+    const target = ctx.pipeline.sink ?? Sink.jsonl(ctx.paths.outputs)
+    const sink = yield* target.open(offsets.sink === null ? undefined : { offset: offsets.sink })
     const lock = yield* Effect.makeSemaphore(1)
     const commit = Effect.gen(function* () {
       const r = yield* results.sync
       const f = yield* failures.sync
-      const s = sink === null ? null : (yield* sink.commit).offset
+      const s = (yield* sink.commit).offset
       return { results: r, failures: f, sink: s }
     })
     return {

@@ -152,7 +152,17 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
       const key = userKey !== undefined ? userKey(row) : contentKey(Hash.sha256(JSON.stringify(row)))
       if (i < skip) return Effect.void
       const request = stage.render(row)
-      const customId = CustomId.make(stage.name, key, stage.requestHash(request))
+      const customId = stage.customId !== undefined ? stage.customId(row) : CustomId.make(stage.name, key, stage.requestHash(request))
+      const problem =
+        !CustomId.pattern.test(customId)
+          ? `custom_id "${customId.slice(0, 80)}" does not match ${CustomId.pattern.source}`
+          : provider.limits.oneModelPerShard && request.model !== stage.model
+          ? `model "${request.model}" differs from the stage's model "${stage.model}" (${provider.name} takes one model per batch)`
+          : undefined
+      if (problem !== undefined) {
+        rejected.push({ location: item.location, message: problem, code: "invalid_request", customId: null, key })
+        return Effect.void
+      }
       const line = provider.encode(request, customId)
       const lineBytes = Buffer.byteLength(line) + 1
       if (lineBytes > maxBytes) {

@@ -9,12 +9,26 @@ import { createHash } from "node:crypto"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { RunContext } from "./RunContext.js"
+import type { RunState } from "./RunState.js"
 
 /** Classes `retry` takes when none are named. */
 export const defaultClasses: ReadonlyArray<FailureClass> = ["retryable", "expired", "cancelled", "missing", "parse"]
 
 /** A row is not submitted more often than this, however many times it is retried. */
 export const MAX_ATTEMPTS = 10
+
+/**
+ * True when a failures.jsonl line (at byte `at`) was resubmitted by an earlier retry: its
+ * class was chosen and it was under the attempt cap.
+ */
+export const superseded = (
+  state: RunState,
+  at: number,
+  line: { readonly custom_id: string | null; readonly class: string; readonly attempt: number }
+): boolean =>
+  line.custom_id !== null &&
+  line.attempt < MAX_ATTEMPTS &&
+  state.retries.some((r) => at < r.failuresOffset && r.classes.includes(line.class))
 
 interface FailureLine {
   readonly custom_id: string | null
@@ -48,7 +62,7 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
           if (at >= failuresOffset) return
           const f = JSON.parse(text) as FailureLine
           if (f.custom_id === null || f.shard === null || !wanted.has(f.class)) return
-          if (state.retries.some((r) => at < r.failuresOffset && r.classes.includes(f.class))) return
+          if (superseded(state, at, f)) return
           if (f.attempt >= MAX_ATTEMPTS) {
             overCap++
             return

@@ -6,6 +6,7 @@
  *   shards/           request files exactly as uploaded, with a row sidecar per shard
  *   results.jsonl     every result line as collected, raw response kept
  *   failures.jsonl    rows that ended failed, with class and message
+ *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Schema } from "effect"
@@ -41,6 +42,8 @@ export interface RunPaths {
   readonly shards: string
   readonly results: string
   readonly failures: string
+  /** The outputs of a pipeline that has no sink of its own. */
+  readonly outputs: string
   readonly shardFile: (shard: string) => string
   readonly rowsFile: (shard: string) => string
 }
@@ -52,6 +55,7 @@ export const paths = (root: string, path: Path.Path): RunPaths => ({
   shards: path.join(root, "shards"),
   results: path.join(root, "results.jsonl"),
   failures: path.join(root, "failures.jsonl"),
+  outputs: path.join(root, "outputs.jsonl"),
   shardFile: (shard) => path.join(root, "shards", `${shard}.jsonl`),
   rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`)
 })

@@ -8,7 +8,7 @@ import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { Providers } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
-import { Deferred, Duration, Effect, Option, Ref, Schema, Stream } from "effect"
+import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Journal from "./Journal.js"
@@ -21,6 +21,7 @@ import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as RunLock from "./internal/RunLock.js"
+import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
 import * as Submitter from "./Submitter.js"
 
@@ -296,3 +297,47 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       return retryPlan === undefined ? summary : { ...summary, retry: retryPlan }
     })
   )
+
+/**
+ * Runs a pipeline and streams its events, ending with `RunFinished`. The run stops (cleanly:
+ * batches in flight keep running at the provider) when the stream is no longer consumed.
+ */
+export const events = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
+  Stream.unwrapScoped(
+    Effect.gen(function* () {
+      const queue = yield* Queue.unbounded<Take.Take<RunEvent.RunEvent, unknown>>()
+      const outer = options.observer
+      const observer: RunObserver = {
+        event: (event, state) => {
+          outer?.event?.(event, state)
+          for (const e of RunEvent.fromJournal(event, state)) Queue.unsafeOffer(queue, Take.of(e))
+        },
+        ...(outer?.polled === undefined ? {} : { polled: outer.polled })
+      }
+      yield* run(pipeline, { ...options, observer }).pipe(
+        Effect.matchCause({
+          onFailure: (cause) => void Queue.unsafeOffer(queue, Take.failCause(cause)),
+          onSuccess: (summary) => {
+            Queue.unsafeOffer(queue, Take.of<RunEvent.RunEvent>({ _tag: "RunFinished", summary }))
+            Queue.unsafeOffer(queue, Take.end)
+          }
+        }),
+        Effect.forkScoped
+      )
+      return Stream.fromQueue(queue).pipe(Stream.flattenTake)
+    })
+  )
+
+/** Continues a run from its directory (the same as `run` on that directory). */
+export const resume = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
+  run(pipeline, { ...options, mode: "run" })
+
+/** Resubmits the rows that ended failed in `classes` (default: all but permanent), then continues the run. */
+export const retry = (
+  pipeline: Pipeline.Pipeline<any, any>,
+  options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
+) => run(pipeline, { ...options, mode: "retry", ...(options.classes === undefined ? {} : { retryClasses: options.classes }) })
+
+/** Cancels every batch in flight, waits for the provider to stop them, and collects partial results. */
+export const cancel = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
+  run(pipeline, { ...options, mode: "cancel", allowChanged: true })

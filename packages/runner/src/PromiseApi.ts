@@ -1,0 +1,174 @@
+/**
+ * sluice for code that does not use Effect: the runner's operations as `async` functions.
+ *
+ * ```ts
+ * import { run } from "@sluice/runner/promise"
+ * const summary = await run(pipeline, { runDir: "runs/labels", signal, onEvent: (e) => console.log(e._tag) })
+ * ```
+ *
+ * Failures reject with `SluiceError` (`err.tag`, `err.reason`, `err.retryable`). An aborted
+ * `signal` stops the run cleanly: batches in flight keep running at the provider, and the
+ * next `run` or `resume` on the same run directory picks them up.
+ */
+import type { FileSystem, Path } from "@effect/platform"
+import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import type { FailureClass, Pipeline } from "@sluice/core"
+import { OpenAiBatch, Registry } from "@sluice/providers"
+import type { Providers } from "@sluice/providers"
+import type { BatchProvider } from "@sluice/providers"
+import { Duration, Effect, Exit, Layer, Redacted, Stream } from "effect"
+import * as OneCall from "./OneCall.js"
+import * as Records from "./Records.js"
+import type { OutputRecord } from "./Records.js"
+import { fromJournal as runEvents } from "./RunEvent.js"
+import type { RunEvent } from "./RunEvent.js"
+import * as Runner from "./Runner.js"
+import type { RunOptions as EffectRunOptions, RunSummary } from "./Runner.js"
+import { SluiceError } from "./SluiceError.js"
+import * as Status from "./Status.js"
+
+export { SluiceError }
+export type { OutputRecord, RunEvent, RunSummary }
+export type { BatchResults, ItemResult, OpenAiRequestLine } from "./OneCall.js"
+
+export interface ConnectionOptions {
+  /** OpenAI settings; unset fields come from OPENAI_API_KEY / OPENAI_BASE_URL. */
+  readonly openai?: { readonly apiKey?: string; readonly baseUrl?: string }
+  /** Providers to use by name, replacing the ones configured from the environment. */
+  readonly providers?: Readonly<Record<string, BatchProvider>>
+}
+
+export interface RunOptions extends ConnectionOptions {
+  readonly runDir?: string
+  readonly concurrency?: number
+  readonly shardSize?: number
+  /** Seconds between status polls of a batch (default 30). */
+  readonly pollInterval?: number
+  readonly detach?: boolean
+  readonly allowChanged?: boolean
+  /** Stops the run cleanly when aborted. */
+  readonly signal?: AbortSignal
+  /** Called for every run event, with the same counts the CLI shows. */
+  readonly onEvent?: (event: RunEvent) => void
+}
+
+type Env = Providers | FileSystem.FileSystem | Path.Path
+
+const layerFor = (options: ConnectionOptions): Layer.Layer<Env> => {
+  const openai = options.openai
+  const overrides =
+    openai === undefined
+      ? Effect.succeed<Record<string, BatchProvider>>({})
+      : OpenAiBatch.makeFromEnv({
+          ...(openai.apiKey === undefined ? {} : { apiKey: Redacted.make(openai.apiKey) }),
+          ...(openai.baseUrl === undefined ? {} : { baseUrl: openai.baseUrl })
+        }).pipe(Effect.map((p): Record<string, BatchProvider> => ({ openai: p })))
+  const providers = Layer.unwrapEffect(
+    overrides.pipe(
+      Effect.map((built) => Registry.layerFromEnv({ ...built, ...options.providers })),
+      Effect.orDie
+    )
+  ).pipe(Layer.provide(NodeHttpClient.layerUndici))
+  return Layer.mergeAll(NodeContext.layer, providers)
+}
+
+const execute = async <A>(effect: Effect.Effect<A, unknown, Env>, options: ConnectionOptions & { readonly signal?: AbortSignal }) => {
+  const exit = await Effect.runPromiseExit(
+    effect.pipe(Effect.provide(layerFor(options))),
+    options.signal === undefined ? undefined : { signal: options.signal }
+  )
+  if (Exit.isSuccess(exit)) return exit.value
+  throw SluiceError.fromCause(exit.cause)
+}
+
+const effectOptions = (options: RunOptions): EffectRunOptions => ({
+  ...(options.runDir === undefined ? {} : { runDir: options.runDir }),
+  ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
+  ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
+  ...(options.detach === undefined ? {} : { detach: options.detach }),
+  ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
+  ...(options.onEvent === undefined
+    ? {}
+    : {
+        observer: {
+          event: (event, state) => {
+            for (const e of runEvents(event, state)) options.onEvent!(e)
+          }
+        }
+      })
+})
+
+/** Runs (or continues) a pipeline; resolves with the summary once every row is accounted for. */
+export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}): Promise<RunSummary> =>
+  execute(
+    Runner.run(pipeline, effectOptions(options)).pipe(
+      Effect.tap((summary) => Effect.sync(() => options.onEvent?.({ _tag: "RunFinished", summary })))
+    ),
+    options
+  )
+
+/** Continues a run from its directory. */
+export const resume = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
+  run(pipeline, options)
+
+/** Resubmits the rows that ended failed in `classes` (default: all but permanent). */
+export const retry = (
+  pipeline: Pipeline.Pipeline<any, any>,
+  options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
+): Promise<RunSummary> =>
+  execute(
+    Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) }),
+    options
+  )
+
+/** Cancels the run's batches in flight and collects their partial results. */
+export const cancel = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }): Promise<RunSummary> =>
+  execute(Runner.cancel(pipeline, { ...effectOptions(options), runDir: options.runDir }), options)
+
+/** A run's state from its directory; asks the provider for fresh batch statuses unless `refresh` is false. */
+export const status = (runDir: string, options: ConnectionOptions & { readonly refresh?: boolean } = {}): Promise<Status.RunStatus> =>
+  execute(Status.status(runDir, { refresh: options.refresh ?? true }), options)
+
+const iterate = <A>(stream: Stream.Stream<A, unknown, Env>, options: ConnectionOptions): AsyncIterable<A> =>
+  Stream.toAsyncIterable(
+    stream.pipe(
+      Stream.provideLayer(layerFor(options)),
+      Stream.catchAllCause((cause) => Stream.fail(SluiceError.fromCause(cause)))
+    )
+  )
+
+/** The outputs of a run whose pipeline has no sink of its own, as an async iterable. */
+export const outputs = <In, Out>(pipeline: Pipeline.Pipeline<In, Out>, runDir: string): AsyncIterable<OutputRecord<In, Out>> =>
+  iterate(Records.outputs(pipeline, runDir), {})
+
+/** Rows that ended failed (without those a later retry resubmitted), as an async iterable. */
+export const failures = (runDir: string) => iterate(Records.failures(runDir), {})
+
+/** Runs a pipeline and yields its events as they happen, ending with `RunFinished`. */
+export const events = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}): AsyncIterable<RunEvent> =>
+  iterate(Runner.events(pipeline, effectOptions(options)), options)
+
+/** Sends prompts as one checkpointed batch run; results keyed by custom_id, with each prompt's index. */
+export const batchPrompts = (
+  options: OneCall.PromptsOptions & RunOptions & { readonly runDir: string }
+): Promise<OneCall.BatchResults> => execute(
+    OneCall.batchPrompts({
+      ...effectOptions(options),
+      model: options.model,
+      prompts: options.prompts,
+      runDir: options.runDir,
+      ...(options.provider === undefined ? {} : { provider: options.provider }),
+      ...(options.system === undefined ? {} : { system: options.system }),
+      ...(options.params === undefined ? {} : { params: options.params })
+    }),
+    options
+  )
+
+/** Sends ready-made OpenAI batch request lines, keeping their custom_ids; results keyed by them. */
+export const batchRequests = (
+  options: { readonly lines: ReadonlyArray<OneCall.OpenAiRequestLine>; readonly provider?: string } & RunOptions & {
+    readonly runDir: string
+  }
+): Promise<OneCall.BatchResults> =>
+  execute(OneCall.batchRequests({ ...effectOptions(options), lines: options.lines, runDir: options.runDir, ...(options.provider === undefined ? {} : { provider: options.provider }) }), options)
