@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// Pipeline files are TypeScript: register tsx before loading the CLI, so they need no build.
-import { register } from "tsx/esm/api"
-
-register()
-await import("../src/bin.ts")
+// The CLI runs from the build (npm ci builds it). Pipeline files are TypeScript: the CLI
+// registers tsx just before loading one, so they need no build of their own.
+import "../dist/bin.js"

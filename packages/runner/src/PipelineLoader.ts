@@ -17,12 +17,25 @@ export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("
   }
 }
 
+let tsxRegistered = false
+
+/** Lets `import()` load TypeScript (tsx's loader), once per process. */
+const registerTsx = async () => {
+  if (tsxRegistered) return
+  const { register } = await import("tsx/esm/api")
+  register()
+  tsxRegistered = true
+}
+
 export const load = (file: string) =>
   Effect.gen(function* () {
     const absolute = resolve(file)
     if (!existsSync(absolute)) return yield* new PipelineLoadError({ file, description: "no such file" })
     const module = yield* Effect.tryPromise({
-      try: () => import(pathToFileURL(absolute).href) as Promise<Record<string, unknown>>,
+      try: async () => {
+        await registerTsx()
+        return (await import(pathToFileURL(absolute).href)) as Record<string, unknown>
+      },
       catch: (e) =>
         new PipelineLoadError({ file, description: `cannot load: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` })
     })

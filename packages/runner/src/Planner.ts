@@ -160,7 +160,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
           ? `model "${request.model}" differs from the stage's model "${stage.model}" (${provider.name} takes one model per batch)`
           : undefined
       if (problem !== undefined) {
-        rejected.push({ location: item.location, message: problem, code: "invalid_request", customId: null, key })
+        rejected.push({ location: item.location, message: problem, code: "invalid_request", customId, key })
         return Effect.void
       }
       const line = provider.encode(request, customId)
