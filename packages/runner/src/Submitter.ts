@@ -110,6 +110,8 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
         return yield* new SubmitError({ shard: shard.id, description: error.message })
       }
       if (error.reason === "Rejected" || error.reason === "NotFound" || error.reason === "Decode") {
+        // The upload will never be used: don't leave it at the provider.
+        yield* provider.deleteStaged(shard.inputRef!).pipe(Effect.ignore)
         return yield* ctx.record({
           _tag: "CreateRejected",
           shard: shard.id,
