@@ -1,8 +1,9 @@
+import { defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   // Tests import the workspace packages from their sources, not their builds.
-  resolve: { conditions: ["sluice-source"] },
+  ssr: { resolve: { conditions: ["sluice-source", ...defaultServerConditions], externalConditions: ["sluice-source"] } },
   test: {
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     testTimeout: 60_000,

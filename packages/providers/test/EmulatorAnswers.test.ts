@@ -10,6 +10,7 @@ import { seededRandom } from "../src/emulator/internal/hash.js"
 import { timeline } from "../src/emulator/internal/lifecycle.js"
 import { valueForSchema } from "../src/emulator/internal/schemaValue.js"
 import type { BatchRecord } from "../src/emulator/internal/store.js"
+import { Tokens } from "@sluice/core"
 
 const ajv = new Ajv2020({ strict: false, validateFormats: false })
 
@@ -162,13 +163,23 @@ describe("answerRequest", () => {
     expect(new Set(answers)).toEqual(new Set(["positive", "negative", "neutral"]))
   })
 
-  it("counts tokens as ceil(chars / 4) + 3 per message, text parts included", () => {
+  it("counts prompt tokens like the chat format: framing per message, text parts included", () => {
+    // An unknown model: about four characters a token ("system"/"user" roles count too).
     const b = { model: "m", messages: [{ role: "system", content: "12345678" }, { role: "user", content: [{ type: "text", text: "abcde" }] }] }
     const answer = answerRequest("/v1/chat/completions", b, JSON.stringify(b), ctx)
-    expect(answer.inputTokens).toBe(2 + 3 + 2 + 3)
+    expect(answer.inputTokens).toBe(3 + (3 + 2 + 2) + (3 + 1 + 2))
     const content = (answer.body["choices"] as any)[0].message.content as string
     expect(answer.outputTokens).toBe(Math.ceil(content.length / 4))
     expect(content).toContain("abcde")
+  })
+
+  it("counts an OpenAI model's prompt with its real tokenizer, as `sluice estimate` does", () => {
+    const messages = [{ role: "user", content: "The quick brown fox jumps over the lazy dog." }]
+    const b = { model: "gpt-4o-mini", messages }
+    const answer = answerRequest("/v1/chat/completions", b, JSON.stringify(b), ctx)
+    expect(answer.inputTokens).toBe(Tokens.chat("gpt-4o-mini", messages).tokens)
+    // 10 tokens of text in o200k_base, plus the framing: fewer than the character estimate.
+    expect(answer.inputTokens).toBe(3 + 3 + 1 + 10)
   })
 
   it("checks request bodies like the real endpoints", () => {

@@ -4,7 +4,7 @@
  * pipeline and runs it with every guarantee of a full one (shards, journal, resume, retries);
  * calling again with the same run directory continues instead of paying twice.
  */
-import { Pipeline, Prompt, Source } from "@sluice/core"
+import { Hash, Pipeline, Prompt, Source } from "@sluice/core"
 import type { BatchRequest, Message, Params } from "@sluice/core"
 import { Effect, Schema, Stream } from "effect"
 import * as Records from "./Records.js"
@@ -78,7 +78,9 @@ export const promptsPipeline = (options: PromptsOptions) => {
     messages: typeof p === "string" ? [{ role: "user" as const, content: p }] : p
   }))
   return Pipeline.make("prompts").pipe(
-    Pipeline.from(Source.array(rows, "prompts"), { key: (r) => `p${r.index}` }),
+    // The source's name carries a hash of its content: other prompts on the same run
+    // directory are a changed pipeline, not the finished run of the first ones.
+    Pipeline.from(Source.array(rows, `prompts-${Hash.hashValue(rows)}`), { key: (r) => `p${r.index}` }),
     Pipeline.batch("prompt", {
       provider: options.provider ?? "openai",
       model: options.model,
@@ -143,7 +145,7 @@ export const requestsPipeline = (lines: ReadonlyArray<OpenAiRequestLine>, provid
     if (endpoints.size > 1) return yield* new InvalidRequestLine({ line: 0, description: "lines mix chat and embeddings; give one endpoint per call" })
     const rows = lines.map((line, i) => ({ customId: line.custom_id, request: requests[i]! }))
     return Pipeline.make("requests").pipe(
-      Pipeline.from(Source.array(rows, "requests"), { key: (r) => r.customId }),
+      Pipeline.from(Source.array(rows, `requests-${Hash.hashValue(rows)}`), { key: (r) => r.customId }),
       Pipeline.batchRaw("requests", {
         provider,
         model: requests[0]?.model ?? "none",

@@ -12,6 +12,7 @@
 import type { ApiErrorBody } from "./errors.js"
 import { seededRandom, sha1 } from "./hash.js"
 import { valueForSchema } from "./schemaValue.js"
+import { Tokens } from "@sluice/core"
 
 export const CHAT_ENDPOINT = "/v1/chat/completions"
 export const EMBEDDINGS_ENDPOINT = "/v1/embeddings"
@@ -159,14 +160,20 @@ const partsText = (content: unknown): { text: string; extraChars: number } => {
   return { text, extraChars }
 }
 
-export const promptTokens = (messages: ReadonlyArray<unknown>): number => {
-  let tokens = 0
+/**
+ * Prompt tokens as OpenAI would bill them: with the model's real tokenizer where sluice has
+ * one (the same count `sluice estimate` uses), else about four characters a token.
+ */
+export const promptTokens = (messages: ReadonlyArray<unknown>, model = ""): number => {
+  const textual: Array<{ role: string; content: string }> = []
+  let extraChars = 0
   for (const message of messages) {
     if (!isObject(message)) continue
-    const { text, extraChars } = partsText(message["content"])
-    tokens += approxTokens(text.length + extraChars) + 3
+    const parts = partsText(message["content"])
+    extraChars += parts.extraChars
+    textual.push({ role: typeof message["role"] === "string" ? message["role"] : "user", content: parts.text })
   }
-  return tokens
+  return Tokens.chat(model, textual).tokens + approxTokens(extraChars)
 }
 
 const SENTENCES = [
@@ -209,7 +216,7 @@ const answerChat = (body: Obj, digest: Buffer, ctx: AnswerContext): Answer => {
       logprobs: null
     })
   }
-  const inputTokens = promptTokens(messages)
+  const inputTokens = promptTokens(messages, typeof body["model"] === "string" ? body["model"] : "")
   return {
     inputTokens,
     outputTokens,
