@@ -4,6 +4,7 @@
 import { Args, Command, Options } from "@effect/cli"
 import { startEmulator } from "@sluice/providers/emulator"
 import { Console, Duration, Effect, Fiber, Option } from "effect"
+import * as Estimate from "./Estimate.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -43,6 +44,14 @@ const pollSeconds = Options.float("poll-interval").pipe(
   Options.withDescription("seconds between status polls of a batch"),
   Options.withDefault(30)
 )
+const budget = Options.float("budget").pipe(
+  Options.withDescription("USD at batch prices the run may submit at most (projected from token counts); the rest waits"),
+  Options.optional
+)
+const outputTokens = Options.integer("output-tokens").pipe(
+  Options.withDescription("output tokens per request assumed by estimates and --budget (default 100)"),
+  Options.optional
+)
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const allowChanged = Options.boolean("allow-changed").pipe(
   Options.withDescription("continue a run although its pipeline changed since it started")
@@ -60,6 +69,12 @@ const summaryLines = (s: RunSummary): string => {
     `run directory: ${s.runDir}`
   ]
   if (failed > 0) lines.push(`failed rows are listed in ${s.runDir}/failures.jsonl`)
+  if (s.budget !== undefined && s.budget.heldShards > 0) {
+    lines.push(
+      `budget of $${s.budget.limit} reached: submitted work projected at $${s.budget.projected.toFixed(4)}; ` +
+        `${s.budget.heldShards} shards (${s.budget.heldRows} rows) not submitted. Resume with a higher --budget to continue.`
+    )
+  }
   return lines.join("\n")
 }
 
@@ -80,6 +95,8 @@ const execute = (
     json: boolean
     mode?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
+    budget?: Option.Option<number>
+    outputTokens?: Option.Option<number>
   }
 ) =>
   Effect.gen(function* () {
@@ -96,6 +113,8 @@ const execute = (
       allowChanged: opts.allowChanged,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
       observer: progress.observer,
+      ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
+      ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
       mode: opts.mode ?? "run",
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
@@ -113,6 +132,8 @@ const runCommand = Command.make(
     pollSeconds,
     detach,
     allowChanged,
+    budget,
+    outputTokens,
     json
   },
   ({ pipeline, ...opts }) => execute(pipeline, opts)
@@ -137,7 +158,7 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, json },
+  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, json },
   ({ runDir, ...opts }) => continueRun(runDir, opts)
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -202,6 +223,29 @@ const statusCommand = Command.make(
     })
 ).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
 
+const estimateCommand = Command.make(
+  "estimate",
+  {
+    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    outputTokens,
+    shardSize,
+    json
+  },
+  ({ pipeline: file, outputTokens, shardSize, json }) =>
+    Effect.gen(function* () {
+      const { pipeline } = yield* PipelineLoader.load(file)
+      const e = yield* Estimate.estimate(pipeline, {
+        ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
+        ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
+      })
+      yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
+    })
+).pipe(
+  Command.withDescription(
+    "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices."
+  )
+)
+
 const emulatorCommand = Command.make(
   "emulator",
   {
@@ -240,7 +284,7 @@ const emulatorCommand = Command.make(
 
 export const root = Command.make("sluice").pipe(
   Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, emulatorCommand])
+  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, emulatorCommand])
 )
 
 export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })

@@ -183,7 +183,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           parent: shard.id,
           sourceOffset: null,
           invalid: 0,
-          offsets: null
+          offsets: null,
+          ...(shard.inputTokens === undefined ? {} : { inputTokens: Math.round((shard.inputTokens * rescheduled) / shard.requests) })
         })
       }
       const offsets = yield* outputs.commit

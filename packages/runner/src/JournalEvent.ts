@@ -40,7 +40,9 @@ export const ShardPlanned = Schema.TaggedStruct("ShardPlanned", {
   /** Invalid or oversize source rows listed in failures.jsonl since the previous shard. */
   invalid: Schema.Number,
   /** Output lengths after listing them (null when there were none). */
-  offsets: Schema.NullOr(Offsets)
+  offsets: Schema.NullOr(Offsets),
+  /** Input tokens of the shard's requests, counted when the run has a budget. */
+  inputTokens: Schema.optional(Schema.Number)
 })
 
 /** The source was read to its end. */
@@ -85,7 +87,9 @@ export const StatusChanged = Schema.TaggedStruct("StatusChanged", {
   batchId: Schema.String,
   status: BatchStatus,
   rawStatus: Schema.String,
-  counts: BatchCounts
+  counts: BatchCounts,
+  /** Unix milliseconds when the change was seen. */
+  at: Schema.optional(Schema.Number)
 })
 
 export const Terminal = Schema.TaggedStruct("Terminal", {

@@ -10,6 +10,7 @@ import { CustomId, Hash } from "@sluice/core"
 import type { SourceItem } from "@sluice/core"
 import { Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import { requestTokens } from "./Estimate.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import type { Offsets } from "./JournalEvent.js"
@@ -46,6 +47,7 @@ interface OpenShard {
   readonly ids: Set<string>
   count: number
   bytes: number
+  tokens: number
 }
 
 interface Rejected {
@@ -66,6 +68,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
     const skip = state.sourceOffset
     const userKey = pipeline.key
     const contentKey = CustomId.contentKeys()
+    const countTokens = settings.budget !== undefined
 
     let index = 0 // source items seen, including the skipped prefix
     let seq = [...state.shards.values()].filter((s) => s.parent === null).length
@@ -78,7 +81,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
       const scope = yield* Scope.make()
       const requests = yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope))
       const rows = yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope))
-      return { id, scope, requests, rows, hash: createHash("sha256"), ids: new Set<string>(), count: 0, bytes: 0 }
+      return { id, scope, requests, rows, hash: createHash("sha256"), ids: new Set<string>(), count: 0, bytes: 0, tokens: 0 }
     })
 
     /**
@@ -132,7 +135,8 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
             parent: null,
             sourceOffset,
             invalid,
-            offsets
+            offsets,
+            ...(countTokens ? { inputTokens: shard.tokens } : {})
           })
         )
         yield* onShard(shard.id)
@@ -184,6 +188,8 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         current.ids.add(customId)
         current.count++
         current.bytes += lineBytes
+        // Tokenizing costs time on every row: only a run with a budget needs the counts.
+        if (countTokens) current.tokens += requestTokens(request).tokens
         current.hash.update(line + "\n")
         yield* current.requests.line(line)
         yield* current.rows.line(JSON.stringify({ id: customId, key, loc: item.location, input: row }))

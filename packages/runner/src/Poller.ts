@@ -20,7 +20,6 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
-    let completedSeenAt: number | null = null
     const step = Effect.gen(function* () {
       const info = yield* ctx.provider.retrieve(batchId)
       onStatus(info)
@@ -34,15 +33,15 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
           batchId,
           status: info.status,
           rawStatus: info.rawStatus,
-          counts: info.counts
+          counts: info.counts,
+          at: Date.now()
         })
       }
       if (!isTerminal(info.status)) return false
       // Some providers report `completed` before the output file exists.
+      // The wait runs from the journaled completion, so detached resumes do not restart it.
       if (info.status === "completed" && info.outputFileId === null && info.counts.succeeded > 0) {
-        const now = Date.now()
-        completedSeenAt ??= now
-        if (now - completedSeenAt < LATE_OUTPUT_WAIT_MS) return false
+        if (Date.now() - (shard.statusAt ?? Date.now()) < LATE_OUTPUT_WAIT_MS) return false
         yield* Effect.logWarning(`shard ${shard.id}: batch ${batchId} still has no output file; collecting without it`)
       }
       yield* ctx.record({

@@ -20,6 +20,10 @@ export interface RunSettings {
   readonly pollInterval: Duration.Duration
   /** Plan and submit, then return without waiting for results. */
   readonly detach: boolean
+  /** USD at batch prices that submissions may not exceed (projected from token counts). */
+  readonly budget?: number | undefined
+  /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
+  readonly budgetOutputTokens?: number | undefined
 }
 
 export interface RunContext {

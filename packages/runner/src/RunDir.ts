@@ -22,6 +22,8 @@ export const Manifest = Schema.Struct({
   /** Provider endpoints (base URLs), never keys. */
   providers: Schema.Record({ key: Schema.String, value: Schema.Struct({ baseUrl: Schema.String }) }),
   sink: Schema.NullOr(Schema.String),
+  /** Shard limits the run was planned with, so retries and resumes pack the same way. */
+  shards: Schema.optional(Schema.Struct({ maxRequests: Schema.Number, maxBytes: Schema.Number })),
   createdAt: Schema.String
 })
 export type Manifest = typeof Manifest.Type

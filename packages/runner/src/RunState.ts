@@ -19,6 +19,7 @@ export interface ShardState {
   readonly sha256: string
   readonly attempt: number
   readonly parent: string | null
+  readonly inputTokens: number | undefined
   phase: ShardPhase
   submission: number
   intentAt: number | null
@@ -27,6 +28,8 @@ export interface ShardState {
   adopted: boolean
   status: BatchStatus | null
   rawStatus: string | null
+  /** Unix milliseconds when the current status was first seen. */
+  statusAt: number | null
   counts: BatchCounts | null
   errors: ReadonlyArray<string>
   rejection: { failure: string; message: string } | null
@@ -79,6 +82,7 @@ interface NewShard {
   readonly sha256: string
   readonly attempt: number
   readonly parent: string | null
+  readonly inputTokens?: number | undefined
 }
 
 const addShard = (state: RunState, e: NewShard) => {
@@ -93,6 +97,7 @@ const addShard = (state: RunState, e: NewShard) => {
     sha256: e.sha256,
     attempt: e.attempt,
     parent: e.parent,
+    inputTokens: e.inputTokens,
     phase: "planned",
     submission: 0,
     intentAt: null,
@@ -101,6 +106,7 @@ const addShard = (state: RunState, e: NewShard) => {
     adopted: false,
     status: null,
     rawStatus: null,
+    statusAt: null,
     counts: null,
     errors: [],
     rejection: null,
@@ -179,6 +185,7 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       const s = shard(state, event.shard)
       s.status = event.status
       s.rawStatus = event.rawStatus
+      s.statusAt = event.at ?? null
       s.counts = event.counts
       break
     }

@@ -15,6 +15,7 @@ import * as Journal from "./Journal.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
+import * as Pricing from "./Pricing.js"
 import * as Poller from "./Poller.js"
 import type { RunContext, RunSettings } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
@@ -85,6 +86,8 @@ export interface RunSummary {
   readonly model: string
   /** Set by a retry: what it resubmitted. */
   readonly retry?: Retry.RetryPlan
+  /** Set when the run had a budget: the projected cost submitted, and what it held back. */
+  readonly budget?: { readonly limit: number; readonly projected: number; readonly heldShards: number; readonly heldRows: number }
 }
 
 export const defaultSettings: RunSettings = {
@@ -124,20 +127,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const stage = pipeline.stages[0]
       if (stage === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
       const provider = yield* (yield* Providers).get(stage.provider)
-      const settings: RunSettings = {
-        concurrency: options.concurrency ?? defaultSettings.concurrency,
-        shardSize: options.shardSize ?? defaultSettings.shardSize,
-        shardBytes: options.shardBytes ?? defaultSettings.shardBytes,
-        pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
-        detach: options.detach ?? false
-      }
       const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
 
       let runId: string
+      let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
       if (yield* RunDir.exists(paths)) {
         const manifest = yield* RunDir.readManifest(paths)
+        planned = manifest.shards
         if (manifest.fingerprint !== fingerprint && options.allowChanged !== true) {
           return yield* new PipelineChanged({ runDir: root, before: manifest.fingerprint, after: fingerprint })
         }
@@ -153,8 +151,18 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           stages: pipeline.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
           providers: options.providerEndpoints ?? {},
           sink: pipeline.sink?.name ?? null,
+          shards: { maxRequests: options.shardSize ?? defaultSettings.shardSize, maxBytes: options.shardBytes ?? defaultSettings.shardBytes },
           createdAt: new Date().toISOString()
         })
+      }
+      const settings: RunSettings = {
+        concurrency: options.concurrency ?? defaultSettings.concurrency,
+        shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
+        shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
+        pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+        detach: options.detach ?? false,
+        budget: options.budget,
+        budgetOutputTokens: options.budgetOutputTokens
       }
       yield* fs.makeDirectory(paths.shards, { recursive: true })
       yield* RunLock.acquire(path.join(root, "run.lock"))
@@ -197,6 +205,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
           if (mode === "cancel") return yield* cancelShard(id)
+          if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return
           if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
             // Detached, a batch is asked about once: finished ones are collected, the rest
             // left to the provider until the next resume.
@@ -212,6 +221,28 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             if (retry !== null) yield* launch(retry)
           }
         })
+
+      // A budget holds back shards whose projected cost (input tokens counted at planning,
+      // output tokens assumed per request) would take the submitted total past it.
+      const outputPerRequest = settings.budgetOutputTokens ?? 100
+      const projected = (s: RunState.ShardState) =>
+        Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 })?.batch ?? 0
+      let committed = [...state.shards.values()].filter((s) => s.phase !== "planned").reduce((a, s) => a + projected(s), 0)
+      const overBudget = new Set<string>()
+      const budgetLock = yield* Effect.makeSemaphore(1)
+      const reserveBudget = (shard: RunState.ShardState) =>
+        budgetLock.withPermits(1)(
+          Effect.sync(() => {
+            if (settings.budget === undefined) return true
+            const cost = projected(shard)
+            if (committed + cost > settings.budget) {
+              overBudget.add(shard.id)
+              return false
+            }
+            committed += cost
+            return true
+          })
+        )
 
       // Cancelling: nothing new reaches the provider; what is there is cancelled, waited for
       // and collected, and rows it did not finish end `cancelled` (or their own class).
@@ -294,7 +325,11 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       yield* checkDone
       yield* Deferred.await(done)
       const summary = summarize({ runId, paths, state, model: stage.model })
-      return retryPlan === undefined ? summary : { ...summary, retry: retryPlan }
+      const budget =
+        settings.budget === undefined
+          ? undefined
+          : { limit: settings.budget, projected: committed, heldShards: overBudget.size, heldRows: [...overBudget].reduce((a, id) => a + state.shards.get(id)!.requests, 0) }
+      return { ...summary, ...(retryPlan === undefined ? {} : { retry: retryPlan }), ...(budget === undefined ? {} : { budget }) }
     })
   )
 

@@ -9,7 +9,7 @@ import { finished } from "node:stream/promises"
 import { answerRequest, checkRequest } from "./answers.js"
 import { isParsed, Outcome, parseRequestLine, type ParsedRequest, type ValidInput, WINDOW, windowOrder } from "./analysis.js"
 import { serverErrorBody } from "./errors.js"
-import { DigestOffset, fractionAt, mixHex, sha256 } from "./hash.js"
+import { DigestOffset, mixHex, sha256 } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
 
 export type NotRunCode = "batch_expired" | "batch_cancelled"
@@ -96,7 +96,9 @@ export const writeResults = async (args: WriteResultsArgs): Promise<WrittenResul
     for (let rank = 0; rank < ranked.length; rank++) {
       const local = ranked[rank]!
       const request = window[local]!
-      if (fractionAt(request.digest, DigestOffset.drop) < args.dropLines) continue
+      // Drops are per batch (the request's digest mixed with the batch's key): a dropped
+      // line is a glitch of that batch, and the same request resubmitted usually comes back.
+      if (parseInt(mixHex(request.digest, batchKey, 4, DigestOffset.drop), 16) / 0x1_0000_0000 < args.dropLines) continue
       const head = `{"id":"batch_req_${mixHex(request.digest, batchKey, 16)}","custom_id":${JSON.stringify(request.customId)},`
       const requestId = `req_${mixHex(request.digest, batchKey, 16, 16)}`
       if (windowStart + rank >= args.processed) {
