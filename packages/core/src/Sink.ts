@@ -5,10 +5,11 @@
  */
 import { FileSystem } from "@effect/platform"
 import { stringify } from "csv-stringify/sync"
-import { Effect, Option, Schema, Stream } from "effect"
-import type { Scope } from "effect"
+import { Effect, ExecutionStrategy, Exit, Option, Schema, Scope, Stream } from "effect"
+import { join } from "node:path"
 import * as CheckpointedFile from "./internal/checkpointedFile.js"
 import { csvRecords } from "./internal/csvRecords.js"
+import * as ParquetFile from "./internal/parquetFile.js"
 
 /** What a sink receives for each row. */
 export interface SinkRecord<In, Out> {
@@ -19,7 +20,10 @@ export interface SinkRecord<In, Out> {
   readonly output: Out
 }
 
-/** Opaque to the runner; a file sink stores its committed byte length. */
+/**
+ * Opaque to the runner: a file sink stores its committed byte length, the Parquet sink its
+ * number of committed part files, the PostgreSQL sink the rows it has accepted.
+ */
 export const SinkCheckpoint = Schema.Struct({ offset: Schema.Number })
 export type SinkCheckpoint = typeof SinkCheckpoint.Type
 
@@ -206,6 +210,232 @@ export const csv = <In = unknown, Out = unknown>(
             file.append
           )
         return { write, commit: file.commit } satisfies SinkWriter<SinkRecord<In, Out>>
+      })
+  }
+}
+
+export type ParquetCell = string | number | boolean | null
+
+export interface ParquetOptions<In, Out> {
+  /**
+   * The cells of one record, by column name, as for `Sink.csv`. Default: `key`, `custom_id`,
+   * then `input.<field>` and `output.<field>` for each top-level field, non-scalar values as
+   * JSON text.
+   */
+  readonly columns?: (record: SinkRecord<In, Out>) => Record<string, unknown>
+  /** Rows per row group (the unit a reader loads at once); 10,000 unless given. */
+  readonly rowGroupSize?: number
+  /** Page compression; Snappy unless given. */
+  readonly codec?: "SNAPPY" | "UNCOMPRESSED"
+}
+
+/** A value as the Parquet sink stores it: scalars as they are, anything else as JSON text. */
+const parquetCell = (value: unknown): ParquetCell => {
+  if (value === null || value === undefined) return null
+  switch (typeof value) {
+    case "string":
+    case "number":
+    case "boolean":
+      return value
+    case "bigint":
+      return String(value)
+  }
+  if (value instanceof Date) return value.toISOString()
+  return JSON.stringify(value) ?? null
+}
+
+const PART = /^part-(\d+)\.parquet$/
+const TEMP_PART = /^\.part-\d+\.parquet\.tmp$/
+const partName = (n: number) => `part-${String(n).padStart(5, "0")}.parquet`
+
+/**
+ * A Parquet dataset: a directory at `path` holding one file per commit,
+ * `part-00001.parquet`, `part-00002.parquet`, … — the layout Spark, DuckDB
+ * (`read_parquet('path/*.parquet')`), pyarrow and pandas (`read_parquet('path')`) read as one
+ * table. A Parquet file cannot be appended to once its footer is written, so each commit
+ * closes a file of its own.
+ *
+ * Exactly once: a part is written as a hidden `.part-NNNNN.parquet.tmp` (readers skip it),
+ * row group by row group, then at commit its footer is written, it is fsynced and renamed
+ * into place; the checkpoint is the number of committed parts. Opening with a checkpoint
+ * deletes parts numbered past it and any temporary part (a crash's leftovers), so rows
+ * written again after a resume appear once. A fresh open deletes every `part-*.parquet`
+ * (and temporary part) in the directory and leaves other files alone. A commit with nothing
+ * written adds no part.
+ *
+ * Columns are those of the first record (see `columns`); each column's type is that of its
+ * first non-null value — string, number (DOUBLE) or boolean — and every column is nullable.
+ * A resumed run reads the columns back from `part-00001.parquet`. A later value of another
+ * type fails the write (a number or boolean in a string column is kept as its text).
+ * Memory is bounded by one row group.
+ */
+export const parquet = <In = unknown, Out = unknown>(
+  path: string,
+  options: ParquetOptions<In, Out> = {}
+): Sink<SinkRecord<In, Out>> => {
+  const name = `parquet:${path}`
+  const fail = failWith(name)
+  const toCells: (record: SinkRecord<In, Out>) => Record<string, unknown> = options.columns ?? defaultColumns
+  const rowGroupSize = options.rowGroupSize ?? 10_000
+  const codec = options.codec ?? "SNAPPY"
+  return {
+    name,
+    open: (resume) =>
+      Effect.gen(function*() {
+        if (!Number.isSafeInteger(rowGroupSize) || rowGroupSize < 1) {
+          return yield* Effect.fail(fail(`rowGroupSize must be a positive integer, got ${rowGroupSize}`))
+        }
+        const fs = yield* FileSystem.FileSystem
+        const scope = yield* Effect.scope
+        const platform = (what: string) => (e: { readonly message: string }) => fail(`${what}: ${e.message}`)
+        const committed = resume?.offset ?? 0
+        if (!Number.isSafeInteger(committed) || committed < 0) {
+          return yield* Effect.fail(fail(`invalid checkpoint offset ${committed} for ${path}`))
+        }
+
+        // The directory, cleared of what was not committed.
+        if (yield* fs.exists(path).pipe(Effect.mapError(platform(`cannot access ${path}`)))) {
+          const info = yield* fs.stat(path).pipe(Effect.mapError(platform(`cannot stat ${path}`)))
+          if (info.type !== "Directory") {
+            return yield* Effect.fail(
+              fail(`${path} exists and is not a directory; Sink.parquet writes a directory of part files there`)
+            )
+          }
+        } else if (committed > 0) {
+          return yield* Effect.fail(
+            fail(`${path} is missing, but ${committed} parts of it were committed; it was moved or deleted`)
+          )
+        }
+        yield* fs.makeDirectory(path, { recursive: true }).pipe(Effect.mapError(platform(`cannot create ${path}`)))
+        const present = new Set<number>()
+        for (const entry of yield* fs.readDirectory(path).pipe(Effect.mapError(platform(`cannot list ${path}`)))) {
+          const match = PART.exec(entry)
+          const n = match !== null ? Number(match[1]) : undefined
+          if (n !== undefined && n <= committed) present.add(n)
+          else if (n !== undefined || TEMP_PART.test(entry)) {
+            yield* fs.remove(join(path, entry)).pipe(Effect.mapError(platform(`cannot delete ${join(path, entry)}`)))
+          }
+        }
+        for (let n = 1; n <= committed; n++) {
+          if (!present.has(n)) {
+            return yield* Effect.fail(
+              fail(`${join(path, partName(n))} is missing, but ${committed} parts were committed; it was moved or deleted`)
+            )
+          }
+        }
+
+        // The columns: those of the parts already committed, or (fresh) the first record's.
+        let names: ReadonlyArray<string> | undefined
+        let columns: ReadonlyArray<ParquetFile.Column> | undefined
+        if (committed > 0) {
+          const first = join(path, partName(1))
+          const { metadata } = yield* Effect.scoped(ParquetFile.openForReading(first)).pipe(
+            Effect.mapError(platform(`cannot read the columns of ${first}`))
+          )
+          const read = ParquetFile.columnsOf(metadata)
+          if (typeof read === "string") {
+            return yield* Effect.fail(fail(`${first} was not written by Sink.parquet: ${read}`))
+          }
+          columns = read
+          names = read.map((c) => c.name)
+        }
+
+        let pending: Array<Array<ParquetFile.Cell>> = []
+        let parts = committed
+        let part:
+          | { readonly scope: Scope.CloseableScope; readonly file: FileSystem.File; readonly writer: ParquetFile.PartWriter }
+          | undefined
+        // As for the file sinks: after a failed or interrupted write the part is in an unknown
+        // state; refuse to go on. Reopening from the last checkpoint recovers.
+        let broken: SinkError | undefined
+        const lock = yield* Effect.makeSemaphore(1)
+        const temp = (n: number) => join(path, `.${partName(n)}.tmp`)
+
+        const guard = <A, E extends { readonly message: string }, R>(what: string, effect: Effect.Effect<A, E, R>) =>
+          effect.pipe(
+            Effect.mapError((e) => (broken = fail(`${what}: ${e.message}`))),
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                broken = fail(`a write to ${path} was interrupted; reopen the sink from its last checkpoint`)
+              })
+            )
+          )
+        const encode = <A>(f: () => A) =>
+          Effect.try({
+            try: f,
+            catch: (e) => (broken = fail(`cannot encode a record: ${e instanceof Error ? e.message : String(e)}`))
+          })
+
+        /** Encodes the pending rows as a row group of the current part (opened if need be). */
+        const flushGroup = Effect.gen(function*() {
+          if (pending.length === 0) return
+          const rows = pending
+          pending = []
+          if (columns === undefined) columns = ParquetFile.inferKinds(names ?? [], rows)
+          if (part === undefined) {
+            const partScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+            const file = yield* guard(
+              `cannot open ${temp(parts + 1)}`,
+              fs.open(temp(parts + 1), { flag: "w" }).pipe(Scope.extend(partScope))
+            )
+            const fixed = columns
+            const writer = yield* encode(() => new ParquetFile.PartWriter(fixed, codec))
+            part = { scope: partScope, file, writer }
+          }
+          const { file, writer } = part
+          const bytes = yield* encode(() => writer.group(rows))
+          yield* guard(`cannot write ${temp(parts + 1)}`, file.writeAll(bytes))
+        })
+
+        const write = (records: ReadonlyArray<SinkRecord<In, Out>>) =>
+          lock.withPermits(1)(Effect.gen(function*() {
+            if (broken !== undefined) return yield* Effect.fail(broken)
+            for (const record of records) {
+              const row = yield* tryEncode(name, () => {
+                const cells = toCells(record)
+                if (names === undefined) names = Object.keys(cells)
+                const header = names
+                const out = new Array<ParquetFile.Cell>(header.length)
+                let found = 0
+                for (let i = 0; i < header.length; i++) {
+                  const c = header[i]!
+                  if (Object.hasOwn(cells, c)) found++
+                  out[i] = parquetCell(cells[c])
+                }
+                if (found !== Object.keys(cells).length) {
+                  const extra = Object.keys(cells).filter((k) => !header.includes(k))
+                  throw new Error(
+                    `column${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not among the columns (${header.join(", ")}); ` +
+                      "pass `columns` to Sink.parquet to fix the set of columns"
+                  )
+                }
+                return out
+              })
+              pending.push(row)
+              if (pending.length >= rowGroupSize) yield* flushGroup
+            }
+          }))
+
+        const commit = lock.withPermits(1)(Effect.gen(function*() {
+          if (broken !== undefined) return yield* Effect.fail(broken)
+          yield* flushGroup
+          if (part !== undefined) {
+            const { file, scope: partScope, writer } = part
+            const n = parts + 1
+            const footer = yield* encode(() => writer.finish())
+            yield* guard(`cannot write ${temp(n)}`, file.writeAll(footer))
+            yield* guard(`cannot fsync ${temp(n)}`, file.sync)
+            yield* Scope.close(partScope, Exit.void)
+            part = undefined
+            yield* guard(`cannot rename ${temp(n)}`, fs.rename(temp(n), join(path, partName(n))))
+            // Makes the rename durable; best effort (not every platform opens directories).
+            yield* Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (dir) => dir.sync)).pipe(Effect.ignore)
+            parts = n
+          }
+          return { offset: parts } satisfies SinkCheckpoint
+        }))
+
+        return { write, commit } satisfies SinkWriter<SinkRecord<In, Out>>
       })
   }
 }

@@ -6,8 +6,12 @@
 import { FileSystem } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
+import { parquetReadObjects } from "hyparquet"
+import { join } from "node:path"
 import { csvRecords } from "./internal/csvRecords.js"
+import { JsonArraySplitter } from "./internal/jsonArray.js"
 import { isBlank, LineSplitter } from "./internal/lines.js"
+import * as ParquetFile from "./internal/parquetFile.js"
 
 export interface SourceRow<Row> {
   readonly _tag: "Row"
@@ -187,6 +191,167 @@ export const csv = <A, I>(path: string, schema: Schema.Schema<A, I, never>, opti
         onMalformed,
         (message) => new SourceError({ source: name, description: `cannot parse ${path}: ${message}` })
       )
+    })
+  )
+  return { name, rows }
+}
+
+/**
+ * Rows of a file holding one JSON array, decoded with `schema`; locations are `path:[index]`
+ * (zero-based). Read as a stream: the file is split into its top-level elements as it is
+ * read, so memory is bounded by the largest element, not the file. An element that is not
+ * valid JSON (or a stray comma's empty element) or does not match the schema becomes an
+ * `Invalid` item and reading goes on. A file that is not a JSON array, is truncated before
+ * its closing `]`, or has content after it fails with a `SourceError` — after the elements
+ * before the problem have been yielded.
+ */
+export const json = <A, I>(path: string, schema: Schema.Schema<A, I, never>): Source<A> => {
+  const name = `json:${path}`
+  const decode = decodeRow(schema)
+  const toItem = (text: string, index: number): SourceItem<A> => {
+    const location = `${path}:[${index}]`
+    if (text.length === 0) return { _tag: "Invalid", location, message: "empty element (a stray comma)" }
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch (e) {
+      return { _tag: "Invalid", location, message: `invalid JSON: ${describe(e)}` }
+    }
+    return decode(value, location)
+  }
+  const rows = Stream.unwrap(
+    Effect.map(FileSystem.FileSystem, (fs) => {
+      const splitter = new JsonArraySplitter()
+      let out: Array<SourceItem<A>> = []
+      let failed: SourceError | undefined
+      const fail = (description: string) => new SourceError({ source: name, description: `cannot parse ${path}: ${description}` })
+      const onElement = (text: string, index: number) => {
+        out.push(toItem(text, index))
+      }
+      const take = () => {
+        const items = out
+        out = []
+        return Chunk.unsafeFromArray(items)
+      }
+      return fs.stream(path, { chunkSize: CHUNK_SIZE }).pipe(
+        Stream.mapError(readError(name, path)),
+        Stream.mapChunksEffect((chunk) => {
+          if (failed !== undefined) return Effect.fail(failed)
+          for (const bytes of chunk) {
+            const error = splitter.push(bytes, onElement)
+            if (error !== undefined) {
+              failed = fail(error)
+              break
+            }
+          }
+          const items = take()
+          // Items before the problem go out first; the failure follows.
+          return failed !== undefined && Chunk.isEmpty(items) ? Effect.fail(failed) : Effect.succeed(items)
+        }),
+        Stream.concat(Stream.suspend(() => {
+          if (failed !== undefined) return Stream.fail(failed)
+          const error = splitter.end()
+          return error !== undefined ? Stream.fail(fail(error)) : Stream.fromChunk(take())
+        }))
+      )
+    })
+  )
+  return { name, rows }
+}
+
+export interface ParquetOptions {
+  /** Read only these columns (top-level names); all of them unless given. */
+  readonly columns?: ReadonlyArray<string>
+}
+
+/** INT64 values arrive from hyparquet as bigint: a number when it is exact, else left as it is. */
+const fromParquet = (value: unknown): unknown => {
+  if (typeof value === "bigint") {
+    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value
+  }
+  if (Array.isArray(value)) return value.map(fromParquet)
+  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    const record = value as Record<string, unknown>
+    for (const k of Object.keys(record)) record[k] = fromParquet(record[k])
+  }
+  return value
+}
+
+const isParquetPart = (file: string): boolean =>
+  file.endsWith(".parquet") && !file.startsWith(".") && !file.startsWith("_")
+
+/**
+ * Rows of a Parquet file, read with hyparquet and decoded with `schema`; locations are
+ * `path:row N` (N from 1). The file is read one row group at a time through positioned
+ * reads, so memory is bounded by a row group, not the file. `path` may also be a directory
+ * of Parquet files (a dataset, such as `Sink.parquet` writes): its `*.parquet` files are
+ * read in name order, skipping hidden ones (`.` or `_` first).
+ *
+ * Values arrive as hyparquet decodes them: strings, numbers, booleans, `null`, `Date` for
+ * timestamps, objects and arrays for nested columns; INT64 values become numbers when they
+ * are exact integers in a double, and stay `bigint` otherwise. A row that does not match the
+ * schema becomes an `Invalid` item; a file that is not Parquet fails with a `SourceError`.
+ */
+export const parquet = <A, I>(
+  path: string,
+  schema: Schema.Schema<A, I, never>,
+  options: ParquetOptions = {}
+): Source<A> => {
+  const name = `parquet:${path}`
+  const decode = decodeRow(schema)
+  const columns = options.columns !== undefined ? [...options.columns] : undefined
+  const fileRows = (file: string) =>
+    Stream.unwrapScoped(
+      Effect.gen(function*() {
+        const { buffer, metadata } = yield* ParquetFile.openForReading(file).pipe(
+          Effect.mapError((e) =>
+            "_tag" in e && (e._tag === "SystemError" || e._tag === "BadArgument")
+              ? readError(name, file)(e)
+              : new SourceError({ source: name, description: `cannot read ${file}: ${e.message}` })
+          )
+        )
+        const groups: Array<{ start: number; end: number }> = []
+        let start = 0
+        for (const group of metadata.row_groups) {
+          const end = start + Number(group.num_rows)
+          if (end > start) groups.push({ start, end })
+          start = end
+        }
+        return Stream.fromIterable(groups).pipe(
+          Stream.mapEffect(({ end, start }) =>
+            Effect.tryPromise({
+              try: () =>
+                parquetReadObjects({
+                  file: buffer,
+                  metadata,
+                  rowStart: start,
+                  rowEnd: end,
+                  ...(columns !== undefined ? { columns } : {})
+                }),
+              catch: (e) =>
+                new SourceError({ source: name, description: `cannot read rows ${start + 1}-${end} of ${file}: ${describe(e)}` })
+            }).pipe(
+              Effect.map((objects) => {
+                const items = new Array<SourceItem<A>>(objects.length)
+                for (let i = 0; i < objects.length; i++) {
+                  items[i] = decode(fromParquet(objects[i]), `${file}:row ${start + i + 1}`)
+                }
+                return Chunk.unsafeFromArray(items)
+              })
+            )
+          ),
+          Stream.flattenChunks
+        )
+      })
+    )
+  const rows = Stream.unwrap(
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const info = yield* fs.stat(path).pipe(Effect.mapError(readError(name, path)))
+      if (info.type !== "Directory") return fileRows(path)
+      const entries = yield* fs.readDirectory(path).pipe(Effect.mapError(readError(name, path)))
+      const files = entries.filter(isParquetPart).sort().map((f) => join(path, f))
+      return Stream.flatMap(Stream.fromIterable(files), fileRows)
     })
   )
   return { name, rows }

@@ -249,12 +249,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const cancelShard = (id: string) =>
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
-          if (shard.phase === "intent" || shard.phase === "staged") {
-            const orphan = yield* Submitter.findOrphan(ctx, shard)
-            if (Option.isSome(orphan)) {
-              yield* ctx.record({ _tag: "Created", shard: id, submission: shard.submission, batchId: orphan.value.id, adopted: true })
-            }
-          }
+          if (shard.phase === "intent" || shard.phase === "staged") yield* Submitter.adoptOrphan(ctx, shard)
           if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged") {
             yield* ctx.record({
               _tag: "CreateRejected",

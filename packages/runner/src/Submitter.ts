@@ -54,6 +54,16 @@ export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Op
   )
 }
 
+/** Adopts this shard's orphan batch, if the provider has one; true when it did. */
+export const adoptOrphan = (ctx: RunContext, shard: ShardState) =>
+  Effect.gen(function* () {
+    const orphan = yield* findOrphan(ctx, shard)
+    if (Option.isNone(orphan)) return false
+    yield* Effect.logInfo(`shard ${shard.id}: adopting batch ${orphan.value.id}, created before a crash or a lost answer`)
+    yield* ctx.record({ _tag: "Created", shard: shard.id, submission: shard.submission, batchId: orphan.value.id, adopted: true })
+    return true
+  })
+
 const MAX_CREATE_TRIES = 8
 
 /** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
@@ -65,17 +75,7 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
       yield* ctx.record({ _tag: "SubmitIntent", shard: shard.id, submission: shard.submission + 1, at: yield* nowSeconds })
     } else {
       // An intent without a recorded batch: we crashed, or never heard back from create.
-      const orphan = yield* findOrphan(ctx, shard)
-      if (Option.isSome(orphan)) {
-        yield* Effect.logInfo(`shard ${shard.id}: adopting batch ${orphan.value.id} created before a crash`)
-        return yield* ctx.record({
-          _tag: "Created",
-          shard: shard.id,
-          submission: shard.submission,
-          batchId: orphan.value.id,
-          adopted: true
-        })
-      }
+      if (yield* adoptOrphan(ctx, shard)) return
     }
 
     if (shard.inputRef === null) {
@@ -128,16 +128,7 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
       yield* Effect.sleep(wait)
       if (error.ambiguous) {
         // The batch may exist although we got no answer: look before creating another.
-        const orphan = yield* findOrphan(ctx, shard)
-        if (Option.isSome(orphan)) {
-          return yield* ctx.record({
-            _tag: "Created",
-            shard: shard.id,
-            submission: shard.submission,
-            batchId: orphan.value.id,
-            adopted: true
-          })
-        }
+        if (yield* adoptOrphan(ctx, shard)) return
       }
     }
   })

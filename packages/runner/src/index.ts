@@ -6,6 +6,7 @@
  * checkpoint store. `Live.layer()` bundles the usual choices.
  */
 export * as OneCall from "./OneCall.js"
+export * as PgSink from "./PgSink.js"
 export * as Pricing from "./Pricing.js"
 export * as Records from "./Records.js"
 export * as RunEvent from "./RunEvent.js"
