@@ -42,6 +42,11 @@ export interface BatchStage<A, B> {
   readonly decode: (text: string) => Either.Either<B, string>
   /** Attempts per row before a retryable failure becomes final. */
   readonly maxAttempts: number
+  /**
+   * Whether an answer that fails the output Schema is sent back for repair (the original
+   * messages, the answer and the decode error) in a later shard, within `maxAttempts`.
+   */
+  readonly repair: boolean
   /** What identifies this stage's behaviour (model, params, schema, prompt source). */
   readonly fingerprint: string
 }
@@ -114,6 +119,8 @@ interface StageConfigBase<A> {
 export interface StructuredStageConfig<A, B, I> extends StageConfigBase<A> {
   /** The answer's Schema: sent as a strict JSON Schema, and used to decode the answer. */
   readonly output: Schema.Schema<B, I, never>
+  /** Send answers that fail the Schema back for repair (default true). */
+  readonly repair?: boolean
 }
 
 /** A chat batch stage: each row is rendered into a request; answers are decoded with `output`. */
@@ -123,7 +130,10 @@ export function batch<A, B, I>(
 ): <In>(self: Pipeline<In, A>) => Pipeline<In, B>
 /** A chat batch stage whose output is the answer's text. */
 export function batch<A>(name: string, config: StageConfigBase<A>): <In>(self: Pipeline<In, A>) => Pipeline<In, string>
-export function batch<A, B, I>(name: string, config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never> }) {
+export function batch<A, B, I>(
+  name: string,
+  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
+) {
   const stage = makeChatStage(name, config)
   return <In>(self: Pipeline<In, A>): Pipeline<In, B> => {
     if (self.source === undefined) throw new Error(`Pipeline.batch("${name}"): add a source with Pipeline.from first`)
@@ -136,7 +146,7 @@ export function batch<A, B, I>(name: string, config: StageConfigBase<A> & { read
 
 const makeChatStage = <A, B, I>(
   name: string,
-  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never> }
+  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
 ): BatchStage<A, B> => {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
     throw new Error(`Pipeline.batch: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
@@ -164,6 +174,7 @@ const makeChatStage = <A, B, I>(
     customId: undefined,
     decode,
     maxAttempts: config.maxAttempts ?? 3,
+    repair: structured !== undefined && config.repair !== false,
     fingerprint: hashValue({
       provider: config.provider,
       model: config.model,
@@ -206,6 +217,7 @@ export const batchRaw =
       customId: config.customId,
       decode: (text) => Either.right(text),
       maxAttempts: config.maxAttempts ?? 3,
+      repair: false,
       fingerprint: hashValue({ raw: true, provider: config.provider, model: config.model, request: config.request.toString() })
     }
     return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, string>

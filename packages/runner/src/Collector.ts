@@ -11,6 +11,7 @@ import type { BatchResult, FailureClass } from "@sluice/core"
 import { Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
+import * as Repair from "./Repair.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { TokenUsage } from "./JournalEvent.js"
@@ -20,7 +21,14 @@ import type { ShardState } from "./RunState.js"
 
 type Outcome =
   | { readonly ok: true; readonly output: unknown }
-  | { readonly ok: false; readonly failure: FailureClass; readonly code: string; readonly message: string }
+  | {
+      readonly ok: false
+      readonly failure: FailureClass
+      readonly code: string
+      readonly message: string
+      /** For `parse` failures: the answer that did not decode, and why the model stopped. */
+      readonly answer?: { readonly text: string; readonly finishReason: string | null }
+    }
 
 /** Failure classes the runner reschedules on its own, within the row's attempt budget. */
 const automatic: ReadonlySet<FailureClass> = new Set(["retryable", "expired", "missing"])
@@ -80,7 +88,13 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
                   result.customId,
                   decoded._tag === "Right"
                     ? { ok: true, output: decoded.right }
-                    : { ok: false, failure: "parse", code: "parse_error", message: decoded.left }
+                    : {
+                        ok: false,
+                        failure: "parse",
+                        code: result.finishReason === "length" ? "truncated" : "parse_error",
+                        message: decoded.left,
+                        answer: { text: result.text, finishReason: result.finishReason }
+                      }
                 )
               } else {
                 outcomes.set(result.customId, {
@@ -131,7 +145,11 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
               if (sinkBatch.length >= 1000) yield* flushSink
               return
             }
-            if (reschedule && automatic.has(outcome.failure) && shard.attempt < stage.maxAttempts) {
+            const repair =
+              outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
+                ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
+                : undefined
+            if (reschedule && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
               rescheduled++
               if (retryPlanned) return
               if (retry === undefined) {
@@ -142,10 +160,12 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
                   rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope))
                 }
               }
-              retryHash.update(request + "\n")
-              retryBytes += Buffer.byteLength(request) + 1
-              yield* retry.requests.line(request)
-              yield* retry.rows.line(JSON.stringify(row))
+              // A repair is a new request (and so a new custom_id); anything else is resent as it was.
+              const line = repair?.line ?? request
+              retryHash.update(line + "\n")
+              retryBytes += Buffer.byteLength(line) + 1
+              yield* retry.requests.line(line)
+              yield* retry.rows.line(JSON.stringify(repair === undefined ? row : { ...row, id: repair.customId }))
               return
             }
             failed[outcome.failure] = (failed[outcome.failure] ?? 0) + 1
