@@ -257,7 +257,12 @@ const emulatorCommand = Command.make(
     finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200)),
     expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window (default 24h)")),
     errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted)")),
-    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After"))
+    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After")),
+    serverErrorRate: Options.float("server-error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 500/502/503")),
+    resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset")),
+    dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out")),
+    lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long")),
+    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema"))
   },
   (o) =>
     Effect.gen(function* () {
@@ -270,6 +275,11 @@ const emulatorCommand = Command.make(
             finalizingMs: o.finalizingMs,
             errorRate: o.errorRate,
             rateLimitRate: o.rateLimitRate,
+            serverErrorRate: o.serverErrorRate,
+            resetRate: o.resetRate,
+            dropLines: o.dropLines,
+            lateOutputFileMs: o.lateOutputFileMs,
+            invalidJsonRate: o.invalidJsonRate,
             ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
             ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
             ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
@@ -278,6 +288,7 @@ const emulatorCommand = Command.make(
         (h) => Effect.promise(() => h.close())
       )
       yield* Console.log(`sluice emulator listening on ${handle.url} (OpenAI base URL ${handle.url}/v1)`)
+      yield* Console.log(`test API: ${handle.url}/_emulator/ledger, POST ${handle.url}/_emulator/faults`)
       return yield* Effect.never
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1 (OpenAI Files + Batches API)."))
