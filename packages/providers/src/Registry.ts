@@ -6,6 +6,8 @@ import type { HttpClient } from "@effect/platform"
 import { ConfigError, Effect, Layer } from "effect"
 import type { BatchProvider } from "./BatchProvider.js"
 import { ProviderConfigError, Providers, UnknownProvider } from "./BatchProvider.js"
+import * as AnthropicBatch from "./anthropic/AnthropicBatch.js"
+import * as GeminiBatch from "./gemini/GeminiBatch.js"
 import * as OpenAiBatch from "./openai/OpenAiBatch.js"
 
 type Factory = Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
@@ -14,6 +16,14 @@ const factories: Record<string, { readonly make: Factory; readonly baseUrl: () =
   openai: {
     make: OpenAiBatch.makeFromEnv(),
     baseUrl: () => process.env["OPENAI_BASE_URL"] || OpenAiBatch.defaultBaseUrl
+  },
+  anthropic: {
+    make: AnthropicBatch.makeFromEnv(),
+    baseUrl: () => process.env["ANTHROPIC_BASE_URL"] || AnthropicBatch.defaultBaseUrl
+  },
+  gemini: {
+    make: GeminiBatch.makeFromEnv(),
+    baseUrl: () => process.env["GEMINI_BASE_URL"] || GeminiBatch.defaultBaseUrl
   }
 }
 

@@ -1,4 +1,6 @@
+export * as AnthropicBatch from "./anthropic/AnthropicBatch.js"
 export * from "./BatchProvider.js"
+export * as GeminiBatch from "./gemini/GeminiBatch.js"
 export * as OpenAiBatch from "./openai/OpenAiBatch.js"
 export * from "./ProviderError.js"
 export * as Registry from "./Registry.js"

@@ -6,11 +6,19 @@
 
 export interface LedgerBatch {
   readonly id: string
+  /** Unix seconds (Anthropic batches too). */
   readonly created_at: number
+  /** OpenAI `status`, or Anthropic `processing_status`. */
   readonly status: string
+  /** `{}` for Anthropic batches, which carry no metadata. */
   readonly metadata: Readonly<Record<string, string>> | null
-  readonly input_file_id: string
+  /** null for Anthropic batches (their requests are inline). */
+  readonly input_file_id: string | null
   readonly custom_ids: ReadonlyArray<string>
+  /** Set on Anthropic batches: "anthropic" (Message Batches API) or "anthropic-gateway". */
+  readonly api?: "anthropic" | "anthropic-gateway"
+  /** Anthropic batches deleted after they ended stay in the ledger with this flag. */
+  readonly deleted?: boolean
 }
 
 export interface LedgerDelivery {
@@ -20,7 +28,7 @@ export interface LedgerDelivery {
 
 export interface Ledger {
   readonly batches: ReadonlyArray<LedgerBatch>
-  /** One entry per custom_id delivered as a success in an output file. */
+  /** One entry per custom_id delivered as a success in an output file (or Anthropic results). */
   readonly deliveries: ReadonlyArray<LedgerDelivery>
 }
 
@@ -36,7 +44,7 @@ export interface FaultPatch {
   readonly invalidJsonRate?: number
   /** A number, or "Infinity" for instant processing. Applies to batches created afterwards. */
   readonly requestsPerSecond?: number | "Infinity"
-  /** Expire this batch now, keeping the results finished so far. */
+  /** Expire this batch (OpenAI or Anthropic) now, keeping the results finished so far. */
   readonly expireBatch?: string
 }
 

@@ -8,6 +8,7 @@
 import { readFile, unlink } from "node:fs/promises"
 import { OPENAI_BATCH_ENDPOINTS, SUPPORTED_ENDPOINTS } from "./answers.js"
 import { type AnalysedInput, analyseInput } from "./analysis.js"
+import { AnthropicBatches, type LedgerEntry } from "./anthropicBatches.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
@@ -51,12 +52,16 @@ export class Batches {
   private readonly readyInputs = new Map<string, AnalysedInput>()
   private readonly finishing = new Map<string, Promise<void>>()
   private readonly inflight = new Set<Promise<unknown>>()
+  /** Anthropic message batches: same store, faults, timings and ledger. */
+  readonly anthropic: AnthropicBatches
 
   constructor(
     private readonly store: Store,
     private readonly faults: Faults,
     private readonly config: BatchesConfig
-  ) {}
+  ) {
+    this.anthropic = new AnthropicBatches(store, faults, config)
+  }
 
   // -------------------------------------------------------------------------------------------
   // API operations
@@ -155,6 +160,7 @@ export class Batches {
 
   /** Test API: expire a live batch now, keeping the results finished so far. */
   async expireNow(id: string): Promise<Obj> {
+    if (this.anthropic.owns(id)) return this.anthropic.expireNow(id)
     const record = this.get(id)
     const status = await this.currentStatus(record)
     if (isTerminal(status)) throw invalidRequest(`Cannot expire a batch with status '${status}'.`, null, "invalid_state")
@@ -166,28 +172,37 @@ export class Batches {
 
   /** The ledger as JSON text chunks (custom_ids can be many: never one big string). */
   async *ledger(): AsyncGenerator<string> {
-    const records = [...this.store.batches.values()].sort((a, b) => a.seq - b.seq)
+    const openai = [...this.store.batches.values()].map((record): LedgerEntry => ({
+      seq: record.seq,
+      id: record.id,
+      head: async () => {
+        const view = await this.observe(record)
+        if (record.final === null) await this.inputFor(record).catch(() => undefined)
+        return {
+          id: record.id,
+          created_at: view["created_at"],
+          status: view["status"],
+          metadata: record.metadata,
+          input_file_id: record.input_file_id
+        }
+      },
+      ended: () => record.final !== null
+    }))
+    // Anthropic batches (metadata {}, input_file_id null) interleave by creation order.
+    const entries = [...openai, ...this.anthropic.ledgerEntries()].sort((a, b) => a.seq - b.seq)
     yield '{"batches":['
-    for (let i = 0; i < records.length; i++) {
-      const record = records[i]!
-      const view = await this.observe(record)
-      if (record.final === null) await this.inputFor(record).catch(() => undefined)
-      const ids = await readLines(this.store.idsPath(record.id))
-      const head = JSON.stringify({
-        id: record.id,
-        created_at: view["created_at"],
-        status: view["status"],
-        metadata: record.metadata,
-        input_file_id: record.input_file_id
-      })
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!
+      const head = JSON.stringify(await entry.head())
+      const ids = await readLines(this.store.idsPath(entry.id))
       yield `${i > 0 ? "," : ""}${head.slice(0, -1)},"custom_ids":[${ids.join(",")}]}`
     }
     yield '],"deliveries":['
     let first = true
-    for (const record of records) {
-      if (record.final === null) continue
-      const batchId = JSON.stringify(record.id)
-      const delivered = await readLines(this.store.deliveredPath(record.id))
+    for (const entry of entries) {
+      if (!entry.ended()) continue
+      const batchId = JSON.stringify(entry.id)
+      const delivered = await readLines(this.store.deliveredPath(entry.id))
       if (delivered.length === 0) continue
       yield `${first ? "" : ","}${delivered.map((id) => `{"custom_id":${id},"batch_id":${batchId}}`).join(",")}`
       first = false
@@ -198,10 +213,12 @@ export class Batches {
   /** Waits for background validation and result writing (before close or reset). */
   async quiesce(): Promise<void> {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight])
+    await this.anthropic.quiesce()
   }
 
   async reset(): Promise<void> {
     await this.quiesce()
+    await this.anthropic.reset()
     this.inputs.clear()
     this.readyInputs.clear()
     this.finishing.clear()

@@ -6,8 +6,10 @@
  *   GET  /_emulator/health   -> { ok: true }
  *   GET  /_emulator/ledger   -> { batches: [{id, created_at, status, metadata, input_file_id, custom_ids}],
  *                                 deliveries: [{custom_id, batch_id}] }   (successes found in output files)
+ *                               Anthropic batches are listed too (metadata {}, input_file_id null,
+ *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
  *   GET  /_emulator/faults   -> current fault settings
- *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch now
+ *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
  *   POST /_emulator/reset    -> forget all files and batches, restore the start-up fault settings
  */
 import type { Batches } from "./batches.js"

@@ -10,6 +10,12 @@
  */
 import type { BatchRecord } from "./store.js"
 
+/** What the lifecycle reads of a batch record (OpenAI and Anthropic records both have it). */
+export type LifecycleRecord = Pick<
+  BatchRecord,
+  "createdMs" | "validatingMs" | "finalizingMs" | "cancellingMs" | "expiresAtMs" | "rps" | "cancelRequestedMs" | "forcedExpireMs"
+>
+
 export type BatchStatus =
   | "validating"
   | "failed"
@@ -54,15 +60,15 @@ const EMPTY: Timeline = {
   cancelledAtMs: null
 }
 
-const validationEnd = (rec: BatchRecord): number => rec.createdMs + rec.validatingMs
-const expiryOf = (rec: BatchRecord): number => Math.min(rec.expiresAtMs, rec.forcedExpireMs ?? Infinity)
-const cancelOf = (rec: BatchRecord): number => rec.cancelRequestedMs ?? Infinity
+const validationEnd = (rec: LifecycleRecord): number => rec.createdMs + rec.validatingMs
+const expiryOf = (rec: LifecycleRecord): number => Math.min(rec.expiresAtMs, rec.forcedExpireMs ?? Infinity)
+const cancelOf = (rec: LifecycleRecord): number => rec.cancelRequestedMs ?? Infinity
 
 /** Whether computing the state at `now` needs the validated input (before that, it is plain "validating"). */
-export const needsInput = (rec: BatchRecord, now: number): boolean =>
+export const needsInput = (rec: LifecycleRecord, now: number): boolean =>
   now >= Math.min(validationEnd(rec), cancelOf(rec), expiryOf(rec))
 
-export const timeline = (rec: BatchRecord, input: InputSummary | undefined, now: number): Timeline => {
+export const timeline = (rec: LifecycleRecord, input: InputSummary | undefined, now: number): Timeline => {
   const V = validationEnd(rec)
   const C = cancelOf(rec)
   const E = expiryOf(rec)

@@ -3,7 +3,9 @@
  * rendering and the optional access log.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
 import { handleControl } from "./controlRoutes.js"
+import { handleGemini, isGeminiRoute } from "./geminiRoutes.js"
 import { ApiError, notFound } from "./errors.js"
 import { apiKeyOf, Reply } from "./http.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
@@ -37,6 +39,8 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
   const url = new URL(req.url ?? "/", "http://emulator.invalid")
   let reply = new Reply(req, res, false)
   let note = ""
+  // Anthropic routes (/v1/messages/batches, /anthropic-gateway/v1/batches) answer errors in their own shape.
+  let anthropic: ReturnType<typeof anthropicRoute>
   try {
     const segments = url.pathname.split("/").filter((segment) => segment.length > 0).map(decodeSegment)
     if (segments[0] === "_emulator") {
@@ -44,8 +48,15 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
       return
     }
-    if (segments[0] !== "v1") throw invalidUrl(method, url.pathname)
-    checkApiKey(ctx, req)
+    // Gemini routes (/v1beta, /upload/v1beta, /download/v1beta) check auth and answer errors in their own shape.
+    if (isGeminiRoute(segments)) {
+      ;({ reply, note } = await handleGemini(ctx, method, segments, url, req, res))
+      return
+    }
+    anthropic = anthropicRoute(segments)
+    if (segments[0] !== "v1" && anthropic === undefined) throw invalidUrl(method, url.pathname)
+    if (anthropic === undefined) checkApiKey(ctx, req)
+    else checkAnthropicAuth(ctx.apiKey, req, anthropic)
     const fault = ctx.faults.decide(`${method} ${url.pathname}`)
     if (fault !== undefined) note = ` [fault ${fault._tag}]`
     if (fault?._tag === "RateLimited") {
@@ -59,15 +70,19 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       throw new ApiError(fault.status, "The server had an error while processing your request. Sorry about that!", "server_error")
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
-    if (!(await handleOpenAi(ctx, method, segments.slice(1), url.searchParams, reply))) throw invalidUrl(method, url.pathname)
+    const handled = anthropic === undefined
+      ? await handleOpenAi(ctx, method, segments.slice(1), url.searchParams, reply)
+      : await handleAnthropic(ctx.batches.anthropic, method, anthropic, url.searchParams, reply)
+    if (!handled) throw invalidUrl(method, url.pathname)
   } catch (error) {
+    const render = (e: ApiError) => (anthropic === undefined ? reply.error(e) : replyAnthropicError(reply, e))
     if (res.headersSent || res.destroyed) {
       res.destroy() // failed mid-stream: the client sees a truncated body, as with a real network error
     } else if (error instanceof ApiError) {
-      reply.error(error)
+      render(error)
     } else {
       ctx.log?.(`internal error on ${method} ${url.pathname}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
-      reply.error(new ApiError(500, "The sluice emulator failed to handle this request.", "server_error"))
+      render(new ApiError(500, "The sluice emulator failed to handle this request.", "server_error"))
     }
   } finally {
     ctx.log?.(`${method} ${url.pathname}${url.search} -> ${reply.status === -1 ? "reset" : reply.status} ${(performance.now() - started).toFixed(1)}ms${note}`)

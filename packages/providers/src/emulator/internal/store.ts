@@ -7,6 +7,8 @@
  *   files/<file-id>.jsonl    uploaded and generated file contents
  *   batches/<id>.ids         custom_ids of a batch input, one JSON string per line (ledger)
  *   batches/<id>.delivered   custom_ids delivered as successes in its output file (ledger)
+ *   batches/<id>.requests.jsonl  an Anthropic batch's requests, one {custom_id, params} per line
+ *   batches/<id>.results.jsonl   an Anthropic batch's results, once it has ended
  * Non-terminal batches are not persisted as "progress": their state is
  * recomputed from the wall clock and the input file, so a restarted
  * emulator continues them.
@@ -83,17 +85,67 @@ export interface BatchRecord {
   final: BatchFinal | null
 }
 
+/** Where an Anthropic-shaped batch was created: the Message Batches API, or the gateway shape. */
+export type AnthropicSurface = "anthropic" | "gateway"
+
+/** What an ended Anthropic batch reports; written once, with its results file. */
+export interface AnthropicFinal {
+  /** The lifecycle's terminal status (the wire shows "ended" for all three). */
+  readonly status: "completed" | "expired" | "cancelled"
+  readonly endedAtMs: number
+  readonly succeeded: number
+  readonly errored: number
+  readonly canceled: number
+  readonly expired: number
+  readonly resultsBytes: number
+  readonly inputTokens: number
+  readonly outputTokens: number
+}
+
+/**
+ * An Anthropic message batch as created (see anthropicBatches.ts). Like BatchRecord, timing
+ * and fault settings are captured at creation; the requests live in `<id>.requests.jsonl`.
+ */
+export interface AnthropicBatchRecord {
+  readonly id: string
+  readonly seq: number
+  readonly surface: AnthropicSurface
+  /** Number of requests. */
+  readonly total: number
+  /** Size of the create body. */
+  readonly bytes: number
+  /** `scheme://host` the batch was created through: results_url when a call carries no Host. */
+  readonly origin: string
+  readonly createdMs: number
+  /** Always 0: the envelope is validated synchronously, params per request. */
+  readonly validatingMs: number
+  readonly finalizingMs: number
+  readonly cancellingMs: number
+  readonly expiresAtMs: number
+  /** Requests per second; null stands for Infinity. */
+  readonly rps: number | null
+  readonly errorRate: number
+  readonly invalidJsonRate: number
+  cancelRequestedMs: number | null
+  forcedExpireMs: number | null
+  deletedMs: number | null
+  final: AnthropicFinal | null
+}
+
 interface PersistedState {
   readonly version: 1
   readonly seq: number
   readonly files: ReadonlyArray<FileRecord>
   readonly batches: ReadonlyArray<BatchRecord>
   readonly seen: ReadonlyArray<readonly [string, string]>
+  /** Absent in state written before Anthropic batches existed. */
+  readonly anthropicBatches?: ReadonlyArray<AnthropicBatchRecord>
 }
 
 export class Store {
   readonly files = new Map<string, FileRecord>()
   readonly batches = new Map<string, BatchRecord>()
+  readonly anthropicBatches = new Map<string, AnthropicBatchRecord>()
   /** Key "<kind>:<request digest>" -> id of the batch (or "sync") that took the first-time fault. */
   readonly seen = new Map<string, string>()
   private seq = 0
@@ -129,6 +181,14 @@ export class Store {
     return join(this.dataDir, "batches", `${batchId}.delivered`)
   }
 
+  anthropicRequestsPath(batchId: string): string {
+    return join(this.dataDir, "batches", `${batchId}.requests.jsonl`)
+  }
+
+  anthropicResultsPath(batchId: string): string {
+    return join(this.dataDir, "batches", `${batchId}.results.jsonl`)
+  }
+
   /** True while a batch that has not written its results still needs this file as input. */
   isInputOfLiveBatch(fileId: string): boolean {
     for (const batch of this.batches.values()) if (batch.final === null && batch.input_file_id === fileId) return true
@@ -155,6 +215,7 @@ export class Store {
     await this.writing
     this.files.clear()
     this.batches.clear()
+    this.anthropicBatches.clear()
     this.seen.clear()
     await rm(join(this.dataDir, "files"), { recursive: true, force: true })
     await rm(join(this.dataDir, "batches"), { recursive: true, force: true })
@@ -178,7 +239,8 @@ export class Store {
       seq: this.seq,
       files: [...this.files.values()],
       batches: [...this.batches.values()],
-      seen: [...this.seen.entries()]
+      seen: [...this.seen.entries()],
+      anthropicBatches: [...this.anthropicBatches.values()]
     }
     const path = join(this.dataDir, "state.json")
     const tmp = `${path}.tmp`
@@ -198,6 +260,7 @@ export class Store {
     this.seq = state.seq
     for (const file of state.files) this.files.set(file.id, file)
     for (const batch of state.batches) this.batches.set(batch.id, { ...batch })
+    for (const batch of state.anthropicBatches ?? []) this.anthropicBatches.set(batch.id, { ...batch })
     for (const [key, owner] of state.seen) this.seen.set(key, owner)
   }
 }
