@@ -5,7 +5,7 @@
  * delivered as a success by two batches, and no shard gets two batches.
  */
 import { spawn } from "node:child_process"
-import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -43,6 +43,7 @@ beforeAll(async () => {
   writeFileSync(join(project, "package.json"), JSON.stringify({ type: "module" }))
   symlinkSync(join(repo, "node_modules"), join(project, "node_modules"), "dir")
   writeFileSync(join(project, "crash.pipeline.ts"), pipelineSource)
+  writeFileSync(join(project, "anthropic.pipeline.ts"), pipelineSource.replace('provider: "openai", model: "gpt-4o-mini"', 'provider: "anthropic", model: "claude-haiku-4-5"'))
   const rows = Array.from({ length: ROWS }, (_, i) => JSON.stringify({ id: `row-${i + 1}`, text: `Review number ${i + 1}: ${"quite good ".repeat(i % 7)}` }))
   writeFileSync(join(project, "rows.jsonl"), rows.join("\n") + "\n")
 })
@@ -61,7 +62,14 @@ const sluice = (args: ReadonlyArray<string>, env: Record<string, string>, killAf
   new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], {
       cwd: project,
-      env: { ...process.env, OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "crash-test-key", ...env },
+      env: {
+        ...process.env,
+        OPENAI_BASE_URL: `${emulator.url}/v1`,
+        OPENAI_API_KEY: "crash-test-key",
+        ANTHROPIC_BASE_URL: emulator.url,
+        ANTHROPIC_API_KEY: "crash-test-key",
+        ...env
+      },
       stdio: ["ignore", "ignore", "pipe"]
     })
     let stderr = ""
@@ -73,7 +81,7 @@ const sluice = (args: ReadonlyArray<string>, env: Record<string, string>, killAf
     })
   })
 
-const runArgs = (runDir: string) => ["run", "crash.pipeline.ts", "--run-dir", runDir, "--shard-size", "15", "--poll-interval", "0.05"]
+const runArgs = (runDir: string, file = "crash.pipeline.ts") => ["run", file, "--run-dir", runDir, "--shard-size", "15", "--poll-interval", "0.05"]
 
 /** Checks the guarantees for one run directory; returns the number of batches it made. */
 const checkRun = async (runDir: string, sink: string) => {
@@ -154,6 +162,41 @@ describe("crash and resume", () => {
     expect(kills).toBeGreaterThan(0)
     await checkRun(runDir, sink)
   }, 120_000)
+
+  // Anthropic batches carry no metadata: the orphan is found by creation time and request
+  // count, and proven by its results' custom_ids once it has ended.
+  it.each(["after-create:1", "after-create:3", "after:SubmitIntent:2"])(
+    "Anthropic: SIGKILL at %s, then resume adopts the orphan by its content; nothing paid twice",
+    async (failpoint) => {
+      const slug = `anthropic-${failpoint.replace(/[^a-z0-9]+/gi, "-")}`
+      const runDir = `runs/${slug}`
+      const sink = `out/${slug}.jsonl`
+      const env = { SINK_PATH: sink, PROMPT_SALT: slug }
+      const crashed = await sluice(runArgs(runDir, "anthropic.pipeline.ts"), { ...env, SLUICE_FAILPOINT: failpoint })
+      expect(crashed.signal, `the run was not killed at ${failpoint}: ${crashed.stderr}`).toBe("SIGKILL")
+      const resumed = await sluice(runArgs(runDir, "anthropic.pipeline.ts"), env)
+      expect(resumed.code, resumed.stderr).toBe(0)
+      const lines = readFileSync(join(project, sink), "utf8").trim().split("\n")
+      expect(new Set(lines.map((l) => (JSON.parse(l) as { input: { id: string } }).input.id)).size).toBe(ROWS)
+      expect(lines.length).toBe(ROWS)
+      const journal = readFileSync(join(project, runDir, "journal.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      const created = journal.filter((e) => e._tag === "Created")
+      if (failpoint.startsWith("after-create")) expect(created.some((e) => e.adopted === true)).toBe(true)
+      // Every batch the emulator created for this run is one the journal knows: no orphan was
+      // left paid for and unused.
+      const known = new Set(created.map((e) => e.batchId))
+      const ledger = await getLedger(emulator.url)
+      const shardFiles = readdirSync(join(project, runDir, "shards")).filter((f) => !f.endsWith(".rows.jsonl"))
+      const customIds = new Set(
+        shardFiles.flatMap((f) =>
+          readFileSync(join(project, runDir, "shards", f), "utf8").trim().split("\n").map((l) => JSON.parse(l).custom_id as string)
+        )
+      )
+      const ours = ledger.batches.filter((b) => b.custom_ids.some((id) => customIds.has(id)))
+      expect(ours.length).toBeGreaterThan(0)
+      for (const b of ours) expect(known.has(b.id), `batch ${b.id} was created but never adopted`).toBe(true)
+    }
+  )
 
   it("resume also works through `sluice resume <run-dir>`", async () => {
     const runDir = "runs/resume-cmd"

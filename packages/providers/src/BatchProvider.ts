@@ -79,6 +79,25 @@ export interface CreateBatch {
   readonly metadata: Readonly<Record<string, string>>
 }
 
+/** What identifies a shard's batch at a provider that keeps no metadata on batches. */
+export interface ShardIdentity {
+  /** The shard file: the requests, with their custom_ids. */
+  readonly path: string
+  /** Unix seconds of the submit intent, journaled before `create`. */
+  readonly intentAt: number
+  /** Batch ids the run already knows: never candidates. */
+  readonly exclude?: ReadonlySet<string> | undefined
+  /** Allowed clock difference between us and the provider. */
+  readonly skewSeconds?: number | undefined
+}
+
+export interface OrphanSearch {
+  /** The one batch proven to hold the shard. */
+  readonly adopt: Option.Option<BatchInfo>
+  /** Batches that may hold it but cannot be told yet (still in progress). */
+  readonly undecided: ReadonlyArray<BatchInfo>
+}
+
 export interface BatchProvider {
   readonly name: string
   readonly limits: ProviderLimits
@@ -100,6 +119,11 @@ export interface BatchProvider {
   readonly results: (batch: BatchInfo) => Stream.Stream<BatchResult, ProviderError>
   /** Deletes a staged input that will not be used. */
   readonly deleteStaged: (inputRef: string) => Effect.Effect<void, ProviderError>
+  /**
+   * For providers without batch metadata: finds a shard's orphan by what the API does show
+   * (creation time, request count, and once it has ended, its results' custom_ids).
+   */
+  readonly findOrphan?: (shard: ShardIdentity) => Effect.Effect<OrphanSearch, ProviderError>
 }
 
 /** The providers available to a run, by name ("openai", …). */

@@ -34,6 +34,8 @@ export interface RunContext {
   readonly provider: BatchProvider
   readonly state: RunState
   readonly settings: RunSettings
+  /** Serialises batch creation for providers without batch metadata. */
+  readonly createLock: Effect.Semaphore
   /** Appends an event to the journal (fsynced), then applies it to `state`. */
   readonly record: (event: JournalEvent) => Effect.Effect<void, JournalIOError>
 }

@@ -178,6 +178,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         provider,
         state,
         settings,
+        createLock: yield* Effect.makeSemaphore(1),
         record: (event) =>
           journal.append(event).pipe(
             Effect.map(() => {

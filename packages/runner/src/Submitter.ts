@@ -40,6 +40,7 @@ const SKEW_SECONDS = 600
 /** Finds a batch created for this shard's current submission, if the provider can list. */
 export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
   if (!ctx.provider.capabilities.list || shard.intentAt === null) return Effect.succeedNone
+  if (!ctx.provider.capabilities.metadata) return findOrphanByContent(ctx, shard)
   const since = shard.intentAt - SKEW_SECONDS
   const submission = String(shard.submission)
   return ctx.provider.list.pipe(
@@ -54,6 +55,29 @@ export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Op
   )
 }
 
+/**
+ * Without metadata (Anthropic), a batch is known by its creation time and request count, and
+ * proven by its results' custom_ids once it has ended. A plausible batch still in progress is
+ * waited for rather than paid for twice: its results are needed anyway. Creates of such
+ * providers run one at a time (see `submit`), so a crash leaves at most one orphan per run.
+ */
+const findOrphanByContent = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
+  const search = ctx.provider.findOrphan
+  if (search === undefined || shard.intentAt === null) return Effect.succeedNone
+  const known = new Set([...ctx.state.shards.values()].flatMap((s) => (s.batchId === null ? [] : [s.batchId])))
+  const identity = { path: ctx.paths.shardFile(shard.id), intentAt: shard.intentAt, exclude: known, skewSeconds: SKEW_SECONDS }
+  const attempt: Effect.Effect<Option.Option<BatchInfo>, ProviderError> = Effect.gen(function* () {
+    const found = yield* search(identity)
+    if (Option.isSome(found.adopt) || found.undecided.length === 0) return found.adopt
+    yield* Effect.logInfo(
+      `shard ${shard.id}: ${found.undecided.length} batch(es) may be this shard's, created before a crash; waiting for them to end to tell`
+    )
+    yield* Effect.sleep(ctx.settings.pollInterval)
+    return yield* attempt
+  })
+  return Effect.suspend(() => attempt)
+}
+
 /** Adopts this shard's orphan batch, if the provider has one; true when it did. */
 export const adoptOrphan = (ctx: RunContext, shard: ShardState) =>
   Effect.gen(function* () {
@@ -66,8 +90,7 @@ export const adoptOrphan = (ctx: RunContext, shard: ShardState) =>
 
 const MAX_CREATE_TRIES = 8
 
-/** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
-export const submit = (ctx: RunContext, shard: ShardState) =>
+const submitOnce = (ctx: RunContext, shard: ShardState) =>
   Effect.gen(function* () {
     if (shard.phase !== "planned" && shard.phase !== "intent" && shard.phase !== "staged") return
     const { provider } = ctx
@@ -132,3 +155,8 @@ export const submit = (ctx: RunContext, shard: ShardState) =>
       }
     }
   })
+
+/** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
+export const submit = (ctx: RunContext, shard: ShardState) =>
+  // Without metadata, creates run one at a time: a crash then leaves at most one orphan.
+  ctx.provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))

@@ -58,6 +58,7 @@ const planInto = (
       provider: provider(limits.maxRequests, limits.maxBytes),
       state,
       settings: { concurrency: 1, shardSize: 1_000_000, shardBytes: 1_000_000_000, pollInterval: Duration.seconds(1), detach: false },
+      createLock: yield* Effect.makeSemaphore(1),
       record: (e) => journal.append(e).pipe(Effect.map(() => void (events.push(e), RunState.apply(state, e))))
     }
     const outputs = yield* Outputs.open(ctx)

@@ -22,7 +22,9 @@ import type {
   BatchStatus,
   CreateBatch,
   ProviderCapabilities,
+  OrphanSearch,
   ProviderLimits,
+  ShardIdentity,
   StagedInput
 } from "../BatchProvider.js"
 import { isTerminal } from "../BatchProvider.js"
@@ -648,20 +650,6 @@ export const shardCustomIds = async (path: string): Promise<Array<string>> => {
 //    remains is another process creating a batch of the same size in the same window.
 
 /**
- * What identifies a shard's batch when the provider keeps no metadata (see above).
- */
-export interface ShardIdentity {
-  /** The shard file (one `{custom_id, params}` line per request). */
-  readonly path: string
-  /** Unix seconds of the submit intent, journaled before `create`. */
-  readonly intentAt: number
-  /** Batch ids already journaled for any shard (or earlier submission) of the run: never candidates. */
-  readonly exclude?: ReadonlySet<string> | undefined
-  /** Allowed clock difference between us and the provider. Default 600 s. */
-  readonly skewSeconds?: number | undefined
-}
-
-/**
  * - `match`: the batch has ended and every result read carries one of the shard's custom_ids
  *   (a custom_id is `<stage>-<key>-<request hash>`, so another shard's results cannot pass);
  * - `mismatch`: created too early, another request count, or a foreign custom_id;
@@ -669,13 +657,6 @@ export interface ShardIdentity {
  *   cannot be seen yet.
  */
 export type OrphanVerdict = "match" | "mismatch" | "undecided"
-
-export interface OrphanSearch {
-  /** The one batch proven to hold this shard. */
-  readonly adopt: Option.Option<BatchInfo>
-  /** Plausible batches still in progress (time window and request count fit). */
-  readonly undecided: ReadonlyArray<BatchInfo>
-}
 
 /** Results read to prove a match (all of them for smaller batches). */
 const verifyLines = 2_000
