@@ -89,4 +89,33 @@ describe("provider families", () => {
     }
     expect(new Set(shapes.values()).size).toBe(1)
   })
+  it("an embeddings stage writes each row's vector", async () => {
+    await writeText(
+      project,
+      "embed.pipeline.ts",
+      `import { Pipeline, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Row = Schema.Struct({ id: Schema.String, text: Schema.String })
+export default Pipeline.make("embed").pipe(
+  Pipeline.from(Source.jsonl("data/rows.jsonl", Row), { key: (r) => r.id }),
+  Pipeline.embed("vec", { provider: "openai", model: "text-embedding-3-small", input: (r) => r.text }),
+  Pipeline.to(Sink.jsonl("out/vectors.jsonl"))
+)
+`
+    )
+    const result = await runCli(["run", "embed.pipeline.ts", "--run-dir", "runs/embed", "--poll-interval", "0.05", "--shard-size", "15"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(result.code, result.stderr).toBe(0)
+    const lines = readFileSync(project.path("out/vectors.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
+    expect(lines.length).toBe(40)
+    for (const l of lines) {
+      expect(Array.isArray(l.output)).toBe(true)
+      expect(l.output.length).toBeGreaterThan(0)
+      expect(l.output.every((x: unknown) => typeof x === "number")).toBe(true)
+    }
+    const shard = readFileSync(project.path("runs/embed/shards/vec-00001.jsonl"), "utf8").split("\n")[0]!
+    expect(JSON.parse(shard)).toMatchObject({ url: "/v1/embeddings", body: { model: "text-embedding-3-small" } })
+  })
 })

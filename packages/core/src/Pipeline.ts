@@ -17,7 +17,7 @@
 import { Either, Schema } from "effect"
 import type { Pipeable } from "effect"
 import { pipeArguments } from "effect/Pipeable"
-import type { BatchRequest, OutputFormat, Params } from "./BatchRequest.js"
+import type { BatchRequest, Endpoint, OutputFormat, Params } from "./BatchRequest.js"
 import { hashValue, sha256 } from "./Hash.js"
 import type { ChatPrompt } from "./Prompt.js"
 import type { Sink, SinkRecord } from "./Sink.js"
@@ -32,6 +32,8 @@ export interface BatchStage<A, B> {
   readonly name: string
   readonly provider: string
   readonly model: string
+  /** The API its requests target; one endpoint per shard. */
+  readonly endpoint: Endpoint
   /** Renders the neutral request for a row. */
   readonly render: (row: A) => BatchRequest
   /** Hash of a rendered request (model, params, schema, messages): the last part of its custom_id. */
@@ -162,6 +164,7 @@ const makeChatStage = <A, B, I>(
     name,
     provider: config.provider,
     model: config.model,
+    endpoint: "chat",
     render: (row) => {
       const prompt = config.prompt(row)
       return output === undefined
@@ -193,6 +196,8 @@ export interface RawStageConfig<A> {
   readonly request: (row: A) => BatchRequest
   /** The row's custom_id, kept verbatim; must match ^[A-Za-z0-9_-]{1,64}$. */
   readonly customId: (row: A) => string
+  /** The endpoint of every request (default chat). */
+  readonly endpoint?: Endpoint
   readonly maxAttempts?: number
 }
 
@@ -212,6 +217,7 @@ export const batchRaw =
       name,
       provider: config.provider,
       model: config.model,
+      endpoint: config.endpoint ?? "chat",
       render: config.request,
       requestHash: (request) => sha256(JSON.stringify(request)).slice(0, 16),
       customId: config.customId,
@@ -221,6 +227,48 @@ export const batchRaw =
       fingerprint: hashValue({ raw: true, provider: config.provider, model: config.model, request: config.request.toString() })
     }
     return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, string>
+  }
+
+export interface EmbedStageConfig<A> {
+  readonly provider: string
+  readonly model: string
+  /** The text to embed for a row. */
+  readonly input: (row: A) => string
+  /** Passed to the provider as-is: dimensions, encoding_format … */
+  readonly params?: Params
+  readonly maxAttempts?: number
+}
+
+const Vector = Schema.Array(Schema.Number)
+const decodeVector = Schema.decodeUnknownEither(Schema.parseJson(Vector))
+
+/** An embeddings batch stage (`/v1/embeddings`): each row's output is its vector. */
+export const embed =
+  <A>(name: string, config: EmbedStageConfig<A>) =>
+  <In>(self: Pipeline<In, A>): Pipeline<In, ReadonlyArray<number>> => {
+    if (self.source === undefined) throw new Error(`Pipeline.embed("${name}"): add a source with Pipeline.from first`)
+    if (self.stages.length > 0) {
+      throw new Error(`Pipeline.embed("${name}"): a pipeline has one batch stage for now (multi-stage is not built yet)`)
+    }
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) throw new Error(`Pipeline.embed: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
+    const params = config.params ?? {}
+    const constant = hashValue({ endpoint: "embeddings", model: config.model, params })
+    const stage: BatchStage<A, ReadonlyArray<number>> = {
+      _tag: "BatchStage",
+      name,
+      provider: config.provider,
+      model: config.model,
+      endpoint: "embeddings",
+      render: (row) => ({ _tag: "embeddings", model: config.model, input: config.input(row), params }),
+      requestHash: (request) =>
+        sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)).slice(0, 16),
+      customId: undefined,
+      decode: (text) => Either.mapLeft(decodeVector(text), (e) => `not an embedding vector: ${e.message.split("\n")[0]}`),
+      maxAttempts: config.maxAttempts ?? 3,
+      repair: false,
+      fingerprint: hashValue({ embed: true, provider: config.provider, model: config.model, params, input: config.input.toString() })
+    }
+    return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, ReadonlyArray<number>>
   }
 
 /** Sets where results go. The sink receives `{ key, customId, input, output }` for every succeeded row. */

@@ -149,6 +149,7 @@ export const requestsPipeline = (lines: ReadonlyArray<OpenAiRequestLine>, provid
       Pipeline.batchRaw("requests", {
         provider,
         model: requests[0]?.model ?? "none",
+        endpoint: requests[0]?._tag ?? "chat",
         request: (r) => r.request,
         customId: (r) => r.customId
       })

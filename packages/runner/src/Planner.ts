@@ -127,7 +127,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
             stage: stage.name,
             provider: stage.provider,
             model: stage.model,
-            endpoint: "chat",
+            endpoint: stage.endpoint,
             requests: shard.count,
             bytes: shard.bytes,
             sha256: shard.hash.digest("hex"),
