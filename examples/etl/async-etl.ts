@@ -10,12 +10,12 @@ import { Pipeline, Prompt, Source } from "@sluice/core"
 import { startEmulator } from "@sluice/providers/emulator"
 import { failures, outputs, run, SluiceError } from "@sluice/runner/promise"
 import { Schema } from "effect"
+import { Review, reviewsFile } from "../reviews.js"
 
-const Review = Schema.Struct({ id: Schema.String, product: Schema.String, rating: Schema.Number, text: Schema.String })
 const Summary = Schema.Struct({ summary: Schema.String, sentiment: Schema.Literal("positive", "negative", "neutral", "mixed") })
 
 const pipeline = Pipeline.make("etl-async").pipe(
-  Pipeline.from(Source.jsonl(new URL("../data/reviews.jsonl", import.meta.url).pathname, Review), { key: (r) => r.id }),
+  Pipeline.from(Source.jsonl(reviewsFile, Review), { key: (r) => r.id }),
   Pipeline.batch("summarise", {
     provider: "openai",
     model: "gpt-4o-mini",

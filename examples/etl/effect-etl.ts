@@ -11,15 +11,15 @@ import { Pipeline, Prompt, Source } from "@sluice/core"
 import * as Emulator from "@sluice/providers/emulator"
 import { Live, Records, Runner } from "@sluice/runner"
 import { Console, Duration, Effect, Schema, Stream } from "effect"
+import { Review, reviewsFile } from "../reviews.js"
 
-const Review = Schema.Struct({ id: Schema.String, product: Schema.String, rating: Schema.Number, text: Schema.String })
 const Label = Schema.Struct({
   sentiment: Schema.Literal("positive", "negative", "neutral", "mixed"),
   wouldRecommend: Schema.Boolean
 })
 
 const pipeline = Pipeline.make("etl-effect").pipe(
-  Pipeline.from(Source.jsonl(new URL("../data/reviews.jsonl", import.meta.url).pathname, Review), { key: (r) => r.id }),
+  Pipeline.from(Source.jsonl(reviewsFile, Review), { key: (r) => r.id }),
   Pipeline.batch("label", {
     provider: "openai",
     model: "gpt-4o-mini",
