@@ -291,7 +291,7 @@ const emulatorCommand = Command.make(
       yield* Console.log(`test API: ${handle.url}/_emulator/ledger, POST ${handle.url}/_emulator/faults`)
       return yield* Effect.never
     }).pipe(Effect.scoped)
-).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1 (OpenAI Files + Batches API)."))
+).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin."))
 
 export const root = Command.make("sluice").pipe(
   Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
