@@ -1,6 +1,16 @@
 /**
  * The providers a run can name, configured from the environment like the official SDKs.
  * Each is built on first use, so a pipeline that names only `openai` needs only its key.
+ *
+ * | name                | environment                                                                  |
+ * |---------------------|------------------------------------------------------------------------------|
+ * | `openai`            | OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID             |
+ * | `azure`             | AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_VERSION         |
+ * | `openai-compatible` | SLUICE_GATEWAY_BASE_URL, SLUICE_GATEWAY_API_KEY, SLUICE_GATEWAY_AUTH, SLUICE_GATEWAY_HEADERS |
+ * | `groq`              | GROQ_API_KEY, GROQ_BASE_URL                                                   |
+ * | `together`          | TOGETHER_API_KEY, TOGETHER_BASE_URL                                           |
+ * | `anthropic`         | ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL                                         |
+ * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL                                               |
  */
 import type { HttpClient } from "@effect/platform"
 import { ConfigError, Effect, Layer } from "effect"
@@ -8,14 +18,39 @@ import type { BatchProvider } from "./BatchProvider.js"
 import { ProviderConfigError, Providers, UnknownProvider } from "./BatchProvider.js"
 import * as AnthropicBatch from "./anthropic/AnthropicBatch.js"
 import * as GeminiBatch from "./gemini/GeminiBatch.js"
+import * as Compatible from "./openai/Compatible.js"
 import * as OpenAiBatch from "./openai/OpenAiBatch.js"
 
 type Factory = Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
+
+const env = (name: string): string | undefined => {
+  const value = process.env[name]?.trim()
+  return value === undefined || value === "" ? undefined : value
+}
 
 const factories: Record<string, { readonly make: Factory; readonly baseUrl: () => string }> = {
   openai: {
     make: OpenAiBatch.makeFromEnv(),
     baseUrl: () => process.env["OPENAI_BASE_URL"] || OpenAiBatch.defaultBaseUrl
+  },
+  azure: {
+    make: Compatible.makeAzureFromEnv(),
+    baseUrl: () => {
+      const endpoint = env("AZURE_OPENAI_ENDPOINT")
+      return endpoint === undefined ? "" : Compatible.azureBaseUrl(endpoint, env("AZURE_OPENAI_API_VERSION"))
+    }
+  },
+  "openai-compatible": {
+    make: Compatible.makeGatewayFromEnv(),
+    baseUrl: () => env("SLUICE_GATEWAY_BASE_URL")?.replace(/\/+$/, "") ?? ""
+  },
+  groq: {
+    make: Compatible.makeGroqFromEnv(),
+    baseUrl: () => env("GROQ_BASE_URL") ?? Compatible.groqBaseUrl
+  },
+  together: {
+    make: Compatible.makeTogetherFromEnv(),
+    baseUrl: () => env("TOGETHER_BASE_URL") ?? Compatible.togetherBaseUrl
   },
   anthropic: {
     make: AnthropicBatch.makeFromEnv(),
@@ -28,6 +63,30 @@ const factories: Record<string, { readonly make: Factory; readonly baseUrl: () =
 }
 
 export const known = Object.keys(factories)
+
+/**
+ * What a configuration error says, leaf by leaf: "AZURE_OPENAI_ENDPOINT is not set; …".
+ * Leaves carry only variable names and reasons, never values.
+ */
+export const describeConfigError = (error: ConfigError.ConfigError): string => {
+  const leaves: Array<string> = []
+  const walk = (e: ConfigError.ConfigError): void => {
+    switch (e._op) {
+      case "And":
+      case "Or":
+        walk(e.left)
+        walk(e.right)
+        return
+      case "MissingData":
+        leaves.push(e.message)
+        return
+      default:
+        leaves.push(`bad configuration: ${e.message}`)
+    }
+  }
+  walk(error)
+  return [...new Set(leaves)].join("; ")
+}
 
 /** Base URLs of the named providers (never keys), for the run manifest. */
 export const endpoints = (names: ReadonlyArray<string>): Record<string, { baseUrl: string }> =>
@@ -52,13 +111,7 @@ export const layerFromEnv = (
             if (factory === undefined) return yield* new UnknownProvider({ name, known: names })
             const provider = yield* factory.make.pipe(
               Effect.provide(context),
-              Effect.mapError(
-                (e) =>
-                  new ProviderConfigError({
-                    provider: name,
-                    description: ConfigError.isMissingData(e) ? e.message : `bad configuration: ${e.message}`
-                  })
-              )
+              Effect.mapError((e) => new ProviderConfigError({ provider: name, description: describeConfigError(e) }))
             )
             built.set(name, provider)
             return provider

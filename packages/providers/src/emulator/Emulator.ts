@@ -5,7 +5,9 @@
  *
  * Users point their pipelines (or the official `openai` client) at
  * `${handle.url}/v1`; tests steer it through `${handle.url}/_emulator/...`
- * (ledger, faults, reset — see internal/controlRoutes.ts).
+ * (ledger, faults, reset — see internal/controlRoutes.ts). The same OpenAI routes
+ * answer under Azure's roots (`/openai/v1/...`, `/openai/...?api-version=`) and under a
+ * gateway path prefix (`/azure/v1/...`, `/gateway/v1/...`): see README.md.
  *
  * @example
  *   const emulator = await startEmulator({ validatingMs: 20, requestsPerSecond: 10_000 })
@@ -80,6 +82,13 @@ export interface EmulatorOptions {
   readonly log?: (line: string) => void
   /** Time source (ms since epoch); for tests that drive the lifecycle with a fake clock. Default Date.now. */
   readonly clock?: () => number
+  /** Together-style Batch objects: upper-case statuses (`VALIDATING`, `IN_PROGRESS`, `COMPLETED` …). */
+  readonly upperCaseStatuses?: boolean
+  /**
+   * Azure-style Batch objects: capitalised statuses (`Validating`, `InProgress`, `Completed` …)
+   * and `""` instead of null for an absent output or error file id.
+   */
+  readonly azureQuirks?: boolean
 }
 
 export interface EmulatorHandle {
@@ -146,7 +155,16 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   const store = await Store.open(options.stateDir)
   const batches = new Batches(store, faults, { ...timings, seed, clock, log: log ?? (() => undefined) })
 
-  const server = createServer({ requestTimeout: 0 }, createHandler({ store, batches, faults, seed, clock, apiKey: options.apiKey, log }))
+  const server = createServer({ requestTimeout: 0 }, createHandler({
+    store,
+    batches,
+    faults,
+    seed,
+    clock,
+    apiKey: options.apiKey,
+    log,
+    wire: { upperCaseStatuses: options.upperCaseStatuses, azureQuirks: options.azureQuirks }
+  }))
   // Longer than client keep-alive (undici: 4 s), so the server never closes a socket a client is about to reuse.
   server.keepAliveTimeout = 65_000
   try {

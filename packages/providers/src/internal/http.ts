@@ -22,6 +22,11 @@ export interface HttpSettings {
   readonly baseUrl: string
   /** Non-secret headers sent with every request. */
   readonly headers: Readonly<Record<string, string>>
+  /**
+   * Query parameters appended to every request (Azure's `api-version`). Never part of an
+   * error text: operations name only method and path.
+   */
+  readonly query?: Readonly<Record<string, string>> | undefined
   /** Secret headers (credentials); their values are also scrubbed from every error text. */
   readonly secretHeaders: Readonly<Record<string, Redacted.Redacted<string>>>
   /** Further secrets (e.g. the bare API key) scrubbed from every error text. */
@@ -151,7 +156,9 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
       request = HttpClientRequest.setHeader(request, name, Redacted.value(value))
     }
     if (spec.headers !== undefined) request = HttpClientRequest.setHeaders(request, spec.headers)
-    if (spec.urlParams !== undefined) request = HttpClientRequest.setUrlParams(request, spec.urlParams)
+    if (spec.urlParams !== undefined || settings.query !== undefined) {
+      request = HttpClientRequest.setUrlParams(request, { ...settings.query, ...spec.urlParams })
+    }
     if (spec.body !== undefined) request = HttpClientRequest.setBody(request, spec.body)
     return request
   }

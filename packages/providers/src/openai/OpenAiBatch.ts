@@ -1,9 +1,10 @@
 /**
  * The OpenAI Batch API provider (Files + Batches), implementing `BatchProvider`.
  *
- * Works against api.openai.com and against OpenAI-compatible gateways (LiteLLM, company
- * proxies, Azure's `/openai/v1`): a gateway is a base URL, an auth header style and extra
- * headers, nothing more.
+ * Works against api.openai.com and against OpenAI-compatible services (Azure OpenAI, LiteLLM,
+ * company proxies, Groq, Together): each is a base URL, an auth header style, extra headers
+ * and query parameters, an upload purpose and limits, nothing more. Presets and their
+ * environment variables live in `Compatible.ts`.
  *
  * Wire facts: `../shared/reference/providers.md` section 1.
  */
@@ -65,6 +66,24 @@ export interface OpenAiConfig {
   readonly auth?: "bearer" | { readonly header: string } | undefined
   /** Provider name in errors and in the registry. Default "openai". */
   readonly name?: string | undefined
+  /**
+   * Query parameters appended to every request, e.g. Azure's `{ "api-version": "2024-10-21" }`.
+   * Not for secrets (use `secretHeaders`); they never appear in errors, which name only
+   * method and path.
+   */
+  readonly query?: Readonly<Record<string, string>> | undefined
+  /** Upload purpose of shard files. Default "batch" (Together: "batch-api"). */
+  readonly purpose?: string | undefined
+  /**
+   * Where and how shard files are uploaded (multipart). Default `POST /files` with the fields
+   * `purpose` and `file`. Together: `POST /files/upload`, the name also in `file_name`, and
+   * `file_type: "jsonl"`.
+   */
+  readonly upload?: UploadForm | undefined
+  /** Overrides of the OpenAI limits (50,000 requests, 190 MB), e.g. Azure's 100,000 requests. */
+  readonly limits?: Partial<ProviderLimits> | undefined
+  /** Overrides of the capabilities, for a compatible API that lacks one (e.g. batch metadata). */
+  readonly capabilities?: Partial<ProviderCapabilities> | undefined
   /** Timeout of one JSON call (status poll, list, create …), per attempt. Default 60 s. */
   readonly requestTimeout?: Duration.DurationInput | undefined
   /**
@@ -80,6 +99,15 @@ export interface OpenAiConfig {
   readonly listPageSize?: number | undefined
   /** Page size of the file listing used by `findStaged` (1–10,000). Default 1,000. */
   readonly filesPageSize?: number | undefined
+}
+
+export interface UploadForm {
+  /** Path of the multipart upload below the base URL. Default "/files". */
+  readonly path?: string | undefined
+  /** Also send the file name in this form field (Together: "file_name"). */
+  readonly fileNameField?: string | undefined
+  /** Further form fields (Together: `{file_type: "jsonl"}`). */
+  readonly fields?: Readonly<Record<string, string>> | undefined
 }
 
 const missingKey = ConfigError.MissingData(["OPENAI_API_KEY"], "OPENAI_API_KEY is not set")
@@ -218,9 +246,25 @@ export const WireBatch = Schema.Struct({
     })
   ),
   metadata: Nullish(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
-  errors: Nullish(Schema.Struct({ data: Nullish(Schema.Array(WireBatchError)) }))
+  errors: Nullish(Schema.Struct({ data: Nullish(Schema.Array(WireBatchError)) })),
+  // Together: a failed job's reason as a plain string.
+  error: Schema.optional(Schema.Unknown)
 })
 export type WireBatch = typeof WireBatch.Type
+
+/**
+ * Some compatible APIs wrap the created batch (Together: `{job: {...}, warning}`); the
+ * batch itself is what counts.
+ */
+const unwrapJob = (u: unknown): unknown => {
+  if (typeof u !== "object" || u === null || Array.isArray(u)) return u
+  const record = u as Record<string, unknown>
+  const job = record["job"]
+  return record["id"] === undefined && typeof job === "object" && job !== null && !Array.isArray(job) ? job : u
+}
+
+/** A list page; a bare array (Together's batch list) is one complete page. */
+const listPage = (u: unknown): unknown => (Array.isArray(u) ? { data: u, has_more: false } : u)
 
 const WireList = Schema.Struct({
   data: Schema.Array(Schema.Unknown),
@@ -289,11 +333,15 @@ export const toBatchInfo = (wire: WireBatch): BatchInfo => {
     errorFileId: fileId(wire.error_file_id),
     metadata,
     createdAt: unixSeconds(wire.created_at),
-    errors: (wire.errors?.data ?? []).map((e) => ({
-      code: e.code ?? "unknown",
-      message: e.message ?? "",
-      line: e.line ?? null
-    }))
+    errors: wire.errors?.data !== undefined && wire.errors.data !== null ?
+      wire.errors.data.map((e) => ({
+        code: e.code ?? "unknown",
+        message: e.message ?? "",
+        line: e.line ?? null
+      })) :
+      typeof wire.error === "string" && wire.error !== "" ?
+      [{ code: "batch_failed", message: wire.error, line: null }] :
+      []
   }
 }
 
@@ -303,7 +351,7 @@ const decodeWireFile = Schema.decodeUnknownEither(WireFile)
 
 /** Decodes a wire Batch object; `Left` holds a short reason. */
 export const decodeBatchInfo = (u: unknown): Either.Either<BatchInfo, string> =>
-  Either.mapBoth(decodeWireBatch(u), { onLeft: (e) => e.message, onRight: toBatchInfo })
+  Either.mapBoth(decodeWireBatch(unwrapJob(u)), { onLeft: (e) => e.message, onRight: toBatchInfo })
 
 // -----------------------------------------------------------------------------------------
 // Result lines -> neutral BatchResult
@@ -473,6 +521,10 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   const uploadRate = config.minUploadBytesPerSecond ?? 256 * 1024
   const listPageSize = clamp(config.listPageSize, 1, 100, 100)
   const filesPageSize = clamp(config.filesPageSize, 1, 10_000, 1_000)
+  const purpose = config.purpose ?? "batch"
+  const uploadPath = config.upload?.path ?? "/files"
+  const providerLimits: ProviderLimits = { ...limits, ...config.limits }
+  const providerCapabilities: ProviderCapabilities = { ...capabilities, ...config.capabilities }
 
   const headers: Record<string, string> = { accept: "application/json", "user-agent": "sluice" }
   if (config.organization !== undefined) headers["openai-organization"] = config.organization
@@ -493,6 +545,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     headers,
     secretHeaders,
     secrets: [config.apiKey],
+    query: config.query,
     requestTimeout,
     retry: retryOptions(config.retry),
     quotaCodes
@@ -514,7 +567,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   // --- files ---
 
   const stage = (path: string, stagedName: string): Effect.Effect<StagedInput, ProviderError> => {
-    const operation = "POST /files"
+    const operation = `POST ${uploadPath}`
     const filename = stagedFileName(stagedName)
     // openAsBlob gives a lazy, file-backed Blob: the body is streamed from disk, never read
     // into memory. A fresh Blob and form per attempt, since a request body is read once.
@@ -533,11 +586,13 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
       const spec = Effect.map(openBlob, (blob) => {
         // npm undici's FormData, not Node 20's global one (which undici 7 cannot send).
         const form = new Undici.FormData()
-        form.append("purpose", "batch")
+        form.append("purpose", purpose)
+        if (config.upload?.fileNameField !== undefined) form.append(config.upload.fileNameField, filename)
+        for (const [field, value] of Object.entries(config.upload?.fields ?? {})) form.append(field, value)
         form.append("file", blob as unknown as Parameters<typeof form.append>[1], filename)
         return {
           method: "POST" as const,
-          path: "/files",
+          path: uploadPath,
           body: HttpBody.formData(form as unknown as globalThis.FormData)
         }
       })
@@ -551,7 +606,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     const filename = stagedFileName(stagedName)
     const operation = "GET /files"
     const decodeFiles = decodeWith(operation, (u) =>
-      Either.flatMap(Either.mapLeft(decodeWireList(u), (e) => e.message), (page) =>
+      Either.flatMap(Either.mapLeft(decodeWireList(listPage(u)), (e) => e.message), (page) =>
         Either.map(
           Either.all(page.data.map((f) => Either.mapLeft(decodeWireFile(f), (e) => e.message))),
           (files) => ({ files, hasMore: page.has_more === true, lastId: page.last_id ?? null })
@@ -561,7 +616,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
         method: "GET",
         path: "/files",
         urlParams: {
-          purpose: "batch",
+          purpose,
           order: "desc",
           limit: String(filesPageSize),
           ...(after === undefined ? {} : { after })
@@ -572,7 +627,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
           // Newest first: the most recent upload under this name wins.
           const hit = page.files.find((f) =>
             f.filename === filename &&
-            (f.purpose === undefined || f.purpose === null || f.purpose === "batch") &&
+            (f.purpose === undefined || f.purpose === null || f.purpose === purpose) &&
             f.status !== "error" && f.status !== "deleted"
           )
           if (hit !== undefined) return Effect.succeed(Option.some({ inputRef: hit.id }))
@@ -619,7 +674,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   }
 
   const decodeBatchPage = decodeWith("GET /batches", (u) =>
-    Either.flatMap(Either.mapLeft(decodeWireList(u), (e) => e.message), (page) =>
+    Either.flatMap(Either.mapLeft(decodeWireList(listPage(u)), (e) => e.message), (page) =>
       Either.map(
         Either.all(page.data.map(decodeBatchInfo)),
         (batches) => ({ batches, hasMore: page.has_more === true, lastId: page.last_id ?? null })
@@ -688,8 +743,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
 
   return {
     name,
-    limits,
-    capabilities,
+    limits: providerLimits,
+    capabilities: providerCapabilities,
     encode,
     stage,
     findStaged,

@@ -91,8 +91,8 @@ export class Batches {
 
     const file = this.store.files.get(inputFileId)
     if (file === undefined) throw notFound(`No such File object: ${inputFileId}`, "input_file_id")
-    if (file.purpose !== "batch") {
-      throw invalidRequest(`The input file must have purpose 'batch', not '${file.purpose}'.`, "input_file_id", "invalid_value")
+    if (file.purpose !== "batch" && file.purpose !== "batch-api") {
+      throw invalidRequest(`The input file must have purpose 'batch' (or 'batch-api'), not '${file.purpose}'.`, "input_file_id", "invalid_value")
     }
 
     const now = this.config.clock()

@@ -1,6 +1,8 @@
 /**
  * The OpenAI wire routes: Files, Batches, and the two synchronous endpoints
- * a batch can target (chat completions, embeddings).
+ * a batch can target (chat completions, embeddings). The router serves them under
+ * several API roots (OpenAI, Azure, gateway prefixes); `WireStyle` bends the Batch
+ * object the way some compatible services do.
  */
 import { unlink } from "node:fs/promises"
 import { answerRequest, CHAT_ENDPOINT, checkRequest, EMBEDDINGS_ENDPOINT, isStructured } from "./answers.js"
@@ -13,15 +15,26 @@ import { intParam, readJson, type Reply } from "./http.js"
 import { boundaryOf, parseMultipartUpload } from "./multipart.js"
 import type { FileRecord, Store } from "./store.js"
 
+/** How Batch objects look on the wire, for services that differ from OpenAI. */
+export interface WireStyle {
+  /** Together-style statuses: `VALIDATING`, `IN_PROGRESS`, `COMPLETED` … */
+  readonly upperCaseStatuses?: boolean | undefined
+  /** Azure-style: capitalised statuses (`InProgress`, `Completed` …) and `""` for absent file ids. */
+  readonly azureQuirks?: boolean | undefined
+}
+
 export interface OpenAiContext {
   readonly store: Store
   readonly batches: Batches
   readonly faults: Faults
   readonly seed: string
   readonly clock: Clock
+  readonly wire?: WireStyle | undefined
 }
 
-const FILE_PURPOSES = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
+const FILE_PURPOSES = ["assistants", "batch", "batch-api", "fine-tune", "vision", "user_data", "evals"]
+/** Purposes of batch input files: OpenAI's `batch`, Together's `batch-api`. */
+export const BATCH_INPUT_PURPOSES: ReadonlyArray<string> = ["batch", "batch-api"]
 const MAX_FILE_BYTES = 512 * 1024 * 1024
 const MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 
@@ -40,6 +53,9 @@ export const handleOpenAi = async (
       if (id === undefined) {
         if (method === "POST") return done(await uploadFile(ctx, reply))
         if (method === "GET") return done(listFiles(ctx, query, reply))
+      } else if (id === "upload" && action === undefined && method === "POST") {
+        // Together's multipart upload (`file_name`, `purpose`, `file_type`, `file`).
+        return done(await uploadFile(ctx, reply))
       } else if (action === undefined) {
         if (method === "GET") return done(reply.json(200, fileObject(getFile(ctx, id))))
         if (method === "DELETE") return done(await deleteFile(ctx, id, reply))
@@ -49,15 +65,17 @@ export const handleOpenAi = async (
       return false
     case "batches":
       if (id === undefined) {
-        if (method === "POST") return done(reply.json(200, await ctx.batches.create(await readJson(reply.req))))
+        if (method === "POST") return done(reply.json(200, wireBatch(ctx, await ctx.batches.create(await readJson(reply.req)))))
         if (method === "GET") {
           const limit = intParam(query, "limit", 20, 1, 100)
-          return done(reply.json(200, await ctx.batches.list(query.get("after") ?? undefined, limit)))
+          const page = await ctx.batches.list(query.get("after") ?? undefined, limit)
+          const data = page["data"] as ReadonlyArray<Obj>
+          return done(reply.json(200, { ...page, data: data.map((batch) => wireBatch(ctx, batch)) }))
         }
       } else if (action === undefined && method === "GET") {
-        return done(reply.json(200, await ctx.batches.retrieve(id)))
+        return done(reply.json(200, wireBatch(ctx, await ctx.batches.retrieve(id))))
       } else if (action === "cancel" && method === "POST") {
-        return done(reply.json(200, await ctx.batches.cancel(id)))
+        return done(reply.json(200, wireBatch(ctx, await ctx.batches.cancel(id))))
       }
       return false
     case "chat":
@@ -72,6 +90,25 @@ export const handleOpenAi = async (
 }
 
 const done = (_: void): true => true
+
+type Obj = { readonly [key: string]: unknown }
+
+const pascalCase = (status: string): string =>
+  status.split("_").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("")
+
+/** A Batch object in the configured wire style (OpenAI's by default: unchanged). */
+const wireBatch = (ctx: OpenAiContext, batch: Obj): Obj => {
+  const style = ctx.wire
+  if (style === undefined || (style.upperCaseStatuses !== true && style.azureQuirks !== true)) return batch
+  const status = String(batch["status"])
+  if (style.upperCaseStatuses === true) return { ...batch, status: status.toUpperCase() }
+  return {
+    ...batch,
+    status: pascalCase(status),
+    output_file_id: batch["output_file_id"] ?? "",
+    error_file_id: batch["error_file_id"] ?? ""
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Files
@@ -112,8 +149,8 @@ const uploadFile = async (ctx: OpenAiContext, reply: Reply): Promise<void> => {
     }
     const file = upload.file
     if (file === null) throw missingParameter("file")
-    const filename = file.filename ?? "upload"
-    if (purpose === "batch") {
+    const filename = upload.fields.get("file_name") || file.filename || "upload"
+    if (BATCH_INPUT_PURPOSES.includes(purpose)) {
       if (!filename.toLowerCase().endsWith(".jsonl")) {
         throw invalidRequest("Invalid file format for Batch API. Must be .jsonl", "file", "invalid_file_format")
       }
@@ -173,7 +210,7 @@ const deleteFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promise
 
 const downloadFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promise<void> => {
   const file = getFile(ctx, id)
-  if (file.purpose === "batch") throw invalidRequest(`Not allowed to download files of purpose: ${file.purpose}`, null, "invalid_request")
+  if (BATCH_INPUT_PURPOSES.includes(file.purpose)) throw invalidRequest(`Not allowed to download files of purpose: ${file.purpose}`, null, "invalid_request")
   await reply.file(ctx.store.filePath(id), file.bytes, "application/octet-stream")
 }
 

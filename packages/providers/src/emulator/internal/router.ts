@@ -1,6 +1,15 @@
 /**
  * Request entry point: routing, API-key check, call-level faults, error
  * rendering and the optional access log.
+ *
+ * The OpenAI routes answer under several API roots (aliases of the same handlers, same
+ * files and batches):
+ *
+ *   /v1/...                      OpenAI
+ *   /openai/v1/...               Azure OpenAI, v1 API (an `api-version` query is accepted)
+ *   /openai/...?api-version=V    Azure OpenAI, versioned API (400 without api-version)
+ *   /<prefix>/v1/...             a gateway's path prefix, 1–3 segments (`/azure/v1`, `/gateway/v1`,
+ *                                `/proxy/openai/v1` …), when followed by an OpenAI resource
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
@@ -24,6 +33,30 @@ export const createHandler =
   }
 
 const invalidUrl = (method: string, path: string) => notFound(`Invalid URL (${method} ${path})`)
+
+/** First segment after the API root of every OpenAI route. */
+const OPENAI_RESOURCES: ReadonlySet<string> = new Set(["files", "batches", "chat", "embeddings"])
+
+export interface OpenAiRoute {
+  /** Segments after the API root (`files`, `batches/{id}` …). */
+  readonly rest: ReadonlyArray<string>
+  /** Azure's versioned API (`/openai/...`): `api-version` is required. */
+  readonly versioned: boolean
+}
+
+/** The OpenAI-shaped route of a path (segments without the leading slash), or undefined. */
+export const openAiRoute = (segments: ReadonlyArray<string>): OpenAiRoute | undefined => {
+  if (segments[0] === "v1") return { rest: segments.slice(1), versioned: false }
+  if (segments[0] === "openai") {
+    if (segments[1] === "v1") return { rest: segments.slice(2), versioned: false }
+    if (OPENAI_RESOURCES.has(segments[1] ?? "")) return { rest: segments.slice(1), versioned: true }
+    return undefined
+  }
+  for (let i = 1; i <= 3; i++) {
+    if (segments[i] === "v1" && OPENAI_RESOURCES.has(segments[i + 1] ?? "")) return { rest: segments.slice(i + 1), versioned: false }
+  }
+  return undefined
+}
 
 const decodeSegment = (segment: string): string => {
   try {
@@ -54,9 +87,19 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       return
     }
     anthropic = anthropicRoute(segments)
-    if (segments[0] !== "v1" && anthropic === undefined) throw invalidUrl(method, url.pathname)
+    const openAi = anthropic === undefined ? openAiRoute(segments) : undefined
+    if (openAi === undefined && anthropic === undefined) throw invalidUrl(method, url.pathname)
     if (anthropic === undefined) checkApiKey(ctx, req)
     else checkAnthropicAuth(ctx.apiKey, req, anthropic)
+    if (openAi?.versioned === true && (url.searchParams.get("api-version") ?? "") === "") {
+      throw new ApiError(
+        400,
+        "Missing required query parameter 'api-version' (e.g. ?api-version=2024-10-21), or use the v1 API under /openai/v1.",
+        "invalid_request_error",
+        "api-version",
+        "missing_required_parameter"
+      )
+    }
     const fault = ctx.faults.decide(`${method} ${url.pathname}`)
     if (fault !== undefined) note = ` [fault ${fault._tag}]`
     if (fault?._tag === "RateLimited") {
@@ -70,9 +113,9 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       throw new ApiError(fault.status, "The server had an error while processing your request. Sorry about that!", "server_error")
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
-    const handled = anthropic === undefined
-      ? await handleOpenAi(ctx, method, segments.slice(1), url.searchParams, reply)
-      : await handleAnthropic(ctx.batches.anthropic, method, anthropic, url.searchParams, reply)
+    const handled = anthropic !== undefined
+      ? await handleAnthropic(ctx.batches.anthropic, method, anthropic, url.searchParams, reply)
+      : openAi !== undefined && (await handleOpenAi(ctx, method, openAi.rest, url.searchParams, reply))
     if (!handled) throw invalidUrl(method, url.pathname)
   } catch (error) {
     const render = (e: ApiError) => (anthropic === undefined ? reply.error(e) : replyAnthropicError(reply, e))
