@@ -33,6 +33,7 @@ import type { ProviderHttp, RequestSpec } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import type { ProviderError } from "../ProviderError.js"
+import { optionalString, requiredSecret } from "../internal/env.js"
 
 // -----------------------------------------------------------------------------------------
 // Configuration
@@ -88,18 +89,7 @@ export interface AnthropicConfig {
   readonly listPageSize?: number | undefined
 }
 
-const missingKey = ConfigError.MissingData(["ANTHROPIC_API_KEY"], "ANTHROPIC_API_KEY is not set")
-
-const apiKeyConfig: Config.Config<Redacted.Redacted<string>> = Config.option(Config.redacted("ANTHROPIC_API_KEY")).pipe(
-  Config.mapOrFail((key) =>
-    Option.isSome(key) && Redacted.value(key.value).trim() !== "" ? Either.right(key.value) : Either.left(missingKey)
-  )
-)
-
-const optionalString = (name: string): Config.Config<string | undefined> =>
-  Config.option(Config.string(name)).pipe(
-    Config.map((o) => Option.getOrUndefined(Option.filter(o, (s) => s.trim() !== "")))
-  )
+const apiKeyConfig = requiredSecret("ANTHROPIC_API_KEY")
 
 /**
  * Reads `ANTHROPIC_API_KEY` (required, kept Redacted) and `ANTHROPIC_BASE_URL`, like the

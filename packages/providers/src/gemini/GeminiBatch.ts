@@ -62,6 +62,7 @@ import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import { ProviderError } from "../ProviderError.js"
 import { displayNameOf, metadataOfDisplayName } from "./DisplayName.js"
+import { optionalString, requiredSecret } from "../internal/env.js"
 
 export { displayNameOf, metadataOfDisplayName } from "./DisplayName.js"
 
@@ -114,18 +115,7 @@ export interface GeminiConfig {
   readonly inlineMaxBytes?: number | undefined
 }
 
-const missingKey = ConfigError.MissingData(["GEMINI_API_KEY"], "GEMINI_API_KEY is not set")
-
-const apiKeyConfig: Config.Config<Redacted.Redacted<string>> = Config.option(Config.redacted("GEMINI_API_KEY")).pipe(
-  Config.mapOrFail((key) =>
-    Option.isSome(key) && Redacted.value(key.value).trim() !== "" ? Either.right(key.value) : Either.left(missingKey)
-  )
-)
-
-const optionalString = (name: string): Config.Config<string | undefined> =>
-  Config.option(Config.string(name)).pipe(
-    Config.map((o) => Option.getOrUndefined(Option.filter(o, (s) => s.trim() !== "")))
-  )
+const apiKeyConfig = requiredSecret("GEMINI_API_KEY")
 
 /**
  * Reads `GEMINI_API_KEY` (required, kept Redacted) and `GEMINI_BASE_URL`. Values in

@@ -17,33 +17,9 @@ import type { HttpClient } from "@effect/platform"
 import { Config, ConfigError, Effect, Either, Option, Redacted } from "effect"
 import type { BatchProvider, ProviderLimits } from "../BatchProvider.js"
 import type { OpenAiConfig } from "./OpenAiBatch.js"
+import { optionalString, requiredSecret, requiredString } from "../internal/env.js"
 import { make } from "./OpenAiBatch.js"
 
-// -----------------------------------------------------------------------------------------
-// Environment helpers
-// -----------------------------------------------------------------------------------------
-
-/** A required secret variable, kept Redacted; missing or blank fails with "NAME is not set". */
-const requiredSecret = (name: string): Config.Config<Redacted.Redacted<string>> =>
-  Config.option(Config.redacted(name)).pipe(
-    Config.mapOrFail((value) =>
-      Option.isSome(value) && Redacted.value(value.value).trim() !== "" ?
-        Either.right(value.value) :
-        Either.left(ConfigError.MissingData([name], `${name} is not set`))
-    )
-  )
-
-const optionalString = (name: string): Config.Config<string | undefined> =>
-  Config.option(Config.string(name)).pipe(
-    Config.map((o) => Option.getOrUndefined(Option.map(Option.filter(o, (s) => s.trim() !== ""), (s) => s.trim())))
-  )
-
-const requiredString = (name: string): Config.Config<string> =>
-  optionalString(name).pipe(
-    Config.mapOrFail((value) =>
-      value !== undefined ? Either.right(value) : Either.left(ConfigError.MissingData([name], `${name} is not set`))
-    )
-  )
 
 /** An http(s) URL; the message never repeats the value (a key pasted into the wrong variable). */
 const httpUrl = (name: string, value: string): Either.Either<string, ConfigError.ConfigError> => {

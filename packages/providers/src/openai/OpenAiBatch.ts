@@ -40,6 +40,7 @@ import type { ProviderHttp } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import type { ProviderError } from "../ProviderError.js"
+import { optionalString, requiredSecret } from "../internal/env.js"
 
 // -----------------------------------------------------------------------------------------
 // Configuration
@@ -110,18 +111,7 @@ export interface UploadForm {
   readonly fields?: Readonly<Record<string, string>> | undefined
 }
 
-const missingKey = ConfigError.MissingData(["OPENAI_API_KEY"], "OPENAI_API_KEY is not set")
-
-const apiKeyConfig: Config.Config<Redacted.Redacted<string>> = Config.option(Config.redacted("OPENAI_API_KEY")).pipe(
-  Config.mapOrFail((key) =>
-    Option.isSome(key) && Redacted.value(key.value).trim() !== "" ? Either.right(key.value) : Either.left(missingKey)
-  )
-)
-
-const optionalString = (name: string): Config.Config<string | undefined> =>
-  Config.option(Config.string(name)).pipe(
-    Config.map((o) => Option.getOrUndefined(Option.filter(o, (s) => s.trim() !== "")))
-  )
+const apiKeyConfig = requiredSecret("OPENAI_API_KEY")
 
 /**
  * Reads `OPENAI_API_KEY` (required, kept Redacted), `OPENAI_BASE_URL`, `OPENAI_ORG_ID` and
