@@ -142,19 +142,24 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         yield* onShard(shard.id)
       })
 
-    const handle = (item: SourceItem<unknown>, i: number): Effect.Effect<void, unknown, FileSystem.FileSystem> => {
+    /**
+     * One source item. Runs synchronously and returns an Effect only when there is I/O to do
+     * (a shard to close or open, a buffer to flush, a failure): a million rows should not cost
+     * a million Effects.
+     */
+    const step = (item: SourceItem<unknown>, i: number): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
       if (item._tag === "Invalid") {
-        if (i < skip) return Effect.void
+        if (i < skip) return undefined
         if (pipeline.onInvalid === "fail") {
           return Effect.fail(new InvalidInput({ location: item.location, description: item.message }))
         }
         rejected.push({ location: item.location, message: item.message, code: "invalid_input", customId: null, key: null })
-        return Effect.void
+        return undefined
       }
       const row = item.row
       // Content keys must see the skipped prefix too: their occurrence counters depend on it.
       const key = userKey !== undefined ? userKey(row) : contentKey(Hash.sha256(JSON.stringify(row)))
-      if (i < skip) return Effect.void
+      if (i < skip) return undefined
       const request = stage.render(row)
       const customId = stage.customId !== undefined ? stage.customId(row) : CustomId.make(stage.name, key, stage.requestHash(request))
       const problem =
@@ -165,7 +170,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
           : undefined
       if (problem !== undefined) {
         rejected.push({ location: item.location, message: problem, code: "invalid_request", customId, key })
-        return Effect.void
+        return undefined
       }
       const line = provider.encode(request, customId)
       const lineBytes = Buffer.byteLength(line) + 1
@@ -177,29 +182,39 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
           customId,
           key
         })
-        return Effect.void
+        return undefined
       }
-      return Effect.gen(function* () {
-        if (current !== undefined && (current.count >= maxRequests || current.bytes + lineBytes > maxBytes)) {
-          yield* closeShard(i)
-        }
-        if (current === undefined) current = yield* openShard
-        if (current.ids.has(customId)) return yield* new DuplicateRow({ customId, location: item.location })
-        current.ids.add(customId)
-        current.count++
-        current.bytes += lineBytes
+      const write = (shard: OpenShard): Effect.Effect<void, unknown> | undefined => {
+        if (shard.ids.has(customId)) return Effect.fail(new DuplicateRow({ customId, location: item.location }))
+        shard.ids.add(customId)
+        shard.count++
+        shard.bytes += lineBytes
         // Tokenizing costs time on every row: only a run with a budget needs the counts.
-        if (countTokens) current.tokens += requestTokens(request).tokens
-        current.hash.update(line + "\n")
-        yield* current.requests.line(line)
-        yield* current.rows.line(JSON.stringify({ id: customId, key, loc: item.location, input: row }))
+        if (countTokens) shard.tokens += requestTokens(request).tokens
+        shard.hash.update(line)
+        shard.hash.update("\n")
+        const full = shard.requests.append(line, lineBytes)
+        const rowsFull = shard.rows.append(JSON.stringify({ id: customId, key, loc: item.location, input: row }))
         Failpoint.hit("plan-row")
+        return full || rowsFull ? Effect.zipRight(shard.requests.flush, shard.rows.flush) : undefined
+      }
+      if (current !== undefined && current.count < maxRequests && current.bytes + lineBytes <= maxBytes) return write(current)
+      return Effect.gen(function* () {
+        if (current !== undefined) yield* closeShard(i)
+        current = yield* openShard
+        const pending = write(current)
+        if (pending !== undefined) yield* pending
       })
     }
 
     yield* source.rows.pipe(
       Stream.runForEachChunk((chunk) =>
-        Effect.forEach(Chunk.toReadonlyArray(chunk), (item) => handle(item, index++), { discard: true })
+        Effect.gen(function* () {
+          for (const item of Chunk.toReadonlyArray(chunk)) {
+            const io = step(item, index++)
+            if (io !== undefined) yield* io
+          }
+        })
       )
     )
     yield* closeShard(index)

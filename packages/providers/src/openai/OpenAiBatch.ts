@@ -10,7 +10,7 @@
  */
 import { HttpBody, HttpClient } from "@effect/platform"
 import * as Undici from "@effect/platform-node/Undici"
-import type { BatchRequest, BatchResult, Endpoint, FailureClass } from "@sluice/core"
+import type { BatchRequest, BatchResult, Endpoint, FailureClass, OutputFormat, Params } from "@sluice/core"
 import {
   Chunk,
   Config,
@@ -188,24 +188,41 @@ const schemaName = (name: string): string => {
  * (it wins over a `response_format` given in `params`).
  */
 export const encode = (request: BatchRequest, customId: string): string => {
+  // Built as a string: the part after the row's own fields (params, response_format with its
+  // JSON Schema) is the same for every row of a stage, so it is serialised once, not per row.
+  // The bytes are exactly JSON.stringify({custom_id, method, url, body: {model, messages, ...}}).
   if (request._tag === "chat") {
-    const body: Record<string, unknown> = { model: request.model, messages: request.messages }
-    for (const key in request.params) {
-      if (key !== "model" && key !== "messages") body[key] = request.params[key]
-    }
-    if (request.output !== undefined) {
-      body["response_format"] = {
-        type: "json_schema",
-        json_schema: { name: schemaName(request.output.name), strict: true, schema: request.output.schema }
-      }
-    }
-    return JSON.stringify({ custom_id: customId, method: "POST", url: "/v1/chat/completions", body })
+    return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/chat/completions","body":{"model":${JSON.stringify(request.model)},"messages":${JSON.stringify(request.messages)}${chatTail(request.params, request.output)}}}`
   }
-  const body: Record<string, unknown> = { model: request.model, input: request.input }
-  for (const key in request.params) {
-    if (key !== "model" && key !== "input") body[key] = request.params[key]
+  return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/embeddings","body":{"model":${JSON.stringify(request.model)},"input":${JSON.stringify(request.input)}${tailOf(request.params, ["model", "input"], undefined)}}}`
+}
+
+const NO_OUTPUT = {}
+const tails = new WeakMap<object, WeakMap<object, string>>()
+
+/** `,"key":value…` for the params (minus the row's own fields) and the response format. */
+const tailOf = (params: Params, own: ReadonlyArray<string>, responseFormat: unknown): string => {
+  const rest: Record<string, unknown> = {}
+  for (const key in params) if (!own.includes(key)) rest[key] = params[key]
+  if (responseFormat !== undefined) rest["response_format"] = responseFormat
+  const json = JSON.stringify(rest)
+  return json === "{}" ? "" : `,${json.slice(1, -1)}`
+}
+
+const chatTail = (params: Params, output: OutputFormat | undefined): string => {
+  let byOutput = tails.get(params)
+  if (byOutput === undefined) tails.set(params, (byOutput = new WeakMap()))
+  const key = output ?? NO_OUTPUT
+  let tail = byOutput.get(key)
+  if (tail === undefined) {
+    const format =
+      output === undefined
+        ? undefined
+        : { type: "json_schema", json_schema: { name: schemaName(output.name), strict: true, schema: output.schema } }
+    tail = tailOf(params, ["model", "messages"], format)
+    byOutput.set(key, tail)
   }
-  return JSON.stringify({ custom_id: customId, method: "POST", url: "/v1/embeddings", body })
+  return tail
 }
 
 // -----------------------------------------------------------------------------------------

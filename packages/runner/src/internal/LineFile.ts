@@ -10,6 +10,11 @@ import type { Scope } from "effect"
 export interface LineFile {
   /** Appends one line (a newline is added). */
   readonly line: (text: string) => Effect.Effect<void, PlatformError>
+  /**
+   * Buffers one line without an Effect (for hot loops); true when the buffer is full and
+   * `flush` should run.
+   */
+  readonly append: (text: string, bytes?: number) => boolean
   readonly flush: Effect.Effect<void, PlatformError>
   /** Flushes and fsyncs; returns the file's length in bytes. */
   readonly sync: Effect.Effect<number, PlatformError>
@@ -47,14 +52,15 @@ export const open = (
       written += bytes.length
       return file.writeAll(bytes)
     })
-    const line = (text: string) =>
-      Effect.suspend(() => {
-        buffer.push(text, "\n")
-        buffered += Buffer.byteLength(text) + 1
-        return buffered >= FLUSH_AT ? flush : Effect.void
-      })
+    const append = (text: string, bytes = Buffer.byteLength(text) + 1) => {
+      buffer.push(text, "\n")
+      buffered += bytes
+      return buffered >= FLUSH_AT
+    }
+    const line = (text: string) => Effect.suspend(() => (append(text) ? flush : Effect.void))
     return {
       line,
+      append,
       flush,
       sync: flush.pipe(
         Effect.zipRight(file.sync),
