@@ -7,15 +7,16 @@
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it.
  */
+import type { FileSystem } from "@effect/platform"
 import type { BatchResult, FailureClass } from "@sluice/core"
-import { Effect, Exit, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
-import * as Repair from "./Repair.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
+import * as Repair from "./Repair.js"
 import type { TokenUsage } from "./JournalEvent.js"
-import type { Outputs } from "./Outputs.js"
+import type { FailureRecord, Outputs } from "./Outputs.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
@@ -71,41 +72,41 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       if (whole === undefined && shard.batchId !== null) {
         const info = yield* provider.retrieve(shard.batchId)
+        // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
+        const record = (result: BatchResult): boolean => {
+          const full = outputs.results.append(JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...result }))
+          const previous = outcomes.get(result.customId)
+          if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
+          if (result._tag === "Succeeded") {
+            if (result.usage !== null) {
+              usage.input += result.usage.inputTokens
+              usage.output += result.usage.outputTokens
+              usage.cached += result.usage.cachedInputTokens
+            }
+            const decoded = stage.decode(result.text)
+            outcomes.set(
+              result.customId,
+              decoded._tag === "Right"
+                ? { ok: true, output: decoded.right }
+                : {
+                    ok: false,
+                    failure: "parse",
+                    code: result.finishReason === "length" ? "truncated" : "parse_error",
+                    message: decoded.left,
+                    answer: { text: result.text, finishReason: result.finishReason }
+                  }
+            )
+          } else {
+            outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
+          }
+          return full
+        }
         yield* provider.results(info).pipe(
-          Stream.runForEach((result: BatchResult) =>
-            Effect.gen(function* () {
-              yield* outputs.results.line(JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...result }))
-              const previous = outcomes.get(result.customId)
-              if (previous !== undefined && previous.ok) return // a duplicated line: the first success stands
-              if (result._tag === "Succeeded") {
-                if (result.usage !== null) {
-                  usage.input += result.usage.inputTokens
-                  usage.output += result.usage.outputTokens
-                  usage.cached += result.usage.cachedInputTokens
-                }
-                const decoded = stage.decode(result.text)
-                outcomes.set(
-                  result.customId,
-                  decoded._tag === "Right"
-                    ? { ok: true, output: decoded.right }
-                    : {
-                        ok: false,
-                        failure: "parse",
-                        code: result.finishReason === "length" ? "truncated" : "parse_error",
-                        message: decoded.left,
-                        answer: { text: result.text, finishReason: result.finishReason }
-                      }
-                )
-              } else {
-                outcomes.set(result.customId, {
-                  ok: false,
-                  failure: result.failure,
-                  code: result.code,
-                  message: result.message
-                })
-              }
-            })
-          )
+          Stream.runForEachChunk((chunk) => {
+            let full = false
+            for (const result of Chunk.toReadonlyArray(chunk)) full = record(result) || full
+            return full ? outputs.results.flush : Effect.void
+          })
         )
       }
 
@@ -129,56 +130,70 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
       const requests = lines(ctx.paths.shardFile(shard.id))
+      /** One row; synchronous, returning an Effect only when there is I/O to do. */
+      const settle = (row: RowLine, request: string): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+        const outcome: Outcome = whole ??
+          outcomes.get(row.id) ?? {
+            ok: false,
+            failure: "missing",
+            code: "missing",
+            message: `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
+          }
+        if (outcome.ok) {
+          succeeded++
+          sinkBatch.push({ key: row.key, customId: row.id, input: row.input, output: outcome.output })
+          return sinkBatch.length >= 1000 ? flushSink : undefined
+        }
+        const repair =
+          outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
+            ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
+            : undefined
+        if (reschedule && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
+          rescheduled++
+          if (retryPlanned) return undefined
+          // A repair is a new request (and so a new custom_id); anything else is resent as it was.
+          const line = repair?.line ?? request
+          const rowLine = JSON.stringify(repair === undefined ? row : { ...row, id: repair.customId })
+          const append = (r: NonNullable<typeof retry>) => {
+            retryHash.update(line)
+            retryHash.update("\n")
+            retryBytes += Buffer.byteLength(line) + 1
+            const full = r.requests.append(line)
+            return r.rows.append(rowLine) || full ? Effect.zipRight(r.requests.flush, r.rows.flush) : undefined
+          }
+          if (retry !== undefined) return append(retry)
+          return Effect.gen(function* () {
+            const scope = yield* Scope.make()
+            const opened = {
+              scope,
+              requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
+              rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope))
+            }
+            retry = opened
+            const pending = append(opened)
+            if (pending !== undefined) yield* pending
+          })
+        }
+        failed[outcome.failure] = (failed[outcome.failure] ?? 0) + 1
+        const record: FailureRecord = {
+          custom_id: row.id,
+          key: row.key,
+          shard: shard.id,
+          attempt: shard.attempt,
+          class: outcome.failure,
+          code: outcome.code,
+          message: outcome.message,
+          location: row.loc
+        }
+        return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+      }
       yield* Stream.zip(rows, requests).pipe(
-        Stream.runForEach(([row, request]) =>
+        Stream.runForEachChunk((chunk) =>
           Effect.gen(function* () {
-            const outcome: Outcome = whole ??
-              outcomes.get(row.id) ?? {
-                ok: false,
-                failure: "missing",
-                code: "missing",
-                message: `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
-              }
-            if (outcome.ok) {
-              succeeded++
-              sinkBatch.push({ key: row.key, customId: row.id, input: row.input, output: outcome.output })
-              if (sinkBatch.length >= 1000) yield* flushSink
-              return
+            for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
+              const io = settle(row, request)
+              if (io !== undefined) yield* io
             }
-            const repair =
-              outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
-                ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
-                : undefined
-            if (reschedule && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
-              rescheduled++
-              if (retryPlanned) return
-              if (retry === undefined) {
-                const scope = yield* Scope.make()
-                retry = {
-                  scope,
-                  requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
-                  rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope))
-                }
-              }
-              // A repair is a new request (and so a new custom_id); anything else is resent as it was.
-              const line = repair?.line ?? request
-              retryHash.update(line + "\n")
-              retryBytes += Buffer.byteLength(line) + 1
-              yield* retry.requests.line(line)
-              yield* retry.rows.line(JSON.stringify(repair === undefined ? row : { ...row, id: repair.customId }))
-              return
-            }
-            failed[outcome.failure] = (failed[outcome.failure] ?? 0) + 1
-            yield* outputs.failure({
-              custom_id: row.id,
-              key: row.key,
-              shard: shard.id,
-              attempt: shard.attempt,
-              class: outcome.failure,
-              code: outcome.code,
-              message: outcome.message,
-              location: row.loc
-            })
           })
         )
       )
