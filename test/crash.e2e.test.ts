@@ -44,6 +44,7 @@ beforeAll(async () => {
   symlinkSync(join(repo, "node_modules"), join(project, "node_modules"), "dir")
   writeFileSync(join(project, "crash.pipeline.ts"), pipelineSource)
   writeFileSync(join(project, "anthropic.pipeline.ts"), pipelineSource.replace('provider: "openai", model: "gpt-4o-mini"', 'provider: "anthropic", model: "claude-haiku-4-5"'))
+  writeFileSync(join(project, "gemini.pipeline.ts"), pipelineSource.replace('provider: "openai", model: "gpt-4o-mini"', 'provider: "gemini", model: "gemini-2.5-flash"'))
   const rows = Array.from({ length: ROWS }, (_, i) => JSON.stringify({ id: `row-${i + 1}`, text: `Review number ${i + 1}: ${"quite good ".repeat(i % 7)}` }))
   writeFileSync(join(project, "rows.jsonl"), rows.join("\n") + "\n")
 })
@@ -68,6 +69,8 @@ const sluice = (args: ReadonlyArray<string>, env: Record<string, string>, killAf
         OPENAI_API_KEY: "crash-test-key",
         ANTHROPIC_BASE_URL: emulator.url,
         ANTHROPIC_API_KEY: "crash-test-key",
+        GEMINI_BASE_URL: emulator.url,
+        GEMINI_API_KEY: "crash-test-key",
         ...env
       },
       stdio: ["ignore", "ignore", "pipe"]
@@ -165,16 +168,24 @@ describe("crash and resume", () => {
 
   // Anthropic batches carry no metadata: the orphan is found by creation time and request
   // count, and proven by its results' custom_ids once it has ended.
-  it.each(["after-create:1", "after-create:3", "after:SubmitIntent:2"])(
-    "Anthropic: SIGKILL at %s, then resume adopts the orphan by its content; nothing paid twice",
-    async (failpoint) => {
-      const slug = `anthropic-${failpoint.replace(/[^a-z0-9]+/gi, "-")}`
+  // Gemini carries run, shard and submission in the batch's displayName.
+  it.each([
+    ["anthropic", "after-create:1"],
+    ["anthropic", "after-create:3"],
+    ["anthropic", "after:SubmitIntent:2"],
+    ["gemini", "after-create:1"],
+    ["gemini", "after-create:2"]
+  ])(
+    "%s: SIGKILL at %s, then resume adopts the orphan; nothing paid twice",
+    async (provider, failpoint) => {
+      const slug = `${provider}-${failpoint.replace(/[^a-z0-9]+/gi, "-")}`
       const runDir = `runs/${slug}`
       const sink = `out/${slug}.jsonl`
       const env = { SINK_PATH: sink, PROMPT_SALT: slug }
-      const crashed = await sluice(runArgs(runDir, "anthropic.pipeline.ts"), { ...env, SLUICE_FAILPOINT: failpoint })
+      const file = `${provider}.pipeline.ts`
+      const crashed = await sluice(runArgs(runDir, file), { ...env, SLUICE_FAILPOINT: failpoint })
       expect(crashed.signal, `the run was not killed at ${failpoint}: ${crashed.stderr}`).toBe("SIGKILL")
-      const resumed = await sluice(runArgs(runDir, "anthropic.pipeline.ts"), env)
+      const resumed = await sluice(runArgs(runDir, file), env)
       expect(resumed.code, resumed.stderr).toBe(0)
       const lines = readFileSync(join(project, sink), "utf8").trim().split("\n")
       expect(new Set(lines.map((l) => (JSON.parse(l) as { input: { id: string } }).input.id)).size).toBe(ROWS)
@@ -184,12 +195,13 @@ describe("crash and resume", () => {
       if (failpoint.startsWith("after-create")) expect(created.some((e) => e.adopted === true)).toBe(true)
       // Every batch the emulator created for this run is one the journal knows: no orphan was
       // left paid for and unused.
-      const known = new Set(created.map((e) => e.batchId))
+      // Gemini names batches "batches/<id>"; the emulator's ledger uses the bare id.
+      const known = new Set(created.map((e) => String(e.batchId).replace(/^batches\//, "")))
       const ledger = await getLedger(emulator.url)
       const shardFiles = readdirSync(join(project, runDir, "shards")).filter((f) => !f.endsWith(".rows.jsonl"))
       const customIds = new Set(
         shardFiles.flatMap((f) =>
-          readFileSync(join(project, runDir, "shards", f), "utf8").trim().split("\n").map((l) => JSON.parse(l).custom_id as string)
+          readFileSync(join(project, runDir, "shards", f), "utf8").trim().split("\n").map((l) => { const line = JSON.parse(l); return (line.custom_id ?? line.key) as string })
         )
       )
       const ours = ledger.batches.filter((b) => b.custom_ids.some((id) => customIds.has(id)))

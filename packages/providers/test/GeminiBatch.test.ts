@@ -79,7 +79,7 @@ const decodeInfo = (u: unknown): BatchInfo => Either.getOrThrow(decodeBatchInfo(
 describe("GeminiBatch wire mapping", () => {
   it("limits and capabilities", () => {
     assert.deepStrictEqual(limits, { maxRequests: 100_000, maxBytes: 1_900_000_000, oneModelPerShard: true })
-    assert.deepStrictEqual(capabilities, { cancel: true, list: true, metadata: false, partialResults: false })
+    assert.deepStrictEqual(capabilities, { cancel: true, list: true, metadata: true, partialResults: false })
   })
 
   it("normalises BATCH_STATE_* and JOB_STATE_*, unknown kept as unknown", () => {

@@ -151,8 +151,9 @@ export const limits: ProviderLimits = {
 export const capabilities: ProviderCapabilities = {
   cancel: true,
   list: true,
-  // Only `displayName` (which carries run, shard and submission; see the module comment).
-  metadata: false,
+  // No metadata field, but `displayName` carries run, shard and submission and is parsed back
+  // into `metadata` (see the module comment): the runner adopts orphans by it.
+  metadata: true,
   // EXPIRED batches return no results.
   partialResults: false
 }
