@@ -130,14 +130,21 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
+      // One process per run directory, from before the manifest is read or written.
+      yield* fs.makeDirectory(paths.shards, { recursive: true })
+      yield* RunLock.acquire(path.join(root, "run.lock"))
 
       let runId: string
       let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
       if (yield* RunDir.exists(paths)) {
         const manifest = yield* RunDir.readManifest(paths)
         planned = manifest.shards
-        if (manifest.fingerprint !== fingerprint && options.allowChanged !== true) {
-          return yield* new PipelineChanged({ runDir: root, before: manifest.fingerprint, after: fingerprint })
+        if (manifest.fingerprint !== fingerprint) {
+          if (options.allowChanged !== true) {
+            return yield* new PipelineChanged({ runDir: root, before: manifest.fingerprint, after: fingerprint })
+          }
+          // Accepted once: later resumes of the changed pipeline need no flag.
+          yield* RunDir.writeManifest(paths, { ...manifest, fingerprint })
         }
         runId = manifest.runId
       } else {
@@ -164,9 +171,6 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         budget: options.budget,
         budgetOutputTokens: options.budgetOutputTokens
       }
-      yield* fs.makeDirectory(paths.shards, { recursive: true })
-      yield* RunLock.acquire(path.join(root, "run.lock"))
-
       const state = yield* loadState(paths.journal)
       const journal = yield* Journal.open(paths.journal)
       const observer = options.observer ?? {}
