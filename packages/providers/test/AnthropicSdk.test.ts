@@ -1,7 +1,7 @@
 /**
  * The emulator's Anthropic Message Batches API checked with the official `@anthropic-ai/sdk`
  * client, unchanged, and every JSON answer validated against the JSON Schemas of the SDK's own
- * types (`../shared/specs/anthropic-sdk-types-*.schema.json`) with ajv.
+ * types (`specs/anthropic-sdk-types-*.schema.json`) with ajv.
  *
  * The schemas are used as they are: nothing is relaxed. (They are draft-07 schemas generated
  * from the SDK's TypeScript types; the emulator sends every required member, nullable ones as
@@ -20,7 +20,7 @@ import { getLedger, setFaults } from "../src/emulator/EmulatorControl.js"
 // the SDK type schemas
 // ---------------------------------------------------------------------------------------------
 
-const specsDir = process.env["SLUICE_SPECS_DIR"] ?? fileURLToPath(new URL("../../../../shared/specs/", import.meta.url))
+const specsDir = process.env["SLUICE_SPECS_DIR"] ?? fileURLToPath(new URL("../../../specs/", import.meta.url))
 const ajv = new Ajv({ strict: false, allErrors: true })
 const load = (type: string): ValidateFunction => {
   const schema = JSON.parse(readFileSync(`${specsDir}/anthropic-sdk-types-${type}.schema.json`, "utf8")) as Record<string, unknown>

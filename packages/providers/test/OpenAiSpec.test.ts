@@ -1,5 +1,5 @@
 /**
- * Wire fidelity of the OpenAI side against the OpenAI OpenAPI spec (`../shared/specs/`), with
+ * Wire fidelity of the OpenAI side against the OpenAI OpenAPI spec (`specs/`), with
  * ajv (see openApiSchemas.ts for how the spec is loaded):
  *
  * 1. Every JSON answer of the emulator, as the official `openai` client receives it (a `fetch`

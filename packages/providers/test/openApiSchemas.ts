@@ -1,7 +1,7 @@
 /**
  * ajv validators for the components of the OpenAI OpenAPI spec
- * (`../shared/specs/openai-openapi.json`, OpenAPI 3.1) plus the per-line `BatchRequestInput` /
- * `BatchRequestOutput` objects (`../shared/specs/openai-BatchRequestInput-Output.2025-04.json`,
+ * (`specs/openai-openapi.json`, OpenAPI 3.1) plus the per-line `BatchRequestInput` /
+ * `BatchRequestOutput` objects (`specs/openai-BatchRequestInput-Output.2025-04.json`,
  * extracted from the 2025-04 spec: the 2026 spec no longer has them).
  *
  * How the spec becomes something ajv can use:
@@ -39,7 +39,7 @@ import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 
 export const specsDir: string =
-  process.env["SLUICE_SPECS_DIR"] ?? fileURLToPath(new URL("../../../../shared/specs/", import.meta.url))
+  process.env["SLUICE_SPECS_DIR"] ?? fileURLToPath(new URL("../../../specs/", import.meta.url))
 
 const SPEC_ID = "https://sluice.invalid/openai-openapi.json"
 
