@@ -10,6 +10,7 @@
  *          (one more sluice run under `node --cpu-prof`, summarised) --growth / --no-growth
  *          (also run sluice and the baseline at 100,000 rows for the RSS growth target; on by
  *          default above 100,000 rows) --skip floors,e2e,isolated,baseline,resume,replay
+ *          --sluice-root DIR (measure the sluice build of another checkout, to compare builds)
  *          --keep (keep the work directory under bench/.data) --no-wait-quiet / --quiet-timeout S
  *          (each measured child first waits, up to 120 s, for the machine to be quiet).
  *
@@ -44,8 +45,18 @@ import { render as renderProfile, summarise as summariseProfile } from "./profil
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const bench = join(root, "bench")
-const cli = join(root, "packages", "runner", "bin", "sluice.js")
-const pipelineFile = join(bench, "pipeline.ts")
+// `--sluice-root DIR` measures the sluice of another checkout (built, with its own
+// node_modules) against the same emulator, baseline and floors — to compare builds. The
+// pipeline file is copied there so that it imports that checkout's @sluice/core.
+const sluiceRoot = resolve(process.argv.includes("--sluice-root") ? process.argv[process.argv.indexOf("--sluice-root") + 1]! : root)
+const cli = join(sluiceRoot, "packages", "runner", "bin", "sluice.js")
+const pipelineFile = (() => {
+  if (sluiceRoot === root) return join(bench, "pipeline.ts")
+  const copy = join(sluiceRoot, "bench", "pipeline.ts")
+  mkdirSync(dirname(copy), { recursive: true })
+  writeFileSync(copy, readFileSync(join(bench, "pipeline.ts")))
+  return copy
+})()
 
 // ------------------------------------------------------------------------------------------
 // Options
@@ -253,7 +264,8 @@ const phase = (r: ChildResult, name: string, from: number | undefined | null, to
     ms,
     rows: n,
     rowsPerS: ms > 0 ? n / secs(ms) : 0,
-    peakRssMB: mb(peakIn(r.samples, from, to)),
+    // No sample inside a very short phase: unknown, not zero.
+    peakRssMB: peakIn(r.samples, from, to) === 0 ? Number.NaN : mb(peakIn(r.samples, from, to)),
     ...(note === undefined ? {} : { note })
   }
 }
@@ -372,7 +384,9 @@ const isolated = async (label: string, source: string, n: number, planFlags: Arr
     args: [...planFlags, ...sluiceRunArgs(runDir, ["--detach"])],
     env: sluiceEnv(source, sink, "fail"),
     logFile: logPath(`${label}-plan`),
-    journal
+    journal,
+    // The emulator validates the uploads of this run's submissions: its CPU is not "other".
+    observe: emulator!.pid
   })
   check(planRun.exitCode === 3 || planRun.exitCode === 0, `${label}: sluice run --detach exited with ${planRun.exitCode ?? planRun.signal}`)
   const planPhase = phase(planRun, "plan (isolated)", planRun.journalSeenAt, lastT(planRun, "PlanComplete"), n)!
@@ -488,7 +502,7 @@ const results: Record<string, unknown> = {
   git,
   startedAt: new Date().toISOString(),
   machine,
-  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip] }
+  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip], sluiceRoot: sluiceRoot === root ? null : sluiceRoot }
 }
 const m: Record<string, RunFigures | Record<string, unknown>> = {}
 results["measurements"] = m
@@ -740,7 +754,7 @@ const report = () => {
   const growthPct = small !== undefined && e2e !== undefined ? (e2e.peakRssMB / small.peakRssMB - 1) * 100 : undefined
   const baseGrowthPct = smallBase !== undefined && base !== undefined ? (base.peakRssMB / smallBase.peakRssMB - 1) * 100 : undefined
   type Target = { target: string; measured: string; met: boolean | null; note?: string }
-  const fmt = (x: number | undefined | null, d = 2) => (x === undefined || x === null ? "n/a" : x.toFixed(d))
+  const fmt = (x: number | undefined | null, d = 2) => (x === undefined || x === null || Number.isNaN(x) ? "n/a" : x.toFixed(d))
   const targets: Array<Target> = [
     {
       target: "plan ≥ 0.5× bare-loop floor (aim 0.7×)",
@@ -803,7 +817,7 @@ const report = () => {
       : `${name.padEnd(56)} ${fmt(f.rows, 0).padStart(9)} ${fmt(f.wallS, 2).padStart(9)} ${fmt(f.rowsPerS, 0).padStart(10)} ${fmt(f.peakRssMB, 0).padStart(9)} ${(f.cpuS === undefined || f.cpuS === null ? "" : f.cpuS.toFixed(1)).padStart(7)} ${(f.foreignCores === undefined || f.foreignCores === null ? "" : f.foreignCores.toFixed(2)).padStart(7)}  ${note}`
   const out: Array<string | undefined> = [
     "",
-    `sluice benchmark · ${rows} rows (${((results["dataset"] as { bytes: number }).bytes / 1e6).toFixed(0)} MB) · shard size ${shardSize} · concurrency ${concurrency} · poll ${pollInterval} s`,
+    `sluice benchmark${sluiceRoot === root ? "" : ` of ${sluiceRoot}`} · ${rows} rows (${((results["dataset"] as { bytes: number }).bytes / 1e6).toFixed(0)} MB) · shard size ${shardSize} · concurrency ${concurrency} · poll ${pollInterval} s`,
     `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGB} GB RAM, node ${machine.node}, ${machine.platform}`,
     "",
     `${"measurement".padEnd(56)} ${"rows".padStart(9)} ${"wall s".padStart(9)} ${"rows/s".padStart(10)} ${"RSS MB".padStart(9)} ${"CPU s".padStart(7)} ${"other".padStart(7)}`,
