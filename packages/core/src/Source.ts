@@ -95,19 +95,27 @@ const decodeRow = <A, I>(schema: Schema.Schema<A, I, never>) => {
  * whatever the file size. Blank lines are skipped; a line that is not JSON or does not match
  * the schema becomes an `Invalid` item naming `path:line`.
  */
+/** One JSON text decoded into a row, or an Invalid item naming its location. */
+const parseItem = <A>(
+  text: string,
+  location: string,
+  decode: (json: unknown, location: string) => SourceItem<A>
+): SourceItem<A> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    return { _tag: "Invalid", location, message: `invalid JSON: ${describe(e)}` }
+  }
+  return decode(json, location)
+}
+
 export const jsonl = <A, I>(path: string, schema: Schema.Schema<A, I, never>): Source<A> => {
   const name = `jsonl:${path}`
   const decode = decodeRow(schema)
   const toItem = (line: string, lineNumber: number): SourceItem<A> | undefined => {
     if (isBlank(line)) return undefined
-    const location = `${path}:${lineNumber}`
-    let json: unknown
-    try {
-      json = JSON.parse(line)
-    } catch (e) {
-      return { _tag: "Invalid", location, message: `invalid JSON: ${describe(e)}` }
-    }
-    return decode(json, location)
+    return parseItem(line, `${path}:${lineNumber}`, decode)
   }
   const rows = Stream.unwrap(
     Effect.map(FileSystem.FileSystem, (fs) => {
@@ -211,13 +219,7 @@ export const json = <A, I>(path: string, schema: Schema.Schema<A, I, never>): So
   const toItem = (text: string, index: number): SourceItem<A> => {
     const location = `${path}:[${index}]`
     if (text.length === 0) return { _tag: "Invalid", location, message: "empty element (a stray comma)" }
-    let value: unknown
-    try {
-      value = JSON.parse(text)
-    } catch (e) {
-      return { _tag: "Invalid", location, message: `invalid JSON: ${describe(e)}` }
-    }
-    return decode(value, location)
+    return parseItem(text, location, decode)
   }
   const rows = Stream.unwrap(
     Effect.map(FileSystem.FileSystem, (fs) => {
