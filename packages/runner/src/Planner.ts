@@ -90,11 +90,14 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
      * outputs lock, so a resume never lists a row twice.
      */
     const withRejected = <A, E, R>(record: (invalid: number, offsets: Offsets | null) => Effect.Effect<A, E, R>) =>
-      outputs.exclusive(
+      Effect.suspend(() => {
+        const batch = rejected
+        rejected = []
+        // Nothing to list: the event carries no offsets, so it need not wait for the outputs
+        // lock, which a collection holds for a whole shard.
+        if (batch.length === 0) return record(0, null)
+        return outputs.exclusive(
         Effect.gen(function* () {
-          const batch = rejected
-          rejected = []
-          if (batch.length === 0) return yield* record(0, null)
           for (const r of batch) {
             yield* outputs.failure({
               custom_id: r.customId,
@@ -109,7 +112,8 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
           }
           return yield* record(batch.length, yield* outputs.commit)
         })
-      )
+        )
+      })
 
     /** Closes the open shard; `sourceOffset` counts every item before the one being handled. */
     const closeShard = (sourceOffset: number) =>
