@@ -419,7 +419,7 @@ const runMetadata = (shard: string, submission = "1") => ({
 describe("GeminiBatch against the emulator", () => {
   it.scopedLive("inline lifecycle: errored lines, structured output, polls with no-cache, resubmission succeeds", () =>
     Effect.gen(function*() {
-      const { exchanges, ledger, provider } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000 })
+      const { exchanges, ledger, provider } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000, validatingMs: 400 }) // long enough for several polls, even on a loaded machine
       const dir = yield* tmpDir
       const requests = Array.from({ length: 30 }, (_, i) => [`row-${i}`, chat(i, i % 2 === 0)] as const)
       // a request the endpoint rejects (no contents): a permanent error line
