@@ -6,6 +6,9 @@ export default defineConfig({
   ssr: { resolve: { conditions: ["sluice-source", ...defaultServerConditions], externalConditions: ["sluice-source"] } },
   test: {
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
+    // Each test decides about the response cache: off unless it names a directory, so runs
+    // of different tests never answer each other's requests.
+    env: { SLUICE_CACHE: "off" },
     testTimeout: 60_000,
     hookTimeout: 60_000
   }

@@ -53,13 +53,37 @@ export interface BatchStage<A, B> {
   readonly fingerprint: string
 }
 
-export interface Pipeline<In, Out> extends Pipeable.Pipeable {
+/**
+ * A plain transform between stages: each value becomes 0..n values. `input` is the input of
+ * the batch stage that produced `value` (the source row before the first stage). A child
+ * gets its parent's key, or `<parent key>.<suffix>` when the transform fans out.
+ */
+export interface Transform {
+  readonly _tag: "Transform"
+  readonly apply: (value: unknown, input: unknown) => ReadonlyArray<readonly [suffix: string | undefined, value: unknown]>
+  /** True when it may yield other than exactly one value (not allowed after the last stage). */
+  readonly fansOut: boolean
+  readonly fingerprint: string
+}
+
+/**
+ * `In` is the source row, `Out` what the last step yields, and `Prev` the input of the last
+ * batch stage (what `map` and `flatMap` receive next to the value).
+ */
+export interface Pipeline<In, Out, Prev = unknown> extends Pipeable.Pipeable {
   readonly name: string
   readonly source: Source<In> | undefined
   readonly key: ((row: In) => string) | undefined
   readonly onInvalid: OnInvalid
   readonly stages: ReadonlyArray<BatchStage<any, any>>
+  /**
+   * The transforms around the stages: `links[k]` runs before `stages[k]`, and the last entry
+   * between the last stage and the sink. Always `stages.length + 1` entries.
+   */
+  readonly links: ReadonlyArray<ReadonlyArray<Transform>>
   readonly sink: Sink<SinkRecord<In, Out>> | undefined
+  /** Phantom: never set. */
+  readonly _Prev?: Prev
 }
 
 /** Marks pipeline values across module copies (a pipeline file and the CLI may load two). */
@@ -73,7 +97,7 @@ const PipelineProto = {
   }
 }
 
-const build = <In, Out>(fields: Omit<Pipeline<In, Out>, "pipe">): Pipeline<In, Out> =>
+const build = <In, Out, Prev = unknown>(fields: Omit<Pipeline<In, Out, Prev>, "pipe">): Pipeline<In, Out, Prev> =>
   Object.assign(Object.create(PipelineProto), fields)
 
 export const isPipeline = (u: unknown): u is Pipeline<unknown, unknown> =>
@@ -82,7 +106,7 @@ export const isPipeline = (u: unknown): u is Pipeline<unknown, unknown> =>
 /** Starts a pipeline. The name identifies it in run directories and batch metadata. */
 export const make = (name: string): Pipeline<never, never> => {
   if (name.trim() === "") throw new Error("Pipeline.make: a pipeline needs a name")
-  return build({ name, source: undefined, key: undefined, onInvalid: "fail", stages: [], sink: undefined })
+  return build({ name, source: undefined, key: undefined, onInvalid: "fail", stages: [], links: [[]], sink: undefined })
 }
 
 export interface FromOptions<Row> {
@@ -98,15 +122,73 @@ export interface FromOptions<Row> {
 /** Sets the source of rows. */
 export const from =
   <Row>(source: Source<Row>, options: FromOptions<Row> = {}) =>
-  (self: Pipeline<never, never>): Pipeline<Row, Row> =>
+  (self: Pipeline<never, never>): Pipeline<Row, Row, Row> =>
     build({
       name: self.name,
       source,
       key: options.key,
       onInvalid: options.onInvalid ?? "fail",
       stages: [],
+      links: [[]],
       sink: undefined
     })
+
+/** Appends a batch stage: its input is what the pipeline yields so far. */
+const addStage = <In, B, A>(self: Pipeline<In, any, any>, stage: BatchStage<any, any>, fn: string): Pipeline<In, B, A> => {
+  if (self.source === undefined) throw new Error(`Pipeline.${fn}("${stage.name}"): add a source with Pipeline.from first`)
+  if (self.stages.some((s) => s.name === stage.name)) {
+    throw new Error(`Pipeline.${fn}("${stage.name}"): a pipeline's stages need distinct names`)
+  }
+  return build({ ...self, stages: [...self.stages, stage], links: [...self.links, []], sink: undefined }) as Pipeline<In, B, A>
+}
+
+const addTransform = <In, B, P>(self: Pipeline<In, any, any>, t: Transform, fn: string): Pipeline<In, B, P> => {
+  if (self.source === undefined) throw new Error(`Pipeline.${fn}: add a source with Pipeline.from first`)
+  const links = [...self.links]
+  links[links.length - 1] = [...links[links.length - 1]!, t]
+  return build({ ...self, links, sink: undefined }) as Pipeline<In, B, P>
+}
+
+/**
+ * A plain transform of each value (1:1). `input` is the input of the batch stage that
+ * produced the value, so a later stage can see both the answer and what was asked.
+ */
+export const map =
+  <A, B, P>(f: (value: A, input: P) => B) =>
+  <In>(self: Pipeline<In, A, P>): Pipeline<In, B, P> =>
+    addTransform(
+      self,
+      { _tag: "Transform", apply: (v, i) => [[undefined, f(v as A, i as P)]], fansOut: false, fingerprint: `map:${f.toString()}` },
+      "map"
+    )
+
+export interface FlatMapOptions<B> {
+  /**
+   * The part of each child's key after its parent's (`<parent key>.<suffix>`); the child's
+   * index when not given. Give one when the children's order may change between runs.
+   */
+  readonly key?: (value: B, index: number) => string
+}
+
+/**
+ * Fans out: each value becomes 0..n values, each a row of its own with a key derived from
+ * its parent's. Allowed before a batch stage (use `map` after the last one).
+ */
+export const flatMap =
+  <A, B, P>(f: (value: A, input: P) => ReadonlyArray<B>, options: FlatMapOptions<B> = {}) =>
+  <In>(self: Pipeline<In, A, P>): Pipeline<In, B, P> => {
+    const key = options.key
+    return addTransform(
+      self,
+      {
+        _tag: "Transform",
+        apply: (v, i) => f(v as A, i as P).map((b, n) => [key === undefined ? String(n) : key(b, n), b] as const),
+        fansOut: true,
+        fingerprint: `flatMap:${f.toString()}:${key?.toString() ?? ""}`
+      },
+      "flatMap"
+    )
+  }
 
 interface StageConfigBase<A> {
   readonly provider: string
@@ -129,21 +211,15 @@ export interface StructuredStageConfig<A, B, I> extends StageConfigBase<A> {
 export function batch<A, B, I>(
   name: string,
   config: StructuredStageConfig<A, B, I>
-): <In>(self: Pipeline<In, A>) => Pipeline<In, B>
+): <In>(self: Pipeline<In, A, any>) => Pipeline<In, B, A>
 /** A chat batch stage whose output is the answer's text. */
-export function batch<A>(name: string, config: StageConfigBase<A>): <In>(self: Pipeline<In, A>) => Pipeline<In, string>
+export function batch<A>(name: string, config: StageConfigBase<A>): <In>(self: Pipeline<In, A, any>) => Pipeline<In, string, A>
 export function batch<A, B, I>(
   name: string,
   config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
 ) {
   const stage = makeChatStage(name, config)
-  return <In>(self: Pipeline<In, A>): Pipeline<In, B> => {
-    if (self.source === undefined) throw new Error(`Pipeline.batch("${name}"): add a source with Pipeline.from first`)
-    if (self.stages.length > 0) {
-      throw new Error(`Pipeline.batch("${name}"): a pipeline has one batch stage for now (multi-stage is not built yet)`)
-    }
-    return build({ ...self, stages: [...self.stages, stage], sink: undefined }) as unknown as Pipeline<In, B>
-  }
+  return <In>(self: Pipeline<In, A, any>): Pipeline<In, B, A> => addStage(self, stage, "batch")
 }
 
 const makeChatStage = <A, B, I>(
@@ -207,8 +283,7 @@ export interface RawStageConfig<A> {
  */
 export const batchRaw =
   <A>(name: string, config: RawStageConfig<A>) =>
-  <In>(self: Pipeline<In, A>): Pipeline<In, string> => {
-    if (self.source === undefined) throw new Error(`Pipeline.batchRaw("${name}"): add a source with Pipeline.from first`)
+  <In>(self: Pipeline<In, A, any>): Pipeline<In, string, A> => {
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
       throw new Error(`Pipeline.batchRaw: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
     }
@@ -226,7 +301,7 @@ export const batchRaw =
       repair: false,
       fingerprint: hashValue({ raw: true, provider: config.provider, model: config.model, request: config.request.toString() })
     }
-    return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, string>
+    return addStage(self, stage, "batchRaw")
   }
 
 export interface EmbedStageConfig<A> {
@@ -245,11 +320,7 @@ const decodeVector = Schema.decodeUnknownEither(Schema.parseJson(Vector))
 /** An embeddings batch stage (`/v1/embeddings`): each row's output is its vector. */
 export const embed =
   <A>(name: string, config: EmbedStageConfig<A>) =>
-  <In>(self: Pipeline<In, A>): Pipeline<In, ReadonlyArray<number>> => {
-    if (self.source === undefined) throw new Error(`Pipeline.embed("${name}"): add a source with Pipeline.from first`)
-    if (self.stages.length > 0) {
-      throw new Error(`Pipeline.embed("${name}"): a pipeline has one batch stage for now (multi-stage is not built yet)`)
-    }
+  <In>(self: Pipeline<In, A, any>): Pipeline<In, ReadonlyArray<number>, A> => {
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) throw new Error(`Pipeline.embed: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
     const params = config.params ?? {}
     const constant = hashValue({ endpoint: "embeddings", model: config.model, params })
@@ -268,15 +339,50 @@ export const embed =
       repair: false,
       fingerprint: hashValue({ embed: true, provider: config.provider, model: config.model, params, input: config.input.toString() })
     }
-    return build({ ...self, stages: [stage], sink: undefined }) as unknown as Pipeline<In, ReadonlyArray<number>>
+    return addStage(self, stage, "embed")
   }
 
-/** Sets where results go. The sink receives `{ key, customId, input, output }` for every succeeded row. */
+/**
+ * Sets where results go. The sink receives `{ key, customId, input, output }` for every
+ * succeeded row (`input` is the source row; with several stages also `lineage`, the
+ * custom_ids of the upstream requests that led to it).
+ */
 export const to =
   <In, Out>(sink: Sink<SinkRecord<In, Out>>) =>
-  (self: Pipeline<In, Out>): Pipeline<In, Out> =>
-    build({ ...self, sink })
+  <P>(self: Pipeline<In, Out, P>): Pipeline<In, Out, P> => {
+    if (self.links[self.links.length - 1]!.some((t) => t.fansOut)) {
+      throw new Error("Pipeline.to: flatMap after the last batch stage would give one custom_id several sink rows; use map")
+    }
+    return build({ ...self, sink })
+  }
 
 /** What identifies a pipeline's behaviour; a run refuses to resume under a different one. */
-export const fingerprint = (p: Pipeline<any, any>): string =>
-  hashValue({ name: p.name, source: p.source?.name ?? null, stages: p.stages.map((s) => [s.name, s.fingerprint]) })
+export const fingerprint = (p: Pipeline<any, any, any>): string =>
+  hashValue({
+    name: p.name,
+    source: p.source?.name ?? null,
+    stages: p.stages.map((s) => [s.name, s.fingerprint]),
+    // Absent for a pipeline without transforms, so its fingerprint stays what it was.
+    ...(p.links.some((l) => l.length > 0) ? { links: p.links.map((l) => l.map((t) => t.fingerprint)) } : {})
+  })
+
+/**
+ * Runs a link's transforms over one value: the resulting rows with their keys (a fan-out
+ * appends `.<suffix>` to the parent's key). Throws what a transform throws.
+ */
+export const applyLink = (
+  link: ReadonlyArray<Transform>,
+  key: string,
+  value: unknown,
+  input: unknown
+): ReadonlyArray<readonly [key: string, value: unknown]> => {
+  let rows: ReadonlyArray<readonly [string, unknown]> = [[key, value]]
+  for (const t of link) {
+    const next: Array<readonly [string, unknown]> = []
+    for (const [k, v] of rows) {
+      for (const [suffix, child] of t.apply(v, input)) next.push([suffix === undefined ? k : `${k}.${suffix}`, child])
+    }
+    rows = next
+  }
+  return rows
+}

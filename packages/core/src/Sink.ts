@@ -18,13 +18,22 @@ export interface SinkRecord<In, Out> {
   readonly customId: string
   readonly input: In
   readonly output: Out
+  /**
+   * In a pipeline of several stages: the custom_ids of the upstream requests that led to
+   * this row, first stage first (its own `customId` is the last stage's).
+   */
+  readonly lineage?: ReadonlyArray<string>
 }
 
 /**
  * Opaque to the runner: a file sink stores its committed byte length, the Parquet sink its
  * number of committed part files, the PostgreSQL sink the rows it has accepted.
  */
-export const SinkCheckpoint = Schema.Struct({ offset: Schema.Number })
+export const SinkCheckpoint = Schema.Struct({
+  offset: Schema.Number,
+  /** The checkpoints of the sinks of `Sink.all`, in order. */
+  parts: Schema.optional(Schema.Array(Schema.Struct({ offset: Schema.Number })))
+})
 export type SinkCheckpoint = typeof SinkCheckpoint.Type
 
 export class SinkError extends Schema.TaggedError<SinkError>()("SinkError", {
@@ -78,7 +87,12 @@ export const jsonl = <In = unknown, Out = unknown>(path: string): Sink<SinkRecor
             tryEncode(name, () => {
               let text = ""
               for (const r of records) {
-                text += JSON.stringify({ key: r.key, custom_id: r.customId, input: r.input, output: r.output }) + "\n"
+                text +=
+                  JSON.stringify(
+                    r.lineage === undefined
+                      ? { key: r.key, custom_id: r.customId, input: r.input, output: r.output }
+                      : { key: r.key, custom_id: r.customId, lineage: r.lineage, input: r.input, output: r.output }
+                  ) + "\n"
               }
               return text
             }),
@@ -127,6 +141,7 @@ const flatten = (out: Record<string, unknown>, prefix: string, value: unknown): 
 
 const defaultColumns = (record: SinkRecord<unknown, unknown>): Record<string, unknown> => {
   const out: Record<string, unknown> = { key: record.key, custom_id: record.customId }
+  if (record.lineage !== undefined) out["lineage"] = record.lineage.join(" ")
   flatten(out, "input", record.input)
   flatten(out, "output", record.output)
   return out
@@ -439,3 +454,27 @@ export const parquet = <In = unknown, Out = unknown>(
       })
   }
 }
+
+/**
+ * Writes every record to each of `sinks` (a database table and a file, say). A commit
+ * commits them in order and checkpoints them together, so a resume rolls each back to the
+ * same point.
+ */
+export const all = <A>(...sinks: ReadonlyArray<Sink<A>>): Sink<A> => ({
+  name: `all(${sinks.map((s) => s.name).join(", ")})`,
+  open: (resume) =>
+    Effect.gen(function* () {
+      const writers: Array<SinkWriter<A>> = []
+      for (const [i, sink] of sinks.entries()) {
+        const part = resume?.parts?.[i]
+        writers.push(yield* sink.open(part === undefined ? undefined : { offset: part.offset }))
+      }
+      return {
+        write: (records) => Effect.forEach(writers, (w) => w.write(records), { discard: true }),
+        commit: Effect.map(Effect.forEach(writers, (w) => w.commit), (parts) => ({
+          offset: parts.reduce((a, p) => a + p.offset, 0),
+          parts: parts.map((p) => ({ offset: p.offset }))
+        }))
+      } satisfies SinkWriter<A>
+    })
+})

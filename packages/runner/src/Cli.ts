@@ -53,18 +53,26 @@ const outputTokens = Options.integer("output-tokens").pipe(
   Options.optional
 )
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
+const cacheDirOption = Options.directory("cache-dir").pipe(
+  Options.withDescription("the response cache (default $SLUICE_CACHE_DIR, else .sluice/cache)"),
+  Options.optional
+)
+const noCache = Options.boolean("no-cache").pipe(
+  Options.withDescription("neither reuse answers from the response cache nor store new ones")
+)
 const allowChanged = Options.boolean("allow-changed").pipe(
   Options.withDescription("continue a run although its pipeline changed since it started")
 )
 
 const summaryLines = (s: RunSummary): string => {
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
-  const cost = Pricing.cost(s.model, s.usage)
+  const cost = s.cost
   const lines = [
     `${s.finished ? "done" : "submitted"}: ${s.rows} rows, ${s.succeeded} succeeded, ${failed} failed, ${s.pending} pending, ${s.batches} batches`,
-    `tokens: ${s.usage.input} in (${s.usage.cached} cached), ${s.usage.output} out`,
-    cost === undefined
-      ? `cost: no price for ${s.model} in the price table`
+    `tokens: ${s.usage.input} in (${s.usage.cached} cached), ${s.usage.output} out` +
+      (s.fromCache > 0 ? `; ${s.fromCache} rows answered from the response cache (no cost)` : ""),
+    cost === null
+      ? `cost: no price for ${s.models.join(" or ")} in the price table`
       : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${Pricing.table.date})`,
     `run directory: ${s.runDir}`
   ]
@@ -97,6 +105,8 @@ const execute = (
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     outputTokens?: Option.Option<number>
+    cacheDir: Option.Option<string>
+    noCache: boolean
   }
 ) =>
   Effect.gen(function* () {
@@ -116,6 +126,7 @@ const execute = (
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
       mode: opts.mode ?? "run",
+      ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
@@ -134,6 +145,8 @@ const runCommand = Command.make(
     allowChanged,
     budget,
     outputTokens,
+    cacheDir: cacheDirOption,
+    noCache,
     json
   },
   ({ pipeline, ...opts }) => execute(pipeline, opts)
@@ -158,7 +171,7 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, json },
+  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, cacheDir: cacheDirOption, noCache, json },
   ({ runDir, ...opts }) => continueRun(runDir, opts)
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -178,6 +191,8 @@ const retryCommand = Command.make(
     pollSeconds,
     detach,
     allowChanged,
+    cacheDir: cacheDirOption,
+    noCache,
     json
   },
   ({ runDir, only, ...opts }) =>
@@ -202,7 +217,7 @@ const cancelCommand = Command.make(
   "cancel",
   { runDir: runDirArg, pollSeconds, json },
   ({ runDir, ...opts }) =>
-    continueRun(runDir, { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel" })
+    continueRun(runDir, { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false })
 ).pipe(
   Command.withDescription(
     "Cancel every batch of a run still in flight, wait until the provider has stopped them, and collect their partial results."

@@ -1,13 +1,15 @@
 /**
  * Collection: a finished shard's results are joined to its rows and written out. Every
- * row of the shard ends in exactly one place: the sink (succeeded), failures.jsonl (failed
- * for good), or a retry shard (rescheduled). Rows with no result line at all are `missing`
- * — providers drop lines — and are rescheduled like retryable failures.
+ * row of the shard ends in exactly one place: the sink or the next stage's inbox
+ * (succeeded), failures.jsonl (failed for good), or a retry shard (rescheduled). Rows with
+ * no result line at all are `missing` — providers drop lines — and are rescheduled like
+ * retryable failures. Every answer received is also stored in the response cache.
  *
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it.
  */
 import type { FileSystem } from "@effect/platform"
+import { Pipeline } from "@sluice/core"
 import type { BatchResult, FailureClass } from "@sluice/core"
 import { Chunk, Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
@@ -17,6 +19,8 @@ import { lines } from "./internal/lines.js"
 import * as Repair from "./Repair.js"
 import type { TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
+import type { InboxLine, RowLine } from "./Planner.js"
+import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
@@ -33,13 +37,6 @@ type Outcome =
 
 /** Failure classes the runner reschedules on its own, within the row's attempt budget. */
 const automatic: ReadonlySet<FailureClass> = new Set(["retryable", "expired", "missing"])
-
-interface RowLine {
-  readonly id: string
-  readonly key: string
-  readonly loc: string
-  readonly input: unknown
-}
 
 /** The id of the shard that retries `shard`'s failed rows. */
 export const retryShardId = (shard: ShardState): string => `${shard.id.replace(/-a\d+$/, "")}-a${shard.attempt + 1}`
@@ -65,20 +62,47 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
 export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, reschedule = true) =>
   outputs.exclusive(
     Effect.gen(function* () {
-      const { stage, provider } = ctx
+      const rt = ctx.stageOf(shard.stage)
+      const { stage, provider } = rt
+      const multiStage = ctx.stages.length > 1
+      const next = rt.next === null ? undefined : outputs.inbox.get(rt.next)
       const outcomes = new Map<string, Outcome>()
       const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
       const whole = wholeShardFailure(shard)
+      const caching = ctx.cache !== ResponseCache.disabled
+      // The cache saves money on later runs; failing to write it must not fail this one.
+      const flushCache = ctx.cache.flush.pipe(
+        Effect.catchAll((e) => Effect.logWarning(`response cache not written: ${e.message}`))
+      )
+      // The cache keys of the rows, to store each answer under its request's hash.
+      const cacheKeys = new Map<string, string>()
+      if (caching && whole === undefined && shard.batchId !== null) {
+        yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
+          Stream.runForEach((text) =>
+            Effect.sync(() => {
+              const row = JSON.parse(text) as RowLine
+              if (row.ck !== undefined && row.c === undefined) cacheKeys.set(row.id, row.ck)
+            })
+          )
+        )
+      }
 
-      if (whole === undefined && shard.batchId !== null) {
-        const info = yield* provider.retrieve(shard.batchId)
-        // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
-        const record = (result: BatchResult): boolean => {
-          const full = outputs.results.append(JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...result }))
-          const previous = outcomes.get(result.customId)
-          if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
-          if (result._tag === "Succeeded") {
-            if (result.usage !== null) {
+      // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
+      const record = (result: BatchResult, fromCache: boolean): boolean => {
+        const full = outputs.results.append(
+          JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...(fromCache ? { cached: true } : {}), ...result })
+        )
+        const previous = outcomes.get(result.customId)
+        if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
+        if (result._tag === "Succeeded") {
+          if (!fromCache) {
+            const ck = cacheKeys.get(result.customId)
+            if (ck !== undefined) {
+              ctx.cache.put(ck, { text: result.text, finishReason: result.finishReason, usage: result.usage, raw: result.raw })
+            }
+          }
+          // Answers from the cache were paid for by an earlier run.
+          if (result.usage !== null && !fromCache) {
               usage.input += result.usage.inputTokens
               usage.output += result.usage.outputTokens
               usage.cached += result.usage.cachedInputTokens
@@ -100,13 +124,20 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
           }
           return full
-        }
-        yield* provider.results(info).pipe(
-          Stream.runForEachChunk((chunk) => {
-            let full = false
-            for (const result of Chunk.toReadonlyArray(chunk)) full = record(result) || full
-            return full ? outputs.results.flush : Effect.void
-          })
+      }
+      const recordChunk = (fromCache: boolean) => (chunk: Chunk.Chunk<BatchResult>) => {
+        let full = false
+        for (const result of Chunk.toReadonlyArray(chunk)) full = record(result, fromCache) || full
+        return full ? Effect.zipRight(outputs.results.flush, flushCache) : Effect.void
+      }
+      if (whole === undefined && shard.batchId !== null) {
+        const info = yield* provider.retrieve(shard.batchId)
+        yield* provider.results(info).pipe(Stream.runForEachChunk(recordChunk(false)))
+      }
+      if (shard.cachedRows > 0) {
+        yield* lines(ctx.paths.cachedFile(shard.id)).pipe(
+          Stream.map((text) => JSON.parse(text) as BatchResult),
+          Stream.runForEachChunk(recordChunk(true))
         )
       }
 
@@ -130,30 +161,79 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
       const requests = lines(ctx.paths.shardFile(shard.id))
-      /** One row; synchronous, returning an Effect only when there is I/O to do. */
-      const settle = (row: RowLine, request: string): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
-        const outcome: Outcome = whole ??
+      let children = 0
+
+      const fail = (row: RowLine, failure: FailureClass, code: string, message: string) => {
+        failed[failure] = (failed[failure] ?? 0) + 1
+        const record: FailureRecord = {
+          custom_id: row.id,
+          key: row.key,
+          shard: shard.id,
+          attempt: shard.attempt,
+          class: failure,
+          code,
+          message,
+          location: row.loc,
+          ...(row.c === undefined ? {} : { cached: true })
+        }
+        return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+      }
+
+      /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
+      const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
+        let values: ReadonlyArray<readonly [string, unknown]>
+        try {
+          values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
+        } catch (e) {
+          return fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
+        }
+        succeeded++
+        const src = row.src === undefined ? row.input : row.src
+        if (next !== undefined) {
+          let full = false
+          const lin = [...(row.lin ?? []), row.id]
+          for (const [key, value] of values) {
+            const line: InboxLine = { key, loc: row.loc, input: value, src, lin }
+            full = next.append(JSON.stringify(line)) || full
+            children++
+          }
+          return full ? next.flush : undefined
+        }
+        for (const [key, value] of values) {
+          sinkBatch.push(
+            multiStage
+              ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
+              : { key, customId: row.id, input: src, output: value }
+          )
+        }
+        return sinkBatch.length >= 1000 ? flushSink : undefined
+      }
+
+      /**
+       * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
+       * its line in the shard file (none for a row answered from the cache).
+       */
+      const settle = (row: RowLine, request: string | undefined): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+        const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
           outcomes.get(row.id) ?? {
             ok: false,
             failure: "missing",
             code: "missing",
             message: `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
           }
-        if (outcome.ok) {
-          succeeded++
-          sinkBatch.push({ key: row.key, customId: row.id, input: row.input, output: outcome.output })
-          return sinkBatch.length >= 1000 ? flushSink : undefined
-        }
+        if (outcome.ok) return passOn(row, outcome.output)
         const repair =
           outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
             ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
             : undefined
-        if (reschedule && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
+        // A repair is a new request (and so a new custom_id); anything else is resent as it was.
+        const line = repair?.line ?? request
+        if (reschedule && line !== undefined && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
           rescheduled++
           if (retryPlanned) return undefined
-          // A repair is a new request (and so a new custom_id); anything else is resent as it was.
-          const line = repair?.line ?? request
-          const rowLine = JSON.stringify(repair === undefined ? row : { ...row, id: repair.customId })
+          // A repair's answer is not stored under the row's cache key: that is the original request's.
+          const { ck: _ck, c: _c, ...rest } = row
+          const rowLine = JSON.stringify(repair === undefined ? row : { ...rest, id: repair.customId })
           const append = (r: NonNullable<typeof retry>) => {
             retryHash.update(line)
             retryHash.update("\n")
@@ -174,29 +254,24 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             if (pending !== undefined) yield* pending
           })
         }
-        failed[outcome.failure] = (failed[outcome.failure] ?? 0) + 1
-        const record: FailureRecord = {
-          custom_id: row.id,
-          key: row.key,
-          shard: shard.id,
-          attempt: shard.attempt,
-          class: outcome.failure,
-          code: outcome.code,
-          message: outcome.message,
-          location: row.loc
-        }
-        return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+        return fail(row, outcome.failure, outcome.code, outcome.message)
       }
-      yield* Stream.zip(rows, requests).pipe(
-        Stream.runForEachChunk((chunk) =>
-          Effect.gen(function* () {
-            for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
-              const io = settle(row, request)
-              if (io !== undefined) yield* io
-            }
-          })
+      const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined], E, R>) =>
+        stream.pipe(
+          Stream.runForEachChunk((chunk) =>
+            Effect.gen(function* () {
+              for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
+                const io = settle(row, request)
+                if (io !== undefined) yield* io
+              }
+            })
+          )
         )
-      )
+      // Rows with a request line pair up with the shard file; rows answered from the cache have none.
+      if (shard.requests > 0) yield* settleAll(Stream.zip(rows.pipe(Stream.filter((r) => r.c === undefined)), requests))
+      if (shard.cachedRows > 0) {
+        yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
+      }
       yield* flushSink
       Failpoint.hit("collect-before-commit")
 
@@ -219,7 +294,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           sourceOffset: null,
           invalid: 0,
           offsets: null,
-          ...(shard.inputTokens === undefined ? {} : { inputTokens: Math.round((shard.inputTokens * rescheduled) / shard.requests) })
+          ...(shard.inputTokens === undefined || shard.requests === 0 ? {} : { inputTokens: Math.round((shard.inputTokens * rescheduled) / shard.requests) })
         })
       }
       const offsets = yield* outputs.commit
@@ -231,8 +306,11 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         rescheduled,
         retryShard: rescheduled > 0 ? retryId : null,
         usage,
-        offsets
+        offsets,
+        ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
+        ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
       })
+      yield* flushCache
       // A retry shard that existed already is driven by whoever found it open.
       return retry !== undefined ? retryId : null
     })

@@ -2,15 +2,20 @@
  * The journal's events: every state change of a run, in the order it happened. Replaying
  * them rebuilds the run's state exactly (see RunState.ts).
  */
-import { FailureClass } from "@sluice/core"
+import { FailureClass, Sink } from "@sluice/core"
 import { BatchCounts, BatchStatus } from "@sluice/providers"
 import { Schema } from "effect"
 
 /** Byte lengths of the run's append-only output files at a commit point. */
+const { SinkCheckpoint } = Sink
+
 export const Offsets = Schema.Struct({
   results: Schema.Number,
   failures: Schema.Number,
-  sink: Schema.NullOr(Schema.Number)
+  /** The sink's checkpoint: a number, or with `Sink.all` one per sink. */
+  sink: Schema.NullOr(Schema.Union(Schema.Number, SinkCheckpoint)),
+  /** Lengths of the inboxes of later stages (`stages/<stage>.jsonl`), in a multi-stage pipeline. */
+  inbox: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Number }))
 })
 export type Offsets = typeof Offsets.Type
 
@@ -42,7 +47,22 @@ export const ShardPlanned = Schema.TaggedStruct("ShardPlanned", {
   /** Output lengths after listing them (null when there were none). */
   offsets: Schema.NullOr(Offsets),
   /** Input tokens of the shard's requests, counted when the run has a budget. */
-  inputTokens: Schema.optional(Schema.Number)
+  inputTokens: Schema.optional(Schema.Number),
+  /** For a later stage's first attempts: bytes of its inbox consumed once this shard is planned. */
+  inboxOffset: Schema.optional(Schema.Number),
+  /**
+   * Rows answered from the response cache, beyond the `requests` to submit: their answers are
+   * in `shards/<id>.cached.jsonl`. A shard of cached rows only is never submitted.
+   */
+  cachedRows: Schema.optional(Schema.Number)
+})
+
+/** A later stage's inbox was planned up to `inboxOffset` (journaled when no shard closed there). */
+export const StagePlanned = Schema.TaggedStruct("StagePlanned", {
+  stage: Schema.String,
+  inboxOffset: Schema.Number,
+  invalid: Schema.Number,
+  offsets: Schema.NullOr(Offsets)
 })
 
 /** The source was read to its end. */
@@ -119,7 +139,9 @@ export const RetryPlanned = Schema.TaggedStruct("RetryPlanned", {
       requests: Schema.Number,
       bytes: Schema.Number,
       sha256: Schema.String,
-      attempt: Schema.Number
+      attempt: Schema.Number,
+      /** The stage of the rows (absent in journals of single-stage runs: the first stage). */
+      stage: Schema.optional(Schema.String)
     })
   )
 })
@@ -134,11 +156,19 @@ export const Collected = Schema.TaggedStruct("Collected", {
   rescheduled: Schema.Number,
   retryShard: Schema.NullOr(Schema.String),
   usage: TokenUsage,
-  offsets: Offsets
+  offsets: Offsets,
+  /**
+   * For a stage that feeds another: the rows written to that stage's inbox (its succeeded
+   * rows went there, not to the sink).
+   */
+  children: Schema.optional(Schema.Struct({ stage: Schema.String, rows: Schema.Number })),
+  /** Rows answered from the response cache (no usage counted for them). */
+  fromCache: Schema.optional(Schema.Number)
 })
 
 export const JournalEvent = Schema.Union(
   ShardPlanned,
+  StagePlanned,
   PlanComplete,
   SubmitIntent,
   Staged,

@@ -1,10 +1,10 @@
 /**
- * The run's append-only outputs — results.jsonl, failures.jsonl and the pipeline's sink —
- * written under one lock and committed together: a commit fsyncs all three and returns their
- * lengths, which the caller journals. Opening truncates each to its journaled length, so rows
+ * The run's append-only outputs — results.jsonl, failures.jsonl, the pipeline's sink and the
+ * inboxes of later stages — written under one lock and committed together: a commit fsyncs
+ * them all and returns their lengths, which the caller journals. Opening truncates each to its journaled length, so rows
  * written after the last commit (a crash mid-write) are discarded and written again once.
  */
-import type { FileSystem } from "@effect/platform"
+import { FileSystem } from "@effect/platform"
 import { Sink } from "@sluice/core"
 import type { SinkWriter } from "@sluice/core"
 import { Effect } from "effect"
@@ -23,12 +23,16 @@ export interface FailureRecord {
   readonly code: string
   readonly message: string
   readonly location?: string
+  /** The answer came from the response cache: `retry` cannot replay the row's request. */
+  readonly cached?: boolean
 }
 
 export interface Outputs {
   readonly results: LineFile.LineFile
   readonly failures: LineFile.LineFile
   readonly sink: SinkWriter<any>
+  /** The inbox of each later stage, by stage name. */
+  readonly inbox: ReadonlyMap<string, LineFile.LineFile>
   /** Runs `f` holding the outputs exclusively: commits must not interleave. */
   readonly exclusive: <A, E, R>(f: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly commit: Effect.Effect<Offsets, unknown>
@@ -43,18 +47,34 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
     // A pipeline without a sink of its own writes to outputs.jsonl in the run directory,
     // which `Records.outputs` streams back to the caller.
     const target = ctx.pipeline.sink ?? Sink.jsonl(ctx.paths.outputs)
-    const sink = yield* target.open(offsets.sink === null ? undefined : { offset: offsets.sink })
+    const sink = yield* target.open(
+      offsets.sink === null ? undefined : typeof offsets.sink === "number" ? { offset: offsets.sink } : offsets.sink
+    )
+    const inbox = new Map<string, LineFile.LineFile>()
+    if (ctx.stages.length > 1) {
+      const fs = yield* FileSystem.FileSystem
+      yield* fs.makeDirectory(ctx.paths.stages, { recursive: true })
+      for (const s of ctx.stages.slice(1)) {
+        inbox.set(s.stage.name, yield* LineFile.open(ctx.paths.inbox(s.stage.name), offsets.inbox?.[s.stage.name] ?? 0))
+      }
+    }
     const lock = yield* Effect.makeSemaphore(1)
     const commit = Effect.gen(function* () {
       const r = yield* results.sync
       const f = yield* failures.sync
-      const s = (yield* sink.commit).offset
-      return { results: r, failures: f, sink: s }
+      const checkpoint = yield* sink.commit
+      // A plain offset unless the sink has parts (Sink.all).
+      const s = checkpoint.parts === undefined ? checkpoint.offset : checkpoint
+      if (inbox.size === 0) return { results: r, failures: f, sink: s }
+      const lengths: Record<string, number> = {}
+      for (const [stage, file] of inbox) lengths[stage] = yield* file.sync
+      return { results: r, failures: f, sink: s, inbox: lengths }
     })
     return {
       results,
       failures,
       sink,
+      inbox,
       exclusive: (f) => lock.withPermits(1)(f),
       commit,
       failure: (record) => failures.line(JSON.stringify(record))

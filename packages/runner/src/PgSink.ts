@@ -189,7 +189,10 @@ export const table = <In = unknown, Out = unknown>(options: TableOptions<In, Out
           Effect.try({
             try: () => {
               for (const r of records) {
-                const cells = toCells === undefined ? { input: r.input, output: r.output } : toCells(r)
+                const cells =
+                  toCells !== undefined ? toCells(r)
+                  : r.lineage === undefined ? { input: r.input, output: r.output }
+                  : { lineage: r.lineage, input: r.input, output: r.output }
                 const reserved = Object.keys(cells).filter((c) => RESERVED.has(c))
                 if (reserved.length > 0) {
                   throw new Error(`columns ${reserved.join(", ")} are reserved: the sink fills them`)

@@ -1,21 +1,28 @@
 /**
- * Planning: source rows → rendered requests → custom_ids → shard files, packed to the
- * tightest of the provider's limits and the run's settings (requests and bytes; one model
- * and one endpoint per shard by construction: one stage per pipeline). Each shard is
- * journaled once its files are on disk and handed on at once, so submission overlaps
- * planning. On resume, the source items already planned are skipped.
+ * Planning: rows → rendered requests → custom_ids → shard files, packed to the tightest of
+ * the provider's limits and the run's settings (requests and bytes; one stage, so one model
+ * and one endpoint, per shard). The first stage reads the pipeline's source; a later stage
+ * reads its inbox, the rows its upstream stage passed on, as each upstream shard is
+ * collected. Each shard is journaled once its files are on disk and handed on at once, so
+ * submission overlaps planning. A resume skips the source items (or inbox bytes) planned.
+ *
+ * Rows whose exact request was answered before are served from the response cache: they go
+ * into the shard's row sidecar with their answer in `<shard>.cached.jsonl`, and only the
+ * other requests are written to the shard file and submitted.
  */
 import type { FileSystem } from "@effect/platform"
-import { CustomId, Hash } from "@sluice/core"
-import type { SourceItem } from "@sluice/core"
+import { CustomId, Hash, Pipeline } from "@sluice/core"
+import type { BatchRequest, SourceItem } from "@sluice/core"
 import { Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { requestTokens } from "./Estimate.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
+import { lines } from "./internal/lines.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { Outputs } from "./Outputs.js"
-import type { RunContext } from "./RunContext.js"
+import * as ResponseCache from "./ResponseCache.js"
+import type { RunContext, StageRuntime } from "./RunContext.js"
 
 export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
   location: Schema.String,
@@ -38,14 +45,32 @@ export class DuplicateRow extends Schema.TaggedError<DuplicateRow>()("DuplicateR
 /** Shard ids: `<stage>-00001`; a retry of a shard appends `-a<attempt>`. */
 export const shardId = (stage: string, seq: number): string => `${stage}-${String(seq).padStart(5, "0")}`
 
+/**
+ * One line of a shard's row sidecar: the row's id, key, location and stage input; in a later
+ * stage also its source row and lineage; with the cache on, its cache key, and `c` when its
+ * answer came from the cache (it has no line in the shard file).
+ */
+export interface RowLine {
+  readonly id: string
+  readonly key: string
+  readonly loc: string
+  readonly input: unknown
+  readonly src?: unknown
+  readonly lin?: ReadonlyArray<string>
+  readonly ck?: string
+  readonly c?: 1
+}
+
 interface OpenShard {
   readonly id: string
   readonly scope: Scope.CloseableScope
   readonly requests: LineFile.LineFile
   readonly rows: LineFile.LineFile
+  readonly answers: LineFile.LineFile | undefined
   readonly hash: ReturnType<typeof createHash>
   readonly ids: Set<string>
   count: number
+  cachedRows: number
   bytes: number
   tokens: number
 }
@@ -58,45 +83,69 @@ interface Rejected {
   readonly key: string | null
 }
 
-/** Plans the rest of the source; `onShard` receives each shard id once it is journaled. */
-export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string) => Effect.Effect<void>) =>
-  Effect.gen(function* () {
-    const { stage, provider, pipeline, settings, state } = ctx
-    const source = pipeline.source!
-    const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
-    const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
-    const skip = state.sourceOffset
-    const userKey = pipeline.key
-    const contentKey = CustomId.contentKeys()
-    const countTokens = settings.budget !== undefined
+/** A row ready to pack: its request line, or its cached answer. */
+interface Candidate {
+  readonly customId: string
+  readonly line: string
+  readonly lineBytes: number
+  readonly request: BatchRequest
+  readonly rowLine: string
+  /** The cached answer as a result line, when the cache has one. */
+  readonly answer: string | undefined
+}
 
-    let index = 0 // source items seen, including the skipped prefix
-    let seq = [...state.shards.values()].filter((s) => s.parent === null).length
-    let current: OpenShard | undefined
-    let rejected: Array<Rejected> = []
+/** A later-stage row as its inbox holds it. */
+export interface InboxLine {
+  readonly key: string
+  readonly loc: string
+  readonly input: unknown
+  readonly src: unknown
+  readonly lin: ReadonlyArray<string>
+}
 
-    const openShard = Effect.gen(function* () {
-      seq++
-      const id = shardId(stage.name, seq)
-      const scope = yield* Scope.make()
-      const requests = yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope))
-      const rows = yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope))
-      return { id, scope, requests, rows, hash: createHash("sha256"), ids: new Set<string>(), count: 0, bytes: 0, tokens: 0 }
-    })
+/**
+ * Packs one stage's first attempts into shards. `at` positions are source item indexes
+ * (first stage) or inbox byte offsets (later stages): a journaled shard claims everything
+ * before its position.
+ */
+const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (shard: string) => Effect.Effect<void>) => {
+  const { stage, provider } = rt
+  const { settings, state } = ctx
+  const first = rt.index === 0
+  const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
+  const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
+  const countTokens = settings.budget !== undefined
+  const caching = ctx.cache !== ResponseCache.disabled
+  let seq = [...state.shards.values()].filter((s) => s.parent === null && s.stage === stage.name).length
+  let current: OpenShard | undefined
+  let rejected: Array<Rejected> = []
 
-    /**
-     * Lists rejected rows in failures.jsonl and returns the committed offsets. The caller
-     * journals them in the same event as the shard (or plan end) that follows, under the
-     * outputs lock, so a resume never lists a row twice.
-     */
-    const withRejected = <A, E, R>(record: (invalid: number, offsets: Offsets | null) => Effect.Effect<A, E, R>) =>
-      Effect.suspend(() => {
-        const batch = rejected
-        rejected = []
-        // Nothing to list: the event carries no offsets, so it need not wait for the outputs
-        // lock, which a collection holds for a whole shard.
-        if (batch.length === 0) return record(0, null)
-        return outputs.exclusive(
+  const openShard = Effect.gen(function* () {
+    seq++
+    const id = shardId(stage.name, seq)
+    const scope = yield* Scope.make()
+    const requests = yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope))
+    const rows = yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope))
+    const answers = caching ? yield* LineFile.open(ctx.paths.cachedFile(id), 0).pipe(Scope.extend(scope)) : undefined
+    const shard: OpenShard = {
+      id, scope, requests, rows, answers, hash: createHash("sha256"), ids: new Set(), count: 0, cachedRows: 0, bytes: 0, tokens: 0
+    }
+    return shard
+  })
+
+  /**
+   * Lists rejected rows in failures.jsonl and returns the committed offsets. The caller
+   * journals them in the same event as the shard (or plan end) that follows, under the
+   * outputs lock, so a resume never lists a row twice.
+   */
+  const withRejected = <A, E, R>(record: (invalid: number, offsets: Offsets | null) => Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      const batch = rejected
+      rejected = []
+      // Nothing to list: the event carries no offsets, so it need not wait for the outputs
+      // lock, which a collection holds for a whole shard.
+      if (batch.length === 0) return record(0, null)
+      return outputs.exclusive(
         Effect.gen(function* () {
           for (const r of batch) {
             yield* outputs.failure({
@@ -112,39 +161,206 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
           }
           return yield* record(batch.length, yield* outputs.commit)
         })
-        )
-      })
+      )
+    })
 
-    /** Closes the open shard; `sourceOffset` counts every item before the one being handled. */
-    const closeShard = (sourceOffset: number) =>
-      Effect.gen(function* () {
-        const shard = current
-        if (shard === undefined) return
-        current = undefined
-        yield* shard.requests.sync
-        yield* shard.rows.sync
-        yield* Scope.close(shard.scope, Exit.void)
-        yield* withRejected((invalid, offsets) =>
-          ctx.record({
-            _tag: "ShardPlanned",
-            shard: shard.id,
-            stage: stage.name,
-            provider: stage.provider,
-            model: stage.model,
-            endpoint: stage.endpoint,
-            requests: shard.count,
-            bytes: shard.bytes,
-            sha256: shard.hash.digest("hex"),
-            attempt: 1,
-            parent: null,
-            sourceOffset,
-            invalid,
-            offsets,
-            ...(countTokens ? { inputTokens: shard.tokens } : {})
+  const position = (at: number) => (first ? { sourceOffset: at } : { sourceOffset: null, inboxOffset: at })
+
+  /** Closes the open shard; `at` is the position of the first row not in it. */
+  const close = (at: number) =>
+    Effect.gen(function* () {
+      const shard = current
+      if (shard === undefined) return
+      current = undefined
+      yield* shard.requests.sync
+      yield* shard.rows.sync
+      if (shard.answers !== undefined) yield* shard.answers.sync
+      yield* Scope.close(shard.scope, Exit.void)
+      // Opened for a row that was then rejected: nothing to journal (its seq stays unused).
+      if (shard.count === 0 && shard.cachedRows === 0) return
+      yield* withRejected((invalid, offsets) =>
+        ctx.record({
+          _tag: "ShardPlanned",
+          shard: shard.id,
+          stage: stage.name,
+          provider: stage.provider,
+          model: stage.model,
+          endpoint: stage.endpoint,
+          requests: shard.count,
+          bytes: shard.bytes,
+          sha256: shard.hash.digest("hex"),
+          attempt: 1,
+          parent: null,
+          invalid,
+          offsets,
+          ...position(at),
+          ...(countTokens ? { inputTokens: shard.tokens } : {}),
+          ...(shard.cachedRows > 0 ? { cachedRows: shard.cachedRows } : {})
+        })
+      )
+      yield* onShard(shard.id)
+    })
+
+  const reject = (r: Rejected) => void rejected.push(r)
+
+  /** Renders one row into a candidate, or lists it as rejected and returns undefined. */
+  const prepare = (
+    row: unknown,
+    key: string,
+    loc: string,
+    upstream: { readonly src: unknown; readonly lin: ReadonlyArray<string> } | undefined,
+    stageCustomId: string | undefined
+  ): Candidate | undefined => {
+    let request: BatchRequest
+    try {
+      request = stage.render(row)
+    } catch (e) {
+      // A prompt that throws on one row fails that row, not the run (a later stage's rows
+      // were paid for upstream: stopping would strand them).
+      reject({ location: loc, message: `the prompt failed: ${errorText(e)}`, code: "render_error", customId: null, key })
+      return undefined
+    }
+    const customId = stageCustomId ?? CustomId.make(stage.name, key, stage.requestHash(request))
+    const problem = !CustomId.pattern.test(customId)
+      ? `custom_id "${customId.slice(0, 80)}" does not match ${CustomId.pattern.source}`
+      : provider.limits.oneModelPerShard && request.model !== stage.model
+      ? `model "${request.model}" differs from the stage's model "${stage.model}" (${provider.name} takes one model per batch)`
+      : undefined
+    if (problem !== undefined) {
+      reject({ location: loc, message: problem, code: "invalid_request", customId, key })
+      return undefined
+    }
+    const ck = caching ? ResponseCache.key(rt.cacheNamespace, request) : undefined
+    const cached = ck === undefined ? undefined : ctx.cache.read(ck)
+    const line = cached === undefined ? provider.encode(request, customId) : ""
+    const lineBytes = cached === undefined ? Buffer.byteLength(line) + 1 : 0
+    if (lineBytes > maxBytes) {
+      reject({ location: loc, message: `request is ${lineBytes} bytes, over the shard limit of ${maxBytes} bytes`, code: "oversize", customId, key })
+      return undefined
+    }
+    const sidecar: RowLine = {
+      id: customId,
+      key,
+      loc,
+      input: row,
+      ...(upstream === undefined ? {} : { src: upstream.src, lin: upstream.lin }),
+      ...(ck === undefined ? {} : { ck }),
+      ...(cached === undefined ? {} : { c: 1 as const })
+    }
+    // The stored answer is a JSON object: it becomes a result line by adding its custom_id.
+    const answer = cached === undefined ? undefined : `{"_tag":"Succeeded","customId":${JSON.stringify(customId)},${cached.slice(1)}`
+    return { customId, line, lineBytes, request, rowLine: JSON.stringify(sidecar), answer }
+  }
+
+  const fits = (shard: OpenShard, group: ReadonlyArray<Candidate>): boolean => {
+    let count = shard.count
+    let cachedRows = shard.cachedRows
+    let bytes = shard.bytes
+    for (const c of group) {
+      if (c.answer === undefined) count++
+      else cachedRows++
+      bytes += c.lineBytes
+    }
+    return count <= maxRequests && cachedRows <= maxRequests && bytes <= maxBytes
+  }
+
+  const write = (shard: OpenShard, c: Candidate, loc: string): Effect.Effect<void, unknown> | undefined => {
+    if (shard.ids.has(c.customId)) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
+    shard.ids.add(c.customId)
+    let full = false
+    if (c.answer === undefined) {
+      shard.count++
+      shard.bytes += c.lineBytes
+      // Tokenizing costs time on every row: only a run with a budget needs the counts.
+      if (countTokens) shard.tokens += requestTokens(c.request).tokens
+      shard.hash.update(c.line)
+      shard.hash.update("\n")
+      full = shard.requests.append(c.line, c.lineBytes)
+    } else {
+      shard.cachedRows++
+      full = shard.answers!.append(c.answer)
+    }
+    full = shard.rows.append(c.rowLine) || full
+    Failpoint.hit("plan-row")
+    return full
+      ? Effect.all([shard.requests.flush, shard.rows.flush, shard.answers?.flush ?? Effect.void], { discard: true })
+      : undefined
+  }
+
+  /**
+   * Adds the rows of one item (several when a transform fans out) to one shard together, so
+   * that a shard's position never splits an item. Synchronous unless there is I/O to do.
+   */
+  const add = (group: ReadonlyArray<Candidate>, at: number, loc: string): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+    if (group.length === 0) return undefined
+    if (current !== undefined && fits(current, group)) {
+      if (group.length === 1) return write(current, group[0]!, loc)
+      return writeAll(current, group, loc)
+    }
+    return Effect.gen(function* () {
+      yield* close(at)
+      const shard = yield* openShard
+      current = shard
+      if (!fits(shard, group)) {
+        for (const c of group) {
+          reject({
+            location: loc,
+            message: `the row fans out into ${group.length} requests, more than one shard holds`,
+            code: "fanout_too_large",
+            customId: c.customId,
+            key: null
           })
-        )
-        yield* onShard(shard.id)
+        }
+        return
+      }
+      yield* writeAll(shard, group, loc)
+    })
+  }
+
+  const writeAll = (shard: OpenShard, group: ReadonlyArray<Candidate>, loc: string) =>
+    Effect.gen(function* () {
+      for (const c of group) {
+        const io = write(shard, c, loc)
+        if (io !== undefined) yield* io
+      }
+    })
+
+  return {
+    prepare,
+    add,
+    close,
+    reject,
+    /** Journals a later stage's position when no shard closed there (rows all rejected). */
+    finishInbox: (at: number) =>
+      Effect.gen(function* () {
+        yield* close(at)
+        if (rejected.length === 0 && (state.stages.get(stage.name)?.consumed ?? 0) >= at) return
+        yield* withRejected((invalid, offsets) => ctx.record({ _tag: "StagePlanned", stage: stage.name, inboxOffset: at, invalid, offsets }))
+      }),
+    finishSource: (at: number) =>
+      Effect.gen(function* () {
+        yield* close(at)
+        yield* withRejected((invalid, offsets) => ctx.record({ _tag: "PlanComplete", sourceOffset: at, invalid, offsets }))
       })
+  }
+}
+
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/** Plans the rest of the source into the first stage; `onShard` receives each shard id once it is journaled. */
+export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string) => Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const { pipeline, state } = ctx
+    const rt = ctx.stages[0]!
+    const source = pipeline.source!
+    const skip = state.sourceOffset
+    const userKey = pipeline.key
+    const contentKey = CustomId.contentKeys()
+    const pack = packer(ctx, outputs, rt, onShard)
+    const fansOut = rt.before.length > 0
+    const stageCustomId = rt.stage.customId
+
+    let index = 0 // source items seen, including the skipped prefix
 
     /**
      * One source item. Runs synchronously and returns an Effect only when there is I/O to do
@@ -157,58 +373,30 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         if (pipeline.onInvalid === "fail") {
           return Effect.fail(new InvalidInput({ location: item.location, description: item.message }))
         }
-        rejected.push({ location: item.location, message: item.message, code: "invalid_input", customId: null, key: null })
+        pack.reject({ location: item.location, message: item.message, code: "invalid_input", customId: null, key: null })
         return undefined
       }
       const row = item.row
       // Content keys must see the skipped prefix too: their occurrence counters depend on it.
       const key = userKey !== undefined ? userKey(row) : contentKey(Hash.sha256(JSON.stringify(row)))
       if (i < skip) return undefined
-      const request = stage.render(row)
-      const customId = stage.customId !== undefined ? stage.customId(row) : CustomId.make(stage.name, key, stage.requestHash(request))
-      const problem =
-        !CustomId.pattern.test(customId)
-          ? `custom_id "${customId.slice(0, 80)}" does not match ${CustomId.pattern.source}`
-          : provider.limits.oneModelPerShard && request.model !== stage.model
-          ? `model "${request.model}" differs from the stage's model "${stage.model}" (${provider.name} takes one model per batch)`
-          : undefined
-      if (problem !== undefined) {
-        rejected.push({ location: item.location, message: problem, code: "invalid_request", customId, key })
+      if (!fansOut) {
+        const c = pack.prepare(row, key, item.location, undefined, stageCustomId?.(row))
+        return c === undefined ? undefined : pack.add([c], i, item.location)
+      }
+      let children: ReadonlyArray<readonly [string, unknown]>
+      try {
+        children = Pipeline.applyLink(rt.before, key, row, row)
+      } catch (e) {
+        pack.reject({ location: item.location, message: `transform failed: ${errorText(e)}`, code: "transform_error", customId: null, key })
         return undefined
       }
-      const line = provider.encode(request, customId)
-      const lineBytes = Buffer.byteLength(line) + 1
-      if (lineBytes > maxBytes) {
-        rejected.push({
-          location: item.location,
-          message: `request is ${lineBytes} bytes, over the shard limit of ${maxBytes} bytes`,
-          code: "oversize",
-          customId,
-          key
-        })
-        return undefined
+      const group: Array<Candidate> = []
+      for (const [childKey, child] of children) {
+        const c = pack.prepare(child, childKey, item.location, { src: row, lin: [] }, stageCustomId?.(child))
+        if (c !== undefined) group.push(c)
       }
-      const write = (shard: OpenShard): Effect.Effect<void, unknown> | undefined => {
-        if (shard.ids.has(customId)) return Effect.fail(new DuplicateRow({ customId, location: item.location }))
-        shard.ids.add(customId)
-        shard.count++
-        shard.bytes += lineBytes
-        // Tokenizing costs time on every row: only a run with a budget needs the counts.
-        if (countTokens) shard.tokens += requestTokens(request).tokens
-        shard.hash.update(line)
-        shard.hash.update("\n")
-        const full = shard.requests.append(line, lineBytes)
-        const rowsFull = shard.rows.append(JSON.stringify({ id: customId, key, loc: item.location, input: row }))
-        Failpoint.hit("plan-row")
-        return full || rowsFull ? Effect.zipRight(shard.requests.flush, shard.rows.flush) : undefined
-      }
-      if (current !== undefined && current.count < maxRequests && current.bytes + lineBytes <= maxBytes) return write(current)
-      return Effect.gen(function* () {
-        if (current !== undefined) yield* closeShard(i)
-        current = yield* openShard
-        const pending = write(current)
-        if (pending !== undefined) yield* pending
-      })
+      return pack.add(group, i, item.location)
     }
 
     yield* source.rows.pipe(
@@ -221,8 +409,36 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         })
       )
     )
-    yield* closeShard(index)
-    yield* withRejected((invalid, offsets) =>
-      ctx.record({ _tag: "PlanComplete", sourceOffset: index, invalid, offsets })
+    yield* pack.finishSource(index)
+  })
+
+/**
+ * Plans a later stage's inbox from where its planning stopped to its committed length.
+ * Called after each upstream collection (and on resume), one call at a time per stage.
+ */
+export const planInbox = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (shard: string) => Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const name = rt.stage.name
+    const from = ctx.state.stages.get(name)?.consumed ?? 0
+    const to = ctx.state.offsets.inbox?.[name] ?? 0
+    if (from >= to) return
+    const pack = packer(ctx, outputs, rt, onShard)
+    const stageCustomId = rt.stage.customId
+    let at = from
+    yield* lines(ctx.paths.inbox(name), { offset: from, bytesToRead: to - from }).pipe(
+      Stream.runForEachChunk((chunk) =>
+        Effect.gen(function* () {
+          for (const text of Chunk.toReadonlyArray(chunk)) {
+            const here = at
+            at += Buffer.byteLength(text) + 1
+            const row = JSON.parse(text) as InboxLine
+            const c = pack.prepare(row.input, row.key, row.loc, { src: row.src, lin: row.lin }, stageCustomId?.(row.input))
+            if (c === undefined) continue
+            const io = pack.add([c], here, row.loc)
+            if (io !== undefined) yield* io
+          }
+        })
+      )
     )
+    yield* pack.finishInbox(to)
   })

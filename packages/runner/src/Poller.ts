@@ -21,7 +21,7 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
     const step = Effect.gen(function* () {
-      const info = yield* ctx.provider.retrieve(batchId)
+      const info = yield* ctx.stageOf(shard.stage).provider.retrieve(batchId)
       onStatus(info)
       if (info.rawStatus !== shard.rawStatus) {
         if (info.status === "unknown") {

@@ -36,3 +36,18 @@ export const cost = (
     ((usage.input - usage.cached) * r.input + usage.cached * r.cachedInput + usage.output * r.output) / 1_000_000
   return { batch: price(entry.batch), realtime: price(entry.realtime) }
 }
+
+/** Prices usage spread over several models (a pipeline's stages); undefined when a used model has no price. */
+export const costByModel = (
+  usage: ReadonlyMap<string, { readonly input: number; readonly output: number; readonly cached: number }>
+): Cost | undefined => {
+  let batch = 0
+  let realtime = 0
+  for (const [model, u] of usage) {
+    const c = cost(model, u)
+    if (c === undefined) return undefined
+    batch += c.batch
+    realtime += c.realtime
+  }
+  return { batch, realtime }
+}

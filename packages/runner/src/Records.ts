@@ -18,6 +18,8 @@ export interface OutputRecord<In, Out> {
   readonly customId: string
   readonly input: In
   readonly output: Out
+  /** In a multi-stage pipeline: the custom_ids of the upstream requests, first stage first. */
+  readonly lineage?: ReadonlyArray<string>
 }
 
 /** Streams the committed lines of `file` up to `limit` bytes, with their byte positions. */
@@ -57,10 +59,14 @@ export const outputs = <In, Out>(_pipeline: Pipeline.Pipeline<In, Out> | undefin
         )
       }
       const state = yield* loadState(paths.journal)
-      return committedLines(paths.outputs, state.offsets.sink ?? 0).pipe(
+      return committedLines(paths.outputs, typeof state.offsets.sink === "number" ? state.offsets.sink : 0).pipe(
         Stream.map(({ text }) => {
-          const r = JSON.parse(text) as { key: string; custom_id: string; input: In; output: Out }
-          return { key: r.key, customId: r.custom_id, input: r.input, output: r.output } satisfies OutputRecord<In, Out>
+          const r = JSON.parse(text) as { key: string; custom_id: string; lineage?: ReadonlyArray<string>; input: In; output: Out }
+          return (
+            r.lineage === undefined
+              ? { key: r.key, customId: r.custom_id, input: r.input, output: r.output }
+              : { key: r.key, customId: r.custom_id, lineage: r.lineage, input: r.input, output: r.output }
+          ) satisfies OutputRecord<In, Out>
         })
       )
     })

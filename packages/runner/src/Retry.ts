@@ -24,13 +24,22 @@ export const MAX_ATTEMPTS = 10
 export const superseded = (
   state: RunState,
   at: number,
-  line: { readonly custom_id: string | null; readonly class: string; readonly attempt: number }
+  line: {
+    readonly custom_id: string | null
+    readonly shard: string | null
+    readonly class: string
+    readonly attempt: number
+    readonly cached?: boolean
+  }
 ): boolean =>
   line.custom_id !== null &&
+  line.shard !== null &&
+  line.cached !== true &&
   line.attempt < MAX_ATTEMPTS &&
   state.retries.some((r) => at < r.failuresOffset && r.classes.includes(line.class))
 
 interface FailureLine {
+  readonly cached?: boolean
   readonly custom_id: string | null
   readonly shard: string | null
   readonly attempt: number
@@ -47,10 +56,10 @@ export interface RetryPlan {
 /** Plans the retry shards and journals them in one event. */
 export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
   Effect.gen(function* () {
-    const { state, stage, provider, settings } = ctx
+    const { state, settings } = ctx
     const failuresOffset = state.offsets.failures
     const wanted = new Set<string>(classes)
-    const selected = new Map<string, Map<string, number>>() // shard -> custom_id -> attempt
+    const selected = new Map<string, Map<string, { attempt: number; cls: string }>>() // shard -> custom_id -> failure
     const taken: Record<string, number> = {}
     let overCap = 0
     let position = 0
@@ -61,7 +70,8 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
           position += Buffer.byteLength(text) + 1
           if (at >= failuresOffset) return
           const f = JSON.parse(text) as FailureLine
-          if (f.custom_id === null || f.shard === null || !wanted.has(f.class)) return
+          // A row answered from the cache has no request line to replay.
+          if (f.custom_id === null || f.shard === null || f.cached === true || !wanted.has(f.class)) return
           if (superseded(state, at, f)) return
           if (f.attempt >= MAX_ATTEMPTS) {
             overCap++
@@ -69,20 +79,27 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
           }
           let ids = selected.get(f.shard)
           if (ids === undefined) selected.set(f.shard, (ids = new Map()))
-          ids.set(f.custom_id, f.attempt)
-          taken[f.class] = (taken[f.class] ?? 0) + 1
+          ids.set(f.custom_id, { attempt: f.attempt, cls: f.class })
         })
       )
     )
-    const total = Object.values(taken).reduce((a, b) => a + b, 0)
-    if (total === 0) return { rows: 0, shards: 0, overCap } satisfies RetryPlan
+    if (selected.size === 0) return { rows: 0, shards: 0, overCap } satisfies RetryPlan
+    const stageIndex = (shard: string) => ctx.stageOf(state.shards.get(shard)?.stage ?? ctx.stages[0]!.stage.name).index
 
     const round = state.retries.length + 1
-    const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
-    const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
-    const planned: Array<{ shard: string; requests: number; bytes: number; sha256: string; attempt: number }> = []
+    const planned: Array<{ shard: string; requests: number; bytes: number; sha256: string; attempt: number; stage: string }> = []
     let current:
-      | { id: string; scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; hash: ReturnType<typeof createHash>; count: number; bytes: number; attempt: number }
+      | {
+          id: string
+          stage: string
+          scope: Scope.CloseableScope
+          requests: LineFile.LineFile
+          rows: LineFile.LineFile
+          hash: ReturnType<typeof createHash>
+          count: number
+          bytes: number
+          attempt: number
+        }
       | undefined
     const close = Effect.gen(function* () {
       if (current === undefined) return
@@ -91,22 +108,36 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
       yield* c.requests.sync
       yield* c.rows.sync
       yield* Scope.close(c.scope, Exit.void)
-      planned.push({ shard: c.id, requests: c.count, bytes: c.bytes, sha256: c.hash.digest("hex"), attempt: c.attempt + 1 })
+      planned.push({ shard: c.id, requests: c.count, bytes: c.bytes, sha256: c.hash.digest("hex"), attempt: c.attempt + 1, stage: c.stage })
     })
-    for (const [source, ids] of selected) {
-      const rows = lines(ctx.paths.rowsFile(source)).pipe(Stream.map((text) => ({ text, id: (JSON.parse(text) as { id: string }).id })))
+    // Shards of one stage after another: a retry shard holds one stage's rows (one model, one endpoint).
+    const byStage = [...selected].sort(([a], [b]) => stageIndex(a) - stageIndex(b))
+    for (const [source, ids] of byStage) {
+      const rt = ctx.stageOf(state.shards.get(source)?.stage ?? ctx.stages[0]!.stage.name)
+      const maxRequests = Math.max(1, Math.min(settings.shardSize, rt.provider.limits.maxRequests))
+      const maxBytes = Math.min(settings.shardBytes, rt.provider.limits.maxBytes)
+      if (current !== undefined && current.stage !== rt.stage.name) yield* close
+      // Rows answered from the cache have no request line to replay.
+      const rows = lines(ctx.paths.rowsFile(source)).pipe(
+        Stream.map((text) => ({ text, row: JSON.parse(text) as { id: string; c?: 1 } })),
+        Stream.filter(({ row }) => row.c === undefined),
+        Stream.map(({ text, row }) => ({ text, id: row.id }))
+      )
       yield* Stream.zip(rows, lines(ctx.paths.shardFile(source))).pipe(
         Stream.runForEach(([row, request]) =>
           Effect.gen(function* () {
-            const attempt = ids.get(row.id)
-            if (attempt === undefined) return
+            const failure = ids.get(row.id)
+            if (failure === undefined) return
+            const attempt = failure.attempt
+            taken[failure.cls] = (taken[failure.cls] ?? 0) + 1
             const bytes = Buffer.byteLength(request) + 1
             if (current !== undefined && (current.count >= maxRequests || current.bytes + bytes > maxBytes)) yield* close
             if (current === undefined) {
-              const id = `${stage.name}-r${round}-${String(planned.length + 1).padStart(5, "0")}`
+              const id = `${rt.stage.name}-r${round}-${String(planned.length + 1).padStart(5, "0")}`
               const scope = yield* Scope.make()
               current = {
                 id,
+                stage: rt.stage.name,
                 scope,
                 requests: yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope)),
                 rows: yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope)),
@@ -127,6 +158,8 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
       )
     }
     yield* close
+    const total = Object.values(taken).reduce((a, b) => a + b, 0)
+    if (total === 0) return { rows: 0, shards: 0, overCap } satisfies RetryPlan
     yield* ctx.record({ _tag: "RetryPlanned", round, classes: [...classes], failuresOffset, taken, shards: planned })
     return { rows: total, shards: planned.length, overCap } satisfies RetryPlan
   })

@@ -1,11 +1,12 @@
 /**
- * What the phases of a run share: the run directory, the pipeline's stage, its provider, the
- * journal and the state it rebuilds, and the settings.
+ * What the phases of a run share: the run directory, the pipeline's stages with their
+ * providers, the response cache, the journal and the state it rebuilds, and the settings.
  */
 import type { Pipeline } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"
 import type { Duration, Effect } from "effect"
 import type { JournalIOError } from "./Journal.js"
+import type { ResponseCache } from "./ResponseCache.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunPaths } from "./RunDir.js"
 import type { RunState } from "./RunState.js"
@@ -26,12 +27,30 @@ export interface RunSettings {
   readonly budgetOutputTokens?: number | undefined
 }
 
+/** A batch stage as the runner drives it. */
+export interface StageRuntime {
+  readonly index: number
+  readonly stage: Pipeline.BatchStage<any, any>
+  readonly provider: BatchProvider
+  /** Transforms applied to its rows before rendering (only the first stage has any). */
+  readonly before: ReadonlyArray<Pipeline.Transform>
+  /** Transforms applied to its outputs before they go to `next` (or the sink). */
+  readonly after: ReadonlyArray<Pipeline.Transform>
+  /** The stage its outputs feed; null for the last stage. */
+  readonly next: string | null
+  /** The response cache's namespace: answers from another provider or endpoint are not reused. */
+  readonly cacheNamespace: string
+}
+
 export interface RunContext {
   readonly runId: string
   readonly paths: RunPaths
   readonly pipeline: Pipeline.Pipeline<any, any>
-  readonly stage: Pipeline.BatchStage<any, any>
-  readonly provider: BatchProvider
+  /** The pipeline's batch stages in order. */
+  readonly stages: ReadonlyArray<StageRuntime>
+  /** A stage by name (every shard names its stage). */
+  readonly stageOf: (name: string) => StageRuntime
+  readonly cache: ResponseCache
   readonly state: RunState
   readonly settings: RunSettings
   /** Serialises batch creation for providers without batch metadata. */

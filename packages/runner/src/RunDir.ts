@@ -7,6 +7,7 @@
  *   results.jsonl     every result line as collected, raw response kept
  *   failures.jsonl    rows that ended failed, with class and message
  *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
+ *   stages/           a later stage's inbox: the rows its upstream stage passed on
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Schema } from "effect"
@@ -48,6 +49,10 @@ export interface RunPaths {
   readonly outputs: string
   readonly shardFile: (shard: string) => string
   readonly rowsFile: (shard: string) => string
+  /** The answers of a shard served from the response cache. */
+  readonly cachedFile: (shard: string) => string
+  readonly stages: string
+  readonly inbox: (stage: string) => string
 }
 
 export const paths = (root: string, path: Path.Path): RunPaths => ({
@@ -59,7 +64,10 @@ export const paths = (root: string, path: Path.Path): RunPaths => ({
   failures: path.join(root, "failures.jsonl"),
   outputs: path.join(root, "outputs.jsonl"),
   shardFile: (shard) => path.join(root, "shards", `${shard}.jsonl`),
-  rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`)
+  rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`),
+  cachedFile: (shard) => path.join(root, "shards", `${shard}.cached.jsonl`),
+  stages: path.join(root, "stages"),
+  inbox: (stage) => path.join(root, "stages", `${stage}.jsonl`)
 })
 
 const decodeManifest = Schema.decodeUnknown(Schema.parseJson(Manifest))

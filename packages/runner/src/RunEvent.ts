@@ -69,7 +69,8 @@ export const fromJournal = (event: JournalEvent, state: RunState): ReadonlyArray
     case "Collected": {
       const failed = Object.values(event.failed).reduce((a, b) => a + b, 0)
       const out: Array<RunEvent> = []
-      if (event.succeeded > 0) out.push({ _tag: "RowsSucceeded", shard: event.shard, count: event.succeeded, totals: totals(state) })
+      // Rows of a stage that feeds another are not done yet: they went on to the next stage.
+      if (event.succeeded > 0 && event.children === undefined) out.push({ _tag: "RowsSucceeded", shard: event.shard, count: event.succeeded, totals: totals(state) })
       if (failed > 0 || event.rescheduled > 0) {
         out.push({
           _tag: "RowsFailed",

@@ -20,6 +20,8 @@ export interface ShardState {
   readonly attempt: number
   readonly parent: string | null
   readonly inputTokens: number | undefined
+  /** Rows answered from the response cache (not among `requests`). */
+  readonly cachedRows: number
   phase: ShardPhase
   submission: number
   intentAt: number | null
@@ -41,8 +43,28 @@ export interface ShardState {
   } | null
 }
 
+/** Row counts of one stage (rows of the first stage are source rows; later ones, upstream outputs). */
+export interface StageProgress {
+  /** Rows planned as first attempts. */
+  planned: number
+  /** Rows that arrived in its inbox (later stages). */
+  arrived: number
+  /** Rows rejected at planning (invalid, oversize). */
+  invalid: number
+  succeeded: number
+  /** Rows ended failed, less those taken back by `retry`. */
+  failed: number
+  /** Inbox bytes planned (later stages). */
+  consumed: number
+}
+
 export interface RunState {
   readonly shards: Map<string, ShardState>
+  readonly stages: Map<string, StageProgress>
+  /** Rows answered from the response cache. */
+  fromCache: number
+  /** Token usage by model, for the cost of runs whose stages use several models. */
+  readonly usageByModel: Map<string, TokenUsage>
   /** Source items consumed by planned first-attempt shards and skipped invalid rows. */
   sourceOffset: number
   planComplete: boolean
@@ -60,6 +82,9 @@ export interface RunState {
 
 export const empty = (): RunState => ({
   shards: new Map(),
+  stages: new Map(),
+  fromCache: 0,
+  usageByModel: new Map(),
   sourceOffset: 0,
   planComplete: false,
   rowsPlanned: 0,
@@ -83,9 +108,23 @@ interface NewShard {
   readonly attempt: number
   readonly parent: string | null
   readonly inputTokens?: number | undefined
+  readonly cachedRows?: number | undefined
 }
 
+export const stageProgress = (state: RunState, stage: string): StageProgress => {
+  let p = state.stages.get(stage)
+  if (p === undefined) state.stages.set(stage, (p = { planned: 0, arrived: 0, invalid: 0, succeeded: 0, failed: 0, consumed: 0 }))
+  return p
+}
+
+const addUsage = (a: TokenUsage, b: TokenUsage): TokenUsage => ({
+  input: a.input + b.input,
+  output: a.output + b.output,
+  cached: a.cached + b.cached
+})
+
 const addShard = (state: RunState, e: NewShard) => {
+  const cachedOnly = e.requests === 0 && (e.cachedRows ?? 0) > 0
   state.shards.set(e.shard, {
     id: e.shard,
     stage: e.stage,
@@ -98,14 +137,16 @@ const addShard = (state: RunState, e: NewShard) => {
     attempt: e.attempt,
     parent: e.parent,
     inputTokens: e.inputTokens,
-    phase: "planned",
+    cachedRows: e.cachedRows ?? 0,
+    // A shard answered from the cache alone has its results already: straight to collection.
+    phase: cachedOnly ? "terminal" : "planned",
     submission: 0,
     intentAt: null,
     inputRef: null,
     batchId: null,
     adopted: false,
-    status: null,
-    rawStatus: null,
+    status: cachedOnly ? "completed" : null,
+    rawStatus: cachedOnly ? "cached" : null,
     statusAt: null,
     counts: null,
     errors: [],
@@ -125,8 +166,24 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
   switch (event._tag) {
     case "ShardPlanned": {
       addShard(state, event)
-      if (event.parent === null) state.rowsPlanned += event.requests
+      const progress = stageProgress(state, event.stage)
+      if (event.parent === null) {
+        const rows = event.requests + (event.cachedRows ?? 0)
+        progress.planned += rows
+        // Rows of the run are the first stage's; later stages' rows derive from them.
+        if (event.inboxOffset === undefined) state.rowsPlanned += rows
+      }
       if (event.sourceOffset !== null) state.sourceOffset = event.sourceOffset
+      if (event.inboxOffset !== undefined) progress.consumed = event.inboxOffset
+      progress.invalid += event.invalid
+      state.invalidRows += event.invalid
+      if (event.offsets !== null) state.offsets = event.offsets
+      break
+    }
+    case "StagePlanned": {
+      const progress = stageProgress(state, event.stage)
+      progress.consumed = event.inboxOffset
+      progress.invalid += event.invalid
       state.invalidRows += event.invalid
       if (event.offsets !== null) state.offsets = event.offsets
       break
@@ -134,14 +191,16 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
     case "RetryPlanned": {
       const first = [...state.shards.values()].find((s) => s.parent === null)
       for (const s of event.shards) {
+        const like = s.stage === undefined ? first : [...state.shards.values()].find((x) => x.stage === s.stage)
         addShard(state, {
           ...s,
-          stage: first?.stage ?? "",
-          provider: first?.provider ?? "",
-          model: first?.model ?? "",
-          endpoint: first?.endpoint ?? "chat",
+          stage: like?.stage ?? "",
+          provider: like?.provider ?? "",
+          model: like?.model ?? "",
+          endpoint: like?.endpoint ?? "chat",
           parent: `retry-${event.round}`
         })
+        stageProgress(state, like?.stage ?? "").failed -= s.requests
       }
       for (const [k, v] of Object.entries(event.taken)) state.failed[k] = (state.failed[k] ?? 0) - v
       state.retries.push({ classes: event.classes, failuresOffset: event.failuresOffset })
@@ -207,13 +266,18 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
         rescheduled: event.rescheduled,
         retryShard: event.retryShard
       }
-      state.succeeded += event.succeeded
-      for (const [k, v] of Object.entries(event.failed)) state.failed[k] = (state.failed[k] ?? 0) + v
-      state.usage = {
-        input: state.usage.input + event.usage.input,
-        output: state.usage.output + event.usage.output,
-        cached: state.usage.cached + event.usage.cached
+      const progress = stageProgress(state, s.stage)
+      progress.succeeded += event.succeeded
+      // A stage that feeds another passes its rows on; only the last stage's reach the sink.
+      if (event.children === undefined) state.succeeded += event.succeeded
+      else stageProgress(state, event.children.stage).arrived += event.children.rows
+      for (const [k, v] of Object.entries(event.failed)) {
+        state.failed[k] = (state.failed[k] ?? 0) + v
+        progress.failed += v
       }
+      state.fromCache += event.fromCache ?? 0
+      state.usage = addUsage(state.usage, event.usage)
+      state.usageByModel.set(s.model, addUsage(state.usageByModel.get(s.model) ?? { input: 0, output: 0, cached: 0 }, event.usage))
       state.offsets = event.offsets
       break
     }
@@ -224,12 +288,22 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
 export const totalFailed = (state: RunState): number =>
   Object.values(state.failed).reduce((a, b) => a + b, 0) + state.invalidRows
 
-/** Rows not yet in a final state. */
-export const pendingRows = (state: RunState): number =>
-  Math.max(0, state.rowsPlanned - state.succeeded - Object.values(state.failed).reduce((a, b) => a + b, 0))
+/** Rows not yet in a final state, at any stage (a row passed on to the next stage is pending there). */
+export const pendingRows = (state: RunState): number => {
+  let pending = 0
+  for (const p of state.stages.values()) {
+    pending += Math.max(0, p.planned - p.succeeded - p.failed) + Math.max(0, p.arrived - p.planned - p.invalid)
+  }
+  return pending
+}
 
 /** Shards that still need work (anything not collected or rejected-and-accounted). */
 export const openShards = (state: RunState): Array<ShardState> =>
   [...state.shards.values()].filter((s) => s.phase !== "collected")
 
-export const isFinished = (state: RunState): boolean => state.planComplete && openShards(state).length === 0
+/** Later stages whose inbox holds committed rows not yet planned. */
+export const unplannedInboxes = (state: RunState): Array<string> =>
+  Object.entries(state.offsets.inbox ?? {}).filter(([stage, length]) => (state.stages.get(stage)?.consumed ?? 0) < length).map(([s]) => s)
+
+export const isFinished = (state: RunState): boolean =>
+  state.planComplete && openShards(state).length === 0 && unplannedInboxes(state).length === 0

@@ -6,7 +6,7 @@
 import { FileSystem, Path } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
-import { Providers } from "@sluice/providers"
+import { Providers, Registry } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
 import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
@@ -17,7 +17,8 @@ import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
 import * as Pricing from "./Pricing.js"
 import * as Poller from "./Poller.js"
-import type { RunContext, RunSettings } from "./RunContext.js"
+import * as ResponseCache from "./ResponseCache.js"
+import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
@@ -70,6 +71,18 @@ export interface RunOptions extends Partial<RunSettings> {
    */
   readonly mode?: "run" | "retry" | "cancel"
   readonly retryClasses?: ReadonlyArray<FailureClass>
+  /**
+   * The response cache's directory, or false for none. Default: `$SLUICE_CACHE_DIR`, else
+   * `.sluice/cache` in the working directory; `SLUICE_CACHE=off` turns it off.
+   */
+  readonly cache?: string | false
+}
+
+/** Where the response cache lives for these options (false: no cache). */
+export const cacheDir = (options: { readonly cache?: string | false }): string | false => {
+  if (options.cache !== undefined) return options.cache
+  if (process.env["SLUICE_CACHE"] === "off") return false
+  return process.env["SLUICE_CACHE_DIR"] ?? ".sluice/cache"
 }
 
 export interface RunSummary {
@@ -83,7 +96,13 @@ export interface RunSummary {
   readonly pending: number
   readonly batches: number
   readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
+  /** The first stage's model (see `models` for all). */
   readonly model: string
+  readonly models: ReadonlyArray<string>
+  /** What the usage cost at batch prices, and what it would at real-time prices; null when a model has no price. */
+  readonly cost: Pricing.Cost | null
+  /** Rows answered from the response cache instead of the provider. */
+  readonly fromCache: number
   /** Set by a retry: what it resubmitted. */
   readonly retry?: Retry.RetryPlan
   /** Set when the run had a budget: the projected cost submitted, and what it held back. */
@@ -104,7 +123,12 @@ export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineN
 export const loadState = (journalPath: string) =>
   Journal.replay(journalPath).pipe(Stream.runFold(RunState.empty(), RunState.apply))
 
-export const summarize = (ctx: { runId: string; paths: RunDir.RunPaths; state: RunState.RunState; model: string }): RunSummary => ({
+export const summarize = (ctx: {
+  runId: string
+  paths: RunDir.RunPaths
+  state: RunState.RunState
+  models: ReadonlyArray<string>
+}): RunSummary => ({
   runId: ctx.runId,
   runDir: ctx.paths.root,
   finished: RunState.isFinished(ctx.state),
@@ -115,7 +139,12 @@ export const summarize = (ctx: { runId: string; paths: RunDir.RunPaths; state: R
   pending: RunState.pendingRows(ctx.state),
   batches: [...ctx.state.shards.values()].filter((s) => s.batchId !== null).length,
   usage: ctx.state.usage,
-  model: ctx.model
+  model: ctx.models[0] ?? "unknown",
+  models: ctx.models,
+  cost:
+    (ctx.state.usageByModel.size === 0 ? Pricing.cost(ctx.models[0] ?? "", ctx.state.usage) : Pricing.costByModel(ctx.state.usageByModel)) ??
+    null,
+  fromCache: ctx.state.fromCache
 })
 
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
@@ -124,9 +153,31 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       if (pipeline.source === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no source (use Pipeline.from)` })
-      const stage = pipeline.stages[0]
-      if (stage === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
-      const provider = yield* (yield* Providers).get(stage.provider)
+      if (pipeline.stages.length === 0) {
+        return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
+      }
+      const providers = yield* Providers
+      const stages: Array<StageRuntime> = []
+      for (const [index, stage] of pipeline.stages.entries()) {
+        const provider = yield* providers.get(stage.provider)
+        const baseUrl = options.providerEndpoints?.[stage.provider]?.baseUrl ?? Registry.endpoints([stage.provider])[stage.provider]?.baseUrl ?? ""
+        stages.push({
+          index,
+          stage,
+          provider,
+          before: index === 0 ? pipeline.links[0] ?? [] : [],
+          after: pipeline.links[index + 1] ?? [],
+          next: pipeline.stages[index + 1]?.name ?? null,
+          // Answers are reused only from the same provider at the same address.
+          cacheNamespace: `${provider.name} ${baseUrl}`
+        })
+      }
+      const byName = new Map(stages.map((s) => [s.stage.name, s]))
+      const stageOf = (name: string): StageRuntime => {
+        const s = byName.get(name)
+        if (s === undefined) throw new Error(`the run names stage "${name}", which the pipeline does not have`)
+        return s
+      }
       const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
@@ -174,12 +225,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const state = yield* loadState(paths.journal)
       const journal = yield* Journal.open(paths.journal)
       const observer = options.observer ?? {}
+      const cachePath = cacheDir(options)
+      const cache = cachePath === false ? ResponseCache.disabled : yield* ResponseCache.open(path.resolve(cachePath))
       const ctx: RunContext = {
         runId,
         paths,
         pipeline,
-        stage,
-        provider,
+        stages,
+        stageOf,
+        cache,
         state,
         settings,
         createLock: yield* Effect.makeSemaphore(1),
@@ -224,8 +278,17 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             const retry = yield* Collector.collect(ctx, outputs, shard)
             if (retry !== null) yield* launch(retry)
+            // What this shard passed on is planned into the next stage's shards at once.
+            const next = stageOf(shard.stage).next
+            if (next !== null) yield* planInbox(next)
           }
         })
+
+      // A later stage is planned one pass at a time, each from where the last one stopped.
+      const inboxLocks = new Map<string, Effect.Semaphore>()
+      for (const s of stages.slice(1)) inboxLocks.set(s.stage.name, yield* Effect.makeSemaphore(1))
+      const planInbox = (name: string): Effect.Effect<void, unknown, FileSystem.FileSystem> =>
+        inboxLocks.get(name)!.withPermits(1)(Planner.planInbox(ctx, outputs, stageOf(name), launch))
 
       // A budget holds back shards whose projected cost (input tokens counted at planning,
       // output tokens assumed per request) would take the submitted total past it.
@@ -265,6 +328,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             })
           }
           if (shard.phase === "created" && shard.batchId !== null) {
+            const { provider } = stageOf(shard.stage)
             if (provider.capabilities.cancel) {
               yield* provider.cancel(shard.batchId).pipe(
                 Effect.catchAll((e) => Effect.logWarning(`shard ${id}: cancel of ${shard.batchId} failed: ${e.message}`))
@@ -277,24 +341,27 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
 
       const runScope = yield* Effect.scope
       // Each shard is driven by one fiber, however it was found (open on resume, or new).
+      // Work in flight is counted: the run is done when planning is and nothing is outstanding.
+      const track = (work: Effect.Effect<void, unknown, FileSystem.FileSystem>): Effect.Effect<void> =>
+        Ref.update(outstanding, (n) => n + 1).pipe(
+          Effect.zipRight(
+            work.pipe(
+              Effect.provideService(FileSystem.FileSystem, fs),
+              Effect.matchCauseEffect({
+                onFailure: (cause) => Deferred.failCause(done, cause),
+                onSuccess: () => Effect.zipRight(Ref.update(outstanding, (n) => n - 1), checkDone)
+              }),
+              Effect.forkIn(runScope)
+            )
+          ),
+          Effect.asVoid
+        )
       const launched = new Set<string>()
       const launch = (id: string): Effect.Effect<void> =>
         Effect.suspend(() => {
           if (launched.has(id)) return Effect.void
           launched.add(id)
-          return Ref.update(outstanding, (n) => n + 1).pipe(
-            Effect.zipRight(
-              drive(id).pipe(
-                Effect.provideService(FileSystem.FileSystem, fs),
-                Effect.matchCauseEffect({
-                  onFailure: (cause) => Deferred.failCause(done, cause),
-                  onSuccess: () => Effect.zipRight(Ref.update(outstanding, (n) => n - 1), checkDone)
-                }),
-                Effect.forkIn(runScope)
-              )
-            ),
-            Effect.asVoid
-          )
+          return track(drive(id))
         })
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
@@ -306,6 +373,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       for (const shard of RunState.openShards(state)) {
         if (holdUntilPlanned && shard.phase === "planned") held.push(shard.id)
         else yield* launch(shard.id)
+      }
+      // Rows an upstream collection passed on before a crash, not yet planned.
+      if (mode !== "cancel") {
+        for (const name of RunState.unplannedInboxes(state)) yield* track(planInbox(name))
       }
       if (!state.planComplete && mode !== "cancel") {
         yield* Planner.plan(ctx, outputs, offer).pipe(
@@ -324,7 +395,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       if (mode === "cancel") yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
-      const summary = summarize({ runId, paths, state, model: stage.model })
+      const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model) })
       const budget =
         settings.budget === undefined
           ? undefined

@@ -5,7 +5,6 @@ import { Path } from "@effect/platform"
 import { Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
-import * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
@@ -25,7 +24,6 @@ export interface ShardStatus {
 export interface RunStatus extends RunSummary {
   readonly pipeline: string
   readonly shards: ReadonlyArray<ShardStatus>
-  readonly cost: Pricing.Cost | null
   /** ISO time at which in-flight batches should finish at their current pace, if known. */
   readonly estimatedCompletion: string | null
   /** Why the provider could not be asked, when it could not. */
@@ -38,7 +36,6 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
     const paths = RunDir.paths(path.resolve(runDir), path)
     const manifest = yield* RunDir.readManifest(paths)
     const state = yield* loadState(paths.journal)
-    const model = manifest.stages[0]?.model ?? "unknown"
     const shards: Array<ShardStatus> = []
     let refreshError: string | null = null
     let eta: number | null = null
@@ -67,12 +64,11 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
       }
       shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live })
     }
-    const summary = summarize({ runId: manifest.runId, paths, state, model })
+    const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model) })
     const result: RunStatus = {
       ...summary,
       pipeline: manifest.pipeline,
       shards,
-      cost: Pricing.cost(model, state.usage) ?? null,
       estimatedCompletion: eta === null ? null : new Date(eta).toISOString(),
       refreshError
     }

@@ -39,11 +39,12 @@ const SKEW_SECONDS = 600
 
 /** Finds a batch created for this shard's current submission, if the provider can list. */
 export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
-  if (!ctx.provider.capabilities.list || shard.intentAt === null) return Effect.succeedNone
-  if (!ctx.provider.capabilities.metadata) return findOrphanByContent(ctx, shard)
+  const provider = ctx.stageOf(shard.stage).provider
+  if (!provider.capabilities.list || shard.intentAt === null) return Effect.succeedNone
+  if (!provider.capabilities.metadata) return findOrphanByContent(ctx, shard)
   const since = shard.intentAt - SKEW_SECONDS
   const submission = String(shard.submission)
-  return ctx.provider.list.pipe(
+  return provider.list.pipe(
     Stream.takeWhile((b) => b.createdAt >= since),
     Stream.find(
       (b) =>
@@ -62,7 +63,7 @@ export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Op
  * providers run one at a time (see `submit`), so a crash leaves at most one orphan per run.
  */
 const findOrphanByContent = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
-  const search = ctx.provider.findOrphan
+  const search = ctx.stageOf(shard.stage).provider.findOrphan
   if (search === undefined || shard.intentAt === null) return Effect.succeedNone
   const known = new Set([...ctx.state.shards.values()].flatMap((s) => (s.batchId === null ? [] : [s.batchId])))
   const identity = { path: ctx.paths.shardFile(shard.id), intentAt: shard.intentAt, exclude: known, skewSeconds: SKEW_SECONDS }
@@ -93,7 +94,7 @@ const MAX_CREATE_TRIES = 8
 const submitOnce = (ctx: RunContext, shard: ShardState) =>
   Effect.gen(function* () {
     if (shard.phase !== "planned" && shard.phase !== "intent" && shard.phase !== "staged") return
-    const { provider } = ctx
+    const { provider } = ctx.stageOf(shard.stage)
     if (shard.phase === "planned") {
       yield* ctx.record({ _tag: "SubmitIntent", shard: shard.id, submission: shard.submission + 1, at: yield* nowSeconds })
     } else {
@@ -159,4 +160,4 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
 /** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
 export const submit = (ctx: RunContext, shard: ShardState) =>
   // Without metadata, creates run one at a time: a crash then leaves at most one orphan.
-  ctx.provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))
+  ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))

@@ -13,7 +13,8 @@ import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
 import * as Outputs from "../src/Outputs.js"
 import * as Planner from "../src/Planner.js"
-import type { RunContext } from "../src/RunContext.js"
+import * as ResponseCache from "../src/ResponseCache.js"
+import type { RunContext, StageRuntime } from "../src/RunContext.js"
 import * as RunDir from "../src/RunDir.js"
 import { loadState } from "../src/Runner.js"
 import * as RunState from "../src/RunState.js"
@@ -49,13 +50,23 @@ const planInto = (
       createdAt: new Date().toISOString()
     })
     const journal = yield* Journal.open(paths.journal)
+    const stage: StageRuntime = {
+      index: 0,
+      stage: pipeline.stages[0]!,
+      provider: provider(limits.maxRequests, limits.maxBytes),
+      before: [],
+      after: [],
+      next: null,
+      cacheNamespace: "test"
+    }
     const events: Array<JournalEvent> = []
     const ctx: RunContext = {
       runId: "r",
       paths,
       pipeline,
-      stage: pipeline.stages[0]!,
-      provider: provider(limits.maxRequests, limits.maxBytes),
+      stages: [stage],
+      stageOf: () => stage,
+      cache: ResponseCache.disabled,
       state,
       settings: { concurrency: 1, shardSize: 1_000_000, shardBytes: 1_000_000_000, pollInterval: Duration.seconds(1), detach: false },
       createLock: yield* Effect.makeSemaphore(1),

@@ -1,0 +1,153 @@
+/**
+ * The per-row response cache across runs, end to end through the real CLI and the emulator:
+ * a second run over the same data with two new rows submits exactly those two requests; a
+ * change to the parse step only submits nothing and re-derives outputs from stored answers;
+ * a later stage reuses answers another pipeline's stage got; `--no-cache` turns it off.
+ */
+import { readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { describeResult, emulatorEnv, getLedger, makeProject, readJsonl, runCli, startTestEmulator, writeRows, writeText } from "./support/cli.js"
+import type { Row, TempProject, TestEmulator } from "./support/cli.js"
+import { runFlags, runIdOf } from "./support/runs.js"
+
+let emulator: TestEmulator
+let project: TempProject
+let rows: ReadonlyArray<Row>
+
+const API_KEY = "sk-cache-test-secret-key"
+
+/** A labelling pipeline; `then` is appended after the stage (a parse-only change). */
+const pipeline = (opts: { readonly source: string; readonly sink: string; readonly then?: string }) => `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Review = Schema.Struct({ id: Schema.String, text: Schema.String })
+const Label = Schema.Struct({ sentiment: Schema.Literal("positive", "negative", "neutral"), topics: Schema.Array(Schema.String) })
+export default Pipeline.make("cached").pipe(
+  Pipeline.from(Source.jsonl(${JSON.stringify(opts.source)}, Review), { key: (r) => r.id }),
+  Pipeline.batch("label", {
+    provider: "openai", model: "gpt-4o-mini",
+    prompt: (r) => Prompt.chat({ system: "You label product reviews (cache test).", user: r.text }),
+    output: Label
+  }),${opts.then === undefined ? "" : `\n  ${opts.then},`}
+  Pipeline.to(Sink.jsonl(${JSON.stringify(opts.sink)}))
+)
+`
+
+const run = async (file: string, runDir: string, extra: ReadonlyArray<string> = ["--cache-dir", "cache"]) => {
+  const result = await runCli(["run", file, ...runFlags(runDir, 20, extra), "--json"], { cwd: project.dir, env: emulatorEnv(emulator.url, API_KEY) })
+  expect(result.code, describeResult(result)).toBe(0)
+  return JSON.parse(result.stdout) as { succeeded: number; fromCache: number; batches: number }
+}
+
+/** The custom_ids a run submitted, from the emulator's ledger. */
+const submitted = async (runDir: string): Promise<Array<string>> => {
+  const runId = await runIdOf(project.path(runDir))
+  return (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).flatMap((b) => [...b.custom_ids])
+}
+
+beforeAll(async () => {
+  emulator = await startTestEmulator()
+  project = await makeProject("sluice-cache-")
+  rows = await writeRows(project, "data/rows.jsonl", 30)
+  await writeText(project, "label.pipeline.ts", pipeline({ source: "data/rows.jsonl", sink: "out/first.jsonl" }))
+})
+
+afterAll(async () => {
+  await emulator?.close()
+  await project?.cleanup()
+})
+
+describe("response cache", () => {
+  it("a second run over the same data with two new rows submits exactly two requests", async () => {
+    const first = await run("label.pipeline.ts", "runs/first")
+    expect(first.succeeded).toBe(30)
+    expect(first.fromCache).toBe(0)
+    expect((await submitted("runs/first")).length).toBe(30)
+
+    const grown = [...rows, { id: "new-1", text: "A new review, never seen." }, { id: "new-2", text: "Another new one." }]
+    await writeText(project, "data/grown.jsonl", grown.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    await writeText(project, "grown.pipeline.ts", pipeline({ source: "data/grown.jsonl", sink: "out/grown.jsonl" }))
+    const second = await run("grown.pipeline.ts", "runs/grown")
+    expect(second.succeeded).toBe(32)
+    expect(second.fromCache).toBe(30)
+    const ids = await submitted("runs/grown")
+    expect(ids.length).toBe(2)
+    expect(ids.every((id) => /^label-new-[12]-/.test(id))).toBe(true)
+
+    // The sink has every row, the cached ones with the same outputs as the first run.
+    const firstOut = new Map((await readJsonl<{ key: string; output: unknown }>(project.path("out/first.jsonl"))).map((r) => [r.key, r.output]))
+    const grownOut = await readJsonl<{ key: string; output: unknown }>(project.path("out/grown.jsonl"))
+    expect(grownOut.map((r) => r.key).sort()).toEqual(grown.map((r) => r.id).sort())
+    for (const r of grownOut) if (firstOut.has(r.key)) expect(r.output).toEqual(firstOut.get(r.key))
+  })
+
+  it("a parse-only change submits nothing and re-derives the outputs from stored answers", async () => {
+    await writeText(
+      project,
+      "reparse.pipeline.ts",
+      pipeline({
+        source: "data/rows.jsonl",
+        sink: "out/reparse.jsonl",
+        then: `Pipeline.map((label, review) => ({ id: review.id, loud: label.sentiment.toUpperCase(), topicCount: label.topics.length }))`
+      })
+    )
+    const result = await run("reparse.pipeline.ts", "runs/reparse")
+    expect(result.succeeded).toBe(30)
+    expect(result.fromCache).toBe(30)
+    expect(result.batches).toBe(0)
+    expect(await submitted("runs/reparse")).toEqual([])
+    const firstOut = new Map(
+      (await readJsonl<{ key: string; output: { sentiment: string; topics: Array<string> } }>(project.path("out/first.jsonl"))).map((r) => [r.key, r.output])
+    )
+    const out = await readJsonl<{ key: string; output: { id: string; loud: string; topicCount: number } }>(project.path("out/reparse.jsonl"))
+    expect(out.length).toBe(30)
+    for (const r of out) {
+      const before = firstOut.get(r.key)!
+      expect(r.output).toEqual({ id: r.key, loud: before.sentiment.toUpperCase(), topicCount: before.topics.length })
+    }
+  })
+
+  it("a later stage of another pipeline reuses answers to the same request", async () => {
+    // Stage 2 asks exactly what the labelling stage asked (its name too: it names the JSON
+    // schema sent), about the row the first stage passes on.
+    await writeText(
+      project,
+      "two.pipeline.ts",
+      `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Review = Schema.Struct({ id: Schema.String, text: Schema.String })
+const Label = Schema.Struct({ sentiment: Schema.Literal("positive", "negative", "neutral"), topics: Schema.Array(Schema.String) })
+export default Pipeline.make("two").pipe(
+  Pipeline.from(Source.jsonl("data/rows.jsonl", Review), { key: (r) => r.id }),
+  Pipeline.batch("echo", { provider: "openai", model: "gpt-4o-mini", prompt: (r) => Prompt.chat({ user: "Echo: " + r.id }) }),
+  Pipeline.map((_answer, review) => review),
+  Pipeline.batch("label", {
+    provider: "openai", model: "gpt-4o-mini",
+    prompt: (r) => Prompt.chat({ system: "You label product reviews (cache test).", user: r.text }),
+    output: Label
+  }),
+  Pipeline.to(Sink.jsonl("out/two.jsonl"))
+)
+`
+    )
+    const result = await run("two.pipeline.ts", "runs/two")
+    expect(result.succeeded).toBe(30)
+    expect(result.fromCache).toBe(30)
+    const ids = await submitted("runs/two")
+    expect(ids.length).toBe(30)
+    expect(ids.every((id) => id.startsWith("echo-"))).toBe(true)
+  })
+
+  it("--no-cache submits every request, and the cache holds no secret", async () => {
+    const result = await run("label.pipeline.ts", "runs/uncached", ["--no-cache"])
+    expect(result.fromCache).toBe(0)
+    expect((await submitted("runs/uncached")).length).toBe(30)
+
+    const dir = project.path("cache/v1")
+    const files = readdirSync(dir)
+    expect(files.some((f) => f.endsWith(".jsonl"))).toBe(true)
+    for (const f of files) expect(readFileSync(join(dir, f), "utf8")).not.toContain(API_KEY)
+  })
+})

@@ -1,0 +1,241 @@
+/**
+ * Multi-stage pipelines, end to end through the real CLI and the emulator: stage 2 consumes
+ * stage 1's typed outputs as stage-1 shards finish, a transform fans rows out with derived
+ * keys, the sink keeps lineage, a chat stage feeds an embeddings stage, and a run killed
+ * with SIGKILL at points across both stages resumes without a duplicate or a double payment.
+ */
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
+import type { EmulatorHandle } from "../packages/providers/src/emulator/Emulator.js"
+import { getLedger } from "../packages/providers/src/emulator/EmulatorControl.js"
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..")
+const bin = join(repo, "packages/runner/bin/sluice.js")
+const DOCS = 40
+
+let emulator: EmulatorHandle
+let project: string
+
+const twoStage = `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Doc = Schema.Struct({ id: Schema.String, text: Schema.String })
+const Facts = Schema.Struct({
+  facts: Schema.Array(Schema.Struct({ topic: Schema.Literal("price", "quality", "shipping"), fact: Schema.String }))
+})
+const Summary = Schema.Struct({ summary: Schema.String })
+export default Pipeline.make("facts").pipe(
+  Pipeline.from(Source.jsonl("docs.jsonl", Doc), { key: (d) => d.id }),
+  Pipeline.batch("extract", {
+    provider: "openai", model: "gpt-4o-mini", maxAttempts: 6,
+    prompt: (d) => Prompt.chat({ system: "Extract the facts of the review.", user: d.text }),
+    output: Facts
+  }),
+  Pipeline.flatMap(
+    (r, doc) =>
+      [...new Set(r.facts.map((f) => f.topic))].map((topic) => ({
+        doc: doc.id,
+        topic,
+        facts: r.facts.filter((f) => f.topic === topic).map((f) => f.fact)
+      })),
+    { key: (g) => g.topic }
+  ),
+  Pipeline.batch("summarise", {
+    provider: "openai", model: "gpt-4o-mini", maxAttempts: 6,
+    prompt: (g) => Prompt.chat({ system: "Summarise what the review says about " + g.topic + ".", user: g.facts.join("\\n") }),
+    output: Summary
+  }),
+  Pipeline.map((s, g) => ({ doc: g.doc, topic: g.topic, summary: s.summary })),
+  Pipeline.to(Sink.jsonl(process.env.SINK_PATH ?? "out.jsonl"))
+)
+`
+
+const chatThenEmbed = `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Schema } from "effect"
+const Doc = Schema.Struct({ id: Schema.String, text: Schema.String })
+export default Pipeline.make("gist").pipe(
+  Pipeline.from(Source.jsonl("docs.jsonl", Doc), { key: (d) => d.id }),
+  Pipeline.batch("gist", { provider: "openai", model: "gpt-4o-mini", prompt: (d) => Prompt.chat({ user: "One line gist: " + d.text }) }),
+  Pipeline.embed("vector", { provider: "openai", model: "text-embedding-3-small", input: (gist) => gist }),
+  Pipeline.to(Sink.jsonl("vectors.jsonl"))
+)
+`
+
+beforeAll(async () => {
+  emulator = await startEmulator({ validatingMs: 40, requestsPerSecond: 400, finalizingMs: 40, errorRate: 0.05 })
+  project = mkdtempSync(join(tmpdir(), "sluice-multistage-"))
+  writeFileSync(join(project, "package.json"), JSON.stringify({ type: "module" }))
+  symlinkSync(join(repo, "node_modules"), join(project, "node_modules"), "dir")
+  writeFileSync(join(project, "facts.pipeline.ts"), twoStage)
+  writeFileSync(join(project, "gist.pipeline.ts"), chatThenEmbed)
+  const docs = Array.from({ length: DOCS }, (_, i) => JSON.stringify({ id: `doc-${i + 1}`, text: `Review ${i + 1}: ${"fine value, arrived late ".repeat(1 + (i % 4))}` }))
+  writeFileSync(join(project, "docs.jsonl"), docs.join("\n") + "\n")
+})
+
+afterAll(async () => {
+  await emulator?.close()
+})
+
+interface Outcome {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stderr: string
+}
+
+const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Outcome> =>
+  new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: project,
+      env: { ...process.env, OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "multistage-test-key", ...env },
+      stdio: ["ignore", "ignore", "pipe"]
+    })
+    let stderr = ""
+    child.stderr.on("data", (d) => (stderr += d))
+    child.on("exit", (code, signal) => resolve({ code, signal, stderr }))
+  })
+
+const runArgs = (runDir: string, file = "facts.pipeline.ts") => ["run", file, "--run-dir", runDir, "--shard-size", "10", "--poll-interval", "0.05", "--concurrency", "2"]
+
+const jsonl = <A>(file: string): Array<A> =>
+  existsSync(file) ? readFileSync(file, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as A) : []
+
+interface Journal {
+  readonly _tag: string
+  readonly [k: string]: any
+}
+
+interface SinkRow {
+  readonly key: string
+  readonly custom_id: string
+  readonly lineage: ReadonlyArray<string>
+  readonly input: { id: string; text: string }
+  readonly output: { doc: string; topic: string; summary: string }
+}
+
+/**
+ * What must hold for a finished two-stage run: every group of every document in the sink
+ * exactly once with its lineage, and the provider paid once per request.
+ */
+const checkTwoStage = async (runDir: string, sink: string) => {
+  const dir = join(project, runDir)
+  const rows = jsonl<SinkRow>(join(project, sink))
+  const keys = rows.map((r) => r.key)
+  expect(new Set(keys).size, "sink rows with the same key").toBe(keys.length)
+
+  // The groups stage 1 passed on are exactly the sink's rows: each once, none lost.
+  const groups = jsonl<{ key: string; src: { id: string }; lin: ReadonlyArray<string> }>(join(dir, "stages", "summarise.jsonl"))
+  expect(groups.length).toBeGreaterThan(0)
+  expect(new Set(groups.map((g) => g.key)).size, "groups passed on twice").toBe(groups.length)
+  expect([...keys].sort()).toEqual(groups.map((g) => g.key).sort())
+
+  // Keys derive from the document's key; lineage names the extract request of that document.
+  const results = jsonl<{ _tag: string; customId: string }>(join(dir, "results.jsonl"))
+  const succeededIds = new Set(results.filter((r) => r._tag === "Succeeded").map((r) => r.customId))
+  for (const r of rows) {
+    expect(r.key).toBe(`${r.input.id}.${r.output.topic}`)
+    expect(r.output.doc).toBe(r.input.id)
+    expect(r.lineage).toHaveLength(1)
+    expect(r.lineage[0]).toMatch(new RegExp(`^extract-${r.input.id}-`))
+    expect(succeededIds.has(r.lineage[0]!)).toBe(true)
+    expect(r.custom_id).toMatch(/^summarise-/)
+  }
+  const docsWithFacts = new Set(groups.map((g) => g.src.id))
+  expect(new Set(rows.map((r) => r.input.id))).toEqual(docsWithFacts)
+
+  // Paid once: one batch per shard attempt, no custom_id delivered as a success twice.
+  const runId = (JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { runId: string }).runId
+  const ledger = await getLedger(emulator.url)
+  const batches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+  const perShard = new Map<string, number>()
+  for (const b of batches) perShard.set(b.metadata!["sluice_shard"]!, (perShard.get(b.metadata!["sluice_shard"]!) ?? 0) + 1)
+  for (const [shard, n] of perShard) expect(n, `batches created for shard ${shard}`).toBe(1)
+  const ours = new Set(batches.map((b) => b.id))
+  const delivered = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
+  expect(new Set(delivered).size, "custom_ids delivered as a success twice").toBe(delivered.length)
+  const extracts = delivered.filter((id) => id.startsWith("extract-"))
+  expect(extracts.length).toBe(DOCS)
+  expect(delivered.length - extracts.length).toBe(groups.length)
+  return { rows, groups }
+}
+
+describe("multi-stage pipelines", () => {
+  it("feeds stage 2 as stage-1 shards finish, fans out with derived keys, and keeps lineage in the sink", async () => {
+    const runDir = "runs/two-stage"
+    const r = await sluice(runArgs(runDir), { SINK_PATH: "two-stage.jsonl" })
+    expect(r.code, r.stderr).toBe(0)
+    const { groups } = await checkTwoStage(runDir, "two-stage.jsonl")
+    // Fan-out: some document yields more than one group.
+    const perDoc = new Map<string, number>()
+    for (const g of groups) perDoc.set(g.src.id, (perDoc.get(g.src.id) ?? 0) + 1)
+    expect(Math.max(...perDoc.values())).toBeGreaterThan(1)
+
+    // Streaming: a summarise shard was planned before the last extract shard was collected.
+    const journal = jsonl<Journal>(join(project, runDir, "journal.jsonl"))
+    const firstSummarise = journal.findIndex((e) => e._tag === "ShardPlanned" && e["stage"] === "summarise")
+    const extractCollected = journal.flatMap((e, i) => (e._tag === "Collected" && String(e["shard"]).startsWith("extract-") ? [i] : []))
+    expect(extractCollected.length).toBeGreaterThan(1)
+    expect(firstSummarise).toBeGreaterThan(extractCollected[0]!)
+    expect(firstSummarise).toBeLessThan(extractCollected[extractCollected.length - 1]!)
+
+    // The summary counts rows across stages: nothing pending, the sink's rows succeeded.
+    const status = await sluice(["status", runDir, "--json"])
+    expect(status.code, status.stderr).toBe(0)
+  })
+
+  it("mixes a chat stage and an embeddings stage, one endpoint per shard", async () => {
+    const runDir = "runs/gist"
+    const r = await sluice(runArgs(runDir, "gist.pipeline.ts"))
+    expect(r.code, r.stderr).toBe(0)
+    const journal = jsonl<Journal>(join(project, runDir, "journal.jsonl"))
+    const planned = journal.filter((e) => e._tag === "ShardPlanned")
+    expect(new Set(planned.filter((e) => e["stage"] === "gist").map((e) => e["endpoint"]))).toEqual(new Set(["chat"]))
+    expect(new Set(planned.filter((e) => e["stage"] === "vector").map((e) => e["endpoint"]))).toEqual(new Set(["embeddings"]))
+    const rows = jsonl<{ key: string; lineage: Array<string>; input: { id: string }; output: ReadonlyArray<number> }>(join(project, "vectors.jsonl"))
+    expect(rows.length).toBe(DOCS)
+    expect(new Set(rows.map((r) => r.key)).size).toBe(DOCS)
+    for (const row of rows) {
+      expect(Array.isArray(row.output)).toBe(true)
+      expect(row.output.length).toBeGreaterThan(0)
+      expect(typeof row.output[0]).toBe("number")
+      expect(row.lineage[0]).toMatch(/^gist-/)
+    }
+    // The embeddings requests went to /v1/embeddings with the gist as input.
+    const vectorShard = planned.find((e) => e["stage"] === "vector")!["shard"] as string
+    const line = jsonl<{ url: string; body: { input: string } }>(join(project, runDir, "shards", `${vectorShard}.jsonl`))[0]!
+    expect(line.url).toBe("/v1/embeddings")
+    expect(line.body.input.length).toBeGreaterThan(0)
+  })
+
+  // Points in both stages: stage 1's collection (before and after its commit), the planning
+  // of stage 2 from the inbox, stage 2's submission and collection.
+  const failpoints = [
+    "after:Collected:1",
+    "collect-before-commit:2",
+    "after:ShardPlanned:5",
+    "after:ShardPlanned:7",
+    "plan-row:45",
+    "after:SubmitIntent:6",
+    "after:Created:6",
+    "after:Collected:5",
+    "collect-before-commit:7",
+    "after:StatusChanged:12"
+  ]
+
+  it(`a two-stage run killed at ${failpoints.length} points across both stages resumes without duplicates`, { timeout: 240_000 }, async () => {
+    for (const [i, point] of failpoints.entries()) {
+      const runDir = `runs/crash-${i}`
+      const sink = `crash-${i}.jsonl`
+      const killed = await sluice(runArgs(runDir), { SINK_PATH: sink, SLUICE_FAILPOINT: point })
+      expect(killed.signal, `${point}: ${killed.stderr}`).toBe("SIGKILL")
+      const resumed = await sluice(runArgs(runDir), { SINK_PATH: sink })
+      expect(resumed.code, `${point}: ${resumed.stderr}`).toBe(0)
+      await checkTwoStage(runDir, sink)
+    }
+  })
+})
