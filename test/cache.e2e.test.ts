@@ -151,3 +151,62 @@ export default Pipeline.make("two").pipe(
     for (const f of files) expect(readFileSync(join(dir, f), "utf8")).not.toContain(API_KEY)
   })
 })
+
+describe("accepting a changed pipeline (--allow-changed)", () => {
+  /** Rows whose id ends in 7 get a new prompt; the rest ask exactly what they asked before. */
+  const changing = (changed: boolean) =>
+    pipeline({ source: "data/rows.jsonl", sink: "out/changing.jsonl" }).replace(
+      `prompt: (r) => Prompt.chat({ system: "You label product reviews (cache test).", user: r.text })`,
+      `prompt: (r) => Prompt.chat({ system: ${changed ? `r.id.endsWith("7") ? "You label reviews, tersely." : ` : ""}"You label product reviews (cache test).", user: r.text })`
+    )
+
+  it("keeps the answers of unchanged rows, gives changed rows new ids, and waits for batches in flight first", async () => {
+    // Slow batches: the first run submits and detaches while they are still in flight.
+    const slow = await startTestEmulator({ validatingMs: 1500, finalizingMs: 20, requestsPerSecond: 2000 })
+    try {
+      const env = { ...emulatorEnv(slow.url, API_KEY) }
+      const cli = (args: ReadonlyArray<string>) => runCli(args, { cwd: project.dir, env })
+      await writeText(project, "changing.pipeline.ts", changing(false))
+      const first = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--detach"])])
+      // 3: submitted, not finished (detached)
+      expect(first.code, describeResult(first)).toBe(3)
+      const runDir = project.path("runs/changing")
+      const oldRunId = await runIdOf(runDir)
+      const oldIds = new Map(
+        (await getLedger(slow.url)).batches.filter((b) => b.metadata?.["sluice_run"] === oldRunId).flatMap((b) => b.custom_ids.map((id) => [id.split("-")[1]!, id] as const))
+      )
+      expect(oldIds.size).toBe(30)
+
+      await writeText(project, "changing.pipeline.ts", changing(true))
+      const refused = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing"])])
+      expect(refused.code, describeResult(refused)).toBe(2)
+      const accepted = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--json"])])
+      expect(accepted.code, describeResult(accepted)).toBe(0)
+      const summary = JSON.parse(accepted.stdout) as { succeeded: number; fromCache: number }
+      expect(summary).toMatchObject({ succeeded: 30, fromCache: 27 })
+
+      // The new generation runs under a new run id and submitted the three changed rows only, under new ids.
+      const newRunId = await runIdOf(runDir)
+      expect(newRunId).toBe(`${oldRunId}-g2`)
+      const ledger = await getLedger(slow.url)
+      const submittedNow = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === newRunId).flatMap((b) => [...b.custom_ids])
+      expect(submittedNow.map((id) => id.split("-")[1]).sort()).toEqual(["r0007", "r0017", "r0027"])
+      for (const id of submittedNow) expect(id).not.toBe(oldIds.get(id.split("-")[1]!))
+      // Nothing paid twice: the old generation's batches were each created once and waited for.
+      const oldBatches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === oldRunId)
+      expect(new Set(oldBatches.map((b) => b.metadata!["sluice_shard"])).size).toBe(oldBatches.length)
+
+      // The sink holds every row once; the unchanged ones under their old ids, the changed ones under new ids.
+      const out = await readJsonl<{ key: string; custom_id: string }>(project.path("out/changing.jsonl"))
+      expect(out.map((r) => r.key).sort()).toEqual(rows.map((r) => r.id).sort())
+      for (const r of out) {
+        if (r.key.endsWith("7")) expect(r.custom_id).not.toBe(oldIds.get(r.key))
+        else expect(r.custom_id).toBe(oldIds.get(r.key))
+      }
+      // The earlier generation is kept for inspection.
+      expect(readdirSync(join(runDir, "previous", "1")).sort()).toEqual(expect.arrayContaining(["journal.jsonl", "results.jsonl", "shards"]))
+    } finally {
+      await slow.close()
+    }
+  })
+})

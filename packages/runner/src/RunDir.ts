@@ -8,6 +8,8 @@
  *   failures.jsonl    rows that ended failed, with class and message
  *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
  *   stages/           a later stage's inbox: the rows its upstream stage passed on
+ *   previous/<n>/     the journal, shards and outputs of generation n, before a changed
+ *                     pipeline was accepted (`--allow-changed`)
  */
 import { FileSystem, Path } from "@effect/platform"
 import { Effect, Schema } from "effect"
@@ -25,7 +27,9 @@ export const Manifest = Schema.Struct({
   sink: Schema.NullOr(Schema.String),
   /** Shard limits the run was planned with, so retries and resumes pack the same way. */
   shards: Schema.optional(Schema.Struct({ maxRequests: Schema.Number, maxBytes: Schema.Number })),
-  createdAt: Schema.String
+  createdAt: Schema.String,
+  /** Raised each time a changed pipeline is accepted; earlier generations are in `previous/<n>/`. */
+  generation: Schema.optional(Schema.Number)
 })
 export type Manifest = typeof Manifest.Type
 

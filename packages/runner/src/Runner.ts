@@ -16,6 +16,7 @@ import type { JournalEvent } from "./JournalEvent.js"
 import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
 import * as Pricing from "./Pricing.js"
+import * as Rebase from "./Rebase.js"
 import * as Poller from "./Poller.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
@@ -117,6 +118,16 @@ export const defaultSettings: RunSettings = {
   detach: false
 }
 
+const settingsFor = (options: RunOptions, planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined): RunSettings => ({
+  concurrency: options.concurrency ?? defaultSettings.concurrency,
+  shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
+  shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
+  pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+  detach: options.detach ?? false,
+  budget: options.budget,
+  budgetOutputTokens: options.budgetOutputTokens
+})
+
 export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineName.replace(/[^A-Za-z0-9_.-]/g, "_")}`
 
 /** Rebuilds a run's state from its journal alone. */
@@ -185,17 +196,36 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       yield* fs.makeDirectory(paths.shards, { recursive: true })
       yield* RunLock.acquire(path.join(root, "run.lock"))
 
+      const cachePath = cacheDir(options)
+      const cache = cachePath === false ? ResponseCache.disabled : yield* ResponseCache.open(path.resolve(cachePath))
+      const mode = options.mode ?? "run"
+
       let runId: string
       let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
       if (yield* RunDir.exists(paths)) {
-        const manifest = yield* RunDir.readManifest(paths)
+        let manifest = yield* RunDir.readManifest(paths)
         planned = manifest.shards
-        if (manifest.fingerprint !== fingerprint) {
+        // Cancelling works on the batches as they are, whatever the pipeline file says now.
+        if (manifest.fingerprint !== fingerprint && mode !== "cancel") {
           if (options.allowChanged !== true) {
             return yield* new PipelineChanged({ runDir: root, before: manifest.fingerprint, after: fingerprint })
           }
-          // Accepted once: later resumes of the changed pipeline need no flag.
-          yield* RunDir.writeManifest(paths, { ...manifest, fingerprint })
+          if (cache === ResponseCache.disabled) {
+            return yield* new PipelineInvalid({
+              description:
+                `the pipeline changed since run ${root} started; accepting the change keeps the answers of unchanged ` +
+                `requests through the response cache, which is off. Turn it on, or start a new run directory`
+            })
+          }
+          manifest = yield* Rebase.rebase({
+            paths,
+            manifest,
+            fingerprint,
+            pipeline,
+            cache,
+            settings: settingsFor(options, planned),
+            providerOf: (name) => providers.get(name)
+          })
         }
         runId = manifest.runId
       } else {
@@ -213,20 +243,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           createdAt: new Date().toISOString()
         })
       }
-      const settings: RunSettings = {
-        concurrency: options.concurrency ?? defaultSettings.concurrency,
-        shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
-        shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
-        pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
-        detach: options.detach ?? false,
-        budget: options.budget,
-        budgetOutputTokens: options.budgetOutputTokens
-      }
+      const settings = settingsFor(options, planned)
       const state = yield* loadState(paths.journal)
       const journal = yield* Journal.open(paths.journal)
       const observer = options.observer ?? {}
-      const cachePath = cacheDir(options)
-      const cache = cachePath === false ? ResponseCache.disabled : yield* ResponseCache.open(path.resolve(cachePath))
       const ctx: RunContext = {
         runId,
         paths,
@@ -247,7 +267,6 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           )
       }
       const outputs = yield* Outputs.open(ctx)
-      const mode = options.mode ?? "run"
       const retryPlan = mode === "retry" ? yield* Retry.plan(ctx, options.retryClasses ?? Retry.defaultClasses) : undefined
 
       // Submission and polling hold a permit: at most `concurrency` batches in flight.
