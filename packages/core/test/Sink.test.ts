@@ -179,3 +179,37 @@ describe("Sink.csv", () => {
       expect(error.message).toMatch(/input\.b not in the header/)
     }))
 })
+
+describe("Sink.all", () => {
+  it.effect("writes every record to each sink and resumes each from the checkpoint they share", () =>
+    Effect.gen(function*() {
+      const a = join(dir, "all-a.jsonl")
+      const b = join(dir, "all-b.csv")
+      const sink = Sink.all(Sink.jsonl<Review, Label>(a), Sink.csv<Review, Label>(b))
+      // Session 1: commit two records, then write a third that is never committed (crash).
+      const cp = yield* withWriter(sink, undefined, (w) =>
+        Effect.gen(function*() {
+          yield* w.write([rec(1), rec(2)])
+          const committed = yield* w.commit
+          yield* w.write([rec(3)])
+          return committed
+        })
+      )
+      expect(cp.parts).toEqual([{ offset: statSync(a).size }, expect.objectContaining({ offset: expect.any(Number) })])
+      expect(jsonLines(a).length).toBe(2)
+      // Session 2 opens from the checkpoint: each sink drops what came after it, then takes new records.
+      yield* withWriter(sink, cp, (w) => Effect.zipRight(w.write([rec(4)]), w.commit))
+      expect(jsonLines(a).map((r) => r.key)).toEqual(["r1", "r2", "r4"])
+      const csv = parse(readFileSync(b, "utf8"), { columns: true }) as Array<{ key: string; lineage?: string }>
+      expect(csv.map((r) => r.key)).toEqual(["r1", "r2", "r4"])
+    }))
+
+  it.effect("file sinks write a record's lineage when it has one", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "lineage.jsonl")
+      yield* withWriter(Sink.jsonl<Review, Label>(path), undefined, (w) =>
+        Effect.zipRight(w.write([{ ...rec(1), lineage: ["extract-r1-0123456789abcdef"] }]), w.commit)
+      )
+      expect(jsonLines(path)[0]).toEqual({ key: "r1", custom_id: "label-r1-abc", lineage: ["extract-r1-0123456789abcdef"], input: rec(1).input, output: rec(1).output })
+    }))
+})
