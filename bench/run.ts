@@ -196,9 +196,13 @@ const tsx = (script: string, ...args: Array<string>) => ["--import", "tsx", join
 /** A bench script that imports sluice's sources (not the build): the workspace's source condition. */
 const tsxSrc = (script: string, ...args: Array<string>) => ["--conditions=sluice-source", ...tsx(script, ...args)]
 
+// Each measured run writes a response cache of its own, as a first run does by default: its
+// cost is measured, and no run is answered from another's.
+let caches = 0
 const sluiceEnv = (source: string, sink: string, onInvalid: "skip" | "fail" = "skip"): Record<string, string> => ({
   OPENAI_BASE_URL: `${emulator!.url}/v1`,
   OPENAI_API_KEY: "bench-key-for-the-emulator",
+  SLUICE_CACHE_DIR: join(work, `cache-${++caches}`),
   SLUICE_BENCH_SOURCE: source,
   SLUICE_BENCH_SINK: sink,
   SLUICE_BENCH_ON_INVALID: onInvalid

@@ -89,41 +89,39 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
       const record = (result: BatchResult, fromCache: boolean): boolean => {
-        const full = outputs.results.append(
+        let full = outputs.results.append(
           JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...(fromCache ? { cached: true } : {}), ...result })
         )
         const previous = outcomes.get(result.customId)
         if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
-        if (result._tag === "Succeeded") {
-          if (!fromCache) {
-            const ck = cacheKeys.get(result.customId)
-            if (ck !== undefined) {
-              ctx.cache.put(ck, { text: result.text, finishReason: result.finishReason, usage: result.usage, raw: result.raw })
-            }
-          }
-          // Answers from the cache were paid for by an earlier run.
-          if (result.usage !== null && !fromCache) {
-              usage.input += result.usage.inputTokens
-              usage.output += result.usage.outputTokens
-              usage.cached += result.usage.cachedInputTokens
-            }
-            const decoded = stage.decode(result.text)
-            outcomes.set(
-              result.customId,
-              decoded._tag === "Right"
-                ? { ok: true, output: decoded.right }
-                : {
-                    ok: false,
-                    failure: "parse",
-                    code: result.finishReason === "length" ? "truncated" : "parse_error",
-                    message: decoded.left,
-                    answer: { text: result.text, finishReason: result.finishReason }
-                  }
-            )
-          } else {
-            outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
-          }
+        if (result._tag === "Failed") {
+          outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
           return full
+        }
+        const ck = fromCache ? undefined : cacheKeys.get(result.customId)
+        if (ck !== undefined) {
+          full = ctx.cache.put(ck, { text: result.text, finishReason: result.finishReason, usage: result.usage, raw: result.raw }) || full
+        }
+        // Answers from the cache were paid for by an earlier run.
+        if (result.usage !== null && !fromCache) {
+          usage.input += result.usage.inputTokens
+          usage.output += result.usage.outputTokens
+          usage.cached += result.usage.cachedInputTokens
+        }
+        const decoded = stage.decode(result.text)
+        outcomes.set(
+          result.customId,
+          decoded._tag === "Right"
+            ? { ok: true, output: decoded.right }
+            : {
+                ok: false,
+                failure: "parse",
+                code: result.finishReason === "length" ? "truncated" : "parse_error",
+                message: decoded.left,
+                answer: { text: result.text, finishReason: result.finishReason }
+              }
+        )
+        return full
       }
       const recordChunk = (fromCache: boolean) => (chunk: Chunk.Chunk<BatchResult>) => {
         let full = false
