@@ -1,7 +1,7 @@
 /**
  * PgSink against a real PostgreSQL server, started by the test in a temporary directory on a
- * free loopback port and stopped afterwards. Skipped, saying why, where the server binaries
- * (initdb, pg_ctl) are not installed.
+ * free loopback port and stopped afterwards (scripts/lib/tempPostgres.ts). Skipped, saying
+ * why, where the server binaries (initdb, pg_ctl) are not installed.
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
@@ -10,66 +10,14 @@ import { describe, expect, it } from "@effect/vitest"
 import type { SinkCheckpoint, SinkRecord, SinkWriter } from "@sluice/core"
 import type { Sink } from "@sluice/core"
 import { Context, Effect, Layer, Redacted } from "effect"
-import { execFileSync } from "node:child_process"
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { afterAll, beforeAll } from "vitest"
+import * as TempPostgres from "../../../scripts/lib/tempPostgres.js"
 import * as PgSink from "../src/PgSink.js"
 
-/** The directory holding initdb and pg_ctl: Debian's layout, else whatever PATH finds. */
-const findServerBin = (): string | undefined => {
-  const root = "/usr/lib/postgresql"
-  if (existsSync(root)) {
-    for (const version of readdirSync(root).sort((a, b) => Number(b) - Number(a))) {
-      const bin = join(root, version, "bin")
-      if (existsSync(join(bin, "initdb")) && existsSync(join(bin, "pg_ctl"))) return bin
-    }
-  }
-  try {
-    const initdb = execFileSync("sh", ["-c", "command -v initdb"], { encoding: "utf8" }).trim()
-    if (initdb !== "" && existsSync(join(initdb, "..", "pg_ctl"))) return join(initdb, "..")
-  } catch {
-    // not on PATH
-  }
-  return undefined
-}
-
-const isRoot = process.getuid?.() === 0
-const hasRunuser = (() => {
-  try {
-    execFileSync("sh", ["-c", "command -v runuser && id -u postgres"], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-})()
-const bin = findServerBin()
-/** initdb refuses to run as root: as root the server runs as the `postgres` user. */
-const skipReason = bin === undefined
-  ? "PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql to run these tests"
-  : isRoot && !hasRunuser
-  ? "running as root without runuser or a postgres user, so the test cannot start a server"
-  : undefined
+const { freePort, skipReason } = TempPostgres
 if (skipReason !== undefined) console.warn(`PgSink tests skipped: ${skipReason}`)
 
-const asServerUser = (command: string, args: ReadonlyArray<string>) =>
-  isRoot
-    ? execFileSync("runuser", ["-u", "postgres", "--", join(bin!, command), ...args], { stdio: "pipe" })
-    : execFileSync(join(bin!, command), [...args], { stdio: "pipe" })
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))))
-    })
-  })
-
-let dir = ""
+let server: TempPostgres.TempPostgres | undefined
 let port = 0
 let url = ""
 
@@ -112,31 +60,13 @@ const query = <A>(f: (sql: PgClient.PgClient) => Effect.Effect<A, SqlError>) =>
 
 describe.skipIf(skipReason !== undefined)("PgSink.table (a real PostgreSQL server)", () => {
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "sluice-pg-"))
-    if (isRoot) execFileSync("chown", ["postgres", dir])
-    port = await freePort()
-    const data = join(dir, "data")
-    asServerUser("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync"])
-    asServerUser("pg_ctl", [
-      "-D",
-      data,
-      "-l",
-      join(dir, "server.log"),
-      "-o",
-      `-p ${port} -k ${dir} -h 127.0.0.1 -c fsync=off`,
-      "-w",
-      "start"
-    ])
-    url = `postgres://postgres@127.0.0.1:${port}/postgres`
+    server = await TempPostgres.start()
+    port = server.port
+    url = server.url
   })
 
   afterAll(() => {
-    if (dir === "") return
-    try {
-      asServerUser("pg_ctl", ["-D", join(dir, "data"), "-m", "fast", "-w", "stop"])
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+    server?.stop()
   })
 
   it.effect("crash and resume: every row is in the table exactly once, jsonb round-trips", () =>
