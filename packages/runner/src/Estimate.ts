@@ -6,7 +6,7 @@
  */
 import { HttpClient } from "@effect/platform"
 import type { FileSystem } from "@effect/platform"
-import { Tokens } from "@sluice/core"
+import { Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Pipeline, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
@@ -24,20 +24,45 @@ export interface Estimate {
   readonly pipeline: string
   readonly model: string
   readonly rows: number
+  /** Rows that would not be submitted: invalid source rows, and rows whose prompt throws (render_error in a run). */
   readonly invalid: number
   readonly shards: number
   readonly inputTokens: number
-  /** True when counted with the model's own tokenizer. */
+  /** True when counted with the model's own tokenizer (and no request has an image). */
   readonly exactTokens: boolean
+  /** Images in the prompts, each counted as `Prompt.imageTokens` input tokens. */
+  readonly images: number
   readonly outputTokensPerRequest: number
   readonly outputTokens: number
   readonly cost: Pricing.Cost | null
   readonly prices: string
 }
 
-/** Input tokens of one rendered request. */
-export const requestTokens = (request: BatchRequest): Tokens.Count =>
-  request._tag === "chat" ? Tokens.chat(request.model, request.messages) : Tokens.text(request.model, request.input)
+/**
+ * Input tokens of one rendered request. Content parts: each text part counted like a text
+ * message's content, each image as `Prompt.imageTokens` (the emulator counts them the same
+ * way); a request with images is never `exact`.
+ */
+export const requestTokens = (request: BatchRequest): Tokens.Count => {
+  if (request._tag !== "chat") return Tokens.text(request.model, request.input)
+  const { messages, model } = request
+  if (messages.every((m): m is typeof m & { readonly content: string } => typeof m.content === "string")) {
+    return Tokens.chat(model, messages)
+  }
+  // The framing of every message (and its role) as for text; the parts on top.
+  const framing = Tokens.chat(model, messages.map((m) => ({ role: m.role, content: typeof m.content === "string" ? m.content : "" })))
+  let tokens = framing.tokens
+  let images = 0
+  for (const m of messages) {
+    if (typeof m.content === "string") continue
+    for (const part of m.content) {
+      if (part.type === "text") tokens += Tokens.text(model, part.text).tokens
+      else images++
+    }
+  }
+  // Images are an approximation, whatever the tokenizer.
+  return { tokens: tokens + images * Prompt.imageTokens, exact: framing.exact && images === 0 }
+}
 
 /** What the planner would use to pack shards, even without credentials (nothing is sent). */
 const offlineProvider = (name: string): BatchProvider | undefined =>
@@ -71,6 +96,7 @@ export const estimate = (
     let inputTokens = 0
     let exact = true
     let perRequestOutput = options.outputTokens
+    let images = 0
     yield* pipeline.source.rows.pipe(
       Stream.runForEachChunk((chunk) =>
         Effect.sync(() => {
@@ -79,7 +105,18 @@ export const estimate = (
               invalid++
               continue
             }
-            const request = stage.render(item.row)
+            let request: BatchRequest
+            try {
+              request = stage.render(item.row)
+            } catch {
+              // A row whose prompt throws (an image file that is missing …) fails alone in a
+              // run (render_error) and is never submitted: not counted here either.
+              invalid++
+              continue
+            }
+            if (request._tag === "chat") {
+              for (const m of request.messages) images += Prompt.imageCount(m.content)
+            }
             if (perRequestOutput === undefined) {
               const max = request.params["max_tokens"] ?? request.params["max_completion_tokens"]
               perRequestOutput = typeof max === "number" ? max : 100
@@ -111,6 +148,7 @@ export const estimate = (
       shards,
       inputTokens,
       exactTokens: exact,
+      images,
       outputTokensPerRequest,
       outputTokens,
       cost,
@@ -121,7 +159,14 @@ export const estimate = (
 export const render = (e: Estimate): string =>
   [
     `${e.pipeline}: ${e.rows} rows${e.invalid > 0 ? ` (+${e.invalid} invalid, not submitted)` : ""} in ${e.shards} shard${e.shards === 1 ? "" : "s"}, model ${e.model}`,
-    `input tokens:  ${e.inputTokens}${e.exactTokens ? " (counted with the model's tokenizer)" : " (approximated: about 4 characters a token)"}`,
+    `input tokens:  ${e.inputTokens}${
+      e.images > 0
+        ? ` (text ${Tokens.counterFor(e.model) === undefined ? "approximated: about 4 characters a token" : "counted with the model's tokenizer"}; ` +
+          `${e.images} image${e.images === 1 ? "" : "s"} at ${Prompt.imageTokens} tokens each, approximated)`
+        : e.exactTokens
+        ? " (counted with the model's tokenizer)"
+        : " (approximated: about 4 characters a token)"
+    }`,
     `output tokens: ~${e.outputTokens} (an estimate: ${e.outputTokensPerRequest} per request; set --output-tokens)`,
     e.cost === null
       ? `cost: no price for ${e.model} in the price table`

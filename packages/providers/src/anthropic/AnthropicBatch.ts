@@ -12,7 +12,8 @@
  * Wire facts: `../shared/reference/providers.md` section 3.
  */
 import { HttpBody, HttpClient } from "@effect/platform"
-import type { BatchRequest, BatchResult, FailureClass, Message } from "@sluice/core"
+import type { BatchRequest, BatchResult, ContentPart, FailureClass } from "@sluice/core"
+import { Prompt } from "@sluice/core"
 import { Chunk, Config, ConfigError, Context, Duration, Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeReadline from "node:readline"
@@ -194,9 +195,26 @@ const droppedParams: ReadonlySet<string> = new Set([
 const ownKeys: ReadonlySet<string> = new Set(["model", "messages", "system"])
 
 /**
+ * A content part as a Messages API content block: `{type: "text", text}`, or
+ * `{type: "image", source}` with `{type: "url", url}` or `{type: "base64", media_type, data}`.
+ */
+const wireBlock = (part: ContentPart): unknown =>
+  part.type === "text"
+    ? part
+    : {
+        type: "image",
+        source:
+          part.source.type === "url"
+            ? { type: "url", url: part.source.url }
+            : { type: "base64", media_type: part.source.mediaType, data: part.source.data }
+      }
+
+/**
  * One request line: `{custom_id, params}`. System messages are hoisted into `system`
- * (joined by a blank line); user and assistant turns stay in `messages`. `max_tokens` is
- * required by Anthropic: the request's own value, else `defaultMaxTokens`. Structured output
+ * (joined by a blank line, as are the text parts of a system message given as parts); user
+ * and assistant turns stay in `messages`, content parts as content blocks (images only in
+ * user turns). `max_tokens` is required by Anthropic: the request's own value, else
+ * `defaultMaxTokens`. Structured output
  * is a forced tool whose input schema is the output schema:
  * `tools: [{name, description, input_schema}]`, `tool_choice: {type: "tool", name}`; the
  * answer is then the tool_use block's `input` (see `classifyResult`). A forced tool cannot be
@@ -207,11 +225,15 @@ export const encodeWith = (maxTokens: number) => (request: BatchRequest, customI
     // The runner routes embeddings stages only to providers that serve them.
     throw new Error(`anthropic: the Message Batches API has no embeddings endpoint (custom_id ${customId})`)
   }
+  if (request.messages.some((m) => typeof m.content !== "string")) {
+    const problem = Prompt.problemOf(request.messages)
+    if (problem !== undefined) throw new Error(`anthropic: ${problem} (custom_id ${customId})`)
+  }
   const system: Array<string> = []
-  const messages: Array<{ role: "user" | "assistant"; content: string }> = []
-  for (const m of request.messages as ReadonlyArray<Message>) {
-    if (m.role === "system") system.push(m.content)
-    else messages.push({ role: m.role, content: m.content })
+  const messages: Array<{ role: "user" | "assistant"; content: string | ReadonlyArray<unknown> }> = []
+  for (const m of request.messages) {
+    if (m.role === "system") system.push(Prompt.textOf(m.content, "\n\n"))
+    else messages.push({ role: m.role, content: typeof m.content === "string" ? m.content : m.content.map(wireBlock) })
   }
   const params: Record<string, unknown> = { model: request.model, max_tokens: maxTokens }
   if (system.length > 0) params["system"] = system.join("\n\n")

@@ -31,7 +31,8 @@
  * Wire facts: `../shared/reference/providers.md` section 4.
  */
 import { HttpBody, HttpClient } from "@effect/platform"
-import type { BatchRequest, BatchResult, FailureClass } from "@sluice/core"
+import type { BatchRequest, BatchResult, Content, FailureClass } from "@sluice/core"
+import { Prompt } from "@sluice/core"
 import {
   Chunk,
   Config,
@@ -281,10 +282,37 @@ const generationConfigOf = (params: Readonly<Rec>): Rec => {
   return config
 }
 
+/** The media type of an image URL by its path's extension, if it has a known one. */
+const urlMediaType = (url: string): string | undefined => {
+  try {
+    return Prompt.mediaTypeOf(new URL(url).pathname)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * A message's content as Gemini parts: `{text}`; an image given as base64 data as
+ * `{inlineData: {mimeType, data}}`; an image URL as `{fileData: {fileUri, mimeType}}`, with
+ * the media type of the URL's extension (left out when it has none). Gemini reads a `fileUri`
+ * that is a File API URI, a public or signed http(s) URL (newer models), or a registered
+ * Cloud Storage object.
+ */
+const wireParts = (content: Content): Array<Rec> => {
+  if (typeof content === "string") return [{ text: content }]
+  return content.map((part): Rec => {
+    if (part.type === "text") return { text: part.text }
+    if (part.source.type === "base64") return { inlineData: { mimeType: part.source.mediaType, data: part.source.data } }
+    const mimeType = urlMediaType(part.source.url)
+    return { fileData: mimeType === undefined ? { fileUri: part.source.url } : { fileUri: part.source.url, mimeType } }
+  })
+}
+
 /**
  * One input line: `{"key": customId, "request": GenerateContentRequest}`. System messages
  * become `systemInstruction`, assistant turns the `model` role. Structured output sets
- * `responseMimeType: application/json` and `responseJsonSchema`.
+ * `responseMimeType: application/json` and `responseJsonSchema`. Content parts become Gemini
+ * parts (see `wireParts`); images only in user turns.
  */
 export const encode = (request: BatchRequest, customId: string): string => {
   if (request._tag === "embeddings") {
@@ -294,11 +322,15 @@ export const encode = (request: BatchRequest, customId: string): string => {
       request: { model: modelName(request.model), content: { parts: [{ text: request.input }] } }
     })
   }
-  const system: Array<{ text: string }> = []
-  const contents: Array<{ role: "user" | "model"; parts: Array<{ text: string }> }> = []
+  if (request.messages.some((m) => typeof m.content !== "string")) {
+    const problem = Prompt.problemOf(request.messages)
+    if (problem !== undefined) throw new Error(`gemini: ${problem} (custom_id ${customId})`)
+  }
+  const system: Array<Rec> = []
+  const contents: Array<{ role: "user" | "model"; parts: Array<Rec> }> = []
   for (const message of request.messages) {
-    if (message.role === "system") system.push({ text: message.content })
-    else contents.push({ role: message.role === "assistant" ? "model" : "user", parts: [{ text: message.content }] })
+    if (message.role === "system") system.push(...wireParts(message.content))
+    else contents.push({ role: message.role === "assistant" ? "model" : "user", parts: wireParts(message.content) })
   }
   const body: Rec = { model: modelName(request.model), contents }
   if (system.length > 0) body["systemInstruction"] = { parts: system }

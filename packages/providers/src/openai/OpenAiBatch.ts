@@ -10,7 +10,8 @@
  */
 import { HttpBody, HttpClient } from "@effect/platform"
 import * as Undici from "@effect/platform-node/Undici"
-import type { BatchRequest, BatchResult, Endpoint, FailureClass, OutputFormat, Params } from "@sluice/core"
+import type { BatchRequest, BatchResult, ContentPart, Endpoint, FailureClass, Message, OutputFormat, Params } from "@sluice/core"
+import { Prompt } from "@sluice/core"
 import {
   Chunk,
   Config,
@@ -181,18 +182,43 @@ const schemaName = (name: string): string => {
   return cached
 }
 
+/** A content part as a chat-completions part: `text`, or `image_url` (base64 data as a `data:` URL). */
+const wirePart = (part: ContentPart): unknown =>
+  part.type === "text"
+    ? part
+    : {
+        type: "image_url",
+        image_url: {
+          url: part.source.type === "url" ? part.source.url : `data:${part.source.mediaType};base64,${part.source.data}`
+        }
+      }
+
+/**
+ * The messages' JSON. Text-only messages are serialised as they are (the bytes, and so the
+ * lines, of text prompts never change); content parts become chat-completions parts. Images
+ * are only allowed in user turns.
+ */
+const wireMessages = (messages: ReadonlyArray<Message>, customId: string): string => {
+  if (messages.every((m) => typeof m.content === "string")) return JSON.stringify(messages)
+  const problem = Prompt.problemOf(messages)
+  if (problem !== undefined) throw new Error(`openai: ${problem} (custom_id ${customId})`)
+  return JSON.stringify(messages.map((m) => (typeof m.content === "string" ? m : { ...m, content: m.content.map(wirePart) })))
+}
+
 /**
  * One input line: `{custom_id, method: "POST", url, body}`. For chat, `model` and `messages`
  * come first and cannot be overridden by `params`; structured output becomes
  * `response_format: {type: "json_schema", json_schema: {name, strict: true, schema}}`
- * (it wins over a `response_format` given in `params`).
+ * (it wins over a `response_format` given in `params`). Content parts become
+ * `[{type: "text", text}, {type: "image_url", image_url: {url}}]`, an image given as base64
+ * data as a `data:<media type>;base64,<data>` URL.
  */
 export const encode = (request: BatchRequest, customId: string): string => {
   // Built as a string: the part after the row's own fields (params, response_format with its
   // JSON Schema) is the same for every row of a stage, so it is serialised once, not per row.
   // The bytes are exactly JSON.stringify({custom_id, method, url, body: {model, messages, ...}}).
   if (request._tag === "chat") {
-    return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/chat/completions","body":{"model":${JSON.stringify(request.model)},"messages":${JSON.stringify(request.messages)}${chatTail(request.params, request.output)}}}`
+    return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/chat/completions","body":{"model":${JSON.stringify(request.model)},"messages":${wireMessages(request.messages, customId)}${chatTail(request.params, request.output)}}}`
   }
   return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/embeddings","body":{"model":${JSON.stringify(request.model)},"input":${JSON.stringify(request.input)}${tailOf(request.params, ["model", "input"], undefined)}}}`
 }

@@ -7,12 +7,13 @@
  * - chat with `response_format: json_object` -> a small JSON object
  * - other chat -> a short sentence derived from the last user message
  * - embeddings -> unit vectors of 8 floats (or `dimensions`), float or base64
- * Token usage is approximated as ceil(chars / 4) (+3 per chat message).
+ * Prompt tokens are counted like `sluice estimate` counts them (see `promptTokens`); output
+ * tokens as ceil(chars / 4).
  */
 import type { ApiErrorBody } from "./errors.js"
 import { seededRandom, sha1 } from "./hash.js"
 import { valueForSchema } from "./schemaValue.js"
-import { Tokens } from "@sluice/core"
+import { Prompt, Tokens } from "@sluice/core"
 
 export const CHAT_ENDPOINT = "/v1/chat/completions"
 export const EMBEDDINGS_ENDPOINT = "/v1/embeddings"
@@ -77,6 +78,11 @@ const checkChat = (body: Obj): ApiErrorBody | undefined => {
     if (!isObject(message) || typeof message["role"] !== "string") {
       return requestError(`Invalid 'messages[${i}]': expected an object with a 'role'.`, `messages[${i}]`, "invalid_value")
     }
+    const content = message["content"]
+    if (Array.isArray(content)) {
+      const problem = checkContentParts(content, message["role"], i)
+      if (problem !== undefined) return problem
+    }
   }
   const n = body["n"]
   if (n !== undefined && n !== null && (!Number.isInteger(n) || (n as number) < 1 || (n as number) > 128)) {
@@ -92,6 +98,59 @@ const checkChat = (body: Obj): ApiErrorBody | undefined => {
       if (!isObject(spec) || typeof spec["name"] !== "string") {
         return requestError("Missing required parameter: 'response_format.json_schema.name'.", "response_format.json_schema.name", "missing_required_parameter")
       }
+    }
+  }
+  return undefined
+}
+
+/** Content part types of chat messages (text and image are checked in detail, the others only by name). */
+const PART_TYPES = ["text", "image_url", "input_audio", "file", "refusal"]
+const IMAGE_DATA_URL = /^data:image\/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]*={0,2})$/
+const DETAILS = ["auto", "low", "high"]
+
+/**
+ * A content part list as the chat completions endpoint checks it: every part a known type;
+ * `text` with a string; `image_url` with an http(s) URL or a base64 `data:` URL of a PNG,
+ * JPEG, GIF or WebP image, and only in user turns. The emulator fetches no URL.
+ */
+const checkContentParts = (parts: ReadonlyArray<unknown>, role: string, i: number): ApiErrorBody | undefined => {
+  for (let j = 0; j < parts.length; j++) {
+    const part = parts[j]
+    const at = `messages[${i}].content[${j}]`
+    if (!isObject(part)) return requestError(`Invalid '${at}': expected an object.`, at, "invalid_type")
+    const type = part["type"]
+    if (typeof type !== "string" || !PART_TYPES.includes(type)) {
+      return requestError(
+        `Invalid value: ${JSON.stringify(type ?? null)}. Supported values are: ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`,
+        `${at}.type`,
+        "invalid_value"
+      )
+    }
+    if (type === "text" && typeof part["text"] !== "string") {
+      return requestError(`Missing required parameter: '${at}.text'.`, `${at}.text`, "missing_required_parameter")
+    }
+    if (type !== "image_url") continue
+    if (role !== "user") {
+      return requestError(
+        `Invalid '${at}'. Image URLs are only allowed for messages with role 'user', but this message has role '${role}'.`,
+        `messages[${i}]`,
+        "invalid_value"
+      )
+    }
+    const image = part["image_url"]
+    if (!isObject(image) || typeof image["url"] !== "string") {
+      return requestError(`Missing required parameter: '${at}.image_url.url'.`, `${at}.image_url.url`, "missing_required_parameter")
+    }
+    const url = image["url"]
+    if (url.startsWith("data:") ? !IMAGE_DATA_URL.test(url) : !/^https?:\/\/[^\s/]+/i.test(url)) {
+      return requestError(
+        `Invalid '${at}.image_url.url': expected an http(s) URL or a base64 data URL of a PNG, JPEG, GIF or WebP image.`,
+        `${at}.image_url.url`,
+        "invalid_image_url"
+      )
+    }
+    if (image["detail"] !== undefined && !DETAILS.includes(image["detail"] as string)) {
+      return requestError(`Invalid '${at}.image_url.detail': expected 'auto', 'low' or 'high'.`, `${at}.image_url.detail`, "invalid_value")
     }
   }
   return undefined
@@ -148,32 +207,45 @@ export const answerRequest = (endpoint: string, body: Obj, bodyJson: string, ctx
 
 const approxTokens = (chars: number): number => Math.ceil(chars / 4)
 
-const partsText = (content: unknown): { text: string; extraChars: number } => {
-  if (typeof content === "string") return { text: content, extraChars: 0 }
-  if (!Array.isArray(content)) return { text: "", extraChars: 0 }
+/** A non-text, non-image content part: a flat guess. */
+const OTHER_PART_TOKENS = 85
+
+/** The text of a message's content: a string, or its text parts (OpenAI parts, Anthropic blocks) joined by newlines. */
+const partsText = (content: unknown): string => {
+  if (typeof content === "string") return content
+  if (!Array.isArray(content)) return ""
   let text = ""
-  let extraChars = 0
   for (const part of content) {
     if (isObject(part) && typeof part["text"] === "string") text += (text ? "\n" : "") + part["text"]
-    else extraChars += 340 // ~85 tokens for an image or other non-text part
   }
-  return { text, extraChars }
+  return text
 }
 
 /**
  * Prompt tokens as OpenAI would bill them: with the model's real tokenizer where sluice has
- * one (the same count `sluice estimate` uses), else about four characters a token.
+ * one, else about four characters a token — the count `sluice estimate` makes. A string
+ * content is counted whole with its message's framing; of a part list, each text part on its
+ * own, each image (an OpenAI `image_url` part, an Anthropic `image` block, a Gemini image
+ * part) as `Prompt.imageTokens` — a fixed number: the emulator neither downloads nor decodes
+ * images — and any other part (audio, a file, a tool block) as OTHER_PART_TOKENS.
  */
 export const promptTokens = (messages: ReadonlyArray<unknown>, model = ""): number => {
   const textual: Array<{ role: string; content: string }> = []
-  let extraChars = 0
+  let parts = 0
   for (const message of messages) {
     if (!isObject(message)) continue
-    const parts = partsText(message["content"])
-    extraChars += parts.extraChars
-    textual.push({ role: typeof message["role"] === "string" ? message["role"] : "user", content: parts.text })
+    const content = message["content"]
+    textual.push({ role: typeof message["role"] === "string" ? message["role"] : "user", content: typeof content === "string" ? content : "" })
+    if (!Array.isArray(content)) continue
+    for (const part of content) {
+      if (!isObject(part)) continue
+      parts +=
+        typeof part["text"] === "string" ? Tokens.text(model, part["text"]).tokens :
+        part["type"] === "image_url" || part["type"] === "image" ? Prompt.imageTokens :
+        OTHER_PART_TOKENS
+    }
   }
-  return Tokens.chat(model, textual).tokens + approxTokens(extraChars)
+  return Tokens.chat(model, textual).tokens + parts
 }
 
 const SENTENCES = [
@@ -194,7 +266,7 @@ const snippetOf = (text: string): string => {
 const lastUserText = (messages: ReadonlyArray<unknown>): string => {
   for (let i = messages.length - 1; i >= 0; i--) {
     const message = messages[i]
-    if (isObject(message) && message["role"] === "user") return partsText(message["content"]).text
+    if (isObject(message) && message["role"] === "user") return partsText(message["content"])
   }
   return ""
 }

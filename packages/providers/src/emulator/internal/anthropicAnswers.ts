@@ -52,9 +52,21 @@ export const checkParams = (params: unknown): string | undefined => {
     const content = message["content"]
     if (content === undefined) return `messages.${i}.content: Field required`
     if (typeof content !== "string" && !Array.isArray(content)) return `messages.${i}.content: Input should be a valid string or list`
+    if (Array.isArray(content)) {
+      const problem = checkBlocks(content, `messages.${i}.content`)
+      if (problem !== undefined) return problem
+    }
   }
   const system = params["system"]
   if (system !== undefined && typeof system !== "string" && !Array.isArray(system)) return "system: Input should be a valid string or list"
+  if (Array.isArray(system)) {
+    for (let j = 0; j < system.length; j++) {
+      const block: unknown = system[j]
+      if (!isObject(block) || block["type"] !== "text") return `system.${j}.type: Input should be 'text'`
+    }
+    const problem = checkBlocks(system, "system")
+    if (problem !== undefined) return problem
+  }
   const temperature = params["temperature"]
   if (temperature !== undefined && (typeof temperature !== "number" || temperature < 0 || temperature > 1)) {
     return "temperature: Input should be a number between 0 and 1"
@@ -94,6 +106,57 @@ export const checkParams = (params: unknown): string | undefined => {
     }
     if (choice["type"] !== "none" && choice["type"] !== "auto" && names.size === 0) {
       return "tool_choice: tools must be given when tool_choice forces a tool"
+    }
+  }
+  return undefined
+}
+
+const IMAGE_MEDIA_TYPES = ["image/jpeg", "image/png", "image/gif", "image/webp"]
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
+
+/**
+ * Content blocks as the Messages API checks them: each an object with a `type`; `text` with a
+ * non-empty string; `image` with a `source` of type `base64` (`media_type` JPEG, PNG, GIF or
+ * WebP, `data` base64), `url` (an http(s) URL; the emulator fetches nothing) or `file`
+ * (`file_id`). Other block types (tool use and results, documents, thinking …) pass unchecked.
+ */
+const checkBlocks = (blocks: ReadonlyArray<unknown>, at: string): string | undefined => {
+  for (let j = 0; j < blocks.length; j++) {
+    const block: unknown = blocks[j]
+    const path = `${at}.${j}`
+    if (!isObject(block)) return `${path}: Input should be a valid dictionary`
+    const type = block["type"]
+    if (typeof type !== "string") return `${path}.type: Field required`
+    if (type === "text") {
+      if (typeof block["text"] !== "string") return `${path}.text.text: Input should be a valid string`
+      if (block["text"].length === 0) return `${path}: text content blocks must be non-empty`
+      continue
+    }
+    if (type !== "image") continue
+    const source = block["source"]
+    if (!isObject(source)) return `${path}.image.source: Field required`
+    switch (source["type"]) {
+      case "base64": {
+        const mediaType = source["media_type"]
+        if (typeof mediaType !== "string" || !IMAGE_MEDIA_TYPES.includes(mediaType)) {
+          return `${path}.image.source.base64.media_type: Input should be ${IMAGE_MEDIA_TYPES.map((t) => `'${t}'`).join(", ")}`
+        }
+        const data = source["data"]
+        if (typeof data !== "string" || data.length === 0 || data.length % 4 !== 0 || !BASE64.test(data)) {
+          return `${path}.image.source.base64.data: Input should be a valid base64 string`
+        }
+        continue
+      }
+      case "url":
+        if (typeof source["url"] !== "string" || !/^https?:\/\/[^\s/]+/i.test(source["url"])) {
+          return `${path}.image.source.url.url: Input should be a valid http(s) URL`
+        }
+        continue
+      case "file":
+        if (typeof source["file_id"] !== "string") return `${path}.image.source.file.file_id: Field required`
+        continue
+      default:
+        return `${path}.image.source: Input tag ${JSON.stringify(source["type"] ?? null)} does not match any of the expected tags: 'base64', 'url', 'file'`
     }
   }
   return undefined

@@ -106,19 +106,56 @@ const field = (obj: Obj, camel: string): unknown => {
   return obj[snake]
 }
 
-/** `parts` -> string content, or content parts when some are not text (they count as tokens). */
+const CHAT_IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"]
+
+/**
+ * One Gemini part as a chat-completions part, for the shared checks and answers:
+ * - `{text}` -> a text part;
+ * - an image in `inlineData {mimeType, data}` -> an `image_url` part with a base64 data URL
+ *   (URL-safe base64 made standard); PNG, JPEG, GIF and WebP only — other inline data
+ *   (HEIC, audio, PDF …) -> a `file` part, accepted and counted as a non-image part;
+ * - `fileData {fileUri, mimeType?}` of an image (or of no stated type) -> an `image_url` part
+ *   with the URI (a `gs://bucket/object` URI as its `https://storage.googleapis.com` URL);
+ *   the emulator fetches nothing; other file types -> a `file` part;
+ * - function calls and responses, code parts -> a `file` part;
+ * - anything malformed -> a part of an unknown type, which the shared check refuses (the
+ *   request's line then fails with 400 INVALID_ARGUMENT).
+ */
+const chatPartOf = (part: unknown): Obj => {
+  if (!isObject(part)) return { type: "invalid_part" }
+  if (typeof part["text"] === "string") return { type: "text", text: part["text"] }
+  const inline = field(part, "inlineData")
+  if (inline !== undefined) {
+    if (!isObject(inline)) return { type: "invalid_part" }
+    const mimeType = field(inline, "mimeType")
+    const data = inline["data"]
+    if (typeof mimeType !== "string" || typeof data !== "string" || data.length === 0) return { type: "invalid_part" }
+    if (!CHAT_IMAGE_TYPES.includes(mimeType.toLowerCase())) return { type: "file", file: {} }
+    return { type: "image_url", image_url: { url: `data:${mimeType.toLowerCase()};base64,${data.replace(/-/g, "+").replace(/_/g, "/")}` } }
+  }
+  const file = field(part, "fileData")
+  if (file !== undefined) {
+    if (!isObject(file)) return { type: "invalid_part" }
+    const uri = field(file, "fileUri")
+    const mimeType = field(file, "mimeType")
+    if (typeof uri !== "string" || uri.length === 0 || (mimeType !== undefined && typeof mimeType !== "string")) return { type: "invalid_part" }
+    if (typeof mimeType === "string" && !mimeType.toLowerCase().startsWith("image/")) return { type: "file", file: {} }
+    const gs = /^gs:\/\/(.+)$/.exec(uri)
+    return { type: "image_url", image_url: { url: gs === null ? uri : `https://storage.googleapis.com/${gs[1]}` } }
+  }
+  for (const key of ["functionCall", "functionResponse", "executableCode", "codeExecutionResult"]) {
+    if (field(part, key) !== undefined) return { type: "file", file: {} }
+  }
+  return { type: "invalid_part" }
+}
+
+/** `parts` -> string content, or content parts when some are not text (images and others count as tokens). */
 const contentOf = (parts: unknown): string | Array<Obj> => {
   if (!Array.isArray(parts)) return ""
-  const texts: Array<string> = []
-  let other = false
-  for (const part of parts) {
-    if (isObject(part) && typeof part["text"] === "string") texts.push(part["text"])
-    else other = true
+  if (parts.every((part) => isObject(part) && typeof part["text"] === "string")) {
+    return parts.map((part) => (part as Obj)["text"] as string).join("")
   }
-  if (!other) return texts.join("")
-  return parts.map((part) =>
-    isObject(part) && typeof part["text"] === "string" ? { type: "text", text: part["text"] } : { type: "input_file" }
-  )
+  return parts.map(chatPartOf)
 }
 
 /** Gemini's OpenAPI-subset `responseSchema` (upper-case types, `nullable`) as JSON Schema. */
