@@ -38,6 +38,19 @@ type Outcome =
 /** Failure classes the runner reschedules on its own, within the row's attempt budget. */
 const automatic: ReadonlySet<FailureClass> = new Set(["retryable", "expired", "missing"])
 
+/**
+ * The custom_id and cache key of a row sidecar line (undefined for a row without a key, or
+ * answered from the cache), read without parsing the row: the id is the line's first field
+ * and the key its last but the cached mark, both written by the planner as plain strings.
+ */
+const sidecarKeys = (line: string): { readonly id: string; readonly ck: string } | undefined => {
+  // `"ck":"<64 hex>"}` ends the line when the row has a key and no cached mark.
+  const at = line.length - 72
+  if (at < 0 || !line.startsWith(`"ck":"`, at) || !line.endsWith(`"}`)) return undefined
+  const ck = line.slice(at + 6, at + 70)
+  return /^[0-9a-f]{64}$/.test(ck) ? { id: line.slice(7, line.indexOf(`"`, 7)), ck } : undefined
+}
+
 /** The id of the shard that retries `shard`'s failed rows. */
 export const retryShardId = (shard: ShardState): string => `${shard.id.replace(/-a\d+$/, "")}-a${shard.attempt + 1}`
 
@@ -80,8 +93,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
           Stream.runForEach((text) =>
             Effect.sync(() => {
-              const row = JSON.parse(text) as RowLine
-              if (row.ck !== undefined && row.c === undefined) cacheKeys.set(row.id, row.ck)
+              const keys = sidecarKeys(text)
+              if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
             })
           )
         )
@@ -89,18 +102,22 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
       const record = (result: BatchResult, fromCache: boolean): boolean => {
-        let full = outputs.results.append(
-          JSON.stringify({ shard: shard.id, attempt: shard.attempt, ...(fromCache ? { cached: true } : {}), ...result })
-        )
+        const prefix = `{"shard":${JSON.stringify(shard.id)},"attempt":${shard.attempt},${fromCache ? `"cached":true,` : ""}`
+        let full: boolean
+        if (result._tag === "Succeeded") {
+          // The answer is serialised once: for the cache, and as the tail of its results line.
+          const answer = ResponseCache.encodeAnswer(result)
+          full = outputs.results.append(`${prefix}"_tag":"Succeeded","customId":${JSON.stringify(result.customId)},${answer.slice(1)}`)
+          const ck = fromCache ? undefined : cacheKeys.get(result.customId)
+          if (ck !== undefined) full = ctx.cache.putEncoded(ck, answer) || full
+        } else {
+          full = outputs.results.append(prefix + JSON.stringify(result).slice(1))
+        }
         const previous = outcomes.get(result.customId)
         if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
         if (result._tag === "Failed") {
           outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
           return full
-        }
-        const ck = fromCache ? undefined : cacheKeys.get(result.customId)
-        if (ck !== undefined) {
-          full = ctx.cache.put(ck, { text: result.text, finishReason: result.finishReason, usage: result.usage, raw: result.raw }) || full
         }
         // Answers from the cache were paid for by an earlier run.
         if (result.usage !== null && !fromCache) {

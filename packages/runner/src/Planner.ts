@@ -232,7 +232,16 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     }
     const ck = caching ? ResponseCache.key(rt.cacheNamespace, request) : undefined
     const cached = ck === undefined ? undefined : ctx.cache.read(ck)
-    const line = cached === undefined ? provider.encode(request, customId) : ""
+    let line = ""
+    if (cached === undefined) {
+      try {
+        line = provider.encode(request, customId)
+      } catch (e) {
+        // A request the provider cannot express (an image in an assistant turn, say) fails its row.
+        reject({ location: loc, message: `the request cannot be encoded: ${errorText(e)}`, code: "invalid_request", customId, key })
+        return undefined
+      }
+    }
     const lineBytes = cached === undefined ? Buffer.byteLength(line) + 1 : 0
     if (lineBytes > maxBytes) {
       reject({ location: loc, message: `request is ${lineBytes} bytes, over the shard limit of ${maxBytes} bytes`, code: "oversize", customId, key })

@@ -87,6 +87,8 @@ export interface ResponseCache {
    * keys already stored (or buffered), returning false. `key` must come from `key()`.
    */
   readonly put: (key: string, answer: CachedAnswer) => boolean
+  /** `put` of an answer already encoded with `encodeAnswer` (a caller that needs the JSON anyway saves a stringify). */
+  readonly putEncoded: (key: string, json: string) => boolean
   /** Writes buffered answers durably (data fsynced before its index entries are written). */
   readonly flush: Effect.Effect<void, CacheError>
   /** The number of distinct answers stored, buffered ones included. */
@@ -102,6 +104,7 @@ export const disabled: ResponseCache = {
   has: () => false,
   read: () => undefined,
   put: () => false,
+  putEncoded: () => false,
   flush: Effect.void,
   size: () => 0
 }
@@ -253,7 +256,8 @@ class Store {
   readonly api: ResponseCache = {
     has: (key) => this.pending.has(key) || this.inflight.has(key) || (hexFromString(key, this.scratch) && this.index.find(this.scratch) >= 0),
     read: (key) => this.read(key),
-    put: (key, answer) => this.put(key, answer),
+    put: (key, answer) => this.put(key, encodeAnswer(answer)),
+    putEncoded: (key, json) => this.put(key, json),
     flush: Effect.suspend(() => this.flush),
     size: () => this.index.count + this.pending.size + this.inflight.size
   }
@@ -306,10 +310,9 @@ class Store {
     return fd
   }
 
-  private put(key: string, answer: CachedAnswer): boolean {
+  private put(key: string, json: string): boolean {
     if (!hexFromString(key, this.scratch)) throw new Error(`response cache: not a cache key: ${JSON.stringify(key)}`)
     if (this.pending.has(key) || this.inflight.has(key) || this.index.find(this.scratch) >= 0) return false
-    const json = encodeAnswer(answer)
     this.pending.set(key, json)
     this.pendingBytes += json.length + 1
     return this.pendingBytes >= FLUSH_AT
@@ -545,7 +548,8 @@ const hexFromBytes = (buf: Buffer, at: number, into: Uint32Array): boolean => {
 }
 
 /** The answer and nothing else, in a fixed field order (the text always starts `{"text":`). */
-const encodeAnswer = (answer: CachedAnswer): string =>
+/** An answer as the cache stores it: `{"text","finishReason","usage","raw"}`, in that order. */
+export const encodeAnswer = (answer: CachedAnswer): string =>
   JSON.stringify({
     text: answer.text,
     finishReason: answer.finishReason,
