@@ -440,3 +440,34 @@ describe("help and the emulator command", SLOW, () => {
     }
   })
 })
+
+describe("Ctrl-C", SLOW, () => {
+  it("an interrupted run exits 130 saying how to continue, and `resume` finishes it", async () => {
+    const slow = await startTestEmulator({ validatingMs: 3000, finalizingMs: 20, requestsPerSecond: 2000 })
+    const project = await makeProject("sluice-sigint-")
+    try {
+      await writeRows(project, "data/rows.jsonl", 20)
+      await writePipeline(project, "p.pipeline.ts", { name: "sigint" })
+      const child = spawnCli(["run", "p.pipeline.ts", "--run-dir", "runs/s", ...fastRunFlags(10)], { cwd: project.dir, env: emulatorEnv(slow.url) })
+      let stderr = ""
+      child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      // Interrupt once a batch is in flight.
+      for (let i = 0; i < 400 && slow.calls("POST", "/v1/batches") === 0; i++) await new Promise((r) => setTimeout(r, 25))
+      expect(slow.calls("POST", "/v1/batches")).toBeGreaterThan(0)
+      child.kill("SIGINT")
+      expect(await exited, stderr).toBe(130)
+      expect(stderr).toContain("interrupted; run `sluice resume <run-dir>` to continue")
+      expectNoStackTrace({ code: 130, signal: null, stdout: "", stderr })
+
+      const resumed = await runCli(["resume", "runs/s", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(slow.url) })
+      expect(resumed.code, describeResult(resumed)).toBe(0)
+      const sink = await readJsonl<SinkLine>(project.path("out/labeled.jsonl"))
+      expect(new Set(sink.map((l) => l.key)).size).toBe(20)
+      expect(sink.length).toBe(20)
+    } finally {
+      await slow.close()
+      await project.cleanup()
+    }
+  })
+})

@@ -3,7 +3,7 @@
  * clear line on stderr and a documented exit code — never a stack trace.
  */
 import { NodeContext, NodeHttpClient, NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Layer, Logger, LogLevel } from "effect"
+import { Cause, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { ExitCode, cli } from "./Cli.js"
 import { Registry } from "@sluice/providers"
 
@@ -62,5 +62,18 @@ cli(process.argv).pipe(
   ),
   Logger.withMinimumLogLevel(LogLevel.Info),
   Effect.provide(MainLive),
-  NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    disablePrettyLogger: true,
+    // Ctrl-C or SIGTERM interrupts the program from outside, past `catchAllCause`: say so and
+    // exit 130 rather than the runtime's 0.
+    teardown: (exit, onExit) => {
+      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+        process.stderr.write("sluice: interrupted; run `sluice resume <run-dir>` to continue\n")
+        onExit(130)
+      } else {
+        onExit(Exit.isFailure(exit) ? 1 : 0)
+      }
+    }
+  })
 )
