@@ -36,7 +36,10 @@ export interface BatchStage<A, B> {
   readonly endpoint: Endpoint
   /** Renders the neutral request for a row. */
   readonly render: (row: A) => BatchRequest
-  /** Hash of a rendered request (model, params, schema, messages): the last part of its custom_id. */
+  /**
+   * SHA-256 (hex) of a rendered request (model, params, schema, messages): its first 16
+   * characters end the row's custom_id; the whole digest keys the response cache.
+   */
   readonly requestHash: (request: BatchRequest) => string
   /** The row's custom_id as given by the caller, instead of the derived one. */
   readonly customId: ((row: A) => string) | undefined
@@ -249,7 +252,7 @@ const makeChatStage = <A, B, I>(
     },
     // The stage-constant part (model, params, schema) is hashed once; per row only the messages.
     requestHash: (request) =>
-      sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)).slice(0, 16),
+      sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)),
     customId: undefined,
     decode,
     maxAttempts: config.maxAttempts ?? 3,
@@ -294,7 +297,7 @@ export const batchRaw =
       model: config.model,
       endpoint: config.endpoint ?? "chat",
       render: config.request,
-      requestHash: (request) => sha256(JSON.stringify(request)).slice(0, 16),
+      requestHash: (request) => sha256(JSON.stringify(request)),
       customId: config.customId,
       decode: (text) => Either.right(text),
       maxAttempts: config.maxAttempts ?? 3,
@@ -332,7 +335,7 @@ export const embed =
       endpoint: "embeddings",
       render: (row) => ({ _tag: "embeddings", model: config.model, input: config.input(row), params }),
       requestHash: (request) =>
-        sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)).slice(0, 16),
+        sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)),
       customId: undefined,
       decode: (text) => Either.mapLeft(decodeVector(text), (e) => `not an embedding vector: ${e.message.split("\n")[0]}`),
       maxAttempts: config.maxAttempts ?? 3,

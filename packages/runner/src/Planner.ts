@@ -220,7 +220,8 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       reject({ location: loc, message: `the prompt failed: ${errorText(e)}`, code: "render_error", customId: null, key })
       return undefined
     }
-    const customId = stageCustomId ?? CustomId.make(stage.name, key, stage.requestHash(request))
+    const digest = stage.requestHash(request)
+    const customId = stageCustomId ?? CustomId.make(stage.name, key, digest)
     const problem = !CustomId.pattern.test(customId)
       ? `custom_id "${customId.slice(0, 80)}" does not match ${CustomId.pattern.source}`
       : provider.limits.oneModelPerShard && request.model !== stage.model
@@ -230,7 +231,9 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       reject({ location: loc, message: problem, code: "invalid_request", customId, key })
       return undefined
     }
-    const ck = caching ? ResponseCache.key(rt.cacheNamespace, request) : undefined
+    // The request's digest covers all of it (model, params, schema, messages): hashing it
+    // again with the provider's namespace keys the cache without serialising the request twice.
+    const ck = caching ? ResponseCache.key(rt.cacheNamespace, digest) : undefined
     const cached = ck === undefined ? undefined : ctx.cache.read(ck)
     let line = ""
     if (cached === undefined) {
@@ -247,18 +250,15 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       reject({ location: loc, message: `request is ${lineBytes} bytes, over the shard limit of ${maxBytes} bytes`, code: "oversize", customId, key })
       return undefined
     }
-    const sidecar: RowLine = {
-      id: customId,
-      key,
-      loc,
-      input: row,
-      ...(upstream === undefined ? {} : { src: upstream.src, lin: upstream.lin }),
-      ...(ck === undefined ? {} : { ck }),
-      ...(cached === undefined ? {} : { c: 1 as const })
-    }
+    // The sidecar line (a RowLine), built as text: a million rows should not cost a million
+    // intermediate objects. Collector.sidecarKeys relies on `id` first and `ck` last but `c`.
+    let rowLine = `{"id":${JSON.stringify(customId)},"key":${JSON.stringify(key)},"loc":${JSON.stringify(loc)},"input":${JSON.stringify(row) ?? "null"}`
+    if (upstream !== undefined) rowLine += `,"src":${JSON.stringify(upstream.src) ?? "null"},"lin":${JSON.stringify(upstream.lin)}`
+    if (ck !== undefined) rowLine += `,"ck":"${ck}"`
+    rowLine += cached === undefined ? "}" : `,"c":1}`
     // The stored answer is a JSON object: it becomes a result line by adding its custom_id.
     const answer = cached === undefined ? undefined : `{"_tag":"Succeeded","customId":${JSON.stringify(customId)},${cached.slice(1)}`
-    return { customId, line, lineBytes, request, rowLine: JSON.stringify(sidecar), answer }
+    return { customId, line, lineBytes, request, rowLine, answer }
   }
 
   const fits = (shard: OpenShard, group: ReadonlyArray<Candidate>): boolean => {
