@@ -6,8 +6,8 @@
  */
 import { HttpClient } from "@effect/platform"
 import type { FileSystem } from "@effect/platform"
-import { Prompt, Tokens } from "@sluice/core"
-import type { BatchRequest, Pipeline, Source } from "@sluice/core"
+import { Pipeline, Prompt, Tokens } from "@sluice/core"
+import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
 import { Chunk, Effect, Option, Redacted, Stream } from "effect"
@@ -35,6 +35,8 @@ export interface Estimate {
   readonly outputTokensPerRequest: number
   readonly outputTokens: number
   readonly cost: Pricing.Cost | null
+  /** Stages after the first: not estimated, their rows come from answers. */
+  readonly laterStages: ReadonlyArray<string>
   readonly prices: string
 }
 
@@ -82,6 +84,7 @@ export const estimate = (
     if (pipeline.source === undefined || stage === undefined) {
       return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" needs a source and a batch stage` })
     }
+    const before = pipeline.links[0] ?? []
     const registry = yield* Effect.serviceOption(Providers)
     const configured = Option.isSome(registry) ? yield* Effect.option(registry.value.get(stage.provider)) : Option.none()
     const provider = Option.getOrUndefined(configured) ?? offlineProvider(stage.provider)
@@ -105,34 +108,38 @@ export const estimate = (
               invalid++
               continue
             }
-            let request: BatchRequest
+            let requests: Array<BatchRequest>
             try {
-              request = stage.render(item.row)
+              // Transforms before the first stage (a fan-out, say) as the planner runs them.
+              const inputs = before.length === 0 ? [item.row] : Pipeline.applyLink(before, "", item.row, item.row).map(([, v]) => v)
+              requests = inputs.map((input) => stage.render(input))
             } catch {
-              // A row whose prompt throws (an image file that is missing …) fails alone in a
-              // run (render_error) and is never submitted: not counted here either.
+              // A row whose prompt or transform throws (an image file that is missing …) fails
+              // alone in a run (render_error) and is never submitted: not counted here either.
               invalid++
               continue
             }
-            if (request._tag === "chat") {
-              for (const m of request.messages) images += Prompt.imageCount(m.content)
+            for (const request of requests) {
+              if (request._tag === "chat") {
+                for (const m of request.messages) images += Prompt.imageCount(m.content)
+              }
+              if (perRequestOutput === undefined) {
+                const max = request.params["max_tokens"] ?? request.params["max_completion_tokens"]
+                perRequestOutput = typeof max === "number" ? max : 100
+              }
+              const count = requestTokens(request)
+              inputTokens += count.tokens
+              exact &&= count.exact
+              const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
+              if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
+                shards++
+                inShard = 0
+                shardBytes = 0
+              }
+              inShard++
+              shardBytes += bytes
+              rows++
             }
-            if (perRequestOutput === undefined) {
-              const max = request.params["max_tokens"] ?? request.params["max_completion_tokens"]
-              perRequestOutput = typeof max === "number" ? max : 100
-            }
-            const count = requestTokens(request)
-            inputTokens += count.tokens
-            exact &&= count.exact
-            const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
-            if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
-              shards++
-              inShard = 0
-              shardBytes = 0
-            }
-            inShard++
-            shardBytes += bytes
-            rows++
           }
         })
       )
@@ -152,6 +159,7 @@ export const estimate = (
       outputTokensPerRequest,
       outputTokens,
       cost,
+      laterStages: pipeline.stages.slice(1).map((s) => s.name),
       prices: `${Pricing.table.date} (${Pricing.table.unit}, ${Pricing.table.currency})`
     } satisfies Estimate
   })
@@ -170,5 +178,8 @@ export const render = (e: Estimate): string =>
     `output tokens: ~${e.outputTokens} (an estimate: ${e.outputTokensPerRequest} per request; set --output-tokens)`,
     e.cost === null
       ? `cost: no price for ${e.model} in the price table`
-      : `cost: ~$${e.cost.batch.toFixed(4)} at batch prices, ~$${e.cost.realtime.toFixed(4)} at real-time prices (prices of ${e.prices})`
+      : `cost: ~$${e.cost.batch.toFixed(4)} at batch prices, ~$${e.cost.realtime.toFixed(4)} at real-time prices (prices of ${e.prices})`,
+    ...(e.laterStages.length === 0
+      ? []
+      : [`not estimated: the later stage${e.laterStages.length === 1 ? "" : "s"} ${e.laterStages.join(", ")} (their rows come from the answers of the first)`])
   ].join("\n")
