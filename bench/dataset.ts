@@ -6,6 +6,7 @@
  *   tsx bench/dataset.ts --rows 200000 [--out bench/.data/rows-200000.jsonl]
  */
 import { closeSync, existsSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from "node:fs"
+import { mulberry32 } from "../scripts/lib/random.js"
 
 /** Bump when the generator changes: cached files of another version are regenerated. */
 export const GENERATOR_VERSION = 1
@@ -19,23 +20,11 @@ const WORDS = (
   "pretty very somewhat barely customer service email phone waited replied helpful rude friendly delivery"
 ).split(" ")
 
-/** mulberry32: small, fast, deterministic. */
-const prng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 export const rowId = (i: number): string => `r${String(i + 1).padStart(7, "0")}`
 
 /** Row i's JSON line (no newline); each row has its own seed, so rows are independent of n. */
 export const rowLine = (i: number): string => {
-  const random = prng(0x5eed + i * 7919)
+  const random = mulberry32(0x5eed + i * 7919)
   const target = 900 + Math.floor(random() * 200) // 900–1099 characters of text
   let text = ""
   let sentence = 0

@@ -16,23 +16,13 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { mulberry32 } from "./lib/random.js"
 import { parquetWriteBuffer } from "hyparquet-writer"
 
 const SEED = 0xfac75
 const COUNT = 200
 const ROW_GROUP = 50
 const OUT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "examples", "data", "documents.parquet")
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const rand = mulberry32(SEED)
 const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1))

@@ -38,6 +38,7 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { mulberry32 } from "./lib/random.js"
 
 const SEED = 0x5a1ce
 const COUNT = 1000
@@ -46,17 +47,6 @@ const OUT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "examples", "
 // ---------------------------------------------------------------------------
 // PRNG and helpers
 // ---------------------------------------------------------------------------
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const rand = mulberry32(SEED)
 const chance = (p: number): boolean => rand() < p

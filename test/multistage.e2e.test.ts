@@ -4,22 +4,16 @@
  * keys, the sink keeps lineage, a chat stage feeds an embeddings stage, and a run killed
  * with SIGKILL at points across both stages resumes without a duplicate or a double payment.
  */
-import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { existsSync, readFileSync } from "node:fs"
+import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
-import type { EmulatorHandle } from "../packages/providers/src/emulator/Emulator.js"
-import { getLedger } from "../packages/providers/src/emulator/EmulatorControl.js"
+import { emulatorEnv, getLedger, makeProject, runCli, startTestEmulator, writeText } from "./support/cli.js"
+import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), "..")
-const bin = join(repo, "packages/runner/bin/sluice.js")
 const DOCS = 40
 
-let emulator: EmulatorHandle
-let project: string
+let emulator: TestEmulator
+let project: TempProject
 
 const twoStage = `
 import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
@@ -68,37 +62,21 @@ export default Pipeline.make("gist").pipe(
 `
 
 beforeAll(async () => {
-  emulator = await startEmulator({ validatingMs: 40, requestsPerSecond: 400, finalizingMs: 40, errorRate: 0.05 })
-  project = mkdtempSync(join(tmpdir(), "sluice-multistage-"))
-  writeFileSync(join(project, "package.json"), JSON.stringify({ type: "module" }))
-  symlinkSync(join(repo, "node_modules"), join(project, "node_modules"), "dir")
-  writeFileSync(join(project, "facts.pipeline.ts"), twoStage)
-  writeFileSync(join(project, "gist.pipeline.ts"), chatThenEmbed)
+  emulator = await startTestEmulator({ validatingMs: 40, requestsPerSecond: 400, finalizingMs: 40, errorRate: 0.05 })
+  project = await makeProject("sluice-multistage-")
+  await writeText(project, "facts.pipeline.ts", twoStage)
+  await writeText(project, "gist.pipeline.ts", chatThenEmbed)
   const docs = Array.from({ length: DOCS }, (_, i) => JSON.stringify({ id: `doc-${i + 1}`, text: `Review ${i + 1}: ${"fine value, arrived late ".repeat(1 + (i % 4))}` }))
-  writeFileSync(join(project, "docs.jsonl"), docs.join("\n") + "\n")
+  await writeText(project, "docs.jsonl", docs.join("\n") + "\n")
 })
 
 afterAll(async () => {
   await emulator?.close()
+  await project?.cleanup()
 })
 
-interface Outcome {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stderr: string
-}
-
-const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Outcome> =>
-  new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], {
-      cwd: project,
-      env: { ...process.env, OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "multistage-test-key", ...env },
-      stdio: ["ignore", "ignore", "pipe"]
-    })
-    let stderr = ""
-    child.stderr.on("data", (d) => (stderr += d))
-    child.on("exit", (code, signal) => resolve({ code, signal, stderr }))
-  })
+const sluice = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<CliResult> =>
+  runCli(args, { cwd: project.dir, env: { ...emulatorEnv(emulator.url), ...env } })
 
 const runArgs = (runDir: string, file = "facts.pipeline.ts") => ["run", file, "--run-dir", runDir, "--shard-size", "10", "--poll-interval", "0.05", "--concurrency", "2"]
 
@@ -123,8 +101,8 @@ interface SinkRow {
  * exactly once with its lineage, and the provider paid once per request.
  */
 const checkTwoStage = async (runDir: string, sink: string) => {
-  const dir = join(project, runDir)
-  const rows = jsonl<SinkRow>(join(project, sink))
+  const dir = join(project.dir, runDir)
+  const rows = jsonl<SinkRow>(join(project.dir, sink))
   const keys = rows.map((r) => r.key)
   expect(new Set(keys).size, "sink rows with the same key").toBe(keys.length)
 
@@ -176,7 +154,7 @@ describe("multi-stage pipelines", () => {
     expect(Math.max(...perDoc.values())).toBeGreaterThan(1)
 
     // Streaming: a summarise shard was planned before the last extract shard was collected.
-    const journal = jsonl<Journal>(join(project, runDir, "journal.jsonl"))
+    const journal = jsonl<Journal>(join(project.dir, runDir, "journal.jsonl"))
     const firstSummarise = journal.findIndex((e) => e._tag === "ShardPlanned" && e["stage"] === "summarise")
     const extractCollected = journal.flatMap((e, i) => (e._tag === "Collected" && String(e["shard"]).startsWith("extract-") ? [i] : []))
     expect(extractCollected.length).toBeGreaterThan(1)
@@ -192,11 +170,11 @@ describe("multi-stage pipelines", () => {
     const runDir = "runs/gist"
     const r = await sluice(runArgs(runDir, "gist.pipeline.ts"))
     expect(r.code, r.stderr).toBe(0)
-    const journal = jsonl<Journal>(join(project, runDir, "journal.jsonl"))
+    const journal = jsonl<Journal>(join(project.dir, runDir, "journal.jsonl"))
     const planned = journal.filter((e) => e._tag === "ShardPlanned")
     expect(new Set(planned.filter((e) => e["stage"] === "gist").map((e) => e["endpoint"]))).toEqual(new Set(["chat"]))
     expect(new Set(planned.filter((e) => e["stage"] === "vector").map((e) => e["endpoint"]))).toEqual(new Set(["embeddings"]))
-    const rows = jsonl<{ key: string; lineage: Array<string>; input: { id: string }; output: ReadonlyArray<number> }>(join(project, "vectors.jsonl"))
+    const rows = jsonl<{ key: string; lineage: Array<string>; input: { id: string }; output: ReadonlyArray<number> }>(join(project.dir, "vectors.jsonl"))
     expect(rows.length).toBe(DOCS)
     expect(new Set(rows.map((r) => r.key)).size).toBe(DOCS)
     for (const row of rows) {
@@ -207,7 +185,7 @@ describe("multi-stage pipelines", () => {
     }
     // The embeddings requests went to /v1/embeddings with the gist as input.
     const vectorShard = planned.find((e) => e["stage"] === "vector")!["shard"] as string
-    const line = jsonl<{ url: string; body: { input: string } }>(join(project, runDir, "shards", `${vectorShard}.jsonl`))[0]!
+    const line = jsonl<{ url: string; body: { input: string } }>(join(project.dir, runDir, "shards", `${vectorShard}.jsonl`))[0]!
     expect(line.url).toBe("/v1/embeddings")
     expect(line.body.input.length).toBeGreaterThan(0)
   })

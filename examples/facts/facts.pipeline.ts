@@ -71,30 +71,10 @@ export default Pipeline.make("facts").pipe(
         ...(databaseUrl === undefined ? {} : { url: databaseUrl }), // else the PG* variables, as for psql
         table: tableName,
         // Next to the sink's own custom_id (primary key), key and written_at.
-        columns: (r) => ({
-          doc_id: r.output.doc_id,
-          topic: r.output.topic,
-          product: r.output.product,
-          fact_count: r.output.fact_count,
-          summary: r.output.summary,
-          sentiment: r.output.sentiment,
-          title: r.input.title,
-          lineage: r.lineage ?? []
-        })
+        columns: (r) => ({ ...r.output, title: r.input.title, lineage: r.lineage ?? [] })
       }),
       Sink.parquet(parquetDir, {
-        columns: (r) => ({
-          key: r.key,
-          custom_id: r.customId,
-          doc_id: r.output.doc_id,
-          topic: r.output.topic,
-          product: r.output.product,
-          fact_count: r.output.fact_count,
-          summary: r.output.summary,
-          sentiment: r.output.sentiment,
-          title: r.input.title,
-          lineage: (r.lineage ?? []).join(" ")
-        })
+        columns: (r) => ({ key: r.key, custom_id: r.customId, ...r.output, title: r.input.title, lineage: (r.lineage ?? []).join(" ") })
       })
     )
   )
