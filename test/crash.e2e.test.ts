@@ -12,7 +12,8 @@ import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
 import type { EmulatorHandle } from "../packages/providers/src/emulator/Emulator.js"
-import { getLedger } from "../packages/providers/src/emulator/EmulatorControl.js"
+import { getLedger } from "./support/cli.js"
+import { batchesOfRun, expectPaidOnce } from "./support/runs.js"
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..")
 const bin = join(repo, "packages/runner/bin/sluice.js")
@@ -95,14 +96,8 @@ const checkRun = async (runDir: string, sink: string) => {
 
   const runId = (JSON.parse(readFileSync(join(project, runDir, "manifest.json"), "utf8")) as { runId: string }).runId
   const ledger = await getLedger(emulator.url)
-  const batches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId)
-  const perShard = new Map<string, number>()
-  for (const b of batches) perShard.set(b.metadata!["sluice_shard"]!, (perShard.get(b.metadata!["sluice_shard"]!) ?? 0) + 1)
-  for (const [shard, n] of perShard) expect(n, `batches created for shard ${shard}`).toBe(1)
-
-  const ours = new Set(batches.map((b) => b.id))
-  const delivered = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
-  expect(new Set(delivered).size, "custom_ids delivered as a success twice").toBe(delivered.length)
+  const batches = batchesOfRun(ledger, runId)
+  const delivered = expectPaidOnce(ledger, runId)
   expect(delivered.length).toBe(ROWS)
   return batches.length
 }
@@ -198,7 +193,7 @@ describe("crash and resume", () => {
       // Gemini names batches "batches/<id>"; the emulator's ledger uses the bare id.
       const known = new Set(created.map((e) => String(e.batchId).replace(/^batches\//, "")))
       const ledger = await getLedger(emulator.url)
-      const shardFiles = readdirSync(join(project, runDir, "shards")).filter((f) => !f.endsWith(".rows.jsonl"))
+      const shardFiles = readdirSync(join(project, runDir, "shards")).filter((f) => !f.endsWith(".rows.jsonl") && !f.endsWith(".cached.jsonl"))
       const customIds = new Set(
         shardFiles.flatMap((f) =>
           readFileSync(join(project, runDir, "shards", f), "utf8").trim().split("\n").map((l) => { const line = JSON.parse(l); return (line.custom_id ?? line.key) as string })

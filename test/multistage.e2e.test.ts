@@ -9,6 +9,7 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { emulatorEnv, getLedger, makeProject, runCli, startTestEmulator, writeText } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
+import { expectPaidOnce } from "./support/runs.js"
 
 const DOCS = 40
 
@@ -128,14 +129,7 @@ const checkTwoStage = async (runDir: string, sink: string) => {
 
   // Paid once: one batch per shard attempt, no custom_id delivered as a success twice.
   const runId = (JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { runId: string }).runId
-  const ledger = await getLedger(emulator.url)
-  const batches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId)
-  const perShard = new Map<string, number>()
-  for (const b of batches) perShard.set(b.metadata!["sluice_shard"]!, (perShard.get(b.metadata!["sluice_shard"]!) ?? 0) + 1)
-  for (const [shard, n] of perShard) expect(n, `batches created for shard ${shard}`).toBe(1)
-  const ours = new Set(batches.map((b) => b.id))
-  const delivered = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
-  expect(new Set(delivered).size, "custom_ids delivered as a success twice").toBe(delivered.length)
+  const delivered = expectPaidOnce(await getLedger(emulator.url), runId)
   const extracts = delivered.filter((id) => id.startsWith("extract-"))
   expect(extracts.length).toBe(DOCS)
   expect(delivered.length - extracts.length).toBe(groups.length)

@@ -6,6 +6,7 @@
 import { readFile } from "node:fs/promises"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
+import { expect } from "vitest"
 import { setFaults } from "../../packages/providers/src/emulator/EmulatorControl.js"
 import type { FaultPatch } from "../../packages/providers/src/emulator/EmulatorControl.js"
 import { type Ledger, type LedgerBatch, readJsonl, type TempProject, writeText } from "./cli.js"
@@ -149,6 +150,20 @@ export const duplicates = (values: ReadonlyArray<string>): Array<string> =>
 /** The ledger's batches created for a run (by their `sluice_run` metadata). */
 export const batchesOfRun = (ledger: Ledger, runId: string): Array<LedgerBatch> =>
   ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+
+/**
+ * Nothing paid twice for a run: one batch per shard attempt, and no custom_id delivered as a
+ * success by two batches. Returns the custom_ids delivered.
+ */
+export const expectPaidOnce = (ledger: Ledger, runId: string): Array<string> => {
+  const batches = batchesOfRun(ledger, runId)
+  const perShard = countBy(batches, (b) => b.metadata!["sluice_shard"]!)
+  for (const [shard, n] of perShard) expect(n, `batches created for shard ${shard}`).toBe(1)
+  const ours = new Set(batches.map((b) => b.id))
+  const delivered = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
+  expect(new Set(delivered).size, "custom_ids delivered as a success twice").toBe(delivered.length)
+  return delivered
+}
 
 /** The custom_ids delivered as a success by one batch. */
 export const deliveredBy = (ledger: Ledger, batchId: string): Array<string> =>
