@@ -162,12 +162,13 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
 
   it("keeps the answers of unchanged rows, gives changed rows new ids, and waits for batches in flight first", async () => {
     // Slow batches: the first run submits and detaches while they are still in flight.
-    const slow = await startTestEmulator({ validatingMs: 1500, finalizingMs: 20, requestsPerSecond: 2000 })
+    const slow = await startTestEmulator({ validatingMs: 6000, finalizingMs: 20, requestsPerSecond: 2000 })
     try {
       const env = { ...emulatorEnv(slow.url, API_KEY) }
       const cli = (args: ReadonlyArray<string>) => runCli(args, { cwd: project.dir, env })
       await writeText(project, "changing.pipeline.ts", changing(false))
-      const first = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--detach"])])
+      // Planned without the cache (as runs from before it were): answers carry over by custom_id anyway.
+      const first = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--no-cache", "--detach"])])
       // 3: submitted, not finished (detached)
       expect(first.code, describeResult(first)).toBe(3)
       const runDir = project.path("runs/changing")
@@ -180,6 +181,10 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
       await writeText(project, "changing.pipeline.ts", changing(true))
       const refused = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing"])])
       expect(refused.code, describeResult(refused)).toBe(2)
+      // Detached while those batches still run: nothing is archived yet (exit 3), the change waits.
+      const waiting = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--detach"])])
+      expect(waiting.code, describeResult(waiting)).toBe(3)
+      expect(await runIdOf(project.path("runs/changing"))).toBe(oldRunId)
       const accepted = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--json"])])
       expect(accepted.code, describeResult(accepted)).toBe(0)
       const summary = JSON.parse(accepted.stdout) as { succeeded: number; fromCache: number }
@@ -208,5 +213,31 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
     } finally {
       await slow.close()
     }
+  })
+
+  it("a crash in the middle of accepting the change is taken up by the next run", async () => {
+    await writeText(project, "moving.pipeline.ts", changing(false).replace("out/changing.jsonl", "out/moving.jsonl"))
+    const flags = (extra: ReadonlyArray<string>) => runFlags("runs/moving", 10, ["--cache-dir", "cache-moving", ...extra])
+    const first = await runCli(["run", "moving.pipeline.ts", ...flags([])], { cwd: project.dir, env: emulatorEnv(emulator.url, API_KEY) })
+    expect(first.code, describeResult(first)).toBe(0)
+    const oldRunId = await runIdOf(project.path("runs/moving"))
+
+    await writeText(project, "moving.pipeline.ts", changing(true).replace("out/changing.jsonl", "out/moving.jsonl"))
+    // Killed after moving four of the run's files to previous/1 (journal, results, failures, shards):
+    // the next run recreates an empty journal and shards directory before it takes up the move.
+    const killed = await runCli(["run", "moving.pipeline.ts", ...flags(["--allow-changed"])], {
+      cwd: project.dir,
+      env: { ...emulatorEnv(emulator.url, API_KEY), SLUICE_FAILPOINT: "rebase-moved:4" }
+    })
+    expect(killed.signal, describeResult(killed)).toBe("SIGKILL")
+    expect(await runIdOf(project.path("runs/moving"))).toBe(oldRunId)
+
+    const again = await runCli(["run", "moving.pipeline.ts", ...flags(["--allow-changed", "--json"])], { cwd: project.dir, env: emulatorEnv(emulator.url, API_KEY) })
+    expect(again.code, describeResult(again)).toBe(0)
+    expect(JSON.parse(again.stdout)).toMatchObject({ succeeded: 30, fromCache: 27 })
+    const ids = await submitted("runs/moving")
+    expect(ids.map((id) => id.split("-")[1]).sort()).toEqual(["r0007", "r0017", "r0027"])
+    const out = await readJsonl<{ key: string }>(project.path("out/moving.jsonl"))
+    expect(out.map((r) => r.key).sort()).toEqual(rows.map((r) => r.id).sort())
   })
 })

@@ -139,6 +139,10 @@ export const from =
 /** Appends a batch stage: its input is what the pipeline yields so far. */
 const addStage = <In, B, A>(self: Pipeline<In, any, any>, stage: BatchStage<any, any>, fn: string): Pipeline<In, B, A> => {
   if (self.source === undefined) throw new Error(`Pipeline.${fn}("${stage.name}"): add a source with Pipeline.from first`)
+  if (/-[ra]\d+$/.test(stage.name)) {
+    // Retry and repair shards are named `<stage>-r<n>-…` and `…-a<n>`: a stage named so would share their ids.
+    throw new Error(`Pipeline.${fn}("${stage.name}"): a stage name may not end in -r<number> or -a<number>`)
+  }
   if (self.stages.some((s) => s.name === stage.name)) {
     throw new Error(`Pipeline.${fn}("${stage.name}"): a pipeline's stages need distinct names`)
   }

@@ -464,6 +464,13 @@ export const all = <A>(...sinks: ReadonlyArray<Sink<A>>): Sink<A> => ({
   name: `all(${sinks.map((s) => s.name).join(", ")})`,
   open: (resume) =>
     Effect.gen(function* () {
+      if (resume !== undefined && resume.parts?.length !== sinks.length) {
+        // A checkpoint of another sink (the pipeline's sink was changed mid-run): opening the
+        // parts fresh would discard what they committed.
+        return yield* Effect.fail(
+          new SinkError({ sink: `all(${sinks.map((s) => s.name).join(", ")})`, description: "the run's checkpoint is not one of these sinks: was the pipeline's sink changed? Start a new run directory" })
+        )
+      }
       const writers: Array<SinkWriter<A>> = []
       for (const [i, sink] of sinks.entries()) {
         const part = resume?.parts?.[i]

@@ -100,6 +100,11 @@ export interface OrphanSearch {
 
 export interface BatchProvider {
   readonly name: string
+  /**
+   * Where its requests go (the base URL, never a key): answers are reused from the response
+   * cache only for the same provider at the same origin. Without one, nothing is cached.
+   */
+  readonly origin?: string
   readonly limits: ProviderLimits
   readonly capabilities: ProviderCapabilities
   /** The wire line (without newline) for one request. */

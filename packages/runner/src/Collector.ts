@@ -312,6 +312,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           ...(shard.inputTokens === undefined || shard.requests === 0 ? {} : { inputTokens: Math.round((shard.inputTokens * rescheduled) / shard.requests) })
         })
       }
+      // The answers are made durable in the cache before the shard counts as collected.
+      yield* flushCache
       const offsets = yield* outputs.commit
       yield* ctx.record({
         _tag: "Collected",
@@ -325,7 +327,6 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
         ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
       })
-      yield* flushCache
       // A retry shard that existed already is driven by whoever found it open.
       return retry !== undefined ? retryId : null
     })

@@ -115,8 +115,14 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
   const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
   const countTokens = settings.budget !== undefined
-  const caching = ctx.cache !== ResponseCache.disabled
-  let seq = [...state.shards.values()].filter((s) => s.parent === null && s.stage === stage.name).length
+  const caching = ctx.cache !== ResponseCache.disabled && rt.cacheNamespace !== undefined
+  const namespace = rt.cacheNamespace ?? ""
+  const carry = ctx.cache === ResponseCache.disabled ? undefined : ctx.carry
+  // The highest number journaled, not the count: numbers are never reused for other rows.
+  let seq = 0
+  for (const s of state.shards.values()) {
+    if (s.parent === null && s.stage === stage.name) seq = Math.max(seq, Number(s.id.slice(s.id.lastIndexOf("-") + 1)) || 0)
+  }
   let current: OpenShard | undefined
   let rejected: Array<Rejected> = []
 
@@ -233,8 +239,12 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     }
     // The request's digest covers all of it (model, params, schema, messages): hashing it
     // again with the provider's namespace keys the cache without serialising the request twice.
-    const ck = caching ? ResponseCache.key(rt.cacheNamespace, digest) : undefined
-    const cached = ck === undefined ? undefined : ctx.cache.read(ck)
+    const ck = caching ? ResponseCache.key(namespace, digest) : undefined
+    // An unchanged request of the generation before an accepted pipeline change has the same
+    // custom_id (when the stage derives it from the request).
+    const cached =
+      (ck === undefined ? undefined : ctx.cache.read(ck)) ??
+      (carry === undefined || stageCustomId !== undefined ? undefined : ctx.cache.read(ResponseCache.key(carry, customId)))
     let line = ""
     if (cached === undefined) {
       try {
@@ -261,7 +271,8 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     return { customId, line, lineBytes, request, rowLine, answer }
   }
 
-  const fits = (shard: OpenShard, group: ReadonlyArray<Candidate>): boolean => {
+  const empty = { count: 0, cachedRows: 0, bytes: 0 }
+  const fits = (shard: { readonly count: number; readonly cachedRows: number; readonly bytes: number }, group: ReadonlyArray<Candidate>): boolean => {
     let count = shard.count
     let cachedRows = shard.cachedRows
     let bytes = shard.bytes
@@ -274,7 +285,13 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   }
 
   const write = (shard: OpenShard, c: Candidate, loc: string): Effect.Effect<void, unknown> | undefined => {
-    if (shard.ids.has(c.customId)) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
+    if (shard.ids.has(c.customId)) {
+      if (first) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
+      // In a later stage the rows come from paid answers (a list naming one item twice, say):
+      // the repeat fails alone rather than stranding the run.
+      reject({ location: loc, message: `its key repeats an earlier row's (custom_id ${c.customId})`, code: "duplicate_row", customId: c.customId, key: null })
+      return undefined
+    }
     shard.ids.add(c.customId)
     let full = false
     if (c.answer === undefined) {
@@ -306,22 +323,23 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       if (group.length === 1) return write(current, group[0]!, loc)
       return writeAll(current, group, loc)
     }
+    if (!fits(empty, group)) {
+      // Too many for any shard: rejected without touching the open shard.
+      for (const c of group) {
+        reject({
+          location: loc,
+          message: `the row fans out into ${group.length} requests, more than one shard holds`,
+          code: "fanout_too_large",
+          customId: c.customId,
+          key: null
+        })
+      }
+      return undefined
+    }
     return Effect.gen(function* () {
       yield* close(at)
       const shard = yield* openShard
       current = shard
-      if (!fits(shard, group)) {
-        for (const c of group) {
-          reject({
-            location: loc,
-            message: `the row fans out into ${group.length} requests, more than one shard holds`,
-            code: "fanout_too_large",
-            customId: c.customId,
-            key: null
-          })
-        }
-        return
-      }
       yield* writeAll(shard, group, loc)
     })
   }
@@ -339,6 +357,23 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     add,
     close,
     reject,
+    /**
+     * Runs `f` (which prepares an item's rows) and `add` for what it returns, queueing the
+     * rows `f` rejected only after the add: a shard closed by the add claims positions before
+     * this item, so its rejections must go with a later event.
+     */
+    addItem: (at: number, loc: string, f: () => ReadonlyArray<Candidate>) => {
+      const mark = rejected.length
+      const group = f()
+      const held = rejected.splice(mark)
+      const io = add(group, at, loc)
+      if (held.length === 0) return io
+      if (io === undefined) {
+        rejected.push(...held)
+        return undefined
+      }
+      return Effect.tap(io, () => Effect.sync(() => void rejected.push(...held)))
+    },
     /** Journals a later stage's position when no shard closed there (rows all rejected). */
     finishInbox: (at: number) =>
       Effect.gen(function* () {
@@ -400,12 +435,14 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         pack.reject({ location: item.location, message: `transform failed: ${errorText(e)}`, code: "transform_error", customId: null, key })
         return undefined
       }
-      const group: Array<Candidate> = []
-      for (const [childKey, child] of children) {
-        const c = pack.prepare(child, childKey, item.location, { src: row, lin: [] }, stageCustomId?.(child))
-        if (c !== undefined) group.push(c)
-      }
-      return pack.add(group, i, item.location)
+      return pack.addItem(i, item.location, () => {
+        const group: Array<Candidate> = []
+        for (const [childKey, child] of children) {
+          const c = pack.prepare(child, childKey, item.location, { src: row, lin: [] }, stageCustomId?.(child))
+          if (c !== undefined) group.push(c)
+        }
+        return group
+      })
     }
 
     yield* source.rows.pipe(

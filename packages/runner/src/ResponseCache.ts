@@ -109,6 +109,9 @@ export const disabled: ResponseCache = {
   size: () => 0
 }
 
+/** Consecutive failed flushes after which this process stops storing answers. */
+const GIVE_UP_AFTER = 2
+
 /** `put` asks for a flush once this many bytes (about) are buffered. */
 const FLUSH_AT = 1 << 20
 /** A flush writes the data in pieces of about this size. */
@@ -164,6 +167,9 @@ class Store {
   private inflight = new Map<string, string>()
   private writer: Writer | undefined
   private closed = false
+  /** Flushes failed in a row; at GIVE_UP_AFTER the cache stops storing (see `write`). */
+  private failures = 0
+  private gaveUp = false
   private readonly scratch = new Uint32Array(8)
   private readonly lock = Effect.unsafeMakeSemaphore(1)
 
@@ -312,6 +318,7 @@ class Store {
 
   private put(key: string, json: string): boolean {
     if (!hexFromString(key, this.scratch)) throw new Error(`response cache: not a cache key: ${JSON.stringify(key)}`)
+    if (this.gaveUp) return false
     if (this.pending.has(key) || this.inflight.has(key) || this.index.find(this.scratch) >= 0) return false
     this.pending.set(key, json)
     this.pendingBytes += json.length + 1
@@ -370,11 +377,20 @@ class Store {
         this.index.insert(this.scratch, writer.segment, offsets[i]!, lengths[i]!)
       }
       this.inflight = new Map()
+      this.failures = 0
     } catch (e) {
+      this.inflight = new Map()
+      if (++this.failures >= GIVE_UP_AFTER) {
+        // A cache that cannot be written (a read-only directory, a full disk) must not keep
+        // every answer of a run in memory: stop storing, for the rest of this process.
+        this.gaveUp = true
+        this.pending = new Map()
+        this.pendingBytes = 0
+        throw e
+      }
       // Keep the answers for the next flush, in their order, ahead of newer ones.
       for (const [k, json] of this.pending) batch.set(k, json)
       this.pending = batch
-      this.inflight = new Map()
       for (const json of batch.values()) this.pendingBytes += json.length + 1
       throw e
     }

@@ -38,8 +38,12 @@ export interface StageRuntime {
   readonly after: ReadonlyArray<Pipeline.Transform>
   /** The stage its outputs feed; null for the last stage. */
   readonly next: string | null
-  /** The response cache's namespace: answers from another provider or endpoint are not reused. */
-  readonly cacheNamespace: string
+  /**
+   * The response cache's namespace (provider and origin): answers from another provider or
+   * endpoint are not reused. Undefined when the provider does not say where it sends requests:
+   * its answers are not cached.
+   */
+  readonly cacheNamespace: string | undefined
 }
 
 export interface RunContext {
@@ -51,6 +55,11 @@ export interface RunContext {
   /** A stage by name (every shard names its stage). */
   readonly stageOf: (name: string) => StageRuntime
   readonly cache: ResponseCache
+  /**
+   * After an accepted pipeline change: the cache namespace of the previous generation's
+   * answers, found by custom_id (see Rebase.ts).
+   */
+  readonly carry?: string | undefined
   readonly state: RunState
   readonly settings: RunSettings
   /** Serialises batch creation for providers without batch metadata. */

@@ -29,7 +29,9 @@ export const Manifest = Schema.Struct({
   shards: Schema.optional(Schema.Struct({ maxRequests: Schema.Number, maxBytes: Schema.Number })),
   createdAt: Schema.String,
   /** Raised each time a changed pipeline is accepted; earlier generations are in `previous/<n>/`. */
-  generation: Schema.optional(Schema.Number)
+  generation: Schema.optional(Schema.Number),
+  /** The run id of the generation whose answers this one carries over, by custom_id. */
+  carriedFrom: Schema.optional(Schema.String)
 })
 export type Manifest = typeof Manifest.Type
 

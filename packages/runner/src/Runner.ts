@@ -6,7 +6,7 @@
 import { FileSystem, Path } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
-import { Providers, Registry } from "@sluice/providers"
+import { Providers } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
 import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
@@ -167,11 +167,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       if (pipeline.stages.length === 0) {
         return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
       }
+      if (pipeline.links[pipeline.links.length - 1]!.some((t) => t.fansOut)) {
+        return yield* new PipelineInvalid({
+          description: `pipeline "${pipeline.name}": flatMap after the last batch stage would give one custom_id several outputs; use map`
+        })
+      }
       const providers = yield* Providers
       const stages: Array<StageRuntime> = []
       for (const [index, stage] of pipeline.stages.entries()) {
         const provider = yield* providers.get(stage.provider)
-        const baseUrl = options.providerEndpoints?.[stage.provider]?.baseUrl ?? Registry.endpoints([stage.provider])[stage.provider]?.baseUrl ?? ""
         stages.push({
           index,
           stage,
@@ -180,7 +184,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           after: pipeline.links[index + 1] ?? [],
           next: pipeline.stages[index + 1]?.name ?? null,
           // Answers are reused only from the same provider at the same address.
-          cacheNamespace: `${provider.name} ${baseUrl}`
+          cacheNamespace: provider.origin === undefined ? undefined : `${provider.name} ${provider.origin}`
         })
       }
       const byName = new Map(stages.map((s) => [s.stage.name, s]))
@@ -201,6 +205,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const mode = options.mode ?? "run"
 
       let runId: string
+      let carriedFrom: string | undefined
       let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
       if (yield* RunDir.exists(paths)) {
         let manifest = yield* RunDir.readManifest(paths)
@@ -217,7 +222,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
                 `requests through the response cache, which is off. Turn it on, or start a new run directory`
             })
           }
-          manifest = yield* Rebase.rebase({
+          const rebased = yield* Rebase.rebase({
             paths,
             manifest,
             fingerprint,
@@ -226,8 +231,17 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             settings: settingsFor(options, planned),
             providerOf: (name) => providers.get(name)
           })
+          if (rebased === undefined) {
+            // Detached, and batches of the run so far are still running: the change is
+            // accepted once they have ended, at a later resume.
+            yield* Effect.logInfo("the pipeline changed: batches of the run so far are still running; resume later to accept the change")
+            const old = yield* loadState(paths.journal)
+            return summarize({ runId: manifest.runId, paths, state: old, models: manifest.stages.map((s) => s.model) }) satisfies RunSummary
+          }
+          manifest = rebased
         }
         runId = manifest.runId
+        carriedFrom = manifest.carriedFrom
       } else {
         runId = `${pipeline.name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 24)}-${randomBytes(4).toString("hex")}`
         yield* RunDir.writeManifest(paths, {
@@ -254,6 +268,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         stages,
         stageOf,
         cache,
+        carry: carriedFrom === undefined ? undefined : Rebase.carryNamespace(carriedFrom),
         state,
         settings,
         createLock: yield* Effect.makeSemaphore(1),

@@ -36,13 +36,13 @@ const planInto = (
   data: ReadonlyArray<{ id: string; text: string }>,
   limits: { maxRequests: number; maxBytes: number },
   state: RunState.RunState = RunState.empty(),
-  root = mkdtempSync(join(tmpdir(), "sluice-plan-"))
+  root = mkdtempSync(join(tmpdir(), "sluice-plan-")),
+  pipeline: Pipeline.Pipeline<any, any, any> = Pipeline.make("plan").pipe(
+    Pipeline.from(Source.array(data), { key: (r) => r.id, onInvalid: "skip" }),
+    Pipeline.batch("label", { provider: "test", model: "m", prompt: (r) => Prompt.chat({ user: r.text }) })
+  )
 ) =>
   Effect.gen(function* () {
-    const pipeline = Pipeline.make("plan").pipe(
-      Pipeline.from(Source.array(data), { key: (r) => r.id, onInvalid: "skip" }),
-      Pipeline.batch("label", { provider: "test", model: "m", prompt: (r) => Prompt.chat({ user: r.text }) })
-    )
     const path = yield* Path.Path
     const paths = RunDir.paths(root, path)
     yield* RunDir.writeManifest(paths, {
@@ -54,7 +54,7 @@ const planInto = (
       index: 0,
       stage: pipeline.stages[0]!,
       provider: provider(limits.maxRequests, limits.maxBytes),
-      before: [],
+      before: pipeline.links[0] ?? [],
       after: [],
       next: null,
       cacheNamespace: "test"
@@ -144,6 +144,44 @@ describe("Planner", () => {
     Effect.gen(function* () {
       const error = yield* Effect.flip(planInto([...rows(2), rows(1)[0]!], { maxRequests: 10, maxBytes: 1_000_000 }))
       expect(String((error as Error).message)).toContain("array:3")
+    })
+  )
+
+  it.effect("a fan-out too large for any shard fails its rows without using a shard number; rows of one item stay in one shard", () =>
+    Effect.gen(function* () {
+      // Each row fans out into as many requests as its text has words.
+      const data = [
+        { id: "a", text: "one two" },
+        { id: "b", text: "1 2 3 4 5" },
+        { id: "c", text: "6 7 8 9 10" },
+        { id: "d", text: "x y" },
+        { id: "e", text: "z" }
+      ]
+      const fanOut = Pipeline.make("plan").pipe(
+        Pipeline.from(Source.array(data), { key: (r) => r.id }),
+        Pipeline.flatMap((r: { id: string; text: string }) => r.text.split(" ")),
+        Pipeline.batch("label", { provider: "test", model: "m", prompt: (w) => Prompt.chat({ user: w }) })
+      )
+      const { events, paths, state } = yield* planInto(data, { maxRequests: 3, maxBytes: 1_000_000 }, RunState.empty(), undefined, fanOut)
+      // a (2) fits; b and c (5 each) fit no shard; d (2) does not fit after a: a new shard; e joins it.
+      expect(planned(events).map((s) => [s.shard, s.requests])).toEqual([["label-00001", 2], ["label-00002", 3]])
+      const keys = readFileSync(paths.rowsFile("label-00002"), "utf8").trim().split("\n").map((l) => JSON.parse(l).key)
+      expect(keys).toEqual(["d.0", "d.1", "e.0"])
+      const failures = readFileSync(paths.failures, "utf8").trim().split("\n").map((l) => JSON.parse(l))
+      expect(failures.map((f) => f.code)).toEqual(Array(10).fill("fanout_too_large"))
+      expect(state.invalidRows).toBe(10)
+    })
+  )
+
+  it.effect("a resume numbers new shards after the highest journaled one", () =>
+    Effect.gen(function* () {
+      const first = yield* planInto(rows(6), { maxRequests: 3, maxBytes: 1_000_000 })
+      const state = yield* loadState(first.paths.journal).pipe(Effect.provide(NodeContext.layer))
+      // A gap in the numbers (as an unused number leaves): the next shard is not the count + 1.
+      state.shards.delete("label-00001")
+      state.planComplete = false
+      const second = yield* planInto(rows(8), { maxRequests: 3, maxBytes: 1_000_000 }, state, first.paths.root)
+      expect(planned(second.events).map((s) => s.shard)).toEqual(["label-00003"])
     })
   )
 })

@@ -256,7 +256,7 @@ describe("ResponseCache", () => {
     })
   )
 
-  it.effect("a flush that cannot write fails with CacheError and keeps the answers for the next one", () =>
+  it.effect("a flush that cannot write fails with CacheError and keeps the answers for the next one; a second failure gives up", () =>
     Effect.gen(function* () {
       const parent = tmp()
       const dir = join(parent, "cache")
@@ -268,7 +268,13 @@ describe("ResponseCache", () => {
       expect(error._tag).toBe("CacheError")
       expect(cache.has(k(1))).toBe(true)
       expect(parsed(cache, k(1))).toEqual(answer("kept"))
-      yield* Scope.close(scope, Exit.void) // the closing flush fails too: logged, not raised
+      // A second failure in a row: the cache gives up storing, rather than hold every answer.
+      expect((yield* Effect.flip(cache.flush))._tag).toBe("CacheError")
+      expect(cache.has(k(1))).toBe(false)
+      expect(cache.put(k(2), answer("dropped"))).toBe(false)
+      expect(cache.has(k(2))).toBe(false)
+      yield* cache.flush // nothing left to write
+      yield* Scope.close(scope, Exit.void)
     })
   )
 

@@ -970,6 +970,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
 
   return {
     name,
+    origin: baseUrl,
     limits,
     capabilities,
     encode: encodeWith(maxTokens),

@@ -1104,6 +1104,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
 
   return {
     name,
+    origin: baseUrl,
     limits,
     capabilities,
     encode,

@@ -776,6 +776,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
 
   return {
     name,
+    origin: config.baseUrl.replace(/\/+$/, ""),
     limits: providerLimits,
     capabilities: providerCapabilities,
     encode,
