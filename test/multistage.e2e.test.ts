@@ -62,11 +62,28 @@ export default Pipeline.make("gist").pipe(
 )
 `
 
+const effectful = `
+import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
+import { Effect, Schema } from "effect"
+const Doc = Schema.Struct({ id: Schema.String, text: Schema.String })
+export default Pipeline.make("fx").pipe(
+  Pipeline.from(Source.jsonl("docs.jsonl", Doc), { key: (d) => d.id }),
+  Pipeline.batch("gist", { provider: "openai", model: "gpt-4o-mini", prompt: (d) => Prompt.chat({ user: "One line gist: " + d.text }) }),
+  // An Effect between stages: a lookup that fails for some rows.
+  Pipeline.mapEffect((gist, doc) =>
+    doc.id.endsWith("3") ? Effect.fail(new Error("no catalogue entry for " + doc.id)) : Effect.succeed({ doc: doc.id, gist }).pipe(Effect.delay("1 millis"))
+  ),
+  Pipeline.batch("title", { provider: "openai", model: "gpt-4o-mini", prompt: (g) => Prompt.chat({ user: "A title for: " + g.gist }) }),
+  Pipeline.to(Sink.jsonl("titles.jsonl"))
+)
+`
+
 beforeAll(async () => {
   emulator = await startTestEmulator({ validatingMs: 40, requestsPerSecond: 400, finalizingMs: 40, errorRate: 0.05 })
   project = await makeProject("sluice-multistage-")
   await writeText(project, "facts.pipeline.ts", twoStage)
   await writeText(project, "gist.pipeline.ts", chatThenEmbed)
+  await writeText(project, "fx.pipeline.ts", effectful)
   const docs = Array.from({ length: DOCS }, (_, i) => JSON.stringify({ id: `doc-${i + 1}`, text: `Review ${i + 1}: ${"fine value, arrived late ".repeat(1 + (i % 4))}` }))
   await writeText(project, "docs.jsonl", docs.join("\n") + "\n")
 })
@@ -182,6 +199,22 @@ describe("multi-stage pipelines", () => {
     const line = jsonl<{ url: string; body: { input: string } }>(join(project.dir, runDir, "shards", `${vectorShard}.jsonl`))[0]!
     expect(line.url).toBe("/v1/embeddings")
     expect(line.body.input.length).toBeGreaterThan(0)
+  })
+
+  it("runs an Effect between stages; a row whose Effect fails ends as a transform_error, the rest go on", async () => {
+    const runDir = "runs/fx"
+    const r = await sluice(runArgs(runDir, "fx.pipeline.ts"))
+    expect(r.code, r.stderr).toBe(1)
+    const failing = Array.from({ length: DOCS }, (_, i) => `doc-${i + 1}`).filter((id) => id.endsWith("3"))
+    const failures = jsonl<{ key: string; code: string; message: string; custom_id: string }>(join(project.dir, runDir, "failures.jsonl"))
+    expect(failures.map((f) => f.key).sort()).toEqual([...failing].sort())
+    for (const f of failures) {
+      expect(f.code).toBe("transform_error")
+      expect(f.message).toContain(`no catalogue entry for ${f.key}`)
+      expect(f.custom_id).toMatch(/^gist-/)
+    }
+    const rows = jsonl<{ key: string; lineage: Array<string> }>(join(project.dir, "titles.jsonl"))
+    expect(rows.map((row) => row.key).sort()).toEqual(Array.from({ length: DOCS }, (_, i) => `doc-${i + 1}`).filter((id) => !id.endsWith("3")).sort())
   })
 
   // Points in both stages: stage 1's collection (before and after its commit), the planning

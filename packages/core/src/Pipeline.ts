@@ -14,7 +14,7 @@
  * )
  * ```
  */
-import { Either, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import type { Pipeable } from "effect"
 import { pipeArguments } from "effect/Pipeable"
 import type { BatchRequest, Endpoint, OutputFormat, Params } from "./BatchRequest.js"
@@ -61,9 +61,13 @@ export interface BatchStage<A, B> {
  * the batch stage that produced `value` (the source row before the first stage). A child
  * gets its parent's key, or `<parent key>.<suffix>` when the transform fans out.
  */
+export type TransformRows = ReadonlyArray<readonly [suffix: string | undefined, value: unknown]>
+
 export interface Transform {
   readonly _tag: "Transform"
-  readonly apply: (value: unknown, input: unknown) => ReadonlyArray<readonly [suffix: string | undefined, value: unknown]>
+  /** The children of one value: an array, or (when `effectful`) an Effect of one. */
+  readonly apply: (value: unknown, input: unknown) => TransformRows | Effect.Effect<TransformRows, unknown>
+  readonly effectful: boolean
   /** True when it may yield other than exactly one value (not allowed after the last stage). */
   readonly fansOut: boolean
   readonly fingerprint: string
@@ -165,8 +169,28 @@ export const map =
   <In>(self: Pipeline<In, A, P>): Pipeline<In, B, P> =>
     addTransform(
       self,
-      { _tag: "Transform", apply: (v, i) => [[undefined, f(v as A, i as P)]], fansOut: false, fingerprint: `map:${f.toString()}` },
+      { _tag: "Transform", apply: (v, i) => [[undefined, f(v as A, i as P)]], effectful: false, fansOut: false, fingerprint: `map:${f.toString()}` },
       "map"
+    )
+
+/**
+ * `map` with an Effect (a lookup, a call of your own): its failure fails the row
+ * (`transform_error`). It must need no services: provide them inside. It runs while a shard
+ * is collected, so keep it quick.
+ */
+export const mapEffect =
+  <A, B, E, P>(f: (value: A, input: P) => Effect.Effect<B, E, never>) =>
+  <In>(self: Pipeline<In, A, P>): Pipeline<In, B, P> =>
+    addTransform(
+      self,
+      {
+        _tag: "Transform",
+        apply: (v, i) => Effect.map(f(v as A, i as P), (b): TransformRows => [[undefined, b]]),
+        effectful: true,
+        fansOut: false,
+        fingerprint: `mapEffect:${f.toString()}`
+      },
+      "mapEffect"
     )
 
 export interface FlatMapOptions<B> {
@@ -190,10 +214,30 @@ export const flatMap =
       {
         _tag: "Transform",
         apply: (v, i) => f(v as A, i as P).map((b, n) => [key === undefined ? String(n) : key(b, n), b] as const),
+        effectful: false,
         fansOut: true,
         fingerprint: `flatMap:${f.toString()}:${key?.toString() ?? ""}`
       },
       "flatMap"
+    )
+  }
+
+/** `flatMap` with an Effect; as for `mapEffect`, its failure fails the row. */
+export const flatMapEffect =
+  <A, B, E, P>(f: (value: A, input: P) => Effect.Effect<ReadonlyArray<B>, E, never>, options: FlatMapOptions<B> = {}) =>
+  <In>(self: Pipeline<In, A, P>): Pipeline<In, B, P> => {
+    const key = options.key
+    return addTransform(
+      self,
+      {
+        _tag: "Transform",
+        apply: (v, i) =>
+          Effect.map(f(v as A, i as P), (bs): TransformRows => bs.map((b, n) => [key === undefined ? String(n) : key(b, n), b] as const)),
+        effectful: true,
+        fansOut: true,
+        fingerprint: `flatMapEffect:${f.toString()}:${key?.toString() ?? ""}`
+      },
+      "flatMapEffect"
     )
   }
 
@@ -373,22 +417,38 @@ export const fingerprint = (p: Pipeline<any, any, any>): string =>
     ...(p.links.some((l) => l.length > 0) ? { links: p.links.map((l) => l.map((t) => t.fingerprint)) } : {})
   })
 
+/** The rows a link yields for one value, with their keys. */
+export type LinkRows = ReadonlyArray<readonly [key: string, value: unknown]>
+
 /**
  * Runs a link's transforms over one value: the resulting rows with their keys (a fan-out
- * appends `.<suffix>` to the parent's key). Throws what a transform throws.
+ * appends `.<suffix>` to the parent's key). Synchronous unless a transform is an Effect
+ * (`mapEffect`, `flatMapEffect`): then an Effect. A throwing transform throws; a failing
+ * Effect fails.
  */
-export const applyLink = (
-  link: ReadonlyArray<Transform>,
-  key: string,
-  value: unknown,
-  input: unknown
-): ReadonlyArray<readonly [key: string, value: unknown]> => {
-  let rows: ReadonlyArray<readonly [string, unknown]> = [[key, value]]
-  for (const t of link) {
-    const next: Array<readonly [string, unknown]> = []
-    for (const [k, v] of rows) {
-      for (const [suffix, child] of t.apply(v, input)) next.push([suffix === undefined ? k : `${k}.${suffix}`, child])
+export const applyLink = (link: ReadonlyArray<Transform>, key: string, value: unknown, input: unknown): LinkRows | Effect.Effect<LinkRows, unknown> =>
+  applyFrom(link, 0, [[key, value]], input)
+
+const keyed = (parent: string, children: ReadonlyArray<readonly [string | undefined, unknown]>, into: Array<readonly [string, unknown]>) => {
+  for (const [suffix, child] of children) into.push([suffix === undefined ? parent : `${parent}.${suffix}`, child])
+}
+
+const applyFrom = (link: ReadonlyArray<Transform>, from: number, rows: LinkRows, input: unknown): LinkRows | Effect.Effect<LinkRows, unknown> => {
+  for (let i = from; i < link.length; i++) {
+    const t = link[i]!
+    if (t.effectful) {
+      return Effect.flatMap(
+        Effect.forEach(rows, ([k, v]) => Effect.map(t.apply(v, input) as Effect.Effect<TransformRows, unknown>, (children) => [k, children] as const)),
+        (results) => {
+          const next: Array<readonly [string, unknown]> = []
+          for (const [k, children] of results) keyed(k, children, next)
+          const rest = applyFrom(link, i + 1, next, input)
+          return Effect.isEffect(rest) ? rest : Effect.succeed(rest)
+        }
+      )
     }
+    const next: Array<readonly [string, unknown]> = []
+    for (const [k, v] of rows) keyed(k, t.apply(v, input) as TransformRows, next)
     rows = next
   }
   return rows

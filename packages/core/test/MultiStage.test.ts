@@ -1,4 +1,4 @@
-import { Either, Schema } from "effect"
+import { Effect, Either, Schema } from "effect"
 import { describe, expect, it } from "vitest"
 import { Pipeline, Prompt, Sink, Source } from "../src/index.js"
 import type { SinkRecord } from "../src/index.js"
@@ -19,6 +19,12 @@ const twoStage = Pipeline.make("facts").pipe(
   Pipeline.to(Sink.jsonl("out/facts.jsonl"))
 )
 
+/** The rows of a link without Effect transforms. */
+const sync = (rows: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>): Pipeline.LinkRows => {
+  if (Effect.isEffect(rows)) throw new Error("expected a synchronous link")
+  return rows
+}
+
 describe("multi-stage pipelines", () => {
   it("are typed across stages: a transform sees the answer and the stage's input; the sink gets the source row", () => {
     const sink: Sink.Sink<SinkRecord<typeof Doc.Type, { doc: string; topic: "price" | "quality"; summary: string }>> = twoStage.sink!
@@ -37,7 +43,7 @@ describe("multi-stage pipelines", () => {
   it("applies a link's transforms with derived keys: a fan-out appends `.<suffix>`, a map keeps the key", () => {
     const stage = twoStage.stages[0]!
     expect(stage.name).toBe("extract")
-    const rows = Pipeline.applyLink(twoStage.links[1]!, "d1", { facts: [{ topic: "price", fact: "cheap" }, { topic: "quality", fact: "sturdy" }, { topic: "price", fact: "on sale" }] }, { id: "d1", text: "…" })
+    const rows = sync(Pipeline.applyLink(twoStage.links[1]!, "d1", { facts: [{ topic: "price", fact: "cheap" }, { topic: "quality", fact: "sturdy" }, { topic: "price", fact: "on sale" }] }, { id: "d1", text: "…" }))
     expect(rows.map(([k]) => k)).toEqual(["d1.price", "d1.quality"])
     expect(rows[0]![1]).toEqual({ doc: "d1", topic: "price", facts: [{ topic: "price", fact: "cheap" }, { topic: "price", fact: "on sale" }] })
     const last = Pipeline.applyLink(twoStage.links[2]!, "d1.price", { summary: "cheap" }, { doc: "d1", topic: "price", facts: [] })
@@ -76,5 +82,19 @@ describe("multi-stage pipelines", () => {
     expect(Pipeline.fingerprint(mapped)).not.toBe(Pipeline.fingerprint(mappedOther))
     // The decode of a stage is unaffected by transforms after it.
     expect(Either.isRight(mapped.stages[0]!.decode("x"))).toBe(true)
+  })
+
+  it("runs Effect transforms: their rows, and their failures", async () => {
+    const p = Pipeline.make("fx").pipe(
+      Pipeline.from(Source.array([{ id: "a", text: "x y" }])),
+      Pipeline.batch("one", { provider: "openai", model: "m", prompt: (r) => Prompt.chat({ user: r.text }) }),
+      Pipeline.mapEffect((answer, row) => Effect.succeed(`${row.id}:${answer}`)),
+      Pipeline.flatMapEffect((s: string) => (s.length > 3 ? Effect.succeed(s.split(":")) : Effect.fail("too short")), { key: (part) => part })
+    )
+    const ok = Pipeline.applyLink(p.links[1]!, "k", "hello", { id: "a", text: "x y" })
+    expect(Effect.isEffect(ok)).toBe(true)
+    expect(await Effect.runPromise(ok as Effect.Effect<Pipeline.LinkRows, unknown>)).toEqual([["k.a", "a"], ["k.hello", "hello"]])
+    const failed = Pipeline.applyLink(p.links[1]!, "k", "", { id: "", text: "" }) as Effect.Effect<Pipeline.LinkRows, unknown>
+    expect(await Effect.runPromise(Effect.flip(failed))).toBe("too short")
   })
 })

@@ -11,7 +11,7 @@
 import type { FileSystem } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { BatchResult, FailureClass } from "@sluice/core"
-import { Chunk, Effect, Exit, Scope, Stream } from "effect"
+import { Cause, Chunk, Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
@@ -194,14 +194,27 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
       }
 
+      const transformFailed = (row: RowLine, e: unknown) =>
+        fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
+
       /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
       const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
-        let values: ReadonlyArray<readonly [string, unknown]>
+        let values: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
         try {
           values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
         } catch (e) {
-          return fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
+          return transformFailed(row, e)
         }
+        if (!Effect.isEffect(values)) return emit(row, values)
+        // An Effect transform: its failure (or defect) fails the row; an interruption stops the collection.
+        return Effect.flatMap(Effect.exit(values), (exit) =>
+          Exit.isSuccess(exit) ? emit(row, exit.value) ?? Effect.void
+          : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
+          : transformFailed(row, Cause.squash(exit.cause)) ?? Effect.void
+        )
+      }
+
+      const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
         succeeded++
         const src = row.src === undefined ? row.input : row.src
         if (next !== undefined) {

@@ -10,7 +10,7 @@ import { Pipeline, Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
-import { Chunk, Effect, Option, Redacted, Stream } from "effect"
+import { Chunk, Effect, Either, Option, Redacted, Stream } from "effect"
 import * as Pricing from "./Pricing.js"
 import { PipelineInvalid } from "./Runner.js"
 
@@ -102,7 +102,7 @@ export const estimate = (
     let images = 0
     yield* pipeline.source.rows.pipe(
       Stream.runForEachChunk((chunk) =>
-        Effect.sync(() => {
+        Effect.gen(function* () {
           for (const item of Chunk.toReadonlyArray(chunk)) {
             if (item._tag === "Invalid") {
               invalid++
@@ -111,8 +111,10 @@ export const estimate = (
             let requests: Array<BatchRequest>
             try {
               // Transforms before the first stage (a fan-out, say) as the planner runs them.
-              const inputs = before.length === 0 ? [item.row] : Pipeline.applyLink(before, "", item.row, item.row).map(([, v]) => v)
-              requests = inputs.map((input) => stage.render(input))
+              const linked = before.length === 0 ? [["", item.row] as const] : Pipeline.applyLink(before, "", item.row, item.row)
+              const rows = Effect.isEffect(linked) ? yield* Effect.either(linked) : Either.right(linked)
+              if (Either.isLeft(rows)) throw rows.left
+              requests = rows.right.map(([, input]) => stage.render(input))
             } catch {
               // A row whose prompt or transform throws (an image file that is missing …) fails
               // alone in a run (render_error) and is never submitted: not counted here either.

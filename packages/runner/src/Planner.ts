@@ -13,7 +13,7 @@
 import type { FileSystem } from "@effect/platform"
 import { CustomId, Hash, Pipeline } from "@sluice/core"
 import type { BatchRequest, SourceItem } from "@sluice/core"
-import { Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
+import { Cause, Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { requestTokens } from "./Estimate.js"
 import * as Failpoint from "./internal/Failpoint.js"
@@ -428,21 +428,29 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         const c = pack.prepare(row, key, item.location, undefined, stageCustomId?.(row))
         return c === undefined ? undefined : pack.add([c], i, item.location)
       }
-      let children: ReadonlyArray<readonly [string, unknown]>
+      const transformFailed = (e: unknown) =>
+        void pack.reject({ location: item.location, message: `transform failed: ${errorText(e)}`, code: "transform_error", customId: null, key })
+      const addChildren = (children: Pipeline.LinkRows) =>
+        pack.addItem(i, item.location, () => {
+          const group: Array<Candidate> = []
+          for (const [childKey, child] of children) {
+            const c = pack.prepare(child, childKey, item.location, { src: row, lin: [] }, stageCustomId?.(child))
+            if (c !== undefined) group.push(c)
+          }
+          return group
+        })
+      let children: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
       try {
         children = Pipeline.applyLink(rt.before, key, row, row)
       } catch (e) {
-        pack.reject({ location: item.location, message: `transform failed: ${errorText(e)}`, code: "transform_error", customId: null, key })
-        return undefined
+        return transformFailed(e)
       }
-      return pack.addItem(i, item.location, () => {
-        const group: Array<Candidate> = []
-        for (const [childKey, child] of children) {
-          const c = pack.prepare(child, childKey, item.location, { src: row, lin: [] }, stageCustomId?.(child))
-          if (c !== undefined) group.push(c)
-        }
-        return group
-      })
+      if (!Effect.isEffect(children)) return addChildren(children)
+      return Effect.flatMap(Effect.exit(children), (exit) =>
+        Exit.isSuccess(exit) ? addChildren(exit.value) ?? Effect.void
+        : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
+        : Effect.sync(() => transformFailed(Cause.squash(exit.cause)))
+      )
     }
 
     yield* source.rows.pipe(
