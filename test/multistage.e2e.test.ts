@@ -199,6 +199,14 @@ describe("multi-stage pipelines", () => {
     const line = jsonl<{ url: string; body: { input: string } }>(join(project.dir, runDir, "shards", `${vectorShard}.jsonl`))[0]!
     expect(line.url).toBe("/v1/embeddings")
     expect(line.body.input.length).toBeGreaterThan(0)
+
+    // The pipeline file loses the stage the run's batches belong to: `cancel` (which takes any
+    // pipeline file) says so instead of failing inside.
+    await writeText(project, "gist.pipeline.ts", chatThenEmbed.replace(`Pipeline.embed("vector"`, `Pipeline.embed("vectors"`))
+    const cancelled = await sluice(["cancel", runDir])
+    expect(cancelled.code, cancelled.stderr).toBe(2)
+    expect(cancelled.stderr).toContain("has batches of stage vector, which")
+    expect(cancelled.stderr).not.toContain("internal error")
   })
 
   it("runs an Effect between stages; a row whose Effect fails ends as a transform_error, the rest go on", async () => {

@@ -259,6 +259,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       }
       const settings = settingsFor(options, planned)
       const state = yield* loadState(paths.journal)
+      // Shards of a stage the pipeline file no longer has (`cancel` takes any pipeline file).
+      const strange = [...new Set([...state.shards.values()].map((s) => s.stage))].filter((name) => !byName.has(name))
+      if (strange.length > 0) {
+        return yield* new PipelineInvalid({
+          description:
+            `run ${root} has batches of stage ${strange.join(", ")}, which ${pipeline.name}'s pipeline file no longer has; ` +
+            `use the pipeline file the run started with`
+        })
+      }
       const journal = yield* Journal.open(paths.journal)
       const observer = options.observer ?? {}
       const ctx: RunContext = {
