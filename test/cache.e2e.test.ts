@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, readJsonl, runCli, startTestEmulator, writeRows, writeText } from "./support/cli.js"
 import type { Row, TempProject, TestEmulator } from "./support/cli.js"
-import { runFlags, runIdOf } from "./support/runs.js"
+import { runFlags, runIdOf, setFaults } from "./support/runs.js"
 
 let emulator: TestEmulator
 let project: TempProject
@@ -138,6 +138,36 @@ export default Pipeline.make("two").pipe(
     const ids = await submitted("runs/two")
     expect(ids.length).toBe(30)
     expect(ids.every((id) => id.startsWith("echo-"))).toBe(true)
+  })
+
+  it("repairs are cached too: a rerun whose answers needed repair submits nothing", async () => {
+    await writeText(project, "repair.pipeline.ts", pipeline({ source: "data/rows.jsonl", sink: "out/repair-1.jsonl" }).replace("(cache test)", "(repair cache test)"))
+    await setFaults(emulator.url, { invalidJsonRate: 0.3 })
+    try {
+      // Some rows may still fail after their repairs (exit 1): the rerun must end the same way.
+      const first = await runCli(["run", "repair.pipeline.ts", ...runFlags("runs/repair-1", 20, ["--cache-dir", "cache-repair"])], {
+        cwd: project.dir,
+        env: emulatorEnv(emulator.url, API_KEY)
+      })
+      expect([0, 1], describeResult(first)).toContain(first.code)
+    } finally {
+      await setFaults(emulator.url, { invalidJsonRate: 0 })
+    }
+    const firstIds = await submitted("runs/repair-1")
+    expect(firstIds.some((id) => /-r1$/.test(id)), "the first run repaired some answers").toBe(true)
+
+    await writeText(project, "repair.pipeline.ts", pipeline({ source: "data/rows.jsonl", sink: "out/repair-2.jsonl" }).replace("(cache test)", "(repair cache test)"))
+    const result = await runCli(["run", "repair.pipeline.ts", ...runFlags("runs/repair-2", 20, ["--cache-dir", "cache-repair", "--json"])], {
+      cwd: project.dir,
+      env: emulatorEnv(emulator.url, API_KEY)
+    })
+    expect([0, 1], describeResult(result)).toContain(result.code)
+    expect(await submitted("runs/repair-2")).toEqual([])
+    const second = JSON.parse(result.stdout) as { succeeded: number }
+    const firstOut = await readJsonl<{ key: string; output: unknown }>(project.path("out/repair-1.jsonl"))
+    const secondOut = await readJsonl<{ key: string; output: unknown }>(project.path("out/repair-2.jsonl"))
+    expect(second.succeeded).toBe(firstOut.length)
+    expect(new Map(secondOut.map((r) => [r.key, r.output]))).toEqual(new Map(firstOut.map((r) => [r.key, r.output])))
   })
 
   it("--no-cache submits every request, and the cache holds no secret", async () => {

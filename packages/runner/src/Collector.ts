@@ -160,7 +160,10 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       // hit after the retry shard was journaled, it exists already and is left as it is.
       const retryId = retryShardId(shard)
       const retryPlanned = ctx.state.shards.has(retryId)
-      let retry: { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile } | undefined
+      let retry:
+        | { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; answers: LineFile.LineFile }
+        | undefined
+      let retryCached = 0
       const retryHash = createHash("sha256")
       let rescheduled = 0
       let retryBytes = 0
@@ -259,15 +262,29 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         if (reschedule && line !== undefined && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
           rescheduled++
           if (retryPlanned) return undefined
-          // A repair's answer is not stored under the row's cache key: that is the original request's.
+          // A repair is keyed by its own request: answered before (in an earlier run, or
+          // carried over from before a pipeline change), it is not asked again.
           const { ck: _ck, c: _c, ...rest } = row
-          const rowLine = JSON.stringify(repair === undefined ? row : { ...rest, id: repair.customId })
+          const repairKey = repair === undefined || !caching || rt.cacheNamespace === undefined
+            ? undefined
+            : ResponseCache.key(rt.cacheNamespace, stage.requestHash(repair.request))
+          const answered = repair === undefined || !caching ? undefined
+            : (repairKey === undefined ? undefined : ctx.cache.read(repairKey)) ??
+              (ctx.carry === undefined ? undefined : ctx.cache.read(ResponseCache.key(ctx.carry, repair.customId)))
+          const rowLine = repair === undefined ? JSON.stringify(row)
+            : JSON.stringify({ ...rest, id: repair.customId, ...(repairKey === undefined ? {} : { ck: repairKey }), ...(answered === undefined ? {} : { c: 1 }) })
           const append = (r: NonNullable<typeof retry>) => {
-            retryHash.update(line)
-            retryHash.update("\n")
-            retryBytes += Buffer.byteLength(line) + 1
-            const full = r.requests.append(line)
-            return r.rows.append(rowLine) || full ? Effect.zipRight(r.requests.flush, r.rows.flush) : undefined
+            let full = r.rows.append(rowLine)
+            if (answered !== undefined) {
+              retryCached++
+              full = r.answers.append(`{"_tag":"Succeeded","customId":${JSON.stringify(repair!.customId)},${answered.slice(1)}`) || full
+            } else {
+              retryHash.update(line)
+              retryHash.update("\n")
+              retryBytes += Buffer.byteLength(line) + 1
+              full = r.requests.append(line) || full
+            }
+            return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
           }
           if (retry !== undefined) return append(retry)
           return Effect.gen(function* () {
@@ -275,7 +292,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             const opened = {
               scope,
               requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
-              rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope))
+              rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope)),
+              answers: yield* LineFile.open(ctx.paths.cachedFile(retryId), 0).pipe(Scope.extend(scope))
             }
             retry = opened
             const pending = append(opened)
@@ -306,6 +324,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       if (retry !== undefined) {
         yield* retry.requests.sync
         yield* retry.rows.sync
+        yield* retry.answers.sync
         yield* Scope.close(retry.scope, Exit.void)
         yield* ctx.record({
           _tag: "ShardPlanned",
@@ -314,7 +333,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           provider: shard.provider,
           model: shard.model,
           endpoint: shard.endpoint,
-          requests: rescheduled,
+          requests: rescheduled - retryCached,
           bytes: retryBytes,
           sha256: retryHash.digest("hex"),
           attempt: shard.attempt + 1,
@@ -322,7 +341,10 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           sourceOffset: null,
           invalid: 0,
           offsets: null,
-          ...(shard.inputTokens === undefined || shard.requests === 0 ? {} : { inputTokens: Math.round((shard.inputTokens * rescheduled) / shard.requests) })
+          ...(shard.inputTokens === undefined || shard.requests === 0
+            ? {}
+            : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
+          ...(retryCached > 0 ? { cachedRows: retryCached } : {})
         })
       }
       // The answers are made durable in the cache before the shard counts as collected.

@@ -26,7 +26,7 @@ export const request = (
   answer: { readonly text: string; readonly finishReason: string | null },
   error: string,
   provider: BatchProvider
-): { readonly customId: string; readonly line: string } | undefined => {
+): { readonly customId: string; readonly line: string; readonly request: BatchRequest } | undefined => {
   const original = stage.render(row.input)
   if (original._tag !== "chat") return undefined
   let repaired: BatchRequest
@@ -43,5 +43,5 @@ export const request = (
     }
   }
   const customId = repairId(row.id)
-  return { customId, line: provider.encode(repaired, customId) }
+  return { customId, line: provider.encode(repaired, customId), request: repaired }
 }
