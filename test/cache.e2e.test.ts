@@ -271,3 +271,17 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
     expect(out.map((r) => r.key).sort()).toEqual(rows.map((r) => r.id).sort())
   })
 })
+
+describe("a cache that cannot be used", () => {
+  it("costs a warning, not the run", async () => {
+    await writeText(project, "blocked-cache", "a file where the cache directory should be")
+    // (`--cache-dir` refuses such a path itself; the environment variable reaches the runner.)
+    const result = await runCli(["run", "label.pipeline.ts", ...runFlags("runs/blocked", 20, ["--json"])], {
+      cwd: project.dir,
+      env: { ...emulatorEnv(emulator.url, API_KEY), SLUICE_CACHE: undefined, SLUICE_CACHE_DIR: "blocked-cache" }
+    })
+    expect(result.code, describeResult(result)).toBe(0)
+    expect(result.stderr).toContain("running without the response cache")
+    expect((JSON.parse(result.stdout) as { succeeded: number }).succeeded).toBe(30)
+  })
+})

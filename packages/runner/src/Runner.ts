@@ -201,7 +201,13 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       yield* RunLock.acquire(path.join(root, "run.lock"))
 
       const cachePath = cacheDir(options)
-      const cache = cachePath === false ? ResponseCache.disabled : yield* ResponseCache.open(path.resolve(cachePath))
+      // A cache that cannot be opened costs the run its savings, not the run.
+      const cache =
+        cachePath === false
+          ? ResponseCache.disabled
+          : yield* ResponseCache.open(path.resolve(cachePath)).pipe(
+            Effect.catchAll((e) => Effect.as(Effect.logWarning(`${e.message}; running without the response cache`), ResponseCache.disabled))
+          )
       const mode = options.mode ?? "run"
 
       let runId: string
