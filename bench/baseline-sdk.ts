@@ -13,6 +13,7 @@ import OpenAI, { toFile } from "openai"
 import { createReadStream, createWriteStream } from "node:fs"
 import { once } from "node:events"
 import { createInterface } from "node:readline"
+import { responseFormat, SYSTEM } from "./request.js"
 
 const arg = (name: string, fallback?: string): string => {
   const i = process.argv.indexOf(name)
@@ -31,31 +32,6 @@ interface Review {
   readonly text: string
 }
 
-// The same request sluice renders for bench/pipeline.ts: system + user message, temperature 0,
-// strict structured output with the same JSON Schema.
-const SYSTEM =
-  "You label customer product reviews: overall sentiment, the topics it talks about, a one-sentence summary, and whether the reviewer would recommend the product."
-const responseFormat = {
-  type: "json_schema",
-  json_schema: {
-    name: "label",
-    strict: true,
-    schema: {
-      type: "object",
-      properties: {
-        sentiment: { type: "string", enum: ["positive", "negative", "neutral", "mixed"] },
-        topics: {
-          type: "array",
-          items: { type: "string", enum: ["quality", "price", "shipping", "customer_service", "durability", "usability", "other"] }
-        },
-        summary: { type: "string" },
-        wouldRecommend: { type: "boolean" }
-      },
-      required: ["sentiment", "topics", "summary", "wouldRecommend"],
-      additionalProperties: false
-    }
-  }
-}
 
 const client = new OpenAI()
 const t0 = performance.now()

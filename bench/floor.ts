@@ -23,6 +23,7 @@
 import { createHash } from "node:crypto"
 import { closeSync, openSync, readdirSync, readSync, writeSync } from "node:fs"
 import { join } from "node:path"
+import { responseFormat, SYSTEM } from "./request.js"
 
 const arg = (name: string, fallback?: string): string => {
   const i = process.argv.indexOf(name)
@@ -77,29 +78,6 @@ class Out {
   }
 }
 
-const SYSTEM =
-  "You label customer product reviews: overall sentiment, the topics it talks about, a one-sentence summary, and whether the reviewer would recommend the product."
-const responseFormat = {
-  type: "json_schema",
-  json_schema: {
-    name: "label",
-    strict: true,
-    schema: {
-      type: "object",
-      properties: {
-        sentiment: { type: "string", enum: ["positive", "negative", "neutral", "mixed"] },
-        topics: {
-          type: "array",
-          items: { type: "string", enum: ["quality", "price", "shipping", "customer_service", "durability", "usability", "other"] }
-        },
-        summary: { type: "string" },
-        wouldRecommend: { type: "boolean" }
-      },
-      required: ["sentiment", "topics", "summary", "wouldRecommend"],
-      additionalProperties: false
-    }
-  }
-}
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
 
 const plan = () => {

@@ -15,11 +15,8 @@
  *   faults, remembered in the store's seen map so a resubmitted request succeeds), and lines
  *   not processed by a cancel or an expiry become `canceled` / `expired`.
  */
-import { createWriteStream, type WriteStream } from "node:fs"
-import { once } from "node:events"
 import { unlink } from "node:fs/promises"
 import type { IncomingMessage } from "node:http"
-import { finished } from "node:stream/promises"
 import { seenKey, WINDOW, windowOrder } from "./analysis.js"
 import { answerParams, checkParams, CUSTOM_ID_PATTERN, forcedTool } from "./anthropicAnswers.js"
 import { BodyError, RequestsScanner } from "./anthropicBody.js"
@@ -29,7 +26,9 @@ import type { Faults } from "./faults.js"
 import { DigestOffset, fractionAt, mixHex, randomHex, requestDigest, sha256 } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
 import { isTerminal, type Timeline, timeline } from "./lifecycle.js"
+import { captureTiming } from "./store.js"
 import type { AnthropicBatchRecord, AnthropicFinal, AnthropicSurface, Store } from "./store.js"
+import { AppendFile } from "./appendFile.js"
 
 /** 256 MB, read as 10^6 bytes (the stricter reading): a client that passes here passes there. */
 export const MAX_BODY_BYTES = 256_000_000
@@ -66,30 +65,6 @@ export interface LedgerEntry {
   readonly head: () => Promise<Record<string, unknown>>
   /** True once the results (and the delivered ids) are written. */
   readonly ended: () => boolean
-}
-
-/** Appends text to a file with backpressure. */
-class TextSink {
-  private failure: unknown = undefined
-  private readonly stream: WriteStream
-
-  constructor(path: string) {
-    this.stream = createWriteStream(path)
-    this.stream.on("error", (error) => {
-      this.failure = error
-    })
-  }
-
-  async write(text: string): Promise<void> {
-    if (this.failure !== undefined) throw this.failure
-    if (text.length > 0 && !this.stream.write(text)) await once(this.stream, "drain")
-  }
-
-  async close(): Promise<void> {
-    this.stream.end()
-    await finished(this.stream)
-    if (this.failure !== undefined) throw this.failure
-  }
 }
 
 const tooLarge = () =>
@@ -154,8 +129,8 @@ export class AnthropicBatches {
     const id = `msgbatch_${randomHex(12)}`
     const requestsPath = this.store.anthropicRequestsPath(id)
     const idsPath = this.store.idsPath(id)
-    const requests = new TextSink(requestsPath)
-    const ids = new TextSink(idsPath)
+    const requests = new AppendFile(requestsPath)
+    const ids = new AppendFile(idsPath)
     const scanner = new RequestsScanner()
     const customIds = new Set<string>()
     let size = 0
@@ -206,8 +181,6 @@ export class AnthropicBatches {
       throw error
     }
 
-    const now = this.config.clock()
-    const settings = this.faults.settings
     const record: AnthropicBatchRecord = {
       id,
       seq: this.store.nextSeq(),
@@ -215,16 +188,7 @@ export class AnthropicBatches {
       total: customIds.size,
       bytes: size,
       origin,
-      createdMs: now,
-      validatingMs: 0,
-      finalizingMs: this.config.finalizingMs,
-      cancellingMs: this.config.cancellingMs,
-      expiresAtMs: now + this.config.expireAfterMs,
-      rps: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : null,
-      errorRate: settings.errorRate,
-      invalidJsonRate: settings.invalidJsonRate,
-      cancelRequestedMs: null,
-      forcedExpireMs: null,
+      ...captureTiming(this.config.clock(), this.config, 0, this.faults.settings),
       deletedMs: null,
       final: null
     }
@@ -427,8 +391,8 @@ export class AnthropicBatches {
     const dropLines = this.faults.settings.dropLines
     const notRun = line.status === "expired" ? "expired" : "canceled"
     const batchKey = sha256(record.id)
-    const out = new TextSink(this.store.anthropicResultsPath(record.id))
-    const delivered = new TextSink(this.store.deliveredPath(record.id))
+    const out = new AppendFile(this.store.anthropicResultsPath(record.id))
+    const delivered = new AppendFile(this.store.deliveredPath(record.id))
     const counts: Counts = { succeeded: 0, errored: 0, canceled: 0, expired: 0 }
     let bytes = 0
     let inputTokens = 0

@@ -17,6 +17,7 @@ import type { Faults } from "./faults.js"
 import { randomHex } from "./hash.js"
 import { type BatchStatus, isTerminal, needsInput, type Timeline, timeline } from "./lifecycle.js"
 import { writeResults } from "./results.js"
+import { captureTiming } from "./store.js"
 import type { BatchErrorEntry, BatchFinal, BatchRecord, Store } from "./store.js"
 
 export interface BatchTimings {
@@ -95,8 +96,6 @@ export class Batches {
       throw invalidRequest(`The input file must have purpose 'batch' (or 'batch-api'), not '${file.purpose}'.`, "input_file_id", "invalid_value")
     }
 
-    const now = this.config.clock()
-    const settings = this.faults.settings
     const record: BatchRecord = {
       id: `batch_${randomHex(16)}`,
       seq: this.store.nextSeq(),
@@ -104,16 +103,7 @@ export class Batches {
       input_file_id: inputFileId,
       completion_window: "24h",
       metadata,
-      createdMs: now,
-      validatingMs: this.config.validatingMs,
-      finalizingMs: this.config.finalizingMs,
-      cancellingMs: this.config.cancellingMs,
-      expiresAtMs: now + this.config.expireAfterMs,
-      rps: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : null,
-      errorRate: settings.errorRate,
-      invalidJsonRate: settings.invalidJsonRate,
-      cancelRequestedMs: null,
-      forcedExpireMs: null,
+      ...captureTiming(this.config.clock(), this.config, this.config.validatingMs, this.faults.settings),
       final: null
     }
     this.store.batches.set(record.id, record)

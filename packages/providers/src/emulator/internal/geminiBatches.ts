@@ -21,10 +21,7 @@
  * Known differences: a Gemini batch is also visible through the OpenAI `/v1/batches` routes
  * (under the same id), and a batch holds at most 50,000 requests (the shared validator's cap).
  */
-import { once } from "node:events"
-import { createWriteStream, type WriteStream } from "node:fs"
 import { readFile, unlink, writeFile } from "node:fs/promises"
-import { finished } from "node:stream/promises"
 import { metadataOfDisplayName } from "../../gemini/DisplayName.js"
 import { CHAT_ENDPOINT } from "./answers.js"
 import type { Batches } from "./batches.js"
@@ -33,6 +30,7 @@ import { toUnixSeconds } from "./clock.js"
 import { randomHex } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
 import type { BatchFinal, BatchRecord, FileRecord, Store } from "./store.js"
+import { AppendFile } from "./appendFile.js"
 import {
   failedPrecondition,
   invalidArgument,
@@ -111,32 +109,6 @@ const afterSeq = (token: string | null): number => {
   const match = /^seq:(\d+)$/.exec(Buffer.from(token, "base64url").toString("utf8"))
   if (match === null) throw invalidArgument("Invalid page token.")
   return Number(match[1])
-}
-
-/** Appends text to a file with backpressure, counting bytes. */
-class LineWriter {
-  bytes = 0
-  private failure: unknown = undefined
-  private readonly stream: WriteStream
-
-  constructor(path: string) {
-    this.stream = createWriteStream(path)
-    this.stream.on("error", (error) => {
-      this.failure = error
-    })
-  }
-
-  async write(text: string): Promise<void> {
-    if (this.failure !== undefined) throw this.failure
-    this.bytes += Buffer.byteLength(text)
-    if (!this.stream.write(text)) await once(this.stream, "drain")
-  }
-
-  async close(): Promise<void> {
-    this.stream.end()
-    await finished(this.stream)
-    if (this.failure !== undefined) throw this.failure
-  }
 }
 
 const field = (obj: Obj, camel: string): unknown => {
@@ -235,7 +207,7 @@ export class GeminiBatches {
     const { store } = this.ctx
     const inputId = `file-gemini-${randomHex(12)}`
     const inputPath = store.filePath(inputId)
-    const writer = new LineWriter(inputPath)
+    const writer = new AppendFile(inputPath)
     let count = 0
     const line = (key: unknown, request: unknown): string => {
       count++
@@ -473,7 +445,7 @@ export class GeminiBatches {
   private async writeResponses(record: GeminiBatchRecord, final: BatchFinal): Promise<void> {
     const { store } = this.ctx
     const id = this.responsesId(record)
-    const writer = new LineWriter(store.filePath(id))
+    const writer = new AppendFile(store.filePath(id))
     const modelVersion = record.gemini.model.replace(/^models\//, "")
     try {
       for (const source of [final.outputFileId, final.errorFileId]) {

@@ -3,14 +3,12 @@
  * Streams the input once, window by window (see analysis.ts), so memory
  * stays bounded by one window whatever the batch size.
  */
-import { createWriteStream, type WriteStream } from "node:fs"
-import { once } from "node:events"
-import { finished } from "node:stream/promises"
 import { answerRequest, checkRequest } from "./answers.js"
 import { isParsed, Outcome, parseRequestLine, type ParsedRequest, type ValidInput, WINDOW, windowOrder } from "./analysis.js"
 import { serverErrorBody } from "./errors.js"
 import { DigestOffset, mixHex, sha256 } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
+import { AppendFile } from "./appendFile.js"
 
 export type NotRunCode = "batch_expired" | "batch_cancelled"
 
@@ -46,38 +44,10 @@ export interface WrittenResults {
   readonly outputTokens: number
 }
 
-class Sink {
-  lines = 0
-  bytes = 0
-  private failure: unknown = undefined
-  private readonly stream: WriteStream
-
-  constructor(path: string) {
-    this.stream = createWriteStream(path)
-    this.stream.on("error", (error) => {
-      this.failure = error
-    })
-  }
-
-  async write(text: string, lines: number): Promise<void> {
-    if (this.failure !== undefined) throw this.failure
-    if (text.length === 0) return
-    this.lines += lines
-    this.bytes += Buffer.byteLength(text)
-    if (!this.stream.write(text)) await once(this.stream, "drain")
-  }
-
-  async close(): Promise<void> {
-    this.stream.end()
-    await finished(this.stream)
-    if (this.failure !== undefined) throw this.failure
-  }
-}
-
 export const writeResults = async (args: WriteResultsArgs): Promise<WrittenResults> => {
-  const output = new Sink(args.outputPath)
-  const errors = new Sink(args.errorPath)
-  const delivered = new Sink(args.deliveredPath)
+  const output = new AppendFile(args.outputPath)
+  const errors = new AppendFile(args.errorPath)
+  const delivered = new AppendFile(args.deliveredPath)
   let inputTokens = 0
   let outputTokens = 0
   // Per-batch key: line ids differ between batches even for the same resubmitted request.

@@ -60,17 +60,11 @@ export interface BatchFinal {
 }
 
 /**
- * A batch as created. The timing and fault settings are captured at creation,
- * so later changes of the settings (or a restart with other options) never
- * rewrite the past of a running batch.
+ * A batch's lifecycle as captured at creation: its timing and fault settings, so later
+ * changes of the settings (or a restart with other options) never rewrite the past of a
+ * running batch; and the cancel or forced expiry asked of it since.
  */
-export interface BatchRecord {
-  readonly id: string
-  readonly seq: number
-  readonly endpoint: string
-  readonly input_file_id: string
-  readonly completion_window: string
-  readonly metadata: Readonly<Record<string, string>> | null
+export interface BatchTiming {
   readonly createdMs: number
   readonly validatingMs: number
   readonly finalizingMs: number
@@ -82,6 +76,35 @@ export interface BatchRecord {
   readonly invalidJsonRate: number
   cancelRequestedMs: number | null
   forcedExpireMs: number | null
+}
+
+/** A new batch's timing as of `now`, from the emulator's timings and its fault settings now. */
+export const captureTiming = (
+  now: number,
+  timings: { readonly finalizingMs: number; readonly cancellingMs: number; readonly expireAfterMs: number },
+  validatingMs: number,
+  settings: { readonly requestsPerSecond: number; readonly errorRate: number; readonly invalidJsonRate: number }
+): BatchTiming => ({
+  createdMs: now,
+  validatingMs,
+  finalizingMs: timings.finalizingMs,
+  cancellingMs: timings.cancellingMs,
+  expiresAtMs: now + timings.expireAfterMs,
+  rps: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : null,
+  errorRate: settings.errorRate,
+  invalidJsonRate: settings.invalidJsonRate,
+  cancelRequestedMs: null,
+  forcedExpireMs: null
+})
+
+/** An OpenAI-shaped batch as created. */
+export interface BatchRecord extends BatchTiming {
+  readonly id: string
+  readonly seq: number
+  readonly endpoint: string
+  readonly input_file_id: string
+  readonly completion_window: string
+  readonly metadata: Readonly<Record<string, string>> | null
   final: BatchFinal | null
 }
 
@@ -105,8 +128,9 @@ export interface AnthropicFinal {
 /**
  * An Anthropic message batch as created (see anthropicBatches.ts). Like BatchRecord, timing
  * and fault settings are captured at creation; the requests live in `<id>.requests.jsonl`.
+ * Its `validatingMs` is always 0: the envelope is validated synchronously, params per request.
  */
-export interface AnthropicBatchRecord {
+export interface AnthropicBatchRecord extends BatchTiming {
   readonly id: string
   readonly seq: number
   readonly surface: AnthropicSurface
@@ -116,18 +140,6 @@ export interface AnthropicBatchRecord {
   readonly bytes: number
   /** `scheme://host` the batch was created through: results_url when a call carries no Host. */
   readonly origin: string
-  readonly createdMs: number
-  /** Always 0: the envelope is validated synchronously, params per request. */
-  readonly validatingMs: number
-  readonly finalizingMs: number
-  readonly cancellingMs: number
-  readonly expiresAtMs: number
-  /** Requests per second; null stands for Infinity. */
-  readonly rps: number | null
-  readonly errorRate: number
-  readonly invalidJsonRate: number
-  cancelRequestedMs: number | null
-  forcedExpireMs: number | null
   deletedMs: number | null
   final: AnthropicFinal | null
 }
