@@ -6,7 +6,7 @@
  *   tsx bench/dataset.ts --rows 200000 [--out bench/.data/rows-200000.jsonl]
  */
 import { closeSync, existsSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from "node:fs"
-import { seededRandom as mulberry32 } from "../packages/providers/src/emulator/internal/hash.js"
+import { seededRandom as mulberry32 } from "../packages/emulator/src/internal/hash.js"
 
 /** Bump when the generator changes: cached files of another version are regenerated. */
 export const GENERATOR_VERSION = 1

@@ -6,7 +6,7 @@
  *
  *   node --conditions=sluice-source --import tsx bench/emulator-server.ts --state-dir bench/.data/emulator [--validating-ms 10] [--finalizing-ms 10]
  */
-import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
+import { startEmulator } from "../packages/emulator/src/Emulator.js"
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(name)

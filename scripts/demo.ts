@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
+import { startEmulator } from "../packages/emulator/src/Emulator.js"
 
 const emulator = await startEmulator({
   validatingMs: 300,

@@ -6,7 +6,7 @@
  * The emulator serves every wire format at one origin, so the env points each provider at it.
  */
 import { spawn } from "node:child_process"
-import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
+import { startEmulator } from "../packages/emulator/src/Emulator.js"
 
 const pipeline = process.argv[2]
 if (pipeline === undefined) {

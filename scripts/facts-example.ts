@@ -27,8 +27,8 @@ import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parquetDir, tableName } from "../examples/facts/facts.js"
-import { startEmulator } from "../packages/providers/src/emulator/Emulator.js"
-import type { EmulatorHandle } from "../packages/providers/src/emulator/Emulator.js"
+import { startEmulator } from "../packages/emulator/src/Emulator.js"
+import type { EmulatorHandle } from "../packages/emulator/src/Emulator.js"
 import * as TempPostgres from "./lib/tempPostgres.js"
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..")

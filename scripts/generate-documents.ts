@@ -16,7 +16,7 @@
 import { mkdirSync, writeFileSync } from "node:fs"
 import { dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { seededRandom as mulberry32 } from "../packages/providers/src/emulator/internal/hash.js"
+import { seededRandom as mulberry32 } from "../packages/emulator/src/internal/hash.js"
 import { parquetWriteBuffer } from "hyparquet-writer"
 
 const SEED = 0xfac75

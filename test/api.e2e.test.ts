@@ -4,8 +4,8 @@
  * operations as async functions, SluiceError, AbortSignal), abort and resume, and the
  * one-call helpers (batchPrompts, batchRequests with custom_ids kept as given).
  */
-import type { EmulatorHandle } from "@sluice/providers/emulator"
-import { getLedger, setFaults } from "@sluice/providers/emulator/control"
+import type { EmulatorHandle } from "@sluice/emulator"
+import { getLedger, setFaults } from "@sluice/emulator/control"
 import { Records, Runner, Status } from "@sluice/runner"
 import type { RunEvent } from "@sluice/runner"
 import * as Api from "@sluice/runner/promise"

@@ -9,7 +9,7 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
 import { AnthropicBatch, GeminiBatch, OpenAiBatch } from "@sluice/providers"
-import type { EmulatorHandle } from "@sluice/providers/emulator"
+import type { EmulatorHandle } from "@sluice/emulator"
 import { Live, Runner } from "@sluice/runner"
 import { Duration, Effect, Layer, Redacted, Schema } from "effect"
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"

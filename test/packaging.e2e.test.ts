@@ -8,8 +8,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { startEmulator } from "@sluice/providers/emulator"
-import type { EmulatorHandle } from "@sluice/providers/emulator"
+import { startEmulator } from "@sluice/emulator"
+import type { EmulatorHandle } from "@sluice/emulator"
 import { repoRoot } from "./support/cli.js"
 
 const run = promisify(execFile)

@@ -8,8 +8,8 @@
  */
 import { cp, readFile, writeFile } from "node:fs/promises"
 import { afterEach, describe, expect, it } from "vitest"
-import type { EmulatorOptions } from "@sluice/providers/emulator"
-import { startEmulator } from "@sluice/providers/emulator"
+import type { EmulatorOptions } from "@sluice/emulator"
+import { startEmulator } from "@sluice/emulator"
 import {
   type CliResult,
   describeResult,

@@ -7,7 +7,7 @@
  * Without OPENAI_BASE_URL it starts the built-in emulator and runs against it.
  */
 import { Pipeline, Prompt, Source } from "@sluice/core"
-import { startEmulator } from "@sluice/providers/emulator"
+import { startEmulator } from "@sluice/emulator"
 import { failures, outputs, run, SluiceError } from "@sluice/runner/promise"
 import { Schema } from "effect"
 import { Review, reviewsFile } from "../reviews.js"

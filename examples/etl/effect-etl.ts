@@ -8,7 +8,7 @@
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { Pipeline, Prompt, Source } from "@sluice/core"
-import * as Emulator from "@sluice/providers/emulator"
+import * as Emulator from "@sluice/emulator"
 import { Live, Records, Runner } from "@sluice/runner"
 import { Console, Duration, Effect, Schema, Stream } from "effect"
 import { Review, reviewsFile } from "../reviews.js"

@@ -7,8 +7,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { startEmulator } from "@sluice/providers/emulator"
-import type { EmulatorHandle, EmulatorOptions } from "@sluice/providers/emulator"
+import { startEmulator } from "@sluice/emulator"
+import type { EmulatorHandle, EmulatorOptions } from "@sluice/emulator"
 
 /** The repository root, from this file's location (test/support/cli.ts). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")

@@ -7,8 +7,8 @@ import { readFile } from "node:fs/promises"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { expect } from "vitest"
-import { setFaults } from "../../packages/providers/src/emulator/EmulatorControl.js"
-import type { FaultPatch } from "../../packages/providers/src/emulator/EmulatorControl.js"
+import { setFaults } from "../../packages/emulator/src/EmulatorControl.js"
+import type { FaultPatch } from "../../packages/emulator/src/EmulatorControl.js"
 import { type Ledger, type LedgerBatch, readJsonl, type TempProject, writeText } from "./cli.js"
 
 export { setFaults }

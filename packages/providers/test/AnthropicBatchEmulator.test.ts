@@ -16,9 +16,9 @@ import type { AnthropicBatchProvider, AnthropicConfig } from "../src/anthropic/A
 import { gatewayConfig, make } from "../src/anthropic/AnthropicBatch.js"
 import type { BatchInfo } from "../src/BatchProvider.js"
 import { isTerminal, Providers } from "../src/BatchProvider.js"
-import { scoped as emulatorScoped } from "../src/emulator/Emulator.js"
-import type { EmulatorOptions } from "../src/emulator/Emulator.js"
-import type { Ledger } from "../src/emulator/EmulatorControl.js"
+import { scoped as emulatorScoped } from "@sluice/emulator"
+import type { EmulatorOptions } from "@sluice/emulator"
+import type { Ledger } from "@sluice/emulator/control"
 import type { ProviderError } from "../src/ProviderError.js"
 import * as Registry from "../src/Registry.js"
 

@@ -14,8 +14,8 @@ import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import type { BatchInfo, BatchProvider } from "../src/BatchProvider.js"
 import { isTerminal, Providers } from "../src/BatchProvider.js"
-import { scoped as emulatorScoped, startEmulator } from "../src/emulator/Emulator.js"
-import type { EmulatorOptions } from "../src/emulator/Emulator.js"
+import { scoped as emulatorScoped, startEmulator } from "@sluice/emulator"
+import type { EmulatorOptions } from "@sluice/emulator"
 import type { GeminiConfig } from "../src/gemini/GeminiBatch.js"
 import {
   capabilities,

@@ -2,7 +2,7 @@
  * The `sluice` command line.
  */
 import { Args, Command, Options } from "@effect/cli"
-import { startEmulator } from "@sluice/providers/emulator"
+import { startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as PipelineLoader from "./PipelineLoader.js"

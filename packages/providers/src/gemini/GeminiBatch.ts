@@ -32,7 +32,7 @@
  */
 import { HttpBody, HttpClient } from "@effect/platform"
 import type { BatchRequest, BatchResult, Content, FailureClass } from "@sluice/core"
-import { Prompt } from "@sluice/core"
+import { GeminiDisplayName, Prompt } from "@sluice/core"
 import {
   Chunk,
   Config,
@@ -62,10 +62,9 @@ import { makeProviderHttp, truncate } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import { ProviderError } from "../ProviderError.js"
-import { displayNameOf, metadataOfDisplayName } from "./DisplayName.js"
 import { optionalString, requiredSecret } from "../internal/env.js"
 
-export { displayNameOf, metadataOfDisplayName } from "./DisplayName.js"
+export const { displayNameOf, metadataOfDisplayName } = GeminiDisplayName
 
 // -----------------------------------------------------------------------------------------
 // Configuration

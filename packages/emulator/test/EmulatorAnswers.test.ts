@@ -5,11 +5,11 @@
 import { Ajv2020 } from "ajv/dist/2020.js"
 import { JSONSchema, Schema } from "effect"
 import { describe, expect, it } from "vitest"
-import { answerRequest, checkRequest } from "../src/emulator/internal/answers.js"
-import { seededRandom } from "../src/emulator/internal/hash.js"
-import { timeline } from "../src/emulator/internal/lifecycle.js"
-import { valueForSchema } from "../src/emulator/internal/schemaValue.js"
-import type { BatchRecord } from "../src/emulator/internal/store.js"
+import { answerRequest, checkRequest } from "../src/internal/answers.js"
+import { seededRandom } from "../src/internal/hash.js"
+import { timeline } from "../src/internal/lifecycle.js"
+import { valueForSchema } from "../src/internal/schemaValue.js"
+import type { BatchRecord } from "../src/internal/store.js"
 import { Tokens } from "@sluice/core"
 
 const ajv = new Ajv2020({ strict: false, validateFormats: false })

@@ -8,8 +8,8 @@ import { join } from "node:path"
 import { Ajv } from "ajv"
 import OpenAI, { toFile } from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type EmulatorHandle, type EmulatorOptions, startEmulator } from "../src/emulator/Emulator.js"
-import { getLedger, setFaults } from "../src/emulator/EmulatorControl.js"
+import { type EmulatorHandle, type EmulatorOptions, startEmulator } from "../src/Emulator.js"
+import { getLedger, setFaults } from "../src/EmulatorControl.js"
 import { Tokens } from "@sluice/core"
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@
  * not be split back. A `.` or `%` inside a field is written `%2E` / `%25`. Other metadata
  * keys (e.g. `sluice_sha256`) are not kept.
  *
- * Shared by the provider and the emulator (which lists a batch's metadata in its ledger).
+ * Shared by the Gemini provider and the emulator (which lists a batch's metadata in its ledger),
+ * so it lives in core, which both import.
  */
 
 const escapeField = (s: string): string => s.replace(/[%.]/g, (c) => (c === "%" ? "%25" : "%2E"))

@@ -8,9 +8,9 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type EmulatorHandle, startEmulator } from "../src/emulator/Emulator.js"
-import { getLedger, setFaults } from "../src/emulator/EmulatorControl.js"
-import { BodyError, RequestsScanner } from "../src/emulator/internal/anthropicBody.js"
+import { type EmulatorHandle, startEmulator } from "../src/Emulator.js"
+import { getLedger, setFaults } from "../src/EmulatorControl.js"
+import { BodyError, RequestsScanner } from "../src/internal/anthropicBody.js"
 
 const KEY = "sk-ant-emulator-raw"
 const HEADERS = { "x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json" }

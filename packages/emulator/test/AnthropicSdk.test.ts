@@ -13,8 +13,8 @@ import { Ajv, type ValidateFunction } from "ajv"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type EmulatorHandle, startEmulator } from "../src/emulator/Emulator.js"
-import { getLedger, setFaults } from "../src/emulator/EmulatorControl.js"
+import { type EmulatorHandle, startEmulator } from "../src/Emulator.js"
+import { getLedger, setFaults } from "../src/EmulatorControl.js"
 
 // ---------------------------------------------------------------------------------------------
 // the SDK type schemas

@@ -6,8 +6,8 @@ import { request } from "node:http"
 import { Ajv } from "ajv"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as Emulator from "../src/emulator/Emulator.js"
-import { getFaults, getLedger, resetEmulator, setFaults } from "../src/emulator/EmulatorControl.js"
+import * as Emulator from "../src/Emulator.js"
+import { getFaults, getLedger, resetEmulator, setFaults } from "../src/EmulatorControl.js"
 import { Tokens } from "@sluice/core"
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

@@ -22,7 +22,7 @@
  * (under the same id), and a batch holds at most 50,000 requests (the shared validator's cap).
  */
 import { readFile, unlink, writeFile } from "node:fs/promises"
-import { metadataOfDisplayName } from "../../gemini/DisplayName.js"
+import { GeminiDisplayName } from "@sluice/core"
 import { CHAT_ENDPOINT } from "./answers.js"
 import type { Batches } from "./batches.js"
 import type { Clock } from "./clock.js"
@@ -270,7 +270,7 @@ export class GeminiBatches {
         input_file_id: inputId,
         endpoint: CHAT_ENDPOINT,
         completion_window: "24h",
-        metadata: metadataOfDisplayName(displayName)
+        metadata: GeminiDisplayName.metadataOfDisplayName(displayName)
       })
     } catch (error) {
       store.files.delete(inputId)
