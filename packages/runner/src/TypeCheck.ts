@@ -183,11 +183,16 @@ interface Compiled {
   readonly sources: number
 }
 
-/** `file:line:col message (TScode)`, the file relative to the current directory. */
-export const formatDiagnostic = (ts: typeof Ts, d: Ts.Diagnostic, cwd = process.cwd()): string => {
+/**
+ * `file:line:col message (TScode)`, the file relative to the current directory; `file: …` for a
+ * diagnostic without a position (`fallback` names the file when the diagnostic names none).
+ */
+export const formatDiagnostic = (ts: typeof Ts, d: Ts.Diagnostic, fallback?: string, cwd = process.cwd()): string => {
   const text = `${ts.flattenDiagnosticMessageText(d.messageText, "\n").replace(/\n/g, "\n  ")} (TS${d.code})`
-  if (d.file === undefined) return text
-  const file = relative(cwd, d.file.fileName) || d.file.fileName
+  const fileName = d.file?.fileName ?? fallback
+  if (fileName === undefined) return text
+  const file = relative(cwd, fileName) || fileName
+  if (d.file === undefined) return `${file}: ${text}`
   if (d.start === undefined) return `${file}: ${text}`
   const { line, character } = d.file.getLineAndCharacterOfPosition(d.start)
   return `${file}:${line + 1}:${character + 1} ${text}`
@@ -231,7 +236,8 @@ const optionsFrom = (ts: typeof Ts, path: string, pipeline: string) => {
       }
     }
   }
-  errors.push(...chosen.errors.filter((d) => d.code !== noInputs))
+  // The JSON's own syntax errors, then what its options say.
+  errors.push(...ts.getConfigFileParsingDiagnostics(chosen).filter((d) => d.code !== noInputs))
   // Checking emits nothing: drop what only matters to a build (composite demands that every
   // file be listed in the config, which a program rooted at one file never satisfies).
   const options: Ts.CompilerOptions = { ...chosen.options, noEmit: true, composite: false, incremental: false }
@@ -248,13 +254,18 @@ const compile = (ts: typeof Ts, pipeline: string, config: string | undefined): C
     .getSourceFiles()
     .filter((sf) => !sf.isDeclarationFile && !program.isSourceFileFromExternalLibrary(sf) && !/[\\/]node_modules[\\/]/.test(sf.fileName))
   const syntactic = own.flatMap((sf) => program.getSyntacticDiagnostics(sf))
+  const isError = (d: Ts.Diagnostic) => d.category === ts.DiagnosticCategory.Error
   const diagnostics = [
-    ...errors,
-    ...program.getOptionsDiagnostics(),
-    ...program.getGlobalDiagnostics(),
-    // Like tsc: type errors of a file that does not parse are noise.
-    ...(syntactic.length > 0 ? syntactic : own.flatMap((sf) => program.getSemanticDiagnostics(sf)))
-  ].filter((d) => d.category === ts.DiagnosticCategory.Error)
+    ...errors.filter(isError).map((d) => formatDiagnostic(ts, d, config)),
+    ...[
+      ...program.getOptionsDiagnostics(),
+      ...program.getGlobalDiagnostics(),
+      // Like tsc: type errors of a file that does not parse are noise.
+      ...(syntactic.length > 0 ? syntactic : own.flatMap((sf) => program.getSemanticDiagnostics(sf)))
+    ]
+      .filter(isError)
+      .map((d) => formatDiagnostic(ts, d))
+  ]
   // Sources are hashed as the compiler read them (a file edited meanwhile is checked again
   // next time); the configs and package.json (its "type" decides ESM) from disk.
   const files = new Map(program.getSourceFiles().map((sf) => [resolve(sf.fileName), textHash(sf.text)] as const))
@@ -263,7 +274,7 @@ const compile = (ts: typeof Ts, pipeline: string, config: string | undefined): C
     const hash = fileHash(resolve(f))
     if (hash !== undefined) files.set(resolve(f), hash)
   }
-  return { diagnostics: diagnostics.map((d) => formatDiagnostic(ts, d)), files: [...files], sources: own.length }
+  return { diagnostics, files: [...files], sources: own.length }
 }
 
 /** The compiler, loaded on first use only: `sluice --help` and `status` never pay for it. */

@@ -116,6 +116,16 @@ describe("TypeCheck.check", () => {
       expect(fromBase.diagnostics).toEqual([`${shown(at("loose/main.ts"))}:1:23 Parameter 's' implicitly has an 'any' type. (TS7006)`])
     }))
 
+  it.effect("a tsconfig.json that is not valid JSON, or extends a file that is not there, is reported, never ignored", () =>
+    Effect.gen(function* () {
+      const at = project({ "tsconfig.json": '{ "compilerOptions": { "strict": true,, } }\n', "main.ts": "export default 1\n" })
+      const error = yield* failing(at("main.ts"))
+      expect(error.diagnostics).toEqual([`${shown(at("tsconfig.json"))}:1:39 Property assignment expected. (TS1136)`])
+      write(at("tsconfig.json"), JSON.stringify({ extends: "./missing.json" }))
+      const missing = yield* failing(at("main.ts"))
+      expect(missing.diagnostics).toEqual([`${shown(at("tsconfig.json"))}: Cannot read file '${at("missing.json")}'. (TS5083)`])
+    }))
+
   it.effect("a solution-style tsconfig.json lends the options of the referenced project that includes the file", () =>
     Effect.gen(function* () {
       const at = project({
