@@ -192,8 +192,7 @@ export const formatDiagnostic = (ts: typeof Ts, d: Ts.Diagnostic, fallback?: str
   const fileName = d.file?.fileName ?? fallback
   if (fileName === undefined) return text
   const file = relative(cwd, fileName) || fileName
-  if (d.file === undefined) return `${file}: ${text}`
-  if (d.start === undefined) return `${file}: ${text}`
+  if (d.file === undefined || d.start === undefined) return `${file}: ${text}`
   const { line, character } = d.file.getLineAndCharacterOfPosition(d.start)
   return `${file}:${line + 1}:${character + 1} ${text}`
 }
@@ -249,7 +248,10 @@ const optionsFrom = (ts: typeof Ts, path: string, pipeline: string) => {
 const compile = (ts: typeof Ts, pipeline: string, config: string | undefined): Compiled => {
   const { options, errors, configFiles } =
     config === undefined ? { options: defaultOptions(ts), errors: [], configFiles: [] } : optionsFrom(ts, config, pipeline)
-  const program = ts.createProgram({ rootNames: [pipeline], options })
+  // A JavaScript pipeline file is a root the compiler takes only with allowJs; it is then
+  // checked for syntax, and for types where the config (or `// @ts-check`) asks for it.
+  const javascript = /\.[cm]?jsx?$/i.test(pipeline)
+  const program = ts.createProgram({ rootNames: [pipeline], options: javascript ? { ...options, allowJs: true } : options })
   const own = program
     .getSourceFiles()
     .filter((sf) => !sf.isDeclarationFile && !program.isSourceFileFromExternalLibrary(sf) && !/[\\/]node_modules[\\/]/.test(sf.fileName))
@@ -295,8 +297,8 @@ export const check = (file: string, options: CheckOptions = {}): Effect.Effect<C
     const cacheDir = options.cacheDir ?? defaultCacheDir()
     const version = typescriptVersion()
     const cachePath = cacheDir === false || version === undefined ? undefined : entryPath(cacheDir, pipeline, config)
-    if (cachePath !== undefined) {
-      const hit = freshEntry(cachePath, { pipeline, config, typescript: version! })
+    if (cachePath !== undefined && version !== undefined) {
+      const hit = freshEntry(cachePath, { pipeline, config, typescript: version })
       if (hit !== undefined) return { cached: true, sources: hit.sources, config } satisfies CheckResult
     }
     const ts = yield* Effect.tryPromise({

@@ -176,6 +176,16 @@ describe("TypeCheck.check", () => {
       expect(error.diagnostics[0]).toContain("'unused' is declared but its value is never read. (TS6133)")
     }))
 
+  it.effect("a JavaScript pipeline file is checked for syntax, and for types only when it asks (// @ts-check)", () =>
+    Effect.gen(function* () {
+      const at = project({ "main.mjs": "const row = { text: 'hi' }\nexport default row.txt\n" })
+      expect((yield* check(at("main.mjs"))).sources).toBe(1)
+      write(at("main.mjs"), "// @ts-check\nconst row = { text: 'hi' }\nexport default row.txt\n")
+      expect((yield* failing(at("main.mjs"))).diagnostics[0]).toMatch(/main\.mjs:3:20 Property 'txt' does not exist/)
+      write(at("main.mjs"), "export default { a: 1 b: 2 }\n")
+      expect((yield* failing(at("main.mjs"))).diagnostics).toEqual([`${shown(at("main.mjs"))}:1:23 ',' expected. (TS1005)`])
+    }))
+
   it.effect("a missing file is named", () =>
     Effect.gen(function* () {
       const result = yield* Effect.either(check(join(root, "nowhere.ts")))
