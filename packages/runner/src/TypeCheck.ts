@@ -301,6 +301,8 @@ export const check = (file: string, options: CheckOptions = {}): Effect.Effect<C
       const hit = freshEntry(cachePath, { pipeline, config, typescript: version })
       if (hit !== undefined) return { cached: true, sources: hit.sources, config } satisfies CheckResult
     }
+    // Seconds of silence otherwise, the first time.
+    yield* Effect.logInfo(`type-checking ${file}`)
     const ts = yield* Effect.tryPromise({
       try: loadTypeScript,
       catch: (e) => new TypeCheckUnavailable({ file, description: `TypeScript is not installed (${e instanceof Error ? e.message.split("\n")[0] : String(e)})` })
