@@ -8,7 +8,9 @@ export default defineConfig({
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     // Each test decides about the response cache: off unless it names a directory, so runs
     // of different tests never answer each other's requests.
-    env: { SLUICE_CACHE: "off" },
+    // Type checking a pipeline file costs seconds per CLI call: off, except in the tests
+    // that are about it (test/typecheck.e2e.test.ts).
+    env: { SLUICE_CACHE: "off", SLUICE_TYPECHECK: "off" },
     testTimeout: 60_000,
     hookTimeout: 60_000
   }

@@ -143,7 +143,8 @@ export interface RunCliOptions {
 
 /**
  * The environment of a child: this process's, without any provider settings of the developer's
- * shell (so a real key can never be used), plus `extra`.
+ * shell (so a real key can never be used), with type checking off (it costs seconds per run;
+ * test/typecheck.e2e.test.ts turns it on with `SLUICE_TYPECHECK: undefined`), plus `extra`.
  */
 export const childEnv = (extra: Readonly<Record<string, string | undefined>> = {}): NodeJS.ProcessEnv => {
   const env: NodeJS.ProcessEnv = {}
@@ -153,6 +154,7 @@ export const childEnv = (extra: Readonly<Record<string, string | undefined>> = {
   }
   env["NO_COLOR"] = "1"
   env["FORCE_COLOR"] = "0"
+  env["SLUICE_TYPECHECK"] = "off"
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k]
     else env[k] = v

@@ -19,6 +19,7 @@ import type { Pipeable } from "effect"
 import { pipeArguments } from "effect/Pipeable"
 import type { BatchRequest, Endpoint, OutputFormat, Params } from "./BatchRequest.js"
 import { hashValue, sha256 } from "./Hash.js"
+import { describeValue } from "./Prompt.js"
 import type { ChatPrompt } from "./Prompt.js"
 import type { Sink, SinkRecord } from "./Sink.js"
 import type { Source } from "./Source.js"
@@ -293,10 +294,14 @@ const makeChatStage = <A, B, I>(
     model: config.model,
     endpoint: "chat",
     render: (row) => {
-      const prompt = config.prompt(row)
+      const prompt: unknown = config.prompt(row)
+      if (typeof prompt !== "object" || prompt === null || !Array.isArray((prompt as { messages?: unknown }).messages)) {
+        throw new Error(`Pipeline.batch: stage "${name}": the prompt returned ${describeValue(prompt)}; return Prompt.chat(…)`)
+      }
+      const { messages } = prompt as ChatPrompt
       return output === undefined
-        ? { _tag: "chat", model: config.model, messages: prompt.messages, params }
-        : { _tag: "chat", model: config.model, messages: prompt.messages, params, output }
+        ? { _tag: "chat", model: config.model, messages, params }
+        : { _tag: "chat", model: config.model, messages, params, output }
     },
     // The stage-constant part (model, params, schema) is hashed once; per row only the messages.
     requestHash: (request) =>
@@ -381,7 +386,12 @@ export const embed =
       provider: config.provider,
       model: config.model,
       endpoint: "embeddings",
-      render: (row) => ({ _tag: "embeddings", model: config.model, input: config.input(row), params }),
+      render: (row) => {
+        const input: unknown = config.input(row)
+        // An undefined input (a misspelt field) fails the row rather than going out empty.
+        if (typeof input !== "string") throw new Error(`Pipeline.embed: stage "${name}": input is ${describeValue(input)}; expected a string`)
+        return { _tag: "embeddings", model: config.model, input, params }
+      },
       requestHash: (request) =>
         sha256(constant + JSON.stringify(request._tag === "chat" ? request.messages : request.input)),
       customId: undefined,

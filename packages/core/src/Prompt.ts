@@ -79,8 +79,24 @@ export type ChatPrompt = typeof ChatPrompt.Type
  */
 export const imageTokens = 765
 
+/**
+ * What a value is, for an error naming a prompt part that is not text: "undefined", "null",
+ * "a number", "an array", …
+ */
+export const describeValue = (value: unknown): string =>
+  value === undefined ? "undefined" : value === null ? "null" : Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `a ${typeof value}`
+
+/**
+ * `value` when it is a string; else an Error naming the part. A misspelt or missing field
+ * renders `undefined`: the row fails (`render_error`) instead of going out without that text.
+ */
+const requireText = (where: string, part: string, value: unknown): string => {
+  if (typeof value === "string") return value
+  throw new Error(`${where}: ${part} is ${describeValue(value)}; expected a string`)
+}
+
 /** A text part. */
-export const text = (value: string): TextPart => ({ type: "text", text: value })
+export const text = (value: string): TextPart => ({ type: "text", text: requireText("Prompt.text", "the text", value) })
 
 const mediaTypes: Readonly<Record<string, ImageMediaType>> = {
   ".png": "image/png",
@@ -103,6 +119,7 @@ const shown = (value: string): string => JSON.stringify(value.length > 100 ? `${
  * every provider accepts.
  */
 export const imageUrl = (url: string): ImagePart => {
+  requireText("Prompt.imageUrl", "the URL", url)
   const data = /^data:([^;,]+);base64,(.*)$/s.exec(url)
   if (data !== null) {
     const mediaType = data[1]!.toLowerCase()
@@ -128,6 +145,7 @@ export const imageUrl = (url: string): ImagePart => {
  * Error naming the path — the row fails with it, the run goes on.
  */
 export const imageFile = (path: string): ImagePart => {
+  requireText("Prompt.imageFile", "the path", path)
   const mediaType = mediaTypeOf(path)
   if (mediaType === undefined) {
     throw new Error(`Prompt.imageFile: ${shown(path)} is not a known image type (by its extension); expected .png, .jpg, .jpeg, .gif or .webp`)
@@ -191,13 +209,19 @@ export const problemOf = (messages: ReadonlyArray<Message>): string | undefined 
   return undefined
 }
 
+/**
+ * The parts of a chat prompt. A text part given as `undefined` or `null` (a misspelt or
+ * missing field) throws, naming the part, so the row fails (`render_error`) instead of going
+ * out without it: leave a key out to send no such part. The lists (`examples`, `messages`,
+ * `images`) may be left out or `undefined` (none).
+ */
 export interface ChatInput {
   /** System instruction, sent first. */
   readonly system?: string
   /** Few-shot examples, sent as user/assistant turns before the row's own turn (text only). */
-  readonly examples?: ReadonlyArray<{ readonly user: string; readonly assistant: string }>
+  readonly examples?: ReadonlyArray<{ readonly user: string; readonly assistant: string }> | undefined
   /** Earlier turns of a conversation, sent after the examples. */
-  readonly messages?: ReadonlyArray<Message>
+  readonly messages?: ReadonlyArray<Message> | undefined
   /** The row's own user turn. */
   readonly user?: string
   /**
@@ -207,28 +231,57 @@ export interface ChatInput {
   readonly images?: ReadonlyArray<ImagePart> | undefined
 }
 
+/** A list given for `part`: undefined (or left out) is none; anything else must be an array. */
+const listOf = <A>(part: string, value: ReadonlyArray<A> | undefined): ReadonlyArray<A> => {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw new Error(`Prompt.chat: ${part} is ${describeValue(value)}; expected a list`)
+  return value
+}
+
+const roles: ReadonlyArray<unknown> = Role.literals
+
 /**
  * Builds a chat prompt from a system instruction, few-shot examples, earlier turns and the
- * user turn (its text, then its images), in that order. Throws when an image is not an image
- * part or sits in a system or assistant turn.
+ * user turn (its text, then its images), in that order. Throws, naming the part, when a text
+ * part given is undefined, null or not a string (`user: r.txt` for a field that does not
+ * exist: leave a key out to send no such part), when an image is not an image part, or when
+ * an image sits in a system or assistant turn.
  */
 export const chat = (input: ChatInput): ChatPrompt => {
   const messages: Array<Message> = []
-  if (input.system !== undefined) messages.push({ role: "system", content: input.system })
-  for (const ex of input.examples ?? []) {
-    messages.push({ role: "user", content: ex.user }, { role: "assistant", content: ex.assistant })
-  }
-  for (const m of input.messages ?? []) messages.push(m)
-  const images = input.images ?? []
+  if ("system" in input) messages.push({ role: "system", content: requireText("Prompt.chat", "system", input.system) })
+  listOf("examples", input.examples).forEach((ex: unknown, i) => {
+    if (typeof ex !== "object" || ex === null) throw new Error(`Prompt.chat: examples[${i}] is ${describeValue(ex)}; expected {user, assistant}`)
+    const { user, assistant } = ex as { readonly user?: unknown; readonly assistant?: unknown }
+    messages.push(
+      { role: "user", content: requireText("Prompt.chat", `examples[${i}].user`, user) },
+      { role: "assistant", content: requireText("Prompt.chat", `examples[${i}].assistant`, assistant) }
+    )
+  })
+  listOf("messages", input.messages).forEach((m: unknown, i) => {
+    if (typeof m !== "object" || m === null) throw new Error(`Prompt.chat: messages[${i}] is ${describeValue(m)}; expected {role, content}`)
+    const { role, content } = m as { readonly role?: unknown; readonly content?: unknown }
+    if (!roles.includes(role)) throw new Error(`Prompt.chat: messages[${i}].role is ${typeof role === "string" ? JSON.stringify(role) : describeValue(role)}; expected "system", "user" or "assistant"`)
+    if (Array.isArray(content)) {
+      content.forEach((part: unknown, j) => {
+        if (typeof part === "object" && part !== null && (part as { type?: unknown }).type === "text") {
+          requireText("Prompt.chat", `messages[${i}].content[${j}].text`, (part as { text?: unknown }).text)
+        }
+      })
+    } else requireText("Prompt.chat", `messages[${i}].content`, content)
+    messages.push(m as Message)
+  })
+  const images = listOf("images", input.images)
   images.forEach((image: unknown, i) => {
     if (typeof image !== "object" || image === null || (image as { type?: unknown }).type !== "image") {
       throw new Error(`Prompt.chat: images[${i}] is not an image part; make one with Prompt.imageUrl(url) or Prompt.imageFile(path)`)
     }
   })
+  const user = "user" in input ? requireText("Prompt.chat", "user", input.user) : undefined
   if (images.length > 0) {
-    const parts: Array<ContentPart> = input.user === undefined || input.user === "" ? [] : [text(input.user)]
+    const parts: Array<ContentPart> = user === undefined || user === "" ? [] : [text(user)]
     messages.push({ role: "user", content: [...parts, ...images] })
-  } else if (input.user !== undefined) messages.push({ role: "user", content: input.user })
+  } else if (user !== undefined) messages.push({ role: "user", content: user })
   if (messages.length === 0) throw new Error("Prompt.chat: a prompt needs at least one message")
   const problem = problemOf(messages)
   if (problem !== undefined) throw new Error(`Prompt.chat: ${problem}`)

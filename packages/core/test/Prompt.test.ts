@@ -192,3 +192,67 @@ describe("image prompts in a pipeline", () => {
     expect(() => stage.render({ ...row, photo: join(dir, "gone.png") })).toThrow(/gone\.png/)
   })
 })
+
+describe("a prompt part that renders undefined", () => {
+  // What a misspelt or missing field gives at run time (the cast stands for a file that was
+  // not type-checked, or a field typed optional).
+  const missing = undefined as unknown as string
+
+  it("throws, naming the part, instead of leaving the part out", () => {
+    expect(() => Prompt.chat({ system: "s", user: missing })).toThrow("Prompt.chat: user is undefined; expected a string")
+    expect(() => Prompt.chat({ system: null as unknown as string, user: "u" })).toThrow("Prompt.chat: system is null; expected a string")
+    expect(() => Prompt.chat({ user: 3 as unknown as string })).toThrow("Prompt.chat: user is a number; expected a string")
+    // With images too: the text would otherwise be dropped silently before them.
+    expect(() => Prompt.chat({ user: missing, images: [Prompt.imageUrl("https://example.com/a.png")] })).toThrow(
+      "Prompt.chat: user is undefined; expected a string"
+    )
+    expect(() => Prompt.chat({ examples: [{ user: "u", assistant: "a" }, { user: "u2", assistant: missing }], user: "x" })).toThrow(
+      "Prompt.chat: examples[1].assistant is undefined; expected a string"
+    )
+    expect(() => Prompt.chat({ examples: [{ user: missing, assistant: "a" }], user: "x" })).toThrow("Prompt.chat: examples[0].user is undefined")
+    expect(() => Prompt.chat({ examples: null as unknown as [], user: "x" })).toThrow("Prompt.chat: examples is null; expected a list")
+    expect(() => Prompt.chat({ messages: [{ role: "user", content: "a" }, { role: "assistant", content: missing }] })).toThrow(
+      "Prompt.chat: messages[1].content is undefined; expected a string"
+    )
+    expect(() => Prompt.chat({ messages: [{ role: "user", content: [{ type: "text", text: missing }] }] })).toThrow(
+      "Prompt.chat: messages[0].content[0].text is undefined; expected a string"
+    )
+    expect(() => Prompt.chat({ messages: [{ role: undefined as unknown as "user", content: "a" }] })).toThrow(
+      'Prompt.chat: messages[0].role is undefined; expected "system", "user" or "assistant"'
+    )
+    expect(() => Prompt.chat({ user: "x", images: [undefined as unknown as ImagePart] })).toThrow("Prompt.chat: images[0] is not an image part")
+    expect(() => Prompt.text(missing)).toThrow("Prompt.text: the text is undefined; expected a string")
+    expect(() => Prompt.imageUrl(missing)).toThrow("Prompt.imageUrl: the URL is undefined; expected a string")
+    expect(() => Prompt.imageFile(missing)).toThrow("Prompt.imageFile: the path is undefined; expected a string")
+  })
+
+  it("a part left out is not sent; lists may be undefined (none)", () => {
+    expect(Prompt.chat({ user: "u" }).messages).toEqual([{ role: "user", content: "u" }])
+    expect(Prompt.chat({ system: "s", examples: undefined, messages: undefined, images: undefined }).messages).toEqual([{ role: "system", content: "s" }])
+  })
+
+  it("fails the row at render time in a batch or embed stage, naming the part", () => {
+    const Row = Schema.Struct({ id: Schema.String, text: Schema.String, note: Schema.optional(Schema.String) })
+    type Row = typeof Row.Type
+    const rows: ReadonlyArray<Row> = [{ id: "a", text: "t", note: "n" }, { id: "b", text: "t" }]
+    const chat = Pipeline.make("p").pipe(
+      Pipeline.from(Source.array(rows), { key: (r) => r.id }),
+      // `note` is optional, undefined for row b (the cast is what a tsconfig without
+      // exactOptionalPropertyTypes lets through unasked).
+      Pipeline.batch("label", { provider: "openai", model: "m", prompt: (r) => Prompt.chat({ system: "s", user: r.note as string }) })
+    )
+    expect(chat.stages[0]!.render(rows[0])).toMatchObject({ messages: [{ role: "system" }, { role: "user", content: "n" }] })
+    expect(() => chat.stages[0]!.render(rows[1])).toThrow("Prompt.chat: user is undefined; expected a string")
+    const embed = Pipeline.make("e").pipe(
+      Pipeline.from(Source.array(rows), { key: (r) => r.id }),
+      Pipeline.embed("vec", { provider: "openai", model: "text-embedding-3-small", input: (r) => r.note as string })
+    )
+    expect(embed.stages[0]!.render(rows[0])).toMatchObject({ _tag: "embeddings", input: "n" })
+    expect(() => embed.stages[0]!.render(rows[1])).toThrow('Pipeline.embed: stage "vec": input is undefined; expected a string')
+    const noPrompt = Pipeline.make("n").pipe(
+      Pipeline.from(Source.array(rows), { key: (r) => r.id }),
+      Pipeline.batch("label", { provider: "openai", model: "m", prompt: (() => undefined) as unknown as (r: Row) => Prompt.ChatPrompt })
+    )
+    expect(() => noPrompt.stages[0]!.render(rows[0])).toThrow('Pipeline.batch: stage "label": the prompt returned undefined; return Prompt.chat(…)')
+  })
+})

@@ -3,7 +3,7 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { startEmulator } from "@sluice/emulator"
-import { Console, Duration, Effect, Fiber, Option } from "effect"
+import { Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
@@ -11,10 +11,11 @@ import * as Progress from "./Progress.js"
 import * as RunDir from "./RunDir.js"
 import { Path } from "@effect/platform"
 import type { FailureClass } from "@sluice/core"
-import { run as runPipeline } from "./Runner.js"
+import { checkDefinition, run as runPipeline } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
-import { Registry } from "@sluice/providers"
+import * as TypeCheck from "./TypeCheck.js"
+import { Providers, Registry } from "@sluice/providers"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = {
@@ -60,6 +61,9 @@ const cacheDirOption = Options.directory("cache-dir").pipe(
 const noCache = Options.boolean("no-cache").pipe(
   Options.withDescription("neither reuse answers from the response cache nor store new ones")
 )
+const noTypecheck = Options.boolean("no-typecheck").pipe(
+  Options.withDescription("load the pipeline file without type-checking it first (SLUICE_TYPECHECK=off does the same)")
+)
 const allowChanged = Options.boolean("allow-changed").pipe(
   Options.withDescription("continue a run although its pipeline changed since it started")
 )
@@ -91,6 +95,13 @@ const exitFor = (s: RunSummary): number => {
   return Object.values(s.failed).some((n) => n > 0) ? ExitCode.rowsFailed : ExitCode.ok
 }
 
+/** Type-checks the pipeline file (unless turned off), then loads it. */
+const loadPipeline = (file: string, noTypecheck: boolean) =>
+  Effect.gen(function* () {
+    const checked = TypeCheck.enabled(noTypecheck) ? yield* TypeCheck.check(file) : undefined
+    return { ...(yield* PipelineLoader.load(file)), checked }
+  })
+
 const execute = (
   pipelineFile: string,
   opts: {
@@ -107,10 +118,11 @@ const execute = (
     outputTokens?: Option.Option<number>
     cacheDir: Option.Option<string>
     noCache: boolean
+    noTypecheck: boolean
   }
 ) =>
   Effect.gen(function* () {
-    const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
+    const { pipeline, file } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -147,6 +159,7 @@ const runCommand = Command.make(
     outputTokens,
     cacheDir: cacheDirOption,
     noCache,
+    noTypecheck,
     json
   },
   ({ pipeline, ...opts }) => execute(pipeline, opts)
@@ -171,7 +184,7 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, cacheDir: cacheDirOption, noCache, json },
+  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, cacheDir: cacheDirOption, noCache, noTypecheck, json },
   ({ runDir, ...opts }) => continueRun(runDir, opts)
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -193,6 +206,7 @@ const retryCommand = Command.make(
     allowChanged,
     cacheDir: cacheDirOption,
     noCache,
+    noTypecheck,
     json
   },
   ({ runDir, only, ...opts }) =>
@@ -217,7 +231,17 @@ const cancelCommand = Command.make(
   "cancel",
   { runDir: runDirArg, pollSeconds, json },
   ({ runDir, ...opts }) =>
-    continueRun(runDir, { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false })
+    // Cancelling must work whatever state the pipeline file is in now: no type check.
+    continueRun(runDir, {
+      ...opts,
+      concurrency: 1_000_000,
+      detach: false,
+      allowChanged: true,
+      mode: "cancel",
+      cacheDir: Option.none(),
+      noCache: false,
+      noTypecheck: true
+    })
 ).pipe(
   Command.withDescription(
     "Cancel every batch of a run still in flight, wait until the provider has stopped them, and collect their partial results."
@@ -244,11 +268,12 @@ const estimateCommand = Command.make(
     pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
     outputTokens,
     shardSize,
+    noTypecheck,
     json
   },
-  ({ pipeline: file, outputTokens, shardSize, json }) =>
+  ({ pipeline: file, outputTokens, shardSize, noTypecheck, json }) =>
     Effect.gen(function* () {
-      const { pipeline } = yield* PipelineLoader.load(file)
+      const { pipeline } = yield* loadPipeline(file, noTypecheck)
       const e = yield* Estimate.estimate(pipeline, {
         ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
         ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
@@ -258,6 +283,42 @@ const estimateCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices."
+  )
+)
+
+/** The one line `sluice check` prints when the pipeline passes. */
+const checkedLine = (file: string, pipeline: { readonly name: string; readonly stages: ReadonlyArray<{ name: string; provider: string; model: string }> }, checked: TypeCheck.CheckResult | undefined): string => {
+  const n = pipeline.stages.length
+  const stages = pipeline.stages.map((s) => `${s.name} (${s.provider}, ${s.model})`).join(" → ")
+  const typed = checked === undefined ? "type check skipped" : checked.cached ? "type-checked (unchanged since the last check)" : "type-checked"
+  return `ok: ${file}: pipeline "${pipeline.name}", ${n} stage${n === 1 ? "" : "s"}: ${stages}; ${typed}`
+}
+
+const checkCommand = Command.make(
+  "check",
+  {
+    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    noTypecheck
+  },
+  ({ pipeline: file, noTypecheck }) =>
+    Effect.gen(function* () {
+      const { pipeline, checked } = yield* loadPipeline(file, noTypecheck)
+      yield* checkDefinition(pipeline)
+      // Each provider is built from the environment as `run` would build it (no request is
+      // made): an unknown name fails; missing credentials are only noted, `check` needs none.
+      const providers = yield* Providers
+      for (const name of new Set(pipeline.stages.map((s) => s.provider))) {
+        const provider = yield* Effect.either(providers.get(name))
+        if (Either.isLeft(provider)) {
+          if (provider.left._tag === "UnknownProvider") return yield* provider.left
+          yield* Console.error(`sluice: note: ${provider.left.message} (run needs it)`)
+        }
+      }
+      yield* Console.log(checkedLine(file, pipeline, checked))
+    })
+).pipe(
+  Command.withDescription(
+    "Check a pipeline file without running it: type-check it, load it, and report what run would refuse about its definition (no source, no stage, an unknown provider). Sends nothing."
   )
 )
 
@@ -310,7 +371,7 @@ const emulatorCommand = Command.make(
 
 export const root = Command.make("sluice").pipe(
   Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, emulatorCommand])
+  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand])
 )
 
 export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })

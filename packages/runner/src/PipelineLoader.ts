@@ -5,7 +5,7 @@
 import { Pipeline } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import { existsSync } from "node:fs"
-import { resolve } from "node:path"
+import { relative, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 
 export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("PipelineLoadError", {
@@ -15,6 +15,25 @@ export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("
   override get message(): string {
     return `${this.file}: ${this.description}`
   }
+}
+
+/**
+ * What a failed import says. tsx passes on esbuild's "Transform failed with 1 error:" with
+ * each error on a later line as `file:line:col: ERROR: text` (the column 0-based): those
+ * become `file:line:col text` like the type checker's, the file relative to the current
+ * directory. Anything else: its first line.
+ */
+export const loadErrorText = (e: unknown, cwd = process.cwd()): string => {
+  const text = e instanceof Error ? e.message : String(e)
+  const [first = "", ...rest] = text.split("\n")
+  if (!/^Transform failed with \d+ errors?:/.test(first) || rest.length === 0) return `cannot load: ${first}`
+  const errors = rest.map((line) => {
+    const located = /^(.+?):(\d+):(\d+): ERROR: (.*)$/.exec(line)
+    if (located === null) return line.replace(/^error: /, "")
+    const [, path, row, column, message] = located
+    return `${relative(cwd, path!) || path}:${row}:${Number(column) + 1} ${message}`
+  })
+  return `does not compile:\n${errors.join("\n")}`
 }
 
 let tsxRegistered = false
@@ -36,8 +55,7 @@ export const load = (file: string) =>
         await registerTsx()
         return (await import(pathToFileURL(absolute).href)) as Record<string, unknown>
       },
-      catch: (e) =>
-        new PipelineLoadError({ file, description: `cannot load: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}` })
+      catch: (e) => new PipelineLoadError({ file, description: loadErrorText(e) })
     })
     const candidate = module["default"] ?? module["pipeline"]
     if (!Pipeline.isPipeline(candidate)) {

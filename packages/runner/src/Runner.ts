@@ -158,20 +158,26 @@ export const summarize = (ctx: {
   fromCache: ctx.state.fromCache
 })
 
+/** What `run` refuses about a pipeline's definition before it opens anything (`sluice check` too). */
+export const checkDefinition = (pipeline: Pipeline.Pipeline<any, any>): Effect.Effect<void, PipelineInvalid> =>
+  Effect.gen(function* () {
+    if (pipeline.source === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no source (use Pipeline.from)` })
+    if (pipeline.stages.length === 0) {
+      return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
+    }
+    if (pipeline.links[pipeline.links.length - 1]!.some((t) => t.fansOut)) {
+      return yield* new PipelineInvalid({
+        description: `pipeline "${pipeline.name}": flatMap after the last batch stage would give one custom_id several outputs; use map`
+      })
+    }
+  })
+
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
-      if (pipeline.source === undefined) return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no source (use Pipeline.from)` })
-      if (pipeline.stages.length === 0) {
-        return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" has no batch stage (use Pipeline.batch)` })
-      }
-      if (pipeline.links[pipeline.links.length - 1]!.some((t) => t.fansOut)) {
-        return yield* new PipelineInvalid({
-          description: `pipeline "${pipeline.name}": flatMap after the last batch stage would give one custom_id several outputs; use map`
-        })
-      }
+      yield* checkDefinition(pipeline)
       const providers = yield* Providers
       const stages: Array<StageRuntime> = []
       for (const [index, stage] of pipeline.stages.entries()) {

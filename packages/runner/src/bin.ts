@@ -10,6 +10,8 @@ import { Registry } from "@sluice/providers"
 /** Failures that are the user's to fix (input, configuration) rather than the run's. */
 const usageTags = new Set([
   "PipelineLoadError",
+  "PipelineTypeError",
+  "TypeCheckUnavailable",
   "PipelineInvalid",
   "PipelineChanged",
   "UnknownProvider",
