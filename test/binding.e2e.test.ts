@@ -113,11 +113,6 @@ describe("a run finished against one provider origin", SLOW, () => {
     expectRefused(r, `openai at ${a.url}/v1`, "openai at https://api.openai.com/v1")
   })
 
-  it("still runs against the origin it is bound to", async () => {
-    const r = await runCli(["resume", "runs/bound", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(a.url) })
-    expect(r.code, describeResult(r)).toBe(0)
-  })
-
   it("a manifest from before binding: its identity is recorded on first open, with a note; a changed base URL it recorded is refused", async () => {
     const original = await readManifest(runDir())
     const legacy = { ...original, stages: original.stages.map(({ binding: _, ...s }) => s) }
@@ -129,6 +124,7 @@ describe("a run finished against one provider origin", SLOW, () => {
     expectRefused(moved, `${a.url}/v1`, `${b.url}/v1`)
     expect(providerCalls(b)).toEqual([])
 
+    // Against the origin it is bound to, the run (refused above) goes on as ever.
     const same = await runCli(["resume", "runs/bound", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(a.url) })
     expect(same.code, describeResult(same)).toBe(0)
     expect(same.stderr).toContain("was started before runs were bound to their providers")

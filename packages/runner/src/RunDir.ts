@@ -1,7 +1,8 @@
 /**
  * The run directory: one per run, everything needed to resume, and no secrets.
  *
- *   manifest.json     pipeline name and fingerprint, providers without keys, options
+ *   manifest.json     pipeline name and fingerprint, each stage's provider identity (no keys),
+ *                     the directory the run was started in, options
  *   journal.jsonl     append-only events (Journal.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard
  *   results.jsonl     every result line as collected, raw response kept
@@ -115,7 +116,7 @@ export const enterBaseDir = (p: RunPaths, manifest: Manifest) =>
         path: p.root,
         description:
           `the run was started in ${manifest.baseDir}, which no longer exists; relative paths of its pipeline resolve ` +
-          `against that directory. Restore it (or move the run's sources and sinks back there) to continue`
+          `against that directory. Restore it, or if the project moved, set "baseDir" in ${p.manifest} to where it is now`
       })
     }
     yield* Effect.try({
