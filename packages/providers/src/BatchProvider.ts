@@ -7,6 +7,7 @@ import type { BatchRequest, BatchResult, Endpoint } from "@sluice/core"
 import { Context, Schema } from "effect"
 import type { Effect, Option, Stream } from "effect"
 import type { ProviderError } from "./ProviderError.js"
+import type { ProviderIdentity } from "./ProviderIdentity.js"
 
 /** Hard limits of one batch; the planner packs shards to the tightest of them. */
 export interface ProviderLimits {
@@ -105,6 +106,11 @@ export interface BatchProvider {
    * cache only for the same provider at the same origin. Without one, nothing is cached.
    */
   readonly origin?: string
+  /**
+   * What makes this endpoint's answers its own (wire API, origin, path prefix, API version …,
+   * never a key): a run is bound to it. Without one, the name and `origin` stand for it.
+   */
+  readonly identity?: ProviderIdentity
   readonly limits: ProviderLimits
   readonly capabilities: ProviderCapabilities
   /** The wire line (without newline) for one request. */

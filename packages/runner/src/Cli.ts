@@ -67,6 +67,11 @@ const noTypecheck = Options.boolean("no-typecheck").pipe(
 const allowChanged = Options.boolean("allow-changed").pipe(
   Options.withDescription("continue a run although its pipeline changed since it started")
 )
+const rebindProvider = Options.boolean("rebind-provider").pipe(
+  Options.withDescription(
+    "move a run to its providers as configured now (another base URL, Azure resource or API version); refused while a batch is in flight"
+  )
+)
 
 const summaryLines = (s: RunSummary): string => {
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
@@ -111,6 +116,7 @@ const execute = (
     pollSeconds: number
     detach: boolean
     allowChanged: boolean
+    rebindProvider?: boolean
     json: boolean
     mode?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
@@ -133,6 +139,7 @@ const execute = (
       pollInterval: Duration.millis(Math.max(10, opts.pollSeconds * 1000)),
       detach: opts.detach,
       allowChanged: opts.allowChanged,
+      rebindProvider: opts.rebindProvider === true,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
       observer: progress.observer,
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
@@ -155,6 +162,7 @@ const runCommand = Command.make(
     pollSeconds,
     detach,
     allowChanged,
+    rebindProvider,
     budget,
     outputTokens,
     cacheDir: cacheDirOption,
@@ -169,22 +177,28 @@ const runCommand = Command.make(
   )
 )
 
-/** Runs the pipeline file a run directory's manifest names, on that directory. */
+/**
+ * Runs the pipeline file a run directory's manifest names, on that directory, from the
+ * directory the run was started in (paths given here resolve against where we stand).
+ */
 const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize">) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
-    const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+    const paths = RunDir.paths(path.resolve(runDir), path)
+    const manifest = yield* RunDir.readManifest(paths)
     if (manifest.pipelineFile === null) {
       return yield* new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" })
     }
-    yield* execute(manifest.pipelineFile, { ...opts, runDir: Option.some(runDir), shardSize: Option.none() })
+    const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
+    yield* RunDir.enterBaseDir(paths, manifest)
+    yield* execute(manifest.pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() })
   })
 
 const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, cacheDir: cacheDirOption, noCache, noTypecheck, json },
+  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, rebindProvider, budget, outputTokens, cacheDir: cacheDirOption, noCache, noTypecheck, json },
   ({ runDir, ...opts }) => continueRun(runDir, opts)
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -204,6 +218,7 @@ const retryCommand = Command.make(
     pollSeconds,
     detach,
     allowChanged,
+    rebindProvider,
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,

@@ -3,7 +3,7 @@
  * them rebuilds the run's state exactly (see RunState.ts).
  */
 import { FailureClass, Sink } from "@sluice/core"
-import { BatchCounts, BatchStatus } from "@sluice/providers"
+import { BatchCounts, BatchStatus, ProviderIdentity } from "@sluice/providers"
 import { Schema } from "effect"
 
 /** Byte lengths of the run's append-only output files at a commit point. */
@@ -166,6 +166,18 @@ export const Collected = Schema.TaggedStruct("Collected", {
   fromCache: Schema.optional(Schema.Number)
 })
 
+/**
+ * The run was moved to another provider identity (`--rebind-provider`), with no batch in
+ * flight: later shards go to `to`; what was collected before stays.
+ */
+export const ProviderRebound = Schema.TaggedStruct("ProviderRebound", {
+  stage: Schema.String,
+  from: ProviderIdentity.ProviderIdentity,
+  to: ProviderIdentity.ProviderIdentity,
+  /** ISO time. */
+  at: Schema.String
+})
+
 export const JournalEvent = Schema.Union(
   ShardPlanned,
   StagePlanned,
@@ -177,6 +189,7 @@ export const JournalEvent = Schema.Union(
   RetryPlanned,
   StatusChanged,
   Terminal,
-  Collected
+  Collected,
+  ProviderRebound
 )
 export type JournalEvent = typeof JournalEvent.Type

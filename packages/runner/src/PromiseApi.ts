@@ -46,6 +46,12 @@ export interface RunOptions extends ConnectionOptions {
   readonly pollInterval?: number
   readonly detach?: boolean
   readonly allowChanged?: boolean
+  /**
+   * Move a run bound to other provider identities (another base URL …) to the providers as
+   * configured now; refused while a batch is in flight. Without it, such a run is refused
+   * (`SluiceError` with tag "ProviderChanged").
+   */
+  readonly rebindProvider?: boolean
   /** Stops the run cleanly when aborted. */
   readonly signal?: AbortSignal
   /** Called for every run event, with the same counts the CLI shows. */
@@ -88,6 +94,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
+  ...(options.rebindProvider === undefined ? {} : { rebindProvider: options.rebindProvider }),
   ...(options.onEvent === undefined
     ? {}
     : {

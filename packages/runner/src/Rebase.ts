@@ -147,7 +147,11 @@ export const rebase = (options: {
     const next: RunDir.Manifest = {
       ...manifest,
       fingerprint: options.fingerprint,
-      stages: options.pipeline.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
+      stages: options.pipeline.stages.map((s) => {
+        // A stage that keeps its provider keeps its binding (the runner records the others).
+        const binding = manifest.stages.find((b) => b.name === s.name && b.provider === s.provider)?.binding
+        return { name: s.name, provider: s.provider, model: s.model, ...(binding === undefined ? {} : { binding }) }
+      }),
       sink: options.pipeline.sink?.name ?? null,
       // A new run id: batch metadata of the old generation can never be taken for the new one's.
       runId: `${base}-g${generation + 1}`,

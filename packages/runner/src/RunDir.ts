@@ -1,7 +1,8 @@
 /**
  * The run directory: one per run, everything needed to resume, and no secrets.
  *
- *   manifest.json     pipeline name and fingerprint, providers without keys, options
+ *   manifest.json     pipeline name and fingerprint, each stage's provider identity (no keys),
+ *                     the directory the run was started in, options
  *   journal.jsonl     append-only events (Journal.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard
  *   results.jsonl     every result line as collected, raw response kept
@@ -12,7 +13,17 @@
  *                     pipeline was accepted (`--allow-changed`)
  */
 import { FileSystem, Path } from "@effect/platform"
+import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Schema } from "effect"
+
+/** A run moved between provider identities (`--rebind-provider`). */
+export const Rebind = Schema.Struct({
+  at: Schema.String,
+  stage: Schema.String,
+  from: ProviderIdentity.ProviderIdentity,
+  to: ProviderIdentity.ProviderIdentity
+})
+export type Rebind = typeof Rebind.Type
 
 export const Manifest = Schema.Struct({
   version: Schema.Literal(1),
@@ -21,7 +32,15 @@ export const Manifest = Schema.Struct({
   fingerprint: Schema.String,
   /** Absolute path of the pipeline file, so `resume` needs only the run directory. */
   pipelineFile: Schema.NullOr(Schema.String),
-  stages: Schema.Array(Schema.Struct({ name: Schema.String, provider: Schema.String, model: Schema.String })),
+  stages: Schema.Array(
+    Schema.Struct({
+      name: Schema.String,
+      provider: Schema.String,
+      model: Schema.String,
+      /** The provider identity the stage's batches and answers belong to (absent in manifests before binding). */
+      binding: Schema.optional(ProviderIdentity.ProviderIdentity)
+    })
+  ),
   /** Provider endpoints (base URLs), never keys. */
   providers: Schema.Record({ key: Schema.String, value: Schema.Struct({ baseUrl: Schema.String }) }),
   sink: Schema.NullOr(Schema.String),
@@ -31,7 +50,14 @@ export const Manifest = Schema.Struct({
   /** Raised each time a changed pipeline is accepted; earlier generations are in `previous/<n>/`. */
   generation: Schema.optional(Schema.Number),
   /** The run id of the generation whose answers this one carries over, by custom_id. */
-  carriedFrom: Schema.optional(Schema.String)
+  carriedFrom: Schema.optional(Schema.String),
+  /**
+   * The directory the run was started in: relative paths of the pipeline (sources, sinks,
+   * files) and the default response cache resolve against it (absent in older manifests).
+   */
+  baseDir: Schema.optional(Schema.String),
+  /** Moves of the run between provider identities, oldest first. */
+  rebinds: Schema.optional(Schema.Array(Rebind))
 })
 export type Manifest = typeof Manifest.Type
 
@@ -43,6 +69,61 @@ export class RunDirError extends Schema.TaggedError<RunDirError>()("RunDirError"
     return `run directory ${this.path}: ${this.description}`
   }
 }
+
+export class BaseDirMismatch extends Schema.TaggedError<BaseDirMismatch>()("BaseDirMismatch", {
+  runDir: Schema.String,
+  /** Where the run was started (the manifest's `baseDir`). */
+  baseDir: Schema.String,
+  /** Where this process is. */
+  cwd: Schema.String
+}) {
+  override get message(): string {
+    return (
+      `run ${this.runDir} was started in ${this.baseDir}: relative paths of its pipeline (sources, sinks, files) ` +
+      `and its default response cache resolve against that directory, not against ${this.cwd}. ` +
+      `Continue it with \`sluice resume ${this.runDir}\` (from any directory), or from ${this.baseDir}`
+    )
+  }
+}
+
+/**
+ * Checks that this process stands in the directory the run was started in (recording it in
+ * a manifest that predates `baseDir`). Relative paths resolve against `process.cwd()`.
+ */
+export const checkBaseDir = (p: RunPaths, manifest: Manifest) =>
+  Effect.gen(function* () {
+    const cwd = process.cwd()
+    if (manifest.baseDir === cwd) return manifest
+    if (manifest.baseDir !== undefined) return yield* new BaseDirMismatch({ runDir: p.root, baseDir: manifest.baseDir, cwd })
+    const next = { ...manifest, baseDir: cwd }
+    yield* writeManifest(p, next)
+    yield* Effect.logInfo(`run ${p.root} predates recorded base directories; recorded ${cwd}, where relative paths of its pipeline resolve from now on`)
+    return next
+  })
+
+/**
+ * Changes the process's directory to the one the run was started in, so the pipeline module
+ * and its relative paths see what they saw then (the CLI's `resume`, `retry`, `cancel`).
+ * Resolve every path given on the command line before.
+ */
+export const enterBaseDir = (p: RunPaths, manifest: Manifest) =>
+  Effect.gen(function* () {
+    if (manifest.baseDir === undefined) return
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(manifest.baseDir).pipe(Effect.option)
+    if (info._tag === "None" || info.value.type !== "Directory") {
+      return yield* new RunDirError({
+        path: p.root,
+        description:
+          `the run was started in ${manifest.baseDir}, which no longer exists; relative paths of its pipeline resolve ` +
+          `against that directory. Restore it, or if the project moved, set "baseDir" in ${p.manifest} to where it is now`
+      })
+    }
+    yield* Effect.try({
+      try: () => process.chdir(manifest.baseDir!),
+      catch: (e) => new RunDirError({ path: p.root, description: `cannot change to ${manifest.baseDir}, where the run was started: ${e instanceof Error ? e.message : String(e)}` })
+    })
+  })
 
 export interface RunPaths {
   readonly root: string

@@ -6,7 +6,7 @@
 import { FileSystem, Path } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
-import { Providers } from "@sluice/providers"
+import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
 import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
@@ -15,6 +15,7 @@ import * as Journal from "./Journal.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
+import * as ProviderBinding from "./ProviderBinding.js"
 import * as Pricing from "./Pricing.js"
 import * as Rebase from "./Rebase.js"
 import * as Poller from "./Poller.js"
@@ -27,6 +28,9 @@ import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
 import * as Submitter from "./Submitter.js"
+
+export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
+export { BaseDirMismatch } from "./RunDir.js"
 
 export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("PipelineChanged", {
   runDir: Schema.String,
@@ -62,6 +66,12 @@ export interface RunOptions extends Partial<RunSettings> {
   readonly pipelineFile?: string
   /** Continue a run whose pipeline fingerprint differs from the manifest's. */
   readonly allowChanged?: boolean
+  /**
+   * Move a run bound to other provider identities (another base URL, Azure resource …) to the
+   * providers as configured now. Refused while a batch is in flight; answers collected so far
+   * are kept.
+   */
+  readonly rebindProvider?: boolean
   /** Base URLs of the providers, recorded in the manifest (never keys). */
   readonly providerEndpoints?: Record<string, { baseUrl: string }>
   readonly observer?: RunObserver
@@ -75,6 +85,10 @@ export interface RunOptions extends Partial<RunSettings> {
   /**
    * The response cache's directory, or false for none. Default: `$SLUICE_CACHE_DIR`, else
    * `.sluice/cache` in the working directory; `SLUICE_CACHE=off` turns it off.
+   *
+   * Relative paths (this one, `runDir`, and the pipeline's sources and sinks) resolve against
+   * `process.cwd()`, which is recorded in the manifest (`baseDir`): a run directory opened
+   * from another directory is refused (`BaseDirMismatch`) rather than writing elsewhere.
    */
   readonly cache?: string | false
 }
@@ -199,6 +213,13 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         if (s === undefined) throw new Error(`the run names stage "${name}", which the pipeline does not have`)
         return s
       }
+      // A stage's provider identity now, by provider name (none when it is not configured).
+      const currentOf = (name: string) => {
+        const runtime = stages.find((s) => s.stage.provider === name)
+        return runtime !== undefined
+          ? Effect.succeed(Option.some(ProviderIdentity.of(runtime.provider)))
+          : providers.get(name).pipe(Effect.map(ProviderIdentity.of), Effect.option)
+      }
       const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
@@ -221,6 +242,9 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
       if (yield* RunDir.exists(paths)) {
         let manifest = yield* RunDir.readManifest(paths)
+        // Before anything is asked of a provider: the run's paths and providers are the ones it started with.
+        manifest = yield* RunDir.checkBaseDir(paths, manifest)
+        manifest = yield* ProviderBinding.check({ paths, manifest, currentOf, rebind: options.rebindProvider === true })
         planned = manifest.shards
         // Cancelling works on the batches as they are, whatever the pipeline file says now.
         if (manifest.fingerprint !== fingerprint && mode !== "cancel") {
@@ -250,7 +274,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             const old = yield* loadState(paths.journal)
             return summarize({ runId: manifest.runId, paths, state: old, models: manifest.stages.map((s) => s.model) }) satisfies RunSummary
           }
-          manifest = rebased
+          manifest = yield* ProviderBinding.complete({ paths, manifest: rebased, currentOf })
         }
         runId = manifest.runId
         carriedFrom = manifest.carriedFrom
@@ -262,8 +286,14 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           pipeline: pipeline.name,
           fingerprint,
           pipelineFile: options.pipelineFile ?? null,
-          stages: pipeline.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
+          stages: stages.map((s) => ({
+            name: s.stage.name,
+            provider: s.stage.provider,
+            model: s.stage.model,
+            binding: ProviderIdentity.of(s.provider)
+          })),
           providers: options.providerEndpoints ?? {},
+          baseDir: process.cwd(),
           sink: pipeline.sink?.name ?? null,
           shards: { maxRequests: options.shardSize ?? defaultSettings.shardSize, maxBytes: options.shardBytes ?? defaultSettings.shardBytes },
           createdAt: new Date().toISOString()

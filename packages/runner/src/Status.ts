@@ -2,7 +2,7 @@
  * A run's status from its directory alone, refreshed from the provider when it can be.
  */
 import { Path } from "@effect/platform"
-import { Providers, isTerminal } from "@sluice/providers"
+import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
 import * as RunDir from "./RunDir.js"
@@ -28,6 +28,10 @@ export interface RunStatus extends RunSummary {
   readonly estimatedCompletion: string | null
   /** Why the provider could not be asked, when it could not. */
   readonly refreshError: string | null
+  /** The directory the run was started in, where its relative paths resolve (null in older runs). */
+  readonly baseDir: string | null
+  /** Each stage's provider identity, as the run is bound to it (null where not yet recorded). */
+  readonly bindings: Readonly<Record<string, ProviderIdentity.ProviderIdentity | null>>
 }
 
 export const status = (runDir: string, options: { readonly refresh: boolean }) =>
@@ -45,7 +49,15 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
       let counts = s.counts
       let live = false
       if (options.refresh && s.batchId !== null && s.phase === "created" && refreshError === null && Option.isSome(providers)) {
+        const binding = manifest.stages.find((st) => st.name === s.stage)?.binding
         const info = yield* providers.value.get(s.provider).pipe(
+          // A provider configured elsewhere than the run is bound to would not know its batches.
+          Effect.filterOrFail(
+            (p) => binding === undefined || ProviderIdentity.equals(binding, ProviderIdentity.of(p)),
+            (p) => ({
+              message: `stage "${s.stage}" is bound to ${ProviderIdentity.render(binding!)}, but ${s.provider} is now ${ProviderIdentity.render(ProviderIdentity.of(p))}`
+            })
+          ),
           Effect.flatMap((p) => p.retrieve(s.batchId!)),
           Effect.tapError((e) => Effect.sync(() => (refreshError = e.message))),
           Effect.option
@@ -70,7 +82,9 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
       pipeline: manifest.pipeline,
       shards,
       estimatedCompletion: eta === null ? null : new Date(eta).toISOString(),
-      refreshError
+      refreshError,
+      baseDir: manifest.baseDir ?? null,
+      bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null]))
     }
     return result
   })
@@ -82,6 +96,8 @@ export const render = (s: RunStatus): string => {
     `  ${s.finished ? "finished" : "not finished"}: ${s.rows} rows · ${s.succeeded} succeeded · ${failed.reduce((a, [, n]) => a + n, 0)} failed${failed.length ? ` (${failed.map(([k, n]) => `${k} ${n}`).join(", ")})` : ""} · ${s.pending} pending`,
     `  ${s.batches} batches · tokens in ${s.usage.input}, out ${s.usage.output}` +
       (s.cost === null ? "" : ` · spent $${s.cost.batch.toFixed(4)} (real-time price $${s.cost.realtime.toFixed(4)})`),
+    ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
+    ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
     "  shards:",

@@ -34,6 +34,7 @@ import type { ProviderHttp, RequestSpec } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import type { ProviderError } from "../ProviderError.js"
+import * as ProviderIdentity from "../ProviderIdentity.js"
 import { optionalString, requiredSecret } from "../internal/env.js"
 
 // -----------------------------------------------------------------------------------------
@@ -971,6 +972,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
   return {
     name,
     origin: baseUrl,
+    identity: ProviderIdentity.make({ family: "anthropic", provider: name, baseUrl, batchesPath }),
     limits,
     capabilities,
     encode: encodeWith(maxTokens),

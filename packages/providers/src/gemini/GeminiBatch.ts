@@ -62,6 +62,7 @@ import { makeProviderHttp, truncate } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import { ProviderError } from "../ProviderError.js"
+import * as ProviderIdentity from "../ProviderIdentity.js"
 import { optionalString, requiredSecret } from "../internal/env.js"
 
 export const { displayNameOf, metadataOfDisplayName } = GeminiDisplayName
@@ -1104,6 +1105,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
   return {
     name,
     origin: baseUrl,
+    identity: ProviderIdentity.make({ family: "gemini", provider: name, baseUrl, apiVersion: version.slice(1) }),
     limits,
     capabilities,
     encode,

@@ -41,6 +41,7 @@ import type { ProviderHttp } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
 import type { ProviderError } from "../ProviderError.js"
+import * as ProviderIdentity from "../ProviderIdentity.js"
 import { optionalString, requiredSecret } from "../internal/env.js"
 
 // -----------------------------------------------------------------------------------------
@@ -777,6 +778,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   return {
     name,
     origin: config.baseUrl.replace(/\/+$/, ""),
+    identity: ProviderIdentity.make({ family: "openai", provider: name, baseUrl: config.baseUrl, apiVersion: config.query?.["api-version"] }),
     limits: providerLimits,
     capabilities: providerCapabilities,
     encode,
