@@ -15,9 +15,9 @@ export interface LedgerBatch {
   /** null for Anthropic batches (their requests are inline). */
   readonly input_file_id: string | null
   readonly custom_ids: ReadonlyArray<string>
-  /** Set on Anthropic batches: "anthropic" (Message Batches API) or "anthropic-gateway". */
-  readonly api?: "anthropic" | "anthropic-gateway"
-  /** Anthropic batches deleted after they ended stay in the ledger with this flag. */
+  /** Set on Anthropic batches, "anthropic" (Message Batches API) or "anthropic-gateway", and on Gemini batches, "gemini". */
+  readonly api?: "anthropic" | "anthropic-gateway" | "gemini"
+  /** Anthropic and Gemini batches deleted through their API stay in the ledger with this flag. */
   readonly deleted?: boolean
 }
 

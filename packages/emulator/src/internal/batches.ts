@@ -9,6 +9,7 @@ import { readFile, unlink } from "node:fs/promises"
 import { OPENAI_BATCH_ENDPOINTS, SUPPORTED_ENDPOINTS } from "./answers.js"
 import { type AnalysedInput, analyseInput } from "./analysis.js"
 import { AnthropicBatches, type LedgerEntry } from "./anthropicBatches.js"
+import { geminiLedgerFields } from "./geminiBatches.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
@@ -68,7 +69,8 @@ export class Batches {
   // API operations
   // -------------------------------------------------------------------------------------------
 
-  async create(body: unknown): Promise<Obj> {
+  /** `id`: the new batch's id (default `batch_<hex>`, OpenAI's shape). */
+  async create(body: unknown, id = `batch_${randomHex(16)}`): Promise<Obj> {
     if (!isObject(body)) throw invalidRequest("The request body must be a JSON object.")
     const inputFileId = body["input_file_id"]
     const endpoint = body["endpoint"]
@@ -97,7 +99,7 @@ export class Batches {
     }
 
     const record: BatchRecord = {
-      id: `batch_${randomHex(16)}`,
+      id,
       seq: this.store.nextSeq(),
       endpoint,
       input_file_id: inputFileId,
@@ -173,7 +175,8 @@ export class Batches {
           created_at: view["created_at"],
           status: view["status"],
           metadata: record.metadata,
-          input_file_id: record.input_file_id
+          input_file_id: record.input_file_id,
+          ...geminiLedgerFields(record)
         }
       },
       ended: () => record.final !== null
