@@ -10,6 +10,7 @@ import { OPENAI_BATCH_ENDPOINTS, SUPPORTED_ENDPOINTS } from "./answers.js"
 import { type AnalysedInput, analyseInput } from "./analysis.js"
 import { AnthropicBatches, type LedgerEntry } from "./anthropicBatches.js"
 import { geminiLedgerFields } from "./geminiBatches.js"
+import type { KnownModels } from "./models.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
@@ -30,6 +31,8 @@ export interface BatchTimings {
 
 export interface BatchesConfig extends BatchTimings {
   readonly seed: string
+  /** Model names requests may use; others fail as on the real API (see models.ts). */
+  readonly models: KnownModels
   readonly clock: Clock
   readonly log: (line: string) => void
 }
@@ -56,6 +59,8 @@ export class Batches {
   private readonly inflight = new Set<Promise<unknown>>()
   /** Anthropic message batches: same store, faults, timings and ledger. */
   readonly anthropic: AnthropicBatches
+  /** The model names requests may use (every API of the emulator). */
+  readonly models: KnownModels
 
   constructor(
     private readonly store: Store,
@@ -63,6 +68,7 @@ export class Batches {
     private readonly config: BatchesConfig
   ) {
     this.anthropic = new AnthropicBatches(store, faults, config)
+    this.models = config.models
   }
 
   // -------------------------------------------------------------------------------------------
@@ -246,6 +252,7 @@ export class Batches {
         seed: this.config.seed,
         errorRate: record.errorRate,
         invalidJsonRate: record.invalidJsonRate,
+        models: this.config.models,
         seen: this.store.seen
       }).then(
         async (input) => {

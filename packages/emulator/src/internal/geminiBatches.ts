@@ -204,6 +204,11 @@ export class GeminiBatches {
 
   /** `POST /{version}/models/{model}:batchGenerateContent`. */
   async create(model: string, body: unknown, version: string): Promise<Obj> {
+    if (!this.ctx.batches.models.accepts(model)) {
+      throw notFound(
+        `models/${model} is not found for API version ${version}, or is not supported for batchGenerateContent. Call ListModels to see the list of available models and their supported methods.`
+      )
+    }
     if (!isObject(body)) throw invalidArgument("Invalid JSON payload: expected an object.")
     const batch = field(body, "batch")
     if (!isObject(batch)) throw invalidArgument("* BatchGenerateContentRequest.batch: batch is required")

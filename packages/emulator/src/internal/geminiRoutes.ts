@@ -104,12 +104,14 @@ const isVersion = (segment: string | undefined): segment is string => segment !=
  *   `files/{id}:download`) — OpenAI paths have none;
  * - it carries Google's key (`x-goog-api-key`, `?key=`) or client header (`x-goog-api-client`),
  *   which the official SDK always sends;
- * - it lists with Google's paging (`pageSize`, `pageToken`), or names a batch or file whose id is
- *   not OpenAI-shaped (OpenAI's are `batch_…` and `file-…`; Gemini's are `batches/{hex}`,
- *   `files/{id}`).
- * Everything else under `/v1` (`/v1/files/{id}/content`, `POST /v1/batches` …) stays OpenAI's.
+ * - it lists with Google's paging (`pageSize`, `pageToken`), or gets or deletes a batch or file
+ *   whose id is not OpenAI-shaped (OpenAI's are `batch_…` and `file-…`; Gemini's are
+ *   `batches/{hex}`, `files/{id}`).
+ * Everything else under `/v1` (`/v1/files/{id}/content`, `POST /v1/batches`, Together's
+ * `POST /v1/files/upload` …) stays OpenAI's.
  */
 export const geminiRoute = (
+  method: string,
   segments: ReadonlyArray<string>,
   query: URLSearchParams,
   req: IncomingMessage
@@ -125,7 +127,8 @@ export const geminiRoute = (
   if ((collection !== "files" && collection !== "batches") || extra.length > 0) return undefined
   if (item?.includes(":") === true) return route
   if (header(req, "x-goog-api-key") !== undefined || header(req, "x-goog-api-client") !== undefined || query.has("key")) return route
-  if (item === undefined) return query.has("pageSize") || query.has("pageToken") ? route : undefined
+  if (item === undefined) return method === "GET" && (query.has("pageSize") || query.has("pageToken")) ? route : undefined
+  if (method !== "GET" && method !== "DELETE") return undefined
   return (collection === "batches" ? item.startsWith("batch_") : item.startsWith("file-")) ? undefined : route
 }
 

@@ -86,7 +86,7 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
     }
     // Gemini routes (/v1beta, /upload/{v}, /download/{v}, and the Gemini-shaped calls under /v1)
     // check auth and answer errors in their own shape.
-    const gemini = geminiRoute(segments, url.searchParams, req)
+    const gemini = geminiRoute(method, segments, url.searchParams, req)
     if (gemini !== undefined) {
       ;({ reply, note } = await handleGemini(ctx, method, gemini, url, req, res))
       return
