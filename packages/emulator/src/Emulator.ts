@@ -26,7 +26,7 @@ import { KnownModels } from "./internal/models.js"
 import { createHandler } from "./internal/router.js"
 import { Store } from "./internal/store.js"
 
-export { DEFAULT_MODELS } from "./internal/models.js"
+export { DEFAULT_MODELS, parseModelList } from "./internal/models.js"
 
 export interface EmulatorOptions {
   /** TCP port; 0 picks a free one (default 0). */

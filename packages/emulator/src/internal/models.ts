@@ -87,6 +87,16 @@ const splitList = (list: string): Array<string> => {
   return entries
 }
 
+/**
+ * A comma-separated list as the `models` option (what `sluice emulator --models` takes).
+ * Throws with the reason when the list is empty or a pattern is malformed.
+ */
+export const parseModelList = (text: string): ReadonlyArray<string> => {
+  const entries = splitList(text).map((entry) => entry.trim()).filter((entry) => entry !== "")
+  KnownModels.of(entries)
+  return entries
+}
+
 export class KnownModels {
   private constructor(
     /** The patterns as given (`default` expanded); empty when any model is accepted. */
