@@ -1,10 +1,12 @@
 /**
  * The sluice emulator: a real HTTP server on 127.0.0.1 speaking the OpenAI
- * Files + Batches API (plus synchronous chat completions and embeddings),
+ * Files + Batches API (plus synchronous chat completions and embeddings), the
+ * Anthropic Message Batches API and Gemini batch mode (`/v1beta` and `/v1`),
  * with deterministic, schema-conforming answers and switchable faults.
  *
  * Users point their pipelines (or the official `openai` client) at
- * `${handle.url}/v1`; tests steer it through `${handle.url}/_emulator/...`
+ * `${handle.url}/v1`, `@anthropic-ai/sdk` and `@google/genai` at `${handle.url}`;
+ * tests steer it through `${handle.url}/_emulator/...`
  * (ledger, faults, reset — see internal/controlRoutes.ts). The same OpenAI routes
  * answer under Azure's roots (`/openai/v1/...`, `/openai/...?api-version=`) and under a
  * gateway path prefix (`/azure/v1/...`, `/gateway/v1/...`): see README.md.
