@@ -1,10 +1,12 @@
 /**
  * The sluice emulator: a real HTTP server on 127.0.0.1 speaking the OpenAI
- * Files + Batches API (plus synchronous chat completions and embeddings),
+ * Files + Batches API (plus synchronous chat completions and embeddings), the
+ * Anthropic Message Batches API and Gemini batch mode (`/v1beta` and `/v1`),
  * with deterministic, schema-conforming answers and switchable faults.
  *
  * Users point their pipelines (or the official `openai` client) at
- * `${handle.url}/v1`; tests steer it through `${handle.url}/_emulator/...`
+ * `${handle.url}/v1`, `@anthropic-ai/sdk` and `@google/genai` at `${handle.url}`;
+ * tests steer it through `${handle.url}/_emulator/...`
  * (ledger, faults, reset — see internal/controlRoutes.ts). The same OpenAI routes
  * answer under Azure's roots (`/openai/v1/...`, `/openai/...?api-version=`) and under a
  * gateway path prefix (`/azure/v1/...`, `/gateway/v1/...`): see README.md.
@@ -22,8 +24,11 @@ import { Batches } from "./internal/batches.js"
 import { type Clock, systemClock } from "./internal/clock.js"
 import { ApiError } from "./internal/errors.js"
 import { defaultFaults, FAULT_KEYS, type FaultSettings, Faults, parseFaultPatch } from "./internal/faults.js"
+import { KnownModels } from "./internal/models.js"
 import { createHandler } from "./internal/router.js"
 import { Store } from "./internal/store.js"
+
+export { DEFAULT_MODELS, parseModelList } from "./internal/models.js"
 
 export interface EmulatorOptions {
   /** TCP port; 0 picks a free one (default 0). */
@@ -89,6 +94,14 @@ export interface EmulatorOptions {
    * and `""` instead of null for an absent output or error file id.
    */
   readonly azureQuirks?: boolean
+  /**
+   * The model names requests may use; any other is refused as the real API refuses it (OpenAI:
+   * 404 `model_not_found`, an error line in a batch; Anthropic: an `errored` result with
+   * `not_found_error`; Gemini: 404 NOT_FOUND on create). Patterns: `*` any characters, `#` a
+   * number, `{a,b}` alternatives; a dated snapshot suffix (`-2024-07-18`) is always accepted.
+   * `"default"` stands for DEFAULT_MODELS, `"*"` accepts any model. Default: `["default"]`.
+   */
+  readonly models?: ReadonlyArray<string>
 }
 
 export interface EmulatorHandle {
@@ -130,6 +143,14 @@ const initialFaults = (options: EmulatorOptions): FaultSettings => {
   }
 }
 
+const knownModels = (list: ReadonlyArray<string> | undefined): KnownModels => {
+  try {
+    return KnownModels.of(list)
+  } catch (error) {
+    throw new Error(`Invalid emulator option 'models': ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
 export const startEmulator = async (options: EmulatorOptions = {}): Promise<EmulatorHandle> => {
   const timings = {
     validatingMs: nonNegative("validatingMs", options.validatingMs, DEFAULTS.validatingMs),
@@ -138,6 +159,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     expireAfterMs: nonNegative("expireAfterMs", options.expireAfterMs, DEFAULTS.expireAfterMs)
   }
   const faults = new Faults(initialFaults(options))
+  const models = knownModels(options.models)
   const clock: Clock = options.clock ?? systemClock
   const seed = options.seed ?? DEFAULTS.seed
   const userLog = options.log
@@ -153,7 +175,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
           }
         }
   const store = await Store.open(options.stateDir)
-  const batches = new Batches(store, faults, { ...timings, seed, clock, log: log ?? (() => undefined) })
+  const batches = new Batches(store, faults, { ...timings, seed, clock, models, log: log ?? (() => undefined) })
 
   const server = createServer({ requestTimeout: 0 }, createHandler({
     store,

@@ -5,19 +5,20 @@
  */
 
 export interface LedgerBatch {
+  /** The batch id (a Gemini batch's name without `batches/`). */
   readonly id: string
   /** Unix seconds (Anthropic batches too). */
   readonly created_at: number
-  /** OpenAI `status`, or Anthropic `processing_status`. */
+  /** OpenAI `status` (Gemini batches too), or Anthropic `processing_status`. */
   readonly status: string
   /** `{}` for Anthropic batches, which carry no metadata. */
   readonly metadata: Readonly<Record<string, string>> | null
   /** null for Anthropic batches (their requests are inline). */
   readonly input_file_id: string | null
   readonly custom_ids: ReadonlyArray<string>
-  /** Set on Anthropic batches: "anthropic" (Message Batches API) or "anthropic-gateway". */
-  readonly api?: "anthropic" | "anthropic-gateway"
-  /** Anthropic batches deleted after they ended stay in the ledger with this flag. */
+  /** Set on Anthropic batches, "anthropic" (Message Batches API) or "anthropic-gateway", and on Gemini batches, "gemini". */
+  readonly api?: "anthropic" | "anthropic-gateway" | "gemini"
+  /** Anthropic and Gemini batches deleted through their API stay in the ledger with this flag. */
   readonly deleted?: boolean
 }
 
@@ -44,7 +45,7 @@ export interface FaultPatch {
   readonly invalidJsonRate?: number
   /** A number, or "Infinity" for instant processing. Applies to batches created afterwards. */
   readonly requestsPerSecond?: number | "Infinity"
-  /** Expire this batch (OpenAI or Anthropic) now, keeping the results finished so far. */
+  /** Expire this batch now (OpenAI, Anthropic, or Gemini by its name without `batches/`), keeping the results finished so far. */
   readonly expireBatch?: string
 }
 

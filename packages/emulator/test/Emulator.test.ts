@@ -204,7 +204,7 @@ describe("emulator over raw HTTP", () => {
       [toJsonl([chatLine("a", "x"), { ...chatLine("b", "y"), url: "/v1/embeddings" }]), { code: "url_mismatch", line: 2, param: "url" }],
       [toJsonl([chatLine("a", "x"), "", chatLine("b", "y", { model: "gpt-4o" })]), { code: "model_mismatch", line: 3, param: "body.model" }],
       [toJsonl([{ ...chatLine("a", "x"), method: "GET" }]), { code: "invalid_request", line: 1, param: "method" }],
-      [toJsonl([{ method: "POST", url: "/v1/chat/completions", body: { model: "m" } }]), { code: "invalid_request", line: 1, param: "custom_id" }],
+      [toJsonl([{ method: "POST", url: "/v1/chat/completions", body: { model: "gpt-4o-mini" } }]), { code: "invalid_request", line: 1, param: "custom_id" }],
       ["", { code: "empty_file", line: null, param: null }]
     ]
     for (const [content, expected] of cases) {
@@ -220,7 +220,7 @@ describe("emulator over raw HTTP", () => {
   })
 
   it("fails a file over 50,000 requests with too_many_tasks", async () => {
-    const line = (i: number) => `{"custom_id":"t${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"x"}]}}`
+    const line = (i: number) => `{"custom_id":"t${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}}`
     const content = Array.from({ length: 50_001 }, (_, i) => line(i)).join("\n")
     const batch = await api.poll((await api.submit([content])).id)
     expect(batch.status).toBe("failed")
@@ -343,15 +343,16 @@ describe("emulator over raw HTTP", () => {
   })
 
   it("answers chat deterministically: json_object, plain text, n choices, and 400 for bad bodies", async () => {
-    const body = { model: "m", messages: [{ role: "user", content: "same question" }] }
+    // a model without a known tokenizer (a gateway's Llama)
+    const body = { model: "llama-3.1-8b-instant", messages: [{ role: "user", content: "same question" }] }
     const a = await api.json("POST", "/v1/chat/completions", body)
     const b = await api.json("POST", "/v1/chat/completions", body)
     expect(a.body.choices[0].message.content).toBe(b.body.choices[0].message.content)
-    expect(a.body).toMatchObject({ object: "chat.completion", model: "m", system_fingerprint: null })
+    expect(a.body).toMatchObject({ object: "chat.completion", model: "llama-3.1-8b-instant", system_fingerprint: null })
     expect(a.body.choices[0]).toMatchObject({ index: 0, finish_reason: "stop", logprobs: null, message: { role: "assistant", refusal: null } })
     expect(a.body.usage).toEqual({
-      // unknown model "m": about four characters a token, plus the chat framing
-      prompt_tokens: Tokens.chat("m", body.messages).tokens,
+      // no tokenizer for the model: about four characters a token, plus the chat framing
+      prompt_tokens: Tokens.chat("llama-3.1-8b-instant", body.messages).tokens,
       completion_tokens: Math.ceil(a.body.choices[0].message.content.length / 4),
       total_tokens: a.body.usage.prompt_tokens + a.body.usage.completion_tokens,
       prompt_tokens_details: { cached_tokens: 0 },
@@ -360,7 +361,7 @@ describe("emulator over raw HTTP", () => {
     const obj = await api.json("POST", "/v1/chat/completions", { ...body, response_format: { type: "json_object" }, n: 2 })
     expect(obj.body.choices).toHaveLength(2)
     expect(typeof JSON.parse(obj.body.choices[1].message.content)).toBe("object")
-    const missing = await api.json("POST", "/v1/chat/completions", { model: "m" })
+    const missing = await api.json("POST", "/v1/chat/completions", { model: "gpt-4o-mini" })
     expect(missing.status).toBe(400)
     expect(missing.body.error.param).toBe("messages")
     const streaming = await api.json("POST", "/v1/chat/completions", { ...body, stream: true })

@@ -10,7 +10,7 @@
  * | `groq`              | GROQ_API_KEY, GROQ_BASE_URL                                                   |
  * | `together`          | TOGETHER_API_KEY, TOGETHER_BASE_URL                                           |
  * | `anthropic`         | ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL                                         |
- * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL                                               |
+ * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL, GEMINI_API_VERSION (`v1beta` or `v1`)        |
  */
 import type { HttpClient } from "@effect/platform"
 import { ConfigError, Effect, Layer } from "effect"

@@ -69,10 +69,16 @@ export const undiciClient = Effect.map(
   (ctx) => Context.get(ctx, HttpClient.HttpClient)
 )
 
+/**
+ * Model names the gateway suites use besides the emulator's defaults: an Azure deployment and
+ * a gateway's alias, which their owners name freely (the emulator refuses unknown models).
+ */
+export const deploymentNames: ReadonlyArray<string> = ["default", "gpt-4o-mini-batch", "my-gpt4o-global-batch"]
+
 /** An emulator (fast lifecycle) behind a recording proxy. */
 export const emulatorBehindProxy = (options: EmulatorOptions = {}) =>
   Effect.gen(function*() {
-    const emulator = yield* emulatorScoped({ validatingMs: 20, finalizingMs: 20, cancellingMs: 50, ...options })
+    const emulator = yield* emulatorScoped({ validatingMs: 20, finalizingMs: 20, cancellingMs: 50, models: deploymentNames, ...options })
     const proxy = yield* recordingProxy(emulator.url)
     const faults = (body: Record<string, unknown>) =>
       Effect.promise(() =>

@@ -636,6 +636,38 @@ describe("GeminiBatch against the emulator", () => {
       assert.strictEqual(exchanges.length - before, 1)
     }))
 
+  it.scopedLive("apiVersion v1 (as the official SDK 3.x calls): file and inline lifecycles under /v1, also with Bearer auth", () =>
+    Effect.gen(function*() {
+      // With Bearer auth no Google header is sent: the emulator tells Gemini's /v1 calls from
+      // OpenAI's by their shape alone.
+      const cases = [["api-key", 0], ["bearer", 0], ["bearer", undefined]] as const
+      for (const [auth, inlineMaxBytes] of cases) {
+        const { exchanges, ledger, provider } = yield* setup({ requestsPerSecond: 5000 }, { apiVersion: "v1", auth, inlineMaxBytes })
+        const dir = yield* tmpDir
+        const path = writeShard(dir, provider, Array.from({ length: 8 }, (_, i) => [`v1-${i}`, chat(i, i % 2 === 0)] as const))
+        const name = `v1-${auth}-${inlineMaxBytes}.jsonl`
+        const staged = yield* provider.stage(path, name)
+        assert.match(staged.inputRef, inlineMaxBytes === 0 ? /^files\// : /^inline:/)
+        if (inlineMaxBytes === 0) assert.deepStrictEqual(yield* provider.findStaged(name), Option.some(staged))
+        const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00009") })
+        const done = yield* waitTerminal(provider, created.id)
+        assert.strictEqual(done.status, "completed")
+        const results = yield* collect(provider, done)
+        assert.deepStrictEqual(results.map((r) => r._tag), Array(8).fill("Succeeded"))
+        assert.deepStrictEqual(Chunk.toReadonlyArray(yield* Stream.runCollect(Stream.take(provider.list, 1))).map((b) => b.id), [created.id])
+        yield* provider.deleteStaged(staged.inputRef)
+        if (inlineMaxBytes === 0) assert.isTrue(Option.isNone(yield* provider.findStaged(name)))
+
+        const paths = exchanges.map((x) => x.path)
+        assert.isTrue(paths.length >= 5)
+        assert.deepStrictEqual(paths.filter((p) => !/^\/(upload\/|download\/)?v1\//.test(p)), [])
+        if (inlineMaxBytes === 0) assert.isTrue(paths.some((p) => p.startsWith("/download/v1/files/")))
+        assert.isTrue(exchanges.every((x) => x.status < 400), JSON.stringify(exchanges.filter((x) => x.status >= 400)))
+        const book = yield* ledger
+        assert.strictEqual(book.deliveries.filter((d) => d.batch_id === ledgerId(created.id)).length, 8)
+      }
+    }))
+
   it.scopedLive("late output: SUCCEEDED without a response until it shows up", () =>
     Effect.gen(function*() {
       const { provider } = yield* setup({ requestsPerSecond: 5000, lateOutputFileMs: 400 })
@@ -793,6 +825,42 @@ describe("GeminiBatch against the emulator", () => {
       assert.include(["up", "down"], value.mood)
       assert.isTrue(value.note === null || typeof value.note === "string")
       assert.isTrue(Array.isArray(value.tags) && value.tags.length >= 2)
+    }))
+
+  it.scopedLive("the registry reads GEMINI_API_VERSION (default v1beta) and refuses a malformed one", () =>
+    Effect.gen(function*() {
+      const paths: Array<string> = []
+      const emulator = yield* emulatorScoped({ validatingMs: 0, finalizingMs: 0, log: (line) => {
+        if (/^[A-Z]+ \//.test(line)) paths.push(line.split(" ")[1]!)
+      } })
+      const dir = yield* tmpDir
+      const saved = Object.fromEntries(["GEMINI_API_KEY", "GEMINI_BASE_URL", "GEMINI_API_VERSION"].map((k) => [k, process.env[k]]))
+      const fromRegistry = Effect.flatMap(Providers, (p) => p.get("gemini")).pipe(
+        Effect.provide(Registry.layerFromEnv()),
+        Effect.provideService(HttpClient.HttpClient, yield* undiciClient)
+      )
+      try {
+        process.env["GEMINI_API_KEY"] = "test-key"
+        process.env["GEMINI_BASE_URL"] = emulator.url
+        for (const [version, root] of [[undefined, "/v1beta/"], [" v1 ", "/v1/"], ["v1beta", "/v1beta/"]] as const) {
+          if (version === undefined) delete process.env["GEMINI_API_VERSION"]
+          else process.env["GEMINI_API_VERSION"] = version
+          const provider = yield* fromRegistry
+          const path = writeShard(dir, provider, [["env", chat(1, false)]])
+          paths.length = 0
+          yield* provider.create({ inputRef: (yield* provider.stage(path, "env")).inputRef, path, endpoint: "chat", metadata: {} })
+          assert.deepStrictEqual(paths, [`${root}models/gemini-2.5-flash:batchGenerateContent`])
+        }
+        process.env["GEMINI_API_VERSION"] = "1beta"
+        const bad = yield* Effect.flip(fromRegistry)
+        assert.strictEqual(bad._tag, "ProviderConfigError")
+        assert.include(bad.message, "GEMINI_API_VERSION must be an API version such as v1beta or v1, got '1beta'")
+      } finally {
+        for (const [k, v] of Object.entries(saved)) {
+          if (v === undefined) delete process.env[k]
+          else process.env[k] = v
+        }
+      }
     }))
 
   it.effect("the registry builds `gemini` from GEMINI_API_KEY (and says so when it is missing)", () =>

@@ -1,8 +1,8 @@
 /**
  * The `sluice` command line.
  */
-import { Args, Command, Options } from "@effect/cli"
-import { startEmulator } from "@sluice/emulator"
+import { Args, Command, HelpDoc, Options } from "@effect/cli"
+import { parseModelList, startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -353,7 +353,12 @@ const emulatorCommand = Command.make(
     resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset")),
     dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out")),
     lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long")),
-    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema"))
+    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema")),
+    models: Options.text("models").pipe(
+      Options.withDefault("default"),
+      Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
+      Options.withDescription("the model names it knows, comma-separated (others are refused as the real API refuses them): patterns with * (any characters), # (a number), {a,b}; 'default' is the built-in list, '*' accepts any model")
+    )
   },
   (o) =>
     Effect.gen(function* () {
@@ -371,6 +376,7 @@ const emulatorCommand = Command.make(
             dropLines: o.dropLines,
             lateOutputFileMs: o.lateOutputFileMs,
             invalidJsonRate: o.invalidJsonRate,
+            models: o.models,
             ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
             ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
             ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})

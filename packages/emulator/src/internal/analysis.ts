@@ -12,9 +12,10 @@
  */
 import { createWriteStream } from "node:fs"
 import { once } from "node:events"
-import { checkRequest, EMBEDDINGS_ENDPOINT, embeddingInputCount, isStructured } from "./answers.js"
+import { checkRequest, EMBEDDINGS_ENDPOINT, embeddingInputCount, isStructured, unknownModel } from "./answers.js"
 import { DigestOffset, fractionAt, requestDigest } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
+import type { KnownModels } from "./models.js"
 import type { BatchErrorEntry } from "./store.js"
 
 export const MAX_REQUESTS = 50_000
@@ -25,7 +26,11 @@ export const WINDOW = 512
 const MAX_ERRORS = 100
 
 /** Outcome of one request, decided at validation so progress counts and result files agree. */
-export const Outcome = { ok: 0, serverError: 1, badRequest: 2, invalidJson: 3 } as const
+export const Outcome = { ok: 0, serverError: 1, badRequest: 2, invalidJson: 3, modelNotFound: 4 } as const
+
+/** Outcomes that fail their request (an error-file line). */
+export const isFailure = (outcome: number | undefined): boolean =>
+  outcome === Outcome.serverError || outcome === Outcome.badRequest || outcome === Outcome.modelNotFound
 
 export interface ValidInput {
   readonly valid: true
@@ -111,6 +116,7 @@ export interface AnalyseArgs {
   readonly seed: string
   readonly errorRate: number
   readonly invalidJsonRate: number
+  readonly models: KnownModels
   /** Recorded in place as decisions are made, so batches validated concurrently cannot both take a first-time fault. */
   readonly seen: Map<string, string>
 }
@@ -214,7 +220,7 @@ export const analyseInput = async (args: AnalyseArgs): Promise<AnalysedInput> =>
   let position = 0
   for (let start = 0; start < orderKeys.length; start += WINDOW) {
     for (const index of windowOrder(orderKeys, start, Math.min(orderKeys.length, start + WINDOW))) {
-      const failed = outcomes[index] === Outcome.serverError || outcomes[index] === Outcome.badRequest
+      const failed = isFailure(outcomes[index])
       failedBefore[position + 1] = failedBefore[position]! + (failed ? 1 : 0)
       position++
     }
@@ -229,6 +235,7 @@ export const analyseInput = async (args: AnalyseArgs): Promise<AnalysedInput> =>
  * restart) gets the same answer.
  */
 const decideOutcome = (parsed: ParsedRequest, args: AnalyseArgs, seenKeys: Array<string>): number => {
+  if (unknownModel(args.models, parsed.body) !== undefined) return Outcome.modelNotFound
   if (checkRequest(args.endpoint, parsed.body) !== undefined) return Outcome.badRequest
   const firstTime = (key: string) => {
     const owner = args.seen.get(key)

@@ -11,6 +11,7 @@
  * tokens as ceil(chars / 4).
  */
 import type { ApiErrorBody } from "./errors.js"
+import type { KnownModels } from "./models.js"
 import { seededRandom, sha1 } from "./hash.js"
 import { valueForSchema } from "./schemaValue.js"
 import { Prompt, Tokens } from "@sluice/core"
@@ -55,6 +56,18 @@ const requestError = (message: string, param: string | null, code: string | null
 // ---------------------------------------------------------------------------------------------
 // Request checks (the 400s a real endpoint gives; in a batch they become error-file lines)
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * OpenAI's answer to a model it does not know (HTTP 404; in a batch, an error-file line with
+ * `status_code` 404), or undefined when the body names no model (checkRequest's 400) or a known one.
+ */
+export const unknownModel = (models: KnownModels, body: unknown): ApiErrorBody | undefined => {
+  const model = isObject(body) ? body["model"] : undefined
+  return typeof model !== "string" || model.length === 0 || models.accepts(model) ? undefined : modelNotFound(model)
+}
+
+export const modelNotFound = (model: string): ApiErrorBody =>
+  requestError(`The model \`${model}\` does not exist or you do not have access to it.`, null, "model_not_found")
 
 export const checkRequest = (endpoint: string, body: unknown): ApiErrorBody | undefined => {
   if (!isObject(body)) return requestError("The request body must be a JSON object.", null)

@@ -410,6 +410,12 @@ export class AnthropicBatches {
     const resultOf = (request: ParsedLine): Record<string, unknown> => {
       const problem = checkParams(request.params)
       const requestId = `req_${mixHex(request.digest, batchKey, 12, 4)}`
+      const model = request.params["model"]
+      // As the Messages API answers an unknown model (404 not_found_error), after the shape checks.
+      if (problem === undefined && typeof model === "string" && !this.config.models.accepts(model)) {
+        counts.errored++
+        return errored("not_found_error", `model: ${model}`, requestId)
+      }
       if (problem !== undefined) {
         counts.errored++
         return errored("invalid_request_error", problem, requestId)

@@ -9,6 +9,8 @@ import { readFile, unlink } from "node:fs/promises"
 import { OPENAI_BATCH_ENDPOINTS, SUPPORTED_ENDPOINTS } from "./answers.js"
 import { type AnalysedInput, analyseInput } from "./analysis.js"
 import { AnthropicBatches, type LedgerEntry } from "./anthropicBatches.js"
+import { geminiLedgerFields } from "./geminiBatches.js"
+import type { KnownModels } from "./models.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
@@ -29,6 +31,8 @@ export interface BatchTimings {
 
 export interface BatchesConfig extends BatchTimings {
   readonly seed: string
+  /** Model names requests may use; others fail as on the real API (see models.ts). */
+  readonly models: KnownModels
   readonly clock: Clock
   readonly log: (line: string) => void
 }
@@ -55,6 +59,8 @@ export class Batches {
   private readonly inflight = new Set<Promise<unknown>>()
   /** Anthropic message batches: same store, faults, timings and ledger. */
   readonly anthropic: AnthropicBatches
+  /** The model names requests may use (every API of the emulator). */
+  readonly models: KnownModels
 
   constructor(
     private readonly store: Store,
@@ -62,13 +68,15 @@ export class Batches {
     private readonly config: BatchesConfig
   ) {
     this.anthropic = new AnthropicBatches(store, faults, config)
+    this.models = config.models
   }
 
   // -------------------------------------------------------------------------------------------
   // API operations
   // -------------------------------------------------------------------------------------------
 
-  async create(body: unknown): Promise<Obj> {
+  /** `id`: the new batch's id (default `batch_<hex>`, OpenAI's shape). */
+  async create(body: unknown, id = `batch_${randomHex(16)}`): Promise<Obj> {
     if (!isObject(body)) throw invalidRequest("The request body must be a JSON object.")
     const inputFileId = body["input_file_id"]
     const endpoint = body["endpoint"]
@@ -97,7 +105,7 @@ export class Batches {
     }
 
     const record: BatchRecord = {
-      id: `batch_${randomHex(16)}`,
+      id,
       seq: this.store.nextSeq(),
       endpoint,
       input_file_id: inputFileId,
@@ -173,7 +181,8 @@ export class Batches {
           created_at: view["created_at"],
           status: view["status"],
           metadata: record.metadata,
-          input_file_id: record.input_file_id
+          input_file_id: record.input_file_id,
+          ...geminiLedgerFields(record)
         }
       },
       ended: () => record.final !== null
@@ -243,6 +252,7 @@ export class Batches {
         seed: this.config.seed,
         errorRate: record.errorRate,
         invalidJsonRate: record.invalidJsonRate,
+        models: this.config.models,
         seen: this.store.seen
       }).then(
         async (input) => {

@@ -58,8 +58,15 @@ export const MAX_GEMINI_FILE_BYTES = 2 * 1024 * 1024 * 1024
 /** Key given to requests sent without one (never shown back). */
 const SYNTHETIC_KEY = "__sluice_gemini_request_"
 
-const BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
-const OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
+/** `@type` of the Operation's metadata and response, in the API version of the call. */
+const typeUrl = (version: string, message: string): string => `type.googleapis.com/google.ai.generativelanguage.${version}.${message}`
+
+/** Where the client called: file URIs and upload URLs point back at that origin and API version. */
+export interface UrlBase {
+  readonly origin: string
+  /** `v1beta` or `v1`. */
+  readonly version: string
+}
 
 export interface GeminiFileInfo {
   readonly displayName: string
@@ -79,6 +86,8 @@ export interface GeminiBatchInfo {
   readonly requestCount: number
   /** Results translated (completed) or withdrawn (expired, cancelled): done once. */
   settled: boolean
+  /** `DELETE batches/{id}`: gone from the API (not cancelled), still in the ledger. */
+  deleted?: boolean
 }
 export type GeminiBatchRecord = BatchRecord & { gemini: GeminiBatchInfo }
 
@@ -87,6 +96,10 @@ export const isGeminiFile = (file: FileRecord | undefined): file is GeminiFileRe
 
 export const isGeminiBatch = (record: BatchRecord | undefined): record is GeminiBatchRecord =>
   record !== undefined && isObject((record as { gemini?: unknown }).gemini)
+
+/** What the ledger adds for a Gemini batch: `api: "gemini"`, and `deleted` once deleted. */
+export const geminiLedgerFields = (record: BatchRecord): { readonly api?: "gemini"; readonly deleted?: boolean } =>
+  isGeminiBatch(record) ? { api: "gemini", deleted: record.gemini.deleted === true } : {}
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
@@ -148,7 +161,7 @@ export class GeminiBatches {
     return file
   }
 
-  fileObject(file: GeminiFileRecord, origin: string): Obj {
+  fileObject(file: GeminiFileRecord, { origin, version }: UrlBase): Obj {
     return {
       name: `files/${file.id}`,
       ...(file.gemini.displayName === "" ? {} : { displayName: file.gemini.displayName }),
@@ -157,14 +170,14 @@ export class GeminiBatches {
       createTime: iso(file.gemini.createdMs),
       updateTime: iso(file.gemini.createdMs),
       expirationTime: iso(file.gemini.createdMs + FILE_TTL_MS),
-      uri: `${origin}/v1beta/files/${file.id}`,
-      ...(file.gemini.source === "GENERATED" ? { downloadUri: `${origin}/download/v1beta/files/${file.id}:download?alt=media` } : {}),
+      uri: `${origin}/${version}/files/${file.id}`,
+      ...(file.gemini.source === "GENERATED" ? { downloadUri: `${origin}/download/${version}/files/${file.id}:download?alt=media` } : {}),
       state: "ACTIVE",
       source: file.gemini.source
     }
   }
 
-  listFiles(pageSize: number, token: string | null, origin: string): Obj {
+  listFiles(pageSize: number, token: string | null, base: UrlBase): Obj {
     const after = afterSeq(token)
     const all = [...this.ctx.store.files.values()]
       .filter(isGeminiFile)
@@ -173,7 +186,7 @@ export class GeminiBatches {
     const page = all.slice(0, pageSize)
     const last = page[page.length - 1]
     return {
-      files: page.map((file) => this.fileObject(file, origin)),
+      files: page.map((file) => this.fileObject(file, base)),
       ...(all.length > pageSize && last !== undefined ? { nextPageToken: pageToken(last.seq) } : {})
     }
   }
@@ -189,8 +202,13 @@ export class GeminiBatches {
   // Batches
   // -------------------------------------------------------------------------------------------
 
-  /** `POST /v1beta/models/{model}:batchGenerateContent`. */
-  async create(model: string, body: unknown): Promise<Obj> {
+  /** `POST /{version}/models/{model}:batchGenerateContent`. */
+  async create(model: string, body: unknown, version: string): Promise<Obj> {
+    if (!this.ctx.batches.models.accepts(model)) {
+      throw notFound(
+        `models/${model} is not found for API version ${version}, or is not supported for batchGenerateContent. Call ListModels to see the list of available models and their supported methods.`
+      )
+    }
     if (!isObject(body)) throw invalidArgument("Invalid JSON payload: expected an object.")
     const batch = field(body, "batch")
     if (!isObject(batch)) throw invalidArgument("* BatchGenerateContentRequest.batch: batch is required")
@@ -266,12 +284,13 @@ export class GeminiBatches {
     })
     let view: Obj
     try {
+      // Not OpenAI's `batch_…` shape: `/v1/batches/{id}` tells the two APIs apart by it.
       view = await this.ctx.batches.create({
         input_file_id: inputId,
         endpoint: CHAT_ENDPOINT,
         completion_window: "24h",
         metadata: GeminiDisplayName.metadataOfDisplayName(displayName)
-      })
+      }, randomHex(16))
     } catch (error) {
       store.files.delete(inputId)
       await unlink(inputPath).catch(() => undefined)
@@ -293,29 +312,29 @@ export class GeminiBatches {
       } satisfies GeminiBatchInfo
     })
     await store.persist()
-    return this.operation(record as GeminiBatchRecord, view)
+    return this.operation(record as GeminiBatchRecord, view, version)
   }
 
   private record(id: string): GeminiBatchRecord {
     const record = this.ctx.store.batches.get(id)
-    if (!isGeminiBatch(record)) throw notFound(`Batch batches/${id} not found.`)
+    if (!isGeminiBatch(record) || record.gemini.deleted === true) throw notFound(`Batch batches/${id} not found.`)
     return record
   }
 
-  async retrieve(id: string): Promise<Obj> {
+  async retrieve(id: string, version: string): Promise<Obj> {
     const record = this.record(id)
-    return this.operation(record, await this.ctx.batches.retrieve(id))
+    return this.operation(record, await this.ctx.batches.retrieve(id), version)
   }
 
-  async list(pageSize: number, token: string | null): Promise<Obj> {
+  async list(pageSize: number, token: string | null, version: string): Promise<Obj> {
     const after = afterSeq(token)
     const all = [...this.ctx.store.batches.values()]
       .filter(isGeminiBatch)
-      .filter((record) => record.seq < after)
+      .filter((record) => record.gemini.deleted !== true && record.seq < after)
       .sort((a, b) => b.seq - a.seq)
     const page = all.slice(0, pageSize)
     const operations = []
-    for (const record of page) operations.push(await this.operation(record, await this.ctx.batches.retrieve(record.id)))
+    for (const record of page) operations.push(await this.operation(record, await this.ctx.batches.retrieve(record.id), version))
     const last = page[page.length - 1]
     return { operations, ...(all.length > pageSize && last !== undefined ? { nextPageToken: pageToken(last.seq) } : {}) }
   }
@@ -331,11 +350,23 @@ export class GeminiBatches {
     return {}
   }
 
+  /**
+   * `DELETE batches/{id}` (google.longrunning DeleteOperation): the client is no longer
+   * interested in the result. The batch is not cancelled; it is gone from get and list, and
+   * stays in the ledger (`deleted: true`). Its result file, a File API file, is not deleted.
+   */
+  async delete(id: string): Promise<Obj> {
+    const record = this.record(id)
+    record.gemini.deleted = true
+    await this.ctx.store.persist()
+    return {}
+  }
+
   // -------------------------------------------------------------------------------------------
   // The Operation
   // -------------------------------------------------------------------------------------------
 
-  private async operation(record: GeminiBatchRecord, view: Obj): Promise<Obj> {
+  private async operation(record: GeminiBatchRecord, view: Obj, version: string): Promise<Obj> {
     const status = view["status"] as string
     const terminal = TERMINAL.has(status)
     const now = this.ctx.clock()
@@ -344,7 +375,7 @@ export class GeminiBatches {
     if (terminal && final !== null) {
       await this.settle(record, final)
       // lateOutputFileMs: SUCCEEDED, but the output shows up only later.
-      if (final.status === "completed" && now >= final.outputVisibleAtMs) output = await this.output(record)
+      if (final.status === "completed" && now >= final.outputVisibleAtMs) output = await this.output(record, version)
     }
     const counts = isObject(view["request_counts"]) ? view["request_counts"] : {}
     const succeeded = typeof counts["completed"] === "number" ? counts["completed"] : 0
@@ -353,7 +384,7 @@ export class GeminiBatches {
     const endMs = final === null ? null : (final.completedAtMs ?? final.cancelledAtMs ?? final.expiredAtMs ?? final.failedAtMs)
     const name = `batches/${record.id}`
     const metadata = {
-      "@type": BATCH_TYPE,
+      "@type": typeUrl(version, "GenerateContentBatch"),
       name,
       ...(record.gemini.displayName === "" ? {} : { displayName: record.gemini.displayName }),
       model: record.gemini.model,
@@ -394,9 +425,10 @@ export class GeminiBatches {
     return record.gemini.mode === "file" ? `batch-${hex}` : `gemini-inline-${hex}`
   }
 
-  private async output(record: GeminiBatchRecord): Promise<Obj> {
+  private async output(record: GeminiBatchRecord, version: string): Promise<Obj> {
     const id = this.responsesId(record)
-    if (record.gemini.mode === "file") return { "@type": OUTPUT_TYPE, responsesFile: `files/${id}` }
+    const type = typeUrl(version, "GenerateContentBatchOutput")
+    if (record.gemini.mode === "file") return { "@type": type, responsesFile: `files/${id}` }
     // Inline: the responses in input order (the shared writer processes out of order).
     const order = new Map<string, number>()
     const ids = await readFile(this.ctx.store.idsPath(record.id), "utf8").catch(() => "")
@@ -412,7 +444,7 @@ export class GeminiBatches {
       })
     }
     entries.sort((a, b) => a.at - b.at)
-    return { "@type": OUTPUT_TYPE, inlinedResponses: { inlinedResponses: entries.map((e) => e.entry) } }
+    return { "@type": type, inlinedResponses: { inlinedResponses: entries.map((e) => e.entry) } }
   }
 
   /**

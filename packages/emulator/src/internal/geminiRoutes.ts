@@ -1,19 +1,26 @@
 /**
- * The Gemini API batch-mode routes, at the same origin as the OpenAI and Anthropic ones
- * (their prefixes do not collide with `/v1`):
+ * The Gemini API batch-mode routes, at the same origin as the OpenAI and Anthropic ones, under
+ * both API versions, `v1beta` and `v1` (`{v}` below; the official SDK 2.x uses `v1beta`, 3.x
+ * `v1`):
  *
- *   POST   /upload/v1beta/files                       File API, resumable protocol: `start` (JSON
+ *   POST   /upload/{v}/files                          File API, resumable protocol: `start` (JSON
  *                                                     `{file: {display_name}}`) answers the session
  *                                                     URL in `x-goog-upload-url`; POST the bytes
  *                                                     there with `upload`, `finalize` (chunks with
  *                                                     `X-Goog-Upload-Offset` work too) -> `{file}`
- *   GET    /v1beta/files?pageSize=&pageToken=         newest first, `{files, nextPageToken}`
- *   GET    /v1beta/files/{id}, DELETE /v1beta/files/{id}
- *   GET    /download/v1beta/files/{id}:download?alt=media
- *   POST   /v1beta/models/{model}:batchGenerateContent   inline requests or `fileName` -> Operation
- *   GET    /v1beta/batches?pageSize=&pageToken=       newest first, `{operations, nextPageToken}`
- *   GET    /v1beta/batches/{id}                       the Operation (`metadata.state` BATCH_STATE_*)
- *   POST   /v1beta/batches/{id}:cancel                -> `{}`
+ *   GET    /{v}/files?pageSize=&pageToken=            newest first, `{files, nextPageToken}`
+ *   GET    /{v}/files/{id}, DELETE /{v}/files/{id}
+ *   GET    /{v}/files/{id}:download?alt=media         the bytes (what the SDK's files.download asks)
+ *   GET    /download/{v}/files/{id}:download?alt=media   the same (the file's `downloadUri`)
+ *   POST   /{v}/models/{model}:batchGenerateContent   inline requests or `fileName` -> Operation
+ *   GET    /{v}/batches?pageSize=&pageToken=          newest first, `{operations, nextPageToken}`
+ *   GET    /{v}/batches/{id}                          the Operation (`metadata.state` BATCH_STATE_*)
+ *   POST   /{v}/batches/{id}:cancel                   -> `{}`
+ *   DELETE /{v}/batches/{id}                          -> `{}`: forgets the Operation (it is not
+ *                                                     cancelled; the ledger keeps it, `deleted`)
+ *
+ * `/v1` is also OpenAI's root: `geminiRoute` tells the two apart by the shape of the call (see
+ * there), so the OpenAI routes are unchanged.
  *
  * Auth: `x-goog-api-key: K` (or `?key=K`, or `Authorization: Bearer K`), checked only when the
  * emulator has an `apiKey`. Errors are Google-shaped: `{error: {code, message, status}}`.
@@ -32,7 +39,7 @@ import type { Faults } from "./faults.js"
 import { randomHex } from "./hash.js"
 import { intParam, readJson, Reply } from "./http.js"
 import type { Store } from "./store.js"
-import { type GeminiContext, GeminiBatches, MAX_GEMINI_FILE_BYTES } from "./geminiBatches.js"
+import { type GeminiContext, GeminiBatches, MAX_GEMINI_FILE_BYTES, type UrlBase } from "./geminiBatches.js"
 import {
   ApiError,
   checkGeminiKey,
@@ -78,9 +85,52 @@ const stateOf = (ctx: GeminiRouteContext): GeminiState => {
   return state
 }
 
-/** True for the paths these routes serve (segments of the path, decoded). */
-export const isGeminiRoute = (segments: ReadonlyArray<string>): boolean =>
-  segments[0] === "v1beta" || ((segments[0] === "upload" || segments[0] === "download") && segments[1] === "v1beta")
+/** The API versions served (the path segment after the origin, or after `/upload`, `/download`). */
+export const GEMINI_VERSIONS: ReadonlyArray<string> = ["v1beta", "v1"]
+
+/** A Gemini call: its API version, and the segments after `/{v}` (or `/upload/{v}`, `/download/{v}`). */
+export interface GeminiRoute {
+  readonly surface: "api" | "upload" | "download"
+  readonly version: string
+  readonly rest: ReadonlyArray<string>
+}
+
+const isVersion = (segment: string | undefined): segment is string => segment !== undefined && GEMINI_VERSIONS.includes(segment)
+
+/**
+ * The Gemini route of a path (decoded segments), or undefined. `/v1beta`, `/upload/{v}` and
+ * `/download/{v}` are Gemini's alone. Under `/v1`, shared with OpenAI, a call is Gemini's when
+ * - it names a method with a colon (`models/{m}:batchGenerateContent`, `batches/{id}:cancel`,
+ *   `files/{id}:download`) — OpenAI paths have none;
+ * - it carries Google's key (`x-goog-api-key`, `?key=`) or client header (`x-goog-api-client`),
+ *   which the official SDK always sends;
+ * - it lists with Google's paging (`pageSize`, `pageToken`), or gets or deletes a batch or file
+ *   whose id is not OpenAI-shaped (OpenAI's are `batch_…` and `file-…`; Gemini's are
+ *   `batches/{hex}`, `files/{id}`).
+ * Everything else under `/v1` (`/v1/files/{id}/content`, `POST /v1/batches`, Together's
+ * `POST /v1/files/upload` …) stays OpenAI's.
+ */
+export const geminiRoute = (
+  method: string,
+  segments: ReadonlyArray<string>,
+  query: URLSearchParams,
+  req: IncomingMessage
+): GeminiRoute | undefined => {
+  if ((segments[0] === "upload" || segments[0] === "download") && isVersion(segments[1])) {
+    return { surface: segments[0], version: segments[1], rest: segments.slice(2) }
+  }
+  if (!isVersion(segments[0])) return undefined
+  const route: GeminiRoute = { surface: "api", version: segments[0], rest: segments.slice(1) }
+  if (segments[0] !== "v1") return route
+  const [collection, item, ...extra] = route.rest
+  if (collection === "models") return item?.includes(":") === true && extra.length === 0 ? route : undefined
+  if ((collection !== "files" && collection !== "batches") || extra.length > 0) return undefined
+  if (item?.includes(":") === true) return route
+  if (header(req, "x-goog-api-key") !== undefined || header(req, "x-goog-api-client") !== undefined || query.has("key")) return route
+  if (item === undefined) return method === "GET" && (query.has("pageSize") || query.has("pageToken")) ? route : undefined
+  if (method !== "GET" && method !== "DELETE") return undefined
+  return (collection === "batches" ? item.startsWith("batch_") : item.startsWith("file-")) ? undefined : route
+}
 
 const header = (req: IncomingMessage, name: string): string | undefined => {
   const value = req.headers[name]
@@ -107,7 +157,7 @@ const splitAction = (segment: string | undefined): readonly [string | undefined,
 export const handleGemini = async (
   ctx: GeminiRouteContext,
   method: string,
-  segments: ReadonlyArray<string>,
+  target: GeminiRoute,
   url: URL,
   req: IncomingMessage,
   res: ServerResponse
@@ -136,7 +186,7 @@ export const handleGemini = async (
       )
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
-    if (!(await route(ctx, stateOf(ctx), method, segments, url.searchParams, reply))) {
+    if (!(await route(ctx, stateOf(ctx), method, target, url.searchParams, reply))) {
       throw notFound(`The requested URL ${url.pathname} was not found on this server (${method}).`)
     }
   } catch (error) {
@@ -158,38 +208,36 @@ const route = async (
   ctx: GeminiRouteContext,
   state: GeminiState,
   method: string,
-  segments: ReadonlyArray<string>,
+  target: GeminiRoute,
   query: URLSearchParams,
   reply: Reply
 ): Promise<boolean> => {
-  const origin = originOf(reply.req)
+  const base = { origin: originOf(reply.req), version: target.version }
   const gemini = state.batches
-  if (segments[0] === "upload") {
-    if (method !== "POST" || segments.length !== 3 || segments[2] !== "files") return false
-    await upload(ctx, state, query, reply, origin)
+  const { rest } = target
+  if (target.surface === "upload") {
+    if (method !== "POST" || rest.length !== 1 || rest[0] !== "files") return false
+    await upload(ctx, state, query, reply, base)
     return true
   }
-  if (segments[0] === "download") {
-    const [id, action] = splitAction(segments[3])
-    if (method !== "GET" || segments.length !== 4 || segments[2] !== "files" || id === undefined || action !== "download") {
-      return false
-    }
-    const file = gemini.file(id)
-    await reply.file(ctx.store.filePath(file.id), file.bytes, "application/octet-stream")
-    return true
-  }
-  const [collection, item, ...extra] = segments.slice(1)
+  const [collection, item, ...extra] = rest
   if (extra.length > 0) return false
   const [id, action] = splitAction(item)
+  if (target.surface === "download" && (collection !== "files" || action !== "download")) return false
   switch (collection) {
     case "files":
       if (id === undefined && method === "GET") {
         const pageSize = intParam(query, "pageSize", 10, 1, 100)
-        reply.json(200, gemini.listFiles(pageSize, query.get("pageToken"), origin))
+        reply.json(200, gemini.listFiles(pageSize, query.get("pageToken"), base))
+        return true
+      }
+      if (id !== undefined && action === "download" && method === "GET") {
+        const file = gemini.file(id)
+        await reply.file(ctx.store.filePath(file.id), file.bytes, "application/octet-stream")
         return true
       }
       if (id !== undefined && action === undefined && method === "GET") {
-        reply.json(200, gemini.fileObject(gemini.file(id), origin))
+        reply.json(200, gemini.fileObject(gemini.file(id), base))
         return true
       }
       if (id !== undefined && action === undefined && method === "DELETE") {
@@ -200,22 +248,26 @@ const route = async (
       return false
     case "models":
       if (id !== undefined && action === "batchGenerateContent" && method === "POST") {
-        reply.json(200, await gemini.create(id, await readJson(reply.req, MAX_CREATE_BYTES)))
+        reply.json(200, await gemini.create(id, await readJson(reply.req, MAX_CREATE_BYTES), target.version))
         return true
       }
       return false
     case "batches":
       if (id === undefined && method === "GET") {
         const pageSize = intParam(query, "pageSize", 50, 1, 1000)
-        reply.json(200, await gemini.list(pageSize, query.get("pageToken")))
+        reply.json(200, await gemini.list(pageSize, query.get("pageToken"), target.version))
         return true
       }
       if (id !== undefined && action === undefined && method === "GET") {
-        reply.json(200, await gemini.retrieve(id))
+        reply.json(200, await gemini.retrieve(id, target.version))
         return true
       }
       if (id !== undefined && action === "cancel" && method === "POST") {
         reply.json(200, await gemini.cancel(id))
+        return true
+      }
+      if (id !== undefined && action === undefined && method === "DELETE") {
+        reply.json(200, await gemini.delete(id))
         return true
       }
       return false
@@ -233,7 +285,7 @@ const upload = async (
   state: GeminiState,
   query: URLSearchParams,
   reply: Reply,
-  origin: string
+  base: UrlBase
 ): Promise<void> => {
   const req = reply.req
   const commands = (header(req, "x-goog-upload-command") ?? "").split(",").map((c) => c.trim().toLowerCase()).filter((c) => c !== "")
@@ -264,7 +316,7 @@ const upload = async (
     const sessionId = randomHex(16)
     state.sessions.set(sessionId, session)
     reply.json(200, {}, {
-      "x-goog-upload-url": `${origin}/upload/v1beta/files?upload_id=${sessionId}&upload_protocol=resumable`,
+      "x-goog-upload-url": `${base.origin}/upload/${base.version}/files?upload_id=${sessionId}&upload_protocol=resumable`,
       "x-goog-upload-status": "active",
       "x-goog-upload-chunk-granularity": "8388608"
     })
@@ -317,7 +369,7 @@ const upload = async (
   }
   if (session.received === 0) await appendNothing(path)
   const record = await state.batches.registerUpload(session.fileId, session.received, session.displayName, session.mimeType)
-  reply.json(200, { file: state.batches.fileObject(record, origin) }, { "x-goog-upload-status": "final" })
+  reply.json(200, { file: state.batches.fileObject(record, base) }, { "x-goog-upload-status": "final" })
 }
 
 /** Streams the request body to the end of a file (never into memory); returns its size. */

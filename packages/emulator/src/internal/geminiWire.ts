@@ -253,13 +253,38 @@ export const toGenerateContentResponse = (completion: Obj, modelVersion: string)
   }
 }
 
-/** A failed request's per-line error (google.rpc.Status, with the canonical status name). */
-export const lineError = (httpStatus: number): Obj =>
-  httpStatus === 400 ?
-    { code: 400, message: "Request contains an invalid argument.", status: "INVALID_ARGUMENT" } :
+/** gRPC codes of the canonical status names (google.rpc.Code). */
+const grpcCodes: Readonly<Record<string, number>> = {
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16
+}
+
+/**
+ * A failed request's per-line error: a google.rpc.Status (`{code, message}`), whose `code` is
+ * the gRPC code (3 INVALID_ARGUMENT, 14 UNAVAILABLE …), not an HTTP status as in the JSON
+ * error body of a failed call; the proto has no status name (and no empty `details`).
+ */
+export const lineError = (httpStatus: number): Obj => {
+  const [status, message] = httpStatus === 400 ?
+    ["INVALID_ARGUMENT", "Request contains an invalid argument."] :
     httpStatus >= 500 ?
-    { code: 503, message: "The model is overloaded. Please try again later.", status: "UNAVAILABLE" } :
-    { code: httpStatus, message: `The request failed with HTTP ${httpStatus}.`, status: statusName(httpStatus) }
+    ["UNAVAILABLE", "The model is overloaded. Please try again later."] :
+    [statusName(httpStatus), `The request failed with HTTP ${httpStatus}.`]
+  return { code: grpcCode(status), message }
+}
+
+export const grpcCode = (status: string): number => grpcCodes[status] ?? 2
 
 /** Re-exported for the routes: shared-helper errors become Gemini errors there. */
 export { ApiError }

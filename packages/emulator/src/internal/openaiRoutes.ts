@@ -5,7 +5,7 @@
  * object the way some compatible services do.
  */
 import { unlink } from "node:fs/promises"
-import { answerRequest, CHAT_ENDPOINT, checkRequest, EMBEDDINGS_ENDPOINT, isStructured } from "./answers.js"
+import { answerRequest, CHAT_ENDPOINT, checkRequest, EMBEDDINGS_ENDPOINT, isStructured, unknownModel } from "./answers.js"
 import type { Batches } from "./batches.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
 import { ApiError, invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
@@ -220,6 +220,8 @@ const downloadFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promi
 
 const answerSync = async (ctx: OpenAiContext, endpoint: string, reply: Reply): Promise<void> => {
   const body = await readJson(reply.req)
+  const unknown = unknownModel(ctx.batches.models, body)
+  if (unknown !== undefined) throw new ApiError(404, unknown.message, unknown.type, unknown.param, unknown.code)
   const problem = checkRequest(endpoint, body)
   if (problem !== undefined) throw new ApiError(400, problem.message, problem.type, problem.param, problem.code)
   const request = body as { readonly [key: string]: unknown }

@@ -3,8 +3,8 @@
  * Streams the input once, window by window (see analysis.ts), so memory
  * stays bounded by one window whatever the batch size.
  */
-import { answerRequest, checkRequest } from "./answers.js"
-import { isParsed, Outcome, parseRequestLine, type ParsedRequest, type ValidInput, WINDOW, windowOrder } from "./analysis.js"
+import { answerRequest, checkRequest, modelNotFound } from "./answers.js"
+import { isFailure, isParsed, Outcome, parseRequestLine, type ParsedRequest, type ValidInput, WINDOW, windowOrder } from "./analysis.js"
 import { serverErrorBody } from "./errors.js"
 import { DigestOffset, mixHex, sha256 } from "./hash.js"
 import { isBlank, readLineChunks } from "./jsonl.js"
@@ -78,9 +78,11 @@ export const writeResults = async (args: WriteResultsArgs): Promise<WrittenResul
         continue
       }
       const outcome = args.input.outcomes[windowStart + local]
-      if (outcome === Outcome.serverError || outcome === Outcome.badRequest) {
-        const status = outcome === Outcome.serverError ? 500 : 400
-        const error = outcome === Outcome.serverError ? serverErrorBody : checkRequest(args.endpoint, request.body)
+      if (isFailure(outcome)) {
+        const status = outcome === Outcome.serverError ? 500 : outcome === Outcome.modelNotFound ? 404 : 400
+        const error = outcome === Outcome.serverError ? serverErrorBody :
+          outcome === Outcome.modelNotFound ? modelNotFound(String(request.body["model"])) :
+          checkRequest(args.endpoint, request.body)
         err += `${head}"response":{"status_code":${status},"request_id":"${requestId}","body":${JSON.stringify({ error })}},"error":null}\n`
         errCount++
         continue

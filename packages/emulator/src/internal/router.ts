@@ -10,11 +10,14 @@
  *   /openai/...?api-version=V    Azure OpenAI, versioned API (400 without api-version)
  *   /<prefix>/v1/...             a gateway's path prefix, 1–3 segments (`/azure/v1`, `/gateway/v1`,
  *                                `/proxy/openai/v1` …), when followed by an OpenAI resource
+ *
+ * Gemini's calls are routed first (see `geminiRoute`): `/v1beta`, `/upload/{v}`, `/download/{v}`,
+ * and the Gemini-shaped calls under `/v1`, which Gemini's API shares with OpenAI's.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
 import { handleControl } from "./controlRoutes.js"
-import { handleGemini, isGeminiRoute } from "./geminiRoutes.js"
+import { geminiRoute, handleGemini } from "./geminiRoutes.js"
 import { ApiError, notFound } from "./errors.js"
 import { apiKeyOf, Reply } from "./http.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
@@ -81,9 +84,11 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
       return
     }
-    // Gemini routes (/v1beta, /upload/v1beta, /download/v1beta) check auth and answer errors in their own shape.
-    if (isGeminiRoute(segments)) {
-      ;({ reply, note } = await handleGemini(ctx, method, segments, url, req, res))
+    // Gemini routes (/v1beta, /upload/{v}, /download/{v}, and the Gemini-shaped calls under /v1)
+    // check auth and answer errors in their own shape.
+    const gemini = geminiRoute(method, segments, url.searchParams, req)
+    if (gemini !== undefined) {
+      ;({ reply, note } = await handleGemini(ctx, method, gemini, url, req, res))
       return
     }
     anthropic = anthropicRoute(segments)

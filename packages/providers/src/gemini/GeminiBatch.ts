@@ -73,6 +73,15 @@ export const { displayNameOf, metadataOfDisplayName } = GeminiDisplayName
 
 export const defaultBaseUrl = "https://generativelanguage.googleapis.com"
 
+/**
+ * Default API version. Batch mode is served under `v1beta` and `v1` alike (the official SDK
+ * 2.x calls `v1beta`, 3.x `v1`); `GEMINI_API_VERSION` (or `apiVersion`) picks another.
+ */
+export const defaultApiVersion = "v1beta"
+
+/** What an API version segment looks like: `v1`, `v1beta`, `v1alpha`, `v2beta1` … */
+const apiVersionPattern = /^v\d+[a-z0-9]*$/
+
 /** The whole inline create body must stay under this (Gemini: "< 20 MB"). */
 export const maxInlineBodyBytes = 20_000_000
 
@@ -87,7 +96,7 @@ export interface GeminiConfig {
   readonly apiKey: Redacted.Redacted<string>
   /** Origin (and optional path prefix) without the API version: `https://generativelanguage.googleapis.com`. */
   readonly baseUrl: string
-  /** API version segment. Default "v1beta" (batch mode lives there). */
+  /** API version segment: "v1beta" (default) or "v1"; from `GEMINI_API_VERSION` in `fromEnv`. */
   readonly apiVersion?: string | undefined
   /** Extra (non-secret) headers sent with every request, e.g. for a gateway. */
   readonly headers?: Readonly<Record<string, string>> | undefined
@@ -118,21 +127,39 @@ export interface GeminiConfig {
 
 const apiKeyConfig = requiredSecret("GEMINI_API_KEY")
 
+/** `GEMINI_API_VERSION`, if set: one path segment such as `v1beta` or `v1` (a typo would only 404 later). */
+const apiVersionConfig = optionalString("GEMINI_API_VERSION").pipe(
+  Config.mapOrFail((value) =>
+    value === undefined || apiVersionPattern.test(value) ?
+      Either.right(value) :
+      Either.left(
+        ConfigError.InvalidData(["GEMINI_API_VERSION"], `GEMINI_API_VERSION must be an API version such as v1beta or v1, got '${value.slice(0, 40)}'`)
+      )
+  )
+)
+
 /**
- * Reads `GEMINI_API_KEY` (required, kept Redacted) and `GEMINI_BASE_URL`. Values in
- * `overrides` win over the environment. A missing key fails with a `ConfigError`
+ * Reads `GEMINI_API_KEY` (required, kept Redacted), `GEMINI_BASE_URL` and `GEMINI_API_VERSION`.
+ * Values in `overrides` win over the environment. A missing key fails with a `ConfigError`
  * (MissingData) whose message is "GEMINI_API_KEY is not set".
  */
 const fromEnv = (overrides: Partial<GeminiConfig> = {}): Config.Config<GeminiConfig> =>
   Config.all({
     apiKey: overrides.apiKey !== undefined ? Config.succeed(overrides.apiKey) : apiKeyConfig,
-    baseUrl: overrides.baseUrl !== undefined ? Config.succeed(overrides.baseUrl) : optionalString("GEMINI_BASE_URL")
+    baseUrl: overrides.baseUrl !== undefined ? Config.succeed(overrides.baseUrl) : optionalString("GEMINI_BASE_URL"),
+    apiVersion: overrides.apiVersion !== undefined ? Config.succeed(overrides.apiVersion) : apiVersionConfig
   }).pipe(
-    Config.map(({ apiKey, baseUrl }): GeminiConfig => ({ ...overrides, apiKey, baseUrl: baseUrl ?? defaultBaseUrl }))
+    Config.map(({ apiKey, apiVersion, baseUrl }): GeminiConfig => ({
+      ...overrides,
+      apiKey,
+      baseUrl: baseUrl ?? defaultBaseUrl,
+      apiVersion: apiVersion ?? defaultApiVersion
+    }))
   )
 
 export const GeminiConfig = {
   defaultBaseUrl,
+  defaultApiVersion,
   fromEnv
 } as const
 
@@ -744,7 +771,7 @@ export const make = (config: GeminiConfig): Effect.Effect<BatchProvider, never, 
 /** Builds the provider over a given `HttpClient`. */
 export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConfig): BatchProvider => {
   const name = config.name ?? "gemini"
-  const version = `/${(config.apiVersion ?? "v1beta").replace(/^\/+|\/+$/g, "")}`
+  const version = `/${(config.apiVersion ?? "").replace(/^\/+|\/+$/g, "") || defaultApiVersion}`
   const baseUrl = config.baseUrl.replace(/\/+$/, "")
   const requestTimeout = config.requestTimeout ?? Duration.seconds(60)
   const idleTimeout = config.downloadIdleTimeout ?? Duration.seconds(60)
