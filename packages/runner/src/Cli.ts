@@ -5,6 +5,8 @@ import { Args, Command, Options } from "@effect/cli"
 import { startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
+import * as Init from "./Init.js"
+import * as LocalEmulator from "./LocalEmulator.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -14,7 +16,7 @@ import type { FailureClass } from "@sluice/core"
 import { run as runPipeline } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
-import { Registry } from "@sluice/providers"
+import { ProviderConfigError, Registry } from "@sluice/providers"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = {
@@ -63,6 +65,11 @@ const noCache = Options.boolean("no-cache").pipe(
 const allowChanged = Options.boolean("allow-changed").pipe(
   Options.withDescription("continue a run although its pipeline changed since it started")
 )
+const emulator = Options.boolean("emulator").pipe(
+  Options.withDescription(
+    "run against the built-in emulator, started for this run: no key, nothing sent out, nothing paid; its runs live under .sluice/emulator/"
+  )
+)
 
 const summaryLines = (s: RunSummary): string => {
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
@@ -107,10 +114,16 @@ const execute = (
     outputTokens?: Option.Option<number>
     cacheDir: Option.Option<string>
     noCache: boolean
+    emulator?: boolean
   }
 ) =>
   Effect.gen(function* () {
     const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
+    if (opts.emulator === true) {
+      if (opts.detach) return yield* new LocalEmulator.LocalEmulatorError({ description: "cannot --detach: the emulator lives only as long as the run" })
+      const local = yield* LocalEmulator.start(pipeline.name)
+      opts = { ...opts, runDir: Option.orElse(opts.runDir, () => Option.some(local.runDir)), cacheDir: Option.orElse(opts.cacheDir, () => Option.some(local.cacheDir)) }
+    }
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -128,15 +141,24 @@ const execute = (
       mode: opts.mode ?? "run",
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
-    }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+    }).pipe(
+      Effect.ensuring(Fiber.interrupt(renderer)),
+      Effect.ensuring(progress.finish),
+      // A missing key is where a first try stops: say how to try without one.
+      Effect.mapError((e) =>
+        e instanceof ProviderConfigError && opts.emulator !== true && e.description.includes("is not set")
+          ? new ProviderConfigError({ provider: e.provider, description: `${e.description} (or try the pipeline without a key, against the built-in emulator: sluice run ${pipelineFile} --emulator)` })
+          : e
+      )
+    )
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
     yield* setExit(exitFor(summary))
-  })
+  }).pipe(Effect.scoped)
 
 const runCommand = Command.make(
   "run",
   {
-    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     runDir: runDirOption,
     concurrency,
     shardSize,
@@ -147,6 +169,7 @@ const runCommand = Command.make(
     outputTokens,
     cacheDir: cacheDirOption,
     noCache,
+    emulator,
     json
   },
   ({ pipeline, ...opts }) => execute(pipeline, opts)
@@ -241,7 +264,7 @@ const statusCommand = Command.make(
 const estimateCommand = Command.make(
   "estimate",
   {
-    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     outputTokens,
     shardSize,
     json
@@ -308,9 +331,19 @@ const emulatorCommand = Command.make(
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin."))
 
+const initCommand = Command.make(
+  "init",
+  { dir: Args.directory({ name: "dir" }).pipe(Args.withDescription("the project directory (default: the current one)"), Args.withDefault(".")) },
+  ({ dir }) => Init.init(dir).pipe(Effect.flatMap((report) => Console.log(Init.render(report))))
+).pipe(
+  Command.withDescription(
+    "Start a project: package.json, tsconfig.json, a pipeline with 20 rows of data, and scripts to run it against the emulator and for real. Never overwrites a file."
+  )
+)
+
 export const root = Command.make("sluice").pipe(
   Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, emulatorCommand])
+  Command.withSubcommands([initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, emulatorCommand])
 )
 
 export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })
