@@ -191,6 +191,7 @@ export const init = (target: string) =>
     next.push([command("sluice:emulator"), "a first run, against the built-in emulator: no key, no cost"])
     next.push([`export OPENAI_API_KEY=sk-...`, ""])
     next.push([command("sluice:run"), "the same pipeline through OpenAI's Batch API"])
+    if (!esm) done.push(`(this package is CommonJS, so the pipeline file is an ES module by its name: ${pipelineFile})`)
     if (!pipelineCreated) done.push(`(the scripts run the ${pipelineFile} that was already there)`)
     return { dir, done, next } satisfies InitReport
   })
