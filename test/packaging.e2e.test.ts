@@ -159,6 +159,10 @@ describe("packaging: the tarballs in a new project", () => {
     expect(result.stderr).toContain(join(app, ".sluice", "emulator", "runs", "reviews"))
     expect(existsSync(join(app, ".sluice", "runs"))).toBe(false)
     await expectLabeledSink()
+    // The emulator lives only as long as the run: nothing to detach from.
+    const detached = await exec("npx", ["sluice", "run", "reviews.pipeline.ts", "--emulator", "--detach"], app)
+    expect(detached.code, show(detached)).toBe(2)
+    expect(detached.stderr).toContain("sluice: error: --emulator: cannot --detach: the emulator lives only as long as the run")
   }, 120_000)
 
   it("npm run sluice:run runs it against `sluice emulator`, each request submitted once", async () => {

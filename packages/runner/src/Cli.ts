@@ -6,6 +6,7 @@ import { startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as Init from "./Init.js"
+import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
@@ -346,4 +347,4 @@ export const root = Command.make("sluice").pipe(
   Command.withSubcommands([initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, emulatorCommand])
 )
 
-export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })
+export const cli = Command.run(root, { name: "sluice", version: runner.version })

@@ -10,7 +10,7 @@
 import { startEmulator } from "@sluice/emulator"
 import { Effect, Schema } from "effect"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import { basename, join } from "node:path"
 import { defaultRunDir } from "./Runner.js"
 
 export class LocalEmulatorError extends Schema.TaggedError<LocalEmulatorError>()("LocalEmulatorError", {
@@ -66,8 +66,10 @@ const readPort = (file: string): number => {
  */
 export const start = (pipelineName: string) =>
   Effect.gen(function* () {
-    const runDir = defaultRunDir(pipelineName).replace(/^\.sluice\//, `${root}/`)
-    const stateDir = join(root, "state", runDir.slice(runDir.lastIndexOf("/") + 1))
+    // The pipeline's name as its default run directory spells it.
+    const name = basename(defaultRunDir(pipelineName))
+    const runDir = join(root, "runs", name)
+    const stateDir = join(root, "state", name)
     const portFile = `${stateDir}.port`
     const options = { stateDir, validatingMs: 0, finalizingMs: 0, requestsPerSecond: Infinity }
     const handle = yield* Effect.acquireRelease(
