@@ -5,6 +5,9 @@ import { Args, Command, HelpDoc, Options } from "@effect/cli"
 import { parseModelList, startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
+import * as Init from "./Init.js"
+import { runner } from "./internal/Installed.js"
+import * as LocalEmulator from "./LocalEmulator.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -15,7 +18,7 @@ import { checkDefinition, run as runPipeline } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as TypeCheck from "./TypeCheck.js"
-import { Providers, Registry } from "@sluice/providers"
+import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = {
@@ -72,6 +75,11 @@ const rebindProvider = Options.boolean("rebind-provider").pipe(
     "move a run to its providers as configured now (another base URL, Azure resource or API version); refused while a batch is in flight"
   )
 )
+const emulator = Options.boolean("emulator").pipe(
+  Options.withDescription(
+    "run against the built-in emulator, started for this run: no key, nothing sent out, nothing paid; its runs live under .sluice/emulator/"
+  )
+)
 
 const summaryLines = (s: RunSummary): string => {
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
@@ -125,10 +133,16 @@ const execute = (
     cacheDir: Option.Option<string>
     noCache: boolean
     noTypecheck: boolean
+    emulator?: boolean
   }
 ) =>
   Effect.gen(function* () {
     const { pipeline, file } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    if (opts.emulator === true) {
+      if (opts.detach) return yield* new LocalEmulator.LocalEmulatorError({ description: "cannot --detach: the emulator lives only as long as the run" })
+      const local = yield* LocalEmulator.start(pipeline.name)
+      opts = { ...opts, runDir: Option.orElse(opts.runDir, () => Option.some(local.runDir)), cacheDir: Option.orElse(opts.cacheDir, () => Option.some(local.cacheDir)) }
+    }
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -147,15 +161,24 @@ const execute = (
       mode: opts.mode ?? "run",
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
-    }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+    }).pipe(
+      Effect.ensuring(Fiber.interrupt(renderer)),
+      Effect.ensuring(progress.finish),
+      // A missing key is where a first try stops: say how to try without one.
+      Effect.mapError((e) =>
+        e instanceof ProviderConfigError && opts.emulator !== true && e.description.includes("is not set")
+          ? new ProviderConfigError({ provider: e.provider, description: `${e.description} (or try the pipeline without a key, against the built-in emulator: sluice run ${pipelineFile} --emulator)` })
+          : e
+      )
+    )
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
     yield* setExit(exitFor(summary))
-  })
+  }).pipe(Effect.scoped)
 
 const runCommand = Command.make(
   "run",
   {
-    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     runDir: runDirOption,
     concurrency,
     shardSize,
@@ -168,6 +191,7 @@ const runCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    emulator,
     json
   },
   ({ pipeline, ...opts }) => execute(pipeline, opts)
@@ -280,7 +304,7 @@ const statusCommand = Command.make(
 const estimateCommand = Command.make(
   "estimate",
   {
-    pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
+    pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     outputTokens,
     shardSize,
     noTypecheck,
@@ -390,9 +414,19 @@ const emulatorCommand = Command.make(
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin."))
 
-export const root = Command.make("sluice").pipe(
-  Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand])
+const initCommand = Command.make(
+  "init",
+  { dir: Args.directory({ name: "dir" }).pipe(Args.withDescription("the project directory (default: the current one)"), Args.withDefault(".")) },
+  ({ dir }) => Init.init(dir).pipe(Effect.flatMap((report) => Console.log(Init.render(report))))
+).pipe(
+  Command.withDescription(
+    "Start a project: package.json, tsconfig.json, a pipeline with 20 rows of data, and scripts to run it against the emulator and for real. Never overwrites a file."
+  )
 )
 
-export const cli = Command.run(root, { name: "sluice", version: "0.1.0" })
+export const root = Command.make("sluice").pipe(
+  Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
+  Command.withSubcommands([initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand])
+)
+
+export const cli = Command.run(root, { name: "sluice", version: runner.version })

@@ -5,8 +5,9 @@
 import { Pipeline } from "@sluice/core"
 import { Effect, Schema } from "effect"
 import { existsSync } from "node:fs"
-import { relative, resolve } from "node:path"
+import { dirname, relative, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
+import * as EffectVersion from "./EffectVersion.js"
 
 export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("PipelineLoadError", {
   file: Schema.String,
@@ -49,7 +50,11 @@ const registerTsx = async () => {
 export const load = (file: string) =>
   Effect.gen(function* () {
     const absolute = resolve(file)
-    if (!existsSync(absolute)) return yield* new PipelineLoadError({ file, description: "no such file" })
+    if (!existsSync(absolute)) {
+      return yield* new PipelineLoadError({ file, description: `no such file in ${dirname(absolute)} (sluice init starts a project with a pipeline file)` })
+    }
+    const mismatch = EffectVersion.pipelineProblem(absolute)
+    if (mismatch !== undefined) return yield* new PipelineLoadError({ file, description: mismatch })
     const module = yield* Effect.tryPromise({
       try: async () => {
         await registerTsx()

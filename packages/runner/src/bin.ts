@@ -23,7 +23,9 @@ const usageTags = new Set([
   "DuplicateRow",
   "RunDirError",
   "RunLocked",
-  "ValidationError"
+  "ValidationError",
+  "InitError",
+  "LocalEmulatorError"
 ])
 
 const describe = (cause: Cause.Cause<unknown>): { message: string; code: number } => {
