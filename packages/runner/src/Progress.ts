@@ -93,6 +93,7 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
     drawn = lines.length
   }
   // Plain output: the last status line, when it changed, and when anything was written.
+  let events = 0
   let last = ""
   let changedAt = 0
   let lastAt = 0
@@ -121,6 +122,7 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
     },
     event: (event, state) => {
       live.state = state
+      events++
       if (tty) return
       const text = notable(event)
       if (text !== undefined) write(text)
@@ -137,7 +139,8 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
       if (tty) {
         clear()
         if (live.state !== undefined) stream.write(line(live) + "\n")
-      } else {
+      } else if (events > 0) {
+        // Only a run that did something has a last word; the summary follows.
         changed()
       }
     })
