@@ -16,7 +16,7 @@ import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import { Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
-import { count, money } from "./internal/format.js"
+import { count, money, number } from "./internal/format.js"
 import * as Help from "./internal/help.js"
 
 /** Exit codes, documented in the README. */
@@ -24,10 +24,7 @@ export const ExitCode = Failure.ExitCode
 
 const setExit = (code: number) => Effect.sync(() => void (process.exitCode = code))
 
-/**
- * Where a command reports its failure: the run directory once the command knows it (for the
- * resume hint), and whether it answers in JSON.
- */
+/** What a command's failure report needs to know: its run directory, once known (the resume hint). */
 interface Reporting {
   runDir: string | undefined
 }
@@ -105,15 +102,15 @@ const summaryLines = (s: RunSummary, output: string): string => {
   const cost = s.cost
   if (s.alreadyFinished === true) {
     return [
-      `nothing to do: run ${s.runId} has finished: ${count(s.rows, "row")}, ${s.succeeded.toLocaleString("en-US")} succeeded, ` +
-        `${failed.toLocaleString("en-US")} failed, ${count(s.batches, "batch", "batches")}`,
+      `nothing to do: run ${s.runId} has finished: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
+        `${number(failed)} failed, ${count(s.batches, "batch", "batches")}`,
       ...whereLines(s, output)
     ].join("\n")
   }
   const lines = [
-    `${s.finished ? "done" : "submitted"}: ${count(s.rows, "row")}, ${s.succeeded.toLocaleString("en-US")} succeeded, ` +
-      `${failed.toLocaleString("en-US")} failed, ${s.pending.toLocaleString("en-US")} pending, ${count(s.batches, "batch", "batches")}`,
-    `tokens: ${s.usage.input.toLocaleString("en-US")} in (${s.usage.cached.toLocaleString("en-US")} cached), ${s.usage.output.toLocaleString("en-US")} out` +
+    `${s.finished ? "done" : "submitted"}: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
+      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}`,
+    `tokens: ${number(s.usage.input)} in (${number(s.usage.cached)} cached), ${number(s.usage.output)} out` +
       (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
     cost === null
       ? `cost: no price for ${s.models.join(" or ")} in the price table`
@@ -373,11 +370,11 @@ const version = "0.1.0"
 const app = Command.run(root, { name: "sluice", version })
 
 /**
- * The CLI on `argv` (node, script, arguments). Help is rendered here (see internal/help.ts);
- * everything else goes to @effect/cli.
+ * The CLI on `argv` (node, script, arguments). Help (asked for, or `sluice` alone) is rendered
+ * here (see internal/help.ts); everything else goes to @effect/cli.
  */
 export const cli = (argv: ReadonlyArray<string>) =>
-  Help.requested(argv.slice(2))
+  argv.length <= 2 || Help.requested(argv.slice(2))
     ? Console.log(
       Help.render({ name: "sluice", version, description, commands }, argv.slice(2), {
         color: Help.colorEnabled(process.stdout),

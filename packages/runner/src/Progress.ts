@@ -10,7 +10,7 @@ import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
 import { isFinished, pendingRows } from "./RunState.js"
-import { count } from "./internal/format.js"
+import { count, number } from "./internal/format.js"
 
 export interface Progress {
   readonly observer: RunObserver
@@ -36,10 +36,9 @@ const line = (live: Live): string => {
   }
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0) + s.invalidRows
   const planned = s.planComplete ? `${count(s.rowsPlanned, "row")} planned` : `planning (${count(s.rowsPlanned, "row")} so far)`
-  const n = (x: number) => x.toLocaleString("en-US")
   return (
-    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${n(done)} collected · ` +
-    `rows ${n(s.succeeded)} ok, ${n(failed)} failed, ${n(pendingRows(s))} pending`
+    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${number(done)} collected · ` +
+    `rows ${number(s.succeeded)} ok, ${number(failed)} failed, ${number(pendingRows(s))} pending`
   )
 }
 

@@ -6,7 +6,7 @@ import { Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
 import * as RunDir from "./RunDir.js"
-import { count, money } from "./internal/format.js"
+import { count, money, number } from "./internal/format.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -78,11 +78,10 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
 
 export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
-  const n = (x: number) => x.toLocaleString("en-US")
   const lines = [
     `run ${s.runId} (${s.pipeline}) in ${s.runDir}`,
-    `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${n(s.succeeded)} succeeded · ${n(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${n(x)}`).join(", ")})` : ""} · ${n(s.pending)} pending`,
-    `  ${count(s.batches, "batch", "batches")} · tokens in ${n(s.usage.input)}, out ${n(s.usage.output)}` +
+    `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${number(s.succeeded)} succeeded · ${number(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${number(x)}`).join(", ")})` : ""} · ${number(s.pending)} pending`,
+    `  ${count(s.batches, "batch", "batches")} · tokens in ${number(s.usage.input)}, out ${number(s.usage.output)}` +
       (s.cost === null ? "" : ` · spent ${money(s.cost.batch)} (real-time price ${money(s.cost.realtime)})`),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
@@ -90,7 +89,7 @@ export const render = (s: RunStatus): string => {
     ...s.shards.map(
       (sh) =>
         `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`}` +
-        (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${n(sh.counts.succeeded)}/${n(sh.counts.total)} ok, ${n(sh.counts.failed)} failed`)
+        (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )
   ]
   return lines.join("\n")

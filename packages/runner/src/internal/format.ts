@@ -3,9 +3,12 @@
  * money rounded to what matters (a small run costs fractions of a cent).
  */
 
+/** "1,234,567": thousands grouped, whatever the machine's locale. */
+export const number = (n: number): string => n.toLocaleString("en-US")
+
 /** "1 row", "2 rows", "1,000 rows"; `plural` for nouns that do not just take an "s" ("batches"). */
 export const count = (n: number, singular: string, plural = `${singular}s`): string =>
-  `${n.toLocaleString("en-US")} ${n === 1 ? singular : plural}`
+  `${number(n)} ${n === 1 ? singular : plural}`
 
 /** Below this, an amount shows as "<$0.000001" rather than as a string of zeros. */
 const smallest = 0.000001
