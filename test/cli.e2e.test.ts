@@ -442,7 +442,7 @@ describe("help and the emulator command", SLOW, () => {
 })
 
 describe("Ctrl-C", SLOW, () => {
-  it("an interrupted run exits 130 saying how to continue, and `resume` finishes it", async () => {
+  it("an interrupted run exits 130 saying how to continue with its real run directory, and `resume` finishes it", async () => {
     const slow = await startTestEmulator({ validatingMs: 3000, finalizingMs: 20, requestsPerSecond: 2000 })
     const project = await makeProject("sluice-sigint-")
     try {
@@ -457,7 +457,8 @@ describe("Ctrl-C", SLOW, () => {
       expect(slow.calls("POST", "/v1/batches")).toBeGreaterThan(0)
       child.kill("SIGINT")
       expect(await exited, stderr).toBe(130)
-      expect(stderr).toContain("interrupted; run `sluice resume <run-dir>` to continue")
+      expect(stderr).toContain(`sluice: interrupted; run \`sluice resume ${project.path("runs", "s")}\` to continue`)
+      expect(stderr).not.toContain("<run-dir>")
       expectNoStackTrace({ code: 130, signal: null, stdout: "", stderr })
 
       const resumed = await runCli(["resume", "runs/s", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(slow.url) })

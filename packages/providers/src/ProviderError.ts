@@ -26,7 +26,11 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
   description: Schema.String,
   status: Schema.optional(Schema.Number),
   /** Milliseconds the server asked us to wait (Retry-After / retry-after-ms). */
-  retryAfterMs: Schema.optional(Schema.Number)
+  retryAfterMs: Schema.optional(Schema.Number),
+  /** Where the call went: the base URL, without credentials or query string. */
+  endpoint: Schema.optional(Schema.String),
+  /** How many attempts were made, when the call was retried before it gave up. */
+  attempts: Schema.optional(Schema.Number)
 }) {
   get retryable(): boolean {
     switch (this.reason) {
@@ -50,6 +54,25 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
 
   override get message(): string {
     const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
-    return `${this.provider} ${this.operation} failed: ${this.reason}${status}: ${this.description}`
+    const tries = this.attempts === undefined ? "" : `; gave up after ${this.attempts} attempts`
+    if (this.reason === "Transport" && this.endpoint !== undefined) {
+      return `${this.provider} ${this.operation} failed: cannot reach ${this.endpoint}: ${this.description}${tries}`
+    }
+    const where = this.endpoint === undefined ? "" : ` at ${this.endpoint}`
+    return `${this.provider} ${this.operation}${where} failed: ${this.reason}${status}: ${this.description}${tries}`
+  }
+
+  /** This error, noting that it is the last of `attempts` attempts. */
+  afterAttempts(attempts: number): ProviderError {
+    return new ProviderError({
+      reason: this.reason,
+      provider: this.provider,
+      operation: this.operation,
+      description: this.description,
+      ...(this.status === undefined ? {} : { status: this.status }),
+      ...(this.retryAfterMs === undefined ? {} : { retryAfterMs: this.retryAfterMs }),
+      ...(this.endpoint === undefined ? {} : { endpoint: this.endpoint }),
+      attempts
+    })
   }
 }

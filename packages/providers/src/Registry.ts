@@ -11,6 +11,9 @@
  * | `together`          | TOGETHER_API_KEY, TOGETHER_BASE_URL                                           |
  * | `anthropic`         | ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL                                         |
  * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL, GEMINI_API_VERSION (`v1beta` or `v1`)        |
+ *
+ * Every one of them retries idempotent calls as `SLUICE_HTTP_RETRIES` and
+ * `SLUICE_HTTP_RETRY_DELAY_MS` say (see `internal/env.ts`).
  */
 import type { HttpClient } from "@effect/platform"
 import { ConfigError, Effect, Layer } from "effect"
@@ -20,8 +23,10 @@ import * as AnthropicBatch from "./anthropic/AnthropicBatch.js"
 import * as GeminiBatch from "./gemini/GeminiBatch.js"
 import * as Compatible from "./openai/Compatible.js"
 import * as OpenAiBatch from "./openai/OpenAiBatch.js"
+import { retryFromEnv } from "./internal/env.js"
+import type { RetryOptions } from "./internal/retry.js"
 
-type Factory = Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
+type Factory = (overrides: { readonly retry: Partial<RetryOptions> }) => Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
 
 const env = (name: string): string | undefined => {
   const value = process.env[name]?.trim()
@@ -30,34 +35,34 @@ const env = (name: string): string | undefined => {
 
 const factories: Record<string, { readonly make: Factory; readonly baseUrl: () => string }> = {
   openai: {
-    make: OpenAiBatch.makeFromEnv(),
+    make: (o) => OpenAiBatch.makeFromEnv(o),
     baseUrl: () => process.env["OPENAI_BASE_URL"] || OpenAiBatch.defaultBaseUrl
   },
   azure: {
-    make: Compatible.makeAzureFromEnv(),
+    make: (o) => Compatible.makeAzureFromEnv(o),
     baseUrl: () => {
       const endpoint = env("AZURE_OPENAI_ENDPOINT")
       return endpoint === undefined ? "" : Compatible.azureBaseUrl(endpoint, env("AZURE_OPENAI_API_VERSION"))
     }
   },
   "openai-compatible": {
-    make: Compatible.makeGatewayFromEnv(),
+    make: (o) => Compatible.makeGatewayFromEnv(o),
     baseUrl: () => env("SLUICE_GATEWAY_BASE_URL")?.replace(/\/+$/, "") ?? ""
   },
   groq: {
-    make: Compatible.makeGroqFromEnv(),
+    make: (o) => Compatible.makeGroqFromEnv(o),
     baseUrl: () => env("GROQ_BASE_URL") ?? Compatible.groqBaseUrl
   },
   together: {
-    make: Compatible.makeTogetherFromEnv(),
+    make: (o) => Compatible.makeTogetherFromEnv(o),
     baseUrl: () => env("TOGETHER_BASE_URL") ?? Compatible.togetherBaseUrl
   },
   anthropic: {
-    make: AnthropicBatch.makeFromEnv(),
+    make: (o) => AnthropicBatch.makeFromEnv(o),
     baseUrl: () => process.env["ANTHROPIC_BASE_URL"] || AnthropicBatch.defaultBaseUrl
   },
   gemini: {
-    make: GeminiBatch.makeFromEnv(),
+    make: (o) => GeminiBatch.makeFromEnv(o),
     baseUrl: () => process.env["GEMINI_BASE_URL"] || GeminiBatch.defaultBaseUrl
   }
 }
@@ -109,7 +114,7 @@ export const layerFromEnv = (
             if (cached !== undefined) return cached
             const factory = factories[name]
             if (factory === undefined) return yield* new UnknownProvider({ name, known: names })
-            const provider = yield* factory.make.pipe(
+            const provider = yield* Effect.flatMap(retryFromEnv, (retry) => factory.make({ retry })).pipe(
               Effect.provide(context),
               Effect.mapError((e) => new ProviderConfigError({ provider: name, description: describeConfigError(e) }))
             )

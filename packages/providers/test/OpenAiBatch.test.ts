@@ -30,6 +30,7 @@ import {
   decodeBatchInfo,
   encode,
   makeWithClient,
+  missingVersionHint,
   normaliseStatus,
   OpenAiConfig,
   parseResultLine
@@ -48,7 +49,7 @@ interface Recorded {
   readonly request: HttpClientRequest.HttpClientRequest
 }
 
-type Answer = Response | "transport" | "never"
+type Answer = Response | "transport" | "refused" | "never"
 
 const fakeClient = (handler: (req: Recorded, n: number) => Answer) => {
   const calls: Array<Recorded> = []
@@ -62,6 +63,10 @@ const fakeClient = (handler: (req: Recorded, n: number) => Answer) => {
         return Effect.fail(
           new HttpClientError.RequestError({ request, reason: "Transport", cause: new Error("socket hang up") })
         )
+      }
+      if (answer === "refused") {
+        const cause = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" })
+        return Effect.fail(new HttpClientError.RequestError({ request, reason: "Transport", cause }))
       }
       return Effect.succeed(HttpClientResponse.fromWeb(request, answer))
     })
@@ -454,6 +459,59 @@ describe("retries", () => {
       assert.strictEqual(error.operation, "POST /batches/batch_1/cancel")
       assert.include(error.description, "socket hang up")
     }))
+
+  it.effect("each retry is logged with what failed, where, when it is retried and how many attempts are left", () =>
+    Effect.gen(function*() {
+      const fake = fakeClient(() => "refused")
+      const provider = makeWithClient(fake.client, { ...baseConfig, retry: { maxRetries: 2, baseDelay: "100 millis" } })
+      const warnings: Array<string> = []
+      const logger = Logger.make(({ logLevel, message }) => {
+        if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
+      })
+      const fiber = yield* Effect.fork(
+        Effect.exit(provider.retrieve("batch_1")).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+          Logger.withMinimumLogLevel(LogLevel.Warning)
+        )
+      )
+      yield* TestClock.adjust("10 seconds")
+      const error = expectError(yield* Fiber.join(fiber))
+      assert.strictEqual(fake.calls.length, 3)
+      assert.strictEqual(warnings.length, 2)
+      assert.match(
+        warnings[0]!,
+        /^openai: cannot reach http:\/\/fake\.local\/v1 \(ECONNREFUSED\): retrying GET \/batches\/batch_1 in \d+ ms \(attempt 2 of 3\)$/
+      )
+      assert.match(warnings[1]!, /retrying GET \/batches\/batch_1 in \d+ ms \(attempt 3 of 3\)$/)
+      // Giving up: the error says where it could not get, and after how many attempts.
+      assert.strictEqual(error.attempts, 3)
+      assert.strictEqual(error.endpoint, "http://fake.local/v1")
+      assert.include(error.message, "cannot reach http://fake.local/v1")
+      assert.include(error.message, "gave up after 3 attempts")
+    }))
+
+  it.effect("a 404 under a base URL without its API version suggests the /v1", () =>
+    Effect.gen(function*() {
+      const fake = fakeClient(() => json({ error: { message: "Invalid URL (GET /batches/batch_1)", type: "invalid_request_error" } }, 404))
+      const bare = makeWithClient(fake.client, { ...baseConfig, baseUrl: "http://fake.local:8080/" })
+      const error = expectError(yield* Effect.exit(bare.retrieve("batch_1")))
+      assert.strictEqual(error.reason, "NotFound")
+      assert.include(error.message, "did you mean http://fake.local:8080/v1?")
+      // With the version in place, a 404 is only a 404.
+      const versioned = makeWithClient(fake.client, baseConfig)
+      const plain = expectError(yield* Effect.exit(versioned.retrieve("batch_1")))
+      assert.notInclude(plain.message, "did you mean")
+    }))
+
+  it("the /v1 hint is left out when the version is there or travels in the query (Azure)", () => {
+    assert.isUndefined(missingVersionHint("https://api.openai.com/v1", undefined))
+    assert.isUndefined(missingVersionHint("https://gw.example.com/azure/v1", undefined))
+    assert.isUndefined(missingVersionHint("https://r.openai.azure.com/openai", { "api-version": "2024-10-21" }))
+    assert.strictEqual(
+      missingVersionHint("http://user:pw@localhost:8080", undefined),
+      "the base URL http://localhost:8080 has no API version: did you mean http://localhost:8080/v1?"
+    )
+  })
 
   it.effect("create is NOT retried on 500, and the error is ambiguous", () =>
     Effect.gen(function*() {

@@ -3,7 +3,7 @@
  */
 import { Args, Command, HelpDoc, Options } from "@effect/cli"
 import { parseModelList, startEmulator } from "@sluice/emulator"
-import { Console, Duration, Effect, Either, Fiber, Option } from "effect"
+import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
@@ -13,52 +13,73 @@ import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
 import * as RunDir from "./RunDir.js"
 import { Path } from "@effect/platform"
-import type { FailureClass } from "@sluice/core"
-import { checkDefinition, run as runPipeline } from "./Runner.js"
+import type { FailureClass, Pipeline } from "@sluice/core"
+import { checkDefinition, run as runPipeline, runDirFor } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as TypeCheck from "./TypeCheck.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
+import * as Failure from "./internal/failure.js"
+import { count, money, number } from "./internal/format.js"
+import * as Help from "./internal/help.js"
 
 /** Exit codes, documented in the README. */
-export const ExitCode = {
-  ok: 0,
-  rowsFailed: 1,
-  usage: 2,
-  unfinished: 3,
-  runtime: 4
-} as const
+export const ExitCode = Failure.ExitCode
 
 const setExit = (code: number) => Effect.sync(() => void (process.exitCode = code))
 
+/** What a command's failure report needs to know: its run directory, once known (the resume hint). */
+interface Reporting {
+  runDir: string | undefined
+}
+
+/**
+ * Runs a command's work and reports how it failed: one message on stderr (and with `--json`
+ * an error object on stdout), the documented exit code, and how to continue the run.
+ * Ctrl-C is reported the same way, naming the run directory.
+ */
+const reported = <E, R>(json: boolean, work: (reporting: Reporting) => Effect.Effect<void, E, R>) =>
+  Effect.suspend(() => {
+    const reporting: Reporting = { runDir: undefined }
+    const report = (r: Failure.Report) =>
+      Effect.sync(() => {
+        Failure.print(r, json)
+        process.exitCode = r.exitCode
+      })
+    return work(reporting).pipe(
+      Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : report(Failure.describe(cause, reporting.runDir)))),
+      Effect.onInterrupt(() => report(Failure.interrupted(reporting.runDir)))
+    )
+  })
+
 const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON on stdout"))
 const runDirOption = Options.directory("run-dir").pipe(
-  Options.withDescription("the run directory (default .sluice/runs/<pipeline name>)"),
+  Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
 const concurrency = Options.integer("concurrency").pipe(
-  Options.withDescription("batches in flight at once"),
+  Options.withDescription("batches in flight at once (default 4)"),
   Options.withDefault(4)
 )
 const shardSize = Options.integer("shard-size").pipe(
-  Options.withDescription("requests per batch at most (capped by the provider's limit)"),
+  Options.withDescription("requests per batch at most (default 50,000, capped by the provider's limit)"),
   Options.optional
 )
 const pollSeconds = Options.float("poll-interval").pipe(
-  Options.withDescription("seconds between status polls of a batch"),
+  Options.withDescription("seconds between status polls of a batch (default 30)"),
   Options.withDefault(30)
 )
 const budget = Options.float("budget").pipe(
-  Options.withDescription("USD at batch prices the run may submit at most (projected from token counts); the rest waits"),
+  Options.withDescription("USD at batch prices the run may submit at most (projected from token counts); the rest waits (default: no limit)"),
   Options.optional
 )
 const outputTokens = Options.integer("output-tokens").pipe(
-  Options.withDescription("output tokens per request assumed by estimates and --budget (default 100)"),
+  Options.withDescription("output tokens per request assumed by estimates and --budget (default 100; estimate takes the stage's max_tokens when it has one)"),
   Options.optional
 )
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
-  Options.withDescription("the response cache (default $SLUICE_CACHE_DIR, else .sluice/cache)"),
+  Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
   Options.optional
 )
 const noCache = Options.boolean("no-cache").pipe(
@@ -81,23 +102,42 @@ const emulator = Options.boolean("emulator").pipe(
   )
 )
 
-const summaryLines = (s: RunSummary): string => {
-  const failed = Object.values(s.failed).reduce((a, b) => a + b, 0)
+/** Where a run's outputs are: its sink, or the run directory's outputs.jsonl. */
+const outputOf = (pipeline: Pipeline.Pipeline<any, any>, runDir: string): string =>
+  pipeline.sink === undefined ? `${runDir}/outputs.jsonl` : pipeline.sink.name
+
+const failedRows = (s: RunSummary): number => Object.values(s.failed).reduce((a, b) => a + b, 0)
+
+const whereLines = (s: RunSummary, output: string): Array<string> => [
+  `output: ${output}`,
+  ...(failedRows(s) > 0 ? [`failed rows are listed in ${s.runDir}/failures.jsonl`] : []),
+  `run directory: ${s.runDir}`
+]
+
+const summaryLines = (s: RunSummary, output: string): string => {
+  const failed = failedRows(s)
   const cost = s.cost
+  if (s.alreadyFinished === true) {
+    return [
+      `nothing to do: run ${s.runId} has finished: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
+        `${number(failed)} failed, ${count(s.batches, "batch", "batches")}`,
+      ...whereLines(s, output)
+    ].join("\n")
+  }
   const lines = [
-    `${s.finished ? "done" : "submitted"}: ${s.rows} rows, ${s.succeeded} succeeded, ${failed} failed, ${s.pending} pending, ${s.batches} batches`,
-    `tokens: ${s.usage.input} in (${s.usage.cached} cached), ${s.usage.output} out` +
-      (s.fromCache > 0 ? `; ${s.fromCache} rows answered from the response cache (no cost)` : ""),
+    `${s.finished ? "done" : "submitted"}: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
+      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}`,
+    `tokens: ${number(s.usage.input)} in (${number(s.usage.cached)} cached), ${number(s.usage.output)} out` +
+      (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
     cost === null
       ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${Pricing.table.date})`,
-    `run directory: ${s.runDir}`
+      : `cost: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${Pricing.table.date})`,
+    ...whereLines(s, output)
   ]
-  if (failed > 0) lines.push(`failed rows are listed in ${s.runDir}/failures.jsonl`)
   if (s.budget !== undefined && s.budget.heldShards > 0) {
     lines.push(
-      `budget of $${s.budget.limit} reached: submitted work projected at $${s.budget.projected.toFixed(4)}; ` +
-        `${s.budget.heldShards} shards (${s.budget.heldRows} rows) not submitted. Resume with a higher --budget to continue.`
+      `budget of ${money(s.budget.limit)} reached: submitted work projected at ${money(s.budget.projected)}; ` +
+        `${count(s.budget.heldShards, "shard")} (${count(s.budget.heldRows, "row")}) not submitted. Resume with a higher --budget to continue.`
     )
   }
   return lines.join("\n")
@@ -134,7 +174,8 @@ const execute = (
     noCache: boolean
     noTypecheck: boolean
     emulator?: boolean
-  }
+  },
+  reporting: Reporting
 ) =>
   Effect.gen(function* () {
     const { pipeline, file } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
@@ -143,6 +184,8 @@ const execute = (
       const local = yield* LocalEmulator.start(pipeline.name)
       opts = { ...opts, runDir: Option.orElse(opts.runDir, () => Option.some(local.runDir)), cacheDir: Option.orElse(opts.cacheDir, () => Option.some(local.cacheDir)) }
     }
+    const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), yield* Path.Path)
+    reporting.runDir = runDir
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -171,7 +214,7 @@ const execute = (
           : e
       )
     )
-    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary))
+    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))
     yield* setExit(exitFor(summary))
   }).pipe(Effect.scoped)
 
@@ -194,7 +237,7 @@ const runCommand = Command.make(
     emulator,
     json
   },
-  ({ pipeline, ...opts }) => execute(pipeline, opts)
+  ({ pipeline, ...opts }) => reported(opts.json, (reporting) => execute(pipeline, opts, reporting))
 ).pipe(
   Command.withDescription(
     "Run a pipeline. Running it again on the same run directory continues where it stopped: nothing finished is submitted twice."
@@ -205,25 +248,26 @@ const runCommand = Command.make(
  * Runs the pipeline file a run directory's manifest names, on that directory, from the
  * directory the run was started in (paths given here resolve against where we stand).
  */
-const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize">) =>
+const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize">, reporting: Reporting) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
+    reporting.runDir = paths.root
     const manifest = yield* RunDir.readManifest(paths)
     if (manifest.pipelineFile === null) {
       return yield* new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" })
     }
     const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
     yield* RunDir.enterBaseDir(paths, manifest)
-    yield* execute(manifest.pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() })
+    yield* execute(manifest.pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() }, reporting)
   })
 
-const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
+const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))
 
 const resumeCommand = Command.make(
   "resume",
   { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, rebindProvider, budget, outputTokens, cacheDir: cacheDirOption, noCache, noTypecheck, json },
-  ({ runDir, ...opts }) => continueRun(runDir, opts)
+  ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
 const classChoices = ["retryable", "expired", "cancelled", "missing", "parse", "permanent"] as const
@@ -249,7 +293,7 @@ const retryCommand = Command.make(
     json
   },
   ({ runDir, only, ...opts }) =>
-    Effect.gen(function* () {
+    reported(opts.json, (reporting) => Effect.gen(function* () {
       const classes = Option.isSome(only) ? only.value.split(",").map((c) => c.trim()).filter((c) => c !== "") : undefined
       const unknown = (classes ?? []).filter((c) => !(classChoices as ReadonlyArray<string>).includes(c))
       if (unknown.length > 0 || (classes !== undefined && classes.length === 0)) {
@@ -262,8 +306,8 @@ const retryCommand = Command.make(
         ...opts,
         mode: "retry",
         ...(classes === undefined ? {} : { retryClasses: classes as ReadonlyArray<FailureClass> })
-      })
-    })
+      }, reporting)
+    }))
 ).pipe(Command.withDescription("Resubmit only the rows that ended failed, replaying their identical requests, then continue the run."))
 
 const cancelCommand = Command.make(
@@ -271,16 +315,13 @@ const cancelCommand = Command.make(
   { runDir: runDirArg, pollSeconds, json },
   ({ runDir, ...opts }) =>
     // Cancelling must work whatever state the pipeline file is in now: no type check.
-    continueRun(runDir, {
-      ...opts,
-      concurrency: 1_000_000,
-      detach: false,
-      allowChanged: true,
-      mode: "cancel",
-      cacheDir: Option.none(),
-      noCache: false,
-      noTypecheck: true
-    })
+    reported(opts.json, (reporting) =>
+      continueRun(
+        runDir,
+        { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
+        reporting
+      )
+    )
 ).pipe(
   Command.withDescription(
     "Cancel every batch of a run still in flight, wait until the provider has stopped them, and collect their partial results."
@@ -290,15 +331,17 @@ const cancelCommand = Command.make(
 const statusCommand = Command.make(
   "status",
   {
-    runDir: Args.directory({ name: "run-dir", exists: "yes" }),
+    runDir: runDirArg,
     json,
     noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
   },
   ({ runDir, json, noRefresh }) =>
-    Effect.gen(function* () {
-      const s = yield* Status.status(runDir, { refresh: !noRefresh })
-      yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
-    })
+    reported(json, () =>
+      Effect.gen(function* () {
+        const s = yield* Status.status(runDir, { refresh: !noRefresh })
+        yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
+      })
+    )
 ).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
 
 const estimateCommand = Command.make(
@@ -311,14 +354,16 @@ const estimateCommand = Command.make(
     json
   },
   ({ pipeline: file, outputTokens, shardSize, noTypecheck, json }) =>
-    Effect.gen(function* () {
-      const { pipeline } = yield* loadPipeline(file, noTypecheck)
-      const e = yield* Estimate.estimate(pipeline, {
-        ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
-        ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
+    reported(json, () =>
+      Effect.gen(function* () {
+        const { pipeline } = yield* loadPipeline(file, noTypecheck)
+        const e = yield* Estimate.estimate(pipeline, {
+          ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
+          ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
+        })
+        yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
       })
-      yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
-    })
+    )
 ).pipe(
   Command.withDescription(
     "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices."
@@ -340,7 +385,7 @@ const checkCommand = Command.make(
     noTypecheck
   },
   ({ pipeline: file, noTypecheck }) =>
-    Effect.gen(function* () {
+    reported(false, () => Effect.gen(function* () {
       const { pipeline, checked } = yield* loadPipeline(file, noTypecheck)
       yield* checkDefinition(pipeline)
       // Each provider is built from the environment as `run` would build it (no request is
@@ -354,7 +399,7 @@ const checkCommand = Command.make(
         }
       }
       yield* Console.log(checkedLine(file, pipeline, checked))
-    })
+    }))
 ).pipe(
   Command.withDescription(
     "Check a pipeline file without running it: type-check it, load it, and report what run would refuse about its definition (no source, no stage, an unknown provider). Sends nothing."
@@ -364,24 +409,24 @@ const checkCommand = Command.make(
 const emulatorCommand = Command.make(
   "emulator",
   {
-    port: Options.integer("port").pipe(Options.withDefault(0), Options.withDescription("port on 127.0.0.1 (0 = a free port)")),
+    port: Options.integer("port").pipe(Options.withDefault(0), Options.withDescription("port on 127.0.0.1 (default 0: a free port)")),
     apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key (default: accept any)")),
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
-    rps: Options.float("requests-per-second").pipe(Options.withDefault(1000), Options.withDescription("processing speed per batch")),
-    validatingMs: Options.integer("validating-ms").pipe(Options.withDefault(200)),
-    finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200)),
-    expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window (default 24h)")),
-    errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted)")),
-    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After")),
-    serverErrorRate: Options.float("server-error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 500/502/503")),
-    resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset")),
-    dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out")),
-    lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long")),
-    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema")),
+    rps: Options.float("requests-per-second").pipe(Options.withDefault(1000), Options.withDescription("processing speed per batch (default 1000)")),
+    validatingMs: Options.integer("validating-ms").pipe(Options.withDefault(200), Options.withDescription("how long a batch stays validating (default 200)")),
+    finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200), Options.withDescription("how long a batch stays finalizing (default 200)")),
+    expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window in ms (default 24 hours)")),
+    errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted; default 0)")),
+    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After (default 0)")),
+    serverErrorRate: Options.float("server-error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 500/502/503 (default 0)")),
+    resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset (default 0)")),
+    dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out (default 0)")),
+    lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long, in ms (default 0)")),
+    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema (default 0)")),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
       Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
-      Options.withDescription("the model names it knows, comma-separated (others are refused as the real API refuses them): patterns with * (any characters), # (a number), {a,b}; 'default' is the built-in list, '*' accepts any model")
+      Options.withDescription("the model names it knows, comma-separated (others are refused as the real API refuses them): patterns with * (any characters), # (a number), {a,b}; 'default' is the built-in list, '*' accepts any model (default: default)")
     )
   },
   (o) =>
@@ -417,16 +462,34 @@ const emulatorCommand = Command.make(
 const initCommand = Command.make(
   "init",
   { dir: Args.directory({ name: "dir" }).pipe(Args.withDescription("the project directory (default: the current one)"), Args.withDefault(".")) },
-  ({ dir }) => Init.init(dir).pipe(Effect.flatMap((report) => Console.log(Init.render(report))))
+  ({ dir }) => reported(false, () => Init.init(dir).pipe(Effect.flatMap((report) => Console.log(Init.render(report)))))
 ).pipe(
   Command.withDescription(
     "Start a project: package.json, tsconfig.json, a pipeline with 20 rows of data, and scripts to run it against the emulator and for real. Never overwrites a file."
   )
 )
 
-export const root = Command.make("sluice").pipe(
-  Command.withDescription("Run dataset transformations through LLM batch APIs, crash-safe."),
-  Command.withSubcommands([initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand])
-)
+const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
-export const cli = Command.run(root, { name: "sluice", version: runner.version })
+/** The subcommands, in the order the help lists them. */
+const commands = [initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+
+export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
+
+const version = runner.version
+
+const app = Command.run(root, { name: "sluice", version })
+
+/**
+ * The CLI on `argv` (node, script, arguments). Help (asked for, or `sluice` alone) is rendered
+ * here (see internal/help.ts); everything else goes to @effect/cli.
+ */
+export const cli = (argv: ReadonlyArray<string>) =>
+  argv.length <= 2 || Help.requested(argv.slice(2))
+    ? Console.log(
+      Help.render({ name: "sluice", version, description, commands }, argv.slice(2), {
+        color: Help.colorEnabled(process.stdout),
+        width: Math.min(process.stdout.columns ?? 100, 120)
+      })
+    )
+    : app(argv)

@@ -1,13 +1,16 @@
 /**
- * Progress on stderr: on a terminal, one status block redrawn in place; otherwise plain
- * lines for every batch that changes state and a summary line now and then.
+ * Progress on stderr: on a terminal, one status block redrawn in place; otherwise (CI logs,
+ * pipes) plain lines: one for every batch created, ended or collected, and the run's status
+ * line whenever it changes — never for a poll that changed nothing, but at least once every
+ * `heartbeat` while the run waits, so a log shows it is alive.
  */
 import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
-import { pendingRows } from "./RunState.js"
+import { isFinished, pendingRows } from "./RunState.js"
+import { count, number } from "./internal/format.js"
 
 export interface Progress {
   readonly observer: RunObserver
@@ -32,8 +35,11 @@ const line = (live: Live): string => {
     else if (shard.batchId !== null) inFlight++
   }
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0) + s.invalidRows
-  const planned = s.planComplete ? `${s.rowsPlanned} rows planned` : `planning (${s.rowsPlanned} rows so far)`
-  return `sluice: ${planned} · ${s.shards.size} shards, ${inFlight} batches in flight, ${done} collected · rows ${s.succeeded} ok, ${failed} failed, ${pendingRows(s)} pending`
+  const planned = s.planComplete ? `${count(s.rowsPlanned, "row")} planned` : `planning (${count(s.rowsPlanned, "row")} so far)`
+  return (
+    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${number(done)} collected · ` +
+    `rows ${number(s.succeeded)} ok, ${number(failed)} failed, ${number(pendingRows(s))} pending`
+  )
 }
 
 const batchLines = (live: Live): Array<string> => {
@@ -66,8 +72,12 @@ const notable = (event: JournalEvent): string | undefined => {
   }
 }
 
-export const make = (stream: NodeJS.WriteStream = process.stderr): Progress => {
+/** How often a plain log repeats an unchanged status line, to show the run is alive. */
+export const defaultHeartbeat = Duration.minutes(1)
+
+export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Duration.DurationInput = defaultHeartbeat): Progress => {
   const tty = stream.isTTY === true
+  const heartbeatMs = Duration.toMillis(Duration.decode(heartbeat))
   const live: Live = { state: undefined, polled: new Map() }
   let drawn = 0
   const clear = () => {
@@ -76,32 +86,62 @@ export const make = (stream: NodeJS.WriteStream = process.stderr): Progress => {
   }
   const draw = () => {
     if (live.state === undefined) return
-    if (tty) {
-      clear()
-      const lines = [line(live), ...batchLines(live)]
-      stream.write(lines.join("\n") + "\n")
-      drawn = lines.length
-    } else {
-      stream.write(line(live) + "\n")
-    }
+    clear()
+    const lines = [line(live), ...batchLines(live)]
+    stream.write(lines.join("\n") + "\n")
+    drawn = lines.length
+  }
+  // Plain output: the last status line, when it changed, and when anything was written.
+  let events = 0
+  let last = ""
+  let changedAt = 0
+  let lastAt = 0
+  const write = (text: string) => {
+    stream.write(text + "\n")
+    lastAt = Date.now()
+  }
+  const changed = () => {
+    if (live.state === undefined) return
+    const now = line(live)
+    if (now === last) return
+    last = now
+    changedAt = Date.now()
+    write(now)
+  }
+  const heartbeatCheck = () => {
+    if (live.state === undefined || Date.now() - lastAt < heartbeatMs) return
+    write(`${line(live)} · unchanged for ${Math.max(1, Math.round((Date.now() - changedAt) / 60_000))} min`)
   }
   const observer: RunObserver = {
+    started: (state) => {
+      live.state = state
+      // A run that continues says where it stands; a new one starts with its first shard, and
+      // a finished one has nothing to report (the summary says so).
+      if (!tty && state.shards.size > 0 && !isFinished(state)) changed()
+    },
     event: (event, state) => {
       live.state = state
+      events++
+      if (tty) return
       const text = notable(event)
-      if (text !== undefined && !tty) stream.write(text + "\n")
+      if (text !== undefined) write(text)
+      changed()
     },
     polled: (shard, info) => void live.polled.set(shard, info)
   }
   return {
     observer,
-    render: Effect.repeat(
-      Effect.sync(draw),
-      Schedule.spaced(tty ? Duration.millis(200) : Duration.seconds(10))
-    ).pipe(Effect.asVoid),
+    render: tty
+      ? Effect.repeat(Effect.sync(draw), Schedule.spaced(Duration.millis(200))).pipe(Effect.asVoid)
+      : Effect.repeat(Effect.sync(heartbeatCheck), Schedule.spaced(Duration.millis(Math.min(heartbeatMs, 10_000)))).pipe(Effect.asVoid),
     finish: Effect.sync(() => {
-      if (tty) clear()
-      stream.write(line(live) + "\n")
+      if (tty) {
+        clear()
+        if (live.state !== undefined) stream.write(line(live) + "\n")
+      } else if (events > 0) {
+        // Only a run that did something has a last word; the summary follows.
+        changed()
+      }
     })
   }
 }

@@ -125,6 +125,15 @@ export const enterBaseDir = (p: RunPaths, manifest: Manifest) =>
     })
   })
 
+/** A directory given as a run's that holds no run. */
+export class NotARunDirectory extends Schema.TaggedError<NotARunDirectory>()("NotARunDirectory", {
+  path: Schema.String
+}) {
+  override get message(): string {
+    return `${this.path} is not a sluice run directory (no manifest.json)`
+  }
+}
+
 export interface RunPaths {
   readonly root: string
   readonly manifest: string
@@ -162,10 +171,16 @@ const decodeManifest = Schema.decodeUnknown(Schema.parseJson(Manifest))
 export const readManifest = (p: RunPaths) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    const text = yield* fs.readFileString(p.manifest)
+    const text = yield* fs.readFileString(p.manifest).pipe(
+      Effect.catchIf(
+        (e) => e._tag === "SystemError" && e.reason === "NotFound",
+        () => new NotARunDirectory({ path: p.root })
+      )
+    )
     return yield* decodeManifest(text)
   }).pipe(
-    Effect.mapError(
+    Effect.catchIf(
+      (e) => e._tag !== "NotARunDirectory",
       (e) => new RunDirError({ path: p.root, description: `cannot read manifest.json: ${e.message.split("\n")[0]}` })
     )
   )

@@ -22,8 +22,10 @@ import * as Poller from "./Poller.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
+import { RunDirError } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
+import { ioProblem } from "./internal/ioError.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
@@ -55,6 +57,8 @@ export class PipelineInvalid extends Schema.TaggedError<PipelineInvalid>()("Pipe
 
 /** Observes a run: journaled events and every status poll. For progress displays. */
 export interface RunObserver {
+  /** The run's state as its journal left it, before this call does anything. */
+  readonly started?: (state: RunState.RunState) => void
   readonly event?: (event: JournalEvent, state: RunState.RunState) => void
   readonly polled?: (shard: string, info: BatchInfo) => void
 }
@@ -122,6 +126,8 @@ export interface RunSummary {
   readonly retry?: Retry.RetryPlan
   /** Set when the run had a budget: the projected cost submitted, and what it held back. */
   readonly budget?: { readonly limit: number; readonly projected: number; readonly heldShards: number; readonly heldRows: number }
+  /** True when the run had finished before this call, which then had nothing to do. */
+  readonly alreadyFinished?: boolean
 }
 
 export const defaultSettings: RunSettings = {
@@ -143,6 +149,10 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
 })
 
 export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineName.replace(/[^A-Za-z0-9_.-]/g, "_")}`
+
+/** The absolute run directory of a pipeline: the one given, else its default. */
+export const runDirFor = (pipeline: Pipeline.Pipeline<any, any>, runDir: string | undefined, path: Path.Path): string =>
+  path.resolve(runDir ?? defaultRunDir(pipeline.name))
 
 /** Rebuilds a run's state from its journal alone. */
 export const loadState = (journalPath: string) =>
@@ -220,11 +230,13 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           ? Effect.succeed(Option.some(ProviderIdentity.of(runtime.provider)))
           : providers.get(name).pipe(Effect.map(ProviderIdentity.of), Effect.option)
       }
-      const root = path.resolve(options.runDir ?? defaultRunDir(pipeline.name))
+      const root = runDirFor(pipeline, options.runDir, path)
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
       // One process per run directory, from before the manifest is read or written.
-      yield* fs.makeDirectory(paths.shards, { recursive: true })
+      yield* fs.makeDirectory(paths.shards, { recursive: true }).pipe(
+        Effect.mapError((e) => new RunDirError({ path: root, description: `cannot create it: ${ioProblem(e.description ?? e.message)}` }))
+      )
       yield* RunLock.acquire(path.join(root, "run.lock"))
 
       const cachePath = cacheDir(options)
@@ -301,6 +313,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       }
       const settings = settingsFor(options, planned)
       const state = yield* loadState(paths.journal)
+      const alreadyFinished = mode === "run" && RunState.isFinished(state)
       // Shards of a stage the pipeline file no longer has (`cancel` takes any pipeline file).
       const strange = [...new Set([...state.shards.values()].map((s) => s.stage))].filter((name) => !byName.has(name))
       if (strange.length > 0) {
@@ -312,6 +325,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       }
       const journal = yield* Journal.open(paths.journal)
       const observer = options.observer ?? {}
+      observer.started?.(state)
       const ctx: RunContext = {
         runId,
         paths,
@@ -485,7 +499,12 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         settings.budget === undefined
           ? undefined
           : { limit: settings.budget, projected: committed, heldShards: overBudget.size, heldRows: [...overBudget].reduce((a, id) => a + state.shards.get(id)!.requests, 0) }
-      return { ...summary, ...(retryPlan === undefined ? {} : { retry: retryPlan }), ...(budget === undefined ? {} : { budget }) }
+      return {
+        ...summary,
+        ...(retryPlan === undefined ? {} : { retry: retryPlan }),
+        ...(budget === undefined ? {} : { budget }),
+        ...(alreadyFinished ? { alreadyFinished } : {})
+      }
     })
   )
 
@@ -503,7 +522,8 @@ export const events = (pipeline: Pipeline.Pipeline<any, any>, options: RunOption
           outer?.event?.(event, state)
           for (const e of RunEvent.fromJournal(event, state)) Queue.unsafeOffer(queue, Take.of(e))
         },
-        ...(outer?.polled === undefined ? {} : { polled: outer.polled })
+        ...(outer?.polled === undefined ? {} : { polled: outer.polled }),
+        ...(outer?.started === undefined ? {} : { started: outer.started })
       }
       yield* run(pipeline, { ...options, observer }).pipe(
         Effect.matchCause({

@@ -6,6 +6,7 @@ import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
 import * as RunDir from "./RunDir.js"
+import { count, money, number } from "./internal/format.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -93,9 +94,9 @@ export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
   const lines = [
     `run ${s.runId} (${s.pipeline}) in ${s.runDir}`,
-    `  ${s.finished ? "finished" : "not finished"}: ${s.rows} rows · ${s.succeeded} succeeded · ${failed.reduce((a, [, n]) => a + n, 0)} failed${failed.length ? ` (${failed.map(([k, n]) => `${k} ${n}`).join(", ")})` : ""} · ${s.pending} pending`,
-    `  ${s.batches} batches · tokens in ${s.usage.input}, out ${s.usage.output}` +
-      (s.cost === null ? "" : ` · spent $${s.cost.batch.toFixed(4)} (real-time price $${s.cost.realtime.toFixed(4)})`),
+    `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${number(s.succeeded)} succeeded · ${number(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${number(x)}`).join(", ")})` : ""} · ${number(s.pending)} pending`,
+    `  ${count(s.batches, "batch", "batches")} · tokens in ${number(s.usage.input)}, out ${number(s.usage.output)}` +
+      (s.cost === null ? "" : ` · spent ${money(s.cost.batch)} (real-time price ${money(s.cost.realtime)})`),
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
@@ -104,7 +105,7 @@ export const render = (s: RunStatus): string => {
     ...s.shards.map(
       (sh) =>
         `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`}` +
-        (sh.counts === null ? ` ${sh.requests} requests` : ` ${sh.counts.succeeded}/${sh.counts.total} ok, ${sh.counts.failed} failed`)
+        (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )
   ]
   return lines.join("\n")

@@ -29,7 +29,7 @@ import type {
   StagedInput
 } from "../BatchProvider.js"
 import { isTerminal } from "../BatchProvider.js"
-import { makeProviderHttp, truncate } from "../internal/http.js"
+import { displayUrl, makeProviderHttp, truncate } from "../internal/http.js"
 import type { ProviderHttp, RequestSpec } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
@@ -736,7 +736,12 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
     retry: retryOptions(config.retry),
     quotaCodes
   }
-  const http: ProviderHttp = makeProviderHttp(client, { ...settings, baseUrl })
+  // Anthropic's base URL stops before the version its paths start with: `…/v1` doubles it.
+  const doubledVersion = /\/v1\/?$/.test(baseUrl) && batchesPath.startsWith("/v1/")
+  const notFoundHint = doubledVersion
+    ? `the base URL ${displayUrl(baseUrl)} ends in /v1, which Anthropic's paths start with: did you mean ${displayUrl(baseUrl).replace(/\/v1$/, "")}?`
+    : undefined
+  const http: ProviderHttp = makeProviderHttp(client, { ...settings, baseUrl, notFoundHint })
 
   // Same origin, other path prefix: `results_url` may lie outside `baseUrl` (e.g. when the
   // base URL carries a gateway prefix the API does not echo). Built on first use.

@@ -1,7 +1,8 @@
 /**
  * HTTP plumbing shared by the providers, over `@effect/platform`'s HttpClient (undici in
  * production). It adds what undici leaves out (timeouts), maps every failure to a
- * `ProviderError` that names only the method and path, retries idempotent calls, and keeps
+ * `ProviderError` that names the method, the path and the base URL (never its credentials or
+ * query string), retries idempotent calls (saying so in the log), and keeps
  * secrets out of every error text.
  *
  * Raw `HttpClientError`s never escape from here: they hold the request, whose headers carry
@@ -36,13 +37,18 @@ export interface HttpSettings {
   readonly retry: RetryOptions
   /** Provider error codes (from the error body) that mean "out of credit / quota". */
   readonly quotaCodes: ReadonlySet<string>
+  /**
+   * Added to the description of a 404, when the base URL itself looks wrong (OpenAI's without
+   * its `/v1`): "did you mean …/v1?".
+   */
+  readonly notFoundHint?: string | undefined
 }
 
 export type Method = "GET" | "POST" | "DELETE"
 
 export interface RequestSpec {
   readonly method: Method
-  /** Path below the base URL, starting with "/". Appears in errors (never the base URL). */
+  /** Path below the base URL, starting with "/". Appears in errors, with the base URL shown without credentials or query. */
   readonly path: string
   readonly urlParams?: Readonly<Record<string, string>> | undefined
   readonly headers?: Readonly<Record<string, string>> | undefined
@@ -105,6 +111,16 @@ export const parseErrorBody = (text: string): ErrorBody => {
   return { code: undefined, type: str(record["type"]), message: str(error) ?? str(record["message"]) }
 }
 
+/** A base URL as errors show it: without credentials, query string or trailing slash. */
+export const displayUrl = (baseUrl: string): string => {
+  try {
+    const url = new URL(baseUrl)
+    return `${url.protocol}//${url.host}${url.pathname}`.replace(/\/+$/, "")
+  } catch {
+    return baseUrl.replace(/[?#].*$/, "").replace(/\/+$/, "")
+  }
+}
+
 /** The operation label used in errors: method and path, without query string or base URL. */
 export const operationOf = (spec: RequestSpec): string => `${spec.method} ${spec.path}`
 
@@ -136,7 +152,8 @@ export interface ProviderHttp {
 
 export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSettings): ProviderHttp => {
   const secrets = [...Object.values(settings.secretHeaders), ...settings.secrets].map((r) => Redacted.value(r))
-  const retry = withRetry(settings.retry)
+  const endpoint = scrub(displayUrl(settings.baseUrl), secrets)
+  const retry = withRetry(settings.retry, endpoint)
 
   const error: ProviderHttp["error"] = (fields) =>
     new ProviderError({
@@ -144,6 +161,7 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
       provider: settings.provider,
       operation: fields.operation,
       description: scrub(fields.description, secrets),
+      endpoint,
       ...(fields.status === undefined ? {} : { status: fields.status }),
       ...(fields.retryAfterMs === undefined ? {} : { retryAfterMs: fields.retryAfterMs })
     })
@@ -214,7 +232,10 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
       const base = { operation, description, status, retryAfterMs }
       if (quota) return error({ ...base, reason: "Quota" })
       if (status === 401 || status === 403) return error({ ...base, reason: "Unauthorized" })
-      if (status === 404) return error({ ...base, reason: "NotFound" })
+      if (status === 404) {
+        const hint = settings.notFoundHint === undefined ? "" : `; ${settings.notFoundHint}`
+        return error({ ...base, description: `${description}${hint}`, reason: "NotFound" })
+      }
       if (status === 408) return error({ ...base, reason: "Timeout" })
       // 409: a conflicting request in flight (OpenAI's SDK retries it too); transient.
       if (status === 409) return error({ ...base, reason: "Server" })

@@ -66,38 +66,83 @@ export const parseRetryAfter = (
   return Math.max(0, at - nowMs)
 }
 
+/** "500 ms", "4 s", "1.5 s", "2 min". */
+export const formatDelay = (ms: number): string => {
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  if (ms < 10_000) return `${Number((ms / 1000).toFixed(1))} s`
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`
+  return `${Math.round(ms / 60_000)} min`
+}
+
+/** What went wrong, and where, in words: "cannot reach https://api.openai.com/v1 (ECONNREFUSED)". */
+export const problemOf = (error: ProviderError, endpoint: string): string => {
+  switch (error.reason) {
+    case "Transport": {
+      const code = /^(E[A-Z]+|UND_ERR_[A-Z_]+)\b/.exec(error.description)?.[1]
+      return `cannot reach ${endpoint} (${code ?? error.description})`
+    }
+    case "Timeout":
+      return `${endpoint} did not answer ${error.operation} (${error.description})`
+    case "RateLimited":
+      return `${endpoint} is rate-limiting (HTTP 429)`
+    default:
+      return `${endpoint} answered ${error.operation} with HTTP ${error.status ?? "5xx"}`
+  }
+}
+
 /**
  * The retry schedule: exponential jittered backoff capped at `maxDelay`, at most
  * `maxRetries` retries, only while the error is `retryable`; each delay is
- * `max(server hint capped at maxRetryAfter, backoff)`.
+ * `max(server hint capped at maxRetryAfter, backoff)`. Each retry is logged as a warning that
+ * says what failed where, what is retried when, and how many attempts are left:
+ * "openai: cannot reach https://api.openai.com/v1 (ECONNREFUSED): retrying GET /batches/b in 4 s (attempt 3 of 7)".
  */
-export const retrySchedule = (options: RetryOptions): Schedule.Schedule<ProviderError, ProviderError> => {
+export const retrySchedule = (
+  options: RetryOptions,
+  endpoint = "the provider"
+): Schedule.Schedule<unknown, ProviderError> => {
   const capMs = Duration.toMillis(Duration.decode(options.maxRetryAfter))
+  const attempts = options.maxRetries + 1
   return Schedule.exponential(options.baseDelay, 2).pipe(
     Schedule.jittered,
     Schedule.union(Schedule.spaced(options.maxDelay)),
     Schedule.intersect(Schedule.recurs(options.maxRetries)),
     Schedule.whileInput((error: ProviderError) => error.retryable),
-    Schedule.passthrough,
-    Schedule.modifyDelayEffect((error: ProviderError, computed) => {
-      if (error.retryAfterMs === undefined) return Effect.succeed(computed)
-      const hint = error.retryAfterMs > capMs ?
+    // The output carries the retry count (recurs) and the error being retried.
+    Schedule.intersect(Schedule.identity<ProviderError>()),
+    Schedule.modifyDelayEffect(([[, retried], error], computed) => {
+      const hint = error.retryAfterMs === undefined ?
+        Effect.succeed(computed) :
+        error.retryAfterMs > capMs ?
         Effect.as(
           Effect.logWarning(
             `${error.provider} ${error.operation}: server asked to wait ${error.retryAfterMs} ms; capping at ${capMs} ms`
           ),
-          capMs
+          Duration.max(Duration.millis(capMs), computed)
         ) :
-        Effect.succeed(error.retryAfterMs)
-      return Effect.map(hint, (ms) => Duration.max(Duration.millis(ms), computed))
-    }),
-    Schedule.tapInput((error: ProviderError) =>
-      error.retryable ? Effect.logDebug(`retrying after: ${error.message}`) : Effect.void
-    )
+        Effect.succeed(Duration.max(Duration.millis(error.retryAfterMs), computed))
+      return Effect.tap(hint, (delay) =>
+        Effect.logWarning(
+          `${error.provider}: ${problemOf(error, endpoint)}: retrying ${error.operation} in ${
+            formatDelay(Duration.toMillis(delay))
+          } (attempt ${retried + 2} of ${attempts})`
+        ))
+    })
   )
 }
 
-/** Retries an effect that fails with `ProviderError` according to `options`. */
-export const withRetry = (options: RetryOptions) =>
+/**
+ * Retries an effect that fails with `ProviderError` according to `options`. When it gives up
+ * after retrying, the error says how many attempts were made.
+ */
+export const withRetry = (options: RetryOptions, endpoint?: string) =>
 <A, R>(effect: Effect.Effect<A, ProviderError, R>): Effect.Effect<A, ProviderError, R> =>
-  options.maxRetries <= 0 ? effect : Effect.retry(effect, retrySchedule(options))
+  options.maxRetries <= 0 ? effect : Effect.suspend(() => {
+    let attempts = 0
+    return Effect.retry(Effect.suspend(() => {
+      attempts++
+      return effect
+    }), retrySchedule(options, endpoint)).pipe(
+      Effect.mapError((error) => (attempts > 1 ? error.afterAttempts(attempts) : error))
+    )
+  })

@@ -36,7 +36,7 @@ import type {
   ProviderLimits,
   StagedInput
 } from "../BatchProvider.js"
-import { makeProviderHttp, truncate } from "../internal/http.js"
+import { displayUrl, makeProviderHttp, truncate } from "../internal/http.js"
 import type { ProviderHttp } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { retryOptions } from "../internal/retry.js"
@@ -544,6 +544,25 @@ const clamp = (n: number | undefined, min: number, max: number, fallback: number
   n === undefined || !Number.isFinite(n) ? fallback : Math.min(max, Math.max(min, Math.floor(n)))
 
 /** Builds the provider from a configuration, over the ambient `HttpClient`. */
+/**
+ * OpenAI-style base URLs end in their API version (`https://api.openai.com/v1`, a gateway's
+ * `…/azure/v1`); one without a version segment (`http://localhost:8080`) answers every path
+ * 404. The hint a 404 then carries, unless the version travels in the query (Azure's
+ * `api-version`).
+ */
+export const missingVersionHint = (baseUrl: string, query: Readonly<Record<string, string>> | undefined): string | undefined => {
+  if (query !== undefined && Object.keys(query).length > 0) return undefined
+  let path: string
+  try {
+    path = new URL(baseUrl).pathname
+  } catch {
+    return undefined
+  }
+  if (path.split("/").some((segment) => /^v\d/.test(segment))) return undefined
+  const shown = displayUrl(baseUrl)
+  return `the base URL ${shown} has no API version: did you mean ${shown}/v1?`
+}
+
 export const make = (config: OpenAiConfig): Effect.Effect<BatchProvider, never, HttpClient.HttpClient> =>
   Effect.map(HttpClient.HttpClient, (client) => makeWithClient(client, config))
 
@@ -582,7 +601,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     query: config.query,
     requestTimeout,
     retry: retryOptions(config.retry),
-    quotaCodes
+    quotaCodes,
+    notFoundHint: missingVersionHint(config.baseUrl, config.query)
   })
 
   const decodeWith = <A>(operation: string, decode: (u: unknown) => Either.Either<A, string>) => (u: unknown) =>

@@ -3,6 +3,7 @@
  * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
  */
 import { FileSystem } from "@effect/platform"
+import { SystemError } from "@effect/platform/Error"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"
@@ -34,6 +35,10 @@ export const open = (
 ): Effect.Effect<LineFile, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
+    // Writes go through a descriptor: name the file in their errors instead.
+    const named = Effect.mapError((e: PlatformError): PlatformError =>
+      e._tag === "SystemError" && typeof e.pathOrDescriptor !== "string" ? new SystemError({ ...e, pathOrDescriptor: path }) : e
+    )
     const file = yield* fs.open(path, { flag: "a+" })
     const current = Number((yield* file.stat).size)
     if (current < keep) {
@@ -50,7 +55,7 @@ export const open = (
       buffer = []
       buffered = 0
       written += bytes.length
-      return file.writeAll(bytes)
+      return named(file.writeAll(bytes))
     })
     const append = (text: string, bytes = Buffer.byteLength(text) + 1) => {
       buffer.push(text, "\n")
@@ -63,7 +68,7 @@ export const open = (
       append,
       flush,
       sync: flush.pipe(
-        Effect.zipRight(file.sync),
+        Effect.zipRight(named(file.sync)),
         Effect.map(() => written)
       ),
       size: () => written + buffered

@@ -4,6 +4,9 @@
  */
 import { Effect, Schema } from "effect"
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs"
+import { dirname } from "node:path"
+import { RunDirError } from "../RunDir.js"
+import { ioProblem } from "./ioError.js"
 
 export class RunLocked extends Schema.TaggedError<RunLocked>()("RunLocked", {
   path: Schema.String,
@@ -41,8 +44,15 @@ const tryTake = (path: string): number | undefined => {
 /** Holds the lock for the enclosing scope. */
 export const acquire = (path: string) =>
   Effect.acquireRelease(
-    Effect.suspend(() => {
-      const owner = tryTake(path)
+    Effect.suspend((): Effect.Effect<void, RunDirError | RunLocked> => {
+      let owner: number | undefined
+      try {
+        owner = tryTake(path)
+      } catch (e) {
+        // A run directory sluice may not write to (read-only, full, not a directory).
+        const description = `cannot write its lock file ${path}: ${ioProblem(e instanceof Error ? e.message : String(e))}`
+        return Effect.fail(new RunDirError({ path: dirname(path), description }))
+      }
       return owner === undefined ? Effect.void : Effect.fail(new RunLocked({ path, pid: owner }))
     }),
     () => Effect.sync(() => rmSync(path, { force: true }))
