@@ -5,6 +5,7 @@ import { Args, Command, Options } from "@effect/cli"
 import { startEmulator } from "@sluice/emulator"
 import { Console, Duration, Effect, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
+import * as Flags from "./Flags.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -32,26 +33,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const concurrency = Options.integer("concurrency").pipe(
-  Options.withDescription("batches in flight at once"),
-  Options.withDefault(4)
-)
-const shardSize = Options.integer("shard-size").pipe(
-  Options.withDescription("requests per batch at most (capped by the provider's limit)"),
-  Options.optional
-)
-const pollSeconds = Options.float("poll-interval").pipe(
-  Options.withDescription("seconds between status polls of a batch"),
-  Options.withDefault(30)
-)
-const budget = Options.float("budget").pipe(
-  Options.withDescription("USD at batch prices the run may submit at most (projected from token counts); the rest waits"),
-  Options.optional
-)
-const outputTokens = Options.integer("output-tokens").pipe(
-  Options.withDescription("output tokens per request assumed by estimates and --budget (default 100)"),
-  Options.optional
-)
+const { budget, concurrency, outputFileWait, outputTokens, pollSeconds, prices, shardSize } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -73,7 +55,7 @@ const summaryLines = (s: RunSummary): string => {
       (s.fromCache > 0 ? `; ${s.fromCache} rows answered from the response cache (no cost)` : ""),
     cost === null
       ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${Pricing.table.date})`,
+      : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${s.prices})`,
     `run directory: ${s.runDir}`
   ]
   if (failed > 0) lines.push(`failed rows are listed in ${s.runDir}/failures.jsonl`)
@@ -98,6 +80,8 @@ const execute = (
     concurrency: number
     shardSize: Option.Option<number>
     pollSeconds: number
+    outputFileWait: number
+    prices: Option.Option<string>
     detach: boolean
     allowChanged: boolean
     json: boolean
@@ -111,6 +95,7 @@ const execute = (
 ) =>
   Effect.gen(function* () {
     const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
+    const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -118,7 +103,9 @@ const execute = (
       pipelineFile: file,
       concurrency: opts.concurrency,
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
-      pollInterval: Duration.millis(Math.max(10, opts.pollSeconds * 1000)),
+      pollInterval: Duration.millis(opts.pollSeconds * 1000),
+      outputFileWait: Duration.millis(opts.outputFileWait * 1000),
+      prices: priceTable,
       detach: opts.detach,
       allowChanged: opts.allowChanged,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
@@ -141,10 +128,12 @@ const runCommand = Command.make(
     concurrency,
     shardSize,
     pollSeconds,
+    outputFileWait,
     detach,
     allowChanged,
     budget,
     outputTokens,
+    prices,
     cacheDir: cacheDirOption,
     noCache,
     json
@@ -171,7 +160,20 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" })
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, budget, outputTokens, cacheDir: cacheDirOption, noCache, json },
+  {
+    runDir: runDirArg,
+    concurrency,
+    pollSeconds,
+    outputFileWait,
+    detach,
+    allowChanged,
+    budget,
+    outputTokens,
+    prices,
+    cacheDir: cacheDirOption,
+    noCache,
+    json
+  },
   ({ runDir, ...opts }) => continueRun(runDir, opts)
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -189,6 +191,8 @@ const retryCommand = Command.make(
     ),
     concurrency,
     pollSeconds,
+    outputFileWait,
+    prices,
     detach,
     allowChanged,
     cacheDir: cacheDirOption,
@@ -215,7 +219,7 @@ const retryCommand = Command.make(
 
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, json },
+  { runDir: runDirArg, pollSeconds, outputFileWait, prices, json },
   ({ runDir, ...opts }) =>
     continueRun(runDir, { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false })
 ).pipe(
@@ -229,11 +233,13 @@ const statusCommand = Command.make(
   {
     runDir: Args.directory({ name: "run-dir", exists: "yes" }),
     json,
+    prices,
     noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
   },
-  ({ runDir, json, noRefresh }) =>
+  ({ runDir, json, noRefresh, prices }) =>
     Effect.gen(function* () {
-      const s = yield* Status.status(runDir, { refresh: !noRefresh })
+      const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+      const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable })
       yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
     })
 ).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
@@ -244,12 +250,15 @@ const estimateCommand = Command.make(
     pipeline: Args.file({ name: "pipeline.ts", exists: "yes" }).pipe(Args.withDescription("the pipeline file")),
     outputTokens,
     shardSize,
+    prices,
     json
   },
-  ({ pipeline: file, outputTokens, shardSize, json }) =>
+  ({ pipeline: file, outputTokens, shardSize, prices, json }) =>
     Effect.gen(function* () {
       const { pipeline } = yield* PipelineLoader.load(file)
+      const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
       const e = yield* Estimate.estimate(pipeline, {
+        prices: priceTable,
         ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
         ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
       })
@@ -264,20 +273,9 @@ const estimateCommand = Command.make(
 const emulatorCommand = Command.make(
   "emulator",
   {
-    port: Options.integer("port").pipe(Options.withDefault(0), Options.withDescription("port on 127.0.0.1 (0 = a free port)")),
+    ...Flags.emulator,
     apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key (default: accept any)")),
-    stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
-    rps: Options.float("requests-per-second").pipe(Options.withDefault(1000), Options.withDescription("processing speed per batch")),
-    validatingMs: Options.integer("validating-ms").pipe(Options.withDefault(200)),
-    finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200)),
-    expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window (default 24h)")),
-    errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted)")),
-    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After")),
-    serverErrorRate: Options.float("server-error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 500/502/503")),
-    resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset")),
-    dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out")),
-    lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long")),
-    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema"))
+    stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts"))
   },
   (o) =>
     Effect.gen(function* () {
@@ -285,7 +283,7 @@ const emulatorCommand = Command.make(
         Effect.promise(() =>
           startEmulator({
             port: o.port,
-            requestsPerSecond: o.rps,
+            requestsPerSecond: o.requestsPerSecond,
             validatingMs: o.validatingMs,
             finalizingMs: o.finalizingMs,
             errorRate: o.errorRate,

@@ -7,7 +7,7 @@ import { Duration, Effect, Schedule } from "effect"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
-import { pendingRows } from "./RunState.js"
+import { awaitingOutput, pendingRows } from "./RunState.js"
 
 export interface Progress {
   readonly observer: RunObserver
@@ -26,14 +26,16 @@ const line = (live: Live): string => {
   const s = live.state
   if (s === undefined) return "sluice: starting"
   let inFlight = 0
+  let waiting = 0
   let done = 0
   for (const shard of s.shards.values()) {
     if (shard.phase === "collected") done++
+    else if (awaitingOutput(shard)) waiting++
     else if (shard.batchId !== null) inFlight++
   }
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0) + s.invalidRows
   const planned = s.planComplete ? `${s.rowsPlanned} rows planned` : `planning (${s.rowsPlanned} rows so far)`
-  return `sluice: ${planned} · ${s.shards.size} shards, ${inFlight} batches in flight, ${done} collected · rows ${s.succeeded} ok, ${failed} failed, ${pendingRows(s)} pending`
+  return `sluice: ${planned} · ${s.shards.size} shards, ${inFlight} batches in flight, ${waiting > 0 ? `${waiting} completed, waiting for ${waiting === 1 ? "its output file" : "their output files"}, ` : ""}${done} collected · rows ${s.succeeded} ok, ${failed} failed, ${pendingRows(s)} pending`
 }
 
 const batchLines = (live: Live): Array<string> => {
@@ -42,7 +44,7 @@ const batchLines = (live: Live): Array<string> => {
     if (shard.batchId === null || shard.phase === "collected") continue
     const info = live.polled.get(shard.id)
     const counts = info?.counts ?? shard.counts
-    const status = info?.rawStatus ?? shard.rawStatus ?? "submitted"
+    const status = awaitingOutput(shard) ? "completed, waiting for its output file" : info?.rawStatus ?? shard.rawStatus ?? "submitted"
     out.push(
       `  ${shard.id} ${shard.batchId} ${status}` +
         (counts === null ? "" : ` ${counts.succeeded + counts.failed}/${counts.total} (${counts.failed} failed)`)

@@ -5,7 +5,10 @@ import { Path } from "@effect/platform"
 import { Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
+import { awaitsResultFile } from "./Poller.js"
+import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
+import { awaitingOutput } from "./RunState.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -19,6 +22,8 @@ export interface ShardStatus {
   readonly counts: BatchCounts | null
   /** True when the status came from the provider just now, not from the journal. */
   readonly live: boolean
+  /** The provider says the batch completed, and it has no output file yet. */
+  readonly awaitingOutput: boolean
 }
 
 export interface RunStatus extends RunSummary {
@@ -30,7 +35,7 @@ export interface RunStatus extends RunSummary {
   readonly refreshError: string | null
 }
 
-export const status = (runDir: string, options: { readonly refresh: boolean }) =>
+export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -44,6 +49,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
       let status = s.rawStatus
       let counts = s.counts
       let live = false
+      let waiting = awaitingOutput(s)
       if (options.refresh && s.batchId !== null && s.phase === "created" && refreshError === null && Option.isSome(providers)) {
         const info = yield* providers.value.get(s.provider).pipe(
           Effect.flatMap((p) => p.retrieve(s.batchId!)),
@@ -54,6 +60,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
           status = info.value.rawStatus
           counts = info.value.counts
           live = true
+          waiting = awaitsResultFile(info.value)
           const done = counts.succeeded + counts.failed
           const elapsed = Date.now() / 1000 - info.value.createdAt
           if (!isTerminal(info.value.status) && done > 0 && elapsed > 0) {
@@ -62,9 +69,9 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
           }
         }
       }
-      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live })
+      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting })
     }
-    const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model) })
+    const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), ...(options.prices === undefined ? {} : { prices: options.prices }) })
     const result: RunStatus = {
       ...summary,
       pipeline: manifest.pipeline,
@@ -87,7 +94,8 @@ export const render = (s: RunStatus): string => {
     "  shards:",
     ...s.shards.map(
       (sh) =>
-        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`}` +
+        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}` +
+          (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${sh.requests} requests` : ` ${sh.counts.succeeded}/${sh.counts.total} ok, ${sh.counts.failed} failed`)
     )
   ]

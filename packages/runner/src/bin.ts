@@ -18,7 +18,10 @@ const usageTags = new Set([
   "DuplicateRow",
   "RunDirError",
   "RunLocked",
-  "ValidationError"
+  "ValidationError",
+  "UnpricedBudget",
+  "PricesFileError",
+  "InvalidSettings"
 ])
 
 const describe = (cause: Cause.Cause<unknown>): { message: string; code: number } => {
