@@ -195,7 +195,7 @@ const isLocal = (origin: string): boolean => {
  * Polls faster than once a second are for the emulator on this machine: a remote provider
  * rate-limits status calls, so against one the interval is raised to a second (and said so).
  */
-const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<StageRuntime>) =>
+export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<StageRuntime>) =>
   Effect.gen(function* () {
     if (Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
     const remote = stages.find((s) => s.provider.origin !== undefined && !isLocal(s.provider.origin))
