@@ -94,8 +94,9 @@ const execute = (
   }
 ) =>
   Effect.gen(function* () {
-    const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
+    // A bad prices file is refused before the pipeline file is loaded.
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+    const { pipeline, file } = yield* PipelineLoader.load(pipelineFile)
     const progress = Progress.make()
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
@@ -255,8 +256,8 @@ const estimateCommand = Command.make(
   },
   ({ pipeline: file, outputTokens, shardSize, prices, json }) =>
     Effect.gen(function* () {
-      const { pipeline } = yield* PipelineLoader.load(file)
       const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+      const { pipeline } = yield* PipelineLoader.load(file)
       const e = yield* Estimate.estimate(pipeline, {
         prices: priceTable,
         ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),

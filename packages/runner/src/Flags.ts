@@ -31,7 +31,7 @@ export const concurrency = bounded("concurrency", ranges.concurrency, "batches i
 export const shardSize = bounded(
   "shard-size",
   ranges.shardSize,
-  "requests per batch at most (above the provider's limit, the provider's limit)"
+  "requests per batch at most, capped at the provider's limit"
 ).pipe(Options.optional)
 
 export const pollSeconds = bounded(
