@@ -276,6 +276,8 @@ describe("requests over the model's context window", SLOW, () => {
     expect(est.code, describeResult(est)).toBe(0)
     const e = JSON.parse(est.stdout)
     expect(e.overContextWindow).toMatchObject({ count: 3, model: "gpt-4o-mini", contextWindow: 150 })
+    // Not submitted, so not among the rows and tokens the estimate prices.
+    expect(e.rows).toBe(5)
     expect(e.overContextWindow.first.map((f: { location: string }) => f.location)).toEqual(["data/rows.jsonl:3", "data/rows.jsonl:6", "data/rows.jsonl:7"])
     expect(Estimate.render(e)).toContain(
       "warning: 3 requests over gpt-4o-mini's context window of 150 tokens; a run fails them unsent (context_length): data/rows.jsonl:3 ("

@@ -44,7 +44,10 @@ export interface StageEstimate {
   readonly estimated: boolean
 }
 
-/** Requests over their model's context window: a run fails them (`context_length`) before sending. */
+/**
+ * Requests over their model's context window: a run fails them (`context_length`) before
+ * sending, so they are not among the estimate's rows, tokens and cost.
+ */
 export interface OverContextWindow {
   readonly count: number
   readonly model: string
@@ -163,6 +166,15 @@ export const estimate = (
               continue
             }
             for (const request of requests) {
+              const count = requestTokens(request)
+              const window = windowOf(request.model)
+              if (window !== undefined && count.tokens > window) {
+                // Failed unsent by a run (context_length): neither submitted nor paid for.
+                over ??= { count: 0, model: request.model, contextWindow: window, first: [] }
+                over.count++
+                if (over.first.length < FIRST_OVER) over.first.push({ location: item.location, tokens: count.tokens })
+                continue
+              }
               if (request._tag === "chat") {
                 for (const m of request.messages) images += Prompt.imageCount(m.content)
               }
@@ -170,16 +182,9 @@ export const estimate = (
                 const max = request.params["max_tokens"] ?? request.params["max_completion_tokens"]
                 perRequestOutput = typeof max === "number" ? max : 100
               }
-              const count = requestTokens(request)
               inputTokens += count.tokens
               schemaTokens += count.schema
               exact &&= count.exact
-              const window = windowOf(request.model)
-              if (window !== undefined && count.tokens > window) {
-                over ??= { count: 0, model: request.model, contextWindow: window, first: [] }
-                over.count++
-                if (over.first.length < FIRST_OVER) over.first.push({ location: item.location, tokens: count.tokens })
-              }
               const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
               if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
                 shards++
@@ -237,7 +242,8 @@ export const render = (e: Estimate): string => {
   const later = e.stages.filter((s) => !s.estimated)
   const over = e.overContextWindow
   return [
-    `${e.pipeline}: ${e.rows} rows${e.invalid > 0 ? ` (+${e.invalid} invalid, not submitted)` : ""} in ${plural(e.shards, "shard")}, model ${e.model}`,
+    `${e.pipeline}: ${e.rows} rows${e.invalid > 0 ? ` (+${e.invalid} invalid, not submitted)` : ""}` +
+      `${over === null ? "" : ` (+${over.count} over the context window, not submitted)`} in ${plural(e.shards, "shard")}, model ${e.model}`,
     `input tokens:  ${e.inputTokens} (${how.join("; ")})`,
     `output tokens: ~${e.outputTokens} (an estimate: ${e.outputTokensPerRequest} per request; set --output-tokens)`,
     e.cost === null
