@@ -18,10 +18,18 @@ type Counter = (text: string) => number
 
 const approximate: Counter = (text) => Math.ceil(text.length / 4)
 
+/**
+ * Text that spells a special token ("<|endoftext|>") is plain text in a prompt: counted as
+ * such, where the tokenizer's default would throw.
+ */
+const asText = { disallowedSpecial: new Set<string>() }
+const o200kText: Counter = (text) => o200k(text, asText)
+const cl100kText: Counter = (text) => cl100k(text, asText)
+
 /** The tokenizer of a model, or undefined when sluice has none for it. */
 export const counterFor = (model: string): Counter | undefined => {
-  if (/^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o)/.test(model)) return o200k
-  if (/^(gpt-4|gpt-3\.5|text-embedding-3|text-embedding-ada)/.test(model)) return cl100k
+  if (/^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o)/.test(model)) return o200kText
+  if (/^(gpt-4|gpt-3\.5|text-embedding-3|text-embedding-ada)/.test(model)) return cl100kText
   return undefined
 }
 
@@ -42,4 +50,15 @@ export const chat = (model: string, messages: ReadonlyArray<{ readonly role: str
 export const text = (model: string, value: string): Count => {
   const counter = counterFor(model)
   return { tokens: (counter ?? approximate)(value), exact: counter !== undefined }
+}
+
+/**
+ * Input tokens of a structured-output schema: providers put it in the prompt and bill it
+ * (OpenAI's `response_format`, the forced tool's `input_schema` on Anthropic, Gemini's
+ * `responseJsonSchema`). How each renders it is not published: this counts the schema's JSON
+ * text and its name, so the count is never `exact`.
+ */
+export const schema = (model: string, format: { readonly name: string; readonly schema: unknown }): Count => {
+  const count = counterFor(model) ?? approximate
+  return { tokens: count(format.name) + count(JSON.stringify(format.schema)), exact: false }
 }

@@ -6,6 +6,7 @@ import { Ajv2020 } from "ajv/dist/2020.js"
 import { JSONSchema, Schema } from "effect"
 import { describe, expect, it } from "vitest"
 import { answerRequest, checkRequest } from "../src/internal/answers.js"
+import { answerParams } from "../src/internal/anthropicAnswers.js"
 import { seededRandom } from "../src/internal/hash.js"
 import { timeline } from "../src/internal/lifecycle.js"
 import { valueForSchema } from "../src/internal/schemaValue.js"
@@ -180,6 +181,25 @@ describe("answerRequest", () => {
     expect(answer.inputTokens).toBe(Tokens.chat("gpt-4o-mini", messages).tokens)
     // 10 tokens of text in o200k_base, plus the framing: fewer than the character estimate.
     expect(answer.inputTokens).toBe(3 + 3 + 1 + 10)
+  })
+
+  it("counts a json_schema response format as input, as `sluice estimate` does; an Anthropic forced tool once", () => {
+    const messages = [{ role: "user", content: "The quick brown fox jumps over the lazy dog." }]
+    const json_schema = { name: "label", strict: true, schema: SCHEMAS["scalars"]! }
+    const plain = { model: "gpt-4o-mini", messages }
+    const structured = { ...plain, response_format: { type: "json_schema", json_schema } }
+    const a = answerRequest("/v1/chat/completions", plain, JSON.stringify(plain), ctx)
+    const b = answerRequest("/v1/chat/completions", structured, JSON.stringify(structured), ctx)
+    expect(b.inputTokens - a.inputTokens).toBe(Tokens.schema("gpt-4o-mini", json_schema).tokens)
+    expect(Tokens.schema("gpt-4o-mini", json_schema).tokens).toBeGreaterThan(50)
+    // Anthropic's tools are counted as tools, not again as the stand-in response format.
+    const tools = [{ name: "label", input_schema: SCHEMAS["scalars"]! }]
+    const params = { model: "claude-haiku-4-5", max_tokens: 100, messages, tools, tool_choice: { type: "tool", name: "label" } }
+    const noTools = { model: "claude-haiku-4-5", max_tokens: 100, messages }
+    const actx = { seed: "s", id: "msg", invalidJson: false }
+    expect(answerParams(params, actx).inputTokens - answerParams(noTools, actx).inputTokens).toBe(
+      Tokens.text("claude-haiku-4-5", JSON.stringify(tools)).tokens
+    )
   })
 
   it("checks request bodies like the real endpoints", () => {

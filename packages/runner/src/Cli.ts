@@ -8,6 +8,7 @@ import * as Estimate from "./Estimate.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
+import * as Flags from "./Flags.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -57,26 +58,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const concurrency = Options.integer("concurrency").pipe(
-  Options.withDescription("batches in flight at once (default 4)"),
-  Options.withDefault(4)
-)
-const shardSize = Options.integer("shard-size").pipe(
-  Options.withDescription("requests per batch at most (default 50,000, capped by the provider's limit)"),
-  Options.optional
-)
-const pollSeconds = Options.float("poll-interval").pipe(
-  Options.withDescription("seconds between status polls of a batch (default 30)"),
-  Options.withDefault(30)
-)
-const budget = Options.float("budget").pipe(
-  Options.withDescription("USD at batch prices the run may submit at most (projected from token counts); the rest waits (default: no limit)"),
-  Options.optional
-)
-const outputTokens = Options.integer("output-tokens").pipe(
-  Options.withDescription("output tokens per request assumed by estimates and --budget (default 100; estimate takes the stage's max_tokens when it has one)"),
-  Options.optional
-)
+const { budget, concurrency, outputFileWait, outputTokens, pollSeconds, prices, shardSize } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -131,7 +113,7 @@ const summaryLines = (s: RunSummary, output: string): string => {
       (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
     cost === null
       ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `cost: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${Pricing.table.date})`,
+      : `cost: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
     ...whereLines(s, output)
   ]
   if (s.budget !== undefined && s.budget.heldShards > 0) {
@@ -162,6 +144,8 @@ const execute = (
     concurrency: number
     shardSize: Option.Option<number>
     pollSeconds: number
+    outputFileWait: number
+    prices: Option.Option<string>
     detach: boolean
     allowChanged: boolean
     rebindProvider?: boolean
@@ -178,6 +162,8 @@ const execute = (
   reporting: Reporting
 ) =>
   Effect.gen(function* () {
+    // A bad prices file is refused before the pipeline file is loaded.
+    const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const { pipeline, file } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
     if (opts.emulator === true) {
       if (opts.detach) return yield* new LocalEmulator.LocalEmulatorError({ description: "cannot --detach: the emulator lives only as long as the run" })
@@ -193,7 +179,9 @@ const execute = (
       pipelineFile: file,
       concurrency: opts.concurrency,
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
-      pollInterval: Duration.millis(Math.max(10, opts.pollSeconds * 1000)),
+      pollInterval: Duration.millis(opts.pollSeconds * 1000),
+      outputFileWait: Duration.millis(opts.outputFileWait * 1000),
+      prices: priceTable,
       detach: opts.detach,
       allowChanged: opts.allowChanged,
       rebindProvider: opts.rebindProvider === true,
@@ -226,11 +214,13 @@ const runCommand = Command.make(
     concurrency,
     shardSize,
     pollSeconds,
+    outputFileWait,
     detach,
     allowChanged,
     rebindProvider,
     budget,
     outputTokens,
+    prices,
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
@@ -266,7 +256,22 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.w
 
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, concurrency, pollSeconds, detach, allowChanged, rebindProvider, budget, outputTokens, cacheDir: cacheDirOption, noCache, noTypecheck, json },
+  {
+    runDir: runDirArg,
+    concurrency,
+    pollSeconds,
+    outputFileWait,
+    detach,
+    allowChanged,
+    rebindProvider,
+    budget,
+    outputTokens,
+    prices,
+    cacheDir: cacheDirOption,
+    noCache,
+    noTypecheck,
+    json
+  },
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -284,6 +289,8 @@ const retryCommand = Command.make(
     ),
     concurrency,
     pollSeconds,
+    outputFileWait,
+    prices,
     detach,
     allowChanged,
     rebindProvider,
@@ -312,7 +319,7 @@ const retryCommand = Command.make(
 
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, json },
+  { runDir: runDirArg, pollSeconds, outputFileWait, prices, json },
   ({ runDir, ...opts }) =>
     // Cancelling must work whatever state the pipeline file is in now: no type check.
     reported(opts.json, (reporting) =>
@@ -333,12 +340,14 @@ const statusCommand = Command.make(
   {
     runDir: runDirArg,
     json,
+    prices,
     noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
   },
-  ({ runDir, json, noRefresh }) =>
+  ({ runDir, json, noRefresh, prices }) =>
     reported(json, () =>
       Effect.gen(function* () {
-        const s = yield* Status.status(runDir, { refresh: !noRefresh })
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable })
         yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
       })
     )
@@ -351,13 +360,16 @@ const estimateCommand = Command.make(
     outputTokens,
     shardSize,
     noTypecheck,
+    prices,
     json
   },
-  ({ pipeline: file, outputTokens, shardSize, noTypecheck, json }) =>
+  ({ pipeline: file, outputTokens, shardSize, noTypecheck, prices, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
         const { pipeline } = yield* loadPipeline(file, noTypecheck)
         const e = yield* Estimate.estimate(pipeline, {
+          prices: priceTable,
           ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
           ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
         })
@@ -409,20 +421,9 @@ const checkCommand = Command.make(
 const emulatorCommand = Command.make(
   "emulator",
   {
-    port: Options.integer("port").pipe(Options.withDefault(0), Options.withDescription("port on 127.0.0.1 (default 0: a free port)")),
+    ...Flags.emulator,
     apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key (default: accept any)")),
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
-    rps: Options.float("requests-per-second").pipe(Options.withDefault(1000), Options.withDescription("processing speed per batch (default 1000)")),
-    validatingMs: Options.integer("validating-ms").pipe(Options.withDefault(200), Options.withDescription("how long a batch stays validating (default 200)")),
-    finalizingMs: Options.integer("finalizing-ms").pipe(Options.withDefault(200), Options.withDescription("how long a batch stays finalizing (default 200)")),
-    expireAfterMs: Options.integer("expire-after-ms").pipe(Options.optional, Options.withDescription("completion window in ms (default 24 hours)")),
-    errorRate: Options.float("error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of requests that fail (succeed when resubmitted; default 0)")),
-    rateLimitRate: Options.float("rate-limit-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 429 with Retry-After (default 0)")),
-    serverErrorRate: Options.float("server-error-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls answered 500/502/503 (default 0)")),
-    resetRate: Options.float("reset-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of API calls whose connection is reset (default 0)")),
-    dropLines: Options.float("drop-lines").pipe(Options.withDefault(0), Options.withDescription("fraction of result lines silently left out (default 0)")),
-    lateOutputFileMs: Options.integer("late-output-file-ms").pipe(Options.withDefault(0), Options.withDescription("completed batches show no output file for this long, in ms (default 0)")),
-    invalidJsonRate: Options.float("invalid-json-rate").pipe(Options.withDefault(0), Options.withDescription("fraction of first-time structured answers that break their schema (default 0)")),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
       Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
@@ -435,7 +436,7 @@ const emulatorCommand = Command.make(
         Effect.promise(() =>
           startEmulator({
             port: o.port,
-            requestsPerSecond: o.rps,
+            requestsPerSecond: o.requestsPerSecond,
             validatingMs: o.validatingMs,
             finalizingMs: o.finalizingMs,
             errorRate: o.errorRate,

@@ -1,23 +1,59 @@
 /**
  * `sluice estimate`: renders every request of a pipeline without submitting anything and
  * projects what the run will cost — rows, shards, input tokens (the model's real tokenizer
- * for OpenAI models, about four characters a token elsewhere), an output-token estimate, and
- * the cost at batch and at real-time prices.
+ * for OpenAI models, about four characters a token elsewhere; an output schema counted on
+ * top, approximately), an output-token estimate, and the cost at batch and at real-time
+ * prices. It refuses what `run` would refuse before sending (an unknown provider, an invalid
+ * row under `onInvalid: "fail"`), and counts the requests over their model's context
+ * window, which a run fails unsent. It needs no API key.
  */
 import { HttpClient } from "@effect/platform"
 import type { FileSystem } from "@effect/platform"
 import { Pipeline, Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
-import type { BatchProvider } from "@sluice/providers"
-import { Chunk, Effect, Either, Option, Redacted, Stream } from "effect"
+import type { BatchProvider, UnknownProvider } from "@sluice/providers"
+import { Chunk, Effect, Either, Redacted, Stream } from "effect"
+import { InvalidInput } from "./Planner.js"
 import * as Pricing from "./Pricing.js"
+import { requestTokens } from "./RequestTokens.js"
 import { PipelineInvalid } from "./Runner.js"
+
+export { requestTokens } from "./RequestTokens.js"
+export type { RequestTokens } from "./RequestTokens.js"
 
 export interface EstimateOptions {
   /** Output tokens per request; default: the stage's max_tokens if set, else 100. */
   readonly outputTokens?: number
   readonly shardSize?: number
+  /** Prices and context windows (default: the built-in table). */
+  readonly prices?: Pricing.Prices
+}
+
+/** How a stage's input tokens are counted: with its model's tokenizer, or about four characters a token. */
+export type Tokenizer = "model" | "approximate"
+
+export interface StageEstimate {
+  readonly name: string
+  readonly provider: string
+  readonly model: string
+  readonly tokenizer: Tokenizer
+  /** Tokens one request may hold, when the price table knows the model. */
+  readonly contextWindow: number | null
+  /** Only the first stage is estimated: the rows of later ones come from answers. */
+  readonly estimated: boolean
+}
+
+/**
+ * Requests over their model's context window: a run fails them (`context_length`) before
+ * sending, so they are not among the estimate's rows, tokens and cost.
+ */
+export interface OverContextWindow {
+  readonly count: number
+  readonly model: string
+  readonly contextWindow: number
+  /** The first few, by source location. */
+  readonly first: ReadonlyArray<{ readonly location: string; readonly tokens: number }>
 }
 
 export interface Estimate {
@@ -30,6 +66,8 @@ export interface Estimate {
   readonly inputTokens: number
   /** True when counted with the model's own tokenizer (and no request has an image). */
   readonly exactTokens: boolean
+  /** Of the input tokens, those of output schemas (billed as input; always approximate). */
+  readonly schemaTokens: number
   /** Images in the prompts, each counted as `Prompt.imageTokens` input tokens. */
   readonly images: number
   readonly outputTokensPerRequest: number
@@ -37,34 +75,16 @@ export interface Estimate {
   readonly cost: Pricing.Cost | null
   /** Stages after the first: not estimated, their rows come from answers. */
   readonly laterStages: ReadonlyArray<string>
+  readonly stages: ReadonlyArray<StageEstimate>
+  readonly overContextWindow: OverContextWindow | null
+  /** Which prices `cost` comes from (the built-in table's date, and a prices file if given); USD per 1M tokens. */
   readonly prices: string
+  /** Things a run would do differently from what was asked (a shard size over the provider's limit). */
+  readonly notes: ReadonlyArray<string>
 }
 
-/**
- * Input tokens of one rendered request. Content parts: each text part counted like a text
- * message's content, each image as `Prompt.imageTokens` (the emulator counts them the same
- * way); a request with images is never `exact`.
- */
-export const requestTokens = (request: BatchRequest): Tokens.Count => {
-  if (request._tag !== "chat") return Tokens.text(request.model, request.input)
-  const { messages, model } = request
-  if (messages.every((m): m is typeof m & { readonly content: string } => typeof m.content === "string")) {
-    return Tokens.chat(model, messages)
-  }
-  // The framing of every message (and its role) as for text; the parts on top.
-  const framing = Tokens.chat(model, messages.map((m) => ({ role: m.role, content: typeof m.content === "string" ? m.content : "" })))
-  let tokens = framing.tokens
-  let images = 0
-  for (const m of messages) {
-    if (typeof m.content === "string") continue
-    for (const part of m.content) {
-      if (part.type === "text") tokens += Tokens.text(model, part.text).tokens
-      else images++
-    }
-  }
-  // Images are an approximation, whatever the tokenizer.
-  return { tokens: tokens + images * Prompt.imageTokens, exact: framing.exact && images === 0 }
-}
+/** Requests over the window named in the output, at most. */
+const FIRST_OVER = 5
 
 /** What the planner would use to pack shards, even without credentials (nothing is sent). */
 const offlineProvider = (name: string): BatchProvider | undefined =>
@@ -78,18 +98,39 @@ const offlineProvider = (name: string): BatchProvider | undefined =>
 export const estimate = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: EstimateOptions = {}
-): Effect.Effect<Estimate, PipelineInvalid | Source.SourceError, FileSystem.FileSystem> =>
+): Effect.Effect<Estimate, PipelineInvalid | InvalidInput | UnknownProvider | Source.SourceError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const stage = pipeline.stages[0]
     if (pipeline.source === undefined || stage === undefined) {
       return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" needs a source and a batch stage` })
     }
     const before = pipeline.links[0] ?? []
+    const prices = options.prices ?? Pricing.builtin
+    // A provider sluice does not know stops a run: so it stops the estimate. One without its
+    // key does not: nothing is sent.
     const registry = yield* Effect.serviceOption(Providers)
-    const configured = Option.isSome(registry) ? yield* Effect.option(registry.value.get(stage.provider)) : Option.none()
-    const provider = Option.getOrUndefined(configured) ?? offlineProvider(stage.provider)
-    const maxRequests = Math.min(options.shardSize ?? Number.MAX_SAFE_INTEGER, provider?.limits.maxRequests ?? 50_000)
+    const configured: Array<BatchProvider | undefined> = []
+    for (const s of pipeline.stages) {
+      configured.push(
+        registry._tag === "None"
+          ? undefined
+          : yield* registry.value.get(s.provider).pipe(Effect.catchTag("ProviderConfigError", () => Effect.succeed(undefined)))
+      )
+    }
+    const provider = configured[0] ?? offlineProvider(stage.provider)
+    const limit = provider?.limits.maxRequests ?? 50_000
+    const maxRequests = Math.min(options.shardSize ?? Number.MAX_SAFE_INTEGER, limit)
     const maxBytes = provider?.limits.maxBytes ?? 190_000_000
+    const notes: Array<string> = []
+    if (options.shardSize !== undefined && options.shardSize > limit) {
+      notes.push(`a shard size of ${options.shardSize} is over ${stage.provider}'s limit of ${limit} requests a batch; shards hold at most ${limit}`)
+    }
+    const windows = new Map<string, number | undefined>()
+    const windowOf = (model: string) => {
+      if (!windows.has(model)) windows.set(model, Pricing.contextWindow(model, prices))
+      return windows.get(model)
+    }
+    let over: { count: number; model: string; contextWindow: number; first: Array<{ location: string; tokens: number }> } | undefined
 
     let rows = 0
     let invalid = 0
@@ -98,6 +139,7 @@ export const estimate = (
     let shardBytes = 0
     let inputTokens = 0
     let exact = true
+    let schemaTokens = 0
     let perRequestOutput = options.outputTokens
     let images = 0
     yield* pipeline.source.rows.pipe(
@@ -105,6 +147,8 @@ export const estimate = (
         Effect.gen(function* () {
           for (const item of Chunk.toReadonlyArray(chunk)) {
             if (item._tag === "Invalid") {
+              // A run stops at the first invalid row before anything is sent: so does its estimate.
+              if (pipeline.onInvalid === "fail") return yield* new InvalidInput({ location: item.location, description: item.message })
               invalid++
               continue
             }
@@ -122,6 +166,15 @@ export const estimate = (
               continue
             }
             for (const request of requests) {
+              const count = requestTokens(request)
+              const window = windowOf(request.model)
+              if (window !== undefined && count.tokens > window) {
+                // Failed unsent by a run (context_length): neither submitted nor paid for.
+                over ??= { count: 0, model: request.model, contextWindow: window, first: [] }
+                over.count++
+                if (over.first.length < FIRST_OVER) over.first.push({ location: item.location, tokens: count.tokens })
+                continue
+              }
               if (request._tag === "chat") {
                 for (const m of request.messages) images += Prompt.imageCount(m.content)
               }
@@ -129,8 +182,8 @@ export const estimate = (
                 const max = request.params["max_tokens"] ?? request.params["max_completion_tokens"]
                 perRequestOutput = typeof max === "number" ? max : 100
               }
-              const count = requestTokens(request)
               inputTokens += count.tokens
+              schemaTokens += count.schema
               exact &&= count.exact
               const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
               if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
@@ -148,7 +201,7 @@ export const estimate = (
     )
     const outputTokensPerRequest = perRequestOutput ?? 100
     const outputTokens = rows * outputTokensPerRequest
-    const cost = Pricing.cost(stage.model, { input: inputTokens, output: outputTokens, cached: 0 }) ?? null
+    const cost = Pricing.cost(stage.model, { input: inputTokens, output: outputTokens, cached: 0 }, prices) ?? null
     return {
       pipeline: pipeline.name,
       model: stage.model,
@@ -157,31 +210,59 @@ export const estimate = (
       shards,
       inputTokens,
       exactTokens: exact,
+      schemaTokens,
       images,
       outputTokensPerRequest,
       outputTokens,
       cost,
       laterStages: pipeline.stages.slice(1).map((s) => s.name),
-      prices: `${Pricing.table.date} (${Pricing.table.unit}, ${Pricing.table.currency})`
+      stages: pipeline.stages.map((s, i) => ({
+        name: s.name,
+        provider: s.provider,
+        model: s.model,
+        tokenizer: Tokens.counterFor(s.model) === undefined ? "approximate" : "model",
+        contextWindow: Pricing.contextWindow(s.model, prices) ?? null,
+        estimated: i === 0
+      })),
+      overContextWindow: over ?? null,
+      notes,
+      prices: prices.label
     } satisfies Estimate
   })
 
-export const render = (e: Estimate): string =>
-  [
-    `${e.pipeline}: ${e.rows} rows${e.invalid > 0 ? ` (+${e.invalid} invalid, not submitted)` : ""} in ${e.shards} shard${e.shards === 1 ? "" : "s"}, model ${e.model}`,
-    `input tokens:  ${e.inputTokens}${
-      e.images > 0
-        ? ` (text ${Tokens.counterFor(e.model) === undefined ? "approximated: about 4 characters a token" : "counted with the model's tokenizer"}; ` +
-          `${e.images} image${e.images === 1 ? "" : "s"} at ${Prompt.imageTokens} tokens each, approximated)`
-        : e.exactTokens
-        ? " (counted with the model's tokenizer)"
-        : " (approximated: about 4 characters a token)"
-    }`,
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
+
+export const render = (e: Estimate): string => {
+  const tokenizer = Tokens.counterFor(e.model) === undefined ? "approximate: about 4 characters a token" : "counted with the model's tokenizer"
+  const how = [
+    e.images > 0 ? `text ${tokenizer}` : e.exactTokens ? "counted with the model's tokenizer" : "approximate: about 4 characters a token",
+    ...(e.images > 0 ? [`${plural(e.images, "image")} at ${Prompt.imageTokens} tokens each, approximated`] : []),
+    ...(e.schemaTokens > 0 ? [`${e.schemaTokens} of them for the output schema, approximate`] : [])
+  ]
+  const later = e.stages.filter((s) => !s.estimated)
+  const over = e.overContextWindow
+  return [
+    `${e.pipeline}: ${e.rows} rows${e.invalid > 0 ? ` (+${e.invalid} invalid, not submitted)` : ""}` +
+      `${over === null ? "" : ` (+${over.count} over the context window, not submitted)`} in ${plural(e.shards, "shard")}, model ${e.model}`,
+    `input tokens:  ${e.inputTokens} (${how.join("; ")})`,
     `output tokens: ~${e.outputTokens} (an estimate: ${e.outputTokensPerRequest} per request; set --output-tokens)`,
     e.cost === null
-      ? `cost: no price for ${e.model} in the price table`
+      ? `cost: no price for ${e.model} in the price table (give one with --prices)`
       : `cost: ~$${e.cost.batch.toFixed(4)} at batch prices, ~$${e.cost.realtime.toFixed(4)} at real-time prices (prices of ${e.prices})`,
-    ...(e.laterStages.length === 0
+    ...(over === null
       ? []
-      : [`not estimated: the later stage${e.laterStages.length === 1 ? "" : "s"} ${e.laterStages.join(", ")} (their rows come from the answers of the first)`])
+      : [
+        `warning: ${plural(over.count, "request")} over ${over.model}'s context window of ${over.contextWindow} tokens; a run fails ` +
+          `${over.count === 1 ? "it" : "them"} unsent (context_length): ` +
+          over.first.map((f) => `${f.location} (${f.tokens} tokens)`).join(", ") + (over.count > over.first.length ? ", …" : "")
+      ]),
+    ...e.notes.map((n) => `note: ${n}`),
+    ...(later.length === 0
+      ? []
+      : [
+        `not estimated: the later stage${later.length === 1 ? "" : "s"} ` +
+          later.map((s) => `${s.name}${s.tokenizer === "approximate" ? ` (${s.model}, whose tokens sluice counts approximately)` : ""}`).join(", ") +
+          `: their rows come from the answers of the first`
+      ])
   ].join("\n")
+}

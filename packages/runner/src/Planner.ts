@@ -15,12 +15,14 @@ import { CustomId, Hash, Pipeline } from "@sluice/core"
 import type { BatchRequest, SourceItem } from "@sluice/core"
 import { Cause, Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
-import { requestTokens } from "./Estimate.js"
+import * as ContextWindow from "./ContextWindow.js"
+import { requestTokens } from "./RequestTokens.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { Outputs } from "./Outputs.js"
+import * as Pricing from "./Pricing.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, StageRuntime } from "./RunContext.js"
 
@@ -118,6 +120,12 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   const caching = ctx.cache !== ResponseCache.disabled && rt.cacheNamespace !== undefined
   const namespace = rt.cacheNamespace ?? ""
   const carry = ctx.cache === ResponseCache.disabled ? undefined : ctx.carry
+  // Context windows by model (a row may name another model than its stage's).
+  const windows = new Map<string, number | undefined>()
+  const windowOf = (model: string) => {
+    if (!windows.has(model)) windows.set(model, Pricing.contextWindow(model, ctx.prices))
+    return windows.get(model)
+  }
   // The highest number journaled, not the count: numbers are never reused for other rows.
   let seq = 0
   for (const s of state.shards.values()) {
@@ -258,6 +266,13 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     const lineBytes = cached === undefined ? Buffer.byteLength(line) + 1 : 0
     if (lineBytes > maxBytes) {
       reject({ location: loc, message: `request is ${lineBytes} bytes, over the shard limit of ${maxBytes} bytes`, code: "oversize", customId, key })
+      return undefined
+    }
+    // A request the model cannot take is refused by the provider: fail it here, unsent.
+    const window = cached === undefined ? windowOf(request.model) : undefined
+    const overflow = window === undefined ? undefined : ContextWindow.check(request, lineBytes, window)
+    if (overflow !== undefined) {
+      reject({ location: loc, message: ContextWindow.describe(request.model, overflow), code: "context_length", customId, key })
       return undefined
     }
     // The sidecar line (a RowLine), built as text: a million rows should not cost a million

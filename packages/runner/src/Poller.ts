@@ -9,8 +9,13 @@ import { Duration, Effect, Schedule } from "effect"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
-/** How long a `completed` batch may report no output file while it says requests succeeded. */
-const LATE_OUTPUT_WAIT_MS = 10 * 60_000
+/**
+ * A batch that says `completed` but shows no file to collect its results from: some providers
+ * report completion before the output file exists. (Failed requests alone may come in an
+ * error file; providers without one put everything in the output.)
+ */
+export const awaitsResultFile = (info: BatchInfo): boolean =>
+  info.status === "completed" && info.outputFileId === null && (info.counts.succeeded > 0 || info.errorFileId === null)
 
 /**
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
@@ -20,6 +25,8 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
+    const wait = ctx.settings.outputFileWait
+    let warned = false
     const step = Effect.gen(function* () {
       const info = yield* ctx.stageOf(shard.stage).provider.retrieve(batchId)
       onStatus(info)
@@ -38,11 +45,25 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
         })
       }
       if (!isTerminal(info.status)) return false
-      // Some providers report `completed` before the output file exists.
-      // The wait runs from the journaled completion, so detached resumes do not restart it.
-      if (info.status === "completed" && info.outputFileId === null && info.counts.succeeded > 0) {
-        if (Date.now() - (shard.statusAt ?? Date.now()) < LATE_OUTPUT_WAIT_MS) return false
-        yield* Effect.logWarning(`shard ${shard.id}: batch ${batchId} still has no output file; collecting without it`)
+      if (awaitsResultFile(info)) {
+        // The wait runs from the journaled completion, so detached resumes do not restart it.
+        const waited = Date.now() - (shard.statusAt ?? Date.now())
+        if (waited < Duration.toMillis(wait)) {
+          if (!warned) {
+            warned = true
+            const left = Duration.seconds(Math.ceil((Duration.toMillis(wait) - waited) / 1000))
+            yield* Effect.logWarning(
+              `shard ${shard.id}: batch ${batchId} completed but has no output file yet; ` +
+                `waiting up to ${Duration.format(left)} more for it (--output-file-wait)`
+            )
+          }
+          return false
+        }
+        yield* Effect.logWarning(
+          `shard ${shard.id}: batch ${batchId} completed without an output file` +
+            (Duration.toMillis(wait) === 0 ? "" : `, and none came in ${Duration.format(wait)}`) +
+            `; collecting without it: its rows count as missing, resubmitted while they have attempts left`
+        )
       }
       yield* ctx.record({
         _tag: "Terminal",

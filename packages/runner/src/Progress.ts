@@ -9,7 +9,7 @@ import { Duration, Effect, Schedule } from "effect"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
-import { isFinished, pendingRows } from "./RunState.js"
+import { awaitingOutput, isFinished, pendingRows } from "./RunState.js"
 import { count, number } from "./internal/format.js"
 
 export interface Progress {
@@ -29,15 +29,17 @@ const line = (live: Live): string => {
   const s = live.state
   if (s === undefined) return "sluice: starting"
   let inFlight = 0
+  let waiting = 0
   let done = 0
   for (const shard of s.shards.values()) {
     if (shard.phase === "collected") done++
+    else if (awaitingOutput(shard)) waiting++
     else if (shard.batchId !== null) inFlight++
   }
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0) + s.invalidRows
   const planned = s.planComplete ? `${count(s.rowsPlanned, "row")} planned` : `planning (${count(s.rowsPlanned, "row")} so far)`
   return (
-    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${number(done)} collected · ` +
+    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${waiting > 0 ? `${number(waiting)} completed, waiting for ${waiting === 1 ? "its output file" : "their output files"}, ` : ""}${number(done)} collected · ` +
     `rows ${number(s.succeeded)} ok, ${number(failed)} failed, ${number(pendingRows(s))} pending`
   )
 }
@@ -48,7 +50,7 @@ const batchLines = (live: Live): Array<string> => {
     if (shard.batchId === null || shard.phase === "collected") continue
     const info = live.polled.get(shard.id)
     const counts = info?.counts ?? shard.counts
-    const status = info?.rawStatus ?? shard.rawStatus ?? "submitted"
+    const status = awaitingOutput(shard) ? "completed, waiting for its output file" : info?.rawStatus ?? shard.rawStatus ?? "submitted"
     out.push(
       `  ${shard.id} ${shard.batchId} ${status}` +
         (counts === null ? "" : ` ${counts.succeeded + counts.failed}/${counts.total} (${counts.failed} failed)`)

@@ -23,6 +23,7 @@ import * as Failpoint from "./internal/Failpoint.js"
 import * as Journal from "./Journal.js"
 import { lines } from "./internal/lines.js"
 import * as Poller from "./Poller.js"
+import * as Pricing from "./Pricing.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
@@ -102,6 +103,8 @@ export const rebase = (options: {
       cache: options.cache,
       state,
       settings: options.settings,
+      // Winding up plans nothing: no request is measured against a context window here.
+      prices: Pricing.builtin,
       createLock: yield* Effect.makeSemaphore(1),
       record: (event) => journal.append(event).pipe(Effect.map(() => void RunState.apply(state, event)))
     }

@@ -6,6 +6,7 @@ import type { Pipeline } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"
 import type { Duration, Effect } from "effect"
 import type { JournalIOError } from "./Journal.js"
+import type { Prices } from "./Pricing.js"
 import type { ResponseCache } from "./ResponseCache.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunPaths } from "./RunDir.js"
@@ -19,6 +20,11 @@ export interface RunSettings {
   /** Bytes per shard at most (capped by the provider's own limit). */
   readonly shardBytes: number
   readonly pollInterval: Duration.Duration
+  /**
+   * How long a batch that completed with no result file is waited for (some providers show
+   * the file late); then it is collected without it: its rows come back `missing`.
+   */
+  readonly outputFileWait: Duration.Duration
   /** Plan and submit, then return without waiting for results. */
   readonly detach: boolean
   /** USD at batch prices that submissions may not exceed (projected from token counts). */
@@ -62,6 +68,8 @@ export interface RunContext {
   readonly carry?: string | undefined
   readonly state: RunState
   readonly settings: RunSettings
+  /** Prices and context windows by model (a request over its model's window fails before it is sent). */
+  readonly prices: Prices
   /** Serialises batch creation for providers without batch metadata. */
   readonly createLock: Effect.Semaphore
   /** Appends an event to the journal (fsynced), then applies it to `state`. */

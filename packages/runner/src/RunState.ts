@@ -307,3 +307,9 @@ export const unplannedInboxes = (state: RunState): Array<string> =>
 
 export const isFinished = (state: RunState): boolean =>
   state.planComplete && openShards(state).length === 0 && unplannedInboxes(state).length === 0
+
+/**
+ * A batch the provider says completed whose results the run has not taken yet: it is waiting
+ * for its output file (see Poller.awaitsResultFile), not in flight.
+ */
+export const awaitingOutput = (shard: ShardState): boolean => shard.phase === "created" && shard.status === "completed"

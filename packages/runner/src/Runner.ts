@@ -29,6 +29,7 @@ import { ioProblem } from "./internal/ioError.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
+import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
 
 export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
@@ -43,6 +44,21 @@ export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("Pipe
     return (
       `the pipeline changed since run ${this.runDir} started (fingerprint ${this.before} → ${this.after}); ` +
       `start a new run directory, or resume anyway with --allow-changed`
+    )
+  }
+}
+
+/** A budget cannot hold back what it cannot price: a model without a price would spend without limit. */
+export class UnpricedBudget extends Schema.TaggedError<UnpricedBudget>()("UnpricedBudget", {
+  models: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    const models = this.models.map((m) => `"${m}"`).join(", ")
+    return (
+      `--budget needs a price for every model, and the price table has none for ${models}. ` +
+      `Check the model name; or give its prices with --prices FILE (or ${Pricing.envVariable}=FILE): ` +
+      `a JSON file like {"models": {${JSON.stringify(this.models[0] ?? "model")}: {"realtime": {"input": 0.15, "cachedInput": 0.075, "output": 0.6}, ` +
+      `"batch": {"input": 0.075, "cachedInput": 0.0375, "output": 0.3}}}} (USD per 1M tokens)`
     )
   }
 }
@@ -95,6 +111,8 @@ export interface RunOptions extends Partial<RunSettings> {
    * from another directory is refused (`BaseDirMismatch`) rather than writing elsewhere.
    */
   readonly cache?: string | false
+  /** Prices and context windows by model (default: the built-in table; see `Pricing.load`). */
+  readonly prices?: Pricing.Prices
 }
 
 /** Where the response cache lives for these options (false: no cache). */
@@ -120,6 +138,8 @@ export interface RunSummary {
   readonly models: ReadonlyArray<string>
   /** What the usage cost at batch prices, and what it would at real-time prices; null when a model has no price. */
   readonly cost: Pricing.Cost | null
+  /** Which prices `cost` comes from (the built-in table's date, and a prices file if given). */
+  readonly prices: string
   /** Rows answered from the response cache instead of the provider. */
   readonly fromCache: number
   /** Set by a retry: what it resubmitted. */
@@ -135,6 +155,7 @@ export const defaultSettings: RunSettings = {
   shardSize: 50_000,
   shardBytes: 190_000_000,
   pollInterval: Duration.seconds(30),
+  outputFileWait: Duration.minutes(10),
   detach: false
 }
 
@@ -143,6 +164,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
   shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
   pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+  outputFileWait: options.outputFileWait ?? defaultSettings.outputFileWait,
   detach: options.detach ?? false,
   budget: options.budget,
   budgetOutputTokens: options.budgetOutputTokens
@@ -163,6 +185,7 @@ export const summarize = (ctx: {
   paths: RunDir.RunPaths
   state: RunState.RunState
   models: ReadonlyArray<string>
+  prices?: Pricing.Prices
 }): RunSummary => ({
   runId: ctx.runId,
   runDir: ctx.paths.root,
@@ -177,8 +200,10 @@ export const summarize = (ctx: {
   model: ctx.models[0] ?? "unknown",
   models: ctx.models,
   cost:
-    (ctx.state.usageByModel.size === 0 ? Pricing.cost(ctx.models[0] ?? "", ctx.state.usage) : Pricing.costByModel(ctx.state.usageByModel)) ??
-    null,
+    (ctx.state.usageByModel.size === 0
+      ? Pricing.cost(ctx.models[0] ?? "", ctx.state.usage, ctx.prices)
+      : Pricing.costByModel(ctx.state.usageByModel, ctx.prices)) ?? null,
+  prices: (ctx.prices ?? Pricing.builtin).label,
   fromCache: ctx.state.fromCache
 })
 
@@ -196,12 +221,43 @@ export const checkDefinition = (pipeline: Pipeline.Pipeline<any, any>): Effect.E
     }
   })
 
+const isLocal = (origin: string): boolean => {
+  try {
+    return ["127.0.0.1", "localhost", "[::1]", "::1"].includes(new URL(origin).hostname)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Polls faster than once a second are for the emulator on this machine: a remote provider
+ * rate-limits status calls, so against one the interval is raised to a second (and said so).
+ */
+export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<StageRuntime>) =>
+  Effect.gen(function* () {
+    if (Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
+    const remote = stages.find((s) => s.provider.origin !== undefined && !isLocal(s.provider.origin))
+    if (remote === undefined) return settings
+    yield* Effect.logInfo(
+      `polling every ${Duration.format(Settings.minimumRemotePoll)}, not ${Duration.format(settings.pollInterval)}: ` +
+        `${remote.provider.name} at ${remote.provider.origin} is not a local emulator`
+    )
+    return { ...settings, pollInterval: Settings.minimumRemotePoll }
+  })
+
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       yield* checkDefinition(pipeline)
+      const invalid = Settings.problems(options)
+      if (invalid.length > 0) return yield* new Settings.InvalidSettings({ problems: invalid })
+      const prices = options.prices ?? Pricing.builtin
+      if (options.budget !== undefined) {
+        const unpriced = [...new Set(pipeline.stages.map((s) => s.model))].filter((m) => !Pricing.isPriced(m, prices))
+        if (unpriced.length > 0) return yield* new UnpricedBudget({ models: unpriced })
+      }
       const providers = yield* Providers
       const stages: Array<StageRuntime> = []
       for (const [index, stage] of pipeline.stages.entries()) {
@@ -216,6 +272,13 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           // Answers are reused only from the same provider at the same address.
           cacheNamespace: provider.origin === undefined ? undefined : `${provider.name} ${provider.origin}`
         })
+      }
+      for (const { stage, provider } of stages) {
+        if (options.shardSize !== undefined && options.shardSize > provider.limits.maxRequests) {
+          yield* Effect.logInfo(
+            `stage ${stage.name}: a shard size of ${options.shardSize} is over ${provider.name}'s limit of ${provider.limits.maxRequests} requests a batch; shards hold at most ${provider.limits.maxRequests}`
+          )
+        }
       }
       const byName = new Map(stages.map((s) => [s.stage.name, s]))
       const stageOf = (name: string): StageRuntime => {
@@ -284,7 +347,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // accepted once they have ended, at a later resume.
             yield* Effect.logInfo("the pipeline changed: batches of the run so far are still running; resume later to accept the change")
             const old = yield* loadState(paths.journal)
-            return summarize({ runId: manifest.runId, paths, state: old, models: manifest.stages.map((s) => s.model) }) satisfies RunSummary
+            return summarize({ runId: manifest.runId, paths, state: old, models: manifest.stages.map((s) => s.model), prices }) satisfies RunSummary
           }
           manifest = yield* ProviderBinding.complete({ paths, manifest: rebased, currentOf })
         }
@@ -311,7 +374,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           createdAt: new Date().toISOString()
         })
       }
-      const settings = settingsFor(options, planned)
+      const settings = yield* remotePollFloor(settingsFor(options, planned), stages)
       const state = yield* loadState(paths.journal)
       const alreadyFinished = mode === "run" && RunState.isFinished(state)
       // Shards of a stage the pipeline file no longer has (`cancel` takes any pipeline file).
@@ -336,6 +399,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         carry: carriedFrom === undefined ? undefined : Rebase.carryNamespace(carriedFrom),
         state,
         settings,
+        prices,
         createLock: yield* Effect.makeSemaphore(1),
         record: (event) =>
           journal.append(event).pipe(
@@ -393,7 +457,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // output tokens assumed per request) would take the submitted total past it.
       const outputPerRequest = settings.budgetOutputTokens ?? 100
       const projected = (s: RunState.ShardState) =>
-        Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 })?.batch ?? 0
+        Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 }, prices)?.batch ?? 0
       let committed = [...state.shards.values()].filter((s) => s.phase !== "planned").reduce((a, s) => a + projected(s), 0)
       const overBudget = new Set<string>()
       const budgetLock = yield* Effect.makeSemaphore(1)
@@ -494,7 +558,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       if (mode === "cancel") yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
-      const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model) })
+      const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model), prices })
       const budget =
         settings.budget === undefined
           ? undefined

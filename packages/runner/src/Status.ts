@@ -5,8 +5,11 @@ import { Path } from "@effect/platform"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
+import { awaitsResultFile } from "./Poller.js"
+import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
+import { awaitingOutput } from "./RunState.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -20,6 +23,8 @@ export interface ShardStatus {
   readonly counts: BatchCounts | null
   /** True when the status came from the provider just now, not from the journal. */
   readonly live: boolean
+  /** The provider says the batch completed, and it has no output file yet. */
+  readonly awaitingOutput: boolean
 }
 
 export interface RunStatus extends RunSummary {
@@ -35,7 +40,7 @@ export interface RunStatus extends RunSummary {
   readonly bindings: Readonly<Record<string, ProviderIdentity.ProviderIdentity | null>>
 }
 
-export const status = (runDir: string, options: { readonly refresh: boolean }) =>
+export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -49,6 +54,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
       let status = s.rawStatus
       let counts = s.counts
       let live = false
+      let waiting = awaitingOutput(s)
       if (options.refresh && s.batchId !== null && s.phase === "created" && refreshError === null && Option.isSome(providers)) {
         const binding = manifest.stages.find((st) => st.name === s.stage)?.binding
         const info = yield* providers.value.get(s.provider).pipe(
@@ -67,6 +73,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
           status = info.value.rawStatus
           counts = info.value.counts
           live = true
+          waiting = awaitsResultFile(info.value)
           const done = counts.succeeded + counts.failed
           const elapsed = Date.now() / 1000 - info.value.createdAt
           if (!isTerminal(info.value.status) && done > 0 && elapsed > 0) {
@@ -75,9 +82,9 @@ export const status = (runDir: string, options: { readonly refresh: boolean }) =
           }
         }
       }
-      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live })
+      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting })
     }
-    const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model) })
+    const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), ...(options.prices === undefined ? {} : { prices: options.prices }) })
     const result: RunStatus = {
       ...summary,
       pipeline: manifest.pipeline,
@@ -104,7 +111,8 @@ export const render = (s: RunStatus): string => {
     "  shards:",
     ...s.shards.map(
       (sh) =>
-        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`}` +
+        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}` +
+          (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )
   ]

@@ -25,7 +25,7 @@ describe("requestTokens", () => {
   it("counts text prompts exactly as before", () => {
     const prompt = Prompt.chat({ system: "Label it.", user: "The quick brown fox." })
     const strings = prompt.messages.map((m) => ({ role: m.role, content: Prompt.textOf(m.content) }))
-    expect(requestTokens(chat("gpt-4o-mini", prompt))).toEqual(Tokens.chat("gpt-4o-mini", strings))
+    expect(requestTokens(chat("gpt-4o-mini", prompt))).toEqual({ ...Tokens.chat("gpt-4o-mini", strings), schema: 0 })
     expect(requestTokens(chat("gpt-4o-mini", prompt)).exact).toBe(true)
   })
 

@@ -13,6 +13,7 @@ import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
 import * as Outputs from "../src/Outputs.js"
 import * as Planner from "../src/Planner.js"
+import * as Pricing from "../src/Pricing.js"
 import * as ResponseCache from "../src/ResponseCache.js"
 import type { RunContext, StageRuntime } from "../src/RunContext.js"
 import * as RunDir from "../src/RunDir.js"
@@ -68,7 +69,8 @@ const planInto = (
       stageOf: () => stage,
       cache: ResponseCache.disabled,
       state,
-      settings: { concurrency: 1, shardSize: 1_000_000, shardBytes: 1_000_000_000, pollInterval: Duration.seconds(1), detach: false },
+      settings: { concurrency: 1, shardSize: 1_000_000, shardBytes: 1_000_000_000, pollInterval: Duration.seconds(1), outputFileWait: Duration.minutes(10), detach: false },
+      prices: Pricing.builtin,
       createLock: yield* Effect.makeSemaphore(1),
       record: (e) => journal.append(e).pipe(Effect.map(() => void (events.push(e), RunState.apply(state, e))))
     }

@@ -261,6 +261,17 @@ export const promptTokens = (messages: ReadonlyArray<unknown>, model = ""): numb
   return Tokens.chat(model, textual).tokens + parts
 }
 
+/**
+ * A `json_schema` response format is part of the prompt, billed as input: counted the way
+ * `sluice estimate` counts it (`Tokens.schema`: the schema's JSON text and its name).
+ */
+export const schemaTokens = (format: unknown, model = ""): number => {
+  if (!isObject(format) || format["type"] !== "json_schema") return 0
+  const spec = format["json_schema"]
+  if (!isObject(spec) || !isObject(spec["schema"])) return 0
+  return Tokens.schema(model, { name: typeof spec["name"] === "string" ? spec["name"] : "", schema: spec["schema"] }).tokens
+}
+
 const SENTENCES = [
   (s: string) => `Here is a short reply about "${s}".`,
   (s: string) => `Emulated answer: "${s}" has been considered.`,
@@ -301,7 +312,8 @@ const answerChat = (body: Obj, digest: Buffer, ctx: AnswerContext): Answer => {
       logprobs: null
     })
   }
-  const inputTokens = promptTokens(messages, typeof body["model"] === "string" ? body["model"] : "")
+  const model = typeof body["model"] === "string" ? body["model"] : ""
+  const inputTokens = promptTokens(messages, model) + schemaTokens(format, model)
   return {
     inputTokens,
     outputTokens,

@@ -9,7 +9,7 @@
  * its schema; anything else with a text block.
  */
 import { Tokens } from "@sluice/core"
-import { answerRequest, CHAT_ENDPOINT } from "./answers.js"
+import { answerRequest, CHAT_ENDPOINT, promptTokens } from "./answers.js"
 
 type Obj = { readonly [key: string]: unknown }
 const isObject = (value: unknown): value is Obj => typeof value === "object" && value !== null && !Array.isArray(value)
@@ -214,9 +214,9 @@ export const answerParams = (params: Obj, ctx: AnthropicAnswerContext): Anthropi
   })
   const choice = (answer.body["choices"] as ReadonlyArray<Obj>)[0]!
   const content = (choice["message"] as Obj)["content"] as string
-  // Tool definitions are part of the prompt.
+  // Tool definitions are part of the prompt (counted here, not as the stand-in response format).
   const toolsTokens = params["tools"] === undefined ? 0 : Tokens.text(String(params["model"]), JSON.stringify(params["tools"])).tokens
-  const inputTokens = answer.inputTokens + toolsTokens
+  const inputTokens = promptTokens(body["messages"] as ReadonlyArray<unknown>, String(params["model"])) + toolsTokens
   const maxTokens = params["max_tokens"] as number
 
   let blocks: Array<Record<string, unknown>>

@@ -39,7 +39,10 @@ const usageTags = new Set([
   "RunLocked",
   "ValidationError",
   "InitError",
-  "LocalEmulatorError"
+  "LocalEmulatorError",
+  "UnpricedBudget",
+  "PricesFileError",
+  "InvalidSettings"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */

@@ -1,0 +1,93 @@
+/**
+ * The CLI's options that take a number or a price file. Each number is checked against its
+ * range where it is parsed: a value out of range stops the command (exit 2) before anything
+ * is read or written, with a message naming the flag, the range and the value given
+ * ("--concurrency must be an integer from 1 to 10000, got 0"). The run's ranges live in
+ * Settings.ts, shared with the library's options; commands share these definitions, so a
+ * flag means the same everywhere.
+ */
+import { HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Effect } from "effect"
+import { describeRange, inRange, ranges } from "./Settings.js"
+import type { Range } from "./Settings.js"
+
+/** A number option limited to `range` (an integer one when the range says so). */
+export const bounded = (name: string, range: Range, description: string): Options.Options<number> =>
+  (range.integer === true ? Options.integer(name) : Options.float(name)).pipe(
+    Options.withDescription(`${description} (${describeRange(range)})`),
+    Options.mapEffect((n) =>
+      inRange(range, n)
+        ? Effect.succeed(n)
+        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name} must be ${describeRange(range)}, got ${n}`)))
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------
+
+export const concurrency = bounded("concurrency", ranges.concurrency, "batches in flight at once; default 4").pipe(Options.withDefault(4))
+
+export const shardSize = bounded(
+  "shard-size",
+  ranges.shardSize,
+  "requests per batch at most, capped at the provider's limit; default 50,000"
+).pipe(Options.optional)
+
+export const pollSeconds = bounded(
+  "poll-interval",
+  ranges.pollSeconds,
+  "seconds between status polls of a batch; under 1 only against a local address (the emulator); default 30"
+).pipe(Options.withDefault(30))
+
+export const budget = bounded(
+  "budget",
+  ranges.budget,
+  "USD at batch prices the run may submit at most (projected from token counts); the rest waits. Every model needs a price (see --prices); default: no limit"
+).pipe(Options.optional)
+
+export const outputTokens = bounded(
+  "output-tokens",
+  ranges.outputTokens,
+  "output tokens per request assumed by estimates and --budget (default: the stage's max_tokens, else 100)"
+).pipe(Options.optional)
+
+export const outputFileWait = bounded(
+  "output-file-wait",
+  ranges.outputFileWaitSeconds,
+  "how long a batch that completed without an output file is waited for; then its rows count as missing and are resubmitted; default 600"
+).pipe(Options.withDefault(600))
+
+/** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
+export const prices = Options.file("prices").pipe(
+  Options.withDescription(
+    "a JSON file of prices and context windows by model (the shape of data/prices.json), merged over the built-in table; default $SLUICE_PRICES"
+  ),
+  Options.optional
+)
+
+// ---------------------------------------------------------------------------------------------
+// The emulator
+// ---------------------------------------------------------------------------------------------
+
+const rate = (name: string, description: string) => bounded(name, { min: 0, max: 1 }, `${description}; default 0`).pipe(Options.withDefault(0))
+/** Emulated durations: up to a week. */
+const millis = (name: string, description: string, min = 0) =>
+  bounded(name, { min, max: 604_800_000, integer: true, unit: "ms" }, description)
+
+export const emulator = {
+  port: bounded("port", { min: 0, max: 65_535, integer: true }, "port on 127.0.0.1; default 0, a free port").pipe(Options.withDefault(0)),
+  requestsPerSecond: bounded("requests-per-second", { min: 0, above: true, max: 1_000_000_000 }, "processing speed per batch; default 1000").pipe(
+    Options.withDefault(1000)
+  ),
+  validatingMs: millis("validating-ms", "how long a new batch validates; default 200").pipe(Options.withDefault(200)),
+  finalizingMs: millis("finalizing-ms", "how long a batch finalizes; default 200").pipe(Options.withDefault(200)),
+  expireAfterMs: millis("expire-after-ms", "completion window (default 24h)", 1).pipe(Options.optional),
+  errorRate: rate("error-rate", "fraction of requests that fail (succeed when resubmitted)"),
+  rateLimitRate: rate("rate-limit-rate", "fraction of API calls answered 429 with Retry-After"),
+  serverErrorRate: rate("server-error-rate", "fraction of API calls answered 500/502/503"),
+  resetRate: rate("reset-rate", "fraction of API calls whose connection is reset"),
+  dropLines: rate("drop-lines", "fraction of result lines silently left out"),
+  lateOutputFileMs: millis("late-output-file-ms", "completed batches show no output file for this long; default 0").pipe(Options.withDefault(0)),
+  invalidJsonRate: rate("invalid-json-rate", "fraction of first-time structured answers that break their schema")
+}

@@ -1,0 +1,78 @@
+/**
+ * The allowed ranges of a run's numeric settings. The CLI's flags (Flags.ts) and the
+ * library's `RunOptions` are checked against this one table: a concurrency of 0 would wait
+ * forever for a permit, a shard size of 0 would mean one request per batch, and a budget of
+ * -1 or a poll interval of 0 mean nothing sensible.
+ */
+import { Duration, Schema } from "effect"
+
+/** An allowed range: `min` inclusive unless `above` is set (then exclusive); `max` inclusive. */
+export interface Range {
+  readonly min: number
+  readonly max?: number
+  readonly above?: boolean
+  readonly integer?: boolean
+  /** What the number counts, said in messages ("seconds", "USD"). */
+  readonly unit?: string
+}
+
+/** "an integer from 1 to 10000", "a number of seconds from 0.01 to 3600", "a number of USD above 0". */
+export const describeRange = (range: Range): string => {
+  const what = `${range.integer === true ? "an integer" : "a number"}${range.unit === undefined ? "" : ` of ${range.unit}`}`
+  if (range.above === true) return `${what} above ${range.min}${range.max === undefined ? "" : ` and at most ${range.max}`}`
+  return range.max === undefined ? `${what} of at least ${range.min}` : `${what} from ${range.min} to ${range.max}`
+}
+
+export const inRange = (range: Range, n: number): boolean =>
+  Number.isFinite(n) &&
+  (range.integer !== true || Number.isInteger(n)) &&
+  (range.above === true ? n > range.min : n >= range.min) &&
+  (range.max === undefined || n <= range.max)
+
+export const ranges = {
+  concurrency: { min: 1, max: 10_000, integer: true },
+  /** Above the provider's own limit a shard holds the provider's limit (the run says so). */
+  shardSize: { min: 1, max: 1_000_000, integer: true },
+  /** Sub-second polls are for the emulator: against a remote address the runner polls at most once a second. */
+  pollSeconds: { min: 0.01, max: 3600, unit: "seconds" },
+  budget: { min: 0, above: true, unit: "USD" },
+  outputTokens: { min: 1, max: 1_000_000, integer: true },
+  outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" }
+} as const satisfies Record<string, Range>
+
+/** The slowest poll a run against a remote provider makes: providers rate-limit status calls. */
+export const minimumRemotePoll = Duration.seconds(1)
+
+export class InvalidSettings extends Schema.TaggedError<InvalidSettings>()("InvalidSettings", {
+  problems: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    return `invalid run settings: ${this.problems.join("; ")}`
+  }
+}
+
+/** What is out of range in a run's settings (the library's options, which no flag parser checked). */
+export const problems = (settings: {
+  readonly concurrency?: number | undefined
+  readonly shardSize?: number | undefined
+  readonly pollInterval?: Duration.Duration | undefined
+  readonly budget?: number | undefined
+  readonly budgetOutputTokens?: number | undefined
+  readonly outputFileWait?: Duration.Duration | undefined
+}): Array<string> => {
+  const out: Array<string> = []
+  const check = (name: string, range: Range, value: number | undefined) => {
+    if (value !== undefined && !inRange(range, value)) out.push(`${name} must be ${describeRange(range)}, got ${value}`)
+  }
+  check("concurrency", ranges.concurrency, settings.concurrency)
+  check("shardSize", ranges.shardSize, settings.shardSize)
+  check("pollInterval", ranges.pollSeconds, settings.pollInterval === undefined ? undefined : Duration.toMillis(settings.pollInterval) / 1000)
+  check("budget", ranges.budget, settings.budget)
+  check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
+  check(
+    "outputFileWait",
+    ranges.outputFileWaitSeconds,
+    settings.outputFileWait === undefined ? undefined : Duration.toMillis(settings.outputFileWait) / 1000
+  )
+  return out
+}
