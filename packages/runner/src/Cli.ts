@@ -9,6 +9,7 @@ import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
 import * as Flags from "./Flags.js"
+import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
@@ -325,7 +326,7 @@ const cancelCommand = Command.make(
     reported(opts.json, (reporting) =>
       continueRun(
         runDir,
-        { ...opts, concurrency: 1_000_000, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
+        { ...opts, concurrency: ranges.concurrency.max, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
         reporting
       )
     )

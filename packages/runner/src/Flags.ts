@@ -11,10 +11,13 @@ import { Effect } from "effect"
 import { describeRange, inRange, ranges } from "./Settings.js"
 import type { Range } from "./Settings.js"
 
-/** A number option limited to `range` (an integer one when the range says so). */
-export const bounded = (name: string, range: Range, description: string): Options.Options<number> =>
+/**
+ * A number option limited to `range` (an integer one when the range says so). Its help names
+ * the range and, given `byDefault`, the default: "(an integer from 1 to 10000; default 4)".
+ */
+export const bounded = (name: string, range: Range, description: string, byDefault?: string): Options.Options<number> =>
   (range.integer === true ? Options.integer(name) : Options.float(name)).pipe(
-    Options.withDescription(`${description} (${describeRange(range)})`),
+    Options.withDescription(`${description} (${describeRange(range)}${byDefault === undefined ? "" : `; default ${byDefault}`})`),
     Options.mapEffect((n) =>
       inRange(range, n)
         ? Effect.succeed(n)
@@ -26,36 +29,41 @@ export const bounded = (name: string, range: Range, description: string): Option
 // Runs
 // ---------------------------------------------------------------------------------------------
 
-export const concurrency = bounded("concurrency", ranges.concurrency, "batches in flight at once; default 4").pipe(Options.withDefault(4))
+export const concurrency = bounded("concurrency", ranges.concurrency, "batches in flight at once", "4").pipe(Options.withDefault(4))
 
 export const shardSize = bounded(
   "shard-size",
   ranges.shardSize,
-  "requests per batch at most, capped at the provider's limit; default 50,000"
+  "requests per batch at most, capped at the provider's limit",
+  "50,000"
 ).pipe(Options.optional)
 
 export const pollSeconds = bounded(
   "poll-interval",
   ranges.pollSeconds,
-  "seconds between status polls of a batch; under 1 only against a local address (the emulator); default 30"
+  "seconds between status polls of a batch; under 1 only against a local address (the emulator)",
+  "30"
 ).pipe(Options.withDefault(30))
 
 export const budget = bounded(
   "budget",
   ranges.budget,
-  "USD at batch prices the run may submit at most (projected from token counts); the rest waits. Every model needs a price (see --prices); default: no limit"
+  "USD at batch prices the run may submit at most (projected from token counts); the rest waits. Every model needs a price (see --prices)",
+  "no limit"
 ).pipe(Options.optional)
 
 export const outputTokens = bounded(
   "output-tokens",
   ranges.outputTokens,
-  "output tokens per request assumed by estimates and --budget (default: the stage's max_tokens, else 100)"
+  "output tokens per request assumed by estimates and --budget",
+  "the stage's max_tokens, else 100"
 ).pipe(Options.optional)
 
 export const outputFileWait = bounded(
   "output-file-wait",
   ranges.outputFileWaitSeconds,
-  "how long a batch that completed without an output file is waited for; then its rows count as missing and are resubmitted; default 600"
+  "how long a batch that completed without an output file is waited for; then its rows count as missing and are resubmitted",
+  "600"
 ).pipe(Options.withDefault(600))
 
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
@@ -70,24 +78,24 @@ export const prices = Options.file("prices").pipe(
 // The emulator
 // ---------------------------------------------------------------------------------------------
 
-const rate = (name: string, description: string) => bounded(name, { min: 0, max: 1 }, `${description}; default 0`).pipe(Options.withDefault(0))
+const rate = (name: string, description: string) => bounded(name, { min: 0, max: 1 }, description, "0").pipe(Options.withDefault(0))
 /** Emulated durations: up to a week. */
-const millis = (name: string, description: string, min = 0) =>
-  bounded(name, { min, max: 604_800_000, integer: true, unit: "ms" }, description)
+const millis = (name: string, description: string, byDefault: string, min = 0) =>
+  bounded(name, { min, max: 604_800_000, integer: true, unit: "ms" }, description, byDefault)
 
 export const emulator = {
-  port: bounded("port", { min: 0, max: 65_535, integer: true }, "port on 127.0.0.1; default 0, a free port").pipe(Options.withDefault(0)),
-  requestsPerSecond: bounded("requests-per-second", { min: 0, above: true, max: 1_000_000_000 }, "processing speed per batch; default 1000").pipe(
+  port: bounded("port", { min: 0, max: 65_535, integer: true }, "port on 127.0.0.1", "0, a free port").pipe(Options.withDefault(0)),
+  requestsPerSecond: bounded("requests-per-second", { min: 0, above: true, max: 1_000_000_000 }, "processing speed per batch", "1000").pipe(
     Options.withDefault(1000)
   ),
-  validatingMs: millis("validating-ms", "how long a new batch validates; default 200").pipe(Options.withDefault(200)),
-  finalizingMs: millis("finalizing-ms", "how long a batch finalizes; default 200").pipe(Options.withDefault(200)),
-  expireAfterMs: millis("expire-after-ms", "completion window (default 24h)", 1).pipe(Options.optional),
+  validatingMs: millis("validating-ms", "how long a batch stays validating", "200").pipe(Options.withDefault(200)),
+  finalizingMs: millis("finalizing-ms", "how long a batch stays finalizing", "200").pipe(Options.withDefault(200)),
+  expireAfterMs: millis("expire-after-ms", "completion window", "24 hours", 1).pipe(Options.optional),
   errorRate: rate("error-rate", "fraction of requests that fail (succeed when resubmitted)"),
   rateLimitRate: rate("rate-limit-rate", "fraction of API calls answered 429 with Retry-After"),
   serverErrorRate: rate("server-error-rate", "fraction of API calls answered 500/502/503"),
   resetRate: rate("reset-rate", "fraction of API calls whose connection is reset"),
   dropLines: rate("drop-lines", "fraction of result lines silently left out"),
-  lateOutputFileMs: millis("late-output-file-ms", "completed batches show no output file for this long; default 0").pipe(Options.withDefault(0)),
+  lateOutputFileMs: millis("late-output-file-ms", "completed batches show no output file for this long", "0").pipe(Options.withDefault(0)),
   invalidJsonRate: rate("invalid-json-rate", "fraction of first-time structured answers that break their schema")
 }

@@ -109,7 +109,9 @@ export const StatusChanged = Schema.TaggedStruct("StatusChanged", {
   rawStatus: Schema.String,
   counts: BatchCounts,
   /** Unix milliseconds when the change was seen. */
-  at: Schema.optional(Schema.Number)
+  at: Schema.optional(Schema.Number),
+  /** Set when the batch completed without a file to collect its results from (yet). */
+  awaitingOutput: Schema.optional(Schema.Boolean)
 })
 
 export const Terminal = Schema.TaggedStruct("Terminal", {

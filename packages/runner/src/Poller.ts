@@ -41,7 +41,8 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
           status: info.status,
           rawStatus: info.rawStatus,
           counts: info.counts,
-          at: Date.now()
+          at: Date.now(),
+          ...(awaitsResultFile(info) ? { awaitingOutput: true } : {})
         })
       }
       if (!isTerminal(info.status)) return false

@@ -32,6 +32,8 @@ export interface ShardState {
   rawStatus: string | null
   /** Unix milliseconds when the current status was first seen. */
   statusAt: number | null
+  /** The batch completed without an output file to collect (Poller.awaitsResultFile). */
+  awaitingOutput: boolean
   counts: BatchCounts | null
   errors: ReadonlyArray<string>
   rejection: { failure: string; message: string } | null
@@ -148,6 +150,7 @@ const addShard = (state: RunState, e: NewShard) => {
     status: cachedOnly ? "completed" : null,
     rawStatus: cachedOnly ? "cached" : null,
     statusAt: null,
+    awaitingOutput: false,
     counts: null,
     errors: [],
     rejection: null,
@@ -246,6 +249,7 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.rawStatus = event.rawStatus
       s.statusAt = event.at ?? null
       s.counts = event.counts
+      s.awaitingOutput = event.awaitingOutput === true
       break
     }
     case "Terminal": {
@@ -312,4 +316,4 @@ export const isFinished = (state: RunState): boolean =>
  * A batch the provider says completed whose results the run has not taken yet: it is waiting
  * for its output file (see Poller.awaitsResultFile), not in flight.
  */
-export const awaitingOutput = (shard: ShardState): boolean => shard.phase === "created" && shard.status === "completed"
+export const awaitingOutput = (shard: ShardState): boolean => shard.phase === "created" && shard.awaitingOutput
