@@ -108,12 +108,15 @@ describe("help", SLOW, () => {
 
   it("defaults are shown beside the options", async () => {
     const run = await runCli(["run", "--help"], { cwd: dir.dir })
+    // Descriptions wrap at the terminal's width: compare them as one line.
+    const flat = run.stdout.replace(/\s+/g, " ")
     expect(run.stdout).toMatch(/--concurrency integer +batches in flight at once \(an integer from 1 to 10000; default 4\)/)
-    expect(run.stdout).toMatch(/--poll-interval float +seconds between status polls of a batch; .*; default 30\)/)
+    expect(flat).toMatch(/--poll-interval float seconds between status polls of a batch;[^-]*; default 30\)/)
     expect(run.stdout).toMatch(/--run-dir directory +the run directory \(default: \.sluice\/runs\/<pipeline name>\)/)
     const emulatorHelp = await runCli(["emulator", "--help"], { cwd: dir.dir })
-    expect(emulatorHelp.stdout).toMatch(/--validating-ms integer +how long a batch stays validating \(.*; default 200\)/)
-    expect(emulatorHelp.stdout).toMatch(/processing speed per batch \(.*; default 1000\)/)
+    const emulatorFlat = emulatorHelp.stdout.replace(/\s+/g, " ")
+    expect(emulatorFlat).toMatch(/--validating-ms integer how long a batch stays validating \([^)]*; default 200\)/)
+    expect(emulatorFlat).toMatch(/processing speed per batch \([^)]*; default 1000\)/)
   })
 
   /** Runs the CLI on a pseudo-terminal (util-linux `script`), returning what the terminal showed. */
