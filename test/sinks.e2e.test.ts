@@ -146,12 +146,13 @@ describe.skipIf(TempPostgres.skipReason !== undefined)("answers PostgreSQL canno
   })
 
   it("resume finds nothing to do and fails no commit; retry --only sink_rejected asks again and is refused again", async () => {
+    const batches = emulator.calls("POST", "/v1/batches")
     const resumed = await runCli(["resume", runDir(), "--poll-interval", "0.05", "--json"], { cwd: project.dir, env: env() })
     expect(resumed.code, describeResult(resumed)).toBe(1)
     expect(resumed.stderr).not.toMatch(/SinkError|cannot write to answers/)
     expect(JSON.parse(resumed.stdout)).toMatchObject({ finished: true, succeeded: 20, failed: { sink_rejected: 4 } })
+    expect(emulator.calls("POST", "/v1/batches")).toBe(batches)
 
-    const batches = emulator.calls("POST", "/v1/batches")
     const retried = await runCli(["retry", runDir(), "--only", "sink_rejected", "--poll-interval", "0.05", "--json"], {
       cwd: project.dir,
       env: env()
@@ -166,7 +167,8 @@ describe.skipIf(TempPostgres.skipReason !== undefined)("answers PostgreSQL canno
 
     // Not taken by a retry without --only: the sink would refuse the same answer again.
     const plain = await runCli(["retry", runDir(), "--poll-interval", "0.05", "--json"], { cwd: project.dir, env: env() })
-    expect(JSON.parse(plain.stdout).retry ?? { rows: 0 }).toMatchObject({ rows: 0 })
+    expect(plain.code, describeResult(plain)).toBe(1)
+    expect(JSON.parse(plain.stdout)).toMatchObject({ retry: { rows: 0 }, failed: { sink_rejected: 4 } })
     expect(emulator.calls("POST", "/v1/batches")).toBe(batches + 1)
     expect(await readFile(join(runDir(), "failures.jsonl"), "utf8")).toContain('"class":"sink_rejected"')
   })
