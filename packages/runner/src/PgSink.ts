@@ -36,7 +36,10 @@ export interface TableOptions<In, Out> {
    * environment variables apply, as for psql.
    */
   readonly client?: Omit<PgClient.PgClientConfig, "url">
-  /** The table, optionally schema-qualified: `"labels"`, `"etl.labels"`. Created if missing. */
+  /**
+   * The table, optionally schema-qualified: `"labels"`, `"etl.labels"`. Created if missing.
+   * An empty part, a part longer than 63 bytes, U+0000 or a second dot throw at definition.
+   */
   readonly table: string
   /**
    * The row's columns next to `custom_id` and `key`: by default `input` and `output`, both
@@ -51,7 +54,7 @@ export interface TableOptions<In, Out> {
    * `sink_rejected`), and so is one whose function throws.
    */
   readonly columns?: (record: SinkRecord<In, Out>) => Record<string, unknown>
-  /** Rows per INSERT statement; 500 unless given. */
+  /** Rows per INSERT statement; 500 unless given (fewer when they would pass 65,535 parameters). */
   readonly batchSize?: number
 }
 
