@@ -40,9 +40,11 @@ export type BatchRequest = typeof BatchRequest.Type
 
 /**
  * Why a row failed. `retryable`, `expired` and `missing` are rescheduled automatically;
- * `cancelled` and `parse` on request; `permanent` only when asked for explicitly.
+ * `cancelled` and `parse` on request; `permanent` and `sink_rejected` (the answer was fine,
+ * but the pipeline's sink cannot store the row: see `SinkWriter.refuse`) only when asked for
+ * explicitly.
  */
-export const FailureClass = Schema.Literal("retryable", "permanent", "expired", "cancelled", "missing", "parse")
+export const FailureClass = Schema.Literal("retryable", "permanent", "expired", "cancelled", "missing", "parse", "sink_rejected")
 export type FailureClass = typeof FailureClass.Type
 
 export const Usage = Schema.Struct({

@@ -10,6 +10,7 @@ import { join } from "node:path"
 import * as CheckpointedFile from "./internal/checkpointedFile.js"
 import { csvRecords } from "./internal/csvRecords.js"
 import * as ParquetFile from "./internal/parquetFile.js"
+import * as Unicode from "./internal/unicode.js"
 
 /** What a sink receives for each row. */
 export interface SinkRecord<In, Out> {
@@ -49,6 +50,16 @@ export interface SinkWriter<A> {
   readonly write: (records: ReadonlyArray<A>) => Effect.Effect<void, SinkError>
   /** Makes everything written so far durable and returns the checkpoint to journal. */
   readonly commit: Effect.Effect<SinkCheckpoint, SinkError>
+  /**
+   * Why the sink cannot store `record` (a sentence naming the sink and the value), or
+   * undefined when it can. The runner asks before writing each record: a refused record's
+   * row fails alone — class `sink_rejected` in failures.jsonl, with this reason — and is not
+   * written, so one row never blocks a commit. Answering may settle what the sink derives
+   * from the records it sees (a CSV header, a column's type), so records are asked about in
+   * the order they are then written. `write` fails with a SinkError on a record it would
+   * refuse (a caller that did not ask).
+   */
+  readonly refuse?: (record: A) => string | undefined
 }
 
 export interface Sink<A> {
@@ -61,6 +72,19 @@ export interface Sink<A> {
     resume: SinkCheckpoint | undefined
   ) => Effect.Effect<SinkWriter<A>, SinkError, FileSystem.FileSystem | Scope.Scope>
 }
+
+/**
+ * Why a string cannot be stored, naming the character and its position, or undefined: a lone
+ * surrogate (which no UTF-8 encoder can write: it would silently become U+FFFD), and with
+ * `nul` U+0000 too (which PostgreSQL's text and jsonb refuse). For sinks of your own.
+ */
+export const textProblem: (s: string, nul: boolean) => string | undefined = Unicode.textProblem
+
+/**
+ * `textProblem` for every string of a value — nested in arrays and objects, object keys
+ * included — as `"<path> has <problem>"`, or undefined.
+ */
+export const jsonProblem: (value: unknown, path: string, nul: boolean) => string | undefined = Unicode.jsonProblem
 
 /** Constructors. */
 
@@ -75,6 +99,8 @@ const tryEncode = <A>(sink: string, f: () => A): Effect.Effect<A, SinkError> =>
 /**
  * A JSON Lines file, one line per record: `{"key", "custom_id", "input", "output"}`.
  * Parent directories are created. Generic so that it fits a pipeline of any row type.
+ * It stores any string: U+0000 and lone surrogates are written as JSON escapes (`\u0000`,
+ * `\ud800`), so the file is valid UTF-8 and JSON.parse gives back the very same string.
  */
 export const jsonl = <In = unknown, Out = unknown>(path: string): Sink<SinkRecord<In, Out>> => {
   const name = `jsonl:${path}`
@@ -112,6 +138,13 @@ export interface CsvOptions<In, Out> {
    * `output.<field>` for each top-level field (non-scalar values as JSON).
    */
   readonly columns?: (record: SinkRecord<In, Out>) => Record<string, CsvCell>
+  /**
+   * Neutralise cells a spreadsheet would run as a formula (OWASP's CSV injection advice): a
+   * text cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'` in
+   * front, unless it is a plain number (`-5`, `+1.5e3`). Numbers are never changed. On unless
+   * `false` (then every cell is written exactly as it is).
+   */
+  readonly formulaEscape?: boolean
 }
 
 const cell = (value: unknown): string | null => {
@@ -127,6 +160,13 @@ const cell = (value: unknown): string | null => {
   if (value instanceof Date) return value.toISOString()
   return JSON.stringify(value) ?? null
 }
+
+const FORMULA_START = /^[=+\-@\t\r]/
+const PLAIN_NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/
+
+/** A text cell as OWASP advises for CSV files opened in spreadsheets (see `formulaEscape`). */
+export const neutraliseFormula = (text: string): string =>
+  FORMULA_START.test(text) && !PLAIN_NUMBER.test(text) ? `'${text}` : text
 
 const isPlainObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && !(u instanceof Date)
@@ -145,6 +185,29 @@ const defaultColumns = (record: SinkRecord<unknown, unknown>): Record<string, un
   flatten(out, "input", record.input)
   flatten(out, "output", record.output)
   return out
+}
+
+const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/**
+ * The cells of a record, or why there are none (the `columns` function threw: that fails
+ * the record's row, as a throwing transform does).
+ */
+const cellsOf = <R>(toCells: (record: R) => Record<string, unknown>, record: R): Record<string, unknown> | string => {
+  try {
+    return toCells(record)
+  } catch (e) {
+    return `the columns function failed: ${errorText(e)}`
+  }
+}
+
+/** The first column name with a lone surrogate: no file can hold it. */
+const nameProblem = (names: ReadonlyArray<string>): string | undefined => {
+  for (const n of names) {
+    const problem = Unicode.textProblem(n, false)
+    if (problem !== undefined) return `column name ${JSON.stringify(n)} has ${problem}, which UTF-8 cannot encode`
+  }
+  return undefined
 }
 
 /**
@@ -172,6 +235,12 @@ const readHeader = (path: string, upTo: number, name: string) =>
 /**
  * A CSV file with a header row, written with csv-stringify. The header is written once, when
  * the file starts empty; a resumed run reads it back and keeps its columns.
+ *
+ * Refused (the row fails alone, `sink_rejected`): a text cell or column name holding a lone
+ * surrogate (UTF-8 cannot encode it; CSV has no escape for it), a record with a column the
+ * header lacks, a record whose `columns` function throws. U+0000 is valid UTF-8 and is
+ * written as it is. Formula-like text cells are neutralised (see `formulaEscape`); the
+ * header is written as given.
  */
 export const csv = <In = unknown, Out = unknown>(
   path: string,
@@ -179,6 +248,9 @@ export const csv = <In = unknown, Out = unknown>(
 ): Sink<SinkRecord<In, Out>> => {
   const name = `csv:${path}`
   const toCells: (record: SinkRecord<In, Out>) => Record<string, unknown> = options.columns ?? defaultColumns
+  const text = options.formulaEscape === false
+    ? cell
+    : (value: unknown) => (typeof value === "string" ? neutraliseFormula(value) : cell(value))
   return {
     name,
     open: (resume) =>
@@ -187,44 +259,63 @@ export const csv = <In = unknown, Out = unknown>(
         // Opened first: it checks the file; the header lies before the checkpoint, untouched.
         let header: ReadonlyArray<string> | undefined =
           file.startOffset > 0 ? yield* readHeader(path, file.startOffset, name) : undefined
-        const row = (cells: Record<string, unknown>, columns: ReadonlyArray<string>): Array<string | null> => {
-          const out = new Array<string | null>(columns.length)
-          let found = 0
-          for (let i = 0; i < columns.length; i++) {
-            const c = columns[i]!
-            if (Object.hasOwn(cells, c)) found++
-            out[i] = cell(cells[c])
-          }
-          if (found !== Object.keys(cells).length) {
-            const extra = Object.keys(cells).filter((k) => !columns.includes(k))
+        let headerWritten = header !== undefined
+        /** Records `refuse` accepted, with their cells: `write` takes them as they are. */
+        const accepted = new WeakMap<object, Record<string, unknown>>()
+
+        /** Why the cells cannot be a row of this file; the first record accepted fixes the header. */
+        const check = (cells: Record<string, unknown>): string | undefined => {
+          const names = Object.keys(cells)
+          const columns = header ?? names
+          const badName = nameProblem(names)
+          if (badName !== undefined) return badName
+          const extra = names.filter((k) => !columns.includes(k))
+          if (extra.length > 0) {
             // Dropping the cell would lose data silently; the header is already written.
-            throw new Error(
-              `column${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not in the header (${columns.join(", ")}); ` +
-                "pass `columns` to Sink.csv to fix the set of columns"
-            )
+            return `column${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not in the header (${columns.join(", ")}); ` +
+              "pass `columns` to Sink.csv to fix the set of columns"
           }
-          return out
+          for (const c of names) {
+            const v = cells[c]
+            const problem = typeof v === "string" ? Unicode.textProblem(v, false) : undefined
+            if (problem !== undefined) return `column ${c} has ${problem}, which UTF-8 cannot encode`
+          }
+          header = columns
+          return undefined
         }
+
+        const refuse = (record: SinkRecord<In, Out>): string | undefined => {
+          const cells = cellsOf(toCells, record)
+          const reason = typeof cells === "string" ? cells : check(cells)
+          if (reason !== undefined) return `${name}: ${reason}`
+          accepted.set(record, cells as Record<string, unknown>)
+          return undefined
+        }
+
         const write = (records: ReadonlyArray<SinkRecord<In, Out>>) =>
           records.length === 0 ? Effect.void : Effect.flatMap(
             tryEncode(name, () => {
               const rows: Array<Array<string | null>> = []
-              let columns = header
+              let withHeader = !headerWritten
               for (const r of records) {
-                const cells = toCells(r)
-                if (columns === undefined) {
-                  columns = Object.keys(cells)
-                  rows.push([...columns])
+                let cells = accepted.get(r)
+                if (cells === undefined) {
+                  cells = toCells(r)
+                  const reason = check(cells)
+                  if (reason !== undefined) throw new Error(reason)
                 }
-                rows.push(row(cells, columns))
+                const columns = header!
+                if (withHeader) {
+                  rows.push([...columns])
+                  withHeader = false
+                }
+                rows.push(columns.map((c) => text(cells[c])))
               }
-              const text = stringify(rows)
-              header = columns
-              return text
+              return stringify(rows)
             }),
-            file.append
+            (encoded) => Effect.map(file.append(encoded), () => void (headerWritten = true))
           )
-        return { write, commit: file.commit } satisfies SinkWriter<SinkRecord<In, Out>>
+        return { write, commit: file.commit, refuse } satisfies SinkWriter<SinkRecord<In, Out>>
       })
   }
 }
@@ -280,9 +371,11 @@ const partName = (n: number) => `part-${String(n).padStart(5, "0")}.parquet`
  *
  * Columns are those of the first record (see `columns`); each column's type is that of its
  * first non-null value — string, number (DOUBLE) or boolean — and every column is nullable.
- * A resumed run reads the columns back from `part-00001.parquet`. A later value of another
- * type fails the write (a number or boolean in a string column is kept as its text).
- * Memory is bounded by one row group.
+ * A resumed run reads the columns back from `part-00001.parquet`. A number or boolean in a
+ * string column is kept as its text. Refused (the row fails alone, `sink_rejected`): a later
+ * value of another type, a column the first record did not have, a string or column name
+ * holding a lone surrogate (UTF-8 cannot encode it), a record whose `columns` function
+ * throws. U+0000 is valid UTF-8 and is stored as it is. Memory is bounded by one row group.
  */
 export const parquet = <In = unknown, Out = unknown>(
   path: string,
@@ -339,8 +432,10 @@ export const parquet = <In = unknown, Out = unknown>(
           }
         }
 
-        // The columns: those of the parts already committed, or (fresh) the first record's.
+        // The columns: those of the parts already committed, or (fresh) the first record's,
+        // each typed by its first non-null value; `columns` is fixed when the first part opens.
         let names: ReadonlyArray<string> | undefined
+        const kinds = new Map<string, ParquetFile.Kind>()
         let columns: ReadonlyArray<ParquetFile.Column> | undefined
         if (committed > 0) {
           const first = join(path, partName(1))
@@ -353,6 +448,48 @@ export const parquet = <In = unknown, Out = unknown>(
           }
           columns = read
           names = read.map((c) => c.name)
+          for (const c of read) kinds.set(c.name, c.kind)
+        }
+
+        /** Why the cells cannot be a row of this dataset, or the row; accepting settles names and kinds. */
+        const check = (cells: Record<string, unknown>): string | Array<ParquetFile.Cell> => {
+          const own = Object.keys(cells)
+          const header = names ?? own
+          const badName = nameProblem(own)
+          if (badName !== undefined) return badName
+          const extra = own.filter((k) => !header.includes(k))
+          if (extra.length > 0) {
+            return `column${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not among the columns (${header.join(", ")}); ` +
+              "pass `columns` to Sink.parquet to fix the set of columns"
+          }
+          const row = header.map((c) => parquetCell(cells[c]))
+          const decided = new Map<string, ParquetFile.Kind>()
+          for (let i = 0; i < header.length; i++) {
+            const v = row[i]!
+            if (v === null) continue
+            const c = header[i]!
+            const problem = typeof v === "string" ? Unicode.textProblem(v, false) : undefined
+            if (problem !== undefined) return `column ${c} has ${problem}, which UTF-8 cannot encode`
+            const kind = kinds.get(c) ?? decided.get(c)
+            const found: ParquetFile.Kind = typeof v === "number" ? "number" : typeof v === "boolean" ? "boolean" : "string"
+            if (kind === undefined) decided.set(c, found)
+            else if (kind !== found && kind !== "string") {
+              return `column ${c} holds ${kind}s (from the first rows written) but got ${JSON.stringify(v)}; ` +
+                "pass `columns` to Sink.parquet to fix the columns' values"
+            }
+          }
+          names = header
+          for (const [c, kind] of decided) kinds.set(c, kind)
+          return row
+        }
+        /** Records `refuse` accepted, with their rows: `write` takes them as they are. */
+        const accepted = new WeakMap<object, Array<ParquetFile.Cell>>()
+        const refuse = (record: SinkRecord<In, Out>): string | undefined => {
+          const cells = cellsOf(toCells, record)
+          const row = typeof cells === "string" ? cells : check(cells)
+          if (typeof row === "string") return `${name}: ${row}`
+          accepted.set(record, row)
+          return undefined
         }
 
         let pending: Array<Array<ParquetFile.Cell>> = []
@@ -386,7 +523,11 @@ export const parquet = <In = unknown, Out = unknown>(
           if (pending.length === 0) return
           const rows = pending
           pending = []
-          if (columns === undefined) columns = ParquetFile.inferKinds(names ?? [], rows)
+          if (columns === undefined) {
+            // A column with no value yet is a string column from now on.
+            columns = (names ?? []).map((c) => ({ name: c, kind: kinds.get(c) ?? "string" }))
+            for (const c of columns) kinds.set(c.name, c.kind)
+          }
           if (part === undefined) {
             const partScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
             const file = yield* guard(
@@ -406,26 +547,11 @@ export const parquet = <In = unknown, Out = unknown>(
           lock.withPermits(1)(Effect.gen(function*() {
             if (broken !== undefined) return yield* Effect.fail(broken)
             for (const record of records) {
-              const row = yield* tryEncode(name, () => {
-                const cells = toCells(record)
-                if (names === undefined) names = Object.keys(cells)
-                const header = names
-                const out = new Array<ParquetFile.Cell>(header.length)
-                let found = 0
-                for (let i = 0; i < header.length; i++) {
-                  const c = header[i]!
-                  if (Object.hasOwn(cells, c)) found++
-                  out[i] = parquetCell(cells[c])
-                }
-                if (found !== Object.keys(cells).length) {
-                  const extra = Object.keys(cells).filter((k) => !header.includes(k))
-                  throw new Error(
-                    `column${extra.length > 1 ? "s" : ""} ${extra.join(", ")} not among the columns (${header.join(", ")}); ` +
-                      "pass `columns` to Sink.parquet to fix the set of columns"
-                  )
-                }
-                return out
-              })
+              const row = accepted.get(record) ?? (yield* tryEncode(name, () => {
+                const checked = check(toCells(record))
+                if (typeof checked === "string") throw new Error(checked)
+                return checked
+              }))
               pending.push(row)
               if (pending.length >= rowGroupSize) yield* flushGroup
             }
@@ -450,7 +576,7 @@ export const parquet = <In = unknown, Out = unknown>(
           return { offset: parts } satisfies SinkCheckpoint
         }))
 
-        return { write, commit } satisfies SinkWriter<SinkRecord<In, Out>>
+        return { write, commit, refuse } satisfies SinkWriter<SinkRecord<In, Out>>
       })
   }
 }
@@ -476,8 +602,19 @@ export const all = <A>(...sinks: ReadonlyArray<Sink<A>>): Sink<A> => ({
         const part = resume?.parts?.[i]
         writers.push(yield* sink.open(part === undefined ? undefined : { offset: part.offset }))
       }
+      const refusing = writers.filter((w) => w.refuse !== undefined)
       return {
         write: (records) => Effect.forEach(writers, (w) => w.write(records), { discard: true }),
+        // The first sink's refusal stands: a row is stored in all of them or in none.
+        ...(refusing.length === 0 ? {} : {
+          refuse: (record: A) => {
+            for (const w of refusing) {
+              const reason = w.refuse!(record)
+              if (reason !== undefined) return reason
+            }
+            return undefined
+          }
+        }),
         commit: Effect.map(Effect.forEach(writers, (w) => w.commit), (parts) => ({
           offset: parts.reduce((a, p) => a + p.offset, 0),
           parts: parts.map((p) => ({ offset: p.offset }))

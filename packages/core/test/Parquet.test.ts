@@ -342,3 +342,64 @@ describe("Source.parquet", () => {
       expect(Math.max(...reads)).toBeLessThan(size / 4)
     }))
 })
+
+describe("Sink.parquet refusals", () => {
+  /** Writes through `refuse` as the runner does: only accepted records are written. */
+  const writeAccepted = <R>(w: Sink.SinkWriter<R>, records: ReadonlyArray<R>) =>
+    Effect.gen(function*() {
+      const refused: Array<string> = []
+      const accepted: Array<R> = []
+      for (const r of records) {
+        const reason = w.refuse?.(r)
+        if (reason === undefined) accepted.push(r)
+        else refused.push(reason)
+      }
+      yield* w.write(accepted)
+      yield* w.commit
+      return refused
+    })
+
+  it.effect("a lone surrogate, a value of another type, an extra column: the row is refused, the others written", () =>
+    Effect.gen(function*() {
+      const out = join(dir, "refusals.parquet")
+      const sink = Sink.parquet<unknown, unknown>(out, { columns: (r) => r.output as Record<string, unknown> })
+      const at = (i: number, output: Record<string, unknown>) => ({ key: `k${i}`, customId: `c${i}`, input: null, output })
+      const refused = yield* withWriter(sink, undefined, (w) =>
+        writeAccepted(w, [
+          at(1, { text: "nul \u0000 kept", n: null }),
+          at(2, { text: "lone \ud800", n: 1 }),
+          at(3, { text: "fine", n: 2 }),
+          at(4, { text: "fine", n: "two" }),
+          at(5, { text: "fine", n: 3, more: true }),
+          at(6, { text: 7, n: 4 }),
+          at(7, { text: "pair \ud83d\ude00", n: null })
+        ]))
+      expect(refused).toEqual([
+        `parquet:${out}: column text has a lone surrogate (U+D800) at character 5, which UTF-8 cannot encode`,
+        `parquet:${out}: column n holds numbers (from the first rows written) but got "two"; pass \`columns\` to Sink.parquet to fix the columns' values`,
+        `parquet:${out}: column more not among the columns (text, n); pass \`columns\` to Sink.parquet to fix the set of columns`
+      ])
+      expect(yield* Effect.promise(() => readDataset(out))).toEqual([
+        { text: "nul \u0000 kept", n: null },
+        { text: "fine", n: 2 },
+        { text: "7", n: 4 },
+        { text: "pair \ud83d\ude00", n: null }
+      ])
+      // A caller that does not ask: write itself refuses, rather than writing U+FFFD.
+      const error = yield* Effect.flip(withWriter(sink, undefined, (w) => w.write([at(2, { text: "lone \ud800", n: 1 })])))
+      expect(error.message).toMatch(/column text has a lone surrogate \(U\+D800\)/)
+    }))
+
+  it.effect("a resumed dataset refuses by the committed parts' column types", () =>
+    Effect.gen(function*() {
+      const out = join(dir, "refusals-resumed.parquet")
+      const sink = Sink.parquet<number, unknown>(out, { columns: (r) => ({ n: r.input }) })
+      const rec = (i: number, input: unknown) => ({ key: `k${i}`, customId: `c${i}`, input: input as number, output: null })
+      const cp = yield* withWriter(sink, undefined, (w) => Effect.zipRight(w.write([rec(1, 1)]), w.commit))
+      const refused = yield* withWriter(sink, cp, (w) => writeAccepted(w, [rec(2, true), rec(3, 3)]))
+      expect(refused).toEqual([
+        `parquet:${out}: column n holds numbers (from the first rows written) but got true; pass \`columns\` to Sink.parquet to fix the columns' values`
+      ])
+      expect(yield* Effect.promise(() => readDataset(out))).toEqual([{ n: 1 }, { n: 3 }])
+    }))
+})

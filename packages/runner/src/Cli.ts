@@ -276,7 +276,7 @@ const resumeCommand = Command.make(
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
-const classChoices = ["retryable", "expired", "cancelled", "missing", "parse", "permanent"] as const
+const classChoices = ["retryable", "expired", "cancelled", "missing", "parse", "permanent", "sink_rejected"] as const
 
 const retryCommand = Command.make(
   "retry",
@@ -284,7 +284,7 @@ const retryCommand = Command.make(
     runDir: runDirArg,
     only: Options.text("only").pipe(
       Options.withDescription(
-        "comma-separated failure classes to resubmit: retryable, expired, cancelled, missing, parse, permanent (default: all but permanent)"
+        "comma-separated failure classes to resubmit: retryable, expired, cancelled, missing, parse, permanent, sink_rejected (default: all but permanent and sink_rejected)"
       ),
       Options.optional
     ),

@@ -218,9 +218,9 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       }
 
       const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
-        succeeded++
         const src = row.src === undefined ? row.input : row.src
         if (next !== undefined) {
+          succeeded++
           let full = false
           const lin = [...(row.lin ?? []), row.id]
           for (const [key, value] of values) {
@@ -230,13 +230,22 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           }
           return full ? next.flush : undefined
         }
-        for (const [key, value] of values) {
-          sinkBatch.push(
-            multiStage
-              ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
-              : { key, customId: row.id, input: src, output: value }
-          )
+        const records = values.map(([key, value]) =>
+          multiStage
+            ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
+            : { key, customId: row.id, input: src, output: value }
+        )
+        // A row the sink cannot store (U+0000 for PostgreSQL, say) fails alone, before the
+        // write: in the batch it would fail the sink's commit, and every later one.
+        const refuse = outputs.sink.refuse
+        if (refuse !== undefined) {
+          for (const record of records) {
+            const reason = refuse(record)
+            if (reason !== undefined) return fail(row, "sink_rejected", "sink_rejected", reason)
+          }
         }
+        succeeded++
+        for (const record of records) sinkBatch.push(record)
         return sinkBatch.length >= 1000 ? flushSink : undefined
       }
 

@@ -119,7 +119,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
 export const resume = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
   run(pipeline, options)
 
-/** Resubmits the rows that ended failed in `classes` (default: all but permanent). */
+/** Resubmits the rows that ended failed in `classes` (default: all but permanent and sink_rejected). */
 export const retry = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }

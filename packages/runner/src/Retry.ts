@@ -1,7 +1,7 @@
 /**
  * `sluice retry`: new shards from the rows that ended failed, replaying their identical
  * request lines from the original shard files. Only the chosen failure classes are taken
- * (permanent failures only when asked for), and each row's attempts are capped.
+ * (permanent and sink_rejected failures only when asked for), and each row's attempts are capped.
  */
 import type { FailureClass } from "@sluice/core"
 import { Effect, Exit, Scope, Stream } from "effect"
@@ -11,7 +11,11 @@ import { lines } from "./internal/lines.js"
 import type { RunContext } from "./RunContext.js"
 import type { RunState } from "./RunState.js"
 
-/** Classes `retry` takes when none are named. */
+/**
+ * Classes `retry` takes when none are named. Not `permanent` (the provider would reject the
+ * request again) nor `sink_rejected` (the sink would refuse the same answer again; asking
+ * again is paid again).
+ */
 export const defaultClasses: ReadonlyArray<FailureClass> = ["retryable", "expired", "cancelled", "missing", "parse"]
 
 /** A row is not submitted more often than this, however many times it is retried. */

@@ -607,7 +607,7 @@ export const events = (pipeline: Pipeline.Pipeline<any, any>, options: RunOption
 export const resume = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
   run(pipeline, { ...options, mode: "run" })
 
-/** Resubmits the rows that ended failed in `classes` (default: all but permanent), then continues the run. */
+/** Resubmits the rows that ended failed in `classes` (default: all but permanent and sink_rejected), then continues the run. */
 export const retry = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }

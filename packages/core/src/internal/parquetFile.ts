@@ -7,7 +7,7 @@
  * - `PartWriter`: writes one Parquet file row group by row group, handing back the encoded
  *   bytes after each group so memory stays bounded by a row group.
  * - Column kinds: the flat column types the Parquet sink writes (string, number, boolean),
- *   inferred from the first values and read back from an existing part's footer on resume.
+ *   read back from an existing part's footer on resume (the sink infers them from the first values).
  */
 import { FileSystem } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
@@ -103,18 +103,6 @@ export const columnsOf = (metadata: FileMetaData): Array<Column> | string => {
   }
   return out
 }
-
-/** The kind of each column: that of its first non-null value in `rows`; all-null columns are strings. */
-export const inferKinds = (names: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<Cell>>): Array<Column> =>
-  names.map((name, i) => {
-    for (const row of rows) {
-      const v = row[i]
-      if (v !== null && v !== undefined) {
-        return { name, kind: typeof v === "number" ? "number" : typeof v === "boolean" ? "boolean" : "string" }
-      }
-    }
-    return { name, kind: "string" }
-  })
 
 /** A ByteWriter whose bytes are taken out after each row group instead of accumulating. */
 class DrainingWriter extends ByteWriter {
