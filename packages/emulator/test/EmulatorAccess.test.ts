@@ -59,7 +59,7 @@ describe("the test API with an API key", () => {
       const wrong = await send(emulator.port, call.method, call.path, { ...headers, authorization: "Bearer not-the-key" }, call.body)
       expect(wrong.status, `${call.method} ${call.path} with a wrong key`).toBe(401)
       expect(wrong.body).not.toContain("not-the-key")
-      for (const style of [auth, { "x-api-key": KEY }, { "api-key": KEY }]) {
+      for (const style of [auth, { "x-api-key": KEY }, { "api-key": KEY }, { "x-goog-api-key": KEY }]) {
         const ok = await send(emulator.port, call.method, call.path, { ...headers, ...style }, call.body)
         expect(ok.status, `${call.method} ${call.path} with ${Object.keys(style)[0]}`).toBe(200)
       }
