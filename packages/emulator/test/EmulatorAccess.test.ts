@@ -195,14 +195,29 @@ describe("reset under a state dir", () => {
     throw new Error(`batch ${id} did not complete`)
   }
 
-  it("deletes only the files the emulator wrote, including those of an earlier emulator on the dir", async () => {
-    const stateDir = join(dir, "shared")
+  /**
+   * How the first emulator's state.json is handed to the second: as written; as an earlier
+   * version wrote it (no list of the files it wrote: its records name them); or edited by hand
+   * to claim the user's files (never deleted: only names the emulator gives are taken).
+   */
+  const handovers = {
+    "as written": (state: Record<string, unknown>) => state,
+    "by an earlier version": ({ format: _format, owned: _owned, ...state }: Record<string, unknown>) => state,
+    "claiming the user's files": (state: Record<string, unknown>) => ({
+      ...state,
+      owned: [...(state["owned"] as Array<string>), "files/dataset.jsonl/", "notes.txt", "files/../notes.txt", "batches/../../outside.txt"]
+    })
+  }
+
+  it.each(Object.entries(handovers))("deletes only the files the emulator wrote, those of an earlier emulator on the dir included (state %s)", async (name, handover) => {
+    const stateDir = join(dir, name.replaceAll(" ", "-").replaceAll("'", ""))
     await mkdir(join(stateDir, "files"), { recursive: true })
     await mkdir(join(stateDir, "batches"), { recursive: true })
     const foreign = {
       [join(stateDir, "notes.txt")]: "mine\n",
       [join(stateDir, "files", "dataset.jsonl")]: '{"mine":true}\n',
-      [join(stateDir, "batches", "plan.md")]: "# mine\n"
+      [join(stateDir, "batches", "plan.md")]: "# mine\n",
+      [join(stateDir, "..", "outside.txt")]: "beside the state dir\n"
     }
     for (const [path, text] of Object.entries(foreign)) await writeFile(path, text)
     const options = { stateDir, validatingMs: 0, finalizingMs: 0, requestsPerSecond: Infinity }
@@ -213,6 +228,10 @@ describe("reset under a state dir", () => {
     } finally {
       await first.close()
     }
+    const statePath = join(stateDir, "state.json")
+    const written = JSON.parse(await readFile(statePath, "utf8")) as Record<string, unknown>
+    expect(written["owned"]).toEqual(expect.arrayContaining([expect.stringMatching(/^files\/file-/)]))
+    await writeFile(statePath, JSON.stringify(handover(written)))
     const second = await startEmulator(options)
     try {
       await runBatch(second.url)

@@ -183,8 +183,12 @@ interface PersistedState {
   readonly owned?: ReadonlyArray<string>
 }
 
-/** A stateDir the emulator will not use: its state.json is someone else's. */
-export class ForeignStateDirError extends Error {}
+/** A file name the emulator gives (its ids, a suffix): never a path out of its directory. */
+const OWN_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/
+const isOwnedPath = (relative: string): boolean => {
+  const [dir, name, ...rest] = relative.split("/")
+  return (dir === "files" || dir === "batches") && name !== undefined && OWN_NAME.test(name) && rest.length === 0
+}
 
 export class Store {
   readonly files = new Map<string, FileRecord>()
@@ -242,7 +246,7 @@ export class Store {
    */
   private own(dir: "files" | "batches", name: string): string {
     // Ids are the emulator's own; a name that could leave the directory is a bug, never a path.
-    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(name)) throw new Error(`Not an emulator file name: ${JSON.stringify(name.slice(0, 100))}`)
+    if (!OWN_NAME.test(name)) throw new Error(`Not an emulator file name: ${JSON.stringify(name.slice(0, 100))}`)
     const relative = `${dir}/${name}`
     this.owned.add(relative)
     return join(this.dataDir, dir, name)
@@ -323,7 +327,7 @@ export class Store {
       throw error
     }
     if (Either.isLeft(decodeEnvelope(text))) {
-      throw new ForeignStateDirError(
+      throw new Error(
         `${path} is not the emulator's state file (not JSON of its format): the emulator would overwrite it. Give a stateDir of its own (a new or empty directory).`
       )
     }
@@ -333,7 +337,8 @@ export class Store {
     for (const batch of state.batches) this.batches.set(batch.id, { ...batch })
     for (const batch of state.anthropicBatches ?? []) this.anthropicBatches.set(batch.id, { ...batch })
     for (const [key, owner] of state.seen) this.seen.set(key, owner)
-    if (state.owned !== undefined) for (const relative of state.owned) this.owned.add(relative)
+    // Only names the emulator could have given: a state.json edited by hand never points reset elsewhere.
+    if (state.owned !== undefined) for (const relative of state.owned.filter(isOwnedPath)) this.owned.add(relative)
     else this.ownRecordedFiles()
   }
 
