@@ -423,7 +423,7 @@ describe("Promise API", () => {
       expect(e.reason).toBe("Unauthorized")
       expect(e.retryable).toBe(false)
       expect(e.message).not.toContain("wrong-key")
-      expect((await getLedger(keyed.url)).batches).toHaveLength(0)
+      expect((await getLedger(keyed.url, { apiKey: "right-key" })).batches).toHaveLength(0)
 
       const ok = await Api.run(pipeline, { runDir: join(dir, "right"), ...promiseConnection(keyed, "right-key"), pollInterval: pollSeconds })
       expect(ok).toMatchObject({ finished: true, succeeded: 3 })

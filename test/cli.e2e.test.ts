@@ -361,7 +361,7 @@ describe("API keys never leak", SLOW, () => {
       expect(r.stdout).not.toContain(key)
       expect(r.stderr).not.toContain(key)
       expect(await filesContaining(project.dir, key)).toEqual([])
-      expect((await getLedger(emulator.url)).batches).toHaveLength(0)
+      expect((await getLedger(emulator.url, "right-key")).batches).toHaveLength(0)
       expect(emulator.log.some((l) => / -> 401 /.test(l))).toBe(true)
     } finally {
       await emulator.close()

@@ -247,8 +247,9 @@ export interface Ledger {
   readonly deliveries: ReadonlyArray<{ readonly custom_id: string; readonly batch_id: string }>
 }
 
-export const getLedger = async (emulatorUrl: string): Promise<Ledger> => {
-  const response = await fetch(`${emulatorUrl}/_emulator/ledger`)
+/** The ledger; `apiKey`: the emulator's key, when it has one (the test API takes it too). */
+export const getLedger = async (emulatorUrl: string, apiKey?: string): Promise<Ledger> => {
+  const response = await fetch(`${emulatorUrl}/_emulator/ledger`, apiKey === undefined ? undefined : { headers: { authorization: `Bearer ${apiKey}` } })
   if (!response.ok) throw new Error(`GET /_emulator/ledger -> ${response.status}: ${await response.text()}`)
   return (await response.json()) as Ledger
 }

@@ -7,7 +7,7 @@
  * Users point their pipelines (or the official `openai` client) at
  * `${handle.url}/v1`, `@anthropic-ai/sdk` and `@google/genai` at `${handle.url}`;
  * tests steer it through `${handle.url}/_emulator/...`
- * (ledger, faults, reset — see internal/controlRoutes.ts). The same OpenAI routes
+ * (ledger, faults, reset — see internal/controlRoutes.ts; guarded as internal/access.ts says). The same OpenAI routes
  * answer under Azure's roots (`/openai/v1/...`, `/openai/...?api-version=`) and under a
  * gateway path prefix (`/azure/v1/...`, `/gateway/v1/...`): see README.md.
  *
@@ -20,6 +20,7 @@
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Data, Effect, type Scope } from "effect"
+import { HostPolicy } from "./internal/access.js"
 import { Batches } from "./internal/batches.js"
 import { type Clock, systemClock } from "./internal/clock.js"
 import { ApiError } from "./internal/errors.js"
@@ -36,15 +37,26 @@ export interface EmulatorOptions {
   /** Interface to bind (default "127.0.0.1"). */
   readonly host?: string
   /**
-   * If set, every /v1 call must carry this key (`Authorization: Bearer K`,
-   * `x-api-key: K` or `api-key: K`), else 401. If unset, any key is accepted.
+   * Host names (without port) the emulator answers to besides loopback (`localhost`, `127.0.0.1`,
+   * `[::1]`) and the address it is bound to; `"*"` accepts any. Every other `Host` header gets a
+   * 403, on every route: a web page cannot reach the emulator through DNS rebinding. For an
+   * emulator bound to another interface on purpose and reached by name (a container's service
+   * name, say): `host: "0.0.0.0", allowedHosts: ["emulator"]`. The test API answers to the same
+   * names: set `apiKey` too.
+   */
+  readonly allowedHosts?: ReadonlyArray<string>
+  /**
+   * If set, every call must carry this key (`Authorization: Bearer K`, `x-api-key: K` or
+   * `api-key: K`; Gemini's and Anthropic's styles on their routes), else 401 — the test API
+   * (`/_emulator/*`) too. If unset, any key is accepted.
    */
   readonly apiKey?: string
   /**
    * Directory for files, batch records and the ledger. When set, a new
    * emulator started on the same directory serves the same files and batches
    * and continues their lifecycle (time-based, wall clock). When unset, a
-   * temp directory is used and removed on close.
+   * temp directory is used and removed on close. Reset deletes only the files the
+   * emulator wrote there; a directory whose `state.json` is not the emulator's is refused.
    */
   readonly stateDir?: string
   /** Time a batch spends in "validating" (ms, default 200). */
@@ -151,6 +163,14 @@ const knownModels = (list: ReadonlyArray<string> | undefined): KnownModels => {
   }
 }
 
+const hostPolicy = (allowed: ReadonlyArray<string> | undefined): HostPolicy => {
+  try {
+    return new HostPolicy(allowed ?? [])
+  } catch (error) {
+    throw new Error(`Invalid emulator option 'allowedHosts': ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
 export const startEmulator = async (options: EmulatorOptions = {}): Promise<EmulatorHandle> => {
   const timings = {
     validatingMs: nonNegative("validatingMs", options.validatingMs, DEFAULTS.validatingMs),
@@ -174,6 +194,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
             // ignored
           }
         }
+  const hosts = hostPolicy(options.allowedHosts)
   const store = await Store.open(options.stateDir)
   const batches = new Batches(store, faults, { ...timings, seed, clock, models, log: log ?? (() => undefined) })
 
@@ -184,6 +205,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     seed,
     clock,
     apiKey: options.apiKey,
+    hosts,
     log,
     wire: { upperCaseStatuses: options.upperCaseStatuses, azureQuirks: options.azureQuirks }
   }))
@@ -192,8 +214,12 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject)
-      server.listen(options.port ?? DEFAULTS.port, options.host ?? DEFAULTS.host, () => {
+      const bind = options.host ?? DEFAULTS.host
+      server.listen(options.port ?? DEFAULTS.port, bind, () => {
         server.off("error", reject)
+        // The name it was bound by and the address it got (what `url` shows) are its own names.
+        hosts.allow(bind)
+        hosts.allow((server.address() as AddressInfo).address)
         resolve()
       })
     })

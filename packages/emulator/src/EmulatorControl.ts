@@ -2,6 +2,9 @@
  * A small client for the emulator's test API (`/_emulator/...`), for tests
  * and CI scripts that steer an emulator running in this or another process.
  * Plain fetch: no dependency on the rest of sluice.
+ *
+ * The test API takes the emulator's API key when it has one (pass `{ apiKey }`) and JSON bodies
+ * only; every call here sends both as needed.
  */
 
 export interface LedgerBatch {
@@ -49,25 +52,38 @@ export interface FaultPatch {
   readonly expireBatch?: string
 }
 
-const call = async <A>(url: string, init?: RequestInit): Promise<A> => {
-  const response = await fetch(url, init)
+export interface ControlOptions {
+  /** The emulator's API key (`apiKey` / `--api-key`), when it has one: sent as a Bearer token. */
+  readonly apiKey?: string
+}
+
+/**
+ * One call to `/_emulator/<route>`: a GET, or a POST of `body` as JSON. The error names the
+ * route and the status, never the key.
+ */
+const call = async <A>(emulatorUrl: string, route: string, options: ControlOptions, body?: unknown): Promise<A> => {
+  const url = `${origin(emulatorUrl)}/_emulator/${route}`
+  const method = body === undefined ? "GET" : "POST"
+  const headers: Record<string, string> = options.apiKey === undefined ? {} : { authorization: `Bearer ${options.apiKey}` }
+  const response = await fetch(url, body === undefined ? { headers } : {
+    method,
+    headers: { ...headers, "content-type": "application/json" },
+    body: JSON.stringify(body)
+  })
   const text = await response.text()
-  if (!response.ok) throw new Error(`${init?.method ?? "GET"} ${url} -> ${response.status}: ${text}`)
+  if (!response.ok) throw new Error(`${method} ${url} -> ${response.status}: ${text}`)
   return JSON.parse(text) as A
 }
 
 const origin = (emulatorUrl: string): string => emulatorUrl.replace(/\/+$/, "").replace(/\/v1$/, "")
 
-export const getLedger = (emulatorUrl: string): Promise<Ledger> => call(`${origin(emulatorUrl)}/_emulator/ledger`)
+export const getLedger = (emulatorUrl: string, options: ControlOptions = {}): Promise<Ledger> => call(emulatorUrl, "ledger", options)
 
-export const getFaults = (emulatorUrl: string): Promise<Record<string, unknown>> => call(`${origin(emulatorUrl)}/_emulator/faults`)
+export const getFaults = (emulatorUrl: string, options: ControlOptions = {}): Promise<Record<string, unknown>> =>
+  call(emulatorUrl, "faults", options)
 
-export const setFaults = (emulatorUrl: string, patch: FaultPatch): Promise<Record<string, unknown>> =>
-  call(`${origin(emulatorUrl)}/_emulator/faults`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(patch)
-  })
+export const setFaults = (emulatorUrl: string, patch: FaultPatch, options: ControlOptions = {}): Promise<Record<string, unknown>> =>
+  call(emulatorUrl, "faults", options, patch)
 
-export const resetEmulator = (emulatorUrl: string): Promise<{ readonly ok: true }> =>
-  call(`${origin(emulatorUrl)}/_emulator/reset`, { method: "POST" })
+export const resetEmulator = (emulatorUrl: string, options: ControlOptions = {}): Promise<{ readonly ok: true }> =>
+  call(emulatorUrl, "reset", options, {})

@@ -13,6 +13,8 @@ import { getLedger, setFaults } from "../src/EmulatorControl.js"
 import { BodyError, RequestsScanner } from "../src/internal/anthropicBody.js"
 
 const KEY = "sk-ant-emulator-raw"
+/** The test API takes the same key. */
+const control = { apiKey: KEY }
 const HEADERS = { "x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json" }
 
 const request = (customId: string, text = "hello") => ({
@@ -112,10 +114,10 @@ describe("emulator: Anthropic routes over HTTP", () => {
       ['{"requests": [{"custom_id": "a", "params": {}},]}', /not valid JSON/],
       ['{"requests": []} x', /data after/]
     ]
-    const before = (await getLedger(base)).batches.length
+    const before = (await getLedger(base, control)).batches.length
     for (const [body, message] of cases) anthropicError(await call(base, "POST", "/v1/messages/batches", body), 400, "invalid_request_error", message)
     // nothing was created
-    expect((await getLedger(base)).batches.length).toBe(before)
+    expect((await getLedger(base, control)).batches.length).toBe(before)
     // params problems are not envelope problems: created, then errored
     const created = await call(base, "POST", "/v1/messages/batches", { requests: [{ custom_id: "p", params: { nonsense: true } }] })
     expect(created.status).toBe(200)
@@ -152,12 +154,12 @@ describe("emulator: Anthropic routes over HTTP", () => {
   })
 
   it("state errors: results before the end (404), delete before the end (400), cancel after the end (400)", async () => {
-    await setFaults(base, { requestsPerSecond: 20 })
+    await setFaults(base, { requestsPerSecond: 20 }, control)
     let id: string
     try {
       id = (await call(base, "POST", "/v1/messages/batches", { requests: Array.from({ length: 40 }, (_, i) => request(`s${i}`)) })).body.id
     } finally {
-      await setFaults(base, { requestsPerSecond: 2000 })
+      await setFaults(base, { requestsPerSecond: 2000 }, control)
     }
     anthropicError(await call(base, "GET", `/v1/messages/batches/${id}/results`), 404, "not_found_error", /has not ended/)
     anthropicError(await call(base, "DELETE", `/v1/messages/batches/${id}`), 400, "invalid_request_error", /still processing/)
@@ -178,7 +180,7 @@ describe("emulator: Anthropic routes over HTTP", () => {
   })
 
   it("dropLines: lines missing from the results, counts unchanged, the ledger agrees", async () => {
-    await setFaults(base, { dropLines: 0.5 })
+    await setFaults(base, { dropLines: 0.5 }, control)
     try {
       const created = await call(base, "POST", "/v1/messages/batches", { requests: Array.from({ length: 40 }, (_, i) => request(`d${i}`, `text ${i}`)) })
       const ended = await pollEnded(base, created.body.id)
@@ -186,14 +188,14 @@ describe("emulator: Anthropic routes over HTTP", () => {
       const lines = (await call(base, "GET", `/v1/messages/batches/${created.body.id}/results`)).text.trim().split("\n").map((l) => JSON.parse(l))
       expect(lines.length).toBeGreaterThan(0)
       expect(lines.length).toBeLessThan(40)
-      const ledger = await getLedger(base)
+      const ledger = await getLedger(base, control)
       const entry = ledger.batches.find((b) => b.id === created.body.id)!
       expect(entry.custom_ids).toEqual(Array.from({ length: 40 }, (_, i) => `d${i}`))
       expect(ledger.deliveries.filter((d) => d.batch_id === created.body.id).map((d) => d.custom_id).sort()).toEqual(
         lines.map((l: { custom_id: string }) => l.custom_id).sort()
       )
     } finally {
-      await setFaults(base, { dropLines: 0 })
+      await setFaults(base, { dropLines: 0 }, control)
     }
   })
 

@@ -131,6 +131,8 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
   const checked: Array<Checked> = []
   const problems: Array<string> = []
   const API_KEY = "sk-ant-emulator-test"
+  /** The test API takes the same key. */
+  const control = { apiKey: API_KEY }
 
   beforeAll(async () => {
     emulator = await startEmulator({ apiKey: API_KEY, requestsPerSecond: 2000, finalizingMs: 20, cancellingMs: 60 })
@@ -167,9 +169,9 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       { custom_id: "rt-no-max-tokens", params: { model: "claude-haiku-4-5", messages: [{ role: "user", content: "hi" }] } } as unknown as BatchRequest,
       { custom_id: "rt-system-role", params: { model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "system", content: "x" }, { role: "user", content: "hi" }] } } as unknown as BatchRequest
     ]
-    await setFaults(emulator.url, { requestsPerSecond: 200 })
+    await setFaults(emulator.url, { requestsPerSecond: 200 }, control)
     const created = await client.messages.batches.create({ requests: input }).finally(() =>
-      setFaults(emulator.url, { requestsPerSecond: 2000 })
+      setFaults(emulator.url, { requestsPerSecond: 2000 }, control)
     )
     expect(created.id).toMatch(/^msgbatch_/)
     expect(created.type).toBe("message_batch")
@@ -236,7 +238,7 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       expect(b.message.content).toEqual(a.message.content.map((c) => (c.type === "tool_use" ? { ...c, id: (b.message.content[0] as { id: string }).id } : c)))
     }
 
-    const ledger = await getLedger(emulator.url)
+    const ledger = await getLedger(emulator.url, control)
     const entry = ledger.batches.find((b) => b.id === batch.id)!
     expect(entry).toMatchObject({ status: "ended", metadata: {}, input_file_id: null, api: "anthropic" })
     expect([...entry.custom_ids].sort()).toEqual(input.map((r) => r.custom_id).sort())
@@ -270,7 +272,7 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
   })
 
   it("cancels: canceling, then ended with succeeded and canceled results", async () => {
-    await setFaults(emulator.url, { requestsPerSecond: 40 })
+    await setFaults(emulator.url, { requestsPerSecond: 40 }, control)
     try {
       const created = await client.messages.batches.create({ requests: requests(120, "cx") })
       // results before the end: the SDK refuses (results_url is null)
@@ -291,16 +293,16 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       // an ended batch cannot be canceled again
       await expect(client.messages.batches.cancel(batch.id)).rejects.toBeInstanceOf(Anthropic.BadRequestError)
     } finally {
-      await setFaults(emulator.url, { requestsPerSecond: 2000 })
+      await setFaults(emulator.url, { requestsPerSecond: 2000 }, control)
     }
   })
 
   it("expires a batch (expireBatch fault): unfinished requests become expired", async () => {
-    await setFaults(emulator.url, { requestsPerSecond: 40 })
+    await setFaults(emulator.url, { requestsPerSecond: 40 }, control)
     try {
       const created = await client.messages.batches.create({ requests: requests(120, "ex") })
       await sleep(400)
-      await setFaults(emulator.url, { expireBatch: created.id })
+      await setFaults(emulator.url, { expireBatch: created.id }, control)
       const { batch } = await poll(created.id)
       expect(batch.request_counts.expired).toBeGreaterThan(0)
       expect(batch.request_counts.succeeded).toBeGreaterThan(0)
@@ -308,12 +310,12 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       const types = new Set((await results(batch.id)).map((l) => l.result.type))
       expect([...types].sort()).toEqual(["expired", "succeeded"])
     } finally {
-      await setFaults(emulator.url, { requestsPerSecond: 2000 })
+      await setFaults(emulator.url, { requestsPerSecond: 2000 }, control)
     }
   })
 
   it("errorRate: errored api_error results that succeed when resubmitted", async () => {
-    await setFaults(emulator.url, { errorRate: 0.4 })
+    await setFaults(emulator.url, { errorRate: 0.4 }, control)
     try {
       const input = requests(40, "err")
       const { batch } = await poll((await client.messages.batches.create({ requests: input })).id)
@@ -326,19 +328,19 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       const second = await poll((await client.messages.batches.create({ requests: retry })).id)
       expect(second.batch.request_counts).toMatchObject({ succeeded: retry.length, errored: 0 })
     } finally {
-      await setFaults(emulator.url, { errorRate: 0 })
+      await setFaults(emulator.url, { errorRate: 0 }, control)
     }
   })
 
   it("deletes only after the end; a deleted batch is gone", async () => {
-    await setFaults(emulator.url, { requestsPerSecond: 20 })
+    await setFaults(emulator.url, { requestsPerSecond: 20 }, control)
     let id: string
     try {
       id = (await client.messages.batches.create({ requests: requests(50, "del") })).id
       await expect(client.messages.batches.delete(id)).rejects.toBeInstanceOf(Anthropic.BadRequestError)
       await client.messages.batches.cancel(id)
     } finally {
-      await setFaults(emulator.url, { requestsPerSecond: 2000 })
+      await setFaults(emulator.url, { requestsPerSecond: 2000 }, control)
     }
     await poll(id)
     const deleted = await client.messages.batches.delete(id)
@@ -348,7 +350,7 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
     for await (const b of client.messages.batches.list({ limit: 100 })) listed.push(b.id)
     expect(listed).not.toContain(id)
     // the ledger remembers it
-    expect((await getLedger(emulator.url)).batches.find((b) => b.id === id)).toMatchObject({ deleted: true })
+    expect((await getLedger(emulator.url, control)).batches.find((b) => b.id === id)).toMatchObject({ deleted: true })
   })
 
   it("rejects bad envelopes synchronously with Anthropic-shaped 400s", async () => {
@@ -377,14 +379,14 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
     const wrong = new Anthropic({ apiKey: "sk-ant-wrong-key", baseURL: emulator.url, fetch: validatingFetch(checked, problems), maxRetries: 0 })
     await expect(wrong.messages.batches.list()).rejects.toBeInstanceOf(Anthropic.AuthenticationError)
 
-    await setFaults(emulator.url, { rateLimitRate: 0.5, retryAfterMs: 20 })
+    await setFaults(emulator.url, { rateLimitRate: 0.5, retryAfterMs: 20 }, control)
     try {
       const created = await client.messages.batches.create({ requests: requests(2, "rl") })
       await poll(created.id)
       expect((await results(created.id)).length).toBe(2)
       expect(checked.some((c) => c.status === 429 && c.headers.get("retry-after-ms") === "20")).toBe(true)
     } finally {
-      await setFaults(emulator.url, { rateLimitRate: 0 })
+      await setFaults(emulator.url, { rateLimitRate: 0 }, control)
     }
   })
 

@@ -23,6 +23,8 @@ import { type EmulatorHandle, startEmulator } from "../src/Emulator.js"
 import { getLedger, setFaults } from "../src/EmulatorControl.js"
 
 const KEY = "gemini-sdk-test-key"
+/** The test API takes the same key. */
+const control = { apiKey: KEY }
 const MODEL = "gemini-2.5-flash"
 
 const LabelSchema = {
@@ -177,7 +179,7 @@ describe.each(SDKS)("emulator with the official @google/genai $label client", (s
       else expect(text.length).toBeGreaterThan(0)
     }
 
-    const ledger = await getLedger(emulator.url)
+    const ledger = await getLedger(emulator.url, control)
     const entry = ledger.batches.find((b) => b.id === ledgerId(done.name))!
     expect(entry).toMatchObject({ api: "gemini", status: "completed", deleted: false })
     expect([...entry.custom_ids].sort()).toEqual([...keys, "f-bad"].sort())
@@ -218,18 +220,18 @@ describe.each(SDKS)("emulator with the official @google/genai $label client", (s
     expect(responses[6]).toMatchObject({ error: { code: 3 } })
     expect(responses[6]!.response).toBeUndefined()
 
-    const ledger = await getLedger(emulator.url)
+    const ledger = await getLedger(emulator.url, control)
     expect(ledger.deliveries.filter((d) => d.batch_id === ledgerId(done.name))).toHaveLength(6)
   })
 
   it("errorRate: failed requests carry UNAVAILABLE (gRPC 14) and succeed when resubmitted", async () => {
     const src: Array<InlinedRequest> = [0, 1, 2].map((i) => ({ contents: [{ role: "user", parts: [{ text: review(i, "retry") }] }], metadata: { key: `e-${i}` } }))
-    await setFaults(emulator.url, { errorRate: 1 })
+    await setFaults(emulator.url, { errorRate: 1 }, control)
     let first: BatchJob
     try {
       first = await poll((await ai.batches.create({ model: MODEL, src })).name)
     } finally {
-      await setFaults(emulator.url, { errorRate: 0 })
+      await setFaults(emulator.url, { errorRate: 0 }, control)
     }
     expect(first.state).toBe("JOB_STATE_SUCCEEDED")
     for (const entry of first.dest?.inlinedResponses ?? []) expect(entry.error).toEqual({ code: 14, message: expect.any(String) })
@@ -261,7 +263,7 @@ describe.each(SDKS)("emulator with the official @google/genai $label client", (s
     expect((late as Error).message).toMatch(/FAILED_PRECONDITION/)
 
     now += 1500 // running
-    await setFaults(emulator.url, { expireBatch: ledgerId(expireName) })
+    await setFaults(emulator.url, { expireBatch: ledgerId(expireName) }, control)
     const expired = await poll(expireName)
     expect(expired.state).toBe("JOB_STATE_EXPIRED")
     expect(expired.dest).toBeUndefined() // an expired batch returns nothing
@@ -275,7 +277,7 @@ describe.each(SDKS)("emulator with the official @google/genai $label client", (s
     for await (const job of await ai.batches.list({ config: { pageSize: 50 } })) after.push(job.name!)
     expect(after).not.toContain(deleteName)
     expect(after).toContain(cancelName)
-    const ledger = await getLedger(emulator.url)
+    const ledger = await getLedger(emulator.url, control)
     expect(ledger.batches.find((b) => b.id === ledgerId(deleteName))).toMatchObject({ api: "gemini", deleted: true })
     expect(ledger.deliveries.filter((d) => [cancelName, expireName].map(ledgerId).includes(d.batch_id))).toEqual([])
   })

@@ -55,15 +55,17 @@ const setup = (options: EmulatorOptions, config: Partial<AnthropicConfig> = {}) 
         Effect.provideService(HttpClient.HttpClient, recording)
       )
     const provider = yield* build(config)
+    // The test API takes the emulator's key.
+    const key = { authorization: `Bearer ${options.apiKey ?? API_KEY}` }
     const faults = (body: Record<string, unknown>) =>
       Effect.promise(() =>
         fetch(`${emulator.url}/_emulator/faults`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { ...key, "content-type": "application/json" },
           body: JSON.stringify(body)
         }).then((r) => r.json())
       )
-    const ledger = Effect.promise(() => fetch(`${emulator.url}/_emulator/ledger`).then((r) => r.json() as Promise<Ledger>))
+    const ledger = Effect.promise(() => fetch(`${emulator.url}/_emulator/ledger`, { headers: key }).then((r) => r.json() as Promise<Ledger>))
     return { emulator, provider, build, exchanges, faults, ledger }
   })
 

@@ -84,7 +84,8 @@ export const emulatorBehindProxy = (options: EmulatorOptions = {}) =>
       Effect.promise(() =>
         fetch(`${emulator.url}/_emulator/faults`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          // The test API takes the emulator's key, when it has one.
+          headers: { ...(options.apiKey === undefined ? {} : { authorization: `Bearer ${options.apiKey}` }), "content-type": "application/json" },
           body: JSON.stringify(body)
         }).then(async (r) => {
           if (!r.ok) throw new Error(`faults: ${r.status} ${await r.text()}`)

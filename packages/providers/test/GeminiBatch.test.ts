@@ -353,11 +353,13 @@ const setup = (options: EmulatorOptions, config: Partial<GeminiConfig> = {}) =>
       retry: { baseDelay: "10 millis" },
       ...config
     }).pipe(Effect.provideService(HttpClient.HttpClient, recording))
+    // The test API takes the emulator's key, when it has one.
+    const key: Record<string, string> = options.apiKey === undefined ? {} : { authorization: `Bearer ${options.apiKey}` }
     const control = (path: string, body?: Record<string, unknown>) =>
       Effect.promise(() =>
-        fetch(`${emulator.url}/_emulator/${path}`, body === undefined ? undefined : {
+        fetch(`${emulator.url}/_emulator/${path}`, body === undefined ? { headers: key } : {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { ...key, "content-type": "application/json" },
           body: JSON.stringify(body)
         }).then((r) => r.json() as Promise<any>)
       )

@@ -2,7 +2,7 @@
  * The `sluice` command line.
  */
 import { Args, Command, HelpDoc, Options } from "@effect/cli"
-import { parseModelList, startEmulator } from "@sluice/emulator"
+import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Estimate from "./Estimate.js"
 import * as Init from "./Init.js"
@@ -423,7 +423,7 @@ const emulatorCommand = Command.make(
   "emulator",
   {
     ...Flags.emulator,
-    apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key (default: accept any)")),
+    apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key on every call, the test API (/_emulator/...) included (default: accept any)")),
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
@@ -433,30 +433,28 @@ const emulatorCommand = Command.make(
   },
   (o) =>
     Effect.gen(function* () {
-      const handle = yield* Effect.acquireRelease(
-        Effect.promise(() =>
-          startEmulator({
-            port: o.port,
-            requestsPerSecond: o.requestsPerSecond,
-            validatingMs: o.validatingMs,
-            finalizingMs: o.finalizingMs,
-            errorRate: o.errorRate,
-            rateLimitRate: o.rateLimitRate,
-            serverErrorRate: o.serverErrorRate,
-            resetRate: o.resetRate,
-            dropLines: o.dropLines,
-            lateOutputFileMs: o.lateOutputFileMs,
-            invalidJsonRate: o.invalidJsonRate,
-            models: o.models,
-            ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
-            ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
-            ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
-          })
-        ),
-        (h) => Effect.promise(() => h.close())
-      )
+      // Scoped: closed with the command; a start failure (port taken, a state dir not its own) is a clear error.
+      const handle = yield* emulatorScoped({
+        port: o.port,
+        requestsPerSecond: o.requestsPerSecond,
+        validatingMs: o.validatingMs,
+        finalizingMs: o.finalizingMs,
+        errorRate: o.errorRate,
+        rateLimitRate: o.rateLimitRate,
+        serverErrorRate: o.serverErrorRate,
+        resetRate: o.resetRate,
+        dropLines: o.dropLines,
+        lateOutputFileMs: o.lateOutputFileMs,
+        invalidJsonRate: o.invalidJsonRate,
+        models: o.models,
+        ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
+        ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
+        ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
+      })
       yield* Console.log(`sluice emulator listening on ${handle.url} (OpenAI base URL ${handle.url}/v1)`)
-      yield* Console.log(`test API: ${handle.url}/_emulator/ledger, POST ${handle.url}/_emulator/faults`)
+      yield* Console.log(
+        `test API: ${handle.url}/_emulator/ledger, POST ${handle.url}/_emulator/faults${Option.isSome(o.apiKey) ? " (with the API key)" : ""}`
+      )
       return yield* Effect.never
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin."))

@@ -1,7 +1,8 @@
 /**
  * The test API under `/_emulator/`: ledger, runtime faults, reset.
- * Not behind the API key and never subject to call faults, so a test can
- * always inspect and steer the emulator.
+ * Never subject to call faults, so a test can always inspect and steer the emulator. Guarded
+ * for every route at once by the router (access.ts): loopback Host, the API key when one is set,
+ * no Origin header, JSON bodies.
  *
  *   GET  /_emulator/health   -> { ok: true }
  *   GET  /_emulator/ledger   -> { batches: [{id, created_at, status, metadata, input_file_id, custom_ids}],
@@ -10,7 +11,8 @@
  *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
- *   POST /_emulator/reset    -> forget all files and batches, restore the start-up fault settings
+ *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
+ *                               wrote, see store.ts), restore the start-up fault settings
  */
 import type { Batches } from "./batches.js"
 import { invalidRequest } from "./errors.js"

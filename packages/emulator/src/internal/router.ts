@@ -1,6 +1,6 @@
 /**
- * Request entry point: routing, API-key check, call-level faults, error
- * rendering and the optional access log.
+ * Request entry point: the Host check of every route and the test API's guard (access.ts),
+ * routing, API-key check, call-level faults, error rendering and the optional access log.
  *
  * The OpenAI routes answer under several API roots (aliases of the same handlers, same
  * files and batches):
@@ -15,6 +15,7 @@
  * and the Gemini-shaped calls under `/v1`, which Gemini's API shares with OpenAI's.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { checkControlRequest, type HostPolicy } from "./access.js"
 import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
 import { handleControl } from "./controlRoutes.js"
 import { geminiRoute, handleGemini } from "./geminiRoutes.js"
@@ -24,6 +25,8 @@ import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
 
 export interface RouterContext extends OpenAiContext {
   readonly apiKey: string | undefined
+  /** The Host names every route answers to (see access.ts). */
+  readonly hosts: HostPolicy
   /** Access and lifecycle log; undefined = silent (no log lines are even built). */
   readonly log: ((line: string) => void) | undefined
 }
@@ -78,8 +81,11 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
   // Anthropic routes (/v1/messages/batches, /anthropic-gateway/v1/batches) answer errors in their own shape.
   let anthropic: ReturnType<typeof anthropicRoute>
   try {
+    ctx.hosts.check(req)
     const segments = url.pathname.split("/").filter((segment) => segment.length > 0).map(decodeSegment)
     if (segments[0] === "_emulator") {
+      // One guard for every test-API route, present and future: key, no Origin, JSON bodies.
+      checkControlRequest(req, method, ctx.apiKey)
       const control = { ...ctx, log: ctx.log ?? (() => undefined) }
       if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
       return

@@ -3,7 +3,8 @@
  * first-time-only faults, and where everything lives on disk.
  *
  * Layout of the data directory (the stateDir, or a temp dir removed on close):
- *   state.json               records, rewritten atomically (tmp + rename) after each change
+ *   state.json               records and the list of files the emulator wrote, rewritten
+ *                            atomically (tmp + rename) after each change
  *   files/<file-id>.jsonl    uploaded and generated file contents
  *   batches/<id>.ids         custom_ids of a batch input, one JSON string per line (ledger)
  *   batches/<id>.delivered   custom_ids delivered as successes in its output file (ledger)
@@ -12,10 +13,16 @@
  * Non-terminal batches are not persisted as "progress": their state is
  * recomputed from the wall clock and the input file, so a restarted
  * emulator continues them.
+ *
+ * A stateDir is the user's directory: the emulator may share it with files of their own. Every
+ * path under it comes from the path helpers below, which record it as the emulator's (persisted
+ * as `owned`); reset deletes exactly those paths, never a directory and never anything else. A
+ * directory whose state.json is not the emulator's is refused rather than overwritten.
  */
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises"
+import { mkdir, mkdtemp, readFile, rename, rm, unlink, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { Either, Schema } from "effect"
 
 export interface FileRecord {
   readonly id: string
@@ -144,7 +151,27 @@ export interface AnthropicBatchRecord extends BatchTiming {
   final: AnthropicFinal | null
 }
 
+const STATE_FORMAT = "sluice-emulator-state"
+
+/**
+ * What state.json must look like to be the emulator's: the envelope is checked (the records
+ * inside are the emulator's own, written by this module). `format` and `owned` are absent in
+ * state written by earlier versions.
+ */
+const PersistedEnvelope = Schema.Struct({
+  format: Schema.optional(Schema.Literal(STATE_FORMAT)),
+  version: Schema.Literal(1),
+  seq: Schema.Number,
+  files: Schema.Array(Schema.Unknown),
+  batches: Schema.Array(Schema.Unknown),
+  seen: Schema.Array(Schema.Tuple(Schema.String, Schema.String)),
+  anthropicBatches: Schema.optional(Schema.Array(Schema.Unknown)),
+  owned: Schema.optional(Schema.Array(Schema.String))
+})
+const decodeEnvelope = Schema.decodeUnknownEither(Schema.parseJson(PersistedEnvelope))
+
 interface PersistedState {
+  readonly format: typeof STATE_FORMAT
   readonly version: 1
   readonly seq: number
   readonly files: ReadonlyArray<FileRecord>
@@ -152,6 +179,15 @@ interface PersistedState {
   readonly seen: ReadonlyArray<readonly [string, string]>
   /** Absent in state written before Anthropic batches existed. */
   readonly anthropicBatches?: ReadonlyArray<AnthropicBatchRecord>
+  /** Paths (relative to the data dir) of the files the emulator wrote: what reset may delete. */
+  readonly owned?: ReadonlyArray<string>
+}
+
+/** A file name the emulator gives (its ids, a suffix): never a path out of its directory. */
+const OWN_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/
+const isOwnedPath = (relative: string): boolean => {
+  const [dir, name, ...rest] = relative.split("/")
+  return (dir === "files" || dir === "batches") && name !== undefined && OWN_NAME.test(name) && rest.length === 0
 }
 
 export class Store {
@@ -160,6 +196,8 @@ export class Store {
   readonly anthropicBatches = new Map<string, AnthropicBatchRecord>()
   /** Key "<kind>:<request digest>" -> id of the batch (or "sync") that took the first-time fault. */
   readonly seen = new Map<string, string>()
+  /** Paths relative to the data dir that the emulator named (and so wrote or may write). */
+  private readonly owned = new Set<string>()
   private seq = 0
   private writing: Promise<void> = Promise.resolve()
   private queued: Promise<void> | null = null
@@ -182,23 +220,36 @@ export class Store {
   }
 
   filePath(id: string): string {
-    return join(this.dataDir, "files", `${id}.jsonl`)
+    return this.own("files", `${id}.jsonl`)
   }
 
   idsPath(batchId: string): string {
-    return join(this.dataDir, "batches", `${batchId}.ids`)
+    return this.own("batches", `${batchId}.ids`)
   }
 
   deliveredPath(batchId: string): string {
-    return join(this.dataDir, "batches", `${batchId}.delivered`)
+    return this.own("batches", `${batchId}.delivered`)
   }
 
   anthropicRequestsPath(batchId: string): string {
-    return join(this.dataDir, "batches", `${batchId}.requests.jsonl`)
+    return this.own("batches", `${batchId}.requests.jsonl`)
   }
 
   anthropicResultsPath(batchId: string): string {
-    return join(this.dataDir, "batches", `${batchId}.results.jsonl`)
+    return this.own("batches", `${batchId}.results.jsonl`)
+  }
+
+  /**
+   * The absolute path of one of the emulator's files, recorded as its own. Names come from ids
+   * the emulator generated (callers look ids up in the records first), so a path named here is
+   * never a user's file; recording paths that are only read costs nothing.
+   */
+  private own(dir: "files" | "batches", name: string): string {
+    // Ids are the emulator's own; a name that could leave the directory is a bug, never a path.
+    if (!OWN_NAME.test(name)) throw new Error(`Not an emulator file name: ${JSON.stringify(name.slice(0, 100))}`)
+    const relative = `${dir}/${name}`
+    this.owned.add(relative)
+    return join(this.dataDir, dir, name)
   }
 
   /** True while a batch that has not written its results still needs this file as input. */
@@ -223,14 +274,18 @@ export class Store {
     return next
   }
 
+  /** Forgets every record and deletes the files the emulator wrote, and only those. */
   async reset(): Promise<void> {
     await this.writing
     this.files.clear()
     this.batches.clear()
     this.anthropicBatches.clear()
     this.seen.clear()
-    await rm(join(this.dataDir, "files"), { recursive: true, force: true })
-    await rm(join(this.dataDir, "batches"), { recursive: true, force: true })
+    const owned = [...this.owned]
+    this.owned.clear()
+    for (let i = 0; i < owned.length; i += 64) {
+      await Promise.all(owned.slice(i, i + 64).map((relative) => unlink(join(this.dataDir, relative)).catch(() => undefined)))
+    }
     await this.ensureDirs()
     await this.persist()
   }
@@ -247,12 +302,14 @@ export class Store {
 
   private async writeNow(): Promise<void> {
     const state: PersistedState = {
+      format: STATE_FORMAT,
       version: 1,
       seq: this.seq,
       files: [...this.files.values()],
       batches: [...this.batches.values()],
       seen: [...this.seen.entries()],
-      anthropicBatches: [...this.anthropicBatches.values()]
+      anthropicBatches: [...this.anthropicBatches.values()],
+      owned: [...this.owned]
     }
     const path = join(this.dataDir, "state.json")
     const tmp = `${path}.tmp`
@@ -261,18 +318,43 @@ export class Store {
   }
 
   private async load(): Promise<void> {
+    const path = join(this.dataDir, "state.json")
     let text: string
     try {
-      text = await readFile(join(this.dataDir, "state.json"), "utf8")
-    } catch {
-      return // a fresh state dir
+      text = await readFile(path, "utf8")
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "ENOENT") return // a fresh state dir
+      throw error
+    }
+    if (Either.isLeft(decodeEnvelope(text))) {
+      throw new Error(
+        `${path} is not the emulator's state file (not JSON of its format): the emulator would overwrite it. Give a stateDir of its own (a new or empty directory).`
+      )
     }
     const state = JSON.parse(text) as PersistedState
-    if (state.version !== 1) throw new Error(`Unsupported emulator state version in ${this.dataDir}`)
     this.seq = state.seq
     for (const file of state.files) this.files.set(file.id, file)
     for (const batch of state.batches) this.batches.set(batch.id, { ...batch })
     for (const batch of state.anthropicBatches ?? []) this.anthropicBatches.set(batch.id, { ...batch })
     for (const [key, owner] of state.seen) this.seen.set(key, owner)
+    // Only names the emulator could have given: a state.json edited by hand never points reset elsewhere.
+    if (state.owned !== undefined) for (const relative of state.owned.filter(isOwnedPath)) this.owned.add(relative)
+    else this.ownRecordedFiles()
+  }
+
+  /** State written before `owned` existed: the files its records name are the emulator's. */
+  private ownRecordedFiles(): void {
+    for (const file of this.files.values()) this.filePath(file.id)
+    for (const batch of this.batches.values()) {
+      for (const id of [batch.input_file_id, batch.final?.outputFileId, batch.final?.errorFileId]) if (typeof id === "string" && id !== "") this.filePath(id)
+      this.idsPath(batch.id)
+      this.deliveredPath(batch.id)
+    }
+    for (const batch of this.anthropicBatches.values()) {
+      this.idsPath(batch.id)
+      this.deliveredPath(batch.id)
+      this.anthropicRequestsPath(batch.id)
+      this.anthropicResultsPath(batch.id)
+    }
   }
 }

@@ -42,7 +42,8 @@ const usageTags = new Set([
   "LocalEmulatorError",
   "UnpricedBudget",
   "PricesFileError",
-  "InvalidSettings"
+  "InvalidSettings",
+  "EmulatorStartError"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */
