@@ -76,6 +76,11 @@ const summaryLines = (s: RunSummary): string => {
       : `cost: $${cost.batch.toFixed(4)} at batch prices; the same work at real-time prices: $${cost.realtime.toFixed(4)} (prices of ${Pricing.table.date})`,
     `run directory: ${s.runDir}`
   ]
+  if (s.duplicates > 0) {
+    lines.push(
+      `${s.duplicates} rows repeat an earlier row's key and request: not sent, the earlier row's answer stands for them (listed in ${s.runDir}/failures.jsonl as duplicate)`
+    )
+  }
   if (failed > 0) lines.push(`failed rows are listed in ${s.runDir}/failures.jsonl`)
   if (s.budget !== undefined && s.budget.heldShards > 0) {
     lines.push(

@@ -79,7 +79,7 @@ export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
   const lines = [
     `run ${s.runId} (${s.pipeline}) in ${s.runDir}`,
-    `  ${s.finished ? "finished" : "not finished"}: ${s.rows} rows · ${s.succeeded} succeeded · ${failed.reduce((a, [, n]) => a + n, 0)} failed${failed.length ? ` (${failed.map(([k, n]) => `${k} ${n}`).join(", ")})` : ""} · ${s.pending} pending`,
+    `  ${s.finished ? "finished" : "not finished"}: ${s.rows} rows · ${s.succeeded} succeeded · ${failed.reduce((a, [, n]) => a + n, 0)} failed${failed.length ? ` (${failed.map(([k, n]) => `${k} ${n}`).join(", ")})` : ""} · ${s.pending} pending${s.duplicates > 0 ? ` · ${s.duplicates} duplicates (answered by an earlier row)` : ""}`,
     `  ${s.batches} batches · tokens in ${s.usage.input}, out ${s.usage.output}` +
       (s.cost === null ? "" : ` · spent $${s.cost.batch.toFixed(4)} (real-time price $${s.cost.realtime.toFixed(4)})`),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),

@@ -16,6 +16,7 @@ const usageTags = new Set([
   "ProviderConfigError",
   "InvalidInput",
   "DuplicateRow",
+  "ConflictingKeys",
   "RunDirError",
   "RunLocked",
   "ValidationError"

@@ -1,0 +1,239 @@
+/**
+ * External merge sort of binary records in bounded memory. Records are collected into a run
+ * until it reaches its bound (bytes or records), then the run is sorted and written to a file
+ * of its own; reading merges the runs (and the last one, still in memory) with a heap. With
+ * few records nothing touches the disk.
+ *
+ * The sort is stable: records that compare equal come out in the order they were added. A
+ * run is sorted natively on a 32-bit prefix of each record's key (with the record's ordinal
+ * in the low bits of one float), and only records with equal prefixes are compared in full.
+ */
+import { FileSystem } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import * as RecordFile from "./RecordFile.js"
+
+export interface Order {
+  /** A prefix of the key as an unsigned 32-bit integer: a smaller prefix sorts first. */
+  readonly prefix: (record: Buffer) => number
+  /** The whole order, consistent with `prefix`. */
+  readonly compare: (a: Buffer, b: Buffer) => number
+}
+
+export interface Options {
+  /** A directory of its own for the run files (made if missing). */
+  readonly dir: string
+  readonly order: Order
+  /** Bytes of records held in memory before a run is written (default 64 MB). */
+  readonly maxRunBytes?: number
+  /** Records held in memory before a run is written (default and at most 2^20). */
+  readonly maxRunRecords?: number
+  /** Runs merged at once; more are merged in passes (default 64). */
+  readonly fanIn?: number
+}
+
+export interface Sorter {
+  /** Adds a record (copied); returns an Effect only when a run must be written. */
+  readonly add: (record: Uint8Array) => Effect.Effect<void, PlatformError> | undefined
+  /** Records added so far. */
+  readonly size: () => number
+  /** Runs written to disk so far. */
+  readonly spilled: () => number
+  /**
+   * Visits every record in order. `f` is synchronous and returns an Effect only for I/O; a
+   * record it receives stays valid after it returns. May be called more than once.
+   */
+  readonly forEach: <E, R>(f: (record: Buffer) => Effect.Effect<void, E, R> | undefined) => Effect.Effect<void, E | PlatformError, R | FileSystem.FileSystem>
+}
+
+const ORDINAL_BITS = 20
+const MAX_RUN_RECORDS = 1 << ORDINAL_BITS
+
+/** Records of one run in memory: their bytes end to end, and where each starts. */
+interface MemoryRun {
+  readonly arena: Buffer
+  readonly starts: Array<number>
+  readonly ends: Array<number>
+}
+
+/** Sorts a run in place (stably), returning the records in order. */
+const sortRun = (run: MemoryRun, order: Order): Array<Buffer> => {
+  const n = run.starts.length
+  const records = new Array<Buffer>(n)
+  const keys = new Float64Array(n)
+  for (let i = 0; i < n; i++) {
+    const r = run.arena.subarray(run.starts[i]!, run.ends[i]!)
+    records[i] = r
+    keys[i] = order.prefix(r) * MAX_RUN_RECORDS + i
+  }
+  keys.sort()
+  const sorted = new Array<Buffer>(n)
+  for (let i = 0; i < n; i++) sorted[i] = records[keys[i]! % MAX_RUN_RECORDS]!
+  // Equal prefixes are next to each other, in the order they were added: sort each such
+  // block in full (Array.prototype.sort is stable).
+  for (let i = 0; i < n; ) {
+    const p = Math.floor(keys[i]! / MAX_RUN_RECORDS)
+    let j = i + 1
+    while (j < n && Math.floor(keys[j]! / MAX_RUN_RECORDS) === p) j++
+    if (j - i > 1) {
+      const block = sorted.slice(i, j).sort(order.compare)
+      for (let k = 0; k < block.length; k++) sorted[i + k] = block[k]!
+    }
+    i = j
+  }
+  return sorted
+}
+
+/** A source of records in order: a run file, or a sorted run in memory. */
+interface Cursor {
+  readonly current: () => Buffer | undefined
+  readonly advance: () => Effect.Effect<void, PlatformError> | undefined
+}
+
+const memoryCursor = (records: ReadonlyArray<Buffer>): Cursor => {
+  let i = 0
+  return { current: () => records[i], advance: () => void i++ }
+}
+
+/** Merges cursors (ties: the earlier cursor first, which keeps the sort stable). */
+const merge = <E, R>(
+  cursors: ReadonlyArray<Cursor>,
+  order: Order,
+  f: (record: Buffer) => Effect.Effect<void, E, R> | undefined
+): Effect.Effect<void, E | PlatformError, R> =>
+  Effect.gen(function* () {
+    const less = (a: number, b: number) => {
+      const c = order.compare(cursors[a]!.current()!, cursors[b]!.current()!)
+      return c < 0 || (c === 0 && a < b)
+    }
+    // A binary heap of cursor indexes, smallest record on top.
+    const heap: Array<number> = []
+    const down = (at: number) => {
+      for (;;) {
+        const l = 2 * at + 1
+        const r = l + 1
+        let m = at
+        if (l < heap.length && less(heap[l]!, heap[m]!)) m = l
+        if (r < heap.length && less(heap[r]!, heap[m]!)) m = r
+        if (m === at) return
+        ;[heap[at], heap[m]] = [heap[m]!, heap[at]!]
+        at = m
+      }
+    }
+    for (let i = 0; i < cursors.length; i++) if (cursors[i]!.current() !== undefined) heap.push(i)
+    for (let i = (heap.length >> 1) - 1; i >= 0; i--) down(i)
+    while (heap.length > 0) {
+      const top = heap[0]!
+      const cursor = cursors[top]!
+      const io = f(cursor.current()!)
+      if (io !== undefined) yield* io
+      const more = cursor.advance()
+      if (more !== undefined) yield* more
+      if (cursor.current() === undefined) {
+        heap[0] = heap[heap.length - 1]!
+        heap.pop()
+      }
+      down(0)
+    }
+  })
+
+/** A sorter whose run files live in `options.dir` until the scope closes. */
+export const make = (options: Options): Effect.Effect<Sorter, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.makeDirectory(options.dir, { recursive: true })
+    const maxBytes = options.maxRunBytes ?? 64 * 1024 * 1024
+    const maxRecords = Math.min(MAX_RUN_RECORDS, options.maxRunRecords ?? MAX_RUN_RECORDS)
+    const fanIn = Math.max(2, options.fanIn ?? 64)
+    const { order } = options
+    const runs: Array<string> = []
+    let fileSeq = 0
+    let size = 0
+    let arena = Buffer.allocUnsafe(Math.min(maxBytes, 1 << 20))
+    let used = 0
+    let starts: Array<number> = []
+    let ends: Array<number> = []
+
+    const newRunPath = () => `${options.dir}/run-${String(++fileSeq).padStart(6, "0")}.bin`
+    const writeRun = <R>(path: string, write: (w: RecordFile.RecordWriter) => Effect.Effect<void, PlatformError, R>) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const w = yield* RecordFile.create(path)
+          yield* write(w)
+          yield* w.flush
+        })
+      )
+
+    /** Sorts the records in memory and writes them as a run. */
+    const spill = Effect.suspend(() => {
+      const sorted = sortRun({ arena, starts, ends }, order)
+      arena = Buffer.allocUnsafe(arena.length)
+      used = 0
+      starts = []
+      ends = []
+      const path = newRunPath()
+      runs.push(path)
+      return writeRun(path, (w) =>
+        Effect.gen(function* () {
+          for (const r of sorted) if (w.append(r)) yield* w.flush
+        })
+      ).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+    })
+
+    const add = (record: Uint8Array) => {
+      if (used + record.length > arena.length) {
+        // Grow the arena up to the bound (a single record larger than the bound gets room of its own).
+        const grown = Buffer.allocUnsafe(Math.max(used + record.length, Math.min(maxBytes, arena.length * 2)))
+        arena.copy(grown, 0, 0, used)
+        arena = grown
+      }
+      arena.set(record, used)
+      starts.push(used)
+      used += record.length
+      ends.push(used)
+      size++
+      return starts.length >= maxRecords || used >= maxBytes ? spill : undefined
+    }
+
+    /** Merges runs in passes until at most `fanIn` are left. */
+    const reduceRuns = Effect.gen(function* () {
+      while (runs.length > fanIn) {
+        const group = runs.splice(0, fanIn)
+        const path = newRunPath()
+        yield* writeRun(path, (w) =>
+          Effect.scoped(
+            Effect.gen(function* () {
+              const cursors = yield* Effect.forEach(group, (p) => RecordFile.reader(p))
+              yield* merge(cursors, order, (r) => (w.append(r) ? w.flush : undefined))
+            })
+          )
+        )
+        // The merged run goes first: it holds the earliest records (the sort stays stable).
+        runs.unshift(path)
+        for (const p of group) yield* fs.remove(p)
+      }
+    })
+
+    const forEach = <E, R>(f: (record: Buffer) => Effect.Effect<void, E, R> | undefined) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* reduceRuns
+          const inMemory = sortRun({ arena, starts, ends }, order)
+          const cursors: Array<Cursor> = yield* Effect.forEach(runs, (p) => RecordFile.reader(p))
+          cursors.push(memoryCursor(inMemory))
+          if (cursors.length === 1) {
+            for (const r of inMemory) {
+              const io = f(r)
+              if (io !== undefined) yield* io
+            }
+            return
+          }
+          yield* merge(cursors, order, f)
+        })
+      )
+
+    // The run files go with the scope.
+    yield* Effect.addFinalizer(() => Effect.forEach(runs, (p) => fs.remove(p).pipe(Effect.ignore), { discard: true }))
+    return { add, size: () => size, spilled: () => runs.length, forEach }
+  })
