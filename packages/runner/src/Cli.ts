@@ -259,10 +259,16 @@ const estimateCommand = Command.make(
         ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
       })
       yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
+      // Where `run` would refuse, so does the estimate: a script can check before it spends.
+      if (e.refusal !== null) {
+        if (json) yield* Console.error(`sluice: error: ${e.refusal}`)
+        yield* setExit(ExitCode.usage)
+      }
     })
 ).pipe(
   Command.withDescription(
-    "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices."
+    "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices. " +
+      "Names invalid rows and duplicate keys; exits 2 where `sluice run` would refuse them (onInvalid \"fail\")."
   )
 )
 

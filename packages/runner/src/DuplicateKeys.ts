@@ -16,8 +16,7 @@
 import type { Pipeline } from "@sluice/core"
 import type { PlatformError } from "@effect/platform/Error"
 import type { FileSystem } from "@effect/platform"
-import { Effect } from "effect"
-import type { Scope } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import type * as ExternalSort from "./internal/ExternalSort.js"
 import * as RecordFile from "./internal/RecordFile.js"
 
@@ -190,81 +189,83 @@ export const find = (
   verdicts: ExternalSort.Sorter,
   options: { readonly spoolDir: string; readonly maxGroup?: number }
 ): Effect.Effect<Found, PlatformError, FileSystem.FileSystem> =>
-  Effect.scoped(
-    Effect.gen(function* () {
-      // The second row of a group stays in memory: the first one's verdict names it.
-      const maxGroup = Math.max(1, options.maxGroup ?? 100_000)
-      const spoolPath = `${options.spoolDir}/group.bin`
-      let duplicates = 0
-      let conflictRows = 0
-      let conflictKeys = 0
-      // The group at hand: its first record, the others (copied; past `maxGroup`, spooled).
-      let first: Buffer | undefined
-      let count = 0
-      let same = true
-      let members: Array<Buffer> = []
-      let spool: RecordFile.RecordWriter | undefined
+  Effect.gen(function* () {
+    // The second row of a group stays in memory: the first one's verdict names it.
+    const maxGroup = Math.max(1, options.maxGroup ?? 100_000)
+    const spoolPath = `${options.spoolDir}/group.bin`
+    let duplicates = 0
+    let conflictRows = 0
+    let conflictKeys = 0
+    // The group at hand: its first record, the others (copied; past `maxGroup`, spooled).
+    let first: Buffer | undefined
+    let count = 0
+    let same = true
+    let members: Array<Buffer> = []
+    // A big group's spool file, open for that group only.
+    let spool: { readonly writer: RecordFile.RecordWriter; readonly scope: Scope.CloseableScope } | undefined
 
-      const add = (record: Buffer): Effect.Effect<void, PlatformError> | undefined => verdicts.add(record)
+    const add = (record: Buffer): Effect.Effect<void, PlatformError> | undefined => verdicts.add(record)
 
-      /** Ends the group at hand, returning an Effect when it had several rows. */
-      const close = (): Effect.Effect<void, PlatformError, FileSystem.FileSystem | Scope.Scope> | undefined => {
-        if (first === undefined || count < 2) return undefined
-        const head = first
-        const rest = members
-        const spooled = spool
-        const rows = count
-        const kind = same ? "duplicate" : "conflict"
-        if (same) duplicates += rows - 1
-        else {
-          conflictRows += rows
-          conflictKeys++
+    /** Ends the group at hand, returning an Effect when it had several rows. */
+    const close = (): Effect.Effect<void, PlatformError, FileSystem.FileSystem> | undefined => {
+      if (first === undefined || count < 2) return undefined
+      const head = first
+      const rest = members
+      const spooled = spool
+      const rows = count
+      const kind = same ? "duplicate" : "conflict"
+      if (same) duplicates += rows - 1
+      else {
+        conflictRows += rows
+        conflictKeys++
+      }
+      return Effect.gen(function* () {
+        if (kind === "conflict") {
+          const io = add(verdictRecord(head, kind, rows, rest[0]!))
+          if (io !== undefined) yield* io
         }
+        for (const m of rest) {
+          const io = add(verdictRecord(m, kind, rows, head))
+          if (io !== undefined) yield* io
+        }
+        if (spooled !== undefined) {
+          yield* spooled.writer.flush
+          yield* RecordFile.forEach(spoolPath, (m) => add(verdictRecord(m, kind, rows, head)))
+          yield* Scope.close(spooled.scope, Exit.void)
+        }
+      })
+    }
+
+    const visit = (record: Buffer): Effect.Effect<void, PlatformError, FileSystem.FileSystem> | undefined => {
+      if (first !== undefined && sameIdentity(first, record)) {
+        count++
+        if (same && !sameRequest(first, record)) same = false
+        if (members.length < maxGroup) {
+          members.push(Buffer.from(record))
+          return undefined
+        }
+        if (spool !== undefined) return spool.writer.append(record) ? spool.writer.flush : undefined
         return Effect.gen(function* () {
-          if (kind === "conflict") {
-            const io = add(verdictRecord(head, kind, rows, rest[0]!))
-            if (io !== undefined) yield* io
-          }
-          for (const m of rest) {
-            const io = add(verdictRecord(m, kind, rows, head))
-            if (io !== undefined) yield* io
-          }
-          if (spooled !== undefined) {
-            yield* spooled.flush
-            yield* RecordFile.forEach(spoolPath, (m) => add(verdictRecord(m, kind, rows, head)))
-          }
+          const scope = yield* Scope.make()
+          const writer = yield* RecordFile.create(spoolPath).pipe(Scope.extend(scope))
+          writer.append(record)
+          spool = { writer, scope }
         })
       }
+      const done = close()
+      first = record
+      count = 1
+      same = true
+      members = []
+      spool = undefined
+      return done
+    }
 
-      const visit = (record: Buffer): Effect.Effect<void, PlatformError, FileSystem.FileSystem | Scope.Scope> | undefined => {
-        if (first !== undefined && sameIdentity(first, record)) {
-          count++
-          if (same && !sameRequest(first, record)) same = false
-          if (members.length < maxGroup) {
-            members.push(Buffer.from(record))
-            return undefined
-          }
-          if (spool !== undefined) return spool.append(record) ? spool.flush : undefined
-          return Effect.gen(function* () {
-            spool = yield* RecordFile.create(spoolPath)
-            spool.append(record)
-          })
-        }
-        const done = close()
-        first = record
-        count = 1
-        same = true
-        members = []
-        spool = undefined
-        return done
-      }
-
-      yield* keys.forEach(visit)
-      const last = close()
-      if (last !== undefined) yield* last
-      return { duplicates, conflictRows, conflictKeys } satisfies Found
-    })
-  )
+    yield* keys.forEach(visit)
+    const last = close()
+    if (last !== undefined) yield* last
+    return { duplicates, conflictRows, conflictKeys } satisfies Found
+  })
 
 /** One line naming a row and what is wrong with its key. */
 export const describe = (v: Verdict, what: "key" | "custom_id"): string =>

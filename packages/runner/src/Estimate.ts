@@ -2,15 +2,18 @@
  * `sluice estimate`: renders every request of a pipeline without submitting anything and
  * projects what the run will cost — rows, shards, input tokens (the model's real tokenizer
  * for OpenAI models, about four characters a token elsewhere), an output-token estimate, and
- * the cost at batch and at real-time prices.
+ * the cost at batch and at real-time prices. Like a run, it finds invalid source rows and
+ * duplicate keys (DuplicateKeys.ts), and says when `sluice run` would refuse the pipeline.
  */
-import { HttpClient } from "@effect/platform"
-import type { FileSystem } from "@effect/platform"
-import { Pipeline, Prompt, Tokens } from "@sluice/core"
+import { FileSystem, HttpClient } from "@effect/platform"
+import { CustomId, Hash, Pipeline, Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
+import type { PlatformError } from "@effect/platform/Error"
 import { Chunk, Effect, Either, Option, Redacted, Stream } from "effect"
+import * as DuplicateKeys from "./DuplicateKeys.js"
+import * as ExternalSort from "./internal/ExternalSort.js"
 import * as Pricing from "./Pricing.js"
 import { PipelineInvalid } from "./Runner.js"
 
@@ -26,6 +29,16 @@ export interface Estimate {
   readonly rows: number
   /** Rows that would not be submitted: invalid source rows, and rows whose prompt throws (render_error in a run). */
   readonly invalid: number
+  /** Source rows that do not parse or break the row Schema (among `invalid`). */
+  readonly malformed: number
+  /** Rows with the same key and request as an earlier row: sent once (not among `rows`). */
+  readonly duplicates: number
+  /** Rows whose key other rows have with a different request, and how many keys (not among `rows`). */
+  readonly conflicts: { readonly rows: number; readonly keys: number }
+  /** The first malformed rows and rows with conflicting keys, each named with its location. */
+  readonly problems: ReadonlyArray<string>
+  /** Why `sluice run` would stop before submitting anything (onInvalid "fail"), or null. */
+  readonly refusal: string | null
   readonly shards: number
   readonly inputTokens: number
   /** True when counted with the model's own tokenizer (and no request has an image). */
@@ -75,11 +88,14 @@ const offlineProvider = (name: string): BatchProvider | undefined =>
       })
     : undefined
 
+/** Problems of each kind named in an estimate (all are counted). */
+const NAMED = 10
+
 export const estimate = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: EstimateOptions = {}
-): Effect.Effect<Estimate, PipelineInvalid | Source.SourceError, FileSystem.FileSystem> =>
-  Effect.gen(function* () {
+): Effect.Effect<Estimate, PipelineInvalid | Source.SourceError | PlatformError, FileSystem.FileSystem> =>
+  Effect.scoped(Effect.gen(function* () {
     const stage = pipeline.stages[0]
     if (pipeline.source === undefined || stage === undefined) {
       return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" needs a source and a batch stage` })
@@ -100,28 +116,45 @@ export const estimate = (
     let exact = true
     let perRequestOutput = options.outputTokens
     let images = 0
+    let malformed = 0
+    const invalidNamed: Array<string> = []
+    // Keys that may repeat are checked as a run checks them, on disk past a bound.
+    const checkKeys = DuplicateKeys.possible(pipeline, stage, before)
+    const fs = yield* FileSystem.FileSystem
+    const work = checkKeys ? yield* fs.makeTempDirectoryScoped({ prefix: "sluice-estimate-" }) : undefined
+    const keys = work === undefined ? undefined : yield* ExternalSort.make({ dir: `${work}/keys`, order: DuplicateKeys.keyOrder })
+    const contentKey = CustomId.contentKeys()
+    let item = 0
     yield* pipeline.source.rows.pipe(
       Stream.runForEachChunk((chunk) =>
         Effect.gen(function* () {
-          for (const item of Chunk.toReadonlyArray(chunk)) {
-            if (item._tag === "Invalid") {
+          for (const entry of Chunk.toReadonlyArray(chunk)) {
+            const at = item++
+            if (entry._tag === "Invalid") {
               invalid++
+              malformed++
+              if (invalidNamed.length < NAMED) invalidNamed.push(`${entry.location}: ${entry.message}`)
               continue
             }
-            let requests: Array<BatchRequest>
+            let requests: Array<{ readonly request: BatchRequest; readonly identity: string }>
             try {
+              // The row's key as the planner derives it (only needed when keys may repeat).
+              const key = !checkKeys ? "" : pipeline.key !== undefined ? pipeline.key(entry.row) : contentKey(Hash.sha256(JSON.stringify(entry.row)))
               // Transforms before the first stage (a fan-out, say) as the planner runs them.
-              const linked = before.length === 0 ? [["", item.row] as const] : Pipeline.applyLink(before, "", item.row, item.row)
+              const linked = before.length === 0 ? [[key, entry.row] as const] : Pipeline.applyLink(before, key, entry.row, entry.row)
               const rows = Effect.isEffect(linked) ? yield* Effect.either(linked) : Either.right(linked)
               if (Either.isLeft(rows)) throw rows.left
-              requests = rows.right.map(([, input]) => stage.render(input))
+              requests = rows.right.map(([childKey, input]) => ({
+                request: stage.render(input),
+                identity: checkKeys && stage.customId !== undefined ? stage.customId(input) : childKey
+              }))
             } catch {
               // A row whose prompt or transform throws (an image file that is missing …) fails
               // alone in a run (render_error) and is never submitted: not counted here either.
               invalid++
               continue
             }
-            for (const request of requests) {
+            for (const [child, { request, identity }] of requests.entries()) {
               if (request._tag === "chat") {
                 for (const m of request.messages) images += Prompt.imageCount(m.content)
               }
@@ -132,6 +165,10 @@ export const estimate = (
               const count = requestTokens(request)
               inputTokens += count.tokens
               exact &&= count.exact
+              if (keys !== undefined) {
+                const io = keys.add(DuplicateKeys.keyRecord(identity, stage.requestHash(request), at, child, entry.location, count.tokens))
+                if (io !== undefined) yield* io
+              }
               const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
               if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
                 shards++
@@ -146,6 +183,28 @@ export const estimate = (
         })
       )
     )
+    // Duplicates are sent once, and rows with conflicting keys not at all: neither counts.
+    let duplicates = 0
+    let conflicts = { rows: 0, keys: 0 }
+    const conflictNamed: Array<string> = []
+    if (keys !== undefined && work !== undefined) {
+      const verdicts = yield* ExternalSort.make({ dir: `${work}/verdicts`, order: DuplicateKeys.verdictOrder })
+      const found = yield* DuplicateKeys.find(keys, verdicts, { spoolDir: work })
+      duplicates = found.duplicates
+      conflicts = { rows: found.conflictRows, keys: found.conflictKeys }
+      const what = stage.customId === undefined ? "key" : "custom_id"
+      yield* verdicts.forEach<never, never>((r) => {
+        const v = DuplicateKeys.decodeVerdict(r)
+        rows--
+        inputTokens -= v.tokens
+        if (v.kind === "conflict" && conflictNamed.length < NAMED) conflictNamed.push(DuplicateKeys.describe(v, what))
+        return undefined
+      })
+    }
+    const refused = pipeline.onInvalid === "fail" ? [
+      ...(malformed > 0 ? [`${plural(malformed, "invalid row")}`] : []),
+      ...(conflicts.rows > 0 ? [`${plural(conflicts.rows, "row")} whose keys other rows have with different requests`] : [])
+    ] : []
     const outputTokensPerRequest = perRequestOutput ?? 100
     const outputTokens = rows * outputTokensPerRequest
     const cost = Pricing.cost(stage.model, { input: inputTokens, output: outputTokens, cached: 0 }) ?? null
@@ -154,6 +213,11 @@ export const estimate = (
       model: stage.model,
       rows,
       invalid,
+      malformed,
+      duplicates,
+      conflicts,
+      problems: [...invalidNamed, ...conflictNamed],
+      refusal: refused.length === 0 ? null : `sluice run would stop before submitting anything (onInvalid "fail"): ${refused.join(" and ")}`,
       shards,
       inputTokens,
       exactTokens: exact,
@@ -164,7 +228,9 @@ export const estimate = (
       laterStages: pipeline.stages.slice(1).map((s) => s.name),
       prices: `${Pricing.table.date} (${Pricing.table.unit}, ${Pricing.table.currency})`
     } satisfies Estimate
-  })
+  }))
+
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`
 
 export const render = (e: Estimate): string =>
   [
@@ -181,6 +247,13 @@ export const render = (e: Estimate): string =>
     e.cost === null
       ? `cost: no price for ${e.model} in the price table`
       : `cost: ~$${e.cost.batch.toFixed(4)} at batch prices, ~$${e.cost.realtime.toFixed(4)} at real-time prices (prices of ${e.prices})`,
+    ...(e.duplicates > 0 ? [`duplicates: ${plural(e.duplicates, "row")} repeat an earlier row's key and request: sent once (not counted above)`] : []),
+    ...(e.conflicts.rows > 0
+      ? [`conflicting keys: ${plural(e.conflicts.rows, "row")} share ${plural(e.conflicts.keys, "key")} with different requests: none of them is sent (not counted above)`]
+      : []),
+    ...e.problems.map((p) => `  ${p}`),
+    ...(e.malformed + e.conflicts.rows > e.problems.length ? [`  … and ${e.malformed + e.conflicts.rows - e.problems.length} more`] : []),
+    ...(e.refusal === null ? [] : [e.refusal]),
     ...(e.laterStages.length === 0
       ? []
       : [`not estimated: the later stage${e.laterStages.length === 1 ? "" : "s"} ${e.laterStages.join(", ")} (their rows come from the answers of the first)`])

@@ -9,6 +9,8 @@ import { Effect } from "effect"
 import type { Scope } from "effect"
 
 const CHUNK = 1 << 20
+/** A writer starts small and grows to CHUNK: many small files (a spooled group) stay cheap. */
+const FIRST = 1 << 14
 
 export interface RecordWriter {
   /** Buffers one record without an Effect; true when the buffer is full and `flush` should run. */
@@ -23,7 +25,8 @@ export const create = (path: string): Effect.Effect<RecordWriter, PlatformError,
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const file = yield* fs.open(path, { flag: "w" })
-    let buffer = Buffer.allocUnsafe(CHUNK)
+    let size = FIRST
+    let buffer = Buffer.allocUnsafe(size)
     let used = 0
     let written = 0
     let pending: Array<Uint8Array> = []
@@ -32,7 +35,8 @@ export const create = (path: string): Effect.Effect<RecordWriter, PlatformError,
       if (used + need > buffer.length) {
         // Full: the buffer goes to the pending writes, and a new one (large enough) takes over.
         if (used > 0) pending.push(buffer.subarray(0, used))
-        buffer = Buffer.allocUnsafe(Math.max(CHUNK, need))
+        size = Math.min(CHUNK, size * 2)
+        buffer = Buffer.allocUnsafe(Math.max(size, need))
         used = 0
       }
       buffer.writeUInt32LE(record.length, used)
@@ -43,7 +47,7 @@ export const create = (path: string): Effect.Effect<RecordWriter, PlatformError,
     const flush = Effect.suspend(() => {
       if (used > 0) {
         pending.push(buffer.subarray(0, used))
-        buffer = Buffer.allocUnsafe(CHUNK)
+        buffer = Buffer.allocUnsafe(size)
         used = 0
       }
       const out = pending
@@ -69,6 +73,8 @@ export const reader = (path: string): Effect.Effect<RecordReader, PlatformError,
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const file = yield* fs.open(path, { flag: "r" })
+    // Chunks are no larger than what is left of the file.
+    let left = Number((yield* file.stat).size)
     let chunk = Buffer.alloc(0)
     let at = 0
     let eof = false
@@ -93,10 +99,11 @@ export const reader = (path: string): Effect.Effect<RecordReader, PlatformError,
         // The unread tail moves into a fresh buffer with the next chunk: records already
         // handed out keep pointing at the old one.
         const rest = chunk.subarray(at)
-        const want = rest.length >= 4 ? Math.max(CHUNK, 4 + rest.readUInt32LE(0)) : CHUNK
+        const want = Math.max(1, Math.min(CHUNK, left), rest.length >= 4 ? 4 + rest.readUInt32LE(0) - rest.length : 0)
         const next = Buffer.allocUnsafe(rest.length + want)
         rest.copy(next, 0)
         const n = Number(yield* file.read(next.subarray(rest.length)))
+        left -= n
         if (n === 0) eof = true
         chunk = next.subarray(0, rest.length + n)
         at = 0
