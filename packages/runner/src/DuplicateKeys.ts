@@ -108,7 +108,7 @@ const string = (r: Buffer, at: number): { readonly text: string; readonly end: n
 
 /** Key records by identity (hash first, then the identity's bytes). */
 export const keyOrder: ExternalSort.Order = {
-  prefix: (r) => r.readUInt32BE(0),
+  prefix: (bytes, at) => bytes.readUInt32BE(at),
   compare: (a, b) => a.readUInt32BE(0) - b.readUInt32BE(0) || a.compare(b, ID_AT, idEnd(b), ID_AT, idEnd(a))
 }
 
@@ -165,7 +165,7 @@ export const decodeVerdict = (r: Buffer): Verdict => {
 
 /** Verdicts by position. */
 export const verdictOrder: ExternalSort.Order = {
-  prefix: (r) => r.readUInt32BE(0),
+  prefix: (bytes, at) => bytes.readUInt32BE(at),
   compare: (a, b) => a.readUInt32BE(0) - b.readUInt32BE(0) || a.readUInt32BE(4) - b.readUInt32BE(4)
 }
 

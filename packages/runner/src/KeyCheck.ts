@@ -122,8 +122,7 @@ export const check = (ctx: RunContext, outputs: Outputs, bounds: Bounds = {}) =>
 
       const work = `${ctx.paths.keys}/sort`
       yield* fs.remove(work, { recursive: true }).pipe(Effect.catchAll(() => Effect.void))
-      const sortOptions = { order: DuplicateKeys.keyOrder, ...bounds }
-      const keys = yield* ExternalSort.make({ ...sortOptions, dir: `${work}/keys` })
+      const keys = yield* ExternalSort.make({ ...bounds, order: DuplicateKeys.keyOrder, dir: `${work}/keys` })
       for (const s of shards) yield* RecordFile.forEach(ctx.paths.keysFile(s.id), (r) => keys.add(r))
       const verdicts = yield* ExternalSort.make({ ...bounds, order: DuplicateKeys.verdictOrder, dir: `${work}/verdicts` })
       const found = yield* DuplicateKeys.find(keys, verdicts, { spoolDir: work, ...(bounds.maxGroup === undefined ? {} : { maxGroup: bounds.maxGroup }) })

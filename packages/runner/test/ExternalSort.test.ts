@@ -16,7 +16,7 @@ const record = (key: number, n: number, pad: number): Buffer => {
 
 /** Orders by the key's upper 16 bits only as the prefix, so that many records tie on it. */
 const order: ExternalSort.Order = {
-  prefix: (r) => r.readUInt32BE(0) >>> 16,
+  prefix: (bytes, at) => bytes.readUInt32BE(at) >>> 16,
   compare: (a, b) => a.readUInt32BE(0) - b.readUInt32BE(0)
 }
 

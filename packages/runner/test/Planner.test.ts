@@ -208,6 +208,32 @@ describe("Planner", () => {
       })
     )
 
+    it.effect("children of a fan-out before the stage are checked across shards too", () =>
+      Effect.gen(function* () {
+        // Each row fans out into one request per word, keyed `<row key>.<index>`; "b" comes back
+        // at the end with the same first word and another second one.
+        const words = [{ id: "a", text: "one two" }, { id: "b", text: "three four" }, { id: "c", text: "five" }, { id: "d", text: "six" }, { id: "b", text: "three other" }]
+        const fanOut = Pipeline.make("plan").pipe(
+          Pipeline.from(Source.array(words), { key: (r) => r.id, onInvalid: "skip" }),
+          Pipeline.flatMap((r: { id: string; text: string }) => r.text.split(" ")),
+          Pipeline.batch("label", { provider: "test", model: "m", prompt: (w) => Prompt.chat({ user: w }) })
+        )
+        const outcomes = []
+        for (const maxRequests of [2, 100]) {
+          const r = yield* planInto(words, { maxRequests, maxBytes: 1_000_000 }, RunState.empty(), undefined, fanOut, {})
+          expect(r.checked?._tag).toBe("Success")
+          outcomes.push(outcome(r))
+        }
+        expect(outcomes[0]).toEqual(outcomes[1])
+        expect(outcomes[0]!.keys).toEqual(["a.0", "a.1", "b.0", "c.0", "d.0"])
+        expect(outcomes[0]!.failures).toEqual([
+          ["b.1", "duplicate_key", "array:2", null],
+          ["b.0", "duplicate", "array:5", null],
+          ["b.1", "duplicate_key", "array:5", null]
+        ])
+      })
+    )
+
     it.effect("with onInvalid \"fail\", conflicting keys refuse the plan, naming every row; the next run plans again", () =>
       Effect.gen(function* () {
         const failing = Pipeline.make("plan").pipe(

@@ -15,8 +15,11 @@ import type { Scope } from "effect"
 import * as RecordFile from "./RecordFile.js"
 
 export interface Order {
-  /** A prefix of the key as an unsigned 32-bit integer: a smaller prefix sorts first. */
-  readonly prefix: (record: Buffer) => number
+  /**
+   * A prefix of the key of the record at `at` in `bytes`, as an unsigned 32-bit integer: a
+   * smaller prefix sorts first.
+   */
+  readonly prefix: (bytes: Buffer, at: number) => number
   /** The whole order, consistent with `prefix`. */
   readonly compare: (a: Buffer, b: Buffer) => number
 }
@@ -57,19 +60,19 @@ interface MemoryRun {
   readonly ends: Array<number>
 }
 
-/** Sorts a run in place (stably), returning the records in order. */
-const sortRun = (run: MemoryRun, order: Order): Array<Buffer> => {
+const view = (run: MemoryRun, i: number) => run.arena.subarray(run.starts[i]!, run.ends[i]!)
+
+/**
+ * Sorts a run (stably), returning its records' ordinals in order: no object per record, a
+ * million-record run costs its bytes and three numbers a record.
+ */
+const sortRun = (run: MemoryRun, order: Order): Uint32Array => {
   const n = run.starts.length
-  const records = new Array<Buffer>(n)
   const keys = new Float64Array(n)
-  for (let i = 0; i < n; i++) {
-    const r = run.arena.subarray(run.starts[i]!, run.ends[i]!)
-    records[i] = r
-    keys[i] = order.prefix(r) * MAX_RUN_RECORDS + i
-  }
+  for (let i = 0; i < n; i++) keys[i] = order.prefix(run.arena, run.starts[i]!) * MAX_RUN_RECORDS + i
   keys.sort()
-  const sorted = new Array<Buffer>(n)
-  for (let i = 0; i < n; i++) sorted[i] = records[keys[i]! % MAX_RUN_RECORDS]!
+  const sorted = new Uint32Array(n)
+  for (let i = 0; i < n; i++) sorted[i] = keys[i]! % MAX_RUN_RECORDS
   // Equal prefixes are next to each other, in the order they were added: sort each such
   // block in full (Array.prototype.sort is stable).
   for (let i = 0; i < n; ) {
@@ -77,8 +80,8 @@ const sortRun = (run: MemoryRun, order: Order): Array<Buffer> => {
     let j = i + 1
     while (j < n && Math.floor(keys[j]! / MAX_RUN_RECORDS) === p) j++
     if (j - i > 1) {
-      const block = sorted.slice(i, j).sort(order.compare)
-      for (let k = 0; k < block.length; k++) sorted[i + k] = block[k]!
+      const block = Array.from(sorted.subarray(i, j)).sort((a, b) => order.compare(view(run, a), view(run, b)))
+      sorted.set(block, i)
     }
     i = j
   }
@@ -91,9 +94,13 @@ interface Cursor {
   readonly advance: () => Effect.Effect<void, PlatformError> | undefined
 }
 
-const memoryCursor = (records: ReadonlyArray<Buffer>): Cursor => {
+const memoryCursor = (run: MemoryRun, sorted: Uint32Array): Cursor => {
   let i = 0
-  return { current: () => records[i], advance: () => void i++ }
+  let record = sorted.length > 0 ? view(run, sorted[0]!) : undefined
+  return {
+    current: () => record,
+    advance: () => void (record = ++i < sorted.length ? view(run, sorted[i]!) : undefined)
+  }
 }
 
 /** Merges cursors (ties: the earlier cursor first, which keeps the sort stable). */
@@ -167,7 +174,8 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
 
     /** Sorts the records in memory and writes them as a run. */
     const spill = Effect.suspend(() => {
-      const sorted = sortRun({ arena, starts, ends }, order)
+      const run = { arena, starts, ends }
+      const sorted = sortRun(run, order)
       arena = Buffer.allocUnsafe(arena.length)
       used = 0
       starts = []
@@ -176,7 +184,7 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
       runs.push(path)
       return writeRun(path, (w) =>
         Effect.gen(function* () {
-          for (const r of sorted) if (w.append(r)) yield* w.flush
+          for (const i of sorted) if (w.append(view(run, i))) yield* w.flush
         })
       ).pipe(Effect.provideService(FileSystem.FileSystem, fs))
     })
@@ -219,12 +227,13 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
       Effect.scoped(
         Effect.gen(function* () {
           yield* reduceRuns
-          const inMemory = sortRun({ arena, starts, ends }, order)
+          const run = { arena, starts, ends }
+          const inMemory = sortRun(run, order)
           const cursors: Array<Cursor> = yield* Effect.forEach(runs, (p) => RecordFile.reader(p))
-          cursors.push(memoryCursor(inMemory))
+          cursors.push(memoryCursor(run, inMemory))
           if (cursors.length === 1) {
-            for (const r of inMemory) {
-              const io = f(r)
+            for (const i of inMemory) {
+              const io = f(view(run, i))
               if (io !== undefined) yield* io
             }
             return
