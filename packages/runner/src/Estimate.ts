@@ -202,7 +202,7 @@ export const estimate = (
       })
     }
     const refused = pipeline.onInvalid === "fail" ? [
-      ...(malformed > 0 ? [`${plural(malformed, "invalid row")}`] : []),
+      ...(malformed > 0 ? [plural(malformed, "invalid row")] : []),
       ...(conflicts.rows > 0 ? [`${plural(conflicts.rows, "row")} whose keys other rows have with different requests`] : [])
     ] : []
     const outputTokensPerRequest = perRequestOutput ?? 100

@@ -312,13 +312,16 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     if (shard.keys !== undefined) {
       // Its position is its line in the row sidecar; repeats are found once the source is planned.
       full = shard.keys.append(DuplicateKeys.keyRecord(c.identity, c.digest, shard.seq, shard.count + shard.cachedRows, loc))
-    } else if (shard.ids.has(c.customId)) {
-      if (first) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
-      // In a later stage the rows come from paid answers (a list naming one item twice, say):
-      // the repeat fails alone rather than stranding the run.
-      reject({ location: loc, message: `its key repeats an earlier row's (custom_id ${c.customId})`, code: "duplicate_row", customId: c.customId, key: null })
-      return undefined
-    } else shard.ids.add(c.customId)
+    } else {
+      if (shard.ids.has(c.customId)) {
+        if (first) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
+        // In a later stage the rows come from paid answers (a list naming one item twice, say):
+        // the repeat fails alone rather than stranding the run.
+        reject({ location: loc, message: `its key repeats an earlier row's (custom_id ${c.customId})`, code: "duplicate_row", customId: c.customId, key: null })
+        return undefined
+      }
+      shard.ids.add(c.customId)
+    }
     if (c.answer === undefined) {
       shard.count++
       shard.bytes += c.lineBytes

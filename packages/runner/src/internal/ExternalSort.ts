@@ -37,7 +37,7 @@ export interface Options {
 }
 
 export interface Sorter {
-  /** Adds a record (copied); returns an Effect only when a run must be written. */
+  /** Adds a record (copied); returns an Effect only when a run must be written: run it before the next `add`. */
   readonly add: (record: Uint8Array) => Effect.Effect<void, PlatformError> | undefined
   /** Records added so far. */
   readonly size: () => number
@@ -56,18 +56,20 @@ const MAX_RUN_RECORDS = 1 << ORDINAL_BITS
 /** Records of one run in memory: their bytes end to end, and where each starts. */
 interface MemoryRun {
   readonly arena: Buffer
-  readonly starts: Array<number>
-  readonly ends: Array<number>
+  readonly starts: Uint32Array
+  readonly count: number
+  /** Bytes of the arena in use: where the last record ends. */
+  readonly used: number
 }
 
-const view = (run: MemoryRun, i: number) => run.arena.subarray(run.starts[i]!, run.ends[i]!)
+const view = (run: MemoryRun, i: number) => run.arena.subarray(run.starts[i]!, i + 1 < run.count ? run.starts[i + 1]! : run.used)
 
 /**
  * Sorts a run (stably), returning its records' ordinals in order: no object per record, a
  * million-record run costs its bytes and three numbers a record.
  */
 const sortRun = (run: MemoryRun, order: Order): Uint32Array => {
-  const n = run.starts.length
+  const n = run.count
   const keys = new Float64Array(n)
   for (let i = 0; i < n; i++) keys[i] = order.prefix(run.arena, run.starts[i]!) * MAX_RUN_RECORDS + i
   keys.sort()
@@ -157,10 +159,11 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
     const runs: Array<string> = []
     let fileSeq = 0
     let size = 0
+    // The run being collected; its arena and offsets are reused from run to run.
     let arena = Buffer.allocUnsafe(Math.min(maxBytes, 1 << 20))
     let used = 0
-    let starts: Array<number> = []
-    let ends: Array<number> = []
+    let starts = new Uint32Array(Math.min(maxRecords, 1 << 12))
+    let count = 0
 
     const newRunPath = () => `${options.dir}/run-${String(++fileSeq).padStart(6, "0")}.bin`
     const writeRun = <R>(path: string, write: (w: RecordFile.RecordWriter) => Effect.Effect<void, PlatformError, R>) =>
@@ -172,21 +175,22 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
         })
       )
 
-    /** Sorts the records in memory and writes them as a run. */
+    const memory = (): MemoryRun => ({ arena, starts, count, used })
+
+    /** Sorts the records in memory and writes them as a run; then the memory takes the next run. */
     const spill = Effect.suspend(() => {
-      const run = { arena, starts, ends }
+      const run = memory()
       const sorted = sortRun(run, order)
-      arena = Buffer.allocUnsafe(arena.length)
-      used = 0
-      starts = []
-      ends = []
       const path = newRunPath()
       runs.push(path)
       return writeRun(path, (w) =>
         Effect.gen(function* () {
           for (const i of sorted) if (w.append(view(run, i))) yield* w.flush
         })
-      ).pipe(Effect.provideService(FileSystem.FileSystem, fs))
+      ).pipe(
+        Effect.provideService(FileSystem.FileSystem, fs),
+        Effect.zipRight(Effect.sync(() => void ((used = 0), (count = 0))))
+      )
     })
 
     const add = (record: Uint8Array) => {
@@ -196,12 +200,16 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
         arena.copy(grown, 0, 0, used)
         arena = grown
       }
+      if (count === starts.length) {
+        const grown = new Uint32Array(Math.min(maxRecords, starts.length * 2))
+        grown.set(starts)
+        starts = grown
+      }
       arena.set(record, used)
-      starts.push(used)
+      starts[count++] = used
       used += record.length
-      ends.push(used)
       size++
-      return starts.length >= maxRecords || used >= maxBytes ? spill : undefined
+      return count >= maxRecords || used >= maxBytes ? spill : undefined
     }
 
     /** Merges runs in passes until at most `fanIn` are left. */
@@ -227,7 +235,7 @@ export const make = (options: Options): Effect.Effect<Sorter, PlatformError, Fil
       Effect.scoped(
         Effect.gen(function* () {
           yield* reduceRuns
-          const run = { arena, starts, ends }
+          const run = memory()
           const inMemory = sortRun(run, order)
           const cursors: Array<Cursor> = yield* Effect.forEach(runs, (p) => RecordFile.reader(p))
           cursors.push(memoryCursor(run, inMemory))
