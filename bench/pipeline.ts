@@ -4,9 +4,10 @@
  *
  *   SLUICE_BENCH_SOURCE      the dataset (JSONL of {id, text})
  *   SLUICE_BENCH_SINK        the sink file
- *   SLUICE_BENCH_ON_INVALID  "skip" (default: pipelined — shards are submitted while planning
- *                            goes on) or "fail" (nothing is submitted before the whole source
- *                            is read; used for the isolated plan measurement)
+ *   SLUICE_BENCH_ON_INVALID  "skip" (default) or "fail" (used for the isolated plan measurement).
+ *                            Rows are keyed by id, so either way nothing is submitted before the
+ *                            whole source is planned and its keys are checked for duplicates
+ *                            (README, "Duplicate keys")
  */
 import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
 import { Schema } from "effect"

@@ -117,6 +117,11 @@ const summaryLines = (s: RunSummary, output: string): string => {
       : `cost: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
     ...whereLines(s, output)
   ]
+  if (s.duplicates > 0) {
+    lines.push(
+      `${count(s.duplicates, "row")} repeat an earlier row's key and request: not sent, the earlier row's answer stands for them (listed in ${s.runDir}/failures.jsonl as duplicate)`
+    )
+  }
   if (s.budget !== undefined && s.budget.heldShards > 0) {
     lines.push(
       `budget of ${money(s.budget.limit)} reached: submitted work projected at ${money(s.budget.projected)}; ` +
@@ -375,11 +380,17 @@ const estimateCommand = Command.make(
           ...(Option.isSome(shardSize) ? { shardSize: shardSize.value } : {})
         })
         yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
+        // Where `run` would refuse, so does the estimate: a script can check before it spends.
+        if (e.refusal !== null) {
+          if (json) yield* Console.error(`sluice: error: ${e.refusal}`)
+          yield* setExit(ExitCode.usage)
+        }
       })
     )
 ).pipe(
   Command.withDescription(
-    "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices."
+    "Render every request without submitting and project the cost: rows, shards, input tokens (real tokenizer for OpenAI models), output tokens, batch and real-time prices. " +
+      "Names invalid rows and duplicate keys; exits 2 where `sluice run` would refuse them (onInvalid \"fail\")."
   )
 )
 

@@ -3,18 +3,20 @@
  * projects what the run will cost — rows, shards, input tokens (the model's real tokenizer
  * for OpenAI models, about four characters a token elsewhere; an output schema counted on
  * top, approximately), an output-token estimate, and the cost at batch and at real-time
- * prices. It refuses what `run` would refuse before sending (an unknown provider, an invalid
- * row under `onInvalid: "fail"`), and counts the requests over their model's context
- * window, which a run fails unsent. It needs no API key.
+ * prices. Like a run, it finds invalid source rows and duplicate keys (DuplicateKeys.ts) and
+ * says when `sluice run` would refuse the pipeline before sending (an unknown provider fails
+ * it); it counts the requests over their model's context window, which a run fails unsent.
+ * It needs no API key.
  */
-import { HttpClient } from "@effect/platform"
-import type { FileSystem } from "@effect/platform"
-import { Pipeline, Prompt, Tokens } from "@sluice/core"
+import { FileSystem, HttpClient } from "@effect/platform"
+import { CustomId, Hash, Pipeline, Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"
 import type { BatchProvider, UnknownProvider } from "@sluice/providers"
+import type { PlatformError } from "@effect/platform/Error"
 import { Chunk, Effect, Either, Redacted, Stream } from "effect"
-import { InvalidInput } from "./Planner.js"
+import * as DuplicateKeys from "./DuplicateKeys.js"
+import * as ExternalSort from "./internal/ExternalSort.js"
 import * as Pricing from "./Pricing.js"
 import { requestTokens } from "./RequestTokens.js"
 import { PipelineInvalid } from "./Runner.js"
@@ -62,6 +64,16 @@ export interface Estimate {
   readonly rows: number
   /** Rows that would not be submitted: invalid source rows, and rows whose prompt throws (render_error in a run). */
   readonly invalid: number
+  /** Source rows that do not parse or break the row Schema (among `invalid`). */
+  readonly malformed: number
+  /** Rows with the same key and request as an earlier row: sent once (not among `rows`). */
+  readonly duplicates: number
+  /** Rows whose key other rows have with a different request, and how many keys (not among `rows`). */
+  readonly conflicts: { readonly rows: number; readonly keys: number }
+  /** The first malformed rows and rows with conflicting keys, each named with its location. */
+  readonly problems: ReadonlyArray<string>
+  /** Why `sluice run` would stop before submitting anything (onInvalid "fail"), or null. */
+  readonly refusal: string | null
   readonly shards: number
   readonly inputTokens: number
   /** True when counted with the model's own tokenizer (and no request has an image). */
@@ -95,11 +107,14 @@ const offlineProvider = (name: string): BatchProvider | undefined =>
       })
     : undefined
 
+/** Problems of each kind named in an estimate (all are counted). */
+const NAMED = 10
+
 export const estimate = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: EstimateOptions = {}
-): Effect.Effect<Estimate, PipelineInvalid | InvalidInput | UnknownProvider | Source.SourceError, FileSystem.FileSystem> =>
-  Effect.gen(function* () {
+): Effect.Effect<Estimate, PipelineInvalid | UnknownProvider | Source.SourceError | PlatformError, FileSystem.FileSystem> =>
+  Effect.scoped(Effect.gen(function* () {
     const stage = pipeline.stages[0]
     if (pipeline.source === undefined || stage === undefined) {
       return yield* new PipelineInvalid({ description: `pipeline "${pipeline.name}" needs a source and a batch stage` })
@@ -142,37 +157,52 @@ export const estimate = (
     let schemaTokens = 0
     let perRequestOutput = options.outputTokens
     let images = 0
+    let malformed = 0
+    const invalidNamed: Array<string> = []
+    // Keys that may repeat are checked as a run checks them, on disk past a bound.
+    const checkKeys = DuplicateKeys.possible(pipeline, stage, before)
+    const fs = yield* FileSystem.FileSystem
+    const work = checkKeys ? yield* fs.makeTempDirectoryScoped({ prefix: "sluice-estimate-" }) : undefined
+    const keys = work === undefined ? undefined : yield* ExternalSort.make({ dir: `${work}/keys`, order: DuplicateKeys.keyOrder })
+    const contentKey = CustomId.contentKeys()
+    let item = 0
     yield* pipeline.source.rows.pipe(
       Stream.runForEachChunk((chunk) =>
         Effect.gen(function* () {
-          for (const item of Chunk.toReadonlyArray(chunk)) {
-            if (item._tag === "Invalid") {
-              // A run stops at the first invalid row before anything is sent: so does its estimate.
-              if (pipeline.onInvalid === "fail") return yield* new InvalidInput({ location: item.location, description: item.message })
+          for (const entry of Chunk.toReadonlyArray(chunk)) {
+            const at = item++
+            if (entry._tag === "Invalid") {
               invalid++
+              malformed++
+              if (invalidNamed.length < NAMED) invalidNamed.push(`${entry.location}: ${entry.message}`)
               continue
             }
-            let requests: Array<BatchRequest>
+            let requests: Array<{ readonly request: BatchRequest; readonly identity: string }>
             try {
+              // The row's key as the planner derives it (only needed when keys may repeat).
+              const key = !checkKeys ? "" : pipeline.key !== undefined ? pipeline.key(entry.row) : contentKey(Hash.sha256(JSON.stringify(entry.row)))
               // Transforms before the first stage (a fan-out, say) as the planner runs them.
-              const linked = before.length === 0 ? [["", item.row] as const] : Pipeline.applyLink(before, "", item.row, item.row)
+              const linked = before.length === 0 ? [[key, entry.row] as const] : Pipeline.applyLink(before, key, entry.row, entry.row)
               const rows = Effect.isEffect(linked) ? yield* Effect.either(linked) : Either.right(linked)
               if (Either.isLeft(rows)) throw rows.left
-              requests = rows.right.map(([, input]) => stage.render(input))
+              requests = rows.right.map(([childKey, input]) => ({
+                request: stage.render(input),
+                identity: checkKeys && stage.customId !== undefined ? stage.customId(input) : childKey
+              }))
             } catch {
               // A row whose prompt or transform throws (an image file that is missing …) fails
               // alone in a run (render_error) and is never submitted: not counted here either.
               invalid++
               continue
             }
-            for (const request of requests) {
+            for (const [child, { request, identity }] of requests.entries()) {
               const count = requestTokens(request)
               const window = windowOf(request.model)
               if (window !== undefined && count.tokens > window) {
                 // Failed unsent by a run (context_length): neither submitted nor paid for.
                 over ??= { count: 0, model: request.model, contextWindow: window, first: [] }
                 over.count++
-                if (over.first.length < FIRST_OVER) over.first.push({ location: item.location, tokens: count.tokens })
+                if (over.first.length < FIRST_OVER) over.first.push({ location: entry.location, tokens: count.tokens })
                 continue
               }
               if (request._tag === "chat") {
@@ -185,6 +215,10 @@ export const estimate = (
               inputTokens += count.tokens
               schemaTokens += count.schema
               exact &&= count.exact
+              if (keys !== undefined) {
+                const io = keys.add(DuplicateKeys.keyRecord(identity, stage.requestHash(request), at, child, entry.location, count.tokens))
+                if (io !== undefined) yield* io
+              }
               const bytes = (provider === undefined ? JSON.stringify(request).length + 80 : Buffer.byteLength(provider.encode(request, "x".repeat(58)))) + 1
               if (inShard === 0 || inShard >= maxRequests || shardBytes + bytes > maxBytes) {
                 shards++
@@ -199,6 +233,28 @@ export const estimate = (
         })
       )
     )
+    // Duplicates are sent once, and rows with conflicting keys not at all: neither counts.
+    let duplicates = 0
+    let conflicts = { rows: 0, keys: 0 }
+    const conflictNamed: Array<string> = []
+    if (keys !== undefined && work !== undefined) {
+      const verdicts = yield* ExternalSort.make({ dir: `${work}/verdicts`, order: DuplicateKeys.verdictOrder })
+      const found = yield* DuplicateKeys.find(keys, verdicts, { spoolDir: work })
+      duplicates = found.duplicates
+      conflicts = { rows: found.conflictRows, keys: found.conflictKeys }
+      const what = stage.customId === undefined ? "key" : "custom_id"
+      yield* verdicts.forEach<never, never>((r) => {
+        const v = DuplicateKeys.decodeVerdict(r)
+        rows--
+        inputTokens -= v.tokens
+        if (v.kind === "conflict" && conflictNamed.length < NAMED) conflictNamed.push(DuplicateKeys.describe(v, what))
+        return undefined
+      })
+    }
+    const refused = pipeline.onInvalid === "fail" ? [
+      ...(malformed > 0 ? [plural(malformed, "invalid row")] : []),
+      ...(conflicts.rows > 0 ? [`${plural(conflicts.rows, "row")} whose keys other rows have with different requests`] : [])
+    ] : []
     const outputTokensPerRequest = perRequestOutput ?? 100
     const outputTokens = rows * outputTokensPerRequest
     const cost = Pricing.cost(stage.model, { input: inputTokens, output: outputTokens, cached: 0 }, prices) ?? null
@@ -207,6 +263,11 @@ export const estimate = (
       model: stage.model,
       rows,
       invalid,
+      malformed,
+      duplicates,
+      conflicts,
+      problems: [...invalidNamed, ...conflictNamed],
+      refusal: refused.length === 0 ? null : `sluice run would stop before submitting anything (onInvalid "fail"): ${refused.join(" and ")}`,
       shards,
       inputTokens,
       exactTokens: exact,
@@ -228,7 +289,7 @@ export const estimate = (
       notes,
       prices: prices.label
     } satisfies Estimate
-  })
+  }))
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`
 
@@ -249,6 +310,13 @@ export const render = (e: Estimate): string => {
     e.cost === null
       ? `cost: no price for ${e.model} in the price table (give one with --prices)`
       : `cost: ~$${e.cost.batch.toFixed(4)} at batch prices, ~$${e.cost.realtime.toFixed(4)} at real-time prices (prices of ${e.prices})`,
+    ...(e.duplicates > 0 ? [`duplicates: ${plural(e.duplicates, "row")} repeat an earlier row's key and request: sent once (not counted above)`] : []),
+    ...(e.conflicts.rows > 0
+      ? [`conflicting keys: ${plural(e.conflicts.rows, "row")} share ${plural(e.conflicts.keys, "key")} with different requests: none of them is sent (not counted above)`]
+      : []),
+    ...e.problems.map((p) => `  ${p}`),
+    ...(e.malformed + e.conflicts.rows > e.problems.length ? [`  … and ${e.malformed + e.conflicts.rows - e.problems.length} more`] : []),
+    ...(e.refusal === null ? [] : [e.refusal]),
     ...(over === null
       ? []
       : [

@@ -72,6 +72,43 @@ export const PlanComplete = Schema.TaggedStruct("PlanComplete", {
   offsets: Schema.NullOr(Offsets)
 })
 
+/**
+ * The duplicate-key check took rows out of a first-stage shard before it was ever submitted
+ * (see KeyCheck.ts): its files now hold what is left. The rows taken out are listed in
+ * failures.jsonl, committed at `offsets`.
+ */
+export const ShardRewritten = Schema.TaggedStruct("ShardRewritten", {
+  shard: Schema.String,
+  requests: Schema.Number,
+  bytes: Schema.Number,
+  sha256: Schema.String,
+  cachedRows: Schema.Number,
+  inputTokens: Schema.optional(Schema.Number),
+  /** Rows taken out because an earlier row has their key and request (they are answered by it). */
+  duplicates: Schema.Number,
+  /** Rows taken out because other rows have their key with another request (onInvalid "skip"). */
+  conflicts: Schema.Number,
+  offsets: Offsets
+})
+
+/** The first stage's keys were checked (and its shards rewritten): its shards may be submitted. */
+export const KeysChecked = Schema.TaggedStruct("KeysChecked", {
+  stage: Schema.String,
+  duplicates: Schema.Number,
+  conflicts: Schema.Number
+})
+
+/**
+ * Rows with conflicting keys refused the plan (onInvalid "fail") before anything was
+ * submitted: the planned shards are void, and the next run plans the source again.
+ */
+export const PlanRefused = Schema.TaggedStruct("PlanRefused", {
+  stage: Schema.String,
+  /** Rows whose key another row has with a different request, and how many keys. */
+  rows: Schema.Number,
+  keys: Schema.Number
+})
+
 /** About to upload and create a batch for a shard; written before either. */
 export const SubmitIntent = Schema.TaggedStruct("SubmitIntent", {
   shard: Schema.String,
@@ -184,6 +221,9 @@ export const JournalEvent = Schema.Union(
   ShardPlanned,
   StagePlanned,
   PlanComplete,
+  ShardRewritten,
+  KeysChecked,
+  PlanRefused,
   SubmitIntent,
   Staged,
   Created,

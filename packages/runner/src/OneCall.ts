@@ -54,7 +54,8 @@ const gather = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { r
     yield* Records.failures(options.runDir).pipe(
       Stream.runForEach((f) =>
         Effect.sync(() => {
-          if (f.custom_id === null) return
+          // A duplicate row shares its custom_id with the row whose answer stands for both.
+          if (f.custom_id === null || f.class === "duplicate") return
           results.set(f.custom_id, { customId: f.custom_id, ok: false, failure: f.class, code: f.code, message: f.message })
         })
       )

@@ -9,16 +9,22 @@
  * Rows whose exact request was answered before are served from the response cache: they go
  * into the shard's row sidecar with their answer in `<shard>.cached.jsonl`, and only the
  * other requests are written to the shard file and submitted.
+ *
+ * When the first stage's rows can share a key (see DuplicateKeys.possible), each row also
+ * gets a key record in `keys/<shard>.keys`; duplicates are found across the whole source
+ * once it is planned (KeyCheck.ts), not shard by shard.
  */
-import type { FileSystem } from "@effect/platform"
+import { FileSystem } from "@effect/platform"
 import { CustomId, Hash, Pipeline } from "@sluice/core"
 import type { BatchRequest, SourceItem } from "@sluice/core"
 import { Cause, Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as ContextWindow from "./ContextWindow.js"
+import * as DuplicateKeys from "./DuplicateKeys.js"
 import { requestTokens } from "./RequestTokens.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
+import * as RecordFile from "./internal/RecordFile.js"
 import { lines } from "./internal/lines.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { Outputs } from "./Outputs.js"
@@ -65,10 +71,13 @@ export interface RowLine {
 
 interface OpenShard {
   readonly id: string
+  readonly seq: number
   readonly scope: Scope.CloseableScope
   readonly requests: LineFile.LineFile
   readonly rows: LineFile.LineFile
   readonly answers: LineFile.LineFile | undefined
+  /** Key records of its rows, when the stage's keys are checked across shards. */
+  readonly keys: RecordFile.RecordWriter | undefined
   readonly hash: ReturnType<typeof createHash>
   readonly ids: Set<string>
   count: number
@@ -88,6 +97,10 @@ interface Rejected {
 /** A row ready to pack: its request line, or its cached answer. */
 interface Candidate {
   readonly customId: string
+  /** What makes the row a duplicate of another: its key, or its custom_id when the stage makes its own. */
+  readonly identity: string
+  /** The hash of its request. */
+  readonly digest: string
   readonly line: string
   readonly lineBytes: number
   readonly request: BatchRequest
@@ -126,6 +139,9 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     if (!windows.has(model)) windows.set(model, Pricing.contextWindow(model, ctx.prices))
     return windows.get(model)
   }
+  // Keys that may repeat are checked across all shards once planning is done (KeyCheck.ts).
+  const checkKeys = first && DuplicateKeys.possible(ctx.pipeline, stage, rt.before)
+  let keysDir = false
   // The highest number journaled, not the count: numbers are never reused for other rows.
   let seq = 0
   for (const s of state.shards.values()) {
@@ -141,8 +157,14 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     const requests = yield* LineFile.open(ctx.paths.shardFile(id), 0).pipe(Scope.extend(scope))
     const rows = yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope))
     const answers = caching ? yield* LineFile.open(ctx.paths.cachedFile(id), 0).pipe(Scope.extend(scope)) : undefined
+    if (checkKeys && !keysDir) {
+      const fs = yield* FileSystem.FileSystem
+      yield* fs.makeDirectory(ctx.paths.keys, { recursive: true })
+      keysDir = true
+    }
+    const keys = checkKeys ? yield* RecordFile.create(ctx.paths.keysFile(id)).pipe(Scope.extend(scope)) : undefined
     const shard: OpenShard = {
-      id, scope, requests, rows, answers, hash: createHash("sha256"), ids: new Set(), count: 0, cachedRows: 0, bytes: 0, tokens: 0
+      id, seq, scope, requests, rows, answers, keys, hash: createHash("sha256"), ids: new Set(), count: 0, cachedRows: 0, bytes: 0, tokens: 0
     }
     return shard
   })
@@ -189,6 +211,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       yield* shard.requests.sync
       yield* shard.rows.sync
       if (shard.answers !== undefined) yield* shard.answers.sync
+      if (shard.keys !== undefined) yield* shard.keys.sync
       yield* Scope.close(shard.scope, Exit.void)
       // Opened for a row that was then rejected: nothing to journal (its seq stays unused).
       if (shard.count === 0 && shard.cachedRows === 0) return
@@ -283,7 +306,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     rowLine += cached === undefined ? "}" : `,"c":1}`
     // The stored answer is a JSON object: it becomes a result line by adding its custom_id.
     const answer = cached === undefined ? undefined : `{"_tag":"Succeeded","customId":${JSON.stringify(customId)},${cached.slice(1)}`
-    return { customId, line, lineBytes, request, rowLine, answer }
+    return { customId, identity: stageCustomId ?? key, digest, line, lineBytes, request, rowLine, answer }
   }
 
   const empty = { count: 0, cachedRows: 0, bytes: 0 }
@@ -300,15 +323,20 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   }
 
   const write = (shard: OpenShard, c: Candidate, loc: string): Effect.Effect<void, unknown> | undefined => {
-    if (shard.ids.has(c.customId)) {
-      if (first) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
-      // In a later stage the rows come from paid answers (a list naming one item twice, say):
-      // the repeat fails alone rather than stranding the run.
-      reject({ location: loc, message: `its key repeats an earlier row's (custom_id ${c.customId})`, code: "duplicate_row", customId: c.customId, key: null })
-      return undefined
-    }
-    shard.ids.add(c.customId)
     let full = false
+    if (shard.keys !== undefined) {
+      // Its position is its line in the row sidecar; repeats are found once the source is planned.
+      full = shard.keys.append(DuplicateKeys.keyRecord(c.identity, c.digest, shard.seq, shard.count + shard.cachedRows, loc))
+    } else {
+      if (shard.ids.has(c.customId)) {
+        if (first) return Effect.fail(new DuplicateRow({ customId: c.customId, location: loc }))
+        // In a later stage the rows come from paid answers (a list naming one item twice, say):
+        // the repeat fails alone rather than stranding the run.
+        reject({ location: loc, message: `its key repeats an earlier row's (custom_id ${c.customId})`, code: "duplicate_row", customId: c.customId, key: null })
+        return undefined
+      }
+      shard.ids.add(c.customId)
+    }
     if (c.answer === undefined) {
       shard.count++
       shard.bytes += c.lineBytes
@@ -316,15 +344,15 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       if (countTokens) shard.tokens += requestTokens(c.request).tokens
       shard.hash.update(c.line)
       shard.hash.update("\n")
-      full = shard.requests.append(c.line, c.lineBytes)
+      full = shard.requests.append(c.line, c.lineBytes) || full
     } else {
       shard.cachedRows++
-      full = shard.answers!.append(c.answer)
+      full = shard.answers!.append(c.answer) || full
     }
     full = shard.rows.append(c.rowLine) || full
     Failpoint.hit("plan-row")
     return full
-      ? Effect.all([shard.requests.flush, shard.rows.flush, shard.answers?.flush ?? Effect.void], { discard: true })
+      ? Effect.all([shard.requests.flush, shard.rows.flush, shard.answers?.flush ?? Effect.void, shard.keys?.flush ?? Effect.void], { discard: true })
       : undefined
   }
 

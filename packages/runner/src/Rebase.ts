@@ -34,7 +34,16 @@ import * as Submitter from "./Submitter.js"
 export const carryNamespace = (runId: string): string => `carry ${runId}`
 
 /** What moves to `previous/<generation>/`: everything of a generation but its manifest and lock. */
-const generationFiles = (paths: RunDir.RunPaths) => [paths.journal, paths.results, paths.failures, paths.outputs, paths.shards, paths.stages]
+const generationFiles = (paths: RunDir.RunPaths) => [
+  paths.journal,
+  paths.results,
+  paths.failures,
+  paths.outputs,
+  paths.shards,
+  paths.stages,
+  paths.keys,
+  paths.duplicateKeys
+]
 
 const carry = (ctx: RunContext, namespace: string, result: BatchResult) => {
   if (result._tag !== "Succeeded") return Effect.void

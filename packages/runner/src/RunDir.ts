@@ -9,6 +9,9 @@
  *   failures.jsonl    rows that ended failed, with class and message
  *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
  *   stages/           a later stage's inbox: the rows its upstream stage passed on
+ *   keys/             while a run's keys are checked for duplicates: a key record per row
+ *                     and shard, the sort's runs, rewritten shard files (see KeyCheck.ts)
+ *   duplicate-keys.jsonl  the rows whose conflicting keys refused the plan (onInvalid "fail")
  *   previous/<n>/     the journal, shards and outputs of generation n, before a changed
  *                     pipeline was accepted (`--allow-changed`)
  */
@@ -149,6 +152,12 @@ export interface RunPaths {
   readonly cachedFile: (shard: string) => string
   readonly stages: string
   readonly inbox: (stage: string) => string
+  /** The duplicate-key check's files, deleted once it is done. */
+  readonly keys: string
+  /** A first-stage shard's key records (one per row of its sidecar, in order). */
+  readonly keysFile: (shard: string) => string
+  /** The rows whose conflicting keys refused the plan, one JSON line each. */
+  readonly duplicateKeys: string
 }
 
 export const paths = (root: string, path: Path.Path): RunPaths => ({
@@ -163,7 +172,10 @@ export const paths = (root: string, path: Path.Path): RunPaths => ({
   rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`),
   cachedFile: (shard) => path.join(root, "shards", `${shard}.cached.jsonl`),
   stages: path.join(root, "stages"),
-  inbox: (stage) => path.join(root, "stages", `${stage}.jsonl`)
+  inbox: (stage) => path.join(root, "stages", `${stage}.jsonl`),
+  keys: path.join(root, "keys"),
+  keysFile: (shard) => path.join(root, "keys", `${shard}.keys`),
+  duplicateKeys: path.join(root, "duplicate-keys.jsonl")
 })
 
 const decodeManifest = Schema.decodeUnknown(Schema.parseJson(Manifest))

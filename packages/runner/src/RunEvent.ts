@@ -41,7 +41,7 @@ export type RunEvent =
   | { readonly _tag: "RunFinished"; readonly summary: RunSummary }
 
 export const totals = (state: RunState): Totals => ({
-  rows: state.rowsPlanned + state.invalidRows,
+  rows: state.rowsPlanned + state.invalidRows + state.duplicateRows,
   succeeded: state.succeeded,
   failed: Object.values(state.failed).reduce((a, b) => a + b, 0) + state.invalidRows,
   pending: pendingRows(state)

@@ -14,14 +14,17 @@ export interface ShardState {
   readonly provider: string
   readonly model: string
   readonly endpoint: string
-  readonly requests: number
-  readonly bytes: number
-  readonly sha256: string
+  /** Requests, bytes, hash and rows from the cache change once if the duplicate-key check rewrites the shard. */
+  requests: number
+  bytes: number
+  sha256: string
   readonly attempt: number
   readonly parent: string | null
-  readonly inputTokens: number | undefined
+  inputTokens: number | undefined
   /** Rows answered from the response cache (not among `requests`). */
-  readonly cachedRows: number
+  cachedRows: number
+  /** The duplicate-key check took rows out of it (ShardRewritten). */
+  rewritten: boolean
   phase: ShardPhase
   submission: number
   intentAt: number | null
@@ -73,6 +76,12 @@ export interface RunState {
   /** Rows read from the source (first attempts). */
   rowsPlanned: number
   invalidRows: number
+  /** Rows not sent because an earlier row has their key and request (answered by it). */
+  duplicateRows: number
+  /** The first stage's keys were checked for duplicates (or need no check: see KeyCheck.ts). */
+  keysChecked: boolean
+  /** The output lengths before the first stage's planning began: where a refused plan goes back to. */
+  planStart: Offsets | null
   succeeded: number
   failed: Record<string, number>
   usage: TokenUsage
@@ -91,6 +100,9 @@ export const empty = (): RunState => ({
   planComplete: false,
   rowsPlanned: 0,
   invalidRows: 0,
+  duplicateRows: 0,
+  keysChecked: false,
+  planStart: null,
   succeeded: 0,
   failed: {},
   usage: { input: 0, output: 0, cached: 0 },
@@ -140,6 +152,7 @@ const addShard = (state: RunState, e: NewShard) => {
     parent: e.parent,
     inputTokens: e.inputTokens,
     cachedRows: e.cachedRows ?? 0,
+    rewritten: false,
     // A shard answered from the cache alone has its results already: straight to collection.
     phase: cachedOnly ? "terminal" : "planned",
     submission: 0,
@@ -168,6 +181,7 @@ const shard = (state: RunState, id: string): ShardState => {
 export const apply = (state: RunState, event: JournalEvent): RunState => {
   switch (event._tag) {
     case "ShardPlanned": {
+      if (event.sourceOffset !== null && state.planStart === null) state.planStart = state.offsets
       addShard(state, event)
       const progress = stageProgress(state, event.stage)
       if (event.parent === null) {
@@ -210,10 +224,49 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       break
     }
     case "PlanComplete": {
+      if (state.planStart === null) state.planStart = state.offsets
       state.planComplete = true
       state.sourceOffset = event.sourceOffset
       state.invalidRows += event.invalid
       if (event.offsets !== null) state.offsets = event.offsets
+      break
+    }
+    case "ShardRewritten": {
+      const s = shard(state, event.shard)
+      const removed = s.requests + s.cachedRows - event.requests - event.cachedRows
+      s.requests = event.requests
+      s.bytes = event.bytes
+      s.sha256 = event.sha256
+      s.cachedRows = event.cachedRows
+      s.inputTokens = event.inputTokens
+      s.rewritten = true
+      if (event.requests === 0) {
+        // Nothing left to submit: straight to collection, like a shard of cached rows.
+        s.phase = "terminal"
+        s.status = "completed"
+        s.rawStatus = event.cachedRows > 0 ? "cached" : "empty"
+      }
+      const progress = stageProgress(state, s.stage)
+      progress.planned -= removed
+      state.rowsPlanned -= removed
+      progress.invalid += event.conflicts
+      state.invalidRows += event.conflicts
+      state.duplicateRows += event.duplicates
+      state.offsets = event.offsets
+      break
+    }
+    case "KeysChecked": {
+      state.keysChecked = true
+      break
+    }
+    case "PlanRefused": {
+      // Nothing was submitted or collected: the run goes back to before its planning began.
+      const offsets = state.planStart ?? state.offsets
+      state.shards.clear()
+      state.stages.clear()
+      state.usageByModel.clear()
+      state.retries.length = 0
+      Object.assign(state, { ...empty(), shards: state.shards, stages: state.stages, usageByModel: state.usageByModel, retries: state.retries, offsets })
       break
     }
     case "SubmitIntent": {

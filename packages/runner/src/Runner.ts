@@ -12,6 +12,7 @@ import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } 
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Journal from "./Journal.js"
+import * as KeyCheck from "./KeyCheck.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
@@ -130,6 +131,8 @@ export interface RunSummary {
   readonly succeeded: number
   readonly failed: Readonly<Record<string, number>>
   readonly invalid: number
+  /** Rows not sent because an earlier row has their key and request (its answer stands for both; listed in failures.jsonl). */
+  readonly duplicates: number
   readonly pending: number
   readonly batches: number
   readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
@@ -190,10 +193,11 @@ export const summarize = (ctx: {
   runId: ctx.runId,
   runDir: ctx.paths.root,
   finished: RunState.isFinished(ctx.state),
-  rows: ctx.state.rowsPlanned + ctx.state.invalidRows,
+  rows: ctx.state.rowsPlanned + ctx.state.invalidRows + ctx.state.duplicateRows,
   succeeded: ctx.state.succeeded,
   failed: { ...ctx.state.failed, ...(ctx.state.invalidRows > 0 ? { invalid: ctx.state.invalidRows } : {}) },
   invalid: ctx.state.invalidRows,
+  duplicates: ctx.state.duplicateRows,
   pending: RunState.pendingRows(ctx.state),
   batches: [...ctx.state.shards.values()].filter((s) => s.batchId !== null).length,
   usage: ctx.state.usage,
@@ -417,7 +421,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const inFlight = yield* Effect.makeSemaphore(settings.concurrency)
       const outstanding = yield* Ref.make(0)
       const done = yield* Deferred.make<void, unknown>()
-      const planDone = yield* Ref.make(state.planComplete)
+      // Rows whose keys may repeat are checked once the source is planned, before anything of
+      // the first stage is submitted (KeyCheck.ts).
+      const checkKeys = mode !== "cancel" && KeyCheck.pending(ctx)
+      const planDone = yield* Ref.make(state.planComplete && !checkKeys)
 
       const checkDone = Effect.gen(function* () {
         if ((yield* Ref.get(planDone)) && (yield* Ref.get(outstanding)) === 0) yield* Deferred.succeed(done, undefined)
@@ -528,33 +535,37 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         })
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
-      // a malformed row must stop the run before any money is spent.
-      const holdUntilPlanned = pipeline.onInvalid === "fail" && !state.planComplete && mode !== "cancel"
+      // a malformed row must stop the run before any money is spent. Nor before the keys are
+      // checked: a shard may lose rows (and a shard of cached rows must not reach the sink).
+      const holdUntilPlanned = ((pipeline.onInvalid === "fail" && !state.planComplete) || checkKeys) && mode !== "cancel"
       const held: Array<string> = []
       const offer = (id: string) => (holdUntilPlanned ? Effect.sync(() => void held.push(id)) : launch(id))
+      const first = stages[0]!.stage.name
 
       for (const shard of RunState.openShards(state)) {
-        if (holdUntilPlanned && shard.phase === "planned") held.push(shard.id)
+        const hold = shard.phase === "planned" || (checkKeys && shard.stage === first && shard.parent === null)
+        if (holdUntilPlanned && hold) held.push(shard.id)
         else yield* launch(shard.id)
       }
+      /** Once planning is done: the key check, then the shards held back. */
+      const release = Effect.gen(function* () {
+        if (checkKeys) yield* KeyCheck.check(ctx, outputs)
+        for (const id of held) yield* launch(id)
+        yield* Ref.set(planDone, true)
+        yield* checkDone
+      })
+      const releaseOrFail = <E, R>(planning: Effect.Effect<void, E, R>) =>
+        planning.pipe(
+          Effect.zipRight(release),
+          Effect.catchAllCause((cause) => Deferred.failCause(done, cause)),
+          Effect.forkIn(runScope)
+        )
       // Rows an upstream collection passed on before a crash, not yet planned.
       if (mode !== "cancel") {
         for (const name of RunState.unplannedInboxes(state)) yield* track(planInbox(name))
       }
-      if (!state.planComplete && mode !== "cancel") {
-        yield* Planner.plan(ctx, outputs, offer).pipe(
-          Effect.matchCauseEffect({
-            onFailure: (cause) => Deferred.failCause(done, cause),
-            onSuccess: () =>
-              Effect.gen(function* () {
-                for (const id of held) yield* launch(id)
-                yield* Ref.set(planDone, true)
-                yield* checkDone
-              })
-          }),
-          Effect.forkIn(runScope)
-        )
-      }
+      if (!state.planComplete && mode !== "cancel") yield* releaseOrFail(Planner.plan(ctx, outputs, offer))
+      else if (checkKeys) yield* releaseOrFail(Effect.void)
       if (mode === "cancel") yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)

@@ -101,7 +101,7 @@ export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
   const lines = [
     `run ${s.runId} (${s.pipeline}) in ${s.runDir}`,
-    `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${number(s.succeeded)} succeeded · ${number(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${number(x)}`).join(", ")})` : ""} · ${number(s.pending)} pending`,
+    `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${number(s.succeeded)} succeeded · ${number(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${number(x)}`).join(", ")})` : ""} · ${number(s.pending)} pending${s.duplicates > 0 ? ` · ${count(s.duplicates, "duplicate")} (answered by an earlier row)` : ""}`,
     `  ${count(s.batches, "batch", "batches")} · tokens in ${number(s.usage.input)}, out ${number(s.usage.output)}` +
       (s.cost === null ? "" : ` · spent ${money(s.cost.batch)} (real-time price ${money(s.cost.realtime)})`),
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),

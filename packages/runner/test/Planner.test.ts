@@ -4,12 +4,13 @@ import { describe, expect, it } from "@effect/vitest"
 import { Pipeline, Prompt, Source } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"
 import { OpenAiBatch } from "@sluice/providers"
-import { Duration, Effect, Schema } from "effect"
+import { Cause, Duration, Effect, Schema } from "effect"
 import { createHash } from "node:crypto"
-import { mkdtempSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Journal from "../src/Journal.js"
+import * as KeyCheck from "../src/KeyCheck.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
 import * as Outputs from "../src/Outputs.js"
 import * as Planner from "../src/Planner.js"
@@ -41,7 +42,9 @@ const planInto = (
   pipeline: Pipeline.Pipeline<any, any, any> = Pipeline.make("plan").pipe(
     Pipeline.from(Source.array(data), { key: (r) => r.id, onInvalid: "skip" }),
     Pipeline.batch("label", { provider: "test", model: "m", prompt: (r) => Prompt.chat({ user: r.text }) })
-  )
+  ),
+  /** Runs the duplicate-key check after planning, with these bounds. */
+  check?: KeyCheck.Bounds
 ) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
@@ -77,7 +80,8 @@ const planInto = (
     const outputs = yield* Outputs.open(ctx)
     const handed: Array<string> = []
     yield* Planner.plan(ctx, outputs, (id) => Effect.sync(() => void handed.push(id)))
-    return { events, handed, paths, state }
+    const checked = check === undefined ? undefined : yield* Effect.exit(KeyCheck.check(ctx, outputs, check))
+    return { events, handed, paths, state, checked }
   }).pipe(Effect.scoped, Effect.provide(NodeContext.layer))
 
 const planned = (events: ReadonlyArray<JournalEvent>) =>
@@ -142,12 +146,122 @@ describe("Planner", () => {
     })
   )
 
-  it.effect("a duplicate row key with an identical request fails the plan, naming the row", () =>
-    Effect.gen(function* () {
-      const error = yield* Effect.flip(planInto([...rows(2), rows(1)[0]!], { maxRequests: 10, maxBytes: 1_000_000 }))
-      expect(String((error as Error).message)).toContain("array:3")
-    })
-  )
+  describe("duplicate keys", () => {
+    // r3 again with its request: a duplicate; r7 again with another request: a conflict.
+    const data = [...rows(10), { id: "r3", text: "x".repeat(10) }, { id: "r7", text: "something else" }]
+    const lines = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter((l) => l !== "") : [])
+
+    /** What a plan leaves to submit, shard by shard, and what it lists as failed. */
+    const outcome = (r: { paths: RunDir.RunPaths; state: RunState.RunState }) => {
+      const shards = [...r.state.shards.values()]
+      const keys = shards.flatMap((s) => lines(r.paths.rowsFile(s.id)).map((l) => JSON.parse(l).key as string))
+      for (const s of shards) {
+        // The journal's count, bytes and hash are those of the files as they are now.
+        const text = existsSync(r.paths.shardFile(s.id)) ? readFileSync(r.paths.shardFile(s.id), "utf8") : ""
+        expect(lines(r.paths.shardFile(s.id)).length).toBe(s.requests)
+        expect(Buffer.byteLength(text)).toBe(s.bytes)
+        expect(createHash("sha256").update(text).digest("hex")).toBe(s.sha256)
+        expect(lines(r.paths.rowsFile(s.id)).length).toBe(s.requests)
+      }
+      const failures = lines(r.paths.failures).map((l) => JSON.parse(l))
+      return { keys: keys.sort(), failures: failures.map((f) => [f.key, f.class, f.location, f.shard]) }
+    }
+
+    it.effect("are found across shards: the outcome is the same at every shard size, the sort spilling or not", () =>
+      Effect.gen(function* () {
+        const outcomes = []
+        for (const [maxRequests, bounds] of [[3, { maxRunRecords: 2, maxGroup: 1 }], [100, {}]] as const) {
+          const r = yield* planInto(data, { maxRequests, maxBytes: 1_000_000 }, RunState.empty(), undefined, undefined, bounds)
+          expect(r.checked?._tag).toBe("Success")
+          expect(r.state.keysChecked).toBe(true)
+          expect(r.state.duplicateRows).toBe(1)
+          expect(r.state.invalidRows).toBe(2)
+          expect(r.state.rowsPlanned).toBe(9)
+          expect(existsSync(r.paths.keys)).toBe(false)
+          outcomes.push(outcome(r))
+        }
+        expect(outcomes[0]).toEqual(outcomes[1])
+        expect(outcomes[0]!.keys).toEqual(["r1", "r10", "r2", "r3", "r4", "r5", "r6", "r8", "r9"])
+        expect(outcomes[0]!.failures).toEqual([
+          ["r7", "duplicate_key", "array:7", null],
+          ["r3", "duplicate", "array:11", null],
+          ["r7", "duplicate_key", "array:12", null]
+        ])
+      })
+    )
+
+    it.effect("the failures name the other row; the rewrites are journaled with their counts and replay to the same state", () =>
+      Effect.gen(function* () {
+        const r = yield* planInto(data, { maxRequests: 3, maxBytes: 1_000_000 }, RunState.empty(), undefined, undefined, {})
+        const failures = lines(r.paths.failures).map((l) => JSON.parse(l))
+        expect(failures[0].message).toContain("array:12")
+        expect(failures[1].message).toContain("array:3")
+        expect(failures[2].message).toContain("array:7")
+        // r7 sits in shard 3 (r7, r8, r9), r3's repeat and r7's in shard 4 (r10 and them): both rewritten.
+        const rewritten = r.events.filter((e) => e._tag === "ShardRewritten")
+        expect(rewritten.map((e) => [e.shard, e.requests, e.duplicates, e.conflicts])).toEqual([
+          ["label-00003", 2, 0, 1],
+          ["label-00004", 1, 1, 1]
+        ])
+        expect(r.events.at(-1)).toMatchObject({ _tag: "KeysChecked", duplicates: 1, conflicts: 2 })
+        const replayed = yield* loadState(r.paths.journal).pipe(Effect.provide(NodeContext.layer))
+        expect([...replayed.shards.values()]).toEqual([...r.state.shards.values()])
+        expect(replayed.offsets).toEqual(r.state.offsets)
+      })
+    )
+
+    it.effect("children of a fan-out before the stage are checked across shards too", () =>
+      Effect.gen(function* () {
+        // Each row fans out into one request per word, keyed `<row key>.<index>`; "b" comes back
+        // at the end with the same first word and another second one.
+        const words = [{ id: "a", text: "one two" }, { id: "b", text: "three four" }, { id: "c", text: "five" }, { id: "d", text: "six" }, { id: "b", text: "three other" }]
+        const fanOut = Pipeline.make("plan").pipe(
+          Pipeline.from(Source.array(words), { key: (r) => r.id, onInvalid: "skip" }),
+          Pipeline.flatMap((r: { id: string; text: string }) => r.text.split(" ")),
+          Pipeline.batch("label", { provider: "test", model: "m", prompt: (w) => Prompt.chat({ user: w }) })
+        )
+        const outcomes = []
+        for (const maxRequests of [2, 100]) {
+          const r = yield* planInto(words, { maxRequests, maxBytes: 1_000_000 }, RunState.empty(), undefined, fanOut, {})
+          expect(r.checked?._tag).toBe("Success")
+          outcomes.push(outcome(r))
+        }
+        expect(outcomes[0]).toEqual(outcomes[1])
+        expect(outcomes[0]!.keys).toEqual(["a.0", "a.1", "b.0", "c.0", "d.0"])
+        expect(outcomes[0]!.failures).toEqual([
+          ["b.1", "duplicate_key", "array:2", null],
+          ["b.0", "duplicate", "array:5", null],
+          ["b.1", "duplicate_key", "array:5", null]
+        ])
+      })
+    )
+
+    it.effect("with onInvalid \"fail\", conflicting keys refuse the plan, naming every row; the next run plans again", () =>
+      Effect.gen(function* () {
+        const failing = Pipeline.make("plan").pipe(
+          Pipeline.from(Source.array(data), { key: (r) => r.id }),
+          Pipeline.batch("label", { provider: "test", model: "m", prompt: (r) => Prompt.chat({ user: r.text }) })
+        )
+        const r = yield* planInto(data, { maxRequests: 3, maxBytes: 1_000_000 }, RunState.empty(), undefined, failing, {})
+        expect(r.checked?._tag).toBe("Failure")
+        const error = r.checked?._tag === "Failure" ? Cause.squash(r.checked.cause) : undefined
+        expect(error).toBeInstanceOf(KeyCheck.ConflictingKeys)
+        expect((error as Error).message).toContain("array:7")
+        expect((error as Error).message).toContain("array:12")
+        expect(lines(r.paths.duplicateKeys).map((l) => JSON.parse(l))).toEqual([
+          { key: "r7", location: "array:7", rows: 2, another: "array:12" },
+          { key: "r7", location: "array:12", rows: 2, another: "array:7" }
+        ])
+        expect(r.events.at(-1)).toMatchObject({ _tag: "PlanRefused", rows: 2, keys: 1 })
+        // Nothing was rewritten, and the refused plan is void: a replay starts from nothing.
+        expect(r.events.some((e) => e._tag === "ShardRewritten")).toBe(false)
+        const replayed = yield* loadState(r.paths.journal).pipe(Effect.provide(NodeContext.layer))
+        expect(replayed.shards.size).toBe(0)
+        expect(replayed.planComplete).toBe(false)
+        expect(replayed.sourceOffset).toBe(0)
+      })
+    )
+  })
 
   it.effect("a fan-out too large for any shard fails its rows without using a shard number; rows of one item stay in one shard", () =>
     Effect.gen(function* () {

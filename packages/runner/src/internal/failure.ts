@@ -34,6 +34,7 @@ const usageTags = new Set([
   "ProviderConfigError",
   "InvalidInput",
   "DuplicateRow",
+  "ConflictingKeys",
   "RunDirError",
   "NotARunDirectory",
   "RunLocked",
