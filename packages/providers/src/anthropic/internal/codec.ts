@@ -12,6 +12,7 @@ import { Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { count, lookup } from "../../internal/wire.js"
 
 /** Anthropic requires `max_tokens`; used when a request's params carry none. */
 export const defaultMaxTokens = 1024
@@ -117,7 +118,7 @@ export const encodeWith = (maxTokens: number) => (request: BatchRequest, customI
   for (const key in request.params) {
     if (ownKeys.has(key) || droppedParams.has(key)) continue
     const value = request.params[key]
-    const name = renamedParams[key] ?? key
+    const name = lookup(renamedParams, key) ?? key
     if (name === "stop_sequences" && typeof value === "string") params[name] = [value]
     else if (value !== undefined && value !== null) params[name] = value
   }
@@ -201,8 +202,8 @@ export const normaliseStatus = (wire: WireMessageBatch): BatchStatus => {
       return "cancelling"
     case "ended": {
       const counts = wire.request_counts
-      if (isPresent(wire.cancel_initiated_at) || (counts?.canceled ?? 0) > 0) return "cancelled"
-      if ((counts?.expired ?? 0) > 0) return "expired"
+      if (isPresent(wire.cancel_initiated_at) || count(counts?.canceled) > 0) return "cancelled"
+      if (count(counts?.expired) > 0) return "expired"
       return "completed"
     }
     default:
@@ -219,11 +220,11 @@ const isPresent = (value: unknown): boolean => value !== undefined && value !== 
  */
 export const toBatchInfo = (wire: WireMessageBatch): BatchInfo => {
   const c = wire.request_counts
-  const processing = c?.processing ?? 0
-  const succeeded = c?.succeeded ?? 0
-  const errored = c?.errored ?? 0
-  const canceled = c?.canceled ?? 0
-  const expired = c?.expired ?? 0
+  const processing = count(c?.processing)
+  const succeeded = count(c?.succeeded)
+  const errored = count(c?.errored)
+  const canceled = count(c?.canceled)
+  const expired = count(c?.expired)
   return {
     id: wire.id,
     status: normaliseStatus(wire),
@@ -265,7 +266,6 @@ type Rec = Record<string, unknown>
 export const asRecord = (u: unknown): Rec | undefined =>
   typeof u === "object" && u !== null && !Array.isArray(u) ? (u as Rec) : undefined
 const asString = (u: unknown): string | undefined => (typeof u === "string" && u !== "" ? u : undefined)
-const asNumber = (u: unknown): number | undefined => (typeof u === "number" && Number.isFinite(u) ? u : undefined)
 
 /** HTTP status Anthropic gives each error type (for `Failed.status`). */
 const errorStatus: Readonly<Record<string, number>> = {
@@ -317,11 +317,11 @@ const failed = (
 export const usageOf = (message: Rec) => {
   const usage = asRecord(message["usage"])
   if (usage === undefined) return null
-  const cacheRead = asNumber(usage["cache_read_input_tokens"]) ?? 0
-  const cacheWrite = asNumber(usage["cache_creation_input_tokens"]) ?? 0
+  const cacheRead = count(usage["cache_read_input_tokens"])
+  const cacheWrite = count(usage["cache_creation_input_tokens"])
   return {
-    inputTokens: (asNumber(usage["input_tokens"]) ?? 0) + cacheRead + cacheWrite,
-    outputTokens: asNumber(usage["output_tokens"]) ?? 0,
+    inputTokens: count(count(usage["input_tokens"]) + cacheRead + cacheWrite),
+    outputTokens: count(usage["output_tokens"]),
     cachedInputTokens: cacheRead
   }
 }
@@ -383,7 +383,7 @@ export const classifyResult = (line: Rec & { readonly custom_id: string }): Batc
       const inner = asRecord(outer?.["error"]) ?? outer
       const errorType = asString(inner?.["type"]) ?? "api_error"
       const message = asString(inner?.["message"]) ?? errorType
-      return failed(customId, failureClassOfErrorType(errorType), errorType, message, errorStatus[errorType] ?? null, line)
+      return failed(customId, failureClassOfErrorType(errorType), errorType, message, lookup(errorStatus, errorType) ?? null, line)
     }
     case "canceled":
       return failed(customId, "cancelled", "canceled", "the batch was canceled before this request ran", null, line)

@@ -13,6 +13,7 @@ import { GeminiDisplayName, Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { count as tokens, lookup } from "../../internal/wire.js"
 
 export const { displayNameOf, metadataOfDisplayName } = GeminiDisplayName
 
@@ -132,8 +133,9 @@ const generationConfigOf = (params: Readonly<Rec>): Rec => {
   for (const key in params) {
     const value = params[key]
     if (value === undefined || value === null) continue
+    const mapped = lookup(mappedParams, key)
     if (key === "stop") config["stopSequences"] = Array.isArray(value) ? value : [value]
-    else if (mappedParams[key] !== undefined) config[mappedParams[key]!] = value
+    else if (mapped !== undefined) config[mapped] = value
     else if (generationConfigKeys.has(key)) config[key] = value
   }
   return config
@@ -264,13 +266,14 @@ const stateTable: Readonly<Record<string, BatchStatus>> = {
  */
 export const normaliseState = (raw: string): BatchStatus => {
   const key = raw.trim().toUpperCase().replace(/^(BATCH|JOB)_STATE_/, "")
-  return stateTable[key] ?? "unknown"
+  return lookup(stateTable, key) ?? "unknown"
 }
 
 /** An int64 count (string or number); 0 when absent or malformed. */
 export const count = (value: string | number | null | undefined): number => {
   if (typeof value === "number") return Number.isFinite(value) ? Math.max(0, Math.floor(value)) : 0
-  if (typeof value === "string" && /^\s*\d+\s*$/.test(value)) return Number(value)
+  // More digits than a double holds parse as Infinity, which a journal cannot keep.
+  if (typeof value === "string" && /^\s*\d+\s*$/.test(value)) return Number.isFinite(Number(value)) ? Number(value) : 0
   return 0
 }
 
@@ -454,10 +457,10 @@ const usageOf = (response: Rec) => {
   const usage = response["usageMetadata"]
   if (!isRecord(usage)) return null
   return {
-    inputTokens: asNumber(usage["promptTokenCount"]) ?? 0,
+    inputTokens: tokens(usage["promptTokenCount"]),
     // Thinking tokens are billed as output.
-    outputTokens: (asNumber(usage["candidatesTokenCount"]) ?? 0) + (asNumber(usage["thoughtsTokenCount"]) ?? 0),
-    cachedInputTokens: asNumber(usage["cachedContentTokenCount"]) ?? 0
+    outputTokens: tokens(tokens(usage["candidatesTokenCount"]) + tokens(usage["thoughtsTokenCount"])),
+    cachedInputTokens: tokens(usage["cachedContentTokenCount"])
   }
 }
 
@@ -533,7 +536,8 @@ export const inlineToLine = (entry: unknown): unknown => {
   const metadata = entry["metadata"]
   const key = isRecord(metadata) ? metadata["key"] : undefined
   const { metadata: _, ...rest } = entry
-  return { key, ...rest }
+  // The key sluice sent is the one in `metadata`; a `key` beside it does not override it.
+  return { ...rest, key }
 }
 
 /** The inline responses of an Operation, as result lines. */

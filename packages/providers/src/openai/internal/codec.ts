@@ -11,6 +11,7 @@ import { Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { count, lookup } from "../../internal/wire.js"
 
 // -----------------------------------------------------------------------------------------
 // Encoding request lines (hot path: runs once per row, so plain objects + JSON.stringify)
@@ -180,7 +181,7 @@ const statusTable: Readonly<Record<string, BatchStatus>> = {
 /** Normalises a wire status; case and separators are ignored (Azure sends "InProgress"). */
 export const normaliseStatus = (raw: string): BatchStatus => {
   const key = raw.trim().toLowerCase().replace(/[\s-]/g, "_")
-  return statusTable[key] ?? statusTable[key.replace(/_/g, "")] ?? "unknown"
+  return lookup(statusTable, key) ?? lookup(statusTable, key.replace(/_/g, "")) ?? "unknown"
 }
 
 /** Empty-string file ids (Azure) mean "no file". */
@@ -208,9 +209,9 @@ export const toBatchInfo = (wire: WireBatch): BatchInfo => {
     status: normaliseStatus(rawStatus),
     rawStatus,
     counts: {
-      total: wire.request_counts?.total ?? 0,
-      succeeded: wire.request_counts?.completed ?? 0,
-      failed: wire.request_counts?.failed ?? 0
+      total: count(wire.request_counts?.total),
+      succeeded: count(wire.request_counts?.completed),
+      failed: count(wire.request_counts?.failed)
     },
     inputRef: fileId(wire.input_file_id),
     outputFileId: fileId(wire.output_file_id),
@@ -308,9 +309,9 @@ const chatUsage = (body: Rec) => {
   const usage = asRecord(body["usage"])
   if (usage === undefined) return null
   return {
-    inputTokens: asNumber(usage["prompt_tokens"]) ?? 0,
-    outputTokens: asNumber(usage["completion_tokens"]) ?? 0,
-    cachedInputTokens: asNumber(asRecord(usage["prompt_tokens_details"])?.["cached_tokens"]) ?? 0
+    inputTokens: count(usage["prompt_tokens"]),
+    outputTokens: count(usage["completion_tokens"]),
+    cachedInputTokens: count(asRecord(usage["prompt_tokens_details"])?.["cached_tokens"])
   }
 }
 
@@ -329,7 +330,7 @@ const succeeded = (customId: string, status: number, body: Rec | undefined, raw:
       text: JSON.stringify(embedding),
       finishReason: null,
       usage: usage === undefined ? null : {
-        inputTokens: asNumber(usage["prompt_tokens"]) ?? 0,
+        inputTokens: count(usage["prompt_tokens"]),
         outputTokens: 0,
         cachedInputTokens: 0
       },
