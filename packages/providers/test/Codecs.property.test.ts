@@ -473,7 +473,7 @@ describe.each(batchFamilies)("$name batch objects", ({ decode, rawOf, wire }) =>
         const info = decoded.right
         expect(isBatchInfo(info)).toBe(true)
         expect(isBatchStatus(info.status)).toBe(true)
-        if (isRecord(value) && !isRecord(value["job"])) expect(info.rawStatus).toBe(rawOf(value))
+        if (isRecord(value) && !isRecord((value as Rec)["job"])) expect(info.rawStatus).toBe(rawOf(value))
         // Every number of it is journaled (StatusChanged, Terminal) and must read back.
         expect(survivesJson(info, decodeInfoJson), `does not survive JSON: ${JSON.stringify(info.counts)} ${info.createdAt}`).toBe(true)
       }),
