@@ -1,16 +1,18 @@
 /**
  * Journals the property tests (Journal.property.test.ts) found mishandled, kept as plain
- * cases: replay and open disagreed on what a torn tail is, and an event JSON cannot hold was
- * written anyway.
+ * cases: replay and open disagreed on what a torn tail is, an event JSON cannot hold was
+ * written anyway, and a stage name a journal record cannot hold as a key was allowed.
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Pipeline, Prompt, Source } from "@sluice/core"
+import { Effect, Schema, Stream } from "effect"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
+import { Offsets } from "../src/JournalEvent.js"
 
 const planned = (shard: string): JournalEvent => ({
   _tag: "ShardPlanned",
@@ -80,4 +82,20 @@ describe("Journal: events JSON cannot hold", () => {
       expect(yield* shards(path)).toEqual(["a", "a"])
     }).pipe(Effect.provide(NodeContext.layer))
   )
+})
+
+describe("Journal: per-stage records", () => {
+  it("a stage named __proto__ is refused when the pipeline is defined: its inbox offset would not replay", () => {
+    // Offsets.inbox is a Schema.Record keyed by stage name, and a Schema.Record drops an own
+    // "__proto__" key: the journal would have forgotten how much of that stage's inbox was written.
+    const inbox = Schema.decodeUnknownSync(Offsets)(JSON.parse('{"results":0,"failures":0,"sink":null,"inbox":{"__proto__":5}}')).inbox
+    expect(Object.keys(inbox ?? {})).toEqual([])
+    const first = Pipeline.make("p").pipe(
+      Pipeline.from(Source.array([{ id: "a" }]), { key: (r) => r.id }),
+      Pipeline.batch("first", { provider: "openai", model: "m", prompt: (r) => Prompt.chat({ user: r.id }) })
+    )
+    expect(() =>
+      first.pipe(Pipeline.batch("__proto__", { provider: "openai", model: "m", prompt: (text) => Prompt.chat({ user: text }) }))
+    ).toThrow(/may not be named __proto__/)
+  })
 })
