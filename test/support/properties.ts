@@ -31,9 +31,12 @@ export const params = (runs: number): fc.Parameters<unknown> => ({
 export const check = <Ts extends [unknown, ...Array<unknown>]>(property: fc.IProperty<Ts>, runs: number): void =>
   fc.assert(property, params(runs) as fc.Parameters<Ts>)
 
-/** Checks an asynchronous property. */
-export const checkAsync = <Ts extends [unknown, ...Array<unknown>]>(property: fc.IAsyncProperty<Ts>, runs: number): Promise<void> =>
-  fc.assert(property, params(runs) as fc.Parameters<Ts>)
+/** Checks an asynchronous property (`extra`: e.g. `endOnFailure` where shrinking would cost minutes). */
+export const checkAsync = <Ts extends [unknown, ...Array<unknown>]>(
+  property: fc.IAsyncProperty<Ts>,
+  runs: number,
+  extra: fc.Parameters<Ts> = {}
+): Promise<void> => fc.assert(property, { ...(params(runs) as fc.Parameters<Ts>), ...extra })
 
 /**
  * Keys an object literal used as a lookup table answers without owning them: a table indexed
