@@ -93,7 +93,7 @@ describe("crash anywhere, torn journal, resume", () => {
         const delivered = expectPaidOnce(await getLedger(emulator.url), await runIdOf(runDir))
         expect(delivered.length).toBe(ROWS)
       }),
-      3,
+      2,
       { endOnFailure: true }
     )
   }, 240_000)
