@@ -10,16 +10,32 @@ export const pattern = /^[A-Za-z0-9_-]{1,64}$/
 
 const clean = /^[A-Za-z0-9_-]+$/
 
+/**
+ * What hashed parts look like. A name or key of that very form is hashed as well: kept, it
+ * could equal the hash of another (the empty key hashes to `ke3b0c44298fc1c14`, which is also
+ * a clean key), and two rows would share an id.
+ */
+const hashedStage = /^s[0-9a-f]{10}$/
+const hashedKey = /^k[0-9a-f]{16}$/
+
+/**
+ * What a name or key is hashed from: its UTF-8, lossless for well-formed text. UTF-8 cannot
+ * hold a lone surrogate (it becomes U+FFFD, so "\udf48" and "\udebe" would hash alike): text
+ * with one is hashed as the byte 0xFF, which no UTF-8 holds, followed by its UTF-16 code units.
+ */
+const hashed = (text: string): string =>
+  sha256(/\p{Cs}/u.test(text) ? Buffer.concat([Buffer.of(0xff), Buffer.from(text, "utf16le")]) : text)
+
 /** The stage part of an id: the stage name if it is already clean and short, else a hash. */
 const stagePart = (stage: string): string =>
-  clean.test(stage) && stage.length <= 16 ? stage : `s${sha256(stage).slice(0, 10)}`
+  clean.test(stage) && stage.length <= 16 && !hashedStage.test(stage) ? stage : `s${hashed(stage).slice(0, 10)}`
 
 /**
  * The key part of an id. A clean, short key is kept readable (so a user can grep for it);
  * anything else is hashed rather than sanitised, because sanitising can map two keys onto one.
  */
 const keyPart = (key: string): string =>
-  clean.test(key) && key.length <= 24 ? key : `k${sha256(key).slice(0, 16)}`
+  clean.test(key) && key.length <= 24 && !hashedKey.test(key) ? key : `k${hashed(key).slice(0, 16)}`
 
 /**
  * `<stage>-<key>-<request hash>`. "-" may occur inside a clean key, so the request hash is

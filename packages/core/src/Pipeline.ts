@@ -148,6 +148,10 @@ const addStage = <In, B, A>(self: Pipeline<In, any, any>, stage: BatchStage<any,
     // Retry and repair shards are named `<stage>-r<n>-…` and `…-a<n>`: a stage named so would share their ids.
     throw new Error(`Pipeline.${fn}("${stage.name}"): a stage name may not end in -r<number> or -a<number>`)
   }
+  if (stage.name === "__proto__") {
+    // The journal keeps per-stage offsets (a later stage's inbox) in JSON records, which cannot hold this key.
+    throw new Error(`Pipeline.${fn}("${stage.name}"): a stage may not be named __proto__`)
+  }
   if (self.stages.some((s) => s.name === stage.name)) {
     throw new Error(`Pipeline.${fn}("${stage.name}"): a pipeline's stages need distinct names`)
   }

@@ -184,7 +184,12 @@ export const csv = <A, I>(path: string, schema: Schema.Schema<A, I, never>, opti
           }
         }
         const record: Record<string, string> = {}
-        for (let i = 0; i < header.length; i++) record[header[i]!] = fields[i]!
+        for (let i = 0; i < header.length; i++) {
+          const name = header[i]!
+          // Assigning "__proto__" would set the prototype and drop the column.
+          if (name === "__proto__") Object.defineProperty(record, name, { value: fields[i]!, enumerable: true, writable: true, configurable: true })
+          else record[name] = fields[i]!
+        }
         return decode(record, location)
       }
       const onMalformed = (message: string, line: number): SourceItem<A> => ({

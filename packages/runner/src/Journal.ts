@@ -1,7 +1,9 @@
 /**
  * The append-only journal: the run's source of truth. Each event is one JSON line, fsynced
- * before the action it guards. A torn last line (a crash mid-write) is dropped on open;
- * a corrupt line anywhere else is an error naming the line — events are never skipped.
+ * before the action it guards. A line counts once its newline is written: the bytes after the
+ * last newline are a torn write (a crash mid-append), which replay ignores and open cuts off,
+ * whatever they hold. A complete line that is not an event is an error naming the line —
+ * events are never skipped. An event that would not read back is never written.
  */
 import { FileSystem } from "@effect/platform"
 import { Effect, Either, Schema, Stream } from "effect"
@@ -28,11 +30,36 @@ export class JournalIOError extends Schema.TaggedError<JournalIOError>()("Journa
 }
 
 const decodeEvent = Schema.decodeUnknownEither(JournalEvent)
-const encodeEvent = Schema.encodeSync(JournalEvent)
+const encodeEvent = Schema.encodeEither(JournalEvent)
+
+/** Where a value holds a number JSON cannot (Infinity, NaN: written as null, read back as something else). */
+const nonFinite = (value: unknown, path: string): string | undefined => {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : `${path} is ${value}`
+  if (typeof value !== "object" || value === null) return undefined
+  for (const [key, item] of Object.entries(value)) {
+    const found = nonFinite(item, path === "" ? key : `${path}.${key}`)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
 
 /**
- * Streams the journal's events in order. A line that does not decode is tolerated only if it
- * is the last one (a torn write); anywhere else it fails the stream with JournalCorrupt.
+ * The event's line, checked to read back as the same event: a line that does not would make
+ * the journal corrupt for every later replay, or replay as another event.
+ */
+const lineOf = (event: JournalEvent): Either.Either<string, string> =>
+  Either.flatMap(Either.mapLeft(encodeEvent(event), (e) => e.message.split("\n")[0]!), (encoded) => {
+    const problem = nonFinite(encoded, "")
+    if (problem !== undefined) return Either.left(`${problem}, which JSON cannot hold`)
+    const text = JSON.stringify(encoded)
+    return Either.map(parseLine(text), () => text)
+  })
+
+/**
+ * Streams the journal's events in order: those of its complete lines. The text after the last
+ * newline is a torn write and is ignored, as `open` cuts it off (an event kept here but cut
+ * there would be in the state of the resumed run and missing from its journal). A complete
+ * line that does not decode fails the stream with JournalCorrupt.
  */
 export const replay = (
   path: string
@@ -43,27 +70,33 @@ export const replay = (
       const exists = yield* fs.exists(path).pipe(Effect.mapError(ioError(path)))
       if (!exists) return Stream.empty
       let lineNo = 0
-      let pendingBad: { line: number; description: string } | undefined
       return fs.stream(path).pipe(
         Stream.mapError(ioError(path)),
         Stream.decodeText(),
-        Stream.splitLines,
+        completeLines,
         Stream.mapEffect((text) => {
           lineNo++
           if (text.trim() === "") return Effect.succeed<JournalEvent | undefined>(undefined)
-          if (pendingBad !== undefined) {
-            return Effect.fail(new JournalCorrupt({ path, line: pendingBad.line, description: pendingBad.description }))
-          }
           const parsed = parseLine(text)
-          if (Either.isLeft(parsed)) {
-            pendingBad = { line: lineNo, description: parsed.left }
-            return Effect.succeed(undefined)
-          }
-          return Effect.succeed<JournalEvent | undefined>(parsed.right)
+          return Either.isLeft(parsed)
+            ? Effect.fail(new JournalCorrupt({ path, line: lineNo, description: parsed.left }))
+            : Effect.succeed<JournalEvent | undefined>(parsed.right)
         }),
         Stream.filter((e): e is JournalEvent => e !== undefined)
       )
     })
+  )
+
+/** The newline-terminated lines of a text stream (a CR before the newline dropped); the rest is never emitted. */
+const completeLines = <E, R>(text: Stream.Stream<string, E, R>): Stream.Stream<string, E, R> =>
+  text.pipe(
+    Stream.mapAccum("", (pending, chunk): readonly [string, ReadonlyArray<string>] => {
+      if (!chunk.includes("\n")) return [pending + chunk, []]
+      const lines = (pending + chunk).split("\n")
+      const rest = lines.pop()!
+      return [rest, lines.map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line))]
+    }),
+    Stream.flattenIterables
   )
 
 const parseLine = (text: string): Either.Either<JournalEvent, string> => {
@@ -95,12 +128,18 @@ export const open = (path: string): Effect.Effect<JournalWriter, JournalIOError,
     const lock = yield* Effect.makeSemaphore(1)
     const encoder = new TextEncoder()
     const append = (event: JournalEvent) =>
-      lock.withPermits(1)(
-        file.writeAll(encoder.encode(JSON.stringify(encodeEvent(event)) + "\n")).pipe(
-          Effect.zipRight(file.sync),
-          Effect.mapError(ioError(path))
+      Effect.suspend(() => {
+        const line = lineOf(event)
+        if (Either.isLeft(line)) {
+          return Effect.fail(new JournalIOError({ path, description: `refused a ${event._tag} event that would not read back: ${line.left}` }))
+        }
+        return lock.withPermits(1)(
+          file.writeAll(encoder.encode(line.right + "\n")).pipe(
+            Effect.zipRight(file.sync),
+            Effect.mapError(ioError(path))
+          )
         )
-      )
+      })
     return { append }
   })
 

@@ -27,9 +27,50 @@ class NewlineCounter {
   /** Absolute offset scanned so far. */
   private pos = 0
   private count = 0
+  /** Newlines in every byte added. */
+  private total = 0
 
   add(buf: Buffer): void {
     this.chunks.push(buf)
+    for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) this.total++
+  }
+
+  /** Lines of the bytes added so far. */
+  lines(): number {
+    return this.total + 1
+  }
+
+  byteAt(offset: number): number | undefined {
+    let start = this.base
+    for (const buf of this.chunks) {
+      if (offset < start + buf.length) return offset >= start ? buf[offset - start] : undefined
+      start += buf.length
+    }
+    return undefined
+  }
+
+  /**
+   * The line a record starting at `offset` begins on: past the empty lines csv-parse skips
+   * (LF or CRLF ones, as the file's records end) and a byte order mark at the very start.
+   * Offsets must not decrease between calls.
+   */
+  lineOfRecordAt(offset: number, crlf: boolean): number {
+    let line = this.before(offset) + 1
+    let at = offset
+    for (;;) {
+      const b = this.byteAt(at)
+      if (b === 10 && !crlf) {
+        line++
+        at++
+      } else if (b === 13 && crlf && this.byteAt(at + 1) === 10) {
+        line++
+        at += 2
+      } else if (b !== undefined && at < 3 && b === [0xef, 0xbb, 0xbf][at]) {
+        at++
+      } else {
+        return line
+      }
+    }
   }
 
   /** Newlines in bytes [0, offset). Offsets must not decrease between calls. */
@@ -87,6 +128,12 @@ export const csvRecords = <T, E, R, E2>(
           // csv-parse's line number minus ours, as of the last good record: corrects its
           // line numbers for malformed records, which have no byte offset we can trust.
           let skew = 0
+          // Where the record after the last good one starts (bytes), and the line of the last
+          // malformed record since then, if any.
+          let nextStart = 0
+          let skippedLine: number | undefined
+          // Whether records end in CRLF (csv-parse takes the first record's ending for all).
+          let crlf: boolean | undefined
           const parser = new Parser({
             ...(options.delimiter !== undefined ? { delimiter: options.delimiter } : {}),
             bom: true,
@@ -96,15 +143,25 @@ export const csvRecords = <T, E, R, E2>(
             // Records are taken here, synchronously, with their position; returning null
             // keeps them out of the Readable side, so no stream buffering is involved.
             on_record: (fields, info) => {
+              crlf ??= counter.byteAt(info.bytes - 2) === 13 && counter.byteAt(info.bytes - 1) === 10
               const end = counter.before(info.bytes - 1) + 1
               skew = info.lines - end
+              nextStart = info.bytes
+              skippedLine = undefined
               const item = onRecord(fields, end - newlinesIn(fields))
               if (item !== undefined) out.push(item)
               return null
             },
             on_skip: (err) => {
-              const lines = typeof err?.lines === "number" ? err.lines - skew : 0
-              const item = onMalformed(err?.message ?? "malformed record", Math.max(1, lines))
+              // The first malformed record after a good one starts where that one ended (csv-parse
+              // reports the line it gave up on: for an unclosed quote, the end of the file). A
+              // later one starts after it, at the line csv-parse names, within the file.
+              const reported = typeof err?.lines === "number" ? err.lines - skew : 0
+              const line = skippedLine === undefined
+                ? counter.lineOfRecordAt(nextStart, crlf ?? false)
+                : Math.min(Math.max(skippedLine + 1, reported), counter.lines())
+              skippedLine = line
+              const item = onMalformed(err?.message ?? "malformed record", Math.max(1, line))
               if (item !== undefined) out.push(item)
               return undefined
             }
