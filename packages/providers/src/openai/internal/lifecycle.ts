@@ -1,0 +1,310 @@
+/**
+ * The OpenAI Batch API's lifecycle: the calls. Upload a shard file (multipart, streamed from
+ * disk), find an upload by name after a crash, create a batch (never retried), poll, list,
+ * cancel, and stream the output and error files. What the bytes mean is `codec.ts`.
+ */
+import { HttpBody } from "@effect/platform"
+import type { HttpClient } from "@effect/platform"
+import * as Undici from "@effect/platform-node/Undici"
+import type { BatchResult } from "@sluice/core"
+import { Chunk, Duration, Effect, Either, Option, Redacted, Stream } from "effect"
+import * as NodeFs from "node:fs"
+import type {
+  BatchInfo,
+  BatchProvider,
+  CreateBatch,
+  ProviderCapabilities,
+  ProviderLimits,
+  StagedInput
+} from "../../BatchProvider.js"
+import { displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
+import type { ProviderHttp } from "../../internal/http.js"
+import { retryOptions } from "../../internal/retry.js"
+import type { ProviderError } from "../../ProviderError.js"
+import * as ProviderIdentity from "../../ProviderIdentity.js"
+import type { OpenAiConfig } from "../OpenAiBatch.js"
+import { decodeBatchInfo, decodeBatchPage, decodeFile, decodeFilePage, encode, endpointUrl, parseResultLine, quotaCodes } from "./codec.js"
+
+// -----------------------------------------------------------------------------------------
+// Limits and capabilities
+// -----------------------------------------------------------------------------------------
+
+export const limits: ProviderLimits = {
+  maxRequests: 50_000,
+  // The documented cap is 200 MB; stay safely below it.
+  maxBytes: 190_000_000,
+  oneModelPerShard: true
+}
+
+export const capabilities: ProviderCapabilities = {
+  cancel: true,
+  list: true,
+  metadata: true,
+  partialResults: true
+}
+
+// -----------------------------------------------------------------------------------------
+// The provider
+// -----------------------------------------------------------------------------------------
+
+/** The shard's file name at OpenAI: the Batch API accepts only `.jsonl` names. */
+export const stagedFileName = (name: string): string => (name.endsWith(".jsonl") ? name : `${name}.jsonl`)
+
+const clamp = (n: number | undefined, min: number, max: number, fallback: number): number =>
+  n === undefined || !Number.isFinite(n) ? fallback : Math.min(max, Math.max(min, Math.floor(n)))
+
+/**
+ * OpenAI-style base URLs end in their API version (`https://api.openai.com/v1`, a gateway's
+ * `…/azure/v1`); one without a version segment (`http://localhost:8080`) answers every path
+ * 404. The hint a 404 then carries, unless the version travels in the query (Azure's
+ * `api-version`).
+ */
+export const missingVersionHint = (baseUrl: string, query: Readonly<Record<string, string>> | undefined): string | undefined => {
+  if (query !== undefined && Object.keys(query).length > 0) return undefined
+  let path: string
+  try {
+    path = new URL(baseUrl).pathname
+  } catch {
+    return undefined
+  }
+  if (path.split("/").some((segment) => /^v\d/.test(segment))) return undefined
+  const shown = displayUrl(baseUrl)
+  return `the base URL ${shown} has no API version: did you mean ${shown}/v1?`
+}
+
+/** Builds the provider over a given `HttpClient`. */
+export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConfig): BatchProvider => {
+  const name = config.name ?? "openai"
+  const requestTimeout = config.requestTimeout ?? Duration.seconds(60)
+  const idleTimeout = config.downloadIdleTimeout ?? Duration.seconds(60)
+  const uploadRate = config.minUploadBytesPerSecond ?? 256 * 1024
+  const listPageSize = clamp(config.listPageSize, 1, 100, 100)
+  const filesPageSize = clamp(config.filesPageSize, 1, 10_000, 1_000)
+  const purpose = config.purpose ?? "batch"
+  const uploadPath = config.upload?.path ?? "/files"
+  const providerLimits: ProviderLimits = { ...limits, ...config.limits }
+  const providerCapabilities: ProviderCapabilities = { ...capabilities, ...config.capabilities }
+
+  const headers: Record<string, string> = { accept: "application/json", "user-agent": "sluice" }
+  if (config.organization !== undefined) headers["openai-organization"] = config.organization
+  if (config.project !== undefined) headers["openai-project"] = config.project
+  Object.assign(headers, config.headers ?? {})
+
+  const auth = config.auth ?? "bearer"
+  const secretHeaders: Record<string, Redacted.Redacted<string>> = { ...config.secretHeaders }
+  if (auth === "bearer") {
+    secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(config.apiKey)}`)
+  } else {
+    secretHeaders[auth.header.toLowerCase()] = config.apiKey
+  }
+
+  const http: ProviderHttp = makeProviderHttp(client, {
+    provider: name,
+    baseUrl: config.baseUrl.replace(/\/+$/, ""),
+    headers,
+    secretHeaders,
+    secrets: [config.apiKey],
+    query: config.query,
+    requestTimeout,
+    retry: retryOptions(config.retry),
+    quotaCodes,
+    notFoundHint: missingVersionHint(config.baseUrl, config.query)
+  })
+
+  const decodeWith = <A>(operation: string, decode: (u: unknown) => Either.Either<A, string>) => (u: unknown) =>
+    Either.match(decode(u), {
+      onLeft: (reason) =>
+        Effect.fail(http.error({ reason: "Decode", operation, description: truncate(`unexpected response: ${reason}`) })),
+      onRight: Effect.succeed
+    })
+
+  const batchInfo = (operation: string) => decodeWith(operation, decodeBatchInfo)
+
+  const jsonBody = (value: unknown) => HttpBody.text(JSON.stringify(value), "application/json")
+
+  const enc = encodeURIComponent
+
+  // --- files ---
+
+  const stage = (path: string, stagedName: string): Effect.Effect<StagedInput, ProviderError> => {
+    const operation = `POST ${uploadPath}`
+    const filename = stagedFileName(stagedName)
+    // openAsBlob gives a lazy, file-backed Blob: the body is streamed from disk, never read
+    // into memory. A fresh Blob and form per attempt, since a request body is read once.
+    const openBlob = Effect.tryPromise({
+      try: () => NodeFs.openAsBlob(path, { type: "application/jsonl" }),
+      catch: (cause) =>
+        http.error({
+          reason: "Rejected",
+          operation,
+          description: `cannot read shard file ${path}: ${cause instanceof Error ? cause.message : String(cause)}`
+        })
+    })
+    return Effect.gen(function*() {
+      const size = (yield* openBlob).size
+      const timeout = Duration.sum(requestTimeout, Duration.millis(Math.ceil((size / uploadRate) * 1000)))
+      const spec = Effect.map(openBlob, (blob) => {
+        // npm undici's FormData, not Node 20's global one (which undici 7 cannot send).
+        const form = new Undici.FormData()
+        form.append("purpose", purpose)
+        if (config.upload?.fileNameField !== undefined) form.append(config.upload.fileNameField, filename)
+        for (const [field, value] of Object.entries(config.upload?.fields ?? {})) form.append(field, value)
+        form.append("file", blob as unknown as Parameters<typeof form.append>[1], filename)
+        return {
+          method: "POST" as const,
+          path: uploadPath,
+          body: HttpBody.formData(form as unknown as globalThis.FormData)
+        }
+      })
+      const json = yield* http.json(spec, { retry: true, timeout })
+      const file = yield* decodeWith(operation, decodeFile)(json)
+      return { inputRef: file.id }
+    })
+  }
+
+  const findStaged = (stagedName: string): Effect.Effect<Option.Option<StagedInput>, ProviderError> => {
+    const filename = stagedFileName(stagedName)
+    const operation = "GET /files"
+    const decodeFiles = decodeWith(operation, decodeFilePage)
+    const loop = (after: string | undefined): Effect.Effect<Option.Option<StagedInput>, ProviderError> =>
+      http.json({
+        method: "GET",
+        path: "/files",
+        urlParams: {
+          purpose,
+          order: "desc",
+          limit: String(filesPageSize),
+          ...(after === undefined ? {} : { after })
+        }
+      }, { retry: true }).pipe(
+        Effect.flatMap(decodeFiles),
+        Effect.flatMap((page) => {
+          // Newest first: the most recent upload under this name wins.
+          const hit = page.files.find((f) =>
+            f.filename === filename &&
+            (f.purpose === undefined || f.purpose === null || f.purpose === purpose) &&
+            f.status !== "error" && f.status !== "deleted"
+          )
+          if (hit !== undefined) return Effect.succeed(Option.some({ inputRef: hit.id }))
+          const next = page.lastId ?? page.files[page.files.length - 1]?.id
+          return page.hasMore && next !== undefined && next !== after ? loop(next) : Effect.succeed(Option.none())
+        })
+      )
+    return loop(undefined)
+  }
+
+  const deleteStaged = (inputRef: string): Effect.Effect<void, ProviderError> =>
+    http.json({ method: "DELETE", path: `/files/${enc(inputRef)}` }, { retry: true }).pipe(
+      Effect.asVoid,
+      // Already gone (or deleted by an earlier attempt whose answer was lost): done.
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
+    )
+
+  // --- batches ---
+
+  const create = (input: CreateBatch): Effect.Effect<BatchInfo, ProviderError> =>
+    // Not idempotent: never retried here. A Transport/Timeout/Server failure is `ambiguous`
+    // and the caller reconciles with `list` (metadata names run, shard and attempt).
+    http.json({
+      method: "POST",
+      path: "/batches",
+      body: jsonBody({
+        input_file_id: input.inputRef,
+        endpoint: endpointUrl(input.endpoint),
+        completion_window: "24h",
+        metadata: input.metadata
+      })
+    }, { retry: false }).pipe(Effect.flatMap(batchInfo("POST /batches")))
+
+  const retrieve = (batchId: string): Effect.Effect<BatchInfo, ProviderError> => {
+    const path = `/batches/${enc(batchId)}`
+    return http.json({ method: "GET", path, headers: { "cache-control": "no-cache" } }, { retry: true }).pipe(
+      Effect.flatMap(batchInfo(`GET ${path}`))
+    )
+  }
+
+  const cancel = (batchId: string): Effect.Effect<BatchInfo, ProviderError> => {
+    const path = `/batches/${enc(batchId)}/cancel`
+    return http.json({ method: "POST", path }, { retry: true }).pipe(Effect.flatMap(batchInfo(`POST ${path}`)))
+  }
+
+  const decodePage = decodeWith("GET /batches", decodeBatchPage)
+
+  const list: Stream.Stream<BatchInfo, ProviderError> = Stream.paginateChunkEffect(
+    undefined as string | undefined,
+    (after) =>
+      http.json({
+        method: "GET",
+        path: "/batches",
+        headers: { "cache-control": "no-cache" },
+        urlParams: { limit: String(listPageSize), ...(after === undefined ? {} : { after }) }
+      }, { retry: true }).pipe(
+        Effect.flatMap(decodePage),
+        Effect.map((page) => {
+          const next = page.lastId ?? page.batches[page.batches.length - 1]?.id
+          return [
+            Chunk.unsafeFromArray(page.batches),
+            page.hasMore && next !== undefined && next !== after ? Option.some(next) : Option.none()
+          ] as const
+        })
+      )
+  )
+
+  // --- results ---
+
+  /**
+   * The lines of one output or error file, classified. A line that is not JSON or has no
+   * `custom_id` cannot be attributed to a request: it is logged as a warning (file id and
+   * line number) and skipped, so one garbage line never costs the other results. The runner
+   * finds the affected request as *missing* by diffing results against the shard manifest,
+   * and reschedules it.
+   */
+  const fileResults = (id: string): Stream.Stream<BatchResult, ProviderError> =>
+    Stream.suspend(() => {
+      let lineNo = 0
+      return http.stream(
+        { method: "GET", path: `/files/${enc(id)}/content`, headers: { accept: "application/binary" } },
+        { retry: true, idleTimeout }
+      ).pipe(
+        Stream.decodeText(),
+        Stream.splitLines,
+        Stream.mapChunksEffect((lines) => {
+          const out: Array<BatchResult> = []
+          const warnings: Array<string> = []
+          for (const line of lines) {
+            lineNo++
+            if (line.trim() === "") continue
+            const parsed = parseResultLine(line)
+            if (Either.isRight(parsed)) out.push(parsed.right)
+            else warnings.push(`${name}: skipping unusable result line ${lineNo} of file ${id}: ${parsed.left}`)
+          }
+          const chunk = Chunk.unsafeFromArray(out)
+          return warnings.length === 0 ?
+            Effect.succeed(chunk) :
+            Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true }), chunk)
+        })
+      )
+    })
+
+  const results = (batch: BatchInfo): Stream.Stream<BatchResult, ProviderError> => {
+    const ids = [batch.outputFileId, batch.errorFileId].filter((id): id is string => id !== null && id !== "")
+    return Stream.flatMap(Stream.fromIterable(ids), fileResults)
+  }
+
+  return {
+    name,
+    origin: config.baseUrl.replace(/\/+$/, ""),
+    identity: ProviderIdentity.make({ family: "openai", provider: name, baseUrl: config.baseUrl, apiVersion: config.query?.["api-version"] }),
+    limits: providerLimits,
+    capabilities: providerCapabilities,
+    encode,
+    stage,
+    findStaged,
+    create,
+    retrieve,
+    list,
+    cancel,
+    results,
+    deleteStaged
+  }
+}
