@@ -14,7 +14,7 @@ import * as AnthropicBatch from "../src/anthropic/AnthropicBatch.js"
 import * as GeminiBatch from "../src/gemini/GeminiBatch.js"
 import { LineSplitter, topLevelString } from "../src/internal/lines.js"
 import * as OpenAiBatch from "../src/openai/OpenAiBatch.js"
-import { clientOf, clients, json, testServer } from "./HttpTestServer.js"
+import { clientOf, clients, json, providerFromEnv, testServer } from "./HttpTestServer.js"
 
 const apiKey = Redacted.make("sk-bounds-test-0123456789")
 const cap = 64 * 1024
@@ -130,6 +130,24 @@ describe("result lines over the cap", () => {
         for (const w of warnings) assert.isBelow(w.length, 400)
       }))
   }
+
+  it.scopedLive("SLUICE_MAX_RESULT_LINE_BYTES sets the cap for providers the registry builds", () =>
+    Effect.gen(function*() {
+      const family = families[0]!
+      const body = [family.line("req-1", "a".repeat(1500)), family.line("req-2", "fine")].join("\n")
+      const server = yield* testServer((_, res) => res.end(body))
+      const env = { OPENAI_API_KEY: "sk-bounds", OPENAI_BASE_URL: `${server.url}/v1` }
+      const codes: Array<ReadonlyArray<string>> = []
+      for (const extra of [{}, { SLUICE_MAX_RESULT_LINE_BYTES: "1024" }]) {
+        const { message, provider } = yield* providerFromEnv("openai", { ...env, ...extra })
+        assert.isDefined(provider, message)
+        const results = yield* withWarnings(Stream.runCollect(provider!.results(family.batch)))
+        codes.push(Chunk.toReadonlyArray(results.value).map((r) => (r._tag === "Succeeded" ? "ok" : r.code)))
+      }
+      assert.deepStrictEqual(codes, [["ok", "ok"], ["result_too_large", "ok"]])
+      const refused = yield* providerFromEnv("openai", { ...env, SLUICE_MAX_RESULT_LINE_BYTES: "12" })
+      assert.include(refused.message ?? "", "SLUICE_MAX_RESULT_LINE_BYTES must be 1024 or more")
+    }))
 
   it("the splitter keeps at most the cap of a line, however long, and reports its length", () => {
     const splitter = new LineSplitter(cap)

@@ -7,12 +7,10 @@
  * the registry) and for configurations built in code (each call fails, nothing is sent).
  */
 import { HttpClient, HttpClientResponse } from "@effect/platform"
-import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Redacted } from "effect"
+import { Effect, Exit, Redacted } from "effect"
 import { afterEach, vi } from "vitest"
 import type { BatchProvider } from "../src/BatchProvider.js"
-import { Providers } from "../src/BatchProvider.js"
 import * as AnthropicBatch from "../src/anthropic/AnthropicBatch.js"
 import * as GeminiBatch from "../src/gemini/GeminiBatch.js"
 import { baseUrlProblem, isLoopbackHost, maskUrl } from "../src/internal/origin.js"
@@ -20,24 +18,12 @@ import * as OpenAiBatch from "../src/openai/OpenAiBatch.js"
 import type { ProviderError } from "../src/ProviderError.js"
 import * as ProviderIdentity from "../src/ProviderIdentity.js"
 import * as Registry from "../src/Registry.js"
-import { clientOf, header, json, testServer } from "./HttpTestServer.js"
+import { header, json, providerFromEnv, testServer } from "./HttpTestServer.js"
 
 const KEY = "sk-credentials-test-0123456789"
 const PASSWORD = "hunter2-password-0123"
 
-/** `Providers.get(name)` under exactly the given environment, over undici. */
-const getWith = (name: string, env: Record<string, string>) =>
-  Effect.gen(function*() {
-    const client = yield* clientOf(NodeHttpClient.layerUndici)
-    const exit = yield* Effect.flatMap(Providers, (providers) => providers.get(name)).pipe(
-      Effect.provide(Registry.layerFromEnv()),
-      Effect.provideService(HttpClient.HttpClient, client),
-      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ SLUICE_HTTP_RETRIES: "0", ...env })))),
-      Effect.exit
-    )
-    const message = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error.message : undefined
-    return { exit, message, provider: Exit.isSuccess(exit) ? exit.value : undefined }
-  })
+const getWith = providerFromEnv
 
 const assertNotIn = (exit: Exit.Exit<unknown, unknown>, ...secrets: ReadonlyArray<string>) => {
   for (const text of [String(exit), JSON.stringify(exit), Exit.isFailure(exit) ? String(exit.cause) : ""]) {

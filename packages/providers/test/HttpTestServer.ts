@@ -6,10 +6,12 @@
  */
 import { FetchHttpClient, HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
-import { Context, Effect, Layer } from "effect"
+import { ConfigProvider, Context, Effect, Exit, Layer } from "effect"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import { Providers } from "../src/BatchProvider.js"
+import * as Registry from "../src/Registry.js"
 
 export interface Received {
   readonly method: string
@@ -79,3 +81,20 @@ export const clients: ReadonlyArray<readonly [string, Layer.Layer<HttpClient.Htt
 
 export const clientOf = (layer: Layer.Layer<HttpClient.HttpClient>) =>
   Effect.map(Layer.build(layer), (context) => Context.get(context, HttpClient.HttpClient))
+
+/**
+ * `Providers.get(name)` from the registry under exactly the given environment (no retries
+ * unless it says otherwise), over undici: the provider, or the failure's message.
+ */
+export const providerFromEnv = (name: string, env: Record<string, string>) =>
+  Effect.gen(function*() {
+    const client = yield* clientOf(NodeHttpClient.layerUndici)
+    const exit = yield* Effect.flatMap(Providers, (providers) => providers.get(name)).pipe(
+      Effect.provide(Registry.layerFromEnv()),
+      Effect.provideService(HttpClient.HttpClient, client),
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ SLUICE_HTTP_RETRIES: "0", ...env })))),
+      Effect.exit
+    )
+    const message = Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error.message : undefined
+    return { exit, message, provider: Exit.isSuccess(exit) ? exit.value : undefined }
+  })

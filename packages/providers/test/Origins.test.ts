@@ -19,7 +19,7 @@ import { azureConfig, gatewayConfig } from "../src/openai/Compatible.js"
 import * as OpenAiBatch from "../src/openai/OpenAiBatch.js"
 import { ProviderError } from "../src/ProviderError.js"
 import type { Received } from "./HttpTestServer.js"
-import { clientOf, clients, header, json, testServer } from "./HttpTestServer.js"
+import { clientOf, clients, header, json, providerFromEnv, testServer } from "./HttpTestServer.js"
 
 const KEY = "sk-origin-test-key-0123456789"
 const PROXY_TOKEN = "proxy-token-abcdef-0123456789"
@@ -243,4 +243,18 @@ describe("tracing headers", () => {
         }))
     }
   }
+})
+
+describe("tracing headers, from the environment", () => {
+  it.scopedLive("SLUICE_TRACE_PROPAGATION=1 turns them on for providers the registry builds; unset, none", () =>
+    Effect.gen(function*() {
+      const server = yield* testServer((_, res) => json(res, 404, { error: { message: "no such batch" } }))
+      const env = { OPENAI_API_KEY: KEY, OPENAI_BASE_URL: `${server.url}/v1` }
+      for (const extra of [{}, { SLUICE_TRACE_PROPAGATION: "1" }]) {
+        const { message, provider } = yield* providerFromEnv("openai", { ...env, ...extra })
+        assert.isDefined(provider, message)
+        yield* Effect.exit(Effect.withSpan(provider!.retrieve("b1"), "caller"))
+      }
+      assert.deepStrictEqual(server.received.map((r) => header(r, "traceparent") !== undefined), [false, true])
+    }))
 })

@@ -94,8 +94,8 @@ export const requiredBaseUrl = (name: string, allowInsecure: Config.Config<boole
  * `SLUICE_HTTP_RETRY_DELAY_MS` (the first backoff delay, doubled at each retry, default 500).
  */
 export const retryFromEnv: Config.Config<Partial<RetryOptions>> = Config.all({
-  maxRetries: Config.option(Config.integer("SLUICE_HTTP_RETRIES").pipe(Config.validate({ message: "must be 0 or more", validation: (n) => n >= 0 }))),
-  baseDelay: Config.option(Config.integer("SLUICE_HTTP_RETRY_DELAY_MS").pipe(Config.validate({ message: "must be 1 or more", validation: (n) => n >= 1 })))
+  maxRetries: Config.option(Config.integer("SLUICE_HTTP_RETRIES").pipe(Config.validate({ message: "SLUICE_HTTP_RETRIES must be 0 or more", validation: (n) => n >= 0 }))),
+  baseDelay: Config.option(Config.integer("SLUICE_HTTP_RETRY_DELAY_MS").pipe(Config.validate({ message: "SLUICE_HTTP_RETRY_DELAY_MS must be 1 or more", validation: (n) => n >= 1 })))
 }).pipe(
   Config.map(({ baseDelay, maxRetries }) => ({
     ...(Option.isSome(maxRetries) ? { maxRetries: maxRetries.value } : {}),
@@ -122,7 +122,7 @@ export const httpFromEnv: Config.Config<HttpOverrides> = Config.all({
   allowInsecureHttp: allowInsecureHttp(),
   tracePropagation: Config.withDefault(Config.boolean("SLUICE_TRACE_PROPAGATION"), false),
   maxResultLineBytes: Config.option(
-    Config.integer("SLUICE_MAX_RESULT_LINE_BYTES").pipe(Config.validate({ message: "must be 1024 or more", validation: (n) => n >= 1024 }))
+    Config.integer("SLUICE_MAX_RESULT_LINE_BYTES").pipe(Config.validate({ message: "SLUICE_MAX_RESULT_LINE_BYTES must be 1024 or more", validation: (n) => n >= 1024 }))
   )
 }).pipe(
   Config.map(({ allowInsecureHttp, maxResultLineBytes, retry, tracePropagation }) => ({
