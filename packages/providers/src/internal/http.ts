@@ -118,8 +118,6 @@ export interface CallOptions {
   readonly retry: boolean
   /** Overrides the settings' request timeout for this call. */
   readonly timeout?: Duration.DurationInput | undefined
-  /** Overrides the settings' largest JSON answer for this call (bytes). */
-  readonly maxBytes?: number | undefined
 }
 
 export interface StreamOptions {
@@ -440,20 +438,19 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
 
   const json: ProviderHttp["json"] = (specOrEffect, options) => {
     const timeout = options.timeout ?? settings.requestTimeout
-    const maxBytes = options.maxBytes ?? maxResponseBytes
     const specEffect = Effect.isEffect(specOrEffect) ? specOrEffect : Effect.succeed(specOrEffect)
     const attempt = Effect.flatMap(specEffect, (spec) => {
       const operation = operationOf(spec)
       return send(toRequest(spec), operation).pipe(
         Effect.flatMap((response) =>
-          readCapped(response, maxBytes).pipe(
+          readCapped(response, maxResponseBytes).pipe(
             Effect.mapError((e) => fromClientError(operation, e)),
             Effect.flatMap((body) => {
               if (!body.complete) {
                 return Effect.fail(error({
                   reason: "Decode",
                   operation,
-                  description: `the answer is larger than ${formatBytes(maxBytes)}; not read further (maxResponseBytes)`,
+                  description: `the answer is larger than ${formatBytes(maxResponseBytes)}; not read further (maxResponseBytes)`,
                   status: response.status
                 }))
               }
