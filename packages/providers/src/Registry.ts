@@ -13,7 +13,8 @@
  * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL, GEMINI_API_VERSION (`v1beta` or `v1`)        |
  *
  * Every one of them retries idempotent calls as `SLUICE_HTTP_RETRIES` and
- * `SLUICE_HTTP_RETRY_DELAY_MS` say (see `internal/env.ts`).
+ * `SLUICE_HTTP_RETRY_DELAY_MS` say, and takes `SLUICE_ALLOW_INSECURE_HTTP`,
+ * `SLUICE_TRACE_PROPAGATION` and `SLUICE_MAX_RESULT_LINE_BYTES` (see `internal/env.ts`).
  */
 import type { HttpClient } from "@effect/platform"
 import { ConfigError, Effect, Layer } from "effect"
@@ -23,10 +24,11 @@ import * as AnthropicBatch from "./anthropic/AnthropicBatch.js"
 import * as GeminiBatch from "./gemini/GeminiBatch.js"
 import * as Compatible from "./openai/Compatible.js"
 import * as OpenAiBatch from "./openai/OpenAiBatch.js"
-import { retryFromEnv } from "./internal/env.js"
-import type { RetryOptions } from "./internal/retry.js"
+import { httpFromEnv } from "./internal/env.js"
+import type { HttpOverrides } from "./internal/env.js"
+import { reportedBaseUrl } from "./internal/origin.js"
 
-type Factory = (overrides: { readonly retry: Partial<RetryOptions> }) => Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
+type Factory = (overrides: HttpOverrides) => Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient>
 
 const env = (name: string): string | undefined => {
   const value = process.env[name]?.trim()
@@ -93,9 +95,12 @@ export const describeConfigError = (error: ConfigError.ConfigError): string => {
   return [...new Set(leaves)].join("; ")
 }
 
-/** Base URLs of the named providers (never keys), for the run manifest. */
+/**
+ * Base URLs of the named providers, for the run manifest: never keys, and never the
+ * credentials or query string a base URL might carry (such a URL is refused anyway).
+ */
 export const endpoints = (names: ReadonlyArray<string>): Record<string, { baseUrl: string }> =>
-  Object.fromEntries(names.filter((n) => n in factories).map((n) => [n, { baseUrl: factories[n]!.baseUrl() }]))
+  Object.fromEntries(names.filter((n) => n in factories).map((n) => [n, { baseUrl: reportedBaseUrl(factories[n]!.baseUrl()) }]))
 
 /** `Providers` from the environment; `overrides` replace or add providers by name. */
 export const layerFromEnv = (
@@ -114,7 +119,7 @@ export const layerFromEnv = (
             if (cached !== undefined) return cached
             const factory = factories[name]
             if (factory === undefined) return yield* new UnknownProvider({ name, known: names })
-            const provider = yield* Effect.flatMap(retryFromEnv, (retry) => factory.make({ retry })).pipe(
+            const provider = yield* Effect.flatMap(httpFromEnv, factory.make).pipe(
               Effect.provide(context),
               Effect.mapError((e) => new ProviderConfigError({ provider: name, description: describeConfigError(e) }))
             )

@@ -281,11 +281,11 @@ describe("configuration", () => {
     Effect.runSyncExit(Effect.withConfigProvider(AnthropicConfig.fromEnv(), ConfigProvider.fromMap(new Map(Object.entries(env)))))
 
   it("reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL; a missing key says so", () => {
-    const ok = read({ ANTHROPIC_API_KEY: "sk-ant-x", ANTHROPIC_BASE_URL: "http://gw.local" })
+    const ok = read({ ANTHROPIC_API_KEY: "sk-ant-x", ANTHROPIC_BASE_URL: "https://gw.local" })
     assert.isTrue(Exit.isSuccess(ok))
     if (Exit.isSuccess(ok)) {
       assert.strictEqual(Redacted.value(ok.value.apiKey), "sk-ant-x")
-      assert.strictEqual(ok.value.baseUrl, "http://gw.local")
+      assert.strictEqual(ok.value.baseUrl, "https://gw.local")
     }
     const defaults = read({ ANTHROPIC_API_KEY: "sk-ant-x" })
     if (Exit.isSuccess(defaults)) assert.strictEqual(defaults.value.baseUrl, "https://api.anthropic.com")
@@ -350,7 +350,7 @@ describe("a bad base URL", () => {
       assert.isTrue(Exit.isFailure(exit))
       if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
         assert.strictEqual(exit.cause.error.reason, "Rejected")
-        assert.include(exit.cause.error.message, "invalid URL")
+        assert.include(exit.cause.error.message, "the base URL is not a URL")
       }
     }))
 })

@@ -71,7 +71,7 @@ describe("registry: OpenAI-compatible entries", () => {
       const cases: ReadonlyArray<readonly [string, Record<string, string>, string]> = [
         // a key pasted into the endpoint variable
         ["azure", { AZURE_OPENAI_API_KEY: SECRET, AZURE_OPENAI_ENDPOINT: SECRET }, "AZURE_OPENAI_ENDPOINT is not a URL"],
-        ["azure", { AZURE_OPENAI_API_KEY: SECRET, AZURE_OPENAI_ENDPOINT: `https://r.openai.azure.com?key=${SECRET}` }, "AZURE_OPENAI_ENDPOINT must not carry a query string"],
+        ["azure", { AZURE_OPENAI_API_KEY: SECRET, AZURE_OPENAI_ENDPOINT: `https://r.openai.azure.com?key=${SECRET}` }, "AZURE_OPENAI_ENDPOINT carries a query string"],
         ["openai-compatible", { SLUICE_GATEWAY_BASE_URL: "ftp://gw", SLUICE_GATEWAY_API_KEY: SECRET }, "SLUICE_GATEWAY_BASE_URL must be an http(s) URL"],
         ["openai-compatible", { SLUICE_GATEWAY_BASE_URL: "https://gw/v1", SLUICE_GATEWAY_API_KEY: SECRET, SLUICE_GATEWAY_AUTH: `basic ${SECRET}` }, `SLUICE_GATEWAY_AUTH must be "bearer" or "header:<name>"`],
         ["openai-compatible", { SLUICE_GATEWAY_BASE_URL: "https://gw/v1", SLUICE_GATEWAY_API_KEY: SECRET, SLUICE_GATEWAY_HEADERS: `{"x-proxy-token": "proxy-secret-1"` }, "SLUICE_GATEWAY_HEADERS is not valid JSON"],

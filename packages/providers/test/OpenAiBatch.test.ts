@@ -81,7 +81,7 @@ const apiKey = "sk-test-SECRET-0123456789"
 
 const baseConfig: OpenAiConfigType = {
   apiKey: Redacted.make(apiKey),
-  baseUrl: "http://fake.local/v1/",
+  baseUrl: "https://fake.local/v1/",
   retry: { maxRetries: 3 }
 }
 
@@ -338,7 +338,7 @@ describe("requests", () => {
       assert.strictEqual(fake.calls.length, 1)
       const call = fake.calls[0]!
       assert.strictEqual(call.method, "GET")
-      assert.strictEqual(call.url.toString(), "http://fake.local/v1/batches/batch_1")
+      assert.strictEqual(call.url.toString(), "https://fake.local/v1/batches/batch_1")
       assert.strictEqual(call.headers["cache-control"], "no-cache")
       assert.strictEqual(call.headers["authorization"], `Bearer ${apiKey}`)
       assert.strictEqual(call.headers["openai-organization"], "org-1")
@@ -480,23 +480,23 @@ describe("retries", () => {
       assert.strictEqual(warnings.length, 2)
       assert.match(
         warnings[0]!,
-        /^openai: cannot reach http:\/\/fake\.local\/v1 \(ECONNREFUSED\): retrying GET \/batches\/batch_1 in \d+ ms \(attempt 2 of 3\)$/
+        /^openai: cannot reach https:\/\/fake\.local\/v1 \(ECONNREFUSED\): retrying GET \/batches\/batch_1 in \d+ ms \(attempt 2 of 3\)$/
       )
       assert.match(warnings[1]!, /retrying GET \/batches\/batch_1 in \d+ ms \(attempt 3 of 3\)$/)
       // Giving up: the error says where it could not get, and after how many attempts.
       assert.strictEqual(error.attempts, 3)
-      assert.strictEqual(error.endpoint, "http://fake.local/v1")
-      assert.include(error.message, "cannot reach http://fake.local/v1")
+      assert.strictEqual(error.endpoint, "https://fake.local/v1")
+      assert.include(error.message, "cannot reach https://fake.local/v1")
       assert.include(error.message, "gave up after 3 attempts")
     }))
 
   it.effect("a 404 under a base URL without its API version suggests the /v1", () =>
     Effect.gen(function*() {
       const fake = fakeClient(() => json({ error: { message: "Invalid URL (GET /batches/batch_1)", type: "invalid_request_error" } }, 404))
-      const bare = makeWithClient(fake.client, { ...baseConfig, baseUrl: "http://fake.local:8080/" })
+      const bare = makeWithClient(fake.client, { ...baseConfig, baseUrl: "https://fake.local:8080/" })
       const error = expectError(yield* Effect.exit(bare.retrieve("batch_1")))
       assert.strictEqual(error.reason, "NotFound")
-      assert.include(error.message, "did you mean http://fake.local:8080/v1?")
+      assert.include(error.message, "did you mean https://fake.local:8080/v1?")
       // With the version in place, a 404 is only a 404.
       const versioned = makeWithClient(fake.client, baseConfig)
       const plain = expectError(yield* Effect.exit(versioned.retrieve("batch_1")))
@@ -752,12 +752,12 @@ describe("OpenAiConfig.fromEnv", () => {
       assert.strictEqual(Redacted.value(a.apiKey), "sk-env")
       assert.notInclude(String(a.apiKey), "sk-env")
       assert.notInclude(JSON.stringify(a), "sk-env")
-      const b = yield* load({ OPENAI_API_KEY: "sk-env", OPENAI_BASE_URL: "http://gw/v1", OPENAI_PROJECT_ID: "p" })
-      assert.strictEqual(b.baseUrl, "http://gw/v1")
+      const b = yield* load({ OPENAI_API_KEY: "sk-env", OPENAI_BASE_URL: "https://gw/v1", OPENAI_PROJECT_ID: "p" })
+      assert.strictEqual(b.baseUrl, "https://gw/v1")
       assert.strictEqual(b.project, "p")
-      const c = yield* load({}, { apiKey: Redacted.make("sk-code"), baseUrl: "http://x/v1", listPageSize: 5 })
+      const c = yield* load({}, { apiKey: Redacted.make("sk-code"), baseUrl: "https://x/v1", listPageSize: 5 })
       assert.strictEqual(Redacted.value(c.apiKey), "sk-code")
-      assert.strictEqual(c.baseUrl, "http://x/v1")
+      assert.strictEqual(c.baseUrl, "https://x/v1")
       assert.strictEqual(c.listPageSize, 5)
     }))
 })

@@ -51,6 +51,19 @@ const sidecarKeys = (line: string): { readonly id: string; readonly ck: string }
   return /^[0-9a-f]{64}$/.test(ck) ? { id: line.slice(7, line.indexOf(`"`, 7)), ck } : undefined
 }
 
+/**
+ * The custom_id of a row sidecar line: its first field, read without parsing the row when it
+ * is written plainly (as the planner writes ids), else by parsing the line.
+ */
+const rowId = (line: string): string => {
+  if (line.startsWith(`{"id":"`)) {
+    const end = line.indexOf(`"`, 7)
+    const id = line.slice(7, end)
+    if (end !== -1 && !id.includes("\\")) return id
+  }
+  return (JSON.parse(line) as RowLine).id
+}
+
 /** The id of the shard that retries `shard`'s failed rows. */
 export const retryShardId = (shard: ShardState): string => `${shard.id.replace(/-a\d+$/, "")}-a${shard.attempt + 1}`
 
@@ -87,12 +100,19 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       const flushCache = ctx.cache.flush.pipe(
         Effect.catchAll((e) => Effect.logWarning(`response cache not written: ${e.message}`))
       )
-      // The cache keys of the rows, to store each answer under its request's hash.
+      // The custom_ids the shard sent, and (with the cache on) their cache keys, to store each
+      // answer under its request's hash. A result naming another id is none of this shard's:
+      // counted, never kept, never in usage or cost (a provider's answers are untrusted).
+      const sent = new Set<string>()
       const cacheKeys = new Map<string, string>()
-      if (caching && whole === undefined && shard.batchId !== null) {
+      let unknown = 0
+      let unknownSample = ""
+      if (whole === undefined && (shard.batchId !== null || shard.cachedRows > 0)) {
         yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
           Stream.runForEach((text) =>
             Effect.sync(() => {
+              sent.add(rowId(text))
+              if (!caching || shard.batchId === null) return
               const keys = sidecarKeys(text)
               if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
             })
@@ -102,6 +122,10 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
 
       // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
       const record = (result: BatchResult, fromCache: boolean): boolean => {
+        if (!sent.has(result.customId)) {
+          if (unknown++ === 0) unknownSample = result.customId
+          return false
+        }
         const prefix = `{"shard":${JSON.stringify(shard.id)},"attempt":${shard.attempt},${fromCache ? `"cached":true,` : ""}`
         let full: boolean
         if (result._tag === "Succeeded") {
@@ -148,6 +172,13 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       if (whole === undefined && shard.batchId !== null) {
         const info = yield* provider.retrieve(shard.batchId)
         yield* provider.results(info).pipe(Stream.runForEachChunk(recordChunk(false)))
+        if (unknown > 0) {
+          const sample = JSON.stringify(unknownSample.length > 80 ? `${unknownSample.slice(0, 80)}…` : unknownSample)
+          yield* Effect.logWarning(
+            `shard ${shard.id}: ${unknown} result ${unknown === 1 ? "line names a custom_id" : "lines name custom_ids"} ` +
+              `this shard never sent (e.g. ${sample}) in batch ${shard.batchId}: ignored, not counted in usage or cost`
+          )
+        }
       }
       if (shard.cachedRows > 0) {
         yield* lines(ctx.paths.cachedFile(shard.id)).pipe(

@@ -20,7 +20,8 @@
 import { HttpClient } from "@effect/platform"
 import { Config, ConfigError, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { BatchInfo, BatchProvider, OrphanSearch, ShardIdentity } from "../BatchProvider.js"
-import { optionalString, requiredSecret } from "../internal/env.js"
+import { allowInsecureHttp, optionalBaseUrl, requiredSecret } from "../internal/env.js"
+import type { HttpOptions } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import type { ProviderError } from "../ProviderError.js"
 import { defaultBatchesPath, defaultBearerVersion, defaultVersion, makeWithClient } from "./internal/lifecycle.js"
@@ -58,7 +59,7 @@ export const defaultBaseUrl = "https://api.anthropic.com"
 
 export type AnthropicAuth = "x-api-key" | "bearer"
 
-export interface AnthropicConfig {
+export interface AnthropicConfig extends HttpOptions {
   readonly apiKey: Redacted.Redacted<string>
   /** Origin (plus any gateway prefix), without `/v1`: `https://api.anthropic.com`. */
   readonly baseUrl: string
@@ -99,19 +100,23 @@ export interface AnthropicConfig {
 const apiKeyConfig = requiredSecret("ANTHROPIC_API_KEY")
 
 /**
- * Reads `ANTHROPIC_API_KEY` (required, kept Redacted) and `ANTHROPIC_BASE_URL`, like the
- * official SDK. Values in `overrides` win over the environment (an `apiKey` override means
+ * Reads `ANTHROPIC_API_KEY` (required, kept Redacted, trimmed) and `ANTHROPIC_BASE_URL`, like
+ * the official SDK, and `SLUICE_ALLOW_INSECURE_HTTP` (both checked as `internal/env.ts` says). Values in `overrides` win over the environment (an `apiKey` override means
  * the variable is not needed). A missing key fails with a `ConfigError` (MissingData) whose
  * message is "ANTHROPIC_API_KEY is not set".
  */
 const fromEnv = (overrides: Partial<AnthropicConfig> = {}): Config.Config<AnthropicConfig> =>
   Config.all({
     apiKey: overrides.apiKey !== undefined ? Config.succeed(overrides.apiKey) : apiKeyConfig,
-    baseUrl: overrides.baseUrl !== undefined ? Config.succeed(overrides.baseUrl) : optionalString("ANTHROPIC_BASE_URL")
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp),
+    baseUrl: overrides.baseUrl !== undefined ?
+      Config.succeed(overrides.baseUrl) :
+      optionalBaseUrl("ANTHROPIC_BASE_URL", allowInsecureHttp(overrides.allowInsecureHttp))
   }).pipe(
-    Config.map(({ apiKey, baseUrl }): AnthropicConfig => ({
+    Config.map(({ allowInsecureHttp, apiKey, baseUrl }): AnthropicConfig => ({
       ...overrides,
       apiKey,
+      allowInsecureHttp,
       baseUrl: baseUrl ?? defaultBaseUrl
     }))
   )

@@ -38,7 +38,8 @@
 import { HttpClient } from "@effect/platform"
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Redacted } from "effect"
 import type { BatchProvider } from "../BatchProvider.js"
-import { optionalString, requiredSecret } from "../internal/env.js"
+import { allowInsecureHttp, optionalBaseUrl, optionalString, requiredSecret } from "../internal/env.js"
+import type { HttpOptions } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { defaultApiVersion, makeWithClient } from "./internal/lifecycle.js"
 
@@ -81,7 +82,7 @@ export const defaultBaseUrl = "https://generativelanguage.googleapis.com"
 /** What an API version segment looks like: `v1`, `v1beta`, `v1alpha`, `v2beta1` … */
 const apiVersionPattern = /^v\d+[a-z0-9]*$/
 
-export interface GeminiConfig {
+export interface GeminiConfig extends HttpOptions {
   readonly apiKey: Redacted.Redacted<string>
   /** Origin (and optional path prefix) without the API version: `https://generativelanguage.googleapis.com`. */
   readonly baseUrl: string
@@ -128,19 +129,24 @@ const apiVersionConfig = optionalString("GEMINI_API_VERSION").pipe(
 )
 
 /**
- * Reads `GEMINI_API_KEY` (required, kept Redacted), `GEMINI_BASE_URL` and `GEMINI_API_VERSION`.
+ * Reads `GEMINI_API_KEY` (required, kept Redacted, trimmed), `GEMINI_BASE_URL`,
+ * `GEMINI_API_VERSION` and `SLUICE_ALLOW_INSECURE_HTTP` (checked as `internal/env.ts` says).
  * Values in `overrides` win over the environment. A missing key fails with a `ConfigError`
  * (MissingData) whose message is "GEMINI_API_KEY is not set".
  */
 const fromEnv = (overrides: Partial<GeminiConfig> = {}): Config.Config<GeminiConfig> =>
   Config.all({
     apiKey: overrides.apiKey !== undefined ? Config.succeed(overrides.apiKey) : apiKeyConfig,
-    baseUrl: overrides.baseUrl !== undefined ? Config.succeed(overrides.baseUrl) : optionalString("GEMINI_BASE_URL"),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp),
+    baseUrl: overrides.baseUrl !== undefined ?
+      Config.succeed(overrides.baseUrl) :
+      optionalBaseUrl("GEMINI_BASE_URL", allowInsecureHttp(overrides.allowInsecureHttp)),
     apiVersion: overrides.apiVersion !== undefined ? Config.succeed(overrides.apiVersion) : apiVersionConfig
   }).pipe(
-    Config.map(({ apiKey, apiVersion, baseUrl }): GeminiConfig => ({
+    Config.map(({ allowInsecureHttp, apiKey, apiVersion, baseUrl }): GeminiConfig => ({
       ...overrides,
       apiKey,
+      allowInsecureHttp,
       baseUrl: baseUrl ?? defaultBaseUrl,
       apiVersion: apiVersion ?? defaultApiVersion
     }))

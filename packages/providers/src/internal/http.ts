@@ -1,20 +1,72 @@
 /**
  * HTTP plumbing shared by the providers, over `@effect/platform`'s HttpClient (undici in
- * production). It adds what undici leaves out (timeouts), maps every failure to a
- * `ProviderError` that names the method, the path and the base URL (never its credentials or
- * query string), retries idempotent calls (saying so in the log), and keeps
- * secrets out of every error text.
+ * production, or any client a library user provides). It adds what undici leaves out
+ * (timeouts), maps every failure to a `ProviderError` that names the method, the path and
+ * the base URL (never its credentials or query string), retries idempotent calls (saying so
+ * in the log), and keeps secrets out of every error text.
+ *
+ * Credentials go to the base URL's origin only, whatever the client: it is told not to
+ * follow redirects (fetch: `redirect: "manual"`; undici: `maxRedirections: 0`), redirects
+ * are handled here (same origin: followed a few times; another origin: an error naming both,
+ * never followed), and a client that followed one anyway is caught by the URL its response
+ * answers. Trace context headers (`traceparent`, `b3`) are sent only when the configuration
+ * turns them on. Bodies are read up to a cap, then the connection is dropped.
  *
  * Raw `HttpClientError`s never escape from here: they hold the request, whose headers carry
  * the credentials.
  */
 import type { HttpBody } from "@effect/platform"
-import type { HttpClient, HttpClientError, HttpClientResponse } from "@effect/platform"
-import { HttpClientRequest } from "@effect/platform"
-import { Clock, Duration, Effect, Redacted, Stream } from "effect"
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
+import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import type * as Undici from "@effect/platform-node/Undici"
+import { Clock, Duration, Effect, Option, Redacted, Stream } from "effect"
 import { ProviderError } from "../ProviderError.js"
+import { keyProblem } from "./env.js"
+import { baseUrlProblem, originOf } from "./origin.js"
 import type { RetryOptions } from "./retry.js"
 import { parseRetryAfter, withRetry } from "./retry.js"
+
+/** What every provider configuration says about its HTTP calls. */
+export interface HttpOptions {
+  /**
+   * Send the key over `http://` to a host other than this machine (127.0.0.0/8, ::1,
+   * localhost). Default false: such a base URL is refused, since the key would cross the
+   * network unencrypted. From the environment: `SLUICE_ALLOW_INSECURE_HTTP=1`.
+   */
+  readonly allowInsecureHttp?: boolean | undefined
+  /**
+   * Send the current span's trace context (`traceparent`, `b3`) with every request. Default
+   * false: a provider gets only the headers its API needs. Turn it on when your program
+   * exports traces and the provider (a company gateway, say) should join them. From the
+   * environment: `SLUICE_TRACE_PROPAGATION=1`.
+   */
+  readonly tracePropagation?: boolean | undefined
+  /**
+   * The longest result line read, in bytes (default 64 MiB, far above any legal answer): a
+   * longer line is not held in memory; its row fails (`result_too_large`) when its custom_id
+   * can be read from the line's start, else the line is skipped and counted. From the
+   * environment: `SLUICE_MAX_RESULT_LINE_BYTES`.
+   */
+  readonly maxResultLineBytes?: number | undefined
+  /** The largest JSON answer read, in bytes (default 64 MiB); a larger one fails the call. */
+  readonly maxResponseBytes?: number | undefined
+}
+
+/** Default of `HttpOptions.maxResponseBytes`. */
+export const defaultMaxResponseBytes = 64 * 1024 * 1024
+
+/** The part of an error body read for its message; the rest is never downloaded. */
+export const maxErrorBodyBytes = 64 * 1024
+
+/** Same-origin redirects followed for one call before it fails. */
+export const maxRedirects = 5
+
+/** "64 MiB", "512 KiB", "100 bytes". */
+export const formatBytes = (n: number): string =>
+  n >= 1024 * 1024 && n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB`
+  : n >= 1024 && n % 1024 === 0 ? `${n / 1024} KiB`
+  : `${n} bytes`
 
 export interface HttpSettings {
   /** Provider name used in errors ("openai"). */
@@ -42,6 +94,12 @@ export interface HttpSettings {
    * its `/v1`): "did you mean …/v1?".
    */
   readonly notFoundHint?: string | undefined
+  /** See `HttpOptions`. */
+  readonly allowInsecureHttp?: boolean | undefined
+  /** See `HttpOptions`. */
+  readonly tracePropagation?: boolean | undefined
+  /** See `HttpOptions`; default `defaultMaxResponseBytes`. */
+  readonly maxResponseBytes?: number | undefined
 }
 
 export type Method = "GET" | "POST" | "DELETE"
@@ -154,6 +212,31 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
   const secrets = [...Object.values(settings.secretHeaders), ...settings.secrets].map((r) => Redacted.value(r))
   const endpoint = scrub(displayUrl(settings.baseUrl), secrets)
   const retry = withRetry(settings.retry, endpoint)
+  const maxResponseBytes = settings.maxResponseBytes ?? defaultMaxResponseBytes
+  const home = originOf(settings.baseUrl)
+  const secretNames = Object.keys(settings.secretHeaders).map((name) => name.toLowerCase())
+
+  /**
+   * A configuration that must not be sent at all (checked once): every call fails with it at
+   * once, never retried. Configurations read from the environment were refused earlier,
+   * naming the variable; this covers configurations built in code.
+   */
+  const configProblem = ((): string | undefined => {
+    const url = baseUrlProblem(settings.baseUrl, { allowInsecureHttp: settings.allowInsecureHttp })
+    if (url !== undefined) return `the base URL ${url}`
+    for (const secret of settings.secrets) {
+      const problem = keyProblem(Redacted.value(secret))
+      if (problem !== undefined) return `the API key ${problem}`
+    }
+    const values = [
+      ...Object.entries(settings.headers),
+      ...Object.entries(settings.secretHeaders).map(([name, value]) => [name, Redacted.value(value)] as const)
+    ]
+    for (const [name, value] of values) {
+      if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) return `the value of header ${name} has a line break or control character`
+    }
+    return undefined
+  })()
 
   const error: ProviderHttp["error"] = (fields) =>
     new ProviderError({
@@ -211,18 +294,19 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
     })
   }
 
-  /** Maps a non-2xx response to a `ProviderError`, reading (a bounded part of) its body. */
+  /** Maps a non-2xx response to a `ProviderError`, reading at most `maxErrorBodyBytes` of its body. */
   const fromStatus = (
     operation: string,
     response: HttpClientResponse.HttpClientResponse
   ): Effect.Effect<ProviderError> =>
     Effect.gen(function*() {
       const status = response.status
-      const text = yield* response.text.pipe(
+      const text = yield* readCapped(response, maxErrorBodyBytes).pipe(
+        Effect.map((body) => decodeUtf8(body.bytes)),
         Effect.timeout(Duration.seconds(10)),
         Effect.orElseSucceed(() => "")
       )
-      const body = parseErrorBody(text.length > 64_000 ? text.slice(0, 64_000) : text)
+      const body = parseErrorBody(text)
       const now = yield* Clock.currentTimeMillis
       const retryAfterMs = parseRetryAfter(response.headers as Readonly<Record<string, string | undefined>>, now)
       const detail = [body.code ?? body.type, body.message].filter((s) => s !== undefined).join(": ")
@@ -247,19 +331,110 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
   const timeoutError = (operation: string, duration: Duration.DurationInput) => () =>
     error({ reason: "Timeout", operation, description: `no answer within ${Duration.format(Duration.decode(duration))}` })
 
+  /**
+   * Runs one exchange with the client told not to follow redirects (fetch and undici; other
+   * clients are checked by `send`), without trace headers unless turned on, and with the
+   * secret headers redacted from any span the client records.
+   */
+  const exchange = (request: HttpClientRequest.HttpClientRequest) =>
+    Effect.gen(function*() {
+      const init = Option.getOrElse(yield* Effect.serviceOption(FetchHttpClient.RequestInit), () => ({}))
+      const undici = Option.getOrElse(yield* Effect.serviceOption(NodeHttpClient.UndiciRequestOptions), () => ({}))
+      const execute = client.execute(request).pipe(
+        Effect.provideService(FetchHttpClient.RequestInit, { ...init, redirect: "manual" }),
+        // Undici's redirect interceptor follows unless told 0 (the option is not in its types).
+        Effect.provideService(NodeHttpClient.UndiciRequestOptions, {
+          ...undici,
+          maxRedirections: 0
+        } as Undici.Dispatcher.RequestOptions),
+        Effect.locallyWith(Headers.currentRedactedNames, (names) => [...names, ...secretNames])
+      )
+      return yield* settings.tracePropagation === true ?
+        execute :
+        Effect.locally(execute, HttpClient.currentTracerPropagation, false)
+    })
+
+  const redirectStatuses: ReadonlySet<number> = new Set([301, 302, 303, 307, 308])
+
+  /**
+   * The request a same-origin redirect leads to, or the error that refuses it: another origin
+   * (the credentials would go there), too many hops, or a method or body that cannot be sent
+   * again (only GET follows 301/302/303; 307/308 resend a body held in memory).
+   */
+  const redirected = (
+    request: HttpClientRequest.HttpClientRequest,
+    response: HttpClientResponse.HttpClientResponse,
+    operation: string,
+    hops: number
+  ): Effect.Effect<HttpClientRequest.HttpClientRequest, ProviderError> => {
+    const status = response.status
+    const refuse = (description: string) => Effect.fail(error({ reason: "Rejected", operation, description, status }))
+    const location = response.headers["location"]
+    if (location === undefined || location === "") return refuse(`answered with a redirect (HTTP ${status}) without a Location`)
+    let target: URL
+    try {
+      target = new URL(location, request.url)
+    } catch {
+      return refuse(`answered with a redirect (HTTP ${status}) to an invalid URL`)
+    }
+    if (target.origin !== home) {
+      return refuse(
+        `answered with a redirect (HTTP ${status}) from ${home} to another origin, ${target.origin}: ` +
+          `credentials are sent only to ${home}, so it is not followed (check the base URL)`
+      )
+    }
+    if (hops >= maxRedirects) return refuse(`more than ${maxRedirects} redirects (the last to ${target.pathname})`)
+    const resendable = request.body._tag === "Empty" || request.body._tag === "Uint8Array"
+    const follows = status === 307 || status === 308 ? resendable : request.method === "GET"
+    if (!follows) {
+      return refuse(
+        `answered with a redirect (HTTP ${status}) to ${target.pathname}; sluice follows one for a ${request.method} ` +
+          `only with status 307 or 308 and a body it can send again (set the base URL to where the API answers)`
+      )
+    }
+    return Effect.succeed(HttpClientRequest.setUrl(request, target))
+  }
+
   /** Sends a request; succeeds with a 2xx response, fails with a mapped `ProviderError` otherwise. */
   const send = (
     request: HttpClientRequest.HttpClientRequest,
     operation: string
-  ): Effect.Effect<HttpClientResponse.HttpClientResponse, ProviderError> =>
-    client.execute(request).pipe(
-      Effect.mapError((e) => fromClientError(operation, e)),
-      Effect.flatMap((response) =>
-        response.status >= 200 && response.status < 300
-          ? Effect.succeed(response)
-          : Effect.flatMap(fromStatus(operation, response), Effect.fail)
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, ProviderError> => {
+    if (configProblem !== undefined) return Effect.fail(error({ reason: "Rejected", operation, description: configProblem }))
+    const loop = (
+      request: HttpClientRequest.HttpClientRequest,
+      hops: number
+    ): Effect.Effect<HttpClientResponse.HttpClientResponse, ProviderError> =>
+      exchange(request).pipe(
+        Effect.mapError((e) => fromClientError(operation, e)),
+        Effect.flatMap((response) => {
+          // A client that follows redirects by itself (Effect's `HttpClient.followRedirects`)
+          // answers for another URL: too late to keep the headers from it, but never accepted.
+          const answered = originOf(response.request.url)
+          if (answered !== originOf(request.url)) {
+            return Effect.zipRight(
+              discard(response),
+              Effect.fail(error({
+                reason: "Rejected",
+                operation,
+                description: `the HTTP client followed a redirect from ${home} to ${answered ?? "another URL"} by itself ` +
+                  "and may have sent the credentials there: give sluice a client that does not follow redirects",
+                status: response.status
+              }))
+            )
+          }
+          if (response.status >= 200 && response.status < 300) return Effect.succeed(response)
+          if (redirectStatuses.has(response.status)) {
+            return Effect.zipRight(
+              discard(response),
+              Effect.flatMap(redirected(request, response, operation, hops), (next) => loop(next, hops + 1))
+            )
+          }
+          return Effect.flatMap(fromStatus(operation, response), Effect.fail)
+        })
       )
-    )
+    return loop(request, 0)
+  }
 
   const json: ProviderHttp["json"] = (specOrEffect, options) => {
     const timeout = options.timeout ?? settings.requestTimeout
@@ -268,10 +443,19 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
       const operation = operationOf(spec)
       return send(toRequest(spec), operation).pipe(
         Effect.flatMap((response) =>
-          response.text.pipe(
+          readCapped(response, maxResponseBytes).pipe(
             Effect.mapError((e) => fromClientError(operation, e)),
-            Effect.flatMap((text) =>
-              Effect.try({
+            Effect.flatMap((body) => {
+              if (!body.complete) {
+                return Effect.fail(error({
+                  reason: "Decode",
+                  operation,
+                  description: `the answer is larger than ${formatBytes(maxResponseBytes)}; not read further (maxResponseBytes)`,
+                  status: response.status
+                }))
+              }
+              const text = decodeUtf8(body.bytes)
+              return Effect.try({
                 try: () => (text.trim() === "" ? null : (JSON.parse(text) as unknown)),
                 catch: () =>
                   error({
@@ -281,7 +465,7 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
                     status: response.status
                   })
               })
-            )
+            })
           )
         ),
         Effect.timeoutFail({ duration: timeout, onTimeout: timeoutError(operation, timeout) })
@@ -317,6 +501,37 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
 
   return { settings, error, json, stream }
 }
+
+const utf8 = new TextDecoder()
+
+/** UTF-8 text of bytes (a cut multi-byte character becomes U+FFFD). */
+export const decodeUtf8 = (bytes: Uint8Array): string => utf8.decode(bytes)
+
+/**
+ * Reads a body up to `max` bytes, then stops: the stream is closed, which destroys the body,
+ * so the rest is never downloaded. `complete` is false when the body was longer.
+ */
+export const readCapped = (
+  response: HttpClientResponse.HttpClientResponse,
+  max: number
+): Effect.Effect<{ readonly bytes: Uint8Array; readonly complete: boolean }, HttpClientError.ResponseError> =>
+  Effect.map(
+    Stream.runFoldWhile(
+      response.stream,
+      { parts: [] as Array<Uint8Array>, size: 0 },
+      (read) => read.size <= max,
+      (read, chunk) => {
+        read.parts.push(chunk)
+        read.size += chunk.length
+        return read
+      }
+    ),
+    ({ parts, size }) => ({ bytes: Buffer.concat(parts).subarray(0, Math.min(size, max)), complete: size <= max })
+  )
+
+/** Drops a body that is not wanted (a redirect's), reading at most one chunk of it. */
+const discard = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<void> =>
+  Effect.ignore(Effect.timeout(readCapped(response, 0), Duration.seconds(10)))
 
 /** Appends a path to a base URL, without doubling slashes. */
 export const joinUrl = (baseUrl: string, path: string): string => baseUrl.replace(/\/+$/, "") + path

@@ -17,26 +17,9 @@ import type { HttpClient } from "@effect/platform"
 import { Config, ConfigError, Effect, Either, Option, Redacted } from "effect"
 import type { BatchProvider, ProviderLimits } from "../BatchProvider.js"
 import type { OpenAiConfig } from "./OpenAiBatch.js"
-import { optionalString, requiredSecret, requiredString } from "../internal/env.js"
+import { allowInsecureHttp, optionalBaseUrl, optionalString, requiredBaseUrl, requiredSecret } from "../internal/env.js"
 import { make } from "./OpenAiBatch.js"
 
-
-/** An http(s) URL; the message never repeats the value (a key pasted into the wrong variable). */
-const httpUrl = (name: string, value: string): Either.Either<string, ConfigError.ConfigError> => {
-  let url: URL
-  try {
-    url = new URL(value)
-  } catch {
-    return Either.left(ConfigError.InvalidData([name], `${name} is not a URL (expected https://…)`))
-  }
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    return Either.left(ConfigError.InvalidData([name], `${name} must be an http(s) URL`))
-  }
-  if (url.search !== "" || url.hash !== "") {
-    return Either.left(ConfigError.InvalidData([name], `${name} must not carry a query string or fragment`))
-  }
-  return Either.right(value.replace(/\/+$/, ""))
-}
 
 /** `overrides[key]` when given, else the variable. */
 const orEnv = <A>(override: A | undefined, config: Config.Config<A>): Config.Config<A> =>
@@ -93,11 +76,9 @@ export const azureConfig = (options: AzureOptions): OpenAiConfig => {
 export const azureConfigFromEnv = (overrides: Partial<AzureOptions> = {}): Config.Config<OpenAiConfig> =>
   Config.all({
     apiKey: orEnv(overrides.apiKey, requiredSecret("AZURE_OPENAI_API_KEY")),
-    endpoint: orEnv(
-      overrides.endpoint,
-      requiredString("AZURE_OPENAI_ENDPOINT").pipe(Config.mapOrFail((v) => httpUrl("AZURE_OPENAI_ENDPOINT", v)))
-    ),
-    apiVersion: orEnv(overrides.apiVersion, optionalString("AZURE_OPENAI_API_VERSION"))
+    endpoint: orEnv(overrides.endpoint, requiredBaseUrl("AZURE_OPENAI_ENDPOINT", allowInsecureHttp(overrides.allowInsecureHttp))),
+    apiVersion: orEnv(overrides.apiVersion, optionalString("AZURE_OPENAI_API_VERSION")),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp)
   }).pipe(Config.map((env) => azureConfig({ ...overrides, ...env })))
 
 export const makeAzureFromEnv = (
@@ -175,10 +156,8 @@ export const parseHeaders = (text: string): Either.Either<Record<string, string>
  */
 export const gatewayConfigFromEnv = (overrides: Partial<GatewayOptions> = {}): Config.Config<OpenAiConfig> =>
   Config.all({
-    baseUrl: orEnv(
-      overrides.baseUrl,
-      requiredString("SLUICE_GATEWAY_BASE_URL").pipe(Config.mapOrFail((v) => httpUrl("SLUICE_GATEWAY_BASE_URL", v)))
-    ),
+    baseUrl: orEnv(overrides.baseUrl, requiredBaseUrl("SLUICE_GATEWAY_BASE_URL", allowInsecureHttp(overrides.allowInsecureHttp))),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp),
     apiKey: orEnv(overrides.apiKey, requiredSecret("SLUICE_GATEWAY_API_KEY")),
     auth: orEnv(
       overrides.auth,
@@ -199,13 +178,14 @@ export const gatewayConfigFromEnv = (overrides: Partial<GatewayOptions> = {}): C
       })
     )
   }).pipe(
-    Config.map(({ apiKey, auth, baseUrl, headers }) => {
+    Config.map(({ allowInsecureHttp, apiKey, auth, baseUrl, headers }) => {
       const secretHeaders: Record<string, Redacted.Redacted<string>> = {}
       for (const [name, value] of Object.entries(headers)) secretHeaders[name] = Redacted.make(value)
       return gatewayConfig({
         ...overrides,
         apiKey,
         baseUrl,
+        allowInsecureHttp,
         auth,
         secretHeaders: { ...secretHeaders, ...overrides.secretHeaders }
       })
@@ -267,15 +247,11 @@ const presetFromEnv = (
 (overrides: Partial<PresetOptions> = {}): Config.Config<OpenAiConfig> =>
   Config.all({
     apiKey: orEnv(overrides.apiKey, requiredSecret(keyVar)),
-    baseUrl: orEnv(
-      overrides.baseUrl,
-      optionalString(baseUrlVar).pipe(
-        Config.mapOrFail((v) => (v === undefined ? Either.right(undefined) : httpUrl(baseUrlVar, v)))
-      )
-    )
+    baseUrl: orEnv(overrides.baseUrl, optionalBaseUrl(baseUrlVar, allowInsecureHttp(overrides.allowInsecureHttp))),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp)
   }).pipe(
-    Config.map(({ apiKey, baseUrl }) =>
-      build({ ...overrides, apiKey, ...(baseUrl === undefined ? {} : { baseUrl }) })
+    Config.map(({ allowInsecureHttp, apiKey, baseUrl }) =>
+      build({ ...overrides, apiKey, allowInsecureHttp, ...(baseUrl === undefined ? {} : { baseUrl }) })
     )
   )
 

@@ -16,7 +16,8 @@
 import { HttpClient } from "@effect/platform"
 import { Config, ConfigError, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { BatchProvider, ProviderCapabilities, ProviderLimits } from "../BatchProvider.js"
-import { optionalString, requiredSecret } from "../internal/env.js"
+import { allowInsecureHttp, optionalBaseUrl, optionalString, requiredSecret } from "../internal/env.js"
+import type { HttpOptions } from "../internal/http.js"
 import type { RetryOptions } from "../internal/retry.js"
 import { makeWithClient } from "./internal/lifecycle.js"
 
@@ -40,7 +41,7 @@ export { capabilities, limits, makeWithClient, missingVersionHint, stagedFileNam
 
 export const defaultBaseUrl = "https://api.openai.com/v1"
 
-export interface OpenAiConfig {
+export interface OpenAiConfig extends HttpOptions {
   readonly apiKey: Redacted.Redacted<string>
   /** Includes the version prefix, like the official SDK: `https://api.openai.com/v1`. */
   readonly baseUrl: string
@@ -106,23 +107,30 @@ export interface UploadForm {
 const apiKeyConfig = requiredSecret("OPENAI_API_KEY")
 
 /**
- * Reads `OPENAI_API_KEY` (required, kept Redacted), `OPENAI_BASE_URL`, `OPENAI_ORG_ID` and
- * `OPENAI_PROJECT_ID`, like the official SDK. Values in `overrides` win over the environment
- * (an `apiKey` override means the variable is not needed). A missing key fails with a
- * `ConfigError` (MissingData) whose message is "OPENAI_API_KEY is not set".
+ * Reads `OPENAI_API_KEY` (required, kept Redacted, trimmed), `OPENAI_BASE_URL`,
+ * `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID`, like the official SDK, and
+ * `SLUICE_ALLOW_INSECURE_HTTP`. Values in `overrides` win over the environment (an `apiKey`
+ * override means the variable is not needed). A missing key fails with a `ConfigError`
+ * (MissingData) whose message is "OPENAI_API_KEY is not set"; a key with whitespace inside,
+ * or a base URL with credentials, a query string, or `http://` to another machine (unless
+ * allowed), with one that names the variable (see `internal/env.ts`).
  */
 const fromEnv = (overrides: Partial<OpenAiConfig> = {}): Config.Config<OpenAiConfig> =>
   Config.all({
     apiKey: overrides.apiKey !== undefined ? Config.succeed(overrides.apiKey) : apiKeyConfig,
-    baseUrl: overrides.baseUrl !== undefined ? Config.succeed(overrides.baseUrl) : optionalString("OPENAI_BASE_URL"),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp),
+    baseUrl: overrides.baseUrl !== undefined ?
+      Config.succeed(overrides.baseUrl) :
+      optionalBaseUrl("OPENAI_BASE_URL", allowInsecureHttp(overrides.allowInsecureHttp)),
     organization: overrides.organization !== undefined ?
       Config.succeed(overrides.organization) :
       optionalString("OPENAI_ORG_ID"),
     project: overrides.project !== undefined ? Config.succeed(overrides.project) : optionalString("OPENAI_PROJECT_ID")
   }).pipe(
-    Config.map(({ apiKey, baseUrl, organization, project }): OpenAiConfig => ({
+    Config.map(({ allowInsecureHttp, apiKey, baseUrl, organization, project }): OpenAiConfig => ({
       ...overrides,
       apiKey,
+      allowInsecureHttp,
       baseUrl: baseUrl ?? defaultBaseUrl,
       organization,
       project

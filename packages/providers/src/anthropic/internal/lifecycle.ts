@@ -18,8 +18,11 @@ import type {
   StagedInput
 } from "../../BatchProvider.js"
 import { isTerminal } from "../../BatchProvider.js"
+import { trimKey } from "../../internal/env.js"
 import { displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
 import type { ProviderHttp, RequestSpec } from "../../internal/http.js"
+import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
+import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
 import type { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
@@ -115,6 +118,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
   const batchesPath = "/" + (config.batchesPath ?? defaultBatchesPath).replace(/^\/+/, "").replace(/\/+$/, "")
   const baseUrl = config.baseUrl.replace(/\/+$/, "")
   const auth = config.auth ?? "x-api-key"
+  const apiKey = trimKey(config.apiKey)
+  const maxLineBytes = clamp(config.maxResultLineBytes, 1, Number.MAX_SAFE_INTEGER, defaultMaxLineBytes)
 
   const headers: Record<string, string> = {
     accept: "application/json",
@@ -125,17 +130,20 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
   Object.assign(headers, config.headers ?? {})
 
   const secretHeaders: Record<string, Redacted.Redacted<string>> = { ...config.secretHeaders }
-  if (auth === "bearer") secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(config.apiKey)}`)
-  else secretHeaders["x-api-key"] = config.apiKey
+  if (auth === "bearer") secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(apiKey)}`)
+  else secretHeaders["x-api-key"] = apiKey
 
   const settings = {
     provider: name,
     headers,
     secretHeaders,
-    secrets: [config.apiKey],
+    secrets: [apiKey],
     requestTimeout,
     retry: retryOptions(config.retry),
-    quotaCodes
+    quotaCodes,
+    allowInsecureHttp: config.allowInsecureHttp,
+    tracePropagation: config.tracePropagation,
+    maxResponseBytes: config.maxResponseBytes
   }
   // Anthropic's base URL stops before the version its paths start with: `…/v1` doubles it.
   const doubledVersion = /\/v1\/?$/.test(baseUrl) && batchesPath.startsWith("/v1/")
@@ -283,33 +291,12 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
     return { http: basePath === "" ? http : atOrigin(base.origin), spec: { method: "GET", path: url.pathname, ...params } }
   }
 
-  /**
-   * Every result line of an ended batch, streamed and classified. A line that is not JSON or
-   * has no `custom_id` cannot be attributed: it is logged (batch id, line number) and skipped;
-   * the runner finds the request *missing* by diffing against the shard manifest.
-   */
+  /** Every result line of an ended batch, streamed and classified (see `classifyResultLines`). */
   const results = (batch: BatchInfo): Stream.Stream<BatchResult, ProviderError> =>
     Stream.suspend(() => {
       const { http: via, spec } = resultsRequest(batch)
-      let lineNo = 0
       return via.stream({ ...spec, headers: { accept: "application/binary" } }, { retry: true, idleTimeout }).pipe(
-        Stream.decodeText(),
-        Stream.splitLines,
-        Stream.mapChunksEffect((lines) => {
-          const out: Array<BatchResult> = []
-          const warnings: Array<string> = []
-          for (const line of lines) {
-            lineNo++
-            if (line.trim() === "") continue
-            const parsed = parseResultLine(line)
-            if (Either.isRight(parsed)) out.push(parsed.right)
-            else warnings.push(`${name}: skipping unusable result line ${lineNo} of batch ${batch.id}: ${parsed.left}`)
-          }
-          const chunk = Chunk.unsafeFromArray(out)
-          return warnings.length === 0 ?
-            Effect.succeed(chunk) :
-            Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true }), chunk)
-        })
+        classifyResultLines({ provider: name, source: `batch ${batch.id}`, idField: "custom_id", maxLineBytes, parse: parseResultLine })
       )
     })
 
@@ -372,7 +359,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
 
   return {
     name,
-    origin: baseUrl,
+    origin: reportedBaseUrl(baseUrl),
     identity: ProviderIdentity.make({ family: "anthropic", provider: name, baseUrl, batchesPath }),
     limits,
     capabilities,

@@ -16,8 +16,11 @@ import type {
   ProviderLimits,
   StagedInput
 } from "../../BatchProvider.js"
+import { trimKey } from "../../internal/env.js"
 import type { HttpSettings, ProviderHttp, RequestSpec } from "../../internal/http.js"
-import { makeProviderHttp, truncate } from "../../internal/http.js"
+import { defaultMaxResponseBytes, makeProviderHttp, truncate } from "../../internal/http.js"
+import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
+import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
 import { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
@@ -56,6 +59,13 @@ export const maxInlineBodyBytes = 20_000_000
  * any line sluice writes), so this leaves a safe margin below 20 MB.
  */
 export const defaultInlineMaxBytes = 16_000_000
+
+/**
+ * Default largest JSON answer read (`maxResponseBytes`): an ended inline batch's Operation
+ * holds all its answers (the input was under 20 MB), and it is read whole on every poll and
+ * list page, so Gemini gets more room than the other providers' 64 MiB.
+ */
+export const defaultMaxOperationBytes = Math.max(defaultMaxResponseBytes, 256 * 1024 * 1024)
 
 // -----------------------------------------------------------------------------------------
 // Limits and capabilities
@@ -141,23 +151,29 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
   const filesPageSize = clamp(config.filesPageSize, 1, 100, 100)
   const inlineMaxBytes = clamp(config.inlineMaxBytes, 0, maxInlineBodyBytes, defaultInlineMaxBytes)
   const retry = retryOptions(config.retry)
+  const apiKey = trimKey(config.apiKey)
+  const maxLineBytes = clamp(config.maxResultLineBytes, 1, Number.MAX_SAFE_INTEGER, defaultMaxLineBytes)
 
   const headers: Record<string, string> = { accept: "application/json", "user-agent": "sluice", ...config.headers }
   const auth = config.auth ?? "api-key"
   const secretHeaders: Record<string, Redacted.Redacted<string>> = { ...config.secretHeaders }
-  if (auth === "api-key") secretHeaders["x-goog-api-key"] = config.apiKey
-  else if (auth === "bearer") secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(config.apiKey)}`)
-  else secretHeaders[auth.header.toLowerCase()] = config.apiKey
+  if (auth === "api-key") secretHeaders["x-goog-api-key"] = apiKey
+  else if (auth === "bearer") secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(apiKey)}`)
+  else secretHeaders[auth.header.toLowerCase()] = apiKey
 
   const settings: HttpSettings = {
     provider: name,
     baseUrl,
     headers,
     secretHeaders,
-    secrets: [config.apiKey],
+    secrets: [apiKey],
     requestTimeout,
     retry,
-    quotaCodes: new Set()
+    quotaCodes: new Set(),
+    allowInsecureHttp: config.allowInsecureHttp,
+    tracePropagation: config.tracePropagation,
+    // An ended inline batch carries its answers in its Operation, on every read (poll, list).
+    maxResponseBytes: config.maxResponseBytes ?? defaultMaxOperationBytes
   }
   const http: ProviderHttp = makeProviderHttp(client, settings)
 
@@ -431,29 +447,20 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
       Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true }), chunk)
   }
 
-  /** The lines of a responses file, streamed. */
+  /** The lines of a responses file, streamed and classified (see `classifyResultLines`). */
   const fileResults = (file: string): Stream.Stream<BatchResult, ProviderError> =>
-    Stream.suspend(() => {
-      let lineNo = 0
-      return http.stream(
-        {
-          method: "GET",
-          path: `/download${version}/${resourcePath(file)}:download`,
-          urlParams: { alt: "media" },
-          headers: { accept: "application/octet-stream" }
-        },
-        { retry: true, idleTimeout }
-      ).pipe(
-        Stream.mapError(fixAuth),
-        Stream.decodeText(),
-        Stream.splitLines,
-        Stream.mapChunksEffect((lines) => {
-          const first = lineNo + 1
-          lineNo += lines.length
-          return classify(`file ${file}`, Chunk.toReadonlyArray(lines), first)
-        })
-      )
-    })
+    http.stream(
+      {
+        method: "GET",
+        path: `/download${version}/${resourcePath(file)}:download`,
+        urlParams: { alt: "media" },
+        headers: { accept: "application/octet-stream" }
+      },
+      { retry: true, idleTimeout }
+    ).pipe(
+      Stream.mapError(fixAuth),
+      classifyResultLines({ provider: name, source: `file ${file}`, idField: "key", maxLineBytes, parse: parseResultLine })
+    )
 
   /** Inline responses live in the Operation itself: read it again and iterate them. */
   const inlineResults = (batchId: string): Stream.Stream<BatchResult, ProviderError> =>
@@ -472,7 +479,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
 
   return {
     name,
-    origin: baseUrl,
+    origin: reportedBaseUrl(baseUrl),
     identity: ProviderIdentity.make({ family: "gemini", provider: name, baseUrl, apiVersion: version.slice(1) }),
     limits,
     capabilities,

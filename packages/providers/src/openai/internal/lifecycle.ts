@@ -17,8 +17,11 @@ import type {
   ProviderLimits,
   StagedInput
 } from "../../BatchProvider.js"
+import { trimKey } from "../../internal/env.js"
 import { displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
 import type { ProviderHttp } from "../../internal/http.js"
+import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
+import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
 import type { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
@@ -84,6 +87,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   const uploadPath = config.upload?.path ?? "/files"
   const providerLimits: ProviderLimits = { ...limits, ...config.limits }
   const providerCapabilities: ProviderCapabilities = { ...capabilities, ...config.capabilities }
+  const maxLineBytes = clamp(config.maxResultLineBytes, 1, Number.MAX_SAFE_INTEGER, defaultMaxLineBytes)
+  const apiKey = trimKey(config.apiKey)
 
   const headers: Record<string, string> = { accept: "application/json", "user-agent": "sluice" }
   if (config.organization !== undefined) headers["openai-organization"] = config.organization
@@ -93,9 +98,9 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   const auth = config.auth ?? "bearer"
   const secretHeaders: Record<string, Redacted.Redacted<string>> = { ...config.secretHeaders }
   if (auth === "bearer") {
-    secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(config.apiKey)}`)
+    secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(apiKey)}`)
   } else {
-    secretHeaders[auth.header.toLowerCase()] = config.apiKey
+    secretHeaders[auth.header.toLowerCase()] = apiKey
   }
 
   const http: ProviderHttp = makeProviderHttp(client, {
@@ -103,12 +108,15 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     baseUrl: config.baseUrl.replace(/\/+$/, ""),
     headers,
     secretHeaders,
-    secrets: [config.apiKey],
+    secrets: [apiKey],
     query: config.query,
     requestTimeout,
     retry: retryOptions(config.retry),
     quotaCodes,
-    notFoundHint: missingVersionHint(config.baseUrl, config.query)
+    notFoundHint: missingVersionHint(config.baseUrl, config.query),
+    allowInsecureHttp: config.allowInsecureHttp,
+    tracePropagation: config.tracePropagation,
+    maxResponseBytes: config.maxResponseBytes
   })
 
   const decodeWith = <A>(operation: string, decode: (u: unknown) => Either.Either<A, string>) => (u: unknown) =>
@@ -252,39 +260,14 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
 
   // --- results ---
 
-  /**
-   * The lines of one output or error file, classified. A line that is not JSON or has no
-   * `custom_id` cannot be attributed to a request: it is logged as a warning (file id and
-   * line number) and skipped, so one garbage line never costs the other results. The runner
-   * finds the affected request as *missing* by diffing results against the shard manifest,
-   * and reschedules it.
-   */
+  /** The lines of one output or error file, classified (see `classifyResultLines`). */
   const fileResults = (id: string): Stream.Stream<BatchResult, ProviderError> =>
-    Stream.suspend(() => {
-      let lineNo = 0
-      return http.stream(
-        { method: "GET", path: `/files/${enc(id)}/content`, headers: { accept: "application/binary" } },
-        { retry: true, idleTimeout }
-      ).pipe(
-        Stream.decodeText(),
-        Stream.splitLines,
-        Stream.mapChunksEffect((lines) => {
-          const out: Array<BatchResult> = []
-          const warnings: Array<string> = []
-          for (const line of lines) {
-            lineNo++
-            if (line.trim() === "") continue
-            const parsed = parseResultLine(line)
-            if (Either.isRight(parsed)) out.push(parsed.right)
-            else warnings.push(`${name}: skipping unusable result line ${lineNo} of file ${id}: ${parsed.left}`)
-          }
-          const chunk = Chunk.unsafeFromArray(out)
-          return warnings.length === 0 ?
-            Effect.succeed(chunk) :
-            Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w), { discard: true }), chunk)
-        })
-      )
-    })
+    http.stream(
+      { method: "GET", path: `/files/${enc(id)}/content`, headers: { accept: "application/binary" } },
+      { retry: true, idleTimeout }
+    ).pipe(
+      classifyResultLines({ provider: name, source: `file ${id}`, idField: "custom_id", maxLineBytes, parse: parseResultLine })
+    )
 
   const results = (batch: BatchInfo): Stream.Stream<BatchResult, ProviderError> => {
     const ids = [batch.outputFileId, batch.errorFileId].filter((id): id is string => id !== null && id !== "")
@@ -293,7 +276,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
 
   return {
     name,
-    origin: config.baseUrl.replace(/\/+$/, ""),
+    // Never the credentials or query a base URL built in code may carry (refused at the first call).
+    origin: reportedBaseUrl(config.baseUrl),
     identity: ProviderIdentity.make({ family: "openai", provider: name, baseUrl: config.baseUrl, apiVersion: config.query?.["api-version"] }),
     limits: providerLimits,
     capabilities: providerCapabilities,
