@@ -136,14 +136,20 @@ describe("packaging: the tarballs in a new project", () => {
     expect(first.stdout).toContain("npm run sluice:emulator")
     expect(first.stdout).not.toContain("npm install")
     expect(readFileSync(join(app, "data", "reviews.jsonl"), "utf8").trim().split("\n")).toHaveLength(20)
+    // sluice is installed here: init ends with a first run against the built-in emulator.
+    expect(first.stderr).toContain("a first run, against the built-in emulator")
+    expect(first.stderr).toContain("done: 20 rows, 20 succeeded, 0 failed")
+    expect(first.stderr).toContain("the emulator charged nothing")
+    await expectLabeledSink()
 
     const before = scaffold.map(digest)
     const second = await exec(init[0]!, init.slice(1), app)
     expect(second.code, show(second)).toBe(0)
     expect(second.stdout).toContain("kept reviews.pipeline.ts (already there)")
     expect(second.stdout).toContain("kept package.json")
+    expect(second.stderr).toContain("nothing to do")
     expect(scaffold.map(digest)).toEqual(before)
-  }, 60_000)
+  }, 120_000)
 
   it("the scaffolded pipeline type-checks under the scaffolded tsconfig, with the installed TypeScript", async () => {
     const checked = await exec("npx", ["tsc", "--noEmit"], app)
@@ -153,6 +159,9 @@ describe("packaging: the tarballs in a new project", () => {
 
   it("npm run sluice:emulator runs it against the in-process emulator, apart from real runs", async () => {
     const run = readmeLine("npm run sluice:emulator")
+    // From scratch: init's first run is forgotten (otherwise there is nothing to do).
+    rmSync(join(app, ".sluice"), { recursive: true, force: true })
+    rmSync(sink())
     const result = await exec(run[0]!, run.slice(1), app)
     expect(result.code, show(result)).toBe(0)
     expect(result.stderr).toContain("done: 20 rows, 20 succeeded, 0 failed")

@@ -97,7 +97,8 @@ const whereLines = (s: RunSummary, output: string): Array<string> => [
   `run directory: ${s.runDir}`
 ]
 
-const summaryLines = (s: RunSummary, output: string): string => {
+/** The summary a run ends with; `emulated` when its answers came from the built-in emulator (nothing was paid). */
+const summaryLines = (s: RunSummary, output: string, emulated = false): string => {
   const failed = failedRows(s)
   const cost = s.cost
   if (s.alreadyFinished === true) {
@@ -114,7 +115,7 @@ const summaryLines = (s: RunSummary, output: string): string => {
       (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
     cost === null
       ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `cost: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
+      : `${emulated ? "cost had this run been real (the emulator charged nothing)" : "cost"}: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
     ...whereLines(s, output)
   ]
   if (s.duplicates > 0) {
@@ -208,7 +209,7 @@ const execute = (
           : e
       )
     )
-    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))
+    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir), opts.emulator === true))
     yield* setExit(exitFor(summary))
   }).pipe(Effect.scoped)
 
@@ -472,11 +473,44 @@ const emulatorCommand = Command.make(
 
 const initCommand = Command.make(
   "init",
-  { dir: Args.directory({ name: "dir" }).pipe(Args.withDescription("the project directory (default: the current one)"), Args.withDefault(".")) },
-  ({ dir }) => reported(false, () => Init.init(dir).pipe(Effect.flatMap((report) => Console.log(Init.render(report)))))
+  {
+    dir: Args.directory({ name: "dir" }).pipe(Args.withDescription("the project directory (default: the current one)"), Args.withDefault(".")),
+    noTry: Options.boolean("no-try").pipe(Options.withDescription("only write the files: no first run against the emulator"))
+  },
+  ({ dir, noTry }) =>
+    reported(false, (reporting) =>
+      Effect.gen(function* () {
+        const report = yield* Init.init(dir)
+        yield* Console.log(Init.render(report))
+        // With sluice installed in the project, its pipeline runs at once against the emulator:
+        // the project is shown to work before any key is involved.
+        if (noTry || !report.installed) return
+        yield* Console.error(`\nsluice init: a first run, against the built-in emulator (sluice run ${report.pipelineFile} --emulator):`)
+        process.chdir(report.dir)
+        yield* execute(
+          report.pipelineFile,
+          {
+            runDir: Option.none(),
+            concurrency: 4,
+            shardSize: Option.none(),
+            pollSeconds: 1,
+            outputFileWait: 600,
+            prices: Option.none(),
+            detach: false,
+            allowChanged: false,
+            json: false,
+            cacheDir: Option.none(),
+            noCache: false,
+            noTypecheck: false,
+            emulator: true
+          },
+          reporting
+        )
+      })
+    )
 ).pipe(
   Command.withDescription(
-    "Start a project: package.json, tsconfig.json, a pipeline with 20 rows of data, and scripts to run it against the emulator and for real. Never overwrites a file."
+    "Start a project: package.json, tsconfig.json, a pipeline with 20 rows of data, and scripts to run it against the emulator and for real; then, with sluice installed in the project, a first run against the built-in emulator (--no-try skips it). Never overwrites a file."
   )
 )
 

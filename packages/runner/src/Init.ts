@@ -29,6 +29,10 @@ export interface InitReport {
   readonly done: ReadonlyArray<string>
   /** The commands to type next, each with what it does. */
   readonly next: ReadonlyArray<readonly [command: string, what: string]>
+  /** The pipeline file, relative to `dir`. */
+  readonly pipelineFile: string
+  /** Whether the project's dependencies are installed, so its pipeline can run now. */
+  readonly installed: boolean
 }
 
 const templates = fileURLToPath(new URL("../templates/init/", import.meta.url))
@@ -188,12 +192,12 @@ export const init = (target: string) =>
     })
     if (!installed) next.push(["npm install", "installs sluice and effect 3"])
     const command = (script: string) => (scripts[script] === ours[script] ? `npm run ${script}` : `npx ${ours[script]}`)
-    next.push([command("sluice:emulator"), "a first run, against the built-in emulator: no key, no cost"])
+    next.push([command("sluice:emulator"), "the pipeline against the built-in emulator: no key, no cost"])
     next.push([`export OPENAI_API_KEY=sk-...`, ""])
     next.push([command("sluice:run"), "the same pipeline through OpenAI's Batch API"])
     if (!esm) done.push(`(this package is CommonJS, so the pipeline file is an ES module by its name: ${pipelineFile})`)
     if (!pipelineCreated) done.push(`(the scripts run the ${pipelineFile} that was already there)`)
-    return { dir, done, next } satisfies InitReport
+    return { dir, done, next, pipelineFile, installed } satisfies InitReport
   })
 
 /** The report as the CLI prints it. */
