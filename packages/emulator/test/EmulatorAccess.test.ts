@@ -73,7 +73,7 @@ describe("the test API with an API key", () => {
     expect((await getFaults(emulator.url, options)).dropLines).toBe(0.25)
     expect(await resetEmulator(emulator.url, options)).toEqual({ ok: true })
     expect((await getFaults(emulator.url, options)).dropLines).toBe(0)
-    expect(await getLedger(emulator.url, options)).toEqual({ batches: [], deliveries: [] })
+    expect(await getLedger(emulator.url, options)).toEqual({ batches: [], deliveries: [], calls: [], calls_dropped: 0 })
   })
 })
 
@@ -238,7 +238,7 @@ describe("reset under a state dir", () => {
       expect((await readdir(join(stateDir, "files"))).length).toBeGreaterThan(1) // the emulator's files sit beside the user's
       expect((await getLedger(second.url)).batches).toHaveLength(2)
       await resetEmulator(second.url)
-      expect(await getLedger(second.url)).toEqual({ batches: [], deliveries: [] })
+      expect(await getLedger(second.url)).toEqual({ batches: [], deliveries: [], calls: [], calls_dropped: 0 })
     } finally {
       await second.close()
     }

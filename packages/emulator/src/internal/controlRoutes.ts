@@ -6,23 +6,28 @@
  *
  *   GET  /_emulator/health   -> { ok: true }
  *   GET  /_emulator/ledger   -> { batches: [{id, created_at, status, metadata, input_file_id, custom_ids}],
- *                                 deliveries: [{custom_id, batch_id}] }   (successes found in output files)
+ *                                 deliveries: [{custom_id, batch_id}],   (successes found in output files)
+ *                                 calls: [...], calls_dropped: n }      (real-time calls, callLedger.ts)
  *                               Anthropic batches are listed too (metadata {}, input_file_id null,
  *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
+ *   GET  /_emulator/inflight -> { in_flight, held }: real-time requests being handled, and held
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
- *                               wrote, see store.ts), restore the start-up fault settings
+ *                               wrote, see store.ts), the real-time calls and rate-limit buckets;
+ *                               restore the start-up fault settings
  */
 import type { Batches } from "./batches.js"
 import { invalidRequest } from "./errors.js"
 import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
 import { readJson, type Reply } from "./http.js"
+import type { RealtimeCalls } from "./realtime.js"
 import type { Store } from "./store.js"
 
 export interface ControlContext {
   readonly store: Store
   readonly batches: Batches
+  readonly realtime: RealtimeCalls
   readonly faults: Faults
   readonly log: (line: string) => void
 }
@@ -41,7 +46,10 @@ export const handleControl = async (
       reply.json(200, { ok: true })
       return true
     case "GET ledger":
-      await reply.chunks(200, "application/json", ctx.batches.ledger())
+      await reply.chunks(200, "application/json", ledger(ctx))
+      return true
+    case "GET inflight":
+      reply.json(200, ctx.realtime.inFlight)
       return true
     case "GET faults":
       reply.json(200, faultsJson(ctx.faults.settings))
@@ -61,6 +69,7 @@ export const handleControl = async (
     case "POST reset":
       await ctx.batches.reset()
       await ctx.store.reset()
+      ctx.realtime.reset()
       ctx.faults.reset()
       ctx.log("state reset")
       reply.json(200, { ok: true })
@@ -68,4 +77,12 @@ export const handleControl = async (
     default:
       return false
   }
+}
+
+async function* ledger(ctx: ControlContext): AsyncGenerator<string> {
+  yield "{"
+  yield* ctx.batches.ledgerMembers()
+  yield ',"calls":['
+  yield* ctx.realtime.ledger.json()
+  yield `],"calls_dropped":${ctx.realtime.ledger.dropped}}`
 }
