@@ -141,6 +141,7 @@ export class RealtimeCalls {
     let headers: Record<string, string> = {}
     let usage = { input: 0, output: 0 }
     let latency = 0
+    let clientGone = false
     this.inFlightCount++
     try {
       const body = await readJson(req)
@@ -163,11 +164,14 @@ export class RealtimeCalls {
       if (settings.rateLimitHeaders) headers = wire.rateLimitHeaders(admission.state, receivedAt)
       if (admission._tag === "OverLimit") throw wire.overLimit(admission, model ?? "", settings.rateLimitHeaders)
       latency = settings.latencyMs + settings.latencyPerTokenMs * answer.outputTokens
-      await this.wait(latency)
-      await this.held()
       usage = { input: answer.inputTokens, output: answer.outputTokens }
-      if (req.socket.destroyed) {
+      // A client that gives up while its request waits does not stop it: it was produced (and billed) all the same.
+      const gone = new Promise<void>((resolve) => res.once("close", resolve))
+      await this.wait(latency, gone)
+      await this.held(gone)
+      if (res.destroyed || req.socket.destroyed) {
         reply.status = 200
+        clientGone = true
         return { reply, note: " [client gone]" }
       }
       reply.json(200, answer.body, { ...headers, ...wire.answerHeaders(reply) })
@@ -192,7 +196,7 @@ export class RealtimeCalls {
         answered_at: this.ctx.clock(),
         latency_ms: latency,
         fault,
-        lost: reply.lost || req.socket.destroyed
+        lost: reply.lost || clientGone
       })
     }
     return { reply, note: fault === null ? "" : ` [fault ${fault}]` }
@@ -202,26 +206,28 @@ export class RealtimeCalls {
     this.ledger.add(entry)
   }
 
-  /** Waits `ms` on a real timer (unref'd: a pending answer never keeps the process alive). */
-  private wait(ms: number): Promise<void> {
-    if (!(ms > 0)) return Promise.resolve()
-    return new Promise((resolve) => {
-      const entry = {
-        timer: setTimeout(() => {
-          this.timers.delete(entry)
-          resolve()
-        }, ms).unref(),
-        done: resolve
-      }
+  /** Waits `ms` on a real timer (unref'd: a pending answer never keeps the process alive), or until `gone`. */
+  private async wait(ms: number, gone: Promise<void>): Promise<void> {
+    if (!(ms > 0)) return
+    let entry: { readonly timer: NodeJS.Timeout; readonly done: () => void } | undefined
+    const timer = new Promise<void>((resolve) => {
+      entry = { timer: setTimeout(resolve, ms).unref(), done: resolve }
       this.timers.add(entry)
     })
+    try {
+      await Promise.race([timer, gone])
+    } finally {
+      clearTimeout(entry!.timer)
+      this.timers.delete(entry!)
+    }
   }
 
-  private async held(): Promise<void> {
+  /** Waits while requests are held, or until `gone`. */
+  private async held(gone: Promise<void>): Promise<void> {
     if (this.holding === undefined) return
     this.heldCount++
     try {
-      await this.holding
+      await Promise.race([this.holding, gone])
     } finally {
       this.heldCount--
     }
