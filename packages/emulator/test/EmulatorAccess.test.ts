@@ -40,6 +40,7 @@ const CONTROL_CALLS: ReadonlyArray<{ readonly method: string; readonly path: str
   { method: "GET", path: "/_emulator/health" },
   { method: "GET", path: "/_emulator/ledger" },
   { method: "GET", path: "/_emulator/faults" },
+  { method: "GET", path: "/_emulator/inflight" },
   { method: "POST", path: "/_emulator/faults", body: JSON.stringify({ errorRate: 0 }) },
   { method: "POST", path: "/_emulator/reset", body: "{}" }
 ]

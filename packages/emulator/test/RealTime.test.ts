@@ -15,6 +15,7 @@ import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { openAiValidators } from "../../providers/test/openApiSchemas.js"
 import { type EmulatorHandle, type EmulatorOptions, startEmulator } from "../src/Emulator.js"
+import { goDuration } from "../src/internal/rateLimitHeaders.js"
 import { getInFlight, getLedger, type LedgerCall, resetEmulator, setFaults } from "../src/EmulatorControl.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -493,6 +494,14 @@ describe("rate limits (injected clock)", () => {
     } finally {
       await emulator.close()
     }
+  })
+})
+
+describe("reset durations", () => {
+  it("are printed as Go prints durations, as OpenAI's x-ratelimit-reset-* headers carry them", () => {
+    expect([0, 6, 999, 1000, 8640, 20_000, 60_000, 90_500, 360_000, 3_723_000].map(goDuration)).toEqual([
+      "0s", "6ms", "999ms", "1s", "8.64s", "20s", "1m0s", "1m30.5s", "6m0s", "1h2m3s"
+    ])
   })
 })
 

@@ -142,6 +142,8 @@ export class RealtimeCalls {
     let usage = { input: 0, output: 0 }
     let latency = 0
     let clientGone = false
+    // Settles when the connection closes; while a request waits, that means the client gave up.
+    const gone = new Promise<void>((resolve) => res.once("close", resolve))
     this.inFlightCount++
     try {
       const body = await readJson(req)
@@ -166,7 +168,6 @@ export class RealtimeCalls {
       latency = settings.latencyMs + settings.latencyPerTokenMs * answer.outputTokens
       usage = { input: answer.inputTokens, output: answer.outputTokens }
       // A client that gives up while its request waits does not stop it: it was produced (and billed) all the same.
-      const gone = new Promise<void>((resolve) => res.once("close", resolve))
       await this.wait(latency, gone)
       await this.held(gone)
       if (res.destroyed || req.socket.destroyed) {
