@@ -267,8 +267,8 @@ const recordPipelineFile = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, o
     if (file === undefined || (manifest.pipelineFile === file && manifest.pipelineSha256 === sha256)) return manifest
     const next: RunDir.Manifest = { ...manifest, pipelineFile: file, ...(sha256 === undefined ? {} : { pipelineSha256: sha256 }) }
     yield* RunDir.writeManifest(paths, next)
-    if (manifest.pipelineSha256 !== undefined && manifest.pipelineSha256 !== sha256) {
-      yield* Effect.logInfo(`run ${paths.root}: from now on it resumes with ${file} as it is now (sha256 ${sha256?.slice(0, 12) ?? "unknown"}…)`)
+    if (manifest.pipelineFile !== null && (manifest.pipelineFile !== file || manifest.pipelineSha256 !== undefined)) {
+      yield* Effect.logInfo(`run ${paths.root}: resume and retry load ${file} as it is now from here on`)
     }
     return next
   })

@@ -3,7 +3,8 @@
  * so they are the user's alone: every directory sluice creates there is 0700 and every file
  * 0600. The mode is given when the file or directory is created; the umask can only take bits
  * away from it, so no umask makes them readable by anyone else. Every file and directory sluice
- * creates in a run directory, the response cache or the type-check cache is created here.
+ * creates in a run directory, the response cache or the type-check cache is created here, or
+ * with these modes (privateMode.ts: the lock file, written by node:fs alone).
  *
  * Sinks are not: they are the user's own files, created like any other file the user's
  * programs write (the umask decides).
