@@ -98,7 +98,7 @@ describe("a run directory never runs code it names", SLOW, () => {
       expectNoMarker(args.join(" "))
       expect(r.code, describeResult(r)).toBe(2)
       expect(r.stderr).toContain(
-        `${project.path("p.pipeline.ts")} changed since run ${runDir()} recorded it (sha256 ${sha256(original).slice(0, 16)}… → ${sha256(payload).slice(0, 16)}…)`
+        `${project.path("p.pipeline.ts")} changed since run ${runDir()} recorded it (sha256 ${sha256(original)} when recorded, ${sha256(payload)} now)`
       )
       expect(r.stderr).toContain(`sluice run ${project.path("p.pipeline.ts")} --run-dir ${runDir()}`)
     }
@@ -199,6 +199,11 @@ describe("files as private as the data", SLOW, () => {
     // A changed pipeline accepted: the run so far moves to previous/1/.
     await run("gpt-4o", ["--allow-changed"])
     expect(existsSync(project.path("state", "runs", "m", "previous", "1", "journal.jsonl"))).toBe(true)
+    // A pipeline without a sink of its own keeps its outputs in the run directory.
+    await writeFile(project.path("nosink.pipeline.ts"), pipelineSource({ name: "nosink" }).replace(/\n {2}Pipeline\.to\(.*\)\n/, "\n"))
+    const nosink = await sluiceUnderUmask(["run", "nosink.pipeline.ts", ...runFlags("state/runs/n", 5, ["--no-cache"])], project.dir, env)
+    expect(nosink.code, describeResult(nosink)).toBe(0)
+    expect(existsSync(project.path("state", "runs", "n", "outputs.jsonl"))).toBe(true)
 
     const state = await modes(project.path("state"))
     const files = state.filter(([p]) => statSync(p).isFile())

@@ -51,7 +51,7 @@ export class PipelineFileChanged extends Schema.TaggedError<PipelineFileChanged>
 }) {
   override get message(): string {
     return (
-      `${this.file} changed since run ${this.runDir} recorded it (sha256 ${this.recorded.slice(0, 16)}… → ${this.current.slice(0, 16)}…): ` +
+      `${this.file} changed since run ${this.runDir} recorded it (sha256 ${this.recorded} when recorded, ${this.current} now): ` +
       `resume and retry run only the pipeline file the run recorded, and --allow-changed does not change that. ` +
       `To continue the run with the file as it is now, name it yourself: sluice run ${this.file} --run-dir ${this.runDir} ` +
       `(with --allow-changed if its requests changed)`

@@ -179,7 +179,11 @@ const tryLink = (from: string, to: string): boolean => {
     linkSync(from, to)
     return true
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") return false
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === "EEXIST") return false
+    if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") {
+      throw new Error(`${code}: the file system has no hard links; the run lock needs them (keep run directories on a file system with hard links)`)
+    }
     throw e
   }
 }
