@@ -74,10 +74,12 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
       const open = RunState.openShards(state).filter(
         (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created"
       )
-      // The providers of the stages with work, as configured now (their identity checked above).
+      // The providers of the stages with batches (or maybe, after a crash), as configured now
+      // (their identity checked above); a shard only planned needs none.
       const byName = new Map<string, BatchProvider>()
       const byStage = new Map<string, BatchProvider>()
       for (const shard of open) {
+        if (shard.phase === "planned") continue
         if (!byName.has(shard.provider)) byName.set(shard.provider, yield* providers.get(shard.provider))
         byStage.set(shard.stage, byName.get(shard.provider)!)
       }

@@ -264,8 +264,10 @@ const recordPipelineFile = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, o
   Effect.gen(function* () {
     const file = options.pipelineFile
     const sha256 = options.pipelineSha256
-    if (file === undefined || (manifest.pipelineFile === file && manifest.pipelineSha256 === sha256)) return manifest
-    const next: RunDir.Manifest = { ...manifest, pipelineFile: file, ...(sha256 === undefined ? {} : { pipelineSha256: sha256 }) }
+    if (file === undefined || (manifest.pipelineFile === file && (sha256 === undefined || manifest.pipelineSha256 === sha256))) return manifest
+    // A hash recorded for another file is dropped with it.
+    const { pipelineSha256: _, ...rest } = manifest
+    const next: RunDir.Manifest = { ...rest, pipelineFile: file, ...(sha256 === undefined ? {} : { pipelineSha256: sha256 }) }
     yield* RunDir.writeManifest(paths, next)
     if (manifest.pipelineFile !== null && (manifest.pipelineFile !== file || manifest.pipelineSha256 !== undefined)) {
       yield* Effect.logInfo(`run ${paths.root}: resume and retry load ${file} as it is now from here on`)
