@@ -169,7 +169,7 @@ const execute = (
     noCache: boolean
     noTypecheck: boolean
     emulator?: boolean
-    breakLock: boolean
+    breakLock?: boolean
     /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
     expect?: { readonly sha256: string; readonly runDir: string }
   },
@@ -192,7 +192,7 @@ const execute = (
       ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
       pipelineFile: file,
       pipelineSha256: sha256,
-      breakLock: opts.breakLock,
+      breakLock: opts.breakLock === true,
       concurrency: opts.concurrency,
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
       pollInterval: Duration.millis(opts.pollSeconds * 1000),
