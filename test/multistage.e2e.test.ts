@@ -200,13 +200,17 @@ describe("multi-stage pipelines", () => {
     expect(line.url).toBe("/v1/embeddings")
     expect(line.body.input.length).toBeGreaterThan(0)
 
-    // The pipeline file loses the stage the run's batches belong to: `cancel` (which takes any
-    // pipeline file) says so instead of failing inside.
+    // The pipeline file loses the stage the run's batches belong to: `cancel` reads the run
+    // directory alone, so it works all the same (nothing is in flight, and it says so), while
+    // `resume` refuses the changed file.
     await writeText(project, "gist.pipeline.ts", chatThenEmbed.replace(`Pipeline.embed("vector"`, `Pipeline.embed("vectors"`))
     const cancelled = await sluice(["cancel", runDir])
-    expect(cancelled.code, cancelled.stderr).toBe(2)
-    expect(cancelled.stderr).toContain("has batches of stage vector, which")
+    expect(cancelled.code, cancelled.stderr).toBe(0)
+    expect(cancelled.stderr).toContain("cancel: no batch of run")
     expect(cancelled.stderr).not.toContain("internal error")
+    const resumed = await sluice(["resume", runDir])
+    expect(resumed.code, resumed.stderr).toBe(2)
+    expect(resumed.stderr).toContain("gist.pipeline.ts changed since run")
   })
 
   it("runs an Effect between stages; a row whose Effect fails ends as a transform_error, the rest go on", async () => {

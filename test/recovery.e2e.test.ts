@@ -286,14 +286,21 @@ describe("a batch that ends early keeps its finished results", SLOW, () => {
     await expectEveryRowOnce(t)
   })
 
-  it("cancelled: `sluice cancel` keeps the finished rows, lists the rest as `cancelled`; `retry --only cancelled` completes the run", async () => {
+  it("cancelled: `sluice cancel` stops the batch; `resume` keeps the finished rows, lists the rest as `cancelled`; `retry --only cancelled` completes the run", async () => {
     const t = await setup({ rows: 40, emulator: { requestsPerSecond: 4 } })
-    const { batchId } = await detachedSlowBatch(t)
+    const { shard, batchId } = await detachedSlowBatch(t)
     await setFaults(t.emulator.url, { requestsPerSecond: 2000 })
 
+    // Cancelling reads the run directory alone: the batch is stopped and its end journaled;
+    // collecting it needs the pipeline, which `resume` loads.
     const cancelled = await t.sluice(["cancel", t.runDir, "--poll-interval", "0.05"])
+    expect(cancelled.code, describeResult(cancelled)).toBe(3)
+    expect(eventsTagged(await readJournal(t.runDir), "Terminal")).toMatchObject([{ shard, batchId, status: "cancelled" }])
+    expect(await readSink(t.sink)).toEqual([])
+
+    const collected = await t.sluice(["resume", t.runDir, "--poll-interval", "0.05"])
     // The run has finished (every row is in the sink or failures.jsonl), some rows failed.
-    expect(cancelled.code, describeResult(cancelled)).toBe(1)
+    expect(collected.code, describeResult(collected)).toBe(1)
 
     const runId = await runIdOf(t.runDir)
     let ledger = await getLedger(t.emulator.url)
