@@ -432,7 +432,7 @@ const estimateCommand = Command.make(
         yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
         // Where `run` would refuse, so does the estimate: a script can check before it spends.
         if (e.refusal !== null) {
-          if (json) yield* Console.error(`sluice: error: ${e.refusal}`)
+          yield* Console.error(`sluice: error: ${e.refusal}${e.problems.length === 0 ? "" : `; the first: ${e.problems[0]}`}`)
           yield* setExit(ExitCode.usage)
         }
       })
