@@ -49,6 +49,22 @@ export interface FaultPatch {
   readonly expireBatch?: string
 }
 
+/** The emulator's clock: its time (ms since epoch) and whether it stands still. */
+export interface ClockState {
+  readonly now: number
+  readonly held: boolean
+}
+
+/** A change of the emulator's clock, applied in this order: hold, advance, release. */
+export interface ClockPatch {
+  /** Stop the clock: batches stay in their state until it is advanced or released. */
+  readonly hold?: true
+  /** Move it forward this many ms (held or running). */
+  readonly advanceMs?: number
+  /** Let it run again from where it stood. */
+  readonly release?: true
+}
+
 const call = async <A>(url: string, init?: RequestInit): Promise<A> => {
   const response = await fetch(url, init)
   const text = await response.text()
@@ -71,3 +87,21 @@ export const setFaults = (emulatorUrl: string, patch: FaultPatch): Promise<Recor
 
 export const resetEmulator = (emulatorUrl: string): Promise<{ readonly ok: true }> =>
   call(`${origin(emulatorUrl)}/_emulator/reset`, { method: "POST" })
+
+export const getClock = (emulatorUrl: string): Promise<ClockState> => call(`${origin(emulatorUrl)}/_emulator/clock`)
+
+export const setClock = (emulatorUrl: string, patch: ClockPatch): Promise<ClockState> =>
+  call(`${origin(emulatorUrl)}/_emulator/clock`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(patch)
+  })
+
+/** Stops the emulator's clock: a test then moves batches from state to state with advanceClock. */
+export const holdClock = (emulatorUrl: string): Promise<ClockState> => setClock(emulatorUrl, { hold: true })
+
+/** Moves the emulator's clock forward by `ms`. */
+export const advanceClock = (emulatorUrl: string, ms: number): Promise<ClockState> => setClock(emulatorUrl, { advanceMs: ms })
+
+/** Lets the emulator's clock run again, from where it stood. */
+export const releaseClock = (emulatorUrl: string): Promise<ClockState> => setClock(emulatorUrl, { release: true })

@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
+import type { EmulatorClock } from "./clock.js"
 import { handleControl } from "./controlRoutes.js"
 import { geminiRoute, handleGemini } from "./geminiRoutes.js"
 import { ApiError, notFound } from "./errors.js"
@@ -24,6 +25,8 @@ import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
 
 export interface RouterContext extends OpenAiContext {
   readonly apiKey: string | undefined
+  /** The clock behind `clock`, for `/_emulator/clock`. */
+  readonly emulatorClock: EmulatorClock
   /** Access and lifecycle log; undefined = silent (no log lines are even built). */
   readonly log: ((line: string) => void) | undefined
 }
