@@ -9,7 +9,7 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, readJsonl, runCli, startTestEmulator, writeRows, writeText } from "./support/cli.js"
 import type { Row, TempProject, TestEmulator } from "./support/cli.js"
-import { runFlags, runIdOf, setFaults } from "./support/runs.js"
+import { holdClock, releaseClock, runFlags, runIdOf, setFaults } from "./support/runs.js"
 
 let emulator: TestEmulator
 let project: TempProject
@@ -191,8 +191,10 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
     )
 
   it("keeps the answers of unchanged rows, gives changed rows new ids, and waits for batches in flight first", async () => {
-    // Slow batches: the first run submits and detaches while they are still in flight.
-    const slow = await startTestEmulator({ validatingMs: 6000, finalizingMs: 20, requestsPerSecond: 2000 })
+    // The emulator's clock stands still until the change is accepted: the batches the first run
+    // submits are still in flight while it detaches, and while the change is refused and waits.
+    const slow = await startTestEmulator()
+    await holdClock(slow.url)
     try {
       const env = { ...emulatorEnv(slow.url, API_KEY) }
       const cli = (args: ReadonlyArray<string>) => runCli(args, { cwd: project.dir, env })
@@ -215,6 +217,7 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
       const waiting = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--detach"])])
       expect(waiting.code, describeResult(waiting)).toBe(3)
       expect(await runIdOf(project.path("runs/changing"))).toBe(oldRunId)
+      await releaseClock(slow.url)
       const accepted = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--json"])])
       expect(accepted.code, describeResult(accepted)).toBe(0)
       const summary = JSON.parse(accepted.stdout) as { succeeded: number; fromCache: number }
