@@ -17,6 +17,9 @@ let rows: ReadonlyArray<Row>
 
 const API_KEY = "sk-cache-test-secret-key"
 
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
+
 /** A labelling pipeline; `then` is appended after the stage (a parse-only change). */
 const pipeline = (opts: { readonly source: string; readonly sink: string; readonly then?: string }) => `
 import { Pipeline, Prompt, Sink, Source } from "@sluice/core"
@@ -58,7 +61,7 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-describe("response cache", () => {
+describe("response cache", SLOW, () => {
   it("a second run over the same data with two new rows submits exactly two requests", async () => {
     const first = await run("label.pipeline.ts", "runs/first")
     expect(first.succeeded).toBe(30)
@@ -182,7 +185,7 @@ export default Pipeline.make("two").pipe(
   })
 })
 
-describe("accepting a changed pipeline (--allow-changed)", () => {
+describe("accepting a changed pipeline (--allow-changed)", SLOW, () => {
   /** Rows whose id ends in 7 get a new prompt; the rest ask exactly what they asked before. */
   const changing = (changed: boolean) =>
     pipeline({ source: "data/rows.jsonl", sink: "out/changing.jsonl" }).replace(
@@ -275,7 +278,7 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
   })
 })
 
-describe("a cache that cannot be used", () => {
+describe("a cache that cannot be used", SLOW, () => {
   it("costs a warning, not the run", async () => {
     await writeText(project, "blocked-cache", "a file where the cache directory should be")
     // (`--cache-dir` refuses such a path itself; the environment variable reaches the runner.)

@@ -34,7 +34,10 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-describe("repair of parse failures", () => {
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
+
+describe("repair of parse failures", SLOW, () => {
   it("sends invalid answers back with the decode error; the repaired answers are decoded into the sink", async () => {
     // Fault rates are fixed per batch when it is created: the first batches answer a third of
     // their rows with JSON that breaks the schema, the repair batches answer properly. The
