@@ -30,7 +30,7 @@ describe("unknown model names against `sluice emulator`", SLOW, () => {
     project = await makeProject("sluice-models-")
     await writeRows(project, "data/rows.jsonl", 6)
     emulator = await startCliEmulator(["--validating-ms", "20", "--finalizing-ms", "20", "--models", "default,my-gpt4o-deployment"], project.dir)
-  })
+  }, SLOW.timeout)
   afterAll(async () => {
     const exited = new Promise((resolve) => emulator?.child.on("exit", resolve))
     emulator?.child.kill("SIGTERM")

@@ -176,7 +176,8 @@ export const startCliEmulator = async (args: ReadonlyArray<string>, cwd: string)
   let output = ""
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (output += d))
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no URL printed within 30 s: ${output}`)), 30_000)
+    // A bound for a hung start, far above a start on a saturated machine.
+    const timer = setTimeout(() => reject(new Error(`no URL printed within 120 s: ${output}`)), 120_000)
     child.stdout!.setEncoding("utf8").on("data", (d: string) => {
       output += d
       const m = /http:\/\/127\.0\.0\.1:\d+/.exec(output)

@@ -1,5 +1,5 @@
 /**
- * The test API under `/_emulator/`: ledger, runtime faults, reset.
+ * The test API under `/_emulator/`: ledger, runtime faults, the clock, reset.
  * Never subject to call faults, so a test can always inspect and steer the emulator. Guarded
  * for every route at once by the router (access.ts): loopback Host, the API key when one is set,
  * no Origin header, JSON bodies.
@@ -13,11 +13,16 @@
  *   GET  /_emulator/inflight -> { in_flight, held }: real-time requests being handled, and held
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
+ *   GET  /_emulator/clock    -> { now, held }: the emulator's time (ms since epoch) and whether it stands still
+ *   POST /_emulator/clock    -> {hold: true} stops it, {advanceMs: N} moves it forward, {release: true}
+ *                               lets it run on from where it stood; answers { now, held }
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
  *                               wrote, see store.ts), the real-time calls and rate-limit buckets;
  *                               restore the start-up fault settings
+ *                               (the clock is left as it is)
  */
 import type { Batches } from "./batches.js"
+import type { EmulatorClock } from "./clock.js"
 import { invalidRequest } from "./errors.js"
 import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
 import { readJson, type Reply } from "./http.js"
@@ -29,6 +34,7 @@ export interface ControlContext {
   readonly batches: Batches
   readonly realtime: RealtimeCalls
   readonly faults: Faults
+  readonly emulatorClock: EmulatorClock
   readonly log: (line: string) => void
 }
 
@@ -64,6 +70,16 @@ export const handleControl = async (
       if (Object.keys(patch).length > 0) ctx.log(`faults set: ${JSON.stringify(faultsJson(ctx.faults.settings))}`)
       const expired = expireBatch === undefined ? undefined : await ctx.batches.expireNow(expireBatch)
       reply.json(200, { ...faultsJson(ctx.faults.settings), ...(expired === undefined ? {} : { expiredBatch: expired }) })
+      return true
+    }
+    case "GET clock":
+      reply.json(200, ctx.emulatorClock.state)
+      return true
+    case "POST clock": {
+      ctx.emulatorClock.apply((await readJson(reply.req)) ?? {})
+      const state = ctx.emulatorClock.state
+      ctx.log(`clock ${state.held ? "held" : "running"} at ${new Date(state.now).toISOString()}`)
+      reply.json(200, state)
       return true
     }
     case "POST reset":
