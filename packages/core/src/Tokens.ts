@@ -5,8 +5,7 @@
  * embedding models). Other models get an approximation of one token per four characters,
  * which is typically within 10–20% for English prose; `exact` says which applies.
  */
-import { countTokens as cl100k } from "gpt-tokenizer/encoding/cl100k_base"
-import { countTokens as o200k } from "gpt-tokenizer/encoding/o200k_base"
+import { createRequire } from "node:module"
 
 export interface Count {
   readonly tokens: number
@@ -23,8 +22,17 @@ const approximate: Counter = (text) => Math.ceil(text.length / 4)
  * such, where the tokenizer's default would throw.
  */
 const asText = { disallowedSpecial: new Set<string>() }
-const o200kText: Counter = (text) => o200k(text, asText)
-const cl100kText: Counter = (text) => cl100k(text, asText)
+/**
+ * The tokenizers' rank tables take a quarter of a second and ~100 MB to load: loaded on the
+ * first count, not by every process that imports sluice (`sluice --help`, a run that never
+ * estimates).
+ */
+type Encoding = typeof import("gpt-tokenizer/encoding/o200k_base")
+const load = createRequire(import.meta.url)
+let o200k: Encoding | undefined
+let cl100k: Encoding | undefined
+const o200kText: Counter = (text) => (o200k ??= load("gpt-tokenizer/cjs/encoding/o200k_base") as Encoding).countTokens(text, asText)
+const cl100kText: Counter = (text) => (cl100k ??= load("gpt-tokenizer/cjs/encoding/cl100k_base") as Encoding).countTokens(text, asText)
 
 /** The tokenizer of a model, or undefined when sluice has none for it. */
 export const counterFor = (model: string): Counter | undefined => {

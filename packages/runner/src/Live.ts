@@ -2,7 +2,8 @@
  * The usual environment of a run on Node: the local file system for the run directory, and
  * the providers configured from the environment over undici.
  */
-import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Registry } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
 import { Layer } from "effect"

@@ -11,7 +11,8 @@
  * next `run` or `resume` on the same run directory picks them up.
  */
 import type { FileSystem, Path } from "@effect/platform"
-import { NodeContext, NodeHttpClient } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import type { FailureClass, Pipeline } from "@sluice/core"
 import { OpenAiBatch, Registry } from "@sluice/providers"
 import type { Providers } from "@sluice/providers"

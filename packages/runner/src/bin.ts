@@ -4,7 +4,9 @@
  * their own failures (with the run directory and `--json`, see Cli.ts); what reaches this
  * file failed before a command started (arguments) or outside one.
  */
-import { NodeContext, NodeHttpClient, NodeRuntime } from "@effect/platform-node"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { cli } from "./Cli.js"
 import * as Failure from "./internal/failure.js"
