@@ -59,7 +59,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, outputFileWait, outputTokens, pollSeconds, prices, shardSize } = Flags
+const { budget, concurrency, mode, outputFileWait, outputTokens, pollSeconds, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -148,7 +148,10 @@ const execute = (
   pipelineFile: string,
   opts: {
     runDir: Option.Option<string>
-    concurrency: number
+    concurrency: Option.Option<number>
+    mode?: Option.Option<"batch" | "online" | "auto">
+    rpm?: Option.Option<number>
+    tpm?: Option.Option<number>
     shardSize: Option.Option<number>
     pollSeconds: number
     outputFileWait: number
@@ -157,7 +160,7 @@ const execute = (
     allowChanged: boolean
     rebindProvider?: boolean
     json: boolean
-    mode?: "run" | "retry" | "cancel"
+    action?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     outputTokens?: Option.Option<number>
@@ -184,7 +187,10 @@ const execute = (
     const summary = yield* runPipeline(pipeline, {
       ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
       pipelineFile: file,
-      concurrency: opts.concurrency,
+      ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
+      ...(opts.mode !== undefined && Option.isSome(opts.mode) ? { mode: opts.mode.value } : {}),
+      ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
+      ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
       pollInterval: Duration.millis(opts.pollSeconds * 1000),
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
@@ -196,7 +202,7 @@ const execute = (
       observer: progress.observer,
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
-      mode: opts.mode ?? "run",
+      action: opts.action ?? "run",
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(
@@ -218,7 +224,10 @@ const runCommand = Command.make(
   {
     pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     runDir: runDirOption,
+    mode,
     concurrency,
+    rpm,
+    tpm,
     shardSize,
     pollSeconds,
     outputFileWait,
@@ -265,7 +274,10 @@ const resumeCommand = Command.make(
   "resume",
   {
     runDir: runDirArg,
+    mode,
     concurrency,
+    rpm,
+    tpm,
     pollSeconds,
     outputFileWait,
     detach,
@@ -294,7 +306,10 @@ const retryCommand = Command.make(
       ),
       Options.optional
     ),
+    mode,
     concurrency,
+    rpm,
+    tpm,
     pollSeconds,
     outputFileWait,
     prices,
@@ -318,7 +333,7 @@ const retryCommand = Command.make(
       }
       yield* continueRun(runDir, {
         ...opts,
-        mode: "retry",
+        action: "retry",
         ...(classes === undefined ? {} : { retryClasses: classes as ReadonlyArray<FailureClass> })
       }, reporting)
     }))
@@ -332,7 +347,7 @@ const cancelCommand = Command.make(
     reported(opts.json, (reporting) =>
       continueRun(
         runDir,
-        { ...opts, concurrency: ranges.concurrency.max, detach: false, allowChanged: true, mode: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
+        { ...opts, concurrency: Option.some(ranges.concurrency.max), detach: false, allowChanged: true, action: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
         reporting
       )
     )
@@ -491,7 +506,7 @@ const initCommand = Command.make(
           report.pipelineFile,
           {
             runDir: Option.none(),
-            concurrency: 4,
+            concurrency: Option.none(),
             shardSize: Option.none(),
             pollSeconds: 1,
             outputFileWait: 600,
