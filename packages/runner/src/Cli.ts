@@ -110,12 +110,11 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
   }
   const lines = [
     `${s.finished ? "done" : "submitted"}: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
-      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}`,
+      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}` +
+      (s.onlineShards > 0 ? `, ${count(s.onlineShards, "shard")} online` : ""),
     `tokens: ${number(s.usage.input)} in (${number(s.usage.cached)} cached), ${number(s.usage.output)} out` +
       (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
-    cost === null
-      ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `${emulated ? "cost had this run been real (the emulator charged nothing)" : "cost"}: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
+    costLine(s, emulated),
     ...whereLines(s, output)
   ]
   if (s.duplicates > 0) {
@@ -130,6 +129,24 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
     )
   }
   return lines.join("\n")
+}
+
+/**
+ * What the run cost. A batch run: at batch prices, next to what the same work costs in real
+ * time. With online answers: what was spent (online at real-time prices, batch at batch
+ * prices), next to what the same work costs in batch.
+ */
+const costLine = (s: RunSummary, emulated: boolean): string => {
+  const cost = s.cost
+  if (cost === null) return `cost: no price for ${s.models.join(" or ")} in the price table`
+  const label = emulated ? "cost had this run been real (the emulator charged nothing)" : "cost"
+  const online = s.costByMode.online
+  if (online.usage.input + online.usage.output === 0 || s.spent === null) {
+    return `${label}: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`
+  }
+  const batch = s.costByMode.batch
+  const parts = [`online ${money(online.cost ?? 0)} at real-time prices`, ...(batch.usage.input + batch.usage.output > 0 ? [`batch ${money(batch.cost ?? 0)} at batch prices`] : [])]
+  return `${label}: ${money(s.spent)} (${parts.join(", ")}); the same work in batch: ${money(cost.batch)} (prices of ${s.prices})`
 }
 
 const exitFor = (s: RunSummary): number => {

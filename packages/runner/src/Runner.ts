@@ -147,6 +147,8 @@ export interface RunSummary {
   readonly duplicates: number
   readonly pending: number
   readonly batches: number
+  /** Shards sent online (request by request to the real-time endpoint). */
+  readonly onlineShards: number
   readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
   /** The first stage's model (see `models` for all). */
   readonly model: string
@@ -226,6 +228,7 @@ export const summarize = (ctx: {
   duplicates: ctx.state.duplicateRows,
   pending: RunState.pendingRows(ctx.state),
   batches: [...ctx.state.shards.values()].filter((s) => s.batchId !== null).length,
+  onlineShards: [...ctx.state.shards.values()].filter((s) => s.online).length,
   usage: ctx.state.usage,
   model: ctx.models[0] ?? "unknown",
   models: ctx.models,

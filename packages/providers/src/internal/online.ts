@@ -100,12 +100,21 @@ export const send = (
       const wait = waitOf(limits) ?? error.retryAfterMs
       return yield* Effect.fail(wait === undefined ? error : withWait(error, wait))
     }
-    // A 404 without an error code is a path the server does not have (a wrong base URL), not
-    // an answer about this row: it stops the run rather than failing every row.
-    const parsed = parseErrorBody(answer.text)
-    if (status === 404 && parsed.code === undefined && parsed.type === undefined) return yield* Effect.fail(error)
+    // A 404 for a path the server does not have (a wrong base URL) is no answer about this
+    // row: it stops the run rather than failing every row. An unknown model is the row's.
+    if (status === 404 && isMissingPath(answer.text)) return yield* Effect.fail(error)
     return { result: codec.result(customId, status, body ?? { error: { message: truncate(answer.text) } }), limits }
   })
+
+/**
+ * A 404 body that speaks of the path, not the request: no error code or type at all
+ * (`{"detail": "Not Found"}`, "404 page not found"), or OpenAI's "Invalid URL (POST …)".
+ */
+const isMissingPath = (text: string): boolean => {
+  const parsed = parseErrorBody(text)
+  if (parsed.code === undefined && parsed.type === undefined) return true
+  return parsed.code === undefined && /^invalid url\b/i.test(parsed.message ?? "")
+}
 
 const copy = (error: ProviderError, fields: { reason?: ProviderError["reason"]; retryAfterMs?: number }): ProviderError =>
   new ProviderError({
