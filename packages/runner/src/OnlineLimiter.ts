@@ -77,7 +77,25 @@ interface Remaining {
   /** The `seq` of that request: an older answer never replaces a newer figure. */
   readonly seq: number
   readonly resetAt: number
+  /** What a full window grants, when the provider said. */
+  readonly limit: number | undefined
 }
+
+const sum = (values: Iterable<number>): number => {
+  let total = 0
+  for (const v of values) total += v
+  return total
+}
+
+/**
+ * A window past its reset: full again when the provider said how large it is — less what is
+ * in flight, which may land in the new window — with no known reset until an answer brings
+ * one; forgotten when it did not say.
+ */
+const refilled = (window: Remaining, now: number, inFlight: number, base: number): Remaining | undefined =>
+  window.limit === undefined
+    ? undefined
+    : { remaining: window.limit - inFlight, base, seq: window.seq, resetAt: now + MAX_WAIT, limit: window.limit }
 
 export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
   Effect.sync(() => {
@@ -94,6 +112,9 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     let streak = 0
     let requests: Remaining | undefined
     let tokenBudget: Remaining | undefined
+    // Requests in flight, by `seq`, with their tokens: one sent before an answer that reports
+    // the provider's figures may not have been counted in them yet.
+    const flying = new Map<number, number>()
     // Sends of the last minute for the tpm cap: times and token estimates, oldest first.
     const log: Array<{ at: number; tokens: number; seq: number }> = []
     let logTokens = 0
@@ -115,12 +136,14 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       if (now < pausedUntil) until = Math.max(until, pausedUntil)
       if (now < nextAt) until = Math.max(until, nextAt)
       if (requests !== undefined) {
-        if (now >= requests.resetAt) requests = undefined
-        else if (requests.remaining - (sent - requests.base) <= 0) until = Math.max(until, requests.resetAt)
+        if (now >= requests.resetAt) requests = refilled(requests, now, flying.size, sent)
+        if (requests !== undefined && requests.remaining - (sent - requests.base) <= 0) until = Math.max(until, requests.resetAt)
       }
       if (tokenBudget !== undefined) {
-        if (now >= tokenBudget.resetAt) tokenBudget = undefined
-        else if (tokenBudget.remaining - (tokensSent - tokenBudget.base) < tokens) until = Math.max(until, tokenBudget.resetAt)
+        if (now >= tokenBudget.resetAt) tokenBudget = refilled(tokenBudget, now, sum(flying.values()), tokensSent)
+        const left = tokenBudget === undefined ? Infinity : tokenBudget.remaining - (tokensSent - tokenBudget.base)
+        // A request larger than the whole window goes when the window is full.
+        if (tokenBudget !== undefined && left < tokens && left < (tokenBudget.limit ?? Infinity)) until = Math.max(until, tokenBudget.resetAt)
       }
       if (options.tpm !== undefined) {
         expire(now)
@@ -144,6 +167,7 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       inFlight++
       sent++
       tokensSent += tokens
+      flying.set(sent, tokens)
       if (spacing > 0) nextAt = now + spacing
       if (options.tpm !== undefined) {
         log.push({ at: now, tokens, seq: sent })
@@ -164,14 +188,39 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
         }
       })
 
+    /**
+     * The provider's figures from the answer to `permit`: what it had left once it counted
+     * that request, less what was in flight before it (it may not have arrived yet). Requests
+     * sent after it are counted down as they go.
+     */
     const adopt = (now: number, permit: Permit, limits: RateLimitSnapshot) => {
+      let older = 0
+      let olderTokens = 0
+      for (const [seq, tokens] of flying) {
+        if (seq < permit.seq) {
+          older++
+          olderTokens += tokens
+        }
+      }
       const r = limits.requests
       if (r?.remaining !== undefined && (requests === undefined || permit.seq >= requests.seq)) {
-        requests = { remaining: r.remaining, base: permit.seq, seq: permit.seq, resetAt: now + Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT) }
+        requests = {
+          remaining: r.remaining - older,
+          base: permit.seq,
+          seq: permit.seq,
+          resetAt: now + Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT),
+          limit: r.limit ?? requests?.limit
+        }
       }
       const t = limits.tokens
       if (t?.remaining !== undefined && (tokenBudget === undefined || permit.seq >= tokenBudget.seq)) {
-        tokenBudget = { remaining: t.remaining, base: permit.tokensSent, seq: permit.seq, resetAt: now + Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT) }
+        tokenBudget = {
+          remaining: t.remaining - olderTokens,
+          base: permit.tokensSent,
+          seq: permit.seq,
+          resetAt: now + Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT),
+          limit: t.limit ?? tokenBudget?.limit
+        }
       }
     }
 
@@ -214,9 +263,10 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
         return Duration.millis(Math.max(backoff, Math.min(failure.waitMs ?? 0, MAX_WAIT)))
       })
 
-    const release: Limiter["release"] = () =>
+    const release: Limiter["release"] = (permit) =>
       Effect.sync(() => {
         inFlight--
+        flying.delete(permit.seq)
         changed()
       })
 
