@@ -5,7 +5,7 @@
  * one-call helpers (batchPrompts, batchRequests with custom_ids kept as given).
  */
 import type { EmulatorHandle } from "@sluice/emulator"
-import { getLedger, setFaults } from "@sluice/emulator/control"
+import { advanceClock, getLedger, holdClock, releaseClock, setFaults } from "@sluice/emulator/control"
 import { Records, Runner, Status } from "@sluice/runner"
 import type { RunEvent } from "@sluice/runner"
 import * as Api from "@sluice/runner/promise"
@@ -36,6 +36,18 @@ import {
 
 const dirs = tempDirs()
 afterAll(() => dirs.cleanup())
+
+/** Waits until every batch of the run is cancelling at the emulator (its clock held: they stay so). */
+const cancelsArrived = async (emulator: EmulatorHandle, runDir: string, batches: number): Promise<void> => {
+  for (let i = 0; i < 6000; i++) {
+    if (existsSync(join(runDir, "manifest.json"))) {
+      const statuses = (await ledgerBatchesOf(emulator, (await readManifest(runDir)).runId)).map((b) => b.status)
+      if (statuses.length === batches && statuses.every((s) => s === "cancelling")) return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error("the cancel requests never arrived")
+}
 
 const poll = Duration.millis(50)
 /** The Promise API's poll interval, in seconds. */
@@ -237,23 +249,30 @@ describe("Effect API", () => {
       const runDir = join(dir, "run")
       const layer = registryLayer(slow)
 
+      // The emulator's clock stands still but when the test moves it: each batch of 8 has done
+      // 4 requests when the cancels arrive.
+      await holdClock(slow.url)
       const detached = await Effect.runPromise(
         Runner.run(pipeline, { runDir, shardSize: 8, pollInterval: poll, detach: true }).pipe(Effect.provide(layer))
       )
       expect(detached).toMatchObject({ finished: false, rows: 24, batches: 3 })
       expect(detached.pending).toBeGreaterThan(0)
       expect(lockExists(runDir)).toBe(false)
+      await advanceClock(slow.url, 50 + 1000)
 
-      const { summary, failures } = await Effect.runPromise(
+      const cancelling = Effect.runPromise(
         Effect.gen(function* () {
           const summary = yield* Runner.cancel(pipeline, { runDir, pollInterval: poll })
           const failures = Chunk.toReadonlyArray(yield* Stream.runCollect(Records.failures(runDir)))
           return { summary, failures }
         }).pipe(Effect.provide(layer))
       )
+      await cancelsArrived(slow, runDir, 3)
+      await releaseClock(slow.url)
+      const { summary, failures } = await cancelling
       expect(summary).toMatchObject({ finished: true, rows: 24, pending: 0, batches: 3 })
       const cancelled = summary.failed["cancelled"] ?? 0
-      expect(cancelled).toBeGreaterThan(0)
+      expect(cancelled).toBe(12)
       expect(total(summary.failed)).toBe(cancelled) // only cancelled rows failed
       expect(summary.succeeded + cancelled).toBe(24)
       expect(failures).toHaveLength(cancelled)
@@ -366,16 +385,23 @@ describe("Promise API", () => {
       const runDir = join(dir, "run")
       const connection = promiseConnection(slow)
 
+      // The emulator's clock stands still but when the test moves it: each batch of 10 has done
+      // 4 requests when the cancels arrive.
+      await holdClock(slow.url)
       const detached = await Api.run(pipeline, { runDir, ...connection, shardSize: 10, pollInterval: pollSeconds, detach: true })
       expect(detached.finished).toBe(false)
       expect(detached.pending).toBeGreaterThan(0)
+      await advanceClock(slow.url, 50 + 1000)
       const live = await Api.status(runDir, connection)
-      expect(live.shards.some((s) => s.live)).toBe(true)
+      expect(live.shards.filter((s) => s.live)).toHaveLength(2)
 
-      const summary = await Api.cancel(pipeline, { runDir, ...connection, pollInterval: pollSeconds })
+      const cancelling = Api.cancel(pipeline, { runDir, ...connection, pollInterval: pollSeconds })
+      await cancelsArrived(slow, runDir, 2)
+      await releaseClock(slow.url)
+      const summary = await cancelling
       const cancelled = summary.failed["cancelled"] ?? 0
       expect(summary).toMatchObject({ finished: true, rows: 20, pending: 0 })
-      expect(cancelled).toBeGreaterThan(0)
+      expect(cancelled).toBe(12)
       expect(summary.succeeded + cancelled).toBe(20)
       expect(total(summary.failed)).toBe(cancelled)
       const failures = await collect(Api.failures(runDir))
@@ -441,6 +467,8 @@ describe("abort and resume (Promise API)", () => {
   it("an AbortSignal stops the run cleanly; the next run picks up the batches in flight instead of resubmitting", async () => {
     const slow = await startApiEmulator({ validatingMs: 100, requestsPerSecond: 20, finalizingMs: 20 })
     try {
+      // The emulator's clock stands still until the resume: the batches are in flight at the abort.
+      await holdClock(slow.url)
       const dir = await dirs.make()
       const rows = makeReviews(40, "ab")
       const pipeline = labelPipeline({ name: "promise-abort", source: { rows } })
@@ -488,6 +516,7 @@ describe("abort and resume (Promise API)", () => {
       }
 
       // Resume: a plain run on the same directory.
+      await releaseClock(slow.url)
       const secondEvents: Array<RunEvent.RunEvent> = []
       const summary = await Api.run(pipeline, { runDir, ...connection, shardSize: 10, pollInterval: pollSeconds, onEvent: (e) => void secondEvents.push(e) })
       expect(summary).toMatchObject({ runId: manifest.runId, finished: true, rows: 40, succeeded: 40, pending: 0 })

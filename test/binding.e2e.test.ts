@@ -176,9 +176,14 @@ describe("a base URL changed in the middle of a run", SLOW, () => {
     expect((await readManifest(runDir())).stages[0]!.binding).toEqual(emulatorIdentity(held))
     expect(eventsTagged(await readJournal(runDir()), "ProviderRebound")).toEqual([])
 
-    // Cancelled where they run, nothing is in flight: the run may move, and its rows go to the new origin.
+    // Cancelled where they run (`cancel` stops them; `resume` collects them), nothing is in
+    // flight: the run may move, and its rows go to the new origin.
     const cancelled = await runCli(["cancel", "runs/mid", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(held.url) })
-    expect(cancelled.code, describeResult(cancelled)).toBe(1)
+    expect(cancelled.code, describeResult(cancelled)).toBe(3)
+    const stillThere = await runCli(["retry", "runs/mid", "--poll-interval", "0.05", "--rebind-provider"], { cwd: project.dir, env: emulatorEnv(other.url) })
+    expectRefused(stillThere, "3 batches are in flight")
+    const collected = await runCli(["resume", "runs/mid", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(held.url) })
+    expect(collected.code, describeResult(collected)).toBe(1)
     expect((await readFailures(runDir())).filter((f) => f.class === "cancelled")).toHaveLength(30)
 
     const moved = await runCli(["retry", "runs/mid", "--poll-interval", "0.05", "--rebind-provider"], {

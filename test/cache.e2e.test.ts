@@ -9,13 +9,16 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, readJsonl, runCli, startTestEmulator, writeRows, writeText } from "./support/cli.js"
 import type { Row, TempProject, TestEmulator } from "./support/cli.js"
-import { runFlags, runIdOf, setFaults } from "./support/runs.js"
+import { holdClock, releaseClock, runFlags, runIdOf, setFaults } from "./support/runs.js"
 
 let emulator: TestEmulator
 let project: TempProject
 let rows: ReadonlyArray<Row>
 
 const API_KEY = "sk-cache-test-secret-key"
+
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
 
 /** A labelling pipeline; `then` is appended after the stage (a parse-only change). */
 const pipeline = (opts: { readonly source: string; readonly sink: string; readonly then?: string }) => `
@@ -58,7 +61,7 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-describe("response cache", () => {
+describe("response cache", SLOW, () => {
   it("a second run over the same data with two new rows submits exactly two requests", async () => {
     const first = await run("label.pipeline.ts", "runs/first")
     expect(first.succeeded).toBe(30)
@@ -182,7 +185,7 @@ export default Pipeline.make("two").pipe(
   })
 })
 
-describe("accepting a changed pipeline (--allow-changed)", () => {
+describe("accepting a changed pipeline (--allow-changed)", SLOW, () => {
   /** Rows whose id ends in 7 get a new prompt; the rest ask exactly what they asked before. */
   const changing = (changed: boolean) =>
     pipeline({ source: "data/rows.jsonl", sink: "out/changing.jsonl" }).replace(
@@ -191,8 +194,10 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
     )
 
   it("keeps the answers of unchanged rows, gives changed rows new ids, and waits for batches in flight first", async () => {
-    // Slow batches: the first run submits and detaches while they are still in flight.
-    const slow = await startTestEmulator({ validatingMs: 6000, finalizingMs: 20, requestsPerSecond: 2000 })
+    // The emulator's clock stands still until the change is accepted: the batches the first run
+    // submits are still in flight while it detaches, and while the change is refused and waits.
+    const slow = await startTestEmulator()
+    await holdClock(slow.url)
     try {
       const env = { ...emulatorEnv(slow.url, API_KEY) }
       const cli = (args: ReadonlyArray<string>) => runCli(args, { cwd: project.dir, env })
@@ -215,6 +220,7 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
       const waiting = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--detach"])])
       expect(waiting.code, describeResult(waiting)).toBe(3)
       expect(await runIdOf(project.path("runs/changing"))).toBe(oldRunId)
+      await releaseClock(slow.url)
       const accepted = await cli(["run", "changing.pipeline.ts", ...runFlags("runs/changing", 10, ["--cache-dir", "cache-changing", "--allow-changed", "--json"])])
       expect(accepted.code, describeResult(accepted)).toBe(0)
       const summary = JSON.parse(accepted.stdout) as { succeeded: number; fromCache: number }
@@ -272,7 +278,7 @@ describe("accepting a changed pipeline (--allow-changed)", () => {
   })
 })
 
-describe("a cache that cannot be used", () => {
+describe("a cache that cannot be used", SLOW, () => {
   it("costs a warning, not the run", async () => {
     await writeText(project, "blocked-cache", "a file where the cache directory should be")
     // (`--cache-dir` refuses such a path itself; the environment variable reaches the runner.)

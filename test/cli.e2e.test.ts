@@ -34,6 +34,7 @@ import {
   writeRows,
   writeText
 } from "./support/cli.js"
+import { advanceClock, holdClock, releaseClock, waitFor } from "./support/runs.js"
 
 interface SinkLine {
   readonly key: string
@@ -400,7 +401,7 @@ describe("help and the emulator command", SLOW, () => {
     })
   }
 
-  it("`sluice emulator --port 0` prints its URL and answers GET /v1/batches there", async () => {
+  it("`sluice emulator --port 0` prints its URL, answers GET /v1/batches there, and its clock holds and moves on request", async () => {
     const child = spawnCli(["emulator", "--port", "0", "--validating-ms", "20", "--finalizing-ms", "20"], { cwd: project.dir })
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child.on("exit", (code, signal) => resolve({ code, signal }))
@@ -410,7 +411,7 @@ describe("help and the emulator command", SLOW, () => {
     child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
     try {
       const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no URL printed within 30 s; stdout: ${stdout}; stderr: ${stderr}`)), 30_000)
+        const timer = setTimeout(() => reject(new Error(`no URL printed within 120 s; stdout: ${stdout}; stderr: ${stderr}`)), 120_000)
         child.stdout!.setEncoding("utf8").on("data", (d: string) => {
           stdout += d
           const m = /http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout)
@@ -431,19 +432,44 @@ describe("help and the emulator command", SLOW, () => {
       const body = (await response.json()) as { object: string; data: Array<unknown> }
       expect(body.object).toBe("list")
       expect(body.data).toEqual([])
+
+      // A test drives the lifecycle of a batch through the control API: held, it stays validating.
+      const held = await holdClock(url)
+      expect(held.held).toBe(true)
+      const form = new FormData()
+      form.append("purpose", "batch")
+      const line = { custom_id: "c-1", method: "POST", url: "/v1/chat/completions", body: { model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] } }
+      form.append("file", new Blob([`${JSON.stringify(line)}\n`]), "input.jsonl")
+      const file = (await (await fetch(`${url}/v1/files`, { method: "POST", body: form })).json()) as { id: string }
+      const create = await fetch(`${url}/v1/batches`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" })
+      })
+      const created = (await create.json()) as { id: string; status: string }
+      expect(created.status).toBe("validating")
+      const status = async () => ((await (await fetch(`${url}/v1/batches/${created.id}`)).json()) as { status: string }).status
+      expect(await status()).toBe("validating")
+      await advanceClock(url, 20)
+      expect(await status()).toBe("in_progress")
+      expect((await advanceClock(url, 21)).now).toBe(held.now + 41)
+      expect(await status()).toBe("completed")
+      expect((await releaseClock(url)).held).toBe(false)
     } finally {
       child.kill("SIGTERM")
-      const timeout = setTimeout(() => child.kill("SIGKILL"), 10_000)
+      const timeout = setTimeout(() => child.kill("SIGKILL"), 30_000)
       const end = await exited
       clearTimeout(timeout)
-      expect(end.signal === "SIGKILL", "the emulator did not stop on SIGTERM within 10 s").toBe(false)
+      expect(end.signal === "SIGKILL", "the emulator did not stop on SIGTERM within 30 s").toBe(false)
     }
   })
 })
 
 describe("Ctrl-C", SLOW, () => {
   it("an interrupted run exits 130 saying how to continue with its real run directory, and `resume` finishes it", async () => {
-    const slow = await startTestEmulator({ validatingMs: 3000, finalizingMs: 20, requestsPerSecond: 2000 })
+    // The emulator's clock stands still until the resume: the batches are in flight at the interrupt.
+    const slow = await startTestEmulator()
+    await holdClock(slow.url)
     const project = await makeProject("sluice-sigint-")
     try {
       await writeRows(project, "data/rows.jsonl", 20)
@@ -453,14 +479,14 @@ describe("Ctrl-C", SLOW, () => {
       child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
       const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
       // Interrupt once a batch is in flight.
-      for (let i = 0; i < 400 && slow.calls("POST", "/v1/batches") === 0; i++) await new Promise((r) => setTimeout(r, 25))
-      expect(slow.calls("POST", "/v1/batches")).toBeGreaterThan(0)
+      await waitFor("a batch in flight", () => (slow.calls("POST", "/v1/batches") > 0 ? true : undefined), { timeoutMs: 120_000 })
       child.kill("SIGINT")
       expect(await exited, stderr).toBe(130)
       expect(stderr).toContain(`sluice: interrupted; run \`sluice resume ${project.path("runs", "s")}\` to continue`)
       expect(stderr).not.toContain("<run-dir>")
       expectNoStackTrace({ code: 130, signal: null, stdout: "", stderr })
 
+      await releaseClock(slow.url)
       const resumed = await runCli(["resume", "runs/s", "--poll-interval", "0.05"], { cwd: project.dir, env: emulatorEnv(slow.url) })
       expect(resumed.code, describeResult(resumed)).toBe(0)
       const sink = await readJsonl<SinkLine>(project.path("out/labeled.jsonl"))

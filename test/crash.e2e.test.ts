@@ -130,7 +130,10 @@ const failpoints = [
   "after-create:5"
 ]
 
-describe("crash and resume", () => {
+/** Each test spawns the CLI at least twice (tsx loads TypeScript on each start, seconds on a busy machine). */
+const SLOW = { timeout: 180_000 }
+
+describe("crash and resume", SLOW, () => {
   it.each(failpoints)("SIGKILL at %s, then resume: every row once, nothing paid twice", async (failpoint) => {
     const slug = failpoint.replace(/[^a-z0-9]+/gi, "-")
     const runDir = `runs/${slug}`
@@ -159,7 +162,7 @@ describe("crash and resume", () => {
     expect(last.code, last.stderr).toBe(0)
     expect(kills).toBeGreaterThan(0)
     await checkRun(runDir, sink)
-  }, 120_000)
+  }, 240_000)
 
   // Anthropic batches carry no metadata: the orphan is found by creation time and request
   // count, and proven by its results' custom_ids once it has ended.

@@ -270,6 +270,6 @@ describe("sluice estimate", () => {
     expect(invalid.code, describeResult(invalid)).toBe(2)
     expect(invalid.stdout).toContain("data/invalid.jsonl:2:")
     expect(invalid.stdout).toContain("data/invalid.jsonl:4:")
-    expect(invalid.stdout).toContain('sluice run would stop before submitting anything (onInvalid "fail"): 2 invalid rows')
+    expect(invalid.stderr).toContain('sluice run would stop before submitting anything (onInvalid "fail"): 2 invalid rows')
   })
 })

@@ -39,7 +39,10 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-describe("sluice estimate", () => {
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
+
+describe("sluice estimate", SLOW, () => {
   it("projects rows, shards, tokens and cost without submitting; the run's input tokens agree within 5%", async () => {
     const before = (await getLedger(emulator.url)).batches.length
     const est = await runCli(["estimate", "estimate.pipeline.ts", "--json", "--shard-size", "50"], { cwd: project.dir, env: {} })
@@ -65,7 +68,7 @@ describe("sluice estimate", () => {
   })
 })
 
-describe("sluice run --budget", () => {
+describe("sluice run --budget", SLOW, () => {
   it("stops submitting at the budget, says how far it got, and a higher budget finishes the run", async () => {
     const est = JSON.parse(
       (await runCli(["estimate", "estimate.pipeline.ts", "--json", "--shard-size", "20"], { cwd: project.dir, env: {} })).stdout

@@ -28,7 +28,8 @@ const startCliEmulator = async (args: ReadonlyArray<string>, cwd: string): Promi
   let output = ""
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (output += d))
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no URL printed within 30 s: ${output}`)), 30_000)
+    // A bound for a hung start, far above a start on a saturated machine.
+    const timer = setTimeout(() => reject(new Error(`no URL printed within 120 s: ${output}`)), 120_000)
     child.stdout!.setEncoding("utf8").on("data", (d: string) => {
       output += d
       const m = /http:\/\/127\.0\.0\.1:\d+/.exec(output)
@@ -53,7 +54,7 @@ describe("unknown model names against `sluice emulator`", SLOW, () => {
     project = await makeProject("sluice-models-")
     await writeRows(project, "data/rows.jsonl", 6)
     emulator = await startCliEmulator(["--validating-ms", "20", "--finalizing-ms", "20", "--models", "default,my-gpt4o-deployment"], project.dir)
-  })
+  }, SLOW.timeout)
   afterAll(async () => {
     const exited = new Promise((resolve) => emulator?.child.on("exit", resolve))
     emulator?.child.kill("SIGTERM")

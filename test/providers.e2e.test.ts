@@ -64,7 +64,10 @@ const shapeOf = (value: unknown): unknown =>
     ? "null|number"
     : typeof value
 
-describe("provider families", () => {
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
+
+describe("provider families", SLOW, () => {
   it("the same pipeline on openai, anthropic and gemini gives every row, with the same typed output shape", async () => {
     const shapes = new Map<string, string>()
     for (const [provider, model] of [

@@ -9,7 +9,6 @@
 import { cp, readFile, writeFile } from "node:fs/promises"
 import { afterEach, describe, expect, it } from "vitest"
 import type { EmulatorOptions } from "@sluice/emulator"
-import { startEmulator } from "@sluice/emulator"
 import {
   type CliResult,
   describeResult,
@@ -42,8 +41,10 @@ import {
   retrieveBatch,
   runFlags,
   runIdOf,
+  advanceClock,
+  holdClock,
+  releaseClock,
   setFaults,
-  sleep,
   waitFor,
   writeRecoveryPipeline
 } from "./support/runs.js"
@@ -78,10 +79,8 @@ const setup = async (options: {
   readonly rows: number
   readonly emulator?: EmulatorOptions
   readonly pipeline?: RecoveryPipelineSpec
-  /** An already started emulator (with its own log), instead of startTestEmulator. */
-  readonly emulatorHandle?: TestEmulator
 }): Promise<Setup> => {
-  const emulator = options.emulatorHandle ?? (await startTestEmulator(options.emulator ?? {}))
+  const emulator = await startTestEmulator(options.emulator ?? {})
   cleanups.push(() => emulator.close())
   const project = await makeProject("sluice-recovery-")
   cleanups.push(() => project.cleanup())
@@ -219,33 +218,34 @@ describe("a crash between a provider call and its journal entry", SLOW, () => {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * `run --detach` of one 40-row shard on a slow emulator, then waits until the batch has done
- * some (not all) of its requests. Returns the shard and its batch id.
+ * `run --detach` of one 40-row shard (4 requests a second) with the emulator's clock held, then
+ * moves the clock until the batch has done 4 of its 40 requests; the clock stays held. Returns
+ * the shard and its batch id.
  */
 const detachedSlowBatch = async (t: Setup) => {
+  await holdClock(t.emulator.url)
   const detached = await t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 40), "--detach"])
   expect(detached.code, describeResult(detached)).toBe(3)
   const created = eventsTagged(await readJournal(t.runDir), "Created")
   expect(created).toHaveLength(1)
   const shard = created[0]!.shard!
   const batchId = created[0]!["batchId"] as string
-  const progress = await waitFor("the batch to finish some requests", async () => {
-    const b = await retrieveBatch(t.emulator.url, batchId)
-    return b.request_counts.completed >= 4 ? b : undefined
-  })
+  await advanceClock(t.emulator.url, 20 + 1000) // validated, then a second at 4 requests a second
+  const progress = await retrieveBatch(t.emulator.url, batchId)
   expect(progress.status, "the batch is still running").toBe("in_progress")
-  expect(progress.request_counts.completed).toBeLessThan(40)
+  expect(progress.request_counts.completed).toBe(4)
   return { shard, batchId }
 }
 
 describe("a batch that ends early keeps its finished results", SLOW, () => {
   it("expired: resume keeps the finished results and resubmits only the rest, in a retry shard", async () => {
-    // 4 requests per second: the 40-request batch takes 10 s, time to expire it half way.
+    // 4 requests per second: the 40-request batch takes 10 s of the emulator's clock.
     const t = await setup({ rows: 40, emulator: { requestsPerSecond: 4 } })
     const { shard, batchId } = await detachedSlowBatch(t)
     // Expire it now; batches created from now on (the retry) run fast.
     const patched = await setFaults(t.emulator.url, { expireBatch: batchId, requestsPerSecond: 2000 })
     expect((patched as { expiredBatch?: { status?: string } }).expiredBatch?.status).toBe("expired")
+    await releaseClock(t.emulator.url)
 
     const resumed = await t.sluice(["resume", t.runDir, "--poll-interval", "0.05"])
     expect(resumed.code, describeResult(resumed)).toBe(0)
@@ -257,8 +257,7 @@ describe("a batch that ends early keeps its finished results", SLOW, () => {
     const expired = batches.find((b) => b.id === batchId)!
     expect(expired.status).toBe("expired")
     const finished = new Set(deliveredBy(ledger, batchId))
-    expect(finished.size, "the expired batch had finished some requests").toBeGreaterThan(0)
-    expect(finished.size).toBeLessThan(40)
+    expect(finished.size, "the requests the expired batch had finished").toBe(4)
 
     const events = await readJournal(t.runDir)
     expect(eventsTagged(events, "Terminal").find((e) => e.shard === shard)).toMatchObject({ status: "expired" })
@@ -286,22 +285,34 @@ describe("a batch that ends early keeps its finished results", SLOW, () => {
     await expectEveryRowOnce(t)
   })
 
-  it("cancelled: `sluice cancel` keeps the finished rows, lists the rest as `cancelled`; `retry --only cancelled` completes the run", async () => {
+  it("cancelled: `sluice cancel` stops the batch; `resume` keeps the finished rows, lists the rest as `cancelled`; `retry --only cancelled` completes the run", async () => {
     const t = await setup({ rows: 40, emulator: { requestsPerSecond: 4 } })
-    const { batchId } = await detachedSlowBatch(t)
+    const { shard, batchId } = await detachedSlowBatch(t)
     await setFaults(t.emulator.url, { requestsPerSecond: 2000 })
 
-    const cancelled = await t.sluice(["cancel", t.runDir, "--poll-interval", "0.05"])
+    // Cancelling reads the run directory alone: the batch is stopped and its end journaled;
+    // collecting it needs the pipeline, which `resume` loads.
+    const cancelling = t.sluice(["cancel", t.runDir, "--poll-interval", "0.05"])
+    // The batch stands still until the cancel has reached the emulator; then it may end.
+    await waitFor("the cancel request", () => (t.emulator.calls("POST", `/v1/batches/${batchId}/cancel`) > 0 ? true : undefined), {
+      timeoutMs: 120_000
+    })
+    await releaseClock(t.emulator.url)
+    const cancelled = await cancelling
+    expect(cancelled.code, describeResult(cancelled)).toBe(3)
+    expect(eventsTagged(await readJournal(t.runDir), "Terminal")).toMatchObject([{ shard, batchId, status: "cancelled" }])
+    expect(await readSink(t.sink)).toEqual([])
+
+    const collected = await t.sluice(["resume", t.runDir, "--poll-interval", "0.05"])
     // The run has finished (every row is in the sink or failures.jsonl), some rows failed.
-    expect(cancelled.code, describeResult(cancelled)).toBe(1)
+    expect(collected.code, describeResult(collected)).toBe(1)
 
     const runId = await runIdOf(t.runDir)
     let ledger = await getLedger(t.emulator.url)
     expect(batchesOfRun(ledger, runId).map((b) => [b.id, b.status])).toEqual([[batchId, "cancelled"]])
     const batch = batchesOfRun(ledger, runId)[0]!
     const finished = new Set(deliveredBy(ledger, batchId))
-    expect(finished.size, "requests finished before the cancel").toBeGreaterThan(0)
-    expect(finished.size).toBeLessThan(40)
+    expect(finished.size, "requests finished before the cancel").toBe(4)
 
     const sinkBefore = await readSink(t.sink)
     expect(sorted(sinkBefore.map((l) => l.custom_id)), "the finished rows are in the sink").toEqual(sorted(finished))
@@ -330,21 +341,28 @@ describe("a batch that ends early keeps its finished results", SLOW, () => {
 
 describe("results the provider loses or delays", SLOW, () => {
   it("dropped lines: the missing rows are found, resubmitted in retry shards, and the run ends with every row once", async () => {
-    // Validation takes 1 s, so a retry batch cannot finish before the test has seen it planned.
-    const t = await setup({ rows: 60, emulator: { validatingMs: 1000 } })
+    const t = await setup({ rows: 60 })
     await setFaults(t.emulator.url, { dropLines: 0.2 })
-    const running = t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 20)])
     // The emulator drops the *same* lines whenever a request is resubmitted (its choice is a
-    // hash of the request): the provider lost them once, so stop losing them once the first
-    // retry shard is planned — before any retry batch exists.
+    // hash of the request): the provider loses them from the first batches only. Its clock
+    // stands still until those three are created; the test moves it to their end and gets
+    // them, which writes their result files, before it stops losing lines.
+    await holdClock(t.emulator.url)
+    const running = t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 20)])
     let exited = false
     void running.then(() => (exited = true))
-    await waitFor(
-      "a retry shard, or the end of the run",
-      async () => (exited || plannedShards(await readJournalSoFar(t.runDir)).some((e) => e["parent"] !== null) ? true : undefined),
-      { timeoutMs: 120_000, intervalMs: 10 }
-    )
+    await waitFor("the first three batches", () => (exited || t.emulator.calls("POST", "/v1/batches") >= 3 ? true : undefined), {
+      timeoutMs: 120_000
+    })
+    expect(exited, "the run ended before its batches could end").toBe(false)
+    const firstBatches = (await getLedger(t.emulator.url)).batches
+    expect(firstBatches).toHaveLength(3)
+    await advanceClock(t.emulator.url, 1000)
+    for (const batch of firstBatches) {
+      expect((await retrieveBatch(t.emulator.url, batch.id)).status).toBe("completed")
+    }
     await setFaults(t.emulator.url, { dropLines: 0 })
+    await releaseClock(t.emulator.url)
     const result = await running
     expect(result.code, describeResult(result)).toBe(0)
 
@@ -378,18 +396,32 @@ describe("results the provider loses or delays", SLOW, () => {
   })
 
   it("late output_file_id: the runner waits for the output file; no row is rescheduled or lost", async () => {
-    const timed: Array<{ readonly at: number; readonly line: string }> = []
-    const handle = await startEmulator({
-      validatingMs: 20,
-      finalizingMs: 20,
-      requestsPerSecond: 2000,
-      lateOutputFileMs: 1500,
-      port: 0,
-      log: (line) => void timed.push({ at: Date.now(), line })
+    const t = await setup({ rows: 40, emulator: { lateOutputFileMs: 1500 } })
+    // The emulator's clock stands still until the batches exist; the test moves it to their end,
+    // lets the runner poll them completed without an output file, then to the output file.
+    await holdClock(t.emulator.url)
+    const running = t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 20)])
+    let exited = false
+    void running.then(() => (exited = true))
+    await waitFor("the two batches", () => (exited || t.emulator.calls("POST", "/v1/batches") >= 2 ? true : undefined), { timeoutMs: 120_000 })
+    expect(exited, "the run ended before its batches could end").toBe(false)
+    const batchIds = (await getLedger(t.emulator.url)).batches.map((b) => b.id)
+    expect(batchIds).toHaveLength(2)
+    await advanceClock(t.emulator.url, 1000) // completed; the output files show 1.5 s later
+    // Polls after the completion (the lines that follow "batch … completed" in the log) saw no output file.
+    const pollsAfterCompletion = (id: string) => {
+      const completed = t.emulator.log.findIndex((l) => l.startsWith(`batch ${id} completed`))
+      return completed === -1 ? 0 : t.emulator.log.slice(completed).filter((l) => l.startsWith(`GET /v1/batches/${id} `)).length
+    }
+    await waitFor("three polls of each completed batch", () => (batchIds.every((id) => pollsAfterCompletion(id) >= 3) ? true : undefined), {
+      timeoutMs: 120_000
     })
-    const emulator: TestEmulator = { url: handle.url, port: handle.port, close: () => handle.close(), log: [], calls: () => 0 }
-    const t = await setup({ rows: 40, emulatorHandle: emulator })
-    const result = await t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 20)])
+    for (const id of batchIds) expect((await retrieveBatch(t.emulator.url, id)).output_file_id, `output file of ${id}`).toBeNull()
+    expect(t.emulator.log.filter((l) => /^GET \/v1\/files\/[^/]+\/content/.test(l)), "downloads before the output files show").toEqual([])
+    expect(eventsTagged(await readJournalSoFar(t.runDir), "Collected"), "shards collected without their output").toEqual([])
+    await advanceClock(t.emulator.url, 1500)
+    await releaseClock(t.emulator.url)
+    const result = await running
     expect(result.code, describeResult(result)).toBe(0)
     await expectEveryRowOnce(t)
     expect(await readFailures(t.runDir)).toEqual([])
@@ -402,16 +434,13 @@ describe("results the provider loses or delays", SLOW, () => {
       expect(eventsTagged(events, "Collected").find((e) => e.shard === shard)).toMatchObject({ succeeded: 20, rescheduled: 0, failed: {} })
     }
 
-    // The output files really were late, and the runner downloaded each only once it showed.
+    // The runner downloaded each output file once it showed.
     const runId = await runIdOf(t.runDir)
-    for (const batch of batchesOfRun(await getLedger(t.emulator.url), runId)) {
-      const completedAt = timed.find((l) => l.line.startsWith(`batch ${batch.id} completed`))?.at
-      expect(completedAt, `completion of ${batch.id} in the emulator's log`).toBeDefined()
-      const outputFile = (await retrieveBatch(t.emulator.url, batch.id)).output_file_id
+    expect(batchesOfRun(await getLedger(t.emulator.url), runId).map((b) => b.id).sort()).toEqual([...batchIds].sort())
+    for (const id of batchIds) {
+      const outputFile = (await retrieveBatch(t.emulator.url, id)).output_file_id
       expect(outputFile).not.toBeNull()
-      const downloads = timed.filter((l) => l.line.startsWith(`GET /v1/files/${outputFile}/content`))
-      expect(downloads.length, `downloads of ${outputFile}`).toBeGreaterThan(0)
-      expect(downloads[0]!.at - completedAt!).toBeGreaterThanOrEqual(1000)
+      expect(t.emulator.calls("GET", `/v1/files/${outputFile}/content`), `downloads of ${outputFile}`).toBeGreaterThan(0)
     }
   })
 })
@@ -480,9 +509,11 @@ describe("`sluice retry --only` takes exactly the named failure classes", SLOW, 
 
 describe("a detached run", SLOW, () => {
   it("is driven to the end by repeated `sluice resume --detach`, which collects what finished and submits what remains", async () => {
-    // 10 requests per second: each 20-request batch takes 2 s; 10% of requests fail once, so
-    // retry shards must be planned and submitted by the detached resumes.
+    // 10 requests per second: each 20-request batch takes 2 s of the emulator's clock, which
+    // moves only between the resumes; 10% of requests fail once, so retry shards must be
+    // planned and submitted by the detached resumes.
     const t = await setup({ rows: 60, emulator: { requestsPerSecond: 10, validatingMs: 200, errorRate: 0.1 } })
+    await holdClock(t.emulator.url)
     const detached = await t.sluice(["run", t.pipeline, ...runFlags(t.runDir, 20), "--detach"])
     expect(detached.code, describeResult(detached)).toBe(3)
     let events = await readJournal(t.runDir)
@@ -500,7 +531,8 @@ describe("a detached run", SLOW, () => {
     const codes: Array<number | null> = []
     let collectedByDetached = 0
     let submittedByDetached = 0
-    for (let i = 0; i < 30; i++) {
+    for (let i = 0; i < 10; i++) {
+      await advanceClock(t.emulator.url, 5000) // every batch created so far ends
       const before = await readJournal(t.runDir)
       const r = await t.sluice(["resume", t.runDir, "--detach", "--poll-interval", "0.05"])
       codes.push(r.code)
@@ -510,11 +542,10 @@ describe("a detached run", SLOW, () => {
       collectedByDetached += eventsTagged(added, "Collected").length
       submittedByDetached += eventsTagged(added, "Created").length
       if (r.code === 0) break
-      await sleep(300)
     }
-    expect(codes[codes.length - 1], `exit codes of the resumes: ${codes.join(", ")}`).toBe(0)
-    // The retry shards were submitted by a detached resume that did not wait for them.
-    expect(codes.length, `exit codes of the resumes: ${codes.join(", ")}`).toBeGreaterThanOrEqual(2)
+    // The first resume collected the batches and submitted the retry shards without waiting for
+    // them; the second collected those.
+    expect(codes, "exit codes of the resumes").toEqual([3, 0])
 
     events = await readJournal(t.runDir)
     const shards = plannedShards(events).map((e) => e.shard!)

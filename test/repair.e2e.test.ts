@@ -5,14 +5,25 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { emulatorEnv, getLedger, makeProject, readJsonl, runCli, spawnCli, startTestEmulator, writeRows } from "./support/cli.js"
 import type { TempProject, TestEmulator } from "./support/cli.js"
-import { eventsTagged, readFailures, readJournalSoFar, readSink, runFlags, runIdOf, setFaults, writeRecoveryPipeline } from "./support/runs.js"
+import {
+  eventsTagged,
+  holdClock,
+  readFailures,
+  readJournalSoFar,
+  readSink,
+  releaseClock,
+  runFlags,
+  runIdOf,
+  setFaults,
+  waitFor,
+  writeRecoveryPipeline
+} from "./support/runs.js"
 
 let emulator: TestEmulator
 let project: TempProject
 
 beforeAll(async () => {
-  // Slow validation leaves time to switch the fault off before the repair batches exist.
-  emulator = await startTestEmulator({ validatingMs: 400, finalizingMs: 20, requestsPerSecond: 2000 })
+  emulator = await startTestEmulator()
   project = await makeProject("sluice-repair-")
   await writeRows(project, "data/rows.jsonl", 60)
   await writeRecoveryPipeline(project, "repair.pipeline.ts", { name: "repair", system: "Label the review (repair test)." })
@@ -23,11 +34,16 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-describe("repair of parse failures", () => {
+/** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine): be generous. */
+const SLOW = { timeout: 180_000 }
+
+describe("repair of parse failures", SLOW, () => {
   it("sends invalid answers back with the decode error; the repaired answers are decoded into the sink", async () => {
     // Fault rates are fixed per batch when it is created: the first batches answer a third of
-    // their rows with JSON that breaks the schema, the repair batches answer properly.
+    // their rows with JSON that breaks the schema, the repair batches answer properly. The
+    // emulator's clock stands still until the fault is off: no repair batch exists before.
     await setFaults(emulator.url, { invalidJsonRate: 0.35 })
+    await holdClock(emulator.url)
     const runDir = project.path("runs/repair")
     const child = spawnCli(["run", "repair.pipeline.ts", ...runFlags("runs/repair", 20, ["--concurrency", "3"])], {
       cwd: project.dir,
@@ -36,11 +52,19 @@ describe("repair of parse failures", () => {
     let stderr = ""
     child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
-    for (let i = 0; i < 200; i++) {
-      if (eventsTagged(await readJournalSoFar(runDir), "Created").length >= 3) break
-      await new Promise((r) => setTimeout(r, 25))
+    let code: number | null | undefined
+    void exited.then((c) => (code = c))
+    try {
+      await waitFor(
+        "the first three batches",
+        async () => (code !== undefined || eventsTagged(await readJournalSoFar(runDir), "Created").length >= 3 ? true : undefined),
+        { timeoutMs: 120_000 }
+      )
+      expect(code, stderr).toBeUndefined()
+    } finally {
+      await setFaults(emulator.url, { invalidJsonRate: 0 })
+      await releaseClock(emulator.url)
     }
-    await setFaults(emulator.url, { invalidJsonRate: 0 })
     expect(await exited, stderr).toBe(0)
 
     const journal = await readJournalSoFar(runDir)

@@ -173,8 +173,14 @@ export default Pipeline.make("stageless").pipe(Pipeline.from(Source.array([{ id:
     expect(stageless.stderr).toContain('pipeline "stageless" has no batch stage (use Pipeline.batch)')
   })
 
-  it("`resume` type-checks the pipeline file the run names: broken since, it exits 2 and submits nothing", async () => {
+  it("`resume` type-checks the pipeline the run names, with the modules it imports: broken since, it exits 2 and submits nothing", async () => {
+    // The run records the pipeline file's hash, so an edit of the file itself is refused as a
+    // changed pipeline; a module it imports is not hashed, and the type check is what catches it.
     const good = pipelineSource({ name: "resumed", sink: "out/resumed.jsonl" })
+      .replace('import { Schema } from "effect"', 'import { Schema } from "effect"\nimport { userText } from "./resumed.prompt.js"')
+      .replace("user: r.text", "user: userText(r)")
+    const prompt = "export const userText = (r: { readonly id: string; readonly text: string }): string => r.text\n"
+    await writeText(project, "resumed.prompt.ts", prompt)
     await writeText(project, "resumed.pipeline.ts", good)
     const runDir = project.path(".sluice", "runs", "resumed")
     const started = await runCli(["run", "resumed.pipeline.ts", "--detach", "--no-typecheck", ...fastRunFlags(10)], { cwd: project.dir, env: env() })
@@ -182,13 +188,11 @@ export default Pipeline.make("stageless").pipe(Pipeline.from(Source.array([{ id:
     expect([0, 3], describeResult(started)).toContain(started.code)
     const created = batchesCreated()
 
-    // (Without the check, this change would be refused as a changed pipeline: the diagnostic
-    // shows the check ran first.)
-    const broken = good.replace("user: r.text", "user: r.txt")
-    await writeText(project, "resumed.pipeline.ts", broken)
+    const broken = prompt.replace("=> r.text", "=> r.txt")
+    await writeText(project, "resumed.prompt.ts", broken)
     const r = await runCli(["resume", runDir, ...fastRunFlags(10).slice(0, 2)], { cwd: project.dir, env: env() })
     expect(r.code, describeResult(r)).toBe(2)
-    expect(r.stderr).toContain(`${locate("resumed.pipeline.ts", broken, "r.txt", 2)} Property 'txt' does not exist`)
+    expect(r.stderr).toContain(`${locate("resumed.prompt.ts", broken, "r.txt", 2)} Property 'txt' does not exist`)
     expect(batchesCreated()).toBe(created)
   })
 

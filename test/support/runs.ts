@@ -7,11 +7,11 @@ import { readFile } from "node:fs/promises"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { expect } from "vitest"
-import { setFaults } from "../../packages/emulator/src/EmulatorControl.js"
+import { advanceClock, holdClock, releaseClock, setFaults } from "../../packages/emulator/src/EmulatorControl.js"
 import type { FaultPatch } from "../../packages/emulator/src/EmulatorControl.js"
 import { type Ledger, type LedgerBatch, readJsonl, type TempProject, writeText } from "./cli.js"
 
-export { setFaults }
+export { advanceClock, holdClock, releaseClock, setFaults }
 export type { FaultPatch }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
  * Users point their pipelines (or the official `openai` client) at
  * `${handle.url}/v1`, `@anthropic-ai/sdk` and `@google/genai` at `${handle.url}`;
  * tests steer it through `${handle.url}/_emulator/...`
- * (ledger, faults, reset — see internal/controlRoutes.ts; guarded as internal/access.ts says). The same OpenAI routes
+ * (ledger, faults, clock, reset — see internal/controlRoutes.ts; guarded as internal/access.ts says). The same OpenAI routes
  * answer under Azure's roots (`/openai/v1/...`, `/openai/...?api-version=`) and under a
  * gateway path prefix (`/azure/v1/...`, `/gateway/v1/...`): see README.md.
  *
@@ -22,7 +22,7 @@ import type { AddressInfo } from "node:net"
 import { Data, Effect, type Scope } from "effect"
 import { HostPolicy } from "./internal/access.js"
 import { Batches } from "./internal/batches.js"
-import { type Clock, systemClock } from "./internal/clock.js"
+import { EmulatorClock, systemClock } from "./internal/clock.js"
 import { ApiError } from "./internal/errors.js"
 import { defaultFaults, FAULT_KEYS, type FaultSettings, Faults, parseFaultPatch } from "./internal/faults.js"
 import { KnownModels } from "./internal/models.js"
@@ -54,7 +54,7 @@ export interface EmulatorOptions {
   /**
    * Directory for files, batch records and the ledger. When set, a new
    * emulator started on the same directory serves the same files and batches
-   * and continues their lifecycle (time-based, wall clock). When unset, a
+   * and continues their lifecycle (time-based, on its clock). When unset, a
    * temp directory is used and removed on close. Reset deletes only the files the
    * emulator wrote there; a directory whose `state.json` is not the emulator's is refused.
    */
@@ -97,7 +97,13 @@ export interface EmulatorOptions {
   readonly seed?: string
   /** Receives an access log line per request and a line per batch transition to a terminal state. */
   readonly log?: (line: string) => void
-  /** Time source (ms since epoch); for tests that drive the lifecycle with a fake clock. Default Date.now. */
+  /**
+   * Time source (ms since epoch); for tests that drive the lifecycle with a fake clock. Default
+   * Date.now. Either way `POST /_emulator/clock` can hold, advance and release it. While a test
+   * drives the time (this option, or a held clock), a poll waits for validation and result
+   * files instead of answering "validating"/"finalizing" meanwhile: what it answers depends
+   * on the clock alone, however busy the machine.
+   */
   readonly clock?: () => number
   /** Together-style Batch objects: upper-case statuses (`VALIDATING`, `IN_PROGRESS`, `COMPLETED` …). */
   readonly upperCaseStatuses?: boolean
@@ -180,7 +186,8 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   }
   const faults = new Faults(initialFaults(options))
   const models = knownModels(options.models)
-  const clock: Clock = options.clock ?? systemClock
+  const emulatorClock = new EmulatorClock(options.clock ?? systemClock, options.clock !== undefined)
+  const clock = emulatorClock.now
   const seed = options.seed ?? DEFAULTS.seed
   const userLog = options.log
   // A throwing log callback must never break a request or a batch transition.
@@ -196,7 +203,14 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         }
   const hosts = hostPolicy(options.allowedHosts)
   const store = await Store.open(options.stateDir)
-  const batches = new Batches(store, faults, { ...timings, seed, clock, models, log: log ?? (() => undefined) })
+  const batches = new Batches(store, faults, {
+    ...timings,
+    seed,
+    clock,
+    clockDriven: () => emulatorClock.driven,
+    models,
+    log: log ?? (() => undefined)
+  })
 
   const server = createServer({ requestTimeout: 0 }, createHandler({
     store,
@@ -204,6 +218,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     faults,
     seed,
     clock,
+    emulatorClock,
     apiKey: options.apiKey,
     hosts,
     log,

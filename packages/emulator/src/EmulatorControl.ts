@@ -52,6 +52,22 @@ export interface FaultPatch {
   readonly expireBatch?: string
 }
 
+/** The emulator's clock: its time (ms since epoch) and whether it stands still. */
+export interface ClockState {
+  readonly now: number
+  readonly held: boolean
+}
+
+/** A change of the emulator's clock, applied in this order: hold, advance, release. */
+export interface ClockPatch {
+  /** Stop the clock: batches stay in their state until it is advanced or released. */
+  readonly hold?: true
+  /** Move it forward this many ms (held or running). */
+  readonly advanceMs?: number
+  /** Let it run again from where it stood. */
+  readonly release?: true
+}
+
 export interface ControlOptions {
   /** The emulator's API key (`apiKey` / `--api-key`), when it has one: sent as a Bearer token. */
   readonly apiKey?: string
@@ -87,3 +103,20 @@ export const setFaults = (emulatorUrl: string, patch: FaultPatch, options: Contr
 
 export const resetEmulator = (emulatorUrl: string, options: ControlOptions = {}): Promise<{ readonly ok: true }> =>
   call(emulatorUrl, "reset", options, {})
+
+export const getClock = (emulatorUrl: string, options: ControlOptions = {}): Promise<ClockState> => call(emulatorUrl, "clock", options)
+
+export const setClock = (emulatorUrl: string, patch: ClockPatch, options: ControlOptions = {}): Promise<ClockState> =>
+  call(emulatorUrl, "clock", options, patch)
+
+/** Stops the emulator's clock: a test then moves batches from state to state with advanceClock. */
+export const holdClock = (emulatorUrl: string, options: ControlOptions = {}): Promise<ClockState> =>
+  setClock(emulatorUrl, { hold: true }, options)
+
+/** Moves the emulator's clock forward by `ms`. */
+export const advanceClock = (emulatorUrl: string, ms: number, options: ControlOptions = {}): Promise<ClockState> =>
+  setClock(emulatorUrl, { advanceMs: ms }, options)
+
+/** Lets the emulator's clock run again, from where it stood. */
+export const releaseClock = (emulatorUrl: string, options: ControlOptions = {}): Promise<ClockState> =>
+  setClock(emulatorUrl, { release: true }, options)

@@ -45,13 +45,21 @@ const call = async (base: string, method: string, path: string, body?: unknown, 
   return { status: response.status, headers: response.headers, body: parsed, text }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+/**
+ * A clock for an emulator that the test drives: batches move only when `tick` moves it, so
+ * every state is reached by polling, never by waiting for wall-clock time.
+ */
+const drivenClock = () => {
+  let now = Date.now()
+  return { now: () => now, tick: () => void (now += 10) }
+}
 
-const pollEnded = async (base: string, id: string, prefix = "/v1/messages/batches") => {
-  for (let i = 0; i < 1000; i++) {
-    const batch = await call(base, "GET", `${prefix}/${id}`)
+/** Gets the batch until it has ended, moving the emulator's clock 10 ms between gets. */
+const pollEnded = async (base: string, id: string, tick: () => void) => {
+  for (let i = 0; i < 2000; i++) {
+    const batch = await call(base, "GET", `/v1/messages/batches/${id}`)
     if (batch.body.processing_status === "ended") return batch.body
-    await sleep(10)
+    tick()
   }
   throw new Error(`batch ${id} did not end`)
 }
@@ -67,9 +75,10 @@ const anthropicError = (http: Http, status: number, type: string, message?: RegE
 describe("emulator: Anthropic routes over HTTP", () => {
   let emulator: EmulatorHandle
   let base: string
+  const clock = drivenClock()
 
   beforeAll(async () => {
-    emulator = await startEmulator({ apiKey: KEY, requestsPerSecond: 2000, finalizingMs: 10, cancellingMs: 30 })
+    emulator = await startEmulator({ apiKey: KEY, clock: clock.now, requestsPerSecond: 2000, finalizingMs: 10, cancellingMs: 30 })
     base = emulator.url
   })
   afterAll(async () => {
@@ -121,7 +130,7 @@ describe("emulator: Anthropic routes over HTTP", () => {
     // params problems are not envelope problems: created, then errored
     const created = await call(base, "POST", "/v1/messages/batches", { requests: [{ custom_id: "p", params: { nonsense: true } }] })
     expect(created.status).toBe(200)
-    const ended = await pollEnded(base, created.body.id)
+    const ended = await pollEnded(base, created.body.id, clock.tick)
     expect(ended.request_counts).toMatchObject({ errored: 1 })
   })
 
@@ -167,7 +176,7 @@ describe("emulator: Anthropic routes over HTTP", () => {
     expect(canceling.body.processing_status).toBe("canceling")
     // canceling twice is fine
     expect((await call(base, "POST", `/v1/messages/batches/${id}/cancel`)).body.cancel_initiated_at).toBe(canceling.body.cancel_initiated_at)
-    const ended = await pollEnded(base, id)
+    const ended = await pollEnded(base, id, clock.tick)
     expect(ended.request_counts.canceled).toBeGreaterThan(0)
     anthropicError(await call(base, "POST", `/v1/messages/batches/${id}/cancel`), 400, "invalid_request_error", /already ended/)
     const results = await call(base, "GET", `/v1/messages/batches/${id}/results`)
@@ -183,7 +192,7 @@ describe("emulator: Anthropic routes over HTTP", () => {
     await setFaults(base, { dropLines: 0.5 }, control)
     try {
       const created = await call(base, "POST", "/v1/messages/batches", { requests: Array.from({ length: 40 }, (_, i) => request(`d${i}`, `text ${i}`)) })
-      const ended = await pollEnded(base, created.body.id)
+      const ended = await pollEnded(base, created.body.id, clock.tick)
       expect(ended.request_counts).toEqual({ processing: 0, succeeded: 40, errored: 0, canceled: 0, expired: 0 })
       const lines = (await call(base, "GET", `/v1/messages/batches/${created.body.id}/results`)).text.trim().split("\n").map((l) => JSON.parse(l))
       expect(lines.length).toBeGreaterThan(0)
@@ -204,7 +213,7 @@ describe("emulator: Anthropic routes over HTTP", () => {
     const created = await call(base, "POST", "/v1/messages/batches", {
       requests: [{ custom_id: "m", params: { model: "claude-haiku-4-5", max_tokens: 2, messages: [{ role: "user", content: long }] } }]
     })
-    await pollEnded(base, created.body.id)
+    await pollEnded(base, created.body.id, clock.tick)
     const line = JSON.parse((await call(base, "GET", `/v1/messages/batches/${created.body.id}/results`)).text)
     expect(line.result.message.stop_reason).toBe("max_tokens")
     expect(line.result.message.usage.output_tokens).toBe(2)
@@ -215,13 +224,15 @@ describe("emulator: Anthropic batches survive a restart on the same state direct
   it("continues the lifecycle and serves the results", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "sluice-anthropic-state-"))
     try {
-      const first = await startEmulator({ stateDir, requestsPerSecond: 100, finalizingMs: 10 })
+      // One clock for both emulators, as the wall clock would be.
+      const clock = drivenClock()
+      const first = await startEmulator({ stateDir, clock: clock.now, requestsPerSecond: 100, finalizingMs: 10 })
       const created = await call(first.url, "POST", "/v1/messages/batches", { requests: Array.from({ length: 30 }, (_, i) => request(`k${i}`)) })
       expect(created.body.processing_status).toBe("in_progress")
       await first.close()
-      const second = await startEmulator({ stateDir })
+      const second = await startEmulator({ stateDir, clock: clock.now })
       try {
-        const ended = await pollEnded(second.url, created.body.id)
+        const ended = await pollEnded(second.url, created.body.id, clock.tick)
         expect(ended.request_counts.succeeded).toBe(30)
         expect(ended.results_url).toBe(`${second.url}/v1/messages/batches/${created.body.id}/results`)
         const lines = (await call(second.url, "GET", `/v1/messages/batches/${created.body.id}/results`)).text.trim().split("\n")

@@ -121,8 +121,6 @@ const requests = (count: number, prefix: string): Array<BatchRequest> =>
   Array.from({ length: count }, (_, i) =>
     (i % 2 === 0 ? toolRequest : textRequest)(`${prefix}-${i}`, `Review ${i} of ${prefix}: the product is ${["great", "awful", "okay"][i % 3]}.`))
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
 // ---------------------------------------------------------------------------------------------
 
 describe("emulator with the official @anthropic-ai/sdk client", () => {
@@ -133,9 +131,11 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
   const API_KEY = "sk-ant-emulator-test"
   /** The test API takes the same key. */
   const control = { apiKey: API_KEY }
+  /** The emulator's clock: batches move only when the test moves it (poll does, 10 ms a get). */
+  let now = Date.now()
 
   beforeAll(async () => {
-    emulator = await startEmulator({ apiKey: API_KEY, requestsPerSecond: 2000, finalizingMs: 20, cancellingMs: 60 })
+    emulator = await startEmulator({ apiKey: API_KEY, clock: () => now, requestsPerSecond: 2000, finalizingMs: 20, cancellingMs: 60 })
     client = new Anthropic({ apiKey: API_KEY, baseURL: emulator.url, fetch: validatingFetch(checked, problems), maxRetries: 4 })
   })
   afterAll(async () => {
@@ -144,16 +144,15 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
     expect(problems).toEqual([])
   })
 
-  const poll = async (id: string, timeoutMs = 15_000) => {
+  const poll = async (id: string) => {
     const seen: Array<Anthropic.Messages.MessageBatch> = []
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
+    for (let i = 0; i < 2000; i++) {
       const batch = await client.messages.batches.retrieve(id)
       seen.push(batch)
       if (batch.processing_status === "ended") return { batch, seen }
-      if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.processing_status}`)
-      await sleep(10)
+      now += 10
     }
+    throw new Error(`batch ${id} still ${seen[seen.length - 1]!.processing_status} after 2000 polls`)
   }
 
   const results = async (id: string) => {
@@ -184,7 +183,8 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
 
 
     const { batch, seen } = await poll(created.id)
-    // counts are frozen at {processing: N} until the batch has ended
+    // counts are frozen at {processing: N} until the batch has ended (160 ms of the clock: 16 polls)
+    expect(seen.filter((b) => b.processing_status === "in_progress").length).toBeGreaterThan(10)
     for (const view of seen.filter((b) => b.processing_status !== "ended")) {
       expect(view.request_counts).toEqual({ processing: 32, succeeded: 0, errored: 0, canceled: 0, expired: 0 })
       expect(view.results_url).toBeNull()
@@ -277,14 +277,15 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
       const created = await client.messages.batches.create({ requests: requests(120, "cx") })
       // results before the end: the SDK refuses (results_url is null)
       await expect(client.messages.batches.results(created.id)).rejects.toThrow(/results_url/)
-      await sleep(400)
+      now += 400 // 16 of the 120 requests processed
       const canceling = await client.messages.batches.cancel(created.id)
       expect(canceling.processing_status).toBe("canceling")
       expect(canceling.cancel_initiated_at).not.toBeNull()
       expect(canceling.request_counts.processing).toBe(120)
       const { batch } = await poll(created.id)
       const counts = batch.request_counts
-      expect(counts.canceled).toBeGreaterThan(0)
+      expect(counts.canceled).toBe(120 - 16)
+      expect(counts.succeeded + counts.errored).toBe(16)
       expect(counts.succeeded).toBeGreaterThan(0)
       expect(counts.succeeded + counts.errored + counts.canceled + counts.expired).toBe(120)
       const lines = await results(batch.id)
@@ -301,10 +302,10 @@ describe("emulator with the official @anthropic-ai/sdk client", () => {
     await setFaults(emulator.url, { requestsPerSecond: 40 }, control)
     try {
       const created = await client.messages.batches.create({ requests: requests(120, "ex") })
-      await sleep(400)
+      now += 400 // 16 of the 120 requests processed
       await setFaults(emulator.url, { expireBatch: created.id }, control)
       const { batch } = await poll(created.id)
-      expect(batch.request_counts.expired).toBeGreaterThan(0)
+      expect(batch.request_counts.expired).toBe(120 - 16)
       expect(batch.request_counts.succeeded).toBeGreaterThan(0)
       expect(batch.cancel_initiated_at).toBeNull()
       const types = new Set((await results(batch.id)).map((l) => l.result.type))

@@ -7,7 +7,7 @@ import { Ajv } from "ajv"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Emulator from "../src/Emulator.js"
-import { getFaults, getLedger, resetEmulator, setFaults } from "../src/EmulatorControl.js"
+import { advanceClock, getClock, getFaults, getLedger, holdClock, releaseClock, resetEmulator, setClock, setFaults } from "../src/EmulatorControl.js"
 import { Tokens } from "@sluice/core"
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -36,7 +36,11 @@ interface Http {
   readonly body: any
 }
 
-const client = (base: string) => {
+/**
+ * `tick` moves the emulator's clock (when the test drives it) between two polls: every state
+ * is reached by polling, never by waiting for wall-clock time.
+ */
+const client = (base: string, tick: () => void = () => undefined) => {
   const json = async (method: string, path: string, body?: unknown): Promise<Http> => {
     const response = await fetch(`${base}${path}`, {
       method,
@@ -61,13 +65,13 @@ const client = (base: string) => {
     return created.body
   }
   const poll = async (id: string, done = (b: any) => ["completed", "failed", "expired", "cancelled"].includes(b.status)): Promise<any> => {
-    const deadline = Date.now() + 10_000
-    for (;;) {
-      const { body } = await json("GET", `/v1/batches/${id}`)
+    let body: any
+    for (let i = 0; i < 1000; i++) {
+      body = (await json("GET", `/v1/batches/${id}`)).body
       if (done(body)) return body
-      if (Date.now() > deadline) throw new Error(`batch ${id} stuck in ${body.status}`)
-      await sleep(10)
+      tick()
     }
+    throw new Error(`batch ${id} stuck in ${body.status}`)
   }
   const lines = async (fileId: string | null): Promise<Array<any>> => {
     if (fileId === null) return []
@@ -98,10 +102,12 @@ const sendChunked = (url: string, path: string, headers: Record<string, string>,
 describe("emulator over raw HTTP", () => {
   let emulator: Emulator.EmulatorHandle
   let api: ReturnType<typeof client>
+  /** The emulator's clock: moved 10 ms by each poll that has not seen what it waits for. */
+  let now = Date.now()
 
   beforeAll(async () => {
-    emulator = await Emulator.startEmulator({ validatingMs: 10, finalizingMs: 10, cancellingMs: 20, requestsPerSecond: 5000 })
-    api = client(emulator.url)
+    emulator = await Emulator.startEmulator({ clock: () => now, validatingMs: 10, finalizingMs: 10, cancellingMs: 20, requestsPerSecond: 5000 })
+    api = client(emulator.url, () => void (now += 10))
   })
   afterAll(async () => {
     await emulator.close()
@@ -421,6 +427,51 @@ describe("emulator state", () => {
       const done = await at(4000)
       expect(done).toMatchObject({ status: "completed", completed_at: 1_700_000_004, created_at: 1_700_000_000 })
       expect(await api.lines(done.output_file_id)).toHaveLength(20)
+    } finally {
+      await emulator.close()
+    }
+  })
+
+  it("holds, advances and releases its clock through POST /_emulator/clock", async () => {
+    const emulator = await Emulator.startEmulator({ validatingMs: 1000, requestsPerSecond: 10, finalizingMs: 1000 })
+    try {
+      const api = client(emulator.url)
+      const held = await holdClock(emulator.url)
+      expect(held.held).toBe(true)
+      const created = await api.submit(Array.from({ length: 20 }, (_, i) => chatLine(`hold-${i}`, `t${i}`)))
+      expect(created.status).toBe("validating")
+      // Held: however long this takes, the clock stands still and the batch stays where it is.
+      await sleep(20)
+      expect(await getClock(emulator.url)).toEqual(held)
+      expect((await api.json("GET", `/v1/batches/${created.id}`)).body.status).toBe("validating")
+      const at = async (advanceMs: number) => {
+        await advanceClock(emulator.url, advanceMs)
+        return (await api.json("GET", `/v1/batches/${created.id}`)).body
+      }
+      expect(await at(1000)).toMatchObject({ status: "in_progress", in_progress_at: Math.floor((held.now + 1000) / 1000) })
+      expect((await at(500)).request_counts.completed).toBe(5)
+      expect((await at(1500)).status).toBe("finalizing")
+      expect(await at(999)).toMatchObject({ status: "finalizing", request_counts: { completed: 20 } })
+      const done = await at(1)
+      expect(done).toMatchObject({ status: "completed", completed_at: Math.floor((held.now + 4000) / 1000) })
+      expect(await api.lines(done.output_file_id)).toHaveLength(20)
+      expect((await getClock(emulator.url)).now).toBe(held.now + 4000)
+
+      // Released, it runs on from where it stood (it never jumps back to the wall clock).
+      const released = await releaseClock(emulator.url)
+      expect(released.held).toBe(false)
+      expect(released.now).toBeGreaterThanOrEqual(held.now + 4000)
+      // Advance and release in one call; bad settings are refused and change nothing.
+      expect((await setClock(emulator.url, { hold: true, advanceMs: 60_000 })).now).toBeGreaterThanOrEqual(held.now + 64_000)
+      const before = await getClock(emulator.url)
+      for (const body of [{ advanceMs: -1 }, { advanceMs: "5" }, { hold: false }, { hold: true, release: true }, { rewind: 1 }, [1]]) {
+        const res = await api.json("POST", "/_emulator/clock", body)
+        expect(res.status, JSON.stringify(body)).toBe(400)
+        expect(res.body.error.type).toBe("invalid_request_error")
+      }
+      expect(await getClock(emulator.url)).toEqual(before)
+      expect((await setClock(emulator.url, { advanceMs: 1000, release: true })).held).toBe(false)
+      expect((await getClock(emulator.url)).now).toBeGreaterThanOrEqual(before.now + 1000)
     } finally {
       await emulator.close()
     }

@@ -73,9 +73,16 @@ interface OutputLine {
   error: { code: string; message: string } | null
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+/**
+ * A clock for an emulator that the test drives: batches move only when `tick` moves it (by
+ * `stepMs`), so every state is reached by polling, never by waiting for wall-clock time.
+ */
+const drivenClock = (stepMs = 10) => {
+  let now = Date.now()
+  return { now: () => now, tick: () => void (now += stepMs) }
+}
 
-const makeHelpers = (client: OpenAI) => {
+const makeHelpers = (client: OpenAI, tick: () => void) => {
   const upload = async (items: ReadonlyArray<unknown>, name = "input.jsonl") =>
     client.files.create({ file: await toFile(Buffer.from(toJsonl(items)), name), purpose: "batch" })
 
@@ -89,17 +96,16 @@ const makeHelpers = (client: OpenAI) => {
     })
   }
 
-  /** Polls until `done` holds; returns the last batch and every status seen on the way. */
-  const poll = async (id: string, done: (batch: OpenAI.Batch) => boolean = (b) => TERMINAL.includes(b.status), timeoutMs = 10_000) => {
+  /** Polls until `done` holds, moving the clock between polls; returns the last batch and every status seen on the way. */
+  const poll = async (id: string, done: (batch: OpenAI.Batch) => boolean = (b) => TERMINAL.includes(b.status)) => {
     const seen: Array<OpenAI.Batch> = []
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
+    for (let i = 0; i < 2000; i++) {
       const batch = await client.batches.retrieve(id)
       seen.push(batch)
       if (done(batch)) return { batch, seen }
-      if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.status} after ${timeoutMs} ms`)
-      await sleep(10)
+      tick()
     }
+    throw new Error(`batch ${id} still ${seen[seen.length - 1]!.status} after 2000 polls`)
   }
 
   const download = async (fileId: string | null | undefined): Promise<Array<OutputLine>> => {
@@ -120,11 +126,12 @@ describe("emulator with the official openai client", () => {
   let client: OpenAI
   let h: ReturnType<typeof makeHelpers>
   const logLines: Array<string> = []
+  const clock = drivenClock()
 
   beforeAll(async () => {
-    emulator = await startEmulator({ ...BASE, log: (line) => logLines.push(line) })
+    emulator = await startEmulator({ ...BASE, clock: clock.now, log: (line) => logLines.push(line) })
     client = new OpenAI({ apiKey: "test", baseURL: `${emulator.url}/v1` })
-    h = makeHelpers(client)
+    h = makeHelpers(client, clock.tick)
   })
   afterAll(async () => {
     await emulator.close()
@@ -157,7 +164,8 @@ describe("emulator with the official openai client", () => {
     // progress never goes backwards
     const completedCounts = seen.map((b) => b.request_counts?.completed ?? 0)
     expect([...completedCounts].sort((a, b) => a - b)).toEqual(completedCounts)
-    expect(seen.some((b) => b.status === "in_progress" || b.status === "finalizing")).toBe(true)
+    // every state on the way, in order (the clock moves 10 ms a poll)
+    expect([...new Set(seen.map((b) => b.status))]).toEqual(["validating", "in_progress", "finalizing", "completed"])
 
     const output = await h.download(batch.output_file_id)
     const ids = output.map((line) => line.custom_id)
@@ -299,17 +307,17 @@ describe("emulator with the official openai client", () => {
   })
 
   it("expires a batch when the completion window (expireAfterMs) runs out", async () => {
-    const short = await startEmulator({ ...BASE, expireAfterMs: 300, requestsPerSecond: 50 })
+    const clock = drivenClock()
+    const short = await startEmulator({ ...BASE, clock: clock.now, expireAfterMs: 300, requestsPerSecond: 50 })
     try {
       const c = new OpenAI({ apiKey: "test", baseURL: `${short.url}/v1` })
-      const s = makeHelpers(c)
+      const s = makeHelpers(c, clock.tick)
       const created = await s.submit(lines(100, "window"))
       expect(created.expires_at! - created.created_at).toBeLessThanOrEqual(1)
       const { batch } = await s.poll(created.id)
       expect(batch.status).toBe("expired")
       const done = batch.request_counts!.completed
-      expect(done).toBeGreaterThan(0)
-      expect(done).toBeLessThan(100)
+      expect(done).toBe(14) // (300 ms - 20 ms validating) at 50 requests a second
       expect(await s.download(batch.output_file_id)).toHaveLength(done)
       const errors = await s.download(batch.error_file_id)
       expect(errors).toHaveLength(100 - done)
@@ -478,18 +486,21 @@ describe("emulator API key and state dir", () => {
 
   it("keeps batches across a restart on the same stateDir and continues their lifecycle", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "sluice-emulator-test-"))
+    // One clock for the three emulators, as the wall clock would be.
+    const clock = drivenClock()
     try {
-      const first = await startEmulator({ ...BASE, stateDir, requestsPerSecond: 100 })
+      const first = await startEmulator({ ...BASE, clock: clock.now, stateDir, requestsPerSecond: 100 })
       const c1 = new OpenAI({ apiKey: "test", baseURL: `${first.url}/v1` })
       const input = lines(50, "restart", true)
-      const created = await makeHelpers(c1).submit(input, { run: "persisted" })
+      const created = await makeHelpers(c1, clock.tick).submit(input, { run: "persisted" })
+      expect(created.status).toBe("validating")
       await first.close()
 
-      const second = await startEmulator({ ...BASE, stateDir })
+      const second = await startEmulator({ ...BASE, clock: clock.now, stateDir })
       let batchId: string
       try {
         const c2 = new OpenAI({ apiKey: "test", baseURL: `${second.url}/v1` })
-        const h2 = makeHelpers(c2)
+        const h2 = makeHelpers(c2, clock.tick)
         expect((await c2.files.retrieve(created.input_file_id)).filename).toBe("input.jsonl")
         const { batch } = await h2.poll(created.id)
         batchId = batch.id
@@ -502,12 +513,12 @@ describe("emulator API key and state dir", () => {
       }
 
       // A third start serves the finished batch and its files as they were.
-      const third = await startEmulator({ ...BASE, stateDir })
+      const third = await startEmulator({ ...BASE, clock: clock.now, stateDir })
       try {
         const c3 = new OpenAI({ apiKey: "test", baseURL: `${third.url}/v1` })
         const batch = await c3.batches.retrieve(batchId)
         expect(batch.status).toBe("completed")
-        expect(await makeHelpers(c3).download(batch.output_file_id)).toHaveLength(50)
+        expect(await makeHelpers(c3, clock.tick).download(batch.output_file_id)).toHaveLength(50)
         const ledger = await getLedger(third.url)
         expect(ledger.batches.map((b) => b.id)).toEqual([batchId])
         expect(ledger.batches[0]!.custom_ids).toHaveLength(50)

@@ -8,7 +8,7 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import type { BatchRequest, BatchResult } from "@sluice/core"
 import { StructuredOutput } from "@sluice/core"
-import { Chunk, ConfigProvider, Context, Effect, Either, Exit, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
+import { Chunk, ConfigProvider, Context, Effect, Either, Exit, Layer, Option, Redacted, Schema, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -34,10 +34,16 @@ const undiciClient = Effect.map(Layer.build(NodeHttpClient.layerUndici), (ctx) =
 
 const API_KEY = "sk-ant-emulator-key"
 
-/** Starts an emulator and builds the provider over the undici client, recording every exchange. */
+/**
+ * Starts an emulator and builds the provider over the undici client, recording every exchange.
+ * The emulator's clock moves only when the test moves it (`advance`): every state is reached by
+ * polling, never by waiting for wall-clock time.
+ */
 const setup = (options: EmulatorOptions, config: Partial<AnthropicConfig> = {}) =>
   Effect.gen(function*() {
-    const emulator = yield* emulatorScoped({ finalizingMs: 20, cancellingMs: 50, apiKey: API_KEY, ...options })
+    let now = Date.now()
+    const advance = (ms: number) => Effect.sync(() => void (now += ms))
+    const emulator = yield* emulatorScoped({ clock: () => now, finalizingMs: 20, cancellingMs: 50, apiKey: API_KEY, ...options })
     const exchanges: Array<Exchange> = []
     const undici = yield* undiciClient
     const recording = HttpClient.tap(undici, (response: HttpClientResponse.HttpClientResponse) =>
@@ -66,7 +72,7 @@ const setup = (options: EmulatorOptions, config: Partial<AnthropicConfig> = {}) 
         }).then((r) => r.json())
       )
     const ledger = Effect.promise(() => fetch(`${emulator.url}/_emulator/ledger`, { headers: key }).then((r) => r.json() as Promise<Ledger>))
-    return { emulator, provider, build, exchanges, faults, ledger }
+    return { emulator, provider, build, exchanges, faults, ledger, advance, clockNow: () => now }
   })
 
 const tmpDir = Effect.acquireRelease(
@@ -99,12 +105,12 @@ const chat = (i: number, structured: boolean, model = "claude-haiku-4-5"): Batch
 const shardOf = (prefix: string, count: number, structured: (i: number) => boolean = (i) => i % 2 === 0) =>
   Array.from({ length: count }, (_, i) => [`${prefix}-${i}`, chat(i, structured(i))] as const)
 
-const waitTerminal = (provider: AnthropicBatchProvider, id: string) =>
+/** Polls until the batch is terminal, moving the emulator's clock 10 ms after each poll that is not. */
+const waitTerminal = (provider: AnthropicBatchProvider, id: string, advance: (ms: number) => Effect.Effect<void>) =>
   provider.retrieve(id).pipe(
-    Effect.repeat(
-      Schedule.spaced("20 millis").pipe(Schedule.untilInput((b: BatchInfo) => isTerminal(b.status)), Schedule.passthrough)
-    ),
-    Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`batch ${id} did not finish`) })
+    Effect.tap((b) => (isTerminal(b.status) ? Effect.void : advance(10))),
+    Effect.repeat({ until: (b: BatchInfo) => isTerminal(b.status), times: 2000 }),
+    Effect.filterOrFail((b) => isTerminal(b.status), (b) => new Error(`batch ${id} still ${b.rawStatus} after 2000 polls`))
   )
 
 const collect = (provider: AnthropicBatchProvider, batch: BatchInfo) =>
@@ -121,7 +127,7 @@ const classes = (results: ReadonlyArray<BatchResult>) =>
 describe("AnthropicBatch against the emulator", () => {
   it.scopedLive("lifecycle: inline create, poll, results with an errored line, structured output decoded", () =>
     Effect.gen(function*() {
-      const { exchanges, provider, ledger } = yield* setup({ errorRate: 0.3, requestsPerSecond: 150 })
+      const { advance, exchanges, provider, ledger } = yield* setup({ errorRate: 0.3, requestsPerSecond: 150 })
       const dir = yield* tmpDir
       // Anthropic refuses temperature > 1: an errored (permanent) line
       const bad = ["row-bad", { ...chat(99, false), params: { temperature: 5 } }] as const
@@ -138,7 +144,7 @@ describe("AnthropicBatch against the emulator", () => {
       assert.deepStrictEqual(created.metadata, {}) // Anthropic keeps no metadata
       assert.isNull(created.outputFileId)
 
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual(done.rawStatus, "ended")
       assert.strictEqual(done.counts.total, 41)
@@ -191,7 +197,7 @@ describe("AnthropicBatch against the emulator", () => {
           return [r.customId, chat(i, i % 2 === 0)] as const
         })
       )
-      const retried = yield* waitTerminal(provider, (yield* provider.create({ inputRef: retryPath, path: retryPath, endpoint: "chat", metadata: {} })).id)
+      const retried = yield* waitTerminal(provider, (yield* provider.create({ inputRef: retryPath, path: retryPath, endpoint: "chat", metadata: {} })).id, advance)
       assert.deepStrictEqual(retried.counts, { total: serverErrors.length, succeeded: serverErrors.length, failed: 0 })
 
       // the ledger lists both batches with their custom_ids, and the successes as deliveries
@@ -204,13 +210,13 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("expiry (expireBatch fault): status expired, unfinished requests fail as expired", () =>
     Effect.gen(function*() {
-      const { provider, faults } = yield* setup({ requestsPerSecond: 50 })
+      const { advance, provider, faults } = yield* setup({ requestsPerSecond: 50 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, shardOf("ex", 100))
       const created = yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })
-      yield* Effect.sleep("300 millis")
+      yield* advance(300) // 15 of the 100 requests processed
       yield* faults({ expireBatch: created.id })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "expired")
       assert.strictEqual(done.rawStatus, "ended")
       const results = yield* collect(provider, done)
@@ -218,24 +224,26 @@ describe("AnthropicBatch against the emulator", () => {
       assert.deepStrictEqual([...classes(results)].sort(), ["expired", "ok"])
       const expired = results.filter((r) => r._tag === "Failed")
       assert.strictEqual(expired.length, done.counts.failed)
+      assert.strictEqual(expired.length, 85)
       for (const r of expired) assert.deepInclude(r, { code: "expired", failure: "expired" })
     }))
 
   it.scopedLive("cancel: cancelling -> cancelled, partial results, the rest cancelled", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 50 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 50 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, shardOf("c", 100))
       const created = yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })
-      yield* Effect.sleep("300 millis")
+      yield* advance(300) // 15 of the 100 requests processed
       const cancelling = yield* provider.cancel(created.id)
       assert.strictEqual(cancelling.status, "cancelling")
       assert.strictEqual(cancelling.rawStatus, "canceling")
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "cancelled")
       const results = yield* collect(provider, done)
       assert.strictEqual(results.length, 100)
       assert.deepStrictEqual([...classes(results)].sort(), ["cancelled", "ok"])
+      assert.strictEqual(results.filter((r) => r._tag === "Succeeded").length, 15)
 
       // deleting: refused while processing, then fine (and idempotent) once ended
       yield* provider.deleteBatch(done.id)
@@ -249,10 +257,10 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("bearer auth with a newer anthropic-version; a wrong key is Unauthorized and never echoed", () =>
     Effect.gen(function*() {
-      const { provider, build, exchanges } = yield* setup({ requestsPerSecond: 5000 }, { auth: "bearer" })
+      const { advance, provider, build, exchanges } = yield* setup({ requestsPerSecond: 5000 }, { auth: "bearer" })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, shardOf("b", 4))
-      const done = yield* waitTerminal(provider, (yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })).id)
+      const done = yield* waitTerminal(provider, (yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })).id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual((yield* collect(provider, done)).filter((r) => r._tag === "Succeeded").length, 4)
       for (const x of exchanges) {
@@ -276,7 +284,7 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("an Anthropic-shaped gateway for other models: the batches path is configuration", () =>
     Effect.gen(function*() {
-      const { emulator, provider: native, build, exchanges, ledger } = yield* setup({ requestsPerSecond: 5000 })
+      const { advance, emulator, provider: native, build, exchanges, ledger } = yield* setup({ requestsPerSecond: 5000 })
       const dir = yield* tmpDir
       const gateway = yield* build(
         gatewayConfig({ apiKey: Redacted.make(API_KEY), baseUrl: `${emulator.url}/anthropic-gateway` })
@@ -285,7 +293,7 @@ describe("AnthropicBatch against the emulator", () => {
       const requests = Array.from({ length: 6 }, (_, i) => [`gw-${i}`, chat(i, i % 2 === 0, "gpt-4o-mini")] as const)
       const path = writeShard(dir, gateway, requests)
       const created = yield* gateway.create({ inputRef: path, path, endpoint: "chat", metadata: {} })
-      const done = yield* waitTerminal(gateway, created.id)
+      const done = yield* waitTerminal(gateway, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual(done.outputFileId, `${emulator.url}/anthropic-gateway/v1/batches/${created.id}/results`)
       const results = yield* collect(gateway, done)
@@ -327,12 +335,12 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("rate limits and server errors on polls, lists and downloads are retried; create is not", () =>
     Effect.gen(function*() {
-      const { provider, faults, exchanges } = yield* setup({ requestsPerSecond: 50 }, { retry: { baseDelay: "5 millis" } })
+      const { advance, provider, faults, exchanges } = yield* setup({ requestsPerSecond: 50 }, { retry: { baseDelay: "5 millis" } })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, shardOf("rl", 10))
       const created = yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })
       yield* faults({ rateLimitRate: 0.4, serverErrorRate: 0.3, retryAfterMs: 10 })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual((yield* collect(provider, done)).length, 10)
       assert.strictEqual(Chunk.size(yield* Stream.runCollect(provider.list)), 1)
       assert.isTrue(exchanges.some((x) => x.status === 429) && exchanges.some((x) => x.status >= 500))
@@ -346,14 +354,14 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("orphans without metadata: a lost create is found by time, count and (once ended) custom_ids", () =>
     Effect.gen(function*() {
-      // slow enough that both 20-request batches are still running at the first search
-      const { provider, faults } = yield* setup({ requestsPerSecond: 15 })
+      // both 20-request batches are still running at the first search: the clock has not moved
+      const { advance, clockNow, provider, faults } = yield* setup({ requestsPerSecond: 15 })
       const dir = yield* tmpDir
       // two shards of the same size: the count alone cannot tell them apart
       const pathA = writeShard(dir, provider, shardOf("a", 20))
       const pathB = writeShard(dir, provider, shardOf("b", 20))
       const pathC = writeShard(dir, provider, shardOf("c", 7))
-      const intentAt = Math.floor(Date.now() / 1000)
+      const intentAt = Math.floor(clockNow() / 1000)
       const b = yield* provider.create({ inputRef: pathB, path: pathB, endpoint: "chat", metadata: {} })
       yield* provider.create({ inputRef: pathC, path: pathC, endpoint: "chat", metadata: {} })
       // the create of shard A takes effect, but its answer is lost
@@ -371,8 +379,8 @@ describe("AnthropicBatch against the emulator", () => {
       assert.strictEqual(excluding.undecided.length, 1)
       const orphanId = excluding.undecided[0]!.id
 
-      yield* waitTerminal(provider, orphanId)
-      yield* waitTerminal(provider, b.id)
+      yield* waitTerminal(provider, orphanId, advance)
+      yield* waitTerminal(provider, b.id, advance)
       const found = yield* provider.findOrphan({ path: pathA, intentAt })
       assert.strictEqual(Option.getOrThrow(found.adopt).id, orphanId)
       assert.deepStrictEqual(found.undecided, [])
@@ -387,14 +395,14 @@ describe("AnthropicBatch against the emulator", () => {
 
   it.scopedLive("a large shard is streamed as the create body (5,000 requests)", () =>
     Effect.gen(function*() {
-      const { provider, exchanges } = yield* setup({ requestsPerSecond: Infinity })
+      const { advance, provider, exchanges } = yield* setup({ requestsPerSecond: Infinity })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, shardOf("big", 5000, () => false))
       const created = yield* provider.create({ inputRef: path, path, endpoint: "chat", metadata: {} })
       assert.strictEqual(created.counts.total, 5000)
       const post = exchanges.find((x) => x.method === "POST")!
       assert.strictEqual(post.headers["content-length"], String(NodeFs.statSync(path).size + 14))
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.counts.succeeded, 5000)
       assert.strictEqual((yield* collect(provider, done)).length, 5000)
     }))

@@ -73,14 +73,14 @@ describe("Azure OpenAI configuration", () => {
 describe("Azure OpenAI against the emulator", () => {
   it.scopedLive("v1 API: /openai/v1 paths, api-key header; errored lines, an expiry and a cancel; Azure-style statuses", () =>
     Effect.gen(function*() {
-      const { faults, proxy } = yield* emulatorBehindProxy({ apiKey: KEY, errorRate: 0.3, azureQuirks: true })
+      const { advance, faults, proxy } = yield* emulatorBehindProxy({ apiKey: KEY, errorRate: 0.3, azureQuirks: true })
       const azure = yield* provider(azureConfig({ apiKey: Redacted.make(KEY), endpoint: proxy.url }))
       assert.strictEqual(azure.name, "azure")
       assert.strictEqual(azure.limits.maxRequests, 100_000)
-      const report = yield* lifecycle(azure, faults, { model: "my-gpt4o-global-batch" })
+      const report = yield* lifecycle(azure, { advance, faults }, { model: "my-gpt4o-global-batch" })
 
       // Capitalised on the wire, normalised in BatchInfo.
-      for (const raw of ["Validating", "InProgress", "Completed", "Expired", "Cancelled"]) assert.include(report.rawStatuses, raw)
+      for (const raw of ["Validating", "InProgress", "Finalizing", "Completed", "Expired", "Cancelling", "Cancelled"]) assert.include(report.rawStatuses, raw)
       assert.strictEqual(report.completed.rawStatus, "Completed")
       assert.strictEqual(report.cancelled.status, "cancelled")
 
@@ -102,9 +102,9 @@ describe("Azure OpenAI against the emulator", () => {
 
   it.scopedLive("versioned API: /openai/... with ?api-version= on every call; the query never reaches an error", () =>
     Effect.gen(function*() {
-      const { faults, proxy } = yield* emulatorBehindProxy({ apiKey: KEY, errorRate: 0.3 })
+      const { advance, faults, proxy } = yield* emulatorBehindProxy({ apiKey: KEY, errorRate: 0.3 })
       const azure = yield* provider(azureConfig({ apiKey: Redacted.make(KEY), endpoint: proxy.url, apiVersion: "2024-10-21" }))
-      yield* lifecycle(azure, faults)
+      yield* lifecycle(azure, { advance, faults })
       for (const s of proxy.seen) {
         assert.match(s.path, /^\/openai\/(files|batches)/, s.url)
         assert.notMatch(s.path, /^\/openai\/v1\//)
@@ -170,7 +170,7 @@ describe("Azure OpenAI against the emulator", () => {
 
   it.scopedLive("the registry's `azure` entry reads AZURE_OPENAI_* and runs a batch", () =>
     Effect.gen(function*() {
-      const { proxy } = yield* emulatorBehindProxy({ apiKey: KEY })
+      const { advance, proxy } = yield* emulatorBehindProxy({ apiKey: KEY })
       const client = yield* undiciClient
       const env = ConfigProvider.fromMap(
         new Map([
@@ -190,7 +190,7 @@ describe("Azure OpenAI against the emulator", () => {
       const shard = writeShard(dir, azure, [["r-1", chat(1)], ["r-2", chat(2)]])
       const staged = yield* azure.stage(shard, "registry")
       const created = yield* azure.create({ inputRef: staged.inputRef, path: shard, endpoint: "chat", metadata: { k: "v" } })
-      const done = yield* waitFor(azure, created.id)
+      const done = yield* waitFor(azure, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual(done.counts.succeeded, 2)
       for (const s of proxy.seen) {

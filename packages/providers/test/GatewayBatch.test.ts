@@ -120,14 +120,14 @@ describe("gateways and presets against the emulator", () => {
 
   it.scopedLive("gateway: Bearer <token>:<project>, an extra header and a /gateway/v1 prefix; polls send no-cache", () =>
     Effect.gen(function*() {
-      const { faults, proxy } = yield* emulatorBehindProxy({ apiKey: `${TOKEN}:${PROJECT}`, errorRate: 0.3 })
+      const { advance, faults, proxy } = yield* emulatorBehindProxy({ apiKey: `${TOKEN}:${PROJECT}`, errorRate: 0.3 })
       const gateway = yield* provider(gatewayConfig({
         apiKey: Redacted.make(`${TOKEN}:${PROJECT}`),
         baseUrl: `${proxy.url}/gateway/v1`,
         headers: { "x-gateway-team": "data-eng" }
       }))
       assert.strictEqual(gateway.name, "openai-compatible")
-      const report = yield* lifecycle(gateway, faults)
+      const report = yield* lifecycle(gateway, { advance, faults })
       assert.strictEqual(report.completed.rawStatus, "completed")
 
       assert.isTrue(proxy.seen.length > 10)
@@ -144,7 +144,7 @@ describe("gateways and presets against the emulator", () => {
 
   it.scopedLive("registry `openai-compatible`: a LiteLLM-style /azure/v1 prefix, header auth, SLUICE_GATEWAY_HEADERS", () =>
     Effect.gen(function*() {
-      const { faults, proxy } = yield* emulatorBehindProxy({ apiKey: TOKEN, errorRate: 0.3 })
+      const { advance, faults, proxy } = yield* emulatorBehindProxy({ apiKey: TOKEN, errorRate: 0.3 })
       const client = yield* undiciClient
       const env = ConfigProvider.fromMap(
         new Map([
@@ -160,7 +160,7 @@ describe("gateways and presets against the emulator", () => {
         Effect.withConfigProvider(env)
       )
       assert.strictEqual(gateway.name, "openai-compatible")
-      yield* lifecycle(gateway, faults)
+      yield* lifecycle(gateway, { advance, faults })
       for (const s of proxy.seen) {
         assert.match(s.path, /^\/azure\/v1\/(files|batches)/, s.url)
         assert.strictEqual(header(s, "api-key"), TOKEN)
@@ -173,11 +173,11 @@ describe("gateways and presets against the emulator", () => {
   it.scopedLive("groq preset with its base URL pointed at the emulator (/openai/v1): Bearer key, lifecycle", () =>
     Effect.gen(function*() {
       const key = "gsk_0123456789abcdefghij"
-      const { faults, proxy } = yield* emulatorBehindProxy({ apiKey: key, errorRate: 0.3 })
+      const { advance, faults, proxy } = yield* emulatorBehindProxy({ apiKey: key, errorRate: 0.3 })
       const groq = yield* provider(groqConfig({ apiKey: Redacted.make(key), baseUrl: `${proxy.url}/openai/v1` }))
       assert.strictEqual(groq.name, "groq")
       assert.deepStrictEqual(groq.limits, { maxRequests: 50_000, maxBytes: 95_000_000, oneModelPerShard: true })
-      yield* lifecycle(groq, faults, { model: "llama-3.1-8b-instant" })
+      yield* lifecycle(groq, { advance, faults }, { model: "llama-3.1-8b-instant" })
       for (const s of proxy.seen) {
         assert.match(s.path, /^\/openai\/v1\/(files|batches)/)
         assert.strictEqual(header(s, "authorization"), `Bearer ${key}`)
@@ -187,12 +187,12 @@ describe("gateways and presets against the emulator", () => {
   it.scopedLive("together preset: uploads with purpose batch-api, upper-case statuses normalised, lifecycle", () =>
     Effect.gen(function*() {
       const key = "tgp_v1_0123456789abcdef"
-      const { emulator, faults, proxy } = yield* emulatorBehindProxy({ apiKey: key, errorRate: 0.3, upperCaseStatuses: true })
+      const { advance, emulator, faults, proxy } = yield* emulatorBehindProxy({ apiKey: key, errorRate: 0.3, upperCaseStatuses: true })
       const together = yield* provider(togetherConfig({ apiKey: Redacted.make(key), baseUrl: `${proxy.url}/v1` }))
       assert.strictEqual(together.name, "together")
       assert.isFalse(together.capabilities.metadata)
-      const report = yield* lifecycle(together, faults, { model: "meta-llama/Llama-3.3-70B-Instruct-Turbo" })
-      for (const raw of ["VALIDATING", "IN_PROGRESS", "COMPLETED", "EXPIRED", "CANCELLED"]) assert.include(report.rawStatuses, raw)
+      const report = yield* lifecycle(together, { advance, faults }, { model: "meta-llama/Llama-3.3-70B-Instruct-Turbo" })
+      for (const raw of ["VALIDATING", "IN_PROGRESS", "FINALIZING", "COMPLETED", "EXPIRED", "CANCELLING", "CANCELLED"]) assert.include(report.rawStatuses, raw)
       assert.strictEqual(report.completed.status, "completed")
       assert.strictEqual(report.expired.rawStatus, "EXPIRED")
 

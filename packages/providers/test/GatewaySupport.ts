@@ -2,13 +2,14 @@
  * Shared by the Azure and gateway lifecycle tests: an emulator behind a recording proxy (what
  * the server received: method, path with query, headers), and one lifecycle that every
  * OpenAI-compatible configuration must pass over real HTTP — a completed batch with errored
- * lines, an expired batch and a cancelled one.
+ * lines, an expired batch and a cancelled one. The emulator's clock moves only when the test
+ * moves it: every state is reached by polling, never by waiting for wall-clock time.
  */
 import { HttpClient } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert } from "@effect/vitest"
 import type { BatchRequest, BatchResult } from "@sluice/core"
-import { Chunk, Context, Effect, Layer, Schedule, Stream } from "effect"
+import { Chunk, Context, Effect, Layer, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import { createServer, request as httpRequest } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -75,10 +76,26 @@ export const undiciClient = Effect.map(
  */
 export const deploymentNames: ReadonlyArray<string> = ["default", "gpt-4o-mini-batch", "my-gpt4o-global-batch"]
 
-/** An emulator (fast lifecycle) behind a recording proxy. */
+/** What a lifecycle test steers the emulator with: its faults, and its clock. */
+export interface Steer {
+  readonly faults: (body: Record<string, unknown>) => Effect.Effect<unknown>
+  /** Moves the emulator's clock forward. */
+  readonly advance: (ms: number) => Effect.Effect<void>
+}
+
+/** An emulator (fast lifecycle, on a clock the test moves with `advance`) behind a recording proxy. */
 export const emulatorBehindProxy = (options: EmulatorOptions = {}) =>
   Effect.gen(function*() {
-    const emulator = yield* emulatorScoped({ validatingMs: 20, finalizingMs: 20, cancellingMs: 50, models: deploymentNames, ...options })
+    let now = Date.now()
+    const advance = (ms: number) => Effect.sync(() => void (now += ms))
+    const emulator = yield* emulatorScoped({
+      clock: () => now,
+      validatingMs: 20,
+      finalizingMs: 20,
+      cancellingMs: 50,
+      models: deploymentNames,
+      ...options
+    })
     const proxy = yield* recordingProxy(emulator.url)
     const faults = (body: Record<string, unknown>) =>
       Effect.promise(() =>
@@ -92,7 +109,7 @@ export const emulatorBehindProxy = (options: EmulatorOptions = {}) =>
           return r.json() as Promise<Record<string, unknown>>
         })
       )
-    return { emulator, proxy, faults }
+    return { emulator, proxy, faults, advance }
   })
 
 /** Builds the OpenAI provider from a configuration over undici. */
@@ -131,10 +148,17 @@ export const chat = (i: number, model = "gpt-4o-mini-batch"): BatchRequest => ({
   }
 })
 
-export const waitFor = (p: BatchProvider, id: string, done: (b: BatchInfo) => boolean = (b) => isTerminal(b.status)) =>
+/** Polls until `done` (default: terminal), moving the emulator's clock 10 ms after each poll that is not. */
+export const waitFor = (
+  p: BatchProvider,
+  id: string,
+  advance: Steer["advance"],
+  done: (b: BatchInfo) => boolean = (b) => isTerminal(b.status)
+) =>
   p.retrieve(id).pipe(
-    Effect.repeat(Schedule.spaced("25 millis").pipe(Schedule.untilInput(done), Schedule.passthrough)),
-    Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`batch ${id} did not get there`) })
+    Effect.tap((b) => (done(b) ? Effect.void : advance(10))),
+    Effect.repeat({ until: done, times: 2000 }),
+    Effect.filterOrFail(done, (b) => new Error(`batch ${id} still ${b.rawStatus} after 2000 polls`))
   )
 
 export const collect = (p: BatchProvider, batch: BatchInfo) =>
@@ -154,11 +178,11 @@ export interface LifecycleReport {
  * The lifecycle every configuration passes: stage (found again by name), create with
  * metadata, poll, results with errored lines (emulator `errorRate`) and a rejected request; a
  * clean batch (no error file); an expired batch (`expireBatch`); a cancelled batch. Needs an
- * emulator started with `errorRate` > 0 and `faults` to steer it.
+ * emulator started with `errorRate` > 0 and on a clock the test moves (emulatorBehindProxy).
  */
 export const lifecycle = (
   p: BatchProvider,
-  faults: (body: Record<string, unknown>) => Effect.Effect<unknown>,
+  { advance, faults }: Steer,
   options: { readonly model?: string; readonly tag?: string } = {}
 ) =>
   Effect.gen(function*() {
@@ -171,7 +195,7 @@ export const lifecycle = (
       return b
     }
     const poll = (id: string, done?: (b: BatchInfo) => boolean) =>
-      waitFor({ ...p, retrieve: (batchId) => Effect.map(p.retrieve(batchId), track) }, id, done)
+      waitFor({ ...p, retrieve: (batchId) => Effect.map(p.retrieve(batchId), track) }, id, advance, done)
 
     // 1. Completed, with errored lines (500s from errorRate) and a rejected request (400).
     const requests = Array.from({ length: 30 }, (_, i) => [`${tag}-ok-${i}`, chat(i, model)] as const)
@@ -220,13 +244,14 @@ export const lifecycle = (
     const expireStaged = yield* p.stage(expirePath, `${tag}-shard-2`)
     const toExpire = yield* p.create({ inputRef: expireStaged.inputRef, path: expirePath, endpoint: "chat", metadata: {} })
     yield* poll(toExpire.id, (b) => b.status === "in_progress")
-    yield* Effect.sleep("150 millis")
+    yield* advance(150) // 3 of the 100 requests processed
     yield* faults({ expireBatch: toExpire.id })
     const expired = yield* poll(toExpire.id)
     assert.strictEqual(expired.status, "expired")
     const expiredResults = yield* collect(p, expired)
     const expiredLines = expiredResults.filter((r) => r._tag === "Failed" && r.failure === "expired")
-    assert.isTrue(expiredLines.length > 0, "some requests should have expired")
+    assert.strictEqual(expiredLines.length, 97)
+    assert.strictEqual(expiredResults.filter((r) => r._tag === "Succeeded").length, 3)
     for (const r of expiredLines) assert.deepInclude(r, { code: "batch_expired" })
 
     // 4. Cancelled: cancelling -> cancelled, the rest marked cancelled.
@@ -234,14 +259,14 @@ export const lifecycle = (
     const cancelStaged = yield* p.stage(cancelPath, `${tag}-shard-3`)
     const toCancel = yield* p.create({ inputRef: cancelStaged.inputRef, path: cancelPath, endpoint: "chat", metadata: {} })
     yield* poll(toCancel.id, (b) => b.status === "in_progress")
-    yield* Effect.sleep("150 millis")
+    yield* advance(150) // 3 of the 100 requests processed
     const cancelling = track(yield* p.cancel(toCancel.id))
-    assert.include(["cancelling", "cancelled"], cancelling.status)
+    assert.strictEqual(cancelling.status, "cancelling")
     const cancelled = yield* poll(toCancel.id)
     assert.strictEqual(cancelled.status, "cancelled")
     const cancelledResults = yield* collect(p, cancelled)
-    assert.isTrue(cancelledResults.some((r) => r._tag === "Failed" && r.failure === "cancelled"))
-    assert.isTrue(cancelledResults.filter((r) => r._tag === "Succeeded").length < 100)
+    assert.strictEqual(cancelledResults.filter((r) => r._tag === "Failed" && r.failure === "cancelled").length, 97)
+    assert.strictEqual(cancelledResults.filter((r) => r._tag === "Succeeded").length, 3)
     yield* faults({ requestsPerSecond: 1000 })
 
     // The batches are listed (newest first), metadata kept where the service keeps it.

@@ -8,7 +8,7 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import type { BatchRequest, BatchResult } from "@sluice/core"
 import { StructuredOutput } from "@sluice/core"
-import { Chunk, Context, Effect, Either, Exit, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
+import { Chunk, Context, Effect, Either, Exit, Layer, Option, Redacted, Schema, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -334,9 +334,15 @@ interface Exchange {
 /** An undici-backed client whose Agent lives as long as the test's scope. */
 const undiciClient = Effect.map(Layer.build(NodeHttpClient.layerUndici), (ctx) => Context.get(ctx, HttpClient.HttpClient))
 
+/**
+ * An emulator and the provider over undici, recording every exchange. The emulator's clock moves
+ * only when the test moves it (`advance`): every state is reached by polling, never by waiting
+ * for wall-clock time.
+ */
 const setup = (options: EmulatorOptions, config: Partial<GeminiConfig> = {}) =>
   Effect.gen(function*() {
-    const emulator = yield* emulatorScoped({ validatingMs: 20, finalizingMs: 20, cancellingMs: 50, ...options })
+    let now = Date.now()
+    const emulator = yield* emulatorScoped({ clock: () => now, validatingMs: 20, finalizingMs: 20, cancellingMs: 50, ...options })
     const exchanges: Array<Exchange> = []
     const recording = HttpClient.tap(yield* undiciClient, (response: HttpClientResponse.HttpClientResponse) =>
       Effect.sync(() => {
@@ -367,6 +373,7 @@ const setup = (options: EmulatorOptions, config: Partial<GeminiConfig> = {}) =>
       emulator,
       provider,
       exchanges,
+      advance: (ms: number) => Effect.sync(() => void (now += ms)),
       faults: (body: Record<string, unknown>) => control("faults", body),
       ledger: control("ledger") as Effect.Effect<
         {
@@ -389,15 +396,17 @@ const writeShard = (dir: string, provider: BatchProvider, requests: ReadonlyArra
   return path
 }
 
-const waitTerminal = (provider: BatchProvider, id: string) =>
+/** Polls until `done` (default: terminal), moving the emulator's clock 10 ms after each poll that is not. */
+const waitTerminal = (
+  provider: BatchProvider,
+  id: string,
+  advance: (ms: number) => Effect.Effect<void>,
+  done: (b: BatchInfo) => boolean = (b) => isTerminal(b.status)
+) =>
   provider.retrieve(id).pipe(
-    Effect.repeat(
-      Schedule.spaced("25 millis").pipe(
-        Schedule.untilInput((b: BatchInfo) => isTerminal(b.status)),
-        Schedule.passthrough
-      )
-    ),
-    Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`batch ${id} did not finish`) })
+    Effect.tap((b) => (done(b) ? Effect.void : advance(10))),
+    Effect.repeat({ until: done, times: 2000 }),
+    Effect.filterOrFail(done, (b) => new Error(`batch ${id} still ${b.rawStatus} after 2000 polls`))
   )
 
 const collect = (provider: BatchProvider, batch: BatchInfo) =>
@@ -421,7 +430,7 @@ const runMetadata = (shard: string, submission = "1") => ({
 describe("GeminiBatch against the emulator", () => {
   it.scopedLive("inline lifecycle: errored lines, structured output, polls with no-cache, resubmission succeeds", () =>
     Effect.gen(function*() {
-      const { exchanges, ledger, provider } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000, validatingMs: 400 }) // long enough for several polls, even on a loaded machine
+      const { advance, exchanges, ledger, provider } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000 })
       const dir = yield* tmpDir
       const requests = Array.from({ length: 30 }, (_, i) => [`row-${i}`, chat(i, i % 2 === 0)] as const)
       // a request the endpoint rejects (no contents): a permanent error line
@@ -445,7 +454,7 @@ describe("GeminiBatch against the emulator", () => {
       assert.deepStrictEqual(creates.map((x) => x.path), ["/v1beta/models/gemini-2.5-flash:batchGenerateContent"])
       assert.strictEqual(creates[0]!.headers["x-goog-api-key"], "gemini-emulator-key")
 
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual(done.rawStatus, "BATCH_STATE_SUCCEEDED")
       assert.strictEqual(done.outputFileId, inlineResponses)
@@ -496,14 +505,14 @@ describe("GeminiBatch against the emulator", () => {
         endpoint: "chat",
         metadata: runMetadata("label-00001", "2")
       })
-      const retriedResults = yield* collect(provider, yield* waitTerminal(provider, retried.id))
+      const retriedResults = yield* collect(provider, yield* waitTerminal(provider, retried.id, advance))
       assert.strictEqual(retriedResults.length, transient.length)
       assert.isTrue(retriedResults.every((r) => r._tag === "Succeeded"))
     }))
 
   it.scopedLive("file lifecycle: resumable upload, findStaged by display name, responses file download", () =>
     Effect.gen(function*() {
-      const { exchanges, provider } = yield* setup({ requestsPerSecond: 5000 }, { inlineMaxBytes: 0 })
+      const { advance, exchanges, provider } = yield* setup({ requestsPerSecond: 5000 }, { inlineMaxBytes: 0 })
       const dir = yield* tmpDir
       const requests = Array.from({ length: 25 }, (_, i) => [`f-${i}`, chat(i, true)] as const)
       const path = writeShard(dir, provider, requests)
@@ -523,7 +532,7 @@ describe("GeminiBatch against the emulator", () => {
 
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00002") })
       assert.strictEqual(created.inputRef, staged.inputRef)
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.match(done.outputFileId ?? "", /^files\/batch-/)
       const results = yield* collect(provider, done)
@@ -555,7 +564,7 @@ describe("GeminiBatch against the emulator", () => {
 
   it.scopedLive("an expired batch returns no results at all (and delivers nothing)", () =>
     Effect.gen(function*() {
-      const { faults, ledger, provider } = yield* setup({ requestsPerSecond: 20 })
+      const { advance, faults, ledger, provider } = yield* setup({ requestsPerSecond: 20 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 60 }, (_, i) => [`x-${i}`, chat(i, false)] as const))
       const created = yield* provider.create({
@@ -564,9 +573,9 @@ describe("GeminiBatch against the emulator", () => {
         endpoint: "chat",
         metadata: {}
       })
-      yield* Effect.sleep("250 millis")
+      yield* advance(20 + 250) // validated, then 5 of the 60 requests processed
       yield* faults({ expireBatch: ledgerId(created.id) })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "expired")
       assert.strictEqual(done.rawStatus, "BATCH_STATE_EXPIRED")
       assert.isNull(done.outputFileId)
@@ -578,7 +587,7 @@ describe("GeminiBatch against the emulator", () => {
 
   it.scopedLive("cancel: the batch ends CANCELLED with no results; cancelling again is refused", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 20 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 20 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 100 }, (_, i) => [`c-${i}`, chat(i, false)] as const))
       const created = yield* provider.create({
@@ -587,17 +596,11 @@ describe("GeminiBatch against the emulator", () => {
         endpoint: "chat",
         metadata: {}
       })
-      yield* provider.retrieve(created.id).pipe(
-        Effect.repeat(
-          Schedule.spaced("20 millis").pipe(
-            Schedule.untilInput((b: BatchInfo) => b.status === "in_progress"),
-            Schedule.passthrough
-          )
-        )
-      )
+      yield* waitTerminal(provider, created.id, advance, (b) => b.status === "in_progress")
       const cancelling = yield* provider.cancel(created.id)
-      assert.include(["in_progress", "cancelled"], cancelling.status)
-      const done = yield* waitTerminal(provider, created.id)
+      // Gemini has no cancelling state: the batch runs until it has stopped
+      assert.strictEqual(cancelling.status, "in_progress")
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "cancelled")
       assert.strictEqual(done.rawStatus, "BATCH_STATE_CANCELLED")
       assert.deepStrictEqual(yield* collect(provider, done), [])
@@ -644,7 +647,7 @@ describe("GeminiBatch against the emulator", () => {
       // OpenAI's by their shape alone.
       const cases = [["api-key", 0], ["bearer", 0], ["bearer", undefined]] as const
       for (const [auth, inlineMaxBytes] of cases) {
-        const { exchanges, ledger, provider } = yield* setup({ requestsPerSecond: 5000 }, { apiVersion: "v1", auth, inlineMaxBytes })
+        const { advance, exchanges, ledger, provider } = yield* setup({ requestsPerSecond: 5000 }, { apiVersion: "v1", auth, inlineMaxBytes })
         const dir = yield* tmpDir
         const path = writeShard(dir, provider, Array.from({ length: 8 }, (_, i) => [`v1-${i}`, chat(i, i % 2 === 0)] as const))
         const name = `v1-${auth}-${inlineMaxBytes}.jsonl`
@@ -652,7 +655,7 @@ describe("GeminiBatch against the emulator", () => {
         assert.match(staged.inputRef, inlineMaxBytes === 0 ? /^files\// : /^inline:/)
         if (inlineMaxBytes === 0) assert.deepStrictEqual(yield* provider.findStaged(name), Option.some(staged))
         const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00009") })
-        const done = yield* waitTerminal(provider, created.id)
+        const done = yield* waitTerminal(provider, created.id, advance)
         assert.strictEqual(done.status, "completed")
         const results = yield* collect(provider, done)
         assert.deepStrictEqual(results.map((r) => r._tag), Array(8).fill("Succeeded"))
@@ -672,14 +675,14 @@ describe("GeminiBatch against the emulator", () => {
 
   it.scopedLive("late output: SUCCEEDED without a response until it shows up", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 5000, lateOutputFileMs: 400 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 5000, lateOutputFileMs: 400 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, [["a", chat(1, false)], ["b", chat(2, false)]])
       const created = yield* provider.create({ inputRef: (yield* provider.stage(path, "late")).inputRef, path, endpoint: "chat", metadata: {} })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.isNull(done.outputFileId)
-      yield* Effect.sleep("450 millis")
+      yield* advance(400)
       const later = yield* provider.retrieve(created.id)
       assert.strictEqual(later.outputFileId, inlineResponses)
       assert.strictEqual((yield* collect(provider, later)).length, 2)
@@ -687,11 +690,11 @@ describe("GeminiBatch against the emulator", () => {
 
   it.scopedLive("dropLines: lost lines are simply absent (the runner finds them missing)", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 5000, dropLines: 0.5 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 5000, dropLines: 0.5 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 40 }, (_, i) => [`d-${i}`, chat(i, false)] as const))
       const created = yield* provider.create({ inputRef: (yield* provider.stage(path, "drop")).inputRef, path, endpoint: "chat", metadata: {} })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.counts.succeeded, 40)
       const results = yield* collect(provider, done)
       assert.isTrue(results.length > 0 && results.length < 40, `${results.length} results`)
@@ -702,7 +705,10 @@ describe("GeminiBatch against the emulator", () => {
     Effect.gen(function*() {
       const dir = yield* tmpDir
       const stateDir = NodePath.join(dir, "state")
-      const first = yield* Effect.promise(() => startEmulator({ stateDir, requestsPerSecond: 50, validatingMs: 20, finalizingMs: 20 }))
+      // One clock for both emulators, as the wall clock would be; it moves only when the test moves it.
+      let now = Date.now()
+      const advance = (ms: number) => Effect.sync(() => void (now += ms))
+      const first = yield* Effect.promise(() => startEmulator({ clock: () => now, stateDir, requestsPerSecond: 50, validatingMs: 20, finalizingMs: 20 }))
       const client = yield* undiciClient
       const provider = yield* make({ apiKey: Redacted.make("k"), baseUrl: first.url, inlineMaxBytes: 0 }).pipe(
         Effect.provideService(HttpClient.HttpClient, client)
@@ -712,11 +718,11 @@ describe("GeminiBatch against the emulator", () => {
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00009") })
       yield* Effect.promise(() => first.close())
       const second = yield* Effect.acquireRelease(
-        Effect.promise(() => startEmulator({ stateDir, port: first.port })),
+        Effect.promise(() => startEmulator({ clock: () => now, stateDir, port: first.port })),
         (e) => Effect.promise(() => e.close())
       )
       assert.strictEqual(second.url, first.url)
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.deepStrictEqual(done.metadata, { sluice_run: "classify-reviews-1a2b3c4d", sluice_shard: "label-00009", sluice_submission: "1" })
       const results = yield* collect(provider, done)
@@ -726,7 +732,7 @@ describe("GeminiBatch against the emulator", () => {
 
   it.scopedLive("call faults: 429s and 5xx are retried on polls, uploads and downloads", () =>
     Effect.gen(function*() {
-      const { exchanges, faults, provider } = yield* setup({ requestsPerSecond: 5000 }, { inlineMaxBytes: 0 })
+      const { advance, exchanges, faults, provider } = yield* setup({ requestsPerSecond: 5000 }, { inlineMaxBytes: 0 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 10 }, (_, i) => [`r-${i}`, chat(i, false)] as const))
       yield* faults({ rateLimitRate: 1, retryAfterMs: 20 })
@@ -735,7 +741,7 @@ describe("GeminiBatch against the emulator", () => {
       yield* Stream.runDrain(Stream.take(provider.list, 1)) // absorbs an owed fault before the unretried create
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: {} })
       yield* faults({ rateLimitRate: 0.5, serverErrorRate: 0.2, retryAfterMs: 20 })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitTerminal(provider, created.id, advance)
       const results = yield* collect(provider, done)
       yield* faults({ rateLimitRate: 0, serverErrorRate: 0 })
       assert.strictEqual(results.length, 10)

@@ -6,7 +6,7 @@ import type { HttpClientResponse } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import type { BatchRequest, BatchResult } from "@sluice/core"
-import { Chunk, Context, Effect, Exit, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import { Chunk, Context, Effect, Exit, Layer, Option, Redacted, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -26,10 +26,16 @@ interface Exchange {
   readonly at: number
 }
 
-/** Starts an emulator and builds the provider over the undici client, recording every exchange. */
+/**
+ * Starts an emulator and builds the provider over the undici client, recording every exchange.
+ * The emulator's clock moves only when the test moves it (`advance`): every state is reached by
+ * polling, never by waiting for wall-clock time.
+ */
 const setup = (options: EmulatorOptions, config: Partial<OpenAiConfig> = {}) =>
   Effect.gen(function*() {
-    const emulator = yield* emulatorScoped({ validatingMs: 20, finalizingMs: 20, cancellingMs: 50, ...options })
+    let now = Date.now()
+    const advance = (ms: number) => Effect.sync(() => void (now += ms))
+    const emulator = yield* emulatorScoped({ clock: () => now, validatingMs: 20, finalizingMs: 20, cancellingMs: 50, ...options })
     const exchanges: Array<Exchange> = []
     const undici = yield* undiciClient
     const recording = HttpClient.tap(undici, (response: HttpClientResponse.HttpClientResponse) =>
@@ -60,7 +66,7 @@ const setup = (options: EmulatorOptions, config: Partial<OpenAiConfig> = {}) =>
     const ledger = Effect.promise(() =>
       fetch(`${emulator.url}/_emulator/ledger`).then((r) => r.json() as Promise<{ batches: Array<{ id: string }> }>)
     )
-    return { emulator, provider, exchanges, faults, ledger }
+    return { emulator, provider, exchanges, faults, ledger, advance }
   })
 
 /** An undici-backed client whose Agent lives as long as the test's scope. */
@@ -98,15 +104,17 @@ const chat = (i: number, structured: boolean): BatchRequest => ({
     {})
 })
 
-const waitTerminal = (provider: BatchProvider, id: string) =>
+/** Polls until the batch is terminal, moving the emulator's clock 10 ms after each poll that is not. */
+const waitFor = (
+  provider: BatchProvider,
+  id: string,
+  advance: (ms: number) => Effect.Effect<void>,
+  done: (b: BatchInfo) => boolean = (b) => isTerminal(b.status)
+) =>
   provider.retrieve(id).pipe(
-    Effect.repeat(
-      Schedule.spaced("25 millis").pipe(
-        Schedule.untilInput((b: BatchInfo) => isTerminal(b.status)),
-        Schedule.passthrough
-      )
-    ),
-    Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error(`batch ${id} did not finish`) })
+    Effect.tap((b) => (done(b) ? Effect.void : advance(10))),
+    Effect.repeat({ until: done, times: 2000 }),
+    Effect.filterOrFail(done, (b) => new Error(`batch ${id} still ${b.status} after 2000 polls`))
   )
 
 const collect = (provider: BatchProvider, batch: BatchInfo) =>
@@ -120,7 +128,7 @@ const failureOf = (e: Exit.Exit<unknown, ProviderError>): ProviderError => {
 describe("OpenAiBatch against the emulator", () => {
   it.scopedLive("full lifecycle: stage, find, create with metadata, poll, results from output + error files", () =>
     Effect.gen(function*() {
-      const { exchanges, provider, ledger } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000 })
+      const { advance, exchanges, provider, ledger } = yield* setup({ errorRate: 0.3, requestsPerSecond: 2000 })
       const dir = yield* tmpDir
       const requests = Array.from({ length: 40 }, (_, i) => [`row-${i}`, chat(i, i % 2 === 0)] as const)
       // one request the endpoint will reject (400): no messages
@@ -139,7 +147,7 @@ describe("OpenAiBatch against the emulator", () => {
       assert.deepStrictEqual(created.metadata, metadata)
       assert.strictEqual(created.inputRef, staged.inputRef)
 
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitFor(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       assert.strictEqual(done.counts.total, 41)
       assert.strictEqual(done.counts.succeeded + done.counts.failed, 41)
@@ -193,7 +201,7 @@ describe("OpenAiBatch against the emulator", () => {
 
   it.scopedLive("embeddings batch: vectors as JSON text", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 5000 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 5000 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, [
         ["e-1", { _tag: "embeddings", model: "text-embedding-3-small", input: "hello", params: {} }],
@@ -201,7 +209,7 @@ describe("OpenAiBatch against the emulator", () => {
       ])
       const staged = yield* provider.stage(path, "emb.jsonl")
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "embeddings", metadata: {} })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitFor(provider, created.id, advance)
       assert.strictEqual(done.status, "completed")
       const results = yield* collect(provider, done)
       assert.deepStrictEqual(results.map((r) => r._tag).sort(), ["Succeeded", "Succeeded"])
@@ -237,41 +245,40 @@ describe("OpenAiBatch against the emulator", () => {
 
   it.scopedLive("cancel: cancelling -> cancelled, partial results, the rest marked cancelled", () =>
     Effect.gen(function*() {
-      const { provider } = yield* setup({ requestsPerSecond: 20 })
+      const { advance, provider } = yield* setup({ requestsPerSecond: 20 })
       const dir = yield* tmpDir
       const requests = Array.from({ length: 200 }, (_, i) => [`c-${i}`, chat(i, false)] as const)
       const path = writeShard(dir, provider, requests)
       const staged = yield* provider.stage(path, "cancel-test")
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: {} })
-      yield* provider.retrieve(created.id).pipe(
-        Effect.repeat(Schedule.spaced("20 millis").pipe(Schedule.untilInput((b: BatchInfo) => b.status === "in_progress"), Schedule.passthrough))
-      )
-      yield* Effect.sleep("300 millis")
+      const running = yield* waitFor(provider, created.id, advance, (b) => b.status === "in_progress")
+      assert.strictEqual(running.counts.succeeded, 0)
+      yield* advance(300) // 6 of the 200 requests processed
       const cancelling = yield* provider.cancel(created.id)
-      assert.include(["cancelling", "cancelled"], cancelling.status)
-      const done = yield* waitTerminal(provider, created.id)
+      assert.strictEqual(cancelling.status, "cancelling")
+      const done = yield* waitFor(provider, created.id, advance)
       assert.strictEqual(done.status, "cancelled")
       const results = yield* collect(provider, done)
       const classes = new Set(results.map((r) => (r._tag === "Succeeded" ? "ok" : r.failure)))
-      assert.isTrue(results.length <= 200)
-      assert.isTrue(classes.has("cancelled"), `classes: ${[...classes].join(",")}`)
-      assert.isTrue(results.filter((r) => r._tag === "Succeeded").length < 200)
+      assert.strictEqual(results.length, 200)
+      assert.deepStrictEqual([...classes].sort(), ["cancelled", "ok"])
+      assert.strictEqual(results.filter((r) => r._tag === "Succeeded").length, 6)
     }))
 
   it.scopedLive("expiry: unfinished requests come back as expired", () =>
     Effect.gen(function*() {
-      const { faults, provider } = yield* setup({ requestsPerSecond: 20 })
+      const { advance, faults, provider } = yield* setup({ requestsPerSecond: 20 })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 100 }, (_, i) => [`x-${i}`, chat(i, false)] as const))
       const staged = yield* provider.stage(path, "expire-test")
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: {} })
-      yield* Effect.sleep("200 millis")
+      yield* advance(20 + 200) // validated, then 4 of the 100 requests processed
       yield* faults({ expireBatch: created.id })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitFor(provider, created.id, advance)
       assert.strictEqual(done.status, "expired")
       const results = yield* collect(provider, done)
       const expired = results.filter((r) => r._tag === "Failed" && r.failure === "expired")
-      assert.isTrue(expired.length > 0)
+      assert.strictEqual(expired.length, 96)
       for (const r of expired) assert.deepInclude(r, { code: "batch_expired" })
     }))
 
@@ -293,7 +300,7 @@ describe("OpenAiBatch against the emulator", () => {
 
   it.scopedLive("under 429s and 5xx, uploads (fresh body per attempt), polls and downloads still succeed", () =>
     Effect.gen(function*() {
-      const { exchanges, faults, provider } = yield* setup({ requestsPerSecond: 5000 }, { retry: { baseDelay: "10 millis" } })
+      const { advance, exchanges, faults, provider } = yield* setup({ requestsPerSecond: 5000 }, { retry: { baseDelay: "10 millis" } })
       const dir = yield* tmpDir
       const path = writeShard(dir, provider, Array.from({ length: 30 }, (_, i) => [`f-${i}`, chat(i, false)] as const))
       // rate 1: every call is faulted, except the retry right after a faulted call
@@ -305,7 +312,7 @@ describe("OpenAiBatch against the emulator", () => {
       yield* Stream.runDrain(Stream.take(provider.list, 1))
       const created = yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: {} })
       yield* faults({ rateLimitRate: 0.5, serverErrorRate: 0.2, retryAfterMs: 20 })
-      const done = yield* waitTerminal(provider, created.id)
+      const done = yield* waitFor(provider, created.id, advance)
       yield* faults({ rateLimitRate: 0, serverErrorRate: 1 })
       const results = yield* collect(provider, done)
       yield* faults({ rateLimitRate: 0, serverErrorRate: 0 })

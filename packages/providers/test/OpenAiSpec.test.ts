@@ -21,7 +21,7 @@ import { HttpClient } from "@effect/platform"
 import type { HttpBody, HttpClientRequest } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { BatchRequest } from "@sluice/core"
-import { Chunk, Context, Effect, Layer, Redacted, Schedule, Stream } from "effect"
+import { Chunk, Context, Effect, Layer, Redacted, Stream } from "effect"
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
@@ -155,6 +155,8 @@ describe("the emulator's OpenAI answers conform to the OpenAI spec (relaxed: opt
   const fileEndpoints = new Map<string, string>()
   /** Result lines validated, by kind. */
   const lineKinds = new Map<string, number>()
+  /** The emulator's clock: batches move only when `poll` moves it, so every status is seen. */
+  let now = Date.now()
 
   const count = (map: Map<string, number>, key: string) => map.set(key, (map.get(key) ?? 0) + 1)
 
@@ -247,7 +249,7 @@ describe("the emulator's OpenAI answers conform to the OpenAI spec (relaxed: opt
   }
 
   beforeAll(async () => {
-    emulator = await startEmulator(FAST)
+    emulator = await startEmulator({ ...FAST, clock: () => now })
     client = new OpenAI({ apiKey: "test", baseURL: `${emulator.url}/v1`, fetch: validatingFetch, maxRetries: 0 })
   })
   afterAll(async () => {
@@ -264,14 +266,15 @@ describe("the emulator's OpenAI answers conform to the OpenAI spec (relaxed: opt
     return client.batches.create({ input_file_id: file.id, endpoint, completion_window: "24h", metadata: { suite: "spec" } })
   }
 
-  /** Retrieves without pause (every status is short with the fast settings) until `done`. */
+  /** Retrieves until `done`, moving the emulator's clock 10 ms after each retrieve (every status lasts 20 ms or more). */
   const poll = async (id: string, done: (b: OpenAI.Batch) => boolean = (b) => ["completed", "failed", "expired", "cancelled"].includes(b.status)) => {
-    const deadline = Date.now() + 10_000
-    for (;;) {
-      const batch = await client.batches.retrieve(id)
+    let batch: OpenAI.Batch | undefined
+    for (let i = 0; i < 2000; i++) {
+      batch = await client.batches.retrieve(id)
       if (done(batch)) return batch
-      if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.status}`)
+      now += 10
     }
+    throw new Error(`batch ${id} still ${batch?.status} after 2000 polls`)
   }
 
   /** Downloads a result file (the fetch validates each line). */
@@ -347,11 +350,10 @@ describe("the emulator's OpenAI answers conform to the OpenAI spec (relaxed: opt
   })
 
   it("finalizing: a Batch seen while finalizing validates", async () => {
-    // finalizing lasts 20 ms; polling without pause sees it, but a stalled worker could miss it.
-    for (let attempt = 0; attempt < 5 && !statuses.has("finalizing"); attempt++) {
-      await poll((await submit([line(`fin-${attempt}`, plainChat(attempt))])).id)
-    }
-    expect(statuses.has("finalizing")).toBe(true)
+    const before = statuses.get("finalizing") ?? 0
+    await poll((await submit([line("fin", plainChat(1))])).id)
+    // finalizing lasts 20 ms of the emulator's clock: two polls see it
+    expect((statuses.get("finalizing") ?? 0) - before).toBe(2)
   })
 
   it("cancel: the cancelling Batch, then cancelled; batch_cancelled lines validate", async () => {
@@ -560,7 +562,9 @@ describe("our OpenAI provider's requests conform to the OpenAI spec (strict)", (
   })
 
   it("stage, findStaged, create, retrieve, list, results, cancel, deleteStaged: every request validates", async () => {
-    const emulator = await startEmulator(FAST)
+    // The emulator's clock moves only when `wait` moves it: the slow batch is still running when cancelled.
+    let now = Date.now()
+    const emulator = await startEmulator({ ...FAST, clock: () => now })
     const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-oai-spec-"))
     const sent: Array<Sent> = []
     try {
@@ -582,7 +586,8 @@ describe("our OpenAI provider's requests conform to the OpenAI spec (strict)", (
         }
         const wait = (id: string) =>
           provider.retrieve(id).pipe(
-            Effect.repeat(Schedule.spaced("10 millis").pipe(Schedule.untilInput((b: BatchInfo) => isTerminal(b.status)), Schedule.passthrough))
+            Effect.tap(() => Effect.sync(() => void (now += 10))),
+            Effect.repeat({ until: (b: BatchInfo) => isTerminal(b.status), times: 2000 })
           )
         const run = (p: BatchProvider, name: string, endpoint: "chat" | "embeddings", rows: ReadonlyArray<BatchRequest>) =>
           Effect.gen(function*() {

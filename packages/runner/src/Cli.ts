@@ -4,6 +4,7 @@
 import { Args, Command, HelpDoc, Options } from "@effect/cli"
 import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
+import * as Cancel from "./Cancel.js"
 import * as Estimate from "./Estimate.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
@@ -77,6 +78,11 @@ const allowChanged = Options.boolean("allow-changed").pipe(
 const rebindProvider = Options.boolean("rebind-provider").pipe(
   Options.withDescription(
     "move a run to its providers as configured now (another base URL, Azure resource or API version); refused while a batch is in flight"
+  )
+)
+const breakLock = Options.boolean("break-lock").pipe(
+  Options.withDescription(
+    "take over the run directory's lock although it names a process on another host (which may still run: check first) or none at all; never a live process on this host"
   )
 )
 const emulator = Options.boolean("emulator").pipe(
@@ -154,11 +160,15 @@ const exitFor = (s: RunSummary): number => {
   return Object.values(s.failed).some((n) => n > 0) ? ExitCode.rowsFailed : ExitCode.ok
 }
 
-/** Type-checks the pipeline file (unless turned off), then loads it. */
-const loadPipeline = (file: string, noTypecheck: boolean) =>
+/**
+ * Type-checks the pipeline file (unless turned off), then loads it. With `expect` (resume,
+ * retry), a file whose SHA-256 is not the one the run recorded is refused before either.
+ */
+const loadPipeline = (file: string, noTypecheck: boolean, expect?: { readonly sha256: string; readonly runDir: string }) =>
   Effect.gen(function* () {
+    if (expect !== undefined) yield* PipelineLoader.verify(file, expect)
     const checked = TypeCheck.enabled(noTypecheck) ? yield* TypeCheck.check(file) : undefined
-    return { ...(yield* PipelineLoader.load(file)), checked }
+    return { ...(yield* PipelineLoader.load(file, expect)), checked }
   })
 
 const execute = (
@@ -185,13 +195,16 @@ const execute = (
     noCache: boolean
     noTypecheck: boolean
     emulator?: boolean
+    breakLock?: boolean
+    /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
+    expect?: { readonly sha256: string; readonly runDir: string }
   },
   reporting: Reporting
 ) =>
   Effect.gen(function* () {
     // A bad prices file is refused before the pipeline file is loaded.
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
-    const { pipeline, file } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, opts.expect)
     if (opts.emulator === true) {
       if (opts.detach) return yield* new LocalEmulator.LocalEmulatorError({ description: "cannot --detach: the emulator lives only as long as the run" })
       const local = yield* LocalEmulator.start(pipeline.name)
@@ -204,6 +217,8 @@ const execute = (
     const summary = yield* runPipeline(pipeline, {
       ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
       pipelineFile: file,
+      pipelineSha256: sha256,
+      breakLock: opts.breakLock === true,
       ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
       ...(opts.mode !== undefined && Option.isSome(opts.mode) ? { mode: opts.mode.value } : {}),
       ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
@@ -258,6 +273,7 @@ const runCommand = Command.make(
     noCache,
     noTypecheck,
     emulator,
+    breakLock,
     json
   },
   ({ pipeline, ...opts }) => reported(opts.json, (reporting) => execute(pipeline, opts, reporting))
@@ -269,9 +285,11 @@ const runCommand = Command.make(
 
 /**
  * Runs the pipeline file a run directory's manifest names, on that directory, from the
- * directory the run was started in (paths given here resolve against where we stand).
+ * directory the run was started in (paths given here resolve against where we stand). The
+ * file is loaded only if it is the one the run recorded (its SHA-256): a run directory must
+ * not get to run code of its choosing. A relative name resolves against the run directory.
  */
-const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize">, reporting: Reporting) =>
+const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize" | "expect">, reporting: Reporting) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -280,9 +298,11 @@ const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "
     if (manifest.pipelineFile === null) {
       return yield* new PipelineLoader.PipelineLoadError({ file: runDir, description: "the manifest names no pipeline file" })
     }
+    const pipelineFile = path.resolve(paths.root, manifest.pipelineFile)
+    const expect = manifest.pipelineSha256 === undefined ? undefined : { sha256: manifest.pipelineSha256, runDir: paths.root }
     const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
     yield* RunDir.enterBaseDir(paths, manifest)
-    yield* execute(manifest.pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() }, reporting)
+    yield* execute(pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none(), ...(expect === undefined ? {} : { expect }) }, reporting)
   })
 
 const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))
@@ -306,6 +326,7 @@ const resumeCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    breakLock,
     json
   },
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
@@ -336,6 +357,7 @@ const retryCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    breakLock,
     json
   },
   ({ runDir, only, ...opts }) =>
@@ -356,21 +378,48 @@ const retryCommand = Command.make(
     }))
 ).pipe(Command.withDescription("Resubmit only the rows that ended failed, replaying their identical requests, then continue the run."))
 
+/** What `cancel` prints after the summary: what it did, and how the run goes on. */
+const cancelLines = (s: Cancel.CancelSummary): string => {
+  const { cancelled, ended, unsubmitted } = s.cancel
+  if (cancelled + ended + unsubmitted === 0) return `cancel: no batch of run ${s.runId} was in flight`
+  const did = [
+    ...(cancelled > 0 ? [`${count(cancelled, "batch", "batches")} cancelled`] : []),
+    ...(ended > 0 ? [`${count(ended, "batch", "batches")} had ended before`] : []),
+    ...(unsubmitted > 0 ? [`${count(unsubmitted, "shard")} not submitted`] : [])
+  ].join(", ")
+  return (
+    `cancel: ${did}. Their results are collected by \`sluice resume ${s.runDir}\`: rows the batches did not run end ` +
+    `\`cancelled\` (\`sluice retry ${s.runDir} --only cancelled\` submits them again)`
+  )
+}
+
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, outputFileWait, prices, json },
+  { runDir: runDirArg, pollSeconds, outputFileWait, prices, breakLock, json },
   ({ runDir, ...opts }) =>
-    // Cancelling must work whatever state the pipeline file is in now: no type check.
+    // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
-      continueRun(
-        runDir,
-        { ...opts, concurrency: Option.some(ranges.concurrency.max), detach: false, allowChanged: true, action: "cancel", cacheDir: Option.none(), noCache: false, noTypecheck: true },
-        reporting
-      )
+      Effect.gen(function* () {
+        const path = yield* Path.Path
+        reporting.runDir = path.resolve(runDir)
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+        const progress = Progress.make()
+        const renderer = yield* Effect.fork(progress.render)
+        const summary = yield* Cancel.fromJournal(runDir, {
+          concurrency: ranges.concurrency.max,
+          pollInterval: Duration.millis(opts.pollSeconds * 1000),
+          outputFileWait: Duration.millis(opts.outputFileWait * 1000),
+          prices: priceTable,
+          breakLock: opts.breakLock,
+          observer: progress.observer
+        }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+        yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary)}\n${summaryLines(summary, summary.output)}`)
+        yield* setExit(exitFor(summary))
+      })
     )
 ).pipe(
   Command.withDescription(
-    "Cancel every batch of a run still in flight, wait until the provider has stopped them, and collect their partial results."
+    "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished."
   )
 )
 
@@ -415,7 +464,7 @@ const estimateCommand = Command.make(
         yield* json ? Console.log(JSON.stringify(e, null, 2)) : Console.log(Estimate.render(e))
         // Where `run` would refuse, so does the estimate: a script can check before it spends.
         if (e.refusal !== null) {
-          if (json) yield* Console.error(`sluice: error: ${e.refusal}`)
+          yield* Console.error(`sluice: error: ${e.refusal}${e.problems.length === 0 ? "" : `; the first: ${e.problems[0]}`}`)
           yield* setExit(ExitCode.usage)
         }
       })

@@ -83,11 +83,13 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
 
 /**
  * Collects one shard. With `reschedule` false (a cancelled run), rows that would be
- * rescheduled end failed instead, for `sluice retry` to pick up.
+ * rescheduled end failed instead, for `sluice retry` to pick up — as do the rows of a batch
+ * that ended cancelled (`sluice cancel` journals that, and leaves the collection to `resume`).
  */
-export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, reschedule = true) =>
+export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, rescheduleFailed = true) =>
   outputs.exclusive(
     Effect.gen(function* () {
+      const reschedule = rescheduleFailed && shard.status !== "cancelled"
       const rt = ctx.stageOf(shard.stage)
       const { stage, provider } = rt
       const multiStage = ctx.stages.length > 1

@@ -316,7 +316,6 @@ export const render = (e: Estimate): string => {
       : []),
     ...e.problems.map((p) => `  ${p}`),
     ...(e.malformed + e.conflicts.rows > e.problems.length ? [`  … and ${e.malformed + e.conflicts.rows - e.problems.length} more`] : []),
-    ...(e.refusal === null ? [] : [e.refusal]),
     ...(over === null
       ? []
       : [

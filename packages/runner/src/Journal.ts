@@ -8,6 +8,8 @@
 import { FileSystem } from "@effect/platform"
 import { Effect, Either, Schema, Stream } from "effect"
 import type { Scope } from "effect"
+import { dirname } from "node:path"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 import { JournalEvent } from "./JournalEvent.js"
 
 export class JournalCorrupt extends Schema.TaggedError<JournalCorrupt>()("JournalCorrupt", {
@@ -118,13 +120,16 @@ export interface JournalWriter {
 
 /**
  * Opens the journal for appending. A torn tail (no final newline) is cut off first, so the
- * next event starts on a line of its own.
+ * next event starts on a line of its own. A journal it creates (0600) has its directory
+ * fsynced, so the file's name survives a power cut along with the events fsynced into it.
  */
 export const open = (path: string): Effect.Effect<JournalWriter, JournalIOError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     yield* cutTornTail(path)
-    const file = yield* fs.open(path, { flag: "a" }).pipe(Effect.mapError(ioError(path)))
+    const existed = yield* fs.exists(path).pipe(Effect.mapError(ioError(path)))
+    const file = yield* PrivateFiles.open(path, "a").pipe(Effect.mapError(ioError(path)))
+    if (!existed) yield* PrivateFiles.syncDirectory(dirname(path)).pipe(Effect.mapError(ioError(path)))
     const lock = yield* Effect.makeSemaphore(1)
     const encoder = new TextEncoder()
     const append = (event: JournalEvent) =>

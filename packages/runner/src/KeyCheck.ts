@@ -29,6 +29,7 @@ import { shardId } from "./Planner.js"
 import type { RowLine } from "./Planner.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 /** How many conflicting rows the error names (all of them are in duplicate-keys.jsonl). */
 const NAMED = 10
@@ -220,8 +221,7 @@ const copyLines = (from: string, to: string, drop: ReadonlySet<number>, each: (l
 /** Rewrites one shard without the rows of `verdicts` (one shard's, by row), and journals it. */
 const rewrite = (ctx: RunContext, outputs: Outputs, shard: ShardState, verdicts: ReadonlyArray<DuplicateKeys.Verdict>, what: "key" | "custom_id") =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    yield* fs.makeDirectory(rewriteDir(ctx), { recursive: true })
+    yield* PrivateFiles.makeDirectory(rewriteDir(ctx))
     const [requestsFile, rowsFile, cachedFile] = shardFiles(ctx, shard.id)
     const excluded = new Map(verdicts.map((v) => [v.minor, v]))
     const failures: Array<FailureRecord> = []

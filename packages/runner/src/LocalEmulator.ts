@@ -9,9 +9,10 @@
  */
 import { startEmulator } from "@sluice/emulator"
 import { Effect, Schema } from "effect"
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { readFileSync, writeFileSync } from "node:fs"
 import { basename, join } from "node:path"
 import { defaultRunDir } from "./Runner.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 export class LocalEmulatorError extends Schema.TaggedError<LocalEmulatorError>()("LocalEmulatorError", {
   description: Schema.String
@@ -75,12 +76,13 @@ export const start = (pipelineName: string) =>
     const handle = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          mkdirSync(stateDir, { recursive: true })
+          // The emulator keeps the requests it was sent there: private, like a run directory.
+          PrivateFiles.makeDirectorySync(stateDir)
           const last = readPort(portFile)
           const handle = await startEmulator({ ...options, port: last }).catch((e: unknown) =>
             last !== 0 && (e as { code?: unknown }).code === "EADDRINUSE" ? startEmulator({ ...options, port: 0 }) : Promise.reject(e)
           )
-          writeFileSync(portFile, `${handle.port}\n`)
+          writeFileSync(portFile, `${handle.port}\n`, { mode: PrivateFiles.fileMode })
           return handle
         },
         catch: (e) => new LocalEmulatorError({ description: `cannot start the emulator: ${e instanceof Error ? e.message : String(e)}` })

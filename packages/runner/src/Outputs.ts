@@ -4,12 +4,13 @@
  * them all and returns their lengths, which the caller journals. Opening truncates each to its journaled length, so rows
  * written after the last commit (a crash mid-write) are discarded and written again once.
  */
-import { FileSystem } from "@effect/platform"
+import type { FileSystem } from "@effect/platform"
 import { Sink } from "@sluice/core"
 import type { SinkWriter } from "@sluice/core"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import * as LineFile from "./internal/LineFile.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { RunContext } from "./RunContext.js"
 
@@ -45,15 +46,16 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
     const results = yield* LineFile.open(ctx.paths.results, offsets.results)
     const failures = yield* LineFile.open(ctx.paths.failures, offsets.failures)
     // A pipeline without a sink of its own writes to outputs.jsonl in the run directory,
-    // which `Records.outputs` streams back to the caller.
+    // which `Records.outputs` streams back to the caller. Created private first: the sink
+    // keeps the mode of a file that exists.
+    if (ctx.pipeline.sink === undefined) yield* PrivateFiles.touch(ctx.paths.outputs)
     const target = ctx.pipeline.sink ?? Sink.jsonl(ctx.paths.outputs)
     const sink = yield* target.open(
       offsets.sink === null ? undefined : typeof offsets.sink === "number" ? { offset: offsets.sink } : offsets.sink
     )
     const inbox = new Map<string, LineFile.LineFile>()
     if (ctx.stages.length > 1) {
-      const fs = yield* FileSystem.FileSystem
-      yield* fs.makeDirectory(ctx.paths.stages, { recursive: true })
+      yield* PrivateFiles.makeDirectory(ctx.paths.stages)
       for (const s of ctx.stages.slice(1)) {
         inbox.set(s.stage.name, yield* LineFile.open(ctx.paths.inbox(s.stage.name), offsets.inbox?.[s.stage.name] ?? 0))
       }

@@ -1,10 +1,13 @@
 /**
  * Loads a pipeline file (`.ts` works without a build: the CLI runs under tsx) and checks
- * that it exports a pipeline.
+ * that it exports a pipeline. Loading runs the file's code: `resume` and `retry` load only the
+ * file a run recorded, with the SHA-256 it recorded (`expect`), checked on the bytes read just
+ * before the import. The hash covers the pipeline file itself, not the modules it imports.
  */
 import { Pipeline } from "@sluice/core"
 import { Effect, Schema } from "effect"
-import { existsSync } from "node:fs"
+import { createHash } from "node:crypto"
+import { existsSync, readFileSync } from "node:fs"
 import { dirname, relative, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import * as EffectVersion from "./EffectVersion.js"
@@ -37,6 +40,28 @@ export const loadErrorText = (e: unknown, cwd = process.cwd()): string => {
   return `does not compile:\n${errors.join("\n")}`
 }
 
+/** A run's pipeline file is not the one the run recorded: it is not loaded. */
+export class PipelineFileChanged extends Schema.TaggedError<PipelineFileChanged>()("PipelineFileChanged", {
+  file: Schema.String,
+  runDir: Schema.String,
+  /** The SHA-256 the run recorded. */
+  recorded: Schema.String,
+  /** The SHA-256 of the file now. */
+  current: Schema.String
+}) {
+  override get message(): string {
+    return (
+      `${this.file} changed since run ${this.runDir} recorded it (sha256 ${this.recorded} when recorded, ${this.current} now): ` +
+      `resume and retry run only the pipeline file the run recorded, and --allow-changed does not change that. ` +
+      `To continue the run with the file as it is now, name it yourself: sluice run ${this.file} --run-dir ${this.runDir} ` +
+      `(with --allow-changed if its requests changed)`
+    )
+  }
+}
+
+/** The SHA-256 (hex) of a file's bytes. */
+export const sha256Of = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")
+
 let tsxRegistered = false
 
 /** Lets `import()` load TypeScript (tsx's loader), once per process. */
@@ -47,7 +72,24 @@ const registerTsx = async () => {
   tsxRegistered = true
 }
 
-export const load = (file: string) =>
+/** Checks that `file` exists and, with `expect`, has the SHA-256 a run recorded; returns its SHA-256. */
+export const verify = (file: string, expect?: { readonly sha256: string; readonly runDir: string }) =>
+  Effect.gen(function* () {
+    const absolute = resolve(file)
+    if (!existsSync(absolute)) {
+      return yield* new PipelineLoadError({ file, description: `no such file in ${dirname(absolute)} (sluice init starts a project with a pipeline file)` })
+    }
+    const sha256 = yield* Effect.try({
+      try: () => sha256Of(absolute),
+      catch: (e) => new PipelineLoadError({ file, description: `cannot read it: ${e instanceof Error ? e.message : String(e)}` })
+    })
+    if (expect !== undefined && expect.sha256 !== sha256) {
+      return yield* new PipelineFileChanged({ file: absolute, runDir: expect.runDir, recorded: expect.sha256, current: sha256 })
+    }
+    return sha256
+  })
+
+export const load = (file: string, expect?: { readonly sha256: string; readonly runDir: string }) =>
   Effect.gen(function* () {
     const absolute = resolve(file)
     if (!existsSync(absolute)) {
@@ -55,6 +97,8 @@ export const load = (file: string) =>
     }
     const mismatch = EffectVersion.pipelineProblem(absolute)
     if (mismatch !== undefined) return yield* new PipelineLoadError({ file, description: mismatch })
+    // What is imported is what was hashed, as near as can be: the hash is taken just before.
+    const sha256 = yield* verify(file, expect)
     const module = yield* Effect.tryPromise({
       try: async () => {
         await registerTsx()
@@ -69,5 +113,5 @@ export const load = (file: string) =>
         description: "does not export a pipeline (export default Pipeline.make(...).pipe(...))"
       })
     }
-    return { pipeline: candidate as Pipeline.Pipeline<any, any>, file: absolute }
+    return { pipeline: candidate as Pipeline.Pipeline<any, any>, file: absolute, sha256 }
   })

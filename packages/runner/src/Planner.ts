@@ -31,6 +31,7 @@ import type { Outputs } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, StageRuntime } from "./RunContext.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
   location: Schema.String,
@@ -163,8 +164,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     const rows = yield* LineFile.open(ctx.paths.rowsFile(id), 0).pipe(Scope.extend(scope))
     const answers = caching ? yield* LineFile.open(ctx.paths.cachedFile(id), 0).pipe(Scope.extend(scope)) : undefined
     if (checkKeys && !keysDir) {
-      const fs = yield* FileSystem.FileSystem
-      yield* fs.makeDirectory(ctx.paths.keys, { recursive: true })
+      yield* PrivateFiles.makeDirectory(ctx.paths.keys)
       keysDir = true
     }
     const keys = checkKeys ? yield* RecordFile.create(ctx.paths.keysFile(id)).pipe(Scope.extend(scope)) : undefined

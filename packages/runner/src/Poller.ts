@@ -6,7 +6,7 @@
 import { isTerminal } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
-import type { RunContext } from "./RunContext.js"
+import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 /**
@@ -21,7 +21,7 @@ export const awaitsResultFile = (info: BatchInfo): boolean =>
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
  * returns whether it is.
  */
-export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false) =>
+export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false) =>
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
@@ -83,6 +83,22 @@ export const poll = (ctx: RunContext, shard: ShardState, onStatus: (info: BatchI
       until: (done) => done
     })
     return true
+  })
+
+/**
+ * Cancels the shard's batch where the provider can, and polls until the provider has stopped
+ * it: its terminal status is journaled (a batch that ended first keeps the status it ended with).
+ */
+export const cancel = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void) =>
+  Effect.gen(function* () {
+    if (shard.phase !== "created" || shard.batchId === null) return
+    const { provider } = ctx.stageOf(shard.stage)
+    if (provider.capabilities.cancel) {
+      yield* provider.cancel(shard.batchId).pipe(
+        Effect.catchAll((e) => Effect.logWarning(`shard ${shard.id}: cancel of ${shard.batchId} failed: ${e.message}`))
+      )
+    }
+    yield* poll(ctx, shard, onStatus)
   })
 
 export const defaultPollInterval = Duration.seconds(30)

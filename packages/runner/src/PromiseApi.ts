@@ -59,6 +59,12 @@ export interface RunOptions extends ConnectionOptions {
    * (`SluiceError` with tag "ProviderChanged").
    */
   readonly rebindProvider?: boolean
+  /**
+   * Take over the run directory's lock although it names a process of another host (which may
+   * still run) or none at all; never a live process of this host. Without it, such a lock is
+   * refused (`SluiceError` with tag "RunLocked").
+   */
+  readonly breakLock?: boolean
   /** Stops the run cleanly when aborted. */
   readonly signal?: AbortSignal
   /** Called for every run event, with the same counts the CLI shows. */
@@ -105,6 +111,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.detach === undefined ? {} : { detach: options.detach }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
   ...(options.rebindProvider === undefined ? {} : { rebindProvider: options.rebindProvider }),
+  ...(options.breakLock === undefined ? {} : { breakLock: options.breakLock }),
   ...(options.onEvent === undefined
     ? {}
     : {

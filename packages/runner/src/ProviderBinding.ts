@@ -49,7 +49,8 @@ export class RebindRefused extends Schema.TaggedError<RebindRefused>()("RebindRe
     return (
       `run ${this.runDir}: cannot move stage "${this.stage}" from ${ProviderIdentity.render(this.recorded)} ` +
       `to ${ProviderIdentity.render(this.current)}: ${n} ${n === 1 ? "batch is" : "batches are"} in flight there (${shards}). ` +
-      `Resume or cancel the run with the provider configured as it was until nothing is in flight, then rebind`
+      `Resume the run with the provider configured as it was until nothing is in flight (\`sluice cancel\` stops its batches, ` +
+      `the resume after it collects them), then rebind`
     )
   }
 }

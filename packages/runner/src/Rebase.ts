@@ -20,6 +20,7 @@ import type { BatchResult } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"
 import { Effect, Stream } from "effect"
 import * as Failpoint from "./internal/Failpoint.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 import * as Journal from "./Journal.js"
 import { lines } from "./internal/lines.js"
 import * as Poller from "./Poller.js"
@@ -147,7 +148,7 @@ export const rebase = (options: {
     yield* ctx.cache.flush
 
     const archive = `${paths.root}/previous/${generation}`
-    yield* fs.makeDirectory(archive, { recursive: true })
+    yield* PrivateFiles.makeDirectory(archive)
     for (const file of generationFiles(paths)) {
       if (!(yield* fs.exists(file))) continue
       const target = `${archive}/${file.slice(paths.root.length + 1)}`
@@ -163,7 +164,7 @@ export const rebase = (options: {
       yield* fs.rename(file, target)
       Failpoint.hit("rebase-moved")
     }
-    yield* fs.makeDirectory(paths.shards, { recursive: true })
+    yield* PrivateFiles.makeDirectory(paths.shards)
     const base = manifest.runId.replace(/-g\d+$/, "")
     const next: RunDir.Manifest = {
       ...manifest,

@@ -44,6 +44,9 @@
  * (about 80 bytes per entry, released when it returns). Answers are read from disk on
  * demand, one `readSync` each, through at most 64 open read descriptors.
  *
+ * **Privacy.** The answers are the user's data: the directories are created 0700 and the
+ * segments 0600 (internal/PrivateFiles.ts).
+ *
  * **Clearing.** Delete the directory (`rm -rf <dir>`) or its `v1/` folder; the next run's
  * first flush recreates it. Best while no run uses it: a process that has the cache open
  * keeps appending to its own (now deleted) segment, so its further answers are lost —
@@ -56,6 +59,7 @@ import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import type { FileHandle } from "node:fs/promises"
 import * as path from "node:path"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 export class CacheError extends Schema.TaggedError<CacheError>()("CacheError", {
   path: Schema.String,
@@ -399,7 +403,7 @@ class Store {
   private async createSegment(): Promise<Writer> {
     const root = path.join(this.dir, VERSION_DIR)
     try {
-      fs.mkdirSync(root, { recursive: true })
+      PrivateFiles.makeDirectorySync(root)
     } catch (e) {
       throw new CacheError({ path: root, description: describe(e) })
     }
@@ -582,7 +586,7 @@ export const encodeAnswer = (answer: CachedAnswer): string =>
 
 const openNew = async (file: string): Promise<FileHandle> => {
   try {
-    return await fs.promises.open(file, "wx")
+    return await PrivateFiles.createNew(file)
   } catch (e) {
     throw new CacheError({ path: file, description: describe(e) })
   }

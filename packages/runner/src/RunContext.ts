@@ -63,9 +63,22 @@ export interface StageRuntime {
   readonly cacheNamespace: string | undefined
 }
 
-export interface RunContext {
+/**
+ * What finding, polling and cancelling a shard's batch need: the journal and the providers,
+ * never the pipeline (`sluice cancel` works from the run directory alone, importing nothing).
+ */
+export interface BatchContext {
   readonly runId: string
   readonly paths: RunPaths
+  /** A stage's provider, by stage name (every shard names its stage). */
+  readonly stageOf: (name: string) => { readonly provider: BatchProvider }
+  readonly state: RunState
+  readonly settings: RunSettings
+  /** Appends an event to the journal (fsynced), then applies it to `state`. */
+  readonly record: (event: JournalEvent) => Effect.Effect<void, JournalIOError>
+}
+
+export interface RunContext extends BatchContext {
   readonly pipeline: Pipeline.Pipeline<any, any>
   /** The pipeline's batch stages in order. */
   readonly stages: ReadonlyArray<StageRuntime>
@@ -77,12 +90,8 @@ export interface RunContext {
    * answers, found by custom_id (see Rebase.ts).
    */
   readonly carry?: string | undefined
-  readonly state: RunState
-  readonly settings: RunSettings
   /** Prices and context windows by model (a request over its model's window fails before it is sent). */
   readonly prices: Prices
   /** Serialises batch creation for providers without batch metadata. */
   readonly createLock: Effect.Semaphore
-  /** Appends an event to the journal (fsynced), then applies it to `state`. */
-  readonly record: (event: JournalEvent) => Effect.Effect<void, JournalIOError>
 }

@@ -1,8 +1,9 @@
 /**
  * The run directory: one per run, everything needed to resume, and no secrets.
  *
- *   manifest.json     pipeline name and fingerprint, each stage's provider identity (no keys),
- *                     the directory the run was started in, options
+ *   manifest.json     pipeline name and fingerprint, the pipeline file and its SHA-256, each
+ *                     stage's provider identity (no keys), the directory the run was started in
+ *   run.lock          the process working on the run (internal/LockFile.ts)
  *   journal.jsonl     append-only events (Journal.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
  *                     online shard's answers in `<shard>.online.jsonl`
@@ -15,10 +16,13 @@
  *   duplicate-keys.jsonl  the rows whose conflicting keys refused the plan (onInvalid "fail")
  *   previous/<n>/     the journal, shards and outputs of generation n, before a changed
  *                     pipeline was accepted (`--allow-changed`)
+ *
+ * Everything in it is created private (internal/PrivateFiles.ts): 0700 directories, 0600 files.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Schema } from "effect"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 /** A run moved between provider identities (`--rebind-provider`). */
 export const Rebind = Schema.Struct({
@@ -34,8 +38,16 @@ export const Manifest = Schema.Struct({
   runId: Schema.String,
   pipeline: Schema.String,
   fingerprint: Schema.String,
-  /** Absolute path of the pipeline file, so `resume` needs only the run directory. */
+  /**
+   * The pipeline file, so `resume` needs only the run directory: absolute as sluice records
+   * it; a relative one resolves against the run directory (never the working directory).
+   */
   pipelineFile: Schema.NullOr(Schema.String),
+  /**
+   * The SHA-256 (hex) of the pipeline file's bytes as the run last loaded it: `resume` and
+   * `retry` load only that file (absent in manifests before it was recorded).
+   */
+  pipelineSha256: Schema.optional(Schema.String),
   stages: Schema.Array(
     Schema.Struct({
       name: Schema.String,
@@ -141,6 +153,7 @@ export class NotARunDirectory extends Schema.TaggedError<NotARunDirectory>()("No
 export interface RunPaths {
   readonly root: string
   readonly manifest: string
+  readonly lock: string
   readonly journal: string
   readonly shards: string
   readonly results: string
@@ -166,6 +179,7 @@ export interface RunPaths {
 export const paths = (root: string, path: Path.Path): RunPaths => ({
   root,
   manifest: path.join(root, "manifest.json"),
+  lock: path.join(root, "run.lock"),
   journal: path.join(root, "journal.jsonl"),
   shards: path.join(root, "shards"),
   results: path.join(root, "results.jsonl"),
@@ -201,20 +215,24 @@ export const readManifest = (p: RunPaths) =>
     )
   )
 
-/** Writes the manifest atomically: a temp file, fsynced, renamed over the target. */
+/**
+ * Writes the manifest atomically: a temp file, fsynced, renamed over the target, and the
+ * directory fsynced so the rename survives a power cut.
+ */
 export const writeManifest = (p: RunPaths, manifest: Manifest) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    yield* fs.makeDirectory(p.shards, { recursive: true })
+    yield* PrivateFiles.makeDirectory(p.shards)
     const tmp = `${p.manifest}.tmp`
     yield* Effect.scoped(
       Effect.gen(function* () {
-        const file = yield* fs.open(tmp, { flag: "w" })
+        const file = yield* PrivateFiles.open(tmp, "w")
         yield* file.writeAll(new TextEncoder().encode(JSON.stringify(manifest, null, 2) + "\n"))
         yield* file.sync
       })
     )
     yield* fs.rename(tmp, p.manifest)
+    yield* PrivateFiles.syncDirectory(p.root)
   }).pipe(Effect.mapError((e) => new RunDirError({ path: p.root, description: `cannot write manifest: ${e.message}` })))
 
 export const exists = (p: RunPaths) =>

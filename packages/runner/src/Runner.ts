@@ -7,7 +7,7 @@ import { FileSystem, Path } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { ProviderIdentity, Providers } from "@sluice/providers"
-import type { BatchInfo } from "@sluice/providers"
+import type { BatchInfo, BatchProvider } from "@sluice/providers"
 import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
@@ -30,6 +30,7 @@ import { RunDirError } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import { ioProblem } from "./internal/ioError.js"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
@@ -89,8 +90,18 @@ export interface RunObserver {
 export interface RunOptions extends Partial<RunSettings> {
   /** The run directory; default `.sluice/runs/<pipeline name>`. */
   readonly runDir?: string
-  /** Absolute path of the pipeline file, recorded so `resume` needs only the run directory. */
+  /**
+   * Absolute path of the pipeline file, recorded so `resume` needs only the run directory;
+   * on an existing run it replaces the one recorded (`sluice run <file>` names it explicitly).
+   */
   readonly pipelineFile?: string
+  /** The SHA-256 (hex) of the pipeline file's bytes as loaded: `resume` and `retry` load only a file that has it. */
+  readonly pipelineSha256?: string
+  /**
+   * Take over the run directory's lock although it names a process of another host (which may
+   * still run: nothing here can tell) or no process at all. Never a live process of this host.
+   */
+  readonly breakLock?: boolean
   /** Continue a run whose pipeline fingerprint differs from the manifest's. */
   readonly allowChanged?: boolean
   /**
@@ -290,7 +301,7 @@ const isLocal = (origin: string): boolean => {
  * Polls faster than once a second are for the emulator on this machine: a remote provider
  * rate-limits status calls, so against one the interval is raised to a second (and said so).
  */
-export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<StageRuntime>) =>
+export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<{ readonly provider: BatchProvider }>) =>
   Effect.gen(function* () {
     if (Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
     const remote = stages.find((s) => s.provider.origin !== undefined && !isLocal(s.provider.origin))
@@ -300,6 +311,25 @@ export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<Sta
         `${remote.provider.name} at ${remote.provider.origin} is not a local emulator`
     )
     return { ...settings, pollInterval: Settings.minimumRemotePoll }
+  })
+
+/**
+ * Records the pipeline file the caller named (`sluice run <file>`) when the manifest names
+ * another one, or another version of it: the file `resume` and `retry` will load.
+ */
+const recordPipelineFile = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, options: RunOptions) =>
+  Effect.gen(function* () {
+    const file = options.pipelineFile
+    const sha256 = options.pipelineSha256
+    if (file === undefined || (manifest.pipelineFile === file && (sha256 === undefined || manifest.pipelineSha256 === sha256))) return manifest
+    // A hash recorded for another file is dropped with it.
+    const { pipelineSha256: _, ...rest } = manifest
+    const next: RunDir.Manifest = { ...rest, pipelineFile: file, ...(sha256 === undefined ? {} : { pipelineSha256: sha256 }) }
+    yield* RunDir.writeManifest(paths, next)
+    if (manifest.pipelineFile !== null && (manifest.pipelineFile !== file || manifest.pipelineSha256 !== undefined)) {
+      yield* Effect.logInfo(`run ${paths.root}: resume and retry load ${file} as it is now from here on`)
+    }
+    return next
   })
 
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
@@ -361,10 +391,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const paths = RunDir.paths(root, path)
       const fingerprint = Pipeline.fingerprint(pipeline)
       // One process per run directory, from before the manifest is read or written.
-      yield* fs.makeDirectory(paths.shards, { recursive: true }).pipe(
+      yield* PrivateFiles.makeDirectory(paths.shards).pipe(
         Effect.mapError((e) => new RunDirError({ path: root, description: `cannot create it: ${ioProblem(e.description ?? e.message)}` }))
       )
-      yield* RunLock.acquire(path.join(root, "run.lock"))
+      yield* RunLock.acquire(paths.lock, { breakLock: options.breakLock === true })
 
       const cachePath = cacheDir(options)
       // A cache that cannot be opened costs the run its savings, not the run.
@@ -415,6 +445,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           }
           manifest = yield* ProviderBinding.complete({ paths, manifest: rebased, currentOf })
         }
+        manifest = yield* recordPipelineFile(paths, manifest, options)
         runId = manifest.runId
         carriedFrom = manifest.carriedFrom
       } else {
@@ -425,6 +456,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           pipeline: pipeline.name,
           fingerprint,
           pipelineFile: options.pipelineFile ?? null,
+          ...(options.pipelineSha256 === undefined ? {} : { pipelineSha256: options.pipelineSha256 }),
           stages: stages.map((s) => ({
             name: s.stage.name,
             provider: s.stage.provider,
@@ -579,25 +611,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
           if (shard.phase === "online") yield* OnlineExecutor.cancel(ctx, shard)
-          if (shard.phase === "intent" || shard.phase === "staged") yield* Submitter.adoptOrphan(ctx, shard)
-          if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged") {
-            yield* ctx.record({
-              _tag: "CreateRejected",
-              shard: id,
-              submission: shard.submission,
-              failure: "cancelled",
-              message: "cancelled before it was submitted"
-            })
-          }
-          if (shard.phase === "created" && shard.batchId !== null) {
-            const { provider } = stageOf(shard.stage)
-            if (provider.capabilities.cancel) {
-              yield* provider.cancel(shard.batchId).pipe(
-                Effect.catchAll((e) => Effect.logWarning(`shard ${id}: cancel of ${shard.batchId} failed: ${e.message}`))
-              )
-            }
-            yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info))
-          }
+          yield* Submitter.withdraw(ctx, shard)
+          yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(id, info))
           if (shard.phase === "terminal" || shard.phase === "rejected") yield* Collector.collect(ctx, outputs, shard, false)
         })
 

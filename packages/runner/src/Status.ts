@@ -1,10 +1,13 @@
 /**
- * A run's status from its directory alone, refreshed from the provider when it can be.
+ * A run's status from its directory alone, refreshed from the provider when it can be. It
+ * loads nothing the run directory names: the pipeline file is only hashed, to say whether
+ * `resume` would take it.
  */
 import { FileSystem, Path } from "@effect/platform"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
+import { sha256Of } from "./PipelineLoader.js"
 import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
@@ -40,6 +43,25 @@ export interface RunStatus extends RunSummary {
   readonly baseDir: string | null
   /** Each stage's provider identity, as the run is bound to it (null where not yet recorded). */
   readonly bindings: Readonly<Record<string, ProviderIdentity.ProviderIdentity | null>>
+  /**
+   * The pipeline file `resume` and `retry` load, and whether it is as the run recorded it:
+   * "recorded" (same SHA-256), "changed" (they refuse it), "missing", or "unrecorded" (a run
+   * from before hashes were recorded).
+   */
+  readonly pipelineFile: { readonly path: string; readonly state: "recorded" | "changed" | "missing" | "unrecorded" } | null
+}
+
+const pipelineFileOf = (root: string, manifest: RunDir.Manifest, path: Path.Path): RunStatus["pipelineFile"] => {
+  if (manifest.pipelineFile === null) return null
+  const file = path.resolve(root, manifest.pipelineFile)
+  let sha256: string
+  try {
+    sha256 = sha256Of(file)
+  } catch {
+    return { path: file, state: "missing" }
+  }
+  if (manifest.pipelineSha256 === undefined) return { path: file, state: "unrecorded" }
+  return { path: file, state: sha256 === manifest.pipelineSha256 ? "recorded" : "changed" }
 }
 
 /** Lines of an online shard's file (complete ones only) and how many are successes. */
@@ -109,10 +131,18 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
       estimatedCompletion: eta === null ? null : new Date(eta).toISOString(),
       refreshError,
       baseDir: manifest.baseDir ?? null,
-      bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null]))
+      bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null])),
+      pipelineFile: pipelineFileOf(paths.root, manifest, path)
     }
     return result
   })
+
+const fileNotes: Record<NonNullable<RunStatus["pipelineFile"]>["state"], string> = {
+  recorded: "",
+  unrecorded: "",
+  missing: " (missing: resume and retry cannot load it)",
+  changed: " (changed since the run recorded it: resume and retry refuse it; `sluice run <file> --run-dir <dir>` takes it as it is now)"
+}
 
 export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
@@ -127,6 +157,7 @@ export const render = (s: RunStatus): string => {
         : ` · spent ${money(s.spent)} (online ${money(s.costByMode.online.cost ?? 0)} at real-time prices, batch ${money(s.costByMode.batch.cost ?? 0)}; all in batch ${money(s.cost.batch)})`),
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
+    ...(s.pipelineFile === null ? [] : [`  pipeline file ${s.pipelineFile.path}${fileNotes[s.pipelineFile.state]}`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
     "  shards:",

@@ -8,7 +8,7 @@
 import type { BatchInfo, ProviderError } from "@sluice/providers"
 import { Duration, Effect, Option, Schema, Stream } from "effect"
 import * as Failpoint from "./internal/Failpoint.js"
-import type { RunContext } from "./RunContext.js"
+import type { BatchContext, RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 export class SubmitError extends Schema.TaggedError<SubmitError>()("SubmitError", {
@@ -38,7 +38,7 @@ const nowSeconds = Effect.map(Effect.clockWith((c) => c.currentTimeMillis), (ms)
 const SKEW_SECONDS = 600
 
 /** Finds a batch created for this shard's current submission, if the provider can list. */
-export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
+export const findOrphan = (ctx: BatchContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
   const provider = ctx.stageOf(shard.stage).provider
   if (!provider.capabilities.list || shard.intentAt === null) return Effect.succeedNone
   if (!provider.capabilities.metadata) return findOrphanByContent(ctx, shard)
@@ -62,7 +62,7 @@ export const findOrphan = (ctx: RunContext, shard: ShardState): Effect.Effect<Op
  * waited for rather than paid for twice: its results are needed anyway. Creates of such
  * providers run one at a time (see `submit`), so a crash leaves at most one orphan per run.
  */
-const findOrphanByContent = (ctx: RunContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
+const findOrphanByContent = (ctx: BatchContext, shard: ShardState): Effect.Effect<Option.Option<BatchInfo>, ProviderError> => {
   const search = ctx.stageOf(shard.stage).provider.findOrphan
   if (search === undefined || shard.intentAt === null) return Effect.succeedNone
   const known = new Set([...ctx.state.shards.values()].flatMap((s) => (s.batchId === null ? [] : [s.batchId])))
@@ -80,7 +80,7 @@ const findOrphanByContent = (ctx: RunContext, shard: ShardState): Effect.Effect<
 }
 
 /** Adopts this shard's orphan batch, if the provider has one; true when it did. */
-export const adoptOrphan = (ctx: RunContext, shard: ShardState) =>
+export const adoptOrphan = (ctx: BatchContext, shard: ShardState) =>
   Effect.gen(function* () {
     const orphan = yield* findOrphan(ctx, shard)
     if (Option.isNone(orphan)) return false
@@ -161,3 +161,22 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
 export const submit = (ctx: RunContext, shard: ShardState) =>
   // Without metadata, creates run one at a time: a crash then leaves at most one orphan.
   ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))
+
+/**
+ * Takes back a shard that has no batch yet (cancelling a run): a batch created for it before a
+ * crash is adopted (and is then cancelled like any other); otherwise the shard is journaled as
+ * rejected (`cancelled`) and never submitted.
+ */
+export const withdraw = (ctx: BatchContext, shard: ShardState) =>
+  Effect.gen(function* () {
+    if (shard.phase === "intent" || shard.phase === "staged") yield* adoptOrphan(ctx, shard)
+    if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged") {
+      yield* ctx.record({
+        _tag: "CreateRejected",
+        shard: shard.id,
+        submission: shard.submission,
+        failure: "cancelled",
+        message: "cancelled before it was submitted"
+      })
+    }
+  })

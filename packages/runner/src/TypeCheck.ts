@@ -13,15 +13,17 @@
  * (default `<os temp dir>/sluice-typecheck-<uid>`), listing the SHA-256 of every file the
  * program read (sources, declarations, the tsconfig chain, the nearest package.json) and the
  * TypeScript version. While none of them changed, the check is not run again — nor is
- * TypeScript loaded.
+ * TypeScript loaded. The directory is created 0700, and a directory that another user owns or
+ * can write (someone else's in the shared temp directory) is neither read nor written.
  */
 import { Effect, Schema } from "effect"
-import { createHash } from "node:crypto"
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
+import { createHash, randomBytes } from "node:crypto"
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
 import { dirname, join, relative, resolve } from "node:path"
 import type * as Ts from "typescript"
+import * as PrivateFiles from "./internal/PrivateFiles.js"
 
 export class PipelineTypeError extends Schema.TaggedError<PipelineTypeError>()("PipelineTypeError", {
   file: Schema.String,
@@ -147,6 +149,8 @@ const entryPath = (cacheDir: string, pipeline: string, config: string | undefine
 
 /** The remembered check, when every file it read is as it was then. */
 const freshEntry = (path: string, key: { pipeline: string; config: string | undefined; typescript: string }): CacheEntry | undefined => {
+  // The default directory is in the shared temp directory: trust it only if no one else can write it.
+  if (!PrivateFiles.isOwnDirectory(dirname(path))) return undefined
   let text: string
   try {
     text = readFileSync(path, "utf8")
@@ -163,9 +167,11 @@ const freshEntry = (path: string, key: { pipeline: string; config: string | unde
 /** Best effort: a cache that cannot be written costs the next run a check, nothing else. */
 const remember = (path: string, entry: CacheEntry): void => {
   try {
-    mkdirSync(dirname(path), { recursive: true })
-    const tmp = `${path}.${process.pid}.tmp`
-    writeFileSync(tmp, JSON.stringify(entry))
+    PrivateFiles.makeDirectorySync(dirname(path))
+    if (!PrivateFiles.isOwnDirectory(dirname(path))) return
+    // A new file ("wx" follows no link another user may have planted there), 0600.
+    const tmp = `${path}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`
+    writeFileSync(tmp, JSON.stringify(entry), { flag: "wx", mode: PrivateFiles.fileMode })
     renameSync(tmp, path)
   } catch {
     // ignored: see above

@@ -5,6 +5,7 @@
  * an HttpClient) and a FileSystem and Path (`NodeContext.layer`): the run directory is the
  * checkpoint store. `Live.layer()` bundles the usual choices.
  */
+export * as Cancel from "./Cancel.js"
 export * as OneCall from "./OneCall.js"
 export * as PgSink from "./PgSink.js"
 export * as Pricing from "./Pricing.js"

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, relative } from "node:path"
 import { afterAll } from "vitest"
@@ -161,6 +161,23 @@ describe("TypeCheck.check", () => {
       // The compiler options change: checked again.
       write(at("tsconfig.json"), lightConfig({ noUnusedLocals: true }))
       expect((yield* check(at("main.ts"), cacheDir)).cached).toBe(false)
+    }))
+
+  it.effect("remembers in a directory of its own (0700, files 0600); one other users can write is neither read nor written", () =>
+    Effect.gen(function* () {
+      const at = project({ "main.ts": "export default 1\n" })
+      const own = join(root, "cache-own", "nested")
+      expect((yield* check(at("main.ts"), own)).cached).toBe(false)
+      expect((yield* check(at("main.ts"), own)).cached).toBe(true)
+      expect((statSync(own).mode & 0o777).toString(8)).toBe("700")
+      for (const name of readdirSync(own)) expect((statSync(join(own, name)).mode & 0o777).toString(8)).toBe("600")
+      // Someone else's directory in /tmp would be writable by them: it is not trusted.
+      const shared = join(root, "cache-shared")
+      mkdirSync(shared)
+      chmodSync(shared, 0o777)
+      expect((yield* check(at("main.ts"), shared)).cached).toBe(false)
+      expect((yield* check(at("main.ts"), shared)).cached).toBe(false)
+      expect(readdirSync(shared)).toEqual([])
     }))
 
   it.effect("a tsconfig.json appearing nearer the file than the one a passed check used is honoured", () =>

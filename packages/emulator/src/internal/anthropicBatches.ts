@@ -21,6 +21,7 @@ import { seenKey, WINDOW, windowOrder } from "./analysis.js"
 import { answerParams, checkParams, CUSTOM_ID_PATTERN, forcedTool } from "./anthropicAnswers.js"
 import { BodyError, RequestsScanner } from "./anthropicBody.js"
 import type { BatchesConfig } from "./batches.js"
+import { settledForPoll } from "./clock.js"
 import { ApiError, invalidRequest, notFound } from "./errors.js"
 import type { Faults } from "./faults.js"
 import { DigestOffset, fractionAt, mixHex, randomHex, requestDigest, sha256 } from "./hash.js"
@@ -40,19 +41,8 @@ export const SURFACE_PATHS: Readonly<Record<AnthropicSurface, string>> = {
   gateway: "/anthropic-gateway/v1/batches"
 }
 
-/** How long a poll waits for the results file before answering "still in progress". */
-const WAIT_MS = 250
-
 type Obj = { readonly [key: string]: unknown }
 const isObject = (value: unknown): value is Obj => typeof value === "object" && value !== null && !Array.isArray(value)
-
-const settlesWithin = (promise: Promise<unknown>, ms: number): Promise<boolean> => {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms)
-  })
-  return Promise.race([promise.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer))
-}
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 const isoOrNull = (ms: number | null): string | null => (ms === null ? null : iso(ms))
@@ -348,7 +338,7 @@ export class AnthropicBatches {
       if (isTerminal(line.status)) {
         const writing = this.finish(record, line)
         // A big batch takes a while to answer: it stays in progress until its results exist.
-        if (!(await settlesWithin(writing, WAIT_MS))) return this.render(record, origin)
+        if (!(await settledForPoll(writing, this.config.clockDriven()))) return this.render(record, origin)
         await writing
       }
     }

@@ -13,7 +13,7 @@ import { geminiLedgerFields } from "./geminiBatches.js"
 import type { KnownModels } from "./models.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
-import { type Clock, toUnixSeconds } from "./clock.js"
+import { type Clock, settledForPoll, toUnixSeconds } from "./clock.js"
 import { invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
 import type { Faults } from "./faults.js"
 import { randomHex } from "./hash.js"
@@ -34,18 +34,9 @@ export interface BatchesConfig extends BatchTimings {
   /** Model names requests may use; others fail as on the real API (see models.ts). */
   readonly models: KnownModels
   readonly clock: Clock
+  /** Whether a test drives the clock (see EmulatorClock.driven). */
+  readonly clockDriven: () => boolean
   readonly log: (line: string) => void
-}
-
-/** How long a poll waits for validation or result files before answering "validating" / "finalizing". */
-const WAIT_MS = 250
-
-const settlesWithin = (promise: Promise<unknown>, ms: number): Promise<boolean> => {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms)
-  })
-  return Promise.race([promise.then(() => true, () => true), timeout]).finally(() => clearTimeout(timer))
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -293,13 +284,13 @@ export class Batches {
       if (input === undefined) {
         const pending = this.inputFor(record)
         // A big input can take a second or more to validate: until then the batch is simply still "validating".
-        if (!(await settlesWithin(pending, WAIT_MS))) return render(record, liveSnapshot(undefined, timeline(record, undefined, now)), now)
+        if (!(await settledForPoll(pending, this.config.clockDriven()))) return render(record, liveSnapshot(undefined, timeline(record, undefined, now)), now)
         input = await pending
       }
       const line = timeline(record, input, now)
       if (!isTerminal(line.status)) return render(record, liveSnapshot(input, line), now)
       const writing = this.finish(record, input, line)
-      if (line.status === "completed" && !(await settlesWithin(writing, WAIT_MS))) {
+      if (line.status === "completed" && !(await settledForPoll(writing, this.config.clockDriven()))) {
         // Big result files take a while: keep answering "finalizing" (as the real service would)
         // instead of holding the poll open; "completed" shows once the files exist.
         return render(record, liveSnapshot(input, { ...line, status: "finalizing", completedAtMs: null }), now)

@@ -1,5 +1,5 @@
 /**
- * The test API under `/_emulator/`: ledger, runtime faults, reset.
+ * The test API under `/_emulator/`: ledger, runtime faults, the clock, reset.
  * Never subject to call faults, so a test can always inspect and steer the emulator. Guarded
  * for every route at once by the router (access.ts): loopback Host, the API key when one is set,
  * no Origin header, JSON bodies.
@@ -11,10 +11,15 @@
  *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
+ *   GET  /_emulator/clock    -> { now, held }: the emulator's time (ms since epoch) and whether it stands still
+ *   POST /_emulator/clock    -> {hold: true} stops it, {advanceMs: N} moves it forward, {release: true}
+ *                               lets it run on from where it stood; answers { now, held }
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
  *                               wrote, see store.ts), restore the start-up fault settings
+ *                               (the clock is left as it is)
  */
 import type { Batches } from "./batches.js"
+import type { EmulatorClock } from "./clock.js"
 import { invalidRequest } from "./errors.js"
 import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
 import { readJson, type Reply } from "./http.js"
@@ -24,6 +29,7 @@ export interface ControlContext {
   readonly store: Store
   readonly batches: Batches
   readonly faults: Faults
+  readonly emulatorClock: EmulatorClock
   readonly log: (line: string) => void
 }
 
@@ -56,6 +62,16 @@ export const handleControl = async (
       if (Object.keys(patch).length > 0) ctx.log(`faults set: ${JSON.stringify(faultsJson(ctx.faults.settings))}`)
       const expired = expireBatch === undefined ? undefined : await ctx.batches.expireNow(expireBatch)
       reply.json(200, { ...faultsJson(ctx.faults.settings), ...(expired === undefined ? {} : { expiredBatch: expired }) })
+      return true
+    }
+    case "GET clock":
+      reply.json(200, ctx.emulatorClock.state)
+      return true
+    case "POST clock": {
+      ctx.emulatorClock.apply((await readJson(reply.req)) ?? {})
+      const state = ctx.emulatorClock.state
+      ctx.log(`clock ${state.held ? "held" : "running"} at ${new Date(state.now).toISOString()}`)
+      reply.json(200, state)
       return true
     }
     case "POST reset":

@@ -17,6 +17,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { checkControlRequest, type HostPolicy } from "./access.js"
 import { anthropicRoute, checkAnthropicAuth, handleAnthropic, replyAnthropicError } from "./anthropicRoutes.js"
+import type { EmulatorClock } from "./clock.js"
 import { handleControl } from "./controlRoutes.js"
 import { geminiRoute, handleGemini } from "./geminiRoutes.js"
 import { ApiError, notFound } from "./errors.js"
@@ -27,6 +28,8 @@ export interface RouterContext extends OpenAiContext {
   readonly apiKey: string | undefined
   /** The Host names every route answers to (see access.ts). */
   readonly hosts: HostPolicy
+  /** The clock behind `clock`, for `/_emulator/clock`. */
+  readonly emulatorClock: EmulatorClock
   /** Access and lifecycle log; undefined = silent (no log lines are even built). */
   readonly log: ((line: string) => void) | undefined
 }

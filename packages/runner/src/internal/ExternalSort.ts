@@ -13,6 +13,7 @@ import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"
 import * as RecordFile from "./RecordFile.js"
+import * as PrivateFiles from "./PrivateFiles.js"
 
 export interface Order {
   /**
@@ -151,7 +152,7 @@ const merge = <E, R>(
 export const make = (options: Options): Effect.Effect<Sorter, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
-    yield* fs.makeDirectory(options.dir, { recursive: true })
+    yield* PrivateFiles.makeDirectory(options.dir)
     const maxBytes = options.maxRunBytes ?? 64 * 1024 * 1024
     const maxRecords = Math.min(MAX_RUN_RECORDS, options.maxRunRecords ?? MAX_RUN_RECORDS)
     const fanIn = Math.max(2, options.fanIn ?? 64)

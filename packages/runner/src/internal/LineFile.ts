@@ -2,11 +2,12 @@
  * Buffered line writer over a FileSystem file: lines are joined into ~1 MB writes, and
  * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
  */
-import { FileSystem } from "@effect/platform"
+import type { FileSystem } from "@effect/platform"
 import { SystemError } from "@effect/platform/Error"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"
+import * as PrivateFiles from "./PrivateFiles.js"
 
 export interface LineFile {
   /** Appends one line (a newline is added). */
@@ -28,18 +29,18 @@ const FLUSH_AT = 1 << 20
 /**
  * Opens `path` for appending after truncating it to `keep` bytes (0 = start empty).
  * Truncation discards a tail that was written but never committed before a crash.
+ * A file it creates is private (0600): these files hold the run's rows and answers.
  */
 export const open = (
   path: string,
   keep: number
 ): Effect.Effect<LineFile, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
     // Writes go through a descriptor: name the file in their errors instead.
     const named = Effect.mapError((e: PlatformError): PlatformError =>
       e._tag === "SystemError" && typeof e.pathOrDescriptor !== "string" ? new SystemError({ ...e, pathOrDescriptor: path }) : e
     )
-    const file = yield* fs.open(path, { flag: "a+" })
+    const file = yield* PrivateFiles.open(path, "a+")
     const current = Number((yield* file.stat).size)
     if (current < keep) {
       return yield* Effect.dieMessage(`${path} is ${current} bytes, shorter than its committed ${keep} bytes`)

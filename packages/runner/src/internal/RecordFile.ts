@@ -7,6 +7,7 @@ import { FileSystem } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"
+import * as PrivateFiles from "./PrivateFiles.js"
 
 const CHUNK = 1 << 20
 /** A writer starts small and grows to CHUNK: many small files (a spooled group) stay cheap. */
@@ -23,8 +24,7 @@ export interface RecordWriter {
 /** Opens `path` empty (truncating what was there) for appending records. */
 export const create = (path: string): Effect.Effect<RecordWriter, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const file = yield* fs.open(path, { flag: "w" })
+    const file = yield* PrivateFiles.open(path, "w")
     let size = FIRST
     let buffer = Buffer.allocUnsafe(size)
     let used = 0

@@ -1,59 +1,74 @@
 /**
- * One process per run directory: two writers would interleave the journal. The lock file
- * holds the owner's pid; a lock whose process is gone (killed, crashed) is taken over.
+ * One process per run directory: two writers would interleave the journal and could each
+ * create a shard's batch. `run.lock` names its owner (pid, host, start time); a lock whose
+ * owner is gone is taken over, one from another host only when the user says so
+ * (`--break-lock`). The protocol, and why only one process ever holds it, is in LockFile.ts.
  */
 import { Effect, Schema } from "effect"
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs"
 import { dirname } from "node:path"
 import { RunDirError } from "../RunDir.js"
 import { ioProblem } from "./ioError.js"
+import * as LockFile from "./LockFile.js"
 
 export class RunLocked extends Schema.TaggedError<RunLocked>()("RunLocked", {
   path: Schema.String,
-  pid: Schema.Number
+  /** "running": its owner runs on this host; "other-host": on another, so it may or may not run; "unreadable": no owner named. */
+  reason: Schema.Literal("running", "other-host", "unreadable"),
+  pid: Schema.NullOr(Schema.Number),
+  host: Schema.NullOr(Schema.String),
+  /** When the owner took it (ISO time), when known. */
+  since: Schema.NullOr(Schema.String)
 }) {
   override get message(): string {
-    return `the run directory is in use by process ${this.pid} (lock file ${this.path}); stop it first`
+    const since = this.since === null ? "" : ` since ${this.since}`
+    switch (this.reason) {
+      case "running":
+        return `the run directory is in use by process ${this.pid} on ${this.host}${since} (lock file ${this.path}); stop it first, or wait until it ends`
+      case "other-host":
+        return (
+          `the run directory is locked by process ${this.pid} on host ${this.host}${since} (lock file ${this.path}), ` +
+          `and this is ${LockFile.me().host}: whether that process still runs cannot be told from here. ` +
+          `If it does not, take the lock over with --break-lock`
+        )
+      case "unreadable":
+        return `the run directory's lock file ${this.path} names no owner; if no sluice works on this directory, take the lock over with --break-lock`
+    }
   }
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
+const refused = (path: string, refusal: LockFile.Refusal): RunLocked =>
+  refusal.reason === "unreadable"
+    ? new RunLocked({ path, reason: "unreadable", pid: null, host: null, since: null })
+    : new RunLocked({ path, reason: refusal.reason, pid: refusal.owner.pid, host: refusal.owner.host, since: refusal.owner.at })
 
-const tryTake = (path: string): number | undefined => {
-  try {
-    const fd = openSync(path, "wx")
-    writeSync(fd, String(process.pid))
-    closeSync(fd)
-    return undefined
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
-    const pid = Number(readFileSync(path, "utf8").trim())
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) return pid
-    rmSync(path, { force: true })
-    return tryTake(path)
-  }
-}
-
-/** Holds the lock for the enclosing scope. */
-export const acquire = (path: string) =>
+/** Holds the lock for the enclosing scope; released (if it still names us) when the scope closes. */
+export const acquire = (path: string, options: LockFile.Options = {}) =>
   Effect.acquireRelease(
-    Effect.suspend((): Effect.Effect<void, RunDirError | RunLocked> => {
-      let owner: number | undefined
+    Effect.suspend((): Effect.Effect<LockFile.Held, RunDirError | RunLocked> => {
+      let outcome: LockFile.Outcome
       try {
-        owner = tryTake(path)
+        outcome = LockFile.acquire(path, options)
       } catch (e) {
         // A run directory sluice may not write to (read-only, full, not a directory).
         const description = `cannot write its lock file ${path}: ${ioProblem(e instanceof Error ? e.message : String(e))}`
         return Effect.fail(new RunDirError({ path: dirname(path), description }))
       }
-      return owner === undefined ? Effect.void : Effect.fail(new RunLocked({ path, pid: owner }))
+      if (outcome._tag === "Refused") return Effect.fail(refused(path, outcome.refusal))
+      if (outcome.broke !== undefined) {
+        const broken = refused(path, outcome.broke)
+        const owner = broken.pid === null ? "that named no owner" : `of process ${broken.pid} on host ${broken.host}`
+        return Effect.as(Effect.logWarning(`took over the lock ${path} ${owner} (--break-lock)`), outcome.held)
+      }
+      return Effect.succeed(outcome.held)
     }),
-    () => Effect.sync(() => rmSync(path, { force: true }))
+    (held) =>
+      Effect.suspend(() => {
+        let released: boolean
+        try {
+          released = LockFile.release(held)
+        } catch (e) {
+          return Effect.logWarning(`cannot remove the lock file ${path}: ${ioProblem(e instanceof Error ? e.message : String(e))}`)
+        }
+        return released ? Effect.void : Effect.logWarning(`the lock file ${path} was taken over by another process while this one held it; left as it is`)
+      })
   )

@@ -23,6 +23,7 @@ export const ExitCode = {
 /** Failures that are the user's to fix (input, configuration) rather than the run's. */
 const usageTags = new Set([
   "PipelineLoadError",
+  "PipelineFileChanged",
   "PipelineTypeError",
   "TypeCheckUnavailable",
   "PipelineInvalid",

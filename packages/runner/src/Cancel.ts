@@ -1,0 +1,135 @@
+/**
+ * Cancelling a run from its directory alone (`sluice cancel`). The journal says which batches
+ * are in flight, the manifest which provider identity each stage is bound to; the providers
+ * come from the registry by name. Nothing the run directory names is loaded — no pipeline
+ * file, no Schema — so cancelling runs no code from it, and works whatever its pipeline file
+ * holds now.
+ *
+ * Each batch in flight is cancelled and polled until the provider has stopped it, and its
+ * terminal status journaled; a shard not submitted yet is journaled as rejected (`cancelled`)
+ * after adopting a batch a crash may have left for it. Collecting what the cancelled batches
+ * finished needs the pipeline (its Schemas decode the answers, its sink takes them): the next
+ * `resume` does it, loading the pipeline file the run recorded. Rows of a cancelled batch are
+ * never resubmitted by it: they end failed (`cancelled`, or their own class) for `retry`.
+ * (`Runner.cancel`, given the pipeline by its caller, collects at once.)
+ */
+import { Path } from "@effect/platform"
+import { ProviderIdentity, Providers } from "@sluice/providers"
+import type { BatchProvider } from "@sluice/providers"
+import { Effect } from "effect"
+import type { Duration } from "effect"
+import * as Journal from "./Journal.js"
+import * as RunLock from "./internal/RunLock.js"
+import * as Poller from "./Poller.js"
+import type * as Pricing from "./Pricing.js"
+import * as ProviderBinding from "./ProviderBinding.js"
+import type { BatchContext } from "./RunContext.js"
+import * as RunDir from "./RunDir.js"
+import { defaultSettings, loadState, remotePollFloor, summarize } from "./Runner.js"
+import type { RunObserver, RunSummary } from "./Runner.js"
+import * as RunState from "./RunState.js"
+import * as Settings from "./Settings.js"
+import * as Submitter from "./Submitter.js"
+
+export interface CancelOptions {
+  /** Between status polls of a cancelled batch (default 30 s; at least a second against a remote provider). */
+  readonly pollInterval?: Duration.Duration
+  /** How long a batch that completed without an output file is waited for (see `RunSettings`). */
+  readonly outputFileWait?: Duration.Duration
+  /** Batches cancelled and polled at once (default 4). */
+  readonly concurrency?: number
+  /** Take over a lock of another host, or one that names no process (see `RunOptions.breakLock`). */
+  readonly breakLock?: boolean
+  /** Prices for the summary's cost. */
+  readonly prices?: Pricing.Prices
+  readonly observer?: RunObserver
+}
+
+export interface CancelSummary extends RunSummary {
+  /** Where the run's outputs go: its sink, or outputs.jsonl in the run directory. */
+  readonly output: string
+  /** What this call did: batches that ended cancelled, batches that had ended on their own first, shards never submitted. */
+  readonly cancel: { readonly cancelled: number; readonly ended: number; readonly unsubmitted: number }
+}
+
+/** Cancels every batch of the run in `runDir` still in flight and waits until the provider has stopped them. */
+export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const invalid = Settings.problems(options)
+      if (invalid.length > 0) return yield* new Settings.InvalidSettings({ problems: invalid })
+      const path = yield* Path.Path
+      const paths = RunDir.paths(path.resolve(runDir), path)
+      // A directory without a run is said so before a lock file is written into it.
+      yield* RunDir.readManifest(paths)
+      yield* RunLock.acquire(paths.lock, { breakLock: options.breakLock === true })
+      const providers = yield* Providers
+      const manifest = yield* ProviderBinding.check({
+        paths,
+        manifest: yield* RunDir.readManifest(paths),
+        currentOf: (name) => providers.get(name).pipe(Effect.map(ProviderIdentity.of), Effect.option),
+        rebind: false
+      })
+      const state = yield* loadState(paths.journal)
+      const open = RunState.openShards(state).filter(
+        (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created"
+      )
+      // The providers of the stages with batches (or maybe, after a crash), as configured now
+      // (their identity checked above); a shard only planned needs none.
+      const byName = new Map<string, BatchProvider>()
+      const byStage = new Map<string, BatchProvider>()
+      for (const shard of open) {
+        if (shard.phase === "planned") continue
+        if (!byName.has(shard.provider)) byName.set(shard.provider, yield* providers.get(shard.provider))
+        byStage.set(shard.stage, byName.get(shard.provider)!)
+      }
+      const settings = yield* remotePollFloor(
+        {
+          ...defaultSettings,
+          ...(options.pollInterval === undefined ? {} : { pollInterval: options.pollInterval }),
+          ...(options.outputFileWait === undefined ? {} : { outputFileWait: options.outputFileWait }),
+          ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency })
+        },
+        [...byName.values()].map((provider) => ({ provider }))
+      )
+      const journal = yield* Journal.open(paths.journal)
+      const observer = options.observer ?? {}
+      observer.started?.(state)
+      const ctx: BatchContext = {
+        runId: manifest.runId,
+        paths,
+        state,
+        settings,
+        stageOf: (stage) => ({ provider: byStage.get(stage)! }),
+        record: (event) =>
+          journal.append(event).pipe(
+            Effect.map(() => {
+              RunState.apply(state, event)
+              observer.event?.(event, state)
+            })
+          )
+      }
+      const done = { cancelled: 0, ended: 0, unsubmitted: 0 }
+      yield* Effect.forEach(
+        open,
+        (shard) =>
+          Effect.gen(function* () {
+            yield* Submitter.withdraw(ctx, shard)
+            if (shard.phase === "rejected") return void done.unsubmitted++
+            yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(shard.id, info))
+            if (shard.status === "cancelled") done.cancelled++
+            else done.ended++
+          }),
+        { concurrency: settings.concurrency, discard: true }
+      )
+      const summary = summarize({
+        runId: manifest.runId,
+        paths,
+        state,
+        models: manifest.stages.map((s) => s.model),
+        ...(options.prices === undefined ? {} : { prices: options.prices })
+      })
+      const output = manifest.sink ?? paths.outputs
+      return { ...summary, output, cancel: done } satisfies CancelSummary
+    })
+  )
