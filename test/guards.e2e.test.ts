@@ -83,7 +83,8 @@ describe("numeric flags out of range: exit 2, the flag, its range and the value,
     [["cancel", "runs/r"], "--output-file-wait", "-5", "--output-file-wait must be a number of seconds from 0 to 86400, got -5"],
     [["estimate", "p.pipeline.ts"], "--shard-size", "-3", "--shard-size must be an integer from 1 to 1000000, got -3"],
     [["emulator"], "--port", "70000", "--port must be an integer from 0 to 65535, got 70000"],
-    [["emulator"], "--error-rate", "1.5", "--error-rate must be a number from 0 to 1, got 1.5"]
+    [["emulator"], "--error-rate", "1.5", "--error-rate must be a number from 0 to 1, got 1.5"],
+    [["emulator"], "--rpm-limit", "0", "--rpm-limit must be a number above 0 and at most 1000000000, got 0"]
   ]
 
   describe.concurrent("each command and flag", () => {

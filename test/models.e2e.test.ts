@@ -14,37 +14,13 @@ import {
   makeProject,
   readJsonl,
   runCli,
-  spawnCli,
+  startCliEmulator,
   type TempProject,
   writePipeline,
   writeRows
 } from "./support/cli.js"
 
 const SLOW = { timeout: 180_000 }
-
-/** `sluice emulator …` as a child process; resolves with its URL once it listens. */
-const startCliEmulator = async (args: ReadonlyArray<string>, cwd: string): Promise<{ url: string; child: ChildProcess }> => {
-  const child = spawnCli(["emulator", "--port", "0", ...args], { cwd })
-  let output = ""
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (output += d))
-  const url = await new Promise<string>((resolve, reject) => {
-    // A bound for a hung start, far above a start on a saturated machine.
-    const timer = setTimeout(() => reject(new Error(`no URL printed within 120 s: ${output}`)), 120_000)
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
-      output += d
-      const m = /http:\/\/127\.0\.0\.1:\d+/.exec(output)
-      if (m !== null) {
-        clearTimeout(timer)
-        resolve(m[0])
-      }
-    })
-    child.on("exit", (code) => {
-      clearTimeout(timer)
-      reject(new Error(`the emulator exited (code ${code}): ${output}`))
-    })
-  })
-  return { url, child }
-}
 
 describe("unknown model names against `sluice emulator`", SLOW, () => {
   let project: TempProject

@@ -1,7 +1,8 @@
 /**
  * The sluice emulator: a real HTTP server on 127.0.0.1 speaking the OpenAI
- * Files + Batches API (plus synchronous chat completions and embeddings), the
- * Anthropic Message Batches API and Gemini batch mode (`/v1beta` and `/v1`),
+ * Files + Batches API, the Anthropic Message Batches API and Gemini batch mode
+ * (`/v1beta` and `/v1`), and their real-time endpoints (chat completions, embeddings,
+ * responses; messages; generateContent) with rate limits, rate-limit headers and latency,
  * with deterministic, schema-conforming answers and switchable faults.
  *
  * Users point their pipelines (or the official `openai` client) at
@@ -26,6 +27,7 @@ import { EmulatorClock, systemClock } from "./internal/clock.js"
 import { ApiError } from "./internal/errors.js"
 import { defaultFaults, FAULT_KEYS, type FaultSettings, Faults, parseFaultPatch } from "./internal/faults.js"
 import { KnownModels } from "./internal/models.js"
+import { RealtimeCalls } from "./internal/realtime.js"
 import { createHandler } from "./internal/router.js"
 import { Store } from "./internal/store.js"
 
@@ -87,6 +89,24 @@ export interface EmulatorOptions {
   readonly serverErrorRate?: number
   /** Fraction of /v1 calls whose socket is destroyed without a response, after the call took effect (a lost response). */
   readonly resetRate?: number
+  /**
+   * Real-time endpoints: requests per minute, per model (OpenAI's rule: per model per
+   * organisation). A token bucket on the emulator's clock: a full burst, then `rpmLimit` a
+   * minute; over it, 429 with `Retry-After` (and `retry-after-ms` on OpenAI routes). Default: none.
+   */
+  readonly rpmLimit?: number
+  /** Real-time endpoints: tokens (the answer's input + output tokens) per minute, per model. Default: none. */
+  readonly tpmLimit?: number
+  /**
+   * Send the rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`) of
+   * the configured limits on real-time answers, and `Retry-After` on their 429s (default true).
+   * false: none at all, like a vLLM or llama.cpp server.
+   */
+  readonly rateLimitHeaders?: boolean
+  /** Real-time endpoints: delay of every answer, in ms (default 0). */
+  readonly latencyMs?: number
+  /** Real-time endpoints: added delay per output token of the answer, in ms (default 0). */
+  readonly latencyPerTokenMs?: number
   /** Fraction of lines silently omitted from both result files (the provider "lost" them). */
   readonly dropLines?: number
   /** Completed batches report `output_file_id: null` until this long after completion (ms). */
@@ -211,10 +231,12 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     models,
     log: log ?? (() => undefined)
   })
+  const realtime = new RealtimeCalls({ store, faults, seed, clock, models, log })
 
   const server = createServer({ requestTimeout: 0 }, createHandler({
     store,
     batches,
+    realtime,
     faults,
     seed,
     clock,
@@ -252,6 +274,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeAllConnections()
+        realtime.close()
         await closed
         await batches.quiesce()
         await store.close()

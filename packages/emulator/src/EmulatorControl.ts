@@ -30,10 +30,50 @@ export interface LedgerDelivery {
   readonly batch_id: string
 }
 
+/**
+ * One call to a real-time endpoint: answered, refused (4xx, 429), faulted or lost. A client names
+ * the row of a call with the `x-sluice-custom-id` header (the real APIs ignore it).
+ */
+export interface LedgerCall {
+  /** 1, 2, … in order of arrival across all real-time endpoints; `calls` are listed in this order. */
+  readonly seq: number
+  readonly api: "openai" | "anthropic" | "gemini"
+  /** `/v1/chat/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/messages` or `generateContent`, whatever the API root. */
+  readonly endpoint: string
+  /** The `x-sluice-custom-id` header (first 256 characters), or null. */
+  readonly custom_id: string | null
+  /** The model the body names (Gemini: the path's), or null. */
+  readonly model: string | null
+  /** HTTP status: 200, 400, 404, 429 (limits or rateLimitRate), 5xx …; for a lost response, the one not delivered. */
+  readonly status: number
+  /** Usage of a 200 answer; 0 otherwise. */
+  readonly input_tokens: number
+  readonly output_tokens: number
+  /** Emulator-clock ms (the `clock` option): when the body was read and the limits judged it, and when it was answered. */
+  readonly received_at: number
+  readonly answered_at: number
+  /** The delay latencyMs + latencyPerTokenMs added (ms). */
+  readonly latency_ms: number
+  /** The call fault that hit it ("RateLimited", "ServerError", "Reset"), or null. */
+  readonly fault: string | null
+  /** The answer never reached the client (a reset fault, or the client had gone): it was still produced and billed. */
+  readonly lost: boolean
+}
+
 export interface Ledger {
   readonly batches: ReadonlyArray<LedgerBatch>
   /** One entry per custom_id delivered as a success in an output file (or Anthropic results). */
   readonly deliveries: ReadonlyArray<LedgerDelivery>
+  /** Real-time calls (in memory, the last 100,000; not kept across an emulator restart). */
+  readonly calls: ReadonlyArray<LedgerCall>
+  /** Real-time calls forgotten to keep `calls` bounded. */
+  readonly calls_dropped: number
+}
+
+/** Real-time requests being handled right now, and how many of them wait on `holdRequests`. */
+export interface InFlight {
+  readonly in_flight: number
+  readonly held: number
 }
 
 /** Runtime fault settings (all optional in a patch). Rates are fractions in [0, 1]. */
@@ -48,6 +88,16 @@ export interface FaultPatch {
   readonly invalidJsonRate?: number
   /** A number, or "Infinity" for instant processing. Applies to batches created afterwards. */
   readonly requestsPerSecond?: number | "Infinity"
+  /** Real-time requests per minute per model; "Infinity" (or null) for none. */
+  readonly rpmLimit?: number | "Infinity" | null
+  /** Real-time tokens per minute per model; "Infinity" (or null) for none. */
+  readonly tpmLimit?: number | "Infinity" | null
+  /** false: no rate-limit headers and no Retry-After on the limits' 429s (a self-hosted server). */
+  readonly rateLimitHeaders?: boolean
+  readonly latencyMs?: number
+  readonly latencyPerTokenMs?: number
+  /** true: admitted real-time requests wait, in flight, until it is set back to false (or reset). */
+  readonly holdRequests?: boolean
   /** Expire this batch now (OpenAI, Anthropic, or Gemini by its name without `batches/`), keeping the results finished so far. */
   readonly expireBatch?: string
 }
@@ -94,6 +144,8 @@ const call = async <A>(emulatorUrl: string, route: string, options: ControlOptio
 const origin = (emulatorUrl: string): string => emulatorUrl.replace(/\/+$/, "").replace(/\/v1$/, "")
 
 export const getLedger = (emulatorUrl: string, options: ControlOptions = {}): Promise<Ledger> => call(emulatorUrl, "ledger", options)
+
+export const getInFlight = (emulatorUrl: string, options: ControlOptions = {}): Promise<InFlight> => call(emulatorUrl, "inflight", options)
 
 export const getFaults = (emulatorUrl: string, options: ControlOptions = {}): Promise<Record<string, unknown>> =>
   call(emulatorUrl, "faults", options)

@@ -395,7 +395,7 @@ describe("emulator state", () => {
       await setFaults(emulator.url, { errorRate: 0 })
       expect((await getLedger(emulator.url)).batches).toHaveLength(1)
       await resetEmulator(emulator.url)
-      expect(await getLedger(emulator.url)).toEqual({ batches: [], deliveries: [] })
+      expect(await getLedger(emulator.url)).toEqual({ batches: [], deliveries: [], calls: [], calls_dropped: 0 })
       expect((await api.json("GET", "/v1/files")).body.data).toEqual([])
       expect((await getFaults(emulator.url)).errorRate).toBe(0.5) // back to the start-up settings
     } finally {

@@ -40,6 +40,7 @@ const CONTROL_CALLS: ReadonlyArray<{ readonly method: string; readonly path: str
   { method: "GET", path: "/_emulator/health" },
   { method: "GET", path: "/_emulator/ledger" },
   { method: "GET", path: "/_emulator/faults" },
+  { method: "GET", path: "/_emulator/inflight" },
   { method: "POST", path: "/_emulator/faults", body: JSON.stringify({ errorRate: 0 }) },
   { method: "POST", path: "/_emulator/reset", body: "{}" }
 ]
@@ -73,7 +74,7 @@ describe("the test API with an API key", () => {
     expect((await getFaults(emulator.url, options)).dropLines).toBe(0.25)
     expect(await resetEmulator(emulator.url, options)).toEqual({ ok: true })
     expect((await getFaults(emulator.url, options)).dropLines).toBe(0)
-    expect(await getLedger(emulator.url, options)).toEqual({ batches: [], deliveries: [] })
+    expect(await getLedger(emulator.url, options)).toEqual({ batches: [], deliveries: [], calls: [], calls_dropped: 0 })
   })
 })
 
@@ -238,7 +239,7 @@ describe("reset under a state dir", () => {
       expect((await readdir(join(stateDir, "files"))).length).toBeGreaterThan(1) // the emulator's files sit beside the user's
       expect((await getLedger(second.url)).batches).toHaveLength(2)
       await resetEmulator(second.url)
-      expect(await getLedger(second.url)).toEqual({ batches: [], deliveries: [] })
+      expect(await getLedger(second.url)).toEqual({ batches: [], deliveries: [], calls: [], calls_dropped: 0 })
     } finally {
       await second.close()
     }

@@ -539,7 +539,12 @@ const emulatorCommand = Command.make(
         dropLines: o.dropLines,
         lateOutputFileMs: o.lateOutputFileMs,
         invalidJsonRate: o.invalidJsonRate,
+        rateLimitHeaders: !o.noRateLimitHeaders,
+        latencyMs: o.latencyMs,
+        latencyPerTokenMs: o.latencyPerTokenMs,
         models: o.models,
+        ...(Option.isSome(o.rpmLimit) ? { rpmLimit: o.rpmLimit.value } : {}),
+        ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
         ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
@@ -550,7 +555,11 @@ const emulatorCommand = Command.make(
       )
       return yield* Effect.never
     }).pipe(Effect.scoped)
-).pipe(Command.withDescription("Start the batch API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin."))
+).pipe(
+  Command.withDescription(
+    "Start the API emulator on 127.0.0.1: the OpenAI Files + Batches API, Anthropic Message Batches and Gemini batch mode at one origin, and their real-time endpoints (chat completions, embeddings, responses; messages; generateContent) with rate limits and latency."
+  )
+)
 
 const initCommand = Command.make(
   "init",

@@ -124,5 +124,19 @@ export const emulator = {
   resetRate: rate("reset-rate", "fraction of API calls whose connection is reset"),
   dropLines: rate("drop-lines", "fraction of result lines silently left out"),
   lateOutputFileMs: millis("late-output-file-ms", "completed batches show no output file for this long", "0").pipe(Options.withDefault(0)),
-  invalidJsonRate: rate("invalid-json-rate", "fraction of first-time structured answers that break their schema")
+  invalidJsonRate: rate("invalid-json-rate", "fraction of first-time structured answers that break their schema"),
+  // The real-time endpoints (chat completions, embeddings, responses, messages, generateContent).
+  rpmLimit: bounded("rpm-limit", { min: 0, above: true, max: 1_000_000_000 }, "real-time requests per minute per model; over it a 429 with Retry-After", "none").pipe(
+    Options.optional
+  ),
+  tpmLimit: bounded("tpm-limit", { min: 0, above: true, max: 1_000_000_000_000 }, "real-time tokens (input + output) per minute per model", "none").pipe(
+    Options.optional
+  ),
+  noRateLimitHeaders: Options.boolean("no-rate-limit-headers").pipe(
+    Options.withDescription("real-time answers carry no rate-limit headers and the limits' 429s no Retry-After, like a vLLM or llama.cpp server")
+  ),
+  latencyMs: millis("latency-ms", "delay of every real-time answer", "0").pipe(Options.withDefault(0)),
+  latencyPerTokenMs: bounded("latency-per-token-ms", { min: 0, max: 60_000, unit: "ms" }, "added delay per output token of a real-time answer", "0").pipe(
+    Options.withDefault(0)
+  )
 }

@@ -5,6 +5,8 @@
  *   /anthropic-gateway/v1/batches[/{id}[/cancel|/results]]   the same shape as an
  *       Anthropic-shaped gateway serves it (for other models); its own batches. The prefix
  *       keeps it apart from OpenAI's `/v1/batches` at this origin.
+ *   POST /v1/messages, POST /anthropic-gateway/v1/messages   the real-time Messages API
+ *       (anthropicMessages.ts, on the common real-time path)
  *
  * Auth: `x-api-key: K` or `Authorization: Bearer K` (a key is required; it must equal the
  * emulator's `apiKey` when one is set). The Messages API also requires `anthropic-version`
@@ -19,17 +21,22 @@ import type { AnthropicSurface } from "./store.js"
 
 export interface AnthropicRoute {
   readonly surface: AnthropicSurface
-  /** Path segments after `…/batches`. */
+  /** `batches` (the Message Batches routes) or `messages` (the real-time Messages API). */
+  readonly resource: "batches" | "messages"
+  /** Path segments after `…/batches` (or `…/messages`). */
   readonly rest: ReadonlyArray<string>
 }
 
 /** The Anthropic route of a path (segments without the leading slash), or undefined. */
 export const anthropicRoute = (segments: ReadonlyArray<string>): AnthropicRoute | undefined => {
-  if (segments[0] === "v1" && segments[1] === "messages" && segments[2] === "batches") {
-    return { surface: "anthropic", rest: segments.slice(3) }
+  if (segments[0] === "v1" && segments[1] === "messages") {
+    return segments[2] === "batches"
+      ? { surface: "anthropic", resource: "batches", rest: segments.slice(3) }
+      : { surface: "anthropic", resource: "messages", rest: segments.slice(2) }
   }
-  if (segments[0] === "anthropic-gateway" && segments[1] === "v1" && segments[2] === "batches") {
-    return { surface: "gateway", rest: segments.slice(3) }
+  if (segments[0] === "anthropic-gateway" && segments[1] === "v1") {
+    if (segments[2] === "batches") return { surface: "gateway", resource: "batches", rest: segments.slice(3) }
+    if (segments[2] === "messages") return { surface: "gateway", resource: "messages", rest: segments.slice(3) }
   }
   return undefined
 }

@@ -159,8 +159,11 @@ export class Batches {
     return this.observe(record)
   }
 
-  /** The ledger as JSON text chunks (custom_ids can be many: never one big string). */
-  async *ledger(): AsyncGenerator<string> {
+  /**
+   * The ledger's batch members, `"batches":[…],"deliveries":[…]`, as JSON text chunks (custom_ids
+   * can be many: never one big string); controlRoutes.ts wraps them with the real-time calls.
+   */
+  async *ledgerMembers(): AsyncGenerator<string> {
     const openai = [...this.store.batches.values()].map((record): LedgerEntry => ({
       seq: record.seq,
       id: record.id,
@@ -180,7 +183,7 @@ export class Batches {
     }))
     // Anthropic batches (metadata {}, input_file_id null) interleave by creation order.
     const entries = [...openai, ...this.anthropic.ledgerEntries()].sort((a, b) => a.seq - b.seq)
-    yield '{"batches":['
+    yield '"batches":['
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!
       const head = JSON.stringify(await entry.head())
@@ -197,7 +200,7 @@ export class Batches {
       yield `${first ? "" : ","}${delivered.map((id) => `{"custom_id":${id},"batch_id":${batchId}}`).join(",")}`
       first = false
     }
-    yield "]}"
+    yield "]"
   }
 
   /** Waits for background validation and result writing (before close or reset). */

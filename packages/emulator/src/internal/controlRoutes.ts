@@ -6,16 +6,19 @@
  *
  *   GET  /_emulator/health   -> { ok: true }
  *   GET  /_emulator/ledger   -> { batches: [{id, created_at, status, metadata, input_file_id, custom_ids}],
- *                                 deliveries: [{custom_id, batch_id}] }   (successes found in output files)
+ *                                 deliveries: [{custom_id, batch_id}],   (successes found in output files)
+ *                                 calls: [...], calls_dropped: n }      (real-time calls, callLedger.ts)
  *                               Anthropic batches are listed too (metadata {}, input_file_id null,
  *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
+ *   GET  /_emulator/inflight -> { in_flight, held }: real-time requests being handled, and held
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
  *   GET  /_emulator/clock    -> { now, held }: the emulator's time (ms since epoch) and whether it stands still
  *   POST /_emulator/clock    -> {hold: true} stops it, {advanceMs: N} moves it forward, {release: true}
  *                               lets it run on from where it stood; answers { now, held }
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
- *                               wrote, see store.ts), restore the start-up fault settings
+ *                               wrote, see store.ts), the real-time calls and rate-limit buckets;
+ *                               restore the start-up fault settings
  *                               (the clock is left as it is)
  */
 import type { Batches } from "./batches.js"
@@ -23,11 +26,13 @@ import type { EmulatorClock } from "./clock.js"
 import { invalidRequest } from "./errors.js"
 import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
 import { readJson, type Reply } from "./http.js"
+import type { RealtimeCalls } from "./realtime.js"
 import type { Store } from "./store.js"
 
 export interface ControlContext {
   readonly store: Store
   readonly batches: Batches
+  readonly realtime: RealtimeCalls
   readonly faults: Faults
   readonly emulatorClock: EmulatorClock
   readonly log: (line: string) => void
@@ -47,7 +52,10 @@ export const handleControl = async (
       reply.json(200, { ok: true })
       return true
     case "GET ledger":
-      await reply.chunks(200, "application/json", ctx.batches.ledger())
+      await reply.chunks(200, "application/json", ledger(ctx))
+      return true
+    case "GET inflight":
+      reply.json(200, ctx.realtime.inFlight)
       return true
     case "GET faults":
       reply.json(200, faultsJson(ctx.faults.settings))
@@ -77,6 +85,7 @@ export const handleControl = async (
     case "POST reset":
       await ctx.batches.reset()
       await ctx.store.reset()
+      ctx.realtime.reset()
       ctx.faults.reset()
       ctx.log("state reset")
       reply.json(200, { ok: true })
@@ -84,4 +93,12 @@ export const handleControl = async (
     default:
       return false
   }
+}
+
+async function* ledger(ctx: ControlContext): AsyncGenerator<string> {
+  yield "{"
+  yield* ctx.batches.ledgerMembers()
+  yield ',"calls":['
+  yield* ctx.realtime.ledger.json()
+  yield `],"calls_dropped":${ctx.realtime.ledger.dropped}}`
 }

@@ -1,5 +1,6 @@
 /**
- * Fault switches. Settings can be given at start and changed at runtime
+ * Fault switches and the other runtime settings (batch speed; the real-time endpoints' rate
+ * limits, latency and hold). Settings can be given at start and changed at runtime
  * (`POST /_emulator/faults`). Call-level faults (429, 5xx, socket resets)
  * follow a deterministic sequence, not a random one, so a failing test
  * replays the same way: each rate feeds an accumulator and a fault fires
@@ -28,6 +29,18 @@ export interface FaultSettings {
   readonly invalidJsonRate: number
   /** Processing speed of batches created from now on (requests per second; Infinity = instant). */
   readonly requestsPerSecond: number
+  /** Real-time endpoints: requests per minute per model (token bucket, see rateLimits.ts); Infinity = none. */
+  readonly rpmLimit: number
+  /** Real-time endpoints: tokens (input + output) per minute per model; Infinity = none. */
+  readonly tpmLimit: number
+  /** Real-time endpoints: send rate-limit headers (and Retry-After on the limiter's 429s); false = none, like vLLM. */
+  readonly rateLimitHeaders: boolean
+  /** Real-time endpoints: delay of every answer (ms). */
+  readonly latencyMs: number
+  /** Real-time endpoints: added delay per output token of the answer (ms). */
+  readonly latencyPerTokenMs: number
+  /** Real-time endpoints: admitted requests wait (in flight) until this is switched off. */
+  readonly holdRequests: boolean
 }
 
 export const defaultFaults: FaultSettings = {
@@ -39,42 +52,57 @@ export const defaultFaults: FaultSettings = {
   dropLines: 0,
   lateOutputFileMs: 0,
   invalidJsonRate: 0,
-  requestsPerSecond: 1000
+  requestsPerSecond: 1000,
+  rpmLimit: Infinity,
+  tpmLimit: Infinity,
+  rateLimitHeaders: true,
+  latencyMs: 0,
+  latencyPerTokenMs: 0,
+  holdRequests: false
 }
 
 const RATE_KEYS = ["errorRate", "rateLimitRate", "serverErrorRate", "resetRate", "dropLines", "invalidJsonRate"] as const
-const DURATION_KEYS = ["retryAfterMs", "lateOutputFileMs"] as const
+const DURATION_KEYS = ["retryAfterMs", "lateOutputFileMs", "latencyMs", "latencyPerTokenMs"] as const
+/** Positive numbers where Infinity (given as the string "Infinity" or null in JSON) means "no limit". */
+const UNBOUNDED_KEYS = ["requestsPerSecond", "rpmLimit", "tpmLimit"] as const
+const BOOLEAN_KEYS = ["rateLimitHeaders", "holdRequests"] as const
+
+const isOneOf = (keys: ReadonlyArray<string>, key: string): boolean => keys.includes(key)
 
 /** Validates a partial settings object (from options or a JSON body); throws a 400 ApiError when invalid. */
 export const parseFaultPatch = (input: Record<string, unknown>, allowed: ReadonlySet<string>): Partial<FaultSettings> => {
-  const patch: Record<string, number> = {}
+  const patch: Record<string, number | boolean> = {}
   for (const [key, value] of Object.entries(input)) {
     if (value === undefined) continue
     if (!allowed.has(key)) {
       throw invalidRequest(`Unknown fault '${key}'. Known: ${[...allowed].join(", ")}.`, key)
     }
-    if ((RATE_KEYS as ReadonlyArray<string>).includes(key)) {
+    if (isOneOf(RATE_KEYS, key)) {
       if (typeof value !== "number" || !(value >= 0 && value <= 1)) throw invalidRequest(`'${key}' must be a number in [0, 1].`, key)
       patch[key] = value
-    } else if ((DURATION_KEYS as ReadonlyArray<string>).includes(key)) {
+    } else if (isOneOf(DURATION_KEYS, key)) {
       if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) throw invalidRequest(`'${key}' must be a number of ms >= 0.`, key)
       patch[key] = value
-    } else if (key === "requestsPerSecond") {
-      const rps = value === "Infinity" || value === null ? Infinity : value
-      if (typeof rps !== "number" || !(rps > 0)) throw invalidRequest(`'requestsPerSecond' must be > 0 (or "Infinity").`, key)
-      patch[key] = rps
+    } else if (isOneOf(UNBOUNDED_KEYS, key)) {
+      const n = value === "Infinity" || value === null ? Infinity : value
+      if (typeof n !== "number" || !(n > 0)) throw invalidRequest(`'${key}' must be > 0 (or "Infinity").`, key)
+      patch[key] = n
+    } else if (isOneOf(BOOLEAN_KEYS, key)) {
+      if (typeof value !== "boolean") throw invalidRequest(`'${key}' must be true or false.`, key)
+      patch[key] = value
     }
   }
   return patch as Partial<FaultSettings>
 }
 
-export const FAULT_KEYS: ReadonlySet<string> = new Set([...RATE_KEYS, ...DURATION_KEYS, "requestsPerSecond"])
+export const FAULT_KEYS: ReadonlySet<string> = new Set([...RATE_KEYS, ...DURATION_KEYS, ...UNBOUNDED_KEYS, ...BOOLEAN_KEYS])
 
 /** JSON view of the settings (Infinity is not JSON: rendered as the string "Infinity"). */
-export const faultsJson = (settings: FaultSettings): Record<string, unknown> => ({
-  ...settings,
-  requestsPerSecond: Number.isFinite(settings.requestsPerSecond) ? settings.requestsPerSecond : "Infinity"
-})
+export const faultsJson = (settings: FaultSettings): Record<string, unknown> => {
+  const json: Record<string, unknown> = { ...settings }
+  for (const key of UNBOUNDED_KEYS) if (!Number.isFinite(settings[key])) json[key] = "Infinity"
+  return json
+}
 
 export type CallFault =
   | { readonly _tag: "RateLimited"; readonly retryAfterMs: number }
@@ -92,6 +120,7 @@ export class Faults {
   private resetAcc = 0
   private serverErrorCount = 0
   private readonly faultedLast = new Map<string, boolean>()
+  private readonly listeners: Array<(settings: FaultSettings) => void> = []
 
   constructor(private readonly initial: FaultSettings) {
     this.current = initial
@@ -101,14 +130,21 @@ export class Faults {
     return this.current
   }
 
+  /** Called after every change of the settings (the hold of real-time requests follows them). */
+  onChange(listener: (settings: FaultSettings) => void): void {
+    this.listeners.push(listener)
+  }
+
   update(patch: Partial<FaultSettings>): void {
     this.current = { ...this.current, ...patch }
+    for (const listener of this.listeners) listener(this.current)
   }
 
   reset(): void {
     this.current = this.initial
     this.rateLimitAcc = this.serverErrorAcc = this.resetAcc = this.serverErrorCount = 0
     this.faultedLast.clear()
+    for (const listener of this.listeners) listener(this.current)
   }
 
   /** Decides the fault (if any) of one API call, identified by method + path. */

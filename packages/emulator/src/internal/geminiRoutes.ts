@@ -18,6 +18,7 @@
  *   POST   /{v}/batches/{id}:cancel                   -> `{}`
  *   DELETE /{v}/batches/{id}                          -> `{}`: forgets the Operation (it is not
  *                                                     cancelled; the ledger keeps it, `deleted`)
+ *   POST   /{v}/models/{model}:generateContent        real time (geminiGenerate.ts, realtime.ts)
  *
  * `/v1` is also OpenAI's root: `geminiRoute` tells the two apart by the shape of the call (see
  * there), so the OpenAI routes are unchanged.
@@ -36,6 +37,8 @@ import { unlink } from "node:fs/promises"
 import { Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import type { Faults } from "./faults.js"
+import { generateContent } from "./geminiGenerate.js"
+import type { RealtimeCalls } from "./realtime.js"
 import { randomHex } from "./hash.js"
 import { intParam, readJson, Reply } from "./http.js"
 import type { Store } from "./store.js"
@@ -53,6 +56,7 @@ import {
 } from "./geminiWire.js"
 
 export interface GeminiRouteContext extends GeminiContext {
+  readonly realtime: RealtimeCalls
   readonly faults: Faults
   readonly apiKey: string | undefined
   readonly log: ((line: string) => void) | undefined
@@ -166,6 +170,12 @@ export const handleGemini = async (
   let note = ""
   try {
     checkGeminiKey(ctx.apiKey, req, url.searchParams)
+    const [collection, item, ...extra] = target.rest
+    const [model, action] = splitAction(item)
+    if (target.surface === "api" && method === "POST" && collection === "models" && action === "generateContent" && model !== undefined && extra.length === 0) {
+      // Real time: faults, limits and the ledger on the common path (realtime.ts).
+      return await ctx.realtime.serve(generateContent(model, target.version), url.pathname, req, res)
+    }
     const fault = ctx.faults.decide(`${method} ${url.pathname}`)
     if (fault !== undefined) note = ` [fault ${fault._tag}]`
     if (fault?._tag === "RateLimited") {

@@ -12,7 +12,10 @@ export const MAX_JSON_BODY_BYTES = 64 * 1024 * 1024
 
 export class Reply {
   readonly requestId = `req_${randomHex(16)}`
+  /** The status answered (or, when `lost`, the one that was about to be). */
   status = 0
+  /** The resetRate fault dropped the response. */
+  lost = false
 
   constructor(
     readonly req: IncomingMessage,
@@ -59,7 +62,7 @@ export class Reply {
   }
 
   private destroy(): void {
-    this.status = -1
+    this.lost = true
     this.req.socket.destroy()
   }
 }

@@ -1,16 +1,14 @@
 /**
- * The OpenAI wire routes: Files, Batches, and the two synchronous endpoints
- * a batch can target (chat completions, embeddings). The router serves them under
- * several API roots (OpenAI, Azure, gateway prefixes); `WireStyle` bends the Batch
- * object the way some compatible services do.
+ * The OpenAI wire routes: Files and Batches (the real-time endpoints are in openaiRealtime.ts).
+ * The router serves them under several API roots (OpenAI, Azure, gateway prefixes);
+ * `WireStyle` bends the Batch object the way some compatible services do.
  */
 import { unlink } from "node:fs/promises"
-import { answerRequest, CHAT_ENDPOINT, checkRequest, EMBEDDINGS_ENDPOINT, isStructured, unknownModel } from "./answers.js"
 import type { Batches } from "./batches.js"
 import { type Clock, toUnixSeconds } from "./clock.js"
 import { ApiError, invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
 import type { Faults } from "./faults.js"
-import { DigestOffset, fractionAt, randomHex, requestDigest } from "./hash.js"
+import { randomHex } from "./hash.js"
 import { intParam, readJson, type Reply } from "./http.js"
 import { boundaryOf, parseMultipartUpload } from "./multipart.js"
 import type { FileRecord, Store } from "./store.js"
@@ -77,12 +75,6 @@ export const handleOpenAi = async (
       } else if (action === "cancel" && method === "POST") {
         return done(reply.json(200, wireBatch(ctx, await ctx.batches.cancel(id))))
       }
-      return false
-    case "chat":
-      if (id === "completions" && action === undefined && method === "POST") return done(await answerSync(ctx, CHAT_ENDPOINT, reply))
-      return false
-    case "embeddings":
-      if (id === undefined && method === "POST") return done(await answerSync(ctx, EMBEDDINGS_ENDPOINT, reply))
       return false
     default:
       return false
@@ -212,44 +204,4 @@ const downloadFile = async (ctx: OpenAiContext, id: string, reply: Reply): Promi
   const file = getFile(ctx, id)
   if (BATCH_INPUT_PURPOSES.includes(file.purpose)) throw invalidRequest(`Not allowed to download files of purpose: ${file.purpose}`, null, "invalid_request")
   await reply.file(ctx.store.filePath(id), file.bytes, "application/octet-stream")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Synchronous endpoints
-// ---------------------------------------------------------------------------------------------
-
-const answerSync = async (ctx: OpenAiContext, endpoint: string, reply: Reply): Promise<void> => {
-  const body = await readJson(reply.req)
-  const unknown = unknownModel(ctx.batches.models, body)
-  if (unknown !== undefined) throw new ApiError(404, unknown.message, unknown.type, unknown.param, unknown.code)
-  const problem = checkRequest(endpoint, body)
-  if (problem !== undefined) throw new ApiError(400, problem.message, problem.type, problem.param, problem.code)
-  const request = body as { readonly [key: string]: unknown }
-  const bodyJson = JSON.stringify(request)
-  const invalidJson = await firstTimeInvalidJson(ctx, endpoint, request, bodyJson)
-  const answer = answerRequest(endpoint, request, bodyJson, {
-    seed: ctx.seed,
-    created: toUnixSeconds(ctx.clock()),
-    id: randomHex(12),
-    invalidJson
-  })
-  reply.json(200, answer.body)
-}
-
-/** invalidJsonRate for synchronous calls: an identical retry gets a valid answer. */
-const firstTimeInvalidJson = async (
-  ctx: OpenAiContext,
-  endpoint: string,
-  body: { readonly [key: string]: unknown },
-  bodyJson: string
-): Promise<boolean> => {
-  const rate = ctx.faults.settings.invalidJsonRate
-  if (rate === 0 || !isStructured(endpoint, body)) return false
-  const digest = requestDigest(ctx.seed, "", bodyJson)
-  if (fractionAt(digest, DigestOffset.invalidJson) >= rate) return false
-  const key = `invalidJson:sync:${digest.toString("hex")}`
-  if (ctx.store.seen.has(key)) return false
-  ctx.store.seen.set(key, "sync")
-  await ctx.store.persist()
-  return true
 }

@@ -1,6 +1,8 @@
 /**
  * Request entry point: the Host check of every route and the test API's guard (access.ts),
- * routing, API-key check, call-level faults, error rendering and the optional access log.
+ * routing, API-key check, call-level faults, error rendering and the optional access log. The
+ * real-time endpoints (chat completions, embeddings, responses, messages, generateContent) go,
+ * after the auth check, to realtime.ts, which applies the call faults itself.
  *
  * The OpenAI routes answer under several API roots (aliases of the same handlers, same
  * files and batches):
@@ -22,9 +24,13 @@ import { handleControl } from "./controlRoutes.js"
 import { geminiRoute, handleGemini } from "./geminiRoutes.js"
 import { ApiError, notFound } from "./errors.js"
 import { apiKeyOf, Reply } from "./http.js"
+import { messages } from "./anthropicMessages.js"
+import { openAiRealtimeEndpoint } from "./openaiRealtime.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
+import type { RealtimeCalls } from "./realtime.js"
 
 export interface RouterContext extends OpenAiContext {
+  readonly realtime: RealtimeCalls
   readonly apiKey: string | undefined
   /** The Host names every route answers to (see access.ts). */
   readonly hosts: HostPolicy
@@ -44,7 +50,7 @@ export const createHandler =
 const invalidUrl = (method: string, path: string) => notFound(`Invalid URL (${method} ${path})`)
 
 /** First segment after the API root of every OpenAI route. */
-const OPENAI_RESOURCES: ReadonlySet<string> = new Set(["files", "batches", "chat", "embeddings"])
+const OPENAI_RESOURCES: ReadonlySet<string> = new Set(["files", "batches", "chat", "embeddings", "responses"])
 
 export interface OpenAiRoute {
   /** Segments after the API root (`files`, `batches/{id}` …). */
@@ -114,6 +120,14 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
         "missing_required_parameter"
       )
     }
+    const realtime = anthropic === undefined
+      ? openAiRealtimeEndpoint(method, openAi?.rest ?? [])
+      : anthropic.resource === "messages" && method === "POST" && anthropic.rest.length === 0 ? messages : undefined
+    if (realtime !== undefined) {
+      ;({ reply, note } = await ctx.realtime.serve(realtime, url.pathname, req, res))
+      return
+    }
+    if (anthropic?.resource === "messages") throw invalidUrl(method, url.pathname)
     const fault = ctx.faults.decide(`${method} ${url.pathname}`)
     if (fault !== undefined) note = ` [fault ${fault._tag}]`
     if (fault?._tag === "RateLimited") {
@@ -142,7 +156,7 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       render(new ApiError(500, "The sluice emulator failed to handle this request.", "server_error"))
     }
   } finally {
-    ctx.log?.(`${method} ${url.pathname}${url.search} -> ${reply.status === -1 ? "reset" : reply.status} ${(performance.now() - started).toFixed(1)}ms${note}`)
+    ctx.log?.(`${method} ${url.pathname}${url.search} -> ${reply.lost ? "reset" : reply.status} ${(performance.now() - started).toFixed(1)}ms${note}`)
   }
 }
 
