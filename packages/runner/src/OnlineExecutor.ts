@@ -96,6 +96,8 @@ const groupCommit = (path: string, length: number) =>
         Effect.gen(function* () {
           const group = Chunk.toReadonlyArray(yield* Queue.takeBetween(queue, 1, 512))
           for (const entry of group) file.append(entry.text)
+          // Crash tests: the group is buffered, not yet written.
+          Failpoint.hit("online-appended")
           const synced = yield* Effect.exit(file.sync)
           Failpoint.hit("online-synced")
           for (const entry of group) yield* Deferred.done(entry.done, Exit.asVoid(synced))
