@@ -16,20 +16,19 @@ import { readJournal, readJournalSoFar, readSink, waitFor } from "./support/runs
 const ROWS = 40
 const CONCURRENCY = 4
 
-let emulator: TestEmulator | undefined
-let project: TempProject | undefined
+// Set by each test; closed after it.
+let emulator: TestEmulator
+let project: TempProject
 
 afterEach(async () => {
   await emulator?.close()
   await project?.cleanup()
-  emulator = undefined
-  project = undefined
 })
 
 const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   runCli(args, {
-    cwd: project!.dir,
-    env: { OPENAI_BASE_URL: `${emulator!.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key", ANTHROPIC_BASE_URL: emulator!.url, ANTHROPIC_API_KEY: "sk-ant-test", ...env }
+    cwd: project.dir,
+    env: { OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key", ANTHROPIC_BASE_URL: emulator.url, ANTHROPIC_API_KEY: "sk-ant-test", ...env }
   })
 
 const runArgs = ["run", "pipeline.ts", "--run-dir", "runs/crash", "--shard-size", "10", "--concurrency", String(CONCURRENCY), "--poll-interval", "0.05"]
@@ -108,26 +107,26 @@ describe("crash and resume online", { timeout: 180_000 }, () => {
   it("SIGKILL with --concurrency requests held in flight: the resume sends exactly those again", async () => {
     await setUp({})
     // The emulator holds every request it admits: the run fills its slots and can send no more.
-    await setFaults(emulator!.url, { holdRequests: true })
+    await setFaults(emulator.url, { holdRequests: true })
     const child = spawnCli(runArgs, {
-      cwd: project!.dir,
-      env: { OPENAI_BASE_URL: `${emulator!.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key" }
+      cwd: project.dir,
+      env: { OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key" }
     })
     const exited = new Promise((resolve) => child.on("exit", (_code, signal) => resolve(signal)))
-    await waitFor("the run's slots all in flight", async () => ((await getInFlight(emulator!.url)).held === CONCURRENCY ? true : undefined), { timeoutMs: 120_000 })
+    await waitFor("the run's slots all in flight", async () => ((await getInFlight(emulator.url)).held === CONCURRENCY ? true : undefined), { timeoutMs: 120_000 })
     child.kill("SIGKILL")
     expect(await exited).toBe("SIGKILL")
-    await setFaults(emulator!.url, { holdRequests: false })
+    await setFaults(emulator.url, { holdRequests: false })
     // The crashed run sent exactly its slots' worth, all answered after it had gone (lost, still paid).
-    const crashedCalls = (await getLedger(emulator!.url)).calls
+    const crashedCalls = (await getLedger(emulator.url)).calls
     expect(crashedCalls.length).toBe(CONCURRENCY)
     for (const c of crashedCalls) expect(c.lost, `call ${c.seq}`).toBe(true)
 
     const resumed = await run(runArgs)
     expect(resumed.code, describeResult(resumed)).toBe(0)
-    const keys = (await readSink(project!.path("out", "labeled.jsonl"))).map((l) => l.key)
+    const keys = (await readSink(project.path("out", "labeled.jsonl"))).map((l) => l.key)
     expect([keys.length, new Set(keys).size]).toEqual([ROWS, ROWS])
-    const { calls } = await getLedger(emulator!.url)
+    const { calls } = await getLedger(emulator.url)
     expect(new Set(calls.map((c) => c.custom_id)).size).toBe(ROWS)
     // The bound, reached: the requests in flight at the kill, and only they, were sent again.
     expect(sentTwice(calls)).toBe(CONCURRENCY)

@@ -11,14 +11,13 @@ import { describeResult, makeProject, makeRows, runCli, startTestEmulator, write
 import type { TempProject, TestEmulator } from "./support/cli.js"
 import { readFailures, readSink } from "./support/runs.js"
 
-let emulator: TestEmulator | undefined
-let project: TempProject | undefined
+// Set by each test; closed after it.
+let emulator: TestEmulator
+let project: TempProject
 
 afterEach(async () => {
   await emulator?.close()
   await project?.cleanup()
-  emulator = undefined
-  project = undefined
 })
 
 /** A pipeline whose rows may carry an image URL; the sink is out/labeled.jsonl. */
