@@ -5,11 +5,11 @@
  * requests for good, and a provider limited to R requests per minute.
  */
 import type { LedgerCall } from "@sluice/emulator/control"
-import { getLedger } from "@sluice/emulator/control"
+import { getLedger, holdClock, releaseClock } from "@sluice/emulator/control"
 import { afterEach, describe, expect, it } from "vitest"
-import { describeResult, makeProject, makeRows, runCli, startTestEmulator, writeText } from "./support/cli.js"
+import { describeResult, makeProject, makeRows, runCli, spawnCli, startTestEmulator, writeText } from "./support/cli.js"
 import type { TempProject, TestEmulator } from "./support/cli.js"
-import { readFailures, readSink } from "./support/runs.js"
+import { readFailures, readSink, waitFor } from "./support/runs.js"
 
 // Set by each test; closed after it.
 let emulator: TestEmulator
@@ -106,5 +106,69 @@ describe("online against a server that pushes back", { timeout: 180_000 }, () =>
     expect(statuses).toContain(429)
     expect(statuses.some((s) => s >= 500)).toBe(true)
     expect(retried).toBeGreaterThan(0)
+  })
+
+  it("a provider limited to R requests a minute: after its first 429 the run stays at or under R in every minute, by the ledger", async () => {
+    const R = 30
+    const ROWS = 20
+    emulator = await startTestEmulator({ rpmLimit: R })
+    project = await makeProject("sluice-online-rpm-")
+    await writeText(project, "data/rows.jsonl", makeRows(ROWS).map((r) => JSON.stringify(r)).join("\n") + "\n")
+    await writeText(project, "pipeline.ts", pipeline)
+
+    // Another client of the same organisation has just used the minute's requests (the limit
+    // is per model, not per client), and the emulator's clock stands still until the run has
+    // met its first 429: however long the CLI takes to start, it finds the bucket empty.
+    const drain = await Promise.all(
+      Array.from({ length: R }, (_, i) =>
+        fetch(`${emulator.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: "Bearer sk-test-fake-key", "x-sluice-custom-id": `other-${i}` },
+          body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `another client's request ${i}` }] })
+        }).then((r) => r.status)
+      )
+    )
+    expect(drain.every((s) => s === 200)).toBe(true)
+    await holdClock(emulator.url)
+
+    const child = spawnCli(["run", "pipeline.ts", "--run-dir", "runs/rpm", "--shard-size", "10", "--concurrency", "8", "--json"], {
+      cwd: project.dir,
+      env: openaiEnv(emulator.url)
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
+    try {
+      await waitFor("the run's first 429", async () => ((await getLedger(emulator.url)).calls.some((c) => c.status === 429) ? true : undefined), { timeoutMs: 120_000 })
+    } finally {
+      await releaseClock(emulator.url)
+    }
+    const code = await exited
+    expect(code, `${stdout}\n${stderr}`).toBe(0)
+    const keys = (await readSink(project.path("out", "labeled.jsonl"))).map((l) => l.key)
+    expect([keys.length, new Set(keys).size]).toEqual([ROWS, ROWS])
+
+    // The measure: the run's calls (any status, 429s included) by the time the emulator
+    // received them, on the clock its limits judge by. Sound because the emulator's limit is
+    // a token bucket on that clock and every call is in the ledger: for each call from the
+    // first 429 on, the calls received in the minute that starts with it are counted; the
+    // largest such count is the busiest minute after the first 429 (a window holding the most
+    // calls can always be moved to start at one). A run that ignored the limit — resending
+    // each refused request after its own backoff, or as soon as the Retry-After passed
+    // whatever the headers said was left — would put more than R calls in a minute of the
+    // ~60 s this run spends waiting for the window to refill. The clock was held only before
+    // that minute, while the run sent its first requests; a held clock stamps calls with
+    // one instant, which only puts more of them in one window (it cannot hide any).
+    const calls = (await getLedger(emulator.url)).calls.filter((c) => !c.custom_id!.startsWith("other-"))
+    const first429 = calls.find((c) => c.status === 429)!
+    const busiest = Math.max(
+      ...calls.filter((c) => c.received_at >= first429.received_at).map((c) => calls.filter((d) => d.received_at >= c.received_at && d.received_at < c.received_at + 60_000).length)
+    )
+    expect(busiest, `busiest minute after the first 429: ${busiest} calls`).toBeLessThanOrEqual(R)
+    // Every row answered; the refused calls were throttles, and the limit was really met.
+    expect(calls.filter((c) => c.status === 200).length).toBe(ROWS)
+    expect(calls.every((c) => c.status === 200 || c.status === 429)).toBe(true)
   })
 })
