@@ -4,6 +4,8 @@
  * costs by mode. (Rate limits, servers without headers and crashes: online-limits.e2e.test.ts
  * and online-crash.e2e.test.ts.)
  */
+import { existsSync } from "node:fs"
+import { getLedger } from "@sluice/emulator/control"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { describeResult, fastRunFlags, makeProject, pipelineSource, runCli, sentiments, startTestEmulator, writeRows, writeText } from "./support/cli.js"
 import type { TempProject, TestEmulator } from "./support/cli.js"
@@ -22,7 +24,8 @@ const env = () => ({
   ANTHROPIC_BASE_URL: emulator.url,
   ANTHROPIC_API_KEY: "sk-ant-test-fake-key",
   GEMINI_BASE_URL: emulator.url,
-  GEMINI_API_KEY: "gemini-test-fake-key"
+  GEMINI_API_KEY: "gemini-test-fake-key",
+  VLLM_BASE_URL: `${emulator.url}/v1`
 })
 
 interface Summary {
@@ -39,13 +42,12 @@ interface Summary {
   readonly cost: { readonly batch: number; readonly realtime: number } | null
 }
 
+const runArgs = (pipeline: string, mode: string, slug: string) => ["run", pipeline, "--mode", mode, "--run-dir", `runs/${slug}`, "--json", ...fastRunFlags(5)]
+
 /** Runs `pipeline` to the end in `mode`; returns its JSON summary and its sink's lines. */
 const runIn = async (pipeline: string, mode: string, slug: string) => {
   const sink = project.path("out", `${slug}.jsonl`)
-  const result = await runCli(["run", pipeline, "--mode", mode, "--run-dir", `runs/${slug}`, "--json", ...fastRunFlags(5)], {
-    cwd: project.dir,
-    env: { ...env(), SINK_PATH: sink }
-  })
+  const result = await runCli(runArgs(pipeline, mode, slug), { cwd: project.dir, env: { ...env(), SINK_PATH: sink } })
   expect(result.code, describeResult(result)).toBe(0)
   return { summary: JSON.parse(result.stdout) as Summary, sink: await readSink(sink) }
 }
@@ -71,7 +73,7 @@ beforeAll(async () => {
   emulator = await startTestEmulator()
   project = await makeProject("sluice-online-")
   await writeRows(project, "data/rows.jsonl", ROWS)
-  for (const [provider, model] of [["openai", "gpt-4o-mini"], ["anthropic", "claude-haiku-4-5"], ["gemini", "gemini-2.5-flash"]] as const) {
+  for (const [provider, model] of [["openai", "gpt-4o-mini"], ["anthropic", "claude-haiku-4-5"], ["gemini", "gemini-2.5-flash"], ["vllm", "gpt-4o-mini"]] as const) {
     // The sink comes from the environment, so each run writes its own.
     await writeText(project, `${provider}.pipeline.ts`, pipelineSource({ provider, model, sink: "__SINK__" }).replace('"__SINK__"', "process.env.SINK_PATH!"))
   }
@@ -126,5 +128,26 @@ describe("one pipeline, batch or online", { timeout: 180_000 }, () => {
     expect(online.summary.batches).toBe(0)
     expect(online.summary.costByMode.online.cost).toBeGreaterThan(0)
     expect(online.summary.costByMode.batch.usage).toMatchObject({ input: 0, output: 0 })
+  })
+
+  it("a server without a batch API (the vllm preset): auto goes online with the batch run's rows; batch is refused before anything is sent", async () => {
+    const reference = byKey((await runIn("openai.pipeline.ts", "batch", "vllm-reference")).sink)
+    const calls = () => getLedger(emulator.url).then((l) => l.calls.length)
+    const before = await calls()
+    const refused = await runCli(runArgs("vllm.pipeline.ts", "batch", "vllm-batch"), { cwd: project.dir, env: { ...env(), SINK_PATH: project.path("out", "vllm-batch.jsonl") } })
+    // A stage's configuration to change, not a run to resume: exit code 2, and no journal written.
+    expect(refused.code, describeResult(refused)).toBe(2)
+    expect(refused.stderr).toMatch(/vllm has no batch API/)
+    expect(JSON.parse(refused.stdout)).toMatchObject({ error: { tag: "ModeUnsupported", exitCode: 2 } })
+    expect(JSON.parse(refused.stdout).error.resume).toBeUndefined()
+    expect(existsSync(project.path("runs", "vllm-batch", "journal.jsonl"))).toBe(false)
+    expect(await calls()).toBe(before)
+
+    const auto = await runIn("vllm.pipeline.ts", "auto", "vllm-auto")
+    expect(auto.summary.batches).toBe(0)
+    expect(auto.summary.onlineShards).toBeGreaterThan(0)
+    expect(await calls()).toBe(before + ROWS)
+    const sink = byKey(auto.sink)
+    for (const [key, line] of reference) expect(sink.get(key), key).toEqual(line)
   })
 })
