@@ -5,9 +5,9 @@
  * requests for good, and a provider limited to R requests per minute.
  */
 import type { LedgerCall } from "@sluice/emulator/control"
-import { getLedger, holdClock, releaseClock } from "@sluice/emulator/control"
+import { getLedger, holdClock, releaseClock, setFaults } from "@sluice/emulator/control"
 import { afterEach, describe, expect, it } from "vitest"
-import { describeResult, makeProject, makeRows, runCli, spawnCli, startTestEmulator, writeText } from "./support/cli.js"
+import { describeResult, makeProject, makeRows, spawnCli, startTestEmulator, writeText } from "./support/cli.js"
 import type { TempProject, TestEmulator } from "./support/cli.js"
 import { readFailures, readSink, waitFor } from "./support/runs.js"
 
@@ -52,11 +52,56 @@ const callsById = (calls: ReadonlyArray<LedgerCall>): Map<string, Array<LedgerCa
   return byId
 }
 
+/**
+ * The emulator's clock stands still, and another client of the same organisation uses `n`
+ * requests of the model's minute (limits are per model, not per client; its calls are named
+ * other-…): however long the CLI takes to start, it meets the bucket as the other client left it.
+ */
+const drainAndHold = async (url: string, n: number) => {
+  await holdClock(url)
+  const statuses = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: "Bearer sk-test-fake-key", "x-sluice-custom-id": `other-${i}` },
+        body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `another client's request ${i}` }] })
+      }).then((r) => r.status)
+    )
+  )
+  expect(statuses.every((s) => s === 200)).toBe(true)
+}
+
+/** The run's calls: the ledger's, without the other client's. */
+const runCalls = async (url: string): Promise<Array<LedgerCall>> => (await getLedger(url)).calls.filter((c) => !c.custom_id!.startsWith("other-"))
+
+/**
+ * `sluice run …args` in the project; once the emulator's ledger shows a call `until` accepts,
+ * the emulator's clock runs again. Resolves with the finished run.
+ */
+const runReleasingClockAt = async (args: ReadonlyArray<string>, until: (call: LedgerCall) => boolean) => {
+  const child = spawnCli(args, { cwd: project.dir, env: openaiEnv(emulator.url) })
+  let stdout = ""
+  let stderr = ""
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+  let done = false
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code))).finally(() => (done = true))
+  try {
+    await waitFor("the call that releases the clock", async () => (done || (await runCalls(emulator.url)).some(until) ? true : undefined), { timeoutMs: 120_000 })
+  } finally {
+    await releaseClock(emulator.url)
+  }
+  const code = await exited
+  return { code, signal: null, stdout, stderr }
+}
+
 describe("online against a server that pushes back", { timeout: 180_000 }, () => {
   it("no rate-limit headers, 429s, 5xx and some permanent 4xx: the run completes, only retryable failures retried, every row accounted for", async () => {
-    // A server like vLLM: no x-ratelimit-* headers on any answer. Every few calls is a 429
-    // or a 500/502/503 (the emulator's deterministic fault sequence), none of which took effect.
-    emulator = await startTestEmulator({ rateLimitHeaders: false, rateLimitRate: 0.15, serverErrorRate: 0.1, retryAfterMs: 100 })
+    // A server like vLLM: no x-ratelimit-* headers on any answer, and no Retry-After on the
+    // 429s of its limit (600 requests a minute, most of the minute used by another client).
+    // On top, every few calls is a 429 (with Retry-After) or a 500/502/503: the emulator's
+    // deterministic fault sequence, none of which took effect.
+    emulator = await startTestEmulator({ rateLimitHeaders: false, rpmLimit: 600 })
     project = await makeProject("sluice-online-faults-")
     // Every third row names an image by an ftp:// URL: sluice sends it (an absolute URL), the
     // endpoint refuses the request for good (400 invalid_image_url), as OpenAI does.
@@ -64,11 +109,16 @@ describe("online against a server that pushes back", { timeout: 180_000 }, () =>
     const refused = new Set(rows.filter((r) => "image" in r).map((r) => r.id))
     await writeText(project, "data/rows.jsonl", rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
     await writeText(project, "pipeline.ts", pipeline)
+    await drainAndHold(emulator.url, 600)
+    await setFaults(emulator.url, { rateLimitRate: 0.15, serverErrorRate: 0.1, retryAfterMs: 100 })
 
-    const result = await runCli(["run", "pipeline.ts", "--run-dir", "runs/faults", "--shard-size", "10", "--json"], {
-      cwd: project.dir,
-      env: openaiEnv(emulator.url)
-    })
+    // The clock runs again once the limit has refused a request (a 429 that no fault made).
+    // (--concurrency 4: the limiter's pause grows with each 429 in a row, those of requests
+    // sent together included, so the first refused round of 8 would pause the run ~15-30 s.)
+    const result = await runReleasingClockAt(
+      ["run", "pipeline.ts", "--run-dir", "runs/faults", "--shard-size", "10", "--concurrency", "4", "--json"],
+      (c) => c.status === 429 && c.fault === null
+    )
     // Finished, with failed rows: exit code 1 (the README's exit codes).
     expect(result.code, describeResult(result)).toBe(1)
     const summary = JSON.parse(result.stdout) as { finished: boolean; pending: number; succeeded: number; failed: Record<string, number>; batches: number }
@@ -85,26 +135,27 @@ describe("online against a server that pushes back", { timeout: 180_000 }, () =>
     expect(new Set(failed)).toEqual(refused)
     for (const f of failures) expect(f, f.key!).toMatchObject({ class: "permanent", code: "invalid_image_url" })
 
-    const byId = callsById((await getLedger(emulator.url)).calls)
+    const byId = callsById(await runCalls(emulator.url))
     const failedIds = new Set(failures.map((f) => f.custom_id!))
     expect(byId.size).toBe(rows.length)
     let retried = 0
     for (const [id, calls] of byId) {
-      // Everything before a row's last call was a retryable failure the emulator injected
-      // (before the request took effect): nothing that retrying could not help was retried.
+      // Everything before a row's last call was a retryable failure that did not take effect
+      // (a fault, or the limit's 429): nothing that retrying could not help was retried.
       for (const c of calls.slice(0, -1)) {
         expect([429, 500, 502, 503], `${id}: call ${c.seq}`).toContain(c.status)
-        expect(c.fault, `${id}: call ${c.seq}`).not.toBeNull()
+        expect(c.fault !== null || c.status === 429, `${id}: call ${c.seq}`).toBe(true)
       }
       retried += calls.length - 1
       // The last call: the answer, or for a refused row the one 400, sent once and never again.
       const last = calls[calls.length - 1]!
       expect([last.status, last.fault], id).toEqual([failedIds.has(id) ? 400 : 200, null])
     }
-    // The faults were met (the test would prove nothing otherwise), 429s and 5xx both.
-    const statuses = [...byId.values()].flat().map((c) => c.status)
-    expect(statuses).toContain(429)
-    expect(statuses.some((s) => s >= 500)).toBe(true)
+    // The faults and the limit were met (the test would prove nothing otherwise).
+    const all = [...byId.values()].flat()
+    expect(all.some((c) => c.status === 429 && c.fault !== null)).toBe(true)
+    expect(all.some((c) => c.status === 429 && c.fault === null)).toBe(true)
+    expect(all.some((c) => c.status >= 500)).toBe(true)
     expect(retried).toBeGreaterThan(0)
   })
 
@@ -116,37 +167,11 @@ describe("online against a server that pushes back", { timeout: 180_000 }, () =>
     await writeText(project, "data/rows.jsonl", makeRows(ROWS).map((r) => JSON.stringify(r)).join("\n") + "\n")
     await writeText(project, "pipeline.ts", pipeline)
 
-    // Another client of the same organisation has just used the minute's requests (the limit
-    // is per model, not per client), and the emulator's clock stands still until the run has
-    // met its first 429: however long the CLI takes to start, it finds the bucket empty.
-    const drain = await Promise.all(
-      Array.from({ length: R }, (_, i) =>
-        fetch(`${emulator.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { "content-type": "application/json", authorization: "Bearer sk-test-fake-key", "x-sluice-custom-id": `other-${i}` },
-          body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `another client's request ${i}` }] })
-        }).then((r) => r.status)
-      )
-    )
-    expect(drain.every((s) => s === 200)).toBe(true)
-    await holdClock(emulator.url)
-
-    const child = spawnCli(["run", "pipeline.ts", "--run-dir", "runs/rpm", "--shard-size", "10", "--concurrency", "8", "--json"], {
-      cwd: project.dir,
-      env: openaiEnv(emulator.url)
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
-    try {
-      await waitFor("the run's first 429", async () => ((await getLedger(emulator.url)).calls.some((c) => c.status === 429) ? true : undefined), { timeoutMs: 120_000 })
-    } finally {
-      await releaseClock(emulator.url)
-    }
-    const code = await exited
-    expect(code, `${stdout}\n${stderr}`).toBe(0)
+    // The minute's requests are all used when the run starts; the clock runs again once the
+    // run has met its first 429.
+    await drainAndHold(emulator.url, R)
+    const result = await runReleasingClockAt(["run", "pipeline.ts", "--run-dir", "runs/rpm", "--shard-size", "10", "--concurrency", "8", "--json"], (c) => c.status === 429)
+    expect(result.code, describeResult(result)).toBe(0)
     const keys = (await readSink(project.path("out", "labeled.jsonl"))).map((l) => l.key)
     expect([keys.length, new Set(keys).size]).toEqual([ROWS, ROWS])
 
@@ -161,7 +186,7 @@ describe("online against a server that pushes back", { timeout: 180_000 }, () =>
     // ~60 s this run spends waiting for the window to refill. The clock was held only before
     // that minute, while the run sent its first requests; a held clock stamps calls with
     // one instant, which only puts more of them in one window (it cannot hide any).
-    const calls = (await getLedger(emulator.url)).calls.filter((c) => !c.custom_id!.startsWith("other-"))
+    const calls = await runCalls(emulator.url)
     const first429 = calls.find((c) => c.status === 429)!
     const busiest = Math.max(
       ...calls.filter((c) => c.received_at >= first429.received_at).map((c) => calls.filter((d) => d.received_at >= c.received_at && d.received_at < c.received_at + 60_000).length)
