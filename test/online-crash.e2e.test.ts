@@ -28,7 +28,7 @@ afterEach(async () => {
 const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   runCli(args, {
     cwd: project.dir,
-    env: { OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key", ANTHROPIC_BASE_URL: emulator.url, ANTHROPIC_API_KEY: "sk-ant-test", ...env }
+    env: { OPENAI_BASE_URL: `${emulator.url}/v1`, OPENAI_API_KEY: "sk-test-fake-key", ANTHROPIC_BASE_URL: emulator.url, ANTHROPIC_API_KEY: "sk-ant-test", GEMINI_BASE_URL: emulator.url, GEMINI_API_KEY: "gemini-test", ...env }
   })
 
 const runArgs = ["run", "pipeline.ts", "--run-dir", "runs/crash", "--shard-size", "10", "--concurrency", String(CONCURRENCY), "--poll-interval", "0.05"]
@@ -55,17 +55,21 @@ const failpoints = [
   "after:Collected:1"
 ]
 
-const setUp = async (options: Parameters<typeof startTestEmulator>[0]) => {
+const setUp = async (options: Parameters<typeof startTestEmulator>[0], provider = "openai", model = "gpt-4o-mini") => {
   emulator = await startTestEmulator(options)
   project = await makeProject("sluice-online-crash-")
   await writeRows(project, "data/rows.jsonl", ROWS)
-  await writeText(project, "pipeline.ts", pipelineSource({ name: "online-crash" }).replace("output: Label", 'mode: "online",\n    output: Label'))
+  await writeText(project, "pipeline.ts", pipelineSource({ name: "online-crash", provider, model }).replace("output: Label", 'mode: "online",\n    output: Label'))
 }
 
 describe("crash and resume online", { timeout: 180_000 }, () => {
-  it.each(failpoints)("SIGKILL at %s, then resume: every row once in the sink, at most --concurrency requests sent twice", async (failpoint) => {
+  it.each([
+    ...failpoints.map((f) => ["openai", f, "gpt-4o-mini"]),
+    ["anthropic", "online-answered:7", "claude-haiku-4-5"],
+    ["gemini", "online-answered:7", "gemini-2.5-flash"]
+  ])("%s: SIGKILL at %s, then resume: every row once in the sink, at most --concurrency requests sent twice", async (provider, failpoint, model) => {
     // A few ms of latency keeps several requests in flight at the kill.
-    await setUp({ latencyMs: 3 })
+    await setUp({ latencyMs: 3 }, provider, model)
 
     const crashed = await run(runArgs, { SLUICE_FAILPOINT: failpoint })
     expect(crashed.signal, `not killed at ${failpoint}: ${describeResult(crashed)}`).toBe("SIGKILL")
