@@ -7,6 +7,7 @@
  * and by the emulator's ledger of real-time calls (keyed by the x-sluice-custom-id header)
  * the requests sent twice are at most `--concurrency`, the bound the README states.
  */
+import { appendFile, readdir, readFile } from "node:fs/promises"
 import { getInFlight, getLedger, setFaults } from "@sluice/emulator/control"
 import { afterEach, describe, expect, it } from "vitest"
 import { describeResult, makeProject, pipelineSource, readJsonl, runCli, spawnCli, startTestEmulator, writeRows, writeText } from "./support/cli.js"
@@ -136,5 +137,32 @@ describe("crash and resume online", { timeout: 180_000 }, () => {
     expect(sentTwice(calls)).toBe(CONCURRENCY)
     const resent = new Set(calls.slice(CONCURRENCY).map((c) => c.custom_id))
     for (const c of crashedCalls) expect(resent.has(c.custom_id), c.custom_id!).toBe(true)
+  })
+
+  it("a crash mid-append (a torn last line in a shard's online file): the resume drops it and finishes, every row once", async () => {
+    await setUp({ latencyMs: 3 })
+    const crashed = await run(runArgs, { SLUICE_FAILPOINT: "online-synced:6" })
+    expect(crashed.signal, describeResult(crashed)).toBe("SIGKILL")
+    // What a kill in the middle of a write leaves: the start of an answer, no newline.
+    const completed = new Set((await readJournalSoFar(project.path("runs", "crash"))).filter((e) => e._tag === "OnlineCompleted").map((e) => `${e["shard"]}.online.jsonl`))
+    const open = (await readdir(project.path("runs", "crash", "shards"))).filter((f) => f.endsWith(".online.jsonl") && !completed.has(f))
+    expect(open.length).toBeGreaterThan(0)
+    for (const file of open) await appendFile(project.path("runs", "crash", "shards", file), '{"_tag":"Succeeded","customId":"label-r')
+    const before = (await getLedger(emulator.url)).calls.length
+
+    const resumed = await run(runArgs)
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    const keys = (await readSink(project.path("out", "labeled.jsonl"))).map((l) => l.key)
+    expect([keys.length, new Set(keys).size]).toEqual([ROWS, ROWS])
+    const { calls } = await getLedger(emulator.url)
+    expect(sentTwice(calls)).toBeLessThanOrEqual(CONCURRENCY)
+    expect(calls.length).toBeGreaterThan(before)
+    // Each online file now holds whole answers only, one per row it was asked for.
+    for (const file of open) {
+      const text = await readFile(project.path("runs", "crash", "shards", file), "utf8")
+      expect(text.endsWith("\n")).toBe(true)
+      const ids = text.trim().split("\n").map((l) => (JSON.parse(l) as { customId: string }).customId)
+      expect(new Set(ids).size).toBe(ids.length)
+    }
   })
 })
