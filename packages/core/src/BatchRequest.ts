@@ -5,8 +5,11 @@
 import { Schema } from "effect"
 import { Message } from "./Prompt.js"
 
-/** The API a request targets. One endpoint per shard. */
-export const Endpoint = Schema.Literal("chat", "embeddings")
+/**
+ * The API a request targets. One endpoint per shard. `responses` is a chat request sent to
+ * OpenAI's Responses API (`/v1/responses`) instead of chat completions.
+ */
+export const Endpoint = Schema.Literal("chat", "embeddings", "responses")
 export type Endpoint = typeof Endpoint.Type
 
 /** A JSON Schema that the response must conform to (structured output). */
@@ -24,7 +27,9 @@ export const ChatRequest = Schema.TaggedStruct("chat", {
   model: Schema.String,
   messages: Schema.Array(Message),
   params: Params,
-  output: Schema.optional(OutputFormat)
+  output: Schema.optional(OutputFormat),
+  /** Sent to OpenAI's Responses API (`/v1/responses`) rather than chat completions. */
+  api: Schema.optional(Schema.Literal("responses"))
 })
 export type ChatRequest = typeof ChatRequest.Type
 

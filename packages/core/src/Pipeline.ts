@@ -28,6 +28,16 @@ import * as StructuredOutput from "./StructuredOutput.js"
 /** What to do with a source row that is malformed or breaks the row Schema. */
 export type OnInvalid = "fail" | "skip"
 
+/**
+ * How a stage's requests are sent: `batch` (the provider's batch API, half price, minutes to
+ * hours), `online` (its real-time endpoint, one request at a time under rate limits), or
+ * `auto` (batch where the provider has a batch API, online where it has none). The answers,
+ * their parsing and where they go are the same whichever mode produced them.
+ */
+export type Mode = "batch" | "online" | "auto"
+
+export const modes: ReadonlyArray<Mode> = ["batch", "online", "auto"]
+
 export interface BatchStage<A, B> {
   readonly _tag: "BatchStage"
   readonly name: string
@@ -35,6 +45,8 @@ export interface BatchStage<A, B> {
   readonly model: string
   /** The API its requests target; one endpoint per shard. */
   readonly endpoint: Endpoint
+  /** How its requests are sent (default `batch`); a run may override it (`--mode`). Not part of the fingerprint: the answers are the same. */
+  readonly mode: Mode
   /** Renders the neutral request for a row. */
   readonly render: (row: A) => BatchRequest
   /**
@@ -249,6 +261,8 @@ export const flatMapEffect =
 interface StageConfigBase<A> {
   readonly provider: string
   readonly model: string
+  /** How the requests are sent: `batch` (default), `online` or `auto` (see `Mode`). */
+  readonly mode?: Mode
   readonly prompt: (row: A) => ChatPrompt
   /** Passed to the provider as-is: temperature, max_tokens, … */
   readonly params?: Params
@@ -256,7 +270,15 @@ interface StageConfigBase<A> {
   readonly maxAttempts?: number
 }
 
-export interface StructuredStageConfig<A, B, I> extends StageConfigBase<A> {
+export interface ChatStageConfig<A> extends StageConfigBase<A> {
+  /**
+   * OpenAI's API the requests go to: chat completions (default) or `responses`
+   * (`/v1/responses`, batch or online; OpenAI-family providers only).
+   */
+  readonly api?: "chat" | "responses"
+}
+
+export interface StructuredStageConfig<A, B, I> extends ChatStageConfig<A> {
   /** The answer's Schema: sent as a strict JSON Schema, and used to decode the answer. */
   readonly output: Schema.Schema<B, I, never>
   /** Send answers that fail the Schema back for repair (default true). */
@@ -269,34 +291,46 @@ export function batch<A, B, I>(
   config: StructuredStageConfig<A, B, I>
 ): <In>(self: Pipeline<In, A, any>) => Pipeline<In, B, A>
 /** A chat batch stage whose output is the answer's text. */
-export function batch<A>(name: string, config: StageConfigBase<A>): <In>(self: Pipeline<In, A, any>) => Pipeline<In, string, A>
+export function batch<A>(name: string, config: ChatStageConfig<A>): <In>(self: Pipeline<In, A, any>) => Pipeline<In, string, A>
 export function batch<A, B, I>(
   name: string,
-  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
+  config: ChatStageConfig<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
 ) {
   const stage = makeChatStage(name, config)
   return <In>(self: Pipeline<In, A, any>): Pipeline<In, B, A> => addStage(self, stage, "batch")
 }
 
+const checkMode = (fn: string, name: string, mode: unknown): Mode => {
+  if (mode === undefined) return "batch"
+  if (!modes.includes(mode as Mode)) throw new Error(`Pipeline.${fn}: stage "${name}": mode must be "batch", "online" or "auto", got ${describeValue(mode)}`)
+  return mode as Mode
+}
+
 const makeChatStage = <A, B, I>(
   name: string,
-  config: StageConfigBase<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
+  config: ChatStageConfig<A> & { readonly output?: Schema.Schema<B, I, never>; readonly repair?: boolean }
 ): BatchStage<A, B> => {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(name)) {
     throw new Error(`Pipeline.batch: stage name "${name}" must match ^[A-Za-z0-9_-]{1,32}$`)
   }
+  const mode = checkMode("batch", name, config.mode)
+  const api = config.api ?? "chat"
+  if (api !== "chat" && api !== "responses") throw new Error(`Pipeline.batch: stage "${name}": api must be "chat" or "responses", got ${describeValue(api)}`)
+  const responses = api === "responses"
   const params = config.params ?? {}
   const structured = config.output === undefined ? undefined : StructuredOutput.toOutputFormat(name, config.output)
   const output: OutputFormat | undefined = structured?.format
   const decode: (text: string) => Either.Either<B, string> =
     structured === undefined ? (text) => Either.right(text as B) : StructuredOutput.decoder(config.output!, structured)
-  const constant = hashValue({ endpoint: "chat", model: config.model, params, output: output ?? null })
+  const constant = hashValue({ endpoint: api, model: config.model, params, output: output ?? null })
+  const extra = responses ? { api: "responses" as const } : {}
   return {
     _tag: "BatchStage",
     name,
     provider: config.provider,
     model: config.model,
-    endpoint: "chat",
+    endpoint: api,
+    mode,
     render: (row) => {
       const prompt: unknown = config.prompt(row)
       if (typeof prompt !== "object" || prompt === null || !Array.isArray((prompt as { messages?: unknown }).messages)) {
@@ -304,8 +338,8 @@ const makeChatStage = <A, B, I>(
       }
       const { messages } = prompt as ChatPrompt
       return output === undefined
-        ? { _tag: "chat", model: config.model, messages, params }
-        : { _tag: "chat", model: config.model, messages, params, output }
+        ? { _tag: "chat", model: config.model, messages, params, ...extra }
+        : { _tag: "chat", model: config.model, messages, params, output, ...extra }
     },
     // The stage-constant part (model, params, schema) is hashed once; per row only the messages.
     requestHash: (request) =>
@@ -319,7 +353,9 @@ const makeChatStage = <A, B, I>(
       model: config.model,
       params,
       output: output ?? null,
-      prompt: config.prompt.toString()
+      prompt: config.prompt.toString(),
+      // Absent for chat completions, so existing fingerprints stay what they were.
+      ...(responses ? { api } : {})
     })
   }
 }
@@ -335,6 +371,8 @@ export interface RawStageConfig<A> {
   /** The endpoint of every request (default chat). */
   readonly endpoint?: Endpoint
   readonly maxAttempts?: number
+  /** How the requests are sent: `batch` (default), `online` or `auto` (see `Mode`). */
+  readonly mode?: Mode
 }
 
 /**
@@ -353,6 +391,7 @@ export const batchRaw =
       provider: config.provider,
       model: config.model,
       endpoint: config.endpoint ?? "chat",
+      mode: checkMode("batchRaw", name, config.mode),
       render: config.request,
       requestHash: (request) => sha256(JSON.stringify(request)),
       customId: config.customId,
@@ -372,6 +411,8 @@ export interface EmbedStageConfig<A> {
   /** Passed to the provider as-is: dimensions, encoding_format … */
   readonly params?: Params
   readonly maxAttempts?: number
+  /** How the requests are sent: `batch` (default), `online` or `auto` (see `Mode`). */
+  readonly mode?: Mode
 }
 
 const Vector = Schema.Array(Schema.Number)
@@ -390,6 +431,7 @@ export const embed =
       provider: config.provider,
       model: config.model,
       endpoint: "embeddings",
+      mode: checkMode("embed", name, config.mode),
       render: (row) => {
         const input: unknown = config.input(row)
         // An undefined input (a misspelt field) fails the row rather than going out empty.

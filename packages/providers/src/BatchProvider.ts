@@ -8,6 +8,7 @@ import { Context, Schema } from "effect"
 import type { Effect, Option, Stream } from "effect"
 import type { ProviderError } from "./ProviderError.js"
 import type { ProviderIdentity } from "./ProviderIdentity.js"
+import type { RateLimitSnapshot } from "./RateLimit.js"
 
 /** Hard limits of one batch; the planner packs shards to the tightest of them. */
 export interface ProviderLimits {
@@ -18,6 +19,12 @@ export interface ProviderLimits {
 }
 
 export interface ProviderCapabilities {
+  /**
+   * The provider has a batch API (absent: it has). Self-hosted servers (vLLM, llama.cpp,
+   * Ollama) and gateways declared without one are online only: a stage in `batch` mode on
+   * them is refused before anything is sent.
+   */
+  readonly batch?: boolean
   readonly cancel: boolean
   /** Batches can be listed (needed to adopt an orphan after a crash). */
   readonly list: boolean
@@ -99,6 +106,32 @@ export interface OrphanSearch {
   readonly undecided: ReadonlyArray<BatchInfo>
 }
 
+/** One real-time answer: the result, classified as a batch result line would be, and the rate limits it reported. */
+export interface OnlineAnswer {
+  readonly result: BatchResult
+  readonly limits: RateLimitSnapshot
+}
+
+/**
+ * Real-time execution of the same wire lines a batch would upload (`encode`'s output): each
+ * line's request goes to the provider's real-time endpoint (chat completions, embeddings,
+ * responses, messages, generateContent), with the header `x-sluice-custom-id`.
+ */
+export interface OnlineApi {
+  /**
+   * Sends one line's request. An answer — a success, or a refusal of the request itself (a
+   * 400, an unknown model) — is a `result`; a failure that says nothing about the request
+   * (429, 5xx, 408/409, a lost connection, a timeout) fails with a retryable `ProviderError`
+   * carrying the server's wait hint (`retryAfterMs`), and so do a rejected key
+   * (`Unauthorized`), exhausted credit (`Quota`) and an endpoint that is not there
+   * (`NotFound`), which are not retryable. Never retried here: the caller paces and retries.
+   */
+  readonly send: (line: string, customId: string) => Effect.Effect<OnlineAnswer, ProviderError>
+}
+
+/** True unless the provider declares that it has no batch API. */
+export const hasBatchApi = (provider: BatchProvider): boolean => provider.capabilities.batch !== false
+
 export interface BatchProvider {
   readonly name: string
   /**
@@ -135,6 +168,8 @@ export interface BatchProvider {
    * (creation time, request count, and once it has ended, its results' custom_ids).
    */
   readonly findOrphan?: (shard: ShardIdentity) => Effect.Effect<OrphanSearch, ProviderError>
+  /** Real-time execution of the same lines; absent when the provider cannot answer online. */
+  readonly online?: OnlineApi
 }
 
 /** The providers available to a run, by name ("openai", …). */

@@ -11,6 +11,12 @@
  * | `together`          | TOGETHER_API_KEY, TOGETHER_BASE_URL                                           |
  * | `anthropic`         | ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL                                         |
  * | `gemini`            | GEMINI_API_KEY, GEMINI_BASE_URL, GEMINI_API_VERSION (`v1beta` or `v1`)        |
+ * | `vllm`              | VLLM_BASE_URL (default http://localhost:8000/v1), VLLM_API_KEY (optional)     |
+ * | `llamacpp`          | LLAMACPP_BASE_URL (default http://localhost:8080/v1), LLAMACPP_API_KEY        |
+ * | `ollama`            | OLLAMA_BASE_URL (default http://localhost:11434/v1), OLLAMA_API_KEY           |
+ *
+ * The last three are self-hosted servers without a batch API: their stages run online.
+ * `openai-compatible` with `SLUICE_GATEWAY_BATCH=off` is online only too.
  *
  * Every one of them retries idempotent calls as `SLUICE_HTTP_RETRIES` and
  * `SLUICE_HTTP_RETRY_DELAY_MS` say, and takes `SLUICE_ALLOW_INSECURE_HTTP`,
@@ -66,7 +72,16 @@ const factories: Record<string, { readonly make: Factory; readonly baseUrl: () =
   gemini: {
     make: (o) => GeminiBatch.makeFromEnv(o),
     baseUrl: () => process.env["GEMINI_BASE_URL"] || GeminiBatch.defaultBaseUrl
-  }
+  },
+  ...Object.fromEntries(
+    Compatible.selfHosted.map((preset) => [
+      preset.name,
+      {
+        make: (o: HttpOverrides) => Compatible.makeSelfHostedFromEnv(preset, o),
+        baseUrl: () => env(`${preset.name.toUpperCase()}_BASE_URL`)?.replace(/\/+$/, "") ?? preset.defaultBaseUrl
+      }
+    ])
+  )
 }
 
 export const known = Object.keys(factories)

@@ -274,6 +274,59 @@ describe.each(families)("$name result lines", ({ idOf, line, parse }) => {
   })
 })
 
+// -----------------------------------------------------------------------------------------
+// Real-time answers: the same codecs, the answer wrapped as the batch line would wrap it
+// -----------------------------------------------------------------------------------------
+
+const openAiResponsesBody = optional({
+  object: field(fc.constant("response")),
+  status: field(fc.constantFrom("completed", "incomplete", "failed", "constructor")),
+  incomplete_details: field(optional({ reason: field(fc.constantFrom("max_output_tokens", "content_filter", "toString")) })),
+  output: field(fc.array(
+    optional({
+      type: field(fc.constantFrom("message", "reasoning", "function_call")),
+      content: field(fc.array(
+        fc.oneof(
+          optional({ type: fc.constant("output_text"), text: field(fc.string()) }),
+          optional({ type: fc.constant("refusal"), refusal: field(text) })
+        ),
+        { maxLength: 2 }
+      ))
+    }),
+    { maxLength: 3 }
+  )),
+  usage: field(optional({ input_tokens: field(wireNumber), output_tokens: field(wireNumber), input_tokens_details: field(optional({ cached_tokens: field(wireNumber) })) }))
+})
+
+const geminiEmbedding = optional({ embedding: field(optional({ values: field(fc.array(wireNumber, { maxLength: 3 })) })) })
+
+const onlineFamilies = [
+  { name: "OpenAI", result: OpenAi.onlineResult, body: fc.oneof(openAiBody, openAiResponsesBody, json) },
+  { name: "Anthropic", result: Anthropic.onlineResult, body: fc.oneof(anthropicMessage, optional({ type: field(fc.constant("error")), error: field(anthropicError) }), json) },
+  { name: "Gemini", result: Gemini.onlineResult, body: fc.oneof(geminiResponse, geminiEmbedding, optional({ error: field(geminiStatus) }), json) }
+] as const
+
+describe.each(onlineFamilies)("$name real-time answers", ({ body, result }) => {
+  it("any status and body: a classified result carrying the request's custom_id, that can be journaled", () => {
+    check(
+      fc.property(
+        fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/),
+        fc.oneof(fc.constantFrom(200, 201, 400, 404, 413, 422), fc.integer({ min: 200, max: 499 })),
+        body,
+        (customId, status, value) => {
+          const classified = result(customId, status, JSON.parse(JSON.stringify(value ?? null)))
+          expect(classified.customId).toBe(customId)
+          expect(isBatchResult(classified), `not a BatchResult: ${JSON.stringify({ ...classified, raw: undefined })}`).toBe(true)
+          expect(survivesJson(classified, decodeResultJson)).toBe(true)
+          // An answer the server refused is never a success.
+          if (status >= 300) expect(classified._tag).toBe("Failed")
+        }
+      ),
+      500
+    )
+  })
+})
+
 describe("Gemini inline responses", () => {
   it("any inline entry: classified with its metadata.key, or garbage", () => {
     check(

@@ -60,7 +60,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, outputFileWait, outputTokens, pollSeconds, prices, shardSize } = Flags
+const { budget, concurrency, mode, outputFileWait, outputTokens, pollSeconds, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -116,12 +116,11 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
   }
   const lines = [
     `${s.finished ? "done" : "submitted"}: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
-      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}`,
+      `${number(failed)} failed, ${number(s.pending)} pending, ${count(s.batches, "batch", "batches")}` +
+      (s.onlineShards > 0 ? `, ${count(s.onlineShards, "shard")} online` : ""),
     `tokens: ${number(s.usage.input)} in (${number(s.usage.cached)} cached), ${number(s.usage.output)} out` +
       (s.fromCache > 0 ? `; ${count(s.fromCache, "row")} answered from the response cache (no cost)` : ""),
-    cost === null
-      ? `cost: no price for ${s.models.join(" or ")} in the price table`
-      : `${emulated ? "cost had this run been real (the emulator charged nothing)" : "cost"}: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`,
+    costLine(s, emulated),
     ...whereLines(s, output)
   ]
   if (s.duplicates > 0) {
@@ -136,6 +135,24 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
     )
   }
   return lines.join("\n")
+}
+
+/**
+ * What the run cost. A batch run: at batch prices, next to what the same work costs in real
+ * time. With online answers: what was spent (online at real-time prices, batch at batch
+ * prices), next to what the same work costs in batch.
+ */
+const costLine = (s: RunSummary, emulated: boolean): string => {
+  const cost = s.cost
+  if (cost === null) return `cost: no price for ${s.models.join(" or ")} in the price table`
+  const label = emulated ? "cost had this run been real (the emulator charged nothing)" : "cost"
+  const online = s.costByMode.online
+  if (online.usage.input + online.usage.output === 0 || s.spent === null) {
+    return `${label}: ${money(cost.batch)} at batch prices; the same work at real-time prices: ${money(cost.realtime)} (prices of ${s.prices})`
+  }
+  const batch = s.costByMode.batch
+  const parts = [`online ${money(online.cost ?? 0)} at real-time prices`, ...(batch.usage.input + batch.usage.output > 0 ? [`batch ${money(batch.cost ?? 0)} at batch prices`] : [])]
+  return `${label}: ${money(s.spent)} (${parts.join(", ")}); the same work in batch: ${money(cost.batch)} (prices of ${s.prices})`
 }
 
 const exitFor = (s: RunSummary): number => {
@@ -158,7 +175,10 @@ const execute = (
   pipelineFile: string,
   opts: {
     runDir: Option.Option<string>
-    concurrency: number
+    concurrency: Option.Option<number>
+    mode?: Option.Option<"batch" | "online" | "auto">
+    rpm?: Option.Option<number>
+    tpm?: Option.Option<number>
     shardSize: Option.Option<number>
     pollSeconds: number
     outputFileWait: number
@@ -167,7 +187,7 @@ const execute = (
     allowChanged: boolean
     rebindProvider?: boolean
     json: boolean
-    mode?: "run" | "retry" | "cancel"
+    action?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     outputTokens?: Option.Option<number>
@@ -199,7 +219,10 @@ const execute = (
       pipelineFile: file,
       pipelineSha256: sha256,
       breakLock: opts.breakLock === true,
-      concurrency: opts.concurrency,
+      ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
+      ...(opts.mode !== undefined && Option.isSome(opts.mode) ? { mode: opts.mode.value } : {}),
+      ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
+      ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
       pollInterval: Duration.millis(opts.pollSeconds * 1000),
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
@@ -211,7 +234,7 @@ const execute = (
       observer: progress.observer,
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
-      mode: opts.mode ?? "run",
+      action: opts.action ?? "run",
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(
@@ -233,7 +256,10 @@ const runCommand = Command.make(
   {
     pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     runDir: runDirOption,
+    mode,
     concurrency,
+    rpm,
+    tpm,
     shardSize,
     pollSeconds,
     outputFileWait,
@@ -285,7 +311,10 @@ const resumeCommand = Command.make(
   "resume",
   {
     runDir: runDirArg,
+    mode,
     concurrency,
+    rpm,
+    tpm,
     pollSeconds,
     outputFileWait,
     detach,
@@ -315,7 +344,10 @@ const retryCommand = Command.make(
       ),
       Options.optional
     ),
+    mode,
     concurrency,
+    rpm,
+    tpm,
     pollSeconds,
     outputFileWait,
     prices,
@@ -340,7 +372,7 @@ const retryCommand = Command.make(
       }
       yield* continueRun(runDir, {
         ...opts,
-        mode: "retry",
+        action: "retry",
         ...(classes === undefined ? {} : { retryClasses: classes as ReadonlyArray<FailureClass> })
       }, reporting)
     }))
@@ -549,7 +581,7 @@ const initCommand = Command.make(
           report.pipelineFile,
           {
             runDir: Option.none(),
-            concurrency: 4,
+            concurrency: Option.none(),
             shardSize: Option.none(),
             pollSeconds: 1,
             outputFileWait: 600,

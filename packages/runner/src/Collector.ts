@@ -8,7 +8,7 @@
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it.
  */
-import type { FileSystem } from "@effect/platform"
+import { FileSystem } from "@effect/platform"
 import { Pipeline } from "@sluice/core"
 import type { BatchResult, FailureClass } from "@sluice/core"
 import { Cause, Chunk, Effect, Exit, Scope, Stream } from "effect"
@@ -109,12 +109,14 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       const cacheKeys = new Map<string, string>()
       let unknown = 0
       let unknownSample = ""
-      if (whole === undefined && (shard.batchId !== null || shard.cachedRows > 0)) {
+      // Answers came from the provider: a batch's results, or an online shard's file.
+      const answered = shard.batchId !== null || shard.online
+      if (whole === undefined && (answered || shard.cachedRows > 0)) {
         yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
           Stream.runForEach((text) =>
             Effect.sync(() => {
               sent.add(rowId(text))
-              if (!caching || shard.batchId === null) return
+              if (!caching || !answered) return
               const keys = sidecarKeys(text)
               if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
             })
@@ -179,6 +181,19 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           yield* Effect.logWarning(
             `shard ${shard.id}: ${unknown} result ${unknown === 1 ? "line names a custom_id" : "lines name custom_ids"} ` +
               `this shard never sent (e.g. ${sample}) in batch ${shard.batchId}: ignored, not counted in usage or cost`
+          )
+        }
+      }
+      if (whole === undefined && shard.online) {
+        // Online answers, classified as result lines when they came (see OnlineExecutor.ts).
+        const file = ctx.paths.onlineFile(shard.id)
+        const fs = yield* FileSystem.FileSystem
+        if (yield* fs.exists(file)) {
+          yield* lines(file).pipe(
+            // The executor fsynced every line before the shard was journaled terminal; a torn
+            // tail cannot be here, but a line without its newline is never taken.
+            Stream.map((text) => JSON.parse(text) as BatchResult),
+            Stream.runForEachChunk(recordChunk(false))
           )
         }
       }
@@ -288,12 +303,15 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
        */
       const settle = (row: RowLine, request: string | undefined): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
         const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
-          outcomes.get(row.id) ?? {
-            ok: false,
-            failure: "missing",
-            code: "missing",
-            message: `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
-          }
+          outcomes.get(row.id) ??
+          (shard.cancelled
+            ? { ok: false, failure: "cancelled", code: "cancelled", message: "the run was cancelled before this request was sent online" }
+            : {
+                ok: false,
+                failure: "missing",
+                code: "missing",
+                message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
+              })
         if (outcome.ok) return passOn(row, outcome.output)
         const repair =
           outcome.failure === "parse" && outcome.answer !== undefined && stage.repair

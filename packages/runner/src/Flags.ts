@@ -29,7 +29,34 @@ export const bounded = (name: string, range: Range, description: string, byDefau
 // Runs
 // ---------------------------------------------------------------------------------------------
 
-export const concurrency = bounded("concurrency", ranges.concurrency, "batches in flight at once", "4").pipe(Options.withDefault(4))
+export const concurrency = bounded(
+  "concurrency",
+  ranges.concurrency,
+  "batches in flight at once; online, requests in flight at once (the cap the adaptive limiter stays under, and at most how many requests a crash sends again)",
+  "4 batches, 8 online requests"
+).pipe(Options.optional)
+
+export const mode = Options.choice("mode", ["batch", "online", "auto"]).pipe(
+  Options.withDescription(
+    "how every stage's requests are sent, over the stages' own mode: batch (the batch API, half price), online (the real-time endpoint, now), " +
+      "auto (batch where the provider has a batch API, online where it has none); shards that started one way stay that way (default: each stage's mode, else batch)"
+  ),
+  Options.optional
+)
+
+export const rpm = bounded(
+  "rpm",
+  ranges.rpm,
+  "online: requests per minute per provider at most, never exceeded (requests are spaced 60 s / N apart)",
+  "no cap but the provider's own limits"
+).pipe(Options.optional)
+
+export const tpm = bounded(
+  "tpm",
+  ranges.tpm,
+  "online: tokens per minute per provider at most, by each request's estimate (input tokens plus its max_tokens, else --output-tokens)",
+  "no cap but the provider's own limits"
+).pipe(Options.optional)
 
 export const shardSize = bounded(
   "shard-size",

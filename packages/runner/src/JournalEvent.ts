@@ -131,6 +131,27 @@ export const Created = Schema.TaggedStruct("Created", {
   adopted: Schema.Boolean
 })
 
+/**
+ * A shard goes online: its lines are sent to the provider's real-time endpoint, and each
+ * answer is appended to `shards/<shard>.online.jsonl` (durable before its request's slot is
+ * freed). Written before the first request; a shard that started online stays online.
+ */
+export const OnlineStarted = Schema.TaggedStruct("OnlineStarted", {
+  shard: Schema.String,
+  /** Unix milliseconds. */
+  at: Schema.Number
+})
+
+/**
+ * Every line of an online shard has its answer in the shard's online file (or, `cancelled`,
+ * the rest were never sent): the shard is collected from that file like a finished batch.
+ */
+export const OnlineCompleted = Schema.TaggedStruct("OnlineCompleted", {
+  shard: Schema.String,
+  counts: BatchCounts,
+  cancelled: Schema.optional(Schema.Boolean)
+})
+
 /** The provider refused to create the batch (a definite answer, not a lost one). */
 export const CreateRejected = Schema.TaggedStruct("CreateRejected", {
   shard: Schema.String,
@@ -228,6 +249,8 @@ export const JournalEvent = Schema.Union(
   Staged,
   Created,
   CreateRejected,
+  OnlineStarted,
+  OnlineCompleted,
   RetryPlanned,
   StatusChanged,
   Terminal,

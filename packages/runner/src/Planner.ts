@@ -51,6 +51,9 @@ export class DuplicateRow extends Schema.TaggedError<DuplicateRow>()("DuplicateR
   }
 }
 
+/** Requests an online stage's shard holds at most. */
+export const onlineShardSize = 1000
+
 /** Shard ids: `<stage>-00001`; a retry of a shard appends `-a<attempt>`. */
 export const shardId = (stage: string, seq: number): string => `${stage}-${String(seq).padStart(5, "0")}`
 
@@ -128,7 +131,9 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   const { stage, provider } = rt
   const { settings, state } = ctx
   const first = rt.index === 0
-  const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests))
+  // Online shards are collected (and reach the sink) as each one is answered: smaller ones
+  // show results sooner. Batches are packed to the provider's limits.
+  const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests, rt.mode === "online" ? onlineShardSize : Infinity))
   const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
   const countTokens = settings.budget !== undefined
   const caching = ctx.cache !== ResponseCache.disabled && rt.cacheNamespace !== undefined

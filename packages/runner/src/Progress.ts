@@ -23,6 +23,8 @@ export interface Progress {
 interface Live {
   state: RunState | undefined
   polled: Map<string, BatchInfo>
+  /** Online shards in progress: answers so far, of how many. */
+  answered: Map<string, { answered: number; total: number }>
 }
 
 const line = (live: Live): string => {
@@ -31,15 +33,25 @@ const line = (live: Live): string => {
   let inFlight = 0
   let waiting = 0
   let done = 0
+  let online = 0
+  let answered = 0
+  let asked = 0
   for (const shard of s.shards.values()) {
     if (shard.phase === "collected") done++
     else if (awaitingOutput(shard)) waiting++
     else if (shard.batchId !== null) inFlight++
+    else if (shard.phase === "online") {
+      online++
+      const progress = live.answered.get(shard.id)
+      answered += progress?.answered ?? 0
+      asked += progress?.total ?? shard.requests
+    }
   }
+  const onlinePart = online > 0 ? `${count(online, "shard")} online (${number(answered)}/${number(asked)} answered), ` : ""
   const failed = Object.values(s.failed).reduce((a, b) => a + b, 0) + s.invalidRows
   const planned = s.planComplete ? `${count(s.rowsPlanned, "row")} planned` : `planning (${count(s.rowsPlanned, "row")} so far)`
   return (
-    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${count(inFlight, "batch", "batches")} in flight, ${waiting > 0 ? `${number(waiting)} completed, waiting for ${waiting === 1 ? "its output file" : "their output files"}, ` : ""}${number(done)} collected · ` +
+    `sluice: ${planned} · ${count(s.shards.size, "shard")}, ${onlinePart}${count(inFlight, "batch", "batches")} in flight, ${waiting > 0 ? `${number(waiting)} completed, waiting for ${waiting === 1 ? "its output file" : "their output files"}, ` : ""}${number(done)} collected · ` +
     `rows ${number(s.succeeded)} ok, ${number(failed)} failed, ${number(pendingRows(s))} pending`
   )
 }
@@ -67,6 +79,10 @@ const notable = (event: JournalEvent): string | undefined => {
       return `sluice: ${event.shard} ${event.rawStatus} (${event.counts.succeeded} ok, ${event.counts.failed} failed)`
     case "Collected":
       return `sluice: ${event.shard} collected: ${event.succeeded} ok, ${Object.values(event.failed).reduce((a, b) => a + b, 0)} failed, ${event.rescheduled} rescheduled`
+    case "OnlineStarted":
+      return `sluice: ${event.shard} → online`
+    case "OnlineCompleted":
+      return `sluice: ${event.shard} answered online (${event.counts.succeeded} ok, ${event.counts.failed} failed)${event.cancelled === true ? ", the rest cancelled" : ""}`
     case "CreateRejected":
       return `sluice: ${event.shard} rejected by the provider: ${event.message}`
     default:
@@ -80,7 +96,7 @@ export const defaultHeartbeat = Duration.minutes(1)
 export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Duration.DurationInput = defaultHeartbeat): Progress => {
   const tty = stream.isTTY === true
   const heartbeatMs = Duration.toMillis(Duration.decode(heartbeat))
-  const live: Live = { state: undefined, polled: new Map() }
+  const live: Live = { state: undefined, polled: new Map(), answered: new Map() }
   let drawn = 0
   const clear = () => {
     if (drawn > 0) stream.write(`\x1b[${drawn}F\x1b[J`)
@@ -129,7 +145,12 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
       if (text !== undefined) write(text)
       changed()
     },
-    polled: (shard, info) => void live.polled.set(shard, info)
+    polled: (shard, info) => void live.polled.set(shard, info),
+    answered: (shard, answered, total) => {
+      live.answered.set(shard, { answered, total })
+      // A plain log shows online progress in steps of a tenth, not per answer.
+      if (!tty && (answered === total || Math.floor((answered * 10) / total) > Math.floor(((answered - 1) * 10) / total))) changed()
+    }
   }
   return {
     observer,

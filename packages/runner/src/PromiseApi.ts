@@ -41,7 +41,14 @@ export interface ConnectionOptions {
 
 export interface RunOptions extends ConnectionOptions {
   readonly runDir?: string
+  /** Batches in flight (default 4); online, requests in flight (default 8). */
   readonly concurrency?: number
+  /** How every stage's requests are sent, over the stages' own mode (see `Pipeline.Mode`). */
+  readonly mode?: Pipeline.Mode
+  /** Online: requests per minute per provider at most. */
+  readonly rpm?: number
+  /** Online: tokens per minute per provider at most (by the requests' estimates). */
+  readonly tpm?: number
   readonly shardSize?: number
   /** Seconds between status polls of a batch (default 30). */
   readonly pollInterval?: number
@@ -97,6 +104,9 @@ const execute = async <A>(effect: Effect.Effect<A, unknown, Env>, options: Conne
 const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.runDir === undefined ? {} : { runDir: options.runDir }),
   ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  ...(options.mode === undefined ? {} : { mode: options.mode }),
+  ...(options.rpm === undefined ? {} : { rpm: options.rpm }),
+  ...(options.tpm === undefined ? {} : { tpm: options.tpm }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),

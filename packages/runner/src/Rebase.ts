@@ -58,6 +58,15 @@ const carry = (ctx: RunContext, namespace: string, result: BatchResult) => {
  */
 const windUp = (ctx: RunContext, shard: RunState.ShardState, namespace: string) =>
   Effect.gen(function* () {
+    if (shard.online) {
+      // An online shard's answers are in its file; requests not sent yet are simply not sent.
+      const fs = yield* FileSystem.FileSystem
+      const file = ctx.paths.onlineFile(shard.id)
+      if (yield* fs.exists(file)) {
+        yield* lines(file).pipe(Stream.runForEach((text) => carry(ctx, namespace, JSON.parse(text) as BatchResult)))
+      }
+      return true
+    }
     if (shard.phase === "intent" || shard.phase === "staged") {
       // Without an orphan nothing was created: nothing was paid for, nothing to wait for.
       if (!(yield* Submitter.adoptOrphan(ctx, shard))) return true
@@ -119,7 +128,7 @@ export const rebase = (options: {
       record: (event) => journal.append(event).pipe(Effect.map(() => void RunState.apply(state, event)))
     }
     const open = [...state.shards.values()].filter(
-      (s) => s.phase === "intent" || s.phase === "staged" || s.phase === "created" || s.phase === "terminal"
+      (s) => s.phase === "intent" || s.phase === "staged" || s.phase === "created" || s.phase === "online" || s.phase === "terminal"
     )
     if (open.length > 0) {
       yield* Effect.logInfo(`the pipeline changed: waiting for ${open.length} batch(es) of the run so far, to keep their answers`)

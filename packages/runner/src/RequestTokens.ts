@@ -38,3 +38,23 @@ export const requestTokens = (request: BatchRequest): RequestTokens => {
   // Images are an approximation, whatever the tokenizer.
   return { tokens: tokens + images * Prompt.imageTokens + schema, exact: framing.exact && images === 0, schema }
 }
+
+/** Base64 image data in a wire line: not text, counted per image instead. */
+const inlineImage = /data:[a-z]+\/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=]*|"data":"[A-Za-z0-9+/=]{256,}"/g
+
+/** The largest output a wire line allows: its `max_tokens` (or the other APIs' names for it). */
+const maxOutput = /"(?:max_tokens|max_completion_tokens|max_output_tokens|maxOutputTokens)":\s*(\d+)/
+
+/**
+ * Tokens one wire line will take from a tokens-per-minute limit, for pacing online requests:
+ * its text counted with the model's tokenizer (the JSON around the messages makes it a little
+ * more than the provider counts: on the safe side), each inline image as `Prompt.imageTokens`,
+ * plus its `max_tokens` — which OpenAI counts against the limit when the request arrives —
+ * or `defaultOutput` when it names none.
+ */
+export const lineTokens = (model: string, line: string, defaultOutput: number): number => {
+  let images = 0
+  const text = line.length > 4096 ? line.replace(inlineImage, () => (images++, "")) : line
+  const output = maxOutput.exec(line)
+  return Tokens.text(model, text).tokens + images * Prompt.imageTokens + (output === null ? defaultOutput : Number(output[1]))
+}

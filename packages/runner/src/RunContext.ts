@@ -10,11 +10,20 @@ import type { Prices } from "./Pricing.js"
 import type { ResponseCache } from "./ResponseCache.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunPaths } from "./RunDir.js"
-import type { RunState } from "./RunState.js"
+import type { RunState, ShardMode } from "./RunState.js"
 
 export interface RunSettings {
   /** Batches in flight at once (submitted and not yet finished). */
   readonly concurrency: number
+  /**
+   * Online: requests in flight at once across the run (sent, and their answer not yet
+   * durable): the cap the adaptive limiter stays under, and the crash bound. Default 8.
+   */
+  readonly onlineConcurrency?: number | undefined
+  /** Online: requests per minute at most, per provider (never exceeded). */
+  readonly rpm?: number | undefined
+  /** Online: tokens per minute at most, per provider, by the requests' estimates. */
+  readonly tpm?: number | undefined
   /** Requests per shard at most (capped by the provider's own limit). */
   readonly shardSize: number
   /** Bytes per shard at most (capped by the provider's own limit). */
@@ -38,6 +47,8 @@ export interface StageRuntime {
   readonly index: number
   readonly stage: Pipeline.BatchStage<any, any>
   readonly provider: BatchProvider
+  /** How its shards not yet started are sent (its mode, or the run's, resolved: see Modes.ts); absent: batch. */
+  readonly mode?: ShardMode | undefined
   /** Transforms applied to its rows before rendering (only the first stage has any). */
   readonly before: ReadonlyArray<Pipeline.Transform>
   /** Transforms applied to its outputs before they go to `next` (or the sink). */

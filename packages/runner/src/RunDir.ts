@@ -5,7 +5,8 @@
  *                     stage's provider identity (no keys), the directory the run was started in
  *   run.lock          the process working on the run (internal/LockFile.ts)
  *   journal.jsonl     append-only events (Journal.ts)
- *   shards/           request files exactly as uploaded, with a row sidecar per shard
+ *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
+ *                     online shard's answers in `<shard>.online.jsonl`
  *   results.jsonl     every result line as collected, raw response kept
  *   failures.jsonl    rows that ended failed, with class and message
  *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
@@ -163,6 +164,8 @@ export interface RunPaths {
   readonly rowsFile: (shard: string) => string
   /** The answers of a shard served from the response cache. */
   readonly cachedFile: (shard: string) => string
+  /** An online shard's answers, one classified result per line, each durable before its request's slot is freed. */
+  readonly onlineFile: (shard: string) => string
   readonly stages: string
   readonly inbox: (stage: string) => string
   /** The duplicate-key check's files, deleted once it is done. */
@@ -185,6 +188,7 @@ export const paths = (root: string, path: Path.Path): RunPaths => ({
   shardFile: (shard) => path.join(root, "shards", `${shard}.jsonl`),
   rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`),
   cachedFile: (shard) => path.join(root, "shards", `${shard}.cached.jsonl`),
+  onlineFile: (shard) => path.join(root, "shards", `${shard}.online.jsonl`),
   stages: path.join(root, "stages"),
   inbox: (stage) => path.join(root, "stages", `${stage}.jsonl`),
   keys: path.join(root, "keys"),

@@ -19,6 +19,8 @@ export interface Totals {
 export type RunEvent =
   | { readonly _tag: "ShardPlanned"; readonly shard: string; readonly requests: number; readonly totals: Totals }
   | { readonly _tag: "ShardSubmitted"; readonly shard: string; readonly batchId: string; readonly adopted: boolean; readonly totals: Totals }
+  /** A shard's requests go online, one by one to the provider's real-time endpoint. */
+  | { readonly _tag: "ShardOnline"; readonly shard: string; readonly requests: number; readonly totals: Totals }
   | {
       readonly _tag: "StatusChanged"
       readonly shard: string
@@ -52,6 +54,8 @@ export const fromJournal = (event: JournalEvent, state: RunState): ReadonlyArray
   switch (event._tag) {
     case "ShardPlanned":
       return [{ _tag: "ShardPlanned", shard: event.shard, requests: event.requests, totals: totals(state) }]
+    case "OnlineStarted":
+      return [{ _tag: "ShardOnline", shard: event.shard, requests: state.shards.get(event.shard)?.requests ?? 0, totals: totals(state) }]
     case "Created":
       return [{ _tag: "ShardSubmitted", shard: event.shard, batchId: event.batchId, adopted: event.adopted, totals: totals(state) }]
     case "StatusChanged":

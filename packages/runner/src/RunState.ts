@@ -6,7 +6,10 @@
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
 import type { JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
 
-export type ShardPhase = "planned" | "intent" | "staged" | "created" | "terminal" | "collected" | "rejected"
+export type ShardPhase = "planned" | "intent" | "staged" | "created" | "online" | "terminal" | "collected" | "rejected"
+
+/** How a shard's requests went: to a batch, or one by one to the real-time endpoint. */
+export type ShardMode = "batch" | "online"
 
 export interface ShardState {
   readonly id: string
@@ -26,6 +29,10 @@ export interface ShardState {
   /** The duplicate-key check took rows out of it (ShardRewritten). */
   rewritten: boolean
   phase: ShardPhase
+  /** Online once `OnlineStarted` is journaled; its answers are in `shards/<id>.online.jsonl`. */
+  online: boolean
+  /** An online shard cancelled before every line was sent: its unsent rows end `cancelled`. */
+  cancelled: boolean
   submission: number
   intentAt: number | null
   inputRef: string | null
@@ -70,6 +77,8 @@ export interface RunState {
   fromCache: number
   /** Token usage by model, for the cost of runs whose stages use several models. */
   readonly usageByModel: Map<string, TokenUsage>
+  /** The same by mode: online answers are priced at real-time prices, batch ones at batch prices. */
+  readonly usageByMode: { readonly batch: Map<string, TokenUsage>; readonly online: Map<string, TokenUsage> }
   /** Source items consumed by planned first-attempt shards and skipped invalid rows. */
   sourceOffset: number
   planComplete: boolean
@@ -96,6 +105,7 @@ export const empty = (): RunState => ({
   stages: new Map(),
   fromCache: 0,
   usageByModel: new Map(),
+  usageByMode: { batch: new Map(), online: new Map() },
   sourceOffset: 0,
   planComplete: false,
   rowsPlanned: 0,
@@ -155,6 +165,8 @@ const addShard = (state: RunState, e: NewShard) => {
     rewritten: false,
     // A shard answered from the cache alone has its results already: straight to collection.
     phase: cachedOnly ? "terminal" : "planned",
+    online: false,
+    cancelled: false,
     submission: 0,
     intentAt: null,
     inputRef: null,
@@ -265,8 +277,10 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       state.shards.clear()
       state.stages.clear()
       state.usageByModel.clear()
+      state.usageByMode.batch.clear()
+      state.usageByMode.online.clear()
       state.retries.length = 0
-      Object.assign(state, { ...empty(), shards: state.shards, stages: state.stages, usageByModel: state.usageByModel, retries: state.retries, offsets })
+      Object.assign(state, { ...empty(), shards: state.shards, stages: state.stages, usageByModel: state.usageByModel, usageByMode: state.usageByMode, retries: state.retries, offsets })
       break
     }
     case "SubmitIntent": {
@@ -288,6 +302,22 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.phase = "created"
       s.batchId = event.batchId
       s.adopted = event.adopted
+      break
+    }
+    case "OnlineStarted": {
+      const s = shard(state, event.shard)
+      s.phase = "online"
+      s.online = true
+      s.statusAt = event.at
+      break
+    }
+    case "OnlineCompleted": {
+      const s = shard(state, event.shard)
+      s.phase = "terminal"
+      s.status = event.cancelled === true ? "cancelled" : "completed"
+      s.rawStatus = "online"
+      s.counts = event.counts
+      s.cancelled = event.cancelled === true
       break
     }
     case "CreateRejected": {
@@ -335,6 +365,8 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       state.fromCache += event.fromCache ?? 0
       state.usage = addUsage(state.usage, event.usage)
       state.usageByModel.set(s.model, addUsage(state.usageByModel.get(s.model) ?? { input: 0, output: 0, cached: 0 }, event.usage))
+      const byMode = s.online ? state.usageByMode.online : state.usageByMode.batch
+      byMode.set(s.model, addUsage(byMode.get(s.model) ?? { input: 0, output: 0, cached: 0 }, event.usage))
       state.offsets = event.offsets
       break
     }

@@ -13,7 +13,10 @@ import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Journal from "./Journal.js"
 import * as KeyCheck from "./KeyCheck.js"
-import type { JournalEvent } from "./JournalEvent.js"
+import type { JournalEvent, TokenUsage } from "./JournalEvent.js"
+import * as Modes from "./Modes.js"
+import * as OnlineExecutor from "./OnlineExecutor.js"
+import * as OnlineLimiter from "./OnlineLimiter.js"
 import * as Outputs from "./Outputs.js"
 import * as Planner from "./Planner.js"
 import * as ProviderBinding from "./ProviderBinding.js"
@@ -34,6 +37,7 @@ import * as Retry from "./Retry.js"
 import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
 
+export { ModeUnsupported } from "./Modes.js"
 export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
 export { BaseDirMismatch } from "./RunDir.js"
 
@@ -79,6 +83,8 @@ export interface RunObserver {
   readonly started?: (state: RunState.RunState) => void
   readonly event?: (event: JournalEvent, state: RunState.RunState) => void
   readonly polled?: (shard: string, info: BatchInfo) => void
+  /** An online shard's progress: how many of its requests have their answer. */
+  readonly answered?: (shard: string, answered: number, total: number) => void
 }
 
 export interface RunOptions extends Partial<RunSettings> {
@@ -108,11 +114,17 @@ export interface RunOptions extends Partial<RunSettings> {
   readonly providerEndpoints?: Record<string, { baseUrl: string }>
   readonly observer?: RunObserver
   /**
+   * How every stage's requests are sent, over the stages' own `mode`: `batch`, `online`, or
+   * `auto` (batch where the provider has a batch API, online where it has none). Shards that
+   * started one way stay that way.
+   */
+  readonly mode?: Pipeline.Mode
+  /**
    * "run" (default) plans and drives the run; "retry" first builds new shards from the rows
    * that ended failed in `retryClasses`; "cancel" cancels every batch in flight, collects
    * their partial results, and submits nothing more.
    */
-  readonly mode?: "run" | "retry" | "cancel"
+  readonly action?: "run" | "retry" | "cancel"
   readonly retryClasses?: ReadonlyArray<FailureClass>
   /**
    * The response cache's directory, or false for none. Default: `$SLUICE_CACHE_DIR`, else
@@ -146,12 +158,24 @@ export interface RunSummary {
   readonly duplicates: number
   readonly pending: number
   readonly batches: number
+  /** Shards sent online (request by request to the real-time endpoint). */
+  readonly onlineShards: number
   readonly usage: { readonly input: number; readonly output: number; readonly cached: number }
   /** The first stage's model (see `models` for all). */
   readonly model: string
   readonly models: ReadonlyArray<string>
-  /** What the usage cost at batch prices, and what it would at real-time prices; null when a model has no price. */
+  /** What all the usage costs at batch prices, and at real-time prices; null when a model has no price. */
   readonly cost: Pricing.Cost | null
+  /**
+   * Usage and cost per mode: batch answers at batch prices, online answers at real-time
+   * prices (cost null when a model has no price).
+   */
+  readonly costByMode: {
+    readonly batch: { readonly usage: TokenUsage; readonly cost: number | null }
+    readonly online: { readonly usage: TokenUsage; readonly cost: number | null }
+  }
+  /** What the run spent: its batch answers at batch prices plus its online answers at real-time prices; null when a model has no price. */
+  readonly spent: number | null
   /** Which prices `cost` comes from (the built-in table's date, and a prices file if given). */
   readonly prices: string
   /** Rows answered from the response cache instead of the provider. */
@@ -165,7 +189,8 @@ export interface RunSummary {
 }
 
 export const defaultSettings: RunSettings = {
-  concurrency: 4,
+  concurrency: Settings.defaultConcurrency.batch,
+  onlineConcurrency: Settings.defaultConcurrency.online,
   shardSize: 50_000,
   shardBytes: 190_000_000,
   pollInterval: Duration.seconds(30),
@@ -175,6 +200,9 @@ export const defaultSettings: RunSettings = {
 
 const settingsFor = (options: RunOptions, planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined): RunSettings => ({
   concurrency: options.concurrency ?? defaultSettings.concurrency,
+  onlineConcurrency: options.onlineConcurrency ?? options.concurrency ?? defaultSettings.onlineConcurrency,
+  rpm: options.rpm,
+  tpm: options.tpm,
   shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
   shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
   pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
@@ -211,6 +239,7 @@ export const summarize = (ctx: {
   duplicates: ctx.state.duplicateRows,
   pending: RunState.pendingRows(ctx.state),
   batches: [...ctx.state.shards.values()].filter((s) => s.batchId !== null).length,
+  onlineShards: [...ctx.state.shards.values()].filter((s) => s.online).length,
   usage: ctx.state.usage,
   model: ctx.models[0] ?? "unknown",
   models: ctx.models,
@@ -218,9 +247,33 @@ export const summarize = (ctx: {
     (ctx.state.usageByModel.size === 0
       ? Pricing.cost(ctx.models[0] ?? "", ctx.state.usage, ctx.prices)
       : Pricing.costByModel(ctx.state.usageByModel, ctx.prices)) ?? null,
+  ...costsByMode(ctx.state, ctx.prices),
   prices: (ctx.prices ?? Pricing.builtin).label,
   fromCache: ctx.state.fromCache
 })
+
+const sumUsage = (byModel: ReadonlyMap<string, TokenUsage>): TokenUsage => {
+  const total = { input: 0, output: 0, cached: 0 }
+  for (const u of byModel.values()) {
+    total.input += u.input
+    total.output += u.output
+    total.cached += u.cached
+  }
+  return total
+}
+
+/** Batch answers at batch prices, online answers at real-time prices. */
+const costsByMode = (state: RunState.RunState, prices: Pricing.Prices | undefined): Pick<RunSummary, "costByMode" | "spent"> => {
+  const batch = Pricing.costByModel(state.usageByMode.batch, prices)?.batch ?? null
+  const online = Pricing.costByModel(state.usageByMode.online, prices)?.realtime ?? null
+  return {
+    costByMode: {
+      batch: { usage: sumUsage(state.usageByMode.batch), cost: batch },
+      online: { usage: sumUsage(state.usageByMode.online), cost: online }
+    },
+    spent: batch === null || online === null ? null : batch + online
+  }
+}
 
 /** What `run` refuses about a pipeline's definition before it opens anything (`sluice check` too). */
 export const checkDefinition = (pipeline: Pipeline.Pipeline<any, any>): Effect.Effect<void, PipelineInvalid> =>
@@ -296,10 +349,17 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const stages: Array<StageRuntime> = []
       for (const [index, stage] of pipeline.stages.entries()) {
         const provider = yield* providers.get(stage.provider)
+        // What the stage cannot do is refused before anything is written or sent. (A cancel
+        // sends nothing new: any mode will do.)
+        const resolved = Modes.resolve(stage, provider, options.mode)
+        const mode = resolved instanceof Modes.ModeUnsupported
+          ? options.action === "cancel" ? "batch" as const : yield* resolved
+          : resolved
         stages.push({
           index,
           stage,
           provider,
+          mode,
           before: index === 0 ? pipeline.links[0] ?? [] : [],
           after: pipeline.links[index + 1] ?? [],
           next: pipeline.stages[index + 1]?.name ?? null,
@@ -344,7 +404,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           : yield* ResponseCache.open(path.resolve(cachePath)).pipe(
             Effect.catchAll((e) => Effect.as(Effect.logWarning(`${e.message}; running without the response cache`), ResponseCache.disabled))
           )
-      const mode = options.mode ?? "run"
+      const mode = options.action ?? "run"
 
       let runId: string
       let carriedFrom: string | undefined
@@ -451,6 +511,31 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
 
       // Submission and polling hold a permit: at most `concurrency` batches in flight.
       const inFlight = yield* Effect.makeSemaphore(settings.concurrency)
+      // Online: one limiter per provider, under one cap of requests in flight for the run.
+      // Two online shards run at a time: the next one starts while the last requests of the
+      // other finish, and shards finish (and reach the sink) in order rather than all at the end.
+      const onlineConcurrency = settings.onlineConcurrency ?? Settings.defaultConcurrency.online
+      const limiters = new Map<string, OnlineLimiter.Limiter>()
+      for (const { mode: stageMode, provider } of stages) {
+        if (stageMode === "online" || [...state.shards.values()].some((s) => s.online && s.provider === provider.name)) {
+          if (!limiters.has(provider.name)) {
+            limiters.set(provider.name, yield* OnlineLimiter.make({ concurrency: onlineConcurrency, rpm: settings.rpm, tpm: settings.tpm }))
+          }
+        }
+      }
+      const onlineRuntime: OnlineExecutor.OnlineRuntime = {
+        limiterOf: (name) => {
+          const limiter = limiters.get(name)
+          if (limiter === undefined) throw new Error(`no online limiter for provider ${name}`)
+          return limiter
+        },
+        slots: yield* Effect.makeSemaphore(onlineConcurrency),
+        defaultOutputTokens: settings.budgetOutputTokens ?? 100,
+        progress: observer.answered
+      }
+      const onlineShards = yield* Effect.makeSemaphore(2)
+      /** Whether a shard goes (or went) online: started so, or not started and its stage runs online. */
+      const isOnline = (shard: RunState.ShardState) => shard.online || (shard.phase === "planned" && stageOf(shard.stage).mode === "online")
       const outstanding = yield* Ref.make(0)
       const done = yield* Deferred.make<void, unknown>()
       // Rows whose keys may repeat are checked once the source is planned, before anything of
@@ -467,7 +552,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           const shard = state.shards.get(id)!
           if (mode === "cancel") return yield* cancelShard(id)
           if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return
-          if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
+          if (shard.phase === "online" || (shard.phase === "planned" && isOnline(shard))) {
+            // Online work is done by this process, detached or not: there is nothing to leave running.
+            yield* onlineShards.withPermits(1)(OnlineExecutor.execute(ctx, shard, onlineRuntime))
+          } else if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
             // Detached, a batch is asked about once: finished ones are collected, the rest
             // left to the provider until the next resume.
             yield* inFlight.withPermits(1)(
@@ -495,8 +583,11 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // A budget holds back shards whose projected cost (input tokens counted at planning,
       // output tokens assumed per request) would take the submitted total past it.
       const outputPerRequest = settings.budgetOutputTokens ?? 100
-      const projected = (s: RunState.ShardState) =>
-        Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 }, prices)?.batch ?? 0
+      const projected = (s: RunState.ShardState) => {
+        const cost = Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 }, prices)
+        // Online requests are paid at real-time prices.
+        return (isOnline(s) ? cost?.realtime : cost?.batch) ?? 0
+      }
       let committed = [...state.shards.values()].filter((s) => s.phase !== "planned").reduce((a, s) => a + projected(s), 0)
       const overBudget = new Set<string>()
       const budgetLock = yield* Effect.makeSemaphore(1)
@@ -519,6 +610,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const cancelShard = (id: string) =>
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
+          if (shard.phase === "online") yield* OnlineExecutor.cancel(ctx, shard)
           yield* Submitter.withdraw(ctx, shard)
           yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(id, info))
           if (shard.phase === "terminal" || shard.phase === "rejected") yield* Collector.collect(ctx, outputs, shard, false)
@@ -631,14 +723,14 @@ export const events = (pipeline: Pipeline.Pipeline<any, any>, options: RunOption
 
 /** Continues a run from its directory (the same as `run` on that directory). */
 export const resume = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
-  run(pipeline, { ...options, mode: "run" })
+  run(pipeline, { ...options, action: "run" })
 
 /** Resubmits the rows that ended failed in `classes` (default: all but permanent and sink_rejected), then continues the run. */
 export const retry = (
   pipeline: Pipeline.Pipeline<any, any>,
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
-) => run(pipeline, { ...options, mode: "retry", ...(options.classes === undefined ? {} : { retryClasses: options.classes }) })
+) => run(pipeline, { ...options, action: "retry", ...(options.classes === undefined ? {} : { retryClasses: options.classes }) })
 
 /** Cancels every batch in flight, waits for the provider to stop them, and collects partial results. */
 export const cancel = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions & { readonly runDir: string }) =>
-  run(pipeline, { ...options, mode: "cancel", allowChanged: true })
+  run(pipeline, { ...options, action: "cancel", allowChanged: true })

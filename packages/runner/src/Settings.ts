@@ -37,8 +37,13 @@ export const ranges = {
   pollSeconds: { min: 0.01, max: 3600, unit: "seconds" },
   budget: { min: 0, above: true, unit: "USD" },
   outputTokens: { min: 1, max: 1_000_000, integer: true },
-  outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" }
+  outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" },
+  rpm: { min: 1, max: 100_000_000, integer: true },
+  tpm: { min: 1, max: 10_000_000_000, integer: true }
 } as const satisfies Record<string, Range>
+
+/** `--concurrency` when not given: batches in flight, and online requests in flight. */
+export const defaultConcurrency = { batch: 4, online: 8 } as const
 
 /** The slowest poll a run against a remote provider makes: providers rate-limit status calls. */
 export const minimumRemotePoll = Duration.seconds(1)
@@ -59,6 +64,9 @@ export const problems = (settings: {
   readonly budget?: number | undefined
   readonly budgetOutputTokens?: number | undefined
   readonly outputFileWait?: Duration.Duration | undefined
+  readonly rpm?: number | undefined
+  readonly tpm?: number | undefined
+  readonly mode?: string | undefined
 }): Array<string> => {
   const out: Array<string> = []
   const check = (name: string, range: Range, value: number | undefined) => {
@@ -69,6 +77,11 @@ export const problems = (settings: {
   check("pollInterval", ranges.pollSeconds, settings.pollInterval === undefined ? undefined : Duration.toMillis(settings.pollInterval) / 1000)
   check("budget", ranges.budget, settings.budget)
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
+  check("rpm", ranges.rpm, settings.rpm)
+  check("tpm", ranges.tpm, settings.tpm)
+  if (settings.mode !== undefined && !["batch", "online", "auto"].includes(settings.mode)) {
+    out.push(`mode must be "batch", "online" or "auto", got ${JSON.stringify(settings.mode)}`)
+  }
   check(
     "outputFileWait",
     ranges.outputFileWaitSeconds,

@@ -3,7 +3,7 @@
  * loads nothing the run directory names: the pipeline file is only hashed, to say whether
  * `resume` would take it.
  */
-import { Path } from "@effect/platform"
+import { FileSystem, Path } from "@effect/platform"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
@@ -28,6 +28,8 @@ export interface ShardStatus {
   readonly live: boolean
   /** The provider says the batch completed, and it has no output file yet. */
   readonly awaitingOutput: boolean
+  /** How the shard's requests go: by batch, or online (one by one to the real-time endpoint). */
+  readonly mode: "batch" | "online"
 }
 
 export interface RunStatus extends RunSummary {
@@ -61,6 +63,16 @@ const pipelineFileOf = (root: string, manifest: RunDir.Manifest, path: Path.Path
   if (manifest.pipelineSha256 === undefined) return { path: file, state: "unrecorded" }
   return { path: file, state: sha256 === manifest.pipelineSha256 ? "recorded" : "changed" }
 }
+
+/** Lines of an online shard's file (complete ones only) and how many are successes. */
+const onlineAnswers = (file: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* fs.exists(file))) return { lines: 0, succeeded: 0 }
+    const text = new TextDecoder().decode(yield* fs.readFile(file))
+    const complete = text.slice(0, text.lastIndexOf("\n") + 1).split("\n").filter((l) => l !== "")
+    return { lines: complete.length, succeeded: complete.filter((l) => l.startsWith(`{"_tag":"Succeeded"`)).length }
+  }).pipe(Effect.orElseSucceed(() => ({ lines: 0, succeeded: 0 })))
 
 export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
   Effect.gen(function* () {
@@ -104,7 +116,12 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
           }
         }
       }
-      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting })
+      if (s.phase === "online") {
+        // Answers so far: the online file's complete lines (each durable before it counts).
+        const answered = yield* onlineAnswers(paths.onlineFile(s.id))
+        counts = { total: s.requests, succeeded: answered.succeeded, failed: answered.lines - answered.succeeded }
+      }
+      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting, mode: s.online ? "online" : "batch" })
     }
     const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), ...(options.prices === undefined ? {} : { prices: options.prices }) })
     const result: RunStatus = {
@@ -133,7 +150,11 @@ export const render = (s: RunStatus): string => {
     `run ${s.runId} (${s.pipeline}) in ${s.runDir}`,
     `  ${s.finished ? "finished" : "not finished"}: ${count(s.rows, "row")} · ${number(s.succeeded)} succeeded · ${number(failed.reduce((a, [, x]) => a + x, 0))} failed${failed.length ? ` (${failed.map(([k, x]) => `${k} ${number(x)}`).join(", ")})` : ""} · ${number(s.pending)} pending${s.duplicates > 0 ? ` · ${count(s.duplicates, "duplicate")} (answered by an earlier row)` : ""}`,
     `  ${count(s.batches, "batch", "batches")} · tokens in ${number(s.usage.input)}, out ${number(s.usage.output)}` +
-      (s.cost === null ? "" : ` · spent ${money(s.cost.batch)} (real-time price ${money(s.cost.realtime)})`),
+      (s.cost === null
+        ? ""
+        : s.costByMode.online.usage.input + s.costByMode.online.usage.output === 0 || s.spent === null
+        ? ` · spent ${money(s.cost.batch)} (real-time price ${money(s.cost.realtime)})`
+        : ` · spent ${money(s.spent)} (online ${money(s.costByMode.online.cost ?? 0)} at real-time prices, batch ${money(s.costByMode.batch.cost ?? 0)}; all in batch ${money(s.cost.batch)})`),
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.pipelineFile === null ? [] : [`  pipeline file ${s.pipelineFile.path}${fileNotes[s.pipelineFile.state]}`]),
@@ -142,7 +163,7 @@ export const render = (s: RunStatus): string => {
     "  shards:",
     ...s.shards.map(
       (sh) =>
-        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}` +
+        `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.mode === "online" && sh.phase !== "online" ? " (online)" : ""}` +
           (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )

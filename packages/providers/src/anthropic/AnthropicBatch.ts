@@ -75,6 +75,11 @@ export interface AnthropicConfig extends HttpOptions {
    * Anthropic-shaped gateway for other models typically serves `/v1/batches`.
    */
   readonly batchesPath?: string | undefined
+  /**
+   * Path of the Messages endpoint below `baseUrl`, for real-time requests. Default
+   * `/v1/messages` (a gateway's `batchesPath` ending in `/messages/batches` gives its own).
+   */
+  readonly messagesPath?: string | undefined
   /** Sent as `anthropic-beta` (comma-separated) when non-empty. */
   readonly betas?: ReadonlyArray<string> | undefined
   /** Extra (non-secret) headers sent with every request, e.g. for a gateway. */

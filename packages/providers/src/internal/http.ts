@@ -51,7 +51,16 @@ export interface HttpOptions {
   readonly maxResultLineBytes?: number | undefined
   /** The largest JSON answer read, in bytes (default 64 MiB); a larger one fails the call. */
   readonly maxResponseBytes?: number | undefined
+  /**
+   * How long one real-time request may take, answer included (default 10 minutes: a long
+   * answer of a reasoning model takes minutes). A request that takes longer fails as a
+   * timeout and is retried.
+   */
+  readonly onlineTimeout?: Duration.DurationInput | undefined
 }
+
+/** Default of `HttpOptions.onlineTimeout`. */
+export const defaultOnlineTimeout = Duration.minutes(10)
 
 /** Default of `HttpOptions.maxResponseBytes`. */
 export const defaultMaxResponseBytes = 64 * 1024 * 1024
@@ -201,6 +210,30 @@ export interface ProviderHttp {
     spec: RequestSpec | Effect.Effect<RequestSpec, ProviderError>,
     options: CallOptions
   ) => Effect.Effect<unknown, ProviderError>
+  /** The `ProviderError` a non-2xx answer maps to (as `json` would fail with it). */
+  readonly errorOf: (
+    operation: string,
+    status: number,
+    headers: Readonly<Record<string, string | undefined>>,
+    text: string,
+    nowMs: number
+  ) => ProviderError
+  /**
+   * Sends one request, never retried, and answers whatever its status: its status, headers
+   * and body text (read up to `maxResponseBytes` for a 2xx — `complete` false when longer —
+   * and up to 64 KiB otherwise). Fails only when no answer came (transport, timeout, a
+   * refused redirect, a configuration that must not be sent). For real-time calls, whose
+   * caller reads rate-limit headers and classifies every status itself.
+   */
+  readonly call: (spec: RequestSpec, options: { readonly timeout?: Duration.DurationInput | undefined }) => Effect.Effect<
+    {
+      readonly status: number
+      readonly headers: Readonly<Record<string, string | undefined>>
+      readonly text: string
+      readonly complete: boolean
+    },
+    ProviderError
+  >
   /**
    * Streams a response body. The request (up to the response headers) is retried like a JSON
    * call; once bytes flow, a failure or an idle period fails the stream.
@@ -294,38 +327,52 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
     })
   }
 
+  /** Maps a non-2xx answer (status, headers, the start of its body) to a `ProviderError`. */
+  const errorOf = (
+    operation: string,
+    status: number,
+    headers: Readonly<Record<string, string | undefined>>,
+    text: string,
+    nowMs: number
+  ): ProviderError => {
+    const body = parseErrorBody(text)
+    const retryAfterMs = parseRetryAfter(headers, nowMs)
+    const detail = [body.code ?? body.type, body.message].filter((s) => s !== undefined).join(": ")
+    const description = truncate(detail === "" ? `HTTP ${status}` : detail)
+    const quota = (body.code !== undefined && settings.quotaCodes.has(body.code)) ||
+      (body.type !== undefined && settings.quotaCodes.has(body.type))
+    const base = { operation, description, status, retryAfterMs }
+    if (quota) return error({ ...base, reason: "Quota" })
+    if (status === 401 || status === 403) return error({ ...base, reason: "Unauthorized" })
+    if (status === 404) {
+      const hint = settings.notFoundHint === undefined ? "" : `; ${settings.notFoundHint}`
+      return error({ ...base, description: `${description}${hint}`, reason: "NotFound" })
+    }
+    if (status === 408) return error({ ...base, reason: "Timeout" })
+    // 409: a conflicting request in flight (OpenAI's SDK retries it too); transient.
+    if (status === 409) return error({ ...base, reason: "Server" })
+    if (status === 429) return error({ ...base, reason: "RateLimited" })
+    if (status >= 500) return error({ ...base, reason: "Server" })
+    return error({ ...base, reason: "Rejected" })
+  }
+
+  /** Reads at most `maxErrorBodyBytes` of a non-2xx body (never failing: "" when it cannot). */
+  const errorText = (response: HttpClientResponse.HttpClientResponse): Effect.Effect<string> =>
+    readCapped(response, maxErrorBodyBytes).pipe(
+      Effect.map((body) => decodeUtf8(body.bytes)),
+      Effect.timeout(Duration.seconds(10)),
+      Effect.orElseSucceed(() => "")
+    )
+
   /** Maps a non-2xx response to a `ProviderError`, reading at most `maxErrorBodyBytes` of its body. */
   const fromStatus = (
     operation: string,
     response: HttpClientResponse.HttpClientResponse
   ): Effect.Effect<ProviderError> =>
     Effect.gen(function*() {
-      const status = response.status
-      const text = yield* readCapped(response, maxErrorBodyBytes).pipe(
-        Effect.map((body) => decodeUtf8(body.bytes)),
-        Effect.timeout(Duration.seconds(10)),
-        Effect.orElseSucceed(() => "")
-      )
-      const body = parseErrorBody(text)
+      const text = yield* errorText(response)
       const now = yield* Clock.currentTimeMillis
-      const retryAfterMs = parseRetryAfter(response.headers as Readonly<Record<string, string | undefined>>, now)
-      const detail = [body.code ?? body.type, body.message].filter((s) => s !== undefined).join(": ")
-      const description = truncate(detail === "" ? `HTTP ${status}` : detail)
-      const quota = (body.code !== undefined && settings.quotaCodes.has(body.code)) ||
-        (body.type !== undefined && settings.quotaCodes.has(body.type))
-      const base = { operation, description, status, retryAfterMs }
-      if (quota) return error({ ...base, reason: "Quota" })
-      if (status === 401 || status === 403) return error({ ...base, reason: "Unauthorized" })
-      if (status === 404) {
-        const hint = settings.notFoundHint === undefined ? "" : `; ${settings.notFoundHint}`
-        return error({ ...base, description: `${description}${hint}`, reason: "NotFound" })
-      }
-      if (status === 408) return error({ ...base, reason: "Timeout" })
-      // 409: a conflicting request in flight (OpenAI's SDK retries it too); transient.
-      if (status === 409) return error({ ...base, reason: "Server" })
-      if (status === 429) return error({ ...base, reason: "RateLimited" })
-      if (status >= 500) return error({ ...base, reason: "Server" })
-      return error({ ...base, reason: "Rejected" })
+      return errorOf(operation, response.status, response.headers as Readonly<Record<string, string | undefined>>, text, now)
     })
 
   const timeoutError = (operation: string, duration: Duration.DurationInput) => () =>
@@ -395,8 +442,11 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
     return Effect.succeed(HttpClientRequest.setUrl(request, target))
   }
 
-  /** Sends a request; succeeds with a 2xx response, fails with a mapped `ProviderError` otherwise. */
-  const send = (
+  /**
+   * Sends a request, following same-origin redirects; succeeds with the answer whatever its
+   * status (redirects aside), fails on transport errors and refused redirects.
+   */
+  const sendAny = (
     request: HttpClientRequest.HttpClientRequest,
     operation: string
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, ProviderError> => {
@@ -423,17 +473,44 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
               }))
             )
           }
-          if (response.status >= 200 && response.status < 300) return Effect.succeed(response)
           if (redirectStatuses.has(response.status)) {
             return Effect.zipRight(
               discard(response),
               Effect.flatMap(redirected(request, response, operation, hops), (next) => loop(next, hops + 1))
             )
           }
-          return Effect.flatMap(fromStatus(operation, response), Effect.fail)
+          return Effect.succeed(response)
         })
       )
     return loop(request, 0)
+  }
+
+  /** Sends a request; succeeds with a 2xx response, fails with a mapped `ProviderError` otherwise. */
+  const send = (
+    request: HttpClientRequest.HttpClientRequest,
+    operation: string
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, ProviderError> =>
+    Effect.flatMap(sendAny(request, operation), (response) =>
+      response.status >= 200 && response.status < 300 ? Effect.succeed(response) : Effect.flatMap(fromStatus(operation, response), Effect.fail))
+
+  const call: ProviderHttp["call"] = (spec, options) => {
+    const operation = operationOf(spec)
+    const timeout = options.timeout ?? settings.requestTimeout
+    return sendAny(toRequest(spec), operation).pipe(
+      Effect.flatMap((response) => {
+        const ok = response.status >= 200 && response.status < 300
+        const read = ok
+          ? readCapped(response, maxResponseBytes).pipe(Effect.mapError((e) => fromClientError(operation, e)))
+          : Effect.map(errorText(response), (text) => ({ bytes: new TextEncoder().encode(text), complete: true }))
+        return Effect.map(read, (body) => ({
+          status: response.status,
+          headers: response.headers as Readonly<Record<string, string | undefined>>,
+          text: decodeUtf8(body.bytes),
+          complete: body.complete
+        }))
+      }),
+      Effect.timeoutFail({ duration: timeout, onTimeout: timeoutError(operation, timeout) })
+    )
   }
 
   const json: ProviderHttp["json"] = (specOrEffect, options) => {
@@ -499,7 +576,7 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
     )
   }
 
-  return { settings, error, json, stream }
+  return { settings, error, errorOf, json, call, stream }
 }
 
 const utf8 = new TextDecoder()

@@ -149,8 +149,9 @@ export const parseHeaders = (text: string): Either.Either<Record<string, string>
 
 /**
  * Reads `SLUICE_GATEWAY_BASE_URL` and `SLUICE_GATEWAY_API_KEY` (required),
- * `SLUICE_GATEWAY_AUTH` (`bearer` | `header:<name>`, default bearer) and
- * `SLUICE_GATEWAY_HEADERS` (a JSON object of extra headers). The extra headers are sent
+ * `SLUICE_GATEWAY_AUTH` (`bearer` | `header:<name>`, default bearer),
+ * `SLUICE_GATEWAY_HEADERS` (a JSON object of extra headers) and `SLUICE_GATEWAY_BATCH`
+ * (`on`, the default, or `off` for a gateway without a batch API: online runs only). The extra headers are sent
  * as secret headers: a gateway's headers often carry tokens, so their values are scrubbed
  * from every error text.
  */
@@ -158,6 +159,16 @@ export const gatewayConfigFromEnv = (overrides: Partial<GatewayOptions> = {}): C
   Config.all({
     baseUrl: orEnv(overrides.baseUrl, requiredBaseUrl("SLUICE_GATEWAY_BASE_URL", allowInsecureHttp(overrides.allowInsecureHttp))),
     allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp),
+    batch: overrides.capabilities?.batch !== undefined
+      ? Config.succeed(overrides.capabilities.batch)
+      : optionalString("SLUICE_GATEWAY_BATCH").pipe(
+          Config.mapOrFail((v) => {
+            const value = v?.toLowerCase()
+            if (value === undefined || value === "on" || value === "true" || value === "1") return Either.right(true)
+            if (value === "off" || value === "false" || value === "0") return Either.right(false)
+            return Either.left(ConfigError.InvalidData(["SLUICE_GATEWAY_BATCH"], `SLUICE_GATEWAY_BATCH must be "on" or "off"`))
+          })
+        ),
     apiKey: orEnv(overrides.apiKey, requiredSecret("SLUICE_GATEWAY_API_KEY")),
     auth: orEnv(
       overrides.auth,
@@ -178,7 +189,7 @@ export const gatewayConfigFromEnv = (overrides: Partial<GatewayOptions> = {}): C
       })
     )
   }).pipe(
-    Config.map(({ allowInsecureHttp, apiKey, auth, baseUrl, headers }) => {
+    Config.map(({ allowInsecureHttp, apiKey, auth, baseUrl, batch, headers }) => {
       const secretHeaders: Record<string, Redacted.Redacted<string>> = {}
       for (const [name, value] of Object.entries(headers)) secretHeaders[name] = Redacted.make(value)
       return gatewayConfig({
@@ -187,7 +198,8 @@ export const gatewayConfigFromEnv = (overrides: Partial<GatewayOptions> = {}): C
         baseUrl,
         allowInsecureHttp,
         auth,
-        secretHeaders: { ...secretHeaders, ...overrides.secretHeaders }
+        secretHeaders: { ...secretHeaders, ...overrides.secretHeaders },
+        ...(batch ? {} : { capabilities: { ...onlineOnly, ...overrides.capabilities } })
       })
     })
   )
@@ -206,6 +218,9 @@ export interface PresetOptions extends Partial<Omit<OpenAiConfig, "apiKey">> {
 }
 
 export const groqBaseUrl = "https://api.groq.com/openai/v1"
+
+/** Online-only providers: no batch API, so no batch calls (cancel, list, metadata) either. */
+export const onlineOnly = { batch: false, cancel: false, list: false, metadata: false, partialResults: false } as const
 /** Groq: 50,000 lines and 100 MB per file (stay below). */
 export const groqLimits: ProviderLimits = { maxRequests: 50_000, maxBytes: 95_000_000, oneModelPerShard: true }
 
@@ -270,3 +285,66 @@ export const makeTogetherFromEnv = (
   overrides: Partial<PresetOptions> = {}
 ): Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient> =>
   Effect.flatMap(togetherConfigFromEnv(overrides), make)
+
+// -----------------------------------------------------------------------------------------
+// Self-hosted servers: online only
+// -----------------------------------------------------------------------------------------
+
+/**
+ * OpenAI-compatible servers that run on your own machines and have no batch API: their
+ * stages run `online`. The base URL includes `/v1`; a key is optional (sent as a Bearer
+ * token when given, e.g. vLLM's `--api-key`).
+ */
+export interface SelfHosted {
+  /** The registry name, also the variables' prefix: `vllm` reads `VLLM_BASE_URL` and `VLLM_API_KEY`. */
+  readonly name: string
+  readonly defaultBaseUrl: string
+  /** For messages: "vLLM", "llama.cpp server", "Ollama". */
+  readonly label: string
+}
+
+export const selfHosted: ReadonlyArray<SelfHosted> = [
+  { name: "vllm", defaultBaseUrl: "http://localhost:8000/v1", label: "vLLM" },
+  { name: "llamacpp", defaultBaseUrl: "http://localhost:8080/v1", label: "llama.cpp server" },
+  { name: "ollama", defaultBaseUrl: "http://localhost:11434/v1", label: "Ollama" }
+]
+
+export type SelfHostedOptions = Partial<OpenAiConfig>
+
+/** The configuration of a self-hosted server: online only, its default port and path unless given. */
+export const selfHostedConfig = (preset: SelfHosted, options: SelfHostedOptions = {}): OpenAiConfig => ({
+  name: preset.name,
+  // Without a key, no credential header is sent.
+  ...(options.apiKey === undefined ? { auth: "none" as const } : {}),
+  ...options,
+  apiKey: options.apiKey ?? Redacted.make(""),
+  baseUrl: (options.baseUrl ?? preset.defaultBaseUrl).replace(/\/+$/, ""),
+  capabilities: { ...onlineOnly, ...options.capabilities }
+})
+
+const variable = (preset: SelfHosted, suffix: string) => `${preset.name.toUpperCase()}_${suffix}`
+
+/** Reads `<NAME>_BASE_URL` and `<NAME>_API_KEY` (both optional). */
+export const selfHostedConfigFromEnv = (preset: SelfHosted, overrides: SelfHostedOptions = {}): Config.Config<OpenAiConfig> =>
+  Config.all({
+    baseUrl: orEnv(overrides.baseUrl, optionalBaseUrl(variable(preset, "BASE_URL"), allowInsecureHttp(overrides.allowInsecureHttp))),
+    apiKey: overrides.apiKey !== undefined
+      ? Config.succeed(overrides.apiKey)
+      : Config.option(requiredSecret(variable(preset, "API_KEY"))).pipe(Config.map(Option.getOrUndefined)),
+    allowInsecureHttp: allowInsecureHttp(overrides.allowInsecureHttp)
+  }).pipe(
+    Config.map(({ allowInsecureHttp, apiKey, baseUrl }) =>
+      selfHostedConfig(preset, {
+        ...overrides,
+        allowInsecureHttp,
+        ...(apiKey === undefined ? {} : { apiKey }),
+        ...(baseUrl === undefined ? {} : { baseUrl })
+      })
+    )
+  )
+
+export const makeSelfHostedFromEnv = (
+  preset: SelfHosted,
+  overrides: SelfHostedOptions = {}
+): Effect.Effect<BatchProvider, ConfigError.ConfigError, HttpClient.HttpClient> =>
+  Effect.flatMap(selfHostedConfigFromEnv(preset, overrides), make)

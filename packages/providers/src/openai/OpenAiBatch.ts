@@ -55,9 +55,10 @@ export interface OpenAiConfig extends HttpOptions {
   readonly secretHeaders?: Readonly<Record<string, Redacted.Redacted<string>>> | undefined
   /**
    * How the API key is sent: `Authorization: Bearer <key>` (default), or as the bare value
-   * of another header (Azure: `{ header: "api-key" }`).
+   * of another header (Azure: `{ header: "api-key" }`), or not at all (`"none"`: a
+   * self-hosted server without a key; `apiKey` is then ignored).
    */
-  readonly auth?: "bearer" | { readonly header: string } | undefined
+  readonly auth?: "bearer" | { readonly header: string } | "none" | undefined
   /** Provider name in errors and in the registry. Default "openai". */
   readonly name?: string | undefined
   /**

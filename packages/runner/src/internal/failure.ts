@@ -27,6 +27,7 @@ const usageTags = new Set([
   "PipelineTypeError",
   "TypeCheckUnavailable",
   "PipelineInvalid",
+  "ModeUnsupported",
   "PipelineChanged",
   "ProviderChanged",
   "RebindRefused",

@@ -418,3 +418,35 @@ export const parseResultLine = (text: string): Either.Either<BatchResult, string
 
 /** Error types (of an HTTP error body) that mean "out of credit". */
 export const quotaCodes: ReadonlySet<string> = new Set(["billing_error"])
+
+// -----------------------------------------------------------------------------------------
+// Real-time: a line's request, and the answer as the batch result line would carry it
+// -----------------------------------------------------------------------------------------
+
+/** The Messages request (`params`) of an input line, as JSON text; `Left` says why it cannot be sent. */
+export const onlineParams = (line: string): Either.Either<string, string> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(line)
+  } catch {
+    return Either.left("the shard line is not JSON")
+  }
+  const params = asRecord(asRecord(parsed)?.["params"])
+  return params === undefined ? Either.left("the shard line has no params") : Either.right(JSON.stringify(params))
+}
+
+/**
+ * A real-time answer of `POST /v1/messages` (status and parsed body) classified as the batch
+ * result line wrapping it would be: a message as `{result: {type: "succeeded", message}}`,
+ * an error body `{type: "error", error: {type, message}}` as `{result: {type: "errored", error}}`.
+ */
+export const onlineResult = (customId: string, status: number, body: unknown): BatchResult =>
+  classifyResult(
+    status >= 200 && status < 300
+      ? { custom_id: customId, result: { type: "succeeded", message: body } }
+      : { custom_id: customId, result: { type: "errored", error: asRecord(body)?.["error"] !== undefined ? body : { type: "error", error: { type: statusErrorType(status), message: `HTTP ${status}` } } } }
+  )
+
+/** The error type of a status whose body names none. */
+const statusErrorType = (status: number): string =>
+  status === 404 ? "not_found_error" : status === 413 ? "request_too_large" : status >= 500 ? "api_error" : "invalid_request_error"

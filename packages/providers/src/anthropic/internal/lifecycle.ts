@@ -11,6 +11,7 @@ import { Chunk, Duration, Effect, Either, Option, Redacted, Stream } from "effec
 import type {
   BatchInfo,
   CreateBatch,
+  OnlineApi,
   OrphanSearch,
   ProviderCapabilities,
   ProviderLimits,
@@ -19,7 +20,7 @@ import type {
 } from "../../BatchProvider.js"
 import { isTerminal } from "../../BatchProvider.js"
 import { trimKey } from "../../internal/env.js"
-import { displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
+import { defaultOnlineTimeout, displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
 import type { ProviderHttp, RequestSpec } from "../../internal/http.js"
 import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
 import { reportedBaseUrl } from "../../internal/origin.js"
@@ -27,7 +28,9 @@ import { retryOptions } from "../../internal/retry.js"
 import type { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
 import type { AnthropicBatchProvider, AnthropicConfig, OrphanVerdict } from "../AnthropicBatch.js"
-import { decodeBatchInfo, decodeBatchPage, defaultMaxTokens, encodeWith, parseResultLine, quotaCodes } from "./codec.js"
+import * as Online from "../../internal/online.js"
+import * as RateLimit from "../../RateLimit.js"
+import { decodeBatchInfo, decodeBatchPage, defaultMaxTokens, encodeWith, onlineParams, onlineResult, parseResultLine, quotaCodes } from "./codec.js"
 import { measureRequestBody, requestBody, shardCustomIds } from "./shardFile.js"
 
 export const defaultBatchesPath = "/v1/messages/batches"
@@ -357,6 +360,22 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
       return { adopt: matches.length > 0 ? Option.some(matches[0]!) : Option.none(), undecided }
     })
 
+  // --- real time ---
+
+  const messagesPath = "/" + (config.messagesPath ?? (batchesPath.endsWith("/messages/batches") ? batchesPath.slice(0, -"/batches".length) : "/v1/messages"))
+    .replace(/^\/+/, "").replace(/\/+$/, "")
+  const onlineCodec: Online.OnlineCodec = {
+    limits: (headers, _body, now) => RateLimit.fromAnthropicHeaders(headers, now),
+    result: onlineResult
+  }
+  const online: OnlineApi = {
+    send: (line, customId) =>
+      Either.match(onlineParams(line), {
+        onLeft: (reason) => Effect.fail(http.error({ reason: "Rejected", operation: `POST ${messagesPath}`, description: `${reason} (custom_id ${customId})` })),
+        onRight: (body) => Online.send(http, onlineCodec, { path: messagesPath, body }, customId, config.onlineTimeout ?? defaultOnlineTimeout)
+      })
+  }
+
   return {
     name,
     origin: reportedBaseUrl(baseUrl),
@@ -374,6 +393,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: AnthropicC
     deleteStaged,
     deleteBatch,
     matchShard,
-    findOrphan
+    findOrphan,
+    online
   }
 }

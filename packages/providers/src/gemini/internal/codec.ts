@@ -581,3 +581,44 @@ export const inlineBody = (text: string, displayName: string): string => {
     requests.join(",")
   }]}}}}`
 }
+
+// -----------------------------------------------------------------------------------------
+// Real-time: a line's request, and the answer as the batch result line would carry it
+// -----------------------------------------------------------------------------------------
+
+/** What a real-time call needs of an input line: the model and the request body. */
+export interface OnlineLine {
+  readonly model: string
+  readonly body: string
+  readonly embeddings: boolean
+}
+
+/** Reads an input line `{key, request}` for a real-time call; `Left` says why it cannot be sent. */
+export const onlineLine = (line: string): Either.Either<OnlineLine, string> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(line)
+  } catch {
+    return Either.left("the shard line is not JSON")
+  }
+  const request = isRecord(parsed) ? parsed["request"] : undefined
+  if (!isRecord(request)) return Either.left("the shard line has no request")
+  const model = asString(request["model"])
+  if (model === undefined) return Either.left("the shard line's request names no model")
+  return Either.right({ model: modelName(model), body: JSON.stringify(request), embeddings: isRecord(request["content"]) && request["contents"] === undefined })
+}
+
+/**
+ * A real-time answer of `generateContent` (status and parsed body) classified as the batch
+ * result line wrapping it would be: `{key, response}` or `{key, error}`.
+ */
+export const onlineResult = (customId: string, status: number, body: unknown): BatchResult => {
+  const embedding = isRecord(body) && isRecord(body["embedding"]) ? body["embedding"]["values"] : undefined
+  if (status >= 200 && status < 300 && Array.isArray(embedding)) {
+    // `embedContent`: the vector is the answer (Gemini reports no token usage for it).
+    return { _tag: "Succeeded", customId, text: JSON.stringify(embedding), finishReason: null, usage: null, raw: { key: customId, response: body } }
+  }
+  if (status >= 200 && status < 300) return classifyLine({ key: customId, response: body })
+  const error = isRecord(body) && isRecord(body["error"]) ? body["error"] : { code: status, message: `HTTP ${status}` }
+  return classifyLine({ key: customId, error })
+}

@@ -12,13 +12,16 @@ import type {
   BatchInfo,
   BatchProvider,
   CreateBatch,
+  OnlineApi,
   ProviderCapabilities,
   ProviderLimits,
   StagedInput
 } from "../../BatchProvider.js"
 import { trimKey } from "../../internal/env.js"
 import type { HttpSettings, ProviderHttp, RequestSpec } from "../../internal/http.js"
-import { defaultMaxResponseBytes, makeProviderHttp, truncate } from "../../internal/http.js"
+import { defaultMaxResponseBytes, defaultOnlineTimeout, makeProviderHttp, truncate } from "../../internal/http.js"
+import * as Online from "../../internal/online.js"
+import * as RateLimit from "../../RateLimit.js"
 import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
 import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
@@ -39,6 +42,8 @@ import {
   inlineResponses,
   modelName,
   modelOfLine,
+  onlineLine,
+  onlineResult,
   parseResultLine,
   parseResultRecord,
   toBatchInfo
@@ -477,6 +482,29 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
       inlineResults(batch.id) :
       fileResults(batch.outputFileId)
 
+  // --- real time ---
+
+  const onlineCodec: Online.OnlineCodec = {
+    limits: (headers, body, now) => RateLimit.fromGeminiAnswer(headers, body, now),
+    result: onlineResult,
+    // A wrong key is a 400 INVALID_ARGUMENT "API key not valid": the run's, not the row's.
+    fatal: (status, text) => (status === 400 && /API key not valid|API_KEY_INVALID/i.test(text) ? "Unauthorized" : undefined)
+  }
+  const online: OnlineApi = {
+    send: (line, customId) =>
+      Either.match(onlineLine(line), {
+        onLeft: (reason) => Effect.fail(http.error({ reason: "Rejected", operation: "POST :generateContent", description: `${reason} (custom_id ${customId})` })),
+        onRight: (request) =>
+          Online.send(
+            http,
+            onlineCodec,
+            { path: `${version}/${resourcePath(request.model)}:${request.embeddings ? "embedContent" : "generateContent"}`, body: request.body },
+            customId,
+            config.onlineTimeout ?? defaultOnlineTimeout
+          ).pipe(Effect.mapError(fixAuth))
+      })
+  }
+
   return {
     name,
     origin: reportedBaseUrl(baseUrl),
@@ -491,6 +519,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
     list,
     cancel,
     results,
-    deleteStaged
+    deleteStaged,
+    online
   }
 }

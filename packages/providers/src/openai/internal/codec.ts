@@ -17,8 +17,8 @@ import { count, lookup } from "../../internal/wire.js"
 // Encoding request lines (hot path: runs once per row, so plain objects + JSON.stringify)
 // -----------------------------------------------------------------------------------------
 
-export const endpointUrl = (endpoint: Endpoint): "/v1/chat/completions" | "/v1/embeddings" =>
-  endpoint === "chat" ? "/v1/chat/completions" : "/v1/embeddings"
+export const endpointUrl = (endpoint: Endpoint): "/v1/chat/completions" | "/v1/embeddings" | "/v1/responses" =>
+  endpoint === "chat" ? "/v1/chat/completions" : endpoint === "embeddings" ? "/v1/embeddings" : "/v1/responses"
 
 const schemaNamePattern = /^[A-Za-z0-9_-]{1,64}$/
 const schemaNames = new Map<string, string>()
@@ -66,6 +66,7 @@ const wireMessages = (messages: ReadonlyArray<Message>, customId: string): strin
  * data as a `data:<media type>;base64,<data>` URL.
  */
 export const encode = (request: BatchRequest, customId: string): string => {
+  if (request._tag === "chat" && request.api === "responses") return encodeResponses(request, customId)
   // Built as a string: the part after the row's own fields (params, response_format with its
   // JSON Schema) is the same for every row of a stage, so it is serialised once, not per row.
   // The bytes are exactly JSON.stringify({custom_id, method, url, body: {model, messages, ...}}).
@@ -73,6 +74,50 @@ export const encode = (request: BatchRequest, customId: string): string => {
     return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/chat/completions","body":{"model":${JSON.stringify(request.model)},"messages":${wireMessages(request.messages, customId)}${chatTail(request.params, request.output)}}}`
   }
   return `{"custom_id":${JSON.stringify(customId)},"method":"POST","url":"/v1/embeddings","body":{"model":${JSON.stringify(request.model)},"input":${JSON.stringify(request.input)}${tailOf(request.params, ["model", "input"], undefined)}}}`
+}
+
+/** A content part as a Responses API input part: `input_text`, or `input_image` (base64 data as a `data:` URL). */
+const responsesPart = (part: ContentPart): unknown =>
+  part.type === "text"
+    ? { type: "input_text", text: part.text }
+    : {
+        type: "input_image",
+        image_url: part.source.type === "url" ? part.source.url : `data:${part.source.mediaType};base64,${part.source.data}`
+      }
+
+/** Chat-completions params the Responses API names otherwise, or does not take. */
+const responsesParams: Readonly<Record<string, string | null>> = {
+  max_tokens: "max_output_tokens",
+  max_completion_tokens: "max_output_tokens",
+  response_format: null
+}
+
+/**
+ * One input line for the Responses API: `{custom_id, method: "POST", url: "/v1/responses",
+ * body: {model, input, ...params, text: {format}}}`. Messages keep their roles (system turns
+ * included); content parts become `input_text` / `input_image`; `max_tokens` becomes
+ * `max_output_tokens`; structured output is `text: {format: {type: "json_schema", name,
+ * strict: true, schema}}`.
+ */
+const encodeResponses = (request: Extract<BatchRequest, { _tag: "chat" }>, customId: string): string => {
+  if (request.messages.some((m) => typeof m.content !== "string")) {
+    const problem = Prompt.problemOf(request.messages)
+    if (problem !== undefined) throw new Error(`openai: ${problem} (custom_id ${customId})`)
+  }
+  const body: Record<string, unknown> = {
+    model: request.model,
+    input: request.messages.map((m) => (typeof m.content === "string" ? m : { role: m.role, content: m.content.map(responsesPart) }))
+  }
+  for (const key in request.params) {
+    if (key === "model" || key === "input") continue
+    const renamed = Object.hasOwn(responsesParams, key) ? responsesParams[key] : key
+    if (renamed !== null && renamed !== undefined) body[renamed] = request.params[key]
+  }
+  if (request.output !== undefined) {
+    const given = typeof body["text"] === "object" && body["text"] !== null ? (body["text"] as Record<string, unknown>) : {}
+    body["text"] = { ...given, format: { type: "json_schema", name: schemaName(request.output.name), strict: true, schema: request.output.schema } }
+  }
+  return JSON.stringify({ custom_id: customId, method: "POST", url: "/v1/responses", body })
 }
 
 const NO_OUTPUT = {}
@@ -337,6 +382,8 @@ const succeeded = (customId: string, status: number, body: Rec | undefined, raw:
       raw
     }
   }
+  // Responses API: {object: "response", output: [{type: "message", content: [{type: "output_text", text}]}]}
+  if (Array.isArray(body["output"])) return responsesResult(customId, status, body, raw)
   // Chat completion: choices[0].message.content
   const choice = asRecord(Array.isArray(body["choices"]) ? body["choices"][0] : undefined)
   const message = asRecord(choice?.["message"])
@@ -358,6 +405,48 @@ const succeeded = (customId: string, status: number, body: Rec | undefined, raw:
     status,
     raw
   )
+}
+
+/**
+ * A Responses API answer: the `output_text` parts of its `message` items, joined; a refusal
+ * part fails the row; `incomplete` for `max_output_tokens` reads as finish reason `length`
+ * (so repair asks again with more room).
+ */
+const responsesResult = (customId: string, status: number, body: Rec, raw: unknown): BatchResult => {
+  let text = ""
+  let sawText = false
+  for (const item of body["output"] as ReadonlyArray<unknown>) {
+    const record = asRecord(item)
+    if (record?.["type"] !== "message" || !Array.isArray(record["content"])) continue
+    for (const part of record["content"]) {
+      const p = asRecord(part)
+      if (p?.["type"] === "output_text" && typeof p["text"] === "string") {
+        sawText = true
+        text += p["text"]
+      } else if (p?.["type"] === "refusal") {
+        return failed(customId, "permanent", "refusal", asString(p["refusal"]) ?? "the model refused to answer", status, raw)
+      }
+    }
+  }
+  const reason = asString(asRecord(body["incomplete_details"])?.["reason"])
+  const finishReason = body["status"] === "incomplete" ? (reason === "max_output_tokens" ? "length" : reason ?? "incomplete") : asString(body["status"]) ?? null
+  if (!sawText) {
+    if (reason === "content_filter") return failed(customId, "permanent", "content_filter", "the answer was withheld by the content filter", status, raw)
+    return failed(customId, "parse", "no_content", `the response has no output text (status: ${asString(body["status"]) ?? "none"})`, status, raw)
+  }
+  const usage = asRecord(body["usage"])
+  return {
+    _tag: "Succeeded",
+    customId,
+    text,
+    finishReason,
+    usage: usage === undefined ? null : {
+      inputTokens: count(usage["input_tokens"]),
+      outputTokens: count(usage["output_tokens"]),
+      cachedInputTokens: count(asRecord(usage["input_tokens_details"])?.["cached_tokens"])
+    },
+    raw
+  }
 }
 
 /** Classifies one parsed output/error line (which has a `custom_id`). */
@@ -403,3 +492,36 @@ export const quotaCodes: ReadonlySet<string> = new Set([
   "billing_hard_limit_reached",
   "token_limit_exceeded"
 ])
+
+// -----------------------------------------------------------------------------------------
+// Real-time: a line's request, and the answer as the batch output line would carry it
+// -----------------------------------------------------------------------------------------
+
+/** What a real-time call needs of an input line: its URL (`/v1/…`), body text and model. */
+export interface OnlineLine {
+  readonly url: string
+  readonly body: string
+  readonly model: string | undefined
+}
+
+/** Reads an input line for a real-time call; `Left` says why it cannot be sent. */
+export const onlineLine = (line: string): Either.Either<OnlineLine, string> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(line)
+  } catch {
+    return Either.left("the shard line is not JSON")
+  }
+  const record = asRecord(parsed)
+  const url = asString(record?.["url"])
+  const body = asRecord(record?.["body"])
+  if (url === undefined || body === undefined) return Either.left("the shard line has no url or body")
+  return Either.right({ url, body: JSON.stringify(body), model: asString(body["model"]) })
+}
+
+/**
+ * A real-time answer (status and parsed body) classified as the batch output line
+ * `{custom_id, response: {status_code, body}}` that wraps the same body would be.
+ */
+export const onlineResult = (customId: string, status: number, body: unknown): BatchResult =>
+  classifyLine({ custom_id: customId, response: { status_code: status, body } })

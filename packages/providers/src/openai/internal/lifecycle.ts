@@ -13,12 +13,13 @@ import type {
   BatchInfo,
   BatchProvider,
   CreateBatch,
+  OnlineApi,
   ProviderCapabilities,
   ProviderLimits,
   StagedInput
 } from "../../BatchProvider.js"
 import { trimKey } from "../../internal/env.js"
-import { displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
+import { defaultOnlineTimeout, displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
 import type { ProviderHttp } from "../../internal/http.js"
 import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
 import { reportedBaseUrl } from "../../internal/origin.js"
@@ -26,7 +27,20 @@ import { retryOptions } from "../../internal/retry.js"
 import type { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
 import type { OpenAiConfig } from "../OpenAiBatch.js"
-import { decodeBatchInfo, decodeBatchPage, decodeFile, decodeFilePage, encode, endpointUrl, parseResultLine, quotaCodes } from "./codec.js"
+import * as Online from "../../internal/online.js"
+import * as RateLimit from "../../RateLimit.js"
+import {
+  decodeBatchInfo,
+  decodeBatchPage,
+  decodeFile,
+  decodeFilePage,
+  encode,
+  endpointUrl,
+  onlineLine,
+  onlineResult,
+  parseResultLine,
+  quotaCodes
+} from "./codec.js"
 
 // -----------------------------------------------------------------------------------------
 // Limits and capabilities
@@ -88,16 +102,18 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   const providerLimits: ProviderLimits = { ...limits, ...config.limits }
   const providerCapabilities: ProviderCapabilities = { ...capabilities, ...config.capabilities }
   const maxLineBytes = clamp(config.maxResultLineBytes, 1, Number.MAX_SAFE_INTEGER, defaultMaxLineBytes)
-  const apiKey = trimKey(config.apiKey)
+  const auth = config.auth ?? "bearer"
+  const apiKey = auth === "none" ? undefined : trimKey(config.apiKey)
 
   const headers: Record<string, string> = { accept: "application/json", "user-agent": "sluice" }
   if (config.organization !== undefined) headers["openai-organization"] = config.organization
   if (config.project !== undefined) headers["openai-project"] = config.project
   Object.assign(headers, config.headers ?? {})
 
-  const auth = config.auth ?? "bearer"
   const secretHeaders: Record<string, Redacted.Redacted<string>> = { ...config.secretHeaders }
-  if (auth === "bearer") {
+  if (apiKey === undefined || auth === "none") {
+    // A server without a key (self-hosted): no credential header at all.
+  } else if (auth === "bearer") {
     secretHeaders["authorization"] = Redacted.make(`Bearer ${Redacted.value(apiKey)}`)
   } else {
     secretHeaders[auth.header.toLowerCase()] = apiKey
@@ -108,7 +124,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     baseUrl: config.baseUrl.replace(/\/+$/, ""),
     headers,
     secretHeaders,
-    secrets: [apiKey],
+    secrets: apiKey === undefined ? [] : [apiKey],
     query: config.query,
     requestTimeout,
     retry: retryOptions(config.retry),
@@ -274,6 +290,28 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     return Stream.flatMap(Stream.fromIterable(ids), fileResults)
   }
 
+  // --- real time ---
+
+  // Azure's versioned API (`…/openai?api-version=…`) serves real-time calls per deployment;
+  // its v1 API, OpenAI and gateways take the model in the body.
+  const perDeployment = config.query?.["api-version"] !== undefined && !/\/v\d[^/]*$/.test(config.baseUrl.replace(/\/+$/, ""))
+  const onlineCodec: Online.OnlineCodec = {
+    limits: (headers, _body, now) => RateLimit.fromOpenAiHeaders(headers, now),
+    result: onlineResult
+  }
+  const online: OnlineApi = {
+    send: (line, customId) =>
+      Either.match(onlineLine(line), {
+        onLeft: (reason) => Effect.fail(http.error({ reason: "Rejected", operation: "POST (real time)", description: `${reason} (custom_id ${customId})` })),
+        onRight: (request) => {
+          // The line's URL names the API version (`/v1/chat/completions`); the base URL has it already.
+          const rest = request.url.replace(/^\/v\d+(?=\/)/, "")
+          const path = perDeployment && request.model !== undefined ? `/deployments/${enc(request.model)}${rest}` : rest
+          return Online.send(http, onlineCodec, { path, body: request.body }, customId, config.onlineTimeout ?? defaultOnlineTimeout)
+        }
+      })
+  }
+
   return {
     name,
     // Never the credentials or query a base URL built in code may carry (refused at the first call).
@@ -289,6 +327,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     list,
     cancel,
     results,
-    deleteStaged
+    deleteStaged,
+    online
   }
 }

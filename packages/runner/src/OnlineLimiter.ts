@@ -1,0 +1,274 @@
+/**
+ * How fast an online run may send to one provider: pure decisions over Effect's Clock (so
+ * TestClock drives them in tests), no I/O.
+ *
+ * - **Concurrency, adaptive under a cap.** A window of requests in flight starts at the cap
+ *   (`--concurrency`), halves on a throttle or an overloaded server (once per round: answers
+ *   to requests sent before the last cut do not cut again), and grows by one after a window's
+ *   worth of good answers, never above the cap (AIMD).
+ * - **The provider's own figures.** The latest snapshot of its rate-limit headers (requests and
+ *   tokens remaining, and when each window is full again) is counted down by every request
+ *   sent since the answer that carried it; when nothing is left, sending waits for the reset.
+ *   A `retry-after` (or a 429's exhausted window) pauses all sending until then.
+ * - **The user's caps, never exceeded.** `rpm`: requests are spaced at least 60 s / rpm apart,
+ *   so no 60-second window holds more than `rpm`. `tpm`: a request goes only when the tokens
+ *   sent in the last 60 seconds plus its own stay within `tpm` (a request larger than `tpm`
+ *   goes alone). Tokens are estimates (input counted, output its `max_tokens`); an answer's
+ *   real usage, when larger, replaces its estimate.
+ */
+import type { RateLimitSnapshot } from "@sluice/providers"
+import { Clock, Deferred, Duration, Effect, FiberId, Random } from "effect"
+
+export interface LimiterOptions {
+  /** Requests in flight at most. */
+  readonly concurrency: number
+  /** Requests per minute at most (the user's cap). */
+  readonly rpm?: number | undefined
+  /** Tokens per minute at most (the user's cap, by the requests' estimates). */
+  readonly tpm?: number | undefined
+}
+
+/** A slot taken for one request: released once its answer is durable. */
+export interface Permit {
+  /** Requests sent before and including this one (this limiter's count). */
+  readonly seq: number
+  /** Tokens sent before and including this one. */
+  readonly tokensSent: number
+  readonly tokens: number
+  /** The round it was sent in: a throttle of an older round does not cut the window again. */
+  readonly round: number
+  readonly at: number
+}
+
+export interface LimiterState {
+  readonly window: number
+  readonly inFlight: number
+  readonly pausedUntil: number
+  readonly sent: number
+}
+
+export interface Limiter {
+  /** Waits until a request of `tokens` may be sent, and takes its slot. */
+  readonly acquire: (tokens: number) => Effect.Effect<Permit>
+  /** An answer came (a success, or a refusal of the request itself); `usedTokens` its real usage. */
+  readonly answered: (permit: Permit, limits: RateLimitSnapshot, usedTokens?: number) => Effect.Effect<void>
+  /**
+   * The request failed in passing. `throttled`: a 429; `waitMs`: the server's hint. Returns
+   * how long this request should wait before it is sent again (jittered backoff by `attempt`,
+   * at least the hint).
+   */
+  readonly failed: (permit: Permit, failure: { readonly throttled: boolean; readonly waitMs: number | undefined; readonly attempt: number }) => Effect.Effect<Duration.Duration>
+  /** Frees the slot (after the answer is durable, or the request failed). */
+  readonly release: (permit: Permit) => Effect.Effect<void>
+  readonly state: () => LimiterState
+}
+
+const MINUTE = 60_000
+/** The longest a snapshot's reset or a server hint holds sending back: a minute window refills within a minute. */
+const MAX_WAIT = 60_000
+/** Backoff after a failure in passing: 0.5 s doubling up to 30 s, ±20 % jitter. */
+const BASE_DELAY = 500
+const MAX_DELAY = 30_000
+
+interface Remaining {
+  readonly remaining: number
+  /** `sent` (or `tokensSent`) at the request whose answer carried the figure. */
+  readonly base: number
+  /** The `seq` of that request: an older answer never replaces a newer figure. */
+  readonly seq: number
+  readonly resetAt: number
+  /** What a full window grants, when the provider said. */
+  readonly limit: number | undefined
+}
+
+const sum = (values: Iterable<number>): number => {
+  let total = 0
+  for (const v of values) total += v
+  return total
+}
+
+/**
+ * A window past its reset: full again when the provider said how large it is — less what is
+ * in flight, which may land in the new window — with no known reset until an answer brings
+ * one; forgotten when it did not say.
+ */
+const refilled = (window: Remaining, now: number, inFlight: number, base: number): Remaining | undefined =>
+  window.limit === undefined
+    ? undefined
+    : { remaining: window.limit - inFlight, base, seq: window.seq, resetAt: now + MAX_WAIT, limit: window.limit }
+
+export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
+  Effect.sync(() => {
+    const cap = Math.max(1, Math.floor(options.concurrency))
+    const spacing = options.rpm === undefined ? 0 : MINUTE / options.rpm
+    let window = cap
+    let good = 0
+    let round = 0
+    let inFlight = 0
+    let sent = 0
+    let tokensSent = 0
+    let pausedUntil = 0
+    let nextAt = 0
+    let streak = 0
+    let requests: Remaining | undefined
+    let tokenBudget: Remaining | undefined
+    // Requests in flight, by `seq`, with their tokens: one sent before an answer that reports
+    // the provider's figures may not have been counted in them yet.
+    const flying = new Map<number, number>()
+    // Sends of the last minute for the tpm cap: times and token estimates, oldest first.
+    const log: Array<{ at: number; tokens: number; seq: number }> = []
+    let logTokens = 0
+    let wake = Deferred.unsafeMake<void>(FiberId.none)
+
+    const changed = () => {
+      const woken = wake
+      wake = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(woken, Effect.void)
+    }
+
+    const expire = (now: number) => {
+      while (log.length > 0 && log[0]!.at <= now - MINUTE) logTokens -= log.shift()!.tokens
+    }
+
+    /** When a request of `tokens` may go at `now`: now (undefined), a time to wait for, or "slot" (wait for a release). */
+    const blockedUntil = (now: number, tokens: number): number | "slot" | undefined => {
+      let until = 0
+      if (now < pausedUntil) until = Math.max(until, pausedUntil)
+      if (now < nextAt) until = Math.max(until, nextAt)
+      if (requests !== undefined) {
+        if (now >= requests.resetAt) requests = refilled(requests, now, flying.size, sent)
+        if (requests !== undefined && requests.remaining - (sent - requests.base) <= 0) until = Math.max(until, requests.resetAt)
+      }
+      if (tokenBudget !== undefined) {
+        if (now >= tokenBudget.resetAt) tokenBudget = refilled(tokenBudget, now, sum(flying.values()), tokensSent)
+        const left = tokenBudget === undefined ? Infinity : tokenBudget.remaining - (tokensSent - tokenBudget.base)
+        // A request larger than the whole window goes when the window is full.
+        if (tokenBudget !== undefined && left < tokens && left < (tokenBudget.limit ?? Infinity)) until = Math.max(until, tokenBudget.resetAt)
+      }
+      if (options.tpm !== undefined) {
+        expire(now)
+        if (log.length > 0 && logTokens + tokens > options.tpm) {
+          // The earliest time enough of the window's tokens have left it.
+          let left = logTokens
+          for (const entry of log) {
+            left -= entry.tokens
+            if (left + tokens <= options.tpm || left === 0) {
+              until = Math.max(until, entry.at + MINUTE)
+              break
+            }
+          }
+        }
+      }
+      if (until > now) return until
+      return inFlight >= window ? "slot" : undefined
+    }
+
+    const take = (now: number, tokens: number): Permit => {
+      inFlight++
+      sent++
+      tokensSent += tokens
+      flying.set(sent, tokens)
+      if (spacing > 0) nextAt = now + spacing
+      if (options.tpm !== undefined) {
+        log.push({ at: now, tokens, seq: sent })
+        logTokens += tokens
+      }
+      return { seq: sent, tokensSent, tokens, round, at: now }
+    }
+
+    const acquire = (tokens: number): Effect.Effect<Permit> =>
+      Effect.gen(function* () {
+        for (;;) {
+          const now = yield* Clock.currentTimeMillis
+          const blocked = blockedUntil(now, tokens)
+          if (blocked === undefined) return take(now, tokens)
+          const signal = wake
+          if (blocked === "slot") yield* Deferred.await(signal)
+          else yield* Effect.race(Deferred.await(signal), Effect.sleep(Duration.millis(blocked - now)))
+        }
+      })
+
+    /**
+     * The provider's figures from the answer to `permit`: what it had left once it counted
+     * that request, less what was in flight before it (it may not have arrived yet). Requests
+     * sent after it are counted down as they go.
+     */
+    const adopt = (now: number, permit: Permit, limits: RateLimitSnapshot) => {
+      let older = 0
+      let olderTokens = 0
+      for (const [seq, tokens] of flying) {
+        if (seq < permit.seq) {
+          older++
+          olderTokens += tokens
+        }
+      }
+      const r = limits.requests
+      if (r?.remaining !== undefined && (requests === undefined || permit.seq >= requests.seq)) {
+        requests = {
+          remaining: r.remaining - older,
+          base: permit.seq,
+          seq: permit.seq,
+          resetAt: now + Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT),
+          limit: r.limit ?? requests?.limit
+        }
+      }
+      const t = limits.tokens
+      if (t?.remaining !== undefined && (tokenBudget === undefined || permit.seq >= tokenBudget.seq)) {
+        tokenBudget = {
+          remaining: t.remaining - olderTokens,
+          base: permit.tokensSent,
+          seq: permit.seq,
+          resetAt: now + Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT),
+          limit: t.limit ?? tokenBudget?.limit
+        }
+      }
+    }
+
+    const answered: Limiter["answered"] = (permit, limits, usedTokens) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          adopt(now, permit, limits)
+          streak = 0
+          if (++good >= window) {
+            good = 0
+            window = Math.min(cap, window + 1)
+          }
+          if (usedTokens !== undefined && usedTokens > permit.tokens && options.tpm !== undefined) {
+            const entry = log.find((e) => e.seq === permit.seq)
+            if (entry !== undefined) {
+              logTokens += usedTokens - entry.tokens
+              entry.tokens = usedTokens
+            }
+          }
+          changed()
+        })
+      )
+
+    const failed: Limiter["failed"] = (permit, failure) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const jitter = 0.8 + 0.4 * (yield* Random.next)
+        // Cut once per round: answers to requests sent before the cut say nothing new.
+        if (permit.round === round) {
+          round++
+          good = 0
+          window = Math.max(1, Math.floor(window / 2))
+        }
+        const backoff = Math.min(MAX_DELAY, BASE_DELAY * 2 ** Math.max(0, failure.attempt - 1)) * jitter
+        if (failure.throttled) streak++
+        // A 429 pauses all sending: the hint, else a backoff that grows while 429s follow each other.
+        const pause = failure.waitMs ?? (failure.throttled ? Math.min(MAX_DELAY, BASE_DELAY * 2 ** (streak - 1)) * jitter : undefined)
+        if (pause !== undefined) pausedUntil = Math.max(pausedUntil, now + Math.min(pause, MAX_WAIT))
+        changed()
+        return Duration.millis(Math.max(backoff, Math.min(failure.waitMs ?? 0, MAX_WAIT)))
+      })
+
+    const release: Limiter["release"] = (permit) =>
+      Effect.sync(() => {
+        inFlight--
+        flying.delete(permit.seq)
+        changed()
+      })
+
+    return { acquire, answered, failed, release, state: () => ({ window, inFlight, pausedUntil, sent }) }
+  })
