@@ -89,7 +89,13 @@ export interface PreviewRow {
   /** What the sink would have received for it (after the transforms that follow the last stage). */
   readonly outputs: ReadonlyArray<{ readonly key: string; readonly output: unknown }>
   /** How the row ended failed, as failures.jsonl of a run would list it. */
-  readonly failures: ReadonlyArray<{ readonly stage: string | null; readonly class: string; readonly code: string; readonly message: string }>
+  readonly failures: ReadonlyArray<{
+    readonly stage: string | null
+    readonly customId: string | null
+    readonly class: string
+    readonly code: string
+    readonly message: string
+  }>
 }
 
 /** A stage of the full run, projected. */
@@ -223,7 +229,7 @@ export const preview = (pipeline: Pipeline.Pipeline<any, any>, options: PreviewO
       ...(options.observer === undefined ? {} : { observer: options.observer })
     })
     const found = yield* collect(pipeline, runDir, seen)
-    const measured = measure(pipeline, found.results, found.stageOfShard)
+    const measured = measure(pipeline, found.rows, found.results, found.stageOfShard)
     const estimate = yield* Estimate.estimate(pipeline, {
       prices,
       ...(measured[0]!.answers > 0
@@ -306,7 +312,13 @@ const collect = (pipeline: Pipeline.Pipeline<any, any>, runDir: string, seen: Re
     for (const f of failures) {
       const location = f.location ?? (f.custom_id === null ? undefined : locationOf.get(f.custom_id))
       if (location === undefined) continue
-      rowAt(location).failures.push({ stage: f.shard === null ? null : stageOfShard.get(f.shard) ?? null, class: f.class, code: f.code, message: f.message })
+      rowAt(location).failures.push({
+        stage: f.shard === null ? null : stageOfShard.get(f.shard) ?? null,
+        customId: f.custom_id,
+        class: f.class,
+        code: f.code,
+        message: f.message
+      })
     }
     for (const o of outputs) {
       const location = locationOf.get(o.custom_id)
@@ -325,22 +337,37 @@ const collect = (pipeline: Pipeline.Pipeline<any, any>, runDir: string, seen: Re
   })
 
 interface Measured {
-  /** Answers sent and paid for in the preview (not from the cache), with their usage. */
+  /** Row lines of the stage in the preview (every attempt, answered from the cache or not), and those of a first attempt. */
+  readonly rows: number
+  readonly firstRows: number
+  /** Answers with usage (from the cache too: their tokens are what the run's answers will count), and that usage. */
   readonly answers: number
   readonly input: number
   readonly output: number
   readonly cached: number
-  /** Requests the preview sent for the stage (answered or failed). */
+  /** Requests the preview sent online for the stage (answered or failed). */
   readonly sent: number
 }
 
-/** Usage per stage of what the preview sent (answers from the cache were not paid for). */
-const measure = (pipeline: Pipeline.Pipeline<any, any>, results: ReadonlyArray<ResultLine>, stageOfShard: ReadonlyMap<string, string>): Array<Measured> =>
+/** Per stage: how many requests the preview made of it, and what their answers counted. */
+const measure = (
+  pipeline: Pipeline.Pipeline<any, any>,
+  rows: ReadonlyArray<PreviewRow>,
+  results: ReadonlyArray<ResultLine>,
+  stageOfShard: ReadonlyMap<string, string>
+): Array<Measured> =>
   pipeline.stages.map((stage) => {
-    const m = { answers: 0, input: 0, output: 0, cached: 0, sent: 0 }
+    const m = { rows: 0, firstRows: 0, answers: 0, input: 0, output: 0, cached: 0, sent: 0 }
+    for (const row of rows) {
+      for (const step of row.steps) {
+        if (step.stage !== stage.name) continue
+        m.rows++
+        if (step.attempt === 1) m.firstRows++
+      }
+    }
     for (const r of results) {
-      if (r.cached === true || stageOfShard.get(r.shard) !== stage.name) continue
-      m.sent++
+      if (stageOfShard.get(r.shard) !== stage.name) continue
+      if (r.cached !== true) m.sent++
       if (r._tag !== "Succeeded" || r.usage === null) continue
       m.answers++
       m.input += r.usage.inputTokens
@@ -351,13 +378,13 @@ const measure = (pipeline: Pipeline.Pipeline<any, any>, results: ReadonlyArray<R
   })
 
 /**
- * The full run: the first stage as Estimate counts it (with the measured output tokens per
- * request); each later stage's measured usage scaled by the full run's first-stage rows over
- * the preview's.
+ * The full run: the first stage as Estimate counts it (with the output tokens per request the
+ * preview measured); each later stage's measured requests and usage scaled by the full run's
+ * first-stage rows over the preview's. Repairs of the first stage are not projected.
  */
 const project = (pipeline: Pipeline.Pipeline<any, any>, estimate: Estimate.Estimate, measured: ReadonlyArray<Measured>, prices: Pricing.Prices): Projection => {
   const first = measured[0]!
-  const scale = first.sent === 0 ? undefined : estimate.rows / first.sent
+  const scale = first.firstRows === 0 ? undefined : estimate.rows / first.firstRows
   const unpriced = [...new Set(pipeline.stages.map((s) => s.model))].filter((m) => !Pricing.isPriced(m, prices))
   const stages: Array<StageProjection> = pipeline.stages.map((stage, i) => {
     const m = measured[i]!
@@ -377,12 +404,14 @@ const project = (pipeline: Pipeline.Pipeline<any, any>, estimate: Estimate.Estim
     if (scale === undefined || m.answers === 0) {
       return { stage: stage.name, model: stage.model, requests: 0, inputTokens: 0, outputTokens: 0, basis: "unknown", measuredAnswers: 0, batch: null, online: null }
     }
-    const usage = { input: Math.round(m.input * scale), output: Math.round(m.output * scale), cached: Math.round(m.cached * scale) }
+    // Usage per answer, times the stage's requests (rows that failed before an answer count as answered: an upper bound).
+    const per = m.rows / m.answers
+    const usage = { input: Math.round(m.input * per * scale), output: Math.round(m.output * per * scale), cached: Math.round(m.cached * per * scale) }
     const cost = Pricing.cost(stage.model, usage, prices)
     return {
       stage: stage.name,
       model: stage.model,
-      requests: Math.round(m.sent * scale),
+      requests: Math.round(m.rows * scale),
       inputTokens: usage.input,
       outputTokens: usage.output,
       basis: "scaled",
@@ -400,51 +429,65 @@ const project = (pipeline: Pipeline.Pipeline<any, any>, estimate: Estimate.Estim
 // Rendering
 // ---------------------------------------------------------------------------------------------
 
-/** A value on one line, cut at `width` characters. */
-export const compact = (value: unknown, width: number): string => {
-  const text = typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value) ?? String(value)
-  return text.length <= width ? text : `${text.slice(0, Math.max(1, width - 1))}…`
-}
+/** A value as JSON on one line, cut at `width` characters. */
+export const compact = (value: unknown, width: number): string => cut(JSON.stringify(value) ?? String(value), width)
+
+/** Text on one line (a Schema's error tree has several), cut at `width` characters. */
+export const oneLine = (text: string, width: number): string => cut(text.replace(/\s*\n[\s│├└─]*/g, " ").trim(), width)
+
+const cut = (text: string, width: number): string => (text.length <= width ? text : `${text.slice(0, Math.max(1, width - 1))}…`)
 
 const failureText = (f: { readonly class: string; readonly code: string; readonly message: string }): string =>
   `${f.class === f.code ? f.class : `${f.class} (${f.code})`}: ${f.message}`
 
-/** The preview for people: each row's input and what every stage made of it, then the costs. */
+/** How a row ended: "ok", "failed (parse)", or "no answer" (a preview that stopped early). */
+export const rowStatus = (row: PreviewRow): string =>
+  row.failures.length > 0 ? `failed (${[...new Set(row.failures.map((f) => f.class))].join(", ")})` : row.outputs.length > 0 ? "ok" : "no answer"
+
+/**
+ * The preview for people: each row's input and what every stage made of it (attempts after the
+ * first are repairs or retries), then what the preview cost and what the full run would.
+ */
 export const render = (p: Preview, options: { readonly width?: number } = {}): string => {
   const width = Math.max(40, options.width ?? 100)
-  const label = Math.max("input".length, "output".length, ...p.rows.flatMap((r) => r.steps.map((s) => s.stage.length)))
+  const label = Math.max("input".length, "output".length, "failed".length, ...p.rows.flatMap((r) => r.steps.map((s) => s.stage.length)))
   const pad = (s: string) => s.padEnd(label)
   const indent = " ".repeat(label + 4)
   const valueWidth = width - label - 4
-  const out: Array<string> = []
+  const firstStage = p.projection.stages[0]?.stage
   const lastStage = p.projection.stages[p.projection.stages.length - 1]?.stage
+  const out: Array<string> = []
   for (const [i, row] of p.rows.entries()) {
-    const keys = [...new Set(row.steps.filter((s) => s.stage === p.projection.stages[0]?.stage).map((s) => s.key))]
-    out.push(`row ${i + 1} · ${row.location}${keys.length === 1 ? ` · key ${keys[0]}` : ""}`)
+    const keys = [...new Set(row.steps.filter((s) => s.stage === firstStage).map((s) => s.key))]
+    out.push(`row ${i + 1} · ${row.location}${keys.length === 1 ? ` · key ${keys[0]}` : ""} · ${rowStatus(row)}`)
     if (row.input !== undefined) out.push(`  ${pad("input")}  ${compact(row.input, valueWidth)}`)
     for (const step of row.steps) {
       const tags = [
         ...(step.attempt > 1 ? [`attempt ${step.attempt}`] : []),
         ...(step.cached ? ["from the response cache"] : []),
-        ...(keys.length !== 1 || step.stage !== p.projection.stages[0]?.stage ? (step.key === keys[0] ? [] : [`key ${step.key}`]) : [])
+        ...(keys.length === 1 && step.key === keys[0] ? [] : [`key ${step.key}`])
       ]
       const tag = tags.length === 0 ? "" : `(${tags.join(", ")}) `
+      const room = valueWidth - tag.length
       if (step.failure !== undefined) {
-        out.push(`  ${pad(step.stage)}  ${tag}✗ ${compact(failureText(step.failure), valueWidth - tag.length - 2).replace(/^"|"$/g, "")}`)
+        out.push(`  ${pad(step.stage)}  ${tag}✗ ${oneLine(failureText(step.failure), room - 2)}`)
         if (step.answer !== undefined) out.push(`${indent}answer: ${compact(step.answer, valueWidth - 8)}`)
       } else if ("output" in step) {
-        out.push(`  ${pad(step.stage)}  ${tag}${compact(step.output, valueWidth - tag.length)}`)
+        out.push(`  ${pad(step.stage)}  ${tag}${compact(step.output, room)}`)
       } else {
         out.push(`  ${pad(step.stage)}  ${tag}no answer`)
       }
     }
-    // What the sink would get, when transforms after the last stage make it other than its output.
-    const lastOutputs = row.steps.filter((s) => s.stage === lastStage && "output" in s).map((s) => JSON.stringify(s.output))
+    // What the sink would get, where transforms after the last stage make it other than its output.
+    const lastOutputs = new Set(row.steps.filter((s) => s.stage === lastStage && "output" in s).map((s) => JSON.stringify(s.output)))
     for (const o of row.outputs) {
-      if (!lastOutputs.includes(JSON.stringify(o.output))) out.push(`  ${pad("output")}  ${compact(o.output, valueWidth)}`)
+      if (!lastOutputs.has(JSON.stringify(o.output))) out.push(`  ${pad("output")}  ${compact(o.output, valueWidth)}`)
     }
+    // Failures a step above does not show already (an invalid source row, a prompt that threw …).
+    const shown = new Set(row.steps.filter((s) => s.failure !== undefined).map((s) => s.customId))
     for (const f of row.failures) {
-      out.push(`  ${pad("failed")}  ${f.stage === null ? "" : `at ${f.stage}: `}${failureText(f)}`)
+      if (f.customId !== null && shown.has(f.customId)) continue
+      out.push(`  ${pad("failed")}  ${oneLine(`${f.stage === null ? "" : `at ${f.stage}: `}${failureText(f)}`, valueWidth)}`)
     }
     out.push("")
   }
@@ -452,7 +495,7 @@ export const render = (p: Preview, options: { readonly width?: number } = {}): s
   const failedRows = failed.reduce((a, [, n]) => a + n, 0)
   out.push(
     `preview of ${p.pipeline}: ${count(p.rows.length, "row")}` +
-      `${p.rows.length < p.asked ? ` (the source has no more; ${number(p.asked)} asked)` : ""}, ` +
+      `${p.rows.length < p.asked ? ` (all the source has; ${number(p.asked)} asked)` : ""}, ` +
       `${number(p.succeeded)} succeeded, ${number(failedRows)} failed` +
       (failed.length === 0 ? "" : ` (${failed.map(([c, n]) => `${c} ${number(n)}`).join(", ")})`) +
       `; ${count(p.requests, "request")} sent online` +
