@@ -70,7 +70,7 @@ const invalidSource: PreviewRow = {
 }
 
 describe("Preview.render", () => {
-  const text = render(preview([ok, repairedThenFailed, invalidSource]), { width: 120 })
+  const text = render(preview([ok, repairedThenFailed, invalidSource]), { width: 200 })
   const lines = text.split("\n")
 
   it("heads each row with its location, key and how it ended", () => {
@@ -137,5 +137,14 @@ describe("Preview helpers", () => {
 
   it("a row without outputs or failures has no answer (the preview stopped early)", () => {
     expect(rowStatus({ location: "x:1", steps: [], outputs: [], failures: [] })).toBe("no answer")
+  })
+})
+
+describe("Preview.render width", () => {
+  it("cuts a long failure at the width, on one line", () => {
+    const narrow = render(preview([repairedThenFailed]), { width: 80 }).split("\n")
+    const line = narrow.find((l) => l.startsWith("  label") && l.includes("✗ parse (parse_error)"))!
+    expect(line).toHaveLength(80)
+    expect(line.endsWith("…")).toBe(true)
   })
 })
