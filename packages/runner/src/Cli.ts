@@ -290,7 +290,16 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags, reporting: Re
       ...(Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.outputTokens) ? { outputTokens: opts.outputTokens.value } : {}),
       ...(opts.noCache ? { cache: false as const } : Option.isSome(cacheDir) ? { cache: cacheDir.value } : {})
-    }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+    }).pipe(
+      Effect.ensuring(Fiber.interrupt(renderer)),
+      Effect.ensuring(progress.finish),
+      // As `run`: a missing key is where a first try stops; say how to try without one.
+      Effect.mapError((e) =>
+        e instanceof ProviderConfigError && !opts.emulator && e.description.includes("is not set")
+          ? new ProviderConfigError({ provider: e.provider, description: `${e.description} (or preview against the built-in emulator: sluice preview ${pipelineFile} --emulator)` })
+          : e
+      )
+    )
     reporting.runDir = result.runDir ?? undefined
     yield* opts.json
       ? Console.log(JSON.stringify(result, null, 2))
