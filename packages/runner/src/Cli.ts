@@ -303,7 +303,7 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags, reporting: Re
     reporting.runDir = result.runDir ?? undefined
     yield* opts.json
       ? Console.log(JSON.stringify(result, null, 2))
-      : Console.log(Preview.render(result, { width: Math.min(process.stdout.columns ?? 120, 160) }))
+      : Console.log(Preview.render(result, { width: Math.min(process.stdout.columns ?? 120, 160), emulated: opts.emulator }))
     yield* setExit(Preview.failedRows(result) > 0 ? ExitCode.rowsFailed : ExitCode.ok)
   }).pipe(Effect.scoped)
 

@@ -448,7 +448,7 @@ export const rowStatus = (row: PreviewRow): string =>
  * The preview for people: each row's input and what every stage made of it (attempts after the
  * first are repairs or retries), then what the preview cost and what the full run would.
  */
-export const render = (p: Preview, options: { readonly width?: number } = {}): string => {
+export const render = (p: Preview, options: { readonly width?: number; readonly emulated?: boolean } = {}): string => {
   const width = Math.max(40, options.width ?? 100)
   const label = Math.max("input".length, "output".length, "failed".length, ...p.rows.flatMap((r) => r.steps.map((s) => s.stage.length)))
   const pad = (s: string) => s.padEnd(label)
@@ -502,7 +502,8 @@ export const render = (p: Preview, options: { readonly width?: number } = {}): s
       (p.fromCache > 0 ? `, ${count(p.fromCache, "row")} answered from the response cache (--no-cache asks again)` : "")
   )
   out.push(
-    `preview cost: ${p.cost === null ? "unknown (a model has no price)" : `${money(p.cost)} at real-time prices`} ` +
+    `${options.emulated === true ? "preview cost had it been real (the emulator charged nothing)" : "preview cost"}: ` +
+      `${p.cost === null ? "unknown (a model has no price)" : `${money(p.cost)} at real-time prices`} ` +
       `(${number(p.usage.input)} tokens in, ${number(p.usage.output)} out)`
   )
   out.push(`nothing written${p.sink === null ? "" : ` to ${p.sink}`}; ${p.runDir === null ? "the preview's run directory is removed" : `the preview's run directory is kept: ${p.runDir}`}`)

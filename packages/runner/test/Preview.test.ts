@@ -123,6 +123,10 @@ describe("Preview.render", () => {
     expect(unpriced).toContain("  summarize (gpt-4o-mini): not projected: the preview has no paid answer of it to measure")
   })
 
+  it("says that nothing was paid against the emulator", () => {
+    expect(render(preview([ok]), { emulated: true })).toContain("preview cost had it been real (the emulator charged nothing): $0.00012 at real-time prices")
+  })
+
   it("says where a kept run directory is", () => {
     expect(render(preview([ok], { runDir: "/tmp/sluice-preview-x/run" }))).toContain("the preview's run directory is kept: /tmp/sluice-preview-x/run")
   })
