@@ -93,6 +93,18 @@ const previewDirs = async (tmp: string): Promise<Array<string>> => (await readdi
 const env = (tmp: string, url = emulator.url) => ({ ...emulatorEnv(url), TMPDIR: tmp })
 
 describe("sluice preview", SLOW, () => {
+  it("is listed by `sluice --help`, and `sluice preview --help` lists its options", async () => {
+    const top = await runCli(["--help"], { cwd: project.dir })
+    expect(top.code).toBe(0)
+    expect(top.stdout).toContain("sluice preview <pipeline.ts>")
+    const help = await runCli(["preview", "--help"], { cwd: project.dir })
+    expect(help.code).toBe(0)
+    for (const option of ["(-n, --rows integer)", "--keep", "--no-cache", "--cache-dir", "--concurrency", "--rpm", "--tpm", "--prices", "--emulator", "--json"]) {
+      expect(help.stdout).toContain(option)
+    }
+    expect(help.stdout).toContain("default 20")
+  })
+
   it("single stage: exactly N rows online, inputs next to parsed outputs, nothing written, no run directory, both modes' cost", async () => {
     const tmp = await freshTmp("one")
     const before = await getLedger(emulator.url)
@@ -238,15 +250,17 @@ describe("sluice preview", SLOW, () => {
     expect(refused.code, refused.stderr).toBe(2)
     expect(refused.stderr).toContain(`cannot preview: a preview sends every stage online, and stage "label" on anthropic cannot run online`)
     expect(await callsSince(emulator.url, from)).toEqual([])
+    // `run` refuses the same stage as a usage error too (ModeUnsupported: exit 2, not a runtime failure).
+    const run = await runCli(["run", "responses.pipeline.ts", "--run-dir", "runs/responses"], { cwd: project.dir, env: anthropic })
+    expect(run.code, run.stderr).toBe(2)
+    expect(run.stderr).toContain(`stage "label" on anthropic: the Responses API (api: "responses") is OpenAI's`)
 
-    for (const n of ["0", "-3", "1001"]) {
+    // (1001 and fractions: packages/runner/test/Flags.test.ts, through the same parser.)
+    for (const n of ["0", "-3"]) {
       const bad = await runCli(["preview", "one.pipeline.ts", "-n", n], { cwd: project.dir, env: env(tmp) })
       expect(bad.code, `-n ${n}: ${bad.stderr}${bad.stdout}`).toBe(2)
       expect(bad.stderr + bad.stdout).toContain(`--rows must be an integer from 1 to 1000, got ${n}`)
     }
-    const fraction = await runCli(["preview", "one.pipeline.ts", "-n", "2.5"], { cwd: project.dir, env: env(tmp) })
-    expect(fraction.code).toBe(2)
-    expect(fraction.stderr + fraction.stdout).toContain("'2.5' is not a integer")
     const missing = await runCli(["preview", "nowhere.pipeline.ts"], { cwd: project.dir, env: env(tmp) })
     expect(missing.code).toBe(2)
     expect(missing.stderr).toContain("nowhere.pipeline.ts: no such file")

@@ -91,6 +91,7 @@ describe("numeric flags", () => {
         expect(yield* rejection([...commands[command]!, "-n", "-2"])).toContain("--rows must be an integer from 1 to 1000, got -2")
         expect(yield* rejection([...commands[command]!, "-n", "20"])).toBe("accepted")
       }
+      expect(yield* rejection(["preview", file, "-n", "2.5"])).not.toBe("accepted")
     }))
 
   it.effect("a value that is not a number is refused too", () =>
