@@ -268,8 +268,11 @@ interface PreviewFlags {
   readonly json: boolean
 }
 
-/** Runs the first rows of a pipeline online (see Preview.ts) and shows them, with the full run's cost. */
-const previewPipeline = (pipelineFile: string, opts: PreviewFlags, reporting: Reporting) =>
+/**
+ * Runs the first rows of a pipeline online (see Preview.ts) and shows them, with the full run's
+ * cost. A failure names no run directory: the preview's own is temporary, nothing to resume.
+ */
+const previewPipeline = (pipelineFile: string, opts: PreviewFlags) =>
   Effect.gen(function* () {
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const { pipeline } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
@@ -300,7 +303,6 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags, reporting: Re
           : e
       )
     )
-    reporting.runDir = result.runDir ?? undefined
     yield* opts.json
       ? Console.log(JSON.stringify(result, null, 2))
       : Console.log(Preview.render(result, { width: Math.min(process.stdout.columns ?? 120, 160), emulated: opts.emulator }))
@@ -328,7 +330,7 @@ const previewCommand = Command.make(
     keep,
     json
   },
-  ({ pipeline, ...opts }) => reported(opts.json, (reporting) => previewPipeline(pipeline, opts, reporting))
+  ({ pipeline, ...opts }) => reported(opts.json, () => previewPipeline(pipeline, opts))
 ).pipe(
   Command.withDescription(
     "Run the first rows of a pipeline (-n, default 20) online through every stage and print each input next to what every stage made of it " +
@@ -367,7 +369,7 @@ const runOrPreview = (
         description: `--preview runs the first rows online in a directory of its own: ${runOnly.join(", ")} ${runOnly.length === 1 ? "does" : "do"} not apply to it`
       })
     }
-    yield* previewPipeline(pipeline, { ...opts, keep: false }, reporting)
+    yield* previewPipeline(pipeline, { ...opts, keep: false })
   })
 
 const runCommand = Command.make(
