@@ -237,6 +237,22 @@ describe("sluice preview", SLOW, () => {
     }
   })
 
+  it("a model the price table does not know: the full run's cost is unknown, and the model is named", async () => {
+    const anyModel = await startTestEmulator({ models: ["*"] })
+    try {
+      await writePipeline(project, "unpriced.pipeline.ts", { name: "unpriced", model: "my-finetune-1", sink: "out/unpriced.jsonl" })
+      const tmp = await freshTmp("unpriced")
+      const r = await runCli(["preview", "unpriced.pipeline.ts", "-n", "2", "--no-cache"], { cwd: project.dir, env: env(tmp, anyModel.url) })
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout).toContain("row 2 · data/rows.jsonl:2 · key r0002 · ok")
+      expect(r.stdout).toContain("preview cost: unknown (a model has no price)")
+      expect(r.stdout).toContain("the full run (30 rows), projected: cost unknown: no price for my-finetune-1 in the price table (give one with --prices)")
+      expect((await getLedger(anyModel.url)).calls.map((c) => c.model)).toEqual(["my-finetune-1", "my-finetune-1"])
+    } finally {
+      await anyModel.close()
+    }
+  })
+
   it("refuses before sending: a stage its provider cannot run online, N out of range, a missing file (exit 2)", async () => {
     await writeText(
       project,
