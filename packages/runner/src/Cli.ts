@@ -12,6 +12,7 @@ import * as LocalEmulator from "./LocalEmulator.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
+import * as Preview from "./Preview.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
 import * as RunDir from "./RunDir.js"
@@ -60,7 +61,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, mode, outputFileWait, outputTokens, pollSeconds, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, mode, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -251,6 +252,126 @@ const execute = (
     yield* setExit(exitFor(summary))
   }).pipe(Effect.scoped)
 
+/** Options of `sluice preview` (and of `run --preview`). */
+interface PreviewFlags {
+  readonly rows: Option.Option<number>
+  readonly concurrency: Option.Option<number>
+  readonly rpm: Option.Option<number>
+  readonly tpm: Option.Option<number>
+  readonly outputTokens: Option.Option<number>
+  readonly prices: Option.Option<string>
+  readonly cacheDir: Option.Option<string>
+  readonly noCache: boolean
+  readonly noTypecheck: boolean
+  readonly emulator: boolean
+  readonly keep: boolean
+  readonly json: boolean
+}
+
+/**
+ * Runs the first rows of a pipeline online (see Preview.ts) and shows them, with the full run's
+ * cost. A failure names no run directory: the preview's own is temporary, nothing to resume.
+ */
+const previewPipeline = (pipelineFile: string, opts: PreviewFlags) =>
+  Effect.gen(function* () {
+    const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+    const { pipeline } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    let cacheDir = opts.cacheDir
+    if (opts.emulator) {
+      const local = yield* LocalEmulator.start(pipeline.name)
+      cacheDir = Option.orElse(cacheDir, () => Option.some(local.cacheDir))
+    }
+    const progress = Progress.make()
+    const renderer = yield* Effect.fork(progress.render)
+    const result = yield* Preview.preview(pipeline, {
+      prices: priceTable,
+      keep: opts.keep,
+      observer: progress.observer,
+      ...(Option.isSome(opts.rows) ? { rows: opts.rows.value } : {}),
+      ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
+      ...(Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
+      ...(Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
+      ...(Option.isSome(opts.outputTokens) ? { outputTokens: opts.outputTokens.value } : {}),
+      ...(opts.noCache ? { cache: false as const } : Option.isSome(cacheDir) ? { cache: cacheDir.value } : {})
+    }).pipe(
+      Effect.ensuring(Fiber.interrupt(renderer)),
+      Effect.ensuring(progress.finish),
+      // As `run`: a missing key is where a first try stops; say how to try without one.
+      Effect.mapError((e) =>
+        e instanceof ProviderConfigError && !opts.emulator && e.description.includes("is not set")
+          ? new ProviderConfigError({ provider: e.provider, description: `${e.description} (or preview against the built-in emulator: sluice preview ${pipelineFile} --emulator)` })
+          : e
+      )
+    )
+    yield* opts.json
+      ? Console.log(JSON.stringify(result, null, 2))
+      : Console.log(Preview.render(result, { width: Math.min(process.stdout.columns ?? 120, 160), emulated: opts.emulator }))
+    yield* setExit(Preview.failedRows(result) > 0 ? ExitCode.rowsFailed : ExitCode.ok)
+  }).pipe(Effect.scoped)
+
+const keep = Options.boolean("keep").pipe(
+  Options.withDescription("keep the preview's run directory (a private temp directory, named at the end) instead of removing it")
+)
+
+const previewCommand = Command.make(
+  "preview",
+  {
+    pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
+    rows: previewRows,
+    concurrency,
+    rpm,
+    tpm,
+    outputTokens,
+    prices,
+    cacheDir: cacheDirOption,
+    noCache,
+    noTypecheck,
+    emulator,
+    keep,
+    json
+  },
+  ({ pipeline, ...opts }) => reported(opts.json, () => previewPipeline(pipeline, opts))
+).pipe(
+  Command.withDescription(
+    "Run the first rows of a pipeline (-n, default 20) online through every stage and print each input next to what every stage made of it " +
+      "(its parsed output, or the failure with its class and message), then what the full run would cost in batch and in online mode. " +
+      "Writes nothing to the pipeline's sinks and leaves no run directory; answers go to the response cache as a run's do (--no-cache: none). " +
+      "Exits 1 when a row failed."
+  )
+)
+
+/** `run --preview` is `preview`; what only a run takes is refused with it, and `-n` without it. */
+const runOrPreview = (
+  pipeline: string,
+  opts: Parameters<typeof execute>[1] & Omit<PreviewFlags, "keep"> & { readonly preview: boolean },
+  reporting: Reporting
+) =>
+  Effect.gen(function* () {
+    if (!opts.preview) {
+      if (Option.isSome(opts.rows)) {
+        return yield* new PipelineLoader.PipelineLoadError({ file: pipeline, description: "-n/--rows is for a preview: add --preview (or use sluice preview)" })
+      }
+      return yield* execute(pipeline, opts, reporting)
+    }
+    const runOnly = [
+      ...(Option.isSome(opts.runDir) ? ["--run-dir"] : []),
+      ...(opts.detach ? ["--detach"] : []),
+      ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
+      ...(Option.isSome(opts.shardSize) ? ["--shard-size"] : []),
+      ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
+      ...(opts.allowChanged ? ["--allow-changed"] : []),
+      ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
+      ...(opts.breakLock === true ? ["--break-lock"] : [])
+    ]
+    if (runOnly.length > 0) {
+      return yield* new PipelineLoader.PipelineLoadError({
+        file: pipeline,
+        description: `--preview runs the first rows online in a directory of its own: ${runOnly.join(", ")} ${runOnly.length === 1 ? "does" : "do"} not apply to it`
+      })
+    }
+    yield* previewPipeline(pipeline, { ...opts, keep: false })
+  })
+
 const runCommand = Command.make(
   "run",
   {
@@ -274,9 +395,13 @@ const runCommand = Command.make(
     noTypecheck,
     emulator,
     breakLock,
+    preview: Options.boolean("preview").pipe(
+      Options.withDescription("run only the first rows (-n, default 20) online and show them, as `sluice preview` does: nothing written, no run directory")
+    ),
+    rows: previewRows,
     json
   },
-  ({ pipeline, ...opts }) => reported(opts.json, (reporting) => execute(pipeline, opts, reporting))
+  ({ pipeline, ...opts }) => reported(opts.json, (reporting) => runOrPreview(pipeline, opts, reporting))
 ).pipe(
   Command.withDescription(
     "Run a pipeline. Running it again on the same run directory continues where it stopped: nothing finished is submitted twice."
@@ -607,7 +732,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

@@ -93,6 +93,14 @@ export const outputFileWait = bounded(
   "600"
 ).pipe(Options.withDefault(600))
 
+/** `sluice preview -n N` (and `run --preview -n N`): how many of the source's first rows the preview runs. */
+export const previewRows = bounded(
+  "rows",
+  ranges.previewRows,
+  "how many of the source's first rows to run online",
+  "20"
+).pipe(Options.withAlias("n"), Options.optional)
+
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
 export const prices = Options.file("prices").pipe(
   Options.withDescription(

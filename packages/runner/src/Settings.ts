@@ -39,7 +39,9 @@ export const ranges = {
   outputTokens: { min: 1, max: 1_000_000, integer: true },
   outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" },
   rpm: { min: 1, max: 100_000_000, integer: true },
-  tpm: { min: 1, max: 10_000_000_000, integer: true }
+  tpm: { min: 1, max: 10_000_000_000, integer: true },
+  /** `sluice preview -n`: a preview is for looking at answers, not for running a dataset. */
+  previewRows: { min: 1, max: 1000, integer: true }
 } as const satisfies Record<string, Range>
 
 /** `--concurrency` when not given: batches in flight, and online requests in flight. */

@@ -42,18 +42,21 @@ const commands: Record<string, ReadonlyArray<string>> = {
   retry: ["retry", dir],
   cancel: ["cancel", dir],
   estimate: ["estimate", file],
+  preview: ["preview", file],
   emulator: ["emulator"]
 }
 
 /** flag, a bad value, the message, a value at the edge of the range, and the commands that take it. */
 const flags: ReadonlyArray<readonly [string, string, string, string, ReadonlyArray<string>]> = [
-  ["--concurrency", "0", "an integer from 1 to 10000, got 0", "10000", ["run", "resume", "retry"]],
+  ["--concurrency", "0", "an integer from 1 to 10000, got 0", "10000", ["run", "resume", "retry", "preview"]],
+  ["--rows", "0", "an integer from 1 to 1000, got 0", "1000", ["preview", "run"]],
+  ["--rows", "1001", "an integer from 1 to 1000, got 1001", "1", ["preview"]],
   ["--shard-size", "0", "an integer from 1 to 1000000, got 0", "1", ["run", "estimate"]],
   ["--poll-interval", "0", "a number of seconds from 0.01 to 3600, got 0", "0.01", ["run", "resume", "retry", "cancel"]],
   ["--poll-interval", "3601", "a number of seconds from 0.01 to 3600, got 3601", "3600", ["run"]],
   ["--budget", "-1", "a number of USD above 0, got -1", "0.01", ["run", "resume"]],
   ["--budget", "0", "a number of USD above 0, got 0", "1000000", ["run"]],
-  ["--output-tokens", "0", "an integer from 1 to 1000000, got 0", "1000000", ["run", "resume", "estimate"]],
+  ["--output-tokens", "0", "an integer from 1 to 1000000, got 0", "1000000", ["run", "resume", "estimate", "preview"]],
   ["--output-file-wait", "-1", "a number of seconds from 0 to 86400, got -1", "0", ["run", "resume", "retry", "cancel"]],
   ["--output-file-wait", "86401", "a number of seconds from 0 to 86400, got 86401", "86400", ["run"]],
   ["--port", "65536", "an integer from 0 to 65535, got 65536", "65535", ["emulator"]],
@@ -81,6 +84,15 @@ describe("numeric flags", () => {
         }))
     }
   }
+
+  it.effect("-n is --rows (the message names --rows, which the help shows next to -n)", () =>
+    Effect.gen(function* () {
+      for (const command of ["preview", "run"]) {
+        expect(yield* rejection([...commands[command]!, "-n", "-2"])).toContain("--rows must be an integer from 1 to 1000, got -2")
+        expect(yield* rejection([...commands[command]!, "-n", "20"])).toBe("accepted")
+      }
+      expect(yield* rejection(["preview", file, "-n", "2.5"])).not.toBe("accepted")
+    }))
 
   it.effect("a value that is not a number is refused too", () =>
     Effect.gen(function* () {

@@ -46,7 +46,9 @@ const usageTags = new Set([
   "UnpricedBudget",
   "PricesFileError",
   "InvalidSettings",
-  "EmulatorStartError"
+  "EmulatorStartError",
+  "ModeUnsupported",
+  "PreviewUnsupported"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */
