@@ -39,7 +39,9 @@ export const ranges = {
   outputTokens: { min: 1, max: 1_000_000, integer: true },
   outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" },
   rpm: { min: 1, max: 100_000_000, integer: true },
-  tpm: { min: 1, max: 10_000_000_000, integer: true }
+  tpm: { min: 1, max: 10_000_000_000, integer: true },
+  /** Hybrid runs: retry shards of fewer rows go online (0: none do). */
+  onlineBelow: { min: 0, max: 1_000_000, integer: true }
 } as const satisfies Record<string, Range>
 
 /** `--concurrency` when not given: batches in flight, and online requests in flight. */
@@ -67,6 +69,9 @@ export const problems = (settings: {
   readonly rpm?: number | undefined
   readonly tpm?: number | undefined
   readonly mode?: string | undefined
+  readonly deadline?: Duration.Duration | undefined
+  readonly onlineBudget?: number | undefined
+  readonly onlineBelow?: number | undefined
 }): Array<string> => {
   const out: Array<string> = []
   const check = (name: string, range: Range, value: number | undefined) => {
@@ -79,6 +84,11 @@ export const problems = (settings: {
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
   check("rpm", ranges.rpm, settings.rpm)
   check("tpm", ranges.tpm, settings.tpm)
+  check("onlineBudget", ranges.budget, settings.onlineBudget)
+  check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
+  if (settings.deadline !== undefined && !(Duration.toMillis(settings.deadline) > 0)) {
+    out.push(`deadline must be a duration above 0, got ${Duration.format(settings.deadline)}`)
+  }
   if (settings.mode !== undefined && !["batch", "online", "auto"].includes(settings.mode)) {
     out.push(`mode must be "batch", "online" or "auto", got ${JSON.stringify(settings.mode)}`)
   }

@@ -30,6 +30,9 @@ export interface ShardStatus {
   readonly awaitingOutput: boolean
   /** How the shard's requests go: by batch, or online (one by one to the real-time endpoint). */
   readonly mode: "batch" | "online"
+  /** Why a hybrid stage (mode auto) sent it online (null: as its mode says); `recalled`: its batch was cancelled at the deadline. */
+  readonly hybrid: "deadline" | "expired" | "recalled" | "remainder" | null
+  readonly recalled: boolean
 }
 
 export interface RunStatus extends RunSummary {
@@ -121,7 +124,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
         const answered = yield* onlineAnswers(paths.onlineFile(s.id))
         counts = { total: s.requests, succeeded: answered.succeeded, failed: answered.lines - answered.succeeded }
       }
-      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting, mode: s.online ? "online" : "batch" })
+      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting, mode: s.online ? "online" : "batch", hybrid: s.hybrid, recalled: s.recalled })
     }
     const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), ...(options.prices === undefined ? {} : { prices: options.prices }) })
     const result: RunStatus = {
@@ -144,6 +147,13 @@ const fileNotes: Record<NonNullable<RunStatus["pipelineFile"]>["state"], string>
   changed: " (changed since the run recorded it: resume and retry refuse it; `sluice run <file> --run-dir <dir>` takes it as it is now)"
 }
 
+const hybridNotes: Record<NonNullable<ShardStatus["hybrid"]>, string> = {
+  deadline: "the deadline had passed",
+  expired: "its rows' batch expired",
+  recalled: "its rows' batch was recalled at the deadline",
+  remainder: "a small remainder"
+}
+
 export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
   const lines = [
@@ -158,12 +168,17 @@ export const render = (s: RunStatus): string => {
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.pipelineFile === null ? [] : [`  pipeline file ${s.pipelineFile.path}${fileNotes[s.pipelineFile.state]}`]),
+    ...(s.deadline === null
+      ? []
+      : [`  deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ", passed" : ""} · rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
     "  shards:",
     ...s.shards.map(
       (sh) =>
         `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.mode === "online" && sh.phase !== "online" ? " (online)" : ""}` +
+          (sh.hybrid === null ? "" : ` (sent online: ${hybridNotes[sh.hybrid]})`) +
+          (sh.recalled ? " (recalled at the deadline)" : "") +
           (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )
