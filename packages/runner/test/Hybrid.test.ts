@@ -1,7 +1,10 @@
+import type { Pipeline } from "@sluice/core"
+import type { BatchProvider } from "@sluice/providers"
 import { Duration, Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { decide, defaultOnlineBelow, parseDuration } from "../src/Hybrid.js"
 import type { ParentShard, Situation } from "../src/Hybrid.js"
+import * as Modes from "../src/Modes.js"
 
 const auto: Situation = { hybrid: true, deadlinePassed: false, onlineBelow: defaultOnlineBelow }
 const first = { requests: 5000, attempt: 1 }
@@ -66,5 +69,25 @@ describe("Hybrid.parseDuration", () => {
     for (const bad of ["", "soon", "2 hours", "-5m", "2h and 3m", "0s", "h"]) {
       expect(Either.isLeft(parseDuration(bad)), bad).toBe(true)
     }
+  })
+})
+
+describe("Modes.hybrid", () => {
+  const stage = (mode: Pipeline.Mode) => ({ name: "label", mode }) as unknown as Pipeline.BatchStage<any, any>
+  const provider = (batch: boolean, online: boolean) =>
+    ({ name: "p", capabilities: { batch }, ...(online ? { online: {} } : {}) }) as unknown as BatchProvider
+
+  it("is hybrid only when asked auto, on a provider with a batch API and a real-time endpoint", () => {
+    expect(Modes.hybrid(stage("auto"), provider(true, true), undefined)).toBe(true)
+    expect(Modes.hybrid(stage("batch"), provider(true, true), "auto")).toBe(true)
+    expect(Modes.hybrid(stage("auto"), provider(true, true), "batch")).toBe(false)
+    expect(Modes.hybrid(stage("auto"), provider(true, true), "online")).toBe(false)
+    expect(Modes.hybrid(stage("batch"), provider(true, true), undefined)).toBe(false)
+    // Online only already: nothing to hand over.
+    expect(Modes.hybrid(stage("auto"), provider(false, true), undefined)).toBe(false)
+  })
+
+  it("says so (undefined) when auto meets a provider that cannot answer in real time: the deadline cannot help", () => {
+    expect(Modes.hybrid(stage("auto"), provider(true, false), undefined)).toBeUndefined()
   })
 })
