@@ -8,7 +8,7 @@ import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchInfo, BatchProvider } from "@sluice/providers"
-import { Clock, Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Hybrid from "./Hybrid.js"
@@ -90,7 +90,12 @@ export interface RunObserver {
   readonly answered?: (shard: string, answered: number, total: number) => void
 }
 
-export interface RunOptions extends Partial<RunSettings> {
+export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
+  /**
+   * Hybrid stages (mode `auto`): how long the batches may take, from when the run is first
+   * given a deadline: a Duration, or as the CLI takes it ("90s", "2h", "1h30m"). See Hybrid.ts.
+   */
+  readonly deadline?: Duration.Duration | string | undefined
   /** The run directory; default `.sluice/runs/<pipeline name>`. */
   readonly runDir?: string
   /**
@@ -222,7 +227,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   detach: options.detach ?? false,
   budget: options.budget,
   budgetOutputTokens: options.budgetOutputTokens,
-  deadline: options.deadline,
+  deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
   onlineBudget: options.onlineBudget,
   onlineBelow: options.onlineBelow
 })

@@ -4,7 +4,8 @@
  * forever for a permit, a shard size of 0 would mean one request per batch, and a budget of
  * -1 or a poll interval of 0 mean nothing sensible.
  */
-import { Duration, Schema } from "effect"
+import { Duration, Either, Schema } from "effect"
+import { parseDuration } from "./Hybrid.js"
 
 /** An allowed range: `min` inclusive unless `above` is set (then exclusive); `max` inclusive. */
 export interface Range {
@@ -69,7 +70,7 @@ export const problems = (settings: {
   readonly rpm?: number | undefined
   readonly tpm?: number | undefined
   readonly mode?: string | undefined
-  readonly deadline?: Duration.Duration | undefined
+  readonly deadline?: Duration.Duration | string | undefined
   readonly onlineBudget?: number | undefined
   readonly onlineBelow?: number | undefined
 }): Array<string> => {
@@ -86,7 +87,10 @@ export const problems = (settings: {
   check("tpm", ranges.tpm, settings.tpm)
   check("onlineBudget", ranges.budget, settings.onlineBudget)
   check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
-  if (settings.deadline !== undefined && !(Duration.toMillis(settings.deadline) > 0)) {
+  if (typeof settings.deadline === "string") {
+    const parsed = parseDuration(settings.deadline)
+    if (Either.isLeft(parsed)) out.push(`deadline must be ${parsed.left}`)
+  } else if (settings.deadline !== undefined && !(Duration.toMillis(settings.deadline) > 0)) {
     out.push(`deadline must be a duration above 0, got ${Duration.format(settings.deadline)}`)
   }
   if (settings.mode !== undefined && !["batch", "online", "auto"].includes(settings.mode)) {

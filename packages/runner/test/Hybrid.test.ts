@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest"
 import { decide, defaultOnlineBelow, parseDuration } from "../src/Hybrid.js"
 import type { ParentShard, Situation } from "../src/Hybrid.js"
 import * as Modes from "../src/Modes.js"
+import * as Settings from "../src/Settings.js"
 
 const auto: Situation = { hybrid: true, deadlinePassed: false, onlineBelow: defaultOnlineBelow }
 const first = { requests: 5000, attempt: 1 }
@@ -89,5 +90,14 @@ describe("Modes.hybrid", () => {
 
   it("says so (undefined) when auto meets a provider that cannot answer in real time: the deadline cannot help", () => {
     expect(Modes.hybrid(stage("auto"), provider(true, false), undefined)).toBeUndefined()
+  })
+})
+
+describe("the library's deadline", () => {
+  it("takes a Duration or the CLI's text, and names what it cannot read", () => {
+    expect(Settings.problems({ deadline: "1h30m" })).toEqual([])
+    expect(Settings.problems({ deadline: Duration.hours(2) })).toEqual([])
+    expect(Settings.problems({ deadline: "tomorrow" })).toEqual([`deadline must be a duration like 90s, 45m, 2h, 1h30m or 1d, got "tomorrow"`])
+    expect(Settings.problems({ deadline: Duration.zero })).toEqual(["deadline must be a duration above 0, got 0"])
   })
 })
