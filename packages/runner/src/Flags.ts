@@ -63,7 +63,7 @@ export const tpm = bounded(
 
 export const deadline = Options.text("deadline").pipe(
   Options.withDescription(
-    "auto mode: when this long has passed since the run first started (90s, 45m, 2h, 1h30m, 1d), batches in flight are cancelled (their finished rows kept) " +
+    "auto mode: when this long has passed since the deadline was first given (90s, 45m, 2h, 1h30m, 1d), batches in flight are cancelled (their finished rows kept) " +
       "and every row still unanswered goes online; journaled as an absolute time, so a resume keeps it (default: none)"
   ),
   Options.mapEffect((text) =>

@@ -571,6 +571,14 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // Hybrid stages: the deadline, journaled as an absolute time when first given (a resume
       // keeps it), and a fiber that marks it passed.
       const anyHybrid = stages.some((s) => s.hybrid === true)
+      const hybridFlags = [
+        ...(options.deadline === undefined ? [] : ["a deadline"]),
+        ...(options.onlineBudget === undefined ? [] : ["an online budget"]),
+        ...(options.onlineBelow === undefined ? [] : ["--online-below"])
+      ]
+      if (!anyHybrid && hybridFlags.length > 0 && mode !== "cancel" && !stages.some((s) => Modes.hybrid(s.stage, s.provider, options.mode) === undefined)) {
+        yield* Effect.logWarning(`${hybridFlags.join(", ")} ${hybridFlags.length === 1 ? "applies" : "apply"} to stages in auto mode only (--mode auto), and no stage of this run is: ignored`)
+      }
       if (settings.deadline !== undefined && anyHybrid && mode !== "cancel") {
         if (state.deadline === null) {
           const now = yield* Clock.currentTimeMillis
