@@ -53,7 +53,7 @@ interface Setup {
   readonly pipeline: string
   readonly runDir: string
   readonly sink: string
-  readonly sluice: (args: ReadonlyArray<string>) => Promise<CliResult>
+  readonly sluice: (args: ReadonlyArray<string>, env?: Readonly<Record<string, string>>) => Promise<CliResult>
 }
 
 const setup = async (rows: number, emulator: EmulatorOptions = {}): Promise<Setup> => {
@@ -68,7 +68,7 @@ const setup = async (rows: number, emulator: EmulatorOptions = {}): Promise<Setu
     pipeline: await writeRecoveryPipeline(project, "hybrid.pipeline.ts", { name: "hybrid" }),
     runDir: project.path("run"),
     sink: project.path("out", "labeled.jsonl"),
-    sluice: (args) => runCli(args, { cwd: project.dir, env: emulatorEnv(em.url), timeoutMs: 200_000 })
+    sluice: (args, env = {}) => runCli(args, { cwd: project.dir, env: { ...emulatorEnv(em.url), ...env }, timeoutMs: 200_000 })
   }
 }
 
@@ -155,12 +155,12 @@ const batchesCreated = async (t: Setup, n: number): Promise<Array<string>> =>
   )
 
 describe("hybrid runs (mode auto)", SLOW, () => {
-  it("a batch that expires half-done: the rest is answered online, every row once, costs split by mode", async () => {
+  it("a batch that expires half-done: the rest is answered online before the deadline, every row once, costs split by mode", async () => {
     // 4 requests a second: the 40-request batch would take 10 s of the emulator's clock.
     const t = await setup(40, { requestsPerSecond: 4 })
     await holdClock(t.emulator.url)
     // --online-below 0: the rows go online because their batch expired, not for being few.
-    const running = t.sluice(["run", t.pipeline, ...flags(t, 40, ["--online-below", "0", "--json"])])
+    const running = t.sluice(["run", t.pipeline, ...flags(t, 40, ["--online-below", "0", "--deadline", "10h", "--json"])])
     const [batchId] = await batchesCreated(t, 1)
     await advanceClock(t.emulator.url, 20 + 5000) // validated, then 5 s: 20 of 40 done
     expect((await retrieveBatch(t.emulator.url, batchId!)).request_counts.completed).toBe(20)
@@ -182,7 +182,41 @@ describe("hybrid runs (mode auto)", SLOW, () => {
 
     const summary = summaryOf(result)
     expect(summary.rowsByMode).toEqual({ batch: 20, online: 20 })
+    expect(summary.deadline, "answered before the deadline").toMatchObject({ given: "10h", passed: false })
     expectCostsSplit(summary)
+  })
+
+  it("a crash after the recall is journaled and before the cancel: the resume cancels the batch and finishes online, the deadline kept", async () => {
+    const t = await setup(40, { requestsPerSecond: 4 })
+    await holdClock(t.emulator.url)
+    const detached = await t.sluice(["run", t.pipeline, ...flags(t, 40, ["--detach"])])
+    expect(detached.code, describeResult(detached)).toBe(3)
+    const [batchId] = await batchesCreated(t, 1)
+    await advanceClock(t.emulator.url, 20 + 2500) // 10 of 40 done
+
+    const resumeArgs = ["resume", t.runDir, "--mode", "auto", "--poll-interval", "0.05"]
+    const crashed = await t.sluice([...resumeArgs, "--deadline", "1s"], { SLUICE_FAILPOINT: "after:BatchRecalled:1" })
+    expect(crashed.signal, describeResult(crashed)).toBe("SIGKILL")
+    expect(eventsTagged(await readJournal(t.runDir), "BatchRecalled")).toHaveLength(1)
+    expect(t.emulator.calls("POST", `/v1/batches/${batchId}/cancel`), "no cancel sent before the crash").toBe(0)
+
+    // No --deadline now: the journaled one has passed.
+    const running = t.sluice([...resumeArgs, "--json"])
+    await waitFor("the cancel on resume", () => (t.emulator.calls("POST", `/v1/batches/${batchId}/cancel`) > 0 ? true : undefined), {
+      timeoutMs: 120_000
+    })
+    await advanceClock(t.emulator.url, 1000)
+    const result = await running
+    expect(result.code, describeResult(result)).toBe(0)
+    const events = await readJournal(t.runDir)
+    expect(eventsTagged(events, "BatchRecalled"), "recalled once").toHaveLength(1)
+    expect(eventsTagged(events, "DeadlineSet")).toHaveLength(1)
+    expect(onlineStarted(events).map((e) => e["hybrid"])).toEqual(["deadline"])
+    const { batch, online } = await paidOnce(t)
+    expect(batch).toHaveLength(10)
+    expect(online).toHaveLength(30)
+    await expectEveryRowOnce(t)
+    expect(summaryOf(result).rowsByMode).toEqual({ batch: 10, online: 30 })
   })
 
   it("a deadline that passes with a batch in flight: the batch is cancelled, its finished rows kept, the rest online, nothing paid twice", async () => {
@@ -268,6 +302,13 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     expect(held.pending).toBe(10)
     expect(onlineStarted(await readJournal(t.runDir))).toHaveLength(1)
     expect((await paidOnce(t)).online).toHaveLength(10)
+
+    // The same cap again: what was sent online counts against it (from the journal), so the
+    // held shard stays held, and the summary says so.
+    const again = await t.sluice(["resume", t.runDir, "--mode", "auto", ...money, "--online-budget", "0.015", "--poll-interval", "0.05"])
+    expect(again.code, describeResult(again)).toBe(3)
+    expect(again.stderr).toMatch(/online budget of \$0\.015 reached: online sends projected at \$0\.01\d*; 1 shard \(10 rows\) not sent\. Resume with a higher --online-budget to continue\./)
+    expect(onlineStarted(await readJournal(t.runDir))).toHaveLength(1)
 
     const resumed = await t.sluice(["resume", t.runDir, "--mode", "auto", ...money, "--online-budget", "1", "--deadline", "5m", "--json", "--poll-interval", "0.05"])
     expect(resumed.code, describeResult(resumed)).toBe(0)
