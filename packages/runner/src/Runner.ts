@@ -652,8 +652,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           }
           if (goOnline) {
             const reason = hybridReason(shard)
-            if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return
-            if (reason !== null && !(yield* reserveOnline(shard))) return
+            if (shard.phase === "planned" && !(yield* reserveBudget(shard, reason !== null))) return
             // Online work is done by this process, detached or not: there is nothing to leave running.
             yield* onlineShards.withPermits(1)(OnlineExecutor.execute(ctx, shard, onlineRuntime, reason))
           }
@@ -684,32 +683,24 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       let committed = [...state.shards.values()].filter((s) => s.phase !== "planned").reduce((a, s) => a + projected(s), 0)
       const overBudget = new Set<string>()
       const budgetLock = yield* Effect.makeSemaphore(1)
-      // The online budget caps what hybrid stages send online, at real-time prices.
+      // The online budget caps what hybrid stages send online instead of by batch, at real-time prices.
       let onlineCommitted = [...state.shards.values()].filter((s) => s.hybrid !== null).reduce((a, s) => a + projected(s), 0)
       const overOnlineBudget = new Set<string>()
-      const reserveOnline = (shard: RunState.ShardState) =>
+      /** Reserves a planned shard's projected cost under the budget, and (sent online by a hybrid stage) the online budget: both, or neither. */
+      const reserveBudget = (shard: RunState.ShardState, hybridOnline = false) =>
         budgetLock.withPermits(1)(
           Effect.sync(() => {
-            if (settings.onlineBudget === undefined) return true
             const cost = projected(shard)
-            if (onlineCommitted + cost > settings.onlineBudget) {
+            if (hybridOnline && settings.onlineBudget !== undefined && onlineCommitted + cost > settings.onlineBudget) {
               overOnlineBudget.add(shard.id)
               return false
             }
-            onlineCommitted += cost
-            return true
-          })
-        )
-      const reserveBudget = (shard: RunState.ShardState) =>
-        budgetLock.withPermits(1)(
-          Effect.sync(() => {
-            if (settings.budget === undefined) return true
-            const cost = projected(shard)
-            if (committed + cost > settings.budget) {
+            if (settings.budget !== undefined && committed + cost > settings.budget) {
               overBudget.add(shard.id)
               return false
             }
-            committed += cost
+            if (hybridOnline) onlineCommitted += cost
+            if (settings.budget !== undefined) committed += cost
             return true
           })
         )
