@@ -260,6 +260,10 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     expect(answered, "the rest, online").toHaveLength(30)
     await expectEveryRowOnce(t)
 
+    // The progress log says what happened and why.
+    expect(result.stderr).toContain(`${shard}: the deadline has passed; cancelling batch ${batchId} (its finished rows are kept, the rest go online)`)
+    expect(result.stderr).toContain(`${online[0]!.shard} → online (the deadline has passed)`)
+
     const summary = summaryOf(result)
     expect(summary.rowsByMode).toEqual({ batch: 10, online: 30 })
     expect(summary.deadline).toMatchObject({ given: "1s", passed: true })
