@@ -19,6 +19,7 @@ import {
   type TempProject,
   type TestEmulator,
   startTestEmulator,
+  writePipeline,
   writeRows,
   writeText
 } from "./support/cli.js"
@@ -56,19 +57,25 @@ interface Setup {
   readonly sluice: (args: ReadonlyArray<string>, env?: Readonly<Record<string, string>>) => Promise<CliResult>
 }
 
-const setup = async (rows: number, emulator: EmulatorOptions = {}): Promise<Setup> => {
+/** A project with `rows` rows and a pipeline on OpenAI (or Anthropic), and its own emulator. */
+const setup = async (rows: number, emulator: EmulatorOptions = {}, family: "openai" | "anthropic" = "openai"): Promise<Setup> => {
   const em = await startTestEmulator(emulator)
   cleanups.push(() => em.close())
   const project = await makeProject("sluice-hybrid-")
   cleanups.push(() => project.cleanup())
+  const pipeline =
+    family === "openai"
+      ? await writeRecoveryPipeline(project, "hybrid.pipeline.ts", { name: "hybrid" })
+      : await writePipeline(project, "hybrid.pipeline.ts", { name: "hybrid", provider: "anthropic", model: "claude-haiku-4-5" })
+  const env = { ...emulatorEnv(em.url), ANTHROPIC_BASE_URL: em.url, ANTHROPIC_API_KEY: "sk-test-fake-key" }
   return {
     emulator: em,
     project,
     rows: await writeRows(project, "data/rows.jsonl", rows),
-    pipeline: await writeRecoveryPipeline(project, "hybrid.pipeline.ts", { name: "hybrid" }),
+    pipeline,
     runDir: project.path("run"),
     sink: project.path("out", "labeled.jsonl"),
-    sluice: (args, env = {}) => runCli(args, { cwd: project.dir, env: { ...emulatorEnv(em.url), ...env }, timeoutMs: 200_000 })
+    sluice: (args, extra = {}) => runCli(args, { cwd: project.dir, env: { ...env, ...extra }, timeoutMs: 200_000 })
   }
 }
 
@@ -95,14 +102,14 @@ interface FullLedger {
 const ledgerOf = async (url: string): Promise<FullLedger> => (await (await fetch(`${url}/_emulator/ledger`)).json()) as FullLedger
 
 /**
- * Who answered what: the custom_ids the run's batches delivered and those answered online,
- * each checked to be answered once (no custom_id in both, none twice in either).
+ * Who answered what: the custom_ids the batches delivered and those answered online (each test
+ * has an emulator of its own), each checked to be answered once (no custom_id in both, none
+ * twice in either).
  */
 const paidOnce = async (t: Setup) => {
   const ledger = await ledgerOf(t.emulator.url)
   const runId = await runIdOf(t.runDir)
-  const ours = new Set(ledger.batches.filter((b) => b.metadata?.["sluice_run"] === runId).map((b) => b.id))
-  const batch = ledger.deliveries.filter((d) => ours.has(d.batch_id)).map((d) => d.custom_id)
+  const batch = ledger.deliveries.map((d) => d.custom_id)
   const online = ledger.calls.filter((c) => c.status === 200).map((c) => c.custom_id ?? "(no custom_id)")
   expect(duplicates(batch), "custom_ids delivered twice by batches").toEqual([])
   expect(duplicates(online), "custom_ids answered twice online").toEqual([])
@@ -273,6 +280,33 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     const status = await t.sluice(["status", t.runDir])
     expect(status.code, describeResult(status)).toBe(0)
     expect(status.stdout + status.stderr).toMatch(/deadline .*\(--deadline 1s\), passed · rows answered by batch 10, online 30/)
+  })
+
+  it("the same on Anthropic: the recalled batch's `canceled` results are sent online, not failed", async () => {
+    const t = await setup(40, { requestsPerSecond: 4 }, "anthropic")
+    await holdClock(t.emulator.url)
+    const detached = await t.sluice(["run", t.pipeline, ...flags(t, 40, ["--detach"])])
+    expect(detached.code, describeResult(detached)).toBe(3)
+    const [batchId] = await batchesCreated(t, 1)
+    await advanceClock(t.emulator.url, 20 + 2500) // 10 of 40 done
+
+    const running = t.sluice(["resume", t.runDir, "--mode", "auto", "--deadline", "1s", "--poll-interval", "0.05", "--json"])
+    await waitFor("the cancel at the deadline", () => (t.emulator.calls("POST", `/v1/messages/batches/${batchId}/cancel`) > 0 ? true : undefined), {
+      timeoutMs: 120_000
+    })
+    await advanceClock(t.emulator.url, 1000)
+    const result = await running
+    expect(result.code, describeResult(result)).toBe(0)
+
+    const events = await readJournal(t.runDir)
+    const shard = eventsTagged(events, "BatchRecalled")[0]!.shard!
+    expect(eventsTagged(events, "Collected").find((e) => e.shard === shard)).toMatchObject({ succeeded: 10, rescheduled: 30, failed: {} })
+    expect(onlineStarted(events).map((e) => e["hybrid"])).toEqual(["deadline"])
+    const { batch, online } = await paidOnce(t)
+    expect(batch).toHaveLength(10)
+    expect(online).toHaveLength(30)
+    await expectEveryRowOnce(t)
+    expectCostsSplit(summaryOf(result))
   })
 
   it("--online-budget stops online sends at its cap; a resume with a higher cap completes; the deadline is not reset", async () => {
