@@ -269,7 +269,7 @@ describe("hybrid runs (mode auto)", SLOW, () => {
 
     // The progress log says what happened and why.
     expect(result.stderr).toContain(`${shard}: the deadline has passed; cancelling batch ${batchId} (its finished rows are kept, the rest go online)`)
-    expect(result.stderr).toContain(`${online[0]!.shard} → online (the deadline has passed)`)
+    expect(result.stderr).toContain(`${online[0]!.shard} → online (the deadline had passed)`)
 
     const summary = summaryOf(result)
     expect(summary.rowsByMode).toEqual({ batch: 10, online: 30 })
@@ -280,6 +280,8 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     const status = await t.sluice(["status", t.runDir])
     expect(status.code, describeResult(status)).toBe(0)
     expect(status.stdout + status.stderr).toMatch(/deadline .*\(--deadline 1s\), passed · rows answered by batch 10, online 30/)
+    expect(status.stdout).toMatch(new RegExp(`${shard} collected ${batchId} .*\\(recalled at the deadline\\)`))
+    expect(status.stdout).toContain(`${online[0]!.shard} collected (online) (sent online: the deadline had passed)`)
   })
 
   it("the same on Anthropic: the recalled batch's `canceled` results are sent online, not failed", async () => {
@@ -350,6 +352,7 @@ describe("hybrid runs (mode auto)", SLOW, () => {
 
     const resumed = await t.sluice(["resume", t.runDir, "--mode", "auto", ...money, "--online-budget", "1", "--deadline", "5m", "--json", "--poll-interval", "0.05"])
     expect(resumed.code, describeResult(resumed)).toBe(0)
+    expect(resumed.stderr).toMatch(/the run's deadline stays \S+ \(--deadline 10h, given when it was first set\)/)
     const events = await readJournal(t.runDir)
     expect(onlineStarted(events).map((e) => e["hybrid"])).toEqual(["expired", "expired"])
     // The deadline was set once, by the first run: the resume's --deadline does not move it.

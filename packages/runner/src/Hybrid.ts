@@ -17,12 +17,21 @@
  * so a resume takes it again the same way.
  */
 import { Duration, Either } from "effect"
+import type { HybridReason } from "./JournalEvent.js"
 
 /** Retry shards of fewer rows than this go online in a hybrid stage (`--online-below`). */
 export const defaultOnlineBelow = 100
 
-/** Why a shard of a hybrid stage went online. */
-export type Reason = "deadline" | "expired" | "recalled" | "remainder"
+/** Why a shard of a hybrid stage went online (journaled with its OnlineStarted). */
+export type Reason = typeof HybridReason.Type
+
+/** A reason, as progress and `status` say it. */
+export const said: Readonly<Record<Reason, string>> = {
+  deadline: "the deadline had passed",
+  expired: "its rows' batch expired",
+  recalled: "its rows' batch was cancelled at the deadline",
+  remainder: "a small remainder, not worth another batch"
+}
 
 /** What the decision needs of a planned shard. */
 export interface PlannedShard {

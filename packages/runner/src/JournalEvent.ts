@@ -131,6 +131,9 @@ export const Created = Schema.TaggedStruct("Created", {
   adopted: Schema.Boolean
 })
 
+/** Why a hybrid stage (mode auto) sent a shard online rather than by batch (see Hybrid.ts). */
+export const HybridReason = Schema.Literal("deadline", "expired", "recalled", "remainder")
+
 /**
  * A shard goes online: its lines are sent to the provider's real-time endpoint, and each
  * answer is appended to `shards/<shard>.online.jsonl` (durable before its request's slot is
@@ -141,7 +144,7 @@ export const OnlineStarted = Schema.TaggedStruct("OnlineStarted", {
   /** Unix milliseconds. */
   at: Schema.Number,
   /** Set when a hybrid stage (mode auto) sent online what it would have batched: why (see Hybrid.ts). */
-  hybrid: Schema.optional(Schema.Literal("deadline", "expired", "recalled", "remainder"))
+  hybrid: Schema.optional(HybridReason)
 })
 
 /**

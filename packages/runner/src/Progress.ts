@@ -6,6 +6,7 @@
  */
 import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
+import * as Hybrid from "./Hybrid.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
@@ -80,7 +81,7 @@ const notable = (event: JournalEvent): string | undefined => {
     case "Collected":
       return `sluice: ${event.shard} collected: ${event.succeeded} ok, ${Object.values(event.failed).reduce((a, b) => a + b, 0)} failed, ${event.rescheduled} rescheduled`
     case "OnlineStarted":
-      return `sluice: ${event.shard} → online${event.hybrid === undefined ? "" : ` (${hybridWhy[event.hybrid]})`}`
+      return `sluice: ${event.shard} → online${event.hybrid === undefined ? "" : ` (${Hybrid.said[event.hybrid]})`}`
     case "BatchRecalled":
       return `sluice: ${event.shard}: the deadline has passed; cancelling batch ${event.batchId} (its finished rows are kept, the rest go online)`
     case "OnlineCompleted":
@@ -91,14 +92,6 @@ const notable = (event: JournalEvent): string | undefined => {
       return undefined
   }
 }
-
-/** Why a hybrid stage sent a shard online (see Hybrid.ts). */
-const hybridWhy = {
-  deadline: "the deadline has passed",
-  expired: "its rows' batch expired",
-  recalled: "its rows' batch was cancelled at the deadline",
-  remainder: "a small remainder, not worth another batch"
-} as const
 
 /** How often a plain log repeats an unchanged status line, to show the run is alive. */
 export const defaultHeartbeat = Duration.minutes(1)

@@ -4,7 +4,7 @@
  * failures.jsonl and the sink, whose committed lengths the journal records.
  */
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
-import type { JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
+import type { HybridReason, JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
 
 export type ShardPhase = "planned" | "intent" | "staged" | "created" | "online" | "terminal" | "collected" | "rejected"
 
@@ -34,7 +34,7 @@ export interface ShardState {
   /** An online shard cancelled before every line was sent: its unsent rows end `cancelled`. */
   cancelled: boolean
   /** Why a hybrid stage sent it online rather than by batch (null: it went as its stage's mode says). */
-  hybrid: "deadline" | "expired" | "recalled" | "remainder" | null
+  hybrid: typeof HybridReason.Type | null
   /** Its batch was cancelled at the deadline: the rows it did not finish are rescheduled, not failed. */
   recalled: boolean
   submission: number

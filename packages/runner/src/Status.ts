@@ -7,12 +7,14 @@ import { FileSystem, Path } from "@effect/platform"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
+import * as Hybrid from "./Hybrid.js"
 import { sha256Of } from "./PipelineLoader.js"
 import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
 import { awaitingOutput } from "./RunState.js"
+import type { ShardState } from "./RunState.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -31,7 +33,7 @@ export interface ShardStatus {
   /** How the shard's requests go: by batch, or online (one by one to the real-time endpoint). */
   readonly mode: "batch" | "online"
   /** Why a hybrid stage (mode auto) sent it online (null: as its mode says); `recalled`: its batch was cancelled at the deadline. */
-  readonly hybrid: "deadline" | "expired" | "recalled" | "remainder" | null
+  readonly hybrid: ShardState["hybrid"]
   readonly recalled: boolean
 }
 
@@ -147,13 +149,6 @@ const fileNotes: Record<NonNullable<RunStatus["pipelineFile"]>["state"], string>
   changed: " (changed since the run recorded it: resume and retry refuse it; `sluice run <file> --run-dir <dir>` takes it as it is now)"
 }
 
-const hybridNotes: Record<NonNullable<ShardStatus["hybrid"]>, string> = {
-  deadline: "the deadline had passed",
-  expired: "its rows' batch expired",
-  recalled: "its rows' batch was recalled at the deadline",
-  remainder: "a small remainder"
-}
-
 export const render = (s: RunStatus): string => {
   const failed = Object.entries(s.failed).filter(([, n]) => n > 0)
   const lines = [
@@ -177,7 +172,7 @@ export const render = (s: RunStatus): string => {
     ...s.shards.map(
       (sh) =>
         `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.mode === "online" && sh.phase !== "online" ? " (online)" : ""}` +
-          (sh.hybrid === null ? "" : ` (sent online: ${hybridNotes[sh.hybrid]})`) +
+          (sh.hybrid === null ? "" : ` (sent online: ${Hybrid.said[sh.hybrid]})`) +
           (sh.recalled ? " (recalled at the deadline)" : "") +
           (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
