@@ -61,7 +61,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, mode, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -135,7 +135,26 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
         `${count(s.budget.heldShards, "shard")} (${count(s.budget.heldRows, "row")}) not submitted. Resume with a higher --budget to continue.`
     )
   }
+  lines.push(...hybridLines(s))
   return lines.join("\n")
+}
+
+/** A hybrid run's deadline, the rows each mode answered, and what the online budget held back. */
+const hybridLines = (s: RunSummary): Array<string> => {
+  const lines: Array<string> = []
+  if (s.deadline !== null) {
+    lines.push(
+      `deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ": passed" : ""}; ` +
+        `rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`
+    )
+  }
+  if (s.onlineBudget !== undefined && s.onlineBudget.heldShards > 0) {
+    lines.push(
+      `online budget of ${money(s.onlineBudget.limit)} reached: online sends projected at ${money(s.onlineBudget.projected)}; ` +
+        `${count(s.onlineBudget.heldShards, "shard")} (${count(s.onlineBudget.heldRows, "row")}) not sent. Resume with a higher --online-budget to continue.`
+    )
+  }
+  return lines
 }
 
 /**
@@ -192,6 +211,9 @@ const execute = (
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     outputTokens?: Option.Option<number>
+    deadline?: Option.Option<Duration.Duration>
+    onlineBudget?: Option.Option<number>
+    onlineBelow?: Option.Option<number>
     cacheDir: Option.Option<string>
     noCache: boolean
     noTypecheck: boolean
@@ -235,6 +257,9 @@ const execute = (
       observer: progress.observer,
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
+      ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? { deadline: opts.deadline.value } : {}),
+      ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? { onlineBudget: opts.onlineBudget.value } : {}),
+      ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? { onlineBelow: opts.onlineBelow.value } : {}),
       action: opts.action ?? "run",
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
@@ -389,6 +414,9 @@ const runCommand = Command.make(
     rebindProvider,
     budget,
     outputTokens,
+    deadline,
+    onlineBudget,
+    onlineBelow,
     prices,
     cacheDir: cacheDirOption,
     noCache,
@@ -447,6 +475,9 @@ const resumeCommand = Command.make(
     rebindProvider,
     budget,
     outputTokens,
+    deadline,
+    onlineBudget,
+    onlineBelow,
     prices,
     cacheDir: cacheDirOption,
     noCache,
@@ -475,6 +506,9 @@ const retryCommand = Command.make(
     tpm,
     pollSeconds,
     outputFileWait,
+    deadline,
+    onlineBudget,
+    onlineBelow,
     prices,
     detach,
     allowChanged,

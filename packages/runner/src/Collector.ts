@@ -89,7 +89,8 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
 export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, rescheduleFailed = true) =>
   outputs.exclusive(
     Effect.gen(function* () {
-      const reschedule = rescheduleFailed && shard.status !== "cancelled"
+      // A batch recalled at the deadline was cancelled by the run itself: its unfinished rows go on (online).
+      const reschedule = rescheduleFailed && (shard.status !== "cancelled" || shard.recalled)
       const rt = ctx.stageOf(shard.stage)
       const { stage, provider } = rt
       const multiStage = ctx.stages.length > 1
@@ -319,7 +320,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             : undefined
         // A repair is a new request (and so a new custom_id); anything else is resent as it was.
         const line = repair?.line ?? request
-        if (reschedule && line !== undefined && (automatic.has(outcome.failure) || repair !== undefined) && shard.attempt < stage.maxAttempts) {
+        const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
+        if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
           rescheduled++
           if (retryPlanned) return undefined
           // A repair is keyed by its own request: answered before (in an earlier run, or

@@ -7,7 +7,8 @@
  * flag means the same everywhere.
  */
 import { HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Effect } from "effect"
+import { Effect, Either } from "effect"
+import { defaultOnlineBelow, parseDuration } from "./Hybrid.js"
 import { describeRange, inRange, ranges } from "./Settings.js"
 import type { Range } from "./Settings.js"
 
@@ -56,6 +57,36 @@ export const tpm = bounded(
   ranges.tpm,
   "online: tokens per minute per provider at most, by each request's estimate (input tokens plus its max_tokens, else --output-tokens)",
   "no cap but the provider's own limits"
+).pipe(Options.optional)
+
+// Hybrid runs (mode auto): see Hybrid.ts.
+
+export const deadline = Options.text("deadline").pipe(
+  Options.withDescription(
+    "auto mode: when this long has passed since the deadline was first given (90s, 45m, 2h, 1h30m, 1d), batches in flight are cancelled (their finished rows kept) " +
+      "and every row still unanswered goes online; journaled as an absolute time, so a resume keeps it (default: none)"
+  ),
+  Options.mapEffect((text) =>
+    Either.match(parseDuration(text), {
+      onLeft: (problem) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--deadline must be ${problem}`))),
+      onRight: Effect.succeed
+    })
+  ),
+  Options.optional
+)
+
+export const onlineBudget = bounded(
+  "online-budget",
+  ranges.budget,
+  "auto mode: USD at real-time prices that rows sent online instead of by batch (after the deadline, of an expired batch, a small remainder) may cost at most (projected from token counts); the rest stay unanswered until a resume with a higher cap",
+  "no limit"
+).pipe(Options.optional)
+
+export const onlineBelow = bounded(
+  "online-below",
+  ranges.onlineBelow,
+  "auto mode: rows to retry (missing, failed in passing, to repair) go online rather than into a new batch when there are fewer than this; 0: never",
+  String(defaultOnlineBelow)
 ).pipe(Options.optional)
 
 export const shardSize = bounded(

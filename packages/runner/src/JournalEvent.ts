@@ -131,6 +131,9 @@ export const Created = Schema.TaggedStruct("Created", {
   adopted: Schema.Boolean
 })
 
+/** Why a hybrid stage (mode auto) sent a shard online rather than by batch (see Hybrid.ts). */
+export const HybridReason = Schema.Literal("deadline", "expired", "recalled", "remainder")
+
 /**
  * A shard goes online: its lines are sent to the provider's real-time endpoint, and each
  * answer is appended to `shards/<shard>.online.jsonl` (durable before its request's slot is
@@ -138,6 +141,31 @@ export const Created = Schema.TaggedStruct("Created", {
  */
 export const OnlineStarted = Schema.TaggedStruct("OnlineStarted", {
   shard: Schema.String,
+  /** Unix milliseconds. */
+  at: Schema.Number,
+  /** Set when a hybrid stage (mode auto) sent online what it would have batched: why (see Hybrid.ts). */
+  hybrid: Schema.optional(HybridReason)
+})
+
+/**
+ * The run's deadline (`--deadline`), as an absolute time: when it passes, a hybrid stage
+ * sends online every row still unanswered. Journaled once, when first given: a resume keeps it.
+ */
+export const DeadlineSet = Schema.TaggedStruct("DeadlineSet", {
+  /** Unix milliseconds. */
+  deadline: Schema.Number,
+  /** The duration as given ("2h"). */
+  given: Schema.String
+})
+
+/**
+ * A hybrid stage's batch still in flight at the deadline is being cancelled; written before
+ * the cancel. Its finished rows are collected; the rest are rescheduled (and go online),
+ * rather than ending \`cancelled\`.
+ */
+export const BatchRecalled = Schema.TaggedStruct("BatchRecalled", {
+  shard: Schema.String,
+  batchId: Schema.String,
   /** Unix milliseconds. */
   at: Schema.Number
 })
@@ -251,6 +279,8 @@ export const JournalEvent = Schema.Union(
   CreateRejected,
   OnlineStarted,
   OnlineCompleted,
+  DeadlineSet,
+  BatchRecalled,
   RetryPlanned,
   StatusChanged,
   Terminal,

@@ -46,3 +46,13 @@ export const resolve = (
   }
   return mode
 }
+
+/**
+ * Whether a stage is hybrid (see Hybrid.ts): asked `auto`, and its provider has both a batch
+ * API and a real-time endpoint. `undefined`: asked `auto` on a provider that cannot answer in
+ * real time, so a deadline cannot help it (the run says so).
+ */
+export const hybrid = (stage: Pipeline.BatchStage<any, any>, provider: BatchProvider, override: Pipeline.Mode | undefined): boolean | undefined => {
+  if ((override ?? stage.mode) !== "auto" || !hasBatchApi(provider)) return false
+  return provider.online === undefined ? undefined : true
+}

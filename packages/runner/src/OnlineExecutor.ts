@@ -129,15 +129,19 @@ const usedTokens = (result: BatchResult): number | undefined =>
  * Brings an online shard (planned, or started before a crash) to terminal: every line sent
  * that has no answer in the online file yet. Fails with the provider's error when a request
  * fails in a way retrying cannot help (a rejected key, no credit, no such endpoint), after
- * the requests in flight have their answers written.
+ * the requests in flight have their answers written. `hybrid`: why a hybrid stage sends it
+ * online (journaled with OnlineStarted).
  */
-export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRuntime) =>
+export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRuntime, hybrid?: ShardState["hybrid"]) =>
   Effect.scoped(
     Effect.gen(function* () {
       const { provider } = ctx.stageOf(shard.stage)
       const online: OnlineApi | undefined = provider.online
       if (online === undefined) return yield* Effect.dieMessage(`provider ${provider.name} cannot answer online`)
-      if (shard.phase === "planned") yield* ctx.record({ _tag: "OnlineStarted", shard: shard.id, at: yield* Clock.currentTimeMillis })
+      if (shard.phase === "planned") {
+        const at = yield* Clock.currentTimeMillis
+        yield* ctx.record({ _tag: "OnlineStarted", shard: shard.id, at, ...(hybrid === undefined || hybrid === null ? {} : { hybrid }) })
+      }
       if (shard.phase !== "online") return
 
       const path = ctx.paths.onlineFile(shard.id)

@@ -135,7 +135,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   // show results sooner. Batches are packed to the provider's limits.
   const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests, rt.mode === "online" ? onlineShardSize : Infinity))
   const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
-  const countTokens = settings.budget !== undefined
+  const countTokens = settings.budget !== undefined || settings.onlineBudget !== undefined
   const caching = ctx.cache !== ResponseCache.disabled && rt.cacheNamespace !== undefined
   const namespace = rt.cacheNamespace ?? ""
   const carry = ctx.cache === ResponseCache.disabled ? undefined : ctx.carry
@@ -345,7 +345,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     if (c.answer === undefined) {
       shard.count++
       shard.bytes += c.lineBytes
-      // Tokenizing costs time on every row: only a run with a budget needs the counts.
+      // Tokenizing costs time on every row: only a run with a budget (or an online budget) needs the counts.
       if (countTokens) shard.tokens += requestTokens(c.request).tokens
       shard.hash.update(c.line)
       shard.hash.update("\n")

@@ -19,9 +19,10 @@ export const awaitsResultFile = (info: BatchInfo): boolean =>
 
 /**
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
- * returns whether it is.
+ * returns whether it is. Given `stop`, polling also ends (returning false) once `stop`
+ * completes: a hybrid run's deadline.
  */
-export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false) =>
+export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false, stop?: Effect.Effect<void>) =>
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
@@ -78,11 +79,19 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
       return true
     })
     if (once) return yield* step
-    yield* Effect.repeat(step, {
-      schedule: Schedule.spaced(ctx.settings.pollInterval),
-      until: (done) => done
-    })
-    return true
+    if (stop === undefined) {
+      yield* Effect.repeat(step, {
+        schedule: Schedule.spaced(ctx.settings.pollInterval),
+        until: (done) => done
+      })
+      return true
+    }
+    // Only the wait between polls races `stop`: a poll (and what it journals) is never cut short.
+    for (;;) {
+      if (yield* step) return true
+      const stopped = yield* Effect.raceFirst(Effect.as(Effect.sleep(ctx.settings.pollInterval), false), Effect.as(stop, true))
+      if (stopped) return false
+    }
   })
 
 /**

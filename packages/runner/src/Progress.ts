@@ -6,6 +6,7 @@
  */
 import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
+import * as Hybrid from "./Hybrid.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunObserver } from "./Runner.js"
 import type { RunState } from "./RunState.js"
@@ -80,7 +81,9 @@ const notable = (event: JournalEvent): string | undefined => {
     case "Collected":
       return `sluice: ${event.shard} collected: ${event.succeeded} ok, ${Object.values(event.failed).reduce((a, b) => a + b, 0)} failed, ${event.rescheduled} rescheduled`
     case "OnlineStarted":
-      return `sluice: ${event.shard} → online`
+      return `sluice: ${event.shard} → online${event.hybrid === undefined ? "" : ` (${Hybrid.said[event.hybrid]})`}`
+    case "BatchRecalled":
+      return `sluice: ${event.shard}: the deadline has passed; cancelling batch ${event.batchId} (its finished rows are kept, the rest go online)`
     case "OnlineCompleted":
       return `sluice: ${event.shard} answered online (${event.counts.succeeded} ok, ${event.counts.failed} failed)${event.cancelled === true ? ", the rest cancelled" : ""}`
     case "CreateRejected":

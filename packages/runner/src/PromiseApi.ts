@@ -49,6 +49,16 @@ export interface RunOptions extends ConnectionOptions {
   readonly rpm?: number
   /** Online: tokens per minute per provider at most (by the requests' estimates). */
   readonly tpm?: number
+  /**
+   * Hybrid runs (mode "auto"): when this has passed since the run was first given it — "90s",
+   * "2h", "1h30m", or a number of seconds — batches in flight are cancelled (their finished
+   * rows kept) and every row still unanswered goes online. A resume keeps the first deadline.
+   */
+  readonly deadline?: string | number
+  /** Hybrid runs: USD at real-time prices that rows sent online instead of by batch may cost at most. */
+  readonly onlineBudget?: number
+  /** Hybrid runs: rows to retry go online rather than into a new batch when fewer than this (default 100; 0: never). */
+  readonly onlineBelow?: number
   readonly shardSize?: number
   /** Seconds between status polls of a batch (default 30). */
   readonly pollInterval?: number
@@ -107,6 +117,9 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.mode === undefined ? {} : { mode: options.mode }),
   ...(options.rpm === undefined ? {} : { rpm: options.rpm }),
   ...(options.tpm === undefined ? {} : { tpm: options.tpm }),
+  ...(options.deadline === undefined ? {} : { deadline: typeof options.deadline === "number" ? Duration.millis(options.deadline * 1000) : options.deadline }),
+  ...(options.onlineBudget === undefined ? {} : { onlineBudget: options.onlineBudget }),
+  ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),

@@ -40,6 +40,16 @@ export interface RunSettings {
   readonly budget?: number | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
   readonly budgetOutputTokens?: number | undefined
+  /**
+   * Hybrid stages (mode `auto`): how long from the run's start the batches may take. When it
+   * passes, batches in flight are cancelled and every row still unanswered goes online. It is
+   * journaled as an absolute time when first given: a resume keeps it (see Hybrid.ts).
+   */
+  readonly deadline?: Duration.Duration | undefined
+  /** Hybrid stages: USD at real-time prices their online sends may not exceed (projected, like `budget`). */
+  readonly onlineBudget?: number | undefined
+  /** Hybrid stages: retry shards of fewer rows than this go online rather than into a new batch (default 100; 0: never). */
+  readonly onlineBelow?: number | undefined
 }
 
 /** A batch stage as the runner drives it. */
@@ -49,6 +59,8 @@ export interface StageRuntime {
   readonly provider: BatchProvider
   /** How its shards not yet started are sent (its mode, or the run's, resolved: see Modes.ts); absent: batch. */
   readonly mode?: ShardMode | undefined
+  /** Mode `auto` on a provider with a batch API and a real-time endpoint: by batch, and online what batches do not answer in time (Hybrid.ts). */
+  readonly hybrid?: boolean | undefined
   /** Transforms applied to its rows before rendering (only the first stage has any). */
   readonly before: ReadonlyArray<Pipeline.Transform>
   /** Transforms applied to its outputs before they go to `next` (or the sink). */

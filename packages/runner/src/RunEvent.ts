@@ -3,6 +3,7 @@
  * Derived from journal events, with the run's running totals attached.
  */
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
+import type { Reason } from "./Hybrid.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import type { RunSummary } from "./Runner.js"
 import type { RunState } from "./RunState.js"
@@ -19,8 +20,13 @@ export interface Totals {
 export type RunEvent =
   | { readonly _tag: "ShardPlanned"; readonly shard: string; readonly requests: number; readonly totals: Totals }
   | { readonly _tag: "ShardSubmitted"; readonly shard: string; readonly batchId: string; readonly adopted: boolean; readonly totals: Totals }
-  /** A shard's requests go online, one by one to the provider's real-time endpoint. */
-  | { readonly _tag: "ShardOnline"; readonly shard: string; readonly requests: number; readonly totals: Totals }
+  /**
+   * A shard's requests go online, one by one to the provider's real-time endpoint; `hybrid`:
+   * why a stage in auto mode sent online what it would have batched (see Hybrid.ts).
+   */
+  | { readonly _tag: "ShardOnline"; readonly shard: string; readonly requests: number; readonly hybrid?: Reason; readonly totals: Totals }
+  /** The deadline passed with this shard's batch in flight: it is cancelled; its unfinished rows go online. */
+  | { readonly _tag: "BatchRecalled"; readonly shard: string; readonly batchId: string; readonly totals: Totals }
   | {
       readonly _tag: "StatusChanged"
       readonly shard: string
@@ -55,7 +61,17 @@ export const fromJournal = (event: JournalEvent, state: RunState): ReadonlyArray
     case "ShardPlanned":
       return [{ _tag: "ShardPlanned", shard: event.shard, requests: event.requests, totals: totals(state) }]
     case "OnlineStarted":
-      return [{ _tag: "ShardOnline", shard: event.shard, requests: state.shards.get(event.shard)?.requests ?? 0, totals: totals(state) }]
+      return [
+        {
+          _tag: "ShardOnline",
+          shard: event.shard,
+          requests: state.shards.get(event.shard)?.requests ?? 0,
+          ...(event.hybrid === undefined ? {} : { hybrid: event.hybrid }),
+          totals: totals(state)
+        }
+      ]
+    case "BatchRecalled":
+      return [{ _tag: "BatchRecalled", shard: event.shard, batchId: event.batchId, totals: totals(state) }]
     case "Created":
       return [{ _tag: "ShardSubmitted", shard: event.shard, batchId: event.batchId, adopted: event.adopted, totals: totals(state) }]
     case "StatusChanged":

@@ -4,7 +4,7 @@
  * failures.jsonl and the sink, whose committed lengths the journal records.
  */
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
-import type { JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
+import type { HybridReason, JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
 
 export type ShardPhase = "planned" | "intent" | "staged" | "created" | "online" | "terminal" | "collected" | "rejected"
 
@@ -33,6 +33,10 @@ export interface ShardState {
   online: boolean
   /** An online shard cancelled before every line was sent: its unsent rows end `cancelled`. */
   cancelled: boolean
+  /** Why a hybrid stage sent it online rather than by batch (null: it went as its stage's mode says). */
+  hybrid: typeof HybridReason.Type | null
+  /** Its batch was cancelled at the deadline: the rows it did not finish are rescheduled, not failed. */
+  recalled: boolean
   submission: number
   intentAt: number | null
   inputRef: string | null
@@ -98,6 +102,10 @@ export interface RunState {
   offsets: Offsets
   /** `sluice retry` rounds so far, with what each superseded in failures.jsonl. */
   retries: Array<{ readonly classes: ReadonlyArray<string>; readonly failuresOffset: number }>
+  /** The run's deadline (unix ms), once given: then hybrid stages send the rest online. */
+  deadline: { readonly at: number; readonly given: string } | null
+  /** Rows answered (succeeded or failed for good), by the mode that answered them. */
+  readonly rowsByMode: { batch: number; online: number }
 }
 
 export const empty = (): RunState => ({
@@ -117,7 +125,9 @@ export const empty = (): RunState => ({
   failed: {},
   usage: { input: 0, output: 0, cached: 0 },
   offsets: { results: 0, failures: 0, sink: null },
-  retries: []
+  retries: [],
+  deadline: null,
+  rowsByMode: { batch: 0, online: 0 }
 })
 
 interface NewShard {
@@ -167,6 +177,8 @@ const addShard = (state: RunState, e: NewShard) => {
     phase: cachedOnly ? "terminal" : "planned",
     online: false,
     cancelled: false,
+    hybrid: null,
+    recalled: false,
     submission: 0,
     intentAt: null,
     inputRef: null,
@@ -280,7 +292,7 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       state.usageByMode.batch.clear()
       state.usageByMode.online.clear()
       state.retries.length = 0
-      Object.assign(state, { ...empty(), shards: state.shards, stages: state.stages, usageByModel: state.usageByModel, usageByMode: state.usageByMode, retries: state.retries, offsets })
+      Object.assign(state, { ...empty(), shards: state.shards, stages: state.stages, usageByModel: state.usageByModel, usageByMode: state.usageByMode, retries: state.retries, deadline: state.deadline, offsets })
       break
     }
     case "SubmitIntent": {
@@ -309,6 +321,15 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.phase = "online"
       s.online = true
       s.statusAt = event.at
+      s.hybrid = event.hybrid ?? null
+      break
+    }
+    case "DeadlineSet": {
+      state.deadline = { at: event.deadline, given: event.given }
+      break
+    }
+    case "BatchRecalled": {
+      shard(state, event.shard).recalled = true
       break
     }
     case "OnlineCompleted": {
@@ -367,6 +388,9 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       state.usageByModel.set(s.model, addUsage(state.usageByModel.get(s.model) ?? { input: 0, output: 0, cached: 0 }, event.usage))
       const byMode = s.online ? state.usageByMode.online : state.usageByMode.batch
       byMode.set(s.model, addUsage(byMode.get(s.model) ?? { input: 0, output: 0, cached: 0 }, event.usage))
+      // Rows this shard answered (cached ones were not sent either way; rescheduled ones are not answered yet).
+      const answered = event.succeeded + Object.values(event.failed).reduce((a, b) => a + b, 0) - (event.fromCache ?? 0)
+      state.rowsByMode[s.online ? "online" : "batch"] += Math.max(0, answered)
       state.offsets = event.offsets
       break
     }

@@ -8,9 +8,10 @@ import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchInfo, BatchProvider } from "@sluice/providers"
-import { Deferred, Duration, Effect, Option, Queue, Ref, Schema, Stream, Take } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
+import * as Hybrid from "./Hybrid.js"
 import * as Journal from "./Journal.js"
 import * as KeyCheck from "./KeyCheck.js"
 import type { JournalEvent, TokenUsage } from "./JournalEvent.js"
@@ -56,12 +57,14 @@ export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("Pipe
 
 /** A budget cannot hold back what it cannot price: a model without a price would spend without limit. */
 export class UnpricedBudget extends Schema.TaggedError<UnpricedBudget>()("UnpricedBudget", {
-  models: Schema.Array(Schema.String)
+  models: Schema.Array(Schema.String),
+  /** The flag that needs the prices (default --budget). */
+  flag: Schema.optional(Schema.String)
 }) {
   override get message(): string {
     const models = this.models.map((m) => `"${m}"`).join(", ")
     return (
-      `--budget needs a price for every model, and the price table has none for ${models}. ` +
+      `${this.flag ?? "--budget"} needs a price for every model, and the price table has none for ${models}. ` +
       `Check the model name; or give its prices with --prices FILE (or ${Pricing.envVariable}=FILE): ` +
       `a JSON file like {"models": {${JSON.stringify(this.models[0] ?? "model")}: {"realtime": {"input": 0.15, "cachedInput": 0.075, "output": 0.6}, ` +
       `"batch": {"input": 0.075, "cachedInput": 0.0375, "output": 0.3}}}} (USD per 1M tokens)`
@@ -87,7 +90,12 @@ export interface RunObserver {
   readonly answered?: (shard: string, answered: number, total: number) => void
 }
 
-export interface RunOptions extends Partial<RunSettings> {
+export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
+  /**
+   * Hybrid stages (mode `auto`): how long the batches may take, from when the run is first
+   * given a deadline: a Duration, or as the CLI takes it ("90s", "2h", "1h30m"). See Hybrid.ts.
+   */
+  readonly deadline?: Duration.Duration | string | undefined
   /** The run directory; default `.sluice/runs/<pipeline name>`. */
   readonly runDir?: string
   /**
@@ -184,6 +192,15 @@ export interface RunSummary {
   readonly retry?: Retry.RetryPlan
   /** Set when the run had a budget: the projected cost submitted, and what it held back. */
   readonly budget?: { readonly limit: number; readonly projected: number; readonly heldShards: number; readonly heldRows: number }
+  /**
+   * Set when the run had an online budget (`onlineBudget`): what hybrid stages sent online,
+   * projected at real-time prices, and the shards (rows) it held back, unanswered.
+   */
+  readonly onlineBudget?: { readonly limit: number; readonly projected: number; readonly heldShards: number; readonly heldRows: number }
+  /** The run's deadline (hybrid stages), once given: when it passes (ISO time), as given, and whether it has. */
+  readonly deadline: { readonly at: string; readonly given: string; readonly passed: boolean } | null
+  /** Rows answered (succeeded or failed for good, not from the cache), by the mode that answered them. */
+  readonly rowsByMode: { readonly batch: number; readonly online: number }
   /** True when the run had finished before this call, which then had nothing to do. */
   readonly alreadyFinished?: boolean
 }
@@ -209,7 +226,10 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   outputFileWait: options.outputFileWait ?? defaultSettings.outputFileWait,
   detach: options.detach ?? false,
   budget: options.budget,
-  budgetOutputTokens: options.budgetOutputTokens
+  budgetOutputTokens: options.budgetOutputTokens,
+  deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
+  onlineBudget: options.onlineBudget,
+  onlineBelow: options.onlineBelow
 })
 
 export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineName.replace(/[^A-Za-z0-9_.-]/g, "_")}`
@@ -249,7 +269,12 @@ export const summarize = (ctx: {
       : Pricing.costByModel(ctx.state.usageByModel, ctx.prices)) ?? null,
   ...costsByMode(ctx.state, ctx.prices),
   prices: (ctx.prices ?? Pricing.builtin).label,
-  fromCache: ctx.state.fromCache
+  fromCache: ctx.state.fromCache,
+  deadline:
+    ctx.state.deadline === null
+      ? null
+      : { at: new Date(ctx.state.deadline.at).toISOString(), given: ctx.state.deadline.given, passed: Date.now() >= ctx.state.deadline.at },
+  rowsByMode: { ...ctx.state.rowsByMode }
 })
 
 const sumUsage = (byModel: ReadonlyMap<string, TokenUsage>): TokenUsage => {
@@ -341,9 +366,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const invalid = Settings.problems(options)
       if (invalid.length > 0) return yield* new Settings.InvalidSettings({ problems: invalid })
       const prices = options.prices ?? Pricing.builtin
-      if (options.budget !== undefined) {
+      for (const [flag, limit] of [["--budget", options.budget], ["--online-budget", options.onlineBudget]] as const) {
+        if (limit === undefined) continue
         const unpriced = [...new Set(pipeline.stages.map((s) => s.model))].filter((m) => !Pricing.isPriced(m, prices))
-        if (unpriced.length > 0) return yield* new UnpricedBudget({ models: unpriced })
+        if (unpriced.length > 0) return yield* new UnpricedBudget({ models: unpriced, ...(flag === "--budget" ? {} : { flag }) })
       }
       const providers = yield* Providers
       const stages: Array<StageRuntime> = []
@@ -355,11 +381,18 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         const mode = resolved instanceof Modes.ModeUnsupported
           ? options.action === "cancel" ? "batch" as const : yield* resolved
           : resolved
+        const hybrid = Modes.hybrid(stage, provider, options.mode)
+        if (hybrid === undefined && options.deadline !== undefined && options.action !== "cancel") {
+          yield* Effect.logWarning(
+            `stage "${stage.name}": ${provider.name} cannot answer in real time, so the deadline cannot help it: its rows go by batch only`
+          )
+        }
         stages.push({
           index,
           stage,
           provider,
           mode,
+          hybrid: hybrid === true,
           before: index === 0 ? pipeline.links[0] ?? [] : [],
           after: pipeline.links[index + 1] ?? [],
           next: pipeline.stages[index + 1]?.name ?? null,
@@ -516,8 +549,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // other finish, and shards finish (and reach the sink) in order rather than all at the end.
       const onlineConcurrency = settings.onlineConcurrency ?? Settings.defaultConcurrency.online
       const limiters = new Map<string, OnlineLimiter.Limiter>()
-      for (const { mode: stageMode, provider } of stages) {
-        if (stageMode === "online" || [...state.shards.values()].some((s) => s.online && s.provider === provider.name)) {
+      for (const { mode: stageMode, hybrid, provider } of stages) {
+        if (stageMode === "online" || hybrid === true || [...state.shards.values()].some((s) => s.online && s.provider === provider.name)) {
           if (!limiters.has(provider.name)) {
             limiters.set(provider.name, yield* OnlineLimiter.make({ concurrency: onlineConcurrency, rpm: settings.rpm, tpm: settings.tpm }))
           }
@@ -534,8 +567,51 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         progress: observer.answered
       }
       const onlineShards = yield* Effect.makeSemaphore(2)
-      /** Whether a shard goes (or went) online: started so, or not started and its stage runs online. */
-      const isOnline = (shard: RunState.ShardState) => shard.online || (shard.phase === "planned" && stageOf(shard.stage).mode === "online")
+
+      // Hybrid stages: the deadline, journaled as an absolute time when first given (a resume
+      // keeps it), and a fiber that marks it passed.
+      const anyHybrid = stages.some((s) => s.hybrid === true)
+      const hybridFlags = [
+        ...(options.deadline === undefined ? [] : ["a deadline"]),
+        ...(options.onlineBudget === undefined ? [] : ["an online budget"]),
+        ...(options.onlineBelow === undefined ? [] : ["--online-below"])
+      ]
+      if (!anyHybrid && hybridFlags.length > 0 && mode !== "cancel" && !stages.some((s) => Modes.hybrid(s.stage, s.provider, options.mode) === undefined)) {
+        yield* Effect.logWarning(`${hybridFlags.join(", ")} ${hybridFlags.length === 1 ? "applies" : "apply"} to stages in auto mode only (--mode auto), and no stage of this run is: ignored`)
+      }
+      if (settings.deadline !== undefined && anyHybrid && mode !== "cancel") {
+        if (state.deadline === null) {
+          const now = yield* Clock.currentTimeMillis
+          yield* ctx.record({ _tag: "DeadlineSet", deadline: now + Duration.toMillis(settings.deadline), given: Duration.format(settings.deadline) })
+        } else {
+          yield* Effect.logInfo(`the run's deadline stays ${new Date(state.deadline.at).toISOString()} (--deadline ${state.deadline.given}, given when it was first set)`)
+        }
+      }
+      const deadlineReached = yield* Deferred.make<void>()
+      const deadline = state.deadline
+      // Passed already (a resume after it): no shard may start by batch meanwhile.
+      let deadlinePassed = deadline !== null && (yield* Clock.currentTimeMillis) >= deadline.at
+      if (deadline !== null && anyHybrid && mode !== "cancel") {
+        yield* Effect.gen(function* () {
+          const wait = deadline.at - (yield* Clock.currentTimeMillis)
+          if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+          deadlinePassed = true
+          yield* Effect.logInfo(
+            `the deadline (${new Date(deadline.at).toISOString()}) has passed: batches in flight are cancelled, and rows still unanswered go online`
+          )
+          yield* Deferred.succeed(deadlineReached, undefined)
+        }).pipe(Effect.forkScoped)
+      }
+      const onlineBelow = settings.onlineBelow ?? Hybrid.defaultOnlineBelow
+      /** Why a planned shard of a hybrid stage goes online rather than by batch (null: it does not). */
+      const hybridReason = (shard: RunState.ShardState): Hybrid.Reason | null => {
+        if (shard.phase !== "planned" || stageOf(shard.stage).hybrid !== true) return null
+        const parent = shard.parent === null ? undefined : state.shards.get(shard.parent)
+        return Hybrid.decide({ hybrid: true, deadlinePassed, onlineBelow }, shard, parent)
+      }
+      /** Whether a shard goes (or went) online: started so, or not started and its stage runs online (or a hybrid stage sends it). */
+      const isOnline = (shard: RunState.ShardState) =>
+        shard.online || (shard.phase === "planned" && (stageOf(shard.stage).mode === "online" || hybridReason(shard) !== null))
       const outstanding = yield* Ref.make(0)
       const done = yield* Deferred.make<void, unknown>()
       // Rows whose keys may repeat are checked once the source is planned, before anything of
@@ -551,20 +627,36 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         Effect.gen(function* () {
           const shard = state.shards.get(id)!
           if (mode === "cancel") return yield* cancelShard(id)
-          if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return
-          if (shard.phase === "online" || (shard.phase === "planned" && isOnline(shard))) {
-            // Online work is done by this process, detached or not: there is nothing to leave running.
-            yield* onlineShards.withPermits(1)(OnlineExecutor.execute(ctx, shard, onlineRuntime))
-          } else if (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created") {
+          const hybrid = stageOf(shard.stage).hybrid === true
+          let goOnline = shard.phase === "online" || (shard.phase === "planned" && isOnline(shard))
+          if (!goOnline && (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created")) {
             // Detached, a batch is asked about once: finished ones are collected, the rest
             // left to the provider until the next resume.
-            yield* inFlight.withPermits(1)(
+            goOnline = yield* inFlight.withPermits(1)(
               Effect.gen(function* () {
+                // The deadline may have passed while this shard waited for a permit.
+                if (shard.phase === "planned" && isOnline(shard)) return true
+                if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return false
                 yield* Submitter.submit(ctx, shard)
-                yield* Poller.poll(ctx, shard, (info) => observer.polled?.(id, info), settings.detach)
+                const onStatus = (info: BatchInfo) => observer.polled?.(id, info)
+                yield* Poller.poll(ctx, shard, onStatus, settings.detach, hybrid ? Deferred.await(deadlineReached) : undefined)
+                if (hybrid && deadlinePassed && shard.phase === "created" && shard.batchId !== null) {
+                  // Recalled: cancelled, and polled until the provider has stopped it. Its
+                  // finished rows are collected; the rest are rescheduled and go online.
+                  if (!shard.recalled) yield* ctx.record({ _tag: "BatchRecalled", shard: id, batchId: shard.batchId, at: yield* Clock.currentTimeMillis })
+                  yield* Poller.cancel(ctx, shard, onStatus)
+                }
+                return false
               })
             )
           }
+          if (goOnline) {
+            const reason = hybridReason(shard)
+            if (shard.phase === "planned" && !(yield* reserveBudget(shard, reason !== null))) return
+            // Online work is done by this process, detached or not: there is nothing to leave running.
+            yield* onlineShards.withPermits(1)(OnlineExecutor.execute(ctx, shard, onlineRuntime, reason))
+          }
+          if (shard.phase === "planned") return // held back by a budget
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             const retry = yield* Collector.collect(ctx, outputs, shard)
             if (retry !== null) yield* launch(retry)
@@ -591,16 +683,24 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       let committed = [...state.shards.values()].filter((s) => s.phase !== "planned").reduce((a, s) => a + projected(s), 0)
       const overBudget = new Set<string>()
       const budgetLock = yield* Effect.makeSemaphore(1)
-      const reserveBudget = (shard: RunState.ShardState) =>
+      // The online budget caps what hybrid stages send online instead of by batch, at real-time prices.
+      let onlineCommitted = [...state.shards.values()].filter((s) => s.hybrid !== null).reduce((a, s) => a + projected(s), 0)
+      const overOnlineBudget = new Set<string>()
+      /** Reserves a planned shard's projected cost under the budget, and (sent online by a hybrid stage) the online budget: both, or neither. */
+      const reserveBudget = (shard: RunState.ShardState, hybridOnline = false) =>
         budgetLock.withPermits(1)(
           Effect.sync(() => {
-            if (settings.budget === undefined) return true
             const cost = projected(shard)
-            if (committed + cost > settings.budget) {
+            if (hybridOnline && settings.onlineBudget !== undefined && onlineCommitted + cost > settings.onlineBudget) {
+              overOnlineBudget.add(shard.id)
+              return false
+            }
+            if (settings.budget !== undefined && committed + cost > settings.budget) {
               overBudget.add(shard.id)
               return false
             }
-            committed += cost
+            if (hybridOnline) onlineCommitted += cost
+            if (settings.budget !== undefined) committed += cost
             return true
           })
         )
@@ -681,10 +781,21 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         settings.budget === undefined
           ? undefined
           : { limit: settings.budget, projected: committed, heldShards: overBudget.size, heldRows: [...overBudget].reduce((a, id) => a + state.shards.get(id)!.requests, 0) }
+      const stillPlanned = (ids: Set<string>) => [...ids].filter((id) => state.shards.get(id)!.phase === "planned")
+      const onlineBudget =
+        settings.onlineBudget === undefined
+          ? undefined
+          : {
+            limit: settings.onlineBudget,
+            projected: onlineCommitted,
+            heldShards: stillPlanned(overOnlineBudget).length,
+            heldRows: stillPlanned(overOnlineBudget).reduce((a, id) => a + state.shards.get(id)!.requests, 0)
+          }
       return {
         ...summary,
         ...(retryPlan === undefined ? {} : { retry: retryPlan }),
         ...(budget === undefined ? {} : { budget }),
+        ...(onlineBudget === undefined ? {} : { onlineBudget }),
         ...(alreadyFinished ? { alreadyFinished } : {})
       }
     })

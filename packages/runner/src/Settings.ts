@@ -4,7 +4,8 @@
  * forever for a permit, a shard size of 0 would mean one request per batch, and a budget of
  * -1 or a poll interval of 0 mean nothing sensible.
  */
-import { Duration, Schema } from "effect"
+import { Duration, Either, Schema } from "effect"
+import { parseDuration } from "./Hybrid.js"
 
 /** An allowed range: `min` inclusive unless `above` is set (then exclusive); `max` inclusive. */
 export interface Range {
@@ -41,7 +42,9 @@ export const ranges = {
   rpm: { min: 1, max: 100_000_000, integer: true },
   tpm: { min: 1, max: 10_000_000_000, integer: true },
   /** `sluice preview -n`: a preview is for looking at answers, not for running a dataset. */
-  previewRows: { min: 1, max: 1000, integer: true }
+  previewRows: { min: 1, max: 1000, integer: true },
+  /** Hybrid runs: retry shards of fewer rows go online (0: none do). */
+  onlineBelow: { min: 0, max: 1_000_000, integer: true }
 } as const satisfies Record<string, Range>
 
 /** `--concurrency` when not given: batches in flight, and online requests in flight. */
@@ -69,6 +72,9 @@ export const problems = (settings: {
   readonly rpm?: number | undefined
   readonly tpm?: number | undefined
   readonly mode?: string | undefined
+  readonly deadline?: Duration.Duration | string | undefined
+  readonly onlineBudget?: number | undefined
+  readonly onlineBelow?: number | undefined
 }): Array<string> => {
   const out: Array<string> = []
   const check = (name: string, range: Range, value: number | undefined) => {
@@ -81,6 +87,14 @@ export const problems = (settings: {
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
   check("rpm", ranges.rpm, settings.rpm)
   check("tpm", ranges.tpm, settings.tpm)
+  check("onlineBudget", ranges.budget, settings.onlineBudget)
+  check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
+  if (typeof settings.deadline === "string") {
+    const parsed = parseDuration(settings.deadline)
+    if (Either.isLeft(parsed)) out.push(`deadline must be ${parsed.left}`)
+  } else if (settings.deadline !== undefined && !(Duration.toMillis(settings.deadline) > 0)) {
+    out.push(`deadline must be a duration above 0, got ${Duration.format(settings.deadline)}`)
+  }
   if (settings.mode !== undefined && !["batch", "online", "auto"].includes(settings.mode)) {
     out.push(`mode must be "batch", "online" or "auto", got ${JSON.stringify(settings.mode)}`)
   }

@@ -7,12 +7,14 @@ import { FileSystem, Path } from "@effect/platform"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
+import * as Hybrid from "./Hybrid.js"
 import { sha256Of } from "./PipelineLoader.js"
 import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
 import { awaitingOutput } from "./RunState.js"
+import type { ShardState } from "./RunState.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 
@@ -30,6 +32,9 @@ export interface ShardStatus {
   readonly awaitingOutput: boolean
   /** How the shard's requests go: by batch, or online (one by one to the real-time endpoint). */
   readonly mode: "batch" | "online"
+  /** Why a hybrid stage (mode auto) sent it online (null: as its mode says); `recalled`: its batch was cancelled at the deadline. */
+  readonly hybrid: ShardState["hybrid"]
+  readonly recalled: boolean
 }
 
 export interface RunStatus extends RunSummary {
@@ -121,7 +126,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
         const answered = yield* onlineAnswers(paths.onlineFile(s.id))
         counts = { total: s.requests, succeeded: answered.succeeded, failed: answered.lines - answered.succeeded }
       }
-      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting, mode: s.online ? "online" : "batch" })
+      shards.push({ shard: s.id, attempt: s.attempt, requests: s.requests, phase: s.phase, batchId: s.batchId, status, counts, live, awaitingOutput: waiting, mode: s.online ? "online" : "batch", hybrid: s.hybrid, recalled: s.recalled })
     }
     const summary = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), ...(options.prices === undefined ? {} : { prices: options.prices }) })
     const result: RunStatus = {
@@ -158,12 +163,17 @@ export const render = (s: RunStatus): string => {
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.pipelineFile === null ? [] : [`  pipeline file ${s.pipelineFile.path}${fileNotes[s.pipelineFile.state]}`]),
+    ...(s.deadline === null
+      ? []
+      : [`  deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ", passed" : ""} · rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
     "  shards:",
     ...s.shards.map(
       (sh) =>
         `    ${sh.shard} ${sh.phase}${sh.batchId === null ? "" : ` ${sh.batchId}`}${sh.mode === "online" && sh.phase !== "online" ? " (online)" : ""}` +
+          (sh.hybrid === null ? "" : ` (sent online: ${Hybrid.said[sh.hybrid]})`) +
+          (sh.recalled ? " (recalled at the deadline)" : "") +
           (sh.awaitingOutput ? ` completed, waiting for its output file${sh.live ? "" : " (journal)"}` : sh.status === null ? "" : ` ${sh.status}${sh.live ? "" : " (journal)"}`) +
         (sh.counts === null ? ` ${count(sh.requests, "request")}` : ` ${number(sh.counts.succeeded)}/${number(sh.counts.total)} ok, ${number(sh.counts.failed)} failed`)
     )

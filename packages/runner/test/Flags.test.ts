@@ -57,6 +57,8 @@ const flags: ReadonlyArray<readonly [string, string, string, string, ReadonlyArr
   ["--budget", "-1", "a number of USD above 0, got -1", "0.01", ["run", "resume"]],
   ["--budget", "0", "a number of USD above 0, got 0", "1000000", ["run"]],
   ["--output-tokens", "0", "an integer from 1 to 1000000, got 0", "1000000", ["run", "resume", "estimate", "preview"]],
+  ["--online-budget", "0", "a number of USD above 0, got 0", "0.01", ["run", "resume", "retry"]],
+  ["--online-below", "-1", "an integer from 0 to 1000000, got -1", "0", ["run", "resume", "retry"]],
   ["--output-file-wait", "-1", "a number of seconds from 0 to 86400, got -1", "0", ["run", "resume", "retry", "cancel"]],
   ["--output-file-wait", "86401", "a number of seconds from 0 to 86400, got 86401", "86400", ["run"]],
   ["--port", "65536", "an integer from 0 to 65535, got 65536", "65535", ["emulator"]],
@@ -100,6 +102,13 @@ describe("numeric flags", () => {
       expect(yield* rejection([...run, "--concurrency", "2.5"])).not.toBe("accepted")
       expect(yield* rejection([...run, "--budget", "Infinity"])).toContain("--budget must be a number of USD above 0, got Infinity")
     }))
+
+  it.effect("--deadline takes a duration as people write it, and refuses anything else", () =>
+    Effect.gen(function* () {
+      for (const good of ["90s", "1h30m", "2h", "1d"]) expect(yield* rejection([...run, "--deadline", good]), good).toBe("accepted")
+      expect(yield* rejection([...run, "--deadline", "soon"])).toContain(`--deadline must be a duration like 90s, 45m, 2h, 1h30m or 1d, got "soon"`)
+      expect(yield* rejection([...commands["resume"]!, "--deadline", "0s"])).toContain(`--deadline must be a duration above 0, got "0s"`)
+    }))
 })
 
 describe("the library's run options", () => {
@@ -112,7 +121,10 @@ describe("the library's run options", () => {
         pollInterval: Duration.zero,
         budget: -1,
         budgetOutputTokens: 0,
-        outputFileWait: Duration.days(2)
+        outputFileWait: Duration.days(2),
+        onlineBudget: 0,
+        onlineBelow: 1.5,
+        deadline: Duration.zero
       })
     ).toEqual([
       "concurrency must be an integer from 1 to 10000, got 0",
@@ -120,6 +132,9 @@ describe("the library's run options", () => {
       "pollInterval must be a number of seconds from 0.01 to 3600, got 0",
       "budget must be a number of USD above 0, got -1",
       "budgetOutputTokens must be an integer from 1 to 1000000, got 0",
+      "onlineBudget must be a number of USD above 0, got 0",
+      "onlineBelow must be an integer from 0 to 1000000, got 1.5",
+      "deadline must be a duration above 0, got 0",
       "outputFileWait must be a number of seconds from 0 to 86400, got 172800"
     ])
   })
