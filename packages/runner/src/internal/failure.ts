@@ -45,7 +45,8 @@ const usageTags = new Set([
   "UnpricedBudget",
   "PricesFileError",
   "InvalidSettings",
-  "EmulatorStartError"
+  "EmulatorStartError",
+  "ModeUnsupported"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */
