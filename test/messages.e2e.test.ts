@@ -110,7 +110,8 @@ describe("help", SLOW, () => {
     const run = await runCli(["run", "--help"], { cwd: dir.dir })
     // Descriptions wrap at the terminal's width: compare them as one line.
     const flat = run.stdout.replace(/\s+/g, " ")
-    expect(flat).toMatch(/--concurrency integer batches in flight at once; online, requests in flight at once [^-]*\(an integer from 1 to 10000; default 4 batches, 8 online requests\)/)
+    expect(flat).toMatch(/--concurrency integer batches in flight at once; online, requests in flight at once \([^)]*\) \(an integer from 1 to 10000; default 4 batches, 8 online requests\)/)
+    expect(flat).toMatch(/--rpm integer online: requests per minute per provider at most[^(]*\([^)]*\) \(an integer from 1 to 100000000; default no cap but the provider's own limits\)/)
     expect(flat).toMatch(/--poll-interval float seconds between status polls of a batch;[^-]*; default 30\)/)
     expect(run.stdout).toMatch(/--run-dir directory +the run directory \(default: \.sluice\/runs\/<pipeline name>\)/)
     const emulatorHelp = await runCli(["emulator", "--help"], { cwd: dir.dir })

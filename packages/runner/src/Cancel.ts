@@ -7,7 +7,9 @@
  *
  * Each batch in flight is cancelled and polled until the provider has stopped it, and its
  * terminal status journaled; a shard not submitted yet is journaled as rejected (`cancelled`)
- * after adopting a batch a crash may have left for it. Collecting what the cancelled batches
+ * after adopting a batch a crash may have left for it. An online shard (its requests sent by
+ * the run's own process, which holds no lock any more) is ended where its online file stands:
+ * its answers are kept, its unsent rows end `cancelled` (OnlineExecutor.cancel). Collecting what the cancelled batches
  * finished needs the pipeline (its Schemas decode the answers, its sink takes them): the next
  * `resume` does it, loading the pipeline file the run recorded. Rows of a cancelled batch are
  * never resubmitted by it: they end failed (`cancelled`, or their own class) for `retry`.
@@ -19,6 +21,7 @@ import type { BatchProvider } from "@sluice/providers"
 import { Effect } from "effect"
 import type { Duration } from "effect"
 import * as Journal from "./Journal.js"
+import * as OnlineExecutor from "./OnlineExecutor.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as Poller from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
@@ -48,8 +51,11 @@ export interface CancelOptions {
 export interface CancelSummary extends RunSummary {
   /** Where the run's outputs go: its sink, or outputs.jsonl in the run directory. */
   readonly output: string
-  /** What this call did: batches that ended cancelled, batches that had ended on their own first, shards never submitted. */
-  readonly cancel: { readonly cancelled: number; readonly ended: number; readonly unsubmitted: number }
+  /**
+   * What this call did: batches that ended cancelled, batches that had ended on their own
+   * first, shards never submitted, online shards stopped with rows unsent.
+   */
+  readonly cancel: { readonly cancelled: number; readonly ended: number; readonly unsubmitted: number; readonly online: number }
 }
 
 /** Cancels every batch of the run in `runDir` still in flight and waits until the provider has stopped them. */
@@ -72,14 +78,14 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
       })
       const state = yield* loadState(paths.journal)
       const open = RunState.openShards(state).filter(
-        (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created"
+        (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created" || s.phase === "online"
       )
       // The providers of the stages with batches (or maybe, after a crash), as configured now
       // (their identity checked above); a shard only planned needs none.
       const byName = new Map<string, BatchProvider>()
       const byStage = new Map<string, BatchProvider>()
       for (const shard of open) {
-        if (shard.phase === "planned") continue
+        if (shard.phase === "planned" || shard.phase === "online") continue
         if (!byName.has(shard.provider)) byName.set(shard.provider, yield* providers.get(shard.provider))
         byStage.set(shard.stage, byName.get(shard.provider)!)
       }
@@ -109,11 +115,15 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
             })
           )
       }
-      const done = { cancelled: 0, ended: 0, unsubmitted: 0 }
+      const done = { cancelled: 0, ended: 0, unsubmitted: 0, online: 0 }
       yield* Effect.forEach(
         open,
         (shard) =>
           Effect.gen(function* () {
+            if (shard.phase === "online") {
+              yield* OnlineExecutor.cancel(ctx, shard)
+              return void done.online++
+            }
             yield* Submitter.withdraw(ctx, shard)
             if (shard.phase === "rejected") return void done.unsubmitted++
             yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(shard.id, info))

@@ -539,15 +539,17 @@ const retryCommand = Command.make(
 
 /** What `cancel` prints after the summary: what it did, and how the run goes on. */
 const cancelLines = (s: Cancel.CancelSummary): string => {
-  const { cancelled, ended, unsubmitted } = s.cancel
-  if (cancelled + ended + unsubmitted === 0) return `cancel: no batch of run ${s.runId} was in flight`
+  const { cancelled, ended, unsubmitted, online } = s.cancel
+  if (cancelled + ended + unsubmitted + online === 0) return `cancel: no batch of run ${s.runId} was in flight`
   const did = [
     ...(cancelled > 0 ? [`${count(cancelled, "batch", "batches")} cancelled`] : []),
     ...(ended > 0 ? [`${count(ended, "batch", "batches")} had ended before`] : []),
-    ...(unsubmitted > 0 ? [`${count(unsubmitted, "shard")} not submitted`] : [])
+    ...(unsubmitted > 0 ? [`${count(unsubmitted, "shard")} not submitted`] : []),
+    ...(online > 0 ? [`${count(online, "online shard")} stopped`] : [])
   ].join(", ")
   return (
-    `cancel: ${did}. Their results are collected by \`sluice resume ${s.runDir}\`: rows the batches did not run end ` +
+    `cancel: ${did}. Their results are collected by \`sluice resume ${s.runDir}\`: rows the batches did not run` +
+    `${online > 0 ? " or that were never sent online" : ""} end ` +
     `\`cancelled\` (\`sluice retry ${s.runDir} --only cancelled\` submits them again)`
   )
 }

@@ -23,7 +23,7 @@ import { lines } from "./internal/lines.js"
 import type { Limiter, Permit } from "./OnlineLimiter.js"
 import type { RowLine } from "./Planner.js"
 import { lineTokens } from "./RequestTokens.js"
-import type { RunContext } from "./RunContext.js"
+import type { BatchContext, RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 /** Attempts of one request within its shard; after them its row fails `retryable` and is rescheduled. */
@@ -234,8 +234,12 @@ export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRunti
     })
   )
 
-/** Ends an online shard without sending the rest (a cancelled run): its unsent rows end `cancelled`. */
-export const cancel = (ctx: RunContext, shard: ShardState) =>
+/**
+ * Ends an online shard without sending the rest (a cancelled run): its unsent rows end
+ * `cancelled`. Needs only the run directory and the journal (`sluice cancel` calls it from the
+ * journal alone): the answers already in the online file are kept for the collection.
+ */
+export const cancel = (ctx: Pick<BatchContext, "paths" | "record">, shard: ShardState) =>
   Effect.gen(function* () {
     const { done } = yield* recover(ctx.paths.onlineFile(shard.id))
     const succeeded = [...done.values()].filter((ok) => ok).length

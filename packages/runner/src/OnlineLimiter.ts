@@ -9,7 +9,8 @@
  * - **The provider's own figures.** The latest snapshot of its rate-limit headers (requests and
  *   tokens remaining, and when each window is full again) is counted down by every request
  *   sent since the answer that carried it; when nothing is left, sending waits for the reset.
- *   A `retry-after` (or a 429's exhausted window) pauses all sending until then.
+ *   At the reset a window whose size the provider gave is full again, less what was sent since
+ *   its figure; one whose size it did not give is forgotten. A `retry-after` (or a 429's exhausted window) pauses all sending until then.
  * - **The user's caps, never exceeded.** `rpm`: requests are spaced at least 60 s / rpm apart,
  *   so no 60-second window holds more than `rpm`. `tpm`: a request goes only when the tokens
  *   sent in the last 60 seconds plus its own stay within `tpm` (a request larger than `tpm`
@@ -81,26 +82,30 @@ interface Remaining {
   readonly limit: number | undefined
 }
 
-const sum = (values: Iterable<number>): number => {
-  let total = 0
-  for (const v of values) total += v
-  return total
-}
-
 /**
- * A window past its reset: full again when the provider said how large it is — less what is
- * in flight, which may land in the new window — with no known reset until an answer brings
- * one; forgotten when it did not say.
+ * A window past its reset. Providers count a request when it arrives and refill their windows
+ * within the minute, so at the reset what the provider had left is whole again — less what was
+ * sent since its figure (those took from the new window too, on a bucket that refills
+ * continuously). The count starts afresh from there, with no known reset until an answer brings
+ * one (a minute at most). Forgotten when the provider did not say how large the window is.
  */
-const refilled = (window: Remaining, now: number, inFlight: number, base: number): Remaining | undefined =>
+const refilled = (window: Remaining, now: number, sentNow: number): Remaining | undefined =>
   window.limit === undefined
     ? undefined
-    : { remaining: window.limit - inFlight, base, seq: window.seq, resetAt: now + MAX_WAIT, limit: window.limit }
+    : {
+      remaining: Math.max(0, window.limit - (sentNow - window.base)),
+      base: sentNow,
+      seq: window.seq,
+      resetAt: now + MAX_WAIT,
+      limit: window.limit
+    }
 
 export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
   Effect.sync(() => {
     const cap = Math.max(1, Math.floor(options.concurrency))
-    const spacing = options.rpm === undefined ? 0 : MINUTE / options.rpm
+    // Times are whole milliseconds: a fraction below a clock's precision would make a wait of
+    // nothing, and `acquire` would spin until the clock moved on.
+    const spacing = options.rpm === undefined ? 0 : Math.ceil(MINUTE / options.rpm)
     let window = cap
     let good = 0
     let round = 0
@@ -112,9 +117,6 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     let streak = 0
     let requests: Remaining | undefined
     let tokenBudget: Remaining | undefined
-    // Requests in flight, by `seq`, with their tokens: one sent before an answer that reports
-    // the provider's figures may not have been counted in them yet.
-    const flying = new Map<number, number>()
     // Sends of the last minute for the tpm cap: times and token estimates, oldest first.
     const log: Array<{ at: number; tokens: number; seq: number }> = []
     let logTokens = 0
@@ -136,11 +138,11 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       if (now < pausedUntil) until = Math.max(until, pausedUntil)
       if (now < nextAt) until = Math.max(until, nextAt)
       if (requests !== undefined) {
-        if (now >= requests.resetAt) requests = refilled(requests, now, flying.size, sent)
+        if (now >= requests.resetAt) requests = refilled(requests, now, sent)
         if (requests !== undefined && requests.remaining - (sent - requests.base) <= 0) until = Math.max(until, requests.resetAt)
       }
       if (tokenBudget !== undefined) {
-        if (now >= tokenBudget.resetAt) tokenBudget = refilled(tokenBudget, now, sum(flying.values()), tokensSent)
+        if (now >= tokenBudget.resetAt) tokenBudget = refilled(tokenBudget, now, tokensSent)
         const left = tokenBudget === undefined ? Infinity : tokenBudget.remaining - (tokensSent - tokenBudget.base)
         // A request larger than the whole window goes when the window is full.
         if (tokenBudget !== undefined && left < tokens && left < (tokenBudget.limit ?? Infinity)) until = Math.max(until, tokenBudget.resetAt)
@@ -167,7 +169,6 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       inFlight++
       sent++
       tokensSent += tokens
-      flying.set(sent, tokens)
       if (spacing > 0) nextAt = now + spacing
       if (options.tpm !== undefined) {
         log.push({ at: now, tokens, seq: sent })
@@ -184,41 +185,33 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
           if (blocked === undefined) return take(now, tokens)
           const signal = wake
           if (blocked === "slot") yield* Deferred.await(signal)
-          else yield* Effect.race(Deferred.await(signal), Effect.sleep(Duration.millis(blocked - now)))
+          else yield* Effect.race(Deferred.await(signal), Effect.sleep(Duration.millis(Math.ceil(blocked - now))))
         }
       })
 
     /**
-     * The provider's figures from the answer to `permit`: what it had left once it counted
-     * that request, less what was in flight before it (it may not have arrived yet). Requests
-     * sent after it are counted down as they go.
+     * The provider's figures from the answer to `permit`: what it had left once it counted that
+     * request. Requests sent before it reached it before it (one sender, sending in order) and
+     * are in the figure already; those sent after it are counted down as they go.
      */
     const adopt = (now: number, permit: Permit, limits: RateLimitSnapshot) => {
-      let older = 0
-      let olderTokens = 0
-      for (const [seq, tokens] of flying) {
-        if (seq < permit.seq) {
-          older++
-          olderTokens += tokens
-        }
-      }
       const r = limits.requests
       if (r?.remaining !== undefined && (requests === undefined || permit.seq >= requests.seq)) {
         requests = {
-          remaining: r.remaining - older,
+          remaining: r.remaining,
           base: permit.seq,
           seq: permit.seq,
-          resetAt: now + Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT),
+          resetAt: now + Math.ceil(Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT)),
           limit: r.limit ?? requests?.limit
         }
       }
       const t = limits.tokens
       if (t?.remaining !== undefined && (tokenBudget === undefined || permit.seq >= tokenBudget.seq)) {
         tokenBudget = {
-          remaining: t.remaining - olderTokens,
+          remaining: t.remaining,
           base: permit.tokensSent,
           seq: permit.seq,
-          resetAt: now + Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT),
+          resetAt: now + Math.ceil(Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT)),
           limit: t.limit ?? tokenBudget?.limit
         }
       }
@@ -258,15 +251,14 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
         if (failure.throttled) streak++
         // A 429 pauses all sending: the hint, else a backoff that grows while 429s follow each other.
         const pause = failure.waitMs ?? (failure.throttled ? Math.min(MAX_DELAY, BASE_DELAY * 2 ** (streak - 1)) * jitter : undefined)
-        if (pause !== undefined) pausedUntil = Math.max(pausedUntil, now + Math.min(pause, MAX_WAIT))
+        if (pause !== undefined) pausedUntil = Math.max(pausedUntil, now + Math.ceil(Math.min(pause, MAX_WAIT)))
         changed()
-        return Duration.millis(Math.max(backoff, Math.min(failure.waitMs ?? 0, MAX_WAIT)))
+        return Duration.millis(Math.ceil(Math.max(backoff, Math.min(failure.waitMs ?? 0, MAX_WAIT))))
       })
 
-    const release: Limiter["release"] = (permit) =>
+    const release: Limiter["release"] = () =>
       Effect.sync(() => {
         inFlight--
-        flying.delete(permit.seq)
         changed()
       })
 

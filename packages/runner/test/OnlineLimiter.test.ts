@@ -12,6 +12,34 @@ import type { Permit } from "../src/OnlineLimiter.js"
 /** Lets forked fibers run up to their next wait. */
 const settle = Effect.repeatN(Effect.yieldNow(), 10)
 
+/**
+ * A request that the limiter must let go at once: acquired in a fiber, so a limiter that holds
+ * it back fails the assertion instead of hanging the test.
+ */
+const acquireNow = (limiter: OnlineLimiter.Limiter, tokens: number, why: string) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.fork(limiter.acquire(tokens))
+    yield* settle
+    const done = yield* Fiber.poll(fiber)
+    if (Option.isNone(done)) {
+      yield* Fiber.interrupt(fiber)
+      return assert.fail(`held back: ${why}`)
+    }
+    return yield* done.value
+  })
+
+/** The permit of a waiting request that must have gone by now (fails rather than hangs). */
+const gone = (fiber: Fiber.RuntimeFiber<Permit>, why: string) =>
+  Effect.gen(function* () {
+    yield* settle
+    const done = yield* Fiber.poll(fiber)
+    if (Option.isNone(done)) {
+      yield* Fiber.interrupt(fiber)
+      return assert.fail(`still held back: ${why}`)
+    }
+    return yield* done.value
+  })
+
 /** The most sends (or tokens) that fall in any half-open window [t, t + 60 s). */
 const maxPerMinute = (sends: ReadonlyArray<{ readonly at: number; readonly tokens: number }>, weight: (s: { tokens: number }) => number) => {
   let most = 0
@@ -77,6 +105,15 @@ describe("OnlineLimiter", () => {
       // Spaced 2 s apart: 70 sends take 138 s (not more: the cap is used, not just respected).
       const span = sent[sent.length - 1]!.at - sent[0]!.at
       assert.strictEqual(span, 138_000)
+    }))
+
+  it.effect("--rpm that does not divide a minute: sends spaced by whole milliseconds, rounded up", () =>
+    Effect.gen(function* () {
+      // 60 s / 7 is 8571.43 ms: a fractional wait finer than the clock's precision would spin.
+      const limiter = yield* OnlineLimiter.make({ concurrency: 8, rpm: 7 })
+      const sent = yield* drive(limiter, 15, () => 1, 4, 1000)
+      assert.strictEqual(maxPerMinute(sent, () => 1), 7)
+      for (let i = 1; i < sent.length; i++) assert.strictEqual(sent[i]!.at - sent[i - 1]!.at, 8572, `send ${i}`)
     }))
 
   it.effect("--tpm: no 60-second window holds more than tpm estimated tokens; a request larger than tpm goes alone", () =>
@@ -191,25 +228,66 @@ describe("OnlineLimiter", () => {
   it.effect("the provider's remaining requests are counted down by what was sent since; sending waits for the reset", () =>
     Effect.gen(function* () {
       const limiter = yield* OnlineLimiter.make({ concurrency: 10 })
-      const first = yield* limiter.acquire(1)
-      const second = yield* limiter.acquire(1)
-      const third = yield* limiter.acquire(1)
-      // The answer to the second request says 3 are left: the third was sent after it, so 2 remain.
+      const first = yield* acquireNow(limiter, 1, "nothing known yet")
+      const second = yield* acquireNow(limiter, 1, "nothing known yet")
+      const third = yield* acquireNow(limiter, 1, "nothing known yet")
+      // The answer to the second request says 3 are left once it (and the first, sent before
+      // it) were counted: the third was sent after it, so 2 remain.
       yield* limiter.answered(second, { requests: { remaining: 3, resetMs: 10_000 } })
       yield* limiter.release(second)
-      const fourth = yield* limiter.acquire(1)
-      const fifth = yield* limiter.acquire(1)
+      const fourth = yield* acquireNow(limiter, 1, "2 remain")
+      const fifth = yield* acquireNow(limiter, 1, "1 remains")
       const sixth = yield* Effect.fork(limiter.acquire(1))
       yield* settle
-      assert.isTrue(Option.isNone(yield* Fiber.poll(sixth)))
+      assert.isTrue(Option.isNone(yield* Fiber.poll(sixth)), "none remain")
       // An older answer (the first request's, arriving late) does not replace the newer figure.
       yield* limiter.answered(first, { requests: { remaining: 100, resetMs: 10 } })
+      yield* TestClock.adjust(Duration.millis(10))
       yield* settle
-      assert.isTrue(Option.isNone(yield* Fiber.poll(sixth)))
-      yield* TestClock.adjust(Duration.millis(10_000))
-      const permit = yield* Fiber.join(sixth)
+      assert.isTrue(Option.isNone(yield* Fiber.poll(sixth)), "the older figure was taken")
+      yield* TestClock.adjust(Duration.millis(10_000 - 10))
+      const permit = yield* gone(sixth, "the reset passed")
       assert.strictEqual(permit.at, 10_000)
       for (const p of [first, third, fourth, fifth, permit]) yield* limiter.release(p)
+    }))
+
+  it.effect("at the reset a window of known size is full again, less what was sent since its figure", () =>
+    Effect.gen(function* () {
+      const limiter = yield* OnlineLimiter.make({ concurrency: 100 })
+      const first = yield* acquireNow(limiter, 1, "nothing known yet")
+      // 1 left of a window of 5, full again in 2 s.
+      yield* limiter.answered(first, { requests: { limit: 5, remaining: 1, resetMs: 2000 } })
+      yield* limiter.release(first)
+      yield* acquireNow(limiter, 1, "1 remains")
+      const held = yield* Effect.fork(limiter.acquire(1))
+      yield* settle
+      assert.isTrue(Option.isNone(yield* Fiber.poll(held)), "none remain before the reset")
+      yield* TestClock.adjust(Duration.millis(2000))
+      // The window holds 5 again, one of which the request sent since took: the waiting one
+      // and three more go, the next waits for a reset no answer has told (a minute).
+      assert.strictEqual((yield* gone(held, "the window is full again")).at, 2000)
+      for (let i = 0; i < 3; i++) yield* acquireNow(limiter, 1, `${3 - i} remain after the reset`)
+      const next = yield* Effect.fork(limiter.acquire(1))
+      yield* settle
+      assert.isTrue(Option.isNone(yield* Fiber.poll(next)), "the refilled window is used up")
+      yield* TestClock.adjust(Duration.millis(60_000 - 1))
+      yield* settle
+      assert.isTrue(Option.isNone(yield* Fiber.poll(next)), "sent before a minute passed")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.strictEqual((yield* gone(next, "a minute after the refill")).at, 62_000)
+    }))
+
+  it.effect("at the reset a window of unknown size is forgotten: sending goes on unpaced", () =>
+    Effect.gen(function* () {
+      const other = yield* OnlineLimiter.make({ concurrency: 100 })
+      const a = yield* acquireNow(other, 1, "nothing known yet")
+      yield* other.answered(a, { requests: { remaining: 0, resetMs: 1000 } })
+      const waiting = yield* Effect.fork(other.acquire(1))
+      yield* settle
+      assert.isTrue(Option.isNone(yield* Fiber.poll(waiting)), "none remain before the reset")
+      yield* TestClock.adjust(Duration.millis(1000))
+      assert.strictEqual((yield* gone(waiting, "the figure is forgotten")).at, 1000)
+      for (let i = 0; i < 20; i++) yield* acquireNow(other, 1, "the figure is forgotten")
     }))
 
   it.effect("the provider's remaining tokens: a request larger than what is left waits for the reset", () =>
@@ -218,7 +296,7 @@ describe("OnlineLimiter", () => {
       const first = yield* limiter.acquire(100)
       yield* limiter.answered(first, { tokens: { remaining: 500, resetMs: 3000 } })
       yield* limiter.release(first)
-      const fits = yield* limiter.acquire(400)
+      const fits = yield* acquireNow(limiter, 400, "400 of 500 fit")
       const over = yield* Effect.fork(limiter.acquire(200))
       yield* settle
       assert.isTrue(Option.isNone(yield* Fiber.poll(over)))
