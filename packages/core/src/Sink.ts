@@ -3,7 +3,7 @@
  * checkpoint that the runner journals, and a sink opened with the last checkpoint discards
  * anything written after it — so a crash mid-write never leaves a row twice.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { stringify } from "csv-stringify/sync"
 import { Effect, ExecutionStrategy, Exit, Option, Schema, Scope, Stream } from "effect"
 import { join } from "node:path"

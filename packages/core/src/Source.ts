@@ -3,7 +3,7 @@
  * decoded row or an invalid one that names its location, so that bad input is reported with
  * file and line instead of crashing the run or silently disappearing.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
 import { parquetReadObjects } from "hyparquet"

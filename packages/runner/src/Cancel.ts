@@ -15,7 +15,7 @@
  * never resubmitted by it: they end failed (`cancelled`, or their own class) for `retry`.
  * (`Runner.cancel`, given the pipeline by its caller, collects at once.)
  */
-import { Path } from "@effect/platform"
+import * as Path from "@effect/platform/Path"
 import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
 import { Effect } from "effect"

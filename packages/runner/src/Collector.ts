@@ -8,7 +8,7 @@
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Pipeline } from "@sluice/core"
 import type { BatchResult, FailureClass } from "@sluice/core"
 import { Cause, Chunk, Effect, Exit, Scope, Stream } from "effect"

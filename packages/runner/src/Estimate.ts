@@ -8,7 +8,8 @@
  * it); it counts the requests over their model's context window, which a run fails unsent.
  * It needs no API key.
  */
-import { FileSystem, HttpClient } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { CustomId, Hash, Pipeline, Prompt, Tokens } from "@sluice/core"
 import type { BatchRequest, Source } from "@sluice/core"
 import { OpenAiBatch, Providers } from "@sluice/providers"

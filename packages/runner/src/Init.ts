@@ -7,7 +7,8 @@
  * lacks; any other file that exists is kept. The report says what was done to each.
  * The files come from `templates/init/` of this package.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Schema } from "effect"
 import { fileURLToPath } from "node:url"

@@ -5,7 +5,7 @@
  * whatever they hold. A complete line that is not an event is an error naming the line —
  * events are never skipped. An event that would not read back is never written.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Either, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { dirname } from "node:path"

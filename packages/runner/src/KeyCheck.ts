@@ -15,7 +15,7 @@
  * the shard as planned (the check runs again and decides the same: the key records are never
  * changed); after it, the renames left are done first thing. `KeysChecked` ends the check.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Chunk, Effect, Schema, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as DuplicateKeys from "./DuplicateKeys.js"

@@ -12,7 +12,7 @@
  * never more than the slots: after a SIGKILL, at most `--concurrency` requests are sent again.
  * A resume sends only the lines without an answer in the file.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import type { BatchResult } from "@sluice/core"
 import type { BatchCounts, OnlineApi, ProviderError } from "@sluice/providers"

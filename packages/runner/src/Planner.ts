@@ -14,7 +14,7 @@
  * gets a key record in `keys/<shard>.keys`; duplicates are found across the whole source
  * once it is planned (KeyCheck.ts), not shard by shard.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { CustomId, Hash, Pipeline } from "@sluice/core"
 import type { BatchRequest, SourceItem } from "@sluice/core"
 import { Cause, Chunk, Effect, Exit, Schema, Scope, Stream } from "effect"

@@ -14,7 +14,8 @@
  * that follows does not pay for the same requests again, and a preview of an unchanged prompt
  * costs nothing the second time. `--no-cache` asks the model afresh (to see other samples).
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import type { Pipeline } from "@sluice/core"
 import type { BatchResult, Source } from "@sluice/core"
 import { Providers } from "@sluice/providers"

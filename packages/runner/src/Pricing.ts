@@ -4,7 +4,7 @@
  * model. Prices price the summary, `estimate` and `--budget`; context windows let `estimate`
  * warn about, and a run fail, requests too long for their model.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, ParseResult, Schema } from "effect"
 import { readFileSync } from "node:fs"
 

@@ -14,7 +14,7 @@
  * before leaves a run that `--allow-changed` winds up again (answers already carried are not
  * stored twice; files already moved stay moved).
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { Pipeline } from "@sluice/core"
 import type { BatchResult } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"

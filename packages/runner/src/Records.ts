@@ -3,7 +3,8 @@
  * consume results in code instead of through a file sink. Only committed lines are read, so
  * a run still going on in another process is safe to read.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import type { Pipeline } from "@sluice/core"
 import { Effect, Stream } from "effect"
 import { lines } from "./internal/lines.js"

@@ -19,7 +19,8 @@
  *
  * Everything in it is created private (internal/PrivateFiles.ts): 0700 directories, 0600 files.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Schema } from "effect"
 import * as PrivateFiles from "./internal/PrivateFiles.js"

@@ -3,7 +3,8 @@
  * submit them with at most `concurrency` batches in flight, poll, collect, and reschedule
  * what failed — from whatever point the journal says the run had reached.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { ProviderIdentity, Providers } from "@sluice/providers"

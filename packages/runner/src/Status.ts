@@ -3,7 +3,8 @@
  * loads nothing the run directory names: the pipeline file is only hashed, to say whether
  * `resume` would take it.
  */
-import { FileSystem, Path } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"

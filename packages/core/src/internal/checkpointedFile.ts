@@ -3,7 +3,7 @@
  * checkpoint cuts off whatever was written after that commit (a torn tail after a crash), so
  * a record is in the file exactly once however often the run resumes.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"

@@ -9,7 +9,7 @@
  * - Column kinds: the flat column types the Parquet sink writes (string, number, boolean),
  *   read back from an existing part's footer on resume (the sink infers them from the first values).
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Runtime } from "effect"
 import type { AsyncBuffer, FileMetaData, SchemaElement } from "hyparquet"

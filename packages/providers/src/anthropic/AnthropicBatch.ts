@@ -17,7 +17,7 @@
  *
  * Wire facts: `../shared/reference/providers.md` section 3.
  */
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Config, ConfigError, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { BatchInfo, BatchProvider, OrphanSearch, ShardIdentity } from "../BatchProvider.js"
 import { allowInsecureHttp, optionalBaseUrl, requiredSecret } from "../internal/env.js"

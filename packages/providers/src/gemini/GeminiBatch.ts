@@ -35,7 +35,7 @@
  *
  * Wire facts: `../shared/reference/providers.md` section 4.
  */
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Config, ConfigError, Context, Duration, Effect, Either, Layer, Redacted } from "effect"
 import type { BatchProvider } from "../BatchProvider.js"
 import { allowInsecureHttp, optionalBaseUrl, optionalString, requiredSecret } from "../internal/env.js"

@@ -17,7 +17,10 @@
  */
 import type { HttpBody } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
-import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
+import * as FetchHttpClient from "@effect/platform/FetchHttpClient"
+import * as Headers from "@effect/platform/Headers"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import type * as Undici from "@effect/platform-node/Undici"
 import { Clock, Duration, Effect, Option, Redacted, Stream } from "effect"

@@ -6,7 +6,7 @@
  * the request (429, 5xx, a lost connection) or stops the run (a rejected key, no credit, no
  * such endpoint).
  */
-import { HttpBody } from "@effect/platform"
+import * as HttpBody from "@effect/platform/HttpBody"
 import type { BatchResult } from "@sluice/core"
 import { Clock, Effect } from "effect"
 import type { OnlineAnswer } from "../BatchProvider.js"

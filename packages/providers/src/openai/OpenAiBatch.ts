@@ -13,7 +13,7 @@
  *
  * Wire facts: `../shared/reference/providers.md` section 1.
  */
-import { HttpClient } from "@effect/platform"
+import * as HttpClient from "@effect/platform/HttpClient"
 import { Config, ConfigError, Context, Duration, Effect, Layer, Redacted } from "effect"
 import type { BatchProvider, ProviderCapabilities, ProviderLimits } from "../BatchProvider.js"
 import { allowInsecureHttp, optionalBaseUrl, optionalString, requiredSecret } from "../internal/env.js"

@@ -8,7 +8,7 @@
  * run is sorted natively on a 32-bit prefix of each record's key (with the record's ordinal
  * in the low bits of one float), and only records with equal prefixes are compared in full.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"

@@ -9,7 +9,7 @@
  * Sinks are not: they are the user's own files, created like any other file the user's
  * programs write (the umask decides).
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"

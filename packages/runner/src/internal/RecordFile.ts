@@ -3,7 +3,7 @@
  * the external sort's runs. Writes are buffered into ~1 MB pieces; reads go chunk by chunk,
  * each chunk a fresh buffer, so a record handed out stays valid after the next one is read.
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"

@@ -1,4 +1,4 @@
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Stream } from "effect"
 
 /** The non-empty lines of a file (or of a byte range of it), streamed. */

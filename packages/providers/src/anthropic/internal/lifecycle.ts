@@ -4,7 +4,7 @@
  * stream the results, and find an orphan batch without metadata. What the bytes mean is
  * `codec.ts`.
  */
-import { HttpBody } from "@effect/platform"
+import * as HttpBody from "@effect/platform/HttpBody"
 import type { HttpClient } from "@effect/platform"
 import type { BatchResult } from "@sluice/core"
 import { Chunk, Duration, Effect, Either, Option, Redacted, Stream } from "effect"

@@ -4,7 +4,8 @@
  * create a batch (never retried), poll, list, cancel, and read the results (a responses file,
  * streamed, or the Operation's inline responses). What the bytes mean is `codec.ts`.
  */
-import { HttpBody, HttpClient } from "@effect/platform"
+import * as HttpBody from "@effect/platform/HttpBody"
+import * as HttpClient from "@effect/platform/HttpClient"
 import type { BatchResult } from "@sluice/core"
 import { Chunk, Duration, Effect, Either, Option, Redacted, Stream } from "effect"
 import * as NodeFs from "node:fs"

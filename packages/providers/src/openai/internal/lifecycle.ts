@@ -3,7 +3,7 @@
  * disk), find an upload by name after a crash, create a batch (never retried), poll, list,
  * cancel, and stream the output and error files. What the bytes mean is `codec.ts`.
  */
-import { HttpBody } from "@effect/platform"
+import * as HttpBody from "@effect/platform/HttpBody"
 import type { HttpClient } from "@effect/platform"
 import * as Undici from "@effect/platform-node/Undici"
 import type { BatchResult } from "@sluice/core"
