@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os"
 import { defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
@@ -11,6 +12,9 @@ export default defineConfig({
     // Type checking a pipeline file costs seconds per CLI call: off, except in the tests
     // that are about it (test/typecheck.e2e.test.ts).
     env: { SLUICE_CACHE: "off", SLUICE_TYPECHECK: "off" },
+    // Most of a CLI test's time is spent waiting on child processes and the emulator: vitest's
+    // default of (cores - 1) workers would run the files one at a time on a 2-core CI runner.
+    maxWorkers: Math.max(2, availableParallelism()),
     testTimeout: 60_000,
     hookTimeout: 60_000
   }
