@@ -41,10 +41,14 @@ export class PipelineTypeError extends Schema.TaggedError<PipelineTypeError>()("
 
 export class TypeCheckUnavailable extends Schema.TaggedError<TypeCheckUnavailable>()("TypeCheckUnavailable", {
   file: Schema.String,
+  /** `missing`: there is no such file, and skipping the check would not help. */
+  reason: Schema.Literal("missing", "noTypeScript"),
   description: Schema.String
 }) {
   override get message(): string {
-    return `${this.file}: cannot type-check: ${this.description} (--no-typecheck skips the check)`
+    return this.reason === "missing"
+      ? `${this.file}: ${this.description}`
+      : `${this.file}: cannot type-check: ${this.description} (--no-typecheck skips the check)`
   }
 }
 
@@ -298,7 +302,7 @@ export const loadTypeScript = async (): Promise<typeof Ts> => {
 export const check = (file: string, options: CheckOptions = {}): Effect.Effect<CheckResult, PipelineTypeError | TypeCheckUnavailable> =>
   Effect.gen(function* () {
     const pipeline = resolve(file)
-    if (!existsSync(pipeline)) return yield* new TypeCheckUnavailable({ file, description: "no such file" })
+    if (!existsSync(pipeline)) return yield* new TypeCheckUnavailable({ file, reason: "missing", description: "no such file" })
     const config = nearestConfig(dirname(pipeline))
     const cacheDir = options.cacheDir ?? defaultCacheDir()
     const version = typescriptVersion()
@@ -311,7 +315,7 @@ export const check = (file: string, options: CheckOptions = {}): Effect.Effect<C
     yield* Effect.logInfo(`type-checking ${file}`)
     const ts = yield* Effect.tryPromise({
       try: loadTypeScript,
-      catch: (e) => new TypeCheckUnavailable({ file, description: `TypeScript is not installed (${e instanceof Error ? e.message.split("\n")[0] : String(e)})` })
+      catch: (e) => new TypeCheckUnavailable({ file, reason: "noTypeScript", description: `TypeScript is not installed (${e instanceof Error ? e.message.split("\n")[0] : String(e)})` })
     })
     const compiled = yield* Effect.sync(() => compile(ts, pipeline, config))
     if (compiled.diagnostics.length > 0) return yield* new PipelineTypeError({ file, diagnostics: compiled.diagnostics })
