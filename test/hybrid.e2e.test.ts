@@ -446,6 +446,12 @@ describe("a hybrid run's mode is kept by resume and retry", SLOW, () => {
     expect(status.stdout).toContain("recorded --mode auto --online-below 0 (resume and retry use them unless given again)")
     const json = await t.sluice(["status", t.runDir, "--no-refresh", "--json"])
     expect(JSON.parse(json.stdout)).toMatchObject({ settings: { mode: "auto", onlineBelow: 0 } })
+
+    // `retry` reads the same record (nothing failed here: it has nothing to send).
+    const retried = await t.sluice(["retry", t.runDir, "--poll-interval", "0.05"])
+    expect(retried.code, describeResult(retried)).toBe(0)
+    expect(retried.stderr).toContain("--mode auto, --online-below 0: as the run recorded them")
+    expect((await paidOnce(t)).online).toHaveLength(20)
   })
 
   it("a resume with another --mode applies it, says so, and records it for the resumes after", async () => {

@@ -366,7 +366,7 @@ const recordSettings = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, kept:
   Effect.gen(function* () {
     if (kept.fromRecord.length > 0) {
       const standing = kept.fromRecord.map((n) => KeptSettings.said(n, kept.settings[n]!)).join(", ")
-      yield* Effect.logInfo(`${standing}: as the run recorded ${kept.fromRecord.length === 1 ? "it" : "them"} (give the flag to change it)`)
+      yield* Effect.logInfo(`${standing}: as the run recorded ${kept.fromRecord.length === 1 ? "it" : "them"} (given again, a flag replaces the recorded value)`)
     }
     if (kept.changes.length === 0) return manifest
     for (const c of kept.changes) {
