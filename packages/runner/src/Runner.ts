@@ -125,7 +125,8 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
   /**
    * How every stage's requests are sent, over the stages' own `mode`: `batch`, `online`, or
    * `auto` (batch where the provider has a batch API, online where it has none). Shards that
-   * started one way stay that way.
+   * started one way stay that way. Kept by the run, like `onlineBudget` and `onlineBelow`
+   * (KeptSettings.ts): a later call on the run directory that does not give it uses it.
    */
   readonly mode?: Pipeline.Mode
   /**
