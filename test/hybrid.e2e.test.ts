@@ -7,6 +7,8 @@
  * sink once, and by the emulator's ledger no custom_id is answered twice (a batch delivery and
  * a real-time answer, or two of either).
  */
+import { readFile } from "node:fs/promises"
+import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import type { EmulatorOptions } from "@sluice/emulator"
 import {
@@ -236,8 +238,9 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     await advanceClock(t.emulator.url, 20 + 2500) // validated, then 2.5 s: 10 of 40 done
     expect((await retrieveBatch(t.emulator.url, batchId!)).request_counts.completed).toBe(10)
 
-    // A deadline a second from now surely passes while the batch stands still.
-    const running = t.sluice(["resume", t.runDir, "--mode", "auto", "--deadline", "1s", "--poll-interval", "0.05", "--json"])
+    // A deadline a second from now surely passes while the batch stands still. No --mode: the
+    // run recorded `auto` when it was given, and a resume keeps it.
+    const running = t.sluice(["resume", t.runDir, "--deadline", "1s", "--poll-interval", "0.05", "--json"])
     await waitFor("the cancel at the deadline", () => (t.emulator.calls("POST", `/v1/batches/${batchId}/cancel`) > 0 ? true : undefined), {
       timeoutMs: 120_000
     })
@@ -268,6 +271,7 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     await expectEveryRowOnce(t)
 
     // The progress log says what happened and why.
+    expect(result.stderr).toContain("--mode auto: as the run recorded it")
     expect(result.stderr).toContain(`${shard}: the deadline has passed; cancelling batch ${batchId} (its finished rows are kept, the rest go online)`)
     expect(result.stderr).toContain(`${online[0]!.shard} → online (the deadline had passed)`)
 
@@ -279,6 +283,7 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     // `status` shows the deadline and who answered what.
     const status = await t.sluice(["status", t.runDir])
     expect(status.code, describeResult(status)).toBe(0)
+    expect(status.stdout).toContain("recorded --mode auto (resume and retry use it unless given again)")
     expect(status.stdout + status.stderr).toMatch(/deadline .*\(--deadline 1s\), passed · rows answered by batch 10, online 30/)
     expect(status.stdout).toMatch(new RegExp(`${shard} collected ${batchId} .*\\(recalled at the deadline\\)`))
     expect(status.stdout).toContain(`${online[0]!.shard} collected (online) (sent online: the deadline had passed)`)
@@ -394,5 +399,86 @@ describe("hybrid runs (mode auto)", SLOW, () => {
     expect(onlineStarted(batchEvents)).toEqual([])
     expect((await ledgerOf(batchOnly.emulator.url)).calls).toEqual([])
     await expectEveryRowOnce(batchOnly)
+  })
+})
+
+/** The run's manifest as written (its `settings`: what resume and retry keep). */
+const manifestOf = async (runDir: string): Promise<{ readonly settings?: Record<string, unknown> }> =>
+  JSON.parse(await readFile(join(runDir, "manifest.json"), "utf8")) as { readonly settings?: Record<string, unknown> }
+
+describe("a hybrid run's mode is kept by resume and retry", SLOW, () => {
+  /**
+   * A run in auto mode killed with its batch in flight; the batch then expires half-done.
+   * Returns the expired batch's id.
+   */
+  const killedThenExpired = async (t: Setup): Promise<string> => {
+    await holdClock(t.emulator.url)
+    const killed = await t.sluice(["run", t.pipeline, ...flags(t, 40, ["--online-below", "0"])], { SLUICE_FAILPOINT: "after:Created:1" })
+    expect(killed.signal, describeResult(killed)).toBe("SIGKILL")
+    expect(await manifestOf(t.runDir)).toMatchObject({ settings: { mode: "auto", onlineBelow: 0 } })
+    const [batchId] = await batchesCreated(t, 1)
+    await advanceClock(t.emulator.url, 20 + 5000) // validated, then 5 s: 20 of 40 done
+    expect((await retrieveBatch(t.emulator.url, batchId!)).request_counts.completed).toBe(20)
+    await setFaults(t.emulator.url, { expireBatch: batchId! })
+    return batchId!
+  }
+
+  it("a resume without --mode (a cron line) sends the expired batch's rows online, as the run was started", async () => {
+    const t = await setup(40, { requestsPerSecond: 4 })
+    await killedThenExpired(t)
+
+    // What cron runs: the run directory, nothing else. Detached: a new batch would be left
+    // running (exit 3); online rows are answered by this process, so the run ends.
+    const resumed = await t.sluice(["resume", t.runDir, "--poll-interval", "0.05", "--detach", "--json"])
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    expect(resumed.stderr).toContain("--mode auto, --online-below 0: as the run recorded them")
+    const events = await readJournal(t.runDir)
+    expect(eventsTagged(events, "Created"), "no second batch").toHaveLength(1)
+    expect(onlineStarted(events).map((e) => e["hybrid"])).toEqual(["expired"])
+    const { batch, online } = await paidOnce(t)
+    expect(batch).toHaveLength(20)
+    expect(online).toHaveLength(20)
+    await expectEveryRowOnce(t)
+    expect(summaryOf(resumed).rowsByMode).toEqual({ batch: 20, online: 20 })
+
+    const status = await t.sluice(["status", t.runDir, "--no-refresh"])
+    expect(status.code, describeResult(status)).toBe(0)
+    expect(status.stdout).toContain("recorded --mode auto --online-below 0 (resume and retry use them unless given again)")
+    const json = await t.sluice(["status", t.runDir, "--no-refresh", "--json"])
+    expect(JSON.parse(json.stdout)).toMatchObject({ settings: { mode: "auto", onlineBelow: 0 } })
+
+    // `retry` reads the same record (nothing failed here: it has nothing to send).
+    const retried = await t.sluice(["retry", t.runDir, "--poll-interval", "0.05"])
+    expect(retried.code, describeResult(retried)).toBe(0)
+    expect(retried.stderr).toContain("--mode auto, --online-below 0: as the run recorded them")
+    expect((await paidOnce(t)).online).toHaveLength(20)
+  })
+
+  it("a resume with another --mode applies it, says so, and records it for the resumes after", async () => {
+    const t = await setup(40, { requestsPerSecond: 4 })
+    await killedThenExpired(t)
+
+    const resumed = await t.sluice(["resume", t.runDir, "--mode", "batch", "--poll-interval", "0.05", "--detach", "--json"])
+    expect(resumed.code, describeResult(resumed)).toBe(3) // the expired rows' new batch is running
+    expect(resumed.stderr).toContain(
+      "--mode batch replaces the run's recorded --mode auto: applied from now on, and kept by later resumes and retries"
+    )
+    expect(await manifestOf(t.runDir)).toMatchObject({ settings: { mode: "batch", onlineBelow: 0 } })
+    let events = await readJournal(t.runDir)
+    expect(eventsTagged(events, "Created"), "the expired rows went into a new batch").toHaveLength(2)
+    expect(onlineStarted(events)).toEqual([])
+
+    // The next resume gives no --mode: batch stands, and the new batch is waited for.
+    await advanceClock(t.emulator.url, 60_000)
+    const finished = await t.sluice(["resume", t.runDir, "--poll-interval", "0.05", "--json"])
+    expect(finished.code, describeResult(finished)).toBe(0)
+    expect(finished.stderr).toContain("--mode batch, --online-below 0: as the run recorded them")
+    events = await readJournal(t.runDir)
+    expect(onlineStarted(events), "nothing online in batch mode").toEqual([])
+    expect((await ledgerOf(t.emulator.url)).calls).toEqual([])
+    const { batch } = await paidOnce(t)
+    expect(batch).toHaveLength(40)
+    await expectEveryRowOnce(t)
+    expect(summaryOf(finished).rowsByMode).toEqual({ batch: 40, online: 0 })
   })
 })

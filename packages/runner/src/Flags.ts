@@ -40,7 +40,8 @@ export const concurrency = bounded(
 export const mode = Options.choice("mode", ["batch", "online", "auto"]).pipe(
   Options.withDescription(
     "how every stage's requests are sent, over the stages' own mode: batch (the batch API, half price), online (the real-time endpoint, now), " +
-      "auto (batch where the provider has a batch API, online where it has none); shards that started one way stay that way (default: each stage's mode, else batch)"
+      "auto (batch where the provider has a batch API, online where it has none); shards that started one way stay that way. " +
+      "The run records it: resume and retry keep it unless given again (default: as the run recorded it, else each stage's mode, else batch)"
   ),
   Options.optional
 )
@@ -78,15 +79,15 @@ export const deadline = Options.text("deadline").pipe(
 export const onlineBudget = bounded(
   "online-budget",
   ranges.budget,
-  "auto mode: USD at real-time prices that rows sent online instead of by batch (after the deadline, of an expired batch, a small remainder) may cost at most (projected from token counts); the rest stay unanswered until a resume with a higher cap",
-  "no limit"
+  "auto mode: USD at real-time prices that rows sent online instead of by batch (after the deadline, of an expired batch, a small remainder) may cost at most (projected from token counts); the rest stay unanswered until a resume with a higher cap. The run records it: resume and retry keep it unless given again",
+  "as the run recorded it, else no limit"
 ).pipe(Options.optional)
 
 export const onlineBelow = bounded(
   "online-below",
   ranges.onlineBelow,
-  "auto mode: rows to retry (missing, failed in passing, to repair) go online rather than into a new batch when there are fewer than this; 0: never",
-  String(defaultOnlineBelow)
+  "auto mode: rows to retry (missing, failed in passing, to repair) go online rather than into a new batch when there are fewer than this; 0: never. The run records it: resume and retry keep it unless given again",
+  `as the run recorded it, else ${defaultOnlineBelow}`
 ).pipe(Options.optional)
 
 export const shardSize = bounded(

@@ -2,7 +2,8 @@
  * The run directory: one per run, everything needed to resume, and no secrets.
  *
  *   manifest.json     pipeline name and fingerprint, the pipeline file and its SHA-256, each
- *                     stage's provider identity (no keys), the directory the run was started in
+ *                     stage's provider identity (no keys), the directory the run was started in,
+ *                     the settings a resume keeps (`--mode`, `--online-budget`, `--online-below`)
  *   run.lock          the process working on the run (internal/LockFile.ts)
  *   journal.jsonl     append-only events (Journal.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
@@ -24,6 +25,7 @@ import * as Path from "@effect/platform/Path"
 import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Schema } from "effect"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
+import { Kept } from "./KeptSettings.js"
 
 /** A run moved between provider identities (`--rebind-provider`). */
 export const Rebind = Schema.Struct({
@@ -74,7 +76,12 @@ export const Manifest = Schema.Struct({
    */
   baseDir: Schema.optional(Schema.String),
   /** Moves of the run between provider identities, oldest first. */
-  rebinds: Schema.optional(Schema.Array(Rebind))
+  rebinds: Schema.optional(Schema.Array(Rebind)),
+  /**
+   * The run's `--mode`, `--online-budget` and `--online-below` as last given (KeptSettings.ts):
+   * `resume` and `retry` use them unless given again (absent: none given, or an older run).
+   */
+  settings: Schema.optional(Kept)
 })
 export type Manifest = typeof Manifest.Type
 

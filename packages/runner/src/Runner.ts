@@ -14,6 +14,7 @@ import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
 import * as Hybrid from "./Hybrid.js"
 import * as Journal from "./Journal.js"
+import * as KeptSettings from "./KeptSettings.js"
 import * as KeyCheck from "./KeyCheck.js"
 import type { JournalEvent, TokenUsage } from "./JournalEvent.js"
 import * as Modes from "./Modes.js"
@@ -125,7 +126,8 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
   /**
    * How every stage's requests are sent, over the stages' own `mode`: `batch`, `online`, or
    * `auto` (batch where the provider has a batch API, online where it has none). Shards that
-   * started one way stay that way.
+   * started one way stay that way. Kept by the run, like `onlineBudget` and `onlineBelow`
+   * (KeptSettings.ts): a later call on the run directory that does not give it uses it.
    */
   readonly mode?: Pipeline.Mode
   /**
@@ -358,6 +360,31 @@ const recordPipelineFile = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, o
     return next
   })
 
+/**
+ * Records the kept settings (KeptSettings.ts) a call gave that differ from the manifest's, and
+ * says what stands: a changed one, and the recorded ones this call did not give.
+ */
+const recordSettings = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, kept: KeptSettings.Merged) =>
+  Effect.gen(function* () {
+    if (kept.fromRecord.length > 0) {
+      const standing = kept.fromRecord.map((n) => KeptSettings.said(n, kept.settings[n]!)).join(", ")
+      yield* Effect.logInfo(`${standing}: as the run recorded ${kept.fromRecord.length === 1 ? "it" : "them"} (given again, a flag replaces the recorded value)`)
+    }
+    if (kept.changes.length === 0) return manifest
+    for (const c of kept.changes) {
+      if (c.from === undefined) {
+        yield* Effect.logInfo(`${KeptSettings.said(c.name, c.to)} recorded: later resumes and retries of the run keep it unless given again`)
+      } else {
+        yield* Effect.logInfo(
+          `${KeptSettings.said(c.name, c.to)} replaces the run's recorded ${KeptSettings.said(c.name, c.from)}: applied from now on, and kept by later resumes and retries`
+        )
+      }
+    }
+    const next: RunDir.Manifest = { ...manifest, settings: kept.settings }
+    yield* RunDir.writeManifest(paths, next)
+    return next
+  })
+
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -367,56 +394,57 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const invalid = Settings.problems(options)
       if (invalid.length > 0) return yield* new Settings.InvalidSettings({ problems: invalid })
       const prices = options.prices ?? Pricing.builtin
-      for (const [flag, limit] of [["--budget", options.budget], ["--online-budget", options.onlineBudget]] as const) {
-        if (limit === undefined) continue
+      const checkPriced = (flag: "--budget" | "--online-budget", limit: number | undefined) => {
+        if (limit === undefined) return Effect.void
         const unpriced = [...new Set(pipeline.stages.map((s) => s.model))].filter((m) => !Pricing.isPriced(m, prices))
-        if (unpriced.length > 0) return yield* new UnpricedBudget({ models: unpriced, ...(flag === "--budget" ? {} : { flag }) })
+        return unpriced.length > 0 ? new UnpricedBudget({ models: unpriced, ...(flag === "--budget" ? {} : { flag }) }) : Effect.void
       }
+      yield* checkPriced("--budget", options.budget)
+      yield* checkPriced("--online-budget", options.onlineBudget)
       const providers = yield* Providers
-      const stages: Array<StageRuntime> = []
-      for (const [index, stage] of pipeline.stages.entries()) {
-        const provider = yield* providers.get(stage.provider)
-        // What the stage cannot do is refused before anything is written or sent. (A cancel
-        // sends nothing new: any mode will do.)
-        const resolved = Modes.resolve(stage, provider, options.mode)
-        const mode = resolved instanceof Modes.ModeUnsupported
-          ? options.action === "cancel" ? "batch" as const : yield* resolved
-          : resolved
-        const hybrid = Modes.hybrid(stage, provider, options.mode)
-        if (hybrid === undefined && options.deadline !== undefined && options.action !== "cancel") {
-          yield* Effect.logWarning(
-            `stage "${stage.name}": ${provider.name} cannot answer in real time, so the deadline cannot help it: its rows go by batch only`
-          )
-        }
-        stages.push({
-          index,
-          stage,
-          provider,
-          mode,
-          hybrid: hybrid === true,
-          before: index === 0 ? pipeline.links[0] ?? [] : [],
-          after: pipeline.links[index + 1] ?? [],
-          next: pipeline.stages[index + 1]?.name ?? null,
-          // Answers are reused only from the same provider at the same address.
-          cacheNamespace: provider.origin === undefined ? undefined : `${provider.name} ${provider.origin}`
+      const bound: Array<{ readonly stage: Pipeline.BatchStage<any, any>; readonly provider: BatchProvider }> = []
+      for (const stage of pipeline.stages) bound.push({ stage, provider: yield* providers.get(stage.provider) })
+      /** Each stage's mode under the run's (`--mode`, given or recorded); what a stage cannot do is refused before anything is sent. */
+      const resolveStages = (override: Pipeline.Mode | undefined) =>
+        Effect.gen(function* () {
+          const out: Array<StageRuntime> = []
+          for (const [index, { stage, provider }] of bound.entries()) {
+            // A cancel sends nothing new: any mode will do.
+            const resolved = Modes.resolve(stage, provider, override)
+            const mode = resolved instanceof Modes.ModeUnsupported
+              ? options.action === "cancel" ? "batch" as const : yield* resolved
+              : resolved
+            const hybrid = Modes.hybrid(stage, provider, override)
+            if (hybrid === undefined && options.deadline !== undefined && options.action !== "cancel") {
+              yield* Effect.logWarning(
+                `stage "${stage.name}": ${provider.name} cannot answer in real time, so the deadline cannot help it: its rows go by batch only`
+              )
+            }
+            out.push({
+              index,
+              stage,
+              provider,
+              mode,
+              hybrid: hybrid === true,
+              before: index === 0 ? pipeline.links[0] ?? [] : [],
+              after: pipeline.links[index + 1] ?? [],
+              next: pipeline.stages[index + 1]?.name ?? null,
+              // Answers are reused only from the same provider at the same address.
+              cacheNamespace: provider.origin === undefined ? undefined : `${provider.name} ${provider.origin}`
+            })
+          }
+          return out
         })
-      }
-      for (const { stage, provider } of stages) {
+      for (const { stage, provider } of bound) {
         if (options.shardSize !== undefined && options.shardSize > provider.limits.maxRequests) {
           yield* Effect.logInfo(
             `stage ${stage.name}: a shard size of ${options.shardSize} is over ${provider.name}'s limit of ${provider.limits.maxRequests} requests a batch; shards hold at most ${provider.limits.maxRequests}`
           )
         }
       }
-      const byName = new Map(stages.map((s) => [s.stage.name, s]))
-      const stageOf = (name: string): StageRuntime => {
-        const s = byName.get(name)
-        if (s === undefined) throw new Error(`the run names stage "${name}", which the pipeline does not have`)
-        return s
-      }
       // A stage's provider identity now, by provider name (none when it is not configured).
       const currentOf = (name: string) => {
-        const runtime = stages.find((s) => s.stage.provider === name)
+        const runtime = bound.find((s) => s.stage.provider === name)
         return runtime !== undefined
           ? Effect.succeed(Option.some(ProviderIdentity.of(runtime.provider)))
           : providers.get(name).pipe(Effect.map(ProviderIdentity.of), Effect.option)
@@ -443,11 +471,27 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       let runId: string
       let carriedFrom: string | undefined
       let planned: { readonly maxRequests: number; readonly maxBytes: number } | undefined
+      let existing: RunDir.Manifest | undefined
       if (yield* RunDir.exists(paths)) {
-        let manifest = yield* RunDir.readManifest(paths)
+        existing = yield* RunDir.readManifest(paths)
         // Before anything is asked of a provider: the run's paths and providers are the ones it started with.
-        manifest = yield* RunDir.checkBaseDir(paths, manifest)
-        manifest = yield* ProviderBinding.check({ paths, manifest, currentOf, rebind: options.rebindProvider === true })
+        existing = yield* RunDir.checkBaseDir(paths, existing)
+        existing = yield* ProviderBinding.check({ paths, manifest: existing, currentOf, rebind: options.rebindProvider === true })
+      }
+      // The settings the run keeps (KeptSettings.ts): what this call gives, else what the run
+      // recorded. (A cancel gives none and changes none.)
+      const kept = KeptSettings.merge(existing?.settings, mode === "cancel" ? {} : options)
+      const effective: RunOptions = { ...options, ...kept.settings }
+      if (options.onlineBudget === undefined) yield* checkPriced("--online-budget", kept.settings.onlineBudget)
+      const stages = yield* resolveStages(effective.mode)
+      const byName = new Map(stages.map((s) => [s.stage.name, s]))
+      const stageOf = (name: string): StageRuntime => {
+        const s = byName.get(name)
+        if (s === undefined) throw new Error(`the run names stage "${name}", which the pipeline does not have`)
+        return s
+      }
+      if (existing !== undefined) {
+        let manifest = existing
         planned = manifest.shards
         // Cancelling works on the batches as they are, whatever the pipeline file says now.
         if (manifest.fingerprint !== fingerprint && mode !== "cancel") {
@@ -480,6 +524,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           manifest = yield* ProviderBinding.complete({ paths, manifest: rebased, currentOf })
         }
         manifest = yield* recordPipelineFile(paths, manifest, options)
+        if (mode !== "cancel") manifest = yield* recordSettings(paths, manifest, kept)
         runId = manifest.runId
         carriedFrom = manifest.carriedFrom
       } else {
@@ -501,10 +546,11 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           baseDir: process.cwd(),
           sink: pipeline.sink?.name ?? null,
           shards: { maxRequests: options.shardSize ?? defaultSettings.shardSize, maxBytes: options.shardBytes ?? defaultSettings.shardBytes },
+          ...(KeptSettings.isEmpty(kept.settings) ? {} : { settings: kept.settings }),
           createdAt: new Date().toISOString()
         })
       }
-      const settings = yield* remotePollFloor(settingsFor(options, planned), stages)
+      const settings = yield* remotePollFloor(settingsFor(effective, planned), stages)
       const state = yield* loadState(paths.journal)
       const alreadyFinished = mode === "run" && RunState.isFinished(state)
       // Shards of a stage the pipeline file no longer has (`cancel` takes any pipeline file).
@@ -577,7 +623,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         ...(options.onlineBudget === undefined ? [] : ["an online budget"]),
         ...(options.onlineBelow === undefined ? [] : ["--online-below"])
       ]
-      if (!anyHybrid && hybridFlags.length > 0 && mode !== "cancel" && !stages.some((s) => Modes.hybrid(s.stage, s.provider, options.mode) === undefined)) {
+      if (!anyHybrid && hybridFlags.length > 0 && mode !== "cancel" && !stages.some((s) => Modes.hybrid(s.stage, s.provider, effective.mode) === undefined)) {
         yield* Effect.logWarning(`${hybridFlags.join(", ")} ${hybridFlags.length === 1 ? "applies" : "apply"} to stages in auto mode only (--mode auto), and no stage of this run is: ignored`)
       }
       if (settings.deadline !== undefined && anyHybrid && mode !== "cancel") {

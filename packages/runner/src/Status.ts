@@ -9,6 +9,7 @@ import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
 import type { BatchCounts } from "@sluice/providers"
 import { Effect, Option } from "effect"
 import * as Hybrid from "./Hybrid.js"
+import * as KeptSettings from "./KeptSettings.js"
 import { sha256Of } from "./PipelineLoader.js"
 import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
@@ -55,6 +56,8 @@ export interface RunStatus extends RunSummary {
    * from before hashes were recorded).
    */
   readonly pipelineFile: { readonly path: string; readonly state: "recorded" | "changed" | "missing" | "unrecorded" } | null
+  /** The settings `resume` and `retry` keep unless given again: `--mode`, `--online-budget`, `--online-below` (see KeptSettings.ts). */
+  readonly settings: KeptSettings.Kept
 }
 
 const pipelineFileOf = (root: string, manifest: RunDir.Manifest, path: Path.Path): RunStatus["pipelineFile"] => {
@@ -138,7 +141,8 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
       refreshError,
       baseDir: manifest.baseDir ?? null,
       bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null])),
-      pipelineFile: pipelineFileOf(paths.root, manifest, path)
+      pipelineFile: pipelineFileOf(paths.root, manifest, path),
+      settings: manifest.settings ?? {}
     }
     return result
   })
@@ -164,6 +168,7 @@ export const render = (s: RunStatus): string => {
     ...Object.entries(s.bindings).map(([stage, b]) => `  stage ${stage}: ${b === null ? "provider not recorded yet" : ProviderIdentity.render(b)}`),
     ...(s.baseDir === null ? [] : [`  started in ${s.baseDir} (relative paths resolve there)`]),
     ...(s.pipelineFile === null ? [] : [`  pipeline file ${s.pipelineFile.path}${fileNotes[s.pipelineFile.state]}`]),
+    ...(KeptSettings.isEmpty(s.settings) ? [] : [`  recorded ${KeptSettings.describe(s.settings)} (resume and retry use ${Object.keys(s.settings).length === 1 ? "it" : "them"} unless given again)`]),
     ...(s.deadline === null
       ? []
       : [`  deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ", passed" : ""} · rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`]),

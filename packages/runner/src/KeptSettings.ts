@@ -1,0 +1,80 @@
+/**
+ * The settings a run keeps: `--mode`, `--online-budget` and `--online-below`. They decide
+ * where rows go (by batch or online) and what going online may cost, so a resume that forgot
+ * them — a cron line, a CI step — would silently batch rows a hybrid run sends online and
+ * drop its cap. Recorded in the manifest (`settings`) when first given to `run`, `resume` or
+ * `retry`; a later call that does not give one uses the recorded value; one that gives
+ * another value applies it, says so, and records it for the calls after.
+ *
+ * Not kept: what only paces this call or this machine (`--concurrency`, `--rpm`, `--tpm`,
+ * `--poll-interval`, `--detach`), nor `--budget` (given per call, as before). The deadline is
+ * journaled on its own (`DeadlineSet`, an absolute time). A manifest without `settings` (runs
+ * from before it) resumes as it did: each stage's own mode, the defaults.
+ */
+import type { Pipeline } from "@sluice/core"
+import { Schema } from "effect"
+
+export const Kept = Schema.Struct({
+  mode: Schema.optionalWith(Schema.Literal("batch", "online", "auto"), { exact: true }),
+  onlineBudget: Schema.optionalWith(Schema.Number, { exact: true }),
+  onlineBelow: Schema.optionalWith(Schema.Number, { exact: true })
+})
+export type Kept = typeof Kept.Type
+
+/** What a call gave (options not given are absent or undefined). */
+export interface Given {
+  readonly mode?: Pipeline.Mode | undefined
+  readonly onlineBudget?: number | undefined
+  readonly onlineBelow?: number | undefined
+}
+
+const names = ["mode", "onlineBudget", "onlineBelow"] as const
+type Name = (typeof names)[number]
+
+/** The CLI flag of each kept setting, as messages say it. */
+export const flags: Readonly<Record<Name, string>> = { mode: "--mode", onlineBudget: "--online-budget", onlineBelow: "--online-below" }
+
+export interface Change {
+  readonly name: Name
+  /** The recorded value it replaces (undefined: none was recorded). */
+  readonly from: string | number | undefined
+  readonly to: string | number
+}
+
+export interface Merged {
+  /** The settings this call runs with, and the run records. */
+  readonly settings: Kept
+  /** Given now and different from (or absent in) the record: the manifest is rewritten. */
+  readonly changes: ReadonlyArray<Change>
+  /** Recorded and not given now: taken from the record. */
+  readonly fromRecord: ReadonlyArray<Name>
+}
+
+/** A call's settings over the recorded ones: what is given wins, what is not comes from the record. */
+export const merge = (recorded: Kept | undefined, given: Given): Merged => {
+  const settings: { mode?: Pipeline.Mode; onlineBudget?: number; onlineBelow?: number } = {}
+  const changes: Array<Change> = []
+  const fromRecord: Array<Name> = []
+  for (const name of names) {
+    const before = recorded?.[name]
+    const now = given[name]
+    if (now !== undefined) {
+      ;(settings as Record<Name, unknown>)[name] = now
+      if (now !== before) changes.push({ name, from: before, to: now })
+    } else if (before !== undefined) {
+      ;(settings as Record<Name, unknown>)[name] = before
+      fromRecord.push(name)
+    }
+  }
+  return { settings, changes, fromRecord }
+}
+
+/** `--mode auto`, `--online-budget 25`. */
+export const said = (name: Name, value: string | number): string => `${flags[name]} ${value}`
+
+/** Whether anything is recorded. */
+export const isEmpty = (kept: Kept | undefined): boolean => kept === undefined || names.every((n) => kept[n] === undefined)
+
+/** The recorded settings as flags: `--mode auto --online-budget 25` (empty when none). */
+export const describe = (kept: Kept | undefined): string =>
+  kept === undefined ? "" : names.flatMap((n) => (kept[n] === undefined ? [] : [said(n, kept[n])])).join(" ")

@@ -1,0 +1,70 @@
+import { Schema } from "effect"
+import { describe, expect, it } from "vitest"
+import * as KeptSettings from "../src/KeptSettings.js"
+import { Manifest } from "../src/RunDir.js"
+
+describe("KeptSettings.merge", () => {
+  it("records what a first call gives, as changes from nothing", () => {
+    const m = KeptSettings.merge(undefined, { mode: "auto", onlineBudget: 25 })
+    expect(m.settings).toEqual({ mode: "auto", onlineBudget: 25 })
+    expect(m.changes).toEqual([
+      { name: "mode", from: undefined, to: "auto" },
+      { name: "onlineBudget", from: undefined, to: 25 }
+    ])
+    expect(m.fromRecord).toEqual([])
+  })
+
+  it("takes from the record what a resume does not give, and changes nothing", () => {
+    const m = KeptSettings.merge({ mode: "auto", onlineBudget: 25, onlineBelow: 0 }, {})
+    expect(m.settings).toEqual({ mode: "auto", onlineBudget: 25, onlineBelow: 0 })
+    expect(m.changes).toEqual([])
+    expect(m.fromRecord).toEqual(["mode", "onlineBudget", "onlineBelow"])
+  })
+
+  it("applies a value given again over the record, and only a different one counts as a change", () => {
+    const m = KeptSettings.merge({ mode: "auto", onlineBudget: 25 }, { mode: "batch", onlineBudget: 25, onlineBelow: undefined })
+    expect(m.settings).toEqual({ mode: "batch", onlineBudget: 25 })
+    expect(m.changes).toEqual([{ name: "mode", from: "auto", to: "batch" }])
+    expect(m.fromRecord).toEqual([])
+  })
+
+  it("keeps 0 (--online-below 0: never) as a value, not as absent", () => {
+    expect(KeptSettings.merge({ onlineBelow: 0 }, {}).settings).toEqual({ onlineBelow: 0 })
+    expect(KeptSettings.merge({ onlineBelow: 100 }, { onlineBelow: 0 }).changes).toEqual([{ name: "onlineBelow", from: 100, to: 0 }])
+  })
+
+  it("runs with nothing kept when neither the record nor the call has a setting (older runs resume as before)", () => {
+    const m = KeptSettings.merge(undefined, {})
+    expect(m).toEqual({ settings: {}, changes: [], fromRecord: [] })
+    expect(KeptSettings.isEmpty(m.settings)).toBe(true)
+    expect(KeptSettings.describe(m.settings)).toBe("")
+  })
+
+  it("says the recorded settings as flags", () => {
+    expect(KeptSettings.describe({ mode: "auto", onlineBudget: 25, onlineBelow: 0 })).toBe("--mode auto --online-budget 25 --online-below 0")
+  })
+})
+
+describe("the manifest's settings", () => {
+  const base = {
+    version: 1,
+    runId: "r-1",
+    pipeline: "p",
+    fingerprint: "f",
+    pipelineFile: null,
+    stages: [],
+    providers: {},
+    sink: null,
+    createdAt: "2026-12-06T00:00:00.000Z"
+  }
+  const decode = Schema.decodeUnknownSync(Manifest)
+
+  it("decodes a manifest from before settings were recorded", () => {
+    expect(decode(base).settings).toBeUndefined()
+  })
+
+  it("decodes recorded settings and refuses a mode that does not exist", () => {
+    expect(decode({ ...base, settings: { mode: "auto", onlineBelow: 0 } }).settings).toEqual({ mode: "auto", onlineBelow: 0 })
+    expect(() => decode({ ...base, settings: { mode: "fast" } })).toThrow()
+  })
+})
