@@ -115,6 +115,9 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     let pausedUntil = 0
     let nextAt = 0
     let streak = 0
+    // `sent` when the last 429 backoff started: 429s of requests sent before it are of the
+    // round that backoff answers, and do not lengthen the next one.
+    let streakSeq = 0
     let requests: Remaining | undefined
     let tokenBudget: Remaining | undefined
     // Sends of the last minute for the tpm cap: times and token estimates, oldest first.
@@ -248,8 +251,12 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
           window = Math.max(1, Math.floor(window / 2))
         }
         const backoff = Math.min(MAX_DELAY, BASE_DELAY * 2 ** Math.max(0, failure.attempt - 1)) * jitter
-        if (failure.throttled) streak++
-        // A 429 pauses all sending: the hint, else a backoff that grows while 429s follow each other.
+        // Grown once per round: the 429s of requests sent together are one refusal.
+        if (failure.throttled && (streak === 0 || permit.seq > streakSeq)) {
+          streak++
+          streakSeq = sent
+        }
+        // A 429 pauses all sending: the hint, else a backoff that grows while rounds of 429s follow each other.
         const pause = failure.waitMs ?? (failure.throttled ? Math.min(MAX_DELAY, BASE_DELAY * 2 ** (streak - 1)) * jitter : undefined)
         if (pause !== undefined) pausedUntil = Math.max(pausedUntil, now + Math.ceil(Math.min(pause, MAX_WAIT)))
         changed()

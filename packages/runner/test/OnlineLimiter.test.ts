@@ -225,6 +225,28 @@ describe("OnlineLimiter", () => {
       assert.isTrue(waitC >= 1600 && waitC <= 2400, `backoff ${waitC}`)
     }))
 
+  it.effect("429s of requests sent together grow the backoff once: the streak counts rounds, not answers", () =>
+    Effect.gen(function* () {
+      const limiter = yield* OnlineLimiter.make({ concurrency: 8 })
+      const pauseOf = (from: number) => limiter.state().pausedUntil - from
+      // Seven requests sent at once, all refused without a hint: one round, one 0.5 s backoff
+      // (it used to double on each: 7 × 429 paused 14.4 s, 8 hit the 30 s cap).
+      const together = yield* Effect.forEach(Array.from({ length: 7 }), () => limiter.acquire(1))
+      for (const [i, p] of together.entries()) {
+        yield* limiter.failed(p, { throttled: true, waitMs: undefined, attempt: 1 })
+        assert.isTrue(pauseOf(0) >= 400 && pauseOf(0) <= 600, `after ${i + 1} 429s: paused ${pauseOf(0)} ms`)
+      }
+      for (const p of together) yield* limiter.release(p)
+      // The next round (sent after that backoff began) is refused too: the backoff doubles,
+      // once for the round's three 429s.
+      yield* TestClock.adjust(Duration.millis(pauseOf(0)))
+      const at = limiter.state().pausedUntil
+      const next = yield* Effect.forEach(Array.from({ length: 3 }), () => limiter.acquire(1))
+      for (const p of next) yield* limiter.failed(p, { throttled: true, waitMs: undefined, attempt: 2 })
+      assert.isTrue(pauseOf(at) >= 800 && pauseOf(at) <= 1200, `second round: paused ${pauseOf(at)} ms`)
+      for (const p of next) yield* limiter.release(p)
+    }))
+
   it.effect("the provider's remaining requests are counted down by what was sent since; sending waits for the reset", () =>
     Effect.gen(function* () {
       const limiter = yield* OnlineLimiter.make({ concurrency: 10 })
