@@ -160,11 +160,15 @@ export const fromGeminiAnswer = (headers: Headers, body: unknown, nowMs: number)
 }
 
 /**
- * How long a 429 says to wait: its retry hint, else the reset of the window it ran out of
- * (the one with nothing remaining), else nothing (the caller backs off on its own).
+ * How long a 429 says to wait: its retry hint, else the time until the window it ran out of
+ * (the one with nothing remaining) holds something again, else nothing (the caller backs off on
+ * its own). A window whose limit is stated refills as a token bucket: its reset (until full)
+ * over the units missing is the time per unit, an upper bound on the wait for the first one;
+ * one of unknown size is waited out to its reset.
  */
 export const waitOf = (limits: RateLimitSnapshot): number | undefined => {
   if (limits.retryAfterMs !== undefined) return limits.retryAfterMs
   const exhausted = [limits.requests, limits.tokens].filter((w) => w?.remaining === 0 && w.resetMs !== undefined)
-  return exhausted.length === 0 ? undefined : Math.max(...exhausted.map((w) => w!.resetMs!))
+  const wait = (w: RateLimitWindow) => (w.limit !== undefined && w.limit > 0 ? Math.ceil(w.resetMs! / w.limit) : w.resetMs!)
+  return exhausted.length === 0 ? undefined : Math.max(...exhausted.map((w) => wait(w!)))
 }

@@ -145,11 +145,15 @@ describe("rate-limit headers", () => {
     assert.deepStrictEqual(RateLimit.fromGeminiAnswer({}, null, 0), {})
   })
 
-  it("says how long a 429 waits: the hint, else the reset of the window that ran out", () => {
+  it("says how long a 429 waits: the hint, else until the window that ran out holds something again", () => {
     assert.strictEqual(RateLimit.waitOf({ retryAfterMs: 5, requests: { remaining: 0, resetMs: 900 } }), 5)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 0, resetMs: 900 }, tokens: { remaining: 3, resetMs: 5000 } }), 900)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 0, resetMs: 900 }, tokens: { remaining: 0, resetMs: 5000 } }), 5000)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 2, resetMs: 900 } }), undefined)
+    // A stated limit: the window refills as a bucket, so the first unit is back after the
+    // reset's share of one (59 s until 30 are back: 1967 ms), not the whole reset.
+    assert.strictEqual(RateLimit.waitOf({ requests: { limit: 30, remaining: 0, resetMs: 59_000 } }), 1967)
+    assert.strictEqual(RateLimit.waitOf({ requests: { limit: 30, remaining: 0, resetMs: 59_000 }, tokens: { limit: 1000, remaining: 0, resetMs: 30_000 } }), 1967)
   })
 })
 
