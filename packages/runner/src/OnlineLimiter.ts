@@ -154,22 +154,19 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     /** When a request of `tokens` may go at `now`: now (undefined), a time to wait for, or "slot" (wait for a release). */
     const blockedUntil = (now: number, tokens: number): number | "slot" | undefined => {
       let until = 0
+      expire(now)
       if (now < pausedUntil) until = Math.max(until, pausedUntil)
       if (now < nextAt) until = Math.max(until, nextAt)
       requests = refill(requests, now)
       if (requests !== undefined) {
         until = Math.max(until, readyAt(requests, 1) ?? 0)
         // No minute holds more sends than the provider's limit, those it refused included.
-        expire(now)
-        if (requests.limit !== undefined && log.length >= requests.limit) {
-          until = Math.max(until, log[log.length - Math.max(1, Math.floor(requests.limit))]!.at + MINUTE)
-        }
+        if (requests.limit !== undefined && log.length >= requests.limit) until = Math.max(until, log[log.length - Math.floor(requests.limit)]!.at + MINUTE)
       }
       tokenBudget = refill(tokenBudget, now)
       // A request larger than the whole window goes when the window is full.
       if (tokenBudget !== undefined) until = Math.max(until, readyAt(tokenBudget, Math.min(tokens, tokenBudget.limit ?? Infinity)) ?? 0)
       if (options.tpm !== undefined) {
-        expire(now)
         if (log.length > 0 && logTokens + tokens > options.tpm) {
           // The earliest time enough of the window's tokens have left it.
           let left = logTokens
@@ -224,7 +221,8 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
             at: now,
             seq: permit.seq,
             resetAt: now + Math.ceil(Math.min(figure.resetMs ?? MAX_WAIT, MAX_WAIT)),
-            limit: figure.limit ?? current?.limit
+            // A limit of 0 would never refill: taken as unsaid.
+            limit: figure.limit !== undefined && figure.limit >= 1 ? figure.limit : current?.limit
           }
       requests = bucket(limits.requests, requests, sent - permit.seq)
       tokenBudget = bucket(limits.tokens, tokenBudget, tokensSent - permit.tokensSent)

@@ -377,6 +377,13 @@ describe("OnlineLimiter", () => {
       yield* TestClock.adjust(Duration.millis(1000))
       assert.strictEqual((yield* gone(waiting, "the figure is forgotten")).at, 1000)
       for (let i = 0; i < 20; i++) yield* acquireNow(other, 1, "the figure is forgotten")
+      // A stated limit of 0 would never refill: it counts as unsaid (the reset, then forgotten).
+      const zero = yield* OnlineLimiter.make({ concurrency: 100 })
+      const b = yield* acquireNow(zero, 1, "nothing known yet")
+      yield* zero.answered(b, { requests: { limit: 0, remaining: 0, resetMs: 1000 } })
+      const held = yield* Effect.fork(zero.acquire(1))
+      yield* TestClock.adjust(Duration.millis(1000))
+      assert.strictEqual((yield* gone(held, "the reset passed")).at, b.at + 1000)
     }))
 
   it.effect("the provider's remaining tokens: a request larger than what is left waits for the reset", () =>
