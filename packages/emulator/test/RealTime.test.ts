@@ -418,6 +418,8 @@ describe("rate limits (injected clock)", () => {
         "anthropic-ratelimit-output-tokens-remaining": String(10_000 - usage),
         "anthropic-ratelimit-output-tokens-reset": expect.stringMatching(/^2026-03-01T12:00:0\dZ$/)
       })
+      // The resets' clock is the emulator's: its date says so (not the wall clock's).
+      expect(first.response.headers.get("date")).toBe(new Date(T0).toUTCString())
       expect((await client.messages.create(params).withResponse()).response.headers.get("anthropic-ratelimit-requests-remaining")).toBe("0")
       const refused = await post(emulator, "/v1/messages", params, ANTHROPIC_HEADERS)
       expect(refused.status).toBe(429)

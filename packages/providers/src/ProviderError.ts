@@ -18,6 +18,19 @@ export const ProviderErrorReason = Schema.Literal(
 )
 export type ProviderErrorReason = typeof ProviderErrorReason.Type
 
+const RateLimitWindow = Schema.Struct({
+  limit: Schema.optionalWith(Schema.Number, { exact: true }),
+  remaining: Schema.optionalWith(Schema.Number, { exact: true }),
+  resetMs: Schema.optionalWith(Schema.Number, { exact: true })
+})
+
+/** A refusal's rate-limit figures (the shape of `RateLimitSnapshot`, see RateLimit.ts). */
+export const RateLimitFigures = Schema.Struct({
+  requests: Schema.optionalWith(RateLimitWindow, { exact: true }),
+  tokens: Schema.optionalWith(RateLimitWindow, { exact: true }),
+  retryAfterMs: Schema.optionalWith(Schema.Number, { exact: true })
+})
+
 export class ProviderError extends Schema.TaggedError<ProviderError>()("ProviderError", {
   reason: ProviderErrorReason,
   provider: Schema.String,
@@ -30,7 +43,9 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
   /** Where the call went: the base URL, without credentials or query string. */
   endpoint: Schema.optional(Schema.String),
   /** How many attempts were made, when the call was retried before it gave up. */
-  attempts: Schema.optional(Schema.Number)
+  attempts: Schema.optional(Schema.Number),
+  /** A real-time refusal's rate-limit headers (a 429 says what is left, and the limit). */
+  rateLimits: Schema.optional(RateLimitFigures)
 }) {
   get retryable(): boolean {
     switch (this.reason) {
@@ -72,6 +87,7 @@ export class ProviderError extends Schema.TaggedError<ProviderError>()("Provider
       ...(this.status === undefined ? {} : { status: this.status }),
       ...(this.retryAfterMs === undefined ? {} : { retryAfterMs: this.retryAfterMs }),
       ...(this.endpoint === undefined ? {} : { endpoint: this.endpoint }),
+      ...(this.rateLimits === undefined ? {} : { rateLimits: this.rateLimits }),
       attempts
     })
   }

@@ -6,7 +6,8 @@
  * - OpenAI (and OpenAI-compatible APIs that copy it): `x-ratelimit-{limit,remaining,reset}-
  *   {requests,tokens}`, resets as Go-style durations (`6m0s`, `1s`, `120ms`).
  * - Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
- *   remaining,reset}`, resets as RFC 3339 times.
+ *   remaining,reset}`, resets as RFC 3339 times of the server's clock: measured from the
+ *   answer's `date` when it has one, so a client clock that is off does not move them.
  * - Everyone: `retry-after-ms`, then `retry-after` (seconds or an HTTP date).
  * - Gemini: no headers; a 429's body carries a `google.rpc.RetryInfo` with `retryDelay` ("37s").
  */
@@ -112,15 +113,29 @@ const tighter = (a: RateLimitWindow | undefined, b: RateLimitWindow | undefined)
 }
 
 /**
- * Anthropic's headers, read at `nowMs`. Tokens: the combined `tokens` window when sent, else
- * the tighter of the input- and output-token windows.
+ * The server's time when it answered: its `date` header (an HTTP date, whole seconds, so up
+ * to a second early: a reset measured from it is at most a second late, never early), else
+ * the client's `nowMs`.
  */
-export const fromAnthropicHeaders = (headers: Headers, nowMs: number): RateLimitSnapshot =>
-  snapshot(
-    anthropicWindow(headers, "requests", nowMs),
-    anthropicWindow(headers, "tokens", nowMs) ?? tighter(anthropicWindow(headers, "input-tokens", nowMs), anthropicWindow(headers, "output-tokens", nowMs)),
-    parseRetryAfter(headers, nowMs)
+export const serverNow = (headers: Headers, nowMs: number): number => {
+  const date = headers["date"]
+  const at = date === undefined || date.trim() === "" ? NaN : Date.parse(date.trim())
+  return Number.isNaN(at) ? nowMs : at
+}
+
+/**
+ * Anthropic's headers, read at `nowMs`. Its resets (and a `retry-after` date) are times of its
+ * clock, measured from its `date`. Tokens: the combined `tokens` window when sent, else the
+ * tighter of the input- and output-token windows.
+ */
+export const fromAnthropicHeaders = (headers: Headers, nowMs: number): RateLimitSnapshot => {
+  const now = serverNow(headers, nowMs)
+  return snapshot(
+    anthropicWindow(headers, "requests", now),
+    anthropicWindow(headers, "tokens", now) ?? tighter(anthropicWindow(headers, "input-tokens", now), anthropicWindow(headers, "output-tokens", now)),
+    parseRetryAfter(headers, now)
   )
+}
 
 /**
  * Gemini's wait hint: `retry-after` when a proxy sends one, else the `retryDelay` ("37s") of
@@ -145,11 +160,15 @@ export const fromGeminiAnswer = (headers: Headers, body: unknown, nowMs: number)
 }
 
 /**
- * How long a 429 says to wait: its retry hint, else the reset of the window it ran out of
- * (the one with nothing remaining), else nothing (the caller backs off on its own).
+ * How long a 429 says to wait: its retry hint, else the time until the window it ran out of
+ * (the one with nothing remaining) holds something again, else nothing (the caller backs off on
+ * its own). A window whose limit is stated refills as a token bucket: its reset (until full)
+ * over the units missing is the time per unit, an upper bound on the wait for the first one;
+ * one of unknown size is waited out to its reset.
  */
 export const waitOf = (limits: RateLimitSnapshot): number | undefined => {
   if (limits.retryAfterMs !== undefined) return limits.retryAfterMs
   const exhausted = [limits.requests, limits.tokens].filter((w) => w?.remaining === 0 && w.resetMs !== undefined)
-  return exhausted.length === 0 ? undefined : Math.max(...exhausted.map((w) => w!.resetMs!))
+  const wait = (w: RateLimitWindow) => (w.limit !== undefined && w.limit > 0 ? Math.ceil(w.resetMs! / w.limit) : w.resetMs!)
+  return exhausted.length === 0 ? undefined : Math.max(...exhausted.map((w) => wait(w!)))
 }

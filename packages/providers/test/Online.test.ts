@@ -109,6 +109,28 @@ describe("rate-limit headers", () => {
     assert.deepStrictEqual(combined, { tokens: { remaining: 5, resetMs: 0 }, retryAfterMs: 3000 })
   })
 
+  it("measures Anthropic's resets from the answer's date (the server's clock), whatever the client's clock says", () => {
+    const headers = {
+      date: "Thu, 01 Jan 2026 00:00:00 GMT",
+      "anthropic-ratelimit-requests-limit": "50",
+      "anthropic-ratelimit-requests-remaining": "0",
+      "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:30Z",
+      "anthropic-ratelimit-tokens-remaining": "10",
+      "anthropic-ratelimit-tokens-reset": "2026-01-01T00:00:12Z",
+      "retry-after": "Thu, 01 Jan 2026 00:00:05 GMT"
+    }
+    const expected = { requests: { limit: 50, remaining: 0, resetMs: 30_000 }, tokens: { remaining: 10, resetMs: 12_000 }, retryAfterMs: 5000 }
+    // A client clock 20 s behind or 45 s ahead of the server's reads the same waits.
+    for (const skew of [-20_000, 0, 45_000]) {
+      assert.deepStrictEqual(RateLimit.fromAnthropicHeaders(headers, Date.parse("2026-01-01T00:00:00Z") + skew), expected, `skew ${skew}`)
+    }
+    // Without a usable date, the client's clock it is.
+    const { date: _, ...noDate } = headers
+    const clientNow = Date.parse("2026-01-01T00:00:20Z")
+    assert.strictEqual(RateLimit.fromAnthropicHeaders(noDate, clientNow).requests?.resetMs, 10_000)
+    assert.strictEqual(RateLimit.fromAnthropicHeaders({ ...noDate, date: "yesterday" }, clientNow).requests?.resetMs, 10_000)
+  })
+
   it("reads Gemini's RetryInfo from a 429's body", () => {
     const body = {
       error: {
@@ -123,11 +145,15 @@ describe("rate-limit headers", () => {
     assert.deepStrictEqual(RateLimit.fromGeminiAnswer({}, null, 0), {})
   })
 
-  it("says how long a 429 waits: the hint, else the reset of the window that ran out", () => {
+  it("says how long a 429 waits: the hint, else until the window that ran out holds something again", () => {
     assert.strictEqual(RateLimit.waitOf({ retryAfterMs: 5, requests: { remaining: 0, resetMs: 900 } }), 5)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 0, resetMs: 900 }, tokens: { remaining: 3, resetMs: 5000 } }), 900)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 0, resetMs: 900 }, tokens: { remaining: 0, resetMs: 5000 } }), 5000)
     assert.strictEqual(RateLimit.waitOf({ requests: { remaining: 2, resetMs: 900 } }), undefined)
+    // A stated limit: the window refills as a bucket, so the first unit is back after the
+    // reset's share of one (59 s until 30 are back: 1967 ms), not the whole reset.
+    assert.strictEqual(RateLimit.waitOf({ requests: { limit: 30, remaining: 0, resetMs: 59_000 } }), 1967)
+    assert.strictEqual(RateLimit.waitOf({ requests: { limit: 30, remaining: 0, resetMs: 59_000 }, tokens: { limit: 1000, remaining: 0, resetMs: 30_000 } }), 1967)
   })
 })
 
@@ -290,13 +316,14 @@ describe("OpenAI online", () => {
 describe("Anthropic online", () => {
   it.scoped("sends the params to /v1/messages; a forced tool's input is the answer; errors classified like batch results", () =>
     Effect.gen(function*() {
-      // The test's clock starts at 0 (TestClock): the reset is 20 s from it.
+      // The server's clock (its date) stands at 0: the reset is 20 s from it.
       const now = new Date(20_000).toISOString()
       const server = yield* testServer((request, res) => {
         if (request.body.includes("overloaded")) return json(res, 529, { type: "error", error: { type: "overloaded_error", message: "Overloaded" } })
         if (request.body.includes("bad")) return json(res, 400, { type: "error", error: { type: "invalid_request_error", message: "max_tokens: too large" } })
         res.writeHead(200, {
           "content-type": "application/json",
+          date: new Date(0).toUTCString(),
           "anthropic-ratelimit-requests-limit": "50",
           "anthropic-ratelimit-requests-remaining": "49",
           "anthropic-ratelimit-requests-reset": now

@@ -183,7 +183,7 @@ export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRunti
               fatal ??= error
               return yield* release(permit)
             }
-            const wait = yield* limiter.failed(permit, { throttled: error.reason === "RateLimited", waitMs: error.retryAfterMs, attempt })
+            const wait = yield* limiter.failed(permit, { throttled: error.reason === "RateLimited", waitMs: error.retryAfterMs, attempt, limits: error.rateLimits })
             yield* release(permit)
             if (attempt >= maxAttempts) {
               yield* commit.append(JSON.stringify(gaveUp(customId, error, attempt)))

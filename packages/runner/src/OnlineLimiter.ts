@@ -6,18 +6,23 @@
  *   (`--concurrency`), halves on a throttle or an overloaded server (once per round: answers
  *   to requests sent before the last cut do not cut again), and grows by one after a window's
  *   worth of good answers, never above the cap (AIMD).
- * - **The provider's own figures.** The latest snapshot of its rate-limit headers (requests and
- *   tokens remaining, and when each window is full again) is counted down by every request
- *   sent since the answer that carried it; when nothing is left, sending waits for the reset.
- *   At the reset a window whose size the provider gave is full again, less what was sent since
- *   its figure; one whose size it did not give is forgotten. A `retry-after` (or a 429's exhausted window) pauses all sending until then.
+ * - **The provider's own figures.** The latest snapshot of its rate-limit headers (on an answer
+ *   or a 429: requests and tokens remaining, the limits, when each window is full again) is a
+ *   bucket counted down by every request sent since the request it answered. When the provider
+ *   said its limit, the bucket refills as the provider's does (OpenAI and Anthropic: a token
+ *   bucket, full again within the minute, refilled continuously at the limit per minute), so
+ *   once it is empty a request goes every 60 s / limit (tokens likewise) rather than waiting
+ *   for the whole window; and no minute holds more than `limit` requests sent (429s
+ *   included: a bucket alone would allow a full burst plus a minute's refill). When the
+ *   provider did not say its limit, an empty window waits for its reset, and is then
+ *   forgotten. A `retry-after` (or a 429's exhausted window) pauses all sending until then.
  * - **The user's caps, never exceeded.** `rpm`: requests are spaced at least 60 s / rpm apart,
  *   so no 60-second window holds more than `rpm`. `tpm`: a request goes only when the tokens
  *   sent in the last 60 seconds plus its own stay within `tpm` (a request larger than `tpm`
  *   goes alone). Tokens are estimates (input counted, output its `max_tokens`); an answer's
  *   real usage, when larger, replaces its estimate.
  */
-import type { RateLimitSnapshot } from "@sluice/providers"
+import type { RateLimitSnapshot, RateLimitWindow } from "@sluice/providers"
 import { Clock, Deferred, Duration, Effect, FiberId, Random } from "effect"
 
 export interface LimiterOptions {
@@ -54,11 +59,15 @@ export interface Limiter {
   /** An answer came (a success, or a refusal of the request itself); `usedTokens` its real usage. */
   readonly answered: (permit: Permit, limits: RateLimitSnapshot, usedTokens?: number) => Effect.Effect<void>
   /**
-   * The request failed in passing. `throttled`: a 429; `waitMs`: the server's hint. Returns
+   * The request failed in passing. `throttled`: a 429; `waitMs`: the server's hint; `limits`:
+   * the refusal's rate-limit figures (what is left, the limit), taken as an answer's. Returns
    * how long this request should wait before it is sent again (jittered backoff by `attempt`,
    * at least the hint).
    */
-  readonly failed: (permit: Permit, failure: { readonly throttled: boolean; readonly waitMs: number | undefined; readonly attempt: number }) => Effect.Effect<Duration.Duration>
+  readonly failed: (
+    permit: Permit,
+    failure: { readonly throttled: boolean; readonly waitMs: number | undefined; readonly attempt: number; readonly limits?: RateLimitSnapshot | undefined }
+  ) => Effect.Effect<Duration.Duration>
   /** Frees the slot (after the answer is durable, or the request failed). */
   readonly release: (permit: Permit) => Effect.Effect<void>
   readonly state: () => LimiterState
@@ -71,34 +80,40 @@ const MAX_WAIT = 60_000
 const BASE_DELAY = 500
 const MAX_DELAY = 30_000
 
-interface Remaining {
-  readonly remaining: number
-  /** `sent` (or `tokensSent`) at the request whose answer carried the figure. */
-  readonly base: number
-  /** The `seq` of that request: an older answer never replaces a newer figure. */
+/**
+ * What the provider has left of one limit (requests, or tokens), as this client reckons it:
+ * its last figure, less what was sent since, refilled since at `limit` a minute when the
+ * provider said its limit.
+ */
+interface Bucket {
+  /** Units left at `at` (below 0 when more was sent than the figure allowed). */
+  level: number
+  at: number
+  /** The `seq` of the request whose answer carried the figure: an older answer never replaces it. */
   readonly seq: number
+  /** When the provider said the window is full again (what an empty window of unknown size waits for). */
   readonly resetAt: number
   /** What a full window grants, when the provider said. */
   readonly limit: number | undefined
 }
 
 /**
- * A window past its reset. Providers count a request when it arrives and refill their windows
- * within the minute, so at the reset what the provider had left is whole again — less what was
- * sent since its figure (those took from the new window too, on a bucket that refills
- * continuously). The count starts afresh from there, with no known reset until an answer brings
- * one (a minute at most). Forgotten when the provider did not say how large the window is.
+ * The bucket brought to `now`: refilled when its limit is known (never above it); one of
+ * unknown size is forgotten once past its reset (a minute at most).
  */
-const refilled = (window: Remaining, now: number, sentNow: number): Remaining | undefined =>
-  window.limit === undefined
-    ? undefined
-    : {
-      remaining: Math.max(0, window.limit - (sentNow - window.base)),
-      base: sentNow,
-      seq: window.seq,
-      resetAt: now + MAX_WAIT,
-      limit: window.limit
-    }
+const refill = (bucket: Bucket | undefined, now: number): Bucket | undefined => {
+  if (bucket === undefined || now <= bucket.at) return bucket
+  if (bucket.limit === undefined) return now >= bucket.resetAt ? undefined : bucket
+  bucket.level = Math.min(bucket.limit, bucket.level + ((now - bucket.at) * bucket.limit) / MINUTE)
+  bucket.at = now
+  return bucket
+}
+
+/** When `bucket` holds `need` units (undefined: it does now). */
+const readyAt = (bucket: Bucket, need: number): number | undefined => {
+  if (bucket.level >= need) return undefined
+  return bucket.limit === undefined ? bucket.resetAt : bucket.at + Math.ceil(((need - bucket.level) * MINUTE) / bucket.limit)
+}
 
 export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
   Effect.sync(() => {
@@ -115,9 +130,13 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     let pausedUntil = 0
     let nextAt = 0
     let streak = 0
-    let requests: Remaining | undefined
-    let tokenBudget: Remaining | undefined
-    // Sends of the last minute for the tpm cap: times and token estimates, oldest first.
+    // `sent` when the last 429 backoff started: 429s of requests sent before it are of the
+    // round that backoff answers, and do not lengthen the next one.
+    let streakSeq = 0
+    let requests: Bucket | undefined
+    let tokenBudget: Bucket | undefined
+    // Sends of the last minute (the provider's request limit, the tpm cap): times and token
+    // estimates, oldest first.
     const log: Array<{ at: number; tokens: number; seq: number }> = []
     let logTokens = 0
     let wake = Deferred.unsafeMake<void>(FiberId.none)
@@ -135,20 +154,19 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
     /** When a request of `tokens` may go at `now`: now (undefined), a time to wait for, or "slot" (wait for a release). */
     const blockedUntil = (now: number, tokens: number): number | "slot" | undefined => {
       let until = 0
+      expire(now)
       if (now < pausedUntil) until = Math.max(until, pausedUntil)
       if (now < nextAt) until = Math.max(until, nextAt)
+      requests = refill(requests, now)
       if (requests !== undefined) {
-        if (now >= requests.resetAt) requests = refilled(requests, now, sent)
-        if (requests !== undefined && requests.remaining - (sent - requests.base) <= 0) until = Math.max(until, requests.resetAt)
+        until = Math.max(until, readyAt(requests, 1) ?? 0)
+        // No minute holds more sends than the provider's limit, those it refused included.
+        if (requests.limit !== undefined && log.length >= requests.limit) until = Math.max(until, log[log.length - Math.floor(requests.limit)]!.at + MINUTE)
       }
-      if (tokenBudget !== undefined) {
-        if (now >= tokenBudget.resetAt) tokenBudget = refilled(tokenBudget, now, tokensSent)
-        const left = tokenBudget === undefined ? Infinity : tokenBudget.remaining - (tokensSent - tokenBudget.base)
-        // A request larger than the whole window goes when the window is full.
-        if (tokenBudget !== undefined && left < tokens && left < (tokenBudget.limit ?? Infinity)) until = Math.max(until, tokenBudget.resetAt)
-      }
+      tokenBudget = refill(tokenBudget, now)
+      // A request larger than the whole window goes when the window is full.
+      if (tokenBudget !== undefined) until = Math.max(until, readyAt(tokenBudget, Math.min(tokens, tokenBudget.limit ?? Infinity)) ?? 0)
       if (options.tpm !== undefined) {
-        expire(now)
         if (log.length > 0 && logTokens + tokens > options.tpm) {
           // The earliest time enough of the window's tokens have left it.
           let left = logTokens
@@ -170,10 +188,10 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       sent++
       tokensSent += tokens
       if (spacing > 0) nextAt = now + spacing
-      if (options.tpm !== undefined) {
-        log.push({ at: now, tokens, seq: sent })
-        logTokens += tokens
-      }
+      if (requests !== undefined) requests.level -= 1
+      if (tokenBudget !== undefined) tokenBudget.level -= tokens
+      log.push({ at: now, tokens, seq: sent })
+      logTokens += tokens
       return { seq: sent, tokensSent, tokens, round, at: now }
     }
 
@@ -195,26 +213,19 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
      * are in the figure already; those sent after it are counted down as they go.
      */
     const adopt = (now: number, permit: Permit, limits: RateLimitSnapshot) => {
-      const r = limits.requests
-      if (r?.remaining !== undefined && (requests === undefined || permit.seq >= requests.seq)) {
-        requests = {
-          remaining: r.remaining,
-          base: permit.seq,
-          seq: permit.seq,
-          resetAt: now + Math.ceil(Math.min(r.resetMs ?? MAX_WAIT, MAX_WAIT)),
-          limit: r.limit ?? requests?.limit
-        }
-      }
-      const t = limits.tokens
-      if (t?.remaining !== undefined && (tokenBudget === undefined || permit.seq >= tokenBudget.seq)) {
-        tokenBudget = {
-          remaining: t.remaining,
-          base: permit.tokensSent,
-          seq: permit.seq,
-          resetAt: now + Math.ceil(Math.min(t.resetMs ?? MAX_WAIT, MAX_WAIT)),
-          limit: t.limit ?? tokenBudget?.limit
-        }
-      }
+      const bucket = (figure: RateLimitWindow | undefined, current: Bucket | undefined, sentAfter: number): Bucket | undefined =>
+        figure?.remaining === undefined || (current !== undefined && permit.seq < current.seq)
+          ? current
+          : {
+            level: figure.remaining - sentAfter,
+            at: now,
+            seq: permit.seq,
+            resetAt: now + Math.ceil(Math.min(figure.resetMs ?? MAX_WAIT, MAX_WAIT)),
+            // A limit of 0 would never refill: taken as unsaid.
+            limit: figure.limit !== undefined && figure.limit >= 1 ? figure.limit : current?.limit
+          }
+      requests = bucket(limits.requests, requests, sent - permit.seq)
+      tokenBudget = bucket(limits.tokens, tokenBudget, tokensSent - permit.tokensSent)
     }
 
     const answered: Limiter["answered"] = (permit, limits, usedTokens) =>
@@ -226,7 +237,7 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
             good = 0
             window = Math.min(cap, window + 1)
           }
-          if (usedTokens !== undefined && usedTokens > permit.tokens && options.tpm !== undefined) {
+          if (usedTokens !== undefined && usedTokens > permit.tokens) {
             const entry = log.find((e) => e.seq === permit.seq)
             if (entry !== undefined) {
               logTokens += usedTokens - entry.tokens
@@ -241,6 +252,7 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const jitter = 0.8 + 0.4 * (yield* Random.next)
+        if (failure.limits !== undefined) adopt(now, permit, failure.limits)
         // Cut once per round: answers to requests sent before the cut say nothing new.
         if (permit.round === round) {
           round++
@@ -248,8 +260,12 @@ export const make = (options: LimiterOptions): Effect.Effect<Limiter> =>
           window = Math.max(1, Math.floor(window / 2))
         }
         const backoff = Math.min(MAX_DELAY, BASE_DELAY * 2 ** Math.max(0, failure.attempt - 1)) * jitter
-        if (failure.throttled) streak++
-        // A 429 pauses all sending: the hint, else a backoff that grows while 429s follow each other.
+        // Grown once per round: the 429s of requests sent together are one refusal.
+        if (failure.throttled && (streak === 0 || permit.seq > streakSeq)) {
+          streak++
+          streakSeq = sent
+        }
+        // A 429 pauses all sending: the hint, else a backoff that grows while rounds of 429s follow each other.
         const pause = failure.waitMs ?? (failure.throttled ? Math.min(MAX_DELAY, BASE_DELAY * 2 ** (streak - 1)) * jitter : undefined)
         if (pause !== undefined) pausedUntil = Math.max(pausedUntil, now + Math.ceil(Math.min(pause, MAX_WAIT)))
         changed()

@@ -225,6 +225,28 @@ describe("OnlineLimiter", () => {
       assert.isTrue(waitC >= 1600 && waitC <= 2400, `backoff ${waitC}`)
     }))
 
+  it.effect("429s of requests sent together grow the backoff once: the streak counts rounds, not answers", () =>
+    Effect.gen(function* () {
+      const limiter = yield* OnlineLimiter.make({ concurrency: 8 })
+      const pauseOf = (from: number) => limiter.state().pausedUntil - from
+      // Seven requests sent at once, all refused without a hint: one round, one 0.5 s backoff
+      // (it used to double on each: 7 × 429 paused 14.4 s, 8 hit the 30 s cap).
+      const together = yield* Effect.forEach(Array.from({ length: 7 }), () => limiter.acquire(1))
+      for (const [i, p] of together.entries()) {
+        yield* limiter.failed(p, { throttled: true, waitMs: undefined, attempt: 1 })
+        assert.isTrue(pauseOf(0) >= 400 && pauseOf(0) <= 600, `after ${i + 1} 429s: paused ${pauseOf(0)} ms`)
+      }
+      for (const p of together) yield* limiter.release(p)
+      // The next round (sent after that backoff began) is refused too: the backoff doubles,
+      // once for the round's three 429s.
+      yield* TestClock.adjust(Duration.millis(pauseOf(0)))
+      const at = limiter.state().pausedUntil
+      const next = yield* Effect.forEach(Array.from({ length: 3 }), () => limiter.acquire(1))
+      for (const p of next) yield* limiter.failed(p, { throttled: true, waitMs: undefined, attempt: 2 })
+      assert.isTrue(pauseOf(at) >= 800 && pauseOf(at) <= 1200, `second round: paused ${pauseOf(at)} ms`)
+      for (const p of next) yield* limiter.release(p)
+    }))
+
   it.effect("the provider's remaining requests are counted down by what was sent since; sending waits for the reset", () =>
     Effect.gen(function* () {
       const limiter = yield* OnlineLimiter.make({ concurrency: 10 })
@@ -251,30 +273,97 @@ describe("OnlineLimiter", () => {
       for (const p of [first, third, fourth, fifth, permit]) yield* limiter.release(p)
     }))
 
-  it.effect("at the reset a window of known size is full again, less what was sent since its figure", () =>
+  it.effect("a window of known size refills at its limit a minute: once empty, a request every 60 s / limit, not the whole reset", () =>
     Effect.gen(function* () {
       const limiter = yield* OnlineLimiter.make({ concurrency: 100 })
       const first = yield* acquireNow(limiter, 1, "nothing known yet")
-      // 1 left of a window of 5, full again in 2 s.
-      yield* limiter.answered(first, { requests: { limit: 5, remaining: 1, resetMs: 2000 } })
+      // 1 left of 30 a minute; full again in 58 s (what OpenAI's reset says: time until full).
+      yield* limiter.answered(first, { requests: { limit: 30, remaining: 1, resetMs: 58_000 } })
       yield* limiter.release(first)
       yield* acquireNow(limiter, 1, "1 remains")
-      const held = yield* Effect.fork(limiter.acquire(1))
-      yield* settle
-      assert.isTrue(Option.isNone(yield* Fiber.poll(held)), "none remain before the reset")
-      yield* TestClock.adjust(Duration.millis(2000))
-      // The window holds 5 again, one of which the request sent since took: the waiting one
-      // and three more go, the next waits for a reset no answer has told (a minute).
-      assert.strictEqual((yield* gone(held, "the window is full again")).at, 2000)
-      for (let i = 0; i < 3; i++) yield* acquireNow(limiter, 1, `${3 - i} remain after the reset`)
-      const next = yield* Effect.fork(limiter.acquire(1))
-      yield* settle
-      assert.isTrue(Option.isNone(yield* Fiber.poll(next)), "the refilled window is used up")
-      yield* TestClock.adjust(Duration.millis(60_000 - 1))
-      yield* settle
-      assert.isTrue(Option.isNone(yield* Fiber.poll(next)), "sent before a minute passed")
-      yield* TestClock.adjust(Duration.millis(1))
-      assert.strictEqual((yield* gone(next, "a minute after the refill")).at, 62_000)
+      for (const at of [2000, 4000, 6000]) {
+        const next = yield* Effect.fork(limiter.acquire(1))
+        yield* TestClock.adjust(Duration.millis(1999))
+        yield* settle
+        assert.isTrue(Option.isNone(yield* Fiber.poll(next)), `before ${at}: the bucket has not refilled a request`)
+        yield* TestClock.adjust(Duration.millis(1))
+        assert.strictEqual((yield* gone(next, "a request has refilled")).at, at)
+      }
+    }))
+
+  /**
+   * A provider's token bucket on the test's clock (the emulator's rule: `limit` a minute, a
+   * full burst then refilled continuously, a refused request takes nothing), answering with
+   * its figures as OpenAI does, 10 ms after it admits or refuses a request; `n` rows by `workers` fibers that retry 429s as the runner does.
+   * Returns every send (refused ones included) and when the last row was answered.
+   */
+  const driveBucket = (limiter: OnlineLimiter.Limiter, options: { limit: number; level: number; n: number; workers: number }) =>
+    Effect.gen(function* () {
+      const { limit } = options
+      let level = options.level
+      let at = 0
+      const sends: Array<{ at: number; tokens: number; ok: boolean }> = []
+      let done = 0
+      let lastAt = 0
+      const worker = (rows: number) =>
+        Effect.gen(function* () {
+          for (let r = 0; r < rows; r++) {
+            for (let attempt = 1; ; attempt++) {
+              const permit = yield* limiter.acquire(1)
+              const now = permit.at
+              level = Math.min(limit, level + ((now - at) * limit) / 60_000)
+              at = now
+              const ok = level >= 1
+              if (ok) level -= 1
+              sends.push({ at: now, tokens: 1, ok })
+              const figures = { limit, remaining: Math.floor(level), resetMs: Math.ceil(((limit - level) * 60_000) / limit) }
+              // The answer takes a moment: requests sent together are all on their way before any answer.
+              yield* Effect.sleep(Duration.millis(10))
+              if (ok) {
+                yield* limiter.answered(permit, { requests: figures })
+                yield* limiter.release(permit)
+                done++
+                lastAt = now
+                break
+              }
+              const retryAfterMs = Math.ceil(((1 - level) * 60_000) / limit)
+              const wait = yield* limiter.failed(permit, { throttled: true, waitMs: retryAfterMs, attempt, limits: { requests: figures, retryAfterMs } })
+              yield* limiter.release(permit)
+              yield* Effect.sleep(wait)
+            }
+          }
+        })
+      const per = Math.ceil(options.n / options.workers)
+      const fiber = yield* Effect.fork(Effect.all(Array.from({ length: options.workers }, (_, i) => worker(Math.min(per, options.n - i * per))), { concurrency: "unbounded" }))
+      while (done < options.n) {
+        yield* settle
+        yield* TestClock.adjust(Duration.millis(250))
+      }
+      yield* Fiber.join(fiber)
+      return { sends, lastAt }
+    })
+
+  it.effect("against a drained provider bucket: no minute holds more sends than its limit (429s included), and the rows go at its refill pace", () =>
+    Effect.gen(function* () {
+      // 30 a minute, nothing left when the run starts: 8 requests go blind and are refused.
+      const limiter = yield* OnlineLimiter.make({ concurrency: 8 })
+      const { sends, lastAt } = yield* driveBucket(limiter, { limit: 30, level: 0, n: 40, workers: 8 })
+      assert.isAtMost(maxPerMinute(sends, () => 1), 30)
+      // The blind round's 8 refusals, and after that at most one refusal in all.
+      assert.isAtMost(sends.filter((s) => !s.ok).length, 9)
+      // 40 rows at one per 2 s: 80 s, give or take the minute's cap on the blind round
+      // (waiting for each whole window instead would take minutes).
+      assert.isAtMost(lastAt, 90_000)
+    }))
+
+  it.effect("against a full provider bucket: the burst it grants, then no more than its limit in any minute", () =>
+    Effect.gen(function* () {
+      const limiter = yield* OnlineLimiter.make({ concurrency: 8 })
+      const { sends } = yield* driveBucket(limiter, { limit: 20, level: 20, n: 45, workers: 8 })
+      assert.isAtMost(maxPerMinute(sends, () => 1), 20)
+      // The first 20 went at once (the burst: in flight 8 at a time), none was refused.
+      assert.isAtMost(sends[19]!.at, 1000)
+      assert.isTrue(sends.every((s) => s.ok))
     }))
 
   it.effect("at the reset a window of unknown size is forgotten: sending goes on unpaced", () =>
@@ -288,6 +377,13 @@ describe("OnlineLimiter", () => {
       yield* TestClock.adjust(Duration.millis(1000))
       assert.strictEqual((yield* gone(waiting, "the figure is forgotten")).at, 1000)
       for (let i = 0; i < 20; i++) yield* acquireNow(other, 1, "the figure is forgotten")
+      // A stated limit of 0 would never refill: it counts as unsaid (the reset, then forgotten).
+      const zero = yield* OnlineLimiter.make({ concurrency: 100 })
+      const b = yield* acquireNow(zero, 1, "nothing known yet")
+      yield* zero.answered(b, { requests: { limit: 0, remaining: 0, resetMs: 1000 } })
+      const held = yield* Effect.fork(zero.acquire(1))
+      yield* TestClock.adjust(Duration.millis(1000))
+      assert.strictEqual((yield* gone(held, "the reset passed")).at, b.at + 1000)
     }))
 
   it.effect("the provider's remaining tokens: a request larger than what is left waits for the reset", () =>

@@ -4,7 +4,8 @@
  * - OpenAI: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; resets are Go-style
  *   durations until the bucket is full again (`6ms`, `1s`, `1m30.5s`, `6m0s`).
  * - Anthropic: `anthropic-ratelimit-requests-{limit,remaining,reset}` and the same for `tokens`,
- *   `input-tokens` and `output-tokens`; resets are RFC 3339 times. The emulator has one token
+ *   `input-tokens` and `output-tokens`; resets are RFC 3339 times (with a `date` on the same
+ *   clock, as a real server's). The emulator has one token
  *   limit (input + output), so the three token families report the same bucket.
  * - Gemini sends none (its 429 carries a RetryInfo detail instead).
  */
@@ -39,8 +40,14 @@ export const openAiRateLimitHeaders = (state: LimitState): Record<string, string
 /** An RFC 3339 time, whole seconds, rounded up (a client waiting until then finds the bucket full). */
 export const rfc3339 = (ms: number): string => new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace(".000Z", "Z")
 
+/**
+ * Anthropic's headers, and a `date` on the emulator's clock: the resets are times of that
+ * clock, and a client measures them from the server's date (Node's own `date` is the wall
+ * clock, which a held or advanced emulator clock is not).
+ */
 export const anthropicRateLimitHeaders = (state: LimitState, now: number): Record<string, string> => {
   const headers: Record<string, string> = {}
+  if (state.requests !== undefined || state.tokens !== undefined) headers["date"] = new Date(now).toUTCString()
   const put = (name: string, bucket: BucketState | undefined) => {
     if (bucket === undefined) return
     headers[`anthropic-ratelimit-${name}-limit`] = String(bucket.limit)

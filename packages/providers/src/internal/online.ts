@@ -98,7 +98,7 @@ export const send = (
     if (error.reason === "Unauthorized" || error.reason === "Quota") return yield* Effect.fail(error)
     if (transient(status)) {
       const wait = waitOf(limits) ?? error.retryAfterMs
-      return yield* Effect.fail(wait === undefined ? error : withWait(error, wait))
+      return yield* Effect.fail(copy(error, { ...(wait === undefined ? {} : { retryAfterMs: wait }), rateLimits: limits }))
     }
     // A 404 for a path the server does not have (a wrong base URL) is no answer about this
     // row: it stops the run rather than failing every row. An unknown model is the row's.
@@ -116,7 +116,7 @@ const isMissingPath = (text: string): boolean => {
   return parsed.code === undefined && /^invalid url\b/i.test(parsed.message ?? "")
 }
 
-const copy = (error: ProviderError, fields: { reason?: ProviderError["reason"]; retryAfterMs?: number }): ProviderError =>
+const copy = (error: ProviderError, fields: { reason?: ProviderError["reason"]; retryAfterMs?: number; rateLimits?: RateLimitSnapshot }): ProviderError =>
   new ProviderError({
     reason: fields.reason ?? error.reason,
     provider: error.provider,
@@ -124,8 +124,8 @@ const copy = (error: ProviderError, fields: { reason?: ProviderError["reason"]; 
     description: error.description,
     ...(error.status === undefined ? {} : { status: error.status }),
     ...(fields.retryAfterMs !== undefined ? { retryAfterMs: fields.retryAfterMs } : error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
-    ...(error.endpoint === undefined ? {} : { endpoint: error.endpoint })
+    ...(error.endpoint === undefined ? {} : { endpoint: error.endpoint }),
+    ...(fields.rateLimits === undefined ? {} : { rateLimits: fields.rateLimits })
   })
 
 const withReason = (error: ProviderError, reason: ProviderError["reason"]) => copy(error, { reason })
-const withWait = (error: ProviderError, retryAfterMs: number) => copy(error, { retryAfterMs })
