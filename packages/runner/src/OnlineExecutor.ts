@@ -29,6 +29,12 @@ import type { ShardState } from "./RunState.js"
 /** Attempts of one request within its shard; after them its row fails `retryable` and is rescheduled. */
 export const maxAttempts = 8
 
+/**
+ * Attempts of a request that timed out: the provider may have produced (and billed) the
+ * answer we never got, so a timeout is tried once more, not eight times.
+ */
+export const maxAttemptsAfterTimeout = 2
+
 /** What the online shards of a run share. */
 export interface OnlineRuntime {
   /** The limiter of a provider (by name): one per provider, shared by its shards. */
@@ -185,7 +191,7 @@ export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRunti
             }
             const wait = yield* limiter.failed(permit, { throttled: error.reason === "RateLimited", waitMs: error.retryAfterMs, attempt, limits: error.rateLimits })
             yield* release(permit)
-            if (attempt >= maxAttempts) {
+            if (attempt >= (error.reason === "Timeout" ? maxAttemptsAfterTimeout : maxAttempts)) {
               yield* commit.append(JSON.stringify(gaveUp(customId, error, attempt)))
               answered++
               runtime.progress?.(shard.id, answered, total)

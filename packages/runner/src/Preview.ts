@@ -264,9 +264,10 @@ const collect = (pipeline: Pipeline.Pipeline<any, any>, runDir: string, seen: Re
     const stageIndex = new Map(pipeline.stages.map((s, i) => [s.name, i]))
     const stageOfShard = new Map([...state.shards.values()].map((s) => [s.id, s.stage]))
     const results = yield* readJsonl<ResultLine>(paths.results)
-    // The last answer per custom_id is the one that stands (a duplicated line changes nothing).
+    // A retry shard sends a row again under the same custom_id: each shard's step shows its own
+    // answer (a duplicated line of one shard changes nothing).
     const answerOf = new Map<string, ResultLine>()
-    for (const r of results) answerOf.set(r.customId, r)
+    for (const r of results) answerOf.set(`${r.shard}\u0000${r.customId}`, r)
     const failures = yield* readJsonl<FailureRecord>(paths.failures)
     const failureOf = new Map(failures.filter((f) => f.custom_id !== null).map((f) => [f.custom_id!, f]))
     const outputs = yield* readJsonl<{ key: string; custom_id: string; output: unknown }>(paths.outputs)
@@ -288,7 +289,7 @@ const collect = (pipeline: Pipeline.Pipeline<any, any>, runDir: string, seen: Re
       if (stage === undefined) continue
       for (const line of yield* readJsonl<RowLine>(paths.rowsFile(shard.id))) {
         locationOf.set(line.id, line.loc)
-        const answer = answerOf.get(line.id)
+        const answer = answerOf.get(`${shard.id}\u0000${line.id}`)
         const base = { stage: shard.stage, key: line.key, customId: line.id, attempt: shard.attempt, cached: line.c === 1, order: stageIndex.get(shard.stage)! }
         let step: PreviewStep & { order: number }
         if (answer?._tag === "Succeeded") {

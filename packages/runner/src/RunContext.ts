@@ -41,7 +41,7 @@ export interface RunSettings {
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
   readonly budgetOutputTokens?: number | undefined
   /**
-   * Hybrid stages (mode `auto`): how long from the run's start the batches may take. When it
+   * Hybrid stages (mode `auto`): how long, from when it is first given, the batches may take. When it
    * passes, batches in flight are cancelled and every row still unanswered goes online. It is
    * journaled as an absolute time when first given: a resume keeps it (see Hybrid.ts).
    */

@@ -64,6 +64,7 @@ export class InvalidSettings extends Schema.TaggedError<InvalidSettings>()("Inva
 /** What is out of range in a run's settings (the library's options, which no flag parser checked). */
 export const problems = (settings: {
   readonly concurrency?: number | undefined
+  readonly onlineConcurrency?: number | undefined
   readonly shardSize?: number | undefined
   readonly pollInterval?: Duration.Duration | undefined
   readonly budget?: number | undefined
@@ -81,6 +82,7 @@ export const problems = (settings: {
     if (value !== undefined && !inRange(range, value)) out.push(`${name} must be ${describeRange(range)}, got ${value}`)
   }
   check("concurrency", ranges.concurrency, settings.concurrency)
+  check("onlineConcurrency", ranges.concurrency, settings.onlineConcurrency)
   check("shardSize", ranges.shardSize, settings.shardSize)
   check("pollInterval", ranges.pollSeconds, settings.pollInterval === undefined ? undefined : Duration.toMillis(settings.pollInterval) / 1000)
   check("budget", ranges.budget, settings.budget)

@@ -508,7 +508,9 @@ export const makeProviderHttp = (client: HttpClient.HttpClient, settings: HttpSe
         return Effect.map(read, (body) => ({
           status: response.status,
           headers: response.headers as Readonly<Record<string, string | undefined>>,
-          text: decodeUtf8(body.bytes),
+          // The text becomes a row's answer or failure message in the run directory: a server
+          // or proxy that echoes the request's headers must not put the key there.
+          text: scrub(decodeUtf8(body.bytes), secrets),
           complete: body.complete
         }))
       }),
