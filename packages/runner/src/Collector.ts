@@ -191,8 +191,9 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         const fs = yield* FileSystem.FileSystem
         if (yield* fs.exists(file)) {
           yield* lines(file).pipe(
-            // The executor fsynced every line before the shard was journaled terminal; a torn
-            // tail cannot be here, but a line without its newline is never taken.
+            // Lines are fsynced before the shard is journaled terminal; a cancel journals it where
+            // the file stands, so a torn tail (a crash mid-append) may be here: `lines` drops a
+            // line without its newline, as the executor's recovery does.
             Stream.map((text) => JSON.parse(text) as BatchResult),
             Stream.runForEachChunk(recordChunk(false))
           )
