@@ -21,6 +21,7 @@ import * as ExternalSort from "./internal/ExternalSort.js"
 import * as Pricing from "./Pricing.js"
 import { requestTokens } from "./RequestTokens.js"
 import { PipelineInvalid } from "./Runner.js"
+import * as Settings from "./Settings.js"
 
 export { requestTokens } from "./RequestTokens.js"
 export type { RequestTokens } from "./RequestTokens.js"
@@ -256,7 +257,7 @@ export const estimate = (
       ...(malformed > 0 ? [plural(malformed, "invalid row")] : []),
       ...(conflicts.rows > 0 ? [`${plural(conflicts.rows, "row")} whose keys other rows have with different requests`] : [])
     ] : []
-    const outputTokensPerRequest = perRequestOutput ?? 100
+    const outputTokensPerRequest = perRequestOutput ?? Settings.defaultOutputTokens
     const outputTokens = rows * outputTokensPerRequest
     const cost = Pricing.cost(stage.model, { input: inputTokens, output: outputTokens, cached: 0 }, prices) ?? null
     return {

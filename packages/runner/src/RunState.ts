@@ -151,7 +151,7 @@ export const stageProgress = (state: RunState, stage: string): StageProgress => 
   return p
 }
 
-const addUsage = (a: TokenUsage, b: TokenUsage): TokenUsage => ({
+export const addUsage = (a: TokenUsage, b: TokenUsage): TokenUsage => ({
   input: a.input + b.input,
   output: a.output + b.output,
   cached: a.cached + b.cached

@@ -280,15 +280,8 @@ export const summarize = (ctx: {
   rowsByMode: { ...ctx.state.rowsByMode }
 })
 
-const sumUsage = (byModel: ReadonlyMap<string, TokenUsage>): TokenUsage => {
-  const total = { input: 0, output: 0, cached: 0 }
-  for (const u of byModel.values()) {
-    total.input += u.input
-    total.output += u.output
-    total.cached += u.cached
-  }
-  return total
-}
+const sumUsage = (byModel: ReadonlyMap<string, TokenUsage>): TokenUsage =>
+  [...byModel.values()].reduce(RunState.addUsage, { input: 0, output: 0, cached: 0 })
 
 /** Batch answers at batch prices, online answers at real-time prices. */
 const costsByMode = (state: RunState.RunState, prices: Pricing.Prices | undefined): Pick<RunSummary, "costByMode" | "spent"> => {
@@ -610,7 +603,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           return limiter
         },
         slots: yield* Effect.makeSemaphore(onlineConcurrency),
-        defaultOutputTokens: settings.budgetOutputTokens ?? 100,
+        defaultOutputTokens: settings.budgetOutputTokens ?? Settings.defaultOutputTokens,
         progress: observer.answered
       }
       const onlineShards = yield* Effect.makeSemaphore(2)
@@ -721,7 +714,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
 
       // A budget holds back shards whose projected cost (input tokens counted at planning,
       // output tokens assumed per request) would take the submitted total past it.
-      const outputPerRequest = settings.budgetOutputTokens ?? 100
+      const outputPerRequest = settings.budgetOutputTokens ?? Settings.defaultOutputTokens
       const projected = (s: RunState.ShardState) => {
         const cost = Pricing.cost(s.model, { input: s.inputTokens ?? 0, output: s.requests * outputPerRequest, cached: 0 }, prices)
         // Online requests are paid at real-time prices.

@@ -47,6 +47,9 @@ export const ranges = {
   onlineBelow: { min: 0, max: 1_000_000, integer: true }
 } as const satisfies Record<string, Range>
 
+/** Output tokens per request assumed where a request names no `max_tokens` (`--output-tokens` overrides). */
+export const defaultOutputTokens = 100
+
 /** `--concurrency` when not given: batches in flight, and online requests in flight. */
 export const defaultConcurrency = { batch: 4, online: 8 } as const
 
