@@ -13,6 +13,7 @@ import * as Sink from "../src/Sink.js"
 import type { SinkCheckpoint, SinkRecord } from "../src/Sink.js"
 import * as Source from "../src/Source.js"
 import type { SourceItem } from "../src/Source.js"
+import { writeAccepted } from "./support/sinks.js"
 
 const dir = mkdtempSync(join(tmpdir(), "sluice-parquet-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -344,21 +345,6 @@ describe("Source.parquet", () => {
 })
 
 describe("Sink.parquet refusals", () => {
-  /** Writes through `refuse` as the runner does: only accepted records are written. */
-  const writeAccepted = <R>(w: Sink.SinkWriter<R>, records: ReadonlyArray<R>) =>
-    Effect.gen(function*() {
-      const refused: Array<string> = []
-      const accepted: Array<R> = []
-      for (const r of records) {
-        const reason = w.refuse?.(r)
-        if (reason === undefined) accepted.push(r)
-        else refused.push(reason)
-      }
-      yield* w.write(accepted)
-      yield* w.commit
-      return refused
-    })
-
   it.effect("a lone surrogate, a value of another type, an extra column: the row is refused, the others written", () =>
     Effect.gen(function*() {
       const out = join(dir, "refusals.parquet")

@@ -6,6 +6,7 @@
  * The test API takes the emulator's API key when it has one (pass `{ apiKey }`) and JSON bodies
  * only; every call here sends both as needed.
  */
+import type { CallEntry } from "./internal/callLedger.js"
 
 export interface LedgerBatch {
   /** The batch id (a Gemini batch's name without `batches/`). */
@@ -34,31 +35,7 @@ export interface LedgerDelivery {
  * One call to a real-time endpoint: answered, refused (4xx, 429), faulted or lost. A client names
  * the row of a call with the `x-sluice-custom-id` header (the real APIs ignore it).
  */
-export interface LedgerCall {
-  /** 1, 2, … in order of arrival across all real-time endpoints; `calls` are listed in this order. */
-  readonly seq: number
-  readonly api: "openai" | "anthropic" | "gemini"
-  /** `/v1/chat/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/messages` or `generateContent`, whatever the API root. */
-  readonly endpoint: string
-  /** The `x-sluice-custom-id` header (first 256 characters), or null. */
-  readonly custom_id: string | null
-  /** The model the body names (Gemini: the path's), or null. */
-  readonly model: string | null
-  /** HTTP status: 200, 400, 404, 429 (limits or rateLimitRate), 5xx …; for a lost response, the one not delivered. */
-  readonly status: number
-  /** Usage of a 200 answer; 0 otherwise. */
-  readonly input_tokens: number
-  readonly output_tokens: number
-  /** Emulator-clock ms (the `clock` option): when the body was read and the limits judged it, and when it was answered. */
-  readonly received_at: number
-  readonly answered_at: number
-  /** The delay latencyMs + latencyPerTokenMs added (ms). */
-  readonly latency_ms: number
-  /** The call fault that hit it ("RateLimited", "ServerError", "Reset"), or null. */
-  readonly fault: string | null
-  /** The answer never reached the client (a reset fault, or the client had gone): it was still produced and billed. */
-  readonly lost: boolean
-}
+export type LedgerCall = CallEntry
 
 export interface Ledger {
   readonly batches: ReadonlyArray<LedgerBatch>

@@ -13,6 +13,7 @@ import { Context, Effect, Layer, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import * as TempPostgres from "../../../scripts/lib/tempPostgres.js"
 import * as PgSink from "../src/PgSink.js"
+import { writeAccepted } from "../../core/test/support/sinks.js"
 
 const { freePort, skipReason } = TempPostgres
 if (skipReason !== undefined) console.warn(`PgSink tests skipped: ${skipReason}`)
@@ -52,20 +53,6 @@ const withWriter = <R, A, E>(
   f: (w: SinkWriter<R>) => Effect.Effect<A, E>
 ) => Effect.scoped(Effect.flatMap(sink.open(resume), f)).pipe(Effect.provide(NodeFileSystem.layer))
 
-/** Writes through `refuse` as the runner does: only accepted records are written; returns the reasons. */
-const writeAccepted = <R>(w: SinkWriter<R>, records: ReadonlyArray<R>) =>
-  Effect.gen(function*() {
-    const refused: Array<string> = []
-    const accepted: Array<R> = []
-    for (const r of records) {
-      const reason = w.refuse?.(r)
-      if (reason === undefined) accepted.push(r)
-      else refused.push(reason)
-    }
-    yield* w.write(accepted)
-    yield* w.commit
-    return refused
-  })
 
 /** Runs `f` with a client of its own, to look at what the sink wrote. */
 const query = <A>(f: (sql: PgClient.PgClient) => Effect.Effect<A, SqlError>) =>

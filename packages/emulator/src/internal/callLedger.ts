@@ -15,7 +15,7 @@ export const MAX_CUSTOM_ID = 256
 
 export type RealtimeApi = "openai" | "anthropic" | "gemini"
 
-/** One real-time call, as `GET /_emulator/ledger` lists it under `calls` (typed in EmulatorControl.ts). */
+/** One real-time call, as `GET /_emulator/ledger` lists it under `calls` (exported as `LedgerCall` by EmulatorControl.ts). */
 export interface CallEntry {
   /** 1, 2, … in order of arrival, across all real-time endpoints (reset restarts at 1). */
   readonly seq: number
