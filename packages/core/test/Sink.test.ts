@@ -215,6 +215,95 @@ describe("Sink.all", () => {
     }))
 })
 
+/** U+0000, a lone high and a lone low surrogate, a valid pair (one emoji), and a pair cut in two. */
+const awkward = ["nul \u0000 inside", "high \ud800 alone", "low \udc00 alone", "pair \ud83d\ude00 ok", "\ude00\ud83d reversed"]
+
+describe("strings no UTF-8 file can hold", () => {
+  it.effect("Sink.jsonl stores U+0000 and lone surrogates as JSON escapes: valid UTF-8, read back the same", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "awkward.jsonl")
+      const records = awkward.map((text, i) => ({ key: `k${i}`, customId: `c${i}`, input: { text }, output: { [text]: [text] } }))
+      const sink = Sink.jsonl<{ text: string }, Record<string, Array<string>>>(path)
+      yield* withWriter(sink, undefined, (w) => Effect.gen(function*() {
+        expect(records.map((r) => w.refuse?.(r))).toEqual(records.map(() => undefined))
+        yield* w.write(records)
+        yield* w.commit
+      }))
+      const bytes = readFileSync(path)
+      // A fatal decoder throws on any byte sequence that is not UTF-8 (U+FFFD would be valid, so check it is absent).
+      const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+      expect(text).not.toContain("\ufffd")
+      expect(text).toContain("\\u0000")
+      expect(text).toContain("\\ud800")
+      expect(text).toContain("\\udc00")
+      const back = jsonLines(path)
+      expect(back.map((l) => l.input.text)).toEqual(awkward)
+      expect(back.map((l) => Object.keys(l.output)[0])).toEqual(awkward)
+      expect(back.map((l, i) => l.output[awkward[i]!][0])).toEqual(awkward)
+    }))
+
+  it.effect("Sink.csv refuses a lone surrogate in a cell or a column name; U+0000 and pairs are written as they are", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "awkward.csv")
+      const sink = Sink.csv<string, unknown>(path, { columns: (r) => r.output as Record<string, Sink.CsvCell> })
+      const records = [...awkward.map((text, i) => ({ key: `k${i}`, customId: `c${i}`, input: "", output: { id: `k${i}`, text } })),
+        { key: "kx", customId: "cx", input: "", output: { id: "kx", ["name \ud800"]: "x" } }]
+      const refused = yield* withWriter(sink, undefined, (w) => writeAccepted(w, records))
+      expect(refused).toEqual([
+        `csv:${path}: column text has a lone surrogate (U+D800) at character 5, which UTF-8 cannot encode`,
+        `csv:${path}: column text has a lone surrogate (U+DC00) at character 4, which UTF-8 cannot encode`,
+        `csv:${path}: column text has a lone surrogate (U+DE00) at character 0, which UTF-8 cannot encode`,
+        `csv:${path}: column name "name \\ud800" has a lone surrogate (U+D800) at character 5, which UTF-8 cannot encode`
+      ])
+      const bytes = readFileSync(path)
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes)
+      expect(parse(bytes, { columns: true })).toEqual([
+        { id: "k0", text: "nul \u0000 inside" },
+        { id: "k3", text: "pair \ud83d\ude00 ok" }
+      ])
+      // A caller that does not ask: write itself refuses, rather than writing U+FFFD.
+      const error = yield* Effect.flip(withWriter(sink, undefined, (w) => w.write([records[1]!])))
+      expect(error.message).toMatch(/cannot encode a record: column text has a lone surrogate \(U\+D800\)/)
+    }))
+
+  it.effect("Sink.csv refuses a record with a column the header lacks, or whose columns function throws; the rest is written", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "refused-extra.csv")
+      const sink = Sink.csv<{ a: string; b?: string }, string>(path, {
+        columns: (r) => {
+          if (r.output === "boom") throw new Error("no columns for boom")
+          return { ...r.input }
+        }
+      })
+      const refused = yield* withWriter(sink, undefined, (w) =>
+        writeAccepted(w, [
+          { key: "1", customId: "c1", input: { a: "x" }, output: "o" },
+          { key: "2", customId: "c2", input: { a: "y", b: "z" }, output: "o" },
+          { key: "3", customId: "c3", input: { a: "w" }, output: "boom" },
+          { key: "4", customId: "c4", input: { a: "v" }, output: "o" }
+        ]))
+      expect(refused).toEqual([
+        `csv:${path}: column b not in the header (a); pass \`columns\` to Sink.csv to fix the set of columns`,
+        `csv:${path}: the columns function failed: no columns for boom`
+      ])
+      expect(readFileSync(path, "utf8")).toBe("a\nx\nv\n")
+    }))
+
+  it.effect("Sink.all refuses a record any of its sinks refuses, with that sink's reason", () =>
+    Effect.gen(function*() {
+      const a = join(dir, "all-refuse.jsonl")
+      const b = join(dir, "all-refuse.csv")
+      const sink = Sink.all(Sink.jsonl<string, string>(a), Sink.csv<string, string>(b))
+      const refused = yield* withWriter(sink, undefined, (w) =>
+        writeAccepted(w, [
+          { key: "1", customId: "c1", input: "fine", output: "fine" },
+          { key: "2", customId: "c2", input: "fine", output: "lone \udfff" }
+        ]))
+      expect(refused).toEqual([`csv:${b}: column output has a lone surrogate (U+DFFF) at character 5, which UTF-8 cannot encode`])
+      expect(jsonLines(a).map((l) => l.key)).toEqual(["1"])
+      expect(parse(readFileSync(b), { columns: true })).toEqual([{ key: "1", custom_id: "c1", input: "fine", output: "fine" }])
+    }))
+})
 
 describe("Sink.csv formula neutralisation", () => {
   const cells = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\tTab", "\rCR", "-5", "+1.5e3", ".5", "a=b", "plain", "'quoted", ""]
