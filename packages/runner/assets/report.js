@@ -284,7 +284,7 @@
       width: chartWidth(box), height: 160,
       scales: { x: { time: false } },
       legend: { show: false },
-      series: [{ label: "tokens" }, { label: "answers", fill: color, stroke: color, paths: uPlot.paths.bars({ size: [0.9, 60], align: 1 }) }],
+      series: [{ label: "tokens" }, { label: "answers", fill: color, stroke: color, points: { show: false }, paths: uPlot.paths.bars({ size: [0.9, 60], align: 1 }) }],
       axes: [{ label: "tokens" }, { label: "answers" }]
     }, [x, h.counts.slice()])
   }
@@ -313,7 +313,7 @@
       box.appendChild(el("div", { class: "failure-class", "data-class": f["class"] }, [
         el("button", { class: "link", "data-failure-class": f["class"], onclick: function () { showClass(f["class"]) }, text: f["class"] }),
         " ",
-        el("span", { class: "badge failed", text: num(f.count) + " rows" }),
+        el("span", { class: "badge failed", text: num(f.count) + (f.count === 1 ? " row" : " rows") }),
         el("ul", {}, f.examples.map(function (e) {
           return el("li", {}, [el("code", { text: e.key || e.custom_id || e.location || "" }), " ", el("span", { class: "muted", text: e.code + ": " + e.message })])
         }))

@@ -193,8 +193,9 @@ const foldJournal = (path: string) =>
               break
             }
           }
-          if (t === null) return
-          const point = { t, succeeded: state.succeeded, failed: RunState.totalFailed(state), pending: RunState.pendingRows(state) }
+          // Rows over time only from line times: the times some events carry would place counts at other events' moments.
+          if (lineTime === null) return
+          const point = { t: lineTime, succeeded: state.succeeded, failed: RunState.totalFailed(state), pending: RunState.pendingRows(state) }
           const last = timeline[timeline.length - 1]
           if (last !== undefined && last.succeeded === point.succeeded && last.failed === point.failed && last.pending === point.pending) return
           // Lines written in the same millisecond: the later counts stand.
