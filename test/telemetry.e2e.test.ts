@@ -11,7 +11,8 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
 import { gunzipSync } from "node:zlib"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { describeResult, makeProject, runCli, startTestEmulator, writeLines, writeText } from "./support/cli.js"
+import { spawn } from "node:child_process"
+import { childEnv, describeResult, makeProject, runCli, startTestEmulator, writeLines, writeText } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
 import { holdClock, releaseClock, runFlags } from "./support/runs.js"
 
@@ -320,6 +321,41 @@ describe("OpenTelemetry", SLOW, () => {
     // OTLP status code 2: ERROR.
     expect(run[0]!.statusCode).toBe(2)
     expect(received.some((x) => x.path === "/v1/metrics")).toBe(true)
+  })
+
+  it("the Promise API's run exports too, read from the environment of the program that calls it", async () => {
+    // A program of the user's: plain Node, importing the built @sluice/runner/promise.
+    await writeText(project, "program.mjs", `
+import { Pipeline, Prompt, Source } from "@sluice/core"
+import * as Sluice from "@sluice/runner/promise"
+import { Schema } from "effect"
+const rows = Array.from({ length: 12 }, (_, i) => ({ id: "p" + i, text: "review " + i }))
+const pipeline = Pipeline.make("otel-promise").pipe(
+  Pipeline.from(Source.array(rows, "rows"), { key: (r) => r.id }),
+  Pipeline.batch("label", { provider: "openai", model: "gpt-4o-mini", prompt: (r) => Prompt.chat({ user: r.text }) })
+)
+const summary = await Sluice.run(pipeline, { runDir: "runs/promise", shardSize: 6, pollInterval: 0.05 })
+console.log(JSON.stringify(summary))
+`)
+    const child = spawn(process.execPath, ["program.mjs"], { cwd: project.dir, env: childEnv(env(emulator.url, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })) })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve))
+    expect(code, `${stdout}\n${stderr}`).toBe(0)
+    const summary = JSON.parse(stdout) as { runId: string; succeeded: number }
+    expect(summary.succeeded).toBe(12)
+    const received = receiver.received.splice(0)
+    const spans = spansOf(received)
+    const run = spans.find((s) => s.name === "sluice.run")
+    expect(run?.attributes["sluice.run_id"]).toBe(summary.runId)
+    expect(run!.resource["service.name"]).toBe("sluice")
+    // Its collections (retry shards of the emulator's failed requests too) account for every row.
+    const collects = spans.filter((s) => s.name === "sluice.collect" && s.traceId === run!.traceId)
+    expect(collects.reduce((a, s) => a + Number(s.attributes["sluice.rows.succeeded"]), 0)).toBe(12)
+    expect(total(lastMetrics(received), "sluice.rows", { stage: "label", outcome: "succeeded" })).toBe(12)
+    for (const r of received) expect(r.raw).not.toContain(API_KEY)
   })
 
   it("with no OTEL variable set, the same run sends nothing (the receiver is up and gets no request)", async () => {

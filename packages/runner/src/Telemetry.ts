@@ -9,7 +9,7 @@
  * `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`). The OpenTelemetry SDK is imported only then
  * (internal/otlp.ts): without those variables a command loads none of it.
  */
-import { Effect, Layer, Metric } from "effect"
+import { Cause, Effect, Layer, Metric } from "effect"
 import type { Tracer } from "effect"
 import type { JournalEvent } from "./JournalEvent.js"
 import * as Pricing from "./Pricing.js"
@@ -177,6 +177,14 @@ export const layerFromEnv: Layer.Layer<never> = Layer.unwrapEffect(
     const config = configFromEnv()
     if (config === undefined) return Effect.succeed(Layer.empty)
     return Effect.promise(() => import("./internal/otlp.js")).pipe(Effect.map((otlp) => otlp.layer(config)))
+  })
+).pipe(
+  // Telemetry that cannot start (a broken install, a setting the SDK refuses) costs the run nothing either.
+  Layer.catchAllCause((cause) => {
+    const problem = Cause.squash(cause)
+    return Layer.effectDiscard(
+      Effect.logWarning(`OpenTelemetry: nothing is exported: ${problem instanceof Error ? problem.message : String(problem)}`)
+    )
   })
 )
 

@@ -51,8 +51,13 @@ const exporterConfig = (signal: "TRACES" | "METRICS") =>
 /** Where a signal goes, for the warning (never the headers: they may hold a token). */
 const endpointOf = (signal: "TRACES" | "METRICS") => {
   const own = (process.env[`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`] ?? "").trim()
-  if (own !== "") return own
-  return `${(process.env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "").trim().replace(/\/+$/, "")}/v1/${signal.toLowerCase()}`
+  const url = own !== "" ? own : `${(process.env["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "").trim().replace(/\/+$/, "")}/v1/${signal.toLowerCase()}`
+  // The SDK sends to its default address (localhost:4318) instead of an endpoint that is no URL.
+  if (!URL.canParse(url)) return `"${url}" (not a URL: the default address instead)`
+  const shown = new URL(url)
+  shown.username = ""
+  shown.password = ""
+  return shown.href
 }
 
 /** Calls `report` the first time an export fails, and never again. */
