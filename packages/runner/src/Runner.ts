@@ -581,7 +581,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
               RunState.apply(state, event)
               observer.event?.(event, state)
             }),
-            Effect.zipRight(Telemetry.count(event, state, prices))
+            Effect.zipRight(Telemetry.count(event, state, prices, stages[0]!.stage.name))
           )
       }
       yield* Telemetry.inFlight(state)

@@ -37,21 +37,18 @@ export const onlineRequests = Metric.counter("sluice.online.requests", { descrip
 const add = (metric: Metric.Metric.Counter<number>, amount: number, tags: Record<string, string>): Effect.Effect<void> =>
   amount > 0 ? Metric.incrementBy(Object.entries(tags).reduce((m, [key, value]) => Metric.tagged(m, key, value), metric), amount) : Effect.void
 
-/** Counts what one journaled event says (after it was applied to `state`). */
-export const count = (event: JournalEvent, state: RunState, prices: Pricing.Prices): Effect.Effect<void> =>
-  Effect.suspend(() => counted(event, state, prices))
+/** Counts what one journaled event says (after it was applied to `state`); `firstStage`: the stage the source feeds. */
+export const count = (event: JournalEvent, state: RunState, prices: Pricing.Prices, firstStage: string): Effect.Effect<void> =>
+  Effect.suspend(() => counted(event, state, prices, firstStage))
 
-const counted = (event: JournalEvent, state: RunState, prices: Pricing.Prices): Effect.Effect<void> => {
+const counted = (event: JournalEvent, state: RunState, prices: Pricing.Prices, firstStage: string): Effect.Effect<void> => {
   const shardOf = (id: string) => state.shards.get(id)
   switch (event._tag) {
     case "ShardPlanned":
     case "StagePlanned":
       return add(rows, event.invalid, { stage: event.stage, outcome: "invalid" })
-    case "PlanComplete": {
-      // Rows of the source: the first stage's (the only one a source feeds).
-      const first = [...state.stages.keys()][0]
-      return first === undefined ? Effect.void : add(rows, event.invalid, { stage: first, outcome: "invalid" })
-    }
+    case "PlanComplete":
+      return add(rows, event.invalid, { stage: firstStage, outcome: "invalid" })
     case "ShardRewritten": {
       const shard = shardOf(event.shard)
       return shard === undefined ? Effect.void : add(rows, event.conflicts, { stage: shard.stage, outcome: "invalid" })
