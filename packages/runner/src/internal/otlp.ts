@@ -24,6 +24,7 @@ import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trac
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
 import { Duration, Effect, Layer, Runtime } from "effect"
 import type { ExportConfig } from "../Telemetry.js"
+import { scrubAttributes } from "./urlSecrets.js"
 
 /** How long the end of a run waits for each signal's last export. */
 const shutdownTimeout = Duration.seconds(3)
@@ -71,12 +72,19 @@ const onFirstFailure = (report: (error: Error | undefined) => void) => {
   }
 }
 
+/** The span as exported: URL-valued attributes without credential parameters (the span itself when it has none). */
+const scrubbed = (span: ReadableSpan): ReadableSpan => {
+  const attributes = scrubAttributes(span.attributes)
+  // The span's other fields and methods through its prototype; only the attributes replaced.
+  return attributes === undefined ? span : Object.create(span, { attributes: { value: attributes, enumerable: true } }) as ReadableSpan
+}
+
 class TraceExporter extends OTLPTraceExporter {
   constructor(private readonly failed: (result: ExportResult) => void) {
     super(exporterConfig("TRACES"))
   }
   override export(spans: Array<ReadableSpan>, done: (result: ExportResult) => void): void {
-    super.export(spans, (result) => {
+    super.export(spans.map(scrubbed), (result) => {
       this.failed(result)
       done(result)
     })
