@@ -22,6 +22,7 @@ import type { FailureClass, Pipeline } from "@sluice/core"
 import { checkDefinition, run as runPipeline, runDirFor } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
+import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
@@ -265,6 +266,8 @@ const execute = (
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(
+      // Spans and metrics to the OTLP endpoint the environment names, if it names one.
+      Telemetry.exported,
       Effect.ensuring(Fiber.interrupt(renderer)),
       Effect.ensuring(progress.finish),
       // A missing key is where a first try stops: say how to try without one.

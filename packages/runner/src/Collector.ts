@@ -23,6 +23,7 @@ import type { InboxLine, RowLine } from "./Planner.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 type Outcome =
   | { readonly ok: true; readonly output: unknown }
@@ -428,4 +429,4 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       // A retry shard that existed already is driven by whoever found it open.
       return retry !== undefined ? retryId : null
     })
-  )
+  ).pipe(Telemetry.shardSpan("sluice.collect", shard))

@@ -8,6 +8,7 @@ import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
 import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 /**
  * A batch that says `completed` but shows no file to collect its results from: some providers
@@ -92,7 +93,7 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
       const stopped = yield* Effect.raceFirst(Effect.as(Effect.sleep(ctx.settings.pollInterval), false), Effect.as(stop, true))
       if (stopped) return false
     }
-  })
+  }).pipe(Telemetry.shardSpan("sluice.poll", shard, { when: (s) => s.phase === "created" }))
 
 /**
  * Cancels the shard's batch where the provider can, and polls until the provider has stopped

@@ -27,6 +27,7 @@ import * as Runner from "./Runner.js"
 import type { RunOptions as EffectRunOptions, RunSummary } from "./Runner.js"
 import { SluiceError } from "./SluiceError.js"
 import * as Status from "./Status.js"
+import * as Telemetry from "./Telemetry.js"
 
 export { SluiceError }
 export type { OutputRecord, RunEvent, RunSummary }
@@ -141,6 +142,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}): Promise<RunSummary> =>
   execute(
     Runner.run(pipeline, effectOptions(options)).pipe(
+      Telemetry.exported,
       Effect.tap((summary) => Effect.sync(() => options.onEvent?.({ _tag: "RunFinished", summary })))
     ),
     options
@@ -156,7 +158,7 @@ export const retry = (
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
 ): Promise<RunSummary> =>
   execute(
-    Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) }),
+    Telemetry.exported(Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) })),
     options
   )
 

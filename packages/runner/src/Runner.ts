@@ -39,6 +39,7 @@ import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
 import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
+import * as Telemetry from "./Telemetry.js"
 
 export { ModeUnsupported } from "./Modes.js"
 export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
@@ -381,6 +382,8 @@ const recordSettings = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, kept:
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
+      // Shards hang under the run's span, whichever fiber launches them (see Telemetry.ts).
+      const runSpan = Option.getOrUndefined(yield* Effect.option(Effect.currentSpan))
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       yield* checkDefinition(pipeline)
@@ -543,6 +546,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           createdAt: new Date().toISOString()
         })
       }
+      yield* Effect.annotateCurrentSpan({ "sluice.run_id": runId, "sluice.run_dir": root })
       const settings = yield* remotePollFloor(settingsFor(effective, planned), stages)
       const state = yield* loadState(paths.journal)
       const alreadyFinished = mode === "run" && RunState.isFinished(state)
@@ -576,9 +580,11 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
               Failpoint.hit(`after:${event._tag}`)
               RunState.apply(state, event)
               observer.event?.(event, state)
-            })
+            }),
+            Effect.zipRight(Telemetry.count(event, state, prices, stages[0]!.stage.name))
           )
       }
+      yield* Telemetry.inFlight(state)
       const outputs = yield* Outputs.open(ctx)
       const retryPlan = mode === "retry" ? yield* Retry.plan(ctx, options.retryClasses ?? Retry.defaultClasses) : undefined
 
@@ -778,7 +784,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         Effect.suspend(() => {
           if (launched.has(id)) return Effect.void
           launched.add(id)
-          return track(drive(id))
+          return track(drive(id).pipe(Telemetry.shardSpan("sluice.shard", state.shards.get(id)!, { parent: runSpan })))
         })
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
@@ -839,6 +845,9 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         ...(alreadyFinished ? { alreadyFinished } : {})
       }
     })
+  ).pipe(
+    Effect.tap((s) => Effect.annotateCurrentSpan({ "sluice.rows": s.rows, "sluice.rows.succeeded": s.succeeded, "sluice.rows.pending": s.pending, "sluice.finished": s.finished })),
+    Effect.withSpan("sluice.run", { attributes: { "sluice.pipeline": pipeline.name, "sluice.action": options.action ?? "run" } })
   )
 
 /**

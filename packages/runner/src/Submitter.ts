@@ -10,6 +10,7 @@ import { Duration, Effect, Option, Schema, Stream } from "effect"
 import * as Failpoint from "./internal/Failpoint.js"
 import type { BatchContext, RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 export class SubmitError extends Schema.TaggedError<SubmitError>()("SubmitError", {
   shard: Schema.String,
@@ -160,7 +161,9 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
 /** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
 export const submit = (ctx: RunContext, shard: ShardState) =>
   // Without metadata, creates run one at a time: a crash then leaves at most one orphan.
-  ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))
+  (ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))).pipe(
+    Telemetry.shardSpan("sluice.submit", shard, { when: (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" })
+  )
 
 /**
  * Takes back a shard that has no batch yet (cancelling a run): a batch created for it before a
