@@ -36,6 +36,9 @@ export interface ShardProgress {
   readonly since: number | null
 }
 
+/** The journal keeps the intent in unix seconds. */
+const intentMs = (shard: ShardState): number | null => (shard.intentAt === null ? null : shard.intentAt * 1000)
+
 export const inFlight = (snap: Snapshot): Array<ShardProgress> => {
   const out: Array<ShardProgress> = []
   for (const shard of snap.state.shards.values()) {
@@ -47,14 +50,14 @@ export const inFlight = (snap: Snapshot): Array<ShardProgress> => {
       }
       case "intent":
       case "staged":
-        out.push({ shard, status: "submitting", done: 0, failed: 0, total: shard.requests, since: shard.intentAt })
+        out.push({ shard, status: "submitting", done: 0, failed: 0, total: shard.requests, since: intentMs(shard) })
         break
       case "created":
       case "terminal": {
         if (shard.batchId === null && !shard.online) break // answered from the cache alone: nothing in flight
         const info = snap.polled.get(shard.id)
         const counts = shard.phase === "terminal" ? shard.counts : info?.counts ?? shard.counts
-        const created = info !== undefined && Number.isFinite(info.createdAt) ? info.createdAt * 1000 : shard.intentAt
+        const created = info !== undefined && Number.isFinite(info.createdAt) && info.createdAt > 0 ? info.createdAt * 1000 : intentMs(shard)
         const status = shard.phase === "terminal" ? "collecting" : awaitingOutput(shard) ? "waiting for its output file" : info?.rawStatus ?? shard.rawStatus ?? "submitted"
         out.push({
           shard,

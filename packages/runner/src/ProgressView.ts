@@ -145,7 +145,8 @@ export const waitLine = (snap: Snapshot): string | undefined => {
   const c = shardCounts(snap)
   if (w !== undefined) {
     const queuedBatches = c.queued - w.onlineQueued - w.heldForPlanning - w.overBudget - w.overOnlineBudget
-    if (queuedBatches > 0 && c.inFlightBatches >= w.concurrency) parts.push(`${count(queuedBatches, "shard")} for a batch slot (concurrency ${w.concurrency})`)
+    // A batch waiting for its output file holds its slot too.
+    if (queuedBatches > 0 && c.inFlightBatches + c.waiting >= w.concurrency) parts.push(`${count(queuedBatches, "shard")} for a batch slot (concurrency ${w.concurrency})`)
     if (w.onlineQueued > 0 && c.online > 0) parts.push(`${count(w.onlineQueued, "shard")} to go online after the ${c.online === 1 ? "one" : `${c.online}`} running`)
     if (w.heldForPlanning > 0) parts.push(`${count(w.heldForPlanning, "shard")} until the whole source is planned`)
     if (w.overBudget > 0) parts.push(`${count(w.overBudget, "shard")} held back by --budget`)
