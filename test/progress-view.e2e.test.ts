@@ -7,11 +7,12 @@
  * shows the plain output: whole lines, no escape codes.
  */
 import type { BatchInfo } from "@sluice/providers"
-import { Schema } from "effect"
+import { Effect, Fiber, Schema, TestContext } from "effect"
 import { readFile } from "node:fs/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { JournalEvent } from "../packages/runner/src/JournalEvent.js"
 import * as Pricing from "../packages/runner/src/Pricing.js"
+import * as Progress from "../packages/runner/src/Progress.js"
 import * as ProgressMeter from "../packages/runner/src/ProgressMeter.js"
 import * as ProgressView from "../packages/runner/src/ProgressView.js"
 import type { RunWaits } from "../packages/runner/src/Runner.js"
@@ -236,11 +237,40 @@ describe("the terminal view", SLOW, () => {
     expect(ProgressView.fit(["abc", ["de", "red"]], 5, false)).toBe("abcde")
   })
 
-  it("NO_COLOR: colour on a terminal only, and never when NO_COLOR is set", () => {
+  it("NO_COLOR: colour on a terminal only, and never with NO_COLOR set (nor TERM=dumb, FORCE_COLOR=0)", () => {
     expect(ProgressView.useColor(true, {})).toBe(true)
     expect(ProgressView.useColor(true, { NO_COLOR: "1" })).toBe(false)
     expect(ProgressView.useColor(true, { NO_COLOR: "" })).toBe(true) // no-color.org: set and not empty
+    expect(ProgressView.useColor(true, { TERM: "dumb" })).toBe(false)
+    expect(ProgressView.useColor(true, { FORCE_COLOR: "0" })).toBe(false)
+    // A pipe never: its lines are for logs.
     expect(ProgressView.useColor(false, {})).toBe(false)
+    expect(ProgressView.useColor(false, { FORCE_COLOR: "1" })).toBe(false)
+  })
+
+  it("on a terminal, Progress draws the view with colour, and without it under NO_COLOR", async () => {
+    const state = replay()
+    const drawn = async (env: NodeJS.ProcessEnv) => {
+      let out = ""
+      const stream = { isTTY: true, rows: 24, columns: 100, write: (chunk: string) => ((out += chunk), true) } as unknown as NodeJS.WriteStream
+      const progress = Progress.make({ stream, env })
+      progress.observer.started?.(state)
+      // The first frame is drawn at once; the next waits on the (test) clock, which stands still.
+      await Effect.runPromise(
+        Effect.gen(function* () {
+          const fiber = yield* Effect.fork(progress.render)
+          yield* Effect.yieldNow()
+          yield* Fiber.interrupt(fiber)
+        }).pipe(Effect.provide(TestContext.TestContext))
+      )
+      return out
+    }
+    const coloured = await drawn({})
+    expect(coloured).toMatch(/\x1b\[1msluice\x1b\[22m/)
+    const bare = await drawn({ NO_COLOR: "1" })
+    expect(bare).not.toMatch(/\x1b\[[\d;]*m/)
+    expect(bare.split("\n")[0]).toBe("sluice  rows 0 ok · 0 failed · 1,000 pending  │  200 shards: 200 in flight, 0 collected")
+    expect(stripAnsi(coloured)).toBe(bare)
   })
 
   it("in a pipe: whole lines without escape codes, rows/s and spend on the status line; at the end, the spend as the run priced it", async () => {

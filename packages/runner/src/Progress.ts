@@ -93,8 +93,8 @@ export interface ProgressOptions {
   readonly heartbeat?: Duration.DurationInput
   /** The run's prices, for spend so far (default: the built-in table). */
   readonly prices?: Pricing.Prices
-  /** Where NO_COLOR is read (default: the process's environment). */
-  readonly env?: Readonly<Record<string, string | undefined>>
+  /** Where NO_COLOR, TERM and FORCE_COLOR are read (default: the process's environment). */
+  readonly env?: NodeJS.ProcessEnv
 }
 
 export const make = (options: ProgressOptions = {}): Progress => {

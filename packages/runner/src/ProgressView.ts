@@ -11,6 +11,7 @@ import { inFlight, shardEta, stageEta, stageRate, stageRows, stageSpend } from "
 import type * as Pricing from "./Pricing.js"
 import { awaitingOutput, pendingRows, totalFailed } from "./RunState.js"
 import { count, money, number } from "./internal/format.js"
+import { colorEnabled } from "./internal/help.js"
 
 export interface Terminal {
   readonly rows: number
@@ -18,9 +19,11 @@ export interface Terminal {
   readonly color: boolean
 }
 
-/** Colour only on a terminal, and never when NO_COLOR is set to anything but "" (no-color.org). */
-export const useColor = (isTTY: boolean, env: Readonly<Record<string, string | undefined>> = process.env): boolean =>
-  isTTY && (env["NO_COLOR"] === undefined || env["NO_COLOR"] === "")
+/**
+ * Colour only on a terminal (plain lines for logs never carry it), and there as `--help`
+ * styles: off with NO_COLOR (non-empty), TERM=dumb or FORCE_COLOR=0.
+ */
+export const useColor = (isTTY: boolean, env: NodeJS.ProcessEnv = process.env): boolean => isTTY && colorEnabled({ isTTY }, env)
 
 /** The batch lines shown at most; the rest are counted on one line. */
 export const slowestShown = 5
@@ -88,14 +91,16 @@ const shardCounts = (snap: Snapshot) => {
   let collected = 0
   let online = 0
   let queued = 0
+  let collecting = 0
   for (const shard of snap.state.shards.values()) {
     if (shard.phase === "collected") collected++
+    else if (shard.phase === "terminal") collecting++
     else if (awaitingOutput(shard)) waiting++
     else if (shard.phase === "online") online++
     else if (shard.phase === "planned") queued++
     else if (shard.phase === "intent" || shard.phase === "staged" || (shard.batchId !== null && shard.phase === "created")) inFlightBatches++
   }
-  return { inFlightBatches, waiting, collected, online, queued }
+  return { inFlightBatches, waiting, collected, online, queued, collecting }
 }
 
 const header = (snap: Snapshot): Array<Piece> => {
@@ -114,6 +119,7 @@ const header = (snap: Snapshot): Array<Piece> => {
       (c.online > 0 ? `, ${number(c.online)} online` : "") +
       (c.waiting > 0 ? `, ${number(c.waiting)} awaiting output` : "") +
       (c.queued > 0 ? `, ${number(c.queued)} queued` : "") +
+      (c.collecting > 0 ? `, ${number(c.collecting)} collecting` : "") +
       `, ${number(c.collected)} collected`
   ]
 }
