@@ -7,14 +7,16 @@
  * shows the plain output: whole lines, no escape codes.
  */
 import type { BatchInfo } from "@sluice/providers"
-import { Effect, Fiber, Schema, TestContext } from "effect"
+import { Duration, Effect, Fiber, Schema, TestContext } from "effect"
 import { readFile } from "node:fs/promises"
+import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { JournalEvent } from "../packages/runner/src/JournalEvent.js"
 import * as Pricing from "../packages/runner/src/Pricing.js"
 import * as Progress from "../packages/runner/src/Progress.js"
 import * as ProgressMeter from "../packages/runner/src/ProgressMeter.js"
 import * as ProgressView from "../packages/runner/src/ProgressView.js"
+import * as Runner from "../packages/runner/src/Runner.js"
 import type { RunWaits } from "../packages/runner/src/Runner.js"
 import * as RunState from "../packages/runner/src/RunState.js"
 import { money } from "../packages/runner/src/internal/format.js"
@@ -30,6 +32,8 @@ import {
   writeRows
 } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
+import { labelPipeline, liveLayer, makeReviews, startApiEmulator, tempDirs } from "./support/api.js"
+import { waitFor } from "./support/runs.js"
 
 const SLOW = { timeout: 240_000 }
 const decode = Schema.decodeUnknownSync(JournalEvent)
@@ -300,5 +304,36 @@ describe("the terminal view", SLOW, () => {
     expect(status.at(-1)).toMatch(/ · label [\d.,]+ rows\/s, \$[\d.]+$/)
     expect(status.at(-1)!.endsWith(`, ${money(cost)}`)).toBe(true)
     expect(runDir()).toContain("runs/view")
+  })
+})
+
+describe("what the run says it waits on (RunObserver.waits)", SLOW, () => {
+  it("a run at --concurrency 1 with its batch held: the other shards wait for a batch slot", async () => {
+    const frozen = Date.now()
+    const held = await startApiEmulator({ clock: () => frozen })
+    const dirs = tempDirs()
+    try {
+      const pipeline = labelPipeline({ name: "waits", source: { rows: makeReviews(10, "w") } })
+      let probe: (() => RunWaits) | undefined
+      let state: RunState.RunState | undefined
+      const fiber = Effect.runFork(
+        Runner.run(pipeline, {
+          runDir: join(await dirs.make(), "run"),
+          shardSize: 2,
+          concurrency: 1,
+          pollInterval: Duration.millis(50),
+          observer: { waits: (p) => void (probe = p), started: (s) => void (state = s), event: (_, s) => void (state = s) }
+        }).pipe(Effect.provide(liveLayer(held)))
+      )
+      // The emulator's clock stands still: the first batch stays validating, holding the one slot.
+      await waitFor("a batch in flight", () => ([...(state?.shards.values() ?? [])].some((s) => s.phase === "created") ? true : undefined), { timeoutMs: 60_000 })
+      const waits = probe!()
+      expect(waits).toEqual({ concurrency: 1, onlineQueued: 0, heldForPlanning: 0, overBudget: 0, overOnlineBudget: 0, limiters: [] })
+      expect(ProgressView.waitLine(snapshot(state!, new Map(), Date.now(), waits))).toBe("waiting: 4 shards for a batch slot (concurrency 1)")
+      await Effect.runPromise(Fiber.interrupt(fiber))
+    } finally {
+      await held.close()
+      await dirs.cleanup()
+    }
   })
 })
