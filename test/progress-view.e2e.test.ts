@@ -148,13 +148,14 @@ describe("the terminal view", SLOW, () => {
 
     // A minute in, every batch has 2 of its 5 rows: 400 rows in 60 s; each batch needs 90 s more.
     const minute = at(60, () => 2)
-    const estimate = (share: number, rows: number) =>
+    // Nothing collected yet: answers estimated from the input tokens counted at planning and 100 output tokens each.
+    const estimate = (done: number, rows: number) =>
       Pricing.cost("gpt-4o-mini", {
-        input: [...state.shards.values()].reduce((a, s) => a + Math.round((s.inputTokens ?? 0) * share), 0),
+        input: [...state.shards.values()].reduce((a, s) => a + Math.round(((s.inputTokens ?? 0) * done) / s.requests), 0),
         output: rows * 100,
         cached: 0
       })!.batch
-    expect(minute.lines[1]).toBe(`label ${barOf(7)}  40% 400/1,000 rows · 6.7 rows/s · ETA 1m30s · ~${money(estimate(0.4, 400))} (est.)`)
+    expect(minute.lines[1]).toBe(`label ${barOf(7)}  40% 400/1,000 rows · 6.7 rows/s · ETA 1m30s · ~${money(estimate(2, 400))} (est.)`)
 
     // Two minutes of nothing: the last minute saw no rows (since the start it would be 2.2/s);
     // the batches' own pace over ten minutes is now 2 rows in 180 s, 270 s for the other 3.
@@ -303,6 +304,28 @@ describe("the terminal view", SLOW, () => {
     expect(stage).toBe(`label ${"█".repeat(19)} 100% 1,000/1,000 rows · — rows/s · done · ${money(cost)}`)
     expect(status.at(-1)).toMatch(/ · label [\d.,]+ rows\/s, \$[\d.]+$/)
     expect(status.at(-1)!.endsWith(`, ${money(cost)}`)).toBe(true)
+
+    // Half-way through collection, answers in flight are estimated at the usage per answer of the collected ones.
+    const all = await readEvents()
+    const half = all.findIndex((e, i) => e._tag === "Collected" && all.slice(0, i).filter((x) => x._tag === "Collected").length === 99)
+    const mid = all.slice(0, half + 1).reduce(RunState.apply, RunState.empty())
+    const open = [...mid.shards.values()].filter((s) => s.phase !== "collected")
+    const collected = [...mid.shards.values()].filter((s) => s.collected !== null)
+    expect(collected).toHaveLength(100)
+    const sum = (f: (s: RunState.ShardState) => number) => collected.reduce((a, s) => a + f(s), 0)
+    const answers = sum((s) => s.collected!.succeeded + Object.values(s.collected!.failed).reduce((a, b) => a + b, 0))
+    const perAnswer = { input: sum((s) => s.collected!.usage.input) / answers, output: sum((s) => s.collected!.usage.output) / answers }
+    const known = Pricing.cost("gpt-4o-mini", { input: sum((s) => s.collected!.usage.input), output: sum((s) => s.collected!.usage.output), cached: sum((s) => s.collected!.usage.cached) })!.batch
+    // Every open batch has all of its rows answered (as its last poll said).
+    const midPolls = polls(mid, () => 5, () => Date.now())
+    for (const s of open) midPolls.set(s.id, { ...midPolls.get(s.id)!, counts: { total: s.requests, succeeded: s.requests, failed: 0 } })
+    const inFlightCost = open.reduce(
+      (a, s) => a + Pricing.cost("gpt-4o-mini", { input: Math.round(perAnswer.input * s.requests), output: Math.round(perAnswer.output * s.requests), cached: 0 })!.batch,
+      0
+    )
+    const midSnap = snapshot(mid, midPolls, Date.now())
+    const midLine = ProgressView.render(midSnap, ProgressMeter.emptyMeter(), Pricing.builtin, plain)[1]!
+    expect(midLine.endsWith(` · ~${money(known + inFlightCost)} (est.)`), midLine).toBe(true)
     expect(runDir()).toContain("runs/view")
   })
 })

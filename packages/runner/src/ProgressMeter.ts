@@ -220,8 +220,9 @@ export interface Spend {
 
 /**
  * What a stage has cost so far: the usage its collected shards recorded, and, for answers in
- * flight, an estimate (their share of the input tokens counted at planning, and the default
- * output per request). Undefined when a model of the stage has no price.
+ * flight, an estimate: at the usage per answer of the stage's collected shards once there are
+ * some, else from the input tokens counted at planning and the default output per request.
+ * Undefined when a model of the stage has no price.
  */
 export const stageSpend = (
   snap: Snapshot,
@@ -238,14 +239,20 @@ export const stageSpend = (
     usd += s.online ? c.realtime : c.batch
     return true
   }
+  const seen = { answers: 0, input: 0, output: 0 }
   for (const s of snap.state.shards.values()) {
     if (s.stage !== stage || s.collected === null) continue
     if (!price(s, s.collected.usage)) return undefined
+    seen.answers += s.collected.succeeded + Object.values(s.collected.failed).reduce((a, b) => a + b, 0)
+    seen.input += s.collected.usage.input
+    seen.output += s.collected.usage.output
   }
   for (const p of shards) {
     if (p.shard.stage !== stage || p.done === 0) continue
-    const share = p.done / Math.max(1, p.shard.requests)
-    if (!price(p.shard, { input: Math.round((p.shard.inputTokens ?? 0) * share), output: p.done * outputPerRequest, cached: 0 })) return undefined
+    const usage = seen.answers > 0
+      ? { input: Math.round((seen.input / seen.answers) * p.done), output: Math.round((seen.output / seen.answers) * p.done), cached: 0 }
+      : { input: Math.round(((p.shard.inputTokens ?? 0) * p.done) / Math.max(1, p.shard.requests)), output: p.done * outputPerRequest, cached: 0 }
+    if (!price(p.shard, usage)) return undefined
     estimated = true
   }
   return { usd, estimated }
