@@ -225,6 +225,16 @@ describe("the terminal view", SLOW, () => {
     expect(lines.some((l) => /^ {2}label-\d+ +waiting for its output file 5\/5/.test(l))).toBe(true)
   })
 
+  it("a deadline: batches have until it, then those recalled are being cancelled", () => {
+    const state = replay()
+    const now = 1_800_000_000_000
+    RunState.apply(state, { _tag: "DeadlineSet", deadline: now + 12 * 60_000, given: "12m" })
+    expect(ProgressView.waitLine(snapshot(state, new Map(), now))).toBe("waiting: batches have until the deadline, in 12m00s; then their unanswered rows go online")
+    const [a, b] = [...state.shards.values()]
+    for (const s of [a!, b!]) RunState.apply(state, { _tag: "BatchRecalled", shard: s.id, batchId: s.batchId!, at: now + 12 * 60_000 })
+    expect(ProgressView.waitLine(snapshot(state, new Map(), now + 12 * 60_000))).toBe("waiting: 2 batches being cancelled at the deadline")
+  })
+
   it("cuts every line to the terminal's width, colours or not, and colours only where asked", () => {
     const state = replay()
     const t = Date.now()
