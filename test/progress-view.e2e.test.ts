@@ -268,7 +268,7 @@ describe("the terminal view", SLOW, () => {
     const drawn = async (env: NodeJS.ProcessEnv) => {
       let out = ""
       const stream = { isTTY: true, rows: 24, columns: 100, write: (chunk: string) => ((out += chunk), true) } as unknown as NodeJS.WriteStream
-      const progress = Progress.make({ stream, env })
+      const progress = Progress.make({ stream, env, now: () => 1_800_000_000_000 })
       progress.observer.started?.(state)
       // The first frame is drawn at once; the next waits on the (test) clock, which stands still.
       await Effect.runPromise(

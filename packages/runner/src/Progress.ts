@@ -95,6 +95,8 @@ export interface ProgressOptions {
   readonly prices?: Pricing.Prices
   /** Where NO_COLOR, TERM and FORCE_COLOR are read (default: the process's environment). */
   readonly env?: NodeJS.ProcessEnv
+  /** The time the view is drawn at, unix ms (default `Date.now`). */
+  readonly now?: () => number
 }
 
 export const make = (options: ProgressOptions = {}): Progress => {
@@ -105,7 +107,8 @@ export const make = (options: ProgressOptions = {}): Progress => {
   const heartbeatMs = Duration.toMillis(Duration.decode(options.heartbeat ?? defaultHeartbeat))
   const live: Live = { state: undefined, polled: new Map(), answered: new Map(), waits: undefined }
   const meter = ProgressMeter.emptyMeter()
-  const snapshot = (state: RunState): ProgressMeter.Snapshot => ({ state, polled: live.polled, answered: live.answered, waits: live.waits?.(), now: Date.now() })
+  const clock = options.now ?? Date.now
+  const snapshot = (state: RunState): ProgressMeter.Snapshot => ({ state, polled: live.polled, answered: live.answered, waits: live.waits?.(), now: clock() })
   /** A reading for the rates, at every change the run reports and every redraw. */
   const observe = () => {
     if (live.state !== undefined) ProgressMeter.observe(meter, snapshot(live.state))
@@ -132,7 +135,7 @@ export const make = (options: ProgressOptions = {}): Progress => {
   let lastAt = 0
   const write = (text: string) => {
     stream.write(text + "\n")
-    lastAt = Date.now()
+    lastAt = clock()
   }
   const rates = () => (live.state === undefined ? "" : ProgressView.plainRates(snapshot(live.state), meter, prices))
   const changed = () => {
@@ -140,12 +143,12 @@ export const make = (options: ProgressOptions = {}): Progress => {
     const now = line(live)
     if (now === last) return
     last = now
-    changedAt = Date.now()
+    changedAt = clock()
     write(now + rates())
   }
   const heartbeatCheck = () => {
-    if (live.state === undefined || Date.now() - lastAt < heartbeatMs) return
-    write(`${line(live)}${rates()} · unchanged for ${Math.max(1, Math.round((Date.now() - changedAt) / 60_000))} min`)
+    if (live.state === undefined || clock() - lastAt < heartbeatMs) return
+    write(`${line(live)}${rates()} · unchanged for ${Math.max(1, Math.round((clock() - changedAt) / 60_000))} min`)
   }
   const observer: RunObserver = {
     started: (state) => {
