@@ -189,7 +189,7 @@ export const make = (options: ProgressOptions = {}): Progress => {
     finish: Effect.sync(() => {
       if (tty) {
         clear()
-        if (live.state !== undefined) stream.write(line(live) + "\n")
+        if (live.state !== undefined) stream.write(line(live) + rates() + "\n")
       } else if (events > 0) {
         // Only a run that did something has a last word; the summary follows.
         changed()
