@@ -237,7 +237,7 @@ const execute = (
     }
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), yield* Path.Path)
     reporting.runDir = runDir
-    const progress = Progress.make()
+    const progress = Progress.make({ prices: priceTable })
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
       ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
@@ -310,7 +310,7 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags) =>
       const local = yield* LocalEmulator.start(pipeline.name)
       cacheDir = Option.orElse(cacheDir, () => Option.some(local.cacheDir))
     }
-    const progress = Progress.make()
+    const progress = Progress.make({ prices: priceTable })
     const renderer = yield* Effect.fork(progress.render)
     const result = yield* Preview.preview(pipeline, {
       prices: priceTable,
@@ -568,7 +568,7 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
-        const progress = Progress.make()
+        const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
         const summary = yield* Cancel.fromJournal(runDir, {
           concurrency: ranges.concurrency.max,

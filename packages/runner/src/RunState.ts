@@ -56,6 +56,8 @@ export interface ShardState {
     failed: Readonly<Record<string, number>>
     rescheduled: number
     retryShard: string | null
+    /** Tokens its answers used (what a display prices per stage). */
+    usage: TokenUsage
   } | null
 }
 
@@ -372,7 +374,8 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
         succeeded: event.succeeded,
         failed: event.failed,
         rescheduled: event.rescheduled,
-        retryShard: event.retryShard
+        retryShard: event.retryShard,
+        usage: event.usage
       }
       const progress = stageProgress(state, s.stage)
       progress.succeeded += event.succeeded

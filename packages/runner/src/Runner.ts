@@ -91,6 +91,23 @@ export interface RunObserver {
   readonly polled?: (shard: string, info: BatchInfo) => void
   /** An online shard's progress: how many of its requests have their answer. */
   readonly answered?: (shard: string, answered: number, total: number) => void
+  /** Given once the run is under way: asks, at any time, what it waits for (see RunWaits). */
+  readonly waits?: (probe: () => RunWaits) => void
+}
+
+/** What a run waits for besides the provider, as a display asks it (see Progress.ts). */
+export interface RunWaits {
+  /** Batches in flight at most (`--concurrency`). */
+  readonly concurrency: number
+  /** Planned shards that go online, not started yet (two online shards run at a time). */
+  readonly onlineQueued: number
+  /** Shards held until the source is planned (onInvalid "fail", the duplicate-key check). */
+  readonly heldForPlanning: number
+  /** Shards held back by `--budget`, and by `--online-budget`. */
+  readonly overBudget: number
+  readonly overOnlineBudget: number
+  /** Each provider's online limiter: `pausedUntil` (unix ms) after a 429, `window` of `cap` requests at once. */
+  readonly limiters: ReadonlyArray<{ readonly provider: string; readonly pausedUntil: number; readonly window: number; readonly cap: number; readonly inFlight: number }>
 }
 
 export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
@@ -795,6 +812,16 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const offer = (id: string) => (holdUntilPlanned ? Effect.sync(() => void held.push(id)) : launch(id))
       const first = stages[0]!.stage.name
 
+      const stillPlanned = (ids: Iterable<string>) => [...ids].filter((id) => state.shards.get(id)!.phase === "planned")
+      observer.waits?.(() => ({
+        concurrency: settings.concurrency,
+        onlineQueued: [...state.shards.values()].filter((s) => s.phase === "planned" && isOnline(s) && !overBudget.has(s.id) && !overOnlineBudget.has(s.id)).length,
+        heldForPlanning: held.filter((id) => !launched.has(id)).length,
+        overBudget: stillPlanned(overBudget).length,
+        overOnlineBudget: stillPlanned(overOnlineBudget).length,
+        limiters: [...limiters].map(([provider, l]) => ({ provider, cap: onlineConcurrency, ...l.state() }))
+      }))
+
       for (const shard of RunState.openShards(state)) {
         const hold = shard.phase === "planned" || (checkKeys && shard.stage === first && shard.parent === null)
         if (holdUntilPlanned && hold) held.push(shard.id)
@@ -827,7 +854,6 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         settings.budget === undefined
           ? undefined
           : { limit: settings.budget, projected: committed, heldShards: overBudget.size, heldRows: [...overBudget].reduce((a, id) => a + state.shards.get(id)!.requests, 0) }
-      const stillPlanned = (ids: Set<string>) => [...ids].filter((id) => state.shards.get(id)!.phase === "planned")
       const onlineBudget =
         settings.onlineBudget === undefined
           ? undefined
