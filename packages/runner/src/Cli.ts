@@ -63,6 +63,9 @@ const runDirOption = Options.directory("run-dir").pipe(
 )
 const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
+const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
+  Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+)
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
   Options.optional
@@ -204,6 +207,7 @@ const execute = (
     outputFileWait: number
     prices: Option.Option<string>
     detach: boolean
+    keepProviderFiles?: boolean
     allowChanged: boolean
     rebindProvider?: boolean
     json: boolean
@@ -251,6 +255,7 @@ const execute = (
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
       prices: priceTable,
       detach: opts.detach,
+      ...(opts.keepProviderFiles === true ? { keepProviderFiles: true } : {}),
       allowChanged: opts.allowChanged,
       rebindProvider: opts.rebindProvider === true,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
@@ -381,6 +386,7 @@ const runOrPreview = (
     const runOnly = [
       ...(Option.isSome(opts.runDir) ? ["--run-dir"] : []),
       ...(opts.detach ? ["--detach"] : []),
+      ...(opts.keepProviderFiles === true ? ["--keep-provider-files"] : []),
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
       ...(Option.isSome(opts.shardSize) ? ["--shard-size"] : []),
       ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
@@ -410,6 +416,7 @@ const runCommand = Command.make(
     pollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -471,6 +478,7 @@ const resumeCommand = Command.make(
     pollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -511,6 +519,7 @@ const retryCommand = Command.make(
     onlineBelow,
     prices,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     cacheDir: cacheDirOption,
