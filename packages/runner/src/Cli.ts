@@ -6,6 +6,7 @@ import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Cancel from "./Cancel.js"
 import * as Estimate from "./Estimate.js"
+import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
@@ -611,6 +612,35 @@ const statusCommand = Command.make(
     )
 ).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
 
+const gcCommand = Command.make(
+  "gc",
+  {
+    runDirs: Args.directory({ name: "run-dir", exists: "yes" }).pipe(
+      Args.withDescription("run directories whose files and batches are still needed (runs not given are taken as done)"),
+      Args.repeated
+    ),
+    provider: Options.text("provider").pipe(
+      Options.withDescription("the provider to clean up (default: the providers of the run directories given)"),
+      Options.optional
+    ),
+    yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
+    json
+  },
+  ({ runDirs, provider, yes, json }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        const report = yield* Gc.gc({ runDirs, provider: Option.getOrUndefined(provider), yes })
+        yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
+        if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
+      })
+    )
+).pipe(
+  Command.withDescription(
+    "List the files and ended batches sluice created at a provider that no run directory given still needs (inputs, outputs, error files; " +
+      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create."
+  )
+)
+
 const estimateCommand = Command.make(
   "estimate",
   {
@@ -777,7 +807,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 
