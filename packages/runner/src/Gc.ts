@@ -198,7 +198,7 @@ export const gc = (options: { readonly provider?: string | undefined; readonly r
       options.provider !== undefined ? [options.provider] : [...new Set([...runs.values()].flatMap((r) => [...r.providers]))].sort()
     if (names.length === 0) {
       return yield* new GcUsageError({
-        description: "gc needs a provider: name one (--provider openai) (--provider openai) or give the run directories whose providers to clean up"
+        description: "gc needs a provider: name one (--provider openai) or give the run directories whose providers to clean up"
       })
     }
     const registry = yield* Providers
