@@ -562,7 +562,7 @@ describe("GeminiBatch against the emulator", () => {
       assert.isNull(storage.inputFile(`inline:${path}`))
       const done = yield* waitTerminal(provider, (yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00003") })).id, advance)
       const outputs = storage.outputFiles(done)
-      assert.deepStrictEqual(outputs, [done.outputFileId])
+      assert.deepStrictEqual(outputs, [done.outputFileId!])
 
       const listed = Chunk.toReadonlyArray(yield* Stream.runCollect(storage.files))
       const input = listed.find((f) => f.id === staged.inputRef)

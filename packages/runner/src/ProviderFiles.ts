@@ -15,7 +15,7 @@ import { Effect, Either } from "effect"
 import type { JournalIOError } from "./Journal.js"
 import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
-import * as RunState from "./RunState.js"
+import { holdsFiles } from "./RunState.js"
 
 /** The files a collected shard holds at the provider: its input, and its batch's output and error files. */
 const filesOf = (ctx: BatchContext, shard: ShardState): Effect.Effect<{ input: Array<string>; outputs: Array<string> }, ProviderError> =>
@@ -39,7 +39,7 @@ const filesOf = (ctx: BatchContext, shard: ShardState): Effect.Effect<{ input: A
  */
 export const release = (ctx: BatchContext, shard: ShardState): Effect.Effect<void, JournalIOError> =>
   Effect.gen(function* () {
-    if (!RunState.holdsFiles(shard)) return
+    if (!holdsFiles(shard)) return
     const provider = ctx.stageOf(shard.stage).provider
     const deleted = yield* Effect.gen(function* () {
       const { input, outputs } = yield* filesOf(ctx, shard)
@@ -58,6 +58,10 @@ export const release = (ctx: BatchContext, shard: ShardState): Effect.Effect<voi
     yield* ctx.record({ _tag: "ProviderFilesDeleted", shard: shard.id, ...deleted.right })
   })
 
-/** Deletes what collected shards still hold (after a crash, or a deletion that failed): see `release`. */
-export const releaseAll = (ctx: BatchContext): Effect.Effect<void, JournalIOError> =>
-  Effect.forEach(RunState.holdingFiles(ctx.state), (shard) => release(ctx, shard), { discard: true, concurrency: 4 })
+/**
+ * Deletes what `shards` still hold (collected before a crash, or a deletion that failed): see
+ * `release`. The caller lists them before anything else runs, so they are never the shards a
+ * collection is releasing at the same time.
+ */
+export const releaseAll = (ctx: BatchContext, shards: ReadonlyArray<ShardState>): Effect.Effect<void, JournalIOError> =>
+  Effect.forEach(shards, (shard) => release(ctx, shard), { discard: true, concurrency: 4 })

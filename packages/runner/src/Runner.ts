@@ -706,11 +706,12 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (shard.phase === "planned") return // held back by a budget
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             const retry = yield* Collector.collect(ctx, outputs, shard)
-            yield* ProviderFiles.release(ctx, shard)
             if (retry !== null) yield* launch(retry)
             // What this shard passed on is planned into the next stage's shards at once.
             const next = stageOf(shard.stage).next
             if (next !== null) yield* planInbox(next)
+            // Its results are committed: its files at the provider can go (ProviderFiles.ts).
+            yield* ProviderFiles.release(ctx, shard)
           }
         })
 
@@ -801,7 +802,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const first = stages[0]!.stage.name
 
       // Files of shards collected before a crash (or whose deletion failed) are deleted now.
-      if (RunState.holdingFiles(state).length > 0) yield* track(ProviderFiles.releaseAll(ctx))
+      const holding = RunState.holdingFiles(state)
+      if (holding.length > 0) yield* track(ProviderFiles.releaseAll(ctx, holding))
       for (const shard of RunState.openShards(state)) {
         const hold = shard.phase === "planned" || (checkKeys && shard.stage === first && shard.parent === null)
         if (holdUntilPlanned && hold) held.push(shard.id)
