@@ -38,8 +38,10 @@ export interface GcReport {
   readonly dryRun: boolean
   readonly providers: ReadonlyArray<string>
   readonly runs: ReadonlyArray<{ readonly runDir: string; readonly runId: string; readonly finished: boolean }>
-  /** sluice's, not needed: deleted with --yes. Bytes of batches are not known (0). */
-  readonly unneeded: Readonly<Record<Kind, { readonly count: number; readonly bytes: number }>>
+  /** sluice's, not needed: deleted with --yes. Batches have no bytes (null). */
+  readonly unneeded: Readonly<Record<"input" | "output", { readonly count: number; readonly bytes: number }>> & {
+    readonly batch: { readonly count: number; readonly bytes: null }
+  }
   /** sluice's, kept: still needed by a run given, or of a batch in progress. */
   readonly needed: { readonly files: number; readonly batches: number }
   /** sluice's batches still in progress (never deleted: `sluice cancel` stops them). */
@@ -234,7 +236,7 @@ export const gc = (options: { readonly provider?: string | undefined; readonly r
       dryRun: !options.yes,
       providers: names,
       runs: [...runs.values()].map((r) => ({ runDir: r.runDir, runId: r.runId, finished: r.finished })),
-      unneeded: { input: unneeded("input"), output: unneeded("output"), batch: unneeded("batch") },
+      unneeded: { input: unneeded("input"), output: unneeded("output"), batch: { count: unneeded("batch").count, bytes: null } },
       needed,
       inProgress,
       foreign,

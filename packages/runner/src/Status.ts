@@ -187,7 +187,7 @@ export const render = (s: RunStatus): string => {
     ...(s.providerFiles.holding === 0
       ? []
       : [`  provider files: ${count(s.providerFiles.holding, "collected shard")} still ${s.providerFiles.holding === 1 ? "holds" : "hold"} files at the provider (\`sluice resume ${s.runDir}\` deletes them)`]),
-    ...(s.providerFiles.kept === 0 ? [] : [`  provider files: ${count(s.providerFiles.kept, "output file")} kept at the provider (--keep-provider-files; \`sluice gc ${s.runDir} --yes\` deletes them)`]),
+    ...(s.providerFiles.kept === 0 ? [] : [`  provider files: ${count(s.providerFiles.kept, "output file")} left at the provider by --keep-provider-files (\`sluice gc ${s.runDir} --yes\` deletes what is still there)`]),
     "  shards:",
     ...s.shards.map(
       (sh) =>
