@@ -24,6 +24,7 @@ import {
   retrieveBatch,
   runFlags,
   runIdOf,
+  setFaults,
   waitFor
 } from "./support/runs.js"
 
@@ -170,6 +171,35 @@ describe("a run deletes its files at the provider", () => {
     expect(eventsTagged(after.events, "Collected").reduce((a, e) => a + (e["succeeded"] as number), 0)).toBe(30)
     const final = await t.sluice(["status", runDir, "--json", "--no-refresh"])
     expect(JSON.parse(final.stdout).providerFiles).toEqual({ holding: 0, kept: 0 })
+  })
+})
+
+describe("a deletion that fails", () => {
+  it("never fails the run: status reports the files still held, and a later resume deletes them", async () => {
+    const t = await setup()
+    const file = await pipeline(t, "refused", 20)
+    const runDir = t.project.path("run-refused")
+    await setFaults(t.emulator.url, { refuseDeletes: true })
+    const done = await t.sluice(["run", file, ...runFlags(runDir, 10)])
+    expect(done.code, describeResult(done)).toBe(0)
+    expect(done.stderr).toContain("could not delete its files at openai")
+    expect(await readSink(t.project.path("out", "refused.jsonl"))).toHaveLength(20)
+    const held = await filesOfRun(t.emulator.url, runDir)
+    expect(eventsTagged(held.events, "ProviderFilesDeleted")).toEqual([])
+    const files = await fileIds(t.emulator.url)
+    for (const id of [...held.inputs.values(), ...[...held.outputs.values()].flat()]) expect(files, `file ${id}`).toContain(id)
+    const status = await t.sluice(["status", runDir, "--json", "--no-refresh"])
+    expect(JSON.parse(status.stdout).providerFiles, describeResult(status)).toEqual({ holding: 2, kept: 0 })
+
+    await setFaults(t.emulator.url, { refuseDeletes: false })
+    const resumed = await t.sluice(["resume", runDir, "--poll-interval", "0.05"])
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    expect(resumed.stderr).toContain("nothing to do")
+    const after = await fileIds(t.emulator.url)
+    for (const id of [...held.inputs.values(), ...[...held.outputs.values()].flat()]) expect(after, `file ${id}`).not.toContain(id)
+    const final = await t.sluice(["status", runDir, "--json", "--no-refresh"])
+    expect(JSON.parse(final.stdout).providerFiles).toEqual({ holding: 0, kept: 0 })
+    expect(await readSink(t.project.path("out", "refused.jsonl")), "the sink is not written again").toHaveLength(20)
   })
 })
 
