@@ -368,6 +368,12 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.errors = event.errors
       break
     }
+    case "ProviderRebound": {
+      // Files of shards collected before the move stay at the provider the stage left: this run
+      // no longer reaches it (a `sluice gc` there does), so it stops counting them as its own to delete.
+      for (const s of state.shards.values()) if (s.stage === event.stage && holdsFiles(s)) s.released = { files: [], kept: [] }
+      break
+    }
     case "ProviderFilesDeleted": {
       shard(state, event.shard).released = { files: event.files, kept: event.kept }
       break

@@ -5,6 +5,7 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
+import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Stream } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -67,6 +68,16 @@ describe("ProviderFilesDeleted", () => {
     // The event changes nothing else: counts and offsets are the collection's.
     expect(after.succeeded).toBe(before.succeeded)
     expect(after.offsets).toEqual(before.offsets)
+  })
+
+  it("after a move to another provider (--rebind-provider), files left at the old one are not the run's to delete", () => {
+    const identity = (baseUrl: string) => ProviderIdentity.make({ family: "openai", provider: "openai", baseUrl })
+    const state = fold([
+      ...lifecycle("a"),
+      { _tag: "ProviderRebound", stage: "label", from: identity("https://a.example/v1"), to: identity("https://b.example/v1"), at: "2026-01-01T00:00:00Z" },
+      ...lifecycle("b")
+    ])
+    expect(RunState.holdingFiles(state).map((s) => s.id)).toEqual(["b"])
   })
 
   it("a shard not collected yet holds nothing to delete (its files are still needed)", () => {
