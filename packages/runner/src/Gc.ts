@@ -160,27 +160,22 @@ const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRu
     const runIdOfName = (name: string): string | undefined =>
       [...runs.values()].find((r) => name.startsWith(`sluice-${r.runId}-`))?.runId
 
-    const files: ReadonlyArray<StoredFile> = [...(yield* Stream.runCollect(storage.files))]
-    for (const file of files) {
+    /** Whose a file is and whether it is needed; undefined: not sluice's. */
+    const ownerOf = (file: StoredFile): { need: Need; kind: Kind; run: string | null } | undefined => {
       const byBatch = batchFiles.get(file.id)
-      let need: Need
-      let kind: Kind
-      let run: string | null
-      if (byBatch !== undefined) {
-        ;({ need, kind, run } = byBatch)
-      } else if (file.name !== null && stagedPattern.test(file.name)) {
-        // An upload no batch names: before its create, or its batch rejected or forgotten.
-        const prefix = file.name.replace(/\d+\.jsonl$/, "")
-        const owner = uploadOwners.get(prefix)
-        kind = "input"
-        run = owner?.runId ?? runIdOfName(file.name) ?? null
-        need = owner !== undefined ? needOf(runs, owner.runId, owner.shard) : run !== null ? needOf(runs, run, undefined) : "unneeded"
-      } else {
-        scan.foreign.files++
-        continue
-      }
-      if (need === "needed") scan.needed.files++
-      else scan.items.push({ provider: provider.name, kind, id: file.id, name: file.name, bytes: file.bytes, run })
+      if (byBatch !== undefined) return byBatch
+      if (file.name === null || !stagedPattern.test(file.name)) return undefined
+      // An upload no batch names: before its create, or its batch rejected or forgotten.
+      const owner = uploadOwners.get(file.name.replace(/\d+\.jsonl$/, ""))
+      if (owner !== undefined) return { need: needOf(runs, owner.runId, owner.shard), kind: "input", run: owner.runId }
+      const run = runIdOfName(file.name)
+      return { need: run === undefined ? "unneeded" : needOf(runs, run, undefined), kind: "input", run: run ?? null }
+    }
+    for (const file of yield* Stream.runCollect(storage.files)) {
+      const owner = ownerOf(file)
+      if (owner === undefined) scan.foreign.files++
+      else if (owner.need === "needed") scan.needed.files++
+      else scan.items.push({ provider: provider.name, kind: owner.kind, id: file.id, name: file.name, bytes: file.bytes, run: owner.run })
     }
     return scan
   })
