@@ -75,6 +75,8 @@ export interface FaultPatch {
   readonly latencyPerTokenMs?: number
   /** true: admitted real-time requests wait, in flight, until it is set back to false (or reset). */
   readonly holdRequests?: boolean
+  /** true: every DELETE (files, batches) is refused 403, as for a key without delete permission. */
+  readonly refuseDeletes?: boolean
   /** Expire this batch now (OpenAI, Anthropic, or Gemini by its name without `batches/`), keeping the results finished so far. */
   readonly expireBatch?: string
 }

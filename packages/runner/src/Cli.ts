@@ -6,6 +6,7 @@ import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Cancel from "./Cancel.js"
 import * as Estimate from "./Estimate.js"
+import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
@@ -65,6 +66,9 @@ const runDirOption = Options.directory("run-dir").pipe(
 )
 const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
+const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
+  Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+)
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
   Options.optional
@@ -206,6 +210,7 @@ const execute = (
     outputFileWait: number
     prices: Option.Option<string>
     detach: boolean
+    keepProviderFiles?: boolean
     allowChanged: boolean
     rebindProvider?: boolean
     json: boolean
@@ -253,6 +258,7 @@ const execute = (
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
       prices: priceTable,
       detach: opts.detach,
+      ...(opts.keepProviderFiles === true ? { keepProviderFiles: true } : {}),
       allowChanged: opts.allowChanged,
       rebindProvider: opts.rebindProvider === true,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
@@ -385,6 +391,7 @@ const runOrPreview = (
     const runOnly = [
       ...(Option.isSome(opts.runDir) ? ["--run-dir"] : []),
       ...(opts.detach ? ["--detach"] : []),
+      ...(opts.keepProviderFiles === true ? ["--keep-provider-files"] : []),
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
       ...(Option.isSome(opts.shardSize) ? ["--shard-size"] : []),
       ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
@@ -414,6 +421,7 @@ const runCommand = Command.make(
     pollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -475,6 +483,7 @@ const resumeCommand = Command.make(
     pollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -515,6 +524,7 @@ const retryCommand = Command.make(
     onlineBelow,
     prices,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     cacheDir: cacheDirOption,
@@ -644,6 +654,35 @@ const reportCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "Write a run's report: one self-contained HTML file (no network needed to view it) with totals, rows over time, each shard's timeline, spend at batch and real-time prices, token distributions, failures by class with examples, and a row browser over a sample of the rows."
+  )
+)
+
+const gcCommand = Command.make(
+  "gc",
+  {
+    runDirs: Args.directory({ name: "run-dir", exists: "yes" }).pipe(
+      Args.withDescription("run directories whose files and batches are still needed (runs not given are taken as done)"),
+      Args.repeated
+    ),
+    provider: Options.text("provider").pipe(
+      Options.withDescription("the provider to clean up (default: the providers of the run directories given)"),
+      Options.optional
+    ),
+    yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
+    json
+  },
+  ({ runDirs, provider, yes, json }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        const report = yield* Gc.gc({ runDirs, provider: Option.getOrUndefined(provider), yes })
+        yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
+        if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
+      })
+    )
+).pipe(
+  Command.withDescription(
+    "List the files and ended batches sluice created at a provider that no run directory given still needs (inputs, outputs, error files; " +
+      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create."
   )
 )
 
@@ -813,7 +852,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

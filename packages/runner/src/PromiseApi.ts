@@ -64,6 +64,8 @@ export interface RunOptions extends ConnectionOptions {
   /** Seconds between status polls of a batch (default 30). */
   readonly pollInterval?: number
   readonly detach?: boolean
+  /** Leave each collected batch's output and error files at the provider (its input file is deleted either way). */
+  readonly keepProviderFiles?: boolean
   readonly allowChanged?: boolean
   /**
    * Move a run bound to other provider identities (another base URL …) to the providers as
@@ -124,6 +126,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
+  ...(options.keepProviderFiles === undefined ? {} : { keepProviderFiles: options.keepProviderFiles }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
   ...(options.rebindProvider === undefined ? {} : { rebindProvider: options.rebindProvider }),
   ...(options.breakLock === undefined ? {} : { breakLock: options.breakLock }),

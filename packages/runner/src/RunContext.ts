@@ -36,6 +36,8 @@ export interface RunSettings {
   readonly outputFileWait: Duration.Duration
   /** Plan and submit, then return without waiting for results. */
   readonly detach: boolean
+  /** Leave a collected shard's output and error files at the provider (its input is deleted all the same). */
+  readonly keepProviderFiles?: boolean | undefined
   /** USD at batch prices that submissions may not exceed (projected from token counts). */
   readonly budget?: number | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */

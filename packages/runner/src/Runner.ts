@@ -32,6 +32,7 @@ import * as RunDir from "./RunDir.js"
 import { RunDirError } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
+import * as ProviderFiles from "./ProviderFiles.js"
 import { ioProblem } from "./internal/ioError.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 import * as RunLock from "./internal/RunLock.js"
@@ -130,6 +131,11 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
    * still run: nothing here can tell) or no process at all. Never a live process of this host.
    */
   readonly breakLock?: boolean
+  /**
+   * Leave a collected shard's output and error files at the provider (by default they are
+   * deleted once its results are committed; its input file is deleted either way).
+   */
+  readonly keepProviderFiles?: boolean
   /** Continue a run whose pipeline fingerprint differs from the manifest's. */
   readonly allowChanged?: boolean
   /**
@@ -246,6 +252,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
   outputFileWait: options.outputFileWait ?? defaultSettings.outputFileWait,
   detach: options.detach ?? false,
+  keepProviderFiles: options.keepProviderFiles,
   budget: options.budget,
   budgetOutputTokens: options.budgetOutputTokens,
   deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
@@ -726,6 +733,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // What this shard passed on is planned into the next stage's shards at once.
             const next = stageOf(shard.stage).next
             if (next !== null) yield* planInbox(next)
+            // Its results are committed: its files at the provider can go (ProviderFiles.ts).
+            yield* ProviderFiles.release(ctx, shard)
           }
         })
 
@@ -776,7 +785,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (shard.phase === "online") yield* OnlineExecutor.cancel(ctx, shard)
           yield* Submitter.withdraw(ctx, shard)
           yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(id, info))
-          if (shard.phase === "terminal" || shard.phase === "rejected") yield* Collector.collect(ctx, outputs, shard, false)
+          if (shard.phase === "terminal" || shard.phase === "rejected") {
+            yield* Collector.collect(ctx, outputs, shard, false)
+            yield* ProviderFiles.release(ctx, shard)
+          }
         })
 
       const runScope = yield* Effect.scope
@@ -822,6 +834,9 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         limiters: [...limiters].map(([provider, l]) => ({ provider, cap: onlineConcurrency, ...l.state() }))
       }))
 
+      // Files of shards collected before a crash (or whose deletion failed) are deleted now.
+      const holding = RunState.holdingFiles(state)
+      if (holding.length > 0) yield* track(ProviderFiles.releaseAll(ctx, holding))
       for (const shard of RunState.openShards(state)) {
         const hold = shard.phase === "planned" || (checkKeys && shard.stage === first && shard.parent === null)
         if (holdUntilPlanned && hold) held.push(shard.id)

@@ -141,6 +141,9 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       throw new ApiError(fault.status, "The server had an error while processing your request. Sorry about that!", "server_error")
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
+    if (method === "DELETE" && ctx.faults.settings.refuseDeletes) {
+      throw new ApiError(403, "You have insufficient permissions for this operation.", anthropic === undefined ? "invalid_request_error" : "permission_error")
+    }
     const handled = anthropic !== undefined
       ? await handleAnthropic(ctx.batches.anthropic, method, anthropic, url.searchParams, reply)
       : openAi !== undefined && (await handleOpenAi(ctx, method, openAi.rest, url.searchParams, reply))
