@@ -61,7 +61,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -191,6 +191,12 @@ const loadPipeline = (file: string, noTypecheck: boolean, expect?: { readonly sh
     return { ...(yield* PipelineLoader.load(file, expect)), checked }
   })
 
+/** `--poll-interval` (a fixed wait) and `--max-poll-interval` (the adaptive schedule's cap), as run options. */
+const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readonly maxPollSeconds?: Option.Option<number> | undefined }) => ({
+  ...(Option.isSome(opts.pollSeconds) ? { pollInterval: Duration.millis(opts.pollSeconds.value * 1000) } : {}),
+  ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
+})
+
 const execute = (
   pipelineFile: string,
   opts: {
@@ -200,7 +206,8 @@ const execute = (
     rpm?: Option.Option<number>
     tpm?: Option.Option<number>
     shardSize: Option.Option<number>
-    pollSeconds: number
+    pollSeconds: Option.Option<number>
+    maxPollSeconds?: Option.Option<number>
     outputFileWait: number
     prices: Option.Option<string>
     detach: boolean
@@ -247,7 +254,7 @@ const execute = (
       ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
       ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
-      pollInterval: Duration.millis(opts.pollSeconds * 1000),
+      ...pollOptions(opts),
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
       prices: priceTable,
       detach: opts.detach,
@@ -408,6 +415,7 @@ const runCommand = Command.make(
     tpm,
     shardSize,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
     allowChanged,
@@ -469,6 +477,7 @@ const resumeCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
     allowChanged,
@@ -505,6 +514,7 @@ const retryCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     deadline,
     onlineBudget,
@@ -556,7 +566,7 @@ const cancelLines = (s: Cancel.CancelSummary): string => {
 
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, outputFileWait, prices, breakLock, json },
+  { runDir: runDirArg, pollSeconds, maxPollSeconds, outputFileWait, prices, breakLock, json },
   ({ runDir, ...opts }) =>
     // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
@@ -568,7 +578,7 @@ const cancelCommand = Command.make(
         const renderer = yield* Effect.fork(progress.render)
         const summary = yield* Cancel.fromJournal(runDir, {
           concurrency: ranges.concurrency.max,
-          pollInterval: Duration.millis(opts.pollSeconds * 1000),
+          ...pollOptions(opts),
           outputFileWait: Duration.millis(opts.outputFileWait * 1000),
           prices: priceTable,
           breakLock: opts.breakLock,
@@ -744,7 +754,7 @@ const initCommand = Command.make(
             runDir: Option.none(),
             concurrency: Option.none(),
             shardSize: Option.none(),
-            pollSeconds: 1,
+            pollSeconds: Option.some(1),
             outputFileWait: 600,
             prices: Option.none(),
             detach: false,

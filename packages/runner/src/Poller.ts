@@ -4,9 +4,10 @@
  * journal with the length of the run, not its size).
  */
 import { isTerminal } from "@sluice/providers"
-import type { BatchInfo } from "@sluice/providers"
-import { Duration, Effect, Schedule } from "effect"
-import type { BatchContext } from "./RunContext.js"
+import type { BatchInfo, BatchProvider } from "@sluice/providers"
+import { Clock, Duration, Effect } from "effect"
+import * as PollSchedule from "./PollSchedule.js"
+import type { BatchContext, RunSettings } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 /**
@@ -17,19 +18,31 @@ import type { ShardState } from "./RunState.js"
 export const awaitsResultFile = (info: BatchInfo): boolean =>
   info.status === "completed" && info.outputFileId === null && (info.counts.succeeded > 0 || info.errorFileId === null)
 
+/** The adaptive schedule's bounds for a provider: the run's cap, and the provider family's floor. */
+export const policyFor = (settings: RunSettings, provider: BatchProvider): PollSchedule.PollPolicy => ({
+  firstMs: PollSchedule.defaults.firstMs,
+  factor: PollSchedule.defaults.factor,
+  maxMs: Duration.toMillis(settings.maxPollInterval ?? defaultMaxPollInterval),
+  minMs: PollSchedule.minMsFor(provider)
+})
+
 /**
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
  * returns whether it is. Given `stop`, polling also ends (returning false) once `stop`
- * completes: a hybrid run's deadline.
+ * completes: a hybrid run's deadline. The waits between polls are PollSchedule's (adaptive),
+ * or the run's fixed `pollInterval` when one was given (then the first poll is at once).
  */
 export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false, stop?: Effect.Effect<void>) =>
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
     const wait = ctx.settings.outputFileWait
+    const provider = ctx.stageOf(shard.stage).provider
     let warned = false
+    let memory = PollSchedule.empty
     const step = Effect.gen(function* () {
-      const info = yield* ctx.stageOf(shard.stage).provider.retrieve(batchId)
+      const info = yield* provider.retrieve(batchId)
+      memory = PollSchedule.observe(memory, PollSchedule.sampleOf(yield* Clock.currentTimeMillis, info.counts))
       onStatus(info)
       if (info.rawStatus !== shard.rawStatus) {
         if (info.status === "unknown") {
@@ -79,18 +92,26 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
       return true
     })
     if (once) return yield* step
-    if (stop === undefined) {
-      yield* Effect.repeat(step, {
-        schedule: Schedule.spaced(ctx.settings.pollInterval),
-        until: (done) => done
-      })
-      return true
-    }
     // Only the wait between polls races `stop`: a poll (and what it journals) is never cut short.
+    const pause = (ms: number): Effect.Effect<boolean> => {
+      const sleep = Effect.as(Effect.sleep(Duration.millis(ms)), false)
+      return stop === undefined ? sleep : Effect.raceFirst(sleep, Effect.as(stop, true))
+    }
+    const fixed = ctx.settings.pollInterval
+    const policy = policyFor(ctx.settings, provider)
+    // A batch this process has just created is not asked about at once: create said it is validating.
+    const first = fixed !== undefined ? 0 : PollSchedule.firstWaitMs(
+      policy,
+      shard.intentAt === null ? null : shard.intentAt * 1000,
+      yield* Clock.currentTimeMillis,
+      shard.status !== null || shard.adopted
+    )
+    if (first > 0 && (yield* pause(first))) return false
     for (;;) {
       if (yield* step) return true
-      const stopped = yield* Effect.raceFirst(Effect.as(Effect.sleep(ctx.settings.pollInterval), false), Effect.as(stop, true))
-      if (stopped) return false
+      const next = fixed !== undefined ? Duration.toMillis(fixed) : PollSchedule.nextWaitMs(policy, memory)
+      memory = PollSchedule.waited(memory, next)
+      if (yield* pause(next)) return false
     }
   })
 
@@ -110,4 +131,5 @@ export const cancel = (ctx: BatchContext, shard: ShardState, onStatus: (info: Ba
     yield* poll(ctx, shard, onStatus)
   })
 
-export const defaultPollInterval = Duration.seconds(30)
+/** The longest wait between two polls of the adaptive schedule, unless `--max-poll-interval` says otherwise. */
+export const defaultMaxPollInterval = Duration.seconds(PollSchedule.defaults.maxMs / 1000)

@@ -60,8 +60,10 @@ export interface RunOptions extends ConnectionOptions {
   /** Hybrid runs: rows to retry go online rather than into a new batch when fewer than this (default 100; 0: never). */
   readonly onlineBelow?: number
   readonly shardSize?: number
-  /** Seconds between status polls of a batch (default 30). */
+  /** Seconds between status polls of a batch, fixed (default: adaptive, see `maxPollInterval`). */
   readonly pollInterval?: number
+  /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
+  readonly maxPollInterval?: number
   readonly detach?: boolean
   readonly allowChanged?: boolean
   /**
@@ -122,6 +124,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
+  ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: Duration.millis(options.maxPollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
   ...(options.rebindProvider === undefined ? {} : { rebindProvider: options.rebindProvider }),
