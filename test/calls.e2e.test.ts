@@ -7,11 +7,11 @@
  */
 import { startEmulator } from "@sluice/emulator"
 import type { EmulatorHandle } from "@sluice/emulator"
-import { getLedger, getRequestCounts, resetEmulator } from "@sluice/emulator/control"
+import { getRequestCounts, resetEmulator } from "@sluice/emulator/control"
 import type { RequestCounts } from "@sluice/emulator/control"
 import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { describeResult, emulatorEnv, fastEmulator, makeProject, runCli, type TempProject, writePipeline, writeRows } from "./support/cli.js"
+import { describeResult, emulatorEnv, fastEmulator, getLedger, makeProject, runCli, type TempProject, writePipeline, writeRows } from "./support/cli.js"
 import { batchesOfRun } from "./support/runs.js"
 
 const SHARDS = 3

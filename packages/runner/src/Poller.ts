@@ -11,6 +11,18 @@ import type { BatchContext, RunSettings } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 /**
+ * The terminal state the poll of a shard saw last, kept for its collection (which then need not
+ * ask the provider again); keyed by the shard's state, so it goes with the run.
+ */
+const seenTerminal = new WeakMap<ShardState, BatchInfo>()
+
+/** The batch's terminal state as this process's poll saw it, if it did (after a resume: undefined). */
+export const terminalInfo = (shard: ShardState): BatchInfo | undefined => {
+  const info = seenTerminal.get(shard)
+  return info !== undefined && info.id === shard.batchId ? info : undefined
+}
+
+/**
  * A batch that says `completed` but shows no file to collect its results from: some providers
  * report completion before the output file exists. (Failed requests alone may come in an
  * error file; providers without one put everything in the output.)
@@ -89,6 +101,7 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
         counts: info.counts,
         errors: info.errors.map((e) => `${e.code}: ${e.message}${e.line === null ? "" : ` (line ${e.line})`}`)
       })
+      seenTerminal.set(shard, info)
       return true
     })
     if (once) return yield* step
