@@ -53,7 +53,9 @@ export const familyMinMs: Readonly<Record<string, number>> = {
   gemini: 2_000
 }
 export const otherMinMs = 1_000
+/** The local emulator: no rate limit to respect, and batches that may end in a fraction of a second. */
 export const localMinMs = 10
+export const localFirstMs = 250
 
 /** An address on this machine (the emulator), which no rate limit protects. */
 export const isLocalOrigin = (origin: string): boolean => {
@@ -64,9 +66,19 @@ export const isLocalOrigin = (origin: string): boolean => {
   }
 }
 
+const isLocal = (provider: Pick<BatchProvider, "origin">): boolean => provider.origin === undefined || isLocalOrigin(provider.origin)
+
 /** The floor for a provider: its family's, unless it is local (or an in-process fake, which says no origin). */
 export const minMsFor = (provider: Pick<BatchProvider, "origin" | "identity">): number =>
-  provider.origin === undefined || isLocalOrigin(provider.origin) ? localMinMs : (familyMinMs[provider.identity?.family ?? ""] ?? otherMinMs)
+  isLocal(provider) ? localMinMs : (familyMinMs[provider.identity?.family ?? ""] ?? otherMinMs)
+
+/** The schedule for a provider under a cap (`--max-poll-interval`). */
+export const policyFor = (provider: Pick<BatchProvider, "origin" | "identity">, maxMs: number = defaults.maxMs): PollPolicy => ({
+  firstMs: isLocal(provider) ? localFirstMs : defaults.firstMs,
+  factor: defaults.factor,
+  maxMs,
+  minMs: minMsFor(provider)
+})
 
 export const empty: PollMemory = { lastWaitMs: null, anchor: null, latest: null }
 

@@ -4,10 +4,10 @@
  * journal with the length of the run, not its size).
  */
 import { isTerminal } from "@sluice/providers"
-import type { BatchInfo, BatchProvider } from "@sluice/providers"
+import type { BatchInfo } from "@sluice/providers"
 import { Clock, Duration, Effect } from "effect"
 import * as PollSchedule from "./PollSchedule.js"
-import type { BatchContext, RunSettings } from "./RunContext.js"
+import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 
 /**
@@ -29,14 +29,6 @@ export const terminalInfo = (shard: ShardState): BatchInfo | undefined => {
  */
 export const awaitsResultFile = (info: BatchInfo): boolean =>
   info.status === "completed" && info.outputFileId === null && (info.counts.succeeded > 0 || info.errorFileId === null)
-
-/** The adaptive schedule's bounds for a provider: the run's cap, and the provider family's floor. */
-export const policyFor = (settings: RunSettings, provider: BatchProvider): PollSchedule.PollPolicy => ({
-  firstMs: PollSchedule.defaults.firstMs,
-  factor: PollSchedule.defaults.factor,
-  maxMs: Duration.toMillis(settings.maxPollInterval ?? defaultMaxPollInterval),
-  minMs: PollSchedule.minMsFor(provider)
-})
 
 /**
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
@@ -111,7 +103,7 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
       return stop === undefined ? sleep : Effect.raceFirst(sleep, Effect.as(stop, true))
     }
     const fixed = ctx.settings.pollInterval
-    const policy = policyFor(ctx.settings, provider)
+    const policy = PollSchedule.policyFor(provider, Duration.toMillis(ctx.settings.maxPollInterval ?? defaultMaxPollInterval))
     // A batch this process has just created is not asked about at once: create said it is validating.
     const first = fixed !== undefined ? 0 : PollSchedule.firstWaitMs(
       policy,

@@ -74,6 +74,15 @@ describe("the waits between polls", () => {
   })
 })
 
+describe("the schedule per provider", () => {
+  it("starts at 2 s against a provider, a quarter of a second against the local emulator, and keeps the cap given", () => {
+    const remote = { origin: "https://api.openai.com/v1", identity: { family: "openai" } } as unknown as Parameters<typeof PollSchedule.policyFor>[0]
+    const local = { origin: "http://127.0.0.1:4010/v1", identity: { family: "openai" } } as unknown as Parameters<typeof PollSchedule.policyFor>[0]
+    expect(PollSchedule.policyFor(remote)).toEqual({ firstMs: 2_000, factor: 1.5, maxMs: 30_000, minMs: 1_000 })
+    expect(PollSchedule.policyFor(local, 60_000)).toEqual({ firstMs: 250, factor: 1.5, maxMs: 60_000, minMs: 10 })
+  })
+})
+
 describe("the floor per provider", () => {
   it("is the family's against a real address, and none for the local emulator or an in-process fake", () => {
     const at = (origin: string | undefined, family: string) =>
