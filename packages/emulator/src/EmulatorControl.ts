@@ -124,6 +124,15 @@ const origin = (emulatorUrl: string): string => emulatorUrl.replace(/\/+$/, "").
 
 export const getLedger = (emulatorUrl: string, options: ControlOptions = {}): Promise<Ledger> => call(emulatorUrl, "ledger", options)
 
+/**
+ * Provider-API requests received (since start or the last reset) by method and route, the ids in
+ * a path replaced by `{id}`: `{ "POST /v1/files": 3, "GET /v1/batches/{id}": 12, … }`.
+ */
+export type RequestCounts = Readonly<Record<string, number>>
+
+export const getRequestCounts = (emulatorUrl: string, options: ControlOptions = {}): Promise<RequestCounts> =>
+  call(emulatorUrl, "requests", options)
+
 export const getInFlight = (emulatorUrl: string, options: ControlOptions = {}): Promise<InFlight> => call(emulatorUrl, "inflight", options)
 
 export const getFaults = (emulatorUrl: string, options: ControlOptions = {}): Promise<Record<string, unknown>> =>

@@ -64,7 +64,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
@@ -197,6 +197,12 @@ const loadPipeline = (file: string, noTypecheck: boolean, expect?: { readonly sh
     return { ...(yield* PipelineLoader.load(file, expect)), checked }
   })
 
+/** `--poll-interval` (a fixed wait) and `--max-poll-interval` (the adaptive schedule's cap), as run options. */
+const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readonly maxPollSeconds?: Option.Option<number> | undefined }) => ({
+  ...(Option.isSome(opts.pollSeconds) ? { pollInterval: Duration.millis(opts.pollSeconds.value * 1000) } : {}),
+  ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
+})
+
 const execute = (
   pipelineFile: string,
   opts: {
@@ -206,7 +212,8 @@ const execute = (
     rpm?: Option.Option<number>
     tpm?: Option.Option<number>
     shardSize: Option.Option<number>
-    pollSeconds: number
+    pollSeconds: Option.Option<number>
+    maxPollSeconds?: Option.Option<number>
     outputFileWait: number
     prices: Option.Option<string>
     detach: boolean
@@ -254,7 +261,7 @@ const execute = (
       ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
       ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
-      pollInterval: Duration.millis(opts.pollSeconds * 1000),
+      ...pollOptions(opts),
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
       prices: priceTable,
       detach: opts.detach,
@@ -419,6 +426,7 @@ const runCommand = Command.make(
     tpm,
     shardSize,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
     keepProviderFiles,
@@ -481,6 +489,7 @@ const resumeCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
     keepProviderFiles,
@@ -518,6 +527,7 @@ const retryCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     deadline,
     onlineBudget,
@@ -570,7 +580,7 @@ const cancelLines = (s: Cancel.CancelSummary): string => {
 
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, outputFileWait, prices, breakLock, json },
+  { runDir: runDirArg, pollSeconds, maxPollSeconds, outputFileWait, prices, breakLock, json },
   ({ runDir, ...opts }) =>
     // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
@@ -582,7 +592,7 @@ const cancelCommand = Command.make(
         const renderer = yield* Effect.fork(progress.render)
         const summary = yield* Cancel.fromJournal(runDir, {
           concurrency: ranges.concurrency.max,
-          pollInterval: Duration.millis(opts.pollSeconds * 1000),
+          ...pollOptions(opts),
           outputFileWait: Duration.millis(opts.outputFileWait * 1000),
           prices: priceTable,
           breakLock: opts.breakLock,
@@ -828,7 +838,7 @@ const initCommand = Command.make(
             runDir: Option.none(),
             concurrency: Option.none(),
             shardSize: Option.none(),
-            pollSeconds: 1,
+            pollSeconds: Option.some(1),
             outputFileWait: 600,
             prices: Option.none(),
             detach: false,

@@ -61,8 +61,10 @@ export interface RunOptions extends ConnectionOptions {
   /** Hybrid runs: rows to retry go online rather than into a new batch when fewer than this (default 100; 0: never). */
   readonly onlineBelow?: number
   readonly shardSize?: number
-  /** Seconds between status polls of a batch (default 30). */
+  /** Seconds between status polls of a batch, fixed (default: adaptive, see `maxPollInterval`). */
   readonly pollInterval?: number
+  /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
+  readonly maxPollInterval?: number
   readonly detach?: boolean
   /** Leave each collected batch's output and error files at the provider (its input file is deleted either way). */
   readonly keepProviderFiles?: boolean
@@ -125,6 +127,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
+  ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: Duration.millis(options.maxPollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
   ...(options.keepProviderFiles === undefined ? {} : { keepProviderFiles: options.keepProviderFiles }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),

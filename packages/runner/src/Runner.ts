@@ -26,6 +26,7 @@ import * as ProviderBinding from "./ProviderBinding.js"
 import * as Pricing from "./Pricing.js"
 import * as Rebase from "./Rebase.js"
 import * as Poller from "./Poller.js"
+import * as PollSchedule from "./PollSchedule.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
@@ -237,7 +238,6 @@ export const defaultSettings: RunSettings = {
   onlineConcurrency: Settings.defaultConcurrency.online,
   shardSize: 50_000,
   shardBytes: 190_000_000,
-  pollInterval: Duration.seconds(30),
   outputFileWait: Duration.minutes(10),
   detach: false
 }
@@ -249,7 +249,8 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   tpm: options.tpm,
   shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
   shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
-  pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+  pollInterval: options.pollInterval,
+  maxPollInterval: options.maxPollInterval,
   outputFileWait: options.outputFileWait ?? defaultSettings.outputFileWait,
   detach: options.detach ?? false,
   keepProviderFiles: options.keepProviderFiles,
@@ -335,22 +336,15 @@ export const checkDefinition = (pipeline: Pipeline.Pipeline<any, any>): Effect.E
     }
   })
 
-const isLocal = (origin: string): boolean => {
-  try {
-    return ["127.0.0.1", "localhost", "[::1]", "::1"].includes(new URL(origin).hostname)
-  } catch {
-    return false
-  }
-}
-
 /**
- * Polls faster than once a second are for the emulator on this machine: a remote provider
- * rate-limits status calls, so against one the interval is raised to a second (and said so).
+ * A fixed poll interval faster than once a second is for the emulator on this machine: a remote
+ * provider rate-limits status calls, so against one the interval is raised to a second (and said
+ * so). The adaptive schedule has floors of its own per provider family (PollSchedule.ts).
  */
 export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<{ readonly provider: BatchProvider }>) =>
   Effect.gen(function* () {
-    if (Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
-    const remote = stages.find((s) => s.provider.origin !== undefined && !isLocal(s.provider.origin))
+    if (settings.pollInterval === undefined || Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
+    const remote = stages.find((s) => s.provider.origin !== undefined && !PollSchedule.isLocalOrigin(s.provider.origin))
     if (remote === undefined) return settings
     yield* Effect.logInfo(
       `polling every ${Duration.format(Settings.minimumRemotePoll)}, not ${Duration.format(settings.pollInterval)}: ` +

@@ -28,9 +28,12 @@ import { messages } from "./anthropicMessages.js"
 import { openAiRealtimeEndpoint } from "./openaiRealtime.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
 import type { RealtimeCalls } from "./realtime.js"
+import type { RequestCounts } from "./requestCounts.js"
 
 export interface RouterContext extends OpenAiContext {
   readonly realtime: RealtimeCalls
+  /** Requests per route (`GET /_emulator/requests`). */
+  readonly requests: RequestCounts
   readonly apiKey: string | undefined
   /** The Host names every route answers to (see access.ts). */
   readonly hosts: HostPolicy
@@ -99,6 +102,7 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
       return
     }
+    ctx.requests.add(method, url.pathname)
     // Gemini routes (/v1beta, /upload/{v}, /download/{v}, and the Gemini-shaped calls under /v1)
     // check auth and answer errors in their own shape.
     const gemini = geminiRoute(method, segments, url.searchParams, req)
