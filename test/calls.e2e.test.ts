@@ -74,11 +74,15 @@ describe("provider calls per shard", { timeout: 180_000 }, () => {
     expect(counts["POST /v1/batches"]).toBe(SHARDS)
     expect(counts["GET /v1/batches/{id}"]).toBeGreaterThanOrEqual(SHARDS)
     // Downloads: exactly the result files the batches have (output, and error where there is one).
-    expect(counts["GET /v1/files/{id}/content"]).toBe(await resultFiles(batches.map((b) => b.id)))
+    const downloads = await resultFiles(batches.map((b) => b.id))
+    expect(counts["GET /v1/files/{id}/content"]).toBe(downloads)
+    // Once committed, each shard's input and result files are deleted at the provider, with
+    // the file ids its poll saw (no second retrieve of the batch).
+    expect(counts["DELETE /v1/files/{id}"]).toBe(SHARDS + downloads)
     expect(counts["GET /v1/files"]).toBeUndefined()
     expect(counts["GET /v1/batches"]).toBeUndefined()
     // Nothing else was asked.
-    expect(Object.keys(counts).sort()).toEqual(["GET /v1/batches/{id}", "GET /v1/files/{id}/content", "POST /v1/batches", "POST /v1/files"])
+    expect(Object.keys(counts).sort()).toEqual(["DELETE /v1/files/{id}", "GET /v1/batches/{id}", "GET /v1/files/{id}/content", "POST /v1/batches", "POST /v1/files"])
   })
 
   it.each([

@@ -13,6 +13,7 @@
 import type { ProviderError } from "@sluice/providers"
 import { Effect, Either } from "effect"
 import type { JournalIOError } from "./Journal.js"
+import * as Poller from "./Poller.js"
 import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 import { holdsFiles } from "./RunState.js"
@@ -24,7 +25,9 @@ const filesOf = (ctx: BatchContext, shard: ShardState): Effect.Effect<{ input: A
     const storage = provider.storage
     if (storage === undefined) return { input: [], outputs: [] }
     const inputFile = shard.inputRef === null ? null : storage.inputFile(shard.inputRef)
-    const outputs = shard.batchId === null ? [] : yield* provider.retrieve(shard.batchId).pipe(
+    // The batch's file ids as this process's poll saw them end; after a resume, asked again.
+    const seen = Poller.terminalInfo(shard)
+    const outputs = shard.batchId === null ? [] : seen !== undefined ? storage.outputFiles(seen) : yield* provider.retrieve(shard.batchId).pipe(
       Effect.map((batch) => storage.outputFiles(batch)),
       // The batch is gone (deleted by gc, or expired from the provider's records): so are its results.
       Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed([] as ReadonlyArray<string>))
