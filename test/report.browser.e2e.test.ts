@@ -58,6 +58,8 @@ describe("sluice report, opened in headless Chromium", () => {
   let project: TempProject
   let emulator: TestEmulator
   let browser: Browser
+  /** The view embedded in the report of the first test. */
+  let reportedView: RunView.RunView | undefined
 
   beforeAll(async () => {
     project = await makeProject("sluice-report-")
@@ -172,7 +174,12 @@ describe("sluice report, opened in headless Chromium", () => {
     expect(blocked, "the report fetched nothing").toEqual([])
     expect(errors, "no script errors").toEqual([])
     await context.close()
+    reportedView = view
+  })
 
+  it("RunView: a journal from before lines carried their time; the live loader reading on from where it stopped", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const view = reportedView!
     // A journal from before lines carried their time gives the same totals, and no rows over time.
     cpSync(project.path("run"), project.path("old-run"), { recursive: true })
     const journal = readFileSync(project.path("old-run", "journal.jsonl"), "utf8")
@@ -182,5 +189,23 @@ describe("sluice report, opened in headless Chromium", () => {
     expect({ ...old.totals, runDir: view.totals.runDir }).toEqual(view.totals)
     expect(old.timeline).toEqual([])
     expect(old.failures).toEqual(view.failures)
+
+    // The live page's loader reads on from where it stopped: the run as it was before its last
+    // collection (the journal cut there; the output files' later lines are past their committed
+    // lengths), then as it is, gives what a fresh load gives.
+    const fullJournal = readFileSync(project.path("run", "journal.jsonl"), "utf8")
+    const cut = fullJournal.lastIndexOf('{"_tag":"Collected"')
+    cpSync(project.path("run"), project.path("mid-run"), { recursive: true })
+    writeFileSync(project.path("mid-run", "journal.jsonl"), fullJournal.slice(0, cut))
+    const provided = <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(effect.pipe(Effect.provide(NodeContext.layer)) as Effect.Effect<A, E, never>)
+    const loader = RunView.makeLoader(project.path("mid-run"))
+    const before = await provided(loader.load)
+    expect(before.totals.pending, "mid-run: the last shard's rows are not collected yet").toBeGreaterThan(0)
+    writeFileSync(project.path("mid-run", "journal.jsonl"), fullJournal)
+    const after = await provided(loader.load)
+    const fresh = await provided(RunView.load(project.path("mid-run")))
+    expect({ ...after, at: 0 }).toEqual({ ...fresh, at: 0 })
+    expect(after.tokens).toEqual(view.tokens)
+    expect(after.failures).toEqual(view.failures)
   })
 })
