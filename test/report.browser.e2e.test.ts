@@ -177,6 +177,32 @@ describe("sluice report, opened in headless Chromium", () => {
     reportedView = view
   })
 
+  it("a sample of the rows says so, and still holds every failed row of each class", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const report = await runCli(["report", "run", "-o", "sample.html", "--rows", "10", "--json"], { cwd: project.dir })
+    expect(report.code, describeResult(report)).toBe(0)
+    const failures = await readJsonl<FailureLine>(project.path("run", "failures.jsonl"))
+    const written = JSON.parse(report.stdout) as { file: string; rows: { shown: number; of: number } }
+    expect(written).toEqual({ file: project.path("sample.html"), rows: { shown: 10 + failures.filter((f) => Number(f.key!.slice(4)) > 10).length, of: ROWS } })
+
+    const { page, blocked, errors, context } = await offlinePage(browser)
+    await page.goto(`file://${written.file}`)
+    await page.waitForSelector("body[data-ready=true]")
+    expect(await page.locator("#notice").textContent()).toContain(`Showing ${written.rows.shown} of ${ROWS} rows`)
+    for (const cls of new Set(failures.map((f) => f.class))) {
+      await page.selectOption("#filter-class", cls)
+      await page.waitForFunction((c) => {
+        const rows = Array.from((globalThis as unknown as Browserside).document.querySelectorAll("#rows tbody tr"))
+        return rows.length > 0 && rows.every((r) => r.getAttribute("data-class") === c)
+      }, cls)
+      const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
+      expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
+    }
+    expect(blocked).toEqual([])
+    expect(errors).toEqual([])
+    await context.close()
+  })
+
   it("RunView: a journal from before lines carried their time; the live loader reading on from where it stopped", async () => {
     expect(reportedView, "the report test ran first").toBeDefined()
     const view = reportedView!

@@ -242,9 +242,6 @@ class Tally {
   }
 }
 
-/** A committed prefix of an output file (what a crash could not take back). */
-export const committed = (path: string, length: number) => (length <= 0 ? Stream.empty : lines(path, { offset: 0, bytesToRead: length }))
-
 /**
  * What has been read of an append-only output file, and what it added up to: the next read
  * goes on from `position` while the file is the same one (inode), its committed length has not
