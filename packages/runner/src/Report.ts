@@ -8,7 +8,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 import type * as Pricing from "./Pricing.js"
 import * as ReportPage from "./ReportPage.js"
@@ -20,6 +20,16 @@ import * as RunView from "./RunView.js"
 export const defaultSampleRows = 2000
 /** Rows of each failure class embedded however far into the run they are. */
 export const examplesPerClass = 20
+
+/** The report file cannot be written where it was asked for. */
+export class ReportError extends Schema.TaggedError<ReportError>()("ReportError", {
+  file: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `cannot write the report to ${this.file}: ${this.description}`
+  }
+}
 
 export interface ReportResult {
   readonly file: string
@@ -68,7 +78,14 @@ export const write = (runDir: string, options: { readonly file?: string; readonl
         yield* handle.writeAll(new TextEncoder().encode(html))
         yield* handle.sync
       })
+    ).pipe(
+      Effect.zipRight(fs.rename(tmp, file)),
+      Effect.tapError(() => fs.remove(tmp).pipe(Effect.ignore)),
+      Effect.mapError((e) => {
+        const reason = e._tag === "SystemError" ? e.reason : undefined
+        const why = reason === "NotFound" ? `${path.dirname(file)} does not exist` : reason === "PermissionDenied" ? "permission denied" : e.message
+        return new ReportError({ file, description: why })
+      })
     )
-    yield* fs.rename(tmp, file)
     return { file, shown, of, view } satisfies ReportResult
   })

@@ -48,7 +48,8 @@ const usageTags = new Set([
   "InvalidSettings",
   "EmulatorStartError",
   "ModeUnsupported",
-  "PreviewUnsupported"
+  "PreviewUnsupported",
+  "ReportError"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */
