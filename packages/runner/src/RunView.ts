@@ -19,6 +19,7 @@ import * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import { lines } from "./internal/lines.js"
+import { scan } from "./internal/LineScan.js"
 import { resultHead } from "./internal/resultLine.js"
 import { superseded } from "./Retry.js"
 import { summarize } from "./Runner.js"
@@ -254,13 +255,13 @@ interface Cursor<S> {
   sums: S
 }
 
-const readOn = <S>(
+const readOn = <S, E, R>(
   cursor: { current: Cursor<S> | undefined },
   path: string,
   length: number,
   key: string,
   fresh: () => S,
-  add: (sums: S, line: string, at: number) => void
+  read: (sums: S, from: number, to: number) => Effect.Effect<void, E, R>
 ) =>
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
@@ -269,18 +270,23 @@ const readOn = <S>(
     let c = cursor.current
     if (c === undefined || c.ino !== ino || c.key !== key || length < c.position) c = cursor.current = { ino, position: 0, key, sums: fresh() }
     if (length <= c.position) return c.sums
-    const sums = c.sums
-    let at = c.position
-    yield* lines(path, { offset: c.position, bytesToRead: length - c.position }).pipe(
+    yield* read(c.sums, c.position, length)
+    c.position = length
+    return c.sums
+  })
+
+/** The lines of a file in [from, to) as strings, each with its position. */
+const eachLine = (path: string, from: number, to: number, add: (line: string, at: number) => void) =>
+  Effect.suspend(() => {
+    let at = from
+    return lines(path, { offset: from, bytesToRead: to - from }).pipe(
       Stream.runForEach((line) =>
         Effect.sync(() => {
-          add(sums, line, at)
+          add(line, at)
           at += Buffer.byteLength(line) + 1
         })
       )
     )
-    c.position = length
-    return sums
   })
 
 interface ResultSums {
@@ -315,17 +321,20 @@ export const makeLoader = (root: string, options: { readonly prices?: Pricing.Pr
         state.offsets.results,
         "",
         (): ResultSums => ({ tallies: new Map(), repairs: new Map() }),
-        (sums, line) => {
-          const head = resultHead(line)
-          if (head === undefined) return
-          if (/-r\d+$/.test(head.customId)) sums.repairs.set(head.shard, (sums.repairs.get(head.shard) ?? 0) + 1)
-          const shard = state.shards.get(head.shard)
-          if (shard === undefined || head.cached || head.usage === null) return
-          let tally = sums.tallies.get(shard.stage)
-          if (tally === undefined) sums.tallies.set(shard.stage, (tally = { input: new Tally(), output: new Tally() }))
-          tally.input.add(head.usage.input)
-          tally.output.add(head.usage.output)
-        }
+        (sums, from, to) =>
+          Effect.tryPromise(() =>
+            scan(paths.results, from, to, (bytes, start, end) => {
+              const head = resultHead(bytes, start, end)
+              if (head === undefined) return
+              if (/-r\d+$/.test(head.customId)) sums.repairs.set(head.shard, (sums.repairs.get(head.shard) ?? 0) + 1)
+              const shard = state.shards.get(head.shard)
+              if (shard === undefined || head.cached || head.usage === null) return
+              let tally = sums.tallies.get(shard.stage)
+              if (tally === undefined) sums.tallies.set(shard.stage, (tally = { input: new Tally(), output: new Tally() }))
+              tally.input.add(head.usage.input)
+              tally.output.add(head.usage.output)
+            })
+          )
       )
       for (const [shard, n] of repairs) {
         const t = tracks.get(shard)
@@ -340,14 +349,15 @@ export const makeLoader = (root: string, options: { readonly prices?: Pricing.Pr
         state.offsets.failures,
         JSON.stringify(state.retries),
         (): FailureSums => new Map(),
-        (sums, line, at) => {
-          const record = JSON.parse(line) as FailureRecord
-          if (superseded(state, at, record)) return
-          let c = sums.get(record.class)
-          if (c === undefined) sums.set(record.class, (c = { count: 0, examples: [] }))
-          c.count++
-          if (c.examples.length < examplesPerClass) c.examples.push(record)
-        }
+        (sums, from, to) =>
+          eachLine(paths.failures, from, to, (line, at) => {
+            const record = JSON.parse(line) as FailureRecord
+            if (superseded(state, at, record)) return
+            let c = sums.get(record.class)
+            if (c === undefined) sums.set(record.class, (c = { count: 0, examples: [] }))
+            c.count++
+            if (c.examples.length < examplesPerClass) c.examples.push(record)
+          })
       )
 
       const shards: Array<ShardTimeline> = [...state.shards.values()].map((s) => {
