@@ -11,6 +11,8 @@ import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:f
 import { dirname, resolve } from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { Effect } from "effect"
+import * as ReportPage from "../packages/runner/src/ReportPage.js"
+import type { RowView } from "../packages/runner/src/RunRows.js"
 import * as RunView from "../packages/runner/src/RunView.js"
 import type { Browser } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -198,6 +200,40 @@ describe("sluice report, opened in headless Chromium", () => {
       const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
       expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
     }
+    expect(blocked).toEqual([])
+    expect(errors).toEqual([])
+    await context.close()
+  })
+
+  it("rows holding markup or script end tags show as text, and run nothing", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const hostile = `</script><script>globalThis.pwned = 1</script><img src=x onerror="globalThis.pwned = 2"> \u2028 <!-- `
+    const row: RowView = {
+      index: 0,
+      customId: "label-x-1",
+      key: "</script>",
+      stage: "label",
+      shard: "label-00001",
+      status: "succeeded",
+      failure: null,
+      input: { text: hostile },
+      output: hostile,
+      cached: false
+    }
+    const html = ReportPage.render({ view: reportedView!, data: { mode: "static", view: reportedView!, rows: [row], raws: { [row.customId]: { hostile } }, sampled: { shown: 1, of: 1 } } })
+    writeFileSync(project.path("hostile.html"), html)
+    const { page, blocked, errors, context } = await offlinePage(browser)
+    let dialogs = 0
+    page.on("dialog", (d) => void (dialogs++, d.dismiss()))
+    await page.goto(`file://${project.path("hostile.html")}`)
+    await page.waitForSelector("body[data-ready=true]")
+    const shown = page.locator("#rows tbody tr").first()
+    expect(await shown.getAttribute("data-key")).toBe("</script>")
+    expect(await shown.locator("td.io").first().textContent()).toContain("<img src=x onerror=")
+    expect(await shown.locator("td.io").nth(1).textContent()).toContain("</script><script>globalThis.pwned = 1</script>")
+    expect(await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned)).toBeUndefined()
+    expect(dialogs).toBe(0)
+    // The image the markup names was never requested: it was never an element.
     expect(blocked).toEqual([])
     expect(errors).toEqual([])
     await context.close()
