@@ -45,11 +45,11 @@ const usageTags = new Set([
   "LocalEmulatorError",
   "UnpricedBudget",
   "PricesFileError",
+  "ReportError",
   "InvalidSettings",
   "EmulatorStartError",
   "ModeUnsupported",
-  "PreviewUnsupported",
-  "ReportError"
+  "PreviewUnsupported"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */
