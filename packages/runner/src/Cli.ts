@@ -635,20 +635,18 @@ const reportCommand = Command.make(
       Options.withDescription("where to write the report (default: <run-dir>/report.html)"),
       Options.optional
     ),
-    sampleRows: Options.integer("rows").pipe(
-      Options.withDescription(`rows embedded for the row browser (default ${Report.defaultSampleRows.toLocaleString("en-US")}), plus examples of every failure class; \`sluice ui\` browses all`),
-      Options.optional
-    ),
+    sampleRows: Flags.bounded(
+      "rows",
+      { min: 0, max: 1_000_000, integer: true },
+      "rows embedded for the row browser, plus examples of every failure class; `sluice ui` browses all",
+      number(Report.defaultSampleRows)
+    ).pipe(Options.optional),
     prices,
     json
   },
   ({ runDir, output, sampleRows, prices, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
-        if (Option.isSome(sampleRows) && sampleRows.value < 0) {
-          yield* Console.error(`sluice: error: --rows must be 0 or more (got ${sampleRows.value})`)
-          return yield* setExit(ExitCode.usage)
-        }
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
         const r = yield* Report.write(runDir, {
           prices: priceTable,

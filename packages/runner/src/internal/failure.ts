@@ -45,6 +45,7 @@ const usageTags = new Set([
   "LocalEmulatorError",
   "UnpricedBudget",
   "PricesFileError",
+  "ReportError",
   "InvalidSettings",
   "EmulatorStartError",
   "ModeUnsupported",
