@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs"
 import { appendFile } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { generateRun } from "../bench/rows-run.js"
 import * as RunRows from "../packages/runner/src/RunRows.js"
 import type { RowPage, RowQuery, RowView } from "../packages/runner/src/RunRows.js"
 import { describeResult, emulatorEnv, makeProject, runCli, startTestEmulator, writeText } from "./support/cli.js"
@@ -280,4 +281,37 @@ describe("RunRows over a two-stage run", () => {
       await rows.close()
     }
   }, 240_000)
+})
+
+describe("a generated run directory (bench/rows-run.ts)", () => {
+  it("reads as a run in `sluice status`, and the index finds its rows, retries and failures", async () => {
+    const dir = project.path("generated", "run")
+    const g = await generateRun(dir, 25_000, 1000)
+    const s = await status(dir)
+    const rows = await openRows(dir)
+    try {
+      expect(rows.rows.size()).toBe(s.rows)
+      expect(s.rows).toBe(25_000)
+      expect(s.pending).toBe(0)
+      const failed = await rows.page({ offset: 0, limit: 1000, status: "failed" })
+      expect(failed.total).toBe(g.permanent)
+      expect(failed.rows.every((r) => r.failure?.class === "permanent")).toBe(true)
+      expect((await rows.page({ offset: 0, limit: 10, status: "invalid" })).total).toBe(g.invalid)
+      expect((await rows.page({ offset: 0, limit: 10, status: "succeeded" })).total).toBe(s.succeeded)
+      // A retried row (3% of the first attempts) shows its second attempt's answer, at its place.
+      const retried = (await rows.page({ offset: 0, limit: 1 })).rows[0]!
+      expect(retried.key).toBe("row-1")
+      expect(retried.status).toBe("succeeded")
+      expect((await Effect.runPromise(rows.rows.raw(retried.customId))) as { shard: string }).toMatchObject({ shard: "label-00001-a2", _tag: "Succeeded" })
+      const last = await rows.page({ offset: s.rows - 1, limit: 5 })
+      expect(last.rows.map((r) => r.key)).toEqual(["row-25000"])
+      expect(last.rows[0]!.status).toBe("succeeded")
+      // A rejected row is listed with the shard planned after it (its failure is committed with
+      // that shard's event): row 10,000 comes before the shard of rows 9,001…10,001, row 20,000 before that of 19,002…20,001.
+      const invalid = (await rows.page({ offset: 0, limit: 10, status: "invalid" })).rows
+      expect(invalid.map((r) => [r.key, r.index, r.failure?.code])).toEqual([["row-10000", 9000, "invalid_input"], ["row-20000", 19001, "invalid_input"]])
+    } finally {
+      await rows.close()
+    }
+  }, 120_000)
 })

@@ -510,6 +510,69 @@ class Index {
     return n
   }
 
+  /** The ranges of `stage` (all: undefined) in order, with the index of each one's first row. */
+  *rangesOf(stage: string | undefined): Generator<{ readonly range: Range; readonly index: number }> {
+    let index = 0
+    for (const [name, ranges] of this.byStage) {
+      if (stage !== undefined && name !== stage) {
+        for (const range of ranges) index += range.count
+        continue
+      }
+      for (const range of ranges) {
+        yield { range, index }
+        index += range.count
+      }
+    }
+  }
+
+  /**
+   * The rows among `candidates` (rows of `range`, in order) whose sidecar line or answer
+   * text holds `q` (lower case): the sidecar read once from its first candidate on, the
+   * answers once over the span of results.jsonl that holds them (a shard's are together).
+   */
+  async search(range: Range, candidates: ReadonlyArray<number>, q: string, readers: Readers): Promise<Set<number>> {
+    const hits = new Set<number>()
+    const holds = (bytes: Buffer, start: number, end: number) => bytes.toString("utf8", start, end).toLowerCase().includes(q)
+    if (range.shard >= 0) {
+      const byPosition = new Map<number, number>()
+      for (const r of candidates) byPosition.set(this.rowAt[r]!, r)
+      await scan(this.paths.rowsFile(this.shards[range.shard]!.id), this.rowAt[candidates[0]!]!, undefined, (bytes, start, end, position) => {
+        const r = byPosition.get(position)
+        if (r !== undefined && holds(bytes, start, end)) hits.add(r)
+        return position < this.rowAt[candidates[candidates.length - 1]!]!
+      })
+    } else {
+      for (const r of candidates) {
+        if (this.failureAt[r]! >= 0 && (await readers.line(this.paths.failures, this.failureAt[r]!)).toLowerCase().includes(q)) hits.add(r)
+      }
+    }
+    const inResults = new Map<number, number>()
+    let from = Infinity
+    let to = -1
+    for (const r of candidates) {
+      if (hits.has(r)) continue
+      if (this.answer[r] === IN_RESULTS) {
+        inResults.set(this.resultAt[r]!, r)
+        from = Math.min(from, this.resultAt[r]!)
+        to = Math.max(to, this.resultAt[r]!)
+      } else if (this.answer[r] === IN_ONLINE) {
+        const text = (await this.answerOf(r, readers))?.["text"]
+        if (typeof text === "string" && text.toLowerCase().includes(q)) hits.add(r)
+      }
+    }
+    if (to >= 0) {
+      await scan(this.paths.results, from, this.resultsPos, (bytes, start, end, position) => {
+        const r = inResults.get(position)
+        if (r !== undefined) {
+          const answer = JSON.parse(bytes.toString("utf8", start, end)) as { text?: unknown }
+          if (typeof answer.text === "string" && answer.text.toLowerCase().includes(q)) hits.add(r)
+        }
+        return position < to
+      })
+    }
+    return hits
+  }
+
   size(): number {
     return this.n
   }
@@ -656,33 +719,32 @@ const pageOf = async (index: Index, query: RowQuery): Promise<RowPage> => {
       }
       return { offset, limit, total: index.count(stage, only), rows: await views() }
     }
-    // A text search reads each candidate's lines as it goes, and stops once the page is full.
-    const candidates = index.rows(stage, only, 0, at)
+    // A text search reads the candidates' lines shard by shard, and stops once the page is full.
     let matched = 0
-    let total: number | null = null
-    for (;;) {
-      const next = candidates.next()
-      if (next.done === true) {
-        total = matched
+    let full = false // stopped with candidates left: the total is not counted
+    search: for (const { range, index: first } of index.rangesOf(stage)) {
+      const candidates: Array<number> = []
+      for (let r = range.first; r < range.first + range.count; r++) {
+        if ((status < 0 || index.status[r] === status) && (klass < 0 || index.klass[r] === klass)) candidates.push(r)
+      }
+      if (candidates.length === 0) continue
+      if (picked.length >= limit) {
+        full = true
         break
       }
-      if (picked.length >= limit) break
-      if (!(await matches(index, next.value, q, readers))) continue
-      if (matched++ >= offset) picked.push([next.value, at.index])
+      const hits = await index.search(range, candidates, q, readers)
+      for (const r of candidates) {
+        if (!hits.has(r)) continue
+        if (picked.length >= limit) {
+          full = true
+          break search
+        }
+        if (matched++ >= offset) picked.push([r, first + (r - range.first)])
+      }
     }
+    const total = full ? null : matched
     return { offset, limit, total, rows: await views() }
   } finally {
     await readers.close()
   }
-}
-
-const matches = async (index: Index, row: number, q: string, readers: Readers): Promise<boolean> => {
-  const sidecar = await index.sidecarText(row, readers)
-  if (sidecar !== undefined && sidecar.toLowerCase().includes(q)) return true
-  if (sidecar === undefined && index.failureAt[row]! >= 0) {
-    const failure = await readers.line(index.paths.failures, index.failureAt[row]!)
-    if (failure.toLowerCase().includes(q)) return true
-  }
-  const answer = await index.answerOf(row, readers)
-  return typeof answer?.["text"] === "string" && answer["text"].toLowerCase().includes(q)
 }

@@ -11,14 +11,14 @@ const CHUNK = 1 << 20
 
 /**
  * Calls `each(bytes, start, end, position)` for every complete line of `path` in
- * [from, to) (`to` undefined: the file's end); returns the position after the last one.
- * A missing file has no lines.
+ * [from, to) (`to` undefined: the file's end), until it returns false; returns the position
+ * after the last line handed out. A missing file has no lines.
  */
 export const scan = async (
   path: string,
   from: number,
   to: number | undefined,
-  each: (bytes: Buffer, start: number, end: number, position: number) => void
+  each: (bytes: Buffer, start: number, end: number, position: number) => boolean | void
 ): Promise<number> => {
   let handle: FileHandle
   try {
@@ -46,8 +46,9 @@ export const scan = async (
       const filled = held + bytesRead
       let start = 0
       for (let nl = buffer.indexOf(10, start); nl !== -1 && nl < filled; nl = buffer.indexOf(10, start)) {
-        if (nl > start) each(buffer, start, nl, base + start)
+        const more = nl > start ? each(buffer, start, nl, base + start) : true
         start = nl + 1
+        if (more === false) return base + start
       }
       at = base + start
       buffer.copy(buffer, 0, start, filled)
