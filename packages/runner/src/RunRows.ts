@@ -119,11 +119,21 @@ interface ShardEntry {
 
 const decodeEvent = Schema.decodeUnknownEither(Schema.parseJson(JournalEvent))
 
-/** `{"shard":"<id>","attempt":n,` … `"customId":"<id>"`: a results.jsonl line's shard and custom_id. */
-const resultIds = (text: string): { shard: string | null; customId: string } | undefined => {
-  const id = stringField(text, "customId")
-  if (id === undefined) return undefined
-  return { shard: stringField(text, "shard") ?? null, customId: id }
+const CUSTOM_ID = Buffer.from(`"customId":"`)
+
+/**
+ * The custom_id of a result line (`{"shard":…,"attempt":n,"_tag":…,"customId":"<id>",…}`),
+ * read from its bytes: its first `"customId":"` is the key (a quote inside a JSON string is
+ * escaped), and it comes before the provider's raw answer.
+ */
+const resultId = (bytes: Buffer, start: number, end: number): string | undefined => {
+  const at = bytes.indexOf(CUSTOM_ID, start)
+  if (at === -1 || at >= end) return undefined
+  const from = at + CUSTOM_ID.length
+  const close = bytes.indexOf(0x22, from)
+  if (close === -1 || close >= end) return undefined
+  const id = bytes.toString("utf8", from, close)
+  return id.includes("\\") ? stringField(bytes.toString("utf8", at, end), "customId") : id
 }
 
 /**
@@ -392,10 +402,9 @@ class Index {
   private async readResults(to: number): Promise<void> {
     if (to <= this.resultsPos) return
     this.resultsPos = await scan(this.paths.results, this.resultsPos, to, (bytes, start, end, position) => {
-      // The ids come first; 4 KB holds them (a custom_id is at most 64 characters).
-      const ids = resultIds(bytes.toString("utf8", start, Math.min(end, start + 4096)))
-      if (ids === undefined) return
-      const r = this.lookup(ids.customId)
+      const id = resultId(bytes, start, end)
+      if (id === undefined) return
+      const r = this.lookup(id)
       if (r === -1) return
       this.resultAt[r] = position
       this.answer[r] = IN_RESULTS
@@ -442,7 +451,7 @@ class Index {
       if (no === undefined) continue
       const entry = this.shards[no]!
       const end = await scan(this.paths.onlineFile(s.id), entry.onlinePos, undefined, (bytes, start, end, position) => {
-        const id = stringField(bytes.toString("utf8", start, Math.min(end, start + 4096)), "customId")
+        const id = resultId(bytes, start, end)
         const r = id === undefined ? -1 : this.lookup(id)
         if (r === -1 || this.latest[r] !== no) return
         this.resultAt[r] = position
