@@ -15,6 +15,7 @@ import * as PipelineLoader from "./PipelineLoader.js"
 import * as Preview from "./Preview.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
+import * as Report from "./Report.js"
 import * as RunDir from "./RunDir.js"
 import * as Path from "@effect/platform/Path"
 import type { FailureClass, Pipeline } from "@sluice/core"
@@ -602,6 +603,47 @@ const statusCommand = Command.make(
     )
 ).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
 
+const reportCommand = Command.make(
+  "report",
+  {
+    runDir: runDirArg,
+    output: Options.file("output").pipe(
+      Options.withAlias("o"),
+      Options.withDescription("where to write the report (default: <run-dir>/report.html)"),
+      Options.optional
+    ),
+    sampleRows: Options.integer("rows").pipe(
+      Options.withDescription(`rows embedded for the row browser (default ${Report.defaultSampleRows.toLocaleString("en-US")}), plus examples of every failure class; \`sluice ui\` browses all`),
+      Options.optional
+    ),
+    prices,
+    json
+  },
+  ({ runDir, output, sampleRows, prices, json }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        if (Option.isSome(sampleRows) && sampleRows.value < 0) {
+          yield* Console.error(`sluice: error: --rows must be 0 or more (got ${sampleRows.value})`)
+          return yield* setExit(ExitCode.usage)
+        }
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const r = yield* Report.write(runDir, {
+          prices: priceTable,
+          ...(Option.isSome(output) ? { file: output.value } : {}),
+          ...(Option.isSome(sampleRows) ? { sampleRows: sampleRows.value } : {})
+        })
+        const sampled = r.shown < r.of ? ` (a sample of ${number(r.shown)} of ${count(r.of, "row")}; \`sluice ui ${runDir}\` browses all)` : ` (${count(r.shown, "row")})`
+        yield* json
+          ? Console.log(JSON.stringify({ file: r.file, rows: { shown: r.shown, of: r.of } }, null, 2))
+          : Console.log(`report: ${r.file}${sampled}`)
+      })
+    )
+).pipe(
+  Command.withDescription(
+    "Write a run's report: one self-contained HTML file (no network needed to view it) with totals, rows over time, each shard's timeline, spend at batch and real-time prices, token distributions, failures by class with examples, and a row browser over a sample of the rows."
+  )
+)
+
 const estimateCommand = Command.make(
   "estimate",
   {
@@ -768,7 +810,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

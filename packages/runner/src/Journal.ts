@@ -4,6 +4,10 @@
  * last newline are a torn write (a crash mid-append), which replay ignores and open cuts off,
  * whatever they hold. A complete line that is not an event is an error naming the line —
  * events are never skipped. An event that would not read back is never written.
+ *
+ * Every line also carries `t`, the time it was written (unix ms), for views of the run over
+ * time (RunView.ts). It is not part of the event: decoding ignores it, so the state a replay
+ * builds never depends on it, and journals written before it existed replay the same.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Either, Schema, Stream } from "effect"
@@ -49,11 +53,11 @@ const nonFinite = (value: unknown, path: string): string | undefined => {
  * The event's line, checked to read back as the same event: a line that does not would make
  * the journal corrupt for every later replay, or replay as another event.
  */
-const lineOf = (event: JournalEvent): Either.Either<string, string> =>
+const lineOf = (event: JournalEvent, t: number): Either.Either<string, string> =>
   Either.flatMap(Either.mapLeft(encodeEvent(event), (e) => e.message.split("\n")[0]!), (encoded) => {
     const problem = nonFinite(encoded, "")
     if (problem !== undefined) return Either.left(`${problem}, which JSON cannot hold`)
-    const text = JSON.stringify(encoded)
+    const text = JSON.stringify({ ...encoded, t })
     return Either.map(parseLine(text), () => text)
   })
 
@@ -66,6 +70,23 @@ const lineOf = (event: JournalEvent): Either.Either<string, string> =>
 export const replay = (
   path: string
 ): Stream.Stream<JournalEvent, JournalCorrupt | JournalIOError, FileSystem.FileSystem> =>
+  Stream.map(replayTimed(path), (line) => line.event)
+
+/** A journal line's event and the time it was written (null in journals from before lines carried `t`). */
+export interface TimedEvent {
+  readonly event: JournalEvent
+  readonly t: number | null
+}
+
+const timeOf = (json: unknown): number | null => {
+  const t = (json as { readonly t?: unknown }).t
+  return typeof t === "number" && Number.isFinite(t) ? t : null
+}
+
+/** `replay`, with the time each line was written. */
+export const replayTimed = (
+  path: string
+): Stream.Stream<TimedEvent, JournalCorrupt | JournalIOError, FileSystem.FileSystem> =>
   Stream.unwrap(
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
@@ -78,13 +99,13 @@ export const replay = (
         completeLines,
         Stream.mapEffect((text) => {
           lineNo++
-          if (text.trim() === "") return Effect.succeed<JournalEvent | undefined>(undefined)
-          const parsed = parseLine(text)
+          if (text.trim() === "") return Effect.succeed<TimedEvent | undefined>(undefined)
+          const parsed = parseTimed(text)
           return Either.isLeft(parsed)
             ? Effect.fail(new JournalCorrupt({ path, line: lineNo, description: parsed.left }))
-            : Effect.succeed<JournalEvent | undefined>(parsed.right)
+            : Effect.succeed<TimedEvent | undefined>(parsed.right)
         }),
-        Stream.filter((e): e is JournalEvent => e !== undefined)
+        Stream.filter((e): e is TimedEvent => e !== undefined)
       )
     })
   )
@@ -101,15 +122,20 @@ const completeLines = <E, R>(text: Stream.Stream<string, E, R>): Stream.Stream<s
     Stream.flattenIterables
   )
 
-const parseLine = (text: string): Either.Either<JournalEvent, string> => {
+const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
   let json: unknown
   try {
     json = JSON.parse(text)
   } catch (e) {
     return Either.left(`not JSON (${(e as Error).message})`)
   }
-  return Either.mapLeft(decodeEvent(json), (err) => `not a journal event (${err.message.split("\n")[0]})`)
+  return Either.match(decodeEvent(json), {
+    onLeft: (err) => Either.left(`not a journal event (${err.message.split("\n")[0]})`),
+    onRight: (event) => Either.right({ event, t: timeOf(json) })
+  })
 }
+
+const parseLine = (text: string): Either.Either<JournalEvent, string> => Either.map(parseTimed(text), (line) => line.event)
 
 const ioError = (path: string) => (e: unknown) =>
   new JournalIOError({ path, description: e instanceof Error ? e.message : String(e) })
@@ -134,7 +160,7 @@ export const open = (path: string): Effect.Effect<JournalWriter, JournalIOError,
     const encoder = new TextEncoder()
     const append = (event: JournalEvent) =>
       Effect.suspend(() => {
-        const line = lineOf(event)
+        const line = lineOf(event, Date.now())
         if (Either.isLeft(line)) {
           return Effect.fail(new JournalIOError({ path, description: `refused a ${event._tag} event that would not read back: ${line.left}` }))
         }

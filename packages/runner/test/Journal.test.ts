@@ -41,6 +41,27 @@ describe("Journal", () => {
     }).pipe(Effect.provide(NodeContext.layer))
   )
 
+  it.scoped("writes the time on every line, and replays journals without it (older runs) to the same events", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      // A line from before lines carried their time.
+      writeFileSync(path, JSON.stringify(planned("a")) + "\n")
+      const before = Date.now()
+      const journal = yield* Journal.open(path)
+      yield* journal.append(planned("b"))
+      const after = Date.now()
+      const lines = readFileSync(path, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { t?: number })
+      expect(lines[0]!.t).toBeUndefined()
+      expect(lines[1]!.t).toBeGreaterThanOrEqual(before)
+      expect(lines[1]!.t).toBeLessThanOrEqual(after)
+      // The time is not part of the event: both replay as the events appended.
+      expect(yield* replayAll(path)).toEqual([planned("a"), planned("b")])
+      const timed = yield* Journal.replayTimed(path).pipe(Stream.runCollect, Effect.map((c) => [...c]))
+      expect(timed.map((l) => l.t)).toEqual([null, lines[1]!.t])
+      expect(timed.map((l) => l.event)).toEqual([planned("a"), planned("b")])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
   it.scoped("ignores a torn last line, and cuts it off before appending", () =>
     Effect.gen(function* () {
       const path = tmp()
