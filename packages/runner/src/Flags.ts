@@ -134,6 +134,9 @@ export const previewRows = bounded(
 ).pipe(Options.withAlias("n"), Options.optional)
 
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
+/** `sluice ui`: the port on 127.0.0.1 (0: a free one). */
+export const uiPort = bounded("port", ranges.port, "the port to listen on, on 127.0.0.1 (0: any free port)", "0").pipe(Options.withDefault(0))
+
 export const prices = Options.file("prices").pipe(
   Options.withDescription(
     "a JSON file of prices and context windows by model (the shape of data/prices.json), merged over the built-in table; default $SLUICE_PRICES"
