@@ -16,11 +16,17 @@ import * as RunRows from "../packages/runner/src/RunRows.js"
 import { describeResult, emulatorEnv, makeProject, runCli, spawnCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
 import type { TempProject, TestEmulator } from "./support/cli.js"
 import { advanceClock, holdClock, readJournalSoFar, releaseClock, waitFor } from "./support/runs.js"
+import { startUiServer } from "./support/ui.js"
 
 const ROWS = 20
 let emulator: TestEmulator
 let project: TempProject
 const children: Array<ChildProcess> = []
+const startUi = async (runDir: string) => {
+  const ui = await startUiServer(runDir, project.dir)
+  children.push(ui.child)
+  return ui
+}
 
 beforeAll(async () => {
   emulator = await startTestEmulator()
@@ -72,23 +78,6 @@ const events = (port: number, token: string) => {
   })
   req.end()
   return { views, close: () => req.destroy() }
-}
-
-/** `sluice ui <run-dir> --json`: its URL, port and token once it listens. */
-const startUi = async (runDir: string): Promise<{ port: number; token: string; url: string; child: ChildProcess }> => {
-  const child = spawnCli(["ui", runDir, "--json"], { cwd: project.dir })
-  children.push(child)
-  let out = ""
-  let err = ""
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d))
-  return new Promise((resolve, reject) => {
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
-      out += d
-      const line = out.split("\n").find((l) => l.startsWith("{"))
-      if (line !== undefined) resolve({ ...(JSON.parse(line) as { port: number; token: string; url: string }), child })
-    })
-    child.on("exit", (code) => reject(new Error(`sluice ui exited (${code}): ${out}${err}`)))
-  })
 }
 
 const rowsOf = (dir: string, query: RunRows.RowQuery) =>
