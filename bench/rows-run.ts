@@ -60,7 +60,7 @@ class Out {
 const words = ["great", "value", "broke", "quickly", "shipping", "late", "quality", "fine", "price", "returned", "works", "as", "described"]
 const textOf = (i: number) => {
   const out: Array<string> = [`Review ${i + 1}:`]
-  for (let k = 0; k < 24; k++) out.push(words[(i * 7 + k * 13 + (i >> 3)) % words.length]!)
+  for (let k = 0; k < 24; k++) out.push(words[(i * 7 + k * 5 + (i >> 3)) % words.length]!)
   return out.join(" ")
 }
 

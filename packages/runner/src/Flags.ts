@@ -135,7 +135,7 @@ export const previewRows = bounded(
 
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
 /** `sluice ui`: the port on 127.0.0.1 (0: a free one). */
-export const uiPort = bounded("port", ranges.port, "the port to listen on, on 127.0.0.1 (0: any free port)", "0").pipe(Options.withDefault(0))
+export const uiPort = bounded("port", ranges.port, "the port to listen on, on 127.0.0.1; 0 takes any free port", "0").pipe(Options.withDefault(0))
 
 export const prices = Options.file("prices").pipe(
   Options.withDescription(
@@ -154,7 +154,7 @@ const millis = (name: string, description: string, byDefault: string, min = 0) =
   bounded(name, { min, max: 604_800_000, integer: true, unit: "ms" }, description, byDefault)
 
 export const emulator = {
-  port: bounded("port", { min: 0, max: 65_535, integer: true }, "port on 127.0.0.1", "0, a free port").pipe(Options.withDefault(0)),
+  port: bounded("port", ranges.port, "port on 127.0.0.1", "0, a free port").pipe(Options.withDefault(0)),
   requestsPerSecond: bounded("requests-per-second", { min: 0, above: true, max: 1_000_000_000 }, "processing speed per batch", "1000").pipe(
     Options.withDefault(1000)
   ),
