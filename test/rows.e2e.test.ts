@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { generateRun } from "../bench/rows-run.js"
 import * as RunRows from "../packages/runner/src/RunRows.js"
 import type { RowPage, RowQuery, RowView } from "../packages/runner/src/RunRows.js"
-import { describeResult, emulatorEnv, makeProject, runCli, startTestEmulator, writeText } from "./support/cli.js"
+import { describeResult, emulatorEnv, makeProject, pipelineSource, runCli, startTestEmulator, writeText } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
 import { setFaults } from "./support/runs.js"
 
@@ -310,6 +310,46 @@ describe("a generated run directory (bench/rows-run.ts)", () => {
       // that shard's event): row 10,000 comes before the shard of rows 9,001…10,001, row 20,000 before that of 19,002…20,001.
       const invalid = (await rows.page({ offset: 0, limit: 10, status: "invalid" })).rows
       expect(invalid.map((r) => [r.key, r.index, r.failure?.code])).toEqual([["row-10000", 9000, "invalid_input"], ["row-20000", 19001, "invalid_input"]])
+    } finally {
+      await rows.close()
+    }
+  }, 120_000)
+})
+
+describe("RunRows over an online run stopped mid-shard", () => {
+  it("answers in an online file before their collection: shown with the row (still pending); a torn line ignored; then collected", async () => {
+    await writeText(project, "online.pipeline.ts", pipelineSource({ name: "online-rows", source: "data/docs.jsonl" }).replace("output: Label", 'mode: "online",\n    output: Label'))
+    const runDir = ".sluice/runs/online"
+    const dir = join(project.dir, runDir)
+    const args = ["run", "online.pipeline.ts", "--run-dir", runDir, "--shard-size", "12", "--concurrency", "2"]
+    const killed = await runCli(args, { cwd: project.dir, env: { ...emulatorEnv(emulator.url), SLUICE_FAILPOINT: "online-synced:3" } })
+    expect(killed.signal, describeResult(killed)).toBe("SIGKILL")
+    const onlineFile = join(dir, "shards", "label-00001.online.jsonl")
+    const answered = jsonl<{ _tag: string; customId: string; text: string }>(onlineFile)
+    expect(answered.length).toBeGreaterThan(0)
+    expect(answered.length).toBeLessThan(12)
+    // A write the kill cut short.
+    await appendFile(onlineFile, `{"_tag":"Succeeded","customId":"label-`)
+
+    const rows = await openRows(dir)
+    try {
+      const all = await rows.all()
+      expect(all).toHaveLength(12)
+      expect(countOf(all, "pending")).toBe(12)
+      const byId = new Map(answered.map((a) => [a.customId, a]))
+      for (const r of all) {
+        const a = byId.get(r.customId)
+        expect(r.output, r.customId).toEqual(a === undefined ? null : JSON.parse(a.text))
+        expect(await Effect.runPromise(rows.rows.raw(r.customId))).toEqual(a ?? null)
+      }
+      // Resumed to the end: the same handle, refreshed, shows the collected outcome.
+      const resumed = await runCli(["resume", runDir], { cwd: project.dir, env: emulatorEnv(emulator.url) })
+      expect(resumed.code, describeResult(resumed)).toBe(0)
+      await Effect.runPromise(rows.rows.refresh)
+      const after = await rows.all()
+      expect(countOf(after, "succeeded")).toBe(12)
+      const results = jsonl<{ customId: string; shard: string }>(join(dir, "results.jsonl"))
+      for (const r of after) expect(await Effect.runPromise(rows.rows.raw(r.customId))).toEqual(results.filter((l) => l.customId === r.customId).at(-1))
     } finally {
       await rows.close()
     }
