@@ -6,7 +6,8 @@
  *   npm run bench -- --rows 1000000    the big run
  *   npm run bench -- --quick           20,000 rows: a smoke run of a minute or two
  *
- * Options: --shard-size N (50000) --concurrency N (4) --poll-interval S (0.2) --profile
+ * Options: --shard-size N (50000) --concurrency N (4) --poll-interval S|adaptive (0.2; adaptive: sluice
+ *          runs without --poll-interval, on its own schedule, and the baseline polls every 0.2 s) --profile
  *          (one more sluice run under `node --cpu-prof`, summarised) --growth / --no-growth
  *          (also run sluice and the baseline at 100,000 rows for the RSS growth target; on by
  *          default above 100,000 rows) --skip floors,e2e,isolated,baseline,resume,replay
@@ -72,7 +73,10 @@ const quick = flag("--quick")
 const rows = Number(option("--rows") ?? (quick ? 20_000 : 200_000))
 const shardSize = Number(option("--shard-size") ?? (quick ? 5_000 : 50_000))
 const concurrency = Number(option("--concurrency") ?? 4)
-const pollInterval = Number(option("--poll-interval") ?? 0.2)
+const adaptivePoll = option("--poll-interval") === "adaptive"
+const pollInterval = adaptivePoll ? 0.2 : Number(option("--poll-interval") ?? 0.2)
+/** sluice's poll flag: a fixed interval, or none (its adaptive schedule). */
+const pollFlags = adaptivePoll ? [] : ["--poll-interval", String(pollInterval)]
 const profile = flag("--profile")
 const quietWait = !flag("--no-wait-quiet")
 const quietTimeoutS = Number(option("--quiet-timeout") ?? 120)
@@ -186,6 +190,28 @@ const ledger = async (): Promise<LedgerSummary> => {
   }
 }
 
+/**
+ * Provider calls of one measured run, by route (the emulator counts them: `GET /_emulator/requests`,
+ * reset before each run), in all and per shard.
+ */
+type Calls = {
+  readonly shards: number
+  readonly total: Record<string, number>
+  readonly perShard: Record<string, number>
+}
+
+const callsOf = async (shards: number): Promise<Calls> => {
+  const total = await call<Record<string, number>>("/_emulator/requests")
+  const perShard = Object.fromEntries(Object.entries(total).map(([route, n]) => [route, Math.round((n / shards) * 100) / 100]))
+  return { shards, total, perShard }
+}
+
+/** "POST /v1/files 1 · POST /v1/batches 1 · …", and whether any listing happened. */
+const describeCalls = (c: Calls): string => {
+  const listed = Object.keys(c.total).some((r) => /^GET .*\/(files|batches)$/.test(r))
+  return `${Object.entries(c.perShard).map(([route, n]) => `${route} ${n}`).join(" · ")}${listed ? "" : " (no listing)"}`
+}
+
 const emulatorCpu = () => procCpuSeconds(emulator!.pid) ?? 0
 
 // ------------------------------------------------------------------------------------------
@@ -220,8 +246,7 @@ const sluiceRunArgs = (runDir: string, extra: Array<string> = []) => [
   String(shardSize),
   "--concurrency",
   String(concurrency),
-  "--poll-interval",
-  String(pollInterval),
+  ...pollFlags,
   ...extra
 ]
 
@@ -409,7 +434,7 @@ const isolated = async (label: string, source: string, n: number, planFlags: Arr
   await waitForBatches(manifestRunId(runDir))
   const collectRun = await runChild({
     label: `${label}-collect`,
-    args: [...collectFlags, cli, "resume", runDir, "--concurrency", String(concurrency), "--poll-interval", String(pollInterval)],
+    args: [...collectFlags, cli, "resume", runDir, "--concurrency", String(concurrency), ...pollFlags],
     env: sluiceEnv(source, sink, "fail"),
     logFile: logPath(`${label}-collect`),
     journal,
@@ -549,6 +574,9 @@ const main = async () => {
     await resetEmulator()
     e2e = await sluiceEndToEnd("sluice-e2e", dataset.path, rows)
     m["sluice-e2e"] = e2e.figures
+    const calls = await callsOf(Math.ceil(rows / shardSize))
+    m["calls-sluice-e2e"] = calls
+    say(`sluice calls per shard: ${describeCalls(calls)}`)
     say(`sluice end to end: ${e2e.figures.wallS.toFixed(1)} s, peak RSS ${e2e.figures.peakRssMB.toFixed(0)} MB`)
 
     // 3. Floor of the collect phase, on the very result files sluice collected.
@@ -598,6 +626,7 @@ const main = async () => {
   if (!skip.has("baseline")) {
     await resetEmulator()
     m["baseline-sdk"] = await baseline("baseline-sdk", dataset.path, rows)
+    m["calls-baseline-sdk"] = await callsOf(Math.ceil(rows / shardSize))
     say(`baseline (openai SDK): ${(m["baseline-sdk"] as RunFigures).wallS.toFixed(1)} s, peak RSS ${(m["baseline-sdk"] as RunFigures).peakRssMB.toFixed(0)} MB`)
   }
 
@@ -644,7 +673,7 @@ const main = async () => {
     const before = await ledger()
     const resumeRun = await runChild({
       label: "sluice-resumed",
-      args: [cli, "resume", runDir, "--concurrency", String(concurrency), "--poll-interval", String(pollInterval)],
+      args: [cli, "resume", runDir, "--concurrency", String(concurrency), ...pollFlags],
       env: sluiceEnv(dataset.path, sink),
       logFile: logPath("sluice-resumed"),
       journal,
@@ -739,6 +768,8 @@ const report = () => {
   const fCollect = get("floor-collect")
   const resume = m["resume"] as Record<string, number | null> | undefined
   const replay = m["replay"] as Record<string, number> | undefined
+  const callsSluice = m["calls-sluice-e2e"] as unknown as Calls | undefined
+  const callsBaseline = m["calls-baseline-sdk"] as unknown as Calls | undefined
   const e2ePlan = e2e?.phases?.find((p) => p.name.startsWith("plan"))
 
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? undefined : a / b)
@@ -823,7 +854,7 @@ const report = () => {
       : `${name.padEnd(56)} ${fmt(f.rows, 0).padStart(9)} ${fmt(f.wallS, 2).padStart(9)} ${fmt(f.rowsPerS, 0).padStart(10)} ${fmt(f.peakRssMB, 0).padStart(9)} ${(f.cpuS === undefined || f.cpuS === null ? "" : f.cpuS.toFixed(1)).padStart(7)} ${(f.foreignCores === undefined || f.foreignCores === null ? "" : f.foreignCores.toFixed(2)).padStart(7)}  ${note}`
   const out: Array<string | undefined> = [
     "",
-    `sluice benchmark${sluiceRoot === root ? "" : ` of ${sluiceRoot}`} · ${rows} rows (${((results["dataset"] as { bytes: number }).bytes / 1e6).toFixed(0)} MB) · shard size ${shardSize} · concurrency ${concurrency} · poll ${pollInterval} s`,
+    `sluice benchmark${sluiceRoot === root ? "" : ` of ${sluiceRoot}`} · ${rows} rows (${((results["dataset"] as { bytes: number }).bytes / 1e6).toFixed(0)} MB) · shard size ${shardSize} · concurrency ${concurrency} · poll ${adaptivePoll ? "adaptive (baseline 0.2 s)" : `${pollInterval} s`}`,
     `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGB} GB RAM, node ${machine.node}, ${machine.platform}`,
     "",
     `${"measurement".padEnd(56)} ${"rows".padStart(9)} ${"wall s".padStart(9)} ${"rows/s".padStart(10)} ${"RSS MB".padStart(9)} ${"CPU s".padStart(7)} ${"other".padStart(7)}`,
@@ -847,6 +878,8 @@ const report = () => {
     replay === undefined ? undefined : line("sluice status --json --no-refresh", { wallS: replay["statusWallS"]!, peakRssMB: replay["statusPeakRssMB"]! }, `CLI start-up alone: ${fmt(replay["cliStartupWallS"])} s`),
     e2e?.emulator === undefined ? undefined : `${"emulator during sluice end to end".padEnd(56)} CPU ${e2e.emulator.cpuS.toFixed(1)} s (${(e2e.emulator.cpuPerWall * 100).toFixed(0)}% of one core over the run), peak RSS ${e2e.emulator.peakRssMB.toFixed(0)} MB`,
     base?.emulator === undefined ? undefined : `${"emulator during the baseline".padEnd(56)} CPU ${base.emulator.cpuS.toFixed(1)} s (${(base.emulator.cpuPerWall * 100).toFixed(0)}% of one core over the run), peak RSS ${base.emulator.peakRssMB.toFixed(0)} MB`,
+    callsSluice === undefined ? undefined : `${"provider calls per shard, sluice end to end".padEnd(56)} ${describeCalls(callsSluice)}`,
+    callsBaseline === undefined ? undefined : `${"provider calls per shard, baseline".padEnd(56)} ${describeCalls(callsBaseline)}`,
     "(RSS: peak resident set of the process; CPU: user + system seconds of the process; other: cores used on average by",
     " processes outside the benchmark during the measurement — above ~0.1 the figure is disturbed)",
     "",

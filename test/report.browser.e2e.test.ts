@@ -11,6 +11,8 @@ import { cpSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:f
 import { dirname, resolve } from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { Effect } from "effect"
+import * as ReportPage from "../packages/runner/src/ReportPage.js"
+import type { RowView } from "../packages/runner/src/RunRows.js"
 import * as RunView from "../packages/runner/src/RunView.js"
 import type { Browser } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -58,6 +60,8 @@ describe("sluice report, opened in headless Chromium", () => {
   let project: TempProject
   let emulator: TestEmulator
   let browser: Browser
+  /** The view embedded in the report of the first test. */
+  let reportedView: RunView.RunView | undefined
 
   beforeAll(async () => {
     project = await makeProject("sluice-report-")
@@ -172,7 +176,72 @@ describe("sluice report, opened in headless Chromium", () => {
     expect(blocked, "the report fetched nothing").toEqual([])
     expect(errors, "no script errors").toEqual([])
     await context.close()
+    reportedView = view
+  })
 
+  it("a sample of the rows says so, and still holds every failed row of each class", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const report = await runCli(["report", "run", "-o", "sample.html", "--rows", "10", "--json"], { cwd: project.dir })
+    expect(report.code, describeResult(report)).toBe(0)
+    const failures = await readJsonl<FailureLine>(project.path("run", "failures.jsonl"))
+    const written = JSON.parse(report.stdout) as { file: string; rows: { shown: number; of: number } }
+    expect(written).toEqual({ file: project.path("sample.html"), rows: { shown: 10 + failures.filter((f) => Number(f.key!.slice(4)) > 10).length, of: ROWS } })
+
+    const { page, blocked, errors, context } = await offlinePage(browser)
+    await page.goto(`file://${written.file}`)
+    await page.waitForSelector("body[data-ready=true]")
+    expect(await page.locator("#notice").textContent()).toContain(`Showing ${written.rows.shown} of ${ROWS} rows`)
+    for (const cls of new Set(failures.map((f) => f.class))) {
+      await page.selectOption("#filter-class", cls)
+      await page.waitForFunction((c) => {
+        const rows = Array.from((globalThis as unknown as Browserside).document.querySelectorAll("#rows tbody tr"))
+        return rows.length > 0 && rows.every((r) => r.getAttribute("data-class") === c)
+      }, cls)
+      const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
+      expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
+    }
+    expect(blocked).toEqual([])
+    expect(errors).toEqual([])
+    await context.close()
+  })
+
+  it("rows holding markup or script end tags show as text, and run nothing", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const hostile = `</script><script>globalThis.pwned = 1</script><img src=x onerror="globalThis.pwned = 2"> \u2028 <!-- `
+    const row: RowView = {
+      index: 0,
+      customId: "label-x-1",
+      key: "</script>",
+      stage: "label",
+      shard: "label-00001",
+      status: "succeeded",
+      failure: null,
+      input: { text: hostile },
+      output: hostile,
+      cached: false
+    }
+    const html = ReportPage.render({ view: reportedView!, data: { mode: "static", view: reportedView!, rows: [row], raws: { [row.customId]: { hostile } }, sampled: { shown: 1, of: 1 } } })
+    writeFileSync(project.path("hostile.html"), html)
+    const { page, blocked, errors, context } = await offlinePage(browser)
+    let dialogs = 0
+    page.on("dialog", (d) => void (dialogs++, d.dismiss()))
+    await page.goto(`file://${project.path("hostile.html")}`)
+    await page.waitForSelector("body[data-ready=true]")
+    const shown = page.locator("#rows tbody tr").first()
+    expect(await shown.getAttribute("data-key")).toBe("</script>")
+    expect(await shown.locator("td.io").first().textContent()).toContain("<img src=x onerror=")
+    expect(await shown.locator("td.io").nth(1).textContent()).toContain("</script><script>globalThis.pwned = 1</script>")
+    expect(await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned)).toBeUndefined()
+    expect(dialogs).toBe(0)
+    // The image the markup names was never requested: it was never an element.
+    expect(blocked).toEqual([])
+    expect(errors).toEqual([])
+    await context.close()
+  })
+
+  it("RunView: a journal from before lines carried their time; the live loader reading on from where it stopped", async () => {
+    expect(reportedView, "the report test ran first").toBeDefined()
+    const view = reportedView!
     // A journal from before lines carried their time gives the same totals, and no rows over time.
     cpSync(project.path("run"), project.path("old-run"), { recursive: true })
     const journal = readFileSync(project.path("old-run", "journal.jsonl"), "utf8")
@@ -182,5 +251,23 @@ describe("sluice report, opened in headless Chromium", () => {
     expect({ ...old.totals, runDir: view.totals.runDir }).toEqual(view.totals)
     expect(old.timeline).toEqual([])
     expect(old.failures).toEqual(view.failures)
+
+    // The live page's loader reads on from where it stopped: the run as it was before its last
+    // collection (the journal cut there; the output files' later lines are past their committed
+    // lengths), then as it is, gives what a fresh load gives.
+    const fullJournal = readFileSync(project.path("run", "journal.jsonl"), "utf8")
+    const cut = fullJournal.lastIndexOf('{"_tag":"Collected"')
+    cpSync(project.path("run"), project.path("mid-run"), { recursive: true })
+    writeFileSync(project.path("mid-run", "journal.jsonl"), fullJournal.slice(0, cut))
+    const provided = <A, E>(effect: Effect.Effect<A, E, any>) => Effect.runPromise(effect.pipe(Effect.provide(NodeContext.layer)) as Effect.Effect<A, E, never>)
+    const loader = RunView.makeLoader(project.path("mid-run"))
+    const before = await provided(loader.load)
+    expect(before.totals.pending, "mid-run: the last shard's rows are not collected yet").toBeGreaterThan(0)
+    writeFileSync(project.path("mid-run", "journal.jsonl"), fullJournal)
+    const after = await provided(loader.load)
+    const fresh = await provided(RunView.load(project.path("mid-run")))
+    expect({ ...after, at: 0 }).toEqual({ ...fresh, at: 0 })
+    expect(after.tokens).toEqual(view.tokens)
+    expect(after.failures).toEqual(view.failures)
   })
 })

@@ -28,6 +28,7 @@ import { ApiError } from "./internal/errors.js"
 import { defaultFaults, FAULT_KEYS, type FaultSettings, Faults, parseFaultPatch } from "./internal/faults.js"
 import { KnownModels } from "./internal/models.js"
 import { RealtimeCalls } from "./internal/realtime.js"
+import { RequestCounts } from "./internal/requestCounts.js"
 import { createHandler } from "./internal/router.js"
 import { Store } from "./internal/store.js"
 
@@ -237,6 +238,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     store,
     batches,
     realtime,
+    requests: new RequestCounts(),
     faults,
     seed,
     clock,

@@ -75,6 +75,8 @@ export interface FaultPatch {
   readonly latencyPerTokenMs?: number
   /** true: admitted real-time requests wait, in flight, until it is set back to false (or reset). */
   readonly holdRequests?: boolean
+  /** true: every DELETE (files, batches) is refused 403, as for a key without delete permission. */
+  readonly refuseDeletes?: boolean
   /** Expire this batch now (OpenAI, Anthropic, or Gemini by its name without `batches/`), keeping the results finished so far. */
   readonly expireBatch?: string
 }
@@ -121,6 +123,15 @@ const call = async <A>(emulatorUrl: string, route: string, options: ControlOptio
 const origin = (emulatorUrl: string): string => emulatorUrl.replace(/\/+$/, "").replace(/\/v1$/, "")
 
 export const getLedger = (emulatorUrl: string, options: ControlOptions = {}): Promise<Ledger> => call(emulatorUrl, "ledger", options)
+
+/**
+ * Provider-API requests received (since start or the last reset) by method and route, the ids in
+ * a path replaced by `{id}`: `{ "POST /v1/files": 3, "GET /v1/batches/{id}": 12, … }`.
+ */
+export type RequestCounts = Readonly<Record<string, number>>
+
+export const getRequestCounts = (emulatorUrl: string, options: ControlOptions = {}): Promise<RequestCounts> =>
+  call(emulatorUrl, "requests", options)
 
 export const getInFlight = (emulatorUrl: string, options: ControlOptions = {}): Promise<InFlight> => call(emulatorUrl, "inflight", options)
 

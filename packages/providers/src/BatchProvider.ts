@@ -129,6 +129,34 @@ export interface OnlineApi {
   readonly send: (line: string, customId: string) => Effect.Effect<OnlineAnswer, ProviderError>
 }
 
+/** A file held at the provider (an uploaded input, a batch's output or error file). */
+export interface StoredFile {
+  readonly id: string
+  /** The name it was uploaded under (OpenAI `filename`, Gemini `displayName`); null for none. */
+  readonly name: string | null
+  /** null when the provider does not say. */
+  readonly bytes: number | null
+  /** Unix seconds. */
+  readonly createdAt: number
+  /** OpenAI `purpose` (`batch`, `batch_output`), Gemini `source` (`UPLOADED`, `GENERATED`); null for none. */
+  readonly purpose: string | null
+}
+
+/**
+ * Files at the provider: what a run deletes once a shard is collected, and what \`sluice gc\`
+ * lists. Absent where the provider keeps no files (Anthropic: requests inline, results a URL).
+ */
+export interface ProviderStorage {
+  /** The provider file an input ref names, or null when the input was sent inline. */
+  readonly inputFile: (inputRef: string) => string | null
+  /** The files a batch wrote its results to (output, error): none when results are inline or a URL. */
+  readonly outputFiles: (batch: BatchInfo) => ReadonlyArray<string>
+  /** Deletes a file; one already gone (404) counts as deleted. */
+  readonly deleteFile: (fileId: string) => Effect.Effect<void, ProviderError>
+  /** Every file held, lazily paginated. */
+  readonly files: Stream.Stream<StoredFile, ProviderError>
+}
+
 /** True unless the provider declares that it has no batch API. */
 export const hasBatchApi = (provider: BatchProvider): boolean => provider.capabilities.batch !== false
 
@@ -163,6 +191,13 @@ export interface BatchProvider {
   readonly results: (batch: BatchInfo) => Stream.Stream<BatchResult, ProviderError>
   /** Deletes a staged input that will not be used. */
   readonly deleteStaged: (inputRef: string) => Effect.Effect<void, ProviderError>
+  /** Files at the provider; absent when it keeps none. */
+  readonly storage?: ProviderStorage
+  /**
+   * Deletes an ended batch (Anthropic, Gemini; OpenAI has no such call). One already gone
+   * (404) counts as deleted. Never called on a batch in progress.
+   */
+  readonly deleteBatch?: (batchId: string) => Effect.Effect<void, ProviderError>
   /**
    * For providers without batch metadata: finds a shard's orphan by what the API does show
    * (creation time, request count, and once it has ended, its results' custom_ids).

@@ -550,6 +550,39 @@ describe("GeminiBatch against the emulator", () => {
       assert.isTrue(Option.isNone(yield* provider.findStaged(name)))
     }))
 
+  it.scopedLive("storage: files listed page by page with their bytes, input and responses file deleted (idempotently), ended batch deleted", () =>
+    Effect.gen(function*() {
+      const { advance, provider } = yield* setup({ requestsPerSecond: 5000 }, { inlineMaxBytes: 0, filesPageSize: 1 })
+      const storage = provider.storage!
+      const dir = yield* tmpDir
+      const path = writeShard(dir, provider, Array.from({ length: 5 }, (_, i) => [`s-${i}`, chat(i, false)] as const))
+      const name = "sluice-classify-1a2b-label-00003-s1.jsonl"
+      const staged = yield* provider.stage(path, name)
+      assert.strictEqual(storage.inputFile(staged.inputRef), staged.inputRef)
+      assert.isNull(storage.inputFile(`inline:${path}`))
+      const done = yield* waitTerminal(provider, (yield* provider.create({ inputRef: staged.inputRef, path, endpoint: "chat", metadata: runMetadata("label-00003") })).id, advance)
+      const outputs = storage.outputFiles(done)
+      assert.deepStrictEqual(outputs, [done.outputFileId!])
+
+      const listed = Chunk.toReadonlyArray(yield* Stream.runCollect(storage.files))
+      const input = listed.find((f) => f.id === staged.inputRef)
+      assert.deepInclude(input, { name, purpose: "UPLOADED", bytes: NodeFs.statSync(path).size })
+      const output = listed.find((f) => f.id === outputs[0])
+      assert.strictEqual(output?.purpose, "GENERATED")
+      assert.isAbove(output?.bytes ?? 0, 0)
+
+      for (const id of [staged.inputRef, ...outputs]) {
+        yield* storage.deleteFile(id)
+        yield* storage.deleteFile(id)
+      }
+      assert.deepStrictEqual(Chunk.toReadonlyArray(yield* Stream.runCollect(storage.files)).map((f) => f.id), [])
+
+      yield* provider.deleteBatch!(done.id)
+      yield* provider.deleteBatch!(done.id)
+      const gone = failureOf(yield* Effect.exit(provider.retrieve(done.id)))
+      assert.strictEqual(gone.reason, "NotFound")
+    }))
+
   it.scopedLive("findStaged pages through the file list", () =>
     Effect.gen(function*() {
       const { exchanges, provider } = yield* setup({}, { inlineMaxBytes: 0, filesPageSize: 2 })

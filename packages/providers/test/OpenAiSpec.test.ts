@@ -561,7 +561,7 @@ describe("our OpenAI provider's requests conform to the OpenAI spec (strict)", (
       .toBeGreaterThan(0)
   })
 
-  it("stage, findStaged, create, retrieve, list, results, cancel, deleteStaged: every request validates", async () => {
+  it("stage, findStaged, create, retrieve, list, results, cancel, deleteStaged, storage (files, deleteFile): every request validates", async () => {
     // The emulator's clock moves only when `wait` moves it: the slow batch is still running when cancelled.
     let now = Date.now()
     const emulator = await startEmulator({ ...FAST, clock: () => now })
@@ -620,6 +620,23 @@ describe("our OpenAI provider's requests conform to the OpenAI spec (strict)", (
         })
         yield* provider.cancel(slow.id)
         yield* provider.deleteStaged(chat.staged.inputRef)
+
+        // storage: every file of every purpose, page by page, with its bytes; a delete of a file already gone is done
+        const storage = provider.storage!
+        const output = chat.done.outputFileId!
+        const listed = Chunk.toReadonlyArray(yield* Stream.runCollect(storage.files))
+        expect(listed.map((f) => f.id)).not.toContain(chat.staged.inputRef)
+        expect(listed.find((f) => f.id === emb.staged.inputRef)).toMatchObject({
+          name: "emb.jsonl",
+          purpose: "batch",
+          bytes: NodeFs.statSync(NodePath.join(dir, "emb.jsonl")).size
+        })
+        expect(listed.find((f) => f.id === output)).toMatchObject({ purpose: "batch_output" })
+        expect(listed.find((f) => f.id === output)!.bytes).toBeGreaterThan(0)
+        expect(storage.outputFiles(chat.done)).toContain(output)
+        yield* storage.deleteFile(output)
+        yield* storage.deleteFile(output)
+        expect(Chunk.toReadonlyArray(yield* Stream.runCollect(storage.files)).map((f) => f.id)).not.toContain(output)
       })
       await Effect.runPromise(Effect.scoped(program))
 
@@ -628,7 +645,7 @@ describe("our OpenAI provider's requests conform to the OpenAI spec (strict)", (
       for (const request of sent) problems.push(...(await requestProblems(request, seenLines)))
       expect(problems).toEqual([])
       expect(seenLines.get("uploaded")).toBe(6 + 3 + 40)
-      expect(sent.filter((s) => s.query.has("after")).map((s) => s.url.pathname).sort()).toEqual(["/v1/batches", "/v1/files"])
+      expect([...new Set(sent.filter((s) => s.query.has("after")).map((s) => s.url.pathname))].sort()).toEqual(["/v1/batches", "/v1/files"])
       const routes = new Set(sent.map((s) => `${s.method} ${specOperation(s.method, specPath(s.url.pathname))?.template}`))
       expect([...routes].sort()).toEqual([
         "DELETE /files/{file_id}", "GET /batches", "GET /batches/{batch_id}", "GET /files", "GET /files/{file_id}/content",

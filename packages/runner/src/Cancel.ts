@@ -35,8 +35,10 @@ import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
 
 export interface CancelOptions {
-  /** Between status polls of a cancelled batch (default 30 s; at least a second against a remote provider). */
+  /** A fixed wait between status polls of a cancelled batch (at least a second against a remote provider); default: adaptive. */
   readonly pollInterval?: Duration.Duration
+  /** The adaptive schedule's longest wait between polls (default 30 s). */
+  readonly maxPollInterval?: Duration.Duration
   /** How long a batch that completed without an output file is waited for (see `RunSettings`). */
   readonly outputFileWait?: Duration.Duration
   /** Batches cancelled and polled at once (default 4). */
@@ -93,6 +95,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
         {
           ...defaultSettings,
           ...(options.pollInterval === undefined ? {} : { pollInterval: options.pollInterval }),
+          ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: options.maxPollInterval }),
           ...(options.outputFileWait === undefined ? {} : { outputFileWait: options.outputFileWait }),
           ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency })
         },

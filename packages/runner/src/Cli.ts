@@ -6,6 +6,7 @@ import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
 import * as Cancel from "./Cancel.js"
 import * as Estimate from "./Estimate.js"
+import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
@@ -26,6 +27,7 @@ import type { FailureClass, Pipeline } from "@sluice/core"
 import { checkDefinition, run as runPipeline, runDirFor } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
+import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
@@ -66,8 +68,11 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
+const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
+  Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+)
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
   Options.optional
@@ -196,6 +201,12 @@ const loadPipeline = (file: string, noTypecheck: boolean, expect?: { readonly sh
     return { ...(yield* PipelineLoader.load(file, expect)), checked }
   })
 
+/** `--poll-interval` (a fixed wait) and `--max-poll-interval` (the adaptive schedule's cap), as run options. */
+const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readonly maxPollSeconds?: Option.Option<number> | undefined }) => ({
+  ...(Option.isSome(opts.pollSeconds) ? { pollInterval: Duration.millis(opts.pollSeconds.value * 1000) } : {}),
+  ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
+})
+
 const execute = (
   pipelineFile: string,
   opts: {
@@ -205,10 +216,12 @@ const execute = (
     rpm?: Option.Option<number>
     tpm?: Option.Option<number>
     shardSize: Option.Option<number>
-    pollSeconds: number
+    pollSeconds: Option.Option<number>
+    maxPollSeconds?: Option.Option<number>
     outputFileWait: number
     prices: Option.Option<string>
     detach: boolean
+    keepProviderFiles?: boolean
     allowChanged: boolean
     rebindProvider?: boolean
     json: boolean
@@ -240,7 +253,7 @@ const execute = (
     }
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), yield* Path.Path)
     reporting.runDir = runDir
-    const progress = Progress.make()
+    const progress = Progress.make({ prices: priceTable })
     const renderer = yield* Effect.fork(progress.render)
     const summary = yield* runPipeline(pipeline, {
       ...(Option.isSome(opts.runDir) ? { runDir: opts.runDir.value } : {}),
@@ -252,10 +265,11 @@ const execute = (
       ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? { rpm: opts.rpm.value } : {}),
       ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? { tpm: opts.tpm.value } : {}),
       ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
-      pollInterval: Duration.millis(opts.pollSeconds * 1000),
+      ...pollOptions(opts),
       outputFileWait: Duration.millis(opts.outputFileWait * 1000),
       prices: priceTable,
       detach: opts.detach,
+      ...(opts.keepProviderFiles === true ? { keepProviderFiles: true } : {}),
       allowChanged: opts.allowChanged,
       rebindProvider: opts.rebindProvider === true,
       providerEndpoints: Registry.endpoints(pipeline.stages.map((s) => s.provider)),
@@ -269,6 +283,8 @@ const execute = (
       ...(opts.noCache ? { cache: false as const } : Option.isSome(opts.cacheDir) ? { cache: opts.cacheDir.value } : {}),
       ...(opts.retryClasses === undefined ? {} : { retryClasses: opts.retryClasses })
     }).pipe(
+      // Spans and metrics to the OTLP endpoint the environment names, if it names one.
+      Telemetry.exported,
       Effect.ensuring(Fiber.interrupt(renderer)),
       Effect.ensuring(progress.finish),
       // A missing key is where a first try stops: say how to try without one.
@@ -311,7 +327,7 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags) =>
       const local = yield* LocalEmulator.start(pipeline.name)
       cacheDir = Option.orElse(cacheDir, () => Option.some(local.cacheDir))
     }
-    const progress = Progress.make()
+    const progress = Progress.make({ prices: priceTable })
     const renderer = yield* Effect.fork(progress.render)
     const result = yield* Preview.preview(pipeline, {
       prices: priceTable,
@@ -386,6 +402,7 @@ const runOrPreview = (
     const runOnly = [
       ...(Option.isSome(opts.runDir) ? ["--run-dir"] : []),
       ...(opts.detach ? ["--detach"] : []),
+      ...(opts.keepProviderFiles === true ? ["--keep-provider-files"] : []),
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
       ...(Option.isSome(opts.shardSize) ? ["--shard-size"] : []),
       ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
@@ -413,8 +430,10 @@ const runCommand = Command.make(
     tpm,
     shardSize,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -474,8 +493,10 @@ const resumeCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     budget,
@@ -510,12 +531,14 @@ const retryCommand = Command.make(
     rpm,
     tpm,
     pollSeconds,
+    maxPollSeconds,
     outputFileWait,
     deadline,
     onlineBudget,
     onlineBelow,
     prices,
     detach,
+    keepProviderFiles,
     allowChanged,
     rebindProvider,
     cacheDir: cacheDirOption,
@@ -561,7 +584,7 @@ const cancelLines = (s: Cancel.CancelSummary): string => {
 
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, outputFileWait, prices, breakLock, json },
+  { runDir: runDirArg, pollSeconds, maxPollSeconds, outputFileWait, prices, breakLock, json },
   ({ runDir, ...opts }) =>
     // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
@@ -569,11 +592,11 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
-        const progress = Progress.make()
+        const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
         const summary = yield* Cancel.fromJournal(runDir, {
           concurrency: ranges.concurrency.max,
-          pollInterval: Duration.millis(opts.pollSeconds * 1000),
+          ...pollOptions(opts),
           outputFileWait: Duration.millis(opts.outputFileWait * 1000),
           prices: priceTable,
           breakLock: opts.breakLock,
@@ -616,20 +639,18 @@ const reportCommand = Command.make(
       Options.withDescription("where to write the report (default: <run-dir>/report.html)"),
       Options.optional
     ),
-    sampleRows: Options.integer("rows").pipe(
-      Options.withDescription(`rows embedded for the row browser (default ${Report.defaultSampleRows.toLocaleString("en-US")}), plus examples of every failure class; \`sluice ui\` browses all`),
-      Options.optional
-    ),
+    sampleRows: Flags.bounded(
+      "rows",
+      { min: 0, max: 1_000_000, integer: true },
+      "rows embedded for the row browser, plus examples of every failure class; `sluice ui` browses all",
+      number(Report.defaultSampleRows)
+    ).pipe(Options.optional),
     prices,
     json
   },
   ({ runDir, output, sampleRows, prices, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
-        if (Option.isSome(sampleRows) && sampleRows.value < 0) {
-          yield* Console.error(`sluice: error: --rows must be 0 or more (got ${sampleRows.value})`)
-          return yield* setExit(ExitCode.usage)
-        }
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
         const r = yield* Report.write(runDir, {
           prices: priceTable,
@@ -674,6 +695,35 @@ const uiCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "Serve the run's report live on 127.0.0.1 while the run goes: the same views as `sluice report`, updated as the journal and results grow, and a row browser that pages through every row (a million as fast as a hundred). Read-only; the URL printed at start carries a random token, required on every request."
+  )
+)
+
+const gcCommand = Command.make(
+  "gc",
+  {
+    runDirs: Args.directory({ name: "run-dir", exists: "yes" }).pipe(
+      Args.withDescription("run directories whose files and batches are still needed (runs not given are taken as done)"),
+      Args.repeated
+    ),
+    provider: Options.text("provider").pipe(
+      Options.withDescription("the provider to clean up (default: the providers of the run directories given)"),
+      Options.optional
+    ),
+    yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
+    json
+  },
+  ({ runDirs, provider, yes, json }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        const report = yield* Gc.gc({ runDirs, provider: Option.getOrUndefined(provider), yes })
+        yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
+        if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
+      })
+    )
+).pipe(
+  Command.withDescription(
+    "List the files and ended batches sluice created at a provider that no run directory given still needs (inputs, outputs, error files; " +
+      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create."
   )
 )
 
@@ -819,7 +869,7 @@ const initCommand = Command.make(
             runDir: Option.none(),
             concurrency: Option.none(),
             shardSize: Option.none(),
-            pollSeconds: 1,
+            pollSeconds: Option.some(1),
             outputFileWait: 600,
             prices: Option.none(),
             detach: false,
@@ -843,7 +893,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

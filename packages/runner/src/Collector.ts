@@ -16,6 +16,7 @@ import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
+import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
 import type { TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
@@ -23,6 +24,7 @@ import type { InboxLine, RowLine } from "./Planner.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 type Outcome =
   | { readonly ok: true; readonly output: unknown }
@@ -175,7 +177,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         return full ? Effect.zipRight(outputs.results.flush, flushCache) : Effect.void
       }
       if (whole === undefined && shard.batchId !== null) {
-        const info = yield* provider.retrieve(shard.batchId)
+        // The poll that saw it end has its state (file ids) already; after a resume, ask.
+        const info = Poller.terminalInfo(shard) ?? (yield* provider.retrieve(shard.batchId))
         yield* provider.results(info).pipe(Stream.runForEachChunk(recordChunk(false)))
         if (unknown > 0) {
           const sample = JSON.stringify(unknownSample.length > 80 ? `${unknownSample.slice(0, 80)}…` : unknownSample)
@@ -428,4 +431,4 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       // A retry shard that existed already is driven by whoever found it open.
       return retry !== undefined ? retryId : null
     })
-  )
+  ).pipe(Telemetry.shardSpan("sluice.collect", shard))

@@ -100,9 +100,18 @@ export const shardSize = bounded(
 export const pollSeconds = bounded(
   "poll-interval",
   ranges.pollSeconds,
-  "seconds between status polls of a batch; under 1 only against a local address (the emulator)",
+  "a fixed wait in seconds between status polls of a batch, the first at once; under 1 only against a local address (the emulator). " +
+    "Not given: adaptive — the first poll 2 s after submission, then 1.5× longer each time up to --max-poll-interval, sooner when the batch's counts predict its end",
+  "adaptive"
+).pipe(Options.optional)
+
+export const maxPollSeconds = bounded(
+  "max-poll-interval",
+  ranges.maxPollSeconds,
+  "the longest wait in seconds between two status polls of a batch on the adaptive schedule (ignored with --poll-interval); " +
+    "never shorter than the provider's floor (1 s OpenAI/Azure, 5 s Anthropic, 2 s Gemini; none for the local emulator)",
   "30"
-).pipe(Options.withDefault(30))
+).pipe(Options.optional)
 
 export const budget = bounded(
   "budget",

@@ -158,19 +158,20 @@ export const open = (path: string): Effect.Effect<JournalWriter, JournalIOError,
     if (!existed) yield* PrivateFiles.syncDirectory(dirname(path)).pipe(Effect.mapError(ioError(path)))
     const lock = yield* Effect.makeSemaphore(1)
     const encoder = new TextEncoder()
+    // The time is taken holding the lock: the lines' times follow their order (as far as the clock does).
     const append = (event: JournalEvent) =>
-      Effect.suspend(() => {
-        const line = lineOf(event, Date.now())
-        if (Either.isLeft(line)) {
-          return Effect.fail(new JournalIOError({ path, description: `refused a ${event._tag} event that would not read back: ${line.left}` }))
-        }
-        return lock.withPermits(1)(
-          file.writeAll(encoder.encode(line.right + "\n")).pipe(
+      lock.withPermits(1)(
+        Effect.suspend(() => {
+          const line = lineOf(event, Date.now())
+          if (Either.isLeft(line)) {
+            return Effect.fail(new JournalIOError({ path, description: `refused a ${event._tag} event that would not read back: ${line.left}` }))
+          }
+          return file.writeAll(encoder.encode(line.right + "\n")).pipe(
             Effect.zipRight(file.sync),
             Effect.mapError(ioError(path))
           )
-        )
-      })
+        })
+      )
     return { append }
   })
 

@@ -255,6 +255,20 @@ export const Collected = Schema.TaggedStruct("Collected", {
 })
 
 /**
+ * A collected shard's files at the provider were deleted (ProviderStorage.ts): its input,
+ * and its output and error files unless kept (`--keep-provider-files`). Written after every
+ * deletion succeeded (a file already gone counts), so a crash before it leaves the shard
+ * holding files, which the next resume deletes again. Written with empty lists too (inline
+ * input, results at a URL): the shard holds nothing more. Absent in older journals.
+ */
+export const ProviderFilesDeleted = Schema.TaggedStruct("ProviderFilesDeleted", {
+  shard: Schema.String,
+  files: Schema.Array(Schema.String),
+  /** Output and error files left at the provider on purpose. */
+  kept: Schema.Array(Schema.String)
+})
+
+/**
  * The run was moved to another provider identity (`--rebind-provider`), with no batch in
  * flight: later shards go to `to`; what was collected before stays.
  */
@@ -285,6 +299,7 @@ export const JournalEvent = Schema.Union(
   StatusChanged,
   Terminal,
   Collected,
+  ProviderFilesDeleted,
   ProviderRebound
 )
 export type JournalEvent = typeof JournalEvent.Type

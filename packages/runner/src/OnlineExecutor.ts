@@ -25,6 +25,7 @@ import type { RowLine } from "./Planner.js"
 import { lineTokens } from "./RequestTokens.js"
 import type { BatchContext, RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 /** Attempts of one request within its shard; after them its row fails `retryable` and is rescheduled. */
 export const maxAttempts = 8
@@ -172,6 +173,7 @@ export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRunti
         Effect.gen(function* () {
           let permit = first
           for (let attempt = 1; ; attempt++) {
+            yield* Telemetry.onlineRequest(shard)
             const outcome = yield* Effect.either(online.send(line, customId))
             if (outcome._tag === "Right") {
               const { limits, result } = outcome.right
@@ -238,7 +240,7 @@ export const execute = (ctx: RunContext, shard: ShardState, runtime: OnlineRunti
       const counts: BatchCounts = { total, succeeded, failed: answered - succeeded }
       yield* ctx.record({ _tag: "OnlineCompleted", shard: shard.id, counts })
     })
-  )
+  ).pipe(Telemetry.shardSpan("sluice.online", shard))
 
 /**
  * Ends an online shard without sending the rest (a cancelled run): its unsent rows end

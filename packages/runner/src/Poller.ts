@@ -5,9 +5,23 @@
  */
 import { isTerminal } from "@sluice/providers"
 import type { BatchInfo } from "@sluice/providers"
-import { Duration, Effect, Schedule } from "effect"
+import { Clock, Duration, Effect } from "effect"
+import * as PollSchedule from "./PollSchedule.js"
 import type { BatchContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
+
+/**
+ * The terminal state the poll of a shard saw last, kept for its collection (which then need not
+ * ask the provider again); keyed by the shard's state, so it goes with the run.
+ */
+const seenTerminal = new WeakMap<ShardState, BatchInfo>()
+
+/** The batch's terminal state as this process's poll saw it, if it did (after a resume: undefined). */
+export const terminalInfo = (shard: ShardState): BatchInfo | undefined => {
+  const info = seenTerminal.get(shard)
+  return info !== undefined && info.id === shard.batchId ? info : undefined
+}
 
 /**
  * A batch that says `completed` but shows no file to collect its results from: some providers
@@ -20,16 +34,20 @@ export const awaitsResultFile = (info: BatchInfo): boolean =>
 /**
  * Polls until the batch is terminal, or — with `once` (detached runs) — asks once and
  * returns whether it is. Given `stop`, polling also ends (returning false) once `stop`
- * completes: a hybrid run's deadline.
+ * completes: a hybrid run's deadline. The waits between polls are PollSchedule's (adaptive),
+ * or the run's fixed `pollInterval` when one was given (then the first poll is at once).
  */
 export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: BatchInfo) => void, once = false, stop?: Effect.Effect<void>) =>
   Effect.gen(function* () {
     if (shard.phase !== "created" || shard.batchId === null) return true
     const batchId = shard.batchId
     const wait = ctx.settings.outputFileWait
+    const provider = ctx.stageOf(shard.stage).provider
     let warned = false
+    let memory = PollSchedule.empty
     const step = Effect.gen(function* () {
-      const info = yield* ctx.stageOf(shard.stage).provider.retrieve(batchId)
+      const info = yield* provider.retrieve(batchId)
+      memory = PollSchedule.observe(memory, PollSchedule.sampleOf(yield* Clock.currentTimeMillis, info.counts))
       onStatus(info)
       if (info.rawStatus !== shard.rawStatus) {
         if (info.status === "unknown") {
@@ -76,23 +94,32 @@ export const poll = (ctx: BatchContext, shard: ShardState, onStatus: (info: Batc
         counts: info.counts,
         errors: info.errors.map((e) => `${e.code}: ${e.message}${e.line === null ? "" : ` (line ${e.line})`}`)
       })
+      seenTerminal.set(shard, info)
       return true
     })
     if (once) return yield* step
-    if (stop === undefined) {
-      yield* Effect.repeat(step, {
-        schedule: Schedule.spaced(ctx.settings.pollInterval),
-        until: (done) => done
-      })
-      return true
-    }
     // Only the wait between polls races `stop`: a poll (and what it journals) is never cut short.
+    const pause = (ms: number): Effect.Effect<boolean> => {
+      const sleep = Effect.as(Effect.sleep(Duration.millis(ms)), false)
+      return stop === undefined ? sleep : Effect.raceFirst(sleep, Effect.as(stop, true))
+    }
+    const fixed = ctx.settings.pollInterval
+    const policy = PollSchedule.policyFor(provider, Duration.toMillis(ctx.settings.maxPollInterval ?? defaultMaxPollInterval))
+    // A batch this process has just created is not asked about at once: create said it is validating.
+    const first = fixed !== undefined ? 0 : PollSchedule.firstWaitMs(
+      policy,
+      shard.intentAt === null ? null : shard.intentAt * 1000,
+      yield* Clock.currentTimeMillis,
+      shard.status !== null || shard.adopted
+    )
+    if (first > 0 && (yield* pause(first))) return false
     for (;;) {
       if (yield* step) return true
-      const stopped = yield* Effect.raceFirst(Effect.as(Effect.sleep(ctx.settings.pollInterval), false), Effect.as(stop, true))
-      if (stopped) return false
+      const next = fixed !== undefined ? Duration.toMillis(fixed) : PollSchedule.nextWaitMs(policy, memory)
+      memory = PollSchedule.waited(memory, next)
+      if (yield* pause(next)) return false
     }
-  })
+  }).pipe(Telemetry.shardSpan("sluice.poll", shard, { when: (s) => s.phase === "created" }))
 
 /**
  * Cancels the shard's batch where the provider can, and polls until the provider has stopped
@@ -110,4 +137,5 @@ export const cancel = (ctx: BatchContext, shard: ShardState, onStatus: (info: Ba
     yield* poll(ctx, shard, onStatus)
   })
 
-export const defaultPollInterval = Duration.seconds(30)
+/** The longest wait between two polls of the adaptive schedule, unless `--max-poll-interval` says otherwise. */
+export const defaultMaxPollInterval = Duration.seconds(PollSchedule.defaults.maxMs / 1000)

@@ -1,14 +1,19 @@
 /**
- * Progress on stderr: on a terminal, one status block redrawn in place; otherwise (CI logs,
- * pipes) plain lines: one for every batch created, ended or collected, and the run's status
- * line whenever it changes — never for a poll that changed nothing, but at least once every
- * `heartbeat` while the run waits, so a log shows it is alive.
+ * Progress on stderr: on a terminal, the view of ProgressView.ts redrawn in place (a bar per
+ * stage, what the run waits on, the slowest batches), fitted to the terminal's size; otherwise
+ * (CI logs, pipes) plain lines: one for every batch created, ended or collected, and the run's
+ * status line whenever it changes — never for a poll that changed nothing, but at least once
+ * every `heartbeat` while the run waits, so a log shows it is alive. Each stage's rows per
+ * second and spend ride on the status line without making it change.
  */
 import type { BatchInfo } from "@sluice/providers"
 import { Duration, Effect, Schedule } from "effect"
 import * as Hybrid from "./Hybrid.js"
 import type { JournalEvent } from "./JournalEvent.js"
-import type { RunObserver } from "./Runner.js"
+import * as Pricing from "./Pricing.js"
+import * as ProgressMeter from "./ProgressMeter.js"
+import * as ProgressView from "./ProgressView.js"
+import type { RunObserver, RunWaits } from "./Runner.js"
 import type { RunState } from "./RunState.js"
 import { awaitingOutput, isFinished, pendingRows } from "./RunState.js"
 import { count, number } from "./internal/format.js"
@@ -26,6 +31,7 @@ interface Live {
   polled: Map<string, BatchInfo>
   /** Online shards in progress: answers so far, of how many. */
   answered: Map<string, { answered: number; total: number }>
+  waits: (() => RunWaits) | undefined
 }
 
 const line = (live: Live): string => {
@@ -57,21 +63,6 @@ const line = (live: Live): string => {
   )
 }
 
-const batchLines = (live: Live): Array<string> => {
-  const out: Array<string> = []
-  for (const shard of live.state?.shards.values() ?? []) {
-    if (shard.batchId === null || shard.phase === "collected") continue
-    const info = live.polled.get(shard.id)
-    const counts = info?.counts ?? shard.counts
-    const status = awaitingOutput(shard) ? "completed, waiting for its output file" : info?.rawStatus ?? shard.rawStatus ?? "submitted"
-    out.push(
-      `  ${shard.id} ${shard.batchId} ${status}` +
-        (counts === null ? "" : ` ${counts.succeeded + counts.failed}/${counts.total} (${counts.failed} failed)`)
-    )
-  }
-  return out.slice(0, 12)
-}
-
 const notable = (event: JournalEvent): string | undefined => {
   switch (event._tag) {
     case "Created":
@@ -96,10 +87,32 @@ const notable = (event: JournalEvent): string | undefined => {
 /** How often a plain log repeats an unchanged status line, to show the run is alive. */
 export const defaultHeartbeat = Duration.minutes(1)
 
-export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Duration.DurationInput = defaultHeartbeat): Progress => {
+export interface ProgressOptions {
+  readonly stream?: NodeJS.WriteStream
+  /** How often a plain log repeats an unchanged status line (default a minute). */
+  readonly heartbeat?: Duration.DurationInput
+  /** The run's prices, for spend so far (default: the built-in table). */
+  readonly prices?: Pricing.Prices
+  /** Where NO_COLOR, TERM and FORCE_COLOR are read (default: the process's environment). */
+  readonly env?: NodeJS.ProcessEnv
+  /** The time the view is drawn at, unix ms (default `Date.now`). */
+  readonly now?: () => number
+}
+
+export const make = (options: ProgressOptions = {}): Progress => {
+  const stream = options.stream ?? process.stderr
+  const prices = options.prices ?? Pricing.builtin
   const tty = stream.isTTY === true
-  const heartbeatMs = Duration.toMillis(Duration.decode(heartbeat))
-  const live: Live = { state: undefined, polled: new Map(), answered: new Map() }
+  const color = ProgressView.useColor(tty, options.env)
+  const heartbeatMs = Duration.toMillis(Duration.decode(options.heartbeat ?? defaultHeartbeat))
+  const live: Live = { state: undefined, polled: new Map(), answered: new Map(), waits: undefined }
+  const meter = ProgressMeter.emptyMeter()
+  const clock = options.now ?? Date.now
+  const snapshot = (state: RunState): ProgressMeter.Snapshot => ({ state, polled: live.polled, answered: live.answered, waits: live.waits?.(), now: clock() })
+  /** A reading for the rates, at every change the run reports and every redraw. */
+  const observe = () => {
+    if (live.state !== undefined) ProgressMeter.observe(meter, snapshot(live.state))
+  }
   let drawn = 0
   const clear = () => {
     if (drawn > 0) stream.write(`\x1b[${drawn}F\x1b[J`)
@@ -107,8 +120,11 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
   }
   const draw = () => {
     if (live.state === undefined) return
+    const snap = snapshot(live.state)
+    ProgressMeter.observe(meter, snap)
+    // The size is read at every redraw: the terminal may have been resized.
+    const lines = ProgressView.render(snap, meter, prices, { rows: stream.rows ?? 24, columns: stream.columns ?? 80, color })
     clear()
-    const lines = [line(live), ...batchLines(live)]
     stream.write(lines.join("\n") + "\n")
     drawn = lines.length
   }
@@ -119,23 +135,25 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
   let lastAt = 0
   const write = (text: string) => {
     stream.write(text + "\n")
-    lastAt = Date.now()
+    lastAt = clock()
   }
+  const rates = () => (live.state === undefined ? "" : ProgressView.plainRates(snapshot(live.state), meter, prices))
   const changed = () => {
     if (live.state === undefined) return
     const now = line(live)
     if (now === last) return
     last = now
-    changedAt = Date.now()
-    write(now)
+    changedAt = clock()
+    write(now + rates())
   }
   const heartbeatCheck = () => {
-    if (live.state === undefined || Date.now() - lastAt < heartbeatMs) return
-    write(`${line(live)} · unchanged for ${Math.max(1, Math.round((Date.now() - changedAt) / 60_000))} min`)
+    if (live.state === undefined || clock() - lastAt < heartbeatMs) return
+    write(`${line(live)}${rates()} · unchanged for ${Math.max(1, Math.round((clock() - changedAt) / 60_000))} min`)
   }
   const observer: RunObserver = {
     started: (state) => {
       live.state = state
+      observe()
       // A run that continues says where it stands; a new one starts with its first shard, and
       // a finished one has nothing to report (the summary says so).
       if (!tty && state.shards.size > 0 && !isFinished(state)) changed()
@@ -144,16 +162,24 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
       live.state = state
       events++
       if (tty) return
+      observe()
       const text = notable(event)
       if (text !== undefined) write(text)
       changed()
     },
-    polled: (shard, info) => void live.polled.set(shard, info),
+    polled: (shard, info) => {
+      live.polled.set(shard, info)
+      if (!tty) observe()
+    },
     answered: (shard, answered, total) => {
       live.answered.set(shard, { answered, total })
       // A plain log shows online progress in steps of a tenth, not per answer.
-      if (!tty && (answered === total || Math.floor((answered * 10) / total) > Math.floor(((answered - 1) * 10) / total))) changed()
-    }
+      if (!tty && (answered === total || Math.floor((answered * 10) / total) > Math.floor(((answered - 1) * 10) / total))) {
+        observe()
+        changed()
+      }
+    },
+    waits: (probe) => void (live.waits = probe)
   }
   return {
     observer,
@@ -163,7 +189,7 @@ export const make = (stream: NodeJS.WriteStream = process.stderr, heartbeat: Dur
     finish: Effect.sync(() => {
       if (tty) {
         clear()
-        if (live.state !== undefined) stream.write(line(live) + "\n")
+        if (live.state !== undefined) stream.write(line(live) + rates() + "\n")
       } else if (events > 0) {
         // Only a run that did something has a last word; the summary follows.
         changed()

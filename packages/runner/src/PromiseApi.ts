@@ -27,6 +27,7 @@ import * as Runner from "./Runner.js"
 import type { RunOptions as EffectRunOptions, RunSummary } from "./Runner.js"
 import { SluiceError } from "./SluiceError.js"
 import * as Status from "./Status.js"
+import * as Telemetry from "./Telemetry.js"
 
 export { SluiceError }
 export type { OutputRecord, RunEvent, RunSummary }
@@ -60,9 +61,13 @@ export interface RunOptions extends ConnectionOptions {
   /** Hybrid runs: rows to retry go online rather than into a new batch when fewer than this (default 100; 0: never). */
   readonly onlineBelow?: number
   readonly shardSize?: number
-  /** Seconds between status polls of a batch (default 30). */
+  /** Seconds between status polls of a batch, fixed (default: adaptive, see `maxPollInterval`). */
   readonly pollInterval?: number
+  /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
+  readonly maxPollInterval?: number
   readonly detach?: boolean
+  /** Leave each collected batch's output and error files at the provider (its input file is deleted either way). */
+  readonly keepProviderFiles?: boolean
   readonly allowChanged?: boolean
   /**
    * Move a run bound to other provider identities (another base URL …) to the providers as
@@ -122,7 +127,9 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
+  ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: Duration.millis(options.maxPollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
+  ...(options.keepProviderFiles === undefined ? {} : { keepProviderFiles: options.keepProviderFiles }),
   ...(options.allowChanged === undefined ? {} : { allowChanged: options.allowChanged }),
   ...(options.rebindProvider === undefined ? {} : { rebindProvider: options.rebindProvider }),
   ...(options.breakLock === undefined ? {} : { breakLock: options.breakLock }),
@@ -141,6 +148,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}): Promise<RunSummary> =>
   execute(
     Runner.run(pipeline, effectOptions(options)).pipe(
+      Telemetry.exported,
       Effect.tap((summary) => Effect.sync(() => options.onEvent?.({ _tag: "RunFinished", summary })))
     ),
     options
@@ -156,7 +164,7 @@ export const retry = (
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
 ): Promise<RunSummary> =>
   execute(
-    Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) }),
+    Telemetry.exported(Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) })),
     options
   )
 

@@ -7,22 +7,10 @@
  */
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
+import type { RowView } from "./RunRows.js"
 import type { RunView } from "./RunView.js"
 
-/** One row as the row browser shows it (the shape RunRows pages; see the view contract). */
-export type RowStatus = "succeeded" | "failed" | "pending" | "invalid"
-export interface RowView {
-  readonly index: number
-  readonly customId: string
-  readonly key: string | null
-  readonly stage: string
-  readonly shard: string
-  readonly status: RowStatus
-  readonly failure: { readonly class: string; readonly code: string; readonly message: string } | null
-  readonly input: unknown
-  readonly output: unknown | null
-  readonly cached: boolean
-}
+export type { RowStatus, RowView } from "./RunRows.js"
 
 /** The page's data: everything in the page (`sluice report`), or the live server's token (`sluice ui`). */
 export type PageData =

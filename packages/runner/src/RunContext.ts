@@ -28,7 +28,14 @@ export interface RunSettings {
   readonly shardSize: number
   /** Bytes per shard at most (capped by the provider's own limit). */
   readonly shardBytes: number
-  readonly pollInterval: Duration.Duration
+  /**
+   * A fixed wait between status polls of a batch (`--poll-interval`), first poll at once. Unset:
+   * the adaptive schedule (PollSchedule.ts) — soon after submission, then backing off to
+   * `maxPollInterval`, sooner when the batch's counts predict its end.
+   */
+  readonly pollInterval?: Duration.Duration | undefined
+  /** The adaptive schedule's longest wait between polls (`--max-poll-interval`; default 30 s). */
+  readonly maxPollInterval?: Duration.Duration | undefined
   /**
    * How long a batch that completed with no result file is waited for (some providers show
    * the file late); then it is collected without it: its rows come back `missing`.
@@ -36,6 +43,8 @@ export interface RunSettings {
   readonly outputFileWait: Duration.Duration
   /** Plan and submit, then return without waiting for results. */
   readonly detach: boolean
+  /** Leave a collected shard's output and error files at the provider (its input is deleted all the same). */
+  readonly keepProviderFiles?: boolean | undefined
   /** USD at batch prices that submissions may not exceed (projected from token counts). */
   readonly budget?: number | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */

@@ -56,7 +56,11 @@ export interface ShardState {
     failed: Readonly<Record<string, number>>
     rescheduled: number
     retryShard: string | null
+    /** Tokens its answers used (what a display prices per stage). */
+    usage: TokenUsage
   } | null
+  /** Its files at the provider were deleted (ProviderFilesDeleted); `kept`: those left on purpose. */
+  released: { readonly files: ReadonlyArray<string>; readonly kept: ReadonlyArray<string> } | null
 }
 
 /** Row counts of one stage (rows of the first stage are source rows; later ones, upstream outputs). */
@@ -191,7 +195,8 @@ const addShard = (state: RunState, e: NewShard) => {
     counts: null,
     errors: [],
     rejection: null,
-    collected: null
+    collected: null,
+    released: null
   })
 }
 
@@ -365,6 +370,16 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.errors = event.errors
       break
     }
+    case "ProviderRebound": {
+      // Files of shards collected before the move stay at the provider the stage left: this run
+      // no longer reaches it (a `sluice gc` there does), so it stops counting them as its own to delete.
+      for (const s of state.shards.values()) if (s.stage === event.stage && holdsFiles(s)) s.released = { files: [], kept: [] }
+      break
+    }
+    case "ProviderFilesDeleted": {
+      shard(state, event.shard).released = { files: event.files, kept: event.kept }
+      break
+    }
     case "Collected": {
       const s = shard(state, event.shard)
       s.phase = "collected"
@@ -372,7 +387,8 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
         succeeded: event.succeeded,
         failed: event.failed,
         rescheduled: event.rescheduled,
-        retryShard: event.retryShard
+        retryShard: event.retryShard,
+        usage: event.usage
       }
       const progress = stageProgress(state, s.stage)
       progress.succeeded += event.succeeded
@@ -409,6 +425,15 @@ export const pendingRows = (state: RunState): number => {
   }
   return pending
 }
+
+/**
+ * A collected shard whose files at the provider were not deleted yet: it was staged or sent
+ * as a batch (online and cached shards never were) and no `ProviderFilesDeleted` followed.
+ */
+export const holdsFiles = (s: ShardState): boolean =>
+  s.phase === "collected" && !s.online && (s.batchId !== null || s.inputRef !== null) && s.released === null
+
+export const holdingFiles = (state: RunState): Array<ShardState> => [...state.shards.values()].filter(holdsFiles)
 
 /** Shards that still need work (anything not collected or rejected-and-accounted). */
 export const openShards = (state: RunState): Array<ShardState> =>

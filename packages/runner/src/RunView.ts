@@ -6,10 +6,12 @@
  * Cheap enough to recompute on every journal change of a 1,000,000-row run: one pass over the
  * journal (per shard, never per row), one over results.jsonl reading only each line's head
  * (shard, custom_id, usage; never its raw answer) into counts by token value, and one over
- * failures.jsonl keeping a few examples per class. No per-row object is kept.
+ * failures.jsonl keeping a few examples per class. No per-row object is kept. `makeLoader`
+ * loads it again and again (the live page), reading the output files on from where it stopped.
  */
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Effect, Stream } from "effect"
+import { Effect, Option, Stream } from "effect"
 import * as Journal from "./Journal.js"
 import type { JournalEvent, TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord } from "./Outputs.js"
@@ -17,6 +19,7 @@ import * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import { lines } from "./internal/lines.js"
+import { scan } from "./internal/LineScan.js"
 import { resultHead } from "./internal/resultLine.js"
 import { superseded } from "./Retry.js"
 import { summarize } from "./Runner.js"
@@ -240,108 +243,179 @@ class Tally {
   }
 }
 
-/** A committed prefix of an output file (what a crash could not take back). */
-export const committed = (path: string, length: number) => (length <= 0 ? Stream.empty : lines(path, { offset: 0, bytesToRead: length }))
+/**
+ * What has been read of an append-only output file, and what it added up to: the next read
+ * goes on from `position` while the file is the same one (inode), its committed length has not
+ * shrunk, and `key` (what the sums depend on besides the lines) is unchanged; else from the start.
+ */
+interface Cursor<S> {
+  ino: number | null
+  position: number
+  key: string
+  sums: S
+}
 
-export const load = (root: string, options: { readonly prices?: Pricing.Prices } = {}) =>
+const readOn = <S, E, R>(
+  cursor: { current: Cursor<S> | undefined },
+  path: string,
+  length: number,
+  key: string,
+  fresh: () => S,
+  read: (sums: S, from: number, to: number) => Effect.Effect<void, E, R>
+) =>
   Effect.gen(function* () {
-    const path = yield* Path.Path
-    const paths = RunDir.paths(path.resolve(root), path)
-    const manifest = yield* RunDir.readManifest(paths)
-    const { state, timeline, tracks, usage } = yield* foldJournal(paths.journal)
-    const prices = options.prices ?? Pricing.builtin
-    const totals = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), prices })
-
-    // Token distributions by stage, and repairs by shard, from the heads of the committed results.
-    const tallies = new Map<string, { input: Tally; output: Tally }>()
-    yield* committed(paths.results, state.offsets.results).pipe(
-      Stream.runForEach((line) =>
-        Effect.sync(() => {
-          const head = resultHead(line)
-          if (head === undefined) return
-          const shard = state.shards.get(head.shard)
-          if (/-r\d+$/.test(head.customId)) {
-            const t = tracks.get(head.shard)
-            if (t !== undefined) t.repairs++
-          }
-          if (shard === undefined || head.cached || head.usage === null) return
-          let tally = tallies.get(shard.stage)
-          if (tally === undefined) tallies.set(shard.stage, (tally = { input: new Tally(), output: new Tally() }))
-          tally.input.add(head.usage.input)
-          tally.output.add(head.usage.output)
-        })
-      )
-    )
-
-    // Failure classes as failures.jsonl lists them: committed lines not taken back by a retry.
-    const classes = new Map<string, { count: number; examples: Array<FailureRecord> }>()
-    let at = 0
-    yield* committed(paths.failures, state.offsets.failures).pipe(
-      Stream.runForEach((line) =>
-        Effect.sync(() => {
-          const start = at
-          at += Buffer.byteLength(line) + 1
-          const record = JSON.parse(line) as FailureRecord
-          if (superseded(state, start, record)) return
-          let c = classes.get(record.class)
-          if (c === undefined) classes.set(record.class, (c = { count: 0, examples: [] }))
-          c.count++
-          if (c.examples.length < examplesPerClass) c.examples.push(record)
-        })
-      )
-    )
-
-    const shards: Array<ShardTimeline> = [...state.shards.values()].map((s) => {
-      const t = tracks.get(s.id) ?? { steps: [], repairs: 0 }
-      return {
-        shard: s.id,
-        stage: s.stage,
-        model: s.model,
-        attempt: s.attempt,
-        parent: s.parent,
-        kind: s.attempt > 1 || s.parent !== null ? "retry" : "first",
-        mode: s.online ? "online" : "batch",
-        requests: s.requests,
-        repairs: t.repairs,
-        batchId: s.batchId,
-        status: s.rawStatus,
-        steps: t.steps,
-        collected:
-          s.collected === null
-            ? null
-            : { succeeded: s.collected.succeeded, failed: Object.values(s.collected.failed).reduce((a, b) => a + b, 0), rescheduled: s.collected.rescheduled },
-        rejected: s.rejection === null ? null : `${s.rejection.failure}: ${s.rejection.message}`
-      }
-    })
-
-    const spend: Array<SpendLine> = [...usage.values()].map((u) => {
-      const cost = Pricing.cost(u.model, u.usage, prices)
-      return {
-        stage: u.stage,
-        model: u.model,
-        mode: u.mode,
-        usage: u.usage,
-        batch: cost?.batch ?? null,
-        realtime: cost?.realtime ?? null,
-        spent: cost === undefined ? null : u.mode === "online" ? cost.realtime : cost.batch
-      }
-    })
-
-    const view: RunView = {
-      runId: manifest.runId,
-      pipeline: manifest.pipeline,
-      runDir: paths.root,
-      at: Date.now(),
-      stages: manifest.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
-      totals,
-      timeline,
-      shards,
-      spend,
-      tokens: manifest.stages.flatMap((s) => {
-        const tally = tallies.get(s.name)
-        return tally === undefined ? [] : [{ stage: s.name, answers: tally.input.count, input: tally.input.histogram(), output: tally.output.histogram() }]
-      }),
-      failures: [...classes.entries()].sort((a, b) => b[1].count - a[1].count).map(([cls, c]) => ({ class: cls, count: c.count, examples: c.examples }))
-    }
-    return view
+    const fs = yield* FileSystem.FileSystem
+    const info = length <= 0 ? undefined : yield* fs.stat(path)
+    const ino = info === undefined ? null : Option.getOrNull(info.ino)
+    let c = cursor.current
+    if (c === undefined || c.ino !== ino || c.key !== key || length < c.position) c = cursor.current = { ino, position: 0, key, sums: fresh() }
+    if (length <= c.position) return c.sums
+    yield* read(c.sums, c.position, length)
+    c.position = length
+    return c.sums
   })
+
+/** The lines of a file in [from, to) as strings, each with its position. */
+const eachLine = (path: string, from: number, to: number, add: (line: string, at: number) => void) =>
+  Effect.suspend(() => {
+    let at = from
+    return lines(path, { offset: from, bytesToRead: to - from }).pipe(
+      Stream.runForEach((line) =>
+        Effect.sync(() => {
+          add(line, at)
+          at += Buffer.byteLength(line) + 1
+        })
+      )
+    )
+  })
+
+interface ResultSums {
+  /** Input and output tokens by stage. */
+  readonly tallies: Map<string, { readonly input: Tally; readonly output: Tally }>
+  /** Repair answers by shard. */
+  readonly repairs: Map<string, number>
+}
+
+type FailureSums = Map<string, { count: number; examples: Array<FailureRecord> }>
+
+/**
+ * Loads a run's view again and again (the live page: on every journal change), reading each
+ * output file only from where the last load stopped. The journal, per shard, is replayed whole.
+ */
+export const makeLoader = (root: string, options: { readonly prices?: Pricing.Prices } = {}) => {
+  const results: { current: Cursor<ResultSums> | undefined } = { current: undefined }
+  const failures: { current: Cursor<FailureSums> | undefined } = { current: undefined }
+  return {
+    load: Effect.gen(function* () {
+      const path = yield* Path.Path
+      const paths = RunDir.paths(path.resolve(root), path)
+      const manifest = yield* RunDir.readManifest(paths)
+      const { state, timeline, tracks, usage } = yield* foldJournal(paths.journal)
+      const prices = options.prices ?? Pricing.builtin
+      const totals = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), prices })
+
+      // Token distributions by stage, and repairs by shard, from the heads of the committed results.
+      const { tallies, repairs } = yield* readOn(
+        results,
+        paths.results,
+        state.offsets.results,
+        "",
+        (): ResultSums => ({ tallies: new Map(), repairs: new Map() }),
+        (sums, from, to) =>
+          Effect.tryPromise(() =>
+            scan(paths.results, from, to, (bytes, start, end) => {
+              const head = resultHead(bytes, start, end)
+              if (head === undefined) return
+              if (/-r\d+$/.test(head.customId)) sums.repairs.set(head.shard, (sums.repairs.get(head.shard) ?? 0) + 1)
+              const shard = state.shards.get(head.shard)
+              if (shard === undefined || head.cached || head.usage === null) return
+              let tally = sums.tallies.get(shard.stage)
+              if (tally === undefined) sums.tallies.set(shard.stage, (tally = { input: new Tally(), output: new Tally() }))
+              tally.input.add(head.usage.input)
+              tally.output.add(head.usage.output)
+            })
+          )
+      )
+      for (const [shard, n] of repairs) {
+        const t = tracks.get(shard)
+        if (t !== undefined) t.repairs = n
+      }
+
+      // Failure classes as failures.jsonl lists them: committed lines not taken back by a retry
+      // (a retry round supersedes lines already read: then they are read again).
+      const classes = yield* readOn(
+        failures,
+        paths.failures,
+        state.offsets.failures,
+        JSON.stringify(state.retries),
+        (): FailureSums => new Map(),
+        (sums, from, to) =>
+          eachLine(paths.failures, from, to, (line, at) => {
+            const record = JSON.parse(line) as FailureRecord
+            if (superseded(state, at, record)) return
+            let c = sums.get(record.class)
+            if (c === undefined) sums.set(record.class, (c = { count: 0, examples: [] }))
+            c.count++
+            if (c.examples.length < examplesPerClass) c.examples.push(record)
+          })
+      )
+
+      const shards: Array<ShardTimeline> = [...state.shards.values()].map((s) => {
+        const t = tracks.get(s.id) ?? { steps: [], repairs: 0 }
+        return {
+          shard: s.id,
+          stage: s.stage,
+          model: s.model,
+          attempt: s.attempt,
+          parent: s.parent,
+          kind: s.attempt > 1 || s.parent !== null ? "retry" : "first",
+          mode: s.online ? "online" : "batch",
+          requests: s.requests,
+          repairs: t.repairs,
+          batchId: s.batchId,
+          status: s.rawStatus,
+          steps: t.steps,
+          collected:
+            s.collected === null
+              ? null
+              : { succeeded: s.collected.succeeded, failed: Object.values(s.collected.failed).reduce((a, b) => a + b, 0), rescheduled: s.collected.rescheduled },
+          rejected: s.rejection === null ? null : `${s.rejection.failure}: ${s.rejection.message}`
+        }
+      })
+
+      const spend: Array<SpendLine> = [...usage.values()].map((u) => {
+        const cost = Pricing.cost(u.model, u.usage, prices)
+        return {
+          stage: u.stage,
+          model: u.model,
+          mode: u.mode,
+          usage: u.usage,
+          batch: cost?.batch ?? null,
+          realtime: cost?.realtime ?? null,
+          spent: cost === undefined ? null : u.mode === "online" ? cost.realtime : cost.batch
+        }
+      })
+
+      const view: RunView = {
+        runId: manifest.runId,
+        pipeline: manifest.pipeline,
+        runDir: paths.root,
+        at: Date.now(),
+        stages: manifest.stages.map((s) => ({ name: s.name, provider: s.provider, model: s.model })),
+        totals,
+        timeline,
+        shards,
+        spend,
+        tokens: manifest.stages.flatMap((s) => {
+          const tally = tallies.get(s.name)
+          return tally === undefined ? [] : [{ stage: s.name, answers: tally.input.count, input: tally.input.histogram(), output: tally.output.histogram() }]
+        }),
+        failures: [...classes.entries()].sort((a, b) => b[1].count - a[1].count).map(([cls, c]) => ({ class: cls, count: c.count, examples: [...c.examples] }))
+      }
+      return view
+    })
+  }
+}
+
+/** The view of a run directory, read once. */
+export const load = (root: string, options: { readonly prices?: Pricing.Prices } = {}) => makeLoader(root, options).load

@@ -26,12 +26,14 @@ import * as ProviderBinding from "./ProviderBinding.js"
 import * as Pricing from "./Pricing.js"
 import * as Rebase from "./Rebase.js"
 import * as Poller from "./Poller.js"
+import * as PollSchedule from "./PollSchedule.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
 import { RunDirError } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 import * as Failpoint from "./internal/Failpoint.js"
+import * as ProviderFiles from "./ProviderFiles.js"
 import { ioProblem } from "./internal/ioError.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 import * as RunLock from "./internal/RunLock.js"
@@ -39,6 +41,7 @@ import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
 import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
+import * as Telemetry from "./Telemetry.js"
 
 export { ModeUnsupported } from "./Modes.js"
 export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
@@ -90,6 +93,23 @@ export interface RunObserver {
   readonly polled?: (shard: string, info: BatchInfo) => void
   /** An online shard's progress: how many of its requests have their answer. */
   readonly answered?: (shard: string, answered: number, total: number) => void
+  /** Given once the run is under way: asks, at any time, what it waits for (see RunWaits). */
+  readonly waits?: (probe: () => RunWaits) => void
+}
+
+/** What a run waits for besides the provider, as a display asks it (see Progress.ts). */
+export interface RunWaits {
+  /** Batches in flight at most (`--concurrency`). */
+  readonly concurrency: number
+  /** Planned shards that go online, not started yet (two online shards run at a time). */
+  readonly onlineQueued: number
+  /** Shards held until the source is planned (onInvalid "fail", the duplicate-key check). */
+  readonly heldForPlanning: number
+  /** Shards held back by `--budget`, and by `--online-budget`. */
+  readonly overBudget: number
+  readonly overOnlineBudget: number
+  /** Each provider's online limiter: `pausedUntil` (unix ms) after a 429, `window` of `cap` requests at once. */
+  readonly limiters: ReadonlyArray<{ readonly provider: string; readonly pausedUntil: number; readonly window: number; readonly cap: number; readonly inFlight: number }>
 }
 
 export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
@@ -112,6 +132,11 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
    * still run: nothing here can tell) or no process at all. Never a live process of this host.
    */
   readonly breakLock?: boolean
+  /**
+   * Leave a collected shard's output and error files at the provider (by default they are
+   * deleted once its results are committed; its input file is deleted either way).
+   */
+  readonly keepProviderFiles?: boolean
   /** Continue a run whose pipeline fingerprint differs from the manifest's. */
   readonly allowChanged?: boolean
   /**
@@ -213,7 +238,6 @@ export const defaultSettings: RunSettings = {
   onlineConcurrency: Settings.defaultConcurrency.online,
   shardSize: 50_000,
   shardBytes: 190_000_000,
-  pollInterval: Duration.seconds(30),
   outputFileWait: Duration.minutes(10),
   detach: false
 }
@@ -225,9 +249,11 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   tpm: options.tpm,
   shardSize: options.shardSize ?? planned?.maxRequests ?? defaultSettings.shardSize,
   shardBytes: options.shardBytes ?? planned?.maxBytes ?? defaultSettings.shardBytes,
-  pollInterval: options.pollInterval ?? defaultSettings.pollInterval,
+  pollInterval: options.pollInterval,
+  maxPollInterval: options.maxPollInterval,
   outputFileWait: options.outputFileWait ?? defaultSettings.outputFileWait,
   detach: options.detach ?? false,
+  keepProviderFiles: options.keepProviderFiles,
   budget: options.budget,
   budgetOutputTokens: options.budgetOutputTokens,
   deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
@@ -310,22 +336,15 @@ export const checkDefinition = (pipeline: Pipeline.Pipeline<any, any>): Effect.E
     }
   })
 
-const isLocal = (origin: string): boolean => {
-  try {
-    return ["127.0.0.1", "localhost", "[::1]", "::1"].includes(new URL(origin).hostname)
-  } catch {
-    return false
-  }
-}
-
 /**
- * Polls faster than once a second are for the emulator on this machine: a remote provider
- * rate-limits status calls, so against one the interval is raised to a second (and said so).
+ * A fixed poll interval faster than once a second is for the emulator on this machine: a remote
+ * provider rate-limits status calls, so against one the interval is raised to a second (and said
+ * so). The adaptive schedule has floors of its own per provider family (PollSchedule.ts).
  */
 export const remotePollFloor = (settings: RunSettings, stages: ReadonlyArray<{ readonly provider: BatchProvider }>) =>
   Effect.gen(function* () {
-    if (Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
-    const remote = stages.find((s) => s.provider.origin !== undefined && !isLocal(s.provider.origin))
+    if (settings.pollInterval === undefined || Duration.greaterThanOrEqualTo(settings.pollInterval, Settings.minimumRemotePoll)) return settings
+    const remote = stages.find((s) => s.provider.origin !== undefined && !PollSchedule.isLocalOrigin(s.provider.origin))
     if (remote === undefined) return settings
     yield* Effect.logInfo(
       `polling every ${Duration.format(Settings.minimumRemotePoll)}, not ${Duration.format(settings.pollInterval)}: ` +
@@ -381,6 +400,8 @@ const recordSettings = (paths: RunDir.RunPaths, manifest: RunDir.Manifest, kept:
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
+      // Shards hang under the run's span, whichever fiber launches them (see Telemetry.ts).
+      const runSpan = Option.getOrUndefined(yield* Effect.option(Effect.currentSpan))
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       yield* checkDefinition(pipeline)
@@ -543,6 +564,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           createdAt: new Date().toISOString()
         })
       }
+      yield* Effect.annotateCurrentSpan({ "sluice.run_id": runId, "sluice.run_dir": root })
       const settings = yield* remotePollFloor(settingsFor(effective, planned), stages)
       const state = yield* loadState(paths.journal)
       const alreadyFinished = mode === "run" && RunState.isFinished(state)
@@ -576,9 +598,11 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
               Failpoint.hit(`after:${event._tag}`)
               RunState.apply(state, event)
               observer.event?.(event, state)
-            })
+            }),
+            Effect.zipRight(Telemetry.count(event, state, prices, stages[0]!.stage.name))
           )
       }
+      yield* Telemetry.inFlight(state)
       const outputs = yield* Outputs.open(ctx)
       const retryPlan = mode === "retry" ? yield* Retry.plan(ctx, options.retryClasses ?? Retry.defaultClasses) : undefined
 
@@ -703,6 +727,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // What this shard passed on is planned into the next stage's shards at once.
             const next = stageOf(shard.stage).next
             if (next !== null) yield* planInbox(next)
+            // Its results are committed: its files at the provider can go (ProviderFiles.ts).
+            yield* ProviderFiles.release(ctx, shard)
           }
         })
 
@@ -753,7 +779,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (shard.phase === "online") yield* OnlineExecutor.cancel(ctx, shard)
           yield* Submitter.withdraw(ctx, shard)
           yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(id, info))
-          if (shard.phase === "terminal" || shard.phase === "rejected") yield* Collector.collect(ctx, outputs, shard, false)
+          if (shard.phase === "terminal" || shard.phase === "rejected") {
+            yield* Collector.collect(ctx, outputs, shard, false)
+            yield* ProviderFiles.release(ctx, shard)
+          }
         })
 
       const runScope = yield* Effect.scope
@@ -778,7 +807,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         Effect.suspend(() => {
           if (launched.has(id)) return Effect.void
           launched.add(id)
-          return track(drive(id))
+          return track(drive(id).pipe(Telemetry.shardSpan("sluice.shard", state.shards.get(id)!, { parent: runSpan })))
         })
 
       // With onInvalid "fail", nothing is submitted before the whole source has been read:
@@ -789,6 +818,19 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const offer = (id: string) => (holdUntilPlanned ? Effect.sync(() => void held.push(id)) : launch(id))
       const first = stages[0]!.stage.name
 
+      const stillPlanned = (ids: Iterable<string>) => [...ids].filter((id) => state.shards.get(id)!.phase === "planned")
+      observer.waits?.(() => ({
+        concurrency: settings.concurrency,
+        onlineQueued: [...state.shards.values()].filter((s) => s.phase === "planned" && isOnline(s) && !overBudget.has(s.id) && !overOnlineBudget.has(s.id)).length,
+        heldForPlanning: held.filter((id) => !launched.has(id)).length,
+        overBudget: stillPlanned(overBudget).length,
+        overOnlineBudget: stillPlanned(overOnlineBudget).length,
+        limiters: [...limiters].map(([provider, l]) => ({ provider, cap: onlineConcurrency, ...l.state() }))
+      }))
+
+      // Files of shards collected before a crash (or whose deletion failed) are deleted now.
+      const holding = RunState.holdingFiles(state)
+      if (holding.length > 0) yield* track(ProviderFiles.releaseAll(ctx, holding))
       for (const shard of RunState.openShards(state)) {
         const hold = shard.phase === "planned" || (checkKeys && shard.stage === first && shard.parent === null)
         if (holdUntilPlanned && hold) held.push(shard.id)
@@ -821,7 +863,6 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         settings.budget === undefined
           ? undefined
           : { limit: settings.budget, projected: committed, heldShards: overBudget.size, heldRows: [...overBudget].reduce((a, id) => a + state.shards.get(id)!.requests, 0) }
-      const stillPlanned = (ids: Set<string>) => [...ids].filter((id) => state.shards.get(id)!.phase === "planned")
       const onlineBudget =
         settings.onlineBudget === undefined
           ? undefined
@@ -839,6 +880,9 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         ...(alreadyFinished ? { alreadyFinished } : {})
       }
     })
+  ).pipe(
+    Effect.tap((s) => Effect.annotateCurrentSpan({ "sluice.rows": s.rows, "sluice.rows.succeeded": s.succeeded, "sluice.rows.pending": s.pending, "sluice.finished": s.finished })),
+    Effect.withSpan("sluice.run", { attributes: { "sluice.pipeline": pipeline.name, "sluice.action": options.action ?? "run" } })
   )
 
 /**

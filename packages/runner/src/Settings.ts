@@ -36,6 +36,8 @@ export const ranges = {
   shardSize: { min: 1, max: 1_000_000, integer: true },
   /** Sub-second polls are for the emulator: against a remote address the runner polls at most once a second. */
   pollSeconds: { min: 0.01, max: 3600, unit: "seconds" },
+  /** The adaptive schedule's cap; under the provider family's floor, the floor wins (PollSchedule.ts). */
+  maxPollSeconds: { min: 0.01, max: 3600, unit: "seconds" },
   budget: { min: 0, above: true, unit: "USD" },
   outputTokens: { min: 1, max: 1_000_000, integer: true },
   outputFileWaitSeconds: { min: 0, max: 86_400, unit: "seconds" },
@@ -72,6 +74,7 @@ export const problems = (settings: {
   readonly onlineConcurrency?: number | undefined
   readonly shardSize?: number | undefined
   readonly pollInterval?: Duration.Duration | undefined
+  readonly maxPollInterval?: Duration.Duration | undefined
   readonly budget?: number | undefined
   readonly budgetOutputTokens?: number | undefined
   readonly outputFileWait?: Duration.Duration | undefined
@@ -90,6 +93,7 @@ export const problems = (settings: {
   check("onlineConcurrency", ranges.concurrency, settings.onlineConcurrency)
   check("shardSize", ranges.shardSize, settings.shardSize)
   check("pollInterval", ranges.pollSeconds, settings.pollInterval === undefined ? undefined : Duration.toMillis(settings.pollInterval) / 1000)
+  check("maxPollInterval", ranges.maxPollSeconds, settings.maxPollInterval === undefined ? undefined : Duration.toMillis(settings.maxPollInterval) / 1000)
   check("budget", ranges.budget, settings.budget)
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
   check("rpm", ranges.rpm, settings.rpm)

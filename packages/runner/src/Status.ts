@@ -15,7 +15,7 @@ import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
-import { awaitingOutput } from "./RunState.js"
+import { awaitingOutput, holdingFiles } from "./RunState.js"
 import type { ShardState } from "./RunState.js"
 import { loadState, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
@@ -58,6 +58,12 @@ export interface RunStatus extends RunSummary {
   readonly pipelineFile: { readonly path: string; readonly state: "recorded" | "changed" | "missing" | "unrecorded" } | null
   /** The settings `resume` and `retry` keep unless given again: `--mode`, `--online-budget`, `--online-below` (see KeptSettings.ts). */
   readonly settings: KeptSettings.Kept
+  /**
+   * Files at the provider: `holding`, collected shards whose files were not deleted yet (a
+   * deletion that failed or a crash; the next resume deletes them); `kept`, output and error
+   * files left there by `--keep-provider-files`.
+   */
+  readonly providerFiles: { readonly holding: number; readonly kept: number }
 }
 
 const pipelineFileOf = (root: string, manifest: RunDir.Manifest, path: Path.Path): RunStatus["pipelineFile"] => {
@@ -142,7 +148,11 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
       baseDir: manifest.baseDir ?? null,
       bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null])),
       pipelineFile: pipelineFileOf(paths.root, manifest, path),
-      settings: manifest.settings ?? {}
+      settings: manifest.settings ?? {},
+      providerFiles: {
+        holding: holdingFiles(state).length,
+        kept: [...state.shards.values()].reduce((n, sh) => n + (sh.released?.kept.length ?? 0), 0)
+      }
     }
     return result
   })
@@ -174,6 +184,10 @@ export const render = (s: RunStatus): string => {
       : [`  deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ", passed" : ""} · rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
+    ...(s.providerFiles.holding === 0
+      ? []
+      : [`  provider files: ${count(s.providerFiles.holding, "collected shard")} still ${s.providerFiles.holding === 1 ? "holds" : "hold"} files at the provider (\`sluice resume ${s.runDir}\` deletes them)`]),
+    ...(s.providerFiles.kept === 0 ? [] : [`  provider files: ${count(s.providerFiles.kept, "output file")} left at the provider by --keep-provider-files (\`sluice gc ${s.runDir} --yes\` deletes what is still there)`]),
     "  shards:",
     ...s.shards.map(
       (sh) =>

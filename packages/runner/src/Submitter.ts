@@ -8,8 +8,10 @@
 import type { BatchInfo, ProviderError } from "@sluice/providers"
 import { Duration, Effect, Option, Schema, Stream } from "effect"
 import * as Failpoint from "./internal/Failpoint.js"
+import { defaultMaxPollInterval } from "./Poller.js"
 import type { BatchContext, RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
+import * as Telemetry from "./Telemetry.js"
 
 export class SubmitError extends Schema.TaggedError<SubmitError>()("SubmitError", {
   shard: Schema.String,
@@ -73,7 +75,7 @@ const findOrphanByContent = (ctx: BatchContext, shard: ShardState): Effect.Effec
     yield* Effect.logInfo(
       `shard ${shard.id}: ${found.undecided.length} batch(es) may be this shard's, created before a crash; waiting for them to end to tell`
     )
-    yield* Effect.sleep(ctx.settings.pollInterval)
+    yield* Effect.sleep(ctx.settings.pollInterval ?? ctx.settings.maxPollInterval ?? defaultMaxPollInterval)
     return yield* attempt
   })
   return Effect.suspend(() => attempt)
@@ -95,6 +97,10 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
   Effect.gen(function* () {
     if (shard.phase !== "planned" && shard.phase !== "intent" && shard.phase !== "staged") return
     const { provider } = ctx.stageOf(shard.stage)
+    // Only an intent found already recorded (by an earlier process or attempt) can have left an
+    // upload or a batch behind: a fresh submission has nothing to search for. (Recording the
+    // intent below moves `shard.phase` to "intent", so the phase cannot tell them apart later.)
+    const resumed = shard.phase === "intent"
     if (shard.phase === "planned") {
       yield* ctx.record({ _tag: "SubmitIntent", shard: shard.id, submission: shard.submission + 1, at: yield* nowSeconds })
     } else {
@@ -104,7 +110,7 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
 
     if (shard.inputRef === null) {
       const name = stagedName(ctx, shard)
-      const earlier = shard.phase === "intent" ? yield* provider.findStaged(name) : Option.none()
+      const earlier = resumed ? yield* provider.findStaged(name) : Option.none()
       const staged = Option.isSome(earlier) ? earlier.value : yield* provider.stage(ctx.paths.shardFile(shard.id), name)
       Failpoint.hit("after-upload")
       yield* ctx.record({ _tag: "Staged", shard: shard.id, submission: shard.submission, inputRef: staged.inputRef })
@@ -160,7 +166,9 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
 /** Brings a shard to "created" (or "rejected"), whatever phase a crash left it in. */
 export const submit = (ctx: RunContext, shard: ShardState) =>
   // Without metadata, creates run one at a time: a crash then leaves at most one orphan.
-  ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))
+  (ctx.stageOf(shard.stage).provider.capabilities.metadata ? submitOnce(ctx, shard) : ctx.createLock.withPermits(1)(submitOnce(ctx, shard))).pipe(
+    Telemetry.shardSpan("sluice.submit", shard, { when: (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" })
+  )
 
 /**
  * Takes back a shard that has no batch yet (cancelling a run): a batch created for it before a

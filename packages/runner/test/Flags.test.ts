@@ -54,6 +54,7 @@ const flags: ReadonlyArray<readonly [string, string, string, string, ReadonlyArr
   ["--shard-size", "0", "an integer from 1 to 1000000, got 0", "1", ["run", "estimate"]],
   ["--poll-interval", "0", "a number of seconds from 0.01 to 3600, got 0", "0.01", ["run", "resume", "retry", "cancel"]],
   ["--poll-interval", "3601", "a number of seconds from 0.01 to 3600, got 3601", "3600", ["run"]],
+  ["--max-poll-interval", "0", "a number of seconds from 0.01 to 3600, got 0", "3600", ["run", "resume", "retry", "cancel"]],
   ["--budget", "-1", "a number of USD above 0, got -1", "0.01", ["run", "resume"]],
   ["--budget", "0", "a number of USD above 0, got 0", "1000000", ["run"]],
   ["--output-tokens", "0", "an integer from 1 to 1000000, got 0", "1000000", ["run", "resume", "estimate", "preview"]],
@@ -161,11 +162,11 @@ describe("polling a remote provider", () => {
 
   it.effect("is never faster than once a second; a local emulator may be polled faster", () =>
     Effect.gen(function* () {
-      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("https://api.openai.com"))).pollInterval)).toBe(1000)
-      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("http://127.0.0.1:4010"))).pollInterval)).toBe(50)
-      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("http://localhost:4010"))).pollInterval)).toBe(50)
+      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("https://api.openai.com"))).pollInterval!)).toBe(1000)
+      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("http://127.0.0.1:4010"))).pollInterval!)).toBe(50)
+      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at("http://localhost:4010"))).pollInterval!)).toBe(50)
       // A provider that does not say where it sends (an in-process fake) is not slowed down.
-      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at(undefined))).pollInterval)).toBe(50)
+      expect(Duration.toMillis((yield* Runner.remotePollFloor(settings, at(undefined))).pollInterval!)).toBe(50)
       const slow = { ...settings, pollInterval: Duration.seconds(30) }
       expect((yield* Runner.remotePollFloor(slow, at("https://api.openai.com"))).pollInterval).toBe(slow.pollInterval)
     }))

@@ -10,6 +10,8 @@
  *                                 calls: [...], calls_dropped: n }      (real-time calls, callLedger.ts)
  *                               Anthropic batches are listed too (metadata {}, input_file_id null,
  *                               api "anthropic" | "anthropic-gateway", deleted), in creation order.
+ *   GET  /_emulator/requests -> { "GET /v1/batches/{id}": n, "POST /v1/files": n, … }: provider-API requests
+ *                               by method and route, ids replaced by {id} (requestCounts.ts)
  *   GET  /_emulator/inflight -> { in_flight, held }: real-time requests being handled, and held
  *   GET  /_emulator/faults   -> current fault settings
  *   POST /_emulator/faults   -> patch them; `expireBatch: id` expires that batch (OpenAI or Anthropic) now
@@ -17,7 +19,7 @@
  *   POST /_emulator/clock    -> {hold: true} stops it, {advanceMs: N} moves it forward, {release: true}
  *                               lets it run on from where it stood; answers { now, held }
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
- *                               wrote, see store.ts), the real-time calls and rate-limit buckets;
+ *                               wrote, see store.ts), the real-time calls, request counts and rate-limit buckets;
  *                               restore the start-up fault settings
  *                               (the clock is left as it is)
  */
@@ -27,12 +29,14 @@ import { invalidRequest } from "./errors.js"
 import { FAULT_KEYS, type Faults, faultsJson, parseFaultPatch } from "./faults.js"
 import { readJson, type Reply } from "./http.js"
 import type { RealtimeCalls } from "./realtime.js"
+import type { RequestCounts } from "./requestCounts.js"
 import type { Store } from "./store.js"
 
 export interface ControlContext {
   readonly store: Store
   readonly batches: Batches
   readonly realtime: RealtimeCalls
+  readonly requests: RequestCounts
   readonly faults: Faults
   readonly emulatorClock: EmulatorClock
   readonly log: (line: string) => void
@@ -53,6 +57,9 @@ export const handleControl = async (
       return true
     case "GET ledger":
       await reply.chunks(200, "application/json", ledger(ctx))
+      return true
+    case "GET requests":
+      reply.json(200, ctx.requests.json)
       return true
     case "GET inflight":
       reply.json(200, ctx.realtime.inFlight)
@@ -86,6 +93,7 @@ export const handleControl = async (
       await ctx.batches.reset()
       await ctx.store.reset()
       ctx.realtime.reset()
+      ctx.requests.reset()
       ctx.faults.reset()
       ctx.log("state reset")
       reply.json(200, { ok: true })

@@ -41,6 +41,8 @@ export interface FaultSettings {
   readonly latencyPerTokenMs: number
   /** Real-time endpoints: admitted requests wait (in flight) until this is switched off. */
   readonly holdRequests: boolean
+  /** Every DELETE (files, batches; every family) is refused 403, as for a key without delete permission. */
+  readonly refuseDeletes: boolean
 }
 
 export const defaultFaults: FaultSettings = {
@@ -58,14 +60,15 @@ export const defaultFaults: FaultSettings = {
   rateLimitHeaders: true,
   latencyMs: 0,
   latencyPerTokenMs: 0,
-  holdRequests: false
+  holdRequests: false,
+  refuseDeletes: false
 }
 
 const RATE_KEYS = ["errorRate", "rateLimitRate", "serverErrorRate", "resetRate", "dropLines", "invalidJsonRate"] as const
 const DURATION_KEYS = ["retryAfterMs", "lateOutputFileMs", "latencyMs", "latencyPerTokenMs"] as const
 /** Positive numbers where Infinity (given as the string "Infinity" or null in JSON) means "no limit". */
 const UNBOUNDED_KEYS = ["requestsPerSecond", "rpmLimit", "tpmLimit"] as const
-const BOOLEAN_KEYS = ["rateLimitHeaders", "holdRequests"] as const
+const BOOLEAN_KEYS = ["rateLimitHeaders", "holdRequests", "refuseDeletes"] as const
 
 const isOneOf = (keys: ReadonlyArray<string>, key: string): boolean => keys.includes(key)
 

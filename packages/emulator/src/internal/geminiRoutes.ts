@@ -196,6 +196,7 @@ export const handleGemini = async (
       )
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
+    if (method === "DELETE" && ctx.faults.settings.refuseDeletes) throw new GeminiError(403, "PERMISSION_DENIED", "The caller does not have permission.")
     if (!(await route(ctx, stateOf(ctx), method, target, url.searchParams, reply))) {
       throw notFound(`The requested URL ${url.pathname} was not found on this server (${method}).`)
     }

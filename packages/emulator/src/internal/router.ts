@@ -28,9 +28,12 @@ import { messages } from "./anthropicMessages.js"
 import { openAiRealtimeEndpoint } from "./openaiRealtime.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
 import type { RealtimeCalls } from "./realtime.js"
+import type { RequestCounts } from "./requestCounts.js"
 
 export interface RouterContext extends OpenAiContext {
   readonly realtime: RealtimeCalls
+  /** Requests per route (`GET /_emulator/requests`). */
+  readonly requests: RequestCounts
   readonly apiKey: string | undefined
   /** The Host names every route answers to (see access.ts). */
   readonly hosts: HostPolicy
@@ -99,6 +102,7 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       if (!(await handleControl(control, method, segments.slice(1), reply))) throw invalidUrl(method, url.pathname)
       return
     }
+    ctx.requests.add(method, url.pathname)
     // Gemini routes (/v1beta, /upload/{v}, /download/{v}, and the Gemini-shaped calls under /v1)
     // check auth and answer errors in their own shape.
     const gemini = geminiRoute(method, segments, url.searchParams, req)
@@ -141,6 +145,9 @@ const handle = async (ctx: RouterContext, req: IncomingMessage, res: ServerRespo
       throw new ApiError(fault.status, "The server had an error while processing your request. Sorry about that!", "server_error")
     }
     if (fault?._tag === "Reset") reply = new Reply(req, res, true)
+    if (method === "DELETE" && ctx.faults.settings.refuseDeletes) {
+      throw new ApiError(403, "You have insufficient permissions for this operation.", anthropic === undefined ? "invalid_request_error" : "permission_error")
+    }
     const handled = anthropic !== undefined
       ? await handleAnthropic(ctx.batches.anthropic, method, anthropic, url.searchParams, reply)
       : openAi !== undefined && (await handleOpenAi(ctx, method, openAi.rest, url.searchParams, reply))

@@ -45,10 +45,12 @@ const usageTags = new Set([
   "LocalEmulatorError",
   "UnpricedBudget",
   "PricesFileError",
+  "ReportError",
   "InvalidSettings",
   "EmulatorStartError",
   "ModeUnsupported",
-  "PreviewUnsupported"
+  "PreviewUnsupported",
+  "GcUsageError"
 ])
 
 /** @effect/cli's own errors for bad arguments: it has printed them (with usage) already. */

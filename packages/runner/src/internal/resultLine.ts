@@ -1,25 +1,64 @@
-/** Reading results.jsonl lines cheaply: their head, without parsing the raw answer they hold. */
-
-const usagePattern = /,"usage":\{"inputTokens":(\d+),"outputTokens":(\d+),"cachedInputTokens":(\d+)\}/
-
 /**
- * The head of a results.jsonl line, read without parsing the line (it holds the raw answer,
- * often far longer than the rest): the Collector writes `{"shard":…,"attempt":…,["cached":true,]"_tag":…,"customId":…`.
- * A `,"usage":{` can only be the field itself: a JSON string holds no unescaped quote.
+ * Reading results.jsonl lines cheaply: their head (shard, custom_id, whether it succeeded or came
+ * from the cache) and their usage, without decoding or parsing the raw answer the line holds,
+ * often far longer than the rest. The Collector writes each line as
+ * `{"shard":…,"attempt":…,["cached":true,]"_tag":…,"customId":…,…,"usage":{…},"raw":…}`.
  */
-export const resultHead = (line: string) => {
-  const shardEnd = line.indexOf(`","attempt":`)
-  if (!line.startsWith(`{"shard":"`) || shardEnd < 0) return undefined
-  const shard = JSON.parse(line.slice(9, shardEnd + 1)) as string
-  const tagAt = line.indexOf(`"_tag":"`, shardEnd)
-  const cached = line.slice(shardEnd, tagAt).includes(`"cached":true`)
-  const succeeded = line.startsWith(`"_tag":"Succeeded","customId":"`, tagAt)
-  const idStart = line.indexOf(`"customId":"`, tagAt) + 12
-  let customId = line.slice(idStart, line.indexOf(`"`, idStart))
-  // An id with an escape in it (sluice writes none, but a key may hold anything): read it properly.
-  if (customId.includes("\\")) customId = (JSON.parse(line) as { customId: string }).customId
-  // The usage field comes before the raw answer: the first match is it.
-  const usage = succeeded ? usagePattern.exec(line) : null
-  return { shard, cached, succeeded, customId, usage: usage === null ? null : { input: Number(usage[1]), output: Number(usage[2]) } }
+
+export interface ResultHead {
+  readonly shard: string
+  readonly cached: boolean
+  readonly succeeded: boolean
+  readonly customId: string
+  readonly usage: { readonly input: number; readonly output: number } | null
 }
 
+const usagePattern = /^,"usage":\{"inputTokens":(\d+),"outputTokens":(\d+),"cachedInputTokens":(\d+)\}/
+/**
+ * A `,"usage":{"inputTokens":` in the line's bytes can only be the field itself: a JSON string
+ * holds no unescaped quote. The field comes before the raw answer, so the first one is it.
+ */
+const usageBytes = Buffer.from(`,"usage":{"inputTokens":`)
+/** Enough of a line to hold its shard, tag and custom_id (ids are at most 64 characters). */
+const HEAD = 512
+
+/** The head of a results.jsonl line (its bytes in [start, end)); undefined for a line not written so. */
+export const resultHead = (bytes: Buffer, start: number, end: number): ResultHead | undefined => {
+  let text = bytes.toString("utf8", start, Math.min(end, start + HEAD))
+  let head = headOf(text)
+  if (head === undefined && end - start > HEAD) head = headOf((text = bytes.toString("utf8", start, end)))
+  if (head === undefined) return undefined
+  let usage: ResultHead["usage"] = null
+  if (head.succeeded) {
+    const at = bytes.subarray(start, end).indexOf(usageBytes)
+    const m = at < 0 ? null : usagePattern.exec(bytes.toString("latin1", start + at, Math.min(end, start + at + 120)))
+    if (m !== null) usage = { input: Number(m[1]), output: Number(m[2]) }
+  }
+  return { ...head, usage }
+}
+
+const headOf = (line: string): Omit<ResultHead, "usage"> | undefined => {
+  const shardEnd = line.indexOf(`","attempt":`)
+  if (!line.startsWith(`{"shard":"`) || shardEnd < 0) return undefined
+  const tagAt = line.indexOf(`"_tag":"`, shardEnd)
+  const idAt = line.indexOf(`"customId":"`, tagAt)
+  if (tagAt < 0 || idAt < 0) return undefined
+  const idStart = idAt + 12
+  const idEnd = line.indexOf(`"`, idStart)
+  if (idEnd < 0) return undefined
+  let customId = line.slice(idStart, idEnd)
+  // An id with an escape in it (sluice writes none, but a key may hold anything): read it properly.
+  if (customId.includes("\\")) {
+    try {
+      customId = (JSON.parse(line) as { customId: string }).customId
+    } catch {
+      return undefined
+    }
+  }
+  return {
+    shard: JSON.parse(line.slice(9, shardEnd + 1)) as string,
+    cached: line.slice(shardEnd, tagAt).includes(`"cached":true`),
+    succeeded: line.startsWith(`"_tag":"Succeeded"`, tagAt),
+    customId
+  }
+}

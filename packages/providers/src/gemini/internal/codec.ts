@@ -11,7 +11,7 @@
 import type { BatchRequest, BatchResult, Content, FailureClass } from "@sluice/core"
 import { GeminiDisplayName, Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
-import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
+import type { BatchInfo, BatchStatus, StoredFile } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
 import { count as tokens, lookup } from "../../internal/wire.js"
 
@@ -347,8 +347,25 @@ const WireFile = Schema.Struct({
   name: Schema.String,
   displayName: Nullish(Schema.String),
   state: Nullish(Schema.String),
-  createTime: Nullish(Schema.String)
+  createTime: Nullish(Schema.String),
+  /** int64 as a string. */
+  sizeBytes: Nullish(Schema.Union(Schema.String, Schema.Number)),
+  /** `UPLOADED` or `GENERATED` (a batch's responses file). */
+  source: Nullish(Schema.String)
 })
+
+/** The neutral view of a listed file (see `ProviderStorage.files`). */
+export const toStoredFile = (file: typeof WireFile.Type): StoredFile => {
+  const bytes = file.sizeBytes === undefined || file.sizeBytes === null ? Number.NaN : Number(file.sizeBytes)
+  const createdMs = file.createTime ? Date.parse(file.createTime) : Number.NaN
+  return {
+    id: file.name,
+    name: file.displayName ?? null,
+    bytes: Number.isFinite(bytes) ? bytes : null,
+    createdAt: Number.isFinite(createdMs) ? Math.floor(createdMs / 1000) : 0,
+    purpose: file.source ?? null
+  }
+}
 const decodeWireUploaded = Schema.decodeUnknownEither(Schema.Struct({ file: WireFile }))
 const decodeWireFilePage = Schema.decodeUnknownEither(
   Schema.Struct({ files: Nullish(Schema.Array(WireFile)), nextPageToken: Nullish(Schema.String) })

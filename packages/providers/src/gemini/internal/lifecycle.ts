@@ -16,7 +16,9 @@ import type {
   OnlineApi,
   ProviderCapabilities,
   ProviderLimits,
-  StagedInput
+  ProviderStorage,
+  StagedInput,
+  StoredFile
 } from "../../BatchProvider.js"
 import { trimKey } from "../../internal/env.js"
 import type { HttpSettings, ProviderHttp, RequestSpec } from "../../internal/http.js"
@@ -47,7 +49,8 @@ import {
   onlineResult,
   parseResultLine,
   parseResultRecord,
-  toBatchInfo
+  toBatchInfo,
+  toStoredFile
 } from "./codec.js"
 
 /**
@@ -337,6 +340,35 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
         Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
       )
 
+  const filesPath = `${version}/files`
+  const files: Stream.Stream<StoredFile, ProviderError> = Stream.paginateChunkEffect(
+    undefined as string | undefined,
+    (pageToken) =>
+      json({
+        method: "GET",
+        path: filesPath,
+        headers: { "cache-control": "no-cache" },
+        urlParams: { pageSize: String(filesPageSize), ...(pageToken === undefined ? {} : { pageToken }) }
+      }, { retry: true }).pipe(
+        Effect.flatMap(decodeWith(`GET ${filesPath}`, decodeFilePage)),
+        Effect.map((page) => {
+          const next = page.nextPageToken ?? undefined
+          return [
+            Chunk.unsafeFromArray((page.files ?? []).map(toStoredFile)),
+            next !== undefined && next !== "" && next !== pageToken ? Option.some(next) : Option.none()
+          ] as const
+        })
+      )
+  )
+
+  const storage: ProviderStorage = {
+    inputFile: (inputRef) => (inputRef.startsWith(inlinePrefix) || inputRef === "" ? null : inputRef),
+    outputFiles: (batch) =>
+      batch.outputFileId === null || batch.outputFileId === "" || batch.outputFileId === inlineResponses ? [] : [batch.outputFileId],
+    deleteFile: deleteStaged,
+    files
+  }
+
   // --- batches ---
 
   const operationInfo = (operation: string) => decodeWith(operation, decodeBatchInfo)
@@ -408,6 +440,12 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
     // Cancel answers an empty object: read the batch back for its state.
     return json({ method: "POST", path }, { retry: true }).pipe(Effect.zipRight(retrieve(batchId)))
   }
+
+  const deleteBatch = (batchId: string): Effect.Effect<void, ProviderError> =>
+    json({ method: "DELETE", path: `${version}/${resourcePath(batchName(batchId))}` }, { retry: true }).pipe(
+      Effect.asVoid,
+      Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
+    )
 
   const listPath = `${version}/batches`
   const decodeListPage = decodeWith(`GET ${listPath}`, decodeBatchPage)
@@ -521,6 +559,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
     cancel,
     results,
     deleteStaged,
+    storage,
+    deleteBatch,
     online
   }
 }

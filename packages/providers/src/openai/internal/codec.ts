@@ -9,7 +9,7 @@
 import type { BatchRequest, BatchResult, ContentPart, Endpoint, FailureClass, Message, OutputFormat, Params } from "@sluice/core"
 import { Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
-import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
+import type { BatchInfo, BatchStatus, StoredFile } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
 import { count, lookup } from "../../internal/wire.js"
 
@@ -206,7 +206,9 @@ const WireFile = Schema.Struct({
   id: Schema.String,
   filename: Nullish(Schema.String),
   purpose: Nullish(Schema.String),
-  status: Nullish(Schema.String)
+  status: Nullish(Schema.String),
+  bytes: Nullish(Schema.Number),
+  created_at: Nullish(Schema.Union(Schema.Number, Schema.String))
 })
 
 const statusTable: Readonly<Record<string, BatchStatus>> = {
@@ -298,6 +300,15 @@ export const decodeFilePage = (u: unknown) =>
       Either.all(page.data.map((f) => Either.mapLeft(decodeWireFile(f), (e) => e.message))),
       (files) => ({ files, hasMore: page.has_more === true, lastId: page.last_id ?? null })
     ))
+
+/** The neutral view of a listed file (see `ProviderStorage.files`). */
+export const toStoredFile = (file: typeof WireFile.Type): StoredFile => ({
+  id: file.id,
+  name: file.filename ?? null,
+  bytes: typeof file.bytes === "number" && Number.isFinite(file.bytes) ? file.bytes : null,
+  createdAt: unixSeconds(file.created_at),
+  purpose: file.purpose ?? null
+})
 
 /** A file object (the answer of an upload); `Left` holds a short reason. */
 export const decodeFile = (u: unknown) => Either.mapLeft(decodeWireFile(u), (e) => e.message)

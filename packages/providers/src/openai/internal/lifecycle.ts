@@ -16,7 +16,9 @@ import type {
   OnlineApi,
   ProviderCapabilities,
   ProviderLimits,
-  StagedInput
+  ProviderStorage,
+  StagedInput,
+  StoredFile
 } from "../../BatchProvider.js"
 import { trimKey } from "../../internal/env.js"
 import { defaultOnlineTimeout, displayUrl, makeProviderHttp, truncate } from "../../internal/http.js"
@@ -39,7 +41,8 @@ import {
   onlineLine,
   onlineResult,
   parseResultLine,
-  quotaCodes
+  quotaCodes,
+  toStoredFile
 } from "./codec.js"
 
 // -----------------------------------------------------------------------------------------
@@ -224,6 +227,34 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
       Effect.catchIf((e) => e.reason === "NotFound", () => Effect.void)
     )
 
+  /** Every file of every purpose (inputs, outputs, errors), newest first. */
+  const files: Stream.Stream<StoredFile, ProviderError> = Stream.paginateChunkEffect(
+    undefined as string | undefined,
+    (after) =>
+      http.json({
+        method: "GET",
+        path: "/files",
+        urlParams: { order: "desc", limit: String(filesPageSize), ...(after === undefined ? {} : { after }) }
+      }, { retry: true }).pipe(
+        Effect.flatMap(decodeWith("GET /files", decodeFilePage)),
+        Effect.map((page) => {
+          const next = page.lastId ?? page.files[page.files.length - 1]?.id
+          return [
+            Chunk.unsafeFromArray(page.files.filter((f) => f.status !== "deleted").map(toStoredFile)),
+            page.hasMore && next !== undefined && next !== after ? Option.some(next) : Option.none()
+          ] as const
+        })
+      )
+  )
+
+  const storage: ProviderStorage = {
+    inputFile: (inputRef) => (inputRef === "" ? null : inputRef),
+    outputFiles: (batch) => [batch.outputFileId, batch.errorFileId].filter((id): id is string => id !== null && id !== ""),
+    // Input, output and error files are all deleted the same way.
+    deleteFile: deleteStaged,
+    files
+  }
+
   // --- batches ---
 
   const create = (input: CreateBatch): Effect.Effect<BatchInfo, ProviderError> =>
@@ -328,6 +359,7 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
     cancel,
     results,
     deleteStaged,
+    storage,
     online
   }
 }

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest"
+import { resultHead } from "../src/internal/resultLine.js"
+
+/** A results.jsonl line as the Collector writes it (prefix, then the result's own fields). */
+const line = (fields: { shard?: string; cached?: boolean; result: Record<string, unknown> }): string =>
+  `{"shard":${JSON.stringify(fields.shard ?? "label-00001")},"attempt":1,${fields.cached === true ? `"cached":true,` : ""}` +
+  JSON.stringify(fields.result).slice(1)
+
+/** The head of `text` read from the middle of a buffer, as a scan hands lines over. */
+const head = (text: string) => {
+  const bytes = Buffer.from(`garbage before\n${text}\nand after {"shard":"x","attempt":1}`)
+  const start = bytes.indexOf("\n") + 1
+  return resultHead(bytes, start, start + Buffer.byteLength(text))
+}
+
+const succeeded = (customId: string, text: string, usage: unknown) => ({
+  _tag: "Succeeded",
+  customId,
+  text,
+  finishReason: "stop",
+  usage,
+  raw: { body: { usage: { prompt_tokens: 1, completion_tokens: 2 } } }
+})
+
+describe("resultHead", () => {
+  it("reads shard, custom_id and usage without parsing the line", () => {
+    expect(head(line({ result: succeeded("label-a-1", '{"x":1}', { inputTokens: 12, outputTokens: 3, cachedInputTokens: 0 }) }))).toEqual({
+      shard: "label-00001",
+      cached: false,
+      succeeded: true,
+      customId: "label-a-1",
+      usage: { input: 12, output: 3 }
+    })
+  })
+
+  it("is not fooled by an answer whose text holds the usage field", () => {
+    const text = `,"usage":{"inputTokens":999,"outputTokens":999,"cachedInputTokens":0} ü`
+    expect(head(line({ result: succeeded("label-b-2", text, { inputTokens: 5, outputTokens: 6, cachedInputTokens: 1 }) }))?.usage).toEqual({ input: 5, output: 6 })
+    expect(head(line({ result: succeeded("label-b-2", text, null) }))?.usage).toBeNull()
+  })
+
+  it("reads failed and cached lines, and ids with escapes", () => {
+    const failed = line({ cached: true, result: { _tag: "Failed", customId: 'we"ird\\id', failure: "retryable", code: "server_error", message: "x", raw: null } })
+    expect(head(failed)).toEqual({ shard: "label-00001", cached: true, succeeded: false, customId: 'we"ird\\id', usage: null })
+    expect(head(line({ shard: "s-" + "é".repeat(400), result: succeeded("label-c", "t", { inputTokens: 1, outputTokens: 2, cachedInputTokens: 0 }) }))?.shard).toBe("s-" + "é".repeat(400))
+  })
+
+  it("refuses a line not written by the Collector", () => {
+    expect(head(`{"attempt":1,"shard":"a"}`)).toBeUndefined()
+    expect(head("not json")).toBeUndefined()
+  })
+})
