@@ -10,7 +10,7 @@
  *
  * Changes are seen by fs.watch on the run directory and its shards, and by a poll of the
  * files' sizes (fs.watch misses changes on some filesystems). Recomputes are coalesced: one at
- * a time, and changes during one lead to exactly one more.
+ * a time, at most one a second, and changes during one lead to exactly one more.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -43,6 +43,8 @@ export interface UiOptions {
   readonly page: (input: { readonly token: string; readonly view: unknown }) => string
   /** How often the files' sizes are polled (ms; default 1000). */
   readonly pollMs?: number
+  /** The least time between two recomputes (ms; default 1000): a busy run writes all the time. */
+  readonly minIntervalMs?: number
 }
 
 export interface UiServer {
@@ -109,6 +111,7 @@ export const serve = (
     // One recompute at a time; a change during one asks for exactly one more.
     let running = false
     let again = false
+    let last = 0
     const recompute = async (): Promise<void> => {
       if (running) {
         again = true
@@ -118,6 +121,9 @@ export const serve = (
       try {
         do {
           again = false
+          const wait = last + (options.minIntervalMs ?? 1000) - Date.now()
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+          last = Date.now()
           await run(rows.refresh)
           view = await run(options.view(paths.root))
           const json = JSON.stringify(view)
