@@ -355,3 +355,33 @@ describe("RunRows over an online run stopped mid-shard", () => {
     }
   }, 120_000)
 })
+
+describe("RunRows over a run whose first plan was refused", () => {
+  it("rows planned before a PlanRefused do not count; the plan that followed does", async () => {
+    // Two rows with one key and different texts: the plan (of four shards) is refused (onInvalid "fail").
+    const rows = Array.from({ length: 12 }, (_, i) => ({ id: `k${String(i + 1).padStart(2, "0")}`, text: `Review ${i + 1}` }))
+    const extra = [{ id: "k13", text: "Review 13" }, { id: "k14", text: "Review 14" }, { id: "k15", text: "Review 15" }, { id: "k03", text: "another text" }]
+    await writeText(project, "refused/rows.jsonl", [...rows, ...extra].map((r) => JSON.stringify(r)).join("\n") + "\n")
+    await writeText(project, "refused.pipeline.ts", pipelineSource({ name: "refused", source: "refused/rows.jsonl", sink: "out/refused.jsonl", onInvalid: "fail" }))
+    const runDir = ".sluice/runs/refused"
+    const args = ["run", "refused.pipeline.ts", "--run-dir", runDir, "--shard-size", "5", "--poll-interval", "0.05"]
+    const refused = await sluice(args)
+    expect(refused.code, describeResult(refused)).not.toBe(0)
+    const dir = join(project.dir, runDir)
+    expect(jsonl<{ _tag: string }>(join(dir, "journal.jsonl")).some((e) => e._tag === "PlanRefused")).toBe(true)
+    // The data fixed, the next run plans again (three shards) and finishes.
+    await writeText(project, "refused/rows.jsonl", rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    const r = await sluice(args)
+    expect(r.code, describeResult(r)).toBe(0)
+    const s = await status(runDir)
+    const index = await openRows(dir)
+    try {
+      const all = await index.all()
+      expect(all.map((x) => x.key)).toEqual(rows.map((x) => x.id))
+      expect(all.length).toBe(s.rows)
+      expect(countOf(all, "succeeded")).toBe(s.succeeded)
+    } finally {
+      await index.close()
+    }
+  }, 120_000)
+})

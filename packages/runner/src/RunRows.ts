@@ -186,7 +186,7 @@ class Index {
   readonly shardNo = new Map<string, number>()
   readonly classes: Array<string> = [""]
   readonly classNo = new Map<string, number>()
-  readonly ids: IdTable
+  ids: IdTable
   state = RunState.empty()
   journalPos = 0
   resultsPos = 0
@@ -197,6 +197,18 @@ class Index {
   constructor(readonly paths: RunDir.RunPaths, readonly stageNames: ReadonlyArray<string>) {
     this.ids = new IdTable((row) => this.idOfSync(row))
     for (const s of stageNames) this.byStage.set(s, [])
+  }
+
+  /** Back to no rows, the files read from the lengths the journal's state holds now. */
+  private reset(): void {
+    this.n = 0
+    this.ranges.length = 0
+    for (const list of this.byStage.values()) list.length = 0
+    this.shards.length = 0
+    this.shardNo.clear()
+    this.ids = new IdTable((row) => this.idOfSync(row))
+    this.resultsPos = this.state.offsets.results
+    this.failuresPos = this.state.offsets.failures
   }
 
   bytes(): number {
@@ -342,7 +354,8 @@ class Index {
         return this.readFailures(event.offsets, this.state.shards.get(event.shard)?.stage ?? this.stageNames[0]!)
       }
       case "PlanRefused": {
-        this.stale = true
+        // Nothing planned before it counts: the next run plans the source again.
+        this.reset()
         return
       }
       case "Collected": {
@@ -660,10 +673,12 @@ export const open = (
     const build = Effect.tryPromise({
       try: async () => {
         await index.catchUp()
-        // A shard rewritten (or a plan refused) after its files were read: read again from the start.
-        while (index.stale) {
+        // A shard rewritten after its sidecar was read: read again from the start (once: a
+        // rewrite journaled but not yet renamed into place is done by the run's next start).
+        if (index.stale) {
           index = new Index(paths, stageNames)
           await index.catchUp()
+          index.stale = false
         }
       },
       catch: fail
