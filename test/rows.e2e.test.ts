@@ -10,9 +10,10 @@ import { readFileSync } from "node:fs"
 import { appendFile } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { generateRun } from "../bench/rows-run.js"
 import * as RunRows from "../packages/runner/src/RunRows.js"
 import type { RowPage, RowQuery, RowView } from "../packages/runner/src/RunRows.js"
-import { describeResult, emulatorEnv, makeProject, runCli, startTestEmulator, writeText } from "./support/cli.js"
+import { describeResult, emulatorEnv, makeProject, pipelineSource, runCli, startTestEmulator, writeText } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
 import { setFaults } from "./support/runs.js"
 
@@ -280,4 +281,107 @@ describe("RunRows over a two-stage run", () => {
       await rows.close()
     }
   }, 240_000)
+})
+
+describe("a generated run directory (bench/rows-run.ts)", () => {
+  it("reads as a run in `sluice status`, and the index finds its rows, retries and failures", async () => {
+    const dir = project.path("generated", "run")
+    const g = await generateRun(dir, 25_000, 1000)
+    const s = await status(dir)
+    const rows = await openRows(dir)
+    try {
+      expect(rows.rows.size()).toBe(s.rows)
+      expect(s.rows).toBe(25_000)
+      expect(s.pending).toBe(0)
+      const failed = await rows.page({ offset: 0, limit: 1000, status: "failed" })
+      expect(failed.total).toBe(g.permanent)
+      expect(failed.rows.every((r) => r.failure?.class === "permanent")).toBe(true)
+      expect((await rows.page({ offset: 0, limit: 10, status: "invalid" })).total).toBe(g.invalid)
+      expect((await rows.page({ offset: 0, limit: 10, status: "succeeded" })).total).toBe(s.succeeded)
+      // A retried row (3% of the first attempts) shows its second attempt's answer, at its place.
+      const retried = (await rows.page({ offset: 0, limit: 1 })).rows[0]!
+      expect(retried.key).toBe("row-1")
+      expect(retried.status).toBe("succeeded")
+      expect((await Effect.runPromise(rows.rows.raw(retried.customId))) as { shard: string }).toMatchObject({ shard: "label-00001-a2", _tag: "Succeeded" })
+      const last = await rows.page({ offset: s.rows - 1, limit: 5 })
+      expect(last.rows.map((r) => r.key)).toEqual(["row-25000"])
+      expect(last.rows[0]!.status).toBe("succeeded")
+      // A rejected row is listed with the shard planned after it (its failure is committed with
+      // that shard's event): row 10,000 comes before the shard of rows 9,001…10,001, row 20,000 before that of 19,002…20,001.
+      const invalid = (await rows.page({ offset: 0, limit: 10, status: "invalid" })).rows
+      expect(invalid.map((r) => [r.key, r.index, r.failure?.code])).toEqual([["row-10000", 9000, "invalid_input"], ["row-20000", 19001, "invalid_input"]])
+    } finally {
+      await rows.close()
+    }
+  }, 120_000)
+})
+
+describe("RunRows over an online run stopped mid-shard", () => {
+  it("answers in an online file before their collection: shown with the row (still pending); a torn line ignored; then collected", async () => {
+    await writeText(project, "online.pipeline.ts", pipelineSource({ name: "online-rows", source: "data/docs.jsonl" }).replace("output: Label", 'mode: "online",\n    output: Label'))
+    const runDir = ".sluice/runs/online"
+    const dir = join(project.dir, runDir)
+    const args = ["run", "online.pipeline.ts", "--run-dir", runDir, "--shard-size", "12", "--concurrency", "2"]
+    const killed = await runCli(args, { cwd: project.dir, env: { ...emulatorEnv(emulator.url), SLUICE_FAILPOINT: "online-synced:3" } })
+    expect(killed.signal, describeResult(killed)).toBe("SIGKILL")
+    const onlineFile = join(dir, "shards", "label-00001.online.jsonl")
+    const answered = jsonl<{ _tag: string; customId: string; text: string }>(onlineFile)
+    expect(answered.length).toBeGreaterThan(0)
+    expect(answered.length).toBeLessThan(12)
+    // A write the kill cut short.
+    await appendFile(onlineFile, `{"_tag":"Succeeded","customId":"label-`)
+
+    const rows = await openRows(dir)
+    try {
+      const all = await rows.all()
+      expect(all).toHaveLength(12)
+      expect(countOf(all, "pending")).toBe(12)
+      const byId = new Map(answered.map((a) => [a.customId, a]))
+      for (const r of all) {
+        const a = byId.get(r.customId)
+        expect(r.output, r.customId).toEqual(a === undefined ? null : JSON.parse(a.text))
+        expect(await Effect.runPromise(rows.rows.raw(r.customId))).toEqual(a ?? null)
+      }
+      // Resumed to the end: the same handle, refreshed, shows the collected outcome.
+      const resumed = await runCli(["resume", runDir], { cwd: project.dir, env: emulatorEnv(emulator.url) })
+      expect(resumed.code, describeResult(resumed)).toBe(0)
+      await Effect.runPromise(rows.rows.refresh)
+      const after = await rows.all()
+      expect(countOf(after, "succeeded")).toBe(12)
+      const results = jsonl<{ customId: string; shard: string }>(join(dir, "results.jsonl"))
+      for (const r of after) expect(await Effect.runPromise(rows.rows.raw(r.customId))).toEqual(results.filter((l) => l.customId === r.customId).at(-1))
+    } finally {
+      await rows.close()
+    }
+  }, 120_000)
+})
+
+describe("RunRows over a run whose first plan was refused", () => {
+  it("rows planned before a PlanRefused do not count; the plan that followed does", async () => {
+    // Two rows with one key and different texts: the plan (of four shards) is refused (onInvalid "fail").
+    const rows = Array.from({ length: 12 }, (_, i) => ({ id: `k${String(i + 1).padStart(2, "0")}`, text: `Review ${i + 1}` }))
+    const extra = [{ id: "k13", text: "Review 13" }, { id: "k14", text: "Review 14" }, { id: "k15", text: "Review 15" }, { id: "k03", text: "another text" }]
+    await writeText(project, "refused/rows.jsonl", [...rows, ...extra].map((r) => JSON.stringify(r)).join("\n") + "\n")
+    await writeText(project, "refused.pipeline.ts", pipelineSource({ name: "refused", source: "refused/rows.jsonl", sink: "out/refused.jsonl", onInvalid: "fail" }))
+    const runDir = ".sluice/runs/refused"
+    const args = ["run", "refused.pipeline.ts", "--run-dir", runDir, "--shard-size", "5", "--poll-interval", "0.05"]
+    const refused = await sluice(args)
+    expect(refused.code, describeResult(refused)).not.toBe(0)
+    const dir = join(project.dir, runDir)
+    expect(jsonl<{ _tag: string }>(join(dir, "journal.jsonl")).some((e) => e._tag === "PlanRefused")).toBe(true)
+    // The data fixed, the next run plans again (three shards) and finishes.
+    await writeText(project, "refused/rows.jsonl", rows.map((r) => JSON.stringify(r)).join("\n") + "\n")
+    const r = await sluice(args)
+    expect(r.code, describeResult(r)).toBe(0)
+    const s = await status(runDir)
+    const index = await openRows(dir)
+    try {
+      const all = await index.all()
+      expect(all.map((x) => x.key)).toEqual(rows.map((x) => x.id))
+      expect(all.length).toBe(s.rows)
+      expect(countOf(all, "succeeded")).toBe(s.succeeded)
+    } finally {
+      await index.close()
+    }
+  }, 120_000)
 })

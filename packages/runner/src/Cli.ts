@@ -17,6 +17,10 @@ import * as Preview from "./Preview.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
 import * as Report from "./Report.js"
+import * as ReportPage from "./ReportPage.js"
+import * as RunView from "./RunView.js"
+import type { RunView as View } from "./RunView.js"
+import * as UiServer from "./UiServer.js"
 import * as RunDir from "./RunDir.js"
 import * as Path from "@effect/platform/Path"
 import type { FailureClass, Pipeline } from "@sluice/core"
@@ -665,6 +669,35 @@ const reportCommand = Command.make(
   )
 )
 
+const uiCommand = Command.make(
+  "ui",
+  {
+    runDir: runDirArg,
+    port: Flags.uiPort,
+    prices,
+    json
+  },
+  ({ runDir, port, prices, json }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const server = yield* UiServer.serve(runDir, {
+          port,
+          view: (root) => RunView.load(root, { prices: priceTable }),
+          page: ({ token, view }) => ReportPage.render({ view: view as View, data: { mode: "live", token } })
+        })
+        yield* json
+          ? Console.log(JSON.stringify({ url: server.url, port: server.port, token: server.token }))
+          : Console.log(`sluice ui: ${server.url}\n(read-only, on 127.0.0.1; the token in the URL is the key: share it only with who may see the run's data. Ctrl-C stops.)`)
+        return yield* Effect.never
+      }).pipe(Effect.scoped)
+    )
+).pipe(
+  Command.withDescription(
+    "Serve the run's report live on 127.0.0.1 while the run goes: the same views as `sluice report`, updated as the journal and results grow, and a row browser that pages through every row (a million as fast as a hundred). Read-only; the URL printed at start carries a random token, required on every request."
+  )
+)
+
 const gcCommand = Command.make(
   "gc",
   {
@@ -860,7 +893,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

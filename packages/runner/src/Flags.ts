@@ -143,6 +143,9 @@ export const previewRows = bounded(
 ).pipe(Options.withAlias("n"), Options.optional)
 
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
+/** `sluice ui`: the port on 127.0.0.1 (0: a free one). */
+export const uiPort = bounded("port", ranges.port, "the port to listen on, on 127.0.0.1; 0 takes any free port", "0").pipe(Options.withDefault(0))
+
 export const prices = Options.file("prices").pipe(
   Options.withDescription(
     "a JSON file of prices and context windows by model (the shape of data/prices.json), merged over the built-in table; default $SLUICE_PRICES"
@@ -160,7 +163,7 @@ const millis = (name: string, description: string, byDefault: string, min = 0) =
   bounded(name, { min, max: 604_800_000, integer: true, unit: "ms" }, description, byDefault)
 
 export const emulator = {
-  port: bounded("port", { min: 0, max: 65_535, integer: true }, "port on 127.0.0.1", "0, a free port").pipe(Options.withDefault(0)),
+  port: bounded("port", ranges.port, "port on 127.0.0.1", "0, a free port").pipe(Options.withDefault(0)),
   requestsPerSecond: bounded("requests-per-second", { min: 0, above: true, max: 1_000_000_000 }, "processing speed per batch", "1000").pipe(
     Options.withDefault(1000)
   ),

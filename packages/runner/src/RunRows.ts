@@ -119,11 +119,21 @@ interface ShardEntry {
 
 const decodeEvent = Schema.decodeUnknownEither(Schema.parseJson(JournalEvent))
 
-/** `{"shard":"<id>","attempt":n,` … `"customId":"<id>"`: a results.jsonl line's shard and custom_id. */
-const resultIds = (text: string): { shard: string | null; customId: string } | undefined => {
-  const id = stringField(text, "customId")
-  if (id === undefined) return undefined
-  return { shard: stringField(text, "shard") ?? null, customId: id }
+const CUSTOM_ID = Buffer.from(`"customId":"`)
+
+/**
+ * The custom_id of a result line (`{"shard":…,"attempt":n,"_tag":…,"customId":"<id>",…}`),
+ * read from its bytes: its first `"customId":"` is the key (a quote inside a JSON string is
+ * escaped), and it comes before the provider's raw answer.
+ */
+const resultId = (bytes: Buffer, start: number, end: number): string | undefined => {
+  const at = bytes.indexOf(CUSTOM_ID, start)
+  if (at === -1 || at >= end) return undefined
+  const from = at + CUSTOM_ID.length
+  const close = bytes.indexOf(0x22, from)
+  if (close === -1 || close >= end) return undefined
+  const id = bytes.toString("utf8", from, close)
+  return id.includes("\\") ? stringField(bytes.toString("utf8", at, end), "customId") : id
 }
 
 /**
@@ -176,7 +186,7 @@ class Index {
   readonly shardNo = new Map<string, number>()
   readonly classes: Array<string> = [""]
   readonly classNo = new Map<string, number>()
-  readonly ids: IdTable
+  ids: IdTable
   state = RunState.empty()
   journalPos = 0
   resultsPos = 0
@@ -187,6 +197,18 @@ class Index {
   constructor(readonly paths: RunDir.RunPaths, readonly stageNames: ReadonlyArray<string>) {
     this.ids = new IdTable((row) => this.idOfSync(row))
     for (const s of stageNames) this.byStage.set(s, [])
+  }
+
+  /** Back to no rows, the files read from the lengths the journal's state holds now. */
+  private reset(): void {
+    this.n = 0
+    this.ranges.length = 0
+    for (const list of this.byStage.values()) list.length = 0
+    this.shards.length = 0
+    this.shardNo.clear()
+    this.ids = new IdTable((row) => this.idOfSync(row))
+    this.resultsPos = this.state.offsets.results
+    this.failuresPos = this.state.offsets.failures
   }
 
   bytes(): number {
@@ -332,7 +354,8 @@ class Index {
         return this.readFailures(event.offsets, this.state.shards.get(event.shard)?.stage ?? this.stageNames[0]!)
       }
       case "PlanRefused": {
-        this.stale = true
+        // Nothing planned before it counts: the next run plans the source again.
+        this.reset()
         return
       }
       case "Collected": {
@@ -392,10 +415,9 @@ class Index {
   private async readResults(to: number): Promise<void> {
     if (to <= this.resultsPos) return
     this.resultsPos = await scan(this.paths.results, this.resultsPos, to, (bytes, start, end, position) => {
-      // The ids come first; 4 KB holds them (a custom_id is at most 64 characters).
-      const ids = resultIds(bytes.toString("utf8", start, Math.min(end, start + 4096)))
-      if (ids === undefined) return
-      const r = this.lookup(ids.customId)
+      const id = resultId(bytes, start, end)
+      if (id === undefined) return
+      const r = this.lookup(id)
       if (r === -1) return
       this.resultAt[r] = position
       this.answer[r] = IN_RESULTS
@@ -442,7 +464,7 @@ class Index {
       if (no === undefined) continue
       const entry = this.shards[no]!
       const end = await scan(this.paths.onlineFile(s.id), entry.onlinePos, undefined, (bytes, start, end, position) => {
-        const id = stringField(bytes.toString("utf8", start, Math.min(end, start + 4096)), "customId")
+        const id = resultId(bytes, start, end)
         const r = id === undefined ? -1 : this.lookup(id)
         if (r === -1 || this.latest[r] !== no) return
         this.resultAt[r] = position
@@ -508,6 +530,69 @@ class Index {
       }
     }
     return n
+  }
+
+  /** The ranges of `stage` (all: undefined) in order, with the index of each one's first row. */
+  *rangesOf(stage: string | undefined): Generator<{ readonly range: Range; readonly index: number }> {
+    let index = 0
+    for (const [name, ranges] of this.byStage) {
+      if (stage !== undefined && name !== stage) {
+        for (const range of ranges) index += range.count
+        continue
+      }
+      for (const range of ranges) {
+        yield { range, index }
+        index += range.count
+      }
+    }
+  }
+
+  /**
+   * The rows among `candidates` (rows of `range`, in order) whose sidecar line or answer
+   * text holds `q` (lower case): the sidecar read once from its first candidate on, the
+   * answers once over the span of results.jsonl that holds them (a shard's are together).
+   */
+  async search(range: Range, candidates: ReadonlyArray<number>, q: string, readers: Readers): Promise<Set<number>> {
+    const hits = new Set<number>()
+    const holds = (bytes: Buffer, start: number, end: number) => bytes.toString("utf8", start, end).toLowerCase().includes(q)
+    if (range.shard >= 0) {
+      const byPosition = new Map<number, number>()
+      for (const r of candidates) byPosition.set(this.rowAt[r]!, r)
+      await scan(this.paths.rowsFile(this.shards[range.shard]!.id), this.rowAt[candidates[0]!]!, undefined, (bytes, start, end, position) => {
+        const r = byPosition.get(position)
+        if (r !== undefined && holds(bytes, start, end)) hits.add(r)
+        return position < this.rowAt[candidates[candidates.length - 1]!]!
+      })
+    } else {
+      for (const r of candidates) {
+        if (this.failureAt[r]! >= 0 && (await readers.line(this.paths.failures, this.failureAt[r]!)).toLowerCase().includes(q)) hits.add(r)
+      }
+    }
+    const inResults = new Map<number, number>()
+    let from = Infinity
+    let to = -1
+    for (const r of candidates) {
+      if (hits.has(r)) continue
+      if (this.answer[r] === IN_RESULTS) {
+        inResults.set(this.resultAt[r]!, r)
+        from = Math.min(from, this.resultAt[r]!)
+        to = Math.max(to, this.resultAt[r]!)
+      } else if (this.answer[r] === IN_ONLINE) {
+        const text = (await this.answerOf(r, readers))?.["text"]
+        if (typeof text === "string" && text.toLowerCase().includes(q)) hits.add(r)
+      }
+    }
+    if (to >= 0) {
+      await scan(this.paths.results, from, this.resultsPos, (bytes, start, end, position) => {
+        const r = inResults.get(position)
+        if (r !== undefined) {
+          const answer = JSON.parse(bytes.toString("utf8", start, end)) as { text?: unknown }
+          if (typeof answer.text === "string" && answer.text.toLowerCase().includes(q)) hits.add(r)
+        }
+        return position < to
+      })
+    }
+    return hits
   }
 
   size(): number {
@@ -588,10 +673,12 @@ export const open = (
     const build = Effect.tryPromise({
       try: async () => {
         await index.catchUp()
-        // A shard rewritten (or a plan refused) after its files were read: read again from the start.
-        while (index.stale) {
+        // A shard rewritten after its sidecar was read: read again from the start (once: a
+        // rewrite journaled but not yet renamed into place is done by the run's next start).
+        if (index.stale) {
           index = new Index(paths, stageNames)
           await index.catchUp()
+          index.stale = false
         }
       },
       catch: fail
@@ -656,33 +743,32 @@ const pageOf = async (index: Index, query: RowQuery): Promise<RowPage> => {
       }
       return { offset, limit, total: index.count(stage, only), rows: await views() }
     }
-    // A text search reads each candidate's lines as it goes, and stops once the page is full.
-    const candidates = index.rows(stage, only, 0, at)
+    // A text search reads the candidates' lines shard by shard, and stops once the page is full.
     let matched = 0
-    let total: number | null = null
-    for (;;) {
-      const next = candidates.next()
-      if (next.done === true) {
-        total = matched
+    let full = false // stopped with candidates left: the total is not counted
+    search: for (const { range, index: first } of index.rangesOf(stage)) {
+      const candidates: Array<number> = []
+      for (let r = range.first; r < range.first + range.count; r++) {
+        if ((status < 0 || index.status[r] === status) && (klass < 0 || index.klass[r] === klass)) candidates.push(r)
+      }
+      if (candidates.length === 0) continue
+      if (picked.length >= limit) {
+        full = true
         break
       }
-      if (picked.length >= limit) break
-      if (!(await matches(index, next.value, q, readers))) continue
-      if (matched++ >= offset) picked.push([next.value, at.index])
+      const hits = await index.search(range, candidates, q, readers)
+      for (const r of candidates) {
+        if (!hits.has(r)) continue
+        if (picked.length >= limit) {
+          full = true
+          break search
+        }
+        if (matched++ >= offset) picked.push([r, first + (r - range.first)])
+      }
     }
+    const total = full ? null : matched
     return { offset, limit, total, rows: await views() }
   } finally {
     await readers.close()
   }
-}
-
-const matches = async (index: Index, row: number, q: string, readers: Readers): Promise<boolean> => {
-  const sidecar = await index.sidecarText(row, readers)
-  if (sidecar !== undefined && sidecar.toLowerCase().includes(q)) return true
-  if (sidecar === undefined && index.failureAt[row]! >= 0) {
-    const failure = await readers.line(index.paths.failures, index.failureAt[row]!)
-    if (failure.toLowerCase().includes(q)) return true
-  }
-  const answer = await index.answerOf(row, readers)
-  return typeof answer?.["text"] === "string" && answer["text"].toLowerCase().includes(q)
 }

@@ -46,7 +46,9 @@ export const ranges = {
   /** `sluice preview -n`: a preview is for looking at answers, not for running a dataset. */
   previewRows: { min: 1, max: 1000, integer: true },
   /** Hybrid runs: retry shards of fewer rows go online (0: none do). */
-  onlineBelow: { min: 0, max: 1_000_000, integer: true }
+  onlineBelow: { min: 0, max: 1_000_000, integer: true },
+  /** `sluice ui --port`: 0 picks a free port. */
+  port: { min: 0, max: 65_535, integer: true }
 } as const satisfies Record<string, Range>
 
 /** Output tokens per request assumed where a request names no `max_tokens` (`--output-tokens` overrides). */
