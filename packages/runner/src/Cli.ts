@@ -10,6 +10,7 @@ import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
+import * as Notify from "./Notify.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -68,6 +69,18 @@ const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFi
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+)
+const onFinish = Options.text("on-finish").pipe(
+  Options.withDescription(
+    `a shell command run when the run ends (finished, stopped by a budget, or failed), with the summary JSON on stdin and SLUICE_EVENT, SLUICE_RUN_DIR, SLUICE_ROWS, SLUICE_SUCCEEDED, SLUICE_FAILED, SLUICE_PENDING, SLUICE_SPENT_USD set; default $${Notify.envVariables.onFinish}`
+  ),
+  Options.optional
+)
+const notify = Options.text("notify").pipe(
+  Options.withDescription(
+    `a URL to POST {event, summary} to when the run ends (run.finished, budget.reached, run.failed), retried on 5xx and network errors; default $${Notify.envVariables.notify}`
+  ),
+  Options.optional
 )
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -203,41 +216,50 @@ const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readon
   ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
 })
 
-const execute = (
-  pipelineFile: string,
-  opts: {
-    runDir: Option.Option<string>
-    concurrency: Option.Option<number>
-    mode?: Option.Option<"batch" | "online" | "auto">
-    rpm?: Option.Option<number>
-    tpm?: Option.Option<number>
-    shardSize: Option.Option<number>
-    pollSeconds: Option.Option<number>
-    maxPollSeconds?: Option.Option<number>
-    outputFileWait: number
-    prices: Option.Option<string>
-    detach: boolean
-    keepProviderFiles?: boolean
-    allowChanged: boolean
-    rebindProvider?: boolean
-    json: boolean
-    action?: "run" | "retry" | "cancel"
-    retryClasses?: ReadonlyArray<FailureClass>
-    budget?: Option.Option<number>
-    outputTokens?: Option.Option<number>
-    deadline?: Option.Option<Duration.Duration>
-    onlineBudget?: Option.Option<number>
-    onlineBelow?: Option.Option<number>
-    cacheDir: Option.Option<string>
-    noCache: boolean
-    noTypecheck: boolean
-    emulator?: boolean
-    breakLock?: boolean
-    /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
-    expect?: { readonly sha256: string; readonly runDir: string }
-  },
-  reporting: Reporting
-) =>
+interface ExecuteOptions {
+  runDir: Option.Option<string>
+  concurrency: Option.Option<number>
+  mode?: Option.Option<"batch" | "online" | "auto">
+  rpm?: Option.Option<number>
+  tpm?: Option.Option<number>
+  shardSize: Option.Option<number>
+  pollSeconds: Option.Option<number>
+  maxPollSeconds?: Option.Option<number>
+  outputFileWait: number
+  prices: Option.Option<string>
+  detach: boolean
+  keepProviderFiles?: boolean
+  allowChanged: boolean
+  rebindProvider?: boolean
+  json: boolean
+  action?: "run" | "retry" | "cancel"
+  retryClasses?: ReadonlyArray<FailureClass>
+  budget?: Option.Option<number>
+  outputTokens?: Option.Option<number>
+  deadline?: Option.Option<Duration.Duration>
+  onlineBudget?: Option.Option<number>
+  onlineBelow?: Option.Option<number>
+  cacheDir: Option.Option<string>
+  noCache: boolean
+  noTypecheck: boolean
+  emulator?: boolean
+  breakLock?: boolean
+  onFinish?: Option.Option<string>
+  notify?: Option.Option<string>
+  /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
+  expect?: { readonly sha256: string; readonly runDir: string }
+}
+
+const execute = (pipelineFile: string, opts: ExecuteOptions, reporting: Reporting) =>
+  Effect.gen(function* () {
+    const targets = Notify.fromEnv({ onFinish: Option.getOrUndefined(opts.onFinish ?? Option.none()), notify: Option.getOrUndefined(opts.notify ?? Option.none()) })
+    const badUrl = targets.notify === undefined ? undefined : Notify.invalidUrl(targets.notify)
+    if (badUrl !== undefined) return yield* new PipelineLoader.PipelineLoadError({ file: pipelineFile, description: badUrl })
+    return yield* executeAndAnnounce(pipelineFile, opts, reporting, targets)
+  })
+
+/** `execute`, then the end announced to `--on-finish` and `--notify` (see Notify.ts); they never change the outcome. */
+const executeAndAnnounce = (pipelineFile: string, opts: ExecuteOptions, reporting: Reporting, targets: Notify.Targets) =>
   Effect.gen(function* () {
     // A bad prices file is refused before the pipeline file is loaded.
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
@@ -292,7 +314,18 @@ const execute = (
     )
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir), opts.emulator === true))
     yield* setExit(exitFor(summary))
-  }).pipe(Effect.scoped)
+    const event = Notify.eventOf(summary)
+    if (event !== undefined) yield* Notify.announce(targets, event, summary)
+  }).pipe(
+    Effect.scoped,
+    // Another process holding the run is not the run failing; Ctrl-C is not either.
+    Effect.tapErrorCause((cause) => {
+      const report = Failure.describe(cause, reporting.runDir)
+      if (report.tag === "RunLocked" || report.tag === "Interrupted" || (targets.onFinish === undefined && targets.notify === undefined)) return Effect.void
+      const { printed: _, resume: __, ...error } = report
+      return Notify.announce(targets, "run.failed", { error })
+    })
+  )
 
 /** Options of `sluice preview` (and of `run --preview`). */
 interface PreviewFlags {
@@ -404,7 +437,9 @@ const runOrPreview = (
       ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
       ...(opts.allowChanged ? ["--allow-changed"] : []),
       ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
-      ...(opts.breakLock === true ? ["--break-lock"] : [])
+      ...(opts.breakLock === true ? ["--break-lock"] : []),
+      ...(opts.onFinish !== undefined && Option.isSome(opts.onFinish) ? ["--on-finish"] : []),
+      ...(opts.notify !== undefined && Option.isSome(opts.notify) ? ["--notify"] : [])
     ]
     if (runOnly.length > 0) {
       return yield* new PipelineLoader.PipelineLoadError({
@@ -442,6 +477,8 @@ const runCommand = Command.make(
     noCache,
     noTypecheck,
     emulator,
+    onFinish,
+    notify,
     breakLock,
     preview: Options.boolean("preview").pipe(
       Options.withDescription("run only the first rows (-n, default 20) online and show them, as `sluice preview` does: nothing written, no run directory")
@@ -504,6 +541,8 @@ const resumeCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    onFinish,
+    notify,
     breakLock,
     json
   },
@@ -540,6 +579,8 @@ const retryCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    onFinish,
+    notify,
     breakLock,
     json
   },
