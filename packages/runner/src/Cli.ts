@@ -26,6 +26,7 @@ import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
+import * as WebhookServer from "./WebhookServer.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
 import { count, money, number } from "./internal/format.js"
@@ -649,6 +650,46 @@ const cancelCommand = Command.make(
   )
 )
 
+const webhookCommand = Command.make(
+  "webhook",
+  {
+    runDirs: Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("run directories whose batches' events it acts on"), Args.repeated),
+    runsDir: Options.directory("runs-dir").pipe(
+      Options.withDescription("a directory whose subdirectories are run directories, looked at again for a batch not known yet (default .sluice/runs when no run directory is named)"),
+      Options.optional
+    ),
+    port: Options.integer("port").pipe(Options.withDescription("the port to listen on (0: any free one, printed)")),
+    host: Options.text("host").pipe(
+      Options.withDescription("the address to listen on; put a reverse proxy in front for TLS rather than listening on a public address"),
+      Options.withDefault("127.0.0.1")
+    )
+  },
+  ({ runDirs, runsDir, port, host }) =>
+    reported(false, () =>
+      Effect.gen(function* () {
+        const key = yield* WebhookServer.keyFromEnv()
+        const script = process.argv[1]
+        if (script === undefined) return yield* new WebhookServer.WebhookServerError({ description: "cannot tell how this sluice was started" })
+        yield* WebhookServer.serve(
+          {
+            port,
+            host,
+            key,
+            runDirs,
+            runsDir: Option.getOrUndefined(runsDir) ?? (runDirs.length === 0 ? ".sluice/runs" : undefined),
+            sluice: [process.execPath, ...process.execArgv, script]
+          },
+          (url) => Console.log(`sluice webhook listening on ${url}`)
+        )
+      })
+    )
+).pipe(
+  Command.withDescription(
+    `Receive the provider's batch webhooks (OpenAI's signed events, secret in $${WebhookServer.secretVariable}) and resume the run whose batch ended, detached, at once: ` +
+      "signatures checked in constant time, timestamps within 5 minutes, each webhook-id accepted once. Polling (cron, a run in the foreground) stays the fallback."
+  )
+)
+
 const statusCommand = Command.make(
   "status",
   {
@@ -903,7 +944,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, retryCommand, cancelCommand, webhookCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 
