@@ -163,6 +163,13 @@ describe("--on-finish and --notify", { timeout: 180_000 }, () => {
     }
   })
 
+  it("run, resume and retry --help name --on-finish and --notify", async () => {
+    for (const command of ["run", "resume", "retry"]) {
+      const r = await runCli([command, "--help"], { cwd: project.dir })
+      for (const m of ["--on-finish", "--notify", "SLUICE_ON_FINISH", "SLUICE_NOTIFY_URL"]) expect(r.stdout, `${command} --help`).toContain(m)
+    }
+  })
+
   it("a --notify value that is not an http(s) URL is refused before anything runs", async () => {
     const r = await runCli(["run", "notify.pipeline.ts", "--run-dir", "runs/bad-url", "--notify", "ftp://example.com/x", ...fastRunFlags(6)], {
       cwd: project.dir,

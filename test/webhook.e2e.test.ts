@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { readFile } from "node:fs/promises"
+import { readFile, rm, writeFile } from "node:fs/promises"
 import { advanceClock, getRequestCounts, getWebhooks, holdClock, sendWebhook, setWebhooks } from "@sluice/emulator/control"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { emulatorEnv, makeProject, runCli, spawnCli, startTestEmulator, type TempProject, type TestEmulator, writePipeline, writeRows } from "./support/cli.js"
@@ -110,6 +110,31 @@ describe("sluice webhook", { timeout: 240_000 }, () => {
     expect(unsigned.status).toBe(400)
     // The secret never appears in the server's log.
     expect(serverLog).not.toContain(secret.slice(6))
+  })
+
+  it("a run locked by another process when its event comes is tried again, its lock never broken", async () => {
+    await holdClock(emulator.url)
+    const env = emulatorEnv(emulator.url)
+    const runDir = project.path("runs/locked")
+    const submitted = await runCli(["run", "hook.pipeline.ts", "--run-dir", "runs/locked", "--detach", "--poll-interval", "3600", "--shard-size", "10"], { cwd: project.dir, env })
+    expect(submitted.code, submitted.stderr).toBe(3)
+    // Another process (here: of another host, so nothing can tell it is gone) holds the run.
+    const lock = project.path("runs/locked/run.lock")
+    const foreign = JSON.stringify({ pid: 4242, host: "build-7.example.org", token: "f00d", boot: null, start: null, at: "2030-01-02T03:04:05.000Z" }) + "\n"
+    await writeFile(lock, foreign)
+    await advanceClock(emulator.url, 10 * 60_000)
+    await until(async () => (serverLog.includes(`${runDir} is held by another process; trying again in 5s`) ? true : undefined), "the refused resume")
+    expect(await readFile(lock, "utf8"), "the lock is left as it was").toBe(foreign)
+    // The other process lets go: the next try collects the run.
+    await rm(lock)
+    await until(async () => (serverLog.includes(`resumed ${runDir}: finished`) ? true : undefined), "the run resumed once the lock was gone")
+    const status = JSON.parse((await runCli(["status", runDir, "--json", "--no-refresh"], { cwd: project.dir, env })).stdout)
+    expect(status).toMatchObject({ finished: true, succeeded: 10 })
+  })
+
+  it("webhook --help names the secret's variable and the options", async () => {
+    const r = await runCli(["webhook", "--help"], { cwd: project.dir })
+    for (const m of ["SLUICE_WEBHOOK_SECRET", "--port", "--host", "--runs-dir", "reverse proxy"]) expect(r.stdout).toContain(m)
   })
 
   it("a delivery for a batch no run holds is answered 200 and logged", async () => {

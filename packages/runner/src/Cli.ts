@@ -667,6 +667,7 @@ const webhookCommand = Command.make(
   ({ runDirs, runsDir, port, host }) =>
     reported(false, () =>
       Effect.gen(function* () {
+        if (!(port >= 0 && port <= 65535)) return yield* new WebhookServer.WebhookServerError({ description: `--port must be an integer from 0 to 65535, got ${port}` })
         const key = yield* WebhookServer.keyFromEnv()
         const script = process.argv[1]
         if (script === undefined) return yield* new WebhookServer.WebhookServerError({ description: "cannot tell how this sluice was started" })
@@ -855,6 +856,10 @@ const emulatorCommand = Command.make(
     ...Flags.emulator,
     apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key on every call, the test API (/_emulator/...) included (default: accept any)")),
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
+    webhookUrl: Options.text("webhook-url").pipe(
+      Options.optional,
+      Options.withDescription(`send OpenAI's signed batch events to this URL when a batch ends, signed with $${WebhookServer.secretVariable} (as \`sluice webhook\` verifies them)`)
+    ),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
       Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
@@ -863,6 +868,8 @@ const emulatorCommand = Command.make(
   },
   (o) =>
     Effect.gen(function* () {
+      const webhooks = Option.isNone(o.webhookUrl) ? undefined : { url: o.webhookUrl.value, secret: process.env[WebhookServer.secretVariable] ?? "" }
+      if (webhooks !== undefined) yield* WebhookServer.keyFromEnv()
       // Scoped: closed with the command; a start failure (port taken, a state dir not its own) is a clear error.
       const handle = yield* emulatorScoped({
         port: o.port,
@@ -884,7 +891,8 @@ const emulatorCommand = Command.make(
         ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
-        ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
+        ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {}),
+        ...(webhooks === undefined ? {} : { webhooks })
       })
       yield* Console.log(`sluice emulator listening on ${handle.url} (OpenAI base URL ${handle.url}/v1)`)
       yield* Console.log(

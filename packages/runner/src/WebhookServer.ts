@@ -203,7 +203,9 @@ export const serve = (options: Options, listening: (url: string) => Effect.Effec
     const run = Runtime.runFork(runtime)
     const index = makeIndex(options)
     const known = yield* index.rebuild
-    say(`${known} batches known in ${(yield* runDirectories(options)).length} run directories`)
+    const path = yield* Path.Path
+    const watched = options.runsDir === undefined ? "" : `; new runs are looked for under ${path.resolve(options.runsDir)}`
+    say(`${known} batches known in ${(yield* runDirectories(options)).length} run directories${watched}`)
     const replays = new WebhookSignature.Replays()
     // Per run: a resume under way, and whether another event came meanwhile.
     const busy = new Map<string, { again: boolean }>()
