@@ -89,16 +89,32 @@ const runDirectories = (options: Options) =>
     return dirs
   })
 
-/** Which run holds which batch: built from the journals, rebuilt when a batch is not found. */
+/**
+ * Which run holds which batch: built from the journals, brought up to date when a batch is not
+ * found. A journal only grows: one whose size has not changed is not read again.
+ */
 const makeIndex = (options: Options) => {
   let byBatch = new Map<string, string>()
+  const read = new Map<string, { readonly size: bigint; readonly ids: ReadonlyArray<string> }>()
   const rebuild = Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
     const next = new Map<string, string>()
     for (const dir of yield* runDirectories(options)) {
-      const ids = yield* batchesOf(dir).pipe(
-        Effect.catchAll((e) => Effect.sync(() => (say(`cannot read the journal of ${dir}: ${e.message}`), [] as Iterable<string>)))
+      const size = yield* fs.stat(path.join(dir, "journal.jsonl")).pipe(
+        Effect.map((info) => BigInt(info.size)),
+        Effect.orElseSucceed(() => -1n)
       )
-      for (const id of ids) next.set(id, dir)
+      let known = read.get(dir)
+      if (known === undefined || known.size !== size) {
+        const ids = yield* batchesOf(dir).pipe(
+          Effect.map((chunk) => [...chunk]),
+          Effect.catchAll((e) => Effect.sync(() => (say(`cannot read the journal of ${dir}: ${e.message}`), [] as Array<string>)))
+        )
+        known = { size, ids }
+        read.set(dir, known)
+      }
+      for (const id of known.ids) next.set(id, dir)
     }
     byBatch = next
     return next.size

@@ -161,7 +161,7 @@ export class Webhooks {
         } catch {
           status = null
         }
-        await new Promise((resolve) => setTimeout(resolve, 100 * attempts))
+        if (attempts < 3) await new Promise((resolve) => setTimeout(resolve, 100 * attempts))
       }
     }
     if (variant === "valid") {
