@@ -5,6 +5,7 @@
  */
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
+import { existsSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { emulatorEnv, fastRunFlags, makeProject, runCli, startTestEmulator, type TempProject, type TestEmulator, writePipeline, writeRows } from "./support/cli.js"
@@ -177,5 +178,6 @@ describe("--on-finish and --notify", { timeout: 180_000 }, () => {
     })
     expect(r.code).toBe(2)
     expect(r.stderr).toContain("--notify takes an http(s) URL")
+    expect(existsSync(project.path("runs/bad-url")), "no run directory").toBe(false)
   })
 })

@@ -217,51 +217,51 @@ const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readon
   ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
 })
 
-interface ExecuteOptions {
-  runDir: Option.Option<string>
-  concurrency: Option.Option<number>
-  mode?: Option.Option<"batch" | "online" | "auto">
-  rpm?: Option.Option<number>
-  tpm?: Option.Option<number>
-  shardSize: Option.Option<number>
-  pollSeconds: Option.Option<number>
-  maxPollSeconds?: Option.Option<number>
-  outputFileWait: number
-  prices: Option.Option<string>
-  detach: boolean
-  keepProviderFiles?: boolean
-  allowChanged: boolean
-  rebindProvider?: boolean
-  json: boolean
-  action?: "run" | "retry" | "cancel"
-  retryClasses?: ReadonlyArray<FailureClass>
-  budget?: Option.Option<number>
-  outputTokens?: Option.Option<number>
-  deadline?: Option.Option<Duration.Duration>
-  onlineBudget?: Option.Option<number>
-  onlineBelow?: Option.Option<number>
-  cacheDir: Option.Option<string>
-  noCache: boolean
-  noTypecheck: boolean
-  emulator?: boolean
-  breakLock?: boolean
-  onFinish?: Option.Option<string>
-  notify?: Option.Option<string>
-  /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
-  expect?: { readonly sha256: string; readonly runDir: string }
-}
+/** `--on-finish` and `--notify` as given, else as the environment names them (Notify.ts). */
+const notifyTargets = (opts: { readonly onFinish?: Option.Option<string>; readonly notify?: Option.Option<string> }): Notify.Targets =>
+  Notify.fromEnv({ onFinish: Option.getOrUndefined(opts.onFinish ?? Option.none()), notify: Option.getOrUndefined(opts.notify ?? Option.none()) })
 
-const execute = (pipelineFile: string, opts: ExecuteOptions, reporting: Reporting) =>
+const execute = (
+  pipelineFile: string,
+  opts: {
+    runDir: Option.Option<string>
+    concurrency: Option.Option<number>
+    mode?: Option.Option<"batch" | "online" | "auto">
+    rpm?: Option.Option<number>
+    tpm?: Option.Option<number>
+    shardSize: Option.Option<number>
+    pollSeconds: Option.Option<number>
+    maxPollSeconds?: Option.Option<number>
+    outputFileWait: number
+    prices: Option.Option<string>
+    detach: boolean
+    keepProviderFiles?: boolean
+    allowChanged: boolean
+    rebindProvider?: boolean
+    json: boolean
+    action?: "run" | "retry" | "cancel"
+    retryClasses?: ReadonlyArray<FailureClass>
+    budget?: Option.Option<number>
+    outputTokens?: Option.Option<number>
+    deadline?: Option.Option<Duration.Duration>
+    onlineBudget?: Option.Option<number>
+    onlineBelow?: Option.Option<number>
+    cacheDir: Option.Option<string>
+    noCache: boolean
+    noTypecheck: boolean
+    emulator?: boolean
+    breakLock?: boolean
+    onFinish?: Option.Option<string>
+    notify?: Option.Option<string>
+    /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
+    expect?: { readonly sha256: string; readonly runDir: string }
+  },
+  reporting: Reporting
+) =>
   Effect.gen(function* () {
-    const targets = Notify.fromEnv({ onFinish: Option.getOrUndefined(opts.onFinish ?? Option.none()), notify: Option.getOrUndefined(opts.notify ?? Option.none()) })
+    const targets = notifyTargets(opts)
     const badUrl = targets.notify === undefined ? undefined : Notify.invalidUrl(targets.notify)
     if (badUrl !== undefined) return yield* new PipelineLoader.PipelineLoadError({ file: pipelineFile, description: badUrl })
-    return yield* executeAndAnnounce(pipelineFile, opts, reporting, targets)
-  })
-
-/** `execute`, then the end announced to `--on-finish` and `--notify` (see Notify.ts); they never change the outcome. */
-const executeAndAnnounce = (pipelineFile: string, opts: ExecuteOptions, reporting: Reporting, targets: Notify.Targets) =>
-  Effect.gen(function* () {
     // A bad prices file is refused before the pipeline file is loaded.
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, opts.expect)
@@ -319,8 +319,12 @@ const executeAndAnnounce = (pipelineFile: string, opts: ExecuteOptions, reportin
     if (event !== undefined) yield* Notify.announce(targets, event, summary)
   }).pipe(
     Effect.scoped,
+    // The end announced to --on-finish and --notify (Notify.ts); they never change the outcome.
     // Another process holding the run is not the run failing; Ctrl-C is not either.
     Effect.tapErrorCause((cause) => {
+      const targets = notifyTargets(opts)
+      // A --notify refused as no URL is reported, not announced.
+      if (targets.notify !== undefined && Notify.invalidUrl(targets.notify) !== undefined) return Effect.void
       const report = Failure.describe(cause, reporting.runDir)
       if (report.tag === "RunLocked" || report.tag === "Interrupted" || (targets.onFinish === undefined && targets.notify === undefined)) return Effect.void
       const { printed: _, resume: __, ...error } = report
