@@ -23,7 +23,7 @@
  *   POST /_emulator/webhooks/send -> {batch_id, type?, variant?: "valid" | "forged" | "stale"} or
  *                               {variant: "replay", webhook_id?}: one delivery now; answers it (see webhooks.ts)
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
- *                               wrote, see store.ts), the real-time calls, request counts and rate-limit buckets;
+ *                               wrote, see store.ts), the real-time calls, request counts, webhook deliveries and rate-limit buckets;
  *                               restore the start-up fault settings
  *                               (the clock is left as it is)
  */
@@ -110,6 +110,7 @@ export const handleControl = async (
       await ctx.store.reset()
       ctx.realtime.reset()
       ctx.requests.reset()
+      ctx.webhooks.reset()
       ctx.faults.reset()
       ctx.log("state reset")
       reply.json(200, { ok: true })

@@ -115,6 +115,12 @@ export class Webhooks {
     return this.track(this.deliver(this.message(type, batchId, secret, ageSeconds), variant))
   }
 
+  /** Forgets the deliveries (reset); the URL and secret stay, like the fault settings given at start. */
+  reset(): void {
+    this.sent.length = 0
+    this.record.length = 0
+  }
+
   /** Waits for deliveries under way (before close). */
   async quiesce(): Promise<void> {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending])
