@@ -77,7 +77,10 @@ describe("sluice webhook", { timeout: 240_000 }, () => {
     const outputs = (await readFile(project.path("out/labeled.jsonl"), "utf8")).trim().split("\n")
     expect(outputs).toHaveLength(10)
     // Both events were delivered and accepted; the run was resumed (and polled) because of them.
-    const delivered = (await getWebhooks(emulator.url)).deliveries.filter((d) => d.variant === "valid")
+    const delivered = await until(async () => {
+      const valid = (await getWebhooks(emulator.url)).deliveries.filter((d) => d.variant === "valid")
+      return valid.length >= 2 ? valid : undefined
+    }, "both deliveries recorded")
     expect(delivered.map((d) => [d.type, d.status])).toEqual([["batch.completed", 200], ["batch.completed", 200]])
     expect((await getRequestCounts(emulator.url))["GET /v1/batches/{id}"] ?? 0).toBeGreaterThan(polledBefore)
     // Every resume the events started has ended (the second event's may follow the first's).

@@ -29,9 +29,9 @@ let emulator: Emulator.EmulatorHandle
 const expected = (k: Buffer, h: IncomingHttpHeaders, body: string) =>
   `v1,${createHmac("sha256", k).update(`${h["webhook-id"]}.${h["webhook-timestamp"]}.${body}`).digest("base64")}`
 
-const until = async <A>(what: () => A | undefined): Promise<A> => {
+const until = async <A>(what: () => A | undefined | Promise<A | undefined>): Promise<A> => {
   for (let i = 0; i < 2000; i++) {
-    const a = what()
+    const a = await what()
     if (a !== undefined) return a
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
@@ -75,7 +75,11 @@ describe("emulator webhooks", () => {
     expect(typeof event.created_at).toBe("number")
     expect(delivery.headers["webhook-signature"]).toBe(expected(key, delivery.headers, delivery.body))
     expect(Math.abs(Number(delivery.headers["webhook-timestamp"]) - Date.now() / 1000)).toBeLessThan(300)
-    const state = await getWebhooks(emulator.url)
+    // The emulator records a delivery once the receiver's answer is in.
+    const state = await until(async () => {
+      const w = await getWebhooks(emulator.url)
+      return w.deliveries.some((d) => d.batch_id === id) ? w : undefined
+    })
     expect(state.deliveries.filter((d) => d.batch_id === id)).toEqual([expect.objectContaining({ type: "batch.completed", variant: "valid", status: 200, attempts: 1 })])
     expect(JSON.stringify(state)).not.toContain(secret.slice(6))
   })
