@@ -31,6 +31,7 @@ import { RealtimeCalls } from "./internal/realtime.js"
 import { RequestCounts } from "./internal/requestCounts.js"
 import { createHandler } from "./internal/router.js"
 import { Store } from "./internal/store.js"
+import { Webhooks } from "./internal/webhooks.js"
 
 export { DEFAULT_MODELS, parseModelList } from "./internal/models.js"
 
@@ -141,6 +142,13 @@ export interface EmulatorOptions {
    * `"default"` stands for DEFAULT_MODELS, `"*"` accepts any model. Default: `["default"]`.
    */
   readonly models?: ReadonlyArray<string>
+  /**
+   * Send OpenAI's signed batch events (`batch.completed`, `batch.failed`, `batch.expired`,
+   * `batch.cancelled`; Standard Webhooks headers) to this URL when an OpenAI batch ends, signed
+   * with `secret` (`whsec_<base64 key>`). `POST /_emulator/webhooks` sets or clears it at run
+   * time, and `POST /_emulator/webhooks/send` delivers forged, stale and replayed events.
+   */
+  readonly webhooks?: { readonly url: string; readonly secret: string }
 }
 
 export interface EmulatorHandle {
@@ -223,8 +231,17 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
           }
         }
   const hosts = hostPolicy(options.allowedHosts)
+  const webhooks = new Webhooks(clock, log ?? (() => undefined))
+  if (options.webhooks !== undefined) {
+    try {
+      webhooks.configure(options.webhooks)
+    } catch (error) {
+      throw new Error(`Invalid emulator option 'webhooks': ${error instanceof ApiError ? error.message : String(error)}`)
+    }
+  }
   const store = await Store.open(options.stateDir)
   const batches = new Batches(store, faults, {
+    ended: (id, status) => webhooks.batchEnded(id, status),
     ...timings,
     seed,
     clock,
@@ -246,6 +263,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     apiKey: options.apiKey,
     hosts,
     log,
+    webhooks,
     wire: { upperCaseStatuses: options.upperCaseStatuses, azureQuirks: options.azureQuirks }
   }))
   // Longer than client keep-alive (undici: 4 s), so the server never closes a socket a client is about to reuse.
@@ -268,6 +286,15 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
   }
   const address = server.address() as AddressInfo
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address
+  // Nothing ticks (lifecycle.ts): while webhooks are on, live batches are looked at a few times a
+  // second, so one that ended is announced without waiting for a poll.
+  let sweeping = false
+  const sweeper = setInterval(() => {
+    if (!webhooks.enabled || sweeping) return
+    sweeping = true
+    batches.sweep().finally(() => (sweeping = false))
+  }, 200)
+  sweeper.unref()
   let closing: Promise<void> | undefined
   return {
     url: `http://${host}:${address.port}`,
@@ -277,8 +304,10 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
         const closed = new Promise<void>((resolve) => server.close(() => resolve()))
         server.closeAllConnections()
         realtime.close()
+        clearInterval(sweeper)
         await closed
         await batches.quiesce()
+        await webhooks.quiesce()
         await store.close()
       })()
       return closing

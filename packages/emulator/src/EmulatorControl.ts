@@ -160,3 +160,38 @@ export const advanceClock = (emulatorUrl: string, ms: number, options: ControlOp
 /** Lets the emulator's clock run again, from where it stood. */
 export const releaseClock = (emulatorUrl: string, options: ControlOptions = {}): Promise<ClockState> =>
   setClock(emulatorUrl, { release: true }, options)
+
+/** One webhook delivery the emulator made (`GET /_emulator/webhooks`). */
+export interface WebhookDelivery {
+  readonly webhook_id: string
+  readonly type: string
+  readonly batch_id: string
+  readonly variant: "valid" | "forged" | "stale" | "replay"
+  /** The receiver's status on the last attempt; null when it could not be reached. */
+  readonly status: number | null
+  readonly attempts: number
+}
+
+export interface WebhookState {
+  readonly url: string | null
+  readonly deliveries: ReadonlyArray<WebhookDelivery>
+}
+
+/** Sends signed batch events to `url` when OpenAI batches end (`secret`: `whsec_<base64>`); `null` stops them. */
+export const setWebhooks = (emulatorUrl: string, target: { readonly url: string; readonly secret: string } | null, options: ControlOptions = {}): Promise<WebhookState> =>
+  call(emulatorUrl, "webhooks", options, target ?? { url: null })
+
+export const getWebhooks = (emulatorUrl: string, options: ControlOptions = {}): Promise<WebhookState> => call(emulatorUrl, "webhooks", options)
+
+/**
+ * One delivery now: a signed event for `batch_id` (`valid`), one signed with another key
+ * (`forged`), one ten minutes old (`stale`), or an earlier delivery again (`replay`, by its
+ * `webhook_id`, default the last). Resolves once the receiver has answered.
+ */
+export const sendWebhook = (
+  emulatorUrl: string,
+  request:
+    | { readonly variant?: "valid" | "forged" | "stale"; readonly batch_id: string; readonly type?: string }
+    | { readonly variant: "replay"; readonly webhook_id?: string },
+  options: ControlOptions = {}
+): Promise<WebhookDelivery> => call(emulatorUrl, "webhooks/send", options, request)

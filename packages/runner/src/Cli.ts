@@ -10,6 +10,7 @@ import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
+import * as Notify from "./Notify.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -29,6 +30,7 @@ import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
+import * as WebhookServer from "./WebhookServer.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
 import { count, money, number } from "./internal/format.js"
@@ -72,6 +74,18 @@ const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFi
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+)
+const onFinish = Options.text("on-finish").pipe(
+  Options.withDescription(
+    `a shell command run when the run ends (finished, stopped by a budget, or failed), with the summary JSON on stdin and SLUICE_EVENT, SLUICE_RUN_DIR, SLUICE_ROWS, SLUICE_SUCCEEDED, SLUICE_FAILED, SLUICE_PENDING, SLUICE_SPENT_USD set; default $${Notify.envVariables.onFinish}`
+  ),
+  Options.optional
+)
+const notify = Options.text("notify").pipe(
+  Options.withDescription(
+    `a URL to POST {event, summary} to when the run ends (run.finished, budget.reached, run.failed), retried on 5xx and network errors; default $${Notify.envVariables.notify}`
+  ),
+  Options.optional
 )
 const cacheDirOption = Options.directory("cache-dir").pipe(
   Options.withDescription("the response cache (default: $SLUICE_CACHE_DIR, else .sluice/cache)"),
@@ -207,6 +221,10 @@ const pollOptions = (opts: { readonly pollSeconds: Option.Option<number>; readon
   ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? { maxPollInterval: Duration.millis(opts.maxPollSeconds.value * 1000) } : {})
 })
 
+/** `--on-finish` and `--notify` as given, else as the environment names them (Notify.ts). */
+const notifyTargets = (opts: { readonly onFinish?: Option.Option<string>; readonly notify?: Option.Option<string> }): Notify.Targets =>
+  Notify.fromEnv({ onFinish: Option.getOrUndefined(opts.onFinish ?? Option.none()), notify: Option.getOrUndefined(opts.notify ?? Option.none()) })
+
 const execute = (
   pipelineFile: string,
   opts: {
@@ -237,12 +255,17 @@ const execute = (
     noTypecheck: boolean
     emulator?: boolean
     breakLock?: boolean
+    onFinish?: Option.Option<string>
+    notify?: Option.Option<string>
     /** The SHA-256 the run recorded for the file (resume, retry): another file is not loaded. */
     expect?: { readonly sha256: string; readonly runDir: string }
   },
   reporting: Reporting
 ) =>
   Effect.gen(function* () {
+    const targets = notifyTargets(opts)
+    const badUrl = targets.notify === undefined ? undefined : Notify.invalidUrl(targets.notify)
+    if (badUrl !== undefined) return yield* new PipelineLoader.PipelineLoadError({ file: pipelineFile, description: badUrl })
     // A bad prices file is refused before the pipeline file is loaded.
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, opts.expect)
@@ -296,7 +319,22 @@ const execute = (
     )
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir), opts.emulator === true))
     yield* setExit(exitFor(summary))
-  }).pipe(Effect.scoped)
+    const event = Notify.eventOf(summary)
+    if (event !== undefined) yield* Notify.announce(targets, event, summary)
+  }).pipe(
+    Effect.scoped,
+    // The end announced to --on-finish and --notify (Notify.ts); they never change the outcome.
+    // Another process holding the run is not the run failing; Ctrl-C is not either.
+    Effect.tapErrorCause((cause) => {
+      const targets = notifyTargets(opts)
+      // A --notify refused as no URL is reported, not announced.
+      if (targets.notify !== undefined && Notify.invalidUrl(targets.notify) !== undefined) return Effect.void
+      const report = Failure.describe(cause, reporting.runDir)
+      if (report.tag === "RunLocked" || report.tag === "Interrupted" || (targets.onFinish === undefined && targets.notify === undefined)) return Effect.void
+      const { printed: _, resume: __, ...error } = report
+      return Notify.announce(targets, "run.failed", { error })
+    })
+  )
 
 /** Options of `sluice preview` (and of `run --preview`). */
 interface PreviewFlags {
@@ -408,7 +446,9 @@ const runOrPreview = (
       ...(opts.mode !== undefined && Option.isSome(opts.mode) && opts.mode.value !== "online" ? [`--mode ${opts.mode.value}`] : []),
       ...(opts.allowChanged ? ["--allow-changed"] : []),
       ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
-      ...(opts.breakLock === true ? ["--break-lock"] : [])
+      ...(opts.breakLock === true ? ["--break-lock"] : []),
+      ...(opts.onFinish !== undefined && Option.isSome(opts.onFinish) ? ["--on-finish"] : []),
+      ...(opts.notify !== undefined && Option.isSome(opts.notify) ? ["--notify"] : [])
     ]
     if (runOnly.length > 0) {
       return yield* new PipelineLoader.PipelineLoadError({
@@ -446,6 +486,8 @@ const runCommand = Command.make(
     noCache,
     noTypecheck,
     emulator,
+    onFinish,
+    notify,
     breakLock,
     preview: Options.boolean("preview").pipe(
       Options.withDescription("run only the first rows (-n, default 20) online and show them, as `sluice preview` does: nothing written, no run directory")
@@ -508,6 +550,8 @@ const resumeCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    onFinish,
+    notify,
     breakLock,
     json
   },
@@ -544,6 +588,8 @@ const retryCommand = Command.make(
     cacheDir: cacheDirOption,
     noCache,
     noTypecheck,
+    onFinish,
+    notify,
     breakLock,
     json
   },
@@ -609,6 +655,47 @@ const cancelCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished."
+  )
+)
+
+const webhookCommand = Command.make(
+  "webhook",
+  {
+    runDirs: Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("run directories whose batches' events it acts on"), Args.repeated),
+    runsDir: Options.directory("runs-dir").pipe(
+      Options.withDescription("a directory whose subdirectories are run directories, looked at again for a batch not known yet (default .sluice/runs when no run directory is named)"),
+      Options.optional
+    ),
+    port: Options.integer("port").pipe(Options.withDescription("the port to listen on (0: any free one, printed)")),
+    host: Options.text("host").pipe(
+      Options.withDescription("the address to listen on; put a reverse proxy in front for TLS rather than listening on a public address"),
+      Options.withDefault("127.0.0.1")
+    )
+  },
+  ({ runDirs, runsDir, port, host }) =>
+    reported(false, () =>
+      Effect.gen(function* () {
+        if (!(port >= 0 && port <= 65535)) return yield* new WebhookServer.WebhookServerError({ description: `--port must be an integer from 0 to 65535, got ${port}` })
+        const key = yield* WebhookServer.keyFromEnv()
+        const script = process.argv[1]
+        if (script === undefined) return yield* new WebhookServer.WebhookServerError({ description: "cannot tell how this sluice was started" })
+        yield* WebhookServer.serve(
+          {
+            port,
+            host,
+            key,
+            runDirs,
+            runsDir: Option.getOrUndefined(runsDir) ?? (runDirs.length === 0 ? ".sluice/runs" : undefined),
+            sluice: [process.execPath, ...process.execArgv, script]
+          },
+          (url) => Console.log(`sluice webhook listening on ${url}`)
+        )
+      })
+    )
+).pipe(
+  Command.withDescription(
+    `Receive the provider's batch webhooks (OpenAI's signed events, secret in $${WebhookServer.secretVariable}) and resume the run whose batch ended, detached, at once: ` +
+      "signatures checked in constant time, timestamps within 5 minutes, each webhook-id accepted once. Polling (cron, a run in the foreground) stays the fallback."
   )
 )
 
@@ -804,6 +891,10 @@ const emulatorCommand = Command.make(
     ...Flags.emulator,
     apiKey: Options.text("api-key").pipe(Options.optional, Options.withDescription("require this API key on every call, the test API (/_emulator/...) included (default: accept any)")),
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
+    webhookUrl: Options.text("webhook-url").pipe(
+      Options.optional,
+      Options.withDescription(`send OpenAI's signed batch events to this URL when a batch ends, signed with $${WebhookServer.secretVariable} (as \`sluice webhook\` verifies them)`)
+    ),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
       Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
@@ -812,6 +903,8 @@ const emulatorCommand = Command.make(
   },
   (o) =>
     Effect.gen(function* () {
+      const webhooks = Option.isNone(o.webhookUrl) ? undefined : { url: o.webhookUrl.value, secret: process.env[WebhookServer.secretVariable] ?? "" }
+      if (webhooks !== undefined) yield* WebhookServer.keyFromEnv()
       // Scoped: closed with the command; a start failure (port taken, a state dir not its own) is a clear error.
       const handle = yield* emulatorScoped({
         port: o.port,
@@ -833,7 +926,8 @@ const emulatorCommand = Command.make(
         ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
-        ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {})
+        ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {}),
+        ...(webhooks === undefined ? {} : { webhooks })
       })
       yield* Console.log(`sluice emulator listening on ${handle.url} (OpenAI base URL ${handle.url}/v1)`)
       yield* Console.log(
@@ -893,7 +987,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, webhookCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

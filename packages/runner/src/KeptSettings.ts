@@ -7,7 +7,9 @@
  * another value applies it, says so, and records it for the calls after.
  *
  * Not kept: what only paces this call or this machine (`--concurrency`, `--rpm`, `--tpm`,
- * `--poll-interval`, `--detach`), nor `--budget` (given per call, as before). The deadline is
+ * `--poll-interval`, `--detach`), nor `--budget` (given per call, as before), nor `--on-finish` and
+ * `--notify`: a command to run and a URL that may hold a token do not belong in the run directory
+ * (SLUICE_ON_FINISH and SLUICE_NOTIFY_URL carry them to cron and `sluice webhook`). The deadline is
  * journaled on its own (`DeadlineSet`, an absolute time). A manifest without `settings` (runs
  * from before it) resumes as it did: each stage's own mode, the defaults.
  */

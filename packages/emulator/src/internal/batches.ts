@@ -37,6 +37,8 @@ export interface BatchesConfig extends BatchTimings {
   /** Whether a test drives the clock (see EmulatorClock.driven). */
   readonly clockDriven: () => boolean
   readonly log: (line: string) => void
+  /** Told once when an OpenAI batch reaches its terminal state (webhooks.ts). */
+  readonly ended?: (id: string, status: string) => void
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -201,6 +203,15 @@ export class Batches {
       first = false
     }
     yield "]"
+  }
+
+  /**
+   * Observes every live OpenAI batch once, so those whose time has come end now (and `ended`
+   * hears of them) without waiting for a poll: the webhooks' sweep.
+   */
+  async sweep(): Promise<void> {
+    const live = [...this.store.batches.values()].filter((r) => r.final === null && r.id.startsWith("batch_"))
+    for (const record of live) await this.observe(record).catch(() => undefined)
   }
 
   /** Waits for background validation and result writing (before close or reset). */
@@ -375,6 +386,7 @@ export class Batches {
     this.config.log(
       `batch ${record.id} ${line.status}: ${snapshot.completed} completed, ${snapshot.failed} failed of ${snapshot.total}`
     )
+    if (record.id.startsWith("batch_")) this.config.ended?.(record.id, line.status)
   }
 }
 

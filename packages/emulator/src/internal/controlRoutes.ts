@@ -18,8 +18,12 @@
  *   GET  /_emulator/clock    -> { now, held }: the emulator's time (ms since epoch) and whether it stands still
  *   POST /_emulator/clock    -> {hold: true} stops it, {advanceMs: N} moves it forward, {release: true}
  *                               lets it run on from where it stood; answers { now, held }
+ *   GET  /_emulator/webhooks -> { url, deliveries: [{webhook_id, type, batch_id, variant, status, attempts}] }
+ *   POST /_emulator/webhooks -> {url, secret: "whsec_…"} sends signed events when OpenAI batches end; {url: null} stops
+ *   POST /_emulator/webhooks/send -> {batch_id, type?, variant?: "valid" | "forged" | "stale"} or
+ *                               {variant: "replay", webhook_id?}: one delivery now; answers it (see webhooks.ts)
  *   POST /_emulator/reset    -> forget all files and batches (deleting only the files the emulator
- *                               wrote, see store.ts), the real-time calls, request counts and rate-limit buckets;
+ *                               wrote, see store.ts), the real-time calls, request counts, webhook deliveries and rate-limit buckets;
  *                               restore the start-up fault settings
  *                               (the clock is left as it is)
  */
@@ -31,6 +35,7 @@ import { readJson, type Reply } from "./http.js"
 import type { RealtimeCalls } from "./realtime.js"
 import type { RequestCounts } from "./requestCounts.js"
 import type { Store } from "./store.js"
+import type { Webhooks } from "./webhooks.js"
 
 export interface ControlContext {
   readonly store: Store
@@ -39,6 +44,7 @@ export interface ControlContext {
   readonly requests: RequestCounts
   readonly faults: Faults
   readonly emulatorClock: EmulatorClock
+  readonly webhooks: Webhooks
   readonly log: (line: string) => void
 }
 
@@ -89,11 +95,22 @@ export const handleControl = async (
       reply.json(200, state)
       return true
     }
+    case "GET webhooks":
+      reply.json(200, ctx.webhooks.json)
+      return true
+    case "POST webhooks":
+      ctx.webhooks.configure((await readJson(reply.req)) ?? {})
+      reply.json(200, ctx.webhooks.json)
+      return true
+    case "POST webhooks/send":
+      reply.json(200, await ctx.webhooks.send((await readJson(reply.req)) ?? {}))
+      return true
     case "POST reset":
       await ctx.batches.reset()
       await ctx.store.reset()
       ctx.realtime.reset()
       ctx.requests.reset()
+      ctx.webhooks.reset()
       ctx.faults.reset()
       ctx.log("state reset")
       reply.json(200, { ok: true })

@@ -29,6 +29,7 @@ import { openAiRealtimeEndpoint } from "./openaiRealtime.js"
 import { handleOpenAi, type OpenAiContext } from "./openaiRoutes.js"
 import type { RealtimeCalls } from "./realtime.js"
 import type { RequestCounts } from "./requestCounts.js"
+import type { Webhooks } from "./webhooks.js"
 
 export interface RouterContext extends OpenAiContext {
   readonly realtime: RealtimeCalls
@@ -41,6 +42,8 @@ export interface RouterContext extends OpenAiContext {
   readonly emulatorClock: EmulatorClock
   /** Access and lifecycle log; undefined = silent (no log lines are even built). */
   readonly log: ((line: string) => void) | undefined
+  /** Signed batch events to a URL (`/_emulator/webhooks`). */
+  readonly webhooks: Webhooks
 }
 
 export const createHandler =

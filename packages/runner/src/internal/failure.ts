@@ -38,6 +38,7 @@ const usageTags = new Set([
   "DuplicateRow",
   "ConflictingKeys",
   "RunDirError",
+  "WebhookServerError",
   "NotARunDirectory",
   "RunLocked",
   "ValidationError",
