@@ -96,3 +96,4 @@ if (run.batches === 0 && run.fromCache === run.rows) {
       `. Run it again: every answer comes from the response cache, and nothing is spent`
   )
 }
+console.error(`demo: see the run: npx sluice report ${runDir} (one HTML file), or npx sluice ui ${runDir} (a live page on 127.0.0.1)`)
