@@ -120,6 +120,14 @@ export const budget = bounded(
   "no limit"
 ).pipe(Options.optional)
 
+export const maxEnqueuedTokens = bounded(
+  "max-enqueued-tokens",
+  ranges.maxEnqueuedTokens,
+  "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory; " +
+    "shards are cut to fit and wait for headroom. Without it, a token_limit_exceeded failure teaches the limit",
+  "learned from the provider"
+).pipe(Options.optional)
+
 export const outputTokens = bounded(
   "output-tokens",
   ranges.outputTokens,
