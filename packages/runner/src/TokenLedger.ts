@@ -185,7 +185,8 @@ export const scheduler = (options: {
             const others = yield* tryTake(shard, false)
             if (others !== undefined) return others
           }
-          yield* Effect.raceFirst(Deferred.await(woken), Effect.sleep(recheck))
+          // Interruptible (the wait holds nothing yet): otherwise the race could not stop its loser.
+          yield* Effect.interruptible(Effect.raceFirst(Deferred.await(woken), Effect.sleep(recheck)))
           return yield* attempt
         })
         return yield* attempt.pipe(
