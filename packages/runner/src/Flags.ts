@@ -189,6 +189,13 @@ export const emulator = {
   tpmLimit: bounded("tpm-limit", { min: 0, above: true, max: 1_000_000_000_000 }, "real-time tokens (input + output) per minute per model", "none").pipe(
     Options.optional
   ),
+  // The batch API: the organisation's enqueued-token limit (OpenAI's token_limit_exceeded).
+  enqueuedTokenLimit: bounded(
+    "enqueued-token-limit",
+    ranges.maxEnqueuedTokens,
+    "input tokens of a model's batches not yet ended at most; a batch over it fails validation with token_limit_exceeded",
+    "none"
+  ).pipe(Options.optional),
   noRateLimitHeaders: Options.boolean("no-rate-limit-headers").pipe(
     Options.withDescription("real-time answers carry no rate-limit headers and the limits' 429s no Retry-After, like a vLLM or llama.cpp server")
   ),
