@@ -54,9 +54,11 @@ const tokenLimitFailures = (emulator: TestEmulator) => emulator.log.filter((l) =
 
 /**
  * Tokens of one row's request as the emulator counts them: one shard of ten rows, run under a
- * limit no run reaches, and read from its record.
+ * limit no run reaches, and read from its record (once for the file).
  */
-const tokensPerRow = async (): Promise<number> => {
+let measured: Promise<number> | undefined
+const tokensPerRow = (): Promise<number> => (measured ??= measure())
+const measure = async (): Promise<number> => {
   const emulator = await emulatorWith(1_000_000_000)
   const p = await project()
   const file = await pipelineOf(p, "probe", 10)
@@ -143,7 +145,23 @@ describe("enqueued-token limits", () => {
     const a = await pipelineOf(p, "first", 60)
     const b = await pipelineOf(p, "second", 60)
     const flags = (name: string) => runFlags(p.path(`run-${name}`), 10, ["--concurrency", "4", "--max-enqueued-tokens", String(limit), "--cache-dir", p.path("cache")])
-    const [one, two] = await Promise.all([cli(p, emulator, ["run", a, ...flags("first")]), cli(p, emulator, ["run", b, ...flags("second")])])
+    // The clock stands still, so no batch ends: both runs plan everything and submit what fits.
+    await clock(emulator, { hold: true })
+    const both = Promise.all([cli(p, emulator, ["run", a, ...flags("first")]), cli(p, emulator, ["run", b, ...flags("second")])])
+    const created = () => emulator.log.filter((l) => /^batch \S+ created/.test(l)).length
+    const waitingRuns = async () => {
+      const text = await readFile(p.path("cache/enqueued-tokens.json"), "utf8").catch(() => "")
+      if (text === "") return new Set<string>()
+      return new Set((JSON.parse(text) as { waiting: Array<{ run: string }> }).waiting.map((w) => w.run))
+    }
+    // Both runs have shards waiting for headroom in the shared ledger: everything that could go has gone.
+    await waitFor("shards of both runs waiting in the shared ledger", async () =>
+      created() >= 2 && (await waitingRuns()).size === 2 ? true : undefined, { timeoutMs: 60_000 })
+    // Two shards of ten rows fit under 25 rows' tokens; every other shard of both runs waits for
+    // headroom, which only an ended batch gives.
+    expect(created()).toBe(2)
+    await clock(emulator, { release: true })
+    const [one, two] = await both
     expect(one.code, describeResult(one)).toBe(0)
     expect(two.code, describeResult(two)).toBe(0)
     expect(tokenLimitFailures(emulator), emulator.log.join("\n")).toBe(0)

@@ -36,11 +36,13 @@ export const LedgerData = Schema.Struct({
   version: Schema.Literal(1),
   /** Limits learned from `token_limit_exceeded`, by key (EnqueuedTokens.keyOf). */
   limits: Schema.Record({ key: Schema.String, value: Learned }),
-  entries: Schema.Array(Entry)
+  entries: Schema.Array(Entry),
+  /** Shards waiting for headroom (not counted: for a look at who waits, `sluice`'s tests among others). */
+  waiting: Schema.optionalWith(Schema.Array(Entry), { default: () => [] })
 })
 export type LedgerData = typeof LedgerData.Type
 
-export const empty = (): LedgerData => ({ version: 1, limits: {}, entries: [] })
+export const empty = (): LedgerData => ({ version: 1, limits: {}, entries: [], waiting: [] })
 
 /** Entries of other hosts are dropped after the provider's batch window. */
 const FOREIGN_TTL_MS = 24 * 3600_000
@@ -55,10 +57,10 @@ const alive = (pid: number): boolean => {
 }
 
 /** The ledger without the entries of runs that are gone. */
-export const prune = (data: LedgerData, now: number, host = hostname(), isAlive: (pid: number) => boolean = alive): LedgerData => ({
-  ...data,
-  entries: data.entries.filter((e) => (e.host === host ? isAlive(e.pid) : now - e.at < FOREIGN_TTL_MS))
-})
+export const prune = (data: LedgerData, now: number, host = hostname(), isAlive: (pid: number) => boolean = alive): LedgerData => {
+  const live = (e: Entry) => (e.host === host ? isAlive(e.pid) : now - e.at < FOREIGN_TTL_MS)
+  return { ...data, entries: data.entries.filter(live), waiting: data.waiting.filter(live) }
+}
 
 /** Tokens in flight for a key, by all runs. */
 export const inFlight = (data: LedgerData, key: string): number => data.entries.filter((e) => e.key === key).reduce((a, e) => a + e.tokens, 0)
@@ -158,13 +160,16 @@ export const scheduler = (options: {
     })
     const limitIn = (data: LedgerData, key: string) => EnqueuedTokens.lower(configured, data.limits[key]?.tokens)
 
+    const isOf = (e: Entry, shard: { readonly id: string }) => e.run === runId && e.shard === shard.id
+    const entryOf = (shard: { readonly id: string; readonly key: string; readonly tokens: number }): Entry =>
+      ({ key: shard.key, run: runId, shard: shard.id, tokens: shard.tokens, pid: process.pid, host, at: Date.now() })
     const tryTake = (shard: { readonly id: string; readonly key: string; readonly tokens: number }, force: boolean) =>
       store.update((data): readonly [number | undefined, LedgerData] => {
-        const mine = data.entries.filter((e) => !(e.run === runId && e.shard === shard.id))
+        const mine = data.entries.filter((e) => !isOf(e, shard))
         const others = inFlight({ ...data, entries: mine }, shard.key)
+        const entry = entryOf(shard)
         if (!force && !EnqueuedTokens.fits(others, shard.tokens, limitIn(data, shard.key))) return [undefined, data]
-        const entry: Entry = { key: shard.key, run: runId, shard: shard.id, tokens: shard.tokens, pid: process.pid, host, at: Date.now() }
-        return [others, { ...data, entries: [...mine, entry] }]
+        return [others, { ...data, entries: [...mine, entry], waiting: data.waiting.filter((e) => !isOf(e, shard)) }]
       })
 
     const give = (shard: { readonly id: string }) =>
@@ -179,6 +184,7 @@ export const scheduler = (options: {
         if (waiters === undefined) queue.set(shard.key, (waiters = []))
         const line = waiters
         line.push(shard.id)
+        yield* store.update((data) => [undefined, { ...data, waiting: [...data.waiting.filter((e) => !isOf(e, shard)), entryOf(shard)] }] as const)
         const attempt: Effect.Effect<number> = Effect.gen(function* () {
           const woken = wake
           if (line[0] === shard.id) {
@@ -193,7 +199,9 @@ export const scheduler = (options: {
           Effect.ensuring(
             Effect.suspend(() => {
               line.splice(line.indexOf(shard.id), 1)
-              return signal
+              return store.update((data) => [undefined, { ...data, waiting: data.waiting.filter((e) => !isOf(e, shard)) }] as const).pipe(
+                Effect.zipRight(signal)
+              )
             })
           )
         )

@@ -72,9 +72,11 @@ describe("ledger entries of runs that are gone", () => {
     const data: TokenLedger.LedgerData = {
       version: 1,
       limits: {},
-      entries: [entry("crashed", dead, hostname()), entry("live", process.pid, hostname()), entry("far", 1, "elsewhere", now - 3600_000), entry("old", 1, "elsewhere", now - 25 * 3600_000)]
+      entries: [entry("crashed", dead, hostname()), entry("live", process.pid, hostname()), entry("far", 1, "elsewhere", now - 3600_000), entry("old", 1, "elsewhere", now - 25 * 3600_000)],
+      waiting: [entry("crashed", dead, hostname()), entry("live", process.pid, hostname())]
     }
     expect(TokenLedger.prune(data, now).entries.map((e) => e.run)).toEqual(["live", "far"])
+    expect(TokenLedger.prune(data, now).waiting.map((e) => e.run)).toEqual(["live"])
   })
 
   it("a crashed run's tokens in the ledger file do not hold back a new run", async () => {
@@ -84,7 +86,7 @@ describe("ledger entries of runs that are gone", () => {
     const { join } = await import("node:path")
     const dir = mkdtempSync(join(tmpdir(), "sluice-ledger-"))
     const dead = spawnSync(process.execPath, ["-e", ""]).pid!
-    const crashed: TokenLedger.LedgerData = { version: 1, limits: { k: { tokens: 25, run: "crashed", at: 0 } }, entries: [{ ...entry("crashed", dead, hostname()), tokens: 20 }] }
+    const crashed: TokenLedger.LedgerData = { version: 1, limits: { k: { tokens: 25, run: "crashed", at: 0 } }, entries: [{ ...entry("crashed", dead, hostname()), tokens: 20 }], waiting: [] }
     writeFileSync(join(dir, TokenLedger.fileName), JSON.stringify(crashed))
     const others = await Effect.runPromise(
       Effect.gen(function* () {
@@ -99,6 +101,7 @@ describe("ledger entries of runs that are gone", () => {
     // The learned limit stays; the new run's entry is gone once its work ended.
     expect(after.limits["k"]?.tokens).toBe(25)
     expect(after.entries).toEqual([])
+    expect(after.waiting).toEqual([])
   })
 
   it("a limit learned lower replaces a higher one, never the reverse", async () => {
