@@ -98,6 +98,25 @@ describe("enqueued-token limits", () => {
     await expectEveryRowOnce(p, "configured", 60)
   }, 240_000)
 
+  it("configured: shards are cut so that none holds more tokens than the limit", async () => {
+    const perRow = await tokensPerRow()
+    const limit = perRow * 25
+    const emulator = await emulatorWith(limit)
+    const p = await project()
+    const file = await pipelineOf(p, "cut", 60)
+    const runDir = p.path("run-cut")
+    // No --shard-size: by requests and bytes, 60 rows are one shard.
+    const done = await cli(p, emulator, ["run", file, "--run-dir", runDir, "--poll-interval", "0.05", "--max-enqueued-tokens", String(limit)])
+    expect(done.code, describeResult(done)).toBe(0)
+    const shards = eventsTagged(await readJournal(runDir), "ShardPlanned")
+    expect(shards.length).toBeGreaterThanOrEqual(3)
+    for (const shard of shards) expect(shard["inputTokens"] as number).toBeLessThanOrEqual(limit)
+    expect(shards.reduce((a, e) => a + (e["requests"] as number), 0)).toBe(60)
+    expect(tokenLimitFailures(emulator)).toBe(0)
+    expect((await enqueued(emulator)).maxSeen[MODEL]!).toBeLessThanOrEqual(limit)
+    await expectEveryRowOnce(p, "cut", 60)
+  }, 240_000)
+
   it("unconfigured: the first token_limit_exceeded teaches the limit; the shard waits and goes again; no row fails", async () => {
     const perRow = await tokensPerRow()
     const limit = perRow * 25
