@@ -225,6 +225,23 @@ describe("the terminal view", SLOW, () => {
     expect(lines.some((l) => /^ {2}label-\d+ +waiting for its output file 5\/5/.test(l))).toBe(true)
   })
 
+  it("shards waiting for enqueued-token headroom are said so, not counted as waiting for a slot", () => {
+    // The journal up to its first batch created, the other shards not yet submitted (as with --concurrency 1).
+    const firstCreated = events.findIndex((e) => e._tag === "Created")
+    const creator = (events[firstCreated] as { shard: string }).shard
+    const state = events
+      .slice(0, firstCreated + 1)
+      .filter((e) => !((e._tag === "SubmitIntent" || e._tag === "Staged") && e.shard !== creator))
+      .reduce(RunState.apply, RunState.empty())
+    const now = 1_800_000_000_000
+    const queued = [...state.shards.values()].filter((s) => s.phase === "planned").length
+    expect(queued).toBe(199)
+    const waits: RunWaits = { concurrency: 1, onlineQueued: 0, heldForPlanning: 0, overBudget: 0, overOnlineBudget: 0, enqueuedTokens: 3, limiters: [] }
+    expect(ProgressView.waitLine(snapshot(state, new Map(), now, waits))).toBe(
+      `waiting: ${queued - 3} shards for a batch slot (concurrency 1) · 3 shards for enqueued-token headroom`
+    )
+  })
+
   it("a deadline: batches have until it, then those recalled are being cancelled", () => {
     const state = replay()
     const now = 1_800_000_000_000

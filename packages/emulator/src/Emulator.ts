@@ -100,6 +100,13 @@ export interface EmulatorOptions {
   /** Real-time endpoints: tokens (the answer's input + output tokens) per minute, per model. Default: none. */
   readonly tpmLimit?: number
   /**
+   * The organisation's enqueued-token limit, per model (OpenAI's rule): a batch whose input
+   * tokens, with those of the model's batches not yet ended, exceed it fails validation with
+   * `token_limit_exceeded`. `GET /_emulator/enqueued` tells the limit and the most enqueued at
+   * once per model. Default: none.
+   */
+  readonly enqueuedTokenLimit?: number
+  /**
    * Send the rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`) of
    * the configured limits on real-time answers, and `Retry-After` on their 429s (default true).
    * false: none at all, like a vLLM or llama.cpp server.
@@ -247,6 +254,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     clock,
     clockDriven: () => emulatorClock.driven,
     models,
+    enqueuedTokenLimit: options.enqueuedTokenLimit === undefined ? undefined : nonNegative("enqueuedTokenLimit", options.enqueuedTokenLimit, 0),
     log: log ?? (() => undefined)
   })
   const realtime = new RealtimeCalls({ store, faults, seed, clock, models, log })

@@ -70,7 +70,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
@@ -246,6 +246,7 @@ const execute = (
     action?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
+    maxEnqueuedTokens?: Option.Option<number>
     outputTokens?: Option.Option<number>
     deadline?: Option.Option<Duration.Duration>
     onlineBudget?: Option.Option<number>
@@ -299,6 +300,7 @@ const execute = (
       observer: progress.observer,
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
+      ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
       ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? { deadline: opts.deadline.value } : {}),
       ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? { onlineBudget: opts.onlineBudget.value } : {}),
       ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? { onlineBelow: opts.onlineBelow.value } : {}),
@@ -477,6 +479,7 @@ const runCommand = Command.make(
     allowChanged,
     rebindProvider,
     budget,
+    maxEnqueuedTokens,
     outputTokens,
     deadline,
     onlineBudget,
@@ -542,6 +545,7 @@ const resumeCommand = Command.make(
     allowChanged,
     rebindProvider,
     budget,
+    maxEnqueuedTokens,
     outputTokens,
     deadline,
     onlineBudget,
@@ -577,6 +581,7 @@ const retryCommand = Command.make(
     pollSeconds,
     maxPollSeconds,
     outputFileWait,
+    maxEnqueuedTokens,
     deadline,
     onlineBudget,
     onlineBelow,
@@ -924,6 +929,7 @@ const emulatorCommand = Command.make(
         models: o.models,
         ...(Option.isSome(o.rpmLimit) ? { rpmLimit: o.rpmLimit.value } : {}),
         ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
+        ...(Option.isSome(o.enqueuedTokenLimit) ? { enqueuedTokenLimit: o.enqueuedTokenLimit.value } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
         ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {}),

@@ -120,6 +120,14 @@ export const budget = bounded(
   "no limit"
 ).pipe(Options.optional)
 
+export const maxEnqueuedTokens = bounded(
+  "max-enqueued-tokens",
+  ranges.maxEnqueuedTokens,
+  "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory; " +
+    "shards are cut to fit and wait for headroom. Without it, a token_limit_exceeded failure teaches the limit",
+  "learned from the provider"
+).pipe(Options.optional)
+
 export const outputTokens = bounded(
   "output-tokens",
   ranges.outputTokens,
@@ -184,6 +192,13 @@ export const emulator = {
   tpmLimit: bounded("tpm-limit", { min: 0, above: true, max: 1_000_000_000_000 }, "real-time tokens (input + output) per minute per model", "none").pipe(
     Options.optional
   ),
+  // The batch API: the organisation's enqueued-token limit (OpenAI's token_limit_exceeded).
+  enqueuedTokenLimit: bounded(
+    "enqueued-token-limit",
+    ranges.maxEnqueuedTokens,
+    "input tokens of a model's batches not yet ended at most; a batch over it fails validation with token_limit_exceeded",
+    "none"
+  ).pipe(Options.optional),
   noRateLimitHeaders: Options.boolean("no-rate-limit-headers").pipe(
     Options.withDescription("real-time answers carry no rate-limit headers and the limits' 429s no Retry-After, like a vLLM or llama.cpp server")
   ),

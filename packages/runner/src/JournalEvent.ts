@@ -211,6 +211,23 @@ export const Terminal = Schema.TaggedStruct("Terminal", {
 })
 
 /**
+ * A shard's batch failed with `token_limit_exceeded`: it was never run, so the shard goes back to
+ * waiting for token headroom, its upload kept, under a new submission number (the failed batch
+ * is never adopted for it). `limit`: what the run learned for its provider and model, if anything.
+ */
+export const TokenLimitReached = Schema.TaggedStruct("TokenLimitReached", {
+  shard: Schema.String,
+  batchId: Schema.String,
+  submission: Schema.Number,
+  /** Unix seconds (the new submission's intent time: its orphan search starts there). */
+  at: Schema.Number,
+  key: Schema.String,
+  /** Tokens in flight with the shard's when its batch was created (unknown after a crash). */
+  inFlight: Schema.optional(Schema.Number),
+  limit: Schema.optional(Schema.Number)
+})
+
+/**
  * `sluice retry` built new shards from rows that had ended failed. Their counts move from
  * failed back to pending; failures.jsonl lines before `failuresOffset` whose class is in
  * `classes` are superseded.
@@ -298,6 +315,7 @@ export const JournalEvent = Schema.Union(
   RetryPlanned,
   StatusChanged,
   Terminal,
+  TokenLimitReached,
   Collected,
   ProviderFilesDeleted,
   ProviderRebound

@@ -108,6 +108,8 @@ interface Candidate {
   readonly line: string
   readonly lineBytes: number
   readonly request: BatchRequest
+  /** Its input tokens, when the run counts them (0 otherwise, and for a cached row). */
+  readonly tokens: number
   readonly rowLine: string
   /** The cached answer as a result line, when the cache has one. */
   readonly answer: string | undefined
@@ -135,7 +137,9 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
   // show results sooner. Batches are packed to the provider's limits.
   const maxRequests = Math.max(1, Math.min(settings.shardSize, provider.limits.maxRequests, rt.mode === "online" ? onlineShardSize : Infinity))
   const maxBytes = Math.min(settings.shardBytes, provider.limits.maxBytes)
-  const countTokens = settings.budget !== undefined || settings.onlineBudget !== undefined
+  // An enqueued-token limit (configured, or learned by an earlier run) cuts batches by tokens too.
+  const tokenLimit = rt.mode === "online" ? undefined : ctx.enqueuedLimit?.(rt)
+  const countTokens = settings.budget !== undefined || settings.onlineBudget !== undefined || tokenLimit !== undefined
   const caching = ctx.cache !== ResponseCache.disabled && rt.cacheNamespace !== undefined
   const namespace = rt.cacheNamespace ?? ""
   const carry = ctx.cache === ResponseCache.disabled ? undefined : ctx.carry
@@ -311,20 +315,30 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     rowLine += cached === undefined ? "}" : `,"c":1}`
     // The stored answer is a JSON object: it becomes a result line by adding its custom_id.
     const answer = cached === undefined ? undefined : `{"_tag":"Succeeded","customId":${JSON.stringify(customId)},${cached.slice(1)}`
-    return { customId, identity: stageCustomId ?? key, digest, line, lineBytes, request, rowLine, answer }
+    const tokens = countTokens && cached === undefined ? requestTokens(request).tokens : 0
+    if (tokenLimit !== undefined && tokens > tokenLimit) {
+      reject({ location: loc, message: `request is ${tokens} input tokens, over the enqueued-token limit of ${tokenLimit}`, code: "oversize", customId, key })
+      return undefined
+    }
+    return { customId, identity: stageCustomId ?? key, digest, line, lineBytes, request, tokens, rowLine, answer }
   }
 
-  const empty = { count: 0, cachedRows: 0, bytes: 0 }
-  const fits = (shard: { readonly count: number; readonly cachedRows: number; readonly bytes: number }, group: ReadonlyArray<Candidate>): boolean => {
+  const empty = { count: 0, cachedRows: 0, bytes: 0, tokens: 0 }
+  const fits = (
+    shard: { readonly count: number; readonly cachedRows: number; readonly bytes: number; readonly tokens: number },
+    group: ReadonlyArray<Candidate>
+  ): boolean => {
     let count = shard.count
     let cachedRows = shard.cachedRows
     let bytes = shard.bytes
+    let tokens = shard.tokens
     for (const c of group) {
       if (c.answer === undefined) count++
       else cachedRows++
       bytes += c.lineBytes
+      tokens += c.tokens
     }
-    return count <= maxRequests && cachedRows <= maxRequests && bytes <= maxBytes
+    return count <= maxRequests && cachedRows <= maxRequests && bytes <= maxBytes && (tokenLimit === undefined || tokens <= tokenLimit)
   }
 
   const write = (shard: OpenShard, c: Candidate, loc: string): Effect.Effect<void, unknown> | undefined => {
@@ -346,7 +360,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       shard.count++
       shard.bytes += c.lineBytes
       // Tokenizing costs time on every row: only a run with a budget (or an online budget) needs the counts.
-      if (countTokens) shard.tokens += requestTokens(c.request).tokens
+      shard.tokens += c.tokens
       shard.hash.update(c.line)
       shard.hash.update("\n")
       full = shard.requests.append(c.line, c.lineBytes) || full

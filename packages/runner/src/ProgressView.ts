@@ -150,12 +150,14 @@ export const waitLine = (snap: Snapshot): string | undefined => {
   const parts: Array<string> = []
   const c = shardCounts(snap)
   if (w !== undefined) {
-    const queuedBatches = c.queued - w.onlineQueued - w.heldForPlanning - w.overBudget - w.overOnlineBudget
+    const tokenWait = w.enqueuedTokens ?? 0
+    const queuedBatches = c.queued - w.onlineQueued - w.heldForPlanning - w.overBudget - w.overOnlineBudget - tokenWait
     // A batch waiting for its output file holds its slot too.
     if (queuedBatches > 0 && c.inFlightBatches + c.waiting >= w.concurrency) parts.push(`${count(queuedBatches, "shard")} for a batch slot (concurrency ${w.concurrency})`)
     if (w.onlineQueued > 0 && c.online > 0) parts.push(`${count(w.onlineQueued, "shard")} to go online after the ${c.online === 1 ? "one" : `${c.online}`} running`)
     if (w.heldForPlanning > 0) parts.push(`${count(w.heldForPlanning, "shard")} until the whole source is planned`)
     if (w.overBudget > 0) parts.push(`${count(w.overBudget, "shard")} held back by --budget`)
+    if (tokenWait > 0) parts.push(`${count(tokenWait, "shard")} for enqueued-token headroom`)
     if (w.overOnlineBudget > 0) parts.push(`${count(w.overOnlineBudget, "shard")} kept off online by --online-budget`)
     for (const l of w.limiters) {
       if (l.pausedUntil > snap.now) parts.push(`${l.provider} paused ${duration((l.pausedUntil - snap.now) / 1000)} (rate limited)`)

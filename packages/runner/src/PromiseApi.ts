@@ -61,6 +61,12 @@ export interface RunOptions extends ConnectionOptions {
   /** Hybrid runs: rows to retry go online rather than into a new batch when fewer than this (default 100; 0: never). */
   readonly onlineBelow?: number
   readonly shardSize?: number
+  /**
+   * Input tokens the batches of one provider and model may have enqueued at once, across the
+   * runs sharing the cache directory: shards are cut to fit and wait for headroom (default: none;
+   * a `token_limit_exceeded` failure teaches the limit).
+   */
+  readonly maxEnqueuedTokens?: number
   /** Seconds between status polls of a batch, fixed (default: adaptive, see `maxPollInterval`). */
   readonly pollInterval?: number
   /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
@@ -126,6 +132,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBudget === undefined ? {} : { onlineBudget: options.onlineBudget }),
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
+  ...(options.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: options.maxEnqueuedTokens }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: Duration.millis(options.maxPollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),

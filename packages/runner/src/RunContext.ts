@@ -47,6 +47,8 @@ export interface RunSettings {
   readonly keepProviderFiles?: boolean | undefined
   /** USD at batch prices that submissions may not exceed (projected from token counts). */
   readonly budget?: number | undefined
+  /** Input tokens one provider and model may have enqueued at once (EnqueuedTokens.ts); else learned. */
+  readonly maxEnqueuedTokens?: number | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
   readonly budgetOutputTokens?: number | undefined
   /**
@@ -115,4 +117,6 @@ export interface RunContext extends BatchContext {
   readonly prices: Prices
   /** Serialises batch creation for providers without batch metadata. */
   readonly createLock: Effect.Semaphore
+  /** The enqueued-token limit a stage's shards are cut to at planning (configured or learned), if any. */
+  readonly enqueuedLimit?: ((stage: StageRuntime) => number | undefined) | undefined
 }

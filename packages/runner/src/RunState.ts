@@ -370,6 +370,22 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.errors = event.errors
       break
     }
+    case "TokenLimitReached": {
+      // Back to waiting with its upload: the next create is a new submission of the same file.
+      const s = shard(state, event.shard)
+      s.phase = "staged"
+      s.submission = event.submission
+      s.intentAt = event.at
+      s.batchId = null
+      s.adopted = false
+      s.status = null
+      s.rawStatus = null
+      s.statusAt = null
+      s.awaitingOutput = false
+      s.counts = null
+      s.errors = []
+      break
+    }
     case "ProviderRebound": {
       // Files of shards collected before the move stay at the provider the stage left: this run
       // no longer reaches it (a `sluice gc` there does), so it stops counting them as its own to delete.

@@ -12,6 +12,7 @@ import type { BatchInfo, BatchProvider } from "@sluice/providers"
 import { Clock, Deferred, Duration, Effect, Either, Option, Queue, Ref, Schema, Stream, Take } from "effect"
 import { randomBytes } from "node:crypto"
 import * as Collector from "./Collector.js"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Hybrid from "./Hybrid.js"
 import * as Journal from "./Journal.js"
 import * as KeptSettings from "./KeptSettings.js"
@@ -42,6 +43,7 @@ import * as Retry from "./Retry.js"
 import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
 import * as Telemetry from "./Telemetry.js"
+import * as TokenLedger from "./TokenLedger.js"
 
 export { ModeUnsupported } from "./Modes.js"
 export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
@@ -108,6 +110,8 @@ export interface RunWaits {
   /** Shards held back by `--budget`, and by `--online-budget`. */
   readonly overBudget: number
   readonly overOnlineBudget: number
+  /** Shards waiting for their provider and model's enqueued tokens to fall under the limit. */
+  readonly enqueuedTokens?: number
   /** Each provider's online limiter: `pausedUntil` (unix ms) after a 429, `window` of `cap` requests at once. */
   readonly limiters: ReadonlyArray<{ readonly provider: string; readonly pausedUntil: number; readonly window: number; readonly cap: number; readonly inFlight: number }>
 }
@@ -255,6 +259,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   detach: options.detach ?? false,
   keepProviderFiles: options.keepProviderFiles,
   budget: options.budget,
+  maxEnqueuedTokens: options.maxEnqueuedTokens,
   budgetOutputTokens: options.budgetOutputTokens,
   deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
   onlineBudget: options.onlineBudget,
@@ -578,6 +583,17 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         })
       }
       const journal = yield* Journal.open(paths.journal)
+      // Enqueued tokens are shared with the runs using the same cache directory (TokenLedger.ts).
+      const tokens = yield* TokenLedger.scheduler({
+        store: cachePath === false ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath)),
+        runId,
+        configured: settings.maxEnqueuedTokens
+      })
+      const learnedLimits = new Map<string, number | undefined>()
+      for (const s of stages) {
+        const key = EnqueuedTokens.keyOf(s.provider, s.stage.model)
+        if (!learnedLimits.has(key)) learnedLimits.set(key, yield* tokens.limitOf(key))
+      }
       const observer = options.observer ?? {}
       observer.started?.(state)
       const ctx: RunContext = {
@@ -592,6 +608,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         settings,
         prices,
         createLock: yield* Effect.makeSemaphore(1),
+        enqueuedLimit: (rt) => learnedLimits.get(EnqueuedTokens.keyOf(rt.provider, rt.stage.model)),
         record: (event) =>
           journal.append(event).pipe(
             Effect.map(() => {
@@ -693,7 +710,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (mode === "cancel") return yield* cancelShard(id)
           const hybrid = stageOf(shard.stage).hybrid === true
           let goOnline = shard.phase === "online" || (shard.phase === "planned" && isOnline(shard))
-          if (!goOnline && (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created")) {
+          const tokenLimited = () => shard.phase === "terminal" && shard.status === "failed" && EnqueuedTokens.isTokenLimit(shard.errors)
+          if (!goOnline && (shard.phase === "planned" || shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created" || tokenLimited())) {
             // Detached, a batch is asked about once: finished ones are collected, the rest
             // left to the provider until the next resume.
             goOnline = yield* inFlight.withPermits(1)(
@@ -701,16 +719,28 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
                 // The deadline may have passed while this shard waited for a permit.
                 if (shard.phase === "planned" && isOnline(shard)) return true
                 if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return false
-                yield* Submitter.submit(ctx, shard)
                 const onStatus = (info: BatchInfo) => observer.polled?.(id, info)
-                yield* Poller.poll(ctx, shard, onStatus, settings.detach, hybrid ? Deferred.await(deadlineReached) : undefined)
-                if (hybrid && deadlinePassed && shard.phase === "created" && shard.batchId !== null) {
-                  // Recalled: cancelled, and polled until the provider has stopped it. Its
-                  // finished rows are collected; the rest are rescheduled and go online.
-                  if (!shard.recalled) yield* ctx.record({ _tag: "BatchRecalled", shard: id, batchId: shard.batchId, at: yield* Clock.currentTimeMillis })
-                  yield* Poller.cancel(ctx, shard, onStatus)
+                const submitAndPoll = Effect.gen(function* () {
+                  // The deadline may have passed while this shard waited for token headroom.
+                  if (shard.phase === "planned" && isOnline(shard)) return
+                  yield* Submitter.submit(ctx, shard)
+                  yield* Poller.poll(ctx, shard, onStatus, settings.detach, hybrid ? Deferred.await(deadlineReached) : undefined)
+                  if (hybrid && deadlinePassed && shard.phase === "created" && shard.batchId !== null) {
+                    // Recalled: cancelled, and polled until the provider has stopped it. Its
+                    // finished rows are collected; the rest are rescheduled and go online.
+                    if (!shard.recalled) yield* ctx.record({ _tag: "BatchRecalled", shard: id, batchId: shard.batchId, at: yield* Clock.currentTimeMillis })
+                    yield* Poller.cancel(ctx, shard, onStatus)
+                  }
+                })
+                // A token-limit failure found on resume goes back to waiting first (nothing known of what was in flight).
+                if (tokenLimited()) yield* requeue(shard, undefined)
+                for (;;) {
+                  const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
+                  const held = { id, key, tokens: EnqueuedTokens.estimate(shard), wait: shard.phase !== "created" }
+                  const [, others] = yield* tokens.hold(held, submitAndPoll)
+                  if (!tokenLimited() || !(yield* requeue(shard, others))) break
                 }
-                return false
+                return shard.phase === "planned" && isOnline(shard)
               })
             )
           }
@@ -730,6 +760,40 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // Its results are committed: its files at the provider can go (ProviderFiles.ts).
             yield* ProviderFiles.release(ctx, shard)
           }
+        })
+
+      /**
+       * A batch that failed with `token_limit_exceeded` was never run: the shard goes back to
+       * waiting (TokenLimitReached), and the run learns a lower limit for its provider and model.
+       * Not when it went alone (`others` 0): more waiting would not help, and its rows fail
+       * retryable (Collector.ts) for `sluice retry` once the provider has room.
+       */
+      const requeue = (shard: RunState.ShardState, others: number | undefined) =>
+        Effect.gen(function* () {
+          if (others === 0) return false
+          const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
+          const own = EnqueuedTokens.estimate(shard)
+          const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(shard.errors), inFlight: others === undefined ? undefined : others + own })
+          yield* Effect.logWarning(
+            `shard ${shard.id}: batch ${shard.batchId} failed with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ` +
+              `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
+          )
+          yield* ctx.record({
+            _tag: "TokenLimitReached",
+            shard: shard.id,
+            batchId: shard.batchId ?? "",
+            submission: shard.submission + 1,
+            at: Math.floor((yield* Clock.currentTimeMillis) / 1000),
+            key,
+            ...(others === undefined ? {} : { inFlight: others + own }),
+            ...(limit === undefined ? {} : { limit })
+          })
+          if (limit !== undefined) {
+            yield* tokens.learn(key, limit)
+            // Shards planned from now on are cut to it too.
+            learnedLimits.set(key, EnqueuedTokens.lower(learnedLimits.get(key), limit))
+          }
+          return true
         })
 
       // A later stage is planned one pass at a time, each from where the last one stopped.
@@ -825,6 +889,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         heldForPlanning: held.filter((id) => !launched.has(id)).length,
         overBudget: stillPlanned(overBudget).length,
         overOnlineBudget: stillPlanned(overOnlineBudget).length,
+        enqueuedTokens: tokens.waiting(),
         limiters: [...limiters].map(([provider, l]) => ({ provider, cap: onlineConcurrency, ...l.state() }))
       }))
 

@@ -19,6 +19,7 @@ import type { Faults } from "./faults.js"
 import { randomHex } from "./hash.js"
 import { type BatchStatus, isTerminal, needsInput, type Timeline, timeline } from "./lifecycle.js"
 import { writeResults } from "./results.js"
+import { countInput, EnqueuedTokens, limitMessage } from "./enqueuedTokens.js"
 import { captureTiming } from "./store.js"
 import type { BatchErrorEntry, BatchFinal, BatchRecord, Store } from "./store.js"
 
@@ -39,6 +40,8 @@ export interface BatchesConfig extends BatchTimings {
   readonly log: (line: string) => void
   /** Told once when an OpenAI batch reaches its terminal state (webhooks.ts). */
   readonly ended?: (id: string, status: string) => void
+  /** The organisation's enqueued-token limit per model (EmulatorOptions.enqueuedTokenLimit). */
+  readonly enqueuedTokenLimit?: number | undefined
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -54,6 +57,8 @@ export class Batches {
   readonly anthropic: AnthropicBatches
   /** The model names requests may use (every API of the emulator). */
   readonly models: KnownModels
+  /** Enqueued tokens per model: the limit, and the most seen at once. */
+  readonly enqueued: EnqueuedTokens
 
   constructor(
     private readonly store: Store,
@@ -62,6 +67,7 @@ export class Batches {
   ) {
     this.anthropic = new AnthropicBatches(store, faults, config)
     this.models = config.models
+    this.enqueued = new EnqueuedTokens(config.enqueuedTokenLimit)
   }
 
   // -------------------------------------------------------------------------------------------
@@ -97,22 +103,58 @@ export class Batches {
       throw invalidRequest(`The input file must have purpose 'batch' (or 'batch-api'), not '${file.purpose}'.`, "input_file_id", "invalid_value")
     }
 
-    const record: BatchRecord = {
-      id,
-      seq: this.store.nextSeq(),
-      endpoint,
-      input_file_id: inputFileId,
-      completion_window: "24h",
-      metadata,
-      ...captureTiming(this.config.clock(), this.config, this.config.validatingMs, this.faults.settings),
-      final: null
-    }
-    this.store.batches.set(record.id, record)
+    // The check and the record are one step: two creates at once must not both fit under the limit.
+    const record = await this.serially(async (): Promise<BatchRecord> => {
+      const limited = await this.enqueuedCheck(inputFileId)
+      const made: BatchRecord = {
+        id,
+        seq: this.store.nextSeq(),
+        endpoint,
+        input_file_id: inputFileId,
+        completion_window: "24h",
+        metadata,
+        ...limited,
+        ...captureTiming(this.config.clock(), this.config, this.config.validatingMs, this.faults.settings),
+        final: null
+      }
+      this.store.batches.set(made.id, made)
+      return made
+    })
     await this.store.persist()
     // Validate in the background now, so the first retrieve after validatingMs finds it done.
     this.inputFor(record).catch(() => undefined)
     this.config.log(`batch ${record.id} created (input ${inputFileId}, ${endpoint})`)
     return this.observe(record)
+  }
+
+  /**
+   * Under an enqueued-token limit: the new batch's model and tokens, and whether they take the
+   * model past the limit with the batches not yet ended (then it fails validation, as on OpenAI).
+   */
+  private createQueue: Promise<unknown> = Promise.resolve()
+  private serially<A>(f: () => Promise<A>): Promise<A> {
+    const next = this.createQueue.then(f, f)
+    this.createQueue = next.catch(() => undefined)
+    return next
+  }
+
+  private async enqueuedCheck(inputFileId: string): Promise<Pick<BatchRecord, "enqueued" | "tokenLimitExceeded">> {
+    const limit = this.enqueued.limit
+    if (limit === undefined) return {}
+    const counted = await countInput(this.store.filePath(inputFileId))
+    let enqueued = 0
+    for (const other of this.store.batches.values()) {
+      if (other.enqueued?.model !== counted.model || other.tokenLimitExceeded !== undefined) continue
+      if (!isTerminal(await this.currentStatus(other))) enqueued += other.enqueued.tokens
+    }
+    const total = enqueued + counted.tokens
+    if (total > limit) {
+      this.config.log(`enqueued tokens ${counted.model}: ${counted.tokens} more would make ${total}, over the limit of ${limit}: token_limit_exceeded`)
+      return { enqueued: counted, tokenLimitExceeded: limitMessage(counted.model, limit, enqueued) }
+    }
+    this.enqueued.accepted(counted.model, total)
+    this.config.log(`enqueued tokens ${counted.model}: ${total} of ${limit}`)
+    return { enqueued: counted }
   }
 
   async retrieve(id: string): Promise<Obj> {
@@ -225,6 +267,7 @@ export class Batches {
     await this.anthropic.reset()
     this.inputs.clear()
     this.readyInputs.clear()
+    this.enqueued.reset()
     this.finishing.clear()
   }
 
@@ -248,6 +291,14 @@ export class Batches {
   private inputFor(record: BatchRecord): Promise<AnalysedInput> {
     const cached = this.inputs.get(record.id)
     if (cached !== undefined) return cached
+    if (record.tokenLimitExceeded !== undefined) {
+      const error: BatchErrorEntry = { code: "token_limit_exceeded", message: record.tokenLimitExceeded, param: null, line: null }
+      const failed: AnalysedInput = { valid: false, total: 0, model: record.enqueued?.model ?? null, errors: [error] }
+      this.readyInputs.set(record.id, failed)
+      const settled = Promise.resolve(failed)
+      this.inputs.set(record.id, settled)
+      return settled
+    }
     const promise = this.track(
       analyseInput({
         inputPath: this.store.filePath(record.input_file_id),

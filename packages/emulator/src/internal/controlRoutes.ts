@@ -67,6 +67,9 @@ export const handleControl = async (
     case "GET requests":
       reply.json(200, ctx.requests.json)
       return true
+    case "GET enqueued":
+      reply.json(200, ctx.batches.enqueued.json)
+      return true
     case "GET inflight":
       reply.json(200, ctx.realtime.inFlight)
       return true

@@ -112,6 +112,10 @@ export interface BatchRecord extends BatchTiming {
   readonly input_file_id: string
   readonly completion_window: string
   readonly metadata: Readonly<Record<string, string>> | null
+  /** Under an enqueued-token limit: the batch's model and input tokens (enqueuedTokens.ts). */
+  readonly enqueued?: { readonly model: string; readonly tokens: number }
+  /** Set when the batch took its model past the enqueued-token limit: it fails validation with this message. */
+  readonly tokenLimitExceeded?: string
   final: BatchFinal | null
 }
 
