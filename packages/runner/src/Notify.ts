@@ -59,8 +59,13 @@ export const eventOf = (s: RunSummary): Event | undefined => {
 
 const failedRows = (s: RunSummary): number => Object.values(s.failed).reduce((a, b) => a + b, 0)
 
-/** Provider keys and the webhook secret: never handed to the command. */
-const secretVariable = /(^|_)(API_KEY|WEBHOOK_SECRET)$|^(OPENAI|ANTHROPIC|AZURE_OPENAI|GEMINI|SLUICE_GATEWAY)_.*KEY/
+/**
+ * Credentials never handed to the command: provider keys, the webhook secret, headers that
+ * carry auth (a gateway's, the OpenTelemetry collector's), the notify URL (it may hold a
+ * token), and anything named like a secret.
+ */
+const secretVariable =
+  /(^|_)(API_KEY|WEBHOOK_SECRET)$|^(OPENAI|ANTHROPIC|AZURE_OPENAI|GEMINI|SLUICE_GATEWAY)_.*KEY|_HEADERS$|^SLUICE_NOTIFY_URL$|SECRET|TOKEN|PASSWORD|CREDENTIAL/i
 
 /** The command's environment: ours without keys, plus the event's figures. */
 export const commandEnv = (event: Event, payload: Payload): NodeJS.ProcessEnv => {

@@ -26,20 +26,27 @@ describe("Notify.runCommand", () => {
     const r = await Effect.runPromise(Notify.runCommand("echo started; sleep 60 & wait", "", process.env, Duration.millis(300)))
     expect(r.timedOut).toBe(true)
     expect(r.code).toBeNull()
-    expect(r.output).toContain("started")
   })
 
-  it("takes provider keys and the webhook secret out of the command's environment", () => {
+  it("takes provider keys, the webhook secret, auth headers, the notify URL and secret-like names out of the command's environment", () => {
     const saved = { ...process.env }
     try {
       process.env["OPENAI_API_KEY"] = "sk-x"
       process.env["SLUICE_WEBHOOK_SECRET"] = "whsec_x"
       process.env["SLUICE_GATEWAY_API_KEY"] = "gw"
+      process.env["SLUICE_GATEWAY_HEADERS"] = "authorization=Bearer gw"
+      process.env["OTEL_EXPORTER_OTLP_HEADERS"] = "x-honeycomb-team=t"
+      process.env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] = "x-token=t"
+      process.env["SLUICE_NOTIFY_URL"] = "https://hooks.example/T0/secret"
+      process.env["GITHUB_TOKEN"] = "ghp_x"
       process.env["HOME_OF_TEST"] = "kept"
       const env = Notify.commandEnv("run.failed", { error: { tag: "X", message: "m", exitCode: 4, runDir: "/r" } })
       expect(env["OPENAI_API_KEY"]).toBeUndefined()
       expect(env["SLUICE_WEBHOOK_SECRET"]).toBeUndefined()
       expect(env["SLUICE_GATEWAY_API_KEY"]).toBeUndefined()
+      for (const name of ["SLUICE_GATEWAY_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "SLUICE_NOTIFY_URL", "GITHUB_TOKEN"]) {
+        expect(env[name], name).toBeUndefined()
+      }
       expect(env["HOME_OF_TEST"]).toBe("kept")
       expect(env["SLUICE_EVENT"]).toBe("run.failed")
       expect(env["SLUICE_ERROR"]).toBe("m")
