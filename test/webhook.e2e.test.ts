@@ -83,9 +83,16 @@ describe("sluice webhook", { timeout: 240_000 }, () => {
     }, "both deliveries recorded")
     expect(delivered.map((d) => [d.type, d.status])).toEqual([["batch.completed", 200], ["batch.completed", 200]])
     expect((await getRequestCounts(emulator.url))["GET /v1/batches/{id}"] ?? 0).toBeGreaterThan(polledBefore)
-    // Every resume the events started has ended (the second event's may follow the first's).
-    const settled = () => resumes(runDir) > 0 && finishes(runDir) === resumes(runDir)
-    await until(async () => (settled() && (await new Promise((r) => setTimeout(r, 300))) === undefined && settled() ? true : undefined), "the resumes logged")
+    // Every resume the events started has ended (the second event's may follow the first's):
+    // both were routed to the run, and after that the server let the run go.
+    const lines = () => serverLog.split("\n")
+    const routed = (id: string) => lines().some((l) => l.startsWith(`sluice webhook: ${id}: batch.completed`))
+    const lastAbout = () => lines().filter((l) => l.includes(runDir)).at(-1)
+    await until(
+      async () => (delivered.every((d) => routed(d.webhook_id)) && lastAbout() === `sluice webhook: ${runDir}: nothing more to resume` ? true : undefined),
+      "the resumes logged"
+    )
+    expect(resumes(runDir)).toBe(finishes(runDir))
 
     // Refused deliveries naming the run's batch: no resume.
     const batchId = delivered[0]!.batch_id

@@ -233,13 +233,21 @@ export const serve = (options: Options, listening: (url: string) => Effect.Effec
       }
       const mine = { again: false }
       busy.set(runDir, mine)
+      // Whether another event came is checked, and the run let go, in one step: an event in
+      // between would otherwise set `again` on a state no one reads any more.
+      const letGo = Effect.sync(() => {
+        if (mine.again) return false
+        busy.delete(runDir)
+        say(`${runDir}: nothing more to resume`)
+        return true
+      })
       run(
         Effect.gen(function* () {
           do {
             mine.again = false
             yield* resumeRun(options, runDir)
-          } while (mine.again)
-        }).pipe(Effect.ensuring(Effect.sync(() => busy.delete(runDir))))
+          } while (!(yield* letGo))
+        }).pipe(Effect.onInterrupt(() => Effect.sync(() => busy.delete(runDir))))
       )
     }
 
