@@ -314,9 +314,7 @@ class Index {
     const lines: Array<string> = []
     const end = await scan(this.paths.journal, this.journalPos, undefined, (b, s, e) => void lines.push(b.toString("utf8", s, e)))
     let changed = end !== this.journalPos
-    let lineNo = 0
     for (const text of lines) {
-      lineNo++
       if (text.trim() === "") continue
       const event = decodeEvent(text)
       if (Either.isLeft(event)) throw new Error(`journal.jsonl: an event after byte ${this.journalPos} does not decode (${event.left.message.split("\n")[0]})`)
@@ -670,9 +668,25 @@ export const open = (
     const fail = (e: unknown) =>
       new RunRowsError({ path: paths.root, description: e instanceof Error ? e.message : String(e) })
     let index = new Index(paths, stageNames)
+    // A catch-up that failed half-way (a file read at a bad moment) has applied part of its
+    // events: applying them again would count rows twice, so the next one starts afresh
+    // (pages are served from the index as it was meanwhile).
+    let broken = false
     const build = Effect.tryPromise({
       try: async () => {
-        await index.catchUp()
+        if (broken) {
+          const fresh = new Index(paths, stageNames)
+          await fresh.catchUp()
+          index = fresh
+          broken = false
+        } else {
+          try {
+            await index.catchUp()
+          } catch (e) {
+            broken = true
+            throw e
+          }
+        }
         // A shard rewritten after its sidecar was read: read again from the start (once: a
         // rewrite journaled but not yet renamed into place is done by the run's next start).
         if (index.stale) {
