@@ -366,6 +366,29 @@ describe("sluice gc", () => {
     expect(left).toContain(otherGemini["name"])
   })
 
+  it("without run directories, keeps what the runs under .sluice/runs still need (a run not named is not taken as done)", async () => {
+    const t = await setup()
+    const url = t.emulator.url
+    // An unfinished run in the default place: its first shard collected, the others not.
+    const openDir = t.project.path(".sluice", "runs", "open")
+    const crashed = await t.sluice(["run", await pipeline(t, "open", 30), ...runFlags(openDir, 10)], { SLUICE_FAILPOINT: "after:Collected:1" })
+    expect(crashed.signal, describeResult(crashed)).toBe("SIGKILL")
+    const openRun = await filesOfRun(url, openDir)
+    const collectedShard = eventsTagged(openRun.events, "Collected")[0]!.shard!
+    const needed = [...openRun.inputs].filter(([shard]) => shard !== collectedShard).map(([, id]) => id)
+    expect(needed.length).toBeGreaterThan(0)
+
+    const wet = await gcJson(t, ["--provider", "openai", "--yes"])
+    expect(wet.failed).toEqual([])
+    const after = await fileIds(url)
+    for (const id of needed) expect(after, `input ${id} of an uncollected shard`).toContain(id)
+    // What the collected shard held went; the run goes on and every row arrives.
+    expect(after).not.toContain(openRun.inputs.get(collectedShard)!)
+    const resumed = await t.sluice(["resume", openDir, "--poll-interval", "0.05"])
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    expect(await readSink(t.project.path("out", "open.jsonl"))).toHaveLength(30)
+  })
+
   it("refuses a call with neither a provider nor a run directory (exit 2)", async () => {
     const t = await setup()
     const r = await t.sluice(["gc"])

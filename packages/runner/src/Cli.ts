@@ -801,13 +801,17 @@ const gcCommand = Command.make(
       Options.withDescription("the provider to clean up (default: the providers of the run directories given)"),
       Options.optional
     ),
+    runsDir: Options.directory("runs-dir").pipe(
+      Options.withDescription("every run directory under it is read too, so that its runs' files are kept while they are needed"),
+      Options.withDefault(".sluice/runs")
+    ),
     yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
     json
   },
-  ({ runDirs, provider, yes, json }) =>
+  ({ runDirs, provider, runsDir, yes, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
-        const report = yield* Gc.gc({ runDirs, provider: Option.getOrUndefined(provider), yes })
+        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes })
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
       })

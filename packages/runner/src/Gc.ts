@@ -184,10 +184,19 @@ const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRu
 const deleteItem = (provider: BatchProvider, item: GcItem): Effect.Effect<Either.Either<void, ProviderError>> =>
   (item.kind === "batch" ? provider.deleteBatch?.(item.id) ?? Effect.void : provider.storage?.deleteFile(item.id) ?? Effect.void).pipe(Effect.either)
 
-export const gc = (options: { readonly provider?: string | undefined; readonly runDirs: ReadonlyArray<string>; readonly yes: boolean }) =>
+export const gc = (options: {
+  readonly provider?: string | undefined
+  readonly runDirs: ReadonlyArray<string>
+  /** Every run directory under it is read too (the CLI's default: .sluice/runs), so a local run is never taken as done. */
+  readonly runsDir?: string | undefined
+  readonly yes: boolean
+}) =>
   Effect.gen(function* () {
+    const path = yield* Path.Path
     const runs = new Map<string, KnownRun>()
-    for (const dir of options.runDirs) {
+    const given = options.runDirs.map((d) => path.resolve(d))
+    const found = options.runsDir === undefined ? [] : yield* RunDir.under(options.runsDir)
+    for (const dir of [...new Set([...given, ...found])]) {
       const run = yield* readRun(dir)
       runs.set(run.runId, run)
     }

@@ -245,3 +245,21 @@ export const writeManifest = (p: RunPaths, manifest: Manifest) =>
 
 export const exists = (p: RunPaths) =>
   Effect.flatMap(FileSystem.FileSystem, (fs) => fs.exists(p.manifest)).pipe(Effect.orElseSucceed(() => false))
+
+/**
+ * The run directories directly under `root` (those with a journal), as absolute paths; none
+ * when `root` does not exist. `sluice webhook` and `sluice gc` look at `.sluice/runs` this way.
+ */
+export const under = (root: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const base = path.resolve(root)
+    const names = yield* fs.readDirectory(base).pipe(Effect.orElseSucceed(() => [] as Array<string>))
+    const dirs: Array<string> = []
+    for (const name of names.sort()) {
+      const dir = path.join(base, name)
+      if (yield* fs.exists(path.join(dir, "journal.jsonl")).pipe(Effect.orElseSucceed(() => false))) dirs.push(dir)
+    }
+    return dirs
+  })

@@ -75,17 +75,9 @@ const batchesOf = (dir: string) =>
 /** The run directories given: those named, and the subdirectories of `runsDir` with a journal. */
 const runDirectories = (options: Options) =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const dirs = options.runDirs.map((d) => path.resolve(d))
-    if (options.runsDir !== undefined) {
-      const root = path.resolve(options.runsDir)
-      const names = yield* fs.readDirectory(root).pipe(Effect.orElseSucceed(() => [] as Array<string>))
-      for (const name of names) {
-        const dir = path.join(root, name)
-        if (yield* fs.exists(path.join(dir, "journal.jsonl")).pipe(Effect.orElseSucceed(() => false))) dirs.push(dir)
-      }
-    }
+    if (options.runsDir !== undefined) dirs.push(...(yield* RunDir.under(options.runsDir)))
     return dirs
   })
 
