@@ -482,3 +482,48 @@ describe("a hybrid run's mode is kept by resume and retry", SLOW, () => {
     expect(summaryOf(finished).rowsByMode).toEqual({ batch: 40, online: 0 })
   })
 })
+
+describe("--budget is kept by resume, as a cron line or `sluice webhook` runs it", SLOW, () => {
+  it("a detached run with --budget, resumed without it, keeps holding shards back by the recorded budget; a higher one replaces it", async () => {
+    const t = await setup(40)
+    const estimate = await t.sluice(["estimate", t.pipeline, "--json", "--shard-size", "10"])
+    expect(estimate.code, describeResult(estimate)).toBe(0)
+    const est = JSON.parse(estimate.stdout) as { readonly shards: number; readonly cost: { readonly batch: number } }
+    expect(est.shards).toBe(4)
+    // Room for about half the projected cost: some shards go, the rest wait for a higher budget.
+    const budget = Number((est.cost.batch * 0.6).toPrecision(3))
+    await holdClock(t.emulator.url) // the batches stay in flight: the run stays detached
+    const runFlags = ["--run-dir", t.runDir, "--poll-interval", "0.05", "--shard-size", "10"]
+    const first = await t.sluice(["run", t.pipeline, ...runFlags, "--budget", String(budget), "--detach", "--json"])
+    expect(first.code, describeResult(first)).toBe(3)
+    expect(await manifestOf(t.runDir)).toMatchObject({ settings: { budget } })
+    const submitted = eventsTagged(await readJournal(t.runDir), "Created").length
+    expect(submitted).toBeGreaterThan(0)
+    expect(submitted).toBeLessThan(4)
+    const held = (JSON.parse(first.stdout) as { readonly budget: { readonly heldShards: number } }).budget.heldShards
+    expect(held).toBe(4 - submitted)
+
+    // What `sluice webhook` runs: the run directory, --detach --json, nothing else.
+    const resumed = await t.sluice(["resume", t.runDir, "--detach", "--json"])
+    expect(resumed.code, describeResult(resumed)).toBe(3)
+    expect(resumed.stderr).toContain(`--budget ${budget}: as the run recorded it`)
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ budget: { limit: budget, heldShards: held } })
+    expect(eventsTagged(await readJournal(t.runDir), "Created"), "no shard submitted past the budget").toHaveLength(submitted)
+    expect((await ledgerOf(t.emulator.url)).batches).toHaveLength(submitted)
+
+    const status = await t.sluice(["status", t.runDir, "--no-refresh", "--json"])
+    expect(status.code, describeResult(status)).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({ settings: { budget } })
+    const statusText = await t.sluice(["status", t.runDir, "--no-refresh"])
+    expect(statusText.stdout).toContain(`recorded --budget ${budget} (resume and retry use it unless given again)`)
+
+    // A higher budget given once is applied, said, and recorded.
+    const raised = Number((est.cost.batch * 2).toPrecision(3))
+    const more = await t.sluice(["resume", t.runDir, "--budget", String(raised), "--detach", "--json"])
+    expect(more.code, describeResult(more)).toBe(3)
+    expect(more.stderr).toContain(`--budget ${raised} replaces the run's recorded --budget ${budget}`)
+    expect(await manifestOf(t.runDir)).toMatchObject({ settings: { budget: raised } })
+    expect(eventsTagged(await readJournal(t.runDir), "Created")).toHaveLength(4)
+    expect(JSON.parse(more.stdout)).toMatchObject({ budget: { limit: raised, heldShards: 0 } })
+  })
+})

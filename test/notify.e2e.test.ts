@@ -144,7 +144,7 @@ describe("--on-finish and --notify", { timeout: 180_000 }, () => {
     }
   })
 
-  it("budget.reached: a budget that holds every shard back; a call with no budget then announces run.finished", async () => {
+  it("budget.reached: a budget that holds every shard back; a call with a higher budget then announces run.finished", async () => {
     const receiver = await startReceiver(0)
     try {
       const env = { ...emulatorEnv(emulator.url, KEY), SLUICE_NOTIFY_URL: receiver.url }
@@ -155,10 +155,16 @@ describe("--on-finish and --notify", { timeout: 180_000 }, () => {
       expect(receiver.received.map((d) => JSON.parse(d.body).event)).toEqual(["budget.reached"])
       expect(JSON.parse(receiver.received[0]!.body).summary).toEqual(summary)
 
+      // The run keeps its budget: a resume without one is held again (and announces it again).
+      const again = await runCli(["resume", "runs/budget", "--poll-interval", "0.05", "--json"], { cwd: project.dir, env })
+      expect(again.code, again.stderr).toBe(3)
+      expect(JSON.parse(again.stdout).budget).toMatchObject({ limit: 0.0000001, heldShards: 2 })
+      expect(receiver.received.map((d) => JSON.parse(d.body).event)).toEqual(["budget.reached", "budget.reached"])
+
       // SLUICE_NOTIFY_URL stands for --notify: a cron line's resume announces the end.
-      const resumed = await runCli(["resume", "runs/budget", "--poll-interval", "0.05"], { cwd: project.dir, env })
+      const resumed = await runCli(["resume", "runs/budget", "--budget", "1000", "--poll-interval", "0.05"], { cwd: project.dir, env })
       expect(resumed.code, resumed.stderr).toBe(0)
-      expect(receiver.received.map((d) => JSON.parse(d.body).event)).toEqual(["budget.reached", "run.finished"])
+      expect(receiver.received.map((d) => JSON.parse(d.body).event)).toEqual(["budget.reached", "budget.reached", "run.finished"])
     } finally {
       await receiver.close()
     }

@@ -17,8 +17,10 @@ import {
 } from "./support/cli.js"
 import type { CliResult, TestEmulator, TempProject } from "./support/cli.js"
 import {
+  advanceClock,
   countBy,
   eventsTagged,
+  holdClock,
   readJournal,
   readSink,
   retrieveBatch,
@@ -133,6 +135,36 @@ describe("a run deletes its files at the provider", () => {
     const status = await t.sluice(["status", t.project.path("run-keep"), "--json", "--no-refresh"])
     expect(status.code, describeResult(status)).toBe(0)
     expect(JSON.parse(status.stdout).providerFiles).toEqual({ holding: 0, kept: keptOutputs.length })
+  })
+
+  it("--keep-provider-files is kept by the run: a resume without it (cron, `sluice webhook`) still keeps the output files", async () => {
+    const t = await setup()
+    const file = await pipeline(t, "kept", 20)
+    const runDir = t.project.path("run-kept")
+    await holdClock(t.emulator.url) // the batches stay in flight until the resume
+    const detached = await t.sluice(["run", file, ...runFlags(runDir, 10), "--keep-provider-files", "--detach"])
+    expect(detached.code, describeResult(detached)).toBe(3)
+    expect(eventsTagged(await readJournal(runDir), "Collected"), "nothing collected before the resume").toEqual([])
+
+    await advanceClock(t.emulator.url, 600_000)
+    // What `sluice webhook` runs: the run directory, --detach --json, nothing else.
+    const resumed = await t.sluice(["resume", runDir, "--poll-interval", "0.05", "--detach", "--json"])
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    expect(resumed.stderr).toContain("--keep-provider-files: as the run recorded it")
+    const after = await filesOfRun(t.emulator.url, runDir)
+    expect(eventsTagged(after.events, "Collected")).toHaveLength(2)
+    const outputs = [...after.outputs.values()].flat()
+    expect(outputs.length, "each batch wrote an output file").toBeGreaterThanOrEqual(2)
+    const held = await fileIds(t.emulator.url)
+    for (const id of after.inputs.values()) expect(held, `input file ${id}`).not.toContain(id)
+    for (const id of outputs) expect(held, `output file ${id}`).toContain(id)
+    for (const e of eventsTagged(after.events, "ProviderFilesDeleted")) {
+      expect(e["files"]).toEqual([after.inputs.get(e.shard!)])
+      expect(sorted(e["kept"] as Array<string>)).toEqual(sorted(after.outputs.get(e.shard!)!))
+    }
+    const status = await t.sluice(["status", runDir, "--json", "--no-refresh"])
+    expect(status.code, describeResult(status)).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({ settings: { keepProviderFiles: true }, providerFiles: { holding: 0, kept: outputs.length } })
   })
 
   it("a crash after the commit and before the deletion: resume deletes the files, nothing lost or counted twice", async () => {

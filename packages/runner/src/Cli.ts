@@ -73,7 +73,9 @@ const runDirOption = Options.directory("run-dir").pipe(
 const { budget, concurrency, deadline, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
-  Options.withDescription("leave each collected batch's output and error files at the provider (its input file is deleted all the same)")
+  Options.withDescription(
+    "leave each collected batch's output and error files at the provider (its input file is deleted all the same). The run records it: later resumes and retries keep the files too"
+  )
 )
 const onFinish = Options.text("on-finish").pipe(
   Options.withDescription(

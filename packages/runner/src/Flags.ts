@@ -116,7 +116,7 @@ export const maxPollSeconds = bounded(
 export const budget = bounded(
   "budget",
   ranges.budget,
-  "USD at batch prices the run may submit at most (projected from token counts); the rest waits. Every model needs a price (see --prices)",
+  "USD at batch prices the run may submit at most (projected from token counts); the rest waits. Every model needs a price (see --prices). The run records it: resume and retry keep it unless given again (a higher one continues)",
   "no limit"
 ).pipe(Options.optional)
 

@@ -1,17 +1,20 @@
 /**
- * The settings a run keeps: `--mode`, `--online-budget` and `--online-below`. They decide
- * where rows go (by batch or online) and what going online may cost, so a resume that forgot
- * them — a cron line, a CI step — would silently batch rows a hybrid run sends online and
- * drop its cap. Recorded in the manifest (`settings`) when first given to `run`, `resume` or
- * `retry`; a later call that does not give one uses the recorded value; one that gives
- * another value applies it, says so, and records it for the calls after.
+ * The settings a run keeps: `--mode`, `--online-budget`, `--online-below`, `--budget` and
+ * `--keep-provider-files`. They decide where rows go (by batch or online), what the run may
+ * cost, and what it leaves at the provider, so a resume that forgot them — a cron line, a CI
+ * step, `sluice webhook` — would silently batch rows a hybrid run sends online, drop a cap the
+ * user set, or delete output files the user asked to keep. Recorded in the manifest
+ * (`settings`) when first given to `run`, `resume` or `retry`; a later call that does not give
+ * one uses the recorded value; one that gives another value applies it, says so, and records
+ * it for the calls after. (A budget is raised by giving a higher one; `--keep-provider-files`,
+ * a switch, once recorded stays: `sluice gc` removes the files kept.)
  *
  * Not kept: what only paces this call or this machine (`--concurrency`, `--rpm`, `--tpm`,
- * `--poll-interval`, `--detach`), nor `--budget` (given per call, as before), nor `--on-finish` and
- * `--notify`: a command to run and a URL that may hold a token do not belong in the run directory
- * (SLUICE_ON_FINISH and SLUICE_NOTIFY_URL carry them to cron and `sluice webhook`). The deadline is
- * journaled on its own (`DeadlineSet`, an absolute time). A manifest without `settings` (runs
- * from before it) resumes as it did: each stage's own mode, the defaults.
+ * `--poll-interval`, `--detach`), nor `--on-finish` and `--notify`: a command to run and a URL
+ * that may hold a token do not belong in the run directory (SLUICE_ON_FINISH and
+ * SLUICE_NOTIFY_URL carry them to cron and `sluice webhook`). The deadline is journaled on its
+ * own (`DeadlineSet`, an absolute time). A manifest without `settings`, or without one of them
+ * (runs from before it), resumes as it did: each stage's own mode, the defaults.
  */
 import type { Pipeline } from "@sluice/core"
 import { Schema } from "effect"
@@ -19,7 +22,9 @@ import { Schema } from "effect"
 export const Kept = Schema.Struct({
   mode: Schema.optionalWith(Schema.Literal("batch", "online", "auto"), { exact: true }),
   onlineBudget: Schema.optionalWith(Schema.Number, { exact: true }),
-  onlineBelow: Schema.optionalWith(Schema.Number, { exact: true })
+  onlineBelow: Schema.optionalWith(Schema.Number, { exact: true }),
+  budget: Schema.optionalWith(Schema.Number, { exact: true }),
+  keepProviderFiles: Schema.optionalWith(Schema.Boolean, { exact: true })
 })
 export type Kept = typeof Kept.Type
 
@@ -28,20 +33,31 @@ export interface Given {
   readonly mode?: Pipeline.Mode | undefined
   readonly onlineBudget?: number | undefined
   readonly onlineBelow?: number | undefined
+  readonly budget?: number | undefined
+  /** A switch: only `true` (given) counts; absent or false is "not given". */
+  readonly keepProviderFiles?: boolean | undefined
 }
 
-const names = ["mode", "onlineBudget", "onlineBelow"] as const
+const names = ["mode", "onlineBudget", "onlineBelow", "budget", "keepProviderFiles"] as const
 type Name = (typeof names)[number]
 
 /** The CLI flag of each kept setting, as messages say it. */
-export const flags: Readonly<Record<Name, string>> = { mode: "--mode", onlineBudget: "--online-budget", onlineBelow: "--online-below" }
+export const flags: Readonly<Record<Name, string>> = {
+  mode: "--mode",
+  onlineBudget: "--online-budget",
+  onlineBelow: "--online-below",
+  budget: "--budget",
+  keepProviderFiles: "--keep-provider-files"
+}
 
 export interface Change {
   readonly name: Name
   /** The recorded value it replaces (undefined: none was recorded). */
-  readonly from: string | number | undefined
-  readonly to: string | number
+  readonly from: Value | undefined
+  readonly to: Value
 }
+
+type Value = string | number | boolean
 
 export interface Merged {
   /** The settings this call runs with, and the run records. */
@@ -54,12 +70,13 @@ export interface Merged {
 
 /** A call's settings over the recorded ones: what is given wins, what is not comes from the record. */
 export const merge = (recorded: Kept | undefined, given: Given): Merged => {
-  const settings: { mode?: Pipeline.Mode; onlineBudget?: number; onlineBelow?: number } = {}
+  const settings: { -readonly [N in Name]?: Kept[N] } = {}
   const changes: Array<Change> = []
   const fromRecord: Array<Name> = []
   for (const name of names) {
-    const before = recorded?.[name]
-    const now = given[name]
+    // A switch not given reads as false: only `true` is a value, given or recorded.
+    const before = recorded?.[name] === false ? undefined : recorded?.[name]
+    const now = given[name] === false ? undefined : given[name]
     if (now !== undefined) {
       ;(settings as Record<Name, unknown>)[name] = now
       if (now !== before) changes.push({ name, from: before, to: now })
@@ -71,12 +88,12 @@ export const merge = (recorded: Kept | undefined, given: Given): Merged => {
   return { settings, changes, fromRecord }
 }
 
-/** `--mode auto`, `--online-budget 25`. */
-export const said = (name: Name, value: string | number): string => `${flags[name]} ${value}`
+/** `--mode auto`, `--online-budget 25`, `--keep-provider-files`. */
+export const said = (name: Name, value: Value): string => (typeof value === "boolean" ? flags[name] : `${flags[name]} ${value}`)
 
 /** Whether anything is recorded. */
 export const isEmpty = (kept: Kept | undefined): boolean => kept === undefined || names.every((n) => kept[n] === undefined)
 
 /** The recorded settings as flags: `--mode auto --online-budget 25` (empty when none). */
 export const describe = (kept: Kept | undefined): string =>
-  kept === undefined ? "" : names.flatMap((n) => (kept[n] === undefined ? [] : [said(n, kept[n])])).join(" ")
+  kept === undefined ? "" : names.flatMap((n) => (kept[n] === undefined || kept[n] === false ? [] : [said(n, kept[n])])).join(" ")

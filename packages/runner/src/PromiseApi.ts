@@ -72,7 +72,7 @@ export interface RunOptions extends ConnectionOptions {
   /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
   readonly maxPollInterval?: number
   readonly detach?: boolean
-  /** Leave each collected batch's output and error files at the provider (its input file is deleted either way). */
+  /** Leave each collected batch's output and error files at the provider (its input file is deleted either way). The run records it: later calls on its directory keep it. */
   readonly keepProviderFiles?: boolean
   readonly allowChanged?: boolean
   /**

@@ -43,9 +43,9 @@ export interface RunSettings {
   readonly outputFileWait: Duration.Duration
   /** Plan and submit, then return without waiting for results. */
   readonly detach: boolean
-  /** Leave a collected shard's output and error files at the provider (its input is deleted all the same). */
+  /** Leave a collected shard's output and error files at the provider (its input is deleted all the same). Kept by the run (KeptSettings.ts). */
   readonly keepProviderFiles?: boolean | undefined
-  /** USD at batch prices that submissions may not exceed (projected from token counts). */
+  /** USD at batch prices the run's submissions may not exceed (projected from token counts). Kept by the run (KeptSettings.ts). */
   readonly budget?: number | undefined
   /** Input tokens one provider and model may have enqueued at once (EnqueuedTokens.ts); else learned. */
   readonly maxEnqueuedTokens?: number | undefined

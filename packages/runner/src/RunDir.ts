@@ -3,7 +3,8 @@
  *
  *   manifest.json     pipeline name and fingerprint, the pipeline file and its SHA-256, each
  *                     stage's provider identity (no keys), the directory the run was started in,
- *                     the settings a resume keeps (`--mode`, `--online-budget`, `--online-below`)
+ *                     the settings a resume keeps (`--mode`, `--online-budget`, `--online-below`,
+ *                     `--budget`, `--keep-provider-files`)
  *   run.lock          the process working on the run (internal/LockFile.ts)
  *   journal.jsonl     append-only events (Journal.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
@@ -78,7 +79,8 @@ export const Manifest = Schema.Struct({
   /** Moves of the run between provider identities, oldest first. */
   rebinds: Schema.optional(Schema.Array(Rebind)),
   /**
-   * The run's `--mode`, `--online-budget` and `--online-below` as last given (KeptSettings.ts):
+   * The run's `--mode`, `--online-budget`, `--online-below`, `--budget` and
+   * `--keep-provider-files` as last given (KeptSettings.ts):
    * `resume` and `retry` use them unless given again (absent: none given, or an older run).
    */
   settings: Schema.optional(Kept)

@@ -138,7 +138,8 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
   readonly breakLock?: boolean
   /**
    * Leave a collected shard's output and error files at the provider (by default they are
-   * deleted once its results are committed; its input file is deleted either way).
+   * deleted once its results are committed; its input file is deleted either way). Kept by the
+   * run once given (KeptSettings.ts), like `budget`.
    */
   readonly keepProviderFiles?: boolean
   /** Continue a run whose pipeline fingerprint differs from the manifest's. */
@@ -501,6 +502,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // recorded. (A cancel gives none and changes none.)
       const kept = KeptSettings.merge(existing?.settings, mode === "cancel" ? {} : options)
       const effective: RunOptions = { ...options, ...kept.settings }
+      // A recorded budget needs prices as a given one does (a model may have left the table).
+      if (options.budget === undefined) yield* checkPriced("--budget", kept.settings.budget)
       if (options.onlineBudget === undefined) yield* checkPriced("--online-budget", kept.settings.onlineBudget)
       const stages = yield* resolveStages(effective.mode)
       const byName = new Map(stages.map((s) => [s.stage.name, s]))

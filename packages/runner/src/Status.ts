@@ -56,7 +56,7 @@ export interface RunStatus extends RunSummary {
    * from before hashes were recorded).
    */
   readonly pipelineFile: { readonly path: string; readonly state: "recorded" | "changed" | "missing" | "unrecorded" } | null
-  /** The settings `resume` and `retry` keep unless given again: `--mode`, `--online-budget`, `--online-below` (see KeptSettings.ts). */
+  /** The settings `resume` and `retry` keep unless given again: `--mode`, `--online-budget`, `--online-below`, `--budget`, `--keep-provider-files` (see KeptSettings.ts). */
   readonly settings: KeptSettings.Kept
   /**
    * Files at the provider: `holding`, collected shards whose files were not deleted yet (a

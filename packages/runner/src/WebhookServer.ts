@@ -3,8 +3,10 @@
  * delivery is verified (WebhookSignature.ts), answered at once, and then the run whose journal
  * holds the batch the event names is resumed in detached mode (`sluice resume <dir> --detach`,
  * a child process, as a cron line would): it polls its batches once, collects what ended, submits
- * what remains, and exits. Polling (cron, or a run in the foreground) stays the fallback: a
- * missed event costs only time.
+ * what remains, and exits. It gives no other flag: the run's recorded settings (KeptSettings.ts:
+ * mode, budgets, --keep-provider-files) hold, and the rest comes from this server's environment
+ * (SLUICE_CACHE_DIR, SLUICE_PRICES, SLUICE_NOTIFY_URL …). Polling (cron, or a run in the
+ * foreground) stays the fallback: a missed event costs only time.
  *
  * One resume at a time per run: events for a run being resumed are coalesced into one more
  * resume after it. The run lock (internal/RunLock.ts) is respected, never broken: a run held by

@@ -42,6 +42,35 @@ describe("KeptSettings.merge", () => {
 
   it("says the recorded settings as flags", () => {
     expect(KeptSettings.describe({ mode: "auto", onlineBudget: 25, onlineBelow: 0 })).toBe("--mode auto --online-budget 25 --online-below 0")
+    expect(KeptSettings.describe({ budget: 50, keepProviderFiles: true })).toBe("--budget 50 --keep-provider-files")
+  })
+
+  it("keeps --budget as it keeps --online-budget: recorded when given, taken from the record when not, replaced by another value", () => {
+    const first = KeptSettings.merge(undefined, { budget: 50 })
+    expect(first.settings).toEqual({ budget: 50 })
+    expect(first.changes).toEqual([{ name: "budget", from: undefined, to: 50 }])
+    const cron = KeptSettings.merge(first.settings, {})
+    expect(cron.settings).toEqual({ budget: 50 })
+    expect(cron.fromRecord).toEqual(["budget"])
+    const raised = KeptSettings.merge(cron.settings, { budget: 80 })
+    expect(raised.settings).toEqual({ budget: 80 })
+    expect(raised.changes).toEqual([{ name: "budget", from: 50, to: 80 }])
+    expect(KeptSettings.said("budget", 80)).toBe("--budget 80")
+  })
+
+  it("keeps --keep-provider-files once given; a call without the switch (false, as the CLI reads it) neither records nor drops it", () => {
+    const first = KeptSettings.merge(undefined, { keepProviderFiles: true })
+    expect(first.settings).toEqual({ keepProviderFiles: true })
+    expect(first.changes).toEqual([{ name: "keepProviderFiles", from: undefined, to: true }])
+    const resumed = KeptSettings.merge(first.settings, { keepProviderFiles: false })
+    expect(resumed.settings).toEqual({ keepProviderFiles: true })
+    expect(resumed.changes).toEqual([])
+    expect(resumed.fromRecord).toEqual(["keepProviderFiles"])
+    expect(KeptSettings.said("keepProviderFiles", true)).toBe("--keep-provider-files")
+    // Never given: nothing recorded, not even `false`.
+    const never = KeptSettings.merge(undefined, { keepProviderFiles: false })
+    expect(never).toEqual({ settings: {}, changes: [], fromRecord: [] })
+    expect(KeptSettings.merge({ keepProviderFiles: false }, {}).settings).toEqual({})
   })
 })
 
@@ -61,6 +90,18 @@ describe("the manifest's settings", () => {
 
   it("decodes a manifest from before settings were recorded", () => {
     expect(decode(base).settings).toBeUndefined()
+  })
+
+  it("decodes settings recorded before --budget and --keep-provider-files were kept: neither is there", () => {
+    const settings = decode({ ...base, settings: { mode: "auto", onlineBudget: 25 } }).settings
+    expect(settings).toEqual({ mode: "auto", onlineBudget: 25 })
+    expect(KeptSettings.merge(settings, {}).settings).toEqual({ mode: "auto", onlineBudget: 25 })
+  })
+
+  it("decodes a recorded budget and switch, and refuses them malformed", () => {
+    expect(decode({ ...base, settings: { budget: 50, keepProviderFiles: true } }).settings).toEqual({ budget: 50, keepProviderFiles: true })
+    expect(() => decode({ ...base, settings: { budget: "50" } })).toThrow()
+    expect(() => decode({ ...base, settings: { keepProviderFiles: "yes" } })).toThrow()
   })
 
   it("decodes recorded settings and refuses a mode that does not exist", () => {
