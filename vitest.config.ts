@@ -3,8 +3,15 @@ import { defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
 export default defineConfig({
-  // Tests import the workspace packages from their sources, not their builds.
-  ssr: { resolve: { conditions: ["sluice-source", ...defaultServerConditions], externalConditions: ["sluice-source"] } },
+  // Tests import the workspace packages from their sources, not their builds. Dependencies
+  // resolve as Node resolves them: without vite's `module` condition, which picks builds meant
+  // for bundlers (@opentelemetry/api's ESM build has extensionless imports Node cannot load).
+  ssr: {
+    resolve: {
+      conditions: ["sluice-source", ...defaultServerConditions.filter((c) => c !== "module")],
+      externalConditions: ["sluice-source"]
+    }
+  },
   test: {
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     // Each test decides about the response cache: off unless it names a directory, so runs
