@@ -6,12 +6,12 @@
  * retryable failures. Every answer received is also stored in the response cache.
  *
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
- * shard's row sidecar is streamed against it.
+ * shard's row sidecar is streamed against it; the shard's request file only when rows are resent.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Pipeline } from "@sluice/core"
 import type { BatchResult, FailureClass } from "@sluice/core"
-import { Cause, Chunk, Effect, Exit, Scope, Stream } from "effect"
+import { Cause, Chunk, Effect, Exit, Option, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
@@ -20,11 +20,14 @@ import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
 import type { TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
-import type { InboxLine, RowLine } from "./Planner.js"
+import type { InboxLine, RowLine } from "./Rows.js"
 import * as ResponseCache from "./ResponseCache.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
 import * as Telemetry from "./Telemetry.js"
+
+/** A row's request line not read yet (see `settle`). */
+const unread: unique symbol = Symbol("unread")
 
 type Outcome =
   | { readonly ok: true; readonly output: unknown }
@@ -302,11 +305,18 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         return sinkBatch.length >= 1000 ? flushSink : undefined
       }
 
+      // Rows that may be resent, with their place among the rows that have a request line: the
+      // shard file is read (a second pass) only for them.
+      const resend: Array<{ readonly at: number; readonly row: RowLine }> = []
+      let sentRows = 0
+
       /**
        * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
-       * its line in the shard file (none for a row answered from the cache).
+       * its line in the shard file (none for a row answered from the cache), or `unread`: a row
+       * that may be resent is then put aside for the second pass, which has its line.
        */
-      const settle = (row: RowLine, request: string | undefined): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+      const settle = (row: RowLine, request: string | undefined | typeof unread): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+        const at = request === unread ? sentRows++ : -1
         const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
           outcomes.get(row.id) ??
           (shard.cancelled
@@ -318,12 +328,22 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
                 message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
               })
         if (outcome.ok) return passOn(row, outcome.output)
+        if (request === unread) {
+          // A superset of the test below (which the second pass makes): rows outside it fail here.
+          const resendable = automatic.has(outcome.failure) ||
+            (outcome.failure === "parse" && outcome.answer !== undefined && stage.repair) ||
+            (shard.recalled && outcome.failure === "cancelled")
+          if (reschedule && resendable && shard.attempt < stage.maxAttempts) {
+            resend.push({ at, row })
+            return undefined
+          }
+        }
         const repair =
           outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
             ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
             : undefined
         // A repair is a new request (and so a new custom_id); anything else is resent as it was.
-        const line = repair?.line ?? request
+        const line = repair?.line ?? (request === unread ? undefined : request)
         const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
         if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
           rescheduled++
@@ -368,7 +388,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         }
         return fail(row, outcome.failure, outcome.code, outcome.message)
       }
-      const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined], E, R>) =>
+      const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined | typeof unread], E, R>) =>
         stream.pipe(
           Stream.runForEachChunk((chunk) =>
             Effect.gen(function* () {
@@ -379,8 +399,26 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             })
           )
         )
-      // Rows with a request line pair up with the shard file; rows answered from the cache have none.
-      if (shard.requests > 0) yield* settleAll(Stream.zip(rows.pipe(Stream.filter((r) => r.c === undefined)), requests))
+      // Rows with a request line pair up with the shard file, which is read only when some of them
+      // may be resent (it is often bigger than the results). Rows answered from the cache have none.
+      if (shard.requests > 0) {
+        yield* settleAll(rows.pipe(Stream.filter((r) => r.c === undefined), Stream.map((r) => [r, unread] as const)))
+        if (resend.length > 0) {
+          let next = 0
+          yield* settleAll(
+            requests.pipe(
+              // Stops reading once the last row put aside has its line (checked chunk by chunk).
+              Stream.takeWhile(() => next < resend.length),
+              Stream.zipWithIndex,
+              Stream.filterMap(([line, i]) =>
+                next < resend.length && i === resend[next]!.at ? Option.some([resend[next++]!.row, line] as const) : Option.none()
+              )
+            )
+          )
+          // A shard file shorter than its sidecar (damage) leaves rows without their line: they fail, not vanish.
+          if (next < resend.length) yield* settleAll(Stream.fromIterable(resend.slice(next).map(({ row }) => [row, undefined] as const)))
+        }
+      }
       if (shard.cachedRows > 0) {
         yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
       }

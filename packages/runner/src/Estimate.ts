@@ -20,7 +20,7 @@ import * as DuplicateKeys from "./DuplicateKeys.js"
 import * as ExternalSort from "./internal/ExternalSort.js"
 import * as Pricing from "./Pricing.js"
 import { requestTokens } from "./RequestTokens.js"
-import { PipelineInvalid } from "./Runner.js"
+import { PipelineInvalid } from "./Definition.js"
 import * as Settings from "./Settings.js"
 
 export { requestTokens } from "./RequestTokens.js"

@@ -27,6 +27,7 @@ import * as LineFile from "./internal/LineFile.js"
 import * as RecordFile from "./internal/RecordFile.js"
 import { lines } from "./internal/lines.js"
 import type { Offsets } from "./JournalEvent.js"
+import type { InboxLine } from "./Rows.js"
 import type { Outputs } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
 import * as ResponseCache from "./ResponseCache.js"
@@ -54,24 +55,10 @@ export class DuplicateRow extends Schema.TaggedError<DuplicateRow>()("DuplicateR
 /** Requests an online stage's shard holds at most. */
 export const onlineShardSize = 1000
 
+export type { InboxLine, RowLine } from "./Rows.js"
+
 /** Shard ids: `<stage>-00001`; a retry of a shard appends `-a<attempt>`. */
 export const shardId = (stage: string, seq: number): string => `${stage}-${String(seq).padStart(5, "0")}`
-
-/**
- * One line of a shard's row sidecar: the row's id, key, location and stage input; in a later
- * stage also its source row and lineage; with the cache on, its cache key, and `c` when its
- * answer came from the cache (it has no line in the shard file).
- */
-export interface RowLine {
-  readonly id: string
-  readonly key: string
-  readonly loc: string
-  readonly input: unknown
-  readonly src?: unknown
-  readonly lin?: ReadonlyArray<string>
-  readonly ck?: string
-  readonly c?: 1
-}
 
 interface OpenShard {
   readonly id: string
@@ -113,15 +100,6 @@ interface Candidate {
   readonly rowLine: string
   /** The cached answer as a result line, when the cache has one. */
   readonly answer: string | undefined
-}
-
-/** A later-stage row as its inbox holds it. */
-export interface InboxLine {
-  readonly key: string
-  readonly loc: string
-  readonly input: unknown
-  readonly src: unknown
-  readonly lin: ReadonlyArray<string>
 }
 
 /**

@@ -5,7 +5,7 @@
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
 import type { Reason } from "./Hybrid.js"
 import type { JournalEvent } from "./JournalEvent.js"
-import type { RunSummary } from "./Runner.js"
+import type { RunSummary } from "./RunSummary.js"
 import type { RunState } from "./RunState.js"
 import { pendingRows } from "./RunState.js"
 

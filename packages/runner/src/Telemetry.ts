@@ -143,11 +143,9 @@ export const shardSpan = (
 // Export
 // ---------------------------------------------------------------------------------------------
 
-/** Which signals the environment asks to export (undefined: none). */
-export interface ExportConfig {
-  readonly traces: boolean
-  readonly metrics: boolean
-}
+// Declared beside the exporter (loaded only when asked for), which must not import this module back.
+export type { ExportConfig } from "./internal/otlp.js"
+import type { ExportConfig } from "./internal/otlp.js"
 
 /**
  * As the OpenTelemetry SDK reads the environment: a signal is exported when its endpoint is

@@ -23,7 +23,6 @@ import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-met
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
 import { Duration, Effect, Layer, Runtime } from "effect"
-import type { ExportConfig } from "../Telemetry.js"
 import { scrubAttributes } from "./urlSecrets.js"
 
 /** How long the end of a run waits for each signal's last export. */
@@ -124,6 +123,12 @@ const tracerProvider = (failed: (result: ExportResult) => void) =>
           )
       ))
   )
+
+/** Which signals the environment asks to export (undefined: none). */
+export interface ExportConfig {
+  readonly traces: boolean
+  readonly metrics: boolean
+}
 
 /** Metrics are read from Effect's registry every `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s), and once more at the end. */
 const metricReader = (failed: (result: ExportResult) => void) => () => {
