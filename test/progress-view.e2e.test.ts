@@ -379,7 +379,7 @@ describe("what the run says it waits on (RunObserver.waits)", SLOW, () => {
       // The emulator's clock stands still: the first batch stays validating, holding the one slot.
       await waitFor("a batch in flight", () => ([...(state?.shards.values() ?? [])].some((s) => s.phase === "created") ? true : undefined), { timeoutMs: 60_000 })
       const waits = probe!()
-      expect(waits).toEqual({ concurrency: 1, onlineQueued: 0, heldForPlanning: 0, overBudget: 0, overOnlineBudget: 0, limiters: [] })
+      expect(waits).toEqual({ concurrency: 1, onlineQueued: 0, heldForPlanning: 0, overBudget: 0, overOnlineBudget: 0, enqueuedTokens: 0, limiters: [] })
       expect(ProgressView.waitLine(snapshot(state!, new Map(), Date.now(), waits))).toBe("waiting: 4 shards for a batch slot (concurrency 1)")
       await Effect.runPromise(Fiber.interrupt(fiber))
     } finally {
