@@ -470,7 +470,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       const journal = yield* Journal.open(paths.journal)
       // Enqueued tokens are shared with the runs using the same cache directory (TokenLedger.ts).
       const tokens = yield* TokenLedger.scheduler({
-        store: cachePath === false ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath)),
+        // Next to the cache, when the cache could be opened; else this run schedules its own batches only.
+        store: cachePath === false || cache === ResponseCache.disabled ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath)),
         runId,
         configured: settings.maxEnqueuedTokens
       })
