@@ -110,9 +110,12 @@ export interface RunState {
   deadline: { readonly at: number; readonly given: string } | null
   /** Rows answered (succeeded or failed for good), by the mode that answered them. */
   readonly rowsByMode: { batch: number; online: number }
+  /** Enqueued-token limits the run learned (`TokenLimitReached`), by key: a resume schedules under them. */
+  readonly learnedLimits: Map<string, number>
 }
 
 export const empty = (): RunState => ({
+  learnedLimits: new Map(),
   shards: new Map(),
   stages: new Map(),
   fromCache: 0,
@@ -371,6 +374,10 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       break
     }
     case "TokenLimitReached": {
+      if (event.limit !== undefined) {
+        const known = state.learnedLimits.get(event.key)
+        state.learnedLimits.set(event.key, known === undefined ? event.limit : Math.min(known, event.limit))
+      }
       // Back to waiting with its upload: the next create is a new submission of the same file.
       const s = shard(state, event.shard)
       s.phase = "staged"

@@ -475,6 +475,9 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         runId,
         configured: settings.maxEnqueuedTokens
       })
+      // What the journal learned is in the ledger too, unless that ledger did not outlive a crash
+      // (in memory: the cache off) or was lost: the journal's limits go in first.
+      for (const [key, limit] of state.learnedLimits) yield* tokens.learn(key, limit)
       const learnedLimits = new Map<string, number | undefined>()
       for (const s of stages) {
         const key = EnqueuedTokens.keyOf(s.provider, s.stage.model)
