@@ -4,7 +4,7 @@
  * test/telemetry.e2e.test.ts.)
  */
 import { describe, expect, it } from "vitest"
-import { scrubAttributes, scrubValue } from "../src/internal/urlSecrets.js"
+import { scrubAttributes, scrubText, scrubValue } from "../src/internal/urlSecrets.js"
 import { configFromEnv } from "../src/Telemetry.js"
 
 describe("configFromEnv", () => {
@@ -56,5 +56,15 @@ describe("credentials in exported URLs", () => {
       "url.path": "/upload/v1beta/files",
       "server.port": 443
     })
+  })
+
+  it("redacts the URLs inside free text: a log line or error message that became a span event or status", () => {
+    const line = `upload to ${upload} failed: 503; retrying (see https://h/x?pageSize=1)`
+    expect(scrubText(line)).toBe(
+      "upload to https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=<redacted>&upload_protocol=resumable failed: 503; retrying (see https://h/x?pageSize=1)"
+    )
+    expect(scrubText("no URL here?")).toBe("no URL here?")
+    expect(scrubAttributes({ "effect.log": line, level: "WARN" }, scrubText)).toEqual({ "effect.log": scrubText(line), level: "WARN" })
+    expect(scrubAttributes({ "effect.log": "plain", level: "WARN" }, scrubText)).toBeUndefined()
   })
 })

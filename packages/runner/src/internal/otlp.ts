@@ -23,7 +23,7 @@ import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-met
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
 import { Duration, Effect, Layer, Runtime } from "effect"
-import { scrubAttributes } from "./urlSecrets.js"
+import { scrubAttributes, scrubText } from "./urlSecrets.js"
 
 /** How long the end of a run waits for each signal's last export. */
 const shutdownTimeout = Duration.seconds(3)
@@ -71,11 +71,28 @@ const onFirstFailure = (report: (error: Error | undefined) => void) => {
   }
 }
 
-/** The span as exported: URL-valued attributes without credential parameters (the span itself when it has none). */
+/**
+ * The span as exported: URL-valued attributes, its events' attributes (Effect's log lines become
+ * span events) and its status message without credential parameters (the span itself when it
+ * has none).
+ */
 const scrubbed = (span: ReadableSpan): ReadableSpan => {
+  const replaced: PropertyDescriptorMap = {}
   const attributes = scrubAttributes(span.attributes)
-  // The span's other fields and methods through its prototype; only the attributes replaced.
-  return attributes === undefined ? span : Object.create(span, { attributes: { value: attributes, enumerable: true } }) as ReadableSpan
+  if (attributes !== undefined) replaced["attributes"] = { value: attributes, enumerable: true }
+  let eventsChanged = false
+  const events = span.events.map((event) => {
+    const scrubbedName = scrubText(event.name)
+    const eventAttributes = event.attributes === undefined ? undefined : scrubAttributes(event.attributes, scrubText)
+    if (scrubbedName === event.name && eventAttributes === undefined) return event
+    eventsChanged = true
+    return { ...event, name: scrubbedName, ...(eventAttributes === undefined ? {} : { attributes: eventAttributes as typeof event.attributes }) }
+  })
+  if (eventsChanged) replaced["events"] = { value: events, enumerable: true }
+  const message = span.status.message === undefined ? undefined : scrubText(span.status.message)
+  if (message !== span.status.message) replaced["status"] = { value: { ...span.status, message }, enumerable: true }
+  // The span's other fields and methods through its prototype; only what held a credential replaced.
+  return Object.keys(replaced).length === 0 ? span : (Object.create(span, replaced) as ReadableSpan)
 }
 
 class TraceExporter extends OTLPTraceExporter {

@@ -30,14 +30,24 @@ export const scrubValue = (key: string, value: string): string => {
   return q !== -1 && URL.canParse(value) ? value.slice(0, q + 1) + scrubQuery(value.slice(q + 1)) : value
 }
 
-/** The attributes with credentials redacted, or undefined when there were none. */
-export const scrubAttributes = (attributes: Readonly<Record<string, unknown>>): Record<string, unknown> | undefined => {
+/**
+ * The attributes with credentials redacted, or undefined when there were none; `text` also
+ * scrubs URLs inside free-text values (a span event's log message).
+ */
+export const scrubAttributes = (
+  attributes: Readonly<Record<string, unknown>>,
+  text: (value: string) => string = (value) => value
+): Record<string, unknown> | undefined => {
   let changed = false
   const out: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(attributes)) {
-    const next = typeof value === "string" ? scrubValue(key, value) : value
+    const next = typeof value === "string" ? text(scrubValue(key, value)) : value
     if (next !== value) changed = true
     out[key] = next
   }
   return changed ? out : undefined
 }
+
+/** Free text (a log line, an error message) with the credentials of the URLs in it redacted. */
+export const scrubText = (text: string): string =>
+  text.includes("?") ? text.replace(/https?:\/\/[^\s"'<>]+/g, (url) => scrubValue("url.full", url)) : text
