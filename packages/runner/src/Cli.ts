@@ -463,42 +463,47 @@ const runOrPreview = (
     yield* previewPipeline(pipeline, { ...opts, keep: false })
   })
 
+/** The options of every command that runs shards (run, resume, retry). */
+const execution = {
+  mode,
+  concurrency,
+  rpm,
+  tpm,
+  pollSeconds,
+  maxPollSeconds,
+  outputFileWait,
+  detach,
+  keepProviderFiles,
+  allowChanged,
+  rebindProvider,
+  maxEnqueuedTokens,
+  deadline,
+  onlineBudget,
+  onlineBelow,
+  prices,
+  cacheDir: cacheDirOption,
+  noCache,
+  noTypecheck,
+  onFinish,
+  notify,
+  breakLock,
+  json
+}
+
 const runCommand = Command.make(
   "run",
   {
     pipeline: Args.file({ name: "pipeline.ts" }).pipe(Args.withDescription("the pipeline file")),
     runDir: runDirOption,
-    mode,
-    concurrency,
-    rpm,
-    tpm,
     shardSize,
-    pollSeconds,
-    maxPollSeconds,
-    outputFileWait,
-    detach,
-    keepProviderFiles,
-    allowChanged,
-    rebindProvider,
+    ...execution,
     budget,
-    maxEnqueuedTokens,
     outputTokens,
-    deadline,
-    onlineBudget,
-    onlineBelow,
-    prices,
-    cacheDir: cacheDirOption,
-    noCache,
-    noTypecheck,
     emulator,
-    onFinish,
-    notify,
-    breakLock,
     preview: Options.boolean("preview").pipe(
       Options.withDescription("run only the first rows (-n, default 20) online and show them, as `sluice preview` does: nothing written, no run directory")
     ),
-    rows: previewRows,
-    json
+    rows: previewRows
   },
   ({ pipeline, ...opts }) => reported(opts.json, (reporting) => runOrPreview(pipeline, opts, reporting))
 ).pipe(
@@ -533,34 +538,7 @@ const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.w
 
 const resumeCommand = Command.make(
   "resume",
-  {
-    runDir: runDirArg,
-    mode,
-    concurrency,
-    rpm,
-    tpm,
-    pollSeconds,
-    maxPollSeconds,
-    outputFileWait,
-    detach,
-    keepProviderFiles,
-    allowChanged,
-    rebindProvider,
-    budget,
-    maxEnqueuedTokens,
-    outputTokens,
-    deadline,
-    onlineBudget,
-    onlineBelow,
-    prices,
-    cacheDir: cacheDirOption,
-    noCache,
-    noTypecheck,
-    onFinish,
-    notify,
-    breakLock,
-    json
-  },
+  { runDir: runDirArg, ...execution, budget, outputTokens },
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -576,29 +554,7 @@ const retryCommand = Command.make(
       ),
       Options.optional
     ),
-    mode,
-    concurrency,
-    rpm,
-    tpm,
-    pollSeconds,
-    maxPollSeconds,
-    outputFileWait,
-    maxEnqueuedTokens,
-    deadline,
-    onlineBudget,
-    onlineBelow,
-    prices,
-    detach,
-    keepProviderFiles,
-    allowChanged,
-    rebindProvider,
-    cacheDir: cacheDirOption,
-    noCache,
-    noTypecheck,
-    onFinish,
-    notify,
-    breakLock,
-    json
+    ...execution
   },
   ({ runDir, only, ...opts }) =>
     reported(opts.json, (reporting) => Effect.gen(function* () {

@@ -18,7 +18,6 @@ import type { FailureRecord } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
-import { lines } from "./internal/lines.js"
 import { scan } from "./internal/LineScan.js"
 import { resultHead } from "./internal/resultLine.js"
 import { superseded } from "./Retry.js"
@@ -275,20 +274,6 @@ const readOn = <S, E, R>(
     return c.sums
   })
 
-/** The lines of a file in [from, to) as strings, each with its position. */
-const eachLine = (path: string, from: number, to: number, add: (line: string, at: number) => void) =>
-  Effect.suspend(() => {
-    let at = from
-    return lines(path, { offset: from, bytesToRead: to - from }).pipe(
-      Stream.runForEach((line) =>
-        Effect.sync(() => {
-          add(line, at)
-          at += Buffer.byteLength(line) + 1
-        })
-      )
-    )
-  })
-
 interface ResultSums {
   /** Input and output tokens by stage. */
   readonly tallies: Map<string, { readonly input: Tally; readonly output: Tally }>
@@ -350,14 +335,14 @@ export const makeLoader = (root: string, options: { readonly prices?: Pricing.Pr
         JSON.stringify(state.retries),
         (): FailureSums => new Map(),
         (sums, from, to) =>
-          eachLine(paths.failures, from, to, (line, at) => {
-            const record = JSON.parse(line) as FailureRecord
+          Effect.tryPromise(() => scan(paths.failures, from, to, (bytes, start, end, at) => {
+            const record = JSON.parse(bytes.toString("utf8", start, end)) as FailureRecord
             if (superseded(state, at, record)) return
             let c = sums.get(record.class)
             if (c === undefined) sums.set(record.class, (c = { count: 0, examples: [] }))
             c.count++
             if (c.examples.length < examplesPerClass) c.examples.push(record)
-          })
+          }))
       )
 
       const shards: Array<ShardTimeline> = [...state.shards.values()].map((s) => {
