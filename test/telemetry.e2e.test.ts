@@ -374,6 +374,20 @@ console.log(JSON.stringify(summary))
     expect(receiver.received.length).toBe(before)
   })
 
+  it("a gRPC protocol in the environment: the run goes on, exports nothing and says why once", async () => {
+    const before = receiver.received.length
+    const r = await runCli(["run", "otel.pipeline.ts", ...runFlags(project.path("runs/grpc"), 10, ["--no-cache"])], {
+      cwd: project.dir,
+      env: env(emulator.url, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })
+    })
+    expect(r.code, describeResult(r)).toBe(1)
+    expect((await statusOf(project.path("runs/grpc"))).finished).toBe(true)
+    expect(receiver.received.length).toBe(before)
+    const warnings = r.stderr.split("\n").filter((l) => l.includes("OpenTelemetry"))
+    expect(warnings, r.stderr).toHaveLength(1)
+    expect(warnings[0]).toContain("nothing is exported: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported")
+  })
+
   it("an unreachable collector costs the run nothing: it succeeds, and says so once", async () => {
     // A port nothing listens on (a server bound, then closed).
     const gone = await startReceiver()

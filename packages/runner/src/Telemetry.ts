@@ -163,6 +163,21 @@ export const configFromEnv = (env: Readonly<Record<string, string | undefined>> 
 }
 
 /**
+ * Why the environment's OTLP protocol cannot be served, if it cannot: sluice exports OTLP/HTTP
+ * (JSON), which a collector takes on its HTTP port whether `http/json` or `http/protobuf` (the
+ * SDK's default) is named; `grpc` names another port and wire, where every export would fail.
+ */
+export const protocolProblem = (env: Readonly<Record<string, string | undefined>> = process.env): string | undefined => {
+  for (const name of ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]) {
+    const value = (env[name] ?? "").trim().toLowerCase()
+    if (value !== "" && value !== "http/json" && value !== "http/protobuf") {
+      return `${name}=${value} is not supported: sluice exports OTLP over HTTP (JSON) only; set ${name}=http/json and the endpoint to the collector's HTTP port (usually 4318)`
+    }
+  }
+  return undefined
+}
+
+/**
  * The OTLP/HTTP export the environment asks for, flushed when the layer's scope closes; an
  * empty layer (nothing imported) when it asks for none. For your own Effect programs:
  * `Runner.run(...).pipe(Effect.provide(Telemetry.layerFromEnv))`.
@@ -171,6 +186,8 @@ export const layerFromEnv: Layer.Layer<never> = Layer.unwrapEffect(
   Effect.suspend(() => {
     const config = configFromEnv()
     if (config === undefined) return Effect.succeed(Layer.empty)
+    const problem = protocolProblem()
+    if (problem !== undefined) return Effect.die(new Error(problem))
     return Effect.promise(() => import("./internal/otlp.js")).pipe(Effect.map((otlp) => otlp.layer(config)))
   })
 ).pipe(

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { scrubAttributes, scrubText, scrubValue } from "../src/internal/urlSecrets.js"
-import { configFromEnv } from "../src/Telemetry.js"
+import { configFromEnv, protocolProblem } from "../src/Telemetry.js"
 
 describe("configFromEnv", () => {
   it("exports nothing without an endpoint, whatever else is set", () => {
@@ -24,6 +24,18 @@ describe("configFromEnv", () => {
     expect(configFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_SDK_DISABLED: "false" })).toEqual({ traces: true, metrics: true })
     expect(configFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_TRACES_EXPORTER: "none" })).toEqual({ traces: false, metrics: true })
     expect(configFromEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_TRACES_EXPORTER: "none", OTEL_METRICS_EXPORTER: "none" })).toBeUndefined()
+  })
+})
+
+describe("protocolProblem", () => {
+  it("accepts the HTTP protocols (a collector's HTTP port takes JSON under either name) and unset", () => {
+    expect(protocolProblem({})).toBeUndefined()
+    expect(protocolProblem({ OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: " HTTP/JSON " })).toBeUndefined()
+  })
+
+  it("refuses gRPC or an unknown protocol, generic or per signal, naming the variable", () => {
+    expect(protocolProblem({ OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })).toMatch(/^OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: .*http\/json.*4318/)
+    expect(protocolProblem({ OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "carrier-pigeon" })).toMatch(/^OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=carrier-pigeon/)
   })
 })
 
