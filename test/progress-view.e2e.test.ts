@@ -20,6 +20,7 @@ import * as Runner from "../packages/runner/src/Runner.js"
 import type { RunWaits } from "../packages/runner/src/Runner.js"
 import * as RunState from "../packages/runner/src/RunState.js"
 import { money } from "../packages/runner/src/internal/format.js"
+import * as StderrLines from "../packages/runner/src/internal/stderrLines.js"
 import {
   describeResult,
   emulatorEnv,
@@ -303,6 +304,52 @@ describe("the terminal view", SLOW, () => {
     expect(bare).not.toMatch(/\x1b\[[\d;]*m/)
     expect(bare.split("\n")[0]).toBe("sluice  rows 0 ok · 0 failed · 1,000 pending  │  200 shards: 200 in flight, 0 collected")
     expect(stripAnsi(coloured)).toBe(bare)
+  })
+
+  it("on a terminal, a warning said while the view is on screen lands above it and stays; the view is drawn whole under it", async () => {
+    const state = replay()
+    let out = ""
+    const stream = { isTTY: true, rows: 24, columns: 100, write: (chunk: string) => ((out += chunk), true) } as unknown as NodeJS.WriteStream
+    const progress = Progress.make({ stream, env: { NO_COLOR: "1" }, now: () => 1_800_000_000_000 })
+    progress.observer.started?.(state)
+    const viewLines = ProgressView.render(
+      { state, polled: new Map(), answered: new Map(), waits: undefined, now: 1_800_000_000_000 },
+      ProgressMeter.emptyMeter(),
+      Pricing.builtin,
+      { rows: 24, columns: 100, color: false }
+    )
+    await Effect.runPromise(
+      Effect.gen(function* () {
+        const fiber = yield* Effect.fork(progress.render)
+        yield* Effect.yieldNow()
+        StderrLines.say("sluice: warn: the first")
+        StderrLines.say("sluice: warn: the second")
+        yield* Fiber.interrupt(fiber)
+      }).pipe(Effect.provide(TestContext.TestContext))
+    )
+    // What a terminal shows after these writes: text, newlines, "n lines up" (ESC[nF), "erase below" (ESC[J).
+    const screen: Array<string> = []
+    let row = 0
+    for (const part of out.split(/(\x1b\[\d*F|\x1b\[J|\n)/)) {
+      const up = /^\x1b\[(\d*)F$/.exec(part)
+      if (up !== null) row = Math.max(0, row - Number(up[1] || 1))
+      else if (part === "\x1b[J") screen.length = row
+      else if (part === "\n") row++
+      else if (part !== "") screen[row] = (screen[row] ?? "") + part
+    }
+    expect(screen.slice(0, row)).toEqual(["sluice: warn: the first", "sluice: warn: the second", ...viewLines])
+    // The view gone, lines go to stderr again, not into the view's stream.
+    const before = out
+    const written: Array<string> = []
+    const original = process.stderr.write.bind(process.stderr)
+    process.stderr.write = ((chunk: string) => (written.push(chunk), true)) as typeof process.stderr.write
+    try {
+      StderrLines.say("sluice: warn: after")
+    } finally {
+      process.stderr.write = original
+    }
+    expect(written).toEqual(["sluice: warn: after\n"])
+    expect(out).toBe(before)
   })
 
   it("in a pipe: whole lines without escape codes, rows/s and spend on the status line; at the end, the spend as the run priced it", async () => {

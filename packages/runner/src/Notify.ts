@@ -15,6 +15,7 @@
 import { Duration, Effect, Schedule } from "effect"
 import { spawn } from "node:child_process"
 import type { RunSummary } from "./Runner.js"
+import * as StderrLines from "./internal/stderrLines.js"
 
 export type Event = "run.finished" | "run.failed" | "budget.reached"
 
@@ -94,7 +95,7 @@ export interface ErrorPayload {
 }
 export type Payload = RunSummary | ErrorPayload
 
-const say = (line: string) => Effect.sync(() => process.stderr.write(`sluice: ${line}\n`))
+const say = (line: string) => Effect.sync(() => StderrLines.say(`sluice: ${line}`))
 
 /** The last `max` characters of a command's output, for the report. */
 const tail = (text: string, max = 2000): string => (text.length <= max ? text : `…${text.slice(-max)}`)

@@ -17,6 +17,7 @@ import type { RunObserver, RunWaits } from "./Runner.js"
 import type { RunState } from "./RunState.js"
 import { awaitingOutput, isFinished, pendingRows } from "./RunState.js"
 import { count, number } from "./internal/format.js"
+import * as StderrLines from "./internal/stderrLines.js"
 
 export interface Progress {
   readonly observer: RunObserver
@@ -128,6 +129,13 @@ export const make = (options: ProgressOptions = {}): Progress => {
     stream.write(lines.join("\n") + "\n")
     drawn = lines.length
   }
+  /** A line said while the view is on screen goes above it, the view drawn again under it. */
+  const above = (text: string) => {
+    const shown = drawn > 0
+    clear()
+    stream.write(text + "\n")
+    if (shown) draw()
+  }
   // Plain output: the last status line, when it changed, and when anything was written.
   let events = 0
   let last = ""
@@ -184,7 +192,11 @@ export const make = (options: ProgressOptions = {}): Progress => {
   return {
     observer,
     render: tty
-      ? Effect.repeat(Effect.sync(draw), Schedule.spaced(Duration.millis(200))).pipe(Effect.asVoid)
+      ? Effect.acquireUseRelease(
+          Effect.sync(() => StderrLines.divert(above)),
+          () => Effect.repeat(Effect.sync(draw), Schedule.spaced(Duration.millis(200))),
+          (release) => Effect.sync(release)
+        ).pipe(Effect.asVoid)
       : Effect.repeat(Effect.sync(heartbeatCheck), Schedule.spaced(Duration.millis(Math.min(heartbeatMs, 10_000)))).pipe(Effect.asVoid),
     finish: Effect.sync(() => {
       if (tty) {

@@ -10,13 +10,14 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { cli } from "./Cli.js"
 import * as Failure from "./internal/failure.js"
+import { say } from "./internal/stderrLines.js"
 import { Registry } from "@sluice/providers"
 
 const logger = Logger.replace(
   Logger.defaultLogger,
   Logger.make(({ logLevel, message }) => {
     const text = Array.isArray(message) ? message.join(" ") : String(message)
-    process.stderr.write(`sluice: ${logLevel.label.toLowerCase()}: ${text}\n`)
+    say(`sluice: ${logLevel.label.toLowerCase()}: ${text}`)
   })
 )
 
