@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
-import { readdir, readFile } from "node:fs/promises"
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -241,6 +241,17 @@ describe("bad input and bad configuration", SLOW, () => {
     expect(emulator.calls("POST", "/v1/batches")).toBe(createsBefore)
     const sink = project.path("out", "strict.jsonl")
     if (existsSync(sink)) expect(lineCount(await readFile(sink, "utf8"))).toBe(0)
+  })
+
+  it("a new run stopped by a malformed line leaves the sink file it found (an earlier run's output) as it was", async () => {
+    await writePipeline(project, "again.pipeline.ts", { name: "again", source: "data/bad.jsonl", sink: "out/earlier.jsonl" })
+    const earlier = '{"key":"x1","output":"from an earlier run"}\n'.repeat(4)
+    await mkdir(project.path("out"), { recursive: true })
+    await writeFile(project.path("out", "earlier.jsonl"), earlier)
+    const r = await runCli(["run", "again.pipeline.ts", ...fastRunFlags(2)], { cwd: project.dir, env: env() })
+    expect(r.code, describeResult(r)).toBe(2)
+    expect(r.stderr).toContain("bad.jsonl:3")
+    expect(await readFile(project.path("out", "earlier.jsonl"), "utf8")).toBe(earlier)
   })
 
   it('with onInvalid: "skip" the bad line is listed in failures.jsonl, the rest runs, and the exit code is 1', async () => {

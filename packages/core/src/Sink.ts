@@ -416,14 +416,18 @@ export const parquet = <In = unknown, Out = unknown>(
         }
         yield* fs.makeDirectory(path, { recursive: true }).pipe(Effect.mapError(platform(`cannot create ${path}`)))
         const present = new Set<number>()
+        const uncommitted: Array<string> = []
         for (const entry of yield* fs.readDirectory(path).pipe(Effect.mapError(platform(`cannot list ${path}`)))) {
           const match = PART.exec(entry)
           const n = match !== null ? Number(match[1]) : undefined
           if (n !== undefined && n <= committed) present.add(n)
-          else if (n !== undefined || TEMP_PART.test(entry)) {
-            yield* fs.remove(join(path, entry)).pipe(Effect.mapError(platform(`cannot delete ${join(path, entry)}`)))
-          }
+          else if (n !== undefined || TEMP_PART.test(entry)) uncommitted.push(join(path, entry))
         }
+        /** Deletes the parts beyond the checkpoint: a fresh run's only at its first commit, so a
+         * run that stops before one leaves the parts it found (an earlier run's) as they were. */
+        const clearUncommitted = Effect.suspend(() => Effect.forEach(uncommitted.splice(0), (file) => fs.remove(file), { discard: true }))
+        const clearing = `cannot delete the uncommitted parts of ${path}`
+        if (committed > 0) yield* clearUncommitted.pipe(Effect.mapError(platform(clearing)))
         for (let n = 1; n <= committed; n++) {
           if (!present.has(n)) {
             return yield* Effect.fail(
@@ -559,6 +563,7 @@ export const parquet = <In = unknown, Out = unknown>(
 
         const commit = lock.withPermits(1)(Effect.gen(function*() {
           if (broken !== undefined) return yield* Effect.fail(broken)
+          yield* guard(clearing, clearUncommitted)
           yield* flushGroup
           if (part !== undefined) {
             const { file, scope: partScope, writer } = part

@@ -182,7 +182,10 @@ describe("Sink.parquet", () => {
       const cp3 = yield* withWriter(sink, cp2, (w) => w.commit)
       expect(cp3).toEqual(cp2)
 
-      // A fresh run starts the dataset over, leaving other files alone.
+      // A fresh run starts the dataset over, leaving other files alone — at its first commit:
+      // one that stops before (bad input found while planning) leaves the dataset as it was.
+      yield* withWriter(sink, undefined, () => Effect.void)
+      expect(listing(out)).toEqual(["notes.txt", "part-00001.parquet", "part-00002.parquet", "part-00003.parquet"])
       const cp4 = yield* withWriter(sink, undefined, (w) => Effect.zipRight(w.write([rec(9)]), w.commit))
       expect(cp4).toEqual({ offset: 1 })
       expect(listing(out)).toEqual(["notes.txt", "part-00001.parquet"])

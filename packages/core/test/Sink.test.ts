@@ -84,13 +84,38 @@ describe("Sink.jsonl", () => {
       expect(jsonLines(path)).toHaveLength(4)
     }))
 
-  it.effect("a fresh open truncates an existing file", () =>
+  it.effect("a fresh sink leaves a file it finds as it was until its first commit, then replaces it", () =>
     Effect.gen(function*() {
       const path = join(dir, "fresh.jsonl")
-      writeFileSync(path, "old content\n")
+      const old = "an earlier run's output\n".repeat(3)
+      writeFileSync(path, old)
+      // Opened and closed without a commit (a run that stopped at bad input): untouched.
+      yield* withWriter(Sink.jsonl(path), undefined, () => Effect.void)
+      expect(readFileSync(path, "utf8")).toBe(old)
       const cp = yield* withWriter(Sink.jsonl(path), undefined, (w) => Effect.zipRight(w.write([rec(1)]), w.commit))
       expect(jsonLines(path).map((l) => l.key)).toEqual(["r1"])
       expect(cp.offset).toBe(statSync(path).size)
+      // A first commit of nothing empties it too: the file is what the checkpoint says.
+      writeFileSync(path, old)
+      expect(yield* withWriter(Sink.jsonl(path), undefined, (w) => w.commit)).toEqual({ offset: 0 })
+      expect(statSync(path).size).toBe(0)
+      // Writes large enough to flush before the commit replace it as well.
+      writeFileSync(path, old.repeat(50_000))
+      const records = Array.from({ length: 2000 }, (_, i) => ({ ...rec(i), input: { id: `r${i}`, text: "é".repeat(1000) } }))
+      const big = yield* withWriter(Sink.jsonl(path), undefined, (w) => Effect.zipRight(w.write(records), w.commit))
+      expect(big.offset).toBe(statSync(path).size)
+      expect(jsonLines(path).map((l) => l.key)).toEqual(records.map((r) => r.key))
+    }))
+
+  it.effect("a fresh CSV sink writes its header over a file it replaces, not after it", () =>
+    Effect.gen(function*() {
+      const path = join(dir, "fresh.csv")
+      writeFileSync(path, "a,b\n1,2\n")
+      yield* withWriter(Sink.csv(path), undefined, () => Effect.void)
+      expect(readFileSync(path, "utf8")).toBe("a,b\n1,2\n")
+      yield* withWriter(Sink.csv(path), undefined, (w) => Effect.zipRight(w.write([rec(1)]), w.commit))
+      const rows = parse(readFileSync(path, "utf8"), { columns: true }) as Array<Record<string, string>>
+      expect(rows.map((r) => r["key"])).toEqual(["r1"])
     }))
 
   it.effect("fails when the file is shorter than the checkpoint or missing", () =>

@@ -1,7 +1,8 @@
 /**
  * An append-only output file whose committed length is the checkpoint. Opening it with a
  * checkpoint cuts off whatever was written after that commit (a torn tail after a crash), so
- * a record is in the file exactly once however often the run resumes.
+ * a record is in the file exactly once however often the run resumes. Without a checkpoint
+ * the file is emptied at the first write or commit, not at opening.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
@@ -37,12 +38,17 @@ export const open = <E>(
       return yield* Effect.fail(fail(`invalid checkpoint offset ${offset} for ${path}`))
     }
     let file: FileSystem.File
+    // Nothing committed yet: the file starts empty, whatever is there — but only when the
+    // first bytes are written or committed. A run that stops before that (bad input found
+    // while planning, say) leaves a file it found (an earlier run's output) as it was.
+    let replaceAtFirstWrite = false
     if (offset === 0) {
-      // Nothing committed yet: start from an empty file, whatever is there.
       yield* fs.makeDirectory(dirname(path), { recursive: true }).pipe(
         Effect.mapError(failWith("cannot create the directory of"))
       )
-      file = yield* fs.open(path, { flag: "w" }).pipe(Effect.mapError(failWith("cannot open")))
+      // Opened now, so that a path that cannot be written fails the run at its start.
+      file = yield* fs.open(path, { flag: "a+" }).pipe(Effect.mapError(failWith("cannot open")))
+      replaceAtFirstWrite = Number((yield* file.stat.pipe(Effect.mapError(failWith("cannot stat")))).size) > 0
     } else {
       if (!(yield* fs.exists(path).pipe(Effect.mapError(failWith("cannot access"))))) {
         return yield* Effect.fail(
@@ -80,7 +86,14 @@ export const open = <E>(
         )
       )
 
-    const flush = Effect.suspend(() => {
+    const replace = Effect.suspend((): Effect.Effect<void, E> => {
+      if (broken !== undefined) return Effect.fail(broken)
+      if (!replaceAtFirstWrite) return Effect.void
+      replaceAtFirstWrite = false
+      return guard("cannot truncate", file.truncate(FileSystem.Size(0)))
+    })
+
+    const write = Effect.suspend((): Effect.Effect<void, E> => {
       if (broken !== undefined) return Effect.fail(broken)
       if (buffered === 0) return Effect.void
       const bytes = Buffer.from(parts.join(""), "utf8")
@@ -92,6 +105,8 @@ export const open = <E>(
         })
       )
     })
+
+    const flush = Effect.zipRight(replace, write)
 
     const append = (text: string) =>
       lock.withPermits(1)(
