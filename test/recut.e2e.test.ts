@@ -5,6 +5,7 @@
  * failpoint, and a resume finishes the run. Every test checks that no row is lost and none is
  * run twice (the emulator's ledger: no custom_id in two batches that ran).
  */
+import { existsSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
 import type { CliResult, Row, TempProject, TestEmulator } from "./support/cli.js"
@@ -147,15 +148,30 @@ describe("re-cutting shards over the enqueued-token limit", () => {
   for (const crashAt of ["recut-before-journal", "after:ShardRecut"]) {
     it(`a crash at ${crashAt}: the resume finishes the re-cut, no row lost or run twice, the failure listed once`, async () => {
       const s = await plannedUnlimited()
-      const flags = ["--poll-interval", "0.05", "--json", "--max-enqueued-tokens", String(s.limit)]
+      // By model: gpt-4o's limit (1 token) is not this model's.
+      const flags = ["--poll-interval", "0.05", "--json", "--max-enqueued-tokens", `gpt-4o=1,${MODEL}=${s.limit}`]
       const crashed = await cli(s.p, s.emulator, ["resume", s.runDir, ...flags], { SLUICE_FAILPOINT: `${crashAt}:1` })
       expect(crashed.signal, describeResult(crashed)).toBe("SIGKILL")
       expect(s.emulator.calls("POST", "/v1/batches")).toBe(0)
       const before = eventsTagged(await readJournal(s.runDir), "ShardRecut")
       expect(before).toHaveLength(crashAt === "after:ShardRecut" ? 1 : 0)
-      const resumed = await cli(s.p, s.emulator, ["resume", s.runDir, ...flags])
+      // The limits given are kept: this resume names none.
+      const resumed = await cli(s.p, s.emulator, ["resume", s.runDir, "--poll-interval", "0.05", "--json"])
+      expect(resumed.stderr).toContain(`--max-enqueued-tokens gpt-4o=1,${MODEL}=${s.limit}: as the run recorded it`)
       expect(resumed.code, describeResult(resumed)).toBe(1)
       await expectRecutDone(s, resumed)
     }, 240_000)
   }
+
+  it("a malformed --max-enqueued-tokens is a usage error (exit 2) naming the item, before anything is written", async () => {
+    const emulator = await emulatorWith(1_000_000)
+    const p = await project()
+    const file = await pipelineOf(p, "bad", 3)
+    const runDir = p.path("run-bad")
+    const done = await cli(p, emulator, ["run", file, "--run-dir", runDir, "--max-enqueued-tokens", `${MODEL}=2000000,gpt-4o=-5`])
+    expect(done.code, describeResult(done)).toBe(2)
+    expect(done.stderr).toContain(`"gpt-4o=-5": the tokens must be a whole number, got "-5"`)
+    expect(emulator.log).toEqual([])
+    expect(existsSync(runDir)).toBe(false)
+  }, 60_000)
 })

@@ -11,6 +11,7 @@ import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
 import * as Notify from "./Notify.js"
+import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -248,7 +249,7 @@ const execute = (
     action?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
-    maxEnqueuedTokens?: Option.Option<number>
+    maxEnqueuedTokens?: Option.Option<EnqueuedTokens.Limits>
     outputTokens?: Option.Option<number>
     deadline?: Option.Option<Duration.Duration>
     onlineBudget?: Option.Option<number>

@@ -5,6 +5,7 @@
  * -1 or a poll interval of 0 mean nothing sensible.
  */
 import { Duration, Either, Schema } from "effect"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { parseDuration } from "./Hybrid.js"
 
 /** An allowed range: `min` inclusive unless `above` is set (then exclusive); `max` inclusive. */
@@ -78,7 +79,7 @@ export const problems = (settings: {
   readonly pollInterval?: Duration.Duration | undefined
   readonly maxPollInterval?: Duration.Duration | undefined
   readonly budget?: number | undefined
-  readonly maxEnqueuedTokens?: number | undefined
+  readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
   readonly budgetOutputTokens?: number | undefined
   readonly outputFileWait?: Duration.Duration | undefined
   readonly rpm?: number | undefined
@@ -101,7 +102,7 @@ export const problems = (settings: {
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
   check("rpm", ranges.rpm, settings.rpm)
   check("tpm", ranges.tpm, settings.tpm)
-  check("maxEnqueuedTokens", ranges.maxEnqueuedTokens, settings.maxEnqueuedTokens)
+  if (settings.maxEnqueuedTokens !== undefined) out.push(...EnqueuedTokens.limitsProblems(settings.maxEnqueuedTokens))
   check("onlineBudget", ranges.budget, settings.onlineBudget)
   check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
   if (typeof settings.deadline === "string") {
