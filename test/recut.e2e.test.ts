@@ -9,7 +9,7 @@ import { existsSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
 import type { CliResult, Row, TempProject, TestEmulator } from "./support/cli.js"
-import { countBy, eventsTagged, readFailures, readJournal, readSink, runFlags, runIdOf, batchesOfRun } from "./support/runs.js"
+import { batchesOfRun, countBy, eventsTagged, holdClock, readFailures, readJournal, readJournalSoFar, readSink, releaseClock, runFlags, runIdOf, waitFor } from "./support/runs.js"
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -174,4 +174,72 @@ describe("re-cutting shards over the enqueued-token limit", () => {
     expect(emulator.log).toEqual([])
     expect(existsSync(runDir)).toBe(false)
   }, 60_000)
+
+  describe("Azure: a create over the limit is refused at once (HTTP 400 token_limit_exceeded)", () => {
+    const azure = async (limit: number) => {
+      const emulator = await startTestEmulator({ enqueuedTokenLimit: limit, enqueuedLimitOnCreate: true, azureQuirks: true })
+      cleanups.push(() => emulator.close())
+      return emulator
+    }
+    const azureCli = (p: TempProject, emulator: TestEmulator, args: ReadonlyArray<string>) =>
+      runCli(args, { cwd: p.dir, env: { AZURE_OPENAI_API_KEY: KEY, AZURE_OPENAI_ENDPOINT: emulator.url }, timeoutMs: 60_000 })
+    const azurePipeline = async (p: TempProject, name: string, rows: number) => {
+      await writeRows(p, `data/${name}.jsonl`, rows)
+      return writePipeline(p, `${name}.pipeline.ts`, { name, provider: "azure", model: MODEL, source: `data/${name}.jsonl`, sink: `out/${name}.jsonl` })
+    }
+    const refusals = (emulator: TestEmulator) => emulator.log.filter((l) => /^POST \/openai\/v1\/batches -> 400/.test(l)).length
+
+    it("a shard refused alone is re-cut under the limit the refusal states; never created blindly again", async () => {
+      const perRow = await tokensPerRow()
+      const limit = perRow * 25
+      const emulator = await azure(limit)
+      const p = await project()
+      const file = await azurePipeline(p, "refused", 60)
+      const runDir = p.path("run-refused")
+      const done = await azureCli(p, emulator, ["run", file, "--run-dir", runDir, "--poll-interval", "0.05", "--json"])
+      expect(done.code, describeResult(done)).toBe(0)
+      expect(JSON.parse(done.stdout)).toMatchObject({ finished: true, succeeded: 60, failed: {} })
+      expect(refusals(emulator), emulator.log.join("\n")).toBe(1)
+      expect((await enqueued(emulator)).maxSeen[MODEL]!).toBeLessThanOrEqual(limit)
+      const events = await readJournal(runDir)
+      expect(eventsTagged(events, "CreateRejected")).toEqual([])
+      const [reached, ...more] = eventsTagged(events, "TokenLimitReached")
+      expect(more).toEqual([])
+      // No batch was made: none is named, and the learned limit is under the one the refusal states.
+      expect(reached!["batchId"]).toBe("")
+      expect(reached!["limit"] as number).toBeLessThanOrEqual(limit)
+      const [recut] = eventsTagged(events, "ShardRecut")
+      expect(recut!.shard).toBe(reached!.shard)
+      await expectEachRanOnce(p, emulator, runDir, "refused", makeRows(60).map((r) => r.id))
+    }, 240_000)
+
+    it("a shard refused beside others waits for headroom under the learned limit and goes once there is room", async () => {
+      const perRow = await tokensPerRow()
+      const limit = perRow * 25
+      const emulator = await azure(limit)
+      const p = await project()
+      const file = await azurePipeline(p, "waits", 60)
+      const runDir = p.path("run-waits")
+      // No batch ends while the clock stands still: two of ten rows fit, the third is refused.
+      await holdClock(emulator.url)
+      const running = azureCli(p, emulator, ["run", file, ...runFlags(runDir, 10, ["--concurrency", "3", "--json"])])
+      await waitFor("a refusal journaled", async () =>
+        eventsTagged(await readJournalSoFar(runDir), "TokenLimitReached").length > 0 ? true : undefined, { timeoutMs: 60_000 })
+      expect(refusals(emulator)).toBe(1)
+      await releaseClock(emulator.url)
+      const done = await running
+      expect(done.code, describeResult(done)).toBe(0)
+      expect(JSON.parse(done.stdout)).toMatchObject({ finished: true, succeeded: 60, failed: {} })
+      expect(refusals(emulator), emulator.log.join("\n")).toBe(1)
+      expect((await enqueued(emulator)).maxSeen[MODEL]!).toBeLessThanOrEqual(limit)
+      const events = await readJournal(runDir)
+      expect(eventsTagged(events, "CreateRejected")).toEqual([])
+      expect(eventsTagged(events, "ShardRecut")).toEqual([])
+      const [reached] = eventsTagged(events, "TokenLimitReached")
+      // The refused shard's upload is kept; its next create is a new submission of it.
+      expect(eventsTagged(events, "Staged").filter((e) => e.shard === reached!.shard)).toHaveLength(1)
+      expect(eventsTagged(events, "Created").filter((e) => e.shard === reached!.shard).map((e) => e["submission"])).toEqual([reached!["submission"]])
+      await expectEachRanOnce(p, emulator, runDir, "waits", makeRows(60).map((r) => r.id))
+    }, 240_000)
+  })
 })

@@ -630,7 +630,17 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
                   if (yield* recutOver(shard)) return false
                   const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
                   const held = { id, key, tokens: EnqueuedTokens.estimate(shard), wait: shard.phase !== "created" }
-                  const [, others] = yield* tokens.hold(held, submitAndPoll)
+                  const [refused, others] = yield* tokens.hold(
+                    held,
+                    submitAndPoll.pipe(Effect.as(undefined), Effect.catchTag("TokenLimitRefused", (e) => Effect.succeed(e)))
+                  )
+                  if (refused !== undefined) {
+                    // Refused at create (Azure): a learned limit like a failed batch's, never a blind re-create.
+                    if (yield* requeue(shard, others, [refused.error])) continue
+                    // Alone, and nothing lower to learn: its rows fail retryable, for `sluice retry` once the provider has room.
+                    yield* ctx.record({ _tag: "CreateRejected", shard: id, submission: shard.submission, failure: "retryable", message: refused.error })
+                    break
+                  }
                   if (!tokenLimited() || !(yield* requeue(shard, others))) break
                 }
                 return shard.phase === "planned" && isOnline(shard)
@@ -662,14 +672,15 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
        * again (`recutOver`). Only when nothing lower can be learned (a shard of one token) do its
        * rows fail retryable (Collector.ts), for `sluice retry` once the provider has room.
        */
-      const requeue = (shard: RunState.ShardState, others: number | undefined) =>
+      const requeue = (shard: RunState.ShardState, others: number | undefined, errors: ReadonlyArray<string> = shard.errors) =>
         Effect.gen(function* () {
           const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
           const own = EnqueuedTokens.estimate(shard)
-          const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(shard.errors), inFlight: others === undefined ? undefined : others + own })
+          const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(errors), inFlight: others === undefined ? undefined : others + own })
           if (others === 0 && (limit === undefined || limit >= own)) return false
+          const what = shard.batchId === null ? "its batch was refused at create" : `batch ${shard.batchId} failed`
           yield* Effect.logWarning(
-            `shard ${shard.id}: batch ${shard.batchId} failed with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ` +
+            `shard ${shard.id}: ${what} with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ` +
               `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
           )
           yield* ctx.record({
