@@ -9,7 +9,7 @@ import { existsSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
 import { describeResult, emulatorEnv, getLedger, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
 import type { CliResult, Row, TempProject, TestEmulator } from "./support/cli.js"
-import { batchesOfRun, countBy, eventsTagged, holdClock, readFailures, readJournal, readJournalSoFar, readSink, releaseClock, runFlags, runIdOf, waitFor } from "./support/runs.js"
+import { batchesOfRun, countBy, eventsTagged, holdClock, readFailures, readJournal, readJournalSoFar, readSink, releaseClock, runFlags, runIdOf, waitFor, writeRecoveryPipeline } from "./support/runs.js"
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -242,4 +242,36 @@ describe("re-cutting shards over the enqueued-token limit", () => {
       await expectEachRanOnce(p, emulator, runDir, "waits", makeRows(60).map((r) => r.id))
     }, 240_000)
   })
+
+  it("sluice retry cuts its shards by tokens under the limit: none over it, none re-cut", async () => {
+    const perRow = await tokensPerRow()
+    const limit = perRow * 25
+    // Every line fails the first time it is sent (and succeeds when sent again); one attempt each.
+    const emulator = await startTestEmulator({ enqueuedTokenLimit: limit, errorRate: 1 })
+    cleanups.push(() => emulator.close())
+    const p = await project()
+    await writeRows(p, "data/again.jsonl", 60)
+    const file = await writeRecoveryPipeline(p, "again.pipeline.ts", { name: "again", maxAttempts: 1, source: "data/again.jsonl", sink: "out/again.jsonl" })
+    const runDir = p.path("run-again")
+    // No --shard-size: the shards are cut by the limit alone.
+    const first = await cli(p, emulator, ["run", file, "--run-dir", runDir, "--poll-interval", "0.05", "--json", "--max-enqueued-tokens", String(limit)])
+    expect(first.code, describeResult(first)).toBe(1)
+    expect(JSON.parse(first.stdout)).toMatchObject({ succeeded: 0, failed: { retryable: 60 } })
+    expect(eventsTagged(await readJournal(runDir), "ShardPlanned").length).toBeGreaterThanOrEqual(3)
+    // The retry keeps the limit the run recorded; by requests alone its 60 rows would be one shard.
+    const again = await cli(p, emulator, ["retry", runDir, "--poll-interval", "0.05", "--json"])
+    expect(again.code, describeResult(again)).toBe(0)
+    expect(JSON.parse(again.stdout)).toMatchObject({ finished: true, succeeded: 60 })
+    const events = await readJournal(runDir)
+    const [retry] = eventsTagged(events, "RetryPlanned")
+    const shards = retry!["shards"] as Array<{ requests: number; inputTokens: number }>
+    expect(shards.length).toBeGreaterThanOrEqual(3)
+    for (const s of shards) expect(s.inputTokens).toBeLessThanOrEqual(limit)
+    expect(shards.reduce((a, s) => a + s.requests, 0)).toBe(60)
+    expect(eventsTagged(events, "ShardRecut")).toEqual([])
+    expect(tokenLimitFailures(emulator)).toBe(0)
+    expect((await enqueued(emulator)).maxSeen[MODEL]!).toBeLessThanOrEqual(limit)
+    const sink = await readSink(p.path("out/again.jsonl"))
+    expect(sink.map((l) => l.input.id).sort()).toEqual(makeRows(60).map((r) => r.id))
+  }, 240_000)
 })

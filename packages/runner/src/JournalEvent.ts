@@ -272,7 +272,9 @@ export const RetryPlanned = Schema.TaggedStruct("RetryPlanned", {
       sha256: Schema.String,
       attempt: Schema.Number,
       /** The stage of the rows (absent in journals of single-stage runs: the first stage). */
-      stage: Schema.optional(Schema.String)
+      stage: Schema.optional(Schema.String),
+      /** Input tokens of its requests, counted under an enqueued-token limit. */
+      inputTokens: Schema.optional(Schema.Number)
     })
   )
 })
