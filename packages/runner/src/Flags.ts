@@ -209,6 +209,9 @@ export const emulator = {
     "input tokens of a model's batches not yet ended at most; a batch over it fails validation with token_limit_exceeded",
     "none"
   ).pipe(Options.optional),
+  enqueuedLimitOnCreate: Options.boolean("enqueued-limit-on-create").pipe(
+    Options.withDescription("over --enqueued-token-limit, refuse the create at once (HTTP 400 token_limit_exceeded, no batch made), as Azure's fail-fast queueing does")
+  ),
   noRateLimitHeaders: Options.boolean("no-rate-limit-headers").pipe(
     Options.withDescription("real-time answers carry no rate-limit headers and the limits' 429s no Retry-After, like a vLLM or llama.cpp server")
   ),
