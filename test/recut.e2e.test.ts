@@ -7,7 +7,7 @@
  */
 import { existsSync } from "node:fs"
 import { afterEach, describe, expect, it } from "vitest"
-import { describeResult, emulatorEnv, getLedger, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
+import { describeResult, emulatorEnv, getLedger, listUploads, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
 import type { CliResult, Row, TempProject, TestEmulator } from "./support/cli.js"
 import { batchesOfRun, countBy, eventsTagged, holdClock, readFailures, readJournal, readJournalSoFar, readSink, releaseClock, runFlags, runIdOf, waitFor, writeRecoveryPipeline } from "./support/runs.js"
 
@@ -102,6 +102,32 @@ describe("re-cutting shards over the enqueued-token limit", () => {
     expect(eventsTagged(events, "ShardPlanned").filter((e) => (e["attempt"] as number) > 1)).toEqual([])
     await expectEachRanOnce(p, emulator, runDir, "learned", makeRows(60).map((r) => r.id))
   }, 240_000)
+
+  // (A crash after the event is the same for a failed shard as for a planned one: see below.)
+  for (const crashAt of ["after:TokenLimitReached", "recut-before-journal"]) {
+    it(`learned, a crash at ${crashAt}: the resume re-cuts the failed shard once, runs each row once, and leaves no upload behind`, async () => {
+      const perRow = await tokensPerRow()
+      const limit = perRow * 25
+      const emulator = await emulatorWith(limit)
+      const p = await project()
+      const file = await pipelineOf(p, "relearned", 60)
+      const runDir = p.path("run-relearned")
+      const flags = ["--poll-interval", "0.05", "--json", "--cache-dir", p.path("cache")]
+      const crashed = await cli(p, emulator, ["run", file, "--run-dir", runDir, ...flags], { SLUICE_FAILPOINT: `${crashAt}:1` })
+      expect(crashed.signal, describeResult(crashed)).toBe("SIGKILL")
+      const resumed = await cli(p, emulator, ["resume", runDir, ...flags])
+      expect(resumed.code, describeResult(resumed)).toBe(0)
+      expect(JSON.parse(resumed.stdout)).toMatchObject({ finished: true, succeeded: 60, failed: {} })
+      expect(tokenLimitFailures(emulator), emulator.log.join("\n")).toBe(1)
+      const events = await readJournal(runDir)
+      expect(eventsTagged(events, "TokenLimitReached")).toHaveLength(1)
+      expect(eventsTagged(events, "ShardRecut")).toHaveLength(1)
+      await expectEachRanOnce(p, emulator, runDir, "relearned", makeRows(60).map((r) => r.id))
+      // The failed shard's upload went with the re-cut; the children's after their collection.
+      const runId = await runIdOf(runDir)
+      expect((await listUploads(emulator.url)).filter((f) => f.filename.includes(runId))).toEqual([])
+    }, 240_000)
+  }
 
   /**
    * Forty small rows and one alone over the limit, planned as one shard with no limit; the run
