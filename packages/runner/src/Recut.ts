@@ -20,7 +20,7 @@ import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
-import { wireTokens } from "./RequestTokens.js"
+import { requestTokens, wireTokens } from "./RequestTokens.js"
 import type { RowLine } from "./Rows.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
@@ -49,18 +49,36 @@ interface Child {
 }
 
 /**
- * Input tokens of each of the shard's request lines: counted from the wire line, scaled so
- * that they add up to the shard's own count when it has one (counted from the requests at
- * planning, it is the better total; the wire line tells how it divides).
+ * Input tokens of each of the shard's request lines, as the planner counts them: the row's
+ * request rendered again, when it encodes to the very line sent (a repair, or an input that
+ * did not survive JSON, does not); else counted from the wire line (the JSON around the
+ * prompt and the schema's text included: more than the provider counts), scaled to the
+ * shard's own count when it has one and no row could be rendered again.
  */
 const rowTokens = (ctx: RunContext, shard: ShardState) =>
   Effect.gen(function* () {
+    const { stage, provider } = ctx.stageOf(shard.stage)
     const counts: Array<number> = []
-    yield* lines(ctx.paths.shardFile(shard.id)).pipe(
-      Stream.runForEachChunk((chunk) => Effect.sync(() => { for (const line of Chunk.toReadonlyArray(chunk)) counts.push(wireTokens(shard.model, line)) }))
+    let exact = 0
+    const count = (rowLine: string, line: string): number => {
+      try {
+        const row = JSON.parse(rowLine) as RowLine
+        const request = stage.render(row.input)
+        if (provider.encode(request, row.id) === line) {
+          exact++
+          return requestTokens(request).tokens
+        }
+      } catch {
+        // A prompt that throws now is counted from its line, as one whose line differs.
+      }
+      return wireTokens(shard.model, line)
+    }
+    const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter((text) => !isCached(text)))
+    yield* Stream.zip(rows, lines(ctx.paths.shardFile(shard.id))).pipe(
+      Stream.runForEachChunk((chunk) => Effect.sync(() => { for (const [rowLine, line] of Chunk.toReadonlyArray(chunk)) counts.push(count(rowLine, line)) }))
     )
     const sum = counts.reduce((a, b) => a + b, 0)
-    const scale = shard.inputTokens === undefined || sum === 0 ? 1 : shard.inputTokens / sum
+    const scale = exact > 0 || shard.inputTokens === undefined || sum === 0 ? 1 : shard.inputTokens / sum
     return counts.map((n) => Math.max(1, Math.ceil(n * scale)))
   })
 

@@ -679,10 +679,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(errors), inFlight: others === undefined ? undefined : others + own })
           if (others === 0 && (limit === undefined || limit >= own)) return false
           const what = shard.batchId === null ? "its batch was refused at create" : `batch ${shard.batchId} failed`
-          yield* Effect.logWarning(
-            `shard ${shard.id}: ${what} with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ` +
-              `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
-          )
+          const next = limit !== undefined && own > limit
+            ? `it is re-cut into shards under the ${limit} enqueued tokens learned`
+            : `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
+          yield* Effect.logWarning(`shard ${shard.id}: ${what} with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ${next}`)
           yield* ctx.record({
             _tag: "TokenLimitReached",
             shard: shard.id,

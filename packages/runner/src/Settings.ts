@@ -45,7 +45,7 @@ export const ranges = {
   rpm: { min: 1, max: 100_000_000, integer: true },
   tpm: { min: 1, max: 10_000_000_000, integer: true },
   /** Input tokens enqueued per provider and model (OpenAI's tiers run from 90,000 to billions). */
-  maxEnqueuedTokens: { min: 1, max: 1_000_000_000_000, integer: true },
+  maxEnqueuedTokens: { min: 1, max: EnqueuedTokens.MAX_LIMIT, integer: true },
   /** `sluice preview -n`: a preview is for looking at answers, not for running a dataset. */
   previewRows: { min: 1, max: 1000, integer: true },
   /** Hybrid runs: retry shards of fewer rows go online (0: none do). */
