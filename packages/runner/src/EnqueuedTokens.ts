@@ -52,8 +52,9 @@ export const learn = (input: { readonly stated: number | undefined; readonly inF
 
 /**
  * Whether a shard of `tokens` may be submitted with `inFlight` tokens of its model enqueued,
- * under `limit`. A shard alone above the limit (planned before the limit was lowered) goes
- * when nothing else is in flight: waiting longer would never let it go.
+ * under `limit`. A shard alone above the limit goes when nothing else is in flight: waiting
+ * longer would never let it go. (One never run is re-cut before it gets here, Recut.ts: this
+ * is a batch already created, registered on resume.)
  */
 export const fits = (inFlight: number, tokens: number, limit: number | undefined): boolean =>
   limit === undefined || inFlight === 0 || inFlight + tokens <= limit
