@@ -107,6 +107,11 @@ export interface EmulatorOptions {
    */
   readonly enqueuedTokenLimit?: number
   /**
+   * Azure's fail-fast queueing: a create over `enqueuedTokenLimit` is refused at once with HTTP
+   * 400 `token_limit_exceeded` (no batch is made) instead of a batch that fails validation.
+   */
+  readonly enqueuedLimitOnCreate?: boolean
+  /**
    * Send the rate-limit headers (OpenAI `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`) of
    * the configured limits on real-time answers, and `Retry-After` on their 429s (default true).
    * false: none at all, like a vLLM or llama.cpp server.
@@ -255,6 +260,7 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     clockDriven: () => emulatorClock.driven,
     models,
     enqueuedTokenLimit: options.enqueuedTokenLimit === undefined ? undefined : nonNegative("enqueuedTokenLimit", options.enqueuedTokenLimit, 0),
+    enqueuedLimitOnCreate: options.enqueuedLimitOnCreate === true,
     log: log ?? (() => undefined)
   })
   const realtime = new RealtimeCalls({ store, faults, seed, clock, models, log })

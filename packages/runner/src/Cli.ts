@@ -11,6 +11,7 @@ import * as Init from "./Init.js"
 import { runner } from "./internal/Installed.js"
 import * as LocalEmulator from "./LocalEmulator.js"
 import * as Notify from "./Notify.js"
+import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -248,7 +249,7 @@ const execute = (
     action?: "run" | "retry" | "cancel"
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
-    maxEnqueuedTokens?: Option.Option<number>
+    maxEnqueuedTokens?: Option.Option<EnqueuedTokens.Limits>
     outputTokens?: Option.Option<number>
     deadline?: Option.Option<Duration.Duration>
     onlineBudget?: Option.Option<number>
@@ -892,6 +893,7 @@ const emulatorCommand = Command.make(
         ...(Option.isSome(o.rpmLimit) ? { rpmLimit: o.rpmLimit.value } : {}),
         ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
         ...(Option.isSome(o.enqueuedTokenLimit) ? { enqueuedTokenLimit: o.enqueuedTokenLimit.value } : {}),
+        ...(o.enqueuedLimitOnCreate ? { enqueuedLimitOnCreate: true } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
         ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {}),

@@ -18,6 +18,7 @@ import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
+import { wireTokens } from "./RequestTokens.js"
 import type { TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
 import type { InboxLine, RowLine } from "./Rows.js"
@@ -223,6 +224,10 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       const retryHash = createHash("sha256")
       let rescheduled = 0
       let retryBytes = 0
+      // Under a known enqueued-token limit the retry shard's lines are counted (a repair is longer
+      // than the request it repairs): one over the limit is re-cut before it is sent (Recut.ts).
+      const countRetry = !shard.online && ctx.enqueuedLimit?.(rt) !== undefined
+      let retryTokens = 0
       let succeeded = 0
       const failed: Record<string, number> = {}
       let sinkBatch: Array<unknown> = []
@@ -368,6 +373,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
               retryHash.update(line)
               retryHash.update("\n")
               retryBytes += Buffer.byteLength(line) + 1
+              if (countRetry) retryTokens += wireTokens(shard.model, line)
               full = r.requests.append(line) || full
             }
             return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
@@ -445,7 +451,9 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           sourceOffset: null,
           invalid: 0,
           offsets: null,
-          ...(shard.inputTokens === undefined || shard.requests === 0
+          ...(countRetry
+            ? { inputTokens: retryTokens }
+            : shard.inputTokens === undefined || shard.requests === 0
             ? {}
             : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
           ...(retryCached > 0 ? { cachedRows: retryCached } : {})

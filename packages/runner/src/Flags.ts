@@ -8,6 +8,7 @@
  */
 import { HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Effect, Either } from "effect"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { defaultOnlineBelow, parseDuration } from "./Hybrid.js"
 import { describeRange, inRange, ranges } from "./Settings.js"
 import type { Range } from "./Settings.js"
@@ -120,13 +121,22 @@ export const budget = bounded(
   "no limit"
 ).pipe(Options.optional)
 
-export const maxEnqueuedTokens = bounded(
-  "max-enqueued-tokens",
-  ranges.maxEnqueuedTokens,
-  "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory; " +
-    "shards are cut to fit and wait for headroom. Without it, a token_limit_exceeded failure teaches the limit",
-  "learned from the provider"
-).pipe(Options.optional)
+export const maxEnqueuedTokens = Options.text("max-enqueued-tokens").pipe(
+  Options.withDescription(
+    "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory: " +
+      "a number for every model, or model=tokens by model (comma-separated, a bare number for the models not named: " +
+      "gpt-4o-mini=2000000,gpt-4o=90000,500000; each an integer from 1 to 1e12). Shards are cut to fit (re-cut when the limit falls " +
+      "after they were planned) and wait for headroom. The run records it: resume and retry keep it unless given again " +
+      "(default: learned from the provider, a token_limit_exceeded failure teaches the limit)"
+  ),
+  Options.mapEffect((text) =>
+    Either.match(EnqueuedTokens.parseLimits(text), {
+      onLeft: (why) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(why))),
+      onRight: (limits) => Effect.succeed(limits)
+    })
+  ),
+  Options.optional
+)
 
 export const outputTokens = bounded(
   "output-tokens",
@@ -199,6 +209,9 @@ export const emulator = {
     "input tokens of a model's batches not yet ended at most; a batch over it fails validation with token_limit_exceeded",
     "none"
   ).pipe(Options.optional),
+  enqueuedLimitOnCreate: Options.boolean("enqueued-limit-on-create").pipe(
+    Options.withDescription("over --enqueued-token-limit, refuse the create at once (HTTP 400 token_limit_exceeded, no batch made), as Azure's fail-fast queueing does")
+  ),
   noRateLimitHeaders: Options.boolean("no-rate-limit-headers").pipe(
     Options.withDescription("real-time answers carry no rate-limit headers and the limits' 429s no Retry-After, like a vLLM or llama.cpp server")
   ),

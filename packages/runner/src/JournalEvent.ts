@@ -228,6 +228,32 @@ export const TokenLimitReached = Schema.TaggedStruct("TokenLimitReached", {
 })
 
 /**
+ * A shard whose estimated input tokens exceed its model's enqueued-token limit (learned or
+ * lowered after it was planned) was never run and never will be whole: its rows moved to
+ * `children`, each under the limit (Recut.ts). Rows alone over the limit ended failed
+ * (`oversize`, listed in failures.jsonl, committed at `offsets`). One event: a crash leaves the
+ * shard either whole or re-cut, never both. The shard counts as collected from then on.
+ */
+export const ShardRecut = Schema.TaggedStruct("ShardRecut", {
+  shard: Schema.String,
+  /** The limit it was cut to. */
+  limit: Schema.Number,
+  children: Schema.Array(
+    Schema.Struct({
+      shard: Schema.String,
+      requests: Schema.Number,
+      bytes: Schema.Number,
+      sha256: Schema.String,
+      inputTokens: Schema.Number,
+      cachedRows: Schema.Number
+    })
+  ),
+  /** Rows that ended failed, each alone over the limit. */
+  failed: Schema.Number,
+  offsets: Schema.NullOr(Offsets)
+})
+
+/**
  * `sluice retry` built new shards from rows that had ended failed. Their counts move from
  * failed back to pending; failures.jsonl lines before `failuresOffset` whose class is in
  * `classes` are superseded.
@@ -246,7 +272,9 @@ export const RetryPlanned = Schema.TaggedStruct("RetryPlanned", {
       sha256: Schema.String,
       attempt: Schema.Number,
       /** The stage of the rows (absent in journals of single-stage runs: the first stage). */
-      stage: Schema.optional(Schema.String)
+      stage: Schema.optional(Schema.String),
+      /** Input tokens of its requests, counted under an enqueued-token limit. */
+      inputTokens: Schema.optional(Schema.Number)
     })
   )
 })
@@ -316,6 +344,7 @@ export const JournalEvent = Schema.Union(
   StatusChanged,
   Terminal,
   TokenLimitReached,
+  ShardRecut,
   Collected,
   ProviderFilesDeleted,
   ProviderRebound

@@ -1,7 +1,7 @@
 /**
- * The settings a run keeps: `--mode`, `--online-budget`, `--online-below`, `--budget` and
- * `--keep-provider-files`. They decide where rows go (by batch or online), what the run may
- * cost, and what it leaves at the provider, so a resume that forgot them — a cron line, a CI
+ * The settings a run keeps: `--mode`, `--online-budget`, `--online-below`, `--budget`,
+ * `--max-enqueued-tokens` and `--keep-provider-files`. They decide where rows go (by batch or online), what the run may
+ * cost, how much it may have enqueued, and what it leaves at the provider, so a resume that forgot them — a cron line, a CI
  * step, `sluice webhook` — would silently batch rows a hybrid run sends online, drop a cap the
  * user set, or delete output files the user asked to keep. Recorded in the manifest
  * (`settings`) when first given to `run`, `resume` or `retry`; a later call that does not give
@@ -18,13 +18,16 @@
  */
 import type { Pipeline } from "@sluice/core"
 import { Schema } from "effect"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 
 export const Kept = Schema.Struct({
   mode: Schema.optionalWith(Schema.Literal("batch", "online", "auto"), { exact: true }),
   onlineBudget: Schema.optionalWith(Schema.Number, { exact: true }),
   onlineBelow: Schema.optionalWith(Schema.Number, { exact: true }),
   budget: Schema.optionalWith(Schema.Number, { exact: true }),
-  keepProviderFiles: Schema.optionalWith(Schema.Boolean, { exact: true })
+  keepProviderFiles: Schema.optionalWith(Schema.Boolean, { exact: true }),
+  /** One number for every model, or by model (`*`: the models not named). */
+  maxEnqueuedTokens: Schema.optionalWith(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })), { exact: true })
 })
 export type Kept = typeof Kept.Type
 
@@ -36,9 +39,10 @@ export interface Given {
   readonly budget?: number | undefined
   /** A switch: only `true` (given) counts; absent or false is "not given". */
   readonly keepProviderFiles?: boolean | undefined
+  readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
 }
 
-const names = ["mode", "onlineBudget", "onlineBelow", "budget", "keepProviderFiles"] as const
+const names = ["mode", "onlineBudget", "onlineBelow", "budget", "keepProviderFiles", "maxEnqueuedTokens"] as const
 type Name = (typeof names)[number]
 
 /** The CLI flag of each kept setting, as messages say it. */
@@ -47,7 +51,8 @@ export const flags: Readonly<Record<Name, string>> = {
   onlineBudget: "--online-budget",
   onlineBelow: "--online-below",
   budget: "--budget",
-  keepProviderFiles: "--keep-provider-files"
+  keepProviderFiles: "--keep-provider-files",
+  maxEnqueuedTokens: "--max-enqueued-tokens"
 }
 
 export interface Change {
@@ -57,7 +62,7 @@ export interface Change {
   readonly to: Value
 }
 
-type Value = string | number | boolean
+type Value = string | number | boolean | EnqueuedTokens.Limits
 
 export interface Merged {
   /** The settings this call runs with, and the run records. */
@@ -79,7 +84,7 @@ export const merge = (recorded: Kept | undefined, given: Given): Merged => {
     const now = given[name] === false ? undefined : given[name]
     if (now !== undefined) {
       ;(settings as Record<Name, unknown>)[name] = now
-      if (now !== before) changes.push({ name, from: before, to: now })
+      if (!same(now, before)) changes.push({ name, from: before, to: now })
     } else if (before !== undefined) {
       ;(settings as Record<Name, unknown>)[name] = before
       fromRecord.push(name)
@@ -88,8 +93,15 @@ export const merge = (recorded: Kept | undefined, given: Given): Merged => {
   return { settings, changes, fromRecord }
 }
 
-/** `--mode auto`, `--online-budget 25`, `--keep-provider-files`. */
-export const said = (name: Name, value: Value): string => (typeof value === "boolean" ? flags[name] : `${flags[name]} ${value}`)
+/** Limits by model are equal by what they say, not by identity. */
+const same = (a: Value | undefined, b: Value | undefined): boolean =>
+  typeof a === "object" || typeof b === "object"
+    ? EnqueuedTokens.sameLimits(a as EnqueuedTokens.Limits | undefined, b as EnqueuedTokens.Limits | undefined)
+    : a === b
+
+/** `--mode auto`, `--online-budget 25`, `--keep-provider-files`, `--max-enqueued-tokens gpt-4o=90000,500000`. */
+export const said = (name: Name, value: Value): string =>
+  typeof value === "boolean" ? flags[name] : `${flags[name]} ${typeof value === "object" ? EnqueuedTokens.formatLimits(value) : value}`
 
 /** Whether anything is recorded. */
 export const isEmpty = (kept: Kept | undefined): boolean => kept === undefined || names.every((n) => kept[n] === undefined)

@@ -80,6 +80,8 @@ const notable = (event: JournalEvent): string | undefined => {
       return `sluice: ${event.shard} answered online (${event.counts.succeeded} ok, ${event.counts.failed} failed)${event.cancelled === true ? ", the rest cancelled" : ""}`
     case "CreateRejected":
       return `sluice: ${event.shard} rejected by the provider: ${event.message}`
+    case "ShardRecut":
+      return `sluice: ${event.shard} over the enqueued-token limit of ${event.limit}: re-cut into ${event.children.map((c) => c.shard).join(", ") || "nothing"}${event.failed > 0 ? ` (${event.failed} failed, each alone over it)` : ""}`
     default:
       return undefined
   }

@@ -18,13 +18,18 @@ import { OpenAiBatch, Registry } from "@sluice/providers"
 import type { Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
 import { Duration, Effect, Exit, Layer, Redacted, Stream } from "effect"
+import type * as EnqueuedTokens from "./EnqueuedTokens.js"
+import * as Failure from "./internal/failure.js"
+import * as Notify from "./Notify.js"
 import * as OneCall from "./OneCall.js"
+import * as Pricing from "./Pricing.js"
 import * as Records from "./Records.js"
 import type { OutputRecord } from "./Records.js"
 import { fromJournal as runEvents } from "./RunEvent.js"
 import type { RunEvent } from "./RunEvent.js"
 import * as Runner from "./Runner.js"
 import type { RunOptions as EffectRunOptions, RunSummary } from "./Runner.js"
+import * as Settings from "./Settings.js"
 import { SluiceError } from "./SluiceError.js"
 import * as Status from "./Status.js"
 import * as Telemetry from "./Telemetry.js"
@@ -62,11 +67,38 @@ export interface RunOptions extends ConnectionOptions {
   readonly onlineBelow?: number
   readonly shardSize?: number
   /**
+   * USD at batch prices the run may submit at most, projected from token counts (input counted,
+   * `outputTokens` assumed per request); shards that would pass it wait, and the summary's
+   * `budget` says what is held. Every model needs a price (built in, or from `prices`). The run
+   * records it: later calls on its directory keep it unless given again (a higher one continues).
+   */
+  readonly budget?: number
+  /** Output tokens per request assumed by `budget` (default: the stage's max_tokens, else 100). */
+  readonly outputTokens?: number
+  /** A price file (JSON, as `--prices` takes) for `budget` and costs: default `$SLUICE_PRICES`, else the built-in table. */
+  readonly prices?: string
+  /**
    * Input tokens the batches of one provider and model may have enqueued at once, across the
-   * runs sharing the cache directory: shards are cut to fit and wait for headroom (default: none;
+   * runs sharing the cache directory: a number for every model, or by model
+   * (`{ "gpt-4o": 90_000, "gpt-4o-mini": 2_000_000, "*": 500_000 }`, `*` for the models not
+   * named). Shards are cut to fit (re-cut when the limit falls after they were planned) and wait
+   * for headroom. The run records it: later calls keep it unless given again (default: none;
    * a `token_limit_exceeded` failure teaches the limit).
    */
-  readonly maxEnqueuedTokens?: number
+  readonly maxEnqueuedTokens?: EnqueuedTokens.Limits
+  /**
+   * The response cache's directory (the enqueued-token ledger lives next to it), or false for
+   * none. Default: `$SLUICE_CACHE_DIR`, else `.sluice/cache` in the working directory.
+   */
+  readonly cache?: string | false
+  /**
+   * A shell command run when the call ends the run (`run.finished`), stops it on its budget
+   * (`budget.reached`) or fails (`run.failed`): the summary as JSON on stdin, key figures in
+   * `SLUICE_*` variables. Default: `$SLUICE_ON_FINISH`. Never changes the call's outcome.
+   */
+  readonly onFinish?: string
+  /** An http(s) URL the same events are POSTed to as `{event, summary}`, retried with backoff. Default: `$SLUICE_NOTIFY_URL`. */
+  readonly notify?: string
   /** Seconds between status polls of a batch, fixed (default: adaptive, see `maxPollInterval`). */
   readonly pollInterval?: number
   /** The adaptive schedule's longest wait between polls, in seconds (default 30). */
@@ -133,6 +165,9 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: options.maxEnqueuedTokens }),
+  ...(options.budget === undefined ? {} : { budget: options.budget }),
+  ...(options.outputTokens === undefined ? {} : { budgetOutputTokens: options.outputTokens }),
+  ...(options.cache === undefined ? {} : { cache: options.cache }),
   ...(options.pollInterval === undefined ? {} : { pollInterval: Duration.millis(options.pollInterval * 1000) }),
   ...(options.maxPollInterval === undefined ? {} : { maxPollInterval: Duration.millis(options.maxPollInterval * 1000) }),
   ...(options.detach === undefined ? {} : { detach: options.detach }),
@@ -151,11 +186,35 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
       })
 })
 
+/**
+ * A run call as the CLI makes it: prices loaded (a bad price file is refused before anything
+ * runs), telemetry exported, and its end announced to `onFinish` and `notify` (Notify.ts).
+ */
+const runCall = (options: RunOptions, call: (prices: Pricing.Prices) => Effect.Effect<RunSummary, unknown, Env>): Effect.Effect<RunSummary, unknown, Env> => {
+  const targets = Notify.fromEnv({ onFinish: options.onFinish, notify: options.notify })
+  const badUrl = targets.notify === undefined ? undefined : Notify.invalidUrl(targets.notify)
+  if (badUrl !== undefined) return Effect.fail(new Settings.InvalidSettings({ problems: [badUrl.replace("--notify", "notify")] }))
+  return Pricing.load(options.prices).pipe(
+    Effect.flatMap((prices) => Telemetry.exported(call(prices))),
+    Effect.tap((summary) => {
+      const event = Notify.eventOf(summary)
+      return event === undefined ? Effect.void : Notify.announce(targets, event, summary)
+    }),
+    Effect.tapErrorCause((cause) => {
+      if (targets.onFinish === undefined && targets.notify === undefined) return Effect.void
+      const report = Failure.describe(cause, options.runDir)
+      // Another process holding the run is not the run failing; an abort is not either.
+      if (report.tag === "RunLocked" || report.tag === "Interrupted") return Effect.void
+      const { printed: _, resume: __, ...error } = report
+      return Notify.announce(targets, "run.failed", { error })
+    })
+  )
+}
+
 /** Runs (or continues) a pipeline; resolves with the summary once every row is accounted for. */
 export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions = {}): Promise<RunSummary> =>
   execute(
-    Runner.run(pipeline, effectOptions(options)).pipe(
-      Telemetry.exported,
+    runCall(options, (prices) => Runner.run(pipeline, { ...effectOptions(options), prices })).pipe(
       Effect.tap((summary) => Effect.sync(() => options.onEvent?.({ _tag: "RunFinished", summary })))
     ),
     options
@@ -171,7 +230,9 @@ export const retry = (
   options: RunOptions & { readonly runDir: string; readonly classes?: ReadonlyArray<FailureClass> }
 ): Promise<RunSummary> =>
   execute(
-    Telemetry.exported(Runner.retry(pipeline, { ...effectOptions(options), runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) })),
+    runCall(options, (prices) =>
+      Runner.retry(pipeline, { ...effectOptions(options), prices, runDir: options.runDir, ...(options.classes === undefined ? {} : { classes: options.classes }) })
+    ),
     options
   )
 

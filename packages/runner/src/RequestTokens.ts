@@ -53,8 +53,17 @@ const maxOutput = /"(?:max_tokens|max_completion_tokens|max_output_tokens|maxOut
  * or `defaultOutput` when it names none.
  */
 export const lineTokens = (model: string, line: string, defaultOutput: number): number => {
+  const output = maxOutput.exec(line)
+  return wireTokens(model, line) + (output === null ? defaultOutput : Number(output[1]))
+}
+
+/**
+ * Input tokens of one wire line, its output not counted: its text with the model's tokenizer
+ * (the JSON around the messages included: a little more than the provider counts), each inline
+ * image as `Prompt.imageTokens`. For lines whose request is no longer at hand (a shard re-cut).
+ */
+export const wireTokens = (model: string, line: string): number => {
   let images = 0
   const text = line.length > 4096 ? line.replace(inlineImage, () => (images++, "")) : line
-  const output = maxOutput.exec(line)
-  return Tokens.text(model, text).tokens + images * Prompt.imageTokens + (output === null ? defaultOutput : Number(output[1]))
+  return Tokens.text(model, text).tokens + images * Prompt.imageTokens
 }

@@ -2,6 +2,8 @@
  * `sluice retry`: new shards from the rows that ended failed, replaying their identical
  * request lines from the original shard files. Only the chosen failure classes are taken
  * (permanent and sink_rejected failures only when asked for), and each row's attempts are capped.
+ * Under a known enqueued-token limit (configured, or learned) the shards are cut by tokens too,
+ * counted from the request lines (RequestTokens.wireTokens).
  */
 import type { FailureClass } from "@sluice/core"
 import { Effect, Exit, Scope, Stream } from "effect"
@@ -9,6 +11,7 @@ import { createHash } from "node:crypto"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { RunContext } from "./RunContext.js"
+import { wireTokens } from "./RequestTokens.js"
 import type { RunState } from "./RunState.js"
 
 /**
@@ -91,7 +94,7 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
     const stageIndex = (shard: string) => ctx.stageOf(state.shards.get(shard)?.stage ?? ctx.stages[0]!.stage.name).index
 
     const round = state.retries.length + 1
-    const planned: Array<{ shard: string; requests: number; bytes: number; sha256: string; attempt: number; stage: string }> = []
+    const planned: Array<{ shard: string; requests: number; bytes: number; sha256: string; attempt: number; stage: string; inputTokens?: number }> = []
     let current:
       | {
           id: string
@@ -102,6 +105,8 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
           hash: ReturnType<typeof createHash>
           count: number
           bytes: number
+          tokens: number
+          counted: boolean
           attempt: number
         }
       | undefined
@@ -112,7 +117,15 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
       yield* c.requests.sync
       yield* c.rows.sync
       yield* Scope.close(c.scope, Exit.void)
-      planned.push({ shard: c.id, requests: c.count, bytes: c.bytes, sha256: c.hash.digest("hex"), attempt: c.attempt + 1, stage: c.stage })
+      planned.push({
+        shard: c.id,
+        requests: c.count,
+        bytes: c.bytes,
+        sha256: c.hash.digest("hex"),
+        attempt: c.attempt + 1,
+        stage: c.stage,
+        ...(c.counted ? { inputTokens: c.tokens } : {})
+      })
     })
     // Shards of one stage after another: a retry shard holds one stage's rows (one model, one endpoint).
     const byStage = [...selected].sort(([a], [b]) => stageIndex(a) - stageIndex(b))
@@ -120,6 +133,8 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
       const rt = ctx.stageOf(state.shards.get(source)?.stage ?? ctx.stages[0]!.stage.name)
       const maxRequests = Math.max(1, Math.min(settings.shardSize, rt.provider.limits.maxRequests))
       const maxBytes = Math.min(settings.shardBytes, rt.provider.limits.maxBytes)
+      // Online stages have no enqueued tokens to count.
+      const tokenLimit = rt.mode === "online" ? undefined : ctx.enqueuedLimit?.(rt)
       if (current !== undefined && current.stage !== rt.stage.name) yield* close
       // Rows answered from the cache have no request line to replay.
       const rows = lines(ctx.paths.rowsFile(source)).pipe(
@@ -135,7 +150,9 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
             const attempt = failure.attempt
             taken[failure.cls] = (taken[failure.cls] ?? 0) + 1
             const bytes = Buffer.byteLength(request) + 1
-            if (current !== undefined && (current.count >= maxRequests || current.bytes + bytes > maxBytes)) yield* close
+            const tokens = tokenLimit === undefined ? 0 : wireTokens(rt.stage.model, request)
+            const overTokens = tokenLimit !== undefined && current !== undefined && current.tokens + tokens > tokenLimit
+            if (current !== undefined && (current.count >= maxRequests || current.bytes + bytes > maxBytes || overTokens)) yield* close
             if (current === undefined) {
               const id = `${rt.stage.name}-r${round}-${String(planned.length + 1).padStart(5, "0")}`
               const scope = yield* Scope.make()
@@ -148,11 +165,14 @@ export const plan = (ctx: RunContext, classes: ReadonlyArray<FailureClass>) =>
                 hash: createHash("sha256"),
                 count: 0,
                 bytes: 0,
+                tokens: 0,
+                counted: tokenLimit !== undefined,
                 attempt: 0
               }
             }
             current.count++
             current.bytes += bytes
+            current.tokens += tokens
             current.attempt = Math.max(current.attempt, attempt)
             current.hash.update(request + "\n")
             yield* current.requests.line(request)

@@ -5,6 +5,7 @@
 import type { Pipeline } from "@sluice/core"
 import type { BatchProvider } from "@sluice/providers"
 import type { Duration, Effect } from "effect"
+import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import type { JournalIOError } from "./Journal.js"
 import type { Prices } from "./Pricing.js"
 import type { ResponseCache } from "./ResponseCache.js"
@@ -48,7 +49,7 @@ export interface RunSettings {
   /** USD at batch prices the run's submissions may not exceed (projected from token counts). Kept by the run (KeptSettings.ts). */
   readonly budget?: number | undefined
   /** Input tokens one provider and model may have enqueued at once (EnqueuedTokens.ts); else learned. */
-  readonly maxEnqueuedTokens?: number | undefined
+  readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
   readonly budgetOutputTokens?: number | undefined
   /**

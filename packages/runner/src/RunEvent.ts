@@ -103,6 +103,16 @@ export const fromJournal = (event: JournalEvent, state: RunState): ReadonlyArray
       }
       return out
     }
+    case "ShardRecut":
+      // Rows alone over the enqueued-token limit end failed; the rest went to its children.
+      return event.failed === 0 ? [] : [{
+        _tag: "RowsFailed",
+        shard: event.shard,
+        count: event.failed,
+        byClass: { permanent: event.failed },
+        rescheduled: event.children.reduce((a, c) => a + c.requests + c.cachedRows, 0),
+        totals: totals(state)
+      }]
     default:
       return []
   }

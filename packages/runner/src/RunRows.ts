@@ -342,6 +342,13 @@ class Index {
         }
         return
       }
+      case "ShardRecut": {
+        // Its rows move to its children; those alone over the limit failed.
+        const stage = this.state.shards.get(event.shard)?.stage ?? this.stageNames[0]!
+        for (const c of event.children) await this.readSidecar(c.shard, stage, false)
+        if (event.offsets !== null) await this.readFailures(event.offsets, stage)
+        return
+      }
       case "StagePlanned":
         return this.readFailures(event.offsets, event.stage)
       case "PlanComplete":

@@ -393,6 +393,28 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       s.errors = []
       break
     }
+    case "ShardRecut": {
+      const s = shard(state, event.shard)
+      for (const c of event.children) {
+        addShard(state, { ...c, stage: s.stage, provider: s.provider, model: s.model, endpoint: s.endpoint, attempt: s.attempt, parent: s.id })
+      }
+      // Its rows are the children's now, but those alone over the limit: it is done with.
+      s.phase = "collected"
+      const failed = event.failed > 0 ? { permanent: event.failed } : {}
+      s.collected = {
+        succeeded: 0,
+        failed,
+        rescheduled: event.children.reduce((a, c) => a + c.requests + c.cachedRows, 0),
+        retryShard: null,
+        usage: { input: 0, output: 0, cached: 0 }
+      }
+      if (event.failed > 0) {
+        state.failed["permanent"] = (state.failed["permanent"] ?? 0) + event.failed
+        stageProgress(state, s.stage).failed += event.failed
+      }
+      if (event.offsets !== null) state.offsets = event.offsets
+      break
+    }
     case "ProviderRebound": {
       // Files of shards collected before the move stay at the provider the stage left: this run
       // no longer reaches it (a `sluice gc` there does), so it stops counting them as its own to delete.

@@ -27,6 +27,7 @@ import * as Planner from "./Planner.js"
 import * as ProviderBinding from "./ProviderBinding.js"
 import * as Pricing from "./Pricing.js"
 import * as Rebase from "./Rebase.js"
+import * as Recut from "./Recut.js"
 import * as Poller from "./Poller.js"
 import * as PollSchedule from "./PollSchedule.js"
 import * as ResponseCache from "./ResponseCache.js"
@@ -607,6 +608,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
               Effect.gen(function* () {
                 // The deadline may have passed while this shard waited for a permit.
                 if (shard.phase === "planned" && isOnline(shard)) return true
+                if (yield* recutOver(shard)) return false
                 if (shard.phase === "planned" && !(yield* reserveBudget(shard))) return false
                 const onStatus = (info: BatchInfo) => observer.polled?.(id, info)
                 const submitAndPoll = Effect.gen(function* () {
@@ -624,9 +626,21 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
                 // A token-limit failure found on resume goes back to waiting first (nothing known of what was in flight).
                 if (tokenLimited()) yield* requeue(shard, undefined)
                 for (;;) {
+                  // Over a limit learned since it was planned (or just now): re-cut rather than sent.
+                  if (yield* recutOver(shard)) return false
                   const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
                   const held = { id, key, tokens: EnqueuedTokens.estimate(shard), wait: shard.phase !== "created" }
-                  const [, others] = yield* tokens.hold(held, submitAndPoll)
+                  const [refused, others] = yield* tokens.hold(
+                    held,
+                    submitAndPoll.pipe(Effect.as(undefined), Effect.catchTag("TokenLimitRefused", (e) => Effect.succeed(e)))
+                  )
+                  if (refused !== undefined) {
+                    // Refused at create (Azure): a learned limit like a failed batch's, never a blind re-create.
+                    if (yield* requeue(shard, others, [refused.error])) continue
+                    // Alone, and nothing lower to learn: its rows fail retryable, for `sluice retry` once the provider has room.
+                    yield* ctx.record({ _tag: "CreateRejected", shard: id, submission: shard.submission, failure: "retryable", message: refused.error })
+                    break
+                  }
                   if (!tokenLimited() || !(yield* requeue(shard, others))) break
                 }
                 return shard.phase === "planned" && isOnline(shard)
@@ -654,19 +668,21 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       /**
        * A batch that failed with `token_limit_exceeded` was never run: the shard goes back to
        * waiting (TokenLimitReached), and the run learns a lower limit for its provider and model.
-       * Not when it went alone (`others` 0): more waiting would not help, and its rows fail
-       * retryable (Collector.ts) for `sluice retry` once the provider has room.
+       * A shard that went alone learns a limit under its own tokens, and is re-cut before it goes
+       * again (`recutOver`). Only when nothing lower can be learned (a shard of one token) do its
+       * rows fail retryable (Collector.ts), for `sluice retry` once the provider has room.
        */
-      const requeue = (shard: RunState.ShardState, others: number | undefined) =>
+      const requeue = (shard: RunState.ShardState, others: number | undefined, errors: ReadonlyArray<string> = shard.errors) =>
         Effect.gen(function* () {
-          if (others === 0) return false
           const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
           const own = EnqueuedTokens.estimate(shard)
-          const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(shard.errors), inFlight: others === undefined ? undefined : others + own })
-          yield* Effect.logWarning(
-            `shard ${shard.id}: batch ${shard.batchId} failed with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ` +
-              `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
-          )
+          const limit = EnqueuedTokens.learn({ stated: EnqueuedTokens.statedLimit(errors), inFlight: others === undefined ? undefined : others + own })
+          if (others === 0 && (limit === undefined || limit >= own)) return false
+          const what = shard.batchId === null ? "its batch was refused at create" : `batch ${shard.batchId} failed`
+          const next = limit !== undefined && own > limit
+            ? `it is re-cut into shards under the ${limit} enqueued tokens learned`
+            : `it waits for headroom and is submitted again${limit === undefined ? "" : `, under ${limit} enqueued tokens from now on`}`
+          yield* Effect.logWarning(`shard ${shard.id}: ${what} with token_limit_exceeded (the provider's enqueued-token limit for ${shard.model}); ${next}`)
           yield* ctx.record({
             _tag: "TokenLimitReached",
             shard: shard.id,
@@ -682,6 +698,30 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // Shards planned from now on are cut to it too.
             learnedLimits.set(key, EnqueuedTokens.lower(learnedLimits.get(key), limit))
           }
+          return true
+        })
+
+      /**
+       * Re-cuts a shard never run whose tokens exceed its model's limit as known now (Recut.ts),
+       * and drives its children instead; true when it did. A shard back to waiting after
+       * `token_limit_exceeded` may have had its next batch created before a crash: that one
+       * is adopted and goes on.
+       */
+      const recutOver = (shard: RunState.ShardState) =>
+        Effect.gen(function* () {
+          if (shard.phase !== "planned" && !(shard.phase === "staged" && shard.batchId === null)) return false
+          const limit = yield* tokens.limitOf(EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model))
+          if (!Recut.needed(shard, limit)) return false
+          if (shard.phase === "staged" && (yield* Submitter.adoptOrphan(ctx, shard))) return false
+          // A shard past planning counted under the budget already: its children count instead.
+          if (shard.phase !== "planned" && settings.budget !== undefined) {
+            const cost = projected(shard)
+            yield* budgetLock.withPermits(1)(Effect.sync(() => void (committed -= cost)))
+          }
+          const children = yield* Recut.recut(ctx, outputs, shard, limit)
+          // An upload it had goes (it is collected now, its rows elsewhere).
+          yield* ProviderFiles.release(ctx, shard)
+          for (const id of children) yield* launch(id)
           return true
         })
 

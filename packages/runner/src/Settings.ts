@@ -5,6 +5,7 @@
  * -1 or a poll interval of 0 mean nothing sensible.
  */
 import { Duration, Either, Schema } from "effect"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { parseDuration } from "./Hybrid.js"
 
 /** An allowed range: `min` inclusive unless `above` is set (then exclusive); `max` inclusive. */
@@ -44,7 +45,7 @@ export const ranges = {
   rpm: { min: 1, max: 100_000_000, integer: true },
   tpm: { min: 1, max: 10_000_000_000, integer: true },
   /** Input tokens enqueued per provider and model (OpenAI's tiers run from 90,000 to billions). */
-  maxEnqueuedTokens: { min: 1, max: 1_000_000_000_000, integer: true },
+  maxEnqueuedTokens: { min: 1, max: EnqueuedTokens.MAX_LIMIT, integer: true },
   /** `sluice preview -n`: a preview is for looking at answers, not for running a dataset. */
   previewRows: { min: 1, max: 1000, integer: true },
   /** Hybrid runs: retry shards of fewer rows go online (0: none do). */
@@ -78,7 +79,7 @@ export const problems = (settings: {
   readonly pollInterval?: Duration.Duration | undefined
   readonly maxPollInterval?: Duration.Duration | undefined
   readonly budget?: number | undefined
-  readonly maxEnqueuedTokens?: number | undefined
+  readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
   readonly budgetOutputTokens?: number | undefined
   readonly outputFileWait?: Duration.Duration | undefined
   readonly rpm?: number | undefined
@@ -101,7 +102,7 @@ export const problems = (settings: {
   check("budgetOutputTokens", ranges.outputTokens, settings.budgetOutputTokens)
   check("rpm", ranges.rpm, settings.rpm)
   check("tpm", ranges.tpm, settings.tpm)
-  check("maxEnqueuedTokens", ranges.maxEnqueuedTokens, settings.maxEnqueuedTokens)
+  if (settings.maxEnqueuedTokens !== undefined) out.push(...EnqueuedTokens.limitsProblems(settings.maxEnqueuedTokens))
   check("onlineBudget", ranges.budget, settings.onlineBudget)
   check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
   if (typeof settings.deadline === "string") {

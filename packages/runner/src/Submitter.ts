@@ -7,6 +7,7 @@
  */
 import type { BatchInfo, ProviderError } from "@sluice/providers"
 import { Duration, Effect, Option, Schema, Stream } from "effect"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Failpoint from "./internal/Failpoint.js"
 import { defaultMaxPollInterval } from "./Poller.js"
 import type { BatchContext, RunContext } from "./RunContext.js"
@@ -19,6 +20,21 @@ export class SubmitError extends Schema.TaggedError<SubmitError>()("SubmitError"
 }) {
   override get message(): string {
     return `cannot submit shard ${this.shard}: ${this.description}`
+  }
+}
+
+/**
+ * The provider refused the create at once for its enqueued-token limit (Azure's fail-fast
+ * queueing: HTTP 400 `token_limit_exceeded`). No batch exists; the upload is kept. The runner
+ * treats it as a learned limit: the shard waits for headroom, or is re-cut (Runner.ts).
+ */
+export class TokenLimitRefused extends Schema.TaggedError<TokenLimitRefused>()("TokenLimitRefused", {
+  shard: Schema.String,
+  /** The provider's error, as "token_limit_exceeded: <message>". */
+  error: Schema.String
+}) {
+  override get message(): string {
+    return `shard ${this.shard}: the provider refused the batch for its enqueued-token limit: ${this.error}`
   }
 }
 
@@ -136,6 +152,10 @@ const submitOnce = (ctx: RunContext, shard: ShardState) =>
         })
       }
       const error = created.left
+      // A definite refusal, whatever status carried it: creating again now would be refused again.
+      if (EnqueuedTokens.isTokenLimit([error.description])) {
+        return yield* new TokenLimitRefused({ shard: shard.id, error: error.description })
+      }
       if (error.reason === "Unauthorized" || error.reason === "Quota") {
         return yield* new SubmitError({ shard: shard.id, description: error.message })
       }

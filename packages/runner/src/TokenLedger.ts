@@ -141,8 +141,8 @@ export interface Scheduler {
 export const scheduler = (options: {
   readonly store: Store
   readonly runId: string
-  /** The configured limit (`--max-enqueued-tokens`). */
-  readonly configured: number | undefined
+  /** The configured limits (`--max-enqueued-tokens`): for every model, or by model. */
+  readonly configured: EnqueuedTokens.Limits | undefined
   /** How often a waiting shard looks again (other runs' releases are seen only by reading). */
   readonly recheck?: Duration.DurationInput
 }): Effect.Effect<Scheduler> =>
@@ -158,7 +158,8 @@ export const scheduler = (options: {
       wake = yield* Deferred.make<void>()
       yield* Deferred.succeed(old, undefined)
     })
-    const limitIn = (data: LedgerData, key: string) => EnqueuedTokens.lower(configured, data.limits[key]?.tokens)
+    const limitIn = (data: LedgerData, key: string) =>
+      EnqueuedTokens.lower(EnqueuedTokens.limitFor(configured, EnqueuedTokens.modelOfKey(key)), data.limits[key]?.tokens)
 
     const isOf = (e: Entry, shard: { readonly id: string }) => e.run === runId && e.shard === shard.id
     const entryOf = (shard: { readonly id: string; readonly key: string; readonly tokens: number }): Entry =>

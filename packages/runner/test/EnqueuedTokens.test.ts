@@ -1,3 +1,4 @@
+import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 import * as EnqueuedTokens from "../src/EnqueuedTokens.js"
 
@@ -31,5 +32,44 @@ describe("EnqueuedTokens", () => {
   it("estimates a shard by its counted tokens, else by a quarter of its bytes", () => {
     expect(EnqueuedTokens.estimate({ inputTokens: 120, bytes: 4000 })).toBe(120)
     expect(EnqueuedTokens.estimate({ inputTokens: undefined, bytes: 4001 })).toBe(1001)
+  })
+
+  it("parses --max-enqueued-tokens: a number for every model, or model=tokens with a bare number for the rest", () => {
+    const parse = (text: string) => Either.getOrThrowWith(EnqueuedTokens.parseLimits(text), (why) => new Error(why))
+    expect(parse("90000")).toBe(90_000)
+    expect(parse("2_000_000")).toBe(2_000_000)
+    expect(parse("gpt-4o-mini=2000000, gpt-4o=90000")).toEqual({ "gpt-4o-mini": 2_000_000, "gpt-4o": 90_000 })
+    const mixed = parse("gpt-4o-mini=2000000,gpt-4o=90000,500000")
+    expect(mixed).toEqual({ "gpt-4o-mini": 2_000_000, "gpt-4o": 90_000, "*": 500_000 })
+    expect(EnqueuedTokens.limitFor(mixed, "gpt-4o")).toBe(90_000)
+    expect(EnqueuedTokens.limitFor(mixed, "o3-mini")).toBe(500_000)
+    expect(EnqueuedTokens.limitFor({ "gpt-4o": 90_000 }, "o3-mini")).toBeUndefined()
+    expect(EnqueuedTokens.limitFor(7, "anything")).toBe(7)
+    // Said back the way it is given; equal by what it says.
+    expect(EnqueuedTokens.formatLimits(mixed)).toBe("gpt-4o=90000,gpt-4o-mini=2000000,500000")
+    expect(EnqueuedTokens.sameLimits(mixed, parse("500000,gpt-4o=90000,gpt-4o-mini=2000000"))).toBe(true)
+    expect(EnqueuedTokens.sameLimits(mixed, parse("gpt-4o=90000,gpt-4o-mini=2000000"))).toBe(false)
+  })
+
+  it("refuses a malformed --max-enqueued-tokens, saying what is wrong with which item", () => {
+    const why = (text: string) => Either.match(EnqueuedTokens.parseLimits(text), { onLeft: (w) => w, onRight: () => "accepted" })
+    expect(why("0")).toBe(`--max-enqueued-tokens "0": "0": the tokens must be an integer from 1 to 1000000000000`)
+    expect(why("gpt-4o=lots")).toBe(`--max-enqueued-tokens "gpt-4o=lots": "gpt-4o=lots": the tokens must be a whole number, got "lots"`)
+    expect(why("gpt-4o=1.5")).toContain("must be a whole number")
+    expect(why("=5")).toContain(`"=5" names no model`)
+    expect(why("gpt-4o=5,,7")).toContain("an empty item")
+    expect(why("5,7")).toContain("two limits for every model")
+    expect(why("gpt-4o=5,gpt-4o=7")).toContain("two limits for gpt-4o")
+    expect(why("1000000000001")).toContain("from 1 to 1000000000000")
+  })
+
+  it("holds the library's limits to the same bounds", () => {
+    expect(EnqueuedTokens.limitsProblems(90_000)).toEqual([])
+    expect(EnqueuedTokens.limitsProblems(0)).toEqual(["maxEnqueuedTokens must be an integer from 1 to 1000000000000, got 0"])
+    expect(EnqueuedTokens.limitsProblems({ "gpt-4o": 90_000, "*": 2.5 })).toEqual([`maxEnqueuedTokens["*"] must be an integer from 1 to 1000000000000, got 2.5`])
+  })
+
+  it("reads the model back from a ledger key", () => {
+    expect(EnqueuedTokens.modelOfKey("openai https://api.openai.com/v1 gpt-4o-mini")).toBe("gpt-4o-mini")
   })
 })

@@ -104,6 +104,18 @@ describe("numeric flags", () => {
       expect(yield* rejection([...run, "--budget", "Infinity"])).toContain("--budget must be a number of USD above 0, got Infinity")
     }))
 
+  it.effect("--max-enqueued-tokens takes a number or model=tokens by model, and refuses anything else naming the item", () =>
+    Effect.gen(function* () {
+      for (const command of ["run", "resume", "retry"]) {
+        for (const good of ["90000", "gpt-4o-mini=2000000,gpt-4o=90000", "gpt-4o-mini=2000000,gpt-4o=90000,500000"]) {
+          expect(yield* rejection([...commands[command]!, "--max-enqueued-tokens", good]), `${command} ${good}`).toBe("accepted")
+        }
+      }
+      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o=0"])).toContain(`"gpt-4o=0": the tokens must be an integer from 1 to 1000000000000`)
+      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o:9"])).toContain(`the tokens must be a whole number, got "gpt-4o:9"`)
+      expect(yield* rejection([...run, "--max-enqueued-tokens", "5,6"])).toContain("two limits for every model")
+    }))
+
   it.effect("--deadline takes a duration as people write it, and refuses anything else", () =>
     Effect.gen(function* () {
       for (const good of ["90s", "1h30m", "2h", "1d"]) expect(yield* rejection([...run, "--deadline", good]), good).toBe("accepted")

@@ -88,6 +88,22 @@ describe("the manifest's settings", () => {
   }
   const decode = Schema.decodeUnknownSync(Manifest)
 
+  it("keeps --max-enqueued-tokens, by model too: a limit said the same way again is no change", () => {
+    const first = KeptSettings.merge(undefined, { maxEnqueuedTokens: { "gpt-4o": 90_000, "*": 500_000 } })
+    expect(first.changes).toEqual([{ name: "maxEnqueuedTokens", from: undefined, to: { "gpt-4o": 90_000, "*": 500_000 } }])
+    const again = KeptSettings.merge(first.settings, { maxEnqueuedTokens: { "*": 500_000, "gpt-4o": 90_000 } })
+    expect(again.changes).toEqual([])
+    const kept = KeptSettings.merge(first.settings, {})
+    expect(kept.settings.maxEnqueuedTokens).toEqual({ "gpt-4o": 90_000, "*": 500_000 })
+    expect(kept.fromRecord).toEqual(["maxEnqueuedTokens"])
+    const lowered = KeptSettings.merge(first.settings, { maxEnqueuedTokens: 50_000 })
+    expect(lowered.changes).toEqual([{ name: "maxEnqueuedTokens", from: { "gpt-4o": 90_000, "*": 500_000 }, to: 50_000 }])
+    expect(KeptSettings.said("maxEnqueuedTokens", { "gpt-4o": 90_000, "*": 500_000 })).toBe("--max-enqueued-tokens gpt-4o=90000,500000")
+    // What the manifest holds decodes back.
+    const decoded = Schema.decodeUnknownSync(KeptSettings.Kept)(JSON.parse(JSON.stringify(first.settings)))
+    expect(decoded).toEqual({ maxEnqueuedTokens: { "gpt-4o": 90_000, "*": 500_000 } })
+  })
+
   it("decodes a manifest from before settings were recorded", () => {
     expect(decode(base).settings).toBeUndefined()
   })

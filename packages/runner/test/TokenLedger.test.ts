@@ -1,4 +1,4 @@
-import { Duration, Effect, Ref } from "effect"
+import { Deferred, Duration, Effect, Fiber, Ref } from "effect"
 import { describe, expect, it } from "vitest"
 import * as TokenLedger from "../src/TokenLedger.js"
 
@@ -115,5 +115,46 @@ describe("ledger entries of runs that are gone", () => {
       })
     )
     expect(out).toEqual([100, 40])
+  })
+
+  it("configured by model: each key is limited by its model's value (a bare number for the rest), learned limits still lower it", async () => {
+    const small = "openai https://api.openai.com/v1 gpt-4o"
+    const big = "openai https://api.openai.com/v1 gpt-4o-mini"
+    const other = "openai https://api.openai.com/v1 o3-mini"
+    const out = await Effect.runPromise(
+      Effect.gen(function* () {
+        const s = yield* TokenLedger.scheduler({ store: TokenLedger.inMemory(), runId: "r", configured: { "gpt-4o": 90, "gpt-4o-mini": 2000, "*": 500 } })
+        yield* s.learn(big, 1500)
+        return [yield* s.limitOf(small), yield* s.limitOf(big), yield* s.limitOf(other)]
+      })
+    )
+    expect(out).toEqual([90, 1500, 500])
+  })
+
+  it("configured by model: a shard of one model waits for its own model's headroom only", async () => {
+    const small = "openai https://api.openai.com/v1 gpt-4o"
+    const big = "openai https://api.openai.com/v1 gpt-4o-mini"
+    const order = await Effect.runPromise(
+      Effect.gen(function* () {
+        const s = yield* TokenLedger.scheduler({ store: TokenLedger.inMemory(), runId: "r", configured: { "gpt-4o": 30, "gpt-4o-mini": 1000 }, recheck: Duration.millis(10) })
+        const log: Array<string> = []
+        const gate = yield* Deferred.make<void>()
+        // gpt-4o's budget is taken until the gate opens; gpt-4o-mini's shard goes meanwhile.
+        const started = yield* Deferred.make<void>()
+        const first = yield* Effect.fork(
+          s.hold({ id: "a", key: small, tokens: 20, wait: true }, Effect.sync(() => log.push("a")).pipe(Effect.zipRight(Deferred.succeed(started, undefined)), Effect.zipRight(Deferred.await(gate))))
+        )
+        yield* Deferred.await(started)
+        const second = yield* Effect.fork(s.hold({ id: "b", key: small, tokens: 20, wait: true }, Effect.sync(() => log.push("b"))))
+        yield* s.hold({ id: "c", key: big, tokens: 500, wait: true }, Effect.sync(() => log.push("c")))
+        const before = [...log]
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(first)
+        yield* Fiber.join(second)
+        return { before, after: log }
+      })
+    )
+    expect(order.before).toEqual(["a", "c"])
+    expect(order.after).toEqual(["a", "c", "b"])
   })
 })

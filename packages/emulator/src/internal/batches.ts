@@ -14,7 +14,7 @@ import type { KnownModels } from "./models.js"
 import { parseMetadata, parseOutputExpiresAfter } from "./batchCreate.js"
 import { liveSnapshot, render } from "./batchObject.js"
 import { type Clock, settledForPoll, toUnixSeconds } from "./clock.js"
-import { invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
+import { ApiError, invalidRequest, invalidValue, missingParameter, notFound } from "./errors.js"
 import type { Faults } from "./faults.js"
 import { randomHex } from "./hash.js"
 import { type BatchStatus, isTerminal, needsInput, type Timeline, timeline } from "./lifecycle.js"
@@ -42,6 +42,8 @@ export interface BatchesConfig extends BatchTimings {
   readonly ended?: (id: string, status: string) => void
   /** The organisation's enqueued-token limit per model (EmulatorOptions.enqueuedTokenLimit). */
   readonly enqueuedTokenLimit?: number | undefined
+  /** Over the limit, the create is refused (HTTP 400), as Azure's fail-fast queueing does. */
+  readonly enqueuedLimitOnCreate?: boolean | undefined
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -106,6 +108,9 @@ export class Batches {
     // The check and the record are one step: two creates at once must not both fit under the limit.
     const record = await this.serially(async (): Promise<BatchRecord> => {
       const limited = await this.enqueuedCheck(inputFileId)
+      if (limited.tokenLimitExceeded !== undefined && this.config.enqueuedLimitOnCreate === true) {
+        throw new ApiError(400, limited.tokenLimitExceeded, "invalid_request_error", null, "token_limit_exceeded")
+      }
       const made: BatchRecord = {
         id,
         seq: this.store.nextSeq(),
