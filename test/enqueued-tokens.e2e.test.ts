@@ -86,12 +86,17 @@ describe("enqueued-token limits", () => {
     const p = await project()
     const file = await pipelineOf(p, "configured", 60)
     const runDir = p.path("run-configured")
-    const done = await cli(p, emulator, ["run", file, ...runFlags(runDir, 10, ["--concurrency", "4", "--max-enqueued-tokens", String(limit)])])
+    // The clock stands still until two batches exist: the limit has room for both at once.
+    await clock(emulator, { hold: true })
+    const running = cli(p, emulator, ["run", file, ...runFlags(runDir, 10, ["--concurrency", "4", "--max-enqueued-tokens", String(limit)])])
+    await waitFor("two batches created", () => (emulator.log.filter((l) => /^batch \S+ created/.test(l)).length >= 2 ? true : undefined), { timeoutMs: 60_000 })
+    await clock(emulator, { release: true })
+    const done = await running
     expect(done.code, describeResult(done)).toBe(0)
     expect(tokenLimitFailures(emulator), emulator.log.join("\n")).toBe(0)
     const record = await enqueued(emulator)
     expect(record.maxSeen[MODEL]!).toBeLessThanOrEqual(limit)
-    // More than one shard was in flight at some time: the limit, not the concurrency of one, held it back.
+    // Two shards were in flight at once: the limit, not a concurrency of one, held the rest back.
     expect(record.maxSeen[MODEL]!).toBeGreaterThan(perRow * 10)
     const events = await readJournal(runDir)
     expect(eventsTagged(events, "TokenLimitReached")).toEqual([])
