@@ -53,9 +53,13 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, boun
   }
 }
 
-const startWorker = async (): Promise<Worker> => {
+/** Seconds a dead worker keeps its share of the cluster (`--lock-expiration`): short, so failover tests stay short. */
+const lockExpiration = 6
+
+const startWorker = async (extraEnv: Record<string, string> = {}): Promise<Worker> => {
   const port = await TempPostgres.freePort()
-  const child = spawnCli(["worker", "--host", "127.0.0.1", "--port", String(port)], { cwd: project.dir, env: env() })
+  const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
+  const child = spawnCli(args, { cwd: project.dir, env: { ...env(), ...extraEnv } })
   const worker: Worker = { child, port, log: "", exited: false }
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (worker.log += d))
   child.stdout!.resume()
@@ -82,6 +86,31 @@ const shardHolders = async () => {
   )
   return { holders: Number(row!.holders), locks: Number(row!.locks) }
 }
+
+/** Resolves once `holders` processes hold every one of the cluster's 300 shards. */
+const shardsHeldBy = (holders: number) =>
+  until(`${holders} worker(s) to hold the cluster's shards`, async () => {
+    const now = await shardHolders()
+    return now.holders === holders && now.locks >= 300
+  })
+
+/** The run's journal events of one tag. */
+const eventsOf = async (runDir: string, tag: string) =>
+  (await readJsonl<{ _tag: string; adopted?: boolean }>(project.path(runDir, "journal.jsonl"))).filter((e) => e._tag === tag)
+
+/** Resolves once the sink holds `n` complete lines. */
+const sinkHolds = (sink: string, n: number) =>
+  until(
+    `${n} rows in ${sink}`,
+    async () => {
+      try {
+        return (await readJsonl(project.path(sink))).length >= n
+      } catch {
+        return false // not there yet, or a line half-written
+      }
+    },
+    240_000
+  )
 
 /** The workers whose log says they did steps of `runId`'s shards. */
 const workersWithSteps = (runId: string) => workers.filter((w) => w.log.includes(`run ${runId}: shard `))
@@ -114,11 +143,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     // One worker first: it creates the cluster's tables (two at once race on CREATE TABLE).
     await startWorker()
     await Promise.all([startWorker(), startWorker()])
-    // Every cluster shard held, by all three.
-    await until("the three workers to share the cluster's shards", async () => {
-      const { holders, locks } = await shardHolders()
-      return holders === 3 && locks >= 300
-    })
+    await shardsHeldBy(3)
   }, 300_000)
 
   afterAll(async () => {
@@ -162,22 +187,19 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     await until("the 8 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 8)
     await until("a worker polling shards of the run", () => workersWithSteps(runId).some((w) => /step [1-9]\d* done/.test(w.log)))
     const victim = workersWithSteps(runId).sort((a, b) => b.log.split(runId).length - a.log.split(runId).length)[0]!
+    const itsShards = [...new Set([...victim.log.matchAll(new RegExp(`run ${runId}: shard (\\S+) step`, "g"))].map((m) => m[1]!))]
     victim.child.kill("SIGKILL")
     await until("the killed worker to exit", () => victim.exited)
+    const killedAt = Date.now()
     const before = victim.log
     await releaseClock(emulator.url)
+    // Its shards are driven by the others, once its share of the cluster has expired.
+    const survivors = workers.filter((w) => w !== victim && !w.exited)
+    await until("a surviving worker to drive a shard of the killed one", () =>
+      survivors.some((w) => itsShards.some((shard) => w.log.includes(`run ${runId}: shard ${shard} step`))))
+    console.log(`failover: shards of the killed worker driven again ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill (--lock-expiration ${lockExpiration})`)
     // The run finishes on the other two: its sink holds every row once.
-    await until(
-      "the run to finish on the surviving workers",
-      async () => {
-        try {
-          return (await readJsonl(project.path("out/b.jsonl"))).length >= rows.length
-        } catch {
-          return false
-        }
-      },
-      240_000
-    )
+    await sinkHolds("out/b.jsonl", rows.length)
     expect(victim.log).toBe(before)
     await checkRun(".sluice/runs/killed", rows, 8, "out/b.jsonl")
     // Following the run now returns its summary at once: the workflow is found by its run id.
@@ -188,5 +210,41 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     })
     expect(follow.code, describeResult(follow)).toBe(0)
     expect(follow.stderr).toContain("done: 2,000 rows, 2,000 succeeded, 0 failed, 0 pending, 8 batches")
+  }, 400_000)
+
+  it("a worker killed between creating a batch and journaling it, the next one killed mid-collection: the batch is adopted, not created again; every row once", async () => {
+    // Alone in the cluster, each worker below does every step: where it dies is certain.
+    for (const w of workers) if (!w.exited) w.child.kill("SIGKILL")
+    await until("the workers to exit", () => workers.every((w) => w.exited))
+    const rows = await writeRows(project, "data/c.jsonl", 1500)
+    await writePipeline(project, "crashes.ts", { name: "crashes", source: "data/c.jsonl", sink: "out/c.jsonl" })
+    const runDir = ".sluice/runs/crashes"
+
+    // 1. Dies right after its second batch is created, before the batch is journaled.
+    const first = await startWorker({ SLUICE_FAILPOINT: "after-create:2" })
+    await shardsHeldBy(1)
+    const started = await runCli(["run", "crashes.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    await until("the first worker to die at its failpoint", () => first.exited)
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    expect(await runBatches()).toHaveLength(2)
+    expect(await eventsOf(runDir, "Created")).toHaveLength(1)
+
+    // 2. Takes over (adopting the orphan batch), and dies in its first collection, before the commit.
+    const second = await startWorker({ SLUICE_FAILPOINT: "collect-before-commit:1" })
+    await until("the second worker to die at its failpoint", () => second.exited)
+    // (In one step: the adoption, a poll that found the batch done, and the collection it died in.)
+    expect(second.log).toMatch(/shard \S+: adopting batch batch_\w+, created before a crash/)
+    expect((await eventsOf(runDir, "Created")).filter((e) => e.adopted === true)).toHaveLength(1)
+    expect(await eventsOf(runDir, "Collected")).toHaveLength(0)
+
+    // 3. A healthy worker finishes the run.
+    await startWorker()
+    await sinkHolds("out/c.jsonl", rows.length)
+    await checkRun(runDir, rows, 6, "out/c.jsonl")
   }, 400_000)
 })

@@ -1,7 +1,7 @@
 /**
  * The `sluice` command line.
  */
-import { Args, Command, HelpDoc, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option, Redacted } from "effect"
 import * as Cancel from "./Cancel.js"
@@ -417,14 +417,28 @@ const workerCommand = Command.make(
       Options.withDescription("the host name or address the other workers reach this one at"),
       Options.withDefault("localhost")
     ),
-    port: Options.integer("port").pipe(Options.withDescription("the port this worker listens on for the other workers"), Options.withDefault(34431))
+    port: Options.integer("port").pipe(Options.withDescription("the port this worker listens on for the other workers"), Options.withDefault(34431)),
+    lockExpiration: Options.integer("lock-expiration").pipe(
+      Options.withDescription(
+        "seconds a worker that stopped answering keeps its share of the cluster: the others take its runs over after about this long (default 35; give every worker the same)"
+      ),
+      Options.mapEffect((n) =>
+        n >= 3 && n <= 3600 ? Effect.succeed(n) : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--lock-expiration must be an integer from 3 to 3600, got ${n}`)))
+      ),
+      Options.optional
+    )
   },
   (opts) =>
     reported(false, () =>
       Effect.gen(function* () {
         const databaseUrl = yield* Cluster.databaseUrl(opts.databaseUrl, "--database-url")
         yield* Cluster.work(
-          { databaseUrl, host: opts.host, port: opts.port },
+          {
+            databaseUrl,
+            host: opts.host,
+            port: opts.port,
+            ...(Option.isSome(opts.lockExpiration) ? { lockExpiration: Duration.seconds(opts.lockExpiration.value) } : {})
+          },
           Effect.logInfo(`worker ${process.pid} joined the cluster, reachable at ${opts.host}:${opts.port}`)
         )
       })

@@ -266,6 +266,12 @@ export interface WorkerOptions {
   /** The address other workers reach this one at (host must be routable from them). */
   readonly host: string
   readonly port: number
+  /**
+   * How long a worker that stopped answering keeps its cluster shards (default 35 s): the other
+   * workers take its workflows over after about this long. Its shard locks are refreshed
+   * 3.5 times as often.
+   */
+  readonly lockExpiration?: Duration.Duration
 }
 
 /** A worker: joins the cluster, runs the run and shard workflows of any run it is given. */
@@ -275,7 +281,13 @@ export const workerLayer = (options: WorkerOptions) =>
     Layer.provideMerge(
       NodeClusterSocket.layer({
         storage: "sql",
-        shardingConfig: { runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)) }
+        shardingConfig: {
+          runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
+          ...(options.lockExpiration === undefined ? {} : {
+            shardLockExpiration: options.lockExpiration,
+            shardLockRefreshInterval: Duration.millis(Math.max(500, Duration.toMillis(options.lockExpiration) / 3.5))
+          })
+        }
       })
     ),
     Layer.provide(pg(options.databaseUrl))
