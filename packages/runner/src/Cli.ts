@@ -410,15 +410,18 @@ const workerCommand = Command.make(
   "worker",
   {
     databaseUrl: Options.redacted("database-url").pipe(
+      Options.withPseudoName("postgres://…"),
       Options.withDescription(`the cluster's PostgreSQL database, postgres://… (default: $${Cluster.databaseUrlVariable})`),
       Options.optional
     ),
     host: Options.text("host").pipe(
+      Options.withPseudoName("host"),
       Options.withDescription("the host name or address the other workers reach this one at"),
       Options.withDefault("localhost")
     ),
-    port: Options.integer("port").pipe(Options.withDescription("the port this worker listens on for the other workers"), Options.withDefault(34431)),
+    port: Options.integer("port").pipe(Options.withPseudoName("port"), Options.withDescription("the port this worker listens on for the other workers"), Options.withDefault(34431)),
     lockExpiration: Options.integer("lock-expiration").pipe(
+      Options.withPseudoName("seconds"),
       Options.withDescription(
         "seconds a worker that stopped answering keeps its share of the cluster: the others take its runs over after about this long (default 35; give every worker the same)"
       ),
@@ -609,6 +612,7 @@ const runCommand = Command.make(
     ),
     rows: previewRows,
     cluster: Options.redacted("cluster").pipe(
+      Options.withPseudoName("postgres://…"),
       Options.withDescription(
         "run on the cluster of `sluice worker`s sharing this PostgreSQL database (postgres://…): the run is a durable workflow, driven by the workers; the run directory must be on a path they all see (see Distributed runs in the README)"
       ),

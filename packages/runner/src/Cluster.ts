@@ -13,9 +13,11 @@
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import { PgClient } from "@effect/sql-pg"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
@@ -38,6 +40,37 @@ export class ClusterUsage extends Schema.TaggedError<ClusterUsage>()("ClusterUsa
   override get message(): string {
     return this.description
   }
+}
+
+/** The cluster's database cannot be reached (or its tables created). */
+export class ClusterUnavailable extends Schema.TaggedError<ClusterUnavailable>()("ClusterUnavailable", {
+  database: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `cannot use the cluster's PostgreSQL database ${this.database}: ${this.description}`
+  }
+}
+
+/** Host, port and database of a URL, never its credentials. */
+const databaseOf = (url: Redacted.Redacted): string => {
+  try {
+    const u = new URL(Redacted.value(url))
+    return `${u.hostname}:${u.port === "" ? "5432" : u.port}${u.pathname}`
+  } catch {
+    return "(not a URL: postgres://user@host:port/database)"
+  }
+}
+
+/** What went wrong with the database, from the deepest cause that says (ECONNREFUSED, a refused password …). */
+const unavailable = (url: Redacted.Redacted) => (e: { readonly message: string; readonly cause?: unknown }) => {
+  let cause: unknown = e
+  let text = e.message
+  while (typeof cause === "object" && cause !== null && "cause" in cause && cause.cause !== undefined) {
+    cause = cause.cause
+    if (cause instanceof Error && cause.message !== "") text = cause.message
+  }
+  return new ClusterUnavailable({ database: databaseOf(url), description: text.split(Redacted.value(url)).join("<url>") })
 }
 
 /** The database URL given, else the environment's; a usage error without either. */
@@ -73,6 +106,8 @@ const RunFields = {
   runId: Schema.String,
   /** Absolute paths, the same on every worker (a shared path). */
   runDir: Schema.String,
+  /** Where `sluice run` was started: the pipeline's relative paths resolve against it, as on one machine. */
+  baseDir: Schema.String,
   pipelineFile: Schema.String,
   /** Workers load the pipeline file only when it still has this hash. */
   pipelineSha256: Schema.String,
@@ -128,20 +163,27 @@ const loadPipeline = (request: RunRequest) =>
   })
 
 /**
- * The run lock admits one process, and this worker is one process: its own steps of a run take
- * turns here, then wait for the lock file as long as another live process holds it.
+ * A worker does one step at a time: the step changes the process's working directory to the
+ * run's base directory (relative paths of the pipeline resolve against it), and the run lock
+ * admits one process — which this worker is, for all its steps. It then waits for the lock file
+ * as long as another live process holds it.
  */
-const turns = new Map<string, Effect.Semaphore>()
-const turnOf = (runDir: string) => {
-  let turn = turns.get(runDir)
-  if (turn === undefined) {
-    turn = Effect.unsafeMakeSemaphore(1)
-    turns.set(runDir, turn)
-  }
-  return turn
-}
+const oneStep = Effect.unsafeMakeSemaphore(1)
 
-const lockWait = Schedule.exponential("50 millis", 1.5).pipe(Schedule.either(Schedule.spaced("1 second")), Schedule.jittered)
+/** Into the directory `sluice run` was started in (which must exist here: a shared path). */
+const enterBaseDir = (request: RunRequest) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(request.baseDir).pipe(Effect.option)
+    if (Option.isNone(info) || info.value.type !== "Directory") {
+      return yield* new ClusterUsage({
+        description: `run ${request.runId} was started in ${request.baseDir}, which this worker does not have: workers need the run's directories on a shared path`
+      })
+    }
+    yield* Effect.sync(() => process.chdir(request.baseDir))
+  })
+
+const lockWait = Schedule.exponential("20 millis", 1.5).pipe(Schedule.either(Schedule.spaced("250 millis")), Schedule.jittered)
 
 /** One step of the run, under its lock; the run's state as the journal has it afterwards. */
 const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>) =>
@@ -161,11 +203,10 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
-    yield* turnOf(request.runDir).withPermits(1)(
-      run(pipeline, options).pipe(
-        // Another worker's step: wait for it. A lock no live process of this host holds is taken over by `run` itself.
-        Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
-      )
+    yield* oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, options))).pipe(
+      // Another worker's step: wait for it (this worker doing others meanwhile). A lock that no
+      // live process of this host holds is taken over by `run` itself.
+      Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
     )
     const path = yield* Path.Path
     return yield* loadState(RunDir.paths(request.runDir, path).journal)
@@ -178,6 +219,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
 const payloadOf = (p: RunRequest): RunRequest => ({
   runId: p.runId,
   runDir: p.runDir,
+  baseDir: p.baseDir,
   pipelineFile: p.pipelineFile,
   pipelineSha256: p.pipelineSha256,
   settings: p.settings
@@ -186,19 +228,37 @@ const payloadOf = (p: RunRequest): RunRequest => ({
 /** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget). */
 const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned"
 
+/** How often a failed step is tried again, and the first durable wait before it (doubled each time). */
+const stepAttempts = 4
+const firstBackoff = Duration.seconds(5)
+
+/**
+ * A step, tried again after a durable wait when it fails (a provider down longer than its
+ * client's retries, the run lock unreadable …): a workflow's failure is final for its run id.
+ */
+const retried = <A, I, R>(name: string, success: Schema.Schema<A, I>, execute: Effect.Effect<A, StepFailed, R>) =>
+  Effect.gen(function* () {
+    for (let k = 0; ; k++) {
+      const result = yield* Activity.make({ name: k === 0 ? name : `${name}/again/${k}`, success, error: StepFailed, execute }).pipe(Effect.either)
+      if (result._tag === "Right") return result.right
+      if (k + 1 >= stepAttempts) return yield* result.left
+      yield* Effect.logWarning(`${result.left.message}; tried again in ${Duration.format(Duration.times(firstBackoff, 2 ** k))}`)
+      yield* DurableClock.sleep({ name: `${name}/backoff/${k}`, duration: Duration.times(firstBackoff, 2 ** k) })
+    }
+  })
+
 const ShardLive = ShardWorkflow.toLayer(
   Effect.fn(function* (payload) {
     const request = payloadOf(payload)
     for (let n = 0; ; n++) {
-      const phase = yield* Activity.make({
-        name: `step/${n}`,
-        success: Schema.String,
-        error: StepFailed,
-        execute: step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
+      const phase = yield* retried(
+        `step/${n}`,
+        Schema.String,
+        step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
           Effect.map((state) => state.shards.get(payload.shard)?.phase ?? "collected"),
           Effect.tap((phase) => Effect.logInfo(`run ${payload.runId}: shard ${payload.shard} step ${n} done by worker ${process.pid}: ${phase}`))
         )
-      })
+      )
       if (settled(phase)) return { shard: payload.shard, phase }
       // Terminal but not collected: the next step collects it at once.
       if (phase !== "terminal" && phase !== "rejected") {
@@ -225,15 +285,14 @@ const RunLive = RunWorkflow.toLayer(
     // Planning, then a child per open shard; collections plan retry shards and later stages'
     // shards, which the next round finds. A round that finds nothing new ends the run's drive.
     for (let round = 0; ; round++) {
-      const open = yield* Activity.make({
-        name: `plan/${round}`,
-        success: Schema.Array(Schema.String),
-        error: StepFailed,
-        execute: step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }).pipe(
+      const open = yield* retried(
+        `plan/${round}`,
+        Schema.Array(Schema.String),
+        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }).pipe(
           Effect.map((state) => RunState.openShards(state).map((s) => s.id)),
           Effect.tap((open) => Effect.logInfo(`run ${payload.runId}: planning round ${round} done by worker ${process.pid}: ${open.length} open shards`))
         )
-      })
+      )
       const fresh = open.filter((id) => !started.has(id))
       if (fresh.length === 0) break
       for (const id of fresh) started.add(id)
@@ -304,7 +363,9 @@ export const clientLayer = (databaseUrl: Redacted.Redacted) =>
 export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
   Effect.scoped(
     Effect.gen(function* () {
-      yield* Layer.build(workerLayer(options))
+      yield* Layer.build(workerLayer(options)).pipe(
+        Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
+      )
       yield* ready
       return yield* Effect.never
     })
@@ -334,6 +395,7 @@ export const start = (options: StartOptions) =>
     const request: RunRequest = {
       runId,
       runDir: options.runDir,
+      baseDir: process.cwd(),
       pipelineFile: options.pipelineFile,
       pipelineSha256: options.pipelineSha256,
       settings: options.settings
@@ -343,4 +405,7 @@ export const start = (options: StartOptions) =>
       return { runId, totals: undefined }
     }
     return { runId, totals: yield* RunWorkflow.execute(request) }
-  }).pipe(Effect.provide(clientLayer(options.databaseUrl)))
+  }).pipe(
+    Effect.provide(clientLayer(options.databaseUrl)),
+    Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
+  )
