@@ -216,6 +216,28 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect(follow.stderr).toContain("done: 2,000 rows, 2,000 succeeded, 0 failed, 0 pending, 8 batches")
   }, 400_000)
 
+  it("every worker stopped while batches run, as a redeploy does (SIGTERM), and new ones started: they resume the run", async () => {
+    const rows = await writeRows(project, "data/d.jsonl", 1000)
+    await writePipeline(project, "redeploy.ts", { name: "redeploy", source: "data/d.jsonl", sink: "out/d.jsonl" })
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "redeploy.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    await until("the 4 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 4)
+    const old = workers.filter((w) => !w.exited)
+    for (const w of old) w.child.kill("SIGTERM")
+    await until("the old workers to stop", () => old.every((w) => w.exited))
+    await releaseClock(emulator.url)
+    await startWorker()
+    await Promise.all([startWorker(), startWorker()])
+    await sinkHolds("out/d.jsonl", rows.length)
+    await checkRun(".sluice/runs/redeploy", rows, 4, "out/d.jsonl")
+    expect(workers.filter((w) => !old.includes(w)).some((w) => w.log.includes(`run ${runId}: shard `))).toBe(true)
+  }, 400_000)
+
   it("a worker killed between creating a batch and journaling it, the next one killed mid-collection: the batch is adopted, not created again; every row once", async () => {
     // Alone in the cluster, each worker below does every step: where it dies is certain.
     for (const w of workers) if (!w.exited) w.child.kill("SIGKILL")

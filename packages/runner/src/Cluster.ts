@@ -157,7 +157,7 @@ const loadPipeline = (request: RunRequest) =>
     const key = `${request.pipelineSha256} ${request.pipelineFile}`
     const known = pipelines.get(key)
     if (known !== undefined) return known
-    const { pipeline } = yield* PipelineLoader.load(request.pipelineFile, { sha256: request.pipelineSha256, runDir: request.runDir })
+    const { pipeline } = yield* PipelineLoader.load(request.pipelineFile, { sha256: request.pipelineSha256, runDir: request.runDir }, { byVersion: true })
     pipelines.set(key, pipeline)
     return pipeline
   })
