@@ -15,6 +15,7 @@ import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
+import { SocketServerError } from "@effect/platform/SocketServer"
 import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
 import { PgClient } from "@effect/sql-pg"
 import { SqlError } from "@effect/sql/SqlError"
@@ -364,7 +365,16 @@ export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
   Effect.scoped(
     Effect.gen(function* () {
       yield* Layer.build(workerLayer(options)).pipe(
-        Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
+        Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e))),
+        Effect.catchIf(
+          (e): e is SocketServerError => e instanceof SocketServerError,
+          (e) =>
+            Effect.fail(
+              new ClusterUsage({
+                description: `cannot listen on ${options.host}:${options.port} for the other workers: ${e.cause instanceof Error ? e.cause.message : String(e.cause)} (another --port?)`
+              })
+            )
+        )
       )
       yield* ready
       return yield* Effect.never
