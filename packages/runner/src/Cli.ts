@@ -1,10 +1,11 @@
 /**
  * The `sluice` command line.
  */
-import { Args, Command, HelpDoc, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
-import { Cause, Console, Duration, Effect, Either, Fiber, Option } from "effect"
+import { Cause, Console, Duration, Effect, Either, Fiber, Option, Redacted } from "effect"
 import * as Cancel from "./Cancel.js"
+import * as Cluster from "./Cluster.js"
 import * as Estimate from "./Estimate.js"
 import * as Gc from "./Gc.js"
 import * as Init from "./Init.js"
@@ -26,7 +27,7 @@ import * as UiServer from "./UiServer.js"
 import * as RunDir from "./RunDir.js"
 import * as Path from "@effect/platform/Path"
 import type { FailureClass, Pipeline } from "@sluice/core"
-import { checkDefinition, run as runPipeline, runDirFor } from "./Runner.js"
+import { cacheDir as defaultCacheDir, checkDefinition, loadState, run as runPipeline, runDirFor, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as Telemetry from "./Telemetry.js"
@@ -341,6 +342,117 @@ const execute = (
     })
   )
 
+/** The flags `run --cluster` does not carry to the workers yet: refused rather than ignored. */
+const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> => [
+  ...(opts.preview ? ["--preview"] : []),
+  ...(opts.emulator === true ? ["--emulator"] : []),
+  ...(opts.mode !== undefined && Option.isSome(opts.mode) ? ["--mode"] : []),
+  ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? ["--rpm"] : []),
+  ...(opts.tpm !== undefined && Option.isSome(opts.tpm) ? ["--tpm"] : []),
+  ...(opts.maxPollSeconds !== undefined && Option.isSome(opts.maxPollSeconds) ? ["--max-poll-interval"] : []),
+  ...(opts.keepProviderFiles === true ? ["--keep-provider-files"] : []),
+  ...(opts.allowChanged ? ["--allow-changed"] : []),
+  ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
+  ...(opts.breakLock === true ? ["--break-lock"] : []),
+  ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
+  ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? ["--max-enqueued-tokens"] : []),
+  ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? ["--deadline"] : []),
+  ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? ["--online-budget"] : []),
+  ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? ["--online-below"] : []),
+  ...(opts.onFinish !== undefined && Option.isSome(opts.onFinish) ? ["--on-finish"] : []),
+  ...(opts.notify !== undefined && Option.isSome(opts.notify) ? ["--notify"] : [])
+]
+
+/**
+ * `sluice run --cluster`: starts the run as a workflow on the cluster (Cluster.ts) and, unless
+ * `--detach`, waits for it and prints its summary from the run directory the workers shared.
+ */
+const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, opts: Parameters<typeof runOrPreview>[1], reporting: Reporting) =>
+  Effect.gen(function* () {
+    const refused = notOnCluster(opts)
+    if (refused.length > 0) {
+      return yield* new Cluster.ClusterUsage({ description: `${refused.join(", ")}: not supported with --cluster yet (see Distributed runs in the README)` })
+    }
+    const path = yield* Path.Path
+    const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), path)
+    reporting.runDir = runDir
+    const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
+    const started = yield* Cluster.start({
+      databaseUrl,
+      pipeline,
+      pipelineFile: file,
+      pipelineSha256: sha256,
+      runDir,
+      detach: opts.detach,
+      settings: {
+        ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
+        ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
+        pollSeconds: Option.getOrElse(opts.pollSeconds, () => 60),
+        outputFileWaitSeconds: opts.outputFileWait,
+        cache: cache === false ? false : path.resolve(cache)
+      }
+    })
+    if (started.totals === undefined) {
+      yield* opts.json
+        ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
+        : Console.error(`started run ${started.runId} on the cluster; follow it with: sluice status ${runDir}`)
+      return
+    }
+    const paths = RunDir.paths(runDir, path)
+    const manifest = yield* RunDir.readManifest(paths)
+    const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths.journal), models: pipeline.stages.map((s) => s.model), prices: priceTable })
+    yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))
+    yield* setExit(exitFor(summary))
+  }).pipe(Effect.scoped)
+
+const workerCommand = Command.make(
+  "worker",
+  {
+    databaseUrl: Options.redacted("database-url").pipe(
+      Options.withPseudoName("postgres://…"),
+      Options.withDescription(`the cluster's PostgreSQL database, postgres://… (default: $${Cluster.databaseUrlVariable})`),
+      Options.optional
+    ),
+    host: Options.text("host").pipe(
+      Options.withPseudoName("host"),
+      Options.withDescription("the host name or address the other workers reach this one at"),
+      Options.withDefault("localhost")
+    ),
+    port: Options.integer("port").pipe(Options.withPseudoName("port"), Options.withDescription("the port this worker listens on for the other workers"), Options.withDefault(34431)),
+    lockExpiration: Options.integer("lock-expiration").pipe(
+      Options.withPseudoName("seconds"),
+      Options.withDescription(
+        "seconds a worker that stopped answering keeps its share of the cluster: the others take its runs over after about this long (default 35; give every worker the same)"
+      ),
+      Options.mapEffect((n) =>
+        n >= 3 && n <= 3600 ? Effect.succeed(n) : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--lock-expiration must be an integer from 3 to 3600, got ${n}`)))
+      ),
+      Options.optional
+    )
+  },
+  (opts) =>
+    reported(false, () =>
+      Effect.gen(function* () {
+        const databaseUrl = yield* Cluster.databaseUrl(opts.databaseUrl, "--database-url")
+        yield* Cluster.work(
+          {
+            databaseUrl,
+            host: opts.host,
+            port: opts.port,
+            ...(Option.isSome(opts.lockExpiration) ? { lockExpiration: Duration.seconds(opts.lockExpiration.value) } : {})
+          },
+          Effect.logInfo(`worker ${process.pid} joined the cluster, reachable at ${opts.host}:${opts.port}`)
+        )
+      })
+    )
+).pipe(
+  Command.withDescription(
+    "Join the cluster of workers sharing a PostgreSQL database and drive the runs started with `sluice run --cluster`, until stopped. Provider keys come from this process's environment."
+  )
+)
+
 /** Options of `sluice preview` (and of `run --preview`). */
 interface PreviewFlags {
   readonly rows: Option.Option<number>
@@ -432,10 +544,11 @@ const previewCommand = Command.make(
 /** `run --preview` is `preview`; what only a run takes is refused with it, and `-n` without it. */
 const runOrPreview = (
   pipeline: string,
-  opts: Parameters<typeof execute>[1] & Omit<PreviewFlags, "keep"> & { readonly preview: boolean },
+  opts: Parameters<typeof execute>[1] & Omit<PreviewFlags, "keep"> & { readonly preview: boolean; readonly cluster: Option.Option<Redacted.Redacted> },
   reporting: Reporting
 ) =>
   Effect.gen(function* () {
+    if (Option.isSome(opts.cluster)) return yield* executeOnCluster(pipeline, opts.cluster.value, opts, reporting)
     if (!opts.preview) {
       if (Option.isSome(opts.rows)) {
         return yield* new PipelineLoader.PipelineLoadError({ file: pipeline, description: "-n/--rows is for a preview: add --preview (or use sluice preview)" })
@@ -504,7 +617,14 @@ const runCommand = Command.make(
     preview: Options.boolean("preview").pipe(
       Options.withDescription("run only the first rows (-n, default 20) online and show them, as `sluice preview` does: nothing written, no run directory")
     ),
-    rows: previewRows
+    rows: previewRows,
+    cluster: Options.redacted("cluster").pipe(
+      Options.withPseudoName("postgres://…"),
+      Options.withDescription(
+        "run on the cluster of `sluice worker`s sharing this PostgreSQL database (postgres://…): the run is a durable workflow, driven by the workers; the run directory must be on a path they all see (see Distributed runs in the README)"
+      ),
+      Options.optional
+    )
   },
   ({ pipeline, ...opts }) => reported(opts.json, (reporting) => runOrPreview(pipeline, opts, reporting))
 ).pipe(
@@ -957,7 +1077,7 @@ const initCommand = Command.make(
 const description = "Run dataset transformations through LLM batch APIs, crash-safe."
 
 /** The subcommands, in the order the help lists them. */
-const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, webhookCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand] as const
+const commands = [initCommand, runCommand, previewCommand, resumeCommand, statusCommand, reportCommand, uiCommand, retryCommand, cancelCommand, webhookCommand, gcCommand, estimateCommand, checkCommand, emulatorCommand, workerCommand] as const
 
 export const root = Command.make("sluice").pipe(Command.withDescription(description), Command.withSubcommands(commands))
 

@@ -89,7 +89,12 @@ export const verify = (file: string, expect?: { readonly sha256: string; readonl
     return sha256
   })
 
-export const load = (file: string, expect?: { readonly sha256: string; readonly runDir: string }) =>
+/**
+ * Loads a pipeline file. `byVersion` (a long-lived worker, Cluster.ts): each version of the file
+ * (by SHA-256) is imported as a module of its own, where a process otherwise keeps the first one
+ * it imported from a path. (Modules the file imports are still imported once.)
+ */
+export const load = (file: string, expect?: { readonly sha256: string; readonly runDir: string }, options?: { readonly byVersion?: boolean }) =>
   Effect.gen(function* () {
     const absolute = resolve(file)
     if (!existsSync(absolute)) {
@@ -102,7 +107,8 @@ export const load = (file: string, expect?: { readonly sha256: string; readonly 
     const module = yield* Effect.tryPromise({
       try: async () => {
         await registerTsx()
-        return (await import(pathToFileURL(absolute).href)) as Record<string, unknown>
+        const url = pathToFileURL(absolute).href + (options?.byVersion === true ? `?sha256=${sha256}` : "")
+        return (await import(url)) as Record<string, unknown>
       },
       catch: (e) => new PipelineLoadError({ file, description: loadErrorText(e) })
     })

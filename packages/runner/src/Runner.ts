@@ -177,6 +177,18 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
   readonly cache?: string | false
   /** Prices and context windows by model (default: the built-in table; see `Pricing.load`). */
   readonly prices?: Pricing.Prices
+  /**
+   * The id a new run directory takes (default: the pipeline's name and random hex). A distributed
+   * run chooses it before the run directory exists: it is the workflow's idempotency key.
+   */
+  readonly runId?: string
+  /**
+   * One step of a distributed run (Cluster.ts): plan (the source, and the later stages' inboxes)
+   * only with `plan`, and drive only the shards in `shards` — each as a detached run does, asked
+   * once — leaving the others as the journal has them. Retry shards that a collection plans are
+   * left to the next step that names them.
+   */
+  readonly scope?: { readonly plan: boolean; readonly shards: ReadonlyArray<string> }
 }
 
 /** Where the response cache lives for these options (false: no cache). */
@@ -214,6 +226,9 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   onlineBudget: options.onlineBudget,
   onlineBelow: options.onlineBelow
 })
+
+/** A new run's id: the pipeline's name (cut to 24 characters) and 8 random hex digits. */
+export const newRunId = (pipelineName: string): string => `${pipelineName.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 24)}-${randomBytes(4).toString("hex")}`
 
 export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineName.replace(/[^A-Za-z0-9_.-]/g, "_")}`
 
@@ -433,7 +448,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         runId = manifest.runId
         carriedFrom = manifest.carriedFrom
       } else {
-        runId = `${pipeline.name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 24)}-${randomBytes(4).toString("hex")}`
+        runId = options.runId ?? newRunId(pipeline.name)
         yield* RunDir.writeManifest(paths, {
           version: 1,
           runId,
@@ -796,9 +811,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           Effect.asVoid
         )
       const launched = new Set<string>()
+      const scope = options.scope
       const launch = (id: string): Effect.Effect<void> =>
         Effect.suspend(() => {
-          if (launched.has(id)) return Effect.void
+          if (launched.has(id) || (scope !== undefined && !scope.shards.includes(id))) return Effect.void
           launched.add(id)
           return track(drive(id).pipe(Telemetry.shardSpan("sluice.shard", state.shards.get(id)!, { parent: runSpan })))
         })
@@ -844,12 +860,13 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           Effect.forkIn(runScope)
         )
       // Rows an upstream collection passed on before a crash, not yet planned.
-      if (mode !== "cancel") {
+      const planning = mode !== "cancel" && (scope === undefined || scope.plan)
+      if (planning) {
         for (const name of RunState.unplannedInboxes(state)) yield* track(planInbox(name))
       }
-      if (!state.planComplete && mode !== "cancel") yield* releaseOrFail(Planner.plan(ctx, outputs, offer))
-      else if (checkKeys) yield* releaseOrFail(Effect.void)
-      if (mode === "cancel") yield* Ref.set(planDone, true)
+      if (!state.planComplete && planning) yield* releaseOrFail(Planner.plan(ctx, outputs, offer))
+      else if (checkKeys && planning) yield* releaseOrFail(Effect.void)
+      if (!planning) yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
       const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model), prices })

@@ -22,6 +22,7 @@ export const ExitCode = {
 
 /** Failures that are the user's to fix (input, configuration) rather than the run's. */
 const usageTags = new Set([
+  "ClusterUsage",
   "PipelineLoadError",
   "PipelineFileChanged",
   "PipelineTypeError",

@@ -1,0 +1,421 @@
+/**
+ * Distributed runs on @effect/cluster and @effect/workflow over PostgreSQL (issue 17, first slice).
+ *
+ * A run is a durable workflow (`sluice/Run`, idempotency key: the run id) and each of its shards
+ * a child workflow (`sluice/Shard`, key `<run id>/<shard>`), executed by whichever `sluice worker`
+ * owns the execution's cluster shard. Their activities are steps of `Runner.run` itself on the
+ * run directory, narrowed by its `scope` option — planning for the parent, one shard for a child,
+ * each asked once as a detached run asks — so planning, the intent → create-with-metadata →
+ * adopt-orphan submission, polling and collection are the one-machine code path. Between polls a
+ * child sleeps durably. The run directory lives on a path every worker sees; its lock still admits
+ * one process at a time, so a step waits for the lock (never breaks it) and holds it only for the
+ * step: a sink is committed by the one collector of a shard that holds it.
+ */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import { SocketServerError } from "@effect/platform/SocketServer"
+import * as NodeClusterSocket from "@effect/platform-node/NodeClusterSocket"
+import { PgClient } from "@effect/sql-pg"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Activity from "@effect/workflow/Activity"
+import * as DurableClock from "@effect/workflow/DurableClock"
+import * as Workflow from "@effect/workflow/Workflow"
+import type { Pipeline } from "@sluice/core"
+import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import * as Failure from "./internal/failure.js"
+import { RunLocked } from "./internal/RunLock.js"
+import * as PipelineLoader from "./PipelineLoader.js"
+import * as RunDir from "./RunDir.js"
+import { loadState, newRunId, run, type RunOptions } from "./Runner.js"
+import * as RunState from "./RunState.js"
+
+/** The environment variable `sluice worker` and `sluice run --cluster` read when no URL is given. */
+export const databaseUrlVariable = "SLUICE_DATABASE_URL"
+
+/** What a distributed run or worker cannot be started with. */
+export class ClusterUsage extends Schema.TaggedError<ClusterUsage>()("ClusterUsage", {
+  description: Schema.String
+}) {
+  override get message(): string {
+    return this.description
+  }
+}
+
+/** The cluster's database cannot be reached (or its tables created). */
+export class ClusterUnavailable extends Schema.TaggedError<ClusterUnavailable>()("ClusterUnavailable", {
+  database: Schema.String,
+  description: Schema.String
+}) {
+  override get message(): string {
+    return `cannot use the cluster's PostgreSQL database ${this.database}: ${this.description}`
+  }
+}
+
+/** Host, port and database of a URL, never its credentials. */
+const databaseOf = (url: Redacted.Redacted): string => {
+  try {
+    const u = new URL(Redacted.value(url))
+    return `${u.hostname}:${u.port === "" ? "5432" : u.port}${u.pathname}`
+  } catch {
+    return "(not a URL: postgres://user@host:port/database)"
+  }
+}
+
+/** What went wrong with the database, from the deepest cause that says (ECONNREFUSED, a refused password …). */
+const unavailable = (url: Redacted.Redacted) => (e: { readonly message: string; readonly cause?: unknown }) => {
+  let cause: unknown = e
+  let text = e.message
+  while (typeof cause === "object" && cause !== null && "cause" in cause && cause.cause !== undefined) {
+    cause = cause.cause
+    if (cause instanceof Error && cause.message !== "") text = cause.message
+  }
+  return new ClusterUnavailable({ database: databaseOf(url), description: text.split(Redacted.value(url)).join("<url>") })
+}
+
+/** The database URL given, else the environment's; a usage error without either. */
+export const databaseUrl = (given: Option.Option<Redacted.Redacted>, flag: string) =>
+  Option.match(given, {
+    onSome: Effect.succeed,
+    onNone: () => {
+      const env = process.env[databaseUrlVariable]
+      return env === undefined || env === ""
+        ? Effect.fail(new ClusterUsage({ description: `no PostgreSQL database for the cluster: give ${flag} postgres://… or set ${databaseUrlVariable}` }))
+        : Effect.succeed(Redacted.make(env))
+    }
+  })
+
+/** A step of a distributed run failed (its message is the one the CLI would print). */
+export class StepFailed extends Schema.TaggedError<StepFailed>()("StepFailed", {
+  step: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The settings of a call that travel with the run to the workers (never keys: workers have their own). */
+const RunSettings = Schema.Struct({
+  concurrency: Schema.optional(Schema.Number),
+  shardSize: Schema.optional(Schema.Number),
+  /** The wait between two polls of a batch, in seconds (each a durable sleep). */
+  pollSeconds: Schema.Number,
+  outputFileWaitSeconds: Schema.Number,
+  /** The response cache's directory (absolute), or false for none. */
+  cache: Schema.Union(Schema.String, Schema.Literal(false))
+})
+
+const RunFields = {
+  runId: Schema.String,
+  /** Absolute paths, the same on every worker (a shared path). */
+  runDir: Schema.String,
+  /** Where `sluice run` was started: the pipeline's relative paths resolve against it, as on one machine. */
+  baseDir: Schema.String,
+  pipelineFile: Schema.String,
+  /** Workers load the pipeline file only when it still has this hash. */
+  pipelineSha256: Schema.String,
+  settings: RunSettings
+}
+type RunRequest = Schema.Struct.Type<typeof RunFields>
+
+/** What a run's workflow returns: the totals of its summary (the run directory has the rest). */
+export const RunTotals = Schema.Struct({
+  runId: Schema.String,
+  finished: Schema.Boolean,
+  rows: Schema.Number,
+  succeeded: Schema.Number,
+  failed: Schema.Number,
+  pending: Schema.Number,
+  shards: Schema.Number
+})
+export type RunTotals = typeof RunTotals.Type
+
+export const RunWorkflow = Workflow.make({
+  name: "sluice/Run",
+  payload: RunFields,
+  success: RunTotals,
+  error: StepFailed,
+  idempotencyKey: ({ runId }) => runId
+})
+
+const ShardOutcome = Schema.Struct({ shard: Schema.String, phase: Schema.String })
+
+export const ShardWorkflow = Workflow.make({
+  name: "sluice/Shard",
+  payload: { ...RunFields, shard: Schema.String },
+  success: ShardOutcome,
+  error: StepFailed,
+  idempotencyKey: ({ runId, shard }) => `${runId}/${shard}`
+})
+
+// ---------------------------------------------------------------------------------------------
+// Steps: Runner.run on the run directory, narrowed to a part of the run
+// ---------------------------------------------------------------------------------------------
+
+/** Pipelines loaded by this worker, by file and hash (a changed file has another hash). */
+const pipelines = new Map<string, Pipeline.Pipeline<any, any>>()
+
+const loadPipeline = (request: RunRequest) =>
+  Effect.gen(function* () {
+    const key = `${request.pipelineSha256} ${request.pipelineFile}`
+    const known = pipelines.get(key)
+    if (known !== undefined) return known
+    const { pipeline } = yield* PipelineLoader.load(request.pipelineFile, { sha256: request.pipelineSha256, runDir: request.runDir }, { byVersion: true })
+    pipelines.set(key, pipeline)
+    return pipeline
+  })
+
+/**
+ * A worker does one step at a time: the step changes the process's working directory to the
+ * run's base directory (relative paths of the pipeline resolve against it), and the run lock
+ * admits one process — which this worker is, for all its steps. It then waits for the lock file
+ * as long as another live process holds it.
+ */
+const oneStep = Effect.unsafeMakeSemaphore(1)
+
+/** Into the directory `sluice run` was started in (which must exist here: a shared path). */
+const enterBaseDir = (request: RunRequest) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(request.baseDir).pipe(Effect.option)
+    if (Option.isNone(info) || info.value.type !== "Directory") {
+      return yield* new ClusterUsage({
+        description: `run ${request.runId} was started in ${request.baseDir}, which this worker does not have: workers need the run's directories on a shared path`
+      })
+    }
+    yield* Effect.sync(() => process.chdir(request.baseDir))
+  })
+
+const lockWait = Schedule.exponential("20 millis", 1.5).pipe(Schedule.either(Schedule.spaced("250 millis")), Schedule.jittered)
+
+/** One step of the run, under its lock; the run's state as the journal has it afterwards. */
+const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>) =>
+  Effect.gen(function* () {
+    const pipeline = yield* loadPipeline(request)
+    const s = request.settings
+    const options: RunOptions = {
+      runDir: request.runDir,
+      runId: request.runId,
+      pipelineFile: request.pipelineFile,
+      pipelineSha256: request.pipelineSha256,
+      scope,
+      detach: true,
+      cache: s.cache,
+      pollInterval: Duration.seconds(s.pollSeconds),
+      outputFileWait: Duration.seconds(s.outputFileWaitSeconds),
+      ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
+      ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
+    }
+    yield* oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, options))).pipe(
+      // Another worker's step: wait for it (this worker doing others meanwhile). A lock that no
+      // live process of this host holds is taken over by `run` itself.
+      Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
+    )
+    const path = yield* Path.Path
+    return yield* loadState(RunDir.paths(request.runDir, path).journal)
+  }).pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.fail(new StepFailed({ step: name, message: Failure.describe(cause, request.runDir).message }))
+    )
+  )
+
+const payloadOf = (p: RunRequest): RunRequest => ({
+  runId: p.runId,
+  runDir: p.runDir,
+  baseDir: p.baseDir,
+  pipelineFile: p.pipelineFile,
+  pipelineSha256: p.pipelineSha256,
+  settings: p.settings
+})
+
+/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget). */
+const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned"
+
+/** How often a failed step is tried again, and the first durable wait before it (doubled each time). */
+const stepAttempts = 4
+const firstBackoff = Duration.seconds(5)
+
+/**
+ * A step, tried again after a durable wait when it fails (a provider down longer than its
+ * client's retries, the run lock unreadable …): a workflow's failure is final for its run id.
+ */
+const retried = <A, I, R>(name: string, success: Schema.Schema<A, I>, execute: Effect.Effect<A, StepFailed, R>) =>
+  Effect.gen(function* () {
+    for (let k = 0; ; k++) {
+      const result = yield* Activity.make({ name: k === 0 ? name : `${name}/again/${k}`, success, error: StepFailed, execute }).pipe(Effect.either)
+      if (result._tag === "Right") return result.right
+      if (k + 1 >= stepAttempts) return yield* result.left
+      yield* Effect.logWarning(`${result.left.message}; tried again in ${Duration.format(Duration.times(firstBackoff, 2 ** k))}`)
+      yield* DurableClock.sleep({ name: `${name}/backoff/${k}`, duration: Duration.times(firstBackoff, 2 ** k) })
+    }
+  })
+
+const ShardLive = ShardWorkflow.toLayer(
+  Effect.fn(function* (payload) {
+    const request = payloadOf(payload)
+    for (let n = 0; ; n++) {
+      const phase = yield* retried(
+        `step/${n}`,
+        Schema.String,
+        step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
+          Effect.map((state) => state.shards.get(payload.shard)?.phase ?? "collected"),
+          Effect.tap((phase) => Effect.logInfo(`run ${payload.runId}: shard ${payload.shard} step ${n} done by worker ${process.pid}: ${phase}`))
+        )
+      )
+      if (settled(phase)) return { shard: payload.shard, phase }
+      // Terminal but not collected: the next step collects it at once.
+      if (phase !== "terminal" && phase !== "rejected") {
+        yield* DurableClock.sleep({ name: `wait/${n}`, duration: Duration.seconds(payload.settings.pollSeconds) })
+      }
+    }
+  })
+)
+
+const totalsOf = (runId: string, state: RunState.RunState): RunTotals => ({
+  runId,
+  finished: RunState.isFinished(state),
+  rows: state.rowsPlanned + state.invalidRows + state.duplicateRows,
+  succeeded: state.succeeded,
+  failed: Object.values(state.failed).reduce((a, b) => a + b, 0) + state.invalidRows,
+  pending: RunState.pendingRows(state),
+  shards: state.shards.size
+})
+
+const RunLive = RunWorkflow.toLayer(
+  Effect.fn(function* (payload) {
+    const request = payloadOf(payload)
+    const started = new Set<string>()
+    // Planning, then a child per open shard; collections plan retry shards and later stages'
+    // shards, which the next round finds. A round that finds nothing new ends the run's drive.
+    for (let round = 0; ; round++) {
+      const open = yield* retried(
+        `plan/${round}`,
+        Schema.Array(Schema.String),
+        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }).pipe(
+          Effect.map((state) => RunState.openShards(state).map((s) => s.id)),
+          Effect.tap((open) => Effect.logInfo(`run ${payload.runId}: planning round ${round} done by worker ${process.pid}: ${open.length} open shards`))
+        )
+      )
+      const fresh = open.filter((id) => !started.has(id))
+      if (fresh.length === 0) break
+      for (const id of fresh) started.add(id)
+      // At most `concurrency` shards driven at once, cluster-wide (each holds one batch).
+      yield* Effect.forEach(fresh, (shard) => ShardWorkflow.execute({ ...request, shard }), {
+        concurrency: payload.settings.concurrency ?? 8,
+        discard: true
+      })
+    }
+    return yield* Activity.make({
+      name: "totals",
+      success: RunTotals,
+      error: StepFailed,
+      execute: Effect.gen(function* () {
+        const path = yield* Path.Path
+        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path).journal))
+      }).pipe(Effect.catchAll((e) => Effect.fail(new StepFailed({ step: "totals", message: e.message }))))
+    })
+  })
+)
+
+// ---------------------------------------------------------------------------------------------
+// Layers: a worker (runs workflows), a client (starts and follows them)
+// ---------------------------------------------------------------------------------------------
+
+const pg = (url: Redacted.Redacted) => PgClient.layer({ url })
+
+export interface WorkerOptions {
+  readonly databaseUrl: Redacted.Redacted
+  /** The address other workers reach this one at (host must be routable from them). */
+  readonly host: string
+  readonly port: number
+  /**
+   * How long a worker that stopped answering keeps its cluster shards (default 35 s): the other
+   * workers take its workflows over after about this long. Its shard locks are refreshed
+   * 3.5 times as often.
+   */
+  readonly lockExpiration?: Duration.Duration
+}
+
+/** A worker: joins the cluster, runs the run and shard workflows of any run it is given. */
+export const workerLayer = (options: WorkerOptions) =>
+  Layer.mergeAll(RunLive, ShardLive).pipe(
+    Layer.provideMerge(ClusterWorkflowEngine.layer),
+    Layer.provideMerge(
+      NodeClusterSocket.layer({
+        storage: "sql",
+        shardingConfig: {
+          runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
+          ...(options.lockExpiration === undefined ? {} : {
+            shardLockExpiration: options.lockExpiration,
+            shardLockRefreshInterval: Duration.millis(Math.max(500, Duration.toMillis(options.lockExpiration) / 3.5))
+          })
+        }
+      })
+    ),
+    Layer.provide(pg(options.databaseUrl))
+  )
+
+/** A client of the cluster: starts runs, hosts none of their work. */
+export const clientLayer = (databaseUrl: Redacted.Redacted) =>
+  ClusterWorkflowEngine.layer.pipe(
+    Layer.provideMerge(NodeClusterSocket.layer({ clientOnly: true, storage: "sql" })),
+    Layer.provide(pg(databaseUrl))
+  )
+
+/** Runs a worker until interrupted; `ready` is called once it has joined. */
+export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      yield* Layer.build(workerLayer(options)).pipe(
+        Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e))),
+        Effect.catchIf(
+          (e): e is SocketServerError => e instanceof SocketServerError,
+          (e) =>
+            Effect.fail(
+              new ClusterUsage({
+                description: `cannot listen on ${options.host}:${options.port} for the other workers: ${e.cause instanceof Error ? e.cause.message : String(e.cause)} (another --port?)`
+              })
+            )
+        )
+      )
+      yield* ready
+      return yield* Effect.never
+    })
+  )
+
+export interface StartOptions {
+  readonly databaseUrl: Redacted.Redacted
+  readonly pipeline: Pipeline.Pipeline<any, any>
+  /** Absolute paths. */
+  readonly pipelineFile: string
+  readonly pipelineSha256: string
+  readonly runDir: string
+  readonly settings: typeof RunSettings.Type
+  /** Return once the run is started instead of waiting for it. */
+  readonly detach: boolean
+}
+
+/**
+ * Starts a run on the cluster (or finds it started: the run id is the workflow's idempotency
+ * key). The run id is the run directory's, or a new one the first step gives the directory.
+ */
+export const start = (options: StartOptions) =>
+  Effect.gen(function* () {
+    const path = yield* Path.Path
+    const paths = RunDir.paths(options.runDir, path)
+    const runId = (yield* RunDir.exists(paths)) ? (yield* RunDir.readManifest(paths)).runId : newRunId(options.pipeline.name)
+    const request: RunRequest = {
+      runId,
+      runDir: options.runDir,
+      baseDir: process.cwd(),
+      pipelineFile: options.pipelineFile,
+      pipelineSha256: options.pipelineSha256,
+      settings: options.settings
+    }
+    if (options.detach) {
+      yield* RunWorkflow.execute(request, { discard: true })
+      return { runId, totals: undefined }
+    }
+    return { runId, totals: yield* RunWorkflow.execute(request) }
+  }).pipe(
+    Effect.provide(clientLayer(options.databaseUrl)),
+    Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
+  )

@@ -1,0 +1,276 @@
+/**
+ * Distributed runs (Cluster.ts): a real PostgreSQL server (scripts/lib/tempPostgres.ts), three
+ * `sluice worker` child processes on loopback and the emulator; `sluice run --cluster` starts the
+ * run as a workflow. Proven by the sink (every row once) and the emulator's ledger (one batch per
+ * shard, every custom_id delivered once). Skipped, saying why, without PostgreSQL's server binaries.
+ */
+import type { ChildProcess } from "node:child_process"
+import { mkdir, readFile } from "node:fs/promises"
+import { PgClient } from "@effect/sql-pg"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { holdClock, releaseClock } from "@sluice/emulator/control"
+import * as TempPostgres from "../scripts/lib/tempPostgres.js"
+import {
+  describeResult,
+  emulatorEnv,
+  getLedger,
+  makeProject,
+  readJsonl,
+  runCli,
+  spawnCli,
+  startTestEmulator,
+  type TempProject,
+  type TestEmulator,
+  writePipeline,
+  writeRows
+} from "./support/cli.js"
+
+const { skipReason } = TempPostgres
+if (skipReason !== undefined) console.warn(`distributed run tests skipped: ${skipReason}`)
+
+interface Worker {
+  readonly child: ChildProcess
+  readonly port: number
+  /** Everything it wrote on stderr so far. */
+  log: string
+  exited: boolean
+}
+
+let pg: TempPostgres.TempPostgres | undefined
+let emulator: TestEmulator
+let project: TempProject
+let workerDir: string
+const workers: Array<Worker> = []
+
+const env = () => ({ ...emulatorEnv(emulator.url), SLUICE_DATABASE_URL: pg!.url })
+
+/** Resolves once `check` holds, asking every 100 ms; a bound far above a saturated machine's pace ends a hang. */
+const until = async (what: string, check: () => boolean | Promise<boolean>, boundMs = 120_000) => {
+  const start = Date.now()
+  while (!(await check())) {
+    if (Date.now() - start > boundMs) throw new Error(`still waiting for ${what}\n${workers.map((w) => `--- worker ${w.port} ---\n${w.log}`).join("\n")}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+/** Seconds a dead worker keeps its share of the cluster (`--lock-expiration`): short, so failover tests stay short. */
+const lockExpiration = 6
+
+const startWorker = async (extraEnv: Record<string, string> = {}): Promise<Worker> => {
+  const port = await TempPostgres.freePort()
+  const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
+  // Elsewhere than the project: a step works in the directory `sluice run` was started in.
+  const child = spawnCli(args, { cwd: workerDir, env: { ...env(), ...extraEnv } })
+  const worker: Worker = { child, port, log: "", exited: false }
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (worker.log += d))
+  child.stdout!.resume()
+  child.on("exit", () => (worker.exited = true))
+  workers.push(worker)
+  await until(`worker ${port} to join`, () => {
+    if (worker.exited) throw new Error(`worker ${port} exited:\n${worker.log}`)
+    return worker.log.includes("joined the cluster")
+  })
+  return worker
+}
+
+const query = <A extends object>(text: string) =>
+  Effect.runPromise(
+    Effect.scoped(
+      Effect.flatMap(Layer.build(PgClient.layer({ url: Redacted.make(pg!.url) })), (ctx) => Context.get(ctx, PgClient.PgClient).unsafe<A>(text))
+    )
+  )
+
+/** How many processes hold the cluster's shard locks (PostgreSQL advisory locks), and how many locks in all. */
+const shardHolders = async () => {
+  const [row] = await query<{ holders: string; locks: string }>(
+    "SELECT count(DISTINCT pid) AS holders, count(*) AS locks FROM pg_locks WHERE locktype = 'advisory' AND granted"
+  )
+  return { holders: Number(row!.holders), locks: Number(row!.locks) }
+}
+
+/** Resolves once `holders` processes hold every one of the cluster's 300 shards. */
+const shardsHeldBy = (holders: number) =>
+  until(`${holders} worker(s) to hold the cluster's shards`, async () => {
+    const now = await shardHolders()
+    return now.holders === holders && now.locks >= 300
+  })
+
+/** The run's journal events of one tag. */
+const eventsOf = async (runDir: string, tag: string) =>
+  (await readJsonl<{ _tag: string; adopted?: boolean }>(project.path(runDir, "journal.jsonl"))).filter((e) => e._tag === tag)
+
+/** Resolves once the sink holds `n` complete lines. */
+const sinkHolds = (sink: string, n: number) =>
+  until(
+    `${n} rows in ${sink}`,
+    async () => {
+      try {
+        return (await readJsonl(project.path(sink))).length >= n
+      } catch {
+        return false // not there yet, or a line half-written
+      }
+    },
+    240_000
+  )
+
+/** The workers whose log says they did steps of `runId`'s shards. */
+const workersWithSteps = (runId: string) => workers.filter((w) => w.log.includes(`run ${runId}: shard `))
+
+const checkRun = async (runDir: string, rows: ReadonlyArray<{ id: string }>, shards: number, sink: string) => {
+  const manifest = JSON.parse(await readFile(project.path(runDir, "manifest.json"), "utf8")) as { runId: string }
+  // Every row once in the sink.
+  const written = await readJsonl<{ key: string; custom_id: string }>(project.path(sink))
+  expect(written).toHaveLength(rows.length)
+  expect(new Set(written.map((r) => r.key))).toEqual(new Set(rows.map((r) => r.id)))
+  // One batch per shard, none created twice; every custom_id delivered once.
+  const ledger = await getLedger(emulator.url)
+  const batches = ledger.batches.filter((b) => b.metadata?.["sluice_run"] === manifest.runId)
+  expect(batches).toHaveLength(shards)
+  expect(new Set(batches.map((b) => b.metadata?.["sluice_shard"])).size).toBe(shards)
+  const ids = new Set(batches.map((b) => b.id))
+  const delivered = ledger.deliveries.filter((d) => ids.has(d.batch_id)).map((d) => d.custom_id)
+  expect(delivered).toHaveLength(rows.length)
+  expect(new Set(delivered).size).toBe(rows.length)
+  return manifest.runId
+}
+
+describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 on PostgreSQL", () => {
+  beforeAll(async () => {
+    pg = await TempPostgres.start()
+    emulator = await startTestEmulator()
+    project = await makeProject("sluice-cluster-")
+    workerDir = project.path("workers")
+    await mkdir(workerDir)
+    await writePipeline(project, "pipeline.ts", { name: "spread", source: "data/a.jsonl", sink: "out/a.jsonl" })
+    await writePipeline(project, "killed.ts", { name: "killed", source: "data/b.jsonl", sink: "out/b.jsonl" })
+    // One worker first: it creates the cluster's tables (two at once race on CREATE TABLE).
+    await startWorker()
+    await Promise.all([startWorker(), startWorker()])
+    await shardsHeldBy(3)
+  }, 300_000)
+
+  afterAll(async () => {
+    for (const w of workers) if (!w.exited) w.child.kill("SIGKILL")
+    await emulator?.close()
+    pg?.stop()
+    await project?.cleanup()
+  })
+
+  it("a run of 3,000 rows in 12 shards completes across three workers: every row once, one batch per shard", async () => {
+    const rows = await writeRows(project, "data/a.jsonl", 3000)
+    const r = await runCli(["run", "pipeline.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"], {
+      cwd: project.dir,
+      env: env(),
+      timeoutMs: 240_000
+    })
+    expect(r.code, describeResult(r)).toBe(0)
+    expect(r.stderr).toContain("done: 3,000 rows, 3,000 succeeded, 0 failed, 0 pending, 12 batches")
+    // The URL's credentials never reach the output (here: none; the URL itself is not printed).
+    expect(r.stderr).not.toContain(pg!.url)
+    const runId = await checkRun(".sluice/runs/spread", rows, 12, "out/a.jsonl")
+    // The work spread: more than one worker drove shards.
+    expect(workersWithSteps(runId).length).toBeGreaterThanOrEqual(2)
+    // `status` reads the shared run directory as for any run.
+    const status = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: env() })
+    expect(status.code, describeResult(status)).toBe(0)
+    expect(status.stdout + status.stderr).toContain("3,000")
+  }, 300_000)
+
+  it("SIGKILL of a worker while its batches run: the others finish its shards, nothing created twice", async () => {
+    const rows = await writeRows(project, "data/b.jsonl", 2000)
+    // The emulator's clock stands still: every batch stays in progress until it is released.
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "killed.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    // All 8 batches created, so every worker that owns shards of the run has polled them.
+    await until("the 8 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 8)
+    await until("a worker polling shards of the run", () => workersWithSteps(runId).some((w) => /step [1-9]\d* done/.test(w.log)))
+    const victim = workersWithSteps(runId).sort((a, b) => b.log.split(runId).length - a.log.split(runId).length)[0]!
+    const itsShards = [...new Set([...victim.log.matchAll(new RegExp(`run ${runId}: shard (\\S+) step`, "g"))].map((m) => m[1]!))]
+    victim.child.kill("SIGKILL")
+    await until("the killed worker to exit", () => victim.exited)
+    const killedAt = Date.now()
+    const before = victim.log
+    await releaseClock(emulator.url)
+    // Its shards are driven by the others, once its share of the cluster has expired.
+    const survivors = workers.filter((w) => w !== victim && !w.exited)
+    await until("a surviving worker to drive a shard of the killed one", () =>
+      survivors.some((w) => itsShards.some((shard) => w.log.includes(`run ${runId}: shard ${shard} step`))))
+    console.log(`failover: shards of the killed worker driven again ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill (--lock-expiration ${lockExpiration})`)
+    // The run finishes on the other two: its sink holds every row once.
+    await sinkHolds("out/b.jsonl", rows.length)
+    expect(victim.log).toBe(before)
+    await checkRun(".sluice/runs/killed", rows, 8, "out/b.jsonl")
+    // Following the run now returns its summary at once: the workflow is found by its run id.
+    const follow = await runCli(["run", "killed.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"], {
+      cwd: project.dir,
+      env: env(),
+      timeoutMs: 240_000
+    })
+    expect(follow.code, describeResult(follow)).toBe(0)
+    expect(follow.stderr).toContain("done: 2,000 rows, 2,000 succeeded, 0 failed, 0 pending, 8 batches")
+  }, 400_000)
+
+  it("every worker stopped while batches run, as a redeploy does (SIGTERM), and new ones started: they resume the run", async () => {
+    const rows = await writeRows(project, "data/d.jsonl", 1000)
+    await writePipeline(project, "redeploy.ts", { name: "redeploy", source: "data/d.jsonl", sink: "out/d.jsonl" })
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "redeploy.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    await until("the 4 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 4)
+    const old = workers.filter((w) => !w.exited)
+    for (const w of old) w.child.kill("SIGTERM")
+    await until("the old workers to stop", () => old.every((w) => w.exited))
+    await releaseClock(emulator.url)
+    await startWorker()
+    await Promise.all([startWorker(), startWorker()])
+    await sinkHolds("out/d.jsonl", rows.length)
+    await checkRun(".sluice/runs/redeploy", rows, 4, "out/d.jsonl")
+    expect(workers.filter((w) => !old.includes(w)).some((w) => w.log.includes(`run ${runId}: shard `))).toBe(true)
+  }, 400_000)
+
+  it("a worker killed between creating a batch and journaling it, the next one killed mid-collection: the batch is adopted, not created again; every row once", async () => {
+    // Alone in the cluster, each worker below does every step: where it dies is certain.
+    for (const w of workers) if (!w.exited) w.child.kill("SIGKILL")
+    await until("the workers to exit", () => workers.every((w) => w.exited))
+    const rows = await writeRows(project, "data/c.jsonl", 1500)
+    await writePipeline(project, "crashes.ts", { name: "crashes", source: "data/c.jsonl", sink: "out/c.jsonl" })
+    const runDir = ".sluice/runs/crashes"
+
+    // 1. Dies right after its second batch is created, before the batch is journaled.
+    const first = await startWorker({ SLUICE_FAILPOINT: "after-create:2" })
+    await shardsHeldBy(1)
+    const started = await runCli(["run", "crashes.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    await until("the first worker to die at its failpoint", () => first.exited)
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    expect(await runBatches()).toHaveLength(2)
+    expect(await eventsOf(runDir, "Created")).toHaveLength(1)
+
+    // 2. Takes over (adopting the orphan batch), and dies in its first collection, before the commit.
+    const second = await startWorker({ SLUICE_FAILPOINT: "collect-before-commit:1" })
+    await until("the second worker to die at its failpoint", () => second.exited)
+    expect(await eventsOf(runDir, "Collected")).toHaveLength(0)
+
+    // 3. A healthy worker finishes the run.
+    await startWorker()
+    await sinkHolds("out/c.jsonl", rows.length)
+    await checkRun(runDir, rows, 6, "out/c.jsonl")
+    // The batch the first worker created and did not journal was adopted (by the second or the third).
+    expect((await eventsOf(runDir, "Created")).filter((e) => e.adopted === true)).toHaveLength(1)
+    expect(workers.slice(-2).map((w) => w.log).join("")).toMatch(/shard \S+: adopting batch batch_\w+, created before a crash/)
+  }, 400_000)
+})
