@@ -249,7 +249,9 @@ describe("result lines", () => {
       text: "{\"x\":1}",
       finishReason: "stop",
       usage: { inputTokens: 11, outputTokens: 7, cachedInputTokens: 3 },
-      raw
+      raw,
+      // The line as received, for the runner to write without serialising `raw` again.
+      rawText: JSON.stringify(raw)
     })
   })
 
