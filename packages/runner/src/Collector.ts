@@ -7,12 +7,6 @@
  *
  * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
  * shard's row sidecar is streamed against it; the shard's request file only when rows are resent.
- *
- * Two phases. Reading (retrieve, download, parse, decode) writes only files of this shard's own
- * — its results lines go to a staging file — so it runs without the outputs lock, one shard at
- * a time (`outputs.reading`). Writing (results lines copied over from the staging file, the
- * sink, failures, inboxes, the retry shard, the commit and `Collected`) holds the lock: the
- * outputs hold no other shard's lines between two commits, so a crash cuts at a commit.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Pipeline } from "@sluice/core"
@@ -99,399 +93,381 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
  * that ended cancelled (`sluice cancel` journals that, and leaves the collection to `resume`).
  */
 export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, rescheduleFailed = true) =>
-  Effect.gen(function* () {
-    // A batch recalled at the deadline was cancelled by the run itself: its unfinished rows go on (online).
-    const reschedule = rescheduleFailed && (shard.status !== "cancelled" || shard.recalled)
-    const rt = ctx.stageOf(shard.stage)
-    const { stage, provider } = rt
-    const multiStage = ctx.stages.length > 1
-    const next = rt.next === null ? undefined : outputs.inbox.get(rt.next)
-    const outcomes = new Map<string, Outcome>()
-    const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
-    const whole = wholeShardFailure(shard)
-    const caching = ctx.cache !== ResponseCache.disabled
-    // The cache saves money on later runs; failing to write it must not fail this one.
-    const flushCache = ctx.cache.flush.pipe(
-      Effect.catchAll((e) => Effect.logWarning(`response cache not written: ${e.message}`))
-    )
-    // The custom_ids the shard sent, and (with the cache on) their cache keys, to store each
-    // answer under its request's hash. A result naming another id is none of this shard's:
-    // counted, never kept, never in usage or cost (a provider's answers are untrusted).
-    const sent = new Set<string>()
-    const cacheKeys = new Map<string, string>()
-    let unknown = 0
-    let unknownSample = ""
-    // Answers came from the provider: a batch's results, or an online shard's file.
-    const answered = shard.batchId !== null || shard.online
+  outputs.exclusive(
+    Effect.gen(function* () {
+      // A batch recalled at the deadline was cancelled by the run itself: its unfinished rows go on (online).
+      const reschedule = rescheduleFailed && (shard.status !== "cancelled" || shard.recalled)
+      const rt = ctx.stageOf(shard.stage)
+      const { stage, provider } = rt
+      const multiStage = ctx.stages.length > 1
+      const next = rt.next === null ? undefined : outputs.inbox.get(rt.next)
+      const outcomes = new Map<string, Outcome>()
+      const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
+      const whole = wholeShardFailure(shard)
+      const caching = ctx.cache !== ResponseCache.disabled
+      // The cache saves money on later runs; failing to write it must not fail this one.
+      const flushCache = ctx.cache.flush.pipe(
+        Effect.catchAll((e) => Effect.logWarning(`response cache not written: ${e.message}`))
+      )
+      // The custom_ids the shard sent, and (with the cache on) their cache keys, to store each
+      // answer under its request's hash. A result naming another id is none of this shard's:
+      // counted, never kept, never in usage or cost (a provider's answers are untrusted).
+      const sent = new Set<string>()
+      const cacheKeys = new Map<string, string>()
+      let unknown = 0
+      let unknownSample = ""
+      // Answers came from the provider: a batch's results, or an online shard's file.
+      const answered = shard.batchId !== null || shard.online
+      if (whole === undefined && (answered || shard.cachedRows > 0)) {
+        yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
+          Stream.runForEach((text) =>
+            Effect.sync(() => {
+              sent.add(rowId(text))
+              if (!caching || !answered) return
+              const keys = sidecarKeys(text)
+              if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
+            })
+          )
+        )
+      }
 
-    // Rows are handled synchronously, chunk by chunk; Effects only for I/O. Results lines go
-    // to the staging file (opened below), copied to results.jsonl under the lock.
-    let staging: LineFile.LineFile | undefined
-    const record = (result: BatchResult, fromCache: boolean): boolean => {
-      const results = staging!
-      if (!sent.has(result.customId)) {
-        if (unknown++ === 0) unknownSample = result.customId
-        return false
-      }
-      const prefix = `{"shard":${JSON.stringify(shard.id)},"attempt":${shard.attempt},${fromCache ? `"cached":true,` : ""}`
-      let full: boolean
-      if (result._tag === "Succeeded") {
-        // The answer is serialised once: for the cache, and as the tail of its results line.
-        const answer = ResponseCache.encodeAnswer(result)
-        full = results.append(`${prefix}"_tag":"Succeeded","customId":${JSON.stringify(result.customId)},${answer.slice(1)}`)
-        const ck = fromCache ? undefined : cacheKeys.get(result.customId)
-        if (ck !== undefined) full = ctx.cache.putEncoded(ck, answer) || full
-      } else {
-        full = results.append(prefix + encodeFailed(result).slice(1))
-      }
-      const previous = outcomes.get(result.customId)
-      if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
-      if (result._tag === "Failed") {
-        outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
+      // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
+      const record = (result: BatchResult, fromCache: boolean): boolean => {
+        if (!sent.has(result.customId)) {
+          if (unknown++ === 0) unknownSample = result.customId
+          return false
+        }
+        const prefix = `{"shard":${JSON.stringify(shard.id)},"attempt":${shard.attempt},${fromCache ? `"cached":true,` : ""}`
+        let full: boolean
+        if (result._tag === "Succeeded") {
+          // The answer is serialised once: for the cache, and as the tail of its results line.
+          const answer = ResponseCache.encodeAnswer(result)
+          full = outputs.results.append(`${prefix}"_tag":"Succeeded","customId":${JSON.stringify(result.customId)},${answer.slice(1)}`)
+          const ck = fromCache ? undefined : cacheKeys.get(result.customId)
+          if (ck !== undefined) full = ctx.cache.putEncoded(ck, answer) || full
+        } else {
+          full = outputs.results.append(prefix + encodeFailed(result).slice(1))
+        }
+        const previous = outcomes.get(result.customId)
+        if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
+        if (result._tag === "Failed") {
+          outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
+          return full
+        }
+        // Answers from the cache were paid for by an earlier run.
+        if (result.usage !== null && !fromCache) {
+          usage.input += result.usage.inputTokens
+          usage.output += result.usage.outputTokens
+          usage.cached += result.usage.cachedInputTokens
+        }
+        const decoded = stage.decode(result.text)
+        outcomes.set(
+          result.customId,
+          decoded._tag === "Right"
+            ? { ok: true, output: decoded.right }
+            : {
+                ok: false,
+                failure: "parse",
+                code: result.finishReason === "length" ? "truncated" : "parse_error",
+                message: decoded.left,
+                answer: { text: result.text, finishReason: result.finishReason }
+              }
+        )
         return full
       }
-      // Answers from the cache were paid for by an earlier run.
-      if (result.usage !== null && !fromCache) {
-        usage.input += result.usage.inputTokens
-        usage.output += result.usage.outputTokens
-        usage.cached += result.usage.cachedInputTokens
+      const recordChunk = (fromCache: boolean) => (chunk: Chunk.Chunk<BatchResult>) => {
+        let full = false
+        for (const result of Chunk.toReadonlyArray(chunk)) full = record(result, fromCache) || full
+        return full ? Effect.zipRight(outputs.results.flush, flushCache) : Effect.void
       }
-      const decoded = stage.decode(result.text)
-      outcomes.set(
-        result.customId,
-        decoded._tag === "Right"
-          ? { ok: true, output: decoded.right }
-          : {
-              ok: false,
-              failure: "parse",
-              code: result.finishReason === "length" ? "truncated" : "parse_error",
-              message: decoded.left,
-              answer: { text: result.text, finishReason: result.finishReason }
-            }
-      )
-      return full
-    }
-    const recordChunk = (fromCache: boolean) => (chunk: Chunk.Chunk<BatchResult>) => {
-      let full = false
-      for (const result of Chunk.toReadonlyArray(chunk)) full = record(result, fromCache) || full
-      return full ? Effect.zipRight(staging!.flush, flushCache) : Effect.void
-    }
-    // Reading: nothing shared is written (see the module comment).
-    yield* outputs.reading(
-      Effect.scoped(Effect.gen(function* () {
-        staging = yield* LineFile.open(ctx.paths.collectingFile(shard.id), 0)
-        if (whole === undefined && (answered || shard.cachedRows > 0)) {
-          yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
-            Stream.runForEach((text) =>
-              Effect.sync(() => {
-                sent.add(rowId(text))
-                if (!caching || !answered) return
-                const keys = sidecarKeys(text)
-                if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
-              })
-            )
+      if (whole === undefined && shard.batchId !== null) {
+        // The poll that saw it end has its state (file ids) already; after a resume, ask.
+        const info = Poller.terminalInfo(shard) ?? (yield* provider.retrieve(shard.batchId))
+        yield* provider.results(info).pipe(Stream.runForEachChunk(recordChunk(false)))
+        if (unknown > 0) {
+          const sample = JSON.stringify(unknownSample.length > 80 ? `${unknownSample.slice(0, 80)}…` : unknownSample)
+          yield* Effect.logWarning(
+            `shard ${shard.id}: ${unknown} result ${unknown === 1 ? "line names a custom_id" : "lines name custom_ids"} ` +
+              `this shard never sent (e.g. ${sample}) in batch ${shard.batchId}: ignored, not counted in usage or cost`
           )
         }
-        if (whole === undefined && shard.batchId !== null) {
-          // The poll that saw it end has its state (file ids) already; after a resume, ask.
-          const info = Poller.terminalInfo(shard) ?? (yield* provider.retrieve(shard.batchId))
-          yield* provider.results(info).pipe(Stream.runForEachChunk(recordChunk(false)))
-          if (unknown > 0) {
-            const sample = JSON.stringify(unknownSample.length > 80 ? `${unknownSample.slice(0, 80)}…` : unknownSample)
-            yield* Effect.logWarning(
-              `shard ${shard.id}: ${unknown} result ${unknown === 1 ? "line names a custom_id" : "lines name custom_ids"} ` +
-                `this shard never sent (e.g. ${sample}) in batch ${shard.batchId}: ignored, not counted in usage or cost`
-            )
-          }
-        }
-        if (whole === undefined && shard.online) {
-          // Online answers, classified as result lines when they came (see OnlineExecutor.ts).
-          const file = ctx.paths.onlineFile(shard.id)
-          const fs = yield* FileSystem.FileSystem
-          if (yield* fs.exists(file)) {
-            yield* lines(file).pipe(
-              // Lines are fsynced before the shard is journaled terminal; a cancel journals it where
-              // the file stands, so a torn tail (a crash mid-append) may be here: `lines` drops a
-              // line without its newline, as the executor's recovery does.
-              Stream.map((text) => JSON.parse(text) as BatchResult),
-              Stream.runForEachChunk(recordChunk(false))
-            )
-          }
-        }
-        if (shard.cachedRows > 0) {
-          yield* lines(ctx.paths.cachedFile(shard.id)).pipe(
+      }
+      if (whole === undefined && shard.online) {
+        // Online answers, classified as result lines when they came (see OnlineExecutor.ts).
+        const file = ctx.paths.onlineFile(shard.id)
+        const fs = yield* FileSystem.FileSystem
+        if (yield* fs.exists(file)) {
+          yield* lines(file).pipe(
+            // Lines are fsynced before the shard is journaled terminal; a cancel journals it where
+            // the file stands, so a torn tail (a crash mid-append) may be here: `lines` drops a
+            // line without its newline, as the executor's recovery does.
             Stream.map((text) => JSON.parse(text) as BatchResult),
-            Stream.runForEachChunk(recordChunk(true))
+            Stream.runForEachChunk(recordChunk(false))
           )
         }
-        yield* staging.flush
-      }))
-    )
+      }
+      if (shard.cachedRows > 0) {
+        yield* lines(ctx.paths.cachedFile(shard.id)).pipe(
+          Stream.map((text) => JSON.parse(text) as BatchResult),
+          Stream.runForEachChunk(recordChunk(true))
+        )
+      }
 
-    // Writing, holding the outputs (see the module comment).
-    return yield* outputs.exclusive(
-      Effect.gen(function* () {
-        yield* outputs.results.appendFile(ctx.paths.collectingFile(shard.id))
-        // Rescheduled rows go to a retry shard with their identical request lines. If a crash
-        // hit after the retry shard was journaled, it exists already and is left as it is.
-        const retryId = retryShardId(shard)
-        const retryPlanned = ctx.state.shards.has(retryId)
-        let retry:
-          | { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; answers: LineFile.LineFile }
-          | undefined
-        let retryCached = 0
-        const retryHash = createHash("sha256")
-        let rescheduled = 0
-        let retryBytes = 0
-        let succeeded = 0
-        const failed: Record<string, number> = {}
-        let sinkBatch: Array<unknown> = []
-        const flushSink = Effect.suspend(() => {
-          if (sinkBatch.length === 0) return Effect.void
-          const batch = sinkBatch
-          sinkBatch = []
-          return outputs.sink.write(batch)
-        })
+      // Rescheduled rows go to a retry shard with their identical request lines. If a crash
+      // hit after the retry shard was journaled, it exists already and is left as it is.
+      const retryId = retryShardId(shard)
+      const retryPlanned = ctx.state.shards.has(retryId)
+      let retry:
+        | { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; answers: LineFile.LineFile }
+        | undefined
+      let retryCached = 0
+      const retryHash = createHash("sha256")
+      let rescheduled = 0
+      let retryBytes = 0
+      let succeeded = 0
+      const failed: Record<string, number> = {}
+      let sinkBatch: Array<unknown> = []
+      const flushSink = Effect.suspend(() => {
+        if (sinkBatch.length === 0) return Effect.void
+        const batch = sinkBatch
+        sinkBatch = []
+        return outputs.sink.write(batch)
+      })
 
-        const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
-        const requests = lines(ctx.paths.shardFile(shard.id))
-        let children = 0
+      const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
+      const requests = lines(ctx.paths.shardFile(shard.id))
+      let children = 0
 
-        const fail = (row: RowLine, failure: FailureClass, code: string, message: string) => {
-          failed[failure] = (failed[failure] ?? 0) + 1
-          const record: FailureRecord = {
-            custom_id: row.id,
-            key: row.key,
-            shard: shard.id,
-            attempt: shard.attempt,
-            class: failure,
-            code,
-            message,
-            location: row.loc,
-            ...(row.c === undefined ? {} : { cached: true })
-          }
-          return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+      const fail = (row: RowLine, failure: FailureClass, code: string, message: string) => {
+        failed[failure] = (failed[failure] ?? 0) + 1
+        const record: FailureRecord = {
+          custom_id: row.id,
+          key: row.key,
+          shard: shard.id,
+          attempt: shard.attempt,
+          class: failure,
+          code,
+          message,
+          location: row.loc,
+          ...(row.c === undefined ? {} : { cached: true })
         }
+        return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+      }
 
-        const transformFailed = (row: RowLine, e: unknown) =>
-          fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
+      const transformFailed = (row: RowLine, e: unknown) =>
+        fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
 
-        /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
-        const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
-          let values: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
-          try {
-            values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
-          } catch (e) {
-            return transformFailed(row, e)
-          }
-          if (!Effect.isEffect(values)) return emit(row, values)
-          // An Effect transform: its failure (or defect) fails the row; an interruption stops the collection.
-          return Effect.flatMap(Effect.exit(values), (exit) =>
-            Exit.isSuccess(exit) ? emit(row, exit.value) ?? Effect.void
-            : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
-            : transformFailed(row, Cause.squash(exit.cause)) ?? Effect.void
-          )
+      /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
+      const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
+        let values: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
+        try {
+          values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
+        } catch (e) {
+          return transformFailed(row, e)
         }
+        if (!Effect.isEffect(values)) return emit(row, values)
+        // An Effect transform: its failure (or defect) fails the row; an interruption stops the collection.
+        return Effect.flatMap(Effect.exit(values), (exit) =>
+          Exit.isSuccess(exit) ? emit(row, exit.value) ?? Effect.void
+          : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
+          : transformFailed(row, Cause.squash(exit.cause)) ?? Effect.void
+        )
+      }
 
-        const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
-          const src = row.src === undefined ? row.input : row.src
-          if (next !== undefined) {
-            succeeded++
-            let full = false
-            const lin = [...(row.lin ?? []), row.id]
-            for (const [key, value] of values) {
-              const line: InboxLine = { key, loc: row.loc, input: value, src, lin }
-              full = next.append(JSON.stringify(line)) || full
-              children++
-            }
-            return full ? next.flush : undefined
-          }
-          const records = values.map(([key, value]) =>
-            multiStage
-              ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
-              : { key, customId: row.id, input: src, output: value }
-          )
-          // A row the sink cannot store (U+0000 for PostgreSQL, say) fails alone, before the
-          // write: in the batch it would fail the sink's commit, and every later one.
-          const refuse = outputs.sink.refuse
-          if (refuse !== undefined) {
-            for (const record of records) {
-              const reason = refuse(record)
-              if (reason !== undefined) return fail(row, "sink_rejected", "sink_rejected", reason)
-            }
-          }
+      const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
+        const src = row.src === undefined ? row.input : row.src
+        if (next !== undefined) {
           succeeded++
-          for (const record of records) sinkBatch.push(record)
-          return sinkBatch.length >= 1000 ? flushSink : undefined
-        }
-
-        // Rows that may be resent, with their place among the rows that have a request line: the
-        // shard file is read (a second pass) only for them.
-        const resend: Array<{ readonly at: number; readonly row: RowLine }> = []
-        let sentRows = 0
-
-        /**
-         * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
-         * its line in the shard file (none for a row answered from the cache), or `unread`: a row
-         * that may be resent is then put aside for the second pass, which has its line.
-         */
-        const settle = (row: RowLine, request: string | undefined | typeof unread): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
-          const at = request === unread ? sentRows++ : -1
-          const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
-            outcomes.get(row.id) ??
-            (shard.cancelled
-              ? { ok: false, failure: "cancelled", code: "cancelled", message: "the run was cancelled before this request was sent online" }
-              : {
-                  ok: false,
-                  failure: "missing",
-                  code: "missing",
-                  message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
-                })
-          if (outcome.ok) return passOn(row, outcome.output)
-          if (request === unread) {
-            // A superset of the test below (which the second pass makes): rows outside it fail here.
-            const resendable = automatic.has(outcome.failure) ||
-              (outcome.failure === "parse" && outcome.answer !== undefined && stage.repair) ||
-              (shard.recalled && outcome.failure === "cancelled")
-            if (reschedule && resendable && shard.attempt < stage.maxAttempts) {
-              resend.push({ at, row })
-              return undefined
-            }
+          let full = false
+          const lin = [...(row.lin ?? []), row.id]
+          for (const [key, value] of values) {
+            const line: InboxLine = { key, loc: row.loc, input: value, src, lin }
+            full = next.append(JSON.stringify(line)) || full
+            children++
           }
-          const repair =
-            outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
-              ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
-              : undefined
-          // A repair is a new request (and so a new custom_id); anything else is resent as it was.
-          const line = repair?.line ?? (request === unread ? undefined : request)
-          const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
-          if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
-            rescheduled++
-            if (retryPlanned) return undefined
-            // A repair is keyed by its own request: answered before (in an earlier run, or
-            // carried over from before a pipeline change), it is not asked again.
-            const { ck: _ck, c: _c, ...rest } = row
-            const repairKey = repair === undefined || !caching || rt.cacheNamespace === undefined
-              ? undefined
-              : ResponseCache.key(rt.cacheNamespace, stage.requestHash(repair.request))
-            const answered = repair === undefined || !caching ? undefined
-              : (repairKey === undefined ? undefined : ctx.cache.read(repairKey)) ??
-                (ctx.carry === undefined ? undefined : ctx.cache.read(ResponseCache.key(ctx.carry, repair.customId)))
-            const rowLine = repair === undefined ? JSON.stringify(row)
-              : JSON.stringify({ ...rest, id: repair.customId, ...(repairKey === undefined ? {} : { ck: repairKey }), ...(answered === undefined ? {} : { c: 1 }) })
-            const append = (r: NonNullable<typeof retry>) => {
-              let full = r.rows.append(rowLine)
-              if (answered !== undefined) {
-                retryCached++
-                full = r.answers.append(`{"_tag":"Succeeded","customId":${JSON.stringify(repair!.customId)},${answered.slice(1)}`) || full
-              } else {
-                retryHash.update(line)
-                retryHash.update("\n")
-                retryBytes += Buffer.byteLength(line) + 1
-                full = r.requests.append(line) || full
-              }
-              return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
-            }
-            if (retry !== undefined) return append(retry)
-            return Effect.gen(function* () {
-              const scope = yield* Scope.make()
-              const opened = {
-                scope,
-                requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
-                rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope)),
-                answers: yield* LineFile.open(ctx.paths.cachedFile(retryId), 0).pipe(Scope.extend(scope))
-              }
-              retry = opened
-              const pending = append(opened)
-              if (pending !== undefined) yield* pending
-            })
-          }
-          return fail(row, outcome.failure, outcome.code, outcome.message)
+          return full ? next.flush : undefined
         }
-        const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined | typeof unread], E, R>) =>
-          stream.pipe(
-            Stream.runForEachChunk((chunk) =>
-              Effect.gen(function* () {
-                for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
-                  const io = settle(row, request)
-                  if (io !== undefined) yield* io
-                }
+        const records = values.map(([key, value]) =>
+          multiStage
+            ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
+            : { key, customId: row.id, input: src, output: value }
+        )
+        // A row the sink cannot store (U+0000 for PostgreSQL, say) fails alone, before the
+        // write: in the batch it would fail the sink's commit, and every later one.
+        const refuse = outputs.sink.refuse
+        if (refuse !== undefined) {
+          for (const record of records) {
+            const reason = refuse(record)
+            if (reason !== undefined) return fail(row, "sink_rejected", "sink_rejected", reason)
+          }
+        }
+        succeeded++
+        for (const record of records) sinkBatch.push(record)
+        return sinkBatch.length >= 1000 ? flushSink : undefined
+      }
+
+      // Rows that may be resent, with their place among the rows that have a request line: the
+      // shard file is read (a second pass) only for them.
+      const resend: Array<{ readonly at: number; readonly row: RowLine }> = []
+      let sentRows = 0
+
+      /**
+       * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
+       * its line in the shard file (none for a row answered from the cache), or `unread`: a row
+       * that may be resent is then put aside for the second pass, which has its line.
+       */
+      const settle = (row: RowLine, request: string | undefined | typeof unread): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+        const at = request === unread ? sentRows++ : -1
+        const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
+          outcomes.get(row.id) ??
+          (shard.cancelled
+            ? { ok: false, failure: "cancelled", code: "cancelled", message: "the run was cancelled before this request was sent online" }
+            : {
+                ok: false,
+                failure: "missing",
+                code: "missing",
+                message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
               })
-            )
-          )
-        // Rows with a request line pair up with the shard file, which is read only when some of them
-        // may be resent (it is often bigger than the results). Rows answered from the cache have none.
-        if (shard.requests > 0) {
-          yield* settleAll(rows.pipe(Stream.filter((r) => r.c === undefined), Stream.map((r) => [r, unread] as const)))
-          if (resend.length > 0) {
-            let next = 0
-            yield* settleAll(
-              requests.pipe(
-                // Stops reading once the last row put aside has its line (checked chunk by chunk).
-                Stream.takeWhile(() => next < resend.length),
-                Stream.zipWithIndex,
-                Stream.filterMap(([line, i]) =>
-                  next < resend.length && i === resend[next]!.at ? Option.some([resend[next++]!.row, line] as const) : Option.none()
-                )
-              )
-            )
-            // A shard file shorter than its sidecar (damage) leaves rows without their line: they fail, not vanish.
-            if (next < resend.length) yield* settleAll(Stream.fromIterable(resend.slice(next).map(({ row }) => [row, undefined] as const)))
+        if (outcome.ok) return passOn(row, outcome.output)
+        if (request === unread) {
+          // A superset of the test below (which the second pass makes): rows outside it fail here.
+          const resendable = automatic.has(outcome.failure) ||
+            (outcome.failure === "parse" && outcome.answer !== undefined && stage.repair) ||
+            (shard.recalled && outcome.failure === "cancelled")
+          if (reschedule && resendable && shard.attempt < stage.maxAttempts) {
+            resend.push({ at, row })
+            return undefined
           }
         }
-        if (shard.cachedRows > 0) {
-          yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
-        }
-        yield* flushSink
-        Failpoint.hit("collect-before-commit")
-
-        if (retry !== undefined) {
-          yield* retry.requests.sync
-          yield* retry.rows.sync
-          yield* retry.answers.sync
-          yield* Scope.close(retry.scope, Exit.void)
-          yield* ctx.record({
-            _tag: "ShardPlanned",
-            shard: retryId,
-            stage: shard.stage,
-            provider: shard.provider,
-            model: shard.model,
-            endpoint: shard.endpoint,
-            requests: rescheduled - retryCached,
-            bytes: retryBytes,
-            sha256: retryHash.digest("hex"),
-            attempt: shard.attempt + 1,
-            parent: shard.id,
-            sourceOffset: null,
-            invalid: 0,
-            offsets: null,
-            ...(shard.inputTokens === undefined || shard.requests === 0
-              ? {}
-              : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
-            ...(retryCached > 0 ? { cachedRows: retryCached } : {})
+        const repair =
+          outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
+            ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
+            : undefined
+        // A repair is a new request (and so a new custom_id); anything else is resent as it was.
+        const line = repair?.line ?? (request === unread ? undefined : request)
+        const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
+        if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
+          rescheduled++
+          if (retryPlanned) return undefined
+          // A repair is keyed by its own request: answered before (in an earlier run, or
+          // carried over from before a pipeline change), it is not asked again.
+          const { ck: _ck, c: _c, ...rest } = row
+          const repairKey = repair === undefined || !caching || rt.cacheNamespace === undefined
+            ? undefined
+            : ResponseCache.key(rt.cacheNamespace, stage.requestHash(repair.request))
+          const answered = repair === undefined || !caching ? undefined
+            : (repairKey === undefined ? undefined : ctx.cache.read(repairKey)) ??
+              (ctx.carry === undefined ? undefined : ctx.cache.read(ResponseCache.key(ctx.carry, repair.customId)))
+          const rowLine = repair === undefined ? JSON.stringify(row)
+            : JSON.stringify({ ...rest, id: repair.customId, ...(repairKey === undefined ? {} : { ck: repairKey }), ...(answered === undefined ? {} : { c: 1 }) })
+          const append = (r: NonNullable<typeof retry>) => {
+            let full = r.rows.append(rowLine)
+            if (answered !== undefined) {
+              retryCached++
+              full = r.answers.append(`{"_tag":"Succeeded","customId":${JSON.stringify(repair!.customId)},${answered.slice(1)}`) || full
+            } else {
+              retryHash.update(line)
+              retryHash.update("\n")
+              retryBytes += Buffer.byteLength(line) + 1
+              full = r.requests.append(line) || full
+            }
+            return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
+          }
+          if (retry !== undefined) return append(retry)
+          return Effect.gen(function* () {
+            const scope = yield* Scope.make()
+            const opened = {
+              scope,
+              requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
+              rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope)),
+              answers: yield* LineFile.open(ctx.paths.cachedFile(retryId), 0).pipe(Scope.extend(scope))
+            }
+            retry = opened
+            const pending = append(opened)
+            if (pending !== undefined) yield* pending
           })
         }
-        // The answers are made durable in the cache before the shard counts as collected.
-        yield* flushCache
-        const offsets = yield* outputs.commit
+        return fail(row, outcome.failure, outcome.code, outcome.message)
+      }
+      const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined | typeof unread], E, R>) =>
+        stream.pipe(
+          Stream.runForEachChunk((chunk) =>
+            Effect.gen(function* () {
+              for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
+                const io = settle(row, request)
+                if (io !== undefined) yield* io
+              }
+            })
+          )
+        )
+      // Rows with a request line pair up with the shard file, which is read only when some of them
+      // may be resent (it is often bigger than the results). Rows answered from the cache have none.
+      if (shard.requests > 0) {
+        yield* settleAll(rows.pipe(Stream.filter((r) => r.c === undefined), Stream.map((r) => [r, unread] as const)))
+        if (resend.length > 0) {
+          let next = 0
+          yield* settleAll(
+            requests.pipe(
+              // Stops reading once the last row put aside has its line (checked chunk by chunk).
+              Stream.takeWhile(() => next < resend.length),
+              Stream.zipWithIndex,
+              Stream.filterMap(([line, i]) =>
+                next < resend.length && i === resend[next]!.at ? Option.some([resend[next++]!.row, line] as const) : Option.none()
+              )
+            )
+          )
+          // A shard file shorter than its sidecar (damage) leaves rows without their line: they fail, not vanish.
+          if (next < resend.length) yield* settleAll(Stream.fromIterable(resend.slice(next).map(({ row }) => [row, undefined] as const)))
+        }
+      }
+      if (shard.cachedRows > 0) {
+        yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
+      }
+      yield* flushSink
+      Failpoint.hit("collect-before-commit")
+
+      if (retry !== undefined) {
+        yield* retry.requests.sync
+        yield* retry.rows.sync
+        yield* retry.answers.sync
+        yield* Scope.close(retry.scope, Exit.void)
         yield* ctx.record({
-          _tag: "Collected",
-          shard: shard.id,
-          succeeded,
-          failed,
-          rescheduled,
-          retryShard: rescheduled > 0 ? retryId : null,
-          usage,
-          offsets,
-          ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
-          ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
+          _tag: "ShardPlanned",
+          shard: retryId,
+          stage: shard.stage,
+          provider: shard.provider,
+          model: shard.model,
+          endpoint: shard.endpoint,
+          requests: rescheduled - retryCached,
+          bytes: retryBytes,
+          sha256: retryHash.digest("hex"),
+          attempt: shard.attempt + 1,
+          parent: shard.id,
+          sourceOffset: null,
+          invalid: 0,
+          offsets: null,
+          ...(shard.inputTokens === undefined || shard.requests === 0
+            ? {}
+            : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
+          ...(retryCached > 0 ? { cachedRows: retryCached } : {})
         })
-        // A retry shard that existed already is driven by whoever found it open.
-        return retry !== undefined ? retryId : null
+      }
+      // The answers are made durable in the cache before the shard counts as collected.
+      yield* flushCache
+      const offsets = yield* outputs.commit
+      yield* ctx.record({
+        _tag: "Collected",
+        shard: shard.id,
+        succeeded,
+        failed,
+        rescheduled,
+        retryShard: rescheduled > 0 ? retryId : null,
+        usage,
+        offsets,
+        ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
+        ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
       })
-    )
-  }).pipe(
-    // The staging file is scratch once its lines are committed (or the collection failed).
-    Effect.ensuring(FileSystem.FileSystem.pipe(Effect.flatMap((fs) => fs.remove(ctx.paths.collectingFile(shard.id), { force: true })), Effect.ignore)),
-    Telemetry.shardSpan("sluice.collect", shard)
-  )
+      // A retry shard that existed already is driven by whoever found it open.
+      return retry !== undefined ? retryId : null
+    })
+  ).pipe(Telemetry.shardSpan("sluice.collect", shard))

@@ -36,11 +36,6 @@ export interface Outputs {
   readonly inbox: ReadonlyMap<string, LineFile.LineFile>
   /** Runs `f` holding the outputs exclusively: commits must not interleave. */
   readonly exclusive: <A, E, R>(f: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  /**
-   * Runs a collection's reading phase (which writes none of the outputs; see Collector.ts): one
-   * at a time, so at most two shards' results are in memory, the one read and the one written.
-   */
-  readonly reading: <A, E, R>(f: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   readonly commit: Effect.Effect<Offsets, unknown>
   readonly failure: (record: FailureRecord) => Effect.Effect<void, unknown>
 }
@@ -66,7 +61,6 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
       }
     }
     const lock = yield* Effect.makeSemaphore(1)
-    const readingLock = yield* Effect.makeSemaphore(1)
     const commit = Effect.gen(function* () {
       const r = yield* results.sync
       const f = yield* failures.sync
@@ -84,7 +78,6 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
       sink,
       inbox,
       exclusive: (f) => lock.withPermits(1)(f),
-      reading: (f) => readingLock.withPermits(1)(f),
       commit,
       failure: (record) => failures.line(JSON.stringify(record))
     }

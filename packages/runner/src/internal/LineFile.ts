@@ -2,10 +2,10 @@
  * Buffered line writer over a FileSystem file: lines are joined into ~1 MB writes, and
  * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
  */
-import * as FileSystem from "@effect/platform/FileSystem"
+import type { FileSystem } from "@effect/platform"
 import { SystemError } from "@effect/platform/Error"
 import type { PlatformError } from "@effect/platform/Error"
-import { Effect, Stream } from "effect"
+import { Effect } from "effect"
 import type { Scope } from "effect"
 import * as PrivateFiles from "./PrivateFiles.js"
 
@@ -22,8 +22,6 @@ export interface LineFile {
   readonly sync: Effect.Effect<number, PlatformError>
   /** Length in bytes including buffered lines. */
   readonly size: () => number
-  /** Appends the whole of another file's lines (flushed first), copied in large pieces. */
-  readonly appendFile: (path: string) => Effect.Effect<void, PlatformError>
 }
 
 const FLUSH_AT = 1 << 20
@@ -42,7 +40,6 @@ export const open = (
     const named = Effect.mapError((e: PlatformError): PlatformError =>
       e._tag === "SystemError" && typeof e.pathOrDescriptor !== "string" ? new SystemError({ ...e, pathOrDescriptor: path }) : e
     )
-    const fs = yield* FileSystem.FileSystem
     const file = yield* PrivateFiles.open(path, "a+")
     const current = Number((yield* file.stat).size)
     if (current < keep) {
@@ -75,16 +72,6 @@ export const open = (
         Effect.zipRight(named(file.sync)),
         Effect.map(() => written)
       ),
-      size: () => written + buffered,
-      appendFile: (source) =>
-        Effect.zipRight(
-          flush,
-          fs.stream(source, { chunkSize: FileSystem.MiB(4) }).pipe(
-            Stream.runForEach((bytes) => {
-              written += bytes.length
-              return named(file.writeAll(bytes))
-            })
-          )
-        )
+      size: () => written + buffered
     }
   })
