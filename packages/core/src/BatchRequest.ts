@@ -66,7 +66,14 @@ export const Succeeded = Schema.TaggedStruct("Succeeded", {
   finishReason: Schema.NullOr(Schema.String),
   usage: Schema.NullOr(Usage),
   /** The provider's response body, kept so that re-parsing needs no API call. */
-  raw: Schema.Unknown
+  raw: Schema.Unknown,
+  /**
+   * The JSON text `raw` was parsed from, when a provider's result line is `raw` whole: the
+   * runner writes it into results.jsonl and the cache as it came, instead of serialising
+   * `raw` again. The same JSON as `raw`, not necessarily the same bytes (spacing, escapes).
+   * Absent when `raw` was built rather than received; never stored as a field of its own.
+   */
+  rawText: Schema.optional(Schema.String)
 })
 export type Succeeded = typeof Succeeded.Type
 
@@ -76,7 +83,9 @@ export const Failed = Schema.TaggedStruct("Failed", {
   code: Schema.String,
   message: Schema.String,
   status: Schema.NullOr(Schema.Number),
-  raw: Schema.Unknown
+  raw: Schema.Unknown,
+  /** The JSON text `raw` was parsed from (see `Succeeded`). */
+  rawText: Schema.optional(Schema.String)
 })
 export type Failed = typeof Failed.Type
 

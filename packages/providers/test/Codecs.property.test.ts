@@ -262,6 +262,28 @@ describe.each(families)("$name result lines", ({ idOf, line, parse }) => {
     )
   })
 
+  it("a line spaced and escaped any way: its result carries the text as received, which means its raw; trailing garbage is garbage", () => {
+    check(
+      fc.property(line, fc.constantFrom(" ", "\t", "  "), fc.boolean(), (value, space, ascii) => {
+        // Whitespace between tokens (JSON.stringify escapes every newline inside a string) and
+        // \u escapes for every non-ASCII character: the same JSON, other bytes.
+        let text = JSON.stringify(value, null, 1).replace(/\n/g, space)
+        if (ascii) text = text.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+        const parsed = parse(text)
+        expectClassified(parsed, idOf, JSON.parse(text))
+        if (Either.isRight(parsed)) {
+          expect(parsed.right.rawText).toBe(text)
+          expect(JSON.parse(parsed.right.rawText!)).toEqual(parsed.right.raw)
+        }
+        for (const garbage of [`${text} x`, `${text}}`, `${text},{}`]) {
+          const bad = parse(garbage)
+          expect(Either.isLeft(bad) && bad.left.startsWith("not JSON")).toBe(true)
+        }
+      }),
+      300
+    )
+  })
+
   it("a torn line (any prefix of a real one) is garbage or still names its own custom_id", () => {
     check(
       fc.property(line, fc.nat(), (value, cut) => {

@@ -37,6 +37,7 @@ import {
 } from "../src/openai/OpenAiBatch.js"
 import type { OpenAiConfig as OpenAiConfigType } from "../src/openai/OpenAiBatch.js"
 import { ProviderError } from "../src/ProviderError.js"
+import { formOf } from "./multipartBody.js"
 
 // ---------------------------------------------------------------------------------------
 // A fake HttpClient: a handler answers each request; every request is recorded.
@@ -248,7 +249,9 @@ describe("result lines", () => {
       text: "{\"x\":1}",
       finishReason: "stop",
       usage: { inputTokens: 11, outputTokens: 7, cachedInputTokens: 3 },
-      raw
+      raw,
+      // The line as received, for the runner to write without serialising `raw` again.
+      rawText: JSON.stringify(raw)
     })
   })
 
@@ -381,25 +384,50 @@ describe("requests", () => {
       const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-oai-"))
       const path = NodePath.join(dir, "shard.jsonl")
       NodeFs.writeFileSync(path, "{\"custom_id\":\"a\"}\n")
-      const seen: Array<{ purpose: unknown; filename: string; size: number }> = []
-      const fake = fakeClient((req) => {
-        const body = req.request.body
-        if (body._tag === "FormData") {
-          const file = body.formData.get("file") as unknown as { name: string; size: number }
-          seen.push({ purpose: body.formData.get("purpose"), filename: file.name, size: file.size })
-        }
-        return json({ id: "file-123", object: "file", bytes: 18, purpose: "batch", filename: "run-1-shard-0.jsonl" })
-      })
+      const fake = fakeClient(() =>
+        json({ id: "file-123", object: "file", bytes: 18, purpose: "batch", filename: "run-1-shard-0.jsonl" })
+      )
       const provider = makeWithClient(fake.client, baseConfig)
       const staged = yield* provider.stage(path, "run-1-shard-0")
       assert.deepStrictEqual(staged, { inputRef: "file-123" })
-      assert.deepStrictEqual(seen, [{ purpose: "batch", filename: "run-1-shard-0.jsonl", size: 18 }])
+      const form = yield* formOf(fake.calls[0]!.request.body)
+      const file = form.get("file") as File
+      assert.deepStrictEqual(
+        { purpose: form.get("purpose"), filename: file.name, type: file.type, text: yield* Effect.promise(() => file.text()) },
+        { purpose: "batch", filename: "run-1-shard-0.jsonl", type: "application/jsonl", text: "{\"custom_id\":\"a\"}\n" }
+      )
       assert.strictEqual(fake.calls[0]!.url.pathname, "/v1/files")
 
       const missing = yield* Effect.exit(provider.stage(NodePath.join(dir, "nope.jsonl"), "x"))
       const error = expectError(missing)
       assert.strictEqual(error.reason, "Rejected")
       assert.strictEqual(fake.calls.length, 1)
+      NodeFs.rmSync(dir, { recursive: true })
+    }))
+
+  it.effect("stage streams a file of several read pieces, with the upload's own fields, byte for byte", () =>
+    Effect.gen(function*() {
+      const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "sluice-oai-"))
+      const path = NodePath.join(dir, "shard.jsonl")
+      // Over two 4 MiB pieces, with multi-byte characters split across the pieces' edges.
+      const line = `{"custom_id":"é-${"ü".repeat(500)}"}\n`
+      const content = line.repeat(Math.ceil((9 * 1024 * 1024) / Buffer.byteLength(line)))
+      NodeFs.writeFileSync(path, content)
+      const fake = fakeClient(() => json({ id: "file-9", object: "file", bytes: 1, purpose: "batch", filename: "x.jsonl" }))
+      const provider = makeWithClient(fake.client, {
+        ...baseConfig,
+        upload: { path: "/files/upload", fileNameField: "file_name", fields: { note: 'a "quoted"\nvalue' } }
+      })
+      yield* provider.stage(path, "run \"1\"")
+      assert.strictEqual(fake.calls[0]!.url.pathname, "/v1/files/upload")
+      const form = yield* formOf(fake.calls[0]!.request.body)
+      const file = form.get("file") as File
+      assert.deepStrictEqual(
+        { purpose: form.get("purpose"), name: form.get("file_name"), note: form.get("note"), filename: file.name },
+        // FormData sends line breaks as CRLF; a `"` in a filename travels as %22 and is read back.
+        { purpose: "batch", name: 'run "1".jsonl', note: 'a "quoted"\r\nvalue', filename: 'run "1".jsonl' }
+      )
+      assert.isTrue(Buffer.from(yield* Effect.promise(() => file.arrayBuffer())).equals(Buffer.from(content)))
       NodeFs.rmSync(dir, { recursive: true })
     }))
 

@@ -31,6 +31,7 @@ import { type BatchInfo, type BatchProvider, isTerminal } from "../src/BatchProv
 import { type EmulatorHandle, startEmulator } from "@sluice/emulator"
 import { setFaults } from "@sluice/emulator/control"
 import { encode, makeWithClient } from "../src/openai/OpenAiBatch.js"
+import { formOf } from "./multipartBody.js"
 import { openAiValidators, specOperation } from "./openApiSchemas.js"
 
 const answers = openAiValidators({ relaxed: true })
@@ -500,10 +501,11 @@ const requestProblems = async (request: Sent, seenLines: Map<string, number>): P
     const value = JSON.parse(new TextDecoder().decode(body.body)) as unknown
     problems.push(...requests.problems(schema, value).map((p) => `${where}: ${p} in ${excerpt(value)}`))
   } else if (contentType === "multipart/form-data") {
-    if (body._tag !== "FormData") return [...problems, `${where}: expected a multipart body, got ${body._tag}`]
+    const form = await Effect.runPromise(Effect.either(formOf(body)))
+    if (form._tag === "Left") return [...problems, `${where}: ${String(form.left)}`]
     const fields: Record<string, unknown> = {}
     const files: Array<Blob> = []
-    for (const [name, value] of body.formData.entries()) {
+    for (const [name, value] of form.right.entries()) {
       if (typeof value === "string") fields[name] = value
       else {
         fields[name] = "<binary>" // `format: binary`

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
+import { encodeFailed } from "./internal/resultLine.js"
 import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
 import { wireTokens } from "./RequestTokens.js"
@@ -146,7 +147,7 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           const ck = fromCache ? undefined : cacheKeys.get(result.customId)
           if (ck !== undefined) full = ctx.cache.putEncoded(ck, answer) || full
         } else {
-          full = outputs.results.append(prefix + JSON.stringify(result).slice(1))
+          full = outputs.results.append(prefix + encodeFailed(result).slice(1))
         }
         const previous = outcomes.get(result.customId)
         if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands

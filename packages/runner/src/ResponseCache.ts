@@ -60,6 +60,7 @@ import * as fs from "node:fs"
 import type { FileHandle } from "node:fs/promises"
 import * as path from "node:path"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
+import { withRaw } from "./internal/resultLine.js"
 
 export class CacheError extends Schema.TaggedError<CacheError>()("CacheError", {
   path: Schema.String,
@@ -567,22 +568,26 @@ const hexFromBytes = (buf: Buffer, at: number, into: Uint32Array): boolean => {
   return true
 }
 
-/** The answer and nothing else, in a fixed field order (the text always starts `{"text":`). */
-/** An answer as the cache stores it: `{"text","finishReason","usage","raw"}`, in that order. */
-export const encodeAnswer = (answer: CachedAnswer): string =>
-  JSON.stringify({
-    text: answer.text,
-    finishReason: answer.finishReason,
-    usage:
-      answer.usage === null
-        ? null
-        : {
-          inputTokens: answer.usage.inputTokens,
-          outputTokens: answer.usage.outputTokens,
-          cachedInputTokens: answer.usage.cachedInputTokens
-        },
-    raw: answer.raw
-  })
+/**
+ * An answer as the cache stores it: `{"text","finishReason","usage","raw"}`, in that order (the
+ * text always starts `{"text":`); `raw` as received when the provider's line is at hand.
+ */
+export const encodeAnswer = (answer: CachedAnswer & { readonly rawText?: string | undefined }): string =>
+  withRaw(
+    JSON.stringify({
+      text: answer.text,
+      finishReason: answer.finishReason,
+      usage:
+        answer.usage === null
+          ? null
+          : {
+            inputTokens: answer.usage.inputTokens,
+            outputTokens: answer.usage.outputTokens,
+            cachedInputTokens: answer.usage.cachedInputTokens
+          }
+    }),
+    answer
+  )
 
 const openNew = async (file: string): Promise<FileHandle> => {
   try {

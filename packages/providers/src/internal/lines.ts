@@ -92,6 +92,14 @@ export class LineSplitter {
   }
 }
 
+/**
+ * `result` with the text its `raw` was parsed from, when `raw` is the parsed line itself (the
+ * codecs keep a result line whole as `raw`): the runner writes it as received (see
+ * `Succeeded.rawText`).
+ */
+export const withRawText = (result: BatchResult, parsed: unknown, text: string): BatchResult =>
+  result.raw === parsed ? { ...result, rawText: text } : result
+
 /** Splits a byte stream into lines of at most `maxLineBytes` bytes (see `ResultLine`). */
 export const splitLines = (maxLineBytes: number) => <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stream<ResultLine, E, R> =>
   Stream.suspend(() => {

@@ -1,9 +1,39 @@
 /**
- * Reading results.jsonl lines cheaply: their head (shard, custom_id, whether it succeeded or came
- * from the cache) and their usage, without decoding or parsing the raw answer the line holds,
- * often far longer than the rest. The Collector writes each line as
- * `{"shard":…,"attempt":…,["cached":true,]"_tag":…,"customId":…,…,"usage":{…},"raw":…}`.
+ * results.jsonl lines, written and read cheaply. The Collector writes each line as
+ * `{"shard":…,"attempt":…,["cached":true,]"_tag":…,"customId":…,…,"usage":{…},"raw":…}`,
+ * the raw answer as the provider sent it when it can (no second serialisation). Readers take
+ * their head (shard, custom_id, whether it succeeded or came from the cache) and their usage
+ * without decoding or parsing the raw answer, often far longer than the rest.
  */
+import type { BatchResult, Failed } from "@sluice/core"
+
+/**
+ * A result's `raw` as JSON text: the text it was received as (`rawText`), else serialised.
+ * Received text with a carriage return in it (JSON whitespace, legal) is serialised instead:
+ * line readers that split on a bare CR would break the line there. Undefined for no `raw`.
+ */
+export const rawJson = (result: Pick<BatchResult, "raw" | "rawText">): string | undefined =>
+  result.rawText !== undefined && !result.rawText.includes("\r") ? result.rawText : JSON.stringify(result.raw)
+
+/** `head` (a JSON object's text) with `"raw":…` as its last member, as `JSON.stringify` would put it. */
+export const withRaw = (head: string, result: Pick<BatchResult, "raw" | "rawText">): string => {
+  const raw = rawJson(result)
+  return raw === undefined ? head : `${head.slice(0, -1)}${head.length > 2 ? "," : ""}"raw":${raw}}`
+}
+
+/** A failed result as stored (results.jsonl, online answers): its fields, `raw` last, no `rawText`. */
+export const encodeFailed = (result: Failed): string =>
+  withRaw(
+    JSON.stringify({
+      _tag: result._tag,
+      customId: result.customId,
+      failure: result.failure,
+      code: result.code,
+      message: result.message,
+      status: result.status
+    }),
+    result
+  )
 
 export interface ResultHead {
   readonly shard: string

@@ -12,6 +12,7 @@ import { Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { withRawText } from "../../internal/lines.js"
 import { count, lookup } from "../../internal/wire.js"
 
 /** Anthropic requires `max_tokens`; used when a request's params carry none. */
@@ -413,7 +414,7 @@ export const parseResultLine = (text: string): Either.Either<BatchResult, string
   if (record === undefined) return Either.left("not a JSON object")
   const customId = record["custom_id"]
   if (typeof customId !== "string" || customId === "") return Either.left("no custom_id")
-  return Either.right(classifyResult(record as Rec & { custom_id: string }))
+  return Either.right(withRawText(classifyResult(record as Rec & { custom_id: string }), parsed, text))
 }
 
 /** Error types (of an HTTP error body) that mean "out of credit". */

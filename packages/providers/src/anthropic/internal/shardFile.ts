@@ -5,6 +5,7 @@
  */
 import * as NodeFs from "node:fs"
 import * as NodeReadline from "node:readline"
+import { uploadChunkBytes } from "../../internal/upload.js"
 import { asRecord } from "./codec.js"
 
 const NEWLINE = 10
@@ -36,7 +37,7 @@ export async function* requestBody(path: string, stats: { lines: number } = { li
     stats.lines++
     out.push(trimmed)
   }
-  for await (const chunk of NodeFs.createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+  for await (const chunk of NodeFs.createReadStream(path, { highWaterMark: uploadChunkBytes }) as AsyncIterable<Buffer>) {
     const out: Array<Buffer> = []
     let start = 0
     let newline = chunk.indexOf(NEWLINE, start)

@@ -13,6 +13,7 @@ import { GeminiDisplayName, Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus, StoredFile } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { withRawText } from "../../internal/lines.js"
 import { count as tokens, lookup } from "../../internal/wire.js"
 
 export const { displayNameOf, metadataOfDisplayName } = GeminiDisplayName
@@ -544,7 +545,7 @@ export const parseResultLine = (text: string): Either.Either<BatchResult, string
   } catch {
     return Either.left(`not JSON: ${truncate(text, 80)}`)
   }
-  return parseResultRecord(parsed)
+  return Either.map(parseResultRecord(parsed), (result) => withRawText(result, parsed, text))
 }
 
 /** An inline response `{response | error, metadata: {key}}` as a result line `{key, response | error}`. */

@@ -28,6 +28,7 @@ import * as RateLimit from "../../RateLimit.js"
 import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
 import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
+import { fileStream } from "../../internal/upload.js"
 import { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
 import type { GeminiConfig } from "../GeminiBatch.js"
@@ -281,17 +282,8 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: GeminiConf
           path: target.path,
           urlParams: target.urlParams,
           headers: { "x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0" },
-          body: HttpBody.stream(
-            // Opened only when the body is sent, closed when it ends or is interrupted.
-            Stream.suspend(() =>
-              Stream.fromAsyncIterable(
-                NodeFs.createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Uint8Array>,
-                (cause) => cause
-              )
-            ),
-            jsonlMimeType,
-            size
-          )
+          // Opened only when the body is sent, closed when it ends or is interrupted.
+          body: HttpBody.stream(fileStream(path), jsonlMimeType, size)
         }, { retry: true, timeout: timeoutFor(size) }).pipe(Effect.mapError(fixAuth))
         return yield* decodeWith(operation, decodeUploaded)(answer)
       })

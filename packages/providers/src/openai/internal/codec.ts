@@ -11,6 +11,7 @@ import { Prompt } from "@sluice/core"
 import { Either, Schema } from "effect"
 import type { BatchInfo, BatchStatus, StoredFile } from "../../BatchProvider.js"
 import { truncate } from "../../internal/http.js"
+import { withRawText } from "../../internal/lines.js"
 import { count, lookup } from "../../internal/wire.js"
 
 // -----------------------------------------------------------------------------------------
@@ -494,7 +495,7 @@ export const parseResultLine = (text: string): Either.Either<BatchResult, string
   if (record === undefined) return Either.left("not a JSON object")
   const customId = record["custom_id"]
   if (typeof customId !== "string" || customId === "") return Either.left("no custom_id")
-  return Either.right(classifyLine(record as Rec & { custom_id: string }))
+  return Either.right(withRawText(classifyLine(record as Rec & { custom_id: string }), parsed, text))
 }
 
 /** Error codes (of an HTTP error body) that mean "out of credit / quota". */

@@ -5,7 +5,6 @@
  */
 import * as HttpBody from "@effect/platform/HttpBody"
 import type { HttpClient } from "@effect/platform"
-import * as Undici from "@effect/platform-node/Undici"
 import type { BatchResult } from "@sluice/core"
 import { Chunk, Duration, Effect, Either, Option, Redacted, Stream } from "effect"
 import * as NodeFs from "node:fs"
@@ -26,6 +25,7 @@ import type { ProviderHttp } from "../../internal/http.js"
 import { classifyResultLines, defaultMaxLineBytes } from "../../internal/lines.js"
 import { reportedBaseUrl } from "../../internal/origin.js"
 import { retryOptions } from "../../internal/retry.js"
+import { multipartFile } from "../../internal/upload.js"
 import type { ProviderError } from "../../ProviderError.js"
 import * as ProviderIdentity from "../../ProviderIdentity.js"
 import type { OpenAiConfig } from "../OpenAiBatch.js"
@@ -156,10 +156,10 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
   const stage = (path: string, stagedName: string): Effect.Effect<StagedInput, ProviderError> => {
     const operation = `POST ${uploadPath}`
     const filename = stagedFileName(stagedName)
-    // openAsBlob gives a lazy, file-backed Blob: the body is streamed from disk, never read
-    // into memory. A fresh Blob and form per attempt, since a request body is read once.
-    const openBlob = Effect.tryPromise({
-      try: () => NodeFs.openAsBlob(path, { type: "application/jsonl" }),
+    // Streamed from disk in large pieces (see upload.ts), never read into memory; the body
+    // is built per attempt, since a request body is read once.
+    const size = Effect.tryPromise({
+      try: () => NodeFs.promises.stat(path).then((s) => s.size),
       catch: (cause) =>
         http.error({
           reason: "Rejected",
@@ -167,22 +167,17 @@ export const makeWithClient = (client: HttpClient.HttpClient, config: OpenAiConf
           description: `cannot read shard file ${path}: ${cause instanceof Error ? cause.message : String(cause)}`
         })
     })
+    const fields: Array<readonly [string, string]> = [["purpose", purpose]]
+    if (config.upload?.fileNameField !== undefined) fields.push([config.upload.fileNameField, filename])
+    for (const [field, value] of Object.entries(config.upload?.fields ?? {})) fields.push([field, value])
     return Effect.gen(function*() {
-      const size = (yield* openBlob).size
-      const timeout = Duration.sum(requestTimeout, Duration.millis(Math.ceil((size / uploadRate) * 1000)))
-      const spec = Effect.map(openBlob, (blob) => {
-        // npm undici's FormData, not Node 20's global one (which undici 7 cannot send).
-        const form = new Undici.FormData()
-        form.append("purpose", purpose)
-        if (config.upload?.fileNameField !== undefined) form.append(config.upload.fileNameField, filename)
-        for (const [field, value] of Object.entries(config.upload?.fields ?? {})) form.append(field, value)
-        form.append("file", blob as unknown as Parameters<typeof form.append>[1], filename)
-        return {
-          method: "POST" as const,
-          path: uploadPath,
-          body: HttpBody.formData(form as unknown as globalThis.FormData)
-        }
-      })
+      const bytes = yield* size
+      const timeout = Duration.sum(requestTimeout, Duration.millis(Math.ceil((bytes / uploadRate) * 1000)))
+      const spec = Effect.sync(() => ({
+        method: "POST" as const,
+        path: uploadPath,
+        body: multipartFile(fields, { field: "file", filename, contentType: "application/jsonl", path, size: bytes })
+      }))
       const json = yield* http.json(spec, { retry: true, timeout })
       const file = yield* decodeWith(operation, decodeFile)(json)
       return { inputRef: file.id }
