@@ -42,6 +42,8 @@ export interface BatchesConfig extends BatchTimings {
   readonly ended?: (id: string, status: string) => void
   /** The organisation's enqueued-token limit per model (EmulatorOptions.enqueuedTokenLimit). */
   readonly enqueuedTokenLimit?: number | undefined
+  /** See EmulatorOptions.approximateTokens. */
+  readonly approximateTokens?: boolean | undefined
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -141,7 +143,7 @@ export class Batches {
   private async enqueuedCheck(inputFileId: string): Promise<Pick<BatchRecord, "enqueued" | "tokenLimitExceeded">> {
     const limit = this.enqueued.limit
     if (limit === undefined) return {}
-    const counted = await countInput(this.store.filePath(inputFileId))
+    const counted = await countInput(this.store.filePath(inputFileId), this.config.approximateTokens === true)
     let enqueued = 0
     for (const other of this.store.batches.values()) {
       if (other.enqueued?.model !== counted.model || other.tokenLimitExceeded !== undefined) continue
@@ -391,6 +393,7 @@ export class Batches {
         batchId: record.id,
         endpoint: record.endpoint,
         seed: this.config.seed,
+        approximateTokens: this.config.approximateTokens === true,
         inputPath: this.store.filePath(record.input_file_id),
         input,
         processed: line.processed,
