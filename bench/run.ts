@@ -11,6 +11,8 @@
  *          (one more sluice run under `node --cpu-prof`, summarised) --growth / --no-growth
  *          (also run sluice and the baseline at 100,000 rows for the RSS growth target; on by
  *          default above 100,000 rows) --skip floors,e2e,isolated,baseline,resume,replay,startup
+ *          --sluice-node-options "…" (NODE_OPTIONS of sluice's processes only, e.g. --max-old-space-size=256)
+ *          --real-tokens (the emulator counts usage with gpt-tokenizer, not ~4 characters a token)
  *          --startup-runs N (7: rounds of `sluice --help`, `--version`, `status <run-dir>`; medians)
  *          --sluice-root DIR (measure the sluice build of another checkout, to compare builds)
  *          --keep (keep the work directory under bench/.data) --no-wait-quiet / --quiet-timeout S
@@ -129,7 +131,7 @@ interface Emulator {
 let emulator: Emulator | undefined
 
 const startEmulator = async (): Promise<Emulator> => {
-  const child = spawn(process.execPath, ["--conditions=sluice-source", "--import", "tsx", join(bench, "emulator-server.ts"), "--state-dir", join(work, "emulator")], {
+  const child = spawn(process.execPath, ["--conditions=sluice-source", "--import", "tsx", join(bench, "emulator-server.ts"), "--state-dir", join(work, "emulator"), ...(flag("--real-tokens") ? ["--real-tokens"] : [])], {
     cwd: root,
     stdio: ["pipe", "pipe", "inherit"]
   })
@@ -234,8 +236,11 @@ const sluiceEnv = (source: string, sink: string, onInvalid: "skip" | "fail" = "s
   SLUICE_BENCH_SINK: sink,
   SLUICE_BENCH_ON_INVALID: onInvalid,
   // The runner's time and memory, not the compiler's (a type check costs seconds and ~200 MB once).
-  SLUICE_TYPECHECK: "off"
+  SLUICE_TYPECHECK: "off",
+  // --sluice-node-options: V8 settings for sluice's processes alone (the emulator and the baseline keep theirs).
+  ...(sluiceNodeOptions === undefined ? {} : { NODE_OPTIONS: sluiceNodeOptions })
 })
+const sluiceNodeOptions = option("--sluice-node-options")
 
 const sluiceRunArgs = (runDir: string, extra: Array<string> = []) => [
   cli,
@@ -596,7 +601,7 @@ const results: Record<string, unknown> = {
   git,
   startedAt: new Date().toISOString(),
   machine,
-  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip], sluiceRoot: sluiceRoot === root ? null : sluiceRoot }
+  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip], sluiceRoot: sluiceRoot === root ? null : sluiceRoot, sluiceNodeOptions: sluiceNodeOptions ?? null, realTokens: flag("--real-tokens") }
 }
 const m: Record<string, RunFigures | Record<string, unknown>> = {}
 results["measurements"] = m
