@@ -645,9 +645,9 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+        const Cancel = yield* lazy(() => import("./Cancel.js"))
         const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
-        const Cancel = yield* lazy(() => import("./Cancel.js"))
         const summary = yield* Cancel.fromJournal(runDir, {
           concurrency: ranges.concurrency.max,
           ...pollOptions(opts),
