@@ -4,7 +4,7 @@
  * finalizing. Prints one JSON line `{"url", "port", "pid", "stateDir"}` on stdout when it
  * listens, and closes on SIGTERM / SIGINT or when stdin closes (the parent died).
  *
- *   node --conditions=sluice-source --import tsx bench/emulator-server.ts --state-dir bench/.data/emulator [--validating-ms 10] [--finalizing-ms 10]
+ *   node --conditions=sluice-source --import tsx bench/emulator-server.ts --state-dir bench/.data/emulator [--validating-ms 10] [--finalizing-ms 10] [--real-tokens]
  */
 import { startEmulator } from "../packages/emulator/src/Emulator.js"
 
@@ -20,6 +20,9 @@ const emulator = await startEmulator({
   validatingMs: Number(arg("--validating-ms") ?? 10),
   finalizingMs: Number(arg("--finalizing-ms") ?? 10),
   requestsPerSecond: Infinity,
+  // gpt-tokenizer took ~27% of the emulator's CPU (BENCHMARKS.md H7): the emulator shares the
+  // two cores with what is measured. `--real-tokens` counts with the tokenizer again.
+  approximateTokens: !process.argv.includes("--real-tokens"),
   ...(stateDir === undefined ? {} : { stateDir })
 })
 process.stdout.write(JSON.stringify({ url: emulator.url, port: emulator.port, pid: process.pid, stateDir: stateDir ?? null }) + "\n")

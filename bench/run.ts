@@ -10,7 +10,10 @@
  *          runs without --poll-interval, on its own schedule, and the baseline polls every 0.2 s) --profile
  *          (one more sluice run under `node --cpu-prof`, summarised) --growth / --no-growth
  *          (also run sluice and the baseline at 100,000 rows for the RSS growth target; on by
- *          default above 100,000 rows) --skip floors,e2e,isolated,baseline,resume,replay
+ *          default above 100,000 rows) --skip floors,e2e,isolated,baseline,resume,replay,startup
+ *          --sluice-node-options "…" (NODE_OPTIONS of sluice's processes only, e.g. --max-old-space-size=256)
+ *          --real-tokens (the emulator counts usage with gpt-tokenizer, not ~4 characters a token)
+ *          --startup-runs N (7: rounds of `sluice --help`, `--version`, `status <run-dir>`; medians)
  *          --sluice-root DIR (measure the sluice build of another checkout, to compare builds)
  *          --keep (keep the work directory under bench/.data) --no-wait-quiet / --quiet-timeout S
  *          (each measured child first waits, up to 120 s, for the machine to be quiet).
@@ -128,7 +131,7 @@ interface Emulator {
 let emulator: Emulator | undefined
 
 const startEmulator = async (): Promise<Emulator> => {
-  const child = spawn(process.execPath, ["--conditions=sluice-source", "--import", "tsx", join(bench, "emulator-server.ts"), "--state-dir", join(work, "emulator")], {
+  const child = spawn(process.execPath, ["--conditions=sluice-source", "--import", "tsx", join(bench, "emulator-server.ts"), "--state-dir", join(work, "emulator"), ...(flag("--real-tokens") ? ["--real-tokens"] : [])], {
     cwd: root,
     stdio: ["pipe", "pipe", "inherit"]
   })
@@ -233,8 +236,11 @@ const sluiceEnv = (source: string, sink: string, onInvalid: "skip" | "fail" = "s
   SLUICE_BENCH_SINK: sink,
   SLUICE_BENCH_ON_INVALID: onInvalid,
   // The runner's time and memory, not the compiler's (a type check costs seconds and ~200 MB once).
-  SLUICE_TYPECHECK: "off"
+  SLUICE_TYPECHECK: "off",
+  // --sluice-node-options: V8 settings for sluice's processes alone (the emulator and the baseline keep theirs).
+  ...(sluiceNodeOptions === undefined ? {} : { NODE_OPTIONS: sluiceNodeOptions })
 })
+const sluiceNodeOptions = option("--sluice-node-options")
 
 const sluiceRunArgs = (runDir: string, extra: Array<string> = []) => [
   cli,
@@ -369,6 +375,68 @@ const figures = (r: ChildResult, n: number, extra: Record<string, unknown> = {})
 })
 
 const logPath = (name: string) => join(work, `${name}.log`)
+
+const startupRuns = Number(option("--startup-runs") ?? 7)
+const median = (xs: ReadonlyArray<number>): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** One start-up command's figures: medians over the runs, and every run's own. */
+interface StartupFigures {
+  readonly label: string
+  readonly runs: number
+  readonly wallS: number
+  readonly peakRssMB: number
+  /** Median user + system CPU seconds: less disturbed by a busy machine than the wall time. */
+  readonly cpuS: number | null
+  readonly walls: ReadonlyArray<number>
+  readonly rssMB: ReadonlyArray<number>
+  readonly foreignCores: number | null
+}
+
+/**
+ * `sluice --help`, `sluice --version` and, given the end-to-end run's directory, `sluice status`
+ * as a user types it (refreshing from the provider: here every batch has ended). The machine is
+ * waited for once; the commands then alternate, `startupRuns` rounds, so that a change of load
+ * touches all of them alike. Wall time from spawn to exit, peak RSS from GNU time.
+ */
+const startup = async (run: { readonly runDir: string; readonly env: Record<string, string> } | undefined) => {
+  const commands: Array<{ key: string; args: ReadonlyArray<string>; env?: Record<string, string> }> = [
+    { key: "help", args: ["--help"] },
+    { key: "version", args: ["--version"] },
+    ...(run === undefined ? [] : [{ key: "status", args: ["status", run.runDir], env: run.env }])
+  ]
+  if (quietWait) {
+    const q = await waitQuiet({ threshold: 0.1, seconds: 3, timeoutS: quietTimeoutS, say })
+    quietLog.push({ label: "startup", waitedS: q.waitedS, quiet: q.quiet })
+  }
+  const got = new Map<string, Array<Awaited<ReturnType<typeof runChildNow>>>>(commands.map((c) => [c.key, []]))
+  for (let i = 0; i < startupRuns; i++) {
+    for (const c of commands) {
+      const r = await runChildNow({ label: `startup-${c.key}`, args: [cli, ...c.args], ...(c.env === undefined ? {} : { env: c.env }), logFile: logPath(`startup-${c.key}`) })
+      if (r.exitCode !== 0) throw new Error(`sluice ${c.args.join(" ")} exited ${r.exitCode}: see ${logPath(`startup-${c.key}`)}`)
+      got.get(c.key)!.push(r)
+    }
+  }
+  const figures: Record<string, StartupFigures> = {}
+  for (const [key, rs] of got) {
+    const foreign = rs.map((r) => r.foreignCores).filter((f): f is number => f !== null)
+    figures[key] = {
+      label: `sluice ${commands.find((c) => c.key === key)!.args[0]}`,
+      runs: rs.length,
+      wallS: median(rs.map((r) => secs(r.wallMs))),
+      peakRssMB: median(rs.map((r) => mb(r.peakRssKB))),
+      cpuS: rs.every((r) => r.cpuUserS !== null && r.cpuSysS !== null) ? median(rs.map((r) => r.cpuUserS! + r.cpuSysS!)) : null,
+      walls: rs.map((r) => Math.round(r.wallMs) / 1000),
+      rssMB: rs.map((r) => Math.round(mb(r.peakRssKB))),
+      foreignCores: foreign.length === 0 ? null : foreign.reduce((a, b) => a + b, 0) / foreign.length
+    }
+    say(`start-up, ${figures[key]!.label}: median ${figures[key]!.wallS.toFixed(2)} s, ${figures[key]!.cpuS?.toFixed(2) ?? "?"} CPU s, ${figures[key]!.peakRssMB.toFixed(0)} MB (${rs.length} runs)`)
+  }
+  return figures
+}
 
 /** When each shard reached each step (s after spawn), from the tailed journal. */
 const shardTimeline = (r: ChildResult) => {
@@ -533,7 +601,7 @@ const results: Record<string, unknown> = {
   git,
   startedAt: new Date().toISOString(),
   machine,
-  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip], sluiceRoot: sluiceRoot === root ? null : sluiceRoot }
+  config: { rows, shardSize, concurrency, pollInterval, quick, growth, profile, skip: [...skip], sluiceRoot: sluiceRoot === root ? null : sluiceRoot, sluiceNodeOptions: sluiceNodeOptions ?? null, realTokens: flag("--real-tokens") }
 }
 const m: Record<string, RunFigures | Record<string, unknown>> = {}
 results["measurements"] = m
@@ -620,6 +688,11 @@ const main = async () => {
       }
       say(`journal replay: ${out.events} events in ${out.ms.toFixed(0)} ms; sluice status --no-refresh ${secs(status.wallMs).toFixed(2)} s`)
     }
+  }
+
+  // 4b. Start-up: the commands a user types and waits for, each several times, alternating.
+  if (!skip.has("startup")) {
+    m["startup"] = await startup(e2e === undefined ? undefined : { runDir: e2e.runDir, env: sluiceEnv(dataset.path, e2e.sink) })
   }
 
   // 5. The openai SDK baseline.
@@ -768,6 +841,7 @@ const report = () => {
   const fCollect = get("floor-collect")
   const resume = m["resume"] as Record<string, number | null> | undefined
   const replay = m["replay"] as Record<string, number> | undefined
+  const start = m["startup"] as unknown as Record<string, StartupFigures> | undefined
   const callsSluice = m["calls-sluice-e2e"] as unknown as Calls | undefined
   const callsBaseline = m["calls-baseline-sdk"] as unknown as Calls | undefined
   const e2ePlan = e2e?.phases?.find((p) => p.name.startsWith("plan"))
@@ -833,6 +907,14 @@ const report = () => {
           : resume["fractionOfFullRun"]! <= 0.15 && resume["resubmittedRequestsForFinishedShards"] === 0
     },
     {
+      target: "`sluice status` and `sluice --help` start in ≤ 300 ms",
+      measured:
+        start === undefined
+          ? "not measured"
+          : `--help ${fmt(start["help"]?.wallS)} s (${fmt(start["help"]?.peakRssMB, 0)} MB), status ${start["status"] === undefined ? "not measured (needs the end-to-end run)" : `${fmt(start["status"].wallS)} s (${fmt(start["status"].peakRssMB, 0)} MB)`}; medians of ${startupRuns}`,
+      met: start === undefined || start["status"] === undefined ? null : start["help"]!.wallS <= 0.3 && start["status"].wallS <= 0.3
+    },
+    {
       target: "journal replay in a few seconds (≤ 5 s), flat memory",
       measured:
         replay === undefined
@@ -876,6 +958,7 @@ const report = () => {
       ? undefined
       : line("journal replay (loadState, in process)", { wallS: replay["replayMs"]! / 1000, peakRssMB: replay["replayProcessPeakRssMB"]! }, `${replay["events"]} events; state holds ${fmt(replay["replayHeapGrowthMB"], 1)} MB of heap (RSS is the code loaded)`),
     replay === undefined ? undefined : line("sluice status --json --no-refresh", { wallS: replay["statusWallS"]!, peakRssMB: replay["statusPeakRssMB"]! }, `CLI start-up alone: ${fmt(replay["cliStartupWallS"])} s`),
+    ...Object.values(start ?? {}).map((f) => line(`${f.label}, median of ${f.runs}`, { wallS: f.wallS, peakRssMB: f.peakRssMB, cpuS: f.cpuS, foreignCores: f.foreignCores }, "start-up")),
     e2e?.emulator === undefined ? undefined : `${"emulator during sluice end to end".padEnd(56)} CPU ${e2e.emulator.cpuS.toFixed(1)} s (${(e2e.emulator.cpuPerWall * 100).toFixed(0)}% of one core over the run), peak RSS ${e2e.emulator.peakRssMB.toFixed(0)} MB`,
     base?.emulator === undefined ? undefined : `${"emulator during the baseline".padEnd(56)} CPU ${base.emulator.cpuS.toFixed(1)} s (${(base.emulator.cpuPerWall * 100).toFixed(0)}% of one core over the run), peak RSS ${base.emulator.peakRssMB.toFixed(0)} MB`,
     callsSluice === undefined ? undefined : `${"provider calls per shard, sluice end to end".padEnd(56)} ${describeCalls(callsSluice)}`,

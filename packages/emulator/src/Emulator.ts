@@ -129,6 +129,13 @@ export interface EmulatorOptions {
   readonly invalidJsonRate?: number
   /** Salt of every deterministic choice (answers, faulted requests, result order). Default "sluice". */
   readonly seed?: string
+  /**
+   * Count the prompt tokens of `usage` (and of the enqueued-token limit) at about four
+   * characters a token, as for models sluice has no tokenizer for, instead of with the OpenAI
+   * model's real tokenizer, which takes about a quarter of the emulator's CPU at full speed.
+   * For benchmarks; off by default: what `sluice estimate` predicts is checked against real counts.
+   */
+  readonly approximateTokens?: boolean
   /** Receives an access log line per request and a line per batch transition to a terminal state. */
   readonly log?: (line: string) => void
   /**
@@ -261,9 +268,10 @@ export const startEmulator = async (options: EmulatorOptions = {}): Promise<Emul
     models,
     enqueuedTokenLimit: options.enqueuedTokenLimit === undefined ? undefined : nonNegative("enqueuedTokenLimit", options.enqueuedTokenLimit, 0),
     enqueuedLimitOnCreate: options.enqueuedLimitOnCreate === true,
+    approximateTokens: options.approximateTokens === true,
     log: log ?? (() => undefined)
   })
-  const realtime = new RealtimeCalls({ store, faults, seed, clock, models, log })
+  const realtime = new RealtimeCalls({ store, faults, seed, clock, models, log, approximateTokens: options.approximateTokens === true })
 
   const server = createServer({ requestTimeout: 0 }, createHandler({
     store,

@@ -491,3 +491,33 @@ describe("emulator state", () => {
     await expect(fetch(`${url}/_emulator/health`)).rejects.toThrow()
   })
 })
+
+describe("approximateTokens", () => {
+  // Text whose real gpt-4o-mini count is far from four characters a token.
+  const messages = [{ role: "user", content: "internationalization ".repeat(40) }]
+  const format = { name: "S", schema: SCHEMA }
+  const line = chatLine("r1", "", { messages, response_format: { type: "json_schema", json_schema: { ...format, strict: true } } })
+  const real = Tokens.chat("gpt-4o-mini", messages).tokens + Tokens.schema("gpt-4o-mini", format).tokens
+  // No model, no tokenizer: the approximation `sluice estimate` uses for other models.
+  const approximate = Tokens.chat("", messages).tokens + Tokens.schema("", format).tokens
+
+  const usageOf = async (options: Emulator.EmulatorOptions) => {
+    let now = Date.now()
+    const emulator = await Emulator.startEmulator({ clock: () => now, validatingMs: 10, finalizingMs: 10, requestsPerSecond: 5000, ...options })
+    try {
+      const api = client(emulator.url, () => void (now += 10))
+      const batch = await api.poll((await api.submit([line])).id)
+      const [result] = await api.lines(batch.output_file_id)
+      const online = await api.json("POST", "/v1/chat/completions", line.body)
+      return { batch: result.response.body.usage.prompt_tokens, online: online.body.usage.prompt_tokens }
+    } finally {
+      await emulator.close()
+    }
+  }
+
+  it("counts usage with the model's tokenizer by default, at ~4 characters a token when asked (batch and real-time)", async () => {
+    expect(real).not.toBe(approximate)
+    expect(await usageOf({})).toEqual({ batch: real, online: real })
+    expect(await usageOf({ approximateTokens: true })).toEqual({ batch: approximate, online: approximate })
+  })
+})

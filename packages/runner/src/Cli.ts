@@ -2,28 +2,19 @@
  * The `sluice` command line.
  */
 import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { parseModelList, scoped as emulatorScoped } from "@sluice/emulator"
 import { Cause, Console, Duration, Effect, Either, Fiber, Option, Redacted } from "effect"
-import * as Cancel from "./Cancel.js"
-import * as Cluster from "./Cluster.js"
-import * as Estimate from "./Estimate.js"
-import * as Gc from "./Gc.js"
-import * as Init from "./Init.js"
+import type * as Cancel from "./Cancel.js"
+import { databaseUrlVariable } from "./internal/clusterEnv.js"
 import { runner } from "./internal/Installed.js"
-import * as LocalEmulator from "./LocalEmulator.js"
 import * as Notify from "./Notify.js"
 import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
-import * as Preview from "./Preview.js"
 import * as Pricing from "./Pricing.js"
 import * as Progress from "./Progress.js"
-import * as Report from "./Report.js"
-import * as ReportPage from "./ReportPage.js"
-import * as RunView from "./RunView.js"
+import { defaultSampleRows } from "./ReportPage.js"
 import type { RunView as View } from "./RunView.js"
-import * as UiServer from "./UiServer.js"
 import * as RunDir from "./RunDir.js"
 import * as Path from "@effect/platform/Path"
 import type { FailureClass, Pipeline } from "@sluice/core"
@@ -32,7 +23,7 @@ import type { RunSummary } from "./Runner.js"
 import * as Status from "./Status.js"
 import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
-import * as WebhookServer from "./WebhookServer.js"
+import { secretVariable as webhookSecretVariable } from "./WebhookSignature.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
 import { count, money, number } from "./internal/format.js"
@@ -42,6 +33,12 @@ import * as Help from "./internal/help.js"
 export const ExitCode = Failure.ExitCode
 
 const setExit = (code: number) => Effect.sync(() => void (process.exitCode = code))
+
+/**
+ * A command's own modules (the emulator, the report and its server, the webhook receiver…),
+ * loaded when that command runs: `sluice --help` and `sluice status` do not pay for them.
+ */
+const lazy = <A>(load: () => Promise<A>): Effect.Effect<A> => Effect.promise(load)
 
 /** What a command's failure report needs to know: its run directory, once known (the resume hint). */
 interface Reporting {
@@ -275,6 +272,7 @@ const execute = (
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
     const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, opts.expect)
     if (opts.emulator === true) {
+      const LocalEmulator = yield* lazy(() => import("./LocalEmulator.js"))
       if (opts.detach) return yield* new LocalEmulator.LocalEmulatorError({ description: "cannot --detach: the emulator lives only as long as the run" })
       const local = yield* LocalEmulator.start(pipeline.name)
       opts = { ...opts, runDir: Option.orElse(opts.runDir, () => Option.some(local.runDir)), cacheDir: Option.orElse(opts.cacheDir, () => Option.some(local.cacheDir)) }
@@ -369,6 +367,7 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
  */
 const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, opts: Parameters<typeof runOrPreview>[1], reporting: Reporting) =>
   Effect.gen(function* () {
+    const Cluster = yield* lazy(() => import("./Cluster.js"))
     const refused = notOnCluster(opts)
     if (refused.length > 0) {
       return yield* new Cluster.ClusterUsage({ description: `${refused.join(", ")}: not supported with --cluster yet (see Distributed runs in the README)` })
@@ -412,7 +411,7 @@ const workerCommand = Command.make(
   {
     databaseUrl: Options.redacted("database-url").pipe(
       Options.withPseudoName("postgres://…"),
-      Options.withDescription(`the cluster's PostgreSQL database, postgres://… (default: $${Cluster.databaseUrlVariable})`),
+      Options.withDescription(`the cluster's PostgreSQL database, postgres://… (default: $${databaseUrlVariable})`),
       Options.optional
     ),
     host: Options.text("host").pipe(
@@ -435,6 +434,7 @@ const workerCommand = Command.make(
   (opts) =>
     reported(false, () =>
       Effect.gen(function* () {
+        const Cluster = yield* lazy(() => import("./Cluster.js"))
         const databaseUrl = yield* Cluster.databaseUrl(opts.databaseUrl, "--database-url")
         yield* Cluster.work(
           {
@@ -479,9 +479,11 @@ const previewPipeline = (pipelineFile: string, opts: PreviewFlags) =>
     const { pipeline } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
     let cacheDir = opts.cacheDir
     if (opts.emulator) {
+      const LocalEmulator = yield* lazy(() => import("./LocalEmulator.js"))
       const local = yield* LocalEmulator.start(pipeline.name)
       cacheDir = Option.orElse(cacheDir, () => Option.some(local.cacheDir))
     }
+    const Preview = yield* lazy(() => import("./Preview.js"))
     const progress = Progress.make({ prices: priceTable })
     const renderer = yield* Effect.fork(progress.render)
     const result = yield* Preview.preview(pipeline, {
@@ -722,6 +724,7 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+        const Cancel = yield* lazy(() => import("./Cancel.js"))
         const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
         const summary = yield* Cancel.fromJournal(runDir, {
@@ -759,6 +762,7 @@ const webhookCommand = Command.make(
   ({ runDirs, runsDir, port, host }) =>
     reported(false, () =>
       Effect.gen(function* () {
+        const WebhookServer = yield* lazy(() => import("./WebhookServer.js"))
         if (!(port >= 0 && port <= 65535)) return yield* new WebhookServer.WebhookServerError({ description: `--port must be an integer from 0 to 65535, got ${port}` })
         const key = yield* WebhookServer.keyFromEnv()
         const script = process.argv[1]
@@ -778,7 +782,7 @@ const webhookCommand = Command.make(
     )
 ).pipe(
   Command.withDescription(
-    `Receive the provider's batch webhooks (OpenAI's signed events, secret in $${WebhookServer.secretVariable}) and resume the run whose batch ended, detached, at once: ` +
+    `Receive the provider's batch webhooks (OpenAI's signed events, secret in $${webhookSecretVariable}) and resume the run whose batch ended, detached, at once: ` +
       "signatures checked in constant time, timestamps within 5 minutes, each webhook-id accepted once. Polling (cron, a run in the foreground) stays the fallback."
   )
 )
@@ -814,7 +818,7 @@ const reportCommand = Command.make(
       "rows",
       { min: 0, max: 1_000_000, integer: true },
       "rows embedded for the row browser, plus examples of every failure class; `sluice ui` browses all",
-      number(Report.defaultSampleRows)
+      number(defaultSampleRows)
     ).pipe(Options.optional),
     prices,
     json
@@ -823,6 +827,7 @@ const reportCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const Report = yield* lazy(() => import("./Report.js"))
         const r = yield* Report.write(runDir, {
           prices: priceTable,
           ...(Option.isSome(output) ? { file: output.value } : {}),
@@ -852,6 +857,7 @@ const uiCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const [UiServer, RunView, ReportPage] = yield* lazy(() => Promise.all([import("./UiServer.js"), import("./RunView.js"), import("./ReportPage.js")]))
         const server = yield* UiServer.serve(runDir, {
           port,
           view: (root) => RunView.load(root, { prices: priceTable }),
@@ -890,6 +896,7 @@ const gcCommand = Command.make(
   ({ runDirs, provider, runsDir, yes, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
+        const Gc = yield* lazy(() => import("./Gc.js"))
         const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes })
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
@@ -917,6 +924,7 @@ const estimateCommand = Command.make(
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
         const { pipeline } = yield* loadPipeline(file, noTypecheck)
+        const Estimate = yield* lazy(() => import("./Estimate.js"))
         const e = yield* Estimate.estimate(pipeline, {
           prices: priceTable,
           ...(Option.isSome(outputTokens) ? { outputTokens: outputTokens.value } : {}),
@@ -981,18 +989,25 @@ const emulatorCommand = Command.make(
     stateDir: Options.directory("state-dir").pipe(Options.optional, Options.withDescription("persist state here, across restarts")),
     webhookUrl: Options.text("webhook-url").pipe(
       Options.optional,
-      Options.withDescription(`send OpenAI's signed batch events to this URL when a batch ends, signed with $${WebhookServer.secretVariable} (as \`sluice webhook\` verifies them)`)
+      Options.withDescription(`send OpenAI's signed batch events to this URL when a batch ends, signed with $${webhookSecretVariable} (as \`sluice webhook\` verifies them)`)
     ),
     models: Options.text("models").pipe(
       Options.withDefault("default"),
-      Options.mapTryCatch(parseModelList, (e) => HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)),
+      Options.mapEffect((text) =>
+        lazy(() => import("@sluice/emulator")).pipe(
+          Effect.flatMap(({ parseModelList }) =>
+            Effect.try({ try: () => parseModelList(text), catch: (e) => ValidationError.invalidValue(HelpDoc.p(`--models: ${e instanceof Error ? e.message : String(e)}`)) })
+          )
+        )
+      ),
       Options.withDescription("the model names it knows, comma-separated (others are refused as the real API refuses them): patterns with * (any characters), # (a number), {a,b}; 'default' is the built-in list, '*' accepts any model (default: default)")
     )
   },
   (o) =>
     Effect.gen(function* () {
-      const webhooks = Option.isNone(o.webhookUrl) ? undefined : { url: o.webhookUrl.value, secret: process.env[WebhookServer.secretVariable] ?? "" }
-      if (webhooks !== undefined) yield* WebhookServer.keyFromEnv()
+      const webhooks = Option.isNone(o.webhookUrl) ? undefined : { url: o.webhookUrl.value, secret: process.env[webhookSecretVariable] ?? "" }
+      if (webhooks !== undefined) yield* (yield* lazy(() => import("./WebhookServer.js"))).keyFromEnv()
+      const { scoped: emulatorScoped } = yield* lazy(() => import("@sluice/emulator"))
       // Scoped: closed with the command; a start failure (port taken, a state dir not its own) is a clear error.
       const handle = yield* emulatorScoped({
         port: o.port,
@@ -1040,6 +1055,7 @@ const initCommand = Command.make(
   ({ dir, noTry }) =>
     reported(false, (reporting) =>
       Effect.gen(function* () {
+        const Init = yield* lazy(() => import("./Init.js"))
         const report = yield* Init.init(dir)
         yield* Console.log(Init.render(report))
         // With sluice installed in the project, its pipeline runs at once against the emulator:

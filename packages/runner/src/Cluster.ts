@@ -31,8 +31,8 @@ import * as RunDir from "./RunDir.js"
 import { loadState, newRunId, run, type RunOptions } from "./Runner.js"
 import * as RunState from "./RunState.js"
 
-/** The environment variable `sluice worker` and `sluice run --cluster` read when no URL is given. */
-export const databaseUrlVariable = "SLUICE_DATABASE_URL"
+import { databaseUrlVariable } from "./internal/clusterEnv.js"
+export { databaseUrlVariable }
 
 /** What a distributed run or worker cannot be started with. */
 export class ClusterUsage extends Schema.TaggedError<ClusterUsage>()("ClusterUsage", {

@@ -16,8 +16,8 @@ import * as RunRows from "./RunRows.js"
 import type { RowView } from "./RunRows.js"
 import * as RunView from "./RunView.js"
 
-/** Rows embedded in a report unless told otherwise; the live page (`sluice ui`) browses all. */
-export const defaultSampleRows = 2000
+/** Rows embedded in a report unless told otherwise (kept in ReportPage.ts, which the CLI loads for its help). */
+export const defaultSampleRows = ReportPage.defaultSampleRows
 /** Rows of each failure class embedded however far into the run they are. */
 export const examplesPerClass = 20
 

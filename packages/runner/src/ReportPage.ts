@@ -29,6 +29,12 @@ export type PageData =
       readonly view?: RunView
     }
 
+/**
+ * Rows embedded in a report unless told otherwise; the live page (`sluice ui`) browses all.
+ * Here, not in Report.ts, so that the CLI can show it without loading the report.
+ */
+export const defaultSampleRows = 2000
+
 const require = createRequire(import.meta.url)
 
 /** The files the page inlines, read once. */

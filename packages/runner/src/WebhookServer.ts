@@ -25,7 +25,7 @@ import * as Journal from "./Journal.js"
 import * as RunDir from "./RunDir.js"
 import * as WebhookSignature from "./WebhookSignature.js"
 
-export const secretVariable = "SLUICE_WEBHOOK_SECRET"
+export const secretVariable = WebhookSignature.secretVariable
 
 /** The secret missing or malformed, or the address not to be had. */
 export class WebhookServerError extends Schema.TaggedError<WebhookServerError>()("WebhookServerError", {

@@ -9,6 +9,9 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto"
 
+/** The environment variable that holds the signing secret (`whsec_…`). */
+export const secretVariable = "SLUICE_WEBHOOK_SECRET"
+
 export const defaultToleranceSeconds = 5 * 60
 
 /** Why a delivery is refused: 400 for a malformed one, 401 for one that is not authentic or not fresh. */

@@ -35,6 +35,8 @@ export interface AnswerContext {
   readonly id: string
   /** Fault: answer a structured request with invalid JSON / a non-conforming value. */
   readonly invalidJson: boolean
+  /** Count prompt tokens at ~4 characters a token, not with the model's tokenizer (EmulatorOptions.approximateTokens). */
+  readonly approximateTokens?: boolean | undefined
 }
 
 export interface Answer {
@@ -312,7 +314,8 @@ const answerChat = (body: Obj, digest: Buffer, ctx: AnswerContext): Answer => {
       logprobs: null
     })
   }
-  const model = typeof body["model"] === "string" ? body["model"] : ""
+  // No model name, no tokenizer: Tokens counts ~4 characters a token.
+  const model = ctx.approximateTokens === true ? "" : typeof body["model"] === "string" ? body["model"] : ""
   const inputTokens = promptTokens(messages, model) + schemaTokens(format, model)
   return {
     inputTokens,

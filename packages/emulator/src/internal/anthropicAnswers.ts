@@ -188,6 +188,8 @@ export interface AnthropicAnswerContext {
   readonly id: string
   /** Fault: a forced tool's input does not conform to its schema. */
   readonly invalidJson: boolean
+  /** See AnswerContext.approximateTokens. */
+  readonly approximateTokens?: boolean | undefined
 }
 
 export interface AnthropicAnswer {
@@ -210,13 +212,15 @@ export const answerParams = (params: Obj, ctx: AnthropicAnswerContext): Anthropi
     seed: ctx.seed,
     created: 0,
     id: ctx.id,
-    invalidJson: ctx.invalidJson
+    invalidJson: ctx.invalidJson,
+    approximateTokens: ctx.approximateTokens
   })
   const choice = (answer.body["choices"] as ReadonlyArray<Obj>)[0]!
   const content = (choice["message"] as Obj)["content"] as string
   // Tool definitions are part of the prompt (counted here, not as the stand-in response format).
-  const toolsTokens = params["tools"] === undefined ? 0 : Tokens.text(String(params["model"]), JSON.stringify(params["tools"])).tokens
-  const inputTokens = promptTokens(body["messages"] as ReadonlyArray<unknown>, String(params["model"])) + toolsTokens
+  const model = ctx.approximateTokens === true ? "" : String(params["model"])
+  const toolsTokens = params["tools"] === undefined ? 0 : Tokens.text(model, JSON.stringify(params["tools"])).tokens
+  const inputTokens = promptTokens(body["messages"] as ReadonlyArray<unknown>, model) + toolsTokens
   const maxTokens = params["max_tokens"] as number
 
   let blocks: Array<Record<string, unknown>>

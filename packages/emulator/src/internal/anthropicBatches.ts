@@ -418,7 +418,7 @@ export class AnthropicBatches {
         forcedTool(request.params) !== undefined &&
         fractionAt(request.digest, DigestOffset.invalidJson) < record.invalidJsonRate &&
         firstTime(seenKey("invalidJson", request.digest))
-      const answer = answerParams(request.params, { seed, id: mixHex(request.digest, batchKey, 12), invalidJson })
+      const answer = answerParams(request.params, { seed, id: mixHex(request.digest, batchKey, 12), invalidJson, approximateTokens: this.config.approximateTokens })
       counts.succeeded++
       inputTokens += answer.inputTokens
       outputTokens += answer.outputTokens

@@ -64,7 +64,7 @@ export const messages: RealtimeEndpoint = {
     if (problem !== undefined) throw invalidRequest(problem)
     const params = body as Obj
     const invalidJson = await tools.invalidJson(forcedTool(params) !== undefined, JSON.stringify(params))
-    const answer = answerParams(params, { seed: tools.seed, id: randomHex(12), invalidJson })
+    const answer = answerParams(params, { seed: tools.seed, id: randomHex(12), invalidJson, approximateTokens: tools.approximateTokens })
     const usage = answer.message["usage"] as Obj
     return { ...answer, body: { ...answer.message, usage: { ...usage, service_tier: "standard" } } }
   }

@@ -44,6 +44,8 @@ export interface BatchesConfig extends BatchTimings {
   readonly enqueuedTokenLimit?: number | undefined
   /** Over the limit, the create is refused (HTTP 400), as Azure's fail-fast queueing does. */
   readonly enqueuedLimitOnCreate?: boolean | undefined
+  /** See EmulatorOptions.approximateTokens. */
+  readonly approximateTokens?: boolean | undefined
 }
 
 type Obj = { readonly [key: string]: unknown }
@@ -146,7 +148,7 @@ export class Batches {
   private async enqueuedCheck(inputFileId: string): Promise<Pick<BatchRecord, "enqueued" | "tokenLimitExceeded">> {
     const limit = this.enqueued.limit
     if (limit === undefined) return {}
-    const counted = await countInput(this.store.filePath(inputFileId))
+    const counted = await countInput(this.store.filePath(inputFileId), this.config.approximateTokens === true)
     let enqueued = 0
     for (const other of this.store.batches.values()) {
       if (other.enqueued?.model !== counted.model || other.tokenLimitExceeded !== undefined) continue
@@ -396,6 +398,7 @@ export class Batches {
         batchId: record.id,
         endpoint: record.endpoint,
         seed: this.config.seed,
+        approximateTokens: this.config.approximateTokens === true,
         inputPath: this.store.filePath(record.input_file_id),
         input,
         processed: line.processed,

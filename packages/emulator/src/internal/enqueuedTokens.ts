@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises"
 import { promptTokens, schemaTokens } from "./answers.js"
 
 /** A batch's model and input tokens, counted as its answers' usage is (see answers.ts). */
-export const countInput = async (path: string): Promise<{ readonly model: string; readonly tokens: number }> => {
+export const countInput = async (path: string, approximateTokens = false): Promise<{ readonly model: string; readonly tokens: number }> => {
   const text = await readFile(path, "utf8").catch(() => "")
   let model = ""
   let tokens = 0
@@ -19,7 +19,8 @@ export const countInput = async (path: string): Promise<{ readonly model: string
       const m = typeof body["model"] === "string" ? body["model"] : ""
       if (model === "") model = m
       const messages = Array.isArray(body["messages"]) ? (body["messages"] as ReadonlyArray<unknown>) : []
-      tokens += promptTokens(messages, m) + schemaTokens(body["response_format"], m)
+      const counted = approximateTokens ? "" : m
+      tokens += promptTokens(messages, counted) + schemaTokens(body["response_format"], counted)
     } catch {
       // An unparseable line fails validation on its own (analysis.ts).
     }

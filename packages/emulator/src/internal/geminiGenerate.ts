@@ -75,7 +75,7 @@ export const generateContent = (model: string, version: string): RealtimeEndpoin
     if (problem !== undefined) throw invalidArgument(problem.message)
     const chatJson = JSON.stringify(chat)
     const invalidJson = await tools.invalidJson(isStructured(CHAT_ENDPOINT, chat), chatJson)
-    const answer = answerRequest(CHAT_ENDPOINT, chat, chatJson, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson })
+    const answer = answerRequest(CHAT_ENDPOINT, chat, chatJson, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson, approximateTokens: tools.approximateTokens })
     return { ...answer, body: toGenerateContentResponse(answer.body, model) }
   }
 })

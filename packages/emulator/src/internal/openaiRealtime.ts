@@ -75,7 +75,7 @@ const sameAsBatch = (endpoint: string): RealtimeEndpoint => ({
     const request = body as Obj
     const bodyJson = JSON.stringify(request)
     const invalidJson = await tools.invalidJson(isStructured(endpoint, request), bodyJson)
-    return answerRequest(endpoint, request, bodyJson, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson })
+    return answerRequest(endpoint, request, bodyJson, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson, approximateTokens: tools.approximateTokens })
   }
 })
 
@@ -93,7 +93,7 @@ export const responses: RealtimeEndpoint = {
     const request = body as Obj
     const chat = toChatBody(request)
     const invalidJson = await tools.invalidJson(isStructuredResponse(chat), JSON.stringify(chat))
-    return answerResponses(request, chat, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson })
+    return answerResponses(request, chat, { seed: tools.seed, created: toUnixSeconds(tools.clock()), id: randomHex(12), invalidJson, approximateTokens: tools.approximateTokens })
   }
 }
 

@@ -53,6 +53,8 @@ export interface RealtimeAnswer {
 export interface AnswerTools {
   readonly seed: string
   readonly clock: Clock
+  /** See AnswerContext.approximateTokens. */
+  readonly approximateTokens: boolean
   /**
    * The invalidJsonRate fault of real-time calls: true for a structured request picked by the
    * rate, the first time its (chat-equivalent) body is seen; an identical retry gets a valid answer.
@@ -80,6 +82,7 @@ export interface RealtimeContext {
   readonly clock: Clock
   readonly models: KnownModels
   readonly log: ((line: string) => void) | undefined
+  readonly approximateTokens?: boolean | undefined
 }
 
 export class RealtimeCalls {
@@ -94,7 +97,7 @@ export class RealtimeCalls {
   private readonly tools: AnswerTools
 
   constructor(private readonly ctx: RealtimeContext) {
-    this.tools = { seed: ctx.seed, clock: ctx.clock, invalidJson: (structured, bodyJson) => this.firstTimeInvalidJson(structured, bodyJson) }
+    this.tools = { seed: ctx.seed, clock: ctx.clock, approximateTokens: ctx.approximateTokens === true, invalidJson: (structured, bodyJson) => this.firstTimeInvalidJson(structured, bodyJson) }
     this.followHold(ctx.faults.settings)
     ctx.faults.onChange((settings) => this.followHold(settings))
   }

@@ -122,6 +122,8 @@ export interface ResponsesAnswerContext {
   /** Hex identity of the response and its message item. */
   readonly id: string
   readonly invalidJson: boolean
+  /** See AnswerContext.approximateTokens. */
+  readonly approximateTokens?: boolean | undefined
 }
 
 /** True when the request asks for JSON (the target of the invalidJsonRate fault). */
@@ -131,7 +133,7 @@ export const isStructuredResponse = (chat: Obj): boolean => isStructured(CHAT_EN
 export const answerResponses = (body: Obj, chat: Obj, ctx: ResponsesAnswerContext) => {
   const problem = checkRequest(CHAT_ENDPOINT, chat)
   if (problem !== undefined) throw new ApiError(400, problem.message, problem.type, problem.param, problem.code)
-  const answer = answerRequest(CHAT_ENDPOINT, chat, JSON.stringify(chat), { seed: ctx.seed, created: ctx.created, id: ctx.id, invalidJson: ctx.invalidJson })
+  const answer = answerRequest(CHAT_ENDPOINT, chat, JSON.stringify(chat), { seed: ctx.seed, created: ctx.created, id: ctx.id, invalidJson: ctx.invalidJson, approximateTokens: ctx.approximateTokens })
   const choice = (answer.body["choices"] as ReadonlyArray<Obj>)[0]!
   const text = (choice["message"] as Obj)["content"] as string
   const format = isObject(body["text"]) && isObject(body["text"]["format"]) ? body["text"]["format"] : { type: "text" }

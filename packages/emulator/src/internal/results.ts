@@ -21,6 +21,8 @@ export interface WriteResultsArgs {
   readonly batchId: string
   readonly endpoint: string
   readonly seed: string
+  /** See EmulatorOptions.approximateTokens. */
+  readonly approximateTokens: boolean
   readonly inputPath: string
   readonly input: ValidInput
   /** Requests processed (in processing order); the rest get `notRun` lines. */
@@ -91,7 +93,8 @@ export const writeResults = async (args: WriteResultsArgs): Promise<WrittenResul
         seed: args.seed,
         created: args.created,
         id: mixHex(request.digest, batchKey, 12, 8),
-        invalidJson: outcome === Outcome.invalidJson
+        invalidJson: outcome === Outcome.invalidJson,
+        approximateTokens: args.approximateTokens
       })
       inputTokens += answer.inputTokens
       outputTokens += answer.outputTokens
