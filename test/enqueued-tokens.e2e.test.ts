@@ -4,69 +4,18 @@
  * `token_limit_exceeded`). The emulator records the most tokens it ever had enqueued at once:
  * the tests assert on that, never on timing.
  */
-import { afterEach, describe, expect, it } from "vitest"
-import { describeResult, emulatorEnv, getLedger, makeProject, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
-import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
+import { describe, expect, it } from "vitest"
+import { describeResult, getLedger } from "./support/cli.js"
+import type { TempProject, TestEmulator } from "./support/cli.js"
+import { MODEL, enqueued, tokenLimitFailures, tokenLimitHarness } from "./support/tokens.js"
 import { readFile } from "node:fs/promises"
 import { countBy, eventsTagged, readJournal, readSink, runFlags, waitFor } from "./support/runs.js"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-})
-
-const KEY = "sk-test-fake-key"
-const MODEL = "gpt-4o-mini"
-
-const emulatorWith = async (limit: number): Promise<TestEmulator> => {
-  const emulator = await startTestEmulator({ enqueuedTokenLimit: limit })
-  cleanups.push(() => emulator.close())
-  return emulator
-}
-
-const project = async (): Promise<TempProject> => {
-  const p = await makeProject("sluice-tokens-")
-  cleanups.push(() => p.cleanup())
-  return p
-}
-
-const cli = (p: TempProject, emulator: TestEmulator, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<CliResult> =>
-  runCli(args, { cwd: p.dir, env: { ...emulatorEnv(emulator.url, KEY), ...env }, timeoutMs: 60_000 })
-
-const pipelineOf = async (p: TempProject, name: string, rows: number) => {
-  await writeRows(p, `data/${name}.jsonl`, rows)
-  return writePipeline(p, `${name}.pipeline.ts`, { name, model: MODEL, source: `data/${name}.jsonl`, sink: `out/${name}.jsonl` })
-}
-
-/** The emulator's record: its limit and the most tokens of a model enqueued at once. */
-const enqueued = async (emulator: TestEmulator): Promise<{ limit: number | null; maxSeen: Record<string, number> }> => {
-  const response = await fetch(`${emulator.url}/_emulator/enqueued`)
-  expect(response.status).toBe(200)
-  return (await response.json()) as { limit: number | null; maxSeen: Record<string, number> }
-}
+const { emulatorWith, project, cli, pipelineOf, tokensPerRow } = tokenLimitHarness("sluice-tokens-")
 
 const clock = async (emulator: TestEmulator, body: Record<string, unknown>) => {
   const response = await fetch(`${emulator.url}/_emulator/clock`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
   expect(response.status).toBe(200)
-}
-
-const tokenLimitFailures = (emulator: TestEmulator) => emulator.log.filter((l) => l.includes("token_limit_exceeded")).length
-
-/**
- * Tokens of one row's request as the emulator counts them: one shard of ten rows, run under a
- * limit no run reaches, and read from its record (once for the file).
- */
-let measured: Promise<number> | undefined
-const tokensPerRow = (): Promise<number> => (measured ??= measure())
-const measure = async (): Promise<number> => {
-  const emulator = await emulatorWith(1_000_000_000)
-  const p = await project()
-  const file = await pipelineOf(p, "probe", 10)
-  const done = await cli(p, emulator, ["run", file, ...runFlags(p.path("run-probe"), 10)])
-  expect(done.code, describeResult(done)).toBe(0)
-  const seen = (await enqueued(emulator)).maxSeen[MODEL]!
-  expect(seen).toBeGreaterThan(0)
-  return Math.ceil(seen / 10)
 }
 
 /** Every row of the source once in the sink. */

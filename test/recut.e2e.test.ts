@@ -6,57 +6,13 @@
  * run twice (the emulator's ledger: no custom_id in two batches that ran).
  */
 import { existsSync } from "node:fs"
-import { afterEach, describe, expect, it } from "vitest"
-import { describeResult, emulatorEnv, getLedger, listUploads, makeProject, makeRows, runCli, startTestEmulator, writePipeline, writeRows } from "./support/cli.js"
+import { describe, expect, it } from "vitest"
+import { describeResult, getLedger, listUploads, makeRows, runCli, writePipeline, writeRows } from "./support/cli.js"
 import type { CliResult, Row, TempProject, TestEmulator } from "./support/cli.js"
+import { KEY, MODEL, enqueued, tokenLimitFailures, tokenLimitHarness } from "./support/tokens.js"
 import { batchesOfRun, countBy, eventsTagged, holdClock, readFailures, readJournal, readJournalSoFar, readSink, releaseClock, runFlags, runIdOf, waitFor, writeRecoveryPipeline } from "./support/runs.js"
 
-const cleanups: Array<() => Promise<void>> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-})
-
-const KEY = "sk-test-fake-key"
-const MODEL = "gpt-4o-mini"
-
-const emulatorWith = async (limit: number): Promise<TestEmulator> => {
-  const emulator = await startTestEmulator({ enqueuedTokenLimit: limit })
-  cleanups.push(() => emulator.close())
-  return emulator
-}
-
-const project = async (): Promise<TempProject> => {
-  const p = await makeProject("sluice-recut-")
-  cleanups.push(() => p.cleanup())
-  return p
-}
-
-const cli = (p: TempProject, emulator: TestEmulator, args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<CliResult> =>
-  runCli(args, { cwd: p.dir, env: { ...emulatorEnv(emulator.url, KEY), ...env }, timeoutMs: 60_000 })
-
-const pipelineOf = async (p: TempProject, name: string, rows: number | ReadonlyArray<Row>) => {
-  await writeRows(p, `data/${name}.jsonl`, rows)
-  return writePipeline(p, `${name}.pipeline.ts`, { name, model: MODEL, source: `data/${name}.jsonl`, sink: `out/${name}.jsonl` })
-}
-
-const enqueued = async (emulator: TestEmulator): Promise<{ limit: number | null; maxSeen: Record<string, number> }> => {
-  const response = await fetch(`${emulator.url}/_emulator/enqueued`)
-  expect(response.status).toBe(200)
-  return (await response.json()) as { limit: number | null; maxSeen: Record<string, number> }
-}
-
-const tokenLimitFailures = (emulator: TestEmulator) => emulator.log.filter((l) => l.includes("token_limit_exceeded")).length
-
-/** Tokens of one row's request as the emulator counts them (one shard of ten rows, under no limit). */
-let measured: Promise<number> | undefined
-const tokensPerRow = (): Promise<number> => (measured ??= (async () => {
-  const emulator = await emulatorWith(1_000_000_000)
-  const p = await project()
-  const file = await pipelineOf(p, "probe", 10)
-  const done = await cli(p, emulator, ["run", file, ...runFlags(p.path("run-probe"), 10)])
-  expect(done.code, describeResult(done)).toBe(0)
-  return Math.ceil((await enqueued(emulator)).maxSeen[MODEL]! / 10)
-})())
+const { emulator: startEmulator, emulatorWith, project, cli, pipelineOf, tokensPerRow } = tokenLimitHarness("sluice-recut-")
 
 /**
  * The rows of `ids` ran once each: no custom_id in two batches the provider ran (a batch failed
@@ -203,8 +159,7 @@ describe("re-cutting shards over the enqueued-token limit", () => {
 
   describe("Azure: a create over the limit is refused at once (HTTP 400 token_limit_exceeded)", () => {
     const azure = async (limit: number) => {
-      const emulator = await startTestEmulator({ enqueuedTokenLimit: limit, enqueuedLimitOnCreate: true, azureQuirks: true })
-      cleanups.push(() => emulator.close())
+      const emulator = await startEmulator({ enqueuedTokenLimit: limit, enqueuedLimitOnCreate: true, azureQuirks: true })
       return emulator
     }
     const azureCli = (p: TempProject, emulator: TestEmulator, args: ReadonlyArray<string>) =>
@@ -273,8 +228,7 @@ describe("re-cutting shards over the enqueued-token limit", () => {
     const perRow = await tokensPerRow()
     const limit = perRow * 25
     // Every line fails the first time it is sent (and succeeds when sent again); one attempt each.
-    const emulator = await startTestEmulator({ enqueuedTokenLimit: limit, errorRate: 1 })
-    cleanups.push(() => emulator.close())
+    const emulator = await startEmulator({ enqueuedTokenLimit: limit, errorRate: 1 })
     const p = await project()
     await writeRows(p, "data/again.jsonl", 60)
     const file = await writeRecoveryPipeline(p, "again.pipeline.ts", { name: "again", maxAttempts: 1, source: "data/again.jsonl", sink: "out/again.jsonl" })
