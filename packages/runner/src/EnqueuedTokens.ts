@@ -96,13 +96,15 @@ export const parseLimits = (text: string): Either.Either<Limits, string> => {
   const items = text.split(",").map((s) => s.trim())
   for (const item of items) {
     if (item === "") return fail("an empty item (give tokens, or model=tokens, separated by commas)")
+    // The item is named only when the flag holds several.
+    const named = items.length > 1 ? `"${item}": ` : ""
     const at = item.lastIndexOf("=")
     const model = at === -1 ? undefined : item.slice(0, at).trim()
     const digits = (at === -1 ? item : item.slice(at + 1)).trim()
     if (model === "") return fail(`"${item}" names no model (model=tokens)`)
-    if (!/^\d[\d_]*$/.test(digits)) return fail(`"${item}": the tokens must be a whole number, got "${digits}"`)
+    if (!/^\d[\d_]*$/.test(digits)) return fail(`${named}the tokens must be a whole number, got "${digits}"`)
     const n = Number(digits.replace(/_/g, ""))
-    if (!checkLimit(n)) return fail(`"${item}": the tokens must be an integer from 1 to ${MAX_LIMIT}`)
+    if (!checkLimit(n)) return fail(`${named}the tokens must be an integer from 1 to ${MAX_LIMIT}`)
     if (model === undefined || model === "*") {
       if (rest !== undefined) return fail("two limits for every model (one bare number at most)")
       rest = n
