@@ -92,6 +92,36 @@ describe("two sluice processes on one run directory", SLOW, () => {
     expect(emulator.calls("POST", "/v1/batches")).toBe(2)
   })
 
+  it("two run directories, one output file: the second refuses (exit 2) naming the sink and the first's pid, having sent nothing", async () => {
+    await setFaults(emulator.url, { requestsPerSecond: 0.001 })
+    const options = { cwd: project.dir, env: emulatorEnv(emulator.url) }
+    const first = spawnCli(["run", "p.pipeline.ts", ...runFlags("runs/one", 20)], options)
+    const firstDone = finished(first)
+    const created = await waitFor("the first run's batch", async () => eventsTagged(await readJournalSoFar(project.path("runs", "one")), "Created")[0])
+    const lockFile = project.path("out", ".labeled.jsonl.sluice-lock")
+    expect(existsSync(lockFile), "the sink's lock beside it").toBe(true)
+    const batchesBefore = emulator.calls("POST", "/v1/batches")
+    const second = await sluice(["run", "p.pipeline.ts", ...runFlags("runs/two", 20)])
+    expect(second.code, describeResult(second)).toBe(2)
+    expect(second.stderr).toContain(`labeled.jsonl is being written by process ${first.pid} on ${hostname()}`)
+    expect(second.stderr).toContain(lockFile)
+    expect(emulator.calls("POST", "/v1/batches")).toBe(batchesBefore)
+
+    // The first run ends (its batch expired with nothing done; the retry at full speed) and lets go.
+    await setFaults(emulator.url, { requestsPerSecond: "Infinity" })
+    await setFaults(emulator.url, { expireBatch: created["batchId"] as string })
+    const done = await firstDone
+    expect(done.code, describeResult(done)).toBe(0)
+    expect(existsSync(lockFile), "released at the end").toBe(false)
+    expect(new Set((await readSink(sink())).map((l) => l.key)).size).toBe(20)
+    // Now the second may write it.
+    const again = await sluice(["run", "p.pipeline.ts", ...runFlags("runs/two", 20)])
+    expect(again.code, describeResult(again)).toBe(0)
+    const ids = (await readSink(sink())).map((l) => l.key)
+    expect(ids).toHaveLength(20)
+    expect(new Set(ids).size).toBe(20)
+  })
+
   it("a lock of another host is refused by run, resume, retry and cancel, and taken over with --break-lock", async () => {
     const lock = join(runDir(), "run.lock")
     const foreign = JSON.stringify({ pid: 4242, host: "build-7.example.org", token: "f00d", boot: null, start: null, at: "2030-01-02T03:04:05.000Z" }) + "\n"

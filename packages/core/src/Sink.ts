@@ -65,6 +65,11 @@ export interface SinkWriter<A> {
 export interface Sink<A> {
   readonly name: string
   /**
+   * The files or directories the sink writes, as given (relative to the working directory).
+   * The runner locks each for the run, so that two runs never write one file at once.
+   */
+  readonly paths?: ReadonlyArray<string>
+  /**
    * Opens the sink for appending. `resume` is the last journaled checkpoint (undefined for a
    * fresh run): everything after it is discarded.
    */
@@ -106,6 +111,7 @@ export const jsonl = <In = unknown, Out = unknown>(path: string): Sink<SinkRecor
   const name = `jsonl:${path}`
   return {
     name,
+    paths: [path],
     open: (resume) =>
       Effect.map(CheckpointedFile.open(path, resume, failWith(name)), (file): SinkWriter<SinkRecord<In, Out>> => ({
         write: (records) =>
@@ -253,6 +259,7 @@ export const csv = <In = unknown, Out = unknown>(
     : (value: unknown) => (typeof value === "string" ? neutraliseFormula(value) : cell(value))
   return {
     name,
+    paths: [path],
     open: (resume) =>
       Effect.gen(function*() {
         const file = yield* CheckpointedFile.open(path, resume, failWith(name))
@@ -388,6 +395,7 @@ export const parquet = <In = unknown, Out = unknown>(
   const codec = options.codec ?? "SNAPPY"
   return {
     name,
+    paths: [path],
     open: (resume) =>
       Effect.gen(function*() {
         if (!Number.isSafeInteger(rowGroupSize) || rowGroupSize < 1) {
@@ -593,6 +601,7 @@ export const parquet = <In = unknown, Out = unknown>(
  */
 export const all = <A>(...sinks: ReadonlyArray<Sink<A>>): Sink<A> => ({
   name: `all(${sinks.map((s) => s.name).join(", ")})`,
+  paths: sinks.flatMap((s) => s.paths ?? []),
   open: (resume) =>
     Effect.gen(function* () {
       if (resume !== undefined && resume.parts?.length !== sinks.length) {
