@@ -5,7 +5,7 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Pipeline, Sink } from "@sluice/core"
+import { Pipeline } from "@sluice/core"
 import type { FailureClass } from "@sluice/core"
 import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchInfo, BatchProvider } from "@sluice/providers"
@@ -398,11 +398,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       }
       // One run per output file too (two runs in two directories must not write one sink),
       // once relative paths are known to resolve where the run started.
+      // (A directory that cannot be made is the sink's to report, naming its path as given.)
       for (const target of new Set((pipeline.sink?.paths ?? []).map((p) => path.resolve(p)))) {
-        yield* fs.makeDirectory(path.dirname(target), { recursive: true }).pipe(
-          Effect.mapError((e) => new Sink.SinkError({ sink: pipeline.sink!.name, description: `cannot create the directory of ${target}: ${ioProblem(e.message)}` }))
-        )
-        yield* RunLock.acquireSink(pipeline.sink!.name, target, { breakLock: options.breakLock === true })
+        const made = yield* Effect.either(fs.makeDirectory(path.dirname(target), { recursive: true }))
+        if (made._tag === "Right") yield* RunLock.acquireSink(pipeline.sink!.name, target, { breakLock: options.breakLock === true })
       }
       // The settings the run keeps (KeptSettings.ts): what this call gives, else what the run
       // recorded. (A cancel gives none and changes none.)
