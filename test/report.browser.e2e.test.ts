@@ -14,7 +14,7 @@ import { Effect } from "effect"
 import * as ReportPage from "../packages/runner/src/ReportPage.js"
 import type { RowView } from "../packages/runner/src/RunRows.js"
 import * as RunView from "../packages/runner/src/RunView.js"
-import type { Browser } from "playwright-core"
+import type { Browser, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { launchChromium, offlinePage } from "./support/browser.js"
 import {
@@ -55,6 +55,17 @@ interface FailureLine {
   readonly key: string | null
   readonly class: string
 }
+
+/** Once the row browser shows only rows of `cls`: they are exactly failures.jsonl's rows of that class. */
+const expectRowsOfClass = async (page: Page, cls: string, failures: ReadonlyArray<FailureLine>) => {
+  await page.waitForFunction((c) => {
+    const rows = Array.from((globalThis as unknown as Browserside).document.querySelectorAll("#rows tbody tr"))
+    return rows.length > 0 && rows.every((r) => r.getAttribute("data-class") === c)
+  }, cls)
+  const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
+  expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
+}
+
 
 describe("sluice report, opened in headless Chromium", () => {
   let project: TempProject
@@ -139,12 +150,7 @@ describe("sluice report, opened in headless Chromium", () => {
     expect([...shownClasses].sort()).toEqual(classes)
     for (const cls of classes) {
       await page.locator(`[data-failure-class="${cls}"]`).click()
-      await page.waitForFunction((c) => {
-        const rows = Array.from((globalThis as unknown as Browserside).document.querySelectorAll("#rows tbody tr"))
-        return rows.length > 0 && rows.every((r) => r.getAttribute("data-class") === c)
-      }, cls)
-      const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
-      expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
+      await expectRowsOfClass(page, cls, failures)
     }
 
     // Search by key: the row, with its input next to its parsed output.
@@ -193,12 +199,7 @@ describe("sluice report, opened in headless Chromium", () => {
     expect(await page.locator("#notice").textContent()).toContain(`Showing ${written.rows.shown} of ${ROWS} rows`)
     for (const cls of new Set(failures.map((f) => f.class))) {
       await page.selectOption("#filter-class", cls)
-      await page.waitForFunction((c) => {
-        const rows = Array.from((globalThis as unknown as Browserside).document.querySelectorAll("#rows tbody tr"))
-        return rows.length > 0 && rows.every((r) => r.getAttribute("data-class") === c)
-      }, cls)
-      const keys = await page.locator("#rows tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-key")))
-      expect([...keys].sort(), `rows of class ${cls}`).toEqual(failures.filter((f) => f.class === cls).map((f) => f.key).sort())
+      await expectRowsOfClass(page, cls, failures)
     }
     expect(blocked).toEqual([])
     expect(errors).toEqual([])

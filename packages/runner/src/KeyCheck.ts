@@ -26,6 +26,7 @@ import { lines } from "./internal/lines.js"
 import * as RecordFile from "./internal/RecordFile.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
 import { shardId } from "./Planner.js"
+import { isCachedRowLine } from "./Rows.js"
 import type { RowLine } from "./Rows.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
@@ -243,7 +244,7 @@ const rewrite = (ctx: RunContext, outputs: Outputs, shard: ShardState, verdicts:
           Stream.runForEachChunk((chunk) =>
             Effect.gen(function* () {
               for (const text of Chunk.toReadonlyArray(chunk)) {
-                const cached = text.endsWith(`,"c":1}`)
+                const cached = isCachedRowLine(text)
                 const ordinal = cached ? answerOrdinal++ : requestOrdinal++
                 const v = excluded.get(index++)
                 if (v === undefined) {

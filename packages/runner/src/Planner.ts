@@ -27,6 +27,7 @@ import * as LineFile from "./internal/LineFile.js"
 import * as RecordFile from "./internal/RecordFile.js"
 import { lines } from "./internal/lines.js"
 import type { Offsets } from "./JournalEvent.js"
+import { cachedEnding } from "./Rows.js"
 import type { InboxLine } from "./Rows.js"
 import type { Outputs } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
@@ -290,7 +291,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
     let rowLine = `{"id":${JSON.stringify(customId)},"key":${JSON.stringify(key)},"loc":${JSON.stringify(loc)},"input":${JSON.stringify(row) ?? "null"}`
     if (upstream !== undefined) rowLine += `,"src":${JSON.stringify(upstream.src) ?? "null"},"lin":${JSON.stringify(upstream.lin)}`
     if (ck !== undefined) rowLine += `,"ck":"${ck}"`
-    rowLine += cached === undefined ? "}" : `,"c":1}`
+    rowLine += cached === undefined ? "}" : cachedEnding
     // The stored answer is a JSON object: it becomes a result line by adding its custom_id.
     const answer = cached === undefined ? undefined : `{"_tag":"Succeeded","customId":${JSON.stringify(customId)},${cached.slice(1)}`
     const tokens = countTokens && cached === undefined ? requestTokens(request).tokens : 0

@@ -21,6 +21,7 @@ import * as LineFile from "./internal/LineFile.js"
 import { lines } from "./internal/lines.js"
 import type { FailureRecord, Outputs } from "./Outputs.js"
 import { requestTokens, wireTokens } from "./RequestTokens.js"
+import { isCachedRowLine } from "./Rows.js"
 import type { RowLine } from "./Rows.js"
 import type { RunContext } from "./RunContext.js"
 import type { ShardState } from "./RunState.js"
@@ -32,8 +33,6 @@ export const needed = (shard: ShardState, limit: number | undefined): limit is n
 /** The id of a shard's `n`th child (from 1). */
 export const childId = (shard: { readonly id: string }, n: number): string => `${shard.id}-t${n}`
 
-/** A row answered from the cache: it has an answer line instead of a request line (Planner.ts writes the mark last). */
-const isCached = (rowLine: string) => rowLine.endsWith(`,"c":1}`)
 
 interface Child {
   readonly id: string
@@ -73,7 +72,7 @@ const rowTokens = (ctx: RunContext, shard: ShardState) =>
       }
       return wireTokens(shard.model, line)
     }
-    const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter((text) => !isCached(text)))
+    const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter((text) => !isCachedRowLine(text)))
     yield* Stream.zip(rows, lines(ctx.paths.shardFile(shard.id))).pipe(
       Stream.runForEachChunk((chunk) => Effect.sync(() => { for (const [rowLine, line] of Chunk.toReadonlyArray(chunk)) counts.push(count(rowLine, line)) }))
     )
@@ -126,7 +125,7 @@ export const recut = (ctx: RunContext, outputs: Outputs, shard: ShardState, limi
 
     // Rows with a request line, in the order of the shard file.
     let index = 0
-    const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter((text) => !isCached(text)))
+    const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter((text) => !isCachedRowLine(text)))
     yield* Stream.zip(rows, lines(ctx.paths.shardFile(shard.id))).pipe(
       Stream.runForEach(([rowLine, request]) =>
         Effect.gen(function* () {
@@ -165,7 +164,7 @@ export const recut = (ctx: RunContext, outputs: Outputs, shard: ShardState, limi
     // Rows answered from the cache hold no tokens: a last child of their own, never submitted.
     if (shard.cachedRows > 0) {
       const answers = lines(ctx.paths.cachedFile(shard.id))
-      const cachedRows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter(isCached))
+      const cachedRows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.filter(isCachedRowLine))
       current = yield* open(true)
       const c = current
       yield* Stream.zip(cachedRows, answers).pipe(

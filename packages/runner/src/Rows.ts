@@ -19,6 +19,12 @@ export interface RowLine {
   readonly c?: 1
 }
 
+/** How a sidecar line built as text ends when its row was answered from the cache (`c`, written last). */
+export const cachedEnding = `,"c":1}`
+
+/** Whether a sidecar line (as the planner writes it) is of a row answered from the cache: its answer is in the cached file, not a request in the shard file. */
+export const isCachedRowLine = (text: string): boolean => text.endsWith(cachedEnding)
+
 /** A later-stage row as its inbox holds it. */
 export interface InboxLine {
   readonly key: string
