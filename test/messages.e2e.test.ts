@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
-import { mkdir, writeFile } from "node:fs/promises"
+import { appendFile, mkdir, stat, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -301,6 +301,22 @@ describe("re-running a finished run", SLOW, () => {
       `failed rows are listed in ${runDir}/failures.jsonl`,
       `run directory: ${runDir}`
     ])
+
+    // A row appended to the source after the run read it is not silently left out.
+    const batches = e.calls("POST", "/v1/batches").length
+    const before = (await stat(p.path("data", "rows.jsonl"))).size
+    await appendFile(p.path("data", "rows.jsonl"), JSON.stringify({ id: "a4", text: "late" }) + "\n")
+    const grown = await runCli(["run", "p.pipeline.ts", ...fastRunFlags(10)], { cwd: p.dir, env })
+    expect(grown.code, describeResult(grown)).toBe(1)
+    const warning = grown.stderr.trimEnd().split("\n").at(-1)!
+    expect(warning).toBe(
+      `warning: data/rows.jsonl changed after this run read it (${before} bytes then, ${before + 26} now): rows added or changed since are not in this run. ` +
+        "To process them, start a new run in another run directory (`sluice run <pipeline> --run-dir <new dir>`): rows answered before come from the response cache at no cost"
+    )
+    expect(grown.stderr).toMatch(/^nothing to do: .* 3 rows, 2 succeeded, 1 failed, 1 batch$/m)
+    expect(e.calls("POST", "/v1/batches").length).toBe(batches)
+    const asJson = await runCli(["run", "p.pipeline.ts", "--json", ...fastRunFlags(10)], { cwd: p.dir, env })
+    expect(JSON.parse(asJson.stdout).sourceChanged).toEqual([{ path: "data/rows.jsonl", plannedBytes: before, bytes: before + 26 }])
   })
 })
 

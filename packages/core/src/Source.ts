@@ -43,6 +43,11 @@ export interface Source<Row> {
   readonly name: string
   /** Rows in a stable order: resuming a run re-reads the source and skips what was planned. */
   readonly rows: Stream.Stream<SourceItem<Row>, SourceError, FileSystem.FileSystem>
+  /**
+   * The files (or Parquet directory) it reads: a run records their size and modification time
+   * when it plans, and says so when they change later (rows added after planning are not in it).
+   */
+  readonly paths?: ReadonlyArray<string>
 }
 
 /** Constructors. */
@@ -144,7 +149,7 @@ export const jsonl = <A, I>(path: string, schema: Schema.Schema<A, I, never>): S
       )
     })
   )
-  return { name, rows }
+  return { name, rows, paths: [path] }
 }
 
 export interface CsvOptions {
@@ -206,7 +211,7 @@ export const csv = <A, I>(path: string, schema: Schema.Schema<A, I, never>, opti
       )
     })
   )
-  return { name, rows }
+  return { name, rows, paths: [path] }
 }
 
 /**
@@ -263,7 +268,7 @@ export const json = <A, I>(path: string, schema: Schema.Schema<A, I, never>): So
       )
     })
   )
-  return { name, rows }
+  return { name, rows, paths: [path] }
 }
 
 export interface ParquetOptions {
@@ -361,7 +366,7 @@ export const parquet = <A, I>(
       return Stream.flatMap(Stream.fromIterable(files), fileRows)
     })
   )
-  return { name, rows }
+  return { name, rows, paths: [path] }
 }
 
 /** Rows from memory; locations are `name:1`, `name:2`, … */

@@ -130,6 +130,14 @@ const whereLines = (s: RunSummary, output: string): Array<string> => [
 ]
 
 /** The summary a run ends with; `emulated` when its answers came from the built-in emulator (nothing was paid). */
+/** Source files changed after the run read them: what that means, and what to do. */
+const sourceChangedLines = (s: RunSummary): Array<string> =>
+  (s.sourceChanged ?? []).map((c) =>
+    `warning: ${c.path} changed after this run read it (${count(c.plannedBytes, "byte")} then, ${number(c.bytes)} now): ` +
+    `rows added or changed since are not in this run. To process them, start a new run in another run directory ` +
+    `(\`sluice run <pipeline> --run-dir <new dir>\`): rows answered before come from the response cache at no cost`
+  )
+
 const summaryLines = (s: RunSummary, output: string, emulated = false): string => {
   const failed = failedRows(s)
   const cost = s.cost
@@ -137,7 +145,8 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
     return [
       `nothing to do: run ${s.runId} has finished: ${count(s.rows, "row")}, ${number(s.succeeded)} succeeded, ` +
         `${number(failed)} failed, ${count(s.batches, "batch", "batches")}`,
-      ...whereLines(s, output)
+      ...whereLines(s, output),
+      ...sourceChangedLines(s)
     ].join("\n")
   }
   const lines = [
@@ -160,7 +169,7 @@ const summaryLines = (s: RunSummary, output: string, emulated = false): string =
         `${count(s.budget.heldShards, "shard")} (${count(s.budget.heldRows, "row")}) not submitted. Resume with a higher --budget to continue.`
     )
   }
-  lines.push(...hybridLines(s))
+  lines.push(...hybridLines(s), ...sourceChangedLines(s))
   return lines.join("\n")
 }
 

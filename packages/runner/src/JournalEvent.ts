@@ -65,11 +65,21 @@ export const StagePlanned = Schema.TaggedStruct("StagePlanned", {
   offsets: Schema.NullOr(Offsets)
 })
 
+/** A source file as planning found it before reading it (`Source.paths`). */
+export const SourceFile = Schema.Struct({
+  path: Schema.String,
+  size: Schema.Number,
+  mtimeMs: Schema.NullOr(Schema.Number)
+})
+export type SourceFile = typeof SourceFile.Type
+
 /** The source was read to its end. */
 export const PlanComplete = Schema.TaggedStruct("PlanComplete", {
   sourceOffset: Schema.Number,
   invalid: Schema.Number,
-  offsets: Schema.NullOr(Offsets)
+  offsets: Schema.NullOr(Offsets),
+  /** Absent in journals written before sluice recorded them. */
+  sourceFiles: Schema.optional(Schema.Array(SourceFile))
 })
 
 /**

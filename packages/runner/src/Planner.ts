@@ -26,12 +26,13 @@ import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
 import * as RecordFile from "./internal/RecordFile.js"
 import { lines } from "./internal/lines.js"
-import type { Offsets } from "./JournalEvent.js"
+import type { Offsets, SourceFile } from "./JournalEvent.js"
 import { cachedEnding } from "./Rows.js"
 import type { InboxLine } from "./Rows.js"
 import type { Outputs } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
 import * as ResponseCache from "./ResponseCache.js"
+import * as SourceFiles from "./SourceFiles.js"
 import type { RunContext, StageRuntime } from "./RunContext.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 
@@ -422,10 +423,12 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
         if (rejected.length === 0 && (state.stages.get(stage.name)?.consumed ?? 0) >= at) return
         yield* withRejected((invalid, offsets) => ctx.record({ _tag: "StagePlanned", stage: stage.name, inboxOffset: at, invalid, offsets }))
       }),
-    finishSource: (at: number) =>
+    finishSource: (at: number, sourceFiles: ReadonlyArray<SourceFile>) =>
       Effect.gen(function* () {
         yield* close(at)
-        yield* withRejected((invalid, offsets) => ctx.record({ _tag: "PlanComplete", sourceOffset: at, invalid, offsets }))
+        yield* withRejected((invalid, offsets) =>
+          ctx.record({ _tag: "PlanComplete", sourceOffset: at, invalid, offsets, ...(sourceFiles.length > 0 ? { sourceFiles } : {}) })
+        )
       })
   }
 }
@@ -446,6 +449,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
     const stageCustomId = rt.stage.customId
 
     let index = 0 // source items seen, including the skipped prefix
+    const sourceFiles = yield* SourceFiles.record(source.paths ?? [])
 
     /**
      * One source item. Runs synchronously and returns an Effect only when there is I/O to do
@@ -504,7 +508,7 @@ export const plan = (ctx: RunContext, outputs: Outputs, onShard: (shard: string)
         })
       )
     )
-    yield* pack.finishSource(index)
+    yield* pack.finishSource(index, sourceFiles)
   })
 
 /**

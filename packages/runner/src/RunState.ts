@@ -4,7 +4,7 @@
  * failures.jsonl and the sink, whose committed lengths the journal records.
  */
 import type { BatchCounts, BatchStatus } from "@sluice/providers"
-import type { HybridReason, JournalEvent, Offsets, TokenUsage } from "./JournalEvent.js"
+import type { HybridReason, JournalEvent, Offsets, SourceFile, TokenUsage } from "./JournalEvent.js"
 
 export type ShardPhase = "planned" | "intent" | "staged" | "created" | "online" | "terminal" | "collected" | "rejected"
 
@@ -90,6 +90,8 @@ export interface RunState {
   /** Source items consumed by planned first-attempt shards and skipped invalid rows. */
   sourceOffset: number
   planComplete: boolean
+  /** The source's files as planning found them (journals since sluice records them). */
+  sourceFiles: ReadonlyArray<SourceFile>
   /** Rows read from the source (first attempts). */
   rowsPlanned: number
   invalidRows: number
@@ -123,6 +125,7 @@ export const empty = (): RunState => ({
   usageByMode: { batch: new Map(), online: new Map() },
   sourceOffset: 0,
   planComplete: false,
+  sourceFiles: [],
   rowsPlanned: 0,
   invalidRows: 0,
   duplicateRows: 0,
@@ -259,6 +262,7 @@ export const apply = (state: RunState, event: JournalEvent): RunState => {
       if (state.planStart === null) state.planStart = state.offsets
       state.planComplete = true
       state.sourceOffset = event.sourceOffset
+      state.sourceFiles = event.sourceFiles ?? []
       state.invalidRows += event.invalid
       if (event.offsets !== null) state.offsets = event.offsets
       break

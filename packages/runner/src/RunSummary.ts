@@ -7,6 +7,7 @@ import type { TokenUsage } from "./JournalEvent.js"
 import * as Pricing from "./Pricing.js"
 import type * as Retry from "./Retry.js"
 import type * as RunDir from "./RunDir.js"
+import type { SourceChange } from "./SourceFiles.js"
 import * as RunState from "./RunState.js"
 
 export interface RunSummary {
@@ -58,6 +59,8 @@ export interface RunSummary {
   readonly rowsByMode: { readonly batch: number; readonly online: number }
   /** True when the run had finished before this call, which then had nothing to do. */
   readonly alreadyFinished?: boolean
+  /** Source files changed since planning read them: their rows after that are not in this run. */
+  readonly sourceChanged?: ReadonlyArray<SourceChange>
 }
 
 export const summarize = (ctx: {

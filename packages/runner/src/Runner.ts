@@ -45,6 +45,7 @@ import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
 import * as Settings from "./Settings.js"
+import * as SourceFiles from "./SourceFiles.js"
 import * as Submitter from "./Submitter.js"
 import * as Telemetry from "./Telemetry.js"
 import * as TokenLedger from "./TokenLedger.js"
@@ -877,6 +878,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       yield* checkDone
       yield* Deferred.await(done)
       const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model), prices })
+      const sourceChanged = state.planComplete && mode !== "cancel" ? yield* SourceFiles.changes(state.sourceFiles) : []
       const budget =
         settings.budget === undefined
           ? undefined
@@ -895,7 +897,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         ...(retryPlan === undefined ? {} : { retry: retryPlan }),
         ...(budget === undefined ? {} : { budget }),
         ...(onlineBudget === undefined ? {} : { onlineBudget }),
-        ...(alreadyFinished ? { alreadyFinished } : {})
+        ...(alreadyFinished ? { alreadyFinished } : {}),
+        ...(sourceChanged.length > 0 ? { sourceChanged } : {})
       }
     })
   ).pipe(
