@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
+import { Tokens } from "@sluice/core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   type CliResult,
@@ -412,8 +413,8 @@ describe("help and the emulator command", SLOW, () => {
     })
   }
 
-  it("`sluice emulator --port 0` prints its URL, answers GET /v1/batches there, and its clock holds and moves on request", async () => {
-    const child = spawnCli(["emulator", "--port", "0", "--validating-ms", "20", "--finalizing-ms", "20"], { cwd: project.dir })
+  it("`sluice emulator --port 0` prints its URL, answers GET /v1/batches there, its clock holds and moves on request, and --approximate-tokens counts ~4 characters a token", async () => {
+    const child = spawnCli(["emulator", "--port", "0", "--validating-ms", "20", "--finalizing-ms", "20", "--approximate-tokens"], { cwd: project.dir })
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child.on("exit", (code, signal) => resolve({ code, signal }))
     )
@@ -443,6 +444,16 @@ describe("help and the emulator command", SLOW, () => {
       const body = (await response.json()) as { object: string; data: Array<unknown> }
       expect(body.object).toBe("list")
       expect(body.data).toEqual([])
+
+      const messages = [{ role: "user", content: "hello world ".repeat(100) }]
+      const answer = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o-mini", messages })
+      })
+      const usage = ((await answer.json()) as { usage: { prompt_tokens: number } }).usage
+      expect(usage.prompt_tokens).toBe(Tokens.chat("", messages).tokens)
+      expect(usage.prompt_tokens).not.toBe(Tokens.chat("gpt-4o-mini", messages).tokens)
 
       // A test drives the lifecycle of a batch through the control API: held, it stays validating.
       const held = await holdClock(url)

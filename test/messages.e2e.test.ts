@@ -303,7 +303,8 @@ describe("re-running a finished run", SLOW, () => {
     ])
 
     // A row appended to the source after the run read it is not silently left out.
-    const batches = e.calls("POST", "/v1/batches").length
+    const batches = e.calls("POST", "/v1/batches")
+    expect(batches).toBe(1)
     const before = (await stat(p.path("data", "rows.jsonl"))).size
     await appendFile(p.path("data", "rows.jsonl"), JSON.stringify({ id: "a4", text: "late" }) + "\n")
     const grown = await runCli(["run", "p.pipeline.ts", ...fastRunFlags(10)], { cwd: p.dir, env })
@@ -314,7 +315,7 @@ describe("re-running a finished run", SLOW, () => {
         "To process them, start a new run in another run directory (`sluice run <pipeline> --run-dir <new dir>`): rows answered before come from the response cache at no cost"
     )
     expect(grown.stderr).toMatch(/^nothing to do: .* 3 rows, 2 succeeded, 1 failed, 1 batch$/m)
-    expect(e.calls("POST", "/v1/batches").length).toBe(batches)
+    expect(e.calls("POST", "/v1/batches")).toBe(batches)
     const asJson = await runCli(["run", "p.pipeline.ts", "--json", ...fastRunFlags(10)], { cwd: p.dir, env })
     expect(JSON.parse(asJson.stdout).sourceChanged).toEqual([{ path: "data/rows.jsonl", plannedBytes: before, bytes: before + 26 }])
   })

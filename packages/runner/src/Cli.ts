@@ -1038,6 +1038,7 @@ const emulatorCommand = Command.make(
         ...(Option.isSome(o.tpmLimit) ? { tpmLimit: o.tpmLimit.value } : {}),
         ...(Option.isSome(o.enqueuedTokenLimit) ? { enqueuedTokenLimit: o.enqueuedTokenLimit.value } : {}),
         ...(o.enqueuedLimitOnCreate ? { enqueuedLimitOnCreate: true } : {}),
+        ...(o.approximateTokens ? { approximateTokens: true } : {}),
         ...(Option.isSome(o.apiKey) ? { apiKey: o.apiKey.value } : {}),
         ...(Option.isSome(o.stateDir) ? { stateDir: o.stateDir.value } : {}),
         ...(Option.isSome(o.expireAfterMs) ? { expireAfterMs: o.expireAfterMs.value } : {}),
