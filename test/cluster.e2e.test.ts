@@ -175,6 +175,9 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const status = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: env() })
     expect(status.code, describeResult(status)).toBe(0)
     expect(status.stdout + status.stderr).toContain("3,000")
+    // No warning of a dependency that a user cannot act on (pg's query-queue deprecation).
+    for (const w of workers) expect(w.log).not.toContain("DeprecationWarning")
+    expect(r.stderr).not.toContain("DeprecationWarning")
   }, 300_000)
 
   it("SIGKILL of a worker while its batches run: the others finish its shards, nothing created twice", async () => {

@@ -6,6 +6,7 @@ import { Cause, Console, Duration, Effect, Either, Fiber, Option, Redacted } fro
 import type * as Cancel from "./Cancel.js"
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
 import { runner } from "./internal/Installed.js"
+import { quietPgQueryQueueWarning } from "./internal/pgWarnings.js"
 import * as Notify from "./Notify.js"
 import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
@@ -377,6 +378,7 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
 const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, opts: Parameters<typeof runOrPreview>[1], reporting: Reporting) =>
   Effect.gen(function* () {
     const Cluster = yield* lazy(() => import("./Cluster.js"))
+    quietPgQueryQueueWarning()
     const refused = notOnCluster(opts)
     if (refused.length > 0) {
       return yield* new Cluster.ClusterUsage({ description: `${refused.join(", ")}: not supported with --cluster yet (see Distributed runs in the README)` })
@@ -444,6 +446,7 @@ const workerCommand = Command.make(
     reported(false, () =>
       Effect.gen(function* () {
         const Cluster = yield* lazy(() => import("./Cluster.js"))
+        quietPgQueryQueueWarning()
         const databaseUrl = yield* Cluster.databaseUrl(opts.databaseUrl, "--database-url")
         yield* Cluster.work(
           {
