@@ -285,6 +285,8 @@ const gcJson = async (t: Setup, args: ReadonlyArray<string>) => {
     deleted: Record<"input" | "output" | "batch", number>
     items: Array<{ id: string; kind: string; bytes: number | null }>
     failed: Array<unknown>
+    recent: { files: number; batches: number }
+    olderThanSeconds: number
   }
 }
 
@@ -390,8 +392,20 @@ describe("sluice gc", () => {
     expect(wet.deleted.batch).toBe(2)
     expect(await anthropicBatchIds(url)).toEqual([otherAnthropic["id"]])
 
-    // Gemini: its batches carry sluice's display name; the other tool's batch is left alone.
-    const gem = await gcJson(t, ["--provider", "gemini", "--yes"])
+    // Gemini: its batches carry sluice's display name. Their run is not seen (neither given nor
+    // under .sluice/runs) and ended minutes ago: another machine may still collect them — kept.
+    const young = await gcJson(t, ["--provider", "gemini", "--yes"])
+    expect(young.deleted.batch).toBe(0)
+    expect(young.recent.batches).toBe(2)
+    expect(young.olderThanSeconds).toBe(7 * 86_400)
+    expect(sorted((await geminiBatches(url)).filter((b) => b.displayName?.startsWith("sluice.")).map((b) => b.name))).toEqual(geminiOurs)
+    const said = await t.sluice(["gc", "--provider", "gemini"])
+    expect(said.stdout).toContain("kept too: 0 files and 2 ended batches of runs gc does not see, made in the last 7 days")
+    const badAge = await t.sluice(["gc", "--provider", "gemini", "--older-than", "soon"])
+    expect(badAge.code, describeResult(badAge)).toBe(2)
+    expect(badAge.stderr).toContain('--older-than must be a duration like 90s, 45m, 2h, 1h30m or 1d, got "soon"')
+    // --older-than 0: whatever a run not seen made is taken as done; the other tool's batch is left alone.
+    const gem = await gcJson(t, ["--provider", "gemini", "--older-than", "0", "--yes"])
     expect(gem.deleted.batch).toBe(2)
     const left = (await geminiBatches(url)).map((b) => b.name)
     for (const name of geminiOurs) expect(left).not.toContain(name)

@@ -903,13 +903,14 @@ const gcCommand = Command.make(
       Options.withDefault(".sluice/runs")
     ),
     yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
+    olderThan: Flags.olderThan,
     json
   },
-  ({ runDirs, provider, runsDir, yes, json }) =>
+  ({ runDirs, provider, runsDir, yes, olderThan, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
         const Gc = yield* lazy(() => import("./Gc.js"))
-        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes })
+        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan })
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
       })

@@ -7,7 +7,7 @@
  * flag means the same everywhere.
  */
 import { HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Effect, Either } from "effect"
+import { Duration, Effect, Either } from "effect"
 import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { defaultOnlineBelow, parseDuration } from "./Hybrid.js"
 import { describeRange, inRange, ranges } from "./Settings.js"
@@ -75,6 +75,26 @@ export const deadline = Options.text("deadline").pipe(
     })
   ),
   Options.optional
+)
+
+// `sluice gc`
+
+/** Seven days: longer than any batch's completion window, and a week to collect what it left. */
+export const defaultGcAge = "7d"
+
+export const olderThan = Options.text("older-than").pipe(
+  Options.withDescription(
+    `what runs gc does not see (not given, not under --runs-dir) made more recently than this (90s, 45m, 2h, 1d; 0 for no age) is kept: a run of another machine may still collect it (default: ${defaultGcAge})`
+  ),
+  Options.withDefault(defaultGcAge),
+  Options.mapEffect((text) =>
+    text.trim() === "0"
+      ? Effect.succeed(0)
+      : Either.match(parseDuration(text), {
+        onLeft: (problem) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--older-than must be ${problem}`))),
+        onRight: (d) => Effect.succeed(Duration.toSeconds(d))
+      })
+  )
 )
 
 export const onlineBudget = bounded(

@@ -10,7 +10,9 @@
  *
  * What is needed: every file of a batch still in progress, and whatever belongs to a shard of a
  * run directory given that is not collected yet, or that an unfinished run given does not know
- * (it may be one it is submitting now). Runs whose directory is not given are taken as done.
+ * (it may be one it is submitting now). Runs whose directory is not given are taken as done once
+ * what they made is older than `olderThan`: a run of another machine or directory may still
+ * collect a batch that ended an hour ago, and gc cannot see it.
  */
 import * as Path from "@effect/platform/Path"
 import { Providers, isTerminal } from "@sluice/providers"
@@ -46,6 +48,9 @@ export interface GcReport {
   readonly needed: { readonly files: number; readonly batches: number }
   /** sluice's batches still in progress (never deleted: `sluice cancel` stops them). */
   readonly inProgress: number
+  /** sluice's, of runs it does not see, kept because they are younger than `olderThanSeconds`. */
+  readonly recent: { readonly files: number; readonly batches: number }
+  readonly olderThanSeconds: number
   /** Not sluice's: never touched. */
   readonly foreign: { readonly files: number; readonly batches: number }
   /** Deleted now (with --yes). */
@@ -90,15 +95,26 @@ const readRun = (runDir: string) =>
 /** The upload name `Submitter.stagedName` gives; the run and shard are read back against known runs. */
 const stagedPattern = /^sluice-.+-s\d+\.jsonl$/
 
-type Need = "needed" | "unneeded"
+/** "recent": of a run gc does not see, and too young to be taken as done. */
+type Need = "needed" | "recent" | "unneeded"
+
+/** Of two needs of one file (two batches name it), the stronger. */
+const stronger = (a: Need, b: Need): Need => (a === "needed" || b === "needed" ? "needed" : a === "recent" || b === "recent" ? "recent" : "unneeded")
 
 /**
- * Whether a run needs what belongs to (run, shard): a shard not collected needs its files and
- * batch; an unfinished run may need one of a shard it does not know yet.
+ * Whether a run needs what belongs to (run, shard), made at `createdAt` (unix seconds): a shard
+ * not collected needs its files and batch; an unfinished run may need one of a shard it does not
+ * know yet; a run not seen, what it made after `youngAfter`.
  */
-const needOf = (runs: ReadonlyMap<string, KnownRun>, runId: string | undefined, shardId: string | undefined): Need => {
+const needOf = (
+  runs: ReadonlyMap<string, KnownRun>,
+  runId: string | undefined,
+  shardId: string | undefined,
+  createdAt: number,
+  youngAfter: number
+): Need => {
   const run = runId === undefined ? undefined : runs.get(runId)
-  if (run === undefined) return "unneeded"
+  if (run === undefined) return createdAt > youngAfter ? "recent" : "unneeded"
   const shard = shardId === undefined ? undefined : run.state.shards.get(shardId)
   if (shard === undefined) return run.finished ? "unneeded" : "needed"
   return shard.phase === "collected" ? "unneeded" : "needed"
@@ -107,13 +123,14 @@ const needOf = (runs: ReadonlyMap<string, KnownRun>, runId: string | undefined, 
 interface ProviderScan {
   readonly items: Array<GcItem>
   needed: { files: number; batches: number }
+  recent: { files: number; batches: number }
   inProgress: number
   foreign: { files: number; batches: number }
 }
 
-const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRun>): Effect.Effect<ProviderScan, ProviderError> =>
+const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRun>, youngAfter: number): Effect.Effect<ProviderScan, ProviderError> =>
   Effect.gen(function* () {
-    const scan: ProviderScan = { items: [], needed: { files: 0, batches: 0 }, inProgress: 0, foreign: { files: 0, batches: 0 } }
+    const scan: ProviderScan = { items: [], needed: { files: 0, batches: 0 }, recent: { files: 0, batches: 0 }, inProgress: 0, foreign: { files: 0, batches: 0 } }
     // Batch ids the runs journaled: the only way to know an Anthropic batch is sluice's.
     const journaled = new Map<string, { runId: string; shard: string }>()
     for (const run of runs.values()) {
@@ -133,9 +150,10 @@ const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRu
         continue
       }
       const ended = isTerminal(batch.status)
-      const need: Need = !ended ? "needed" : needOf(runs, owner.runId, owner.shard)
+      const need: Need = !ended ? "needed" : needOf(runs, owner.runId, owner.shard, batch.createdAt, youngAfter)
       if (!ended) scan.inProgress++
       else if (need === "needed") scan.needed.batches++
+      else if (need === "recent") scan.recent.batches++
       else if (provider.deleteBatch !== undefined) {
         scan.items.push({ provider: provider.name, kind: "batch", id: batch.id, name: null, bytes: null, run: owner.runId })
       }
@@ -144,7 +162,7 @@ const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRu
         const named = (id: string, kind: Kind) => {
           const earlier = batchFiles.get(id)
           // A file two batches name (an input adopted after a crash) is needed if either needs it.
-          batchFiles.set(id, { need: earlier?.need === "needed" ? "needed" : need, kind, run: owner.runId })
+          batchFiles.set(id, { need: earlier === undefined ? need : stronger(earlier.need, need), kind, run: owner.runId })
         }
         if (input !== null) named(input, "input")
         for (const id of storage.outputFiles(batch)) named(id, "output")
@@ -167,14 +185,15 @@ const scanProvider = (provider: BatchProvider, runs: ReadonlyMap<string, KnownRu
       if (file.name === null || !stagedPattern.test(file.name)) return undefined
       // An upload no batch names: before its create, or its batch rejected or forgotten.
       const owner = uploadOwners.get(file.name.replace(/\d+\.jsonl$/, ""))
-      if (owner !== undefined) return { need: needOf(runs, owner.runId, owner.shard), kind: "input", run: owner.runId }
+      if (owner !== undefined) return { need: needOf(runs, owner.runId, owner.shard, file.createdAt, youngAfter), kind: "input", run: owner.runId }
       const run = runIdOfName(file.name)
-      return { need: run === undefined ? "unneeded" : needOf(runs, run, undefined), kind: "input", run: run ?? null }
+      return { need: needOf(runs, run, undefined, file.createdAt, youngAfter), kind: "input", run: run ?? null }
     }
     for (const file of yield* Stream.runCollect(storage.files)) {
       const owner = ownerOf(file)
       if (owner === undefined) scan.foreign.files++
       else if (owner.need === "needed") scan.needed.files++
+      else if (owner.need === "recent") scan.recent.files++
       else scan.items.push({ provider: provider.name, kind: owner.kind, id: file.id, name: file.name, bytes: file.bytes, run: owner.run })
     }
     return scan
@@ -190,9 +209,12 @@ export const gc = (options: {
   /** Every run directory under it is read too (the CLI's default: .sluice/runs), so a local run is never taken as done. */
   readonly runsDir?: string | undefined
   readonly yes: boolean
+  /** What runs it does not see made more recently than this (seconds ago) is kept. */
+  readonly olderThanSeconds: number
 }) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
+    const youngAfter = Date.now() / 1000 - options.olderThanSeconds
     const runs = new Map<string, KnownRun>()
     const given = options.runDirs.map((d) => path.resolve(d))
     const found = options.runsDir === undefined ? [] : yield* RunDir.under(options.runsDir)
@@ -210,16 +232,19 @@ export const gc = (options: {
     const registry = yield* Providers
     const items: Array<GcItem> = []
     const needed = { files: 0, batches: 0 }
+    const recent = { files: 0, batches: 0 }
     const foreign = { files: 0, batches: 0 }
     let inProgress = 0
     const deleted: Record<Kind, number> = { input: 0, output: 0, batch: 0 }
     const failed: Array<GcReport["failed"][number]> = []
     for (const name of names) {
       const provider = yield* registry.get(name)
-      const scan = yield* scanProvider(provider, runs)
+      const scan = yield* scanProvider(provider, runs, youngAfter)
       items.push(...scan.items)
       needed.files += scan.needed.files
       needed.batches += scan.needed.batches
+      recent.files += scan.recent.files
+      recent.batches += scan.recent.batches
       foreign.files += scan.foreign.files
       foreign.batches += scan.foreign.batches
       inProgress += scan.inProgress
@@ -243,6 +268,8 @@ export const gc = (options: {
       unneeded: { input: unneeded("input"), output: unneeded("output"), batch: { count: unneeded("batch").count, bytes: null } },
       needed,
       inProgress,
+      recent,
+      olderThanSeconds: options.olderThanSeconds,
       foreign,
       deleted,
       failed,
@@ -250,6 +277,13 @@ export const gc = (options: {
     }
     return report
   })
+
+/** "7 days", "12 hours", "30 minutes", "45 seconds". */
+const age = (seconds: number): string =>
+  seconds >= 86_400 && seconds % 86_400 === 0 ? count(seconds / 86_400, "day")
+  : seconds >= 3600 && seconds % 3600 === 0 ? count(seconds / 3600, "hour")
+  : seconds >= 60 && seconds % 60 === 0 ? count(seconds / 60, "minute")
+  : count(seconds, "second")
 
 /** Human-readable bytes: "512 B", "1.2 kB", "3.4 MB". */
 const bytes = (n: number): string => {
@@ -275,6 +309,12 @@ export const render = (r: GcReport): string => {
       `${count(r.inProgress, "batch", "batches")} in progress; left alone: ${count(r.foreign.files, "file")} and ` +
       `${count(r.foreign.batches, "batch", "batches")} sluice did not create`
   ]
+  if (r.recent.files + r.recent.batches > 0) {
+    lines.push(
+      `  kept too: ${count(r.recent.files, "file")} and ${count(r.recent.batches, "ended batch", "ended batches")} of runs gc does not see, ` +
+        `made in the last ${age(r.olderThanSeconds)} (they may still be collected: give their run directories, or --older-than to choose the age)`
+    )
+  }
   if (r.dryRun) {
     const total = input.count + output.count + batch.count
     lines.push(total === 0 ? "dry run: nothing to delete" : `dry run: nothing deleted; run again with --yes to delete ${number(total)}`)
