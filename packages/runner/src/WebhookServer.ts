@@ -261,9 +261,12 @@ export const serve = (options: Options, listening: (url: string) => Effect.Effec
         say(`rejected ${verified.status} (${id}): ${verified.reason}`)
         return answer(res, verified.status, verified.reason)
       }
+      // Authentic, and received before: a sender that missed our 200 delivers again until it
+      // gets one (refused, it would retry for days and may disable the endpoint). Nothing is
+      // done twice, so a replay by someone who captured it wakes nothing either.
       if (!replays.admit(verified, now)) {
-        say(`rejected 401 (${id}): webhook-id seen before (a replay)`)
-        return answer(res, 401, "webhook-id seen before")
+        say(`${id}: received before (a redelivery or a replay): answered 200, nothing done`)
+        return answer(res, 200, "received before")
       }
       const event = batchEvent(body)
       if (event === undefined) {

@@ -4,8 +4,8 @@
  * entries, any of which may match: a sender rotating its secret signs with both), the signature
  * being HMAC-SHA256, keyed by the bytes of the base64 after `whsec_`, of
  * `<id>.<timestamp>.<raw body>`. Compared in constant time. A timestamp more than the tolerance
- * (5 minutes) from now is refused, and so is an id seen before within that window (`Replays`):
- * together they stop a captured delivery from being played again.
+ * (5 minutes) from now is refused, and an id seen before within that window (`Replays`) is not
+ * acted on again: together they stop a captured delivery from being played again.
  */
 import { createHmac, timingSafeEqual } from "node:crypto"
 
