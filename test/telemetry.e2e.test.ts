@@ -12,9 +12,9 @@ import type { AddressInfo } from "node:net"
 import { gunzipSync } from "node:zlib"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { spawn } from "node:child_process"
-import { childEnv, describeResult, makeProject, runCli, startTestEmulator, writeLines, writeText } from "./support/cli.js"
+import { childEnv, describeResult, getLedger, makeProject, runCli, startTestEmulator, writeLines, writeText } from "./support/cli.js"
 import type { CliResult, TempProject, TestEmulator } from "./support/cli.js"
-import { holdClock, releaseClock, runFlags } from "./support/runs.js"
+import { holdClock, releaseClock, runFlags, waitFor } from "./support/runs.js"
 
 /** Each test spawns the CLI several times (tsx loads TypeScript on each start, seconds on a busy machine). */
 const SLOW = { timeout: 240_000 }
@@ -313,6 +313,29 @@ describe("OpenTelemetry", SLOW, () => {
       expect(r.raw).not.toContain(API_KEY)
       expect(JSON.stringify(r.headers)).not.toContain(API_KEY)
     }
+  })
+
+  it("`sluice cancel` exports its span too, with the batches it stopped", async () => {
+    const runDir = project.path("runs/cancelled")
+    await holdClock(emulator.url, { apiKey: API_KEY })
+    const submitted = await runCli(["run", "otel.pipeline.ts", ...runFlags(runDir, 10, ["--detach", "--no-cache"])], { cwd: project.dir, env: env(emulator.url) })
+    expect(submitted.code, describeResult(submitted)).toBe(3)
+    expect(receiver.received, "nothing exported without the OTEL variables").toEqual([])
+    const inFlight = ((await statusOf(runDir)).shards as Array<any>).filter((s) => s.batchId !== null).map((s) => s.batchId).sort()
+    expect(inFlight.length).toBeGreaterThan(0)
+    const cancelling = runCli(["cancel", runDir, "--poll-interval", "0.05"], { cwd: project.dir, env: env(emulator.url, otelEnv()) })
+    // Cancelled while the clock stands still, then the clock moves: the batches can end cancelled.
+    const cancellingIds = async () =>
+      (await getLedger(emulator.url, API_KEY)).batches.filter((b) => b.status === "cancelling" && inFlight.some((id) => id.endsWith(b.id))).length
+    await waitFor("every batch cancelling", async () => ((await cancellingIds()) === inFlight.length ? true : undefined))
+    await releaseClock(emulator.url, { apiKey: API_KEY })
+    const cancelled = await cancelling
+    expect(cancelled.signal, describeResult(cancelled)).toBeNull()
+    const spans = spansOf(receiver.received.splice(0))
+    const run = spans.filter((s) => s.name === "sluice.run")
+    expect(run.length).toBe(1)
+    expect(run[0]!.attributes).toMatchObject({ "sluice.action": "cancel", "sluice.run_id": (await statusOf(runDir)).runId })
+    expect(spans.filter((s) => s.name === "sluice.shard").map((s) => s.attributes["sluice.batch_id"]).sort()).toEqual(inFlight)
   })
 
   it("a run that fails exports its spans too, the run's span marked as an error", async () => {

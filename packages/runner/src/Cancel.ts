@@ -33,6 +33,7 @@ import type { RunObserver, RunSummary } from "./Runner.js"
 import * as RunState from "./RunState.js"
 import * as Settings from "./Settings.js"
 import * as Submitter from "./Submitter.js"
+import * as Telemetry from "./Telemetry.js"
 
 export interface CancelOptions {
   /** A fixed wait between status polls of a cancelled batch (at least a second against a remote provider); default: adaptive. */
@@ -78,6 +79,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
         currentOf: (name) => providers.get(name).pipe(Effect.map(ProviderIdentity.of), Effect.option),
         rebind: false
       })
+      yield* Effect.annotateCurrentSpan({ "sluice.pipeline": manifest.pipeline, "sluice.run_id": manifest.runId, "sluice.run_dir": paths.root })
       const state = yield* loadState(paths.journal)
       const open = RunState.openShards(state).filter(
         (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created" || s.phase === "online"
@@ -132,7 +134,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
             yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(shard.id, info))
             if (shard.status === "cancelled") done.cancelled++
             else done.ended++
-          }),
+          }).pipe(Telemetry.shardSpan("sluice.shard", shard, { when: (s) => s.batchId !== null })),
         { concurrency: settings.concurrency, discard: true }
       )
       const summary = summarize({
@@ -145,4 +147,4 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
       const output = manifest.sink ?? paths.outputs
       return { ...summary, output, cancel: done } satisfies CancelSummary
     })
-  )
+  ).pipe(Effect.withSpan("sluice.run", { attributes: { "sluice.action": "cancel" } }))

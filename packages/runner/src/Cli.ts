@@ -746,7 +746,7 @@ const cancelCommand = Command.make(
           prices: priceTable,
           breakLock: opts.breakLock,
           observer: progress.observer
-        }).pipe(Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+        }).pipe(Telemetry.exported, Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
         yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary)}\n${summaryLines(summary, summary.output)}`)
         yield* setExit(exitFor(summary))
       })
