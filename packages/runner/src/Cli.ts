@@ -353,7 +353,6 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
   ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
   ...(opts.breakLock === true ? ["--break-lock"] : []),
   ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
-  ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? ["--max-enqueued-tokens"] : []),
   ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? ["--deadline"] : []),
   ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? ["--online-budget"] : []),
   ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? ["--online-below"] : []),
@@ -388,6 +387,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
       settings: {
         ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
         ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
+        ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
         pollSeconds: Option.getOrElse(opts.pollSeconds, () => 60),
         outputFileWaitSeconds: opts.outputFileWait,
         cache: cache === false ? false : path.resolve(cache)

@@ -24,6 +24,7 @@ import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
 import type { Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import * as ClusterLedger from "./ClusterLedger.js"
 import * as Failure from "./internal/failure.js"
 import { RunLocked } from "./internal/RunLock.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -100,7 +101,9 @@ const RunSettings = Schema.Struct({
   pollSeconds: Schema.Number,
   outputFileWaitSeconds: Schema.Number,
   /** The response cache's directory (absolute), or false for none. */
-  cache: Schema.Union(Schema.String, Schema.Literal(false))
+  cache: Schema.Union(Schema.String, Schema.Literal(false)),
+  /** `--max-enqueued-tokens`: held against the cluster's ledger (ClusterLedger.ts). */
+  maxEnqueuedTokens: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })))
 })
 
 const RunFields = {
@@ -191,6 +194,8 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(request)
     const s = request.settings
+    // Enqueued tokens are counted in the cluster's ledger, shared by every run of every worker.
+    const tokenLedger = { store: yield* ClusterLedger.make, leases: ClusterLedger.leases(s.pollSeconds) }
     const options: RunOptions = {
       runDir: request.runDir,
       runId: request.runId,
@@ -201,6 +206,8 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       cache: s.cache,
       pollInterval: Duration.seconds(s.pollSeconds),
       outputFileWait: Duration.seconds(s.outputFileWaitSeconds),
+      tokenLedger,
+      ...(s.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: s.maxEnqueuedTokens }),
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
@@ -226,7 +233,7 @@ const payloadOf = (p: RunRequest): RunRequest => ({
   settings: p.settings
 })
 
-/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget). */
+/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget; not "waiting": in line for token headroom). */
 const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned"
 
 /** How often a failed step is tried again, and the first durable wait before it (doubled each time). */
@@ -257,6 +264,13 @@ const ShardLive = ShardWorkflow.toLayer(
         Schema.String,
         step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
           Effect.map((state) => state.shards.get(payload.shard)?.phase ?? "collected"),
+          // Planned and in the ledger's line: it waits for headroom, and asks again after a wait.
+          Effect.flatMap((phase) =>
+            phase !== "planned" ? Effect.succeed(phase) : ClusterLedger.inLine(payload.runId, payload.shard).pipe(
+              Effect.map((waits) => (waits ? "waiting" : phase)),
+              Effect.mapError((e) => new StepFailed({ step: `${payload.runId}/${payload.shard}/step/${n}`, message: e.message }))
+            )
+          ),
           Effect.tap((phase) => Effect.logInfo(`run ${payload.runId}: shard ${payload.shard} step ${n} done by worker ${process.pid}: ${phase}`))
         )
       )
