@@ -5,7 +5,7 @@
  * while the emulator's clock stands still (no batch ends) the shards that went hold the cluster's
  * ledger and the others wait in its line; proven from the emulator's record (never more enqueued
  * than the limit, no token_limit_exceeded, one batch per shard, every custom_id delivered once)
- * and the sinks (every row once). Skipped, saying why, without PostgreSQL's server binaries.
+ * and the sinks (every row once); and `--max-batches` across both runs the same way. Skipped, saying why, without PostgreSQL's server binaries.
  */
 import { mkdir, readFile } from "node:fs/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -150,5 +150,41 @@ describe.skipIf(skipReason !== undefined)("shared limits: two runs on one model 
     expect(await ledger()).toEqual({ entries: [], waiting: [] })
     // Both workers drove shards.
     expect(workers.all.filter((w) => w.log.includes(": shard ")).length).toBe(2)
+  }, 400_000)
+
+  it("--max-batches 1: one batch of the model in flight across both runs while none ends; then every row once", async () => {
+    for (const name of ["one", "two"]) {
+      await writeRows(project, `data/${name}.jsonl`, 20)
+      await writePipeline(project, `${name}.ts`, { name, model: MODEL, source: `data/${name}.jsonl`, sink: `out/${name}.jsonl` })
+    }
+    const before = (await getLedger(emulator.url)).batches.length
+    await holdClock(emulator.url)
+    const start = (name: string) =>
+      runCli(["run", `${name}.ts`, "--cluster", pg!.url, "--shard-size", "10", "--poll-interval", "0.2", "--no-cache", "--max-batches", "1"], {
+        cwd: project.dir,
+        env: env(),
+        timeoutMs: 300_000
+      })
+    const running = [start("one"), start("two")]
+    let held = await ledger()
+    await workers.until("the four shards in the ledger, the one holding it with its batch created", async () => {
+      held = await ledger()
+      const created = (await getLedger(emulator.url)).batches.length - before
+      return held.entries.length + held.waiting.length === 4 && held.entries.length > 0 && created === held.entries.length
+    }, 240_000)
+    expect(held.entries).toHaveLength(1)
+    await releaseClock(emulator.url)
+    for (const r of await Promise.all(running)) {
+      expect(r.code, describeResult(r)).toBe(0)
+      expect(r.stderr).toContain("done: 20 rows, 20 succeeded, 0 failed, 0 pending, 2 batches")
+    }
+    for (const name of ["one", "two"]) {
+      const runId = JSON.parse(await readFile(project.path(`.sluice/runs/${name}/manifest.json`), "utf8")).runId as string
+      expect(await runBatches(runId)).toHaveLength(2)
+      const sink = await readJsonl<{ key: string }>(project.path(`out/${name}.jsonl`))
+      expect(new Set(sink.map((r) => r.key)).size).toBe(20)
+      expect(sink).toHaveLength(20)
+    }
+    expect(await ledger()).toEqual({ entries: [], waiting: [] })
   }, 400_000)
 })

@@ -69,7 +69,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, maxBatches, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription(
@@ -248,6 +248,7 @@ const execute = (
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     maxEnqueuedTokens?: Option.Option<EnqueuedTokens.Limits>
+    maxBatches?: Option.Option<EnqueuedTokens.Limits>
     outputTokens?: Option.Option<number>
     deadline?: Option.Option<Duration.Duration>
     onlineBudget?: Option.Option<number>
@@ -303,6 +304,7 @@ const execute = (
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
       ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
+      ...(opts.maxBatches !== undefined && Option.isSome(opts.maxBatches) ? { maxBatches: opts.maxBatches.value } : {}),
       ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? { deadline: opts.deadline.value } : {}),
       ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? { onlineBudget: opts.onlineBudget.value } : {}),
       ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? { onlineBelow: opts.onlineBelow.value } : {}),
@@ -388,6 +390,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
         ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
         ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
         ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
+        ...(opts.maxBatches !== undefined && Option.isSome(opts.maxBatches) ? { maxBatches: opts.maxBatches.value } : {}),
         pollSeconds: Option.getOrElse(opts.pollSeconds, () => 60),
         outputFileWaitSeconds: opts.outputFileWait,
         cache: cache === false ? false : path.resolve(cache)
@@ -593,6 +596,7 @@ const execution = {
   allowChanged,
   rebindProvider,
   maxEnqueuedTokens,
+  maxBatches,
   deadline,
   onlineBudget,
   onlineBelow,

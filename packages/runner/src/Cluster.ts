@@ -103,7 +103,9 @@ const RunSettings = Schema.Struct({
   /** The response cache's directory (absolute), or false for none. */
   cache: Schema.Union(Schema.String, Schema.Literal(false)),
   /** `--max-enqueued-tokens`: held against the cluster's ledger (ClusterLedger.ts). */
-  maxEnqueuedTokens: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })))
+  maxEnqueuedTokens: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number }))),
+  /** `--max-batches`: counted in the same ledger. */
+  maxBatches: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })))
 })
 
 const RunFields = {
@@ -208,6 +210,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       outputFileWait: Duration.seconds(s.outputFileWaitSeconds),
       tokenLedger,
       ...(s.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: s.maxEnqueuedTokens }),
+      ...(s.maxBatches === undefined ? {} : { maxBatches: s.maxBatches }),
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }

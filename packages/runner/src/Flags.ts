@@ -138,6 +138,22 @@ export const maxEnqueuedTokens = Options.text("max-enqueued-tokens").pipe(
   Options.optional
 )
 
+export const maxBatches = Options.text("max-batches").pipe(
+  Options.withPseudoName("N|MODEL=N,…"),
+  Options.withDescription(
+    "batches of one provider and model in flight at once (created and not ended), across the runs sharing this cache directory " +
+      "(with --cluster: all runs of the cluster, the lowest cap given applying to all): a number for every model, or model=N by model " +
+      "as for --max-enqueued-tokens. A shard waits for a free place (default: no cap beyond --concurrency per run)"
+  ),
+  Options.mapEffect((text) =>
+    Either.match(EnqueuedTokens.parseLimits(text, "--max-batches", "batches"), {
+      onLeft: (why) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(why))),
+      onRight: (limits) => Effect.succeed(limits)
+    })
+  ),
+  Options.optional
+)
+
 export const outputTokens = bounded(
   "output-tokens",
   ranges.outputTokens,

@@ -226,6 +226,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   keepProviderFiles: options.keepProviderFiles,
   budget: options.budget,
   maxEnqueuedTokens: options.maxEnqueuedTokens,
+  maxBatches: options.maxBatches,
   budgetOutputTokens: options.budgetOutputTokens,
   deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
   onlineBudget: options.onlineBudget,
@@ -504,6 +505,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           (cachePath === false || cache === ResponseCache.disabled ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath))),
         runId,
         configured: settings.maxEnqueuedTokens,
+        ...(settings.maxBatches === undefined ? {} : { batches: settings.maxBatches }),
         ...(options.tokenLedger === undefined ? {} : { leases: options.tokenLedger.leases })
       })
       // What the journal learned is in the ledger too, unless that ledger did not outlive a crash

@@ -42,8 +42,14 @@ const Entry = Schema.Struct({
 })
 export type Entry = typeof Entry.Type
 
-/** A run's configured limit of a key, seen by the other runs of a cluster while its lease lasts. */
-const Configured = Schema.Struct({ key: Schema.String, run: Schema.String, tokens: Schema.Number, expires: Schema.Number })
+/** A run's configured limits of a key (tokens, batches), seen by the other runs of a cluster while its lease lasts. */
+const Configured = Schema.Struct({
+  key: Schema.String,
+  run: Schema.String,
+  tokens: Schema.optionalWith(Schema.Number, { exact: true }),
+  batches: Schema.optionalWith(Schema.Number, { exact: true }),
+  expires: Schema.Number
+})
 export type Configured = typeof Configured.Type
 
 const Learned = Schema.Struct({ tokens: Schema.Number, run: Schema.String, at: Schema.Number })
@@ -183,6 +189,8 @@ export const scheduler = (options: {
   readonly runId: string
   /** The configured limits (`--max-enqueued-tokens`): for every model, or by model. */
   readonly configured: EnqueuedTokens.Limits | undefined
+  /** Batches in flight at most per key, all runs of the ledger together (`--max-batches`): for every model, or by model. */
+  readonly batches?: EnqueuedTokens.Limits
   /** How often a waiting shard looks again (other runs' releases are seen only by reading). */
   readonly recheck?: Duration.DurationInput
   /** A cluster's ledger: entries leased, never waited for in the process (see Leases). */
@@ -203,19 +211,21 @@ export const scheduler = (options: {
       yield* Deferred.succeed(old, undefined)
     })
     const ownLimit = (key: string) => EnqueuedTokens.limitFor(configured, EnqueuedTokens.modelOfKey(key))
+    const ownBatches = (key: string) => EnqueuedTokens.limitFor(options.batches, EnqueuedTokens.modelOfKey(key))
+    const othersOf = (data: LedgerData, key: string) => (data.configured ?? []).filter((c) => c.key === key && c.run !== runId)
     // Two runs of a cluster with different limits for one model: the lowest live one applies to
     // both (the limit is the organisation's; whoever configured less knows of less room).
     const limitIn = (data: LedgerData, key: string) =>
-      (data.configured ?? []).filter((c) => c.key === key && c.run !== runId).reduce(
-        (limit, c) => EnqueuedTokens.lower(limit, c.tokens),
-        EnqueuedTokens.lower(ownLimit(key), data.limits[key]?.tokens)
-      )
-    /** A cluster's run states its configured limit of a key for the other runs, renewing its lease. */
+      othersOf(data, key).reduce((limit, c) => EnqueuedTokens.lower(limit, c.tokens), EnqueuedTokens.lower(ownLimit(key), data.limits[key]?.tokens))
+    const batchesIn = (data: LedgerData, key: string) => othersOf(data, key).reduce((cap, c) => EnqueuedTokens.lower(cap, c.batches), ownBatches(key))
+    /** A cluster's run states its configured limits of a key for the other runs, renewing their lease. */
     const declare = (data: LedgerData, key: string, now: number): LedgerData => {
       const tokens = ownLimit(key)
-      if (holdMs === undefined || tokens === undefined) return data
+      const batches = ownBatches(key)
+      if (holdMs === undefined || (tokens === undefined && batches === undefined)) return data
       const others = (data.configured ?? []).filter((c) => !(c.key === key && c.run === runId))
-      return { ...data, configured: [...others, { key, run: runId, tokens, expires: now + holdMs }] }
+      const mine: Configured = { key, run: runId, ...(tokens === undefined ? {} : { tokens }), ...(batches === undefined ? {} : { batches }), expires: now + holdMs }
+      return { ...data, configured: [...others, mine] }
     }
 
     const isOf = (e: Entry, shard: { readonly id: string }) => e.run === runId && e.shard === shard.id
@@ -233,7 +243,9 @@ export const scheduler = (options: {
           const since = data.waiting.find((e) => isOf(e, shard))?.at ?? now
           // In a cluster the line is the ledger's: a shard waiting longer for the key goes first.
           const ahead = holdMs !== undefined && data.waiting.some((w) => w.key === shard.key && !isOf(w, shard) && w.at < since)
-          if (ahead || !EnqueuedTokens.fits(others, shard.tokens, limitIn(data, shard.key))) {
+          const cap = batchesIn(data, shard.key)
+          const full = cap !== undefined && mine.filter((e) => e.key === shard.key).length >= cap
+          if (ahead || full || !EnqueuedTokens.fits(others, shard.tokens, limitIn(data, shard.key))) {
             if (holdMs === undefined) return [undefined, before]
             const waiting = [...data.waiting.filter((e) => !isOf(e, shard)), entryOf(shard, since, now + waitMs)]
             return [undefined, { ...data, waiting }]

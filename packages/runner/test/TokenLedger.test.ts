@@ -246,3 +246,49 @@ describe("a cluster's ledger: leased entries (Leases)", () => {
     expect(pruned.configured!.map((c) => c.run)).toEqual(["r"])
   })
 })
+
+describe("batches in flight per key (--max-batches)", () => {
+  it("one machine: two runs on one ledger hold at most the cap of batches together, every shard going", async () => {
+    const out = await Effect.runPromise(
+      Effect.gen(function* () {
+        const store = TokenLedger.inMemory()
+        const a = yield* TokenLedger.scheduler({ store, runId: "a", configured: undefined, batches: 2, recheck: Duration.millis(10) })
+        const b = yield* TokenLedger.scheduler({ store, runId: "b", configured: undefined, batches: { "*": 2 }, recheck: Duration.millis(10) })
+        const now = yield* Ref.make(0)
+        const max = yield* Ref.make(0)
+        const work = Effect.gen(function* () {
+          const n = yield* Ref.updateAndGet(now, (x) => x + 1)
+          yield* Ref.update(max, (m) => Math.max(m, n))
+          yield* Effect.sleep(Duration.millis(5))
+          yield* Ref.update(now, (x) => x - 1)
+        })
+        yield* Effect.all(
+          [...Array.from({ length: 5 }, (_, i) => a.hold({ id: `s${i}`, key: "k", tokens: 1, wait: true }, work)),
+           ...Array.from({ length: 5 }, (_, i) => b.hold({ id: `s${i}`, key: "k", tokens: 1, wait: true }, work))],
+          { concurrency: "unbounded" }
+        )
+        return yield* Ref.get(max)
+      })
+    )
+    expect(out).toBe(2)
+  })
+
+  it("a cluster: the lowest cap a live run gave applies to every run; other models are not counted", async () => {
+    const leases = { hold: Duration.minutes(15), wait: Duration.minutes(2) }
+    const mini = "openai http://x gpt-4o-mini"
+    const other = "openai http://x gpt-4o"
+    const out = await Effect.runPromise(
+      Effect.gen(function* () {
+        const store = TokenLedger.inMemory()
+        const wide = yield* TokenLedger.scheduler({ store, runId: "wide", configured: undefined, batches: 5, leases })
+        const narrow = yield* TokenLedger.scheduler({ store, runId: "narrow", configured: undefined, batches: { "gpt-4o-mini": 1 }, leases })
+        yield* narrow.limitOf(mini)
+        const go = (s: TokenLedger.Scheduler, id: string, key: string) =>
+          Effect.either(s.hold({ id, key, tokens: 1, wait: true, keep: () => true }, Effect.void)).pipe(Effect.map((e) => e._tag))
+        return [yield* go(wide, "a", mini), yield* go(wide, "b", mini), yield* go(wide, "c", other), yield* go(narrow, "d", other)]
+      })
+    )
+    // gpt-4o-mini: one batch at most (the narrow run's cap); gpt-4o: the wide run's 5, the narrow run gave none for it.
+    expect(out).toEqual(["Right", "Left", "Right", "Right"])
+  })
+})
