@@ -49,13 +49,13 @@ interface LedgerEntry {
 const ledger = async () => {
   // Created by the first step of a run.
   const [table] = await query<{ present: boolean }>(pg!.url, "SELECT to_regclass('sluice_token_ledger') IS NOT NULL AS present")
-  if (table?.present !== true) return { entries: [], waiting: [] }
-  const [row] = await query<{ data: { entries: ReadonlyArray<LedgerEntry>; waiting: ReadonlyArray<LedgerEntry> } }>(
+  if (table?.present !== true) return { entries: [], waiting: [], configured: [] }
+  const [row] = await query<{ data: { entries: ReadonlyArray<LedgerEntry>; waiting: ReadonlyArray<LedgerEntry>; configured?: ReadonlyArray<LedgerEntry> } }>(
     pg!.url,
     "SELECT data FROM sluice_token_ledger WHERE name = 'enqueued-tokens'"
   )
   const ofModel = (es: ReadonlyArray<LedgerEntry> | undefined) => (es ?? []).filter((e) => e.key.endsWith(` ${MODEL}`))
-  return { entries: ofModel(row?.data.entries), waiting: ofModel(row?.data.waiting) }
+  return { entries: ofModel(row?.data.entries), waiting: ofModel(row?.data.waiting), configured: ofModel(row?.data.configured) }
 }
 
 const runBatches = async (runId: string) => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
@@ -146,8 +146,9 @@ describe.skipIf(skipReason !== undefined)("shared limits: two runs on one model 
       expect(sink).toHaveLength(30)
       expect(new Set(sink.map((r) => r.key)).size).toBe(30)
     }
-    // Each shard gave its tokens back once its batch ended: nothing held, nobody in line.
-    expect(await ledger()).toEqual({ entries: [], waiting: [] })
+    // Each shard gave its tokens back once its batch ended: nothing held, nobody in line; the
+    // runs' limits, given while they ran, no longer apply to others.
+    expect(await ledger()).toEqual({ entries: [], waiting: [], configured: [] })
     // Both workers drove shards.
     expect(workers.all.filter((w) => w.log.includes(": shard ")).length).toBe(2)
   }, 400_000)
@@ -185,6 +186,6 @@ describe.skipIf(skipReason !== undefined)("shared limits: two runs on one model 
       expect(new Set(sink.map((r) => r.key)).size).toBe(20)
       expect(sink).toHaveLength(20)
     }
-    expect(await ledger()).toEqual({ entries: [], waiting: [] })
+    expect(await ledger()).toEqual({ entries: [], waiting: [], configured: [] })
   }, 400_000)
 })

@@ -895,6 +895,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       if (!planning) yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
+      if (RunState.isFinished(state)) yield* tokens.finished()
       const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model), prices })
       const budget =
         settings.budget === undefined

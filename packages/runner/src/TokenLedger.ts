@@ -176,6 +176,8 @@ export interface Scheduler {
   ) => Effect.Effect<readonly [A, number], E | NoHeadroom, R>
   /** Gives back what a shard holds, and its place in line (collected, cancelled, re-cut). */
   readonly release: (shard: string) => Effect.Effect<void>
+  /** A cluster's run that finished: its configured limits stop applying to the other runs at once, not when their lease ends. */
+  readonly finished: () => Effect.Effect<void>
   /** Records a learned limit for a key (the lower one wins). */
   readonly learn: (key: string, tokens: number) => Effect.Effect<void>
   /** The limit a key is scheduled under now (configured, learned), if any. */
@@ -303,6 +305,10 @@ export const scheduler = (options: {
           () => (leases !== undefined && shard.keep?.() === true ? Effect.void : give(shard))
         ),
       release: (id) => give({ id }),
+      finished: () =>
+        leases === undefined
+          ? Effect.void
+          : store.update((data) => [undefined, { ...data, configured: (data.configured ?? []).filter((c) => c.run !== runId) }] as const),
       learn: (key, tokens) =>
         store.update((data) => {
           const known = data.limits[key]?.tokens

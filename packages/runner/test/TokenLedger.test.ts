@@ -230,6 +230,21 @@ describe("a cluster's ledger: leased entries (Leases)", () => {
     expect(out).toEqual({ before: 100, after: 30, refused: "Left" })
   })
 
+  it("a run that finished stops lowering the others' limit at once", async () => {
+    const out = await Effect.runPromise(
+      Effect.gen(function* () {
+        const store = TokenLedger.inMemory()
+        const high = yield* TokenLedger.scheduler({ store, runId: "high", configured: 100, leases })
+        const low = yield* TokenLedger.scheduler({ store, runId: "low", configured: 30, leases })
+        yield* low.limitOf(key)
+        const during = yield* high.limitOf(key)
+        yield* low.finished()
+        return [during, yield* high.limitOf(key)]
+      })
+    )
+    expect(out).toEqual([30, 100])
+  })
+
   it("a leased entry lives until its lease ends, whatever its process; a run's configured limit too", () => {
     const now = Date.now()
     const leased = (shard: string, expires: number): TokenLedger.Entry => ({ key, run: "r", shard, tokens: 10, pid: 1, host: "elsewhere", at: now - 48 * 3600_000, expires })
