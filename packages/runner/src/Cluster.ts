@@ -236,7 +236,7 @@ const payloadOf = (p: RunRequest): RunRequest => ({
   settings: p.settings
 })
 
-/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget; not "waiting": in line for token headroom). */
+/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget). */
 const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned"
 
 /** How often a failed step is tried again, and the first durable wait before it (doubled each time). */
