@@ -143,6 +143,29 @@ describe("enqueued-token limits", () => {
     await expectEveryRowOnce(p, "second", 60)
   }, 240_000)
 
+  it("--max-batches: two runs sharing a cache directory have at most that many batches of the model in flight together", async () => {
+    const emulator = await emulatorWith(1_000_000_000)
+    const p = await project()
+    const a = await pipelineOf(p, "one", 30)
+    const b = await pipelineOf(p, "two", 30)
+    const flags = (name: string) => runFlags(p.path(`run-${name}`), 10, ["--concurrency", "4", "--max-batches", `${MODEL}=2`, "--cache-dir", p.path("cache")])
+    await clock(emulator, { hold: true })
+    const both = Promise.all([cli(p, emulator, ["run", a, ...flags("one")]), cli(p, emulator, ["run", b, ...flags("two")])])
+    const created = () => emulator.log.filter((l) => /^batch \S+ created/.test(l)).length
+    const waiting = async () => {
+      const text = await readFile(p.path("cache/enqueued-tokens.json"), "utf8").catch(() => "")
+      return text === "" ? 0 : (JSON.parse(text) as { waiting: Array<unknown> }).waiting.length
+    }
+    // Six shards: two went, the four others wait in the shared ledger, whatever their tokens.
+    await waitFor("two batches and four shards waiting", async () => (created() >= 2 && (await waiting()) === 4 ? true : undefined), { timeoutMs: 60_000 })
+    expect(created()).toBe(2)
+    await clock(emulator, { release: true })
+    for (const done of await both) expect(done.code, describeResult(done)).toBe(0)
+    expect(created()).toBe(6)
+    await expectEveryRowOnce(p, "one", 30)
+    await expectEveryRowOnce(p, "two", 30)
+  }, 240_000)
+
   /**
    * Three batches at once, the third over the limit; the clock then moved just far enough for the
    * third to have failed validation and the other two not to have ended: the failure is the first

@@ -70,7 +70,7 @@ const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
 )
-const { budget, concurrency, deadline, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
+const { budget, concurrency, deadline, maxBatches, maxEnqueuedTokens, mode, onlineBelow, onlineBudget, outputFileWait, outputTokens, pollSeconds, maxPollSeconds, previewRows, prices, rpm, shardSize, tpm } = Flags
 const detach = Options.boolean("detach").pipe(Options.withDescription("plan and submit, then exit; continue with `sluice resume`"))
 const keepProviderFiles = Options.boolean("keep-provider-files").pipe(
   Options.withDescription(
@@ -258,6 +258,7 @@ const execute = (
     retryClasses?: ReadonlyArray<FailureClass>
     budget?: Option.Option<number>
     maxEnqueuedTokens?: Option.Option<EnqueuedTokens.Limits>
+    maxBatches?: Option.Option<EnqueuedTokens.Limits>
     outputTokens?: Option.Option<number>
     deadline?: Option.Option<Duration.Duration>
     onlineBudget?: Option.Option<number>
@@ -313,6 +314,7 @@ const execute = (
       ...(opts.budget !== undefined && Option.isSome(opts.budget) ? { budget: opts.budget.value } : {}),
       ...(opts.outputTokens !== undefined && Option.isSome(opts.outputTokens) ? { budgetOutputTokens: opts.outputTokens.value } : {}),
       ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
+      ...(opts.maxBatches !== undefined && Option.isSome(opts.maxBatches) ? { maxBatches: opts.maxBatches.value } : {}),
       ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? { deadline: opts.deadline.value } : {}),
       ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? { onlineBudget: opts.onlineBudget.value } : {}),
       ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? { onlineBelow: opts.onlineBelow.value } : {}),
@@ -363,7 +365,6 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
   ...(opts.rebindProvider === true ? ["--rebind-provider"] : []),
   ...(opts.breakLock === true ? ["--break-lock"] : []),
   ...(opts.budget !== undefined && Option.isSome(opts.budget) ? ["--budget"] : []),
-  ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? ["--max-enqueued-tokens"] : []),
   ...(opts.deadline !== undefined && Option.isSome(opts.deadline) ? ["--deadline"] : []),
   ...(opts.onlineBudget !== undefined && Option.isSome(opts.onlineBudget) ? ["--online-budget"] : []),
   ...(opts.onlineBelow !== undefined && Option.isSome(opts.onlineBelow) ? ["--online-below"] : []),
@@ -399,6 +400,8 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
       settings: {
         ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
         ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
+        ...(opts.maxEnqueuedTokens !== undefined && Option.isSome(opts.maxEnqueuedTokens) ? { maxEnqueuedTokens: opts.maxEnqueuedTokens.value } : {}),
+        ...(opts.maxBatches !== undefined && Option.isSome(opts.maxBatches) ? { maxBatches: opts.maxBatches.value } : {}),
         pollSeconds: Option.getOrElse(opts.pollSeconds, () => 60),
         outputFileWaitSeconds: opts.outputFileWait,
         cache: cache === false ? false : path.resolve(cache)
@@ -605,6 +608,7 @@ const execution = {
   allowChanged,
   rebindProvider,
   maxEnqueuedTokens,
+  maxBatches,
   deadline,
   onlineBudget,
   onlineBelow,

@@ -24,6 +24,7 @@ import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
 import type { Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import * as ClusterLedger from "./ClusterLedger.js"
 import * as Failure from "./internal/failure.js"
 import { RunLocked } from "./internal/RunLock.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -100,7 +101,11 @@ const RunSettings = Schema.Struct({
   pollSeconds: Schema.Number,
   outputFileWaitSeconds: Schema.Number,
   /** The response cache's directory (absolute), or false for none. */
-  cache: Schema.Union(Schema.String, Schema.Literal(false))
+  cache: Schema.Union(Schema.String, Schema.Literal(false)),
+  /** `--max-enqueued-tokens`: held against the cluster's ledger (ClusterLedger.ts). */
+  maxEnqueuedTokens: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number }))),
+  /** `--max-batches`: counted in the same ledger. */
+  maxBatches: Schema.optional(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })))
 })
 
 const RunFields = {
@@ -191,6 +196,8 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(request)
     const s = request.settings
+    // Enqueued tokens are counted in the cluster's ledger, shared by every run of every worker.
+    const tokenLedger = { store: yield* ClusterLedger.make, leases: ClusterLedger.leases(s.pollSeconds) }
     const options: RunOptions = {
       runDir: request.runDir,
       runId: request.runId,
@@ -201,6 +208,9 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       cache: s.cache,
       pollInterval: Duration.seconds(s.pollSeconds),
       outputFileWait: Duration.seconds(s.outputFileWaitSeconds),
+      tokenLedger,
+      ...(s.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: s.maxEnqueuedTokens }),
+      ...(s.maxBatches === undefined ? {} : { maxBatches: s.maxBatches }),
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
@@ -257,6 +267,13 @@ const ShardLive = ShardWorkflow.toLayer(
         Schema.String,
         step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
           Effect.map((state) => state.shards.get(payload.shard)?.phase ?? "collected"),
+          // Planned and in the ledger's line: it waits for headroom, and asks again after a wait.
+          Effect.flatMap((phase) =>
+            phase !== "planned" ? Effect.succeed(phase) : ClusterLedger.inLine(payload.runId, payload.shard).pipe(
+              Effect.map((waits) => (waits ? "waiting" : phase)),
+              Effect.mapError((e) => new StepFailed({ step: `${payload.runId}/${payload.shard}/step/${n}`, message: e.message }))
+            )
+          ),
           Effect.tap((phase) => Effect.logInfo(`run ${payload.runId}: shard ${payload.shard} step ${n} done by worker ${process.pid}: ${phase}`))
         )
       )

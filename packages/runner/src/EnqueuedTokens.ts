@@ -78,10 +78,10 @@ export const MAX_LIMIT = 1_000_000_000_000
 
 const checkLimit = (n: number): boolean => Number.isSafeInteger(n) && n >= 1 && n <= MAX_LIMIT
 
-/** What is wrong with configured limits given to the library (none: empty). */
-export const limitsProblems = (limits: Limits): Array<string> => {
+/** What is wrong with configured limits given to the library (none: empty); `name` is the option's. */
+export const limitsProblems = (limits: Limits, name = "maxEnqueuedTokens"): Array<string> => {
   const bad = typeof limits === "number" ? (checkLimit(limits) ? [] : [["every model", limits] as const]) : Object.entries(limits).filter(([, n]) => !checkLimit(n))
-  return bad.map(([model, n]) => `maxEnqueuedTokens${typeof limits === "number" ? "" : `["${model}"]`} must be an integer from 1 to ${MAX_LIMIT}, got ${n}`)
+  return bad.map(([model, n]) => `${name}${typeof limits === "number" ? "" : `["${model}"]`} must be an integer from 1 to ${MAX_LIMIT}, got ${n}`)
 }
 
 /**
@@ -89,22 +89,22 @@ export const limitsProblems = (limits: Limits): Array<string> => {
  * with at most one bare number for the models not named (`gpt-4o-mini=2000000,gpt-4o=90000,500000`).
  * Digits may be grouped with `_`. Left: what is wrong, as a sentence.
  */
-export const parseLimits = (text: string): Either.Either<Limits, string> => {
-  const fail = (why: string) => Either.left(`--max-enqueued-tokens ${JSON.stringify(text)}: ${why}`)
+export const parseLimits = (text: string, flag = "--max-enqueued-tokens", unit = "tokens"): Either.Either<Limits, string> => {
+  const fail = (why: string) => Either.left(`${flag} ${JSON.stringify(text)}: ${why}`)
   const byModel: Record<string, number> = {}
   let rest: number | undefined
   const items = text.split(",").map((s) => s.trim())
   for (const item of items) {
-    if (item === "") return fail("an empty item (give tokens, or model=tokens, separated by commas)")
+    if (item === "") return fail(`an empty item (give ${unit}, or model=${unit}, separated by commas)`)
     // The item is named only when the flag holds several.
     const named = items.length > 1 ? `"${item}": ` : ""
     const at = item.lastIndexOf("=")
     const model = at === -1 ? undefined : item.slice(0, at).trim()
     const digits = (at === -1 ? item : item.slice(at + 1)).trim()
-    if (model === "") return fail(`"${item}" names no model (model=tokens)`)
-    if (!/^\d[\d_]*$/.test(digits)) return fail(`${named}the tokens must be a whole number, got "${digits}"`)
+    if (model === "") return fail(`"${item}" names no model (model=${unit})`)
+    if (!/^\d[\d_]*$/.test(digits)) return fail(`${named}the ${unit} must be a whole number, got "${digits}"`)
     const n = Number(digits.replace(/_/g, ""))
-    if (!checkLimit(n)) return fail(`${named}the tokens must be an integer from 1 to ${MAX_LIMIT}`)
+    if (!checkLimit(n)) return fail(`${named}the ${unit} must be an integer from 1 to ${MAX_LIMIT}`)
     if (model === undefined || model === "*") {
       if (rest !== undefined) return fail("two limits for every model (one bare number at most)")
       rest = n

@@ -143,7 +143,7 @@ export const budget = bounded(
 
 export const maxEnqueuedTokens = Options.text("max-enqueued-tokens").pipe(
   Options.withDescription(
-    "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory: " +
+    "input tokens the batches of one provider and model may have enqueued at once, across the runs sharing this cache directory (with --cluster: all runs of the cluster, the lowest limit given applying to all): " +
       "a number for every model, or model=tokens by model (comma-separated, a bare number for the models not named: " +
       "gpt-4o-mini=2000000,gpt-4o=90000,500000; each an integer from 1 to 1e12). Shards are cut to fit (re-cut when the limit falls " +
       "after they were planned) and wait for headroom. The run records it: resume and retry keep it unless given again " +
@@ -151,6 +151,22 @@ export const maxEnqueuedTokens = Options.text("max-enqueued-tokens").pipe(
   ),
   Options.mapEffect((text) =>
     Either.match(EnqueuedTokens.parseLimits(text), {
+      onLeft: (why) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(why))),
+      onRight: (limits) => Effect.succeed(limits)
+    })
+  ),
+  Options.optional
+)
+
+export const maxBatches = Options.text("max-batches").pipe(
+  Options.withPseudoName("N|MODEL=N,…"),
+  Options.withDescription(
+    "batches of one provider and model in flight at once (created and not ended), across the runs sharing this cache directory " +
+      "(with --cluster: all runs of the cluster, the lowest cap given applying to all): a number for every model, or model=N by model " +
+      "as for --max-enqueued-tokens. A shard waits for a free place (default: no cap beyond --concurrency per run)"
+  ),
+  Options.mapEffect((text) =>
+    Either.match(EnqueuedTokens.parseLimits(text, "--max-batches", "batches"), {
       onLeft: (why) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(why))),
       onRight: (limits) => Effect.succeed(limits)
     })

@@ -87,6 +87,11 @@ export interface RunOptions extends ConnectionOptions {
    */
   readonly maxEnqueuedTokens?: EnqueuedTokens.Limits
   /**
+   * Batches of one provider and model in flight at once, across the runs sharing the cache
+   * directory, in the same form as `maxEnqueuedTokens` (default: none; not recorded by the run).
+   */
+  readonly maxBatches?: EnqueuedTokens.Limits
+  /**
    * The response cache's directory (the enqueued-token ledger lives next to it), or false for
    * none. Default: `$SLUICE_CACHE_DIR`, else `.sluice/cache` in the working directory.
    */
@@ -165,6 +170,7 @@ const effectOptions = (options: RunOptions): EffectRunOptions => ({
   ...(options.onlineBelow === undefined ? {} : { onlineBelow: options.onlineBelow }),
   ...(options.shardSize === undefined ? {} : { shardSize: options.shardSize }),
   ...(options.maxEnqueuedTokens === undefined ? {} : { maxEnqueuedTokens: options.maxEnqueuedTokens }),
+  ...(options.maxBatches === undefined ? {} : { maxBatches: options.maxBatches }),
   ...(options.budget === undefined ? {} : { budget: options.budget }),
   ...(options.outputTokens === undefined ? {} : { budgetOutputTokens: options.outputTokens }),
   ...(options.cache === undefined ? {} : { cache: options.cache }),

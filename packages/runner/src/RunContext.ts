@@ -50,6 +50,8 @@ export interface RunSettings {
   readonly budget?: number | undefined
   /** Input tokens one provider and model may have enqueued at once (EnqueuedTokens.ts); else learned. */
   readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
+  /** Batches one provider and model may have in flight at once, across the runs sharing the ledger (TokenLedger.ts). */
+  readonly maxBatches?: EnqueuedTokens.Limits | undefined
   /** Output tokens per request assumed by the budget (default: max_tokens, else 100). */
   readonly budgetOutputTokens?: number | undefined
   /**

@@ -190,6 +190,11 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
    * left to the next step that names them.
    */
   readonly scope?: { readonly plan: boolean; readonly shards: ReadonlyArray<string> }
+  /**
+   * The enqueued-token ledger a distributed run shares with every run of its cluster
+   * (ClusterLedger.ts), in place of the cache directory's; its entries are leased (TokenLedger.ts).
+   */
+  readonly tokenLedger?: { readonly store: TokenLedger.Store; readonly leases: TokenLedger.Leases }
 }
 
 /** Where the response cache lives for these options (false: no cache). */
@@ -222,6 +227,7 @@ const settingsFor = (options: RunOptions, planned: { readonly maxRequests: numbe
   keepProviderFiles: options.keepProviderFiles,
   budget: options.budget,
   maxEnqueuedTokens: options.maxEnqueuedTokens,
+  maxBatches: options.maxBatches,
   budgetOutputTokens: options.budgetOutputTokens,
   deadline: typeof options.deadline === "string" ? Either.getOrUndefined(Hybrid.parseDuration(options.deadline)) : options.deadline,
   onlineBudget: options.onlineBudget,
@@ -492,12 +498,16 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         })
       }
       const journal = yield* Journal.open(paths.journal)
-      // Enqueued tokens are shared with the runs using the same cache directory (TokenLedger.ts).
+      // Enqueued tokens are shared with the runs using the same cache directory (TokenLedger.ts),
+      // or with the runs of a cluster.
       const tokens = yield* TokenLedger.scheduler({
         // Next to the cache, when the cache could be opened; else this run schedules its own batches only.
-        store: cachePath === false || cache === ResponseCache.disabled ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath)),
+        store: options.tokenLedger?.store ??
+          (cachePath === false || cache === ResponseCache.disabled ? TokenLedger.inMemory() : TokenLedger.file(path.resolve(cachePath))),
         runId,
-        configured: settings.maxEnqueuedTokens
+        configured: settings.maxEnqueuedTokens,
+        ...(settings.maxBatches === undefined ? {} : { batches: settings.maxBatches }),
+        ...(options.tokenLedger === undefined ? {} : { leases: options.tokenLedger.leases })
       })
       // What the journal learned is in the ledger too, unless that ledger did not outlive a crash
       // (in memory: the cache off) or was lost: the journal's limits go in first.
@@ -652,11 +662,16 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
                   // Over a limit learned since it was planned (or just now): re-cut rather than sent.
                   if (yield* recutOver(shard)) return false
                   const key = EnqueuedTokens.keyOf(stageOf(shard.stage).provider, shard.model)
-                  const held = { id, key, tokens: EnqueuedTokens.estimate(shard), wait: shard.phase !== "created" }
-                  const [refused, others] = yield* tokens.hold(
+                  // Kept past this call while its batch is (or is about to be) enqueued: a cluster's next step goes on with it.
+                  const keep = () => shard.phase === "intent" || shard.phase === "staged" || shard.phase === "created"
+                  const held = { id, key, tokens: EnqueuedTokens.estimate(shard), wait: shard.phase !== "created", keep }
+                  const outcome = yield* tokens.hold(
                     held,
                     submitAndPoll.pipe(Effect.as(undefined), Effect.catchTag("TokenLimitRefused", (e) => Effect.succeed(e)))
-                  )
+                  ).pipe(Effect.catchTag("NoHeadroom", () => Effect.succeed(undefined)))
+                  // No headroom in the cluster's ledger: the shard stays in line, its workflow asks again later.
+                  if (outcome === undefined) return false
+                  const [refused, others] = outcome
                   if (refused !== undefined) {
                     // Refused at create (Azure): a learned limit like a failed batch's, never a blind re-create.
                     if (yield* requeue(shard, others, [refused.error])) continue
@@ -679,6 +694,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           if (shard.phase === "planned") return // held back by a budget
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             const retry = yield* Collector.collect(ctx, outputs, shard)
+            // Held past its batch's end only if a step died in between (a cluster's lease): given back now.
+            yield* tokens.release(id)
             if (retry !== null) yield* launch(retry)
             // What this shard passed on is planned into the next stage's shards at once.
             const next = stageOf(shard.stage).next
@@ -742,6 +759,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             yield* budgetLock.withPermits(1)(Effect.sync(() => void (committed -= cost)))
           }
           const children = yield* Recut.recut(ctx, outputs, shard, limit)
+          yield* tokens.release(shard.id)
           // An upload it had goes (it is collected now, its rows elsewhere).
           yield* ProviderFiles.release(ctx, shard)
           for (const id of children) yield* launch(id)
@@ -797,6 +815,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           yield* Poller.cancel(ctx, shard, (info) => observer.polled?.(id, info))
           if (shard.phase === "terminal" || shard.phase === "rejected") {
             yield* Collector.collect(ctx, outputs, shard, false)
+            yield* tokens.release(id)
             yield* ProviderFiles.release(ctx, shard)
           }
         })
@@ -877,6 +896,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       if (!planning) yield* Ref.set(planDone, true)
       yield* checkDone
       yield* Deferred.await(done)
+      if (RunState.isFinished(state)) yield* tokens.finished()
       const summary = summarize({ runId, paths, state, models: pipeline.stages.map((s) => s.model), prices })
       const sourceChanged = state.planComplete && mode !== "cancel" ? yield* SourceFiles.changes(state.sourceFiles) : []
       const budget =

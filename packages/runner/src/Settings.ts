@@ -80,6 +80,7 @@ export const problems = (settings: {
   readonly maxPollInterval?: Duration.Duration | undefined
   readonly budget?: number | undefined
   readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
+  readonly maxBatches?: EnqueuedTokens.Limits | undefined
   readonly budgetOutputTokens?: number | undefined
   readonly outputFileWait?: Duration.Duration | undefined
   readonly rpm?: number | undefined
@@ -103,6 +104,7 @@ export const problems = (settings: {
   check("rpm", ranges.rpm, settings.rpm)
   check("tpm", ranges.tpm, settings.tpm)
   if (settings.maxEnqueuedTokens !== undefined) out.push(...EnqueuedTokens.limitsProblems(settings.maxEnqueuedTokens))
+  if (settings.maxBatches !== undefined) out.push(...EnqueuedTokens.limitsProblems(settings.maxBatches, "maxBatches"))
   check("onlineBudget", ranges.budget, settings.onlineBudget)
   check("onlineBelow", ranges.onlineBelow, settings.onlineBelow)
   if (typeof settings.deadline === "string") {

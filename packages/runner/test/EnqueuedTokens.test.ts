@@ -71,6 +71,12 @@ describe("EnqueuedTokens", () => {
     expect(EnqueuedTokens.limitsProblems({ "gpt-4o": 90_000, "*": 2.5 })).toEqual([`maxEnqueuedTokens["*"] must be an integer from 1 to 1000000000000, got 2.5`])
   })
 
+  it("parses --max-batches the same way, naming that flag and batches in what it refuses", () => {
+    expect(EnqueuedTokens.parseLimits("gpt-4o=2,4", "--max-batches", "batches")).toEqual(Either.right({ "gpt-4o": 2, "*": 4 }))
+    expect(EnqueuedTokens.parseLimits("gpt-4o=two", "--max-batches", "batches")).toEqual(Either.left(`--max-batches "gpt-4o=two": the batches must be a whole number, got "two"`))
+    expect(EnqueuedTokens.limitsProblems(0, "maxBatches")).toEqual(["maxBatches must be an integer from 1 to 1000000000000, got 0"])
+  })
+
   it("reads the model back from a ledger key", () => {
     expect(EnqueuedTokens.modelOfKey("openai https://api.openai.com/v1 gpt-4o-mini")).toBe("gpt-4o-mini")
   })
