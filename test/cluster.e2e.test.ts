@@ -5,12 +5,13 @@
  * shard, every custom_id delivered once). Skipped, saying why, without PostgreSQL's server binaries.
  */
 import type { ChildProcess } from "node:child_process"
-import { mkdir, readFile } from "node:fs/promises"
+import { mkdir, readFile, writeFile } from "node:fs/promises"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
+import * as ClusterRunLock from "../packages/runner/src/ClusterRunLock.js"
 import {
   describeResult,
   emulatorEnv,
@@ -81,12 +82,27 @@ const query = <A extends object>(text: string) =>
     )
   )
 
-/** How many processes hold the cluster's shard locks (PostgreSQL advisory locks), and how many locks in all. */
+/** How many processes hold the cluster's shard locks (PostgreSQL advisory locks of one bigint; runs' locks have two keys), and how many locks in all. */
 const shardHolders = async () => {
   const [row] = await query<{ holders: string; locks: string }>(
-    "SELECT count(DISTINCT pid) AS holders, count(*) AS locks FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    "SELECT count(DISTINCT pid) AS holders, count(*) AS locks FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
   )
   return { holders: Number(row!.holders), locks: Number(row!.locks) }
+}
+
+/** A database session of the test's own, kept open until `close` (as a step's is for its step). */
+const session = async () => {
+  const scope = Effect.runSync(Scope.make())
+  const conn = await Effect.runPromise(
+    Effect.gen(function* () {
+      const ctx = yield* Layer.buildWithScope(PgClient.layer({ url: Redacted.make(pg!.url), maxConnections: 1 }), scope)
+      return yield* Scope.extend(Context.get(ctx, PgClient.PgClient).reserve, scope)
+    })
+  )
+  return {
+    value: async (text: string) => (await Effect.runPromise(conn.executeValues(text, [])))[0]?.[0],
+    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+  }
 }
 
 /** Resolves once `holders` processes hold every one of the cluster's 300 shards. */
@@ -273,4 +289,77 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect((await eventsOf(runDir, "Created")).filter((e) => e.adopted === true)).toHaveLength(1)
     expect(workers.slice(-2).map((w) => w.log).join("")).toMatch(/shard \S+: adopting batch batch_\w+, created before a crash/)
   }, 400_000)
+
+  it("a run lock left by a step of another host: respected while a session holds the run's lock in the database, or when no cluster step wrote it; taken over once neither", async () => {
+    // After the test above one worker is left, the healthy one.
+    expect(workers.filter((w) => !w.exited)).toHaveLength(1)
+    const worker = workers.find((w) => !w.exited)!
+    const rows = await writeRows(project, "data/e.jsonl", 500)
+    await writePipeline(project, "hostlock.ts", { name: "hostlock", source: "data/e.jsonl", sink: "out/e.jsonl" })
+    const lockFile = project.path(".sluice/runs/hostlock", "run.lock")
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "hostlock.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
+
+    // 1. The test's session takes the run's lock in the database (once the step in progress ends):
+    // a live step elsewhere. A record of a step of this run on another host is then left alone.
+    const { classid, objid } = ClusterRunLock.keyOf(runId)
+    const other = await session()
+    await other.value(`SELECT pg_advisory_lock(${classid}, ${objid})`)
+    const database = String(await other.value(ClusterRunLock.identityQuery))
+    const owner = { pid: 4242, host: "build-7.example.org", token: "c1a5", boot: null, start: null, at: "2030-01-02T03:04:05.000Z" }
+    const marked = JSON.stringify({ ...owner, cluster: { run: runId, database } }) + "\n"
+    await writeFile(lockFile, marked)
+    let from = worker.log.length
+    await until("a step waiting for the run's lock in the database", () => worker.log.slice(from).includes("waits for the run's lock in the database"))
+    expect(await readFile(lockFile, "utf8")).toBe(marked)
+
+    // 2. A record of a sluice outside the cluster (a user's `retry` on another host), or of an
+    // older worker: no mark. Respected although no session holds the run's lock.
+    const unmarked = JSON.stringify(owner) + "\n"
+    await writeFile(lockFile, unmarked)
+    from = worker.log.length
+    await other.close()
+    await until("a step waiting for the lock file", () => worker.log.slice(from).includes("waits: the run directory is locked by process 4242 on host build-7.example.org"))
+    expect(await readFile(lockFile, "utf8")).toBe(unmarked)
+
+    // 3. The step of this run on another host died (its session, and with it the run's lock, is gone): taken over.
+    await writeFile(lockFile, marked)
+    await until("the lock taken over", () =>
+      worker.log.slice(from).includes(`took over the lock ${lockFile} of process 4242 on host build-7.example.org (a step of this distributed run whose database session has ended)`))
+    await releaseClock(emulator.url)
+    await sinkHolds("out/e.jsonl", rows.length)
+    await checkRun(".sluice/runs/hostlock", rows, 2, "out/e.jsonl")
+  }, 400_000)
+
+  it("a step whose database session ends while its worker runs (a partition, a restarted database) is stopped by its watchdog", async () => {
+    const runId = "watchdog-0001"
+    const { classid, objid } = ClusterRunLock.keyOf(runId)
+    const settings = Layer.succeed(ClusterRunLock.Settings, {
+      databaseUrl: Redacted.make(pg!.url),
+      grace: Duration.seconds(6),
+      pingEvery: Duration.millis(100),
+      pingTimeout: Duration.seconds(5)
+    })
+    const admin = await session()
+    const holder = `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = ${classid} AND objid = ${objid} AND objsubid = 2`
+    const stopped = Effect.runPromise(
+      Effect.scoped(Effect.flatMap(ClusterRunLock.hold(runId, Effect.void), (held) => held.guard(Effect.never))).pipe(Effect.provide(settings), Effect.flip)
+    )
+    // The step holds the run's lock on a session of its own; the server ends that session.
+    await until("the step's session to hold the run's lock", async () => (await admin.value(holder)) !== undefined)
+    expect(await admin.value(`SELECT pg_terminate_backend((${holder}))`)).toBe(true)
+    const error = await stopped
+    expect(error._tag).toBe("RunLockLost")
+    expect(error.message).toContain(`run ${runId}: the database session holding the run's lock ended`)
+    // Gone with the session: the next step may take it.
+    expect(await admin.value(`SELECT pg_try_advisory_lock(${classid}, ${objid})`)).toBe(true)
+    await admin.close()
+  }, 60_000)
 })
