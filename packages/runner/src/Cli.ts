@@ -378,6 +378,14 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), path)
     reporting.runDir = runDir
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
+    const paths = RunDir.paths(runDir, path)
+    // While it waits: the run's journal as the workers write it, shown as a one-machine run shows its own.
+    const progress = opts.detach ? undefined : Progress.make({ prices: priceTable })
+    const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
+    const follower = progress === undefined ? undefined : yield* ClusterFollow.make(paths.journal, progress.observer)
+    const following = progress === undefined || follower === undefined
+      ? undefined
+      : yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
     const started = yield* Cluster.start({
       databaseUrl,
       pipeline,
@@ -393,13 +401,17 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
         cache: cache === false ? false : path.resolve(cache)
       }
     })
+    if (following !== undefined) {
+      yield* Fiber.interrupt(following)
+      yield* follower!.catchUp
+      yield* progress!.finish
+    }
     if (started.totals === undefined) {
       yield* opts.json
         ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
         : Console.error(`started run ${started.runId} on the cluster; follow it with: sluice status ${runDir}`)
       return
     }
-    const paths = RunDir.paths(runDir, path)
     const manifest = yield* RunDir.readManifest(paths)
     const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths.journal), models: pipeline.stages.map((s) => s.model), prices: priceTable })
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))

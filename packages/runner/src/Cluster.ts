@@ -216,7 +216,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
     yield* Effect.scoped(
       Effect.gen(function* () {
         // The run's lock in the database first (ClusterRunLock.ts): a lock file left by a dead step of another host is then taken over.
-        const lock = yield* ClusterRunLock.hold(request.runId, Effect.logInfo(`step ${name} waits for the run's lock in the database: another step of the run holds it`))
+        const lock = yield* ClusterRunLock.hold(request.runId, (holder) => Effect.logInfo(`step ${name} waits for the run's lock in the database, held by ${holder}`))
         const attempt = Effect.zipRight(
           lock.settle(lockPathsOf(request, pipeline, path)),
           oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, lock.mark === undefined ? options : { ...options, clusterLock: lock.mark })))

@@ -99,16 +99,21 @@ const toTakeOver = (lockPaths: ReadonlyArray<string>, mark: LockFile.ClusterMark
     return owner !== undefined && owner.host !== hostname() && LockFile.sameMark(owner.cluster, mark) ? [{ path, owner }] : []
   })
 
+/** How a step's session names itself in `pg_stat_activity` (at most 63 bytes are kept). */
+const sessionName = (): string => `sluice step ${process.pid}@${hostname()}`.slice(0, 63)
+
 /**
  * Takes the run's advisory lock for the enclosing scope, on a connection of its own, waiting
- * while another session holds it (`onWait` is told once). The lock goes with the connection
- * when the scope closes (or with the session, if the worker dies).
+ * while another session holds it (`onWait` is told who, when it is not this process: a worker's
+ * own steps of one run take turns on it all the time). The lock goes with the connection when
+ * the scope closes (or with the session, if the worker dies).
  */
-export const hold = (runId: string, onWait: Effect.Effect<void>): Effect.Effect<Held, SqlError, Scope.Scope | Settings> =>
+export const hold = (runId: string, onWait: (holder: string) => Effect.Effect<void>): Effect.Effect<Held, SqlError, Scope.Scope | Settings> =>
   Effect.gen(function* () {
     const settings = yield* Settings
+    const self = sessionName()
     const client = Context.get(
-      yield* Layer.build(PgClient.layer({ url: settings.databaseUrl, maxConnections: 1, applicationName: `sluice run lock ${runId}` })),
+      yield* Layer.build(PgClient.layer({ url: settings.databaseUrl, maxConnections: 1, applicationName: self })),
       PgClient.PgClient
     )
     const conn = yield* client.reserve
@@ -118,10 +123,17 @@ export const hold = (runId: string, onWait: Effect.Effect<void>): Effect.Effect<
     }
     const { classid, objid } = keyOf(runId)
     const take = conn.executeValues(`SELECT pg_try_advisory_lock(${classid}, ${objid})`, [])
-    let told = false
+    const holder = conn.executeValues(
+      `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid ` +
+        `WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ${classid} AND l.objid = ${objid} AND l.objsubid = 2`,
+      []
+    ).pipe(Effect.map((rows) => (typeof rows[0]?.[0] === "string" && rows[0][0] !== "" ? rows[0][0] : "another session")), Effect.orElseSucceed(() => "another session"))
+    let told = self
     yield* take.pipe(
       Effect.map((rows) => rows[0]?.[0] === true),
-      Effect.tap((got) => (got || told ? Effect.void : Effect.zipRight(Effect.sync(() => (told = true)), onWait))),
+      Effect.tap((got) =>
+        got ? Effect.void : Effect.flatMap(holder, (name) => (name === told ? Effect.void : Effect.zipRight(Effect.sync(() => (told = name)), onWait(name))))
+      ),
       Effect.repeat({ schedule: Schedule.spaced("200 millis").pipe(Schedule.jittered), until: (got) => got })
     )
     const heldSince = yield* Clock.currentTimeMillis
