@@ -309,7 +309,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     await rm(projectModules)
     await symlink(next.modules, projectModules, "junction")
     try {
-      fresh.push(await startWorker({}, next.bin))
+      // Two at once (the cluster's tables exist): the run needs no more.
       fresh.push(...(await Promise.all([startWorker({}, next.bin), startWorker({}, next.bin)])))
       await releaseClock(emulator.url)
       await sinkHolds("out/f.jsonl", rows.length)

@@ -99,6 +99,9 @@ const toTakeOver = (lockPaths: ReadonlyArray<string>, mark: LockFile.ClusterMark
     return owner !== undefined && owner.host !== hostname() && LockFile.sameMark(owner.cluster, mark) ? [{ path, owner }] : []
   })
 
+/** Said once per worker: the database keeps its identity to itself. */
+let warnedIdentity = false
+
 /** How a step's session names itself in `pg_stat_activity` (at most 63 bytes are kept). */
 const sessionName = (): string => `sluice step ${process.pid}@${hostname()}`.slice(0, 63)
 
@@ -113,7 +116,9 @@ export const hold = (runId: string, onWait: (holder: string) => Effect.Effect<vo
     const settings = yield* Settings
     const self = sessionName()
     const client = Context.get(
-      yield* Layer.build(PgClient.layer({ url: settings.databaseUrl, maxConnections: 1, applicationName: self })),
+      // Two connections at most: the step's, and one to cancel a query of it that is interrupted
+      // (@effect/sql-pg cancels through the pool: with one connection, reserved, that would wait).
+      yield* Layer.build(PgClient.layer({ url: settings.databaseUrl, maxConnections: 2, applicationName: self })),
       PgClient.PgClient
     )
     const conn = yield* client.reserve
@@ -139,8 +144,9 @@ export const hold = (runId: string, onWait: (holder: string) => Effect.Effect<vo
     const heldSince = yield* Clock.currentTimeMillis
     const identity = yield* conn.executeValues(identityQuery, []).pipe(Effect.option)
     const id = Option.flatMap(identity, (rows) => Option.fromNullable(rows[0]?.[0])).pipe(Option.filter((v): v is string => typeof v === "string"))
-    if (Option.isNone(id)) {
-      yield* Effect.logWarning(`run ${runId}: the database does not say its identity (pg_control_system); locks of dead workers of other hosts are not taken over`)
+    if (Option.isNone(id) && !warnedIdentity) {
+      warnedIdentity = true
+      yield* Effect.logWarning(`the database does not say its identity (pg_control_system()); run locks left by dead workers of other hosts are not taken over (they wait for --break-lock)`)
     }
     const mark = Option.map(id, (database): LockFile.ClusterMark => ({ run: runId, database })).pipe(Option.getOrUndefined)
 
@@ -148,6 +154,8 @@ export const hold = (runId: string, onWait: (holder: string) => Effect.Effect<vo
       `SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND classid = ${classid} AND objid = ${objid} AND objsubid = 2`,
       []
     ).pipe(
+      // A query that does not answer is given up at once, not once its cancellation is through (a partition).
+      Effect.disconnect,
       Effect.timeoutFail({ duration: settings.pingTimeout, onTimeout: () => `no answer within ${Duration.format(settings.pingTimeout)}` }),
       Effect.mapError((e) => (typeof e === "string" ? e : e.message)),
       Effect.flatMap((rows) => (rows[0]?.[0] === 1 ? Effect.void : Effect.fail("the session no longer holds it")))
