@@ -380,12 +380,15 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
     const paths = RunDir.paths(runDir, path)
     // While it waits: the run's journal as the workers write it, shown as a one-machine run shows its own.
-    const progress = opts.detach ? undefined : Progress.make({ prices: priceTable })
-    const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
-    const follower = progress === undefined ? undefined : yield* ClusterFollow.make(paths.journal, progress.observer)
-    const following = progress === undefined || follower === undefined
-      ? undefined
-      : yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
+    let stopFollowing: Effect.Effect<void> = Effect.void
+    if (!opts.detach) {
+      const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
+      const progress = Progress.make({ prices: priceTable })
+      const follower = yield* ClusterFollow.make(paths.journal, progress.observer)
+      const following = yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
+      // The last events first (the run may have ended between two reads), then the view's last word.
+      stopFollowing = Effect.zipRight(Effect.zipRight(Fiber.interrupt(following), follower.catchUp), progress.finish)
+    }
     const started = yield* Cluster.start({
       databaseUrl,
       pipeline,
@@ -400,12 +403,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
         outputFileWaitSeconds: opts.outputFileWait,
         cache: cache === false ? false : path.resolve(cache)
       }
-    })
-    if (following !== undefined) {
-      yield* Fiber.interrupt(following)
-      yield* follower!.catchUp
-      yield* progress!.finish
-    }
+    }).pipe(Effect.ensuring(stopFollowing))
     if (started.totals === undefined) {
       yield* opts.json
         ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
