@@ -4,19 +4,24 @@
  * run as a workflow. Proven by the sink (every row once) and the emulator's ledger (one batch per
  * shard, every custom_id delivered once). Skipped, saying why, without PostgreSQL's server binaries.
  */
-import type { ChildProcess } from "node:child_process"
-import { mkdir, readFile } from "node:fs/promises"
+import { type ChildProcess, spawn } from "node:child_process"
+import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
+import * as ClusterRunLock from "../packages/runner/src/ClusterRunLock.js"
 import {
+  childEnv,
   describeResult,
   emulatorEnv,
   getLedger,
   makeProject,
   readJsonl,
+  repoRoot,
   runCli,
   spawnCli,
   startTestEmulator,
@@ -57,11 +62,15 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, boun
 /** Seconds a dead worker keeps its share of the cluster (`--lock-expiration`): short, so failover tests stay short. */
 const lockExpiration = 6
 
-const startWorker = async (extraEnv: Record<string, string> = {}): Promise<Worker> => {
+/** A worker of this build, or (`bin`) of another copy of sluice. */
+const startWorker = async (extraEnv: Record<string, string> = {}, bin?: string): Promise<Worker> => {
   const port = await TempPostgres.freePort()
   const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
   // Elsewhere than the project: a step works in the directory `sluice run` was started in.
-  const child = spawnCli(args, { cwd: workerDir, env: { ...env(), ...extraEnv } })
+  const options = { cwd: workerDir, env: { ...env(), ...extraEnv } }
+  const child = bin === undefined
+    ? spawnCli(args, options)
+    : spawn(process.execPath, [bin, ...args], { cwd: options.cwd, env: childEnv(options.env), stdio: ["ignore", "pipe", "pipe"] })
   const worker: Worker = { child, port, log: "", exited: false }
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (worker.log += d))
   child.stdout!.resume()
@@ -81,12 +90,57 @@ const query = <A extends object>(text: string) =>
     )
   )
 
-/** How many processes hold the cluster's shard locks (PostgreSQL advisory locks), and how many locks in all. */
+/** The log line of a step that only the next version's copy writes (its code changed there). */
+const nextVersionStep = "done by the next version's worker"
+
+/**
+ * A copy of this build as the next version of sluice would be installed: @sluice/* copied (their
+ * builds and package.json, the runner's version bumped and one log line of its code changed), in a
+ * node_modules of their own beside the same third-party packages (symlinks to this repository's).
+ */
+const nextVersion = async () => {
+  const root = await mkdtemp(join(tmpdir(), "sluice-next-"))
+  const names = ["core", "emulator", "providers", "runner"]
+  for (const name of names) {
+    const from = join(repoRoot, "packages", name)
+    await cp(from, join(root, "packages", name), { recursive: true, filter: (src) => !/^\/(test|node_modules)(\/|$)/.test(src.slice(from.length)) })
+  }
+  const runner = join(root, "packages", "runner")
+  const manifest = JSON.parse(await readFile(join(runner, "package.json"), "utf8")) as { version: string }
+  await writeFile(join(runner, "package.json"), JSON.stringify({ ...manifest, version: `${manifest.version}-next` }, null, 2) + "\n")
+  const cluster = await readFile(join(runner, "dist", "Cluster.js"), "utf8")
+  expect(cluster).toContain("done by worker")
+  await writeFile(join(runner, "dist", "Cluster.js"), cluster.replaceAll("done by worker", nextVersionStep))
+  const modules = join(root, "node_modules")
+  await mkdir(join(modules, "@sluice"), { recursive: true })
+  for (const name of names) await symlink(join(root, "packages", name), join(modules, "@sluice", name), "junction")
+  for (const entry of await readdir(join(repoRoot, "node_modules"))) {
+    if (entry !== "@sluice") await symlink(await realpath(join(repoRoot, "node_modules", entry)), join(modules, entry), "junction")
+  }
+  return { root, bin: join(runner, "bin", "sluice.js"), modules, cleanup: () => rm(root, { recursive: true, force: true }) }
+}
+
+/** How many processes hold the cluster's shard locks (PostgreSQL advisory locks of one bigint; runs' locks have two keys), and how many locks in all. */
 const shardHolders = async () => {
   const [row] = await query<{ holders: string; locks: string }>(
-    "SELECT count(DISTINCT pid) AS holders, count(*) AS locks FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    "SELECT count(DISTINCT pid) AS holders, count(*) AS locks FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
   )
   return { holders: Number(row!.holders), locks: Number(row!.locks) }
+}
+
+/** A database session of the test's own, kept open until `close` (as a step's is for its step). */
+const session = async () => {
+  const scope = Effect.runSync(Scope.make())
+  const conn = await Effect.runPromise(
+    Effect.gen(function* () {
+      const ctx = yield* Layer.buildWithScope(PgClient.layer({ url: Redacted.make(pg!.url), maxConnections: 1 }), scope)
+      return yield* Scope.extend(Context.get(ctx, PgClient.PgClient).reserve, scope)
+    })
+  )
+  return {
+    value: async (text: string) => (await Effect.runPromise(conn.executeValues(text, [])))[0]?.[0],
+    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+  }
 }
 
 /** Resolves once `holders` processes hold every one of the cluster's 300 shards. */
@@ -159,12 +213,27 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
 
   it("a run of 3,000 rows in 12 shards completes across three workers: every row once, one batch per shard", async () => {
     const rows = await writeRows(project, "data/a.jsonl", 3000)
-    const r = await runCli(["run", "pipeline.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"], {
-      cwd: project.dir,
-      env: env(),
-      timeoutMs: 240_000
+    // The batches stand still until `run --cluster`, as it waits, shows them in flight.
+    await holdClock(emulator.url)
+    const child = spawnCli(["run", "pipeline.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"], { cwd: project.dir, env: env() })
+    const r = { code: null as number | null, signal: null as NodeJS.Signals | null, stdout: "", stderr: "" }
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (r.stdout += d))
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (r.stderr += d))
+    const exited = new Promise<void>((resolve) => child.on("close", (code, signal) => resolve(void Object.assign(r, { code, signal }))))
+    // (8 at once: the default --concurrency of a cluster run.)
+    await until("run --cluster to show 8 batches in flight", () => {
+      if (r.code !== null) throw new Error(`run --cluster ended first: ${describeResult(r)}`)
+      return r.stderr.includes("sluice: 3,000 rows planned · 12 shards, 8 batches in flight, 0 collected")
+    }, 120_000).catch((e: Error) => {
+      throw new Error(`${e.message.slice(0, 3000)}\n--- run --cluster so far ---\n${r.stderr}`)
     })
+    await releaseClock(emulator.url)
+    await exited
     expect(r.code, describeResult(r)).toBe(0)
+    // Progress as a one-machine run shows it in a log: each batch, each collection, the status line.
+    expect(r.stderr).toMatch(/sluice: \S+ → batch batch_\w+/)
+    expect(r.stderr).toMatch(/sluice: \S+ collected: 250 ok, 0 failed, 0 rescheduled/)
+    expect(r.stderr).toContain("12 collected · rows 3,000 ok, 0 failed, 0 pending")
     expect(r.stderr).toContain("done: 3,000 rows, 3,000 succeeded, 0 failed, 0 pending, 12 batches")
     // The URL's credentials never reach the output (here: none; the URL itself is not printed).
     expect(r.stderr).not.toContain(pg!.url)
@@ -219,26 +288,55 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect(follow.stderr).toContain("done: 2,000 rows, 2,000 succeeded, 0 failed, 0 pending, 8 batches")
   }, 400_000)
 
-  it("every worker stopped while batches run, as a redeploy does (SIGTERM), and new ones started: they resume the run", async () => {
-    const rows = await writeRows(project, "data/d.jsonl", 1000)
-    await writePipeline(project, "redeploy.ts", { name: "redeploy", source: "data/d.jsonl", sink: "out/d.jsonl" })
+  it("a redeploy with a new version of sluice: every worker stopped (SIGTERM) while batches run, workers of the new version finish the run", async () => {
+    const rows = await writeRows(project, "data/f.jsonl", 1000)
+    await writePipeline(project, "upgrade.ts", { name: "upgrade", source: "data/f.jsonl", sink: "out/f.jsonl" })
     await holdClock(emulator.url)
-    const started = await runCli(["run", "redeploy.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+    const started = await runCli(["run", "upgrade.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
       cwd: project.dir,
       env: env()
     })
     expect(started.code, describeResult(started)).toBe(0)
     const { runId } = JSON.parse(started.stdout) as { runId: string }
     await until("the 4 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 4)
+    await until("the old workers polling the run", () => workersWithSteps(runId).some((w) => /step [1-9]\d* done by worker/.test(w.log)))
     const old = workers.filter((w) => !w.exited)
     for (const w of old) w.child.kill("SIGTERM")
     await until("the old workers to stop", () => old.every((w) => w.exited))
-    await releaseClock(emulator.url)
-    await startWorker()
-    await Promise.all([startWorker(), startWorker()])
-    await sinkHolds("out/d.jsonl", rows.length)
-    await checkRun(".sluice/runs/redeploy", rows, 4, "out/d.jsonl")
-    expect(workers.filter((w) => !old.includes(w)).some((w) => w.log.includes(`run ${runId}: shard `))).toBe(true)
+    expect(await eventsOf(".sluice/runs/upgrade", "Collected")).toHaveLength(0)
+
+    // The upgrade: the project's packages replaced by the next version (its node_modules, which the pipeline imports from too).
+    const next = await nextVersion()
+    const fresh: Array<Worker> = []
+    const projectModules = project.path("node_modules")
+    await rm(projectModules)
+    await symlink(next.modules, projectModules, "junction")
+    try {
+      // Two at once (the cluster's tables exist): the run needs no more.
+      fresh.push(...(await Promise.all([startWorker({}, next.bin), startWorker({}, next.bin)])))
+      await releaseClock(emulator.url)
+      await sinkHolds("out/f.jsonl", rows.length)
+      // Every row once, each shard's batch created once (by the old workers), none again by the new ones.
+      await checkRun(".sluice/runs/upgrade", rows, 4, "out/f.jsonl")
+      // The new code drove the rest of the run, resuming the workflows from their journal: the
+      // activities the old workers completed (the planning, each shard's submission) were not run again.
+      const newLog = fresh.map((w) => w.log).join("")
+      const oldLog = old.map((w) => w.log).join("")
+      expect(newLog).toMatch(new RegExp(`run ${runId}: shard \\S+ step [1-9]\\d* ${nextVersionStep}`))
+      expect(oldLog).not.toContain(nextVersionStep)
+      expect(oldLog).toContain(`run ${runId}: planning round 0 done`)
+      expect(newLog).not.toContain(`run ${runId}: planning round 0 done`)
+      const submitted = [...oldLog.matchAll(new RegExp(`run ${runId}: shard (\\S+) step 0 done`, "g"))].map((m) => m[1]!)
+      expect(submitted.length).toBeGreaterThan(0)
+      for (const shard of submitted) expect(newLog).not.toContain(`run ${runId}: shard ${shard} step 0 `)
+    } finally {
+      // Their packages go with the copy: the tests after start workers of this build.
+      for (const w of fresh) w.child.kill("SIGTERM")
+      await until("the new version's workers to exit", () => fresh.every((w) => w.exited))
+      await rm(projectModules)
+      await symlink(join(repoRoot, "node_modules"), projectModules, "junction")
+      await next.cleanup()
+    }
   }, 400_000)
 
   it("a worker killed between creating a batch and journaling it, the next one killed mid-collection: the batch is adopted, not created again; every row once", async () => {
@@ -276,4 +374,82 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect((await eventsOf(runDir, "Created")).filter((e) => e.adopted === true)).toHaveLength(1)
     expect(workers.slice(-2).map((w) => w.log).join("")).toMatch(/shard \S+: adopting batch batch_\w+, created before a crash/)
   }, 400_000)
+
+  it("a run lock left by a step of another host: respected while a session holds the run's lock in the database, or when no cluster step wrote it; taken over once neither", async () => {
+    const alive = workers.filter((w) => !w.exited)
+    expect(alive.length).toBeGreaterThan(0)
+    /** What the live workers logged since `mark()`. */
+    let marks = alive.map((w) => w.log.length)
+    const mark = () => void (marks = alive.map((w) => w.log.length))
+    const logged = () => alive.map((w, i) => w.log.slice(marks[i])).join("")
+    const rows = await writeRows(project, "data/e.jsonl", 500)
+    await writePipeline(project, "hostlock.ts", { name: "hostlock", source: "data/e.jsonl", sink: "out/e.jsonl" })
+    const lockFile = project.path(".sluice/runs/hostlock", "run.lock")
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "hostlock.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
+      cwd: project.dir,
+      env: env()
+    })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
+
+    // 1. The test's session takes the run's lock in the database (once the step in progress ends):
+    // a live step elsewhere. A record of a step of this run on another host is then left alone.
+    const { classid, objid } = ClusterRunLock.keyOf(runId)
+    const other = await session()
+    await other.value(`SELECT pg_advisory_lock(${classid}, ${objid})`)
+    const database = String(await other.value(ClusterRunLock.identityQuery))
+    const owner = { pid: 4242, host: "build-7.example.org", token: "c1a5", boot: null, start: null, at: "2030-01-02T03:04:05.000Z" }
+    const marked = JSON.stringify({ ...owner, cluster: { run: runId, database } }) + "\n"
+    await writeFile(lockFile, marked)
+    mark()
+    // (The test's session names itself as @effect/sql-pg does by default.)
+    await until("a step waiting for the run's lock in the database", () => logged().includes("waits for the run's lock in the database, held by @effect/sql-pg"))
+    expect(await readFile(lockFile, "utf8")).toBe(marked)
+
+    // 2. A record of a sluice outside the cluster (a user's `retry` on another host), or of an
+    // older worker: no mark. Respected although no session holds the run's lock.
+    const unmarked = JSON.stringify(owner) + "\n"
+    await writeFile(lockFile, unmarked)
+    mark()
+    await other.close()
+    await until("a step waiting for the lock file", () => logged().includes("waits: the run directory is locked by process 4242 on host build-7.example.org"))
+    expect(await readFile(lockFile, "utf8")).toBe(unmarked)
+
+    // 3. The step of this run on another host died (its session, and with it the run's lock, is gone): taken over.
+    await writeFile(lockFile, marked)
+    await until("the lock taken over", () =>
+      logged().includes(`took over the lock ${lockFile} of process 4242 on host build-7.example.org (a step of this distributed run whose database session has ended)`))
+    await releaseClock(emulator.url)
+    await sinkHolds("out/e.jsonl", rows.length)
+    await checkRun(".sluice/runs/hostlock", rows, 2, "out/e.jsonl")
+  }, 400_000)
+
+  it("a step whose database session ends while its worker runs (a partition, a restarted database) is stopped by its watchdog", async () => {
+    const runId = "watchdog-0001"
+    const { classid, objid } = ClusterRunLock.keyOf(runId)
+    const settings = Layer.succeed(ClusterRunLock.Settings, {
+      databaseUrl: Redacted.make(pg!.url),
+      grace: Duration.seconds(6),
+      pingEvery: Duration.millis(100),
+      pingTimeout: Duration.seconds(5)
+    })
+    const admin = await session()
+    const holder = `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = ${classid} AND objid = ${objid} AND objsubid = 2`
+    const stopped = Effect.runPromise(
+      Effect.scoped(Effect.flatMap(ClusterRunLock.hold(runId, () => Effect.void), (held) => held.guard(Effect.never))).pipe(Effect.provide(settings), Effect.flip)
+    )
+    // The step holds the run's lock on a session of its own; the server ends that session.
+    await until("the step's session to hold the run's lock", async () => (await admin.value(holder)) !== undefined)
+    expect(await admin.value(`SELECT pg_terminate_backend((${holder}))`)).toBe(true)
+    const error = await stopped
+    expect(error._tag).toBe("RunLockLost")
+    expect(error.message).toContain(`run ${runId}: the database session holding the run's lock ended`)
+    // Gone with the session: the next step may take it.
+    expect(await admin.value(`SELECT pg_try_advisory_lock(${classid}, ${objid})`)).toBe(true)
+    await admin.close()
+  }, 60_000)
+
 })

@@ -390,6 +390,17 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), path)
     reporting.runDir = runDir
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
+    const paths = RunDir.paths(runDir, path)
+    // While it waits: the run's journal as the workers write it, shown as a one-machine run shows its own.
+    let stopFollowing: Effect.Effect<void> = Effect.void
+    if (!opts.detach) {
+      const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
+      const progress = Progress.make({ prices: priceTable })
+      const follower = yield* ClusterFollow.make(paths.journal, progress.observer)
+      const following = yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
+      // The last events first (the run may have ended between two reads), then the view's last word.
+      stopFollowing = Effect.zipRight(Effect.zipRight(Fiber.interrupt(following), follower.catchUp), progress.finish)
+    }
     const started = yield* Cluster.start({
       databaseUrl,
       pipeline,
@@ -406,14 +417,13 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
         outputFileWaitSeconds: opts.outputFileWait,
         cache: cache === false ? false : path.resolve(cache)
       }
-    })
+    }).pipe(Effect.ensuring(stopFollowing))
     if (started.totals === undefined) {
       yield* opts.json
         ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
         : Console.error(`started run ${started.runId} on the cluster; follow it with: sluice status ${runDir}`)
       return
     }
-    const paths = RunDir.paths(runDir, path)
     const manifest = yield* RunDir.readManifest(paths)
     const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths.journal), models: pipeline.stages.map((s) => s.model), prices: priceTable })
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))

@@ -8,8 +8,9 @@
  * each asked once as a detached run asks — so planning, the intent → create-with-metadata →
  * adopt-orphan submission, polling and collection are the one-machine code path. Between polls a
  * child sleeps durably. The run directory lives on a path every worker sees; its lock still admits
- * one process at a time, so a step waits for the lock (never breaks it) and holds it only for the
- * step: a sink is committed by the one collector of a shard that holds it.
+ * one process at a time, so a step waits for the lock and holds it only for the step: a sink is
+ * committed by the one collector of a shard that holds it. A lock left by a dead step of another
+ * host is taken over through the run's lock in the database (ClusterRunLock.ts).
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
@@ -26,7 +27,8 @@ import type { Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import * as ClusterLedger from "./ClusterLedger.js"
 import * as Failure from "./internal/failure.js"
-import { RunLocked } from "./internal/RunLock.js"
+import * as ClusterRunLock from "./ClusterRunLock.js"
+import { RunLocked, sinkLockPath } from "./internal/RunLock.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as RunDir from "./RunDir.js"
 import { loadState, newRunId, run, type RunOptions } from "./Runner.js"
@@ -189,6 +191,12 @@ const enterBaseDir = (request: RunRequest) =>
     yield* Effect.sync(() => process.chdir(request.baseDir))
   })
 
+/** The lock files a step of this run takes: the run directory's, and its sinks' (LockFile.ts). */
+const lockPathsOf = (request: RunRequest, pipeline: Pipeline.Pipeline<any, any>, path: Path.Path) => [
+  RunDir.paths(request.runDir, path).lock,
+  ...(pipeline.sink?.paths ?? []).map((p) => sinkLockPath(path.resolve(request.baseDir, p)))
+]
+
 const lockWait = Schedule.exponential("20 millis", 1.5).pipe(Schedule.either(Schedule.spaced("250 millis")), Schedule.jittered)
 
 /** One step of the run, under its lock; the run's state as the journal has it afterwards. */
@@ -214,12 +222,27 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
-    yield* oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, options))).pipe(
-      // Another worker's step: wait for it (this worker doing others meanwhile). A lock that no
-      // live process of this host holds is taken over by `run` itself.
-      Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
-    )
     const path = yield* Path.Path
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        // The run's lock in the database first (ClusterRunLock.ts): a lock file left by a dead step of another host is then taken over.
+        const lock = yield* ClusterRunLock.hold(request.runId, (holder) => Effect.logInfo(`step ${name} waits for the run's lock in the database, held by ${holder}`))
+        const attempt = Effect.zipRight(
+          lock.settle(lockPathsOf(request, pipeline, path)),
+          oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, lock.mark === undefined ? options : { ...options, clusterLock: lock.mark })))
+        )
+        let told = ""
+        yield* lock.guard(
+          attempt.pipe(
+            Effect.tapError((e) => (e instanceof RunLocked && e.message !== told ? Effect.logInfo(`step ${name} waits: ${(told = e.message)}`) : Effect.void)),
+            // A process outside the cluster, or of this host, holds the lock file: wait for it
+            // (this worker doing other runs' steps meanwhile). One of this host that is gone is
+            // taken over by `run` itself, one marked by a dead step of this run on another host too.
+            Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
+          )
+        )
+      })
+    )
     return yield* loadState(RunDir.paths(request.runDir, path).journal)
   }).pipe(
     Effect.catchAllCause((cause) =>
@@ -351,9 +374,13 @@ export interface WorkerOptions {
   readonly lockExpiration?: Duration.Duration
 }
 
+/** @effect/cluster's default `shardLockExpiration`, which `--lock-expiration` replaces. */
+const defaultLockExpiration = Duration.seconds(35)
+
 /** A worker: joins the cluster, runs the run and shard workflows of any run it is given. */
 export const workerLayer = (options: WorkerOptions) =>
   Layer.mergeAll(RunLive, ShardLive).pipe(
+    Layer.provide(ClusterRunLock.Settings.layer(options.databaseUrl, options.lockExpiration ?? defaultLockExpiration)),
     Layer.provideMerge(ClusterWorkflowEngine.layer),
     Layer.provideMerge(
       NodeClusterSocket.layer({

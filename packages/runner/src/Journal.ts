@@ -135,7 +135,7 @@ const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
   })
 }
 
-const parseLine = (text: string): Either.Either<JournalEvent, string> => Either.map(parseTimed(text), (line) => line.event)
+export const parseLine = (text: string): Either.Either<JournalEvent, string> => Either.map(parseTimed(text), (line) => line.event)
 
 const ioError = (path: string) => (e: unknown) =>
   new JournalIOError({ path, description: e instanceof Error ? e.message : String(e) })

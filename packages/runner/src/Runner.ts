@@ -41,6 +41,7 @@ import * as Failpoint from "./internal/Failpoint.js"
 import * as ProviderFiles from "./ProviderFiles.js"
 import { ioProblem } from "./internal/ioError.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
+import type * as LockFile from "./internal/LockFile.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Retry from "./Retry.js"
@@ -195,6 +196,12 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
    * (ClusterLedger.ts), in place of the cache directory's; its entries are leased (TokenLedger.ts).
    */
   readonly tokenLedger?: { readonly store: TokenLedger.Store; readonly leases: TokenLedger.Leases }
+  /**
+   * A step of a distributed run that holds the run's lock in the cluster's database
+   * (ClusterRunLock.ts): its lock records carry this mark, and records of another host with the
+   * same mark (steps whose database session ended) are taken over.
+   */
+  readonly clusterLock?: LockFile.ClusterMark
 }
 
 /** Where the response cache lives for these options (false: no cache). */
@@ -381,7 +388,8 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       yield* PrivateFiles.makeDirectory(paths.shards).pipe(
         Effect.mapError((e) => new RunDirError({ path: root, description: `cannot create it: ${ioProblem(e.description ?? e.message)}` }))
       )
-      yield* RunLock.acquire(paths.lock, { breakLock: options.breakLock === true })
+      const lockOptions = { breakLock: options.breakLock === true, ...(options.clusterLock === undefined ? {} : { cluster: options.clusterLock }) }
+      yield* RunLock.acquire(paths.lock, lockOptions)
 
       const cachePath = cacheDir(options)
       // A cache that cannot be opened costs the run its savings, not the run.
@@ -408,7 +416,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
       // (A directory that cannot be made is the sink's to report, naming its path as given.)
       for (const target of new Set((pipeline.sink?.paths ?? []).map((p) => path.resolve(p)))) {
         const made = yield* Effect.either(fs.makeDirectory(path.dirname(target), { recursive: true }))
-        if (made._tag === "Right") yield* RunLock.acquireSink(pipeline.sink!.name, target, { breakLock: options.breakLock === true })
+        if (made._tag === "Right") yield* RunLock.acquireSink(pipeline.sink!.name, target, lockOptions)
       }
       // The settings the run keeps (KeptSettings.ts): what this call gives, else what the run
       // recorded. (A cancel gives none and changes none.)

@@ -185,6 +185,32 @@ describe("LockFile in one process", () => {
     expect(LockFile.parse(readFileSync(lock, "utf8"))?.pid).toBe(process.pid)
   })
 
+  it("a distributed run's step takes over a lock of another host marked with its run and database, and no other lock of another host", () => {
+    const mark = { run: "spread-1a2b", database: "7716324288216644578/postgres" }
+    const lock = fresh()
+    // A record of an older sluice, or of a process outside the cluster: no mark, refused.
+    const unmarked = record({ pid: 4242, host: "build-7.example.org" })
+    writeFileSync(lock, unmarked)
+    expect(LockFile.acquire(lock, { cluster: mark })).toMatchObject({ _tag: "Refused", refusal: { reason: "other-host" } })
+    // Marked for another run, or for the same run id in another database: refused too.
+    for (const other of [{ ...mark, run: "other-9f" }, { ...mark, database: "123/postgres" }]) {
+      const marked = JSON.stringify({ pid: 4242, host: "build-7.example.org", token: "beef", boot: null, start: null, at: null, cluster: other }) + "\n"
+      writeFileSync(lock, marked)
+      expect(LockFile.acquire(lock, { cluster: mark })).toMatchObject({ _tag: "Refused", refusal: { reason: "other-host" } })
+      expect(readFileSync(lock, "utf8")).toBe(marked)
+    }
+    // Not a step of a distributed run (no option): refused, mark or not.
+    const ours = JSON.stringify({ pid: 4242, host: "build-7.example.org", token: "beef", boot: null, start: null, at: null, cluster: mark }) + "\n"
+    writeFileSync(lock, ours)
+    expect(LockFile.acquire(lock)).toMatchObject({ _tag: "Refused", refusal: { reason: "other-host", owner: { cluster: mark } } })
+    // The run's step in that database: taken over, said to be so, and the new record carries the mark.
+    const taken = LockFile.acquire(lock, { cluster: mark })
+    expect(taken).toMatchObject({ _tag: "Held", via: "cluster", broke: { reason: "other-host", owner: { pid: 4242 } } })
+    expect(LockFile.parse(readFileSync(lock, "utf8"))).toMatchObject({ pid: process.pid, host: hostname(), cluster: mark })
+    // A live step of this host is judged by its pid, mark or not: refused.
+    expect(LockFile.acquire(lock, { cluster: mark })).toMatchObject({ _tag: "Refused", refusal: { reason: "running", owner: { pid: process.pid } } })
+  })
+
   it("a lock that names no owner is refused, and taken only with breakLock", () => {
     const lock = fresh()
     writeFileSync(lock, "")

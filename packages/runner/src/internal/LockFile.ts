@@ -13,7 +13,10 @@
  *
  * **Judging a lock.** A record whose host is another is never judged (its pid means nothing
  * here): it is refused unless the caller breaks it explicitly (`breakLock`), as is a lock that
- * is not a record at all. A record of this host is stale when its boot is not this one (a
+ * is not a record at all. The one exception is a record a step of a distributed run wrote
+ * (marked `cluster`: its run and database): a caller that holds that run's lock in that
+ * database (`Options.cluster`, see ClusterRunLock.ts) knows the writer's database session has
+ * ended, and takes such a record over as stale. A record of this host is stale when its boot is not this one (a
  * reboot ended it), when no process has its pid, or when the process with its pid started at
  * another time than the record says (the pid was reused). Otherwise its owner runs: refused.
  * (A pid-only lock of an older sluice is judged by its pid.)
@@ -58,6 +61,15 @@ export interface Owner {
   readonly start: string | null
   /** When it took the lock (ISO time); null for a lock of an older sluice. */
   readonly at: string | null
+  /** Set when a step of a distributed run holds it, holding the run's lock in the cluster's database. */
+  readonly cluster?: ClusterMark
+}
+
+/** What a distributed run's step writes in its lock records: the run, and the database holding its lock. */
+export interface ClusterMark {
+  readonly run: string
+  /** The database's identity (its system identifier and name), not its address. */
+  readonly database: string
 }
 
 /** A lock we hold: its path and the exact bytes of our record. */
@@ -77,13 +89,23 @@ export type Refusal =
   | { readonly reason: "unreadable"; readonly text: string }
 
 export type Outcome =
-  /** `broke`: what `breakLock` overrode to take the lock, if it did. */
-  | { readonly _tag: "Held"; readonly held: Held; readonly broke?: Refusal }
+  /**
+   * `broke`: the owner that was not judged gone on its own but taken over all the same, by
+   * `breakLock`, or (`via: "cluster"`) as a step of a distributed run whose session ended.
+   */
+  | { readonly _tag: "Held"; readonly held: Held; readonly broke?: Refusal; readonly via?: "break-lock" | "cluster" }
   | { readonly _tag: "Refused"; readonly refusal: Refusal }
 
 export interface Options {
   /** Take over a lock of another host, or one that holds no record (never a live owner's on this host). */
   readonly breakLock?: boolean
+  /**
+   * The caller is a step of a distributed run holding the run's lock in this database: its
+   * record carries the mark, and a record of another host with the same mark is stale (its
+   * writer held that database lock, which the caller could not hold while the writer's session
+   * lived). Records without it (any other sluice, or one of an older version) are judged as usual.
+   */
+  readonly cluster?: ClusterMark
 }
 
 /** Rounds of the acquire loop before giving up: each round means another process got ahead. */
@@ -130,15 +152,26 @@ const exists = (pid: number): boolean => {
   }
 }
 
-/** A new record for this process. */
-export const me = (): Owner => ({
+/** A new record for this process (marked when it is a distributed run's step). */
+export const me = (cluster?: ClusterMark): Owner => ({
   pid: process.pid,
   host: hostname(),
   token: randomBytes(16).toString("hex"),
   boot: thisBoot(),
   start: startTime(process.pid),
-  at: new Date().toISOString()
+  at: new Date().toISOString(),
+  ...(cluster === undefined ? {} : { cluster: { run: cluster.run, database: cluster.database } })
 })
+
+const clusterMarkOf = (u: unknown): ClusterMark | undefined => {
+  if (typeof u !== "object" || u === null) return undefined
+  const o = u as Record<string, unknown>
+  return typeof o["run"] === "string" && typeof o["database"] === "string" ? { run: o["run"], database: o["database"] } : undefined
+}
+
+/** Whether two marks name the same run in the same database. */
+export const sameMark = (a: ClusterMark | undefined, b: ClusterMark | undefined): boolean =>
+  a !== undefined && b !== undefined && a.run === b.run && a.database === b.database
 
 const str = (u: unknown): string | null => (typeof u === "string" ? u : null)
 
@@ -157,14 +190,17 @@ export const parse = (text: string): Owner | undefined => {
   const o = json as Record<string, unknown>
   if (typeof o["pid"] !== "number" || !Number.isInteger(o["pid"]) || o["pid"] <= 0) return undefined
   if (typeof o["host"] !== "string" || typeof o["token"] !== "string") return undefined
-  return { pid: o["pid"], host: o["host"], token: o["token"], boot: str(o["boot"]), start: str(o["start"]), at: str(o["at"]) }
+  const cluster = clusterMarkOf(o["cluster"])
+  return { pid: o["pid"], host: o["host"], token: o["token"], boot: str(o["boot"]), start: str(o["start"]), at: str(o["at"]), ...(cluster === undefined ? {} : { cluster }) }
 }
 
 /** Whether a record's owner is gone ("stale"), or why it must be left alone. */
 export const judge = (text: string, options: Options = {}): "stale" | Refusal => {
   const owner = parse(text)
   if (owner === undefined) return options.breakLock === true ? "stale" : { reason: "unreadable", text: text.slice(0, 200) }
-  if (owner.host !== hostname()) return options.breakLock === true ? "stale" : { reason: "other-host", owner }
+  if (owner.host !== hostname()) {
+    return options.breakLock === true || sameMark(owner.cluster, options.cluster) ? "stale" : { reason: "other-host", owner }
+  }
   const boot = thisBoot()
   if (owner.boot !== null && boot !== null && owner.boot !== boot) return "stale"
   if (!exists(owner.pid)) return "stale"
@@ -239,7 +275,7 @@ const writeNew = (path: string, text: string): void => {
 
 /** Takes the lock at `path`, or says who holds it. Throws on I/O errors (a directory we cannot write). */
 export const acquire = (path: string, options: Options = {}): Outcome => {
-  const owner = me()
+  const owner = me(options.cluster)
   const record = JSON.stringify(owner) + "\n"
   const own = `${path}.${owner.pid}-${owner.token}.tmp`
   writeNew(own, record)
@@ -262,8 +298,11 @@ export const acquire = (path: string, options: Options = {}): Outcome => {
       }
       renameSync(own, path)
       removeClaims(path)
-      const plain = options.breakLock === true ? judge(current) : "stale"
-      return plain === "stale" ? { _tag: "Held", held } : { _tag: "Held", held, broke: plain }
+      // Gone on its own, or taken over on the caller's word (breakLock) or the cluster's (its mark).
+      const plain = judge(current)
+      if (plain === "stale") return { _tag: "Held", held }
+      const cluster = options.cluster !== undefined && judge(current, { cluster: options.cluster }) === "stale"
+      return { _tag: "Held", held, broke: plain, via: cluster ? "cluster" : "break-lock" }
     }
     throw new Error(`${path}: gave up taking the lock after ${MAX_ROUNDS} rounds of other processes taking and releasing it`)
   } finally {

@@ -80,7 +80,8 @@ const hold = <E>(path: string, options: LockFile.Options, sink: string | undefin
       if (outcome.broke !== undefined) {
         const broken = refused(path, outcome.broke, sink)
         const owner = broken.pid === null ? "that named no owner" : `of process ${broken.pid} on host ${broken.host}`
-        return Effect.as(Effect.logWarning(`took over the lock ${path} ${owner} (--break-lock)`), outcome.held)
+        const why = outcome.via === "cluster" ? "a step of this distributed run whose database session has ended" : "--break-lock"
+        return Effect.as(Effect.logWarning(`took over the lock ${path} ${owner} (${why})`), outcome.held)
       }
       return Effect.succeed(outcome.held)
     }),
