@@ -28,6 +28,7 @@ import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
 import { count, money, number } from "./internal/format.js"
 import * as Help from "./internal/help.js"
+import * as HelpText from "./internal/helpText.js"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = Failure.ExitCode
@@ -1099,6 +1100,9 @@ export const root = Command.make("sluice").pipe(Command.withDescription(descript
 
 const version = runner.version
 
+/** The program as its help shows it; the build stores its help from this (scripts/write-help.mjs). */
+export const program: Help.Program = { name: "sluice", version, description, commands }
+
 const app = Command.run(root, { name: "sluice", version })
 
 /**
@@ -1107,10 +1111,5 @@ const app = Command.run(root, { name: "sluice", version })
  */
 export const cli = (argv: ReadonlyArray<string>) =>
   argv.length <= 2 || Help.requested(argv.slice(2))
-    ? Console.log(
-      Help.render({ name: "sluice", version, description, commands }, argv.slice(2), {
-        color: Help.colorEnabled(process.stdout),
-        width: Math.min(process.stdout.columns ?? 100, 120)
-      })
-    )
+    ? Console.log(Help.render(program, argv.slice(2), HelpText.optionsFor(process.stdout)))
     : app(argv)
