@@ -17,8 +17,9 @@ import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
 import { awaitingOutput, holdingFiles } from "./RunState.js"
 import type { ShardState } from "./RunState.js"
-import { loadState, summarize } from "./Runner.js"
-import type { RunSummary } from "./Runner.js"
+import { loadState } from "./JournalState.js"
+import { summarize } from "./RunSummary.js"
+import type { RunSummary } from "./RunSummary.js"
 
 export interface ShardStatus {
   readonly shard: string
