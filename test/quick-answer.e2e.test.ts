@@ -78,6 +78,17 @@ describe("quick answers: help and version without Effect", () => {
     expect(commandNames.length).toBeGreaterThan(10)
   })
 
+  it("a help.json missing, unreadable or of another version is not used: the full CLI answers", () => {
+    const stored = QuickAnswer.readStored(storedFile)!
+    expect(QuickAnswer.readStored(join(work, "absent.json"))).toBeUndefined()
+    writeFileSync(join(work, "broken.json"), "{")
+    expect(QuickAnswer.readStored(join(work, "broken.json"))).toBeUndefined()
+    writeFileSync(join(work, "older.json"), JSON.stringify({ ...stored, help: { ...stored.help, version: "0.0.1" } }))
+    expect(QuickAnswer.readStored(join(work, "older.json"))).toBeUndefined()
+    writeFileSync(join(work, "same.json"), JSON.stringify(stored))
+    expect(QuickAnswer.readStored(join(work, "same.json"))).toEqual(stored)
+  })
+
   const forms: Array<ReadonlyArray<string>> = [[], ["--help"], ["-h"], ["--version"], ...commandNames.map((c) => [c, "--help"]), ["status", "-h"], ["run", "-h"]]
 
   for (const args of forms) {
