@@ -223,7 +223,7 @@ Pipeline.make("x").pipe(
     for (const error of errors) expect(error).toMatch(/^wrong\.ts\(4,\d+\): error TS2339: Property 'missing' does not exist/)
   }, 120_000)
 
-  it("the installed sluice answers --help and --version from the texts its prepack stored, as its full CLI does", async () => {
+  it("the installed sluice answers --help and --version from the texts its prepack stored, and status from its bundle, as its full CLI does", async () => {
     const runner = join(app, "node_modules", "@sluice", "runner")
     // Stored for the installed version: otherwise bin/sluice.js would leave them to the full CLI.
     const stored = JSON.parse(readFileSync(join(runner, "dist", "help.json"), "utf8")) as { help: { version: string; commands: Array<{ name: string }> } }
@@ -234,6 +234,17 @@ Pipeline.make("x").pipe(
       // dist/bin.js is the full CLI, without bin/sluice.js's stored answers.
       const full = await exec(process.execPath, [join(runner, "dist", "bin.js"), ...args], app)
       expect(quick.code, show(quick)).toBe(0)
+      expect(quick).toEqual(full)
+    }
+    // Plain `status` runs the bundle the prepack built: the same answers as the full CLI, on a
+    // directory that is not a run and (after the runs above) on the project's run directory.
+    expect(existsSync(join(runner, "dist", "status.bundle.mjs"))).toBe(true)
+    const runs = join(app, ".sluice", "runs")
+    const statusArgs = [["status", app], ...(existsSync(runs) ? readdirSync(runs).map((r) => ["status", join(runs, r), "--no-refresh"]) : [])]
+    for (const args of statusArgs) {
+      const quick = await exec("npx", ["sluice", ...args], app)
+      const full = await exec(process.execPath, [join(runner, "dist", "bin.js"), ...args], app)
+      expect(quick.stderr + quick.stdout).not.toMatch(/^\s+at\s/m)
       expect(quick).toEqual(full)
     }
   }, 120_000)

@@ -7,16 +7,16 @@
  * fast path is taken (no Effect module loads) exactly for those argument lists.
  */
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { pathToFileURL } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { program } from "../packages/runner/src/Cli.js"
 import * as Help from "../packages/runner/src/internal/help.js"
 import * as HelpText from "../packages/runner/src/internal/helpText.js"
 import * as QuickAnswer from "../packages/runner/src/QuickAnswer.js"
 import { childEnv, repoRoot, sluiceBin } from "./support/cli.js"
+import { effectLoaded, moduleLogHooks, readModuleLog } from "./support/moduleLog.js"
 
 const realCli = join(repoRoot, "packages", "runner", "dist", "bin.js")
 const storedFile = join(repoRoot, "packages", "runner", "dist", "help.json")
@@ -28,17 +28,12 @@ interface Result {
 }
 
 let work: string
-/** A loader hook that appends the URL of every module loaded to the file $SLUICE_TEST_MODULE_LOG. */
+/** `node --import` this to log the modules a child loads (support/moduleLog.ts). */
 let hooks: string
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "sluice-quick-"))
-  writeFileSync(
-    join(work, "hooks.mjs"),
-    `import { appendFileSync } from "node:fs"\nexport async function load(url, context, next) {\n  appendFileSync(process.env.SLUICE_TEST_MODULE_LOG, url + "\\n")\n  return next(url, context)\n}\n`
-  )
-  hooks = join(work, "register.mjs")
-  writeFileSync(hooks, `import { register } from "node:module"\nregister(${JSON.stringify(pathToFileURL(join(work, "hooks.mjs")).href)})\n`)
+  hooks = moduleLogHooks(work)
 })
 
 afterAll(() => {
@@ -61,11 +56,10 @@ const both = async (args: ReadonlyArray<string>, env: Record<string, string | un
   const log = join(work, `modules-${Math.random().toString(36).slice(2)}.txt`)
   const fast = await exec([...(watch ? ["--import", hooks] : []), sluiceBin, ...args], { ...env, SLUICE_TEST_MODULE_LOG: log })
   const real = await exec([realCli, ...args], env)
-  const modules = existsSync(log) ? readFileSync(log, "utf8").split("\n").filter((l) => l !== "") : []
+  const modules = readModuleLog(log)
   return { fast, real, modules }
 }
 
-const effectLoaded = (modules: ReadonlyArray<string>) => modules.some((m) => /\/node_modules\/(effect|@effect\/[^/]+)\//.test(m))
 
 const commandNames = Help.describe(program).commands.map((c) => c.name)
 

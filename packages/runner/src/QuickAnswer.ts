@@ -10,9 +10,11 @@
  * answered here; anything else (another flag, `--help` with more arguments, an unknown
  * command), or a help.json missing or of another version, goes to the real CLI.
  *
+ * Plain `status <run-dir>` arguments go to the bundled status-only program (statusBin.ts).
+ *
  * Plain Node only, like EffectVersion.ts.
  */
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { runner } from "./internal/Installed.js"
 import * as HelpText from "./internal/helpText.js"
@@ -69,3 +71,30 @@ export const run = (args: ReadonlyArray<string>): boolean => {
   console.log(text.endsWith("\n") ? text.slice(0, -1) : text)
   return true
 }
+
+/**
+ * Plain `status` arguments: `status <run-dir>` with any of `--json`, `--no-refresh`,
+ * `--prices <file>`. statusBin.ts's program parses them as the full CLI does (the same command);
+ * anything else (help, `--log-level`, an unknown flag, no run directory) goes to the full CLI.
+ */
+export const statusOnly = (args: ReadonlyArray<string>): boolean => {
+  if (args[0] !== "status") return false
+  let positional = 0
+  for (let i = 1; i < args.length; i++) {
+    const arg = args[i]!
+    if (arg === "--json" || arg === "--no-refresh") continue
+    if (arg === "--prices" && i + 1 < args.length && !args[i + 1]!.startsWith("-")) {
+      i++
+      continue
+    }
+    if (arg.startsWith("-")) return false
+    positional++
+  }
+  return positional === 1
+}
+
+const statusBundle = new URL("./status.bundle.mjs", import.meta.url)
+
+/** The module that runs `args`: the bundled status program for plain `status` arguments (when built), else the full CLI. */
+export const programFor = (args: ReadonlyArray<string>): string =>
+  statusOnly(args) && existsSync(statusBundle) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
