@@ -7,7 +7,7 @@
  * fast path is taken (no Effect module loads) exactly for those argument lists.
  */
 import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -72,7 +72,7 @@ describe("quick answers: help and version without Effect", () => {
     expect(commandNames.length).toBeGreaterThan(10)
   })
 
-  it("a help.json missing, unreadable or of another version is not used: the full CLI answers", () => {
+  it("a help.json missing, unreadable, of another version or older than the last tsc build is not used: the full CLI answers", () => {
     const stored = QuickAnswer.readStored(storedFile)!
     expect(QuickAnswer.readStored(join(work, "absent.json"))).toBeUndefined()
     writeFileSync(join(work, "broken.json"), "{")
@@ -81,6 +81,15 @@ describe("quick answers: help and version without Effect", () => {
     expect(QuickAnswer.readStored(join(work, "older.json"))).toBeUndefined()
     writeFileSync(join(work, "same.json"), JSON.stringify(stored))
     expect(QuickAnswer.readStored(join(work, "same.json"))).toEqual(stored)
+    // Older than tsc's last build (a `tsc -b` without `npm run build`): not used.
+    const buildInfo = join(work, ".tsbuildinfo")
+    writeFileSync(buildInfo, "{}")
+    utimesSync(join(work, "same.json"), new Date(2020, 0, 1), new Date(2020, 0, 1))
+    expect(QuickAnswer.readStored(join(work, "same.json"), buildInfo)).toBeUndefined()
+    utimesSync(join(work, "same.json"), new Date(), new Date(Date.now() + 60_000))
+    expect(QuickAnswer.readStored(join(work, "same.json"), buildInfo)).toEqual(stored)
+    // No build info (the published package has none): used.
+    expect(QuickAnswer.readStored(join(work, "same.json"), join(work, "absent-buildinfo"))).toEqual(stored)
   })
 
   const forms: Array<ReadonlyArray<string>> = [[], ["--help"], ["-h"], ["--version"], ...commandNames.map((c) => [c, "--help"]), ["status", "-h"], ["run", "-h"]]

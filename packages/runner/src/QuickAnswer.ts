@@ -14,7 +14,7 @@
  *
  * Plain Node only, like EffectVersion.ts.
  */
-import { existsSync, readFileSync } from "node:fs"
+import { readFileSync, statSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { runner } from "./internal/Installed.js"
 import * as HelpText from "./internal/helpText.js"
@@ -29,8 +29,31 @@ export interface Stored {
 
 export const storedFile = fileURLToPath(new URL("./help.json", import.meta.url))
 
-/** dist/help.json, when present and written for this version of the package. */
-export const readStored = (file: string = storedFile): Stored | undefined => {
+/** What tsc -b rewrites whenever it builds anything (not in the published package). */
+const buildInfoFile = fileURLToPath(new URL("./.tsbuildinfo", import.meta.url))
+
+/**
+ * Whether a file the build generates after tsc (help.json, status.bundle.mjs) exists and is not
+ * older than tsc's last build: after a `tsc -b` alone it may no longer match the modules, so
+ * the full CLI answers until `npm run build` writes it again.
+ */
+export const isFresh = (file: string, buildInfo: string = buildInfoFile): boolean => {
+  let written: number
+  try {
+    written = statSync(file).mtimeMs
+  } catch {
+    return false
+  }
+  try {
+    return written >= statSync(buildInfo).mtimeMs
+  } catch {
+    return true
+  }
+}
+
+/** dist/help.json, when present, fresh (isFresh) and written for this version of the package. */
+export const readStored = (file: string = storedFile, buildInfo: string = buildInfoFile): Stored | undefined => {
+  if (!isFresh(file, buildInfo)) return undefined
   try {
     const stored = JSON.parse(readFileSync(file, "utf8")) as Stored
     return stored.help.version === runner.version ? stored : undefined
@@ -95,6 +118,6 @@ export const statusOnly = (args: ReadonlyArray<string>): boolean => {
 
 const statusBundle = new URL("./status.bundle.mjs", import.meta.url)
 
-/** The module that runs `args`: the bundled status program for plain `status` arguments (when built), else the full CLI. */
+/** The module that runs `args`: the bundled status program for plain `status` arguments (when built and fresh), else the full CLI. */
 export const programFor = (args: ReadonlyArray<string>): string =>
-  statusOnly(args) && existsSync(statusBundle) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
+  statusOnly(args) && isFresh(fileURLToPath(statusBundle)) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
