@@ -3,7 +3,7 @@
  * their prepack builds). A new project in a temp directory outside the repository installs them
  * with the `npm install` line the README gives. Then `npx sluice init`, the scaffolded pipeline
  * run against `sluice emulator` in a child process, and against `--emulator`. Then the packages
- * as an application meets them (plain `node`, `tsc`). Last, Effect 4 installed over it, which
+ * as an application meets them (plain `node`, `tsc`), and the stored help (dist/help.json). Last, Effect 4 installed over it, which
  * the CLI refuses at once.
  *
  * npm uses the machine's npm cache, preferring it to the registry (`npm ci` filled it), so only
@@ -221,6 +221,32 @@ Pipeline.make("x").pipe(
     const errors = checked.stdout.split("\n").filter((l) => l.includes("error TS"))
     expect(errors.length, checked.stdout).toBeGreaterThan(0)
     for (const error of errors) expect(error).toMatch(/^wrong\.ts\(4,\d+\): error TS2339: Property 'missing' does not exist/)
+  }, 120_000)
+
+  it("the installed sluice answers --help and --version from the texts its prepack stored, and status from its bundle, as its full CLI does", async () => {
+    const runner = join(app, "node_modules", "@sluice", "runner")
+    // Stored for the installed version: otherwise bin/sluice.js would leave them to the full CLI.
+    const stored = JSON.parse(readFileSync(join(runner, "dist", "help.json"), "utf8")) as { help: { version: string; commands: Array<{ name: string }> } }
+    expect(stored.help.version).toBe(JSON.parse(readFileSync(join(runner, "package.json"), "utf8")).version)
+    expect(stored.help.commands.map((c) => c.name)).toContain("status")
+    for (const args of [["--help"], ["status", "--help"], ["--version"]]) {
+      const quick = await exec("npx", ["sluice", ...args], app)
+      // dist/bin.js is the full CLI, without bin/sluice.js's stored answers.
+      const full = await exec(process.execPath, [join(runner, "dist", "bin.js"), ...args], app)
+      expect(quick.code, show(quick)).toBe(0)
+      expect(quick).toEqual(full)
+    }
+    // Plain `status` runs the bundle the prepack built: the same answers as the full CLI, on a
+    // directory that is not a run and (after the runs above) on the project's run directory.
+    expect(existsSync(join(runner, "dist", "status.bundle.mjs"))).toBe(true)
+    const runs = join(app, ".sluice", "runs")
+    const statusArgs = [["status", app], ...(existsSync(runs) ? readdirSync(runs).map((r) => ["status", join(runs, r), "--no-refresh"]) : [])]
+    for (const args of statusArgs) {
+      const quick = await exec("npx", ["sluice", ...args], app)
+      const full = await exec(process.execPath, [join(runner, "dist", "bin.js"), ...args], app)
+      expect(quick.stderr + quick.stdout).not.toMatch(/^\s+at\s/m)
+      expect(quick).toEqual(full)
+    }
   }, 120_000)
 
   it("under Effect 4, sluice refuses at once: exit 2, both versions, and the fix", async () => {

@@ -21,14 +21,17 @@ import * as Path from "@effect/platform/Path"
 import type { FailureClass, Pipeline } from "@sluice/core"
 import { cacheDir as defaultCacheDir, checkDefinition, loadState, run as runPipeline, runDirFor, summarize } from "./Runner.js"
 import type { RunSummary } from "./Runner.js"
-import * as Status from "./Status.js"
+import { statusCommand } from "./StatusCommand.js"
 import * as Telemetry from "./Telemetry.js"
 import * as TypeCheck from "./TypeCheck.js"
 import { secretVariable as webhookSecretVariable } from "./WebhookSignature.js"
 import { ProviderConfigError, Providers, Registry } from "@sluice/providers"
 import * as Failure from "./internal/failure.js"
+import { reported } from "./internal/reported.js"
+import type { Reporting } from "./internal/reported.js"
 import { count, money, number } from "./internal/format.js"
 import * as Help from "./internal/help.js"
+import * as HelpText from "./internal/helpText.js"
 
 /** Exit codes, documented in the README. */
 export const ExitCode = Failure.ExitCode
@@ -41,31 +44,7 @@ const setExit = (code: number) => Effect.sync(() => void (process.exitCode = cod
  */
 const lazy = <A>(load: () => Promise<A>): Effect.Effect<A> => Effect.promise(load)
 
-/** What a command's failure report needs to know: its run directory, once known (the resume hint). */
-interface Reporting {
-  runDir: string | undefined
-}
-
-/**
- * Runs a command's work and reports how it failed: one message on stderr (and with `--json`
- * an error object on stdout), the documented exit code, and how to continue the run.
- * Ctrl-C is reported the same way, naming the run directory.
- */
-const reported = <E, R>(json: boolean, work: (reporting: Reporting) => Effect.Effect<void, E, R>) =>
-  Effect.suspend(() => {
-    const reporting: Reporting = { runDir: undefined }
-    const report = (r: Failure.Report) =>
-      Effect.sync(() => {
-        Failure.print(r, json)
-        process.exitCode = r.exitCode
-      })
-    return work(reporting).pipe(
-      Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : report(Failure.describe(cause, reporting.runDir)))),
-      Effect.onInterrupt(() => report(Failure.interrupted(reporting.runDir)))
-    )
-  })
-
-const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON on stdout"))
+const { json, runDirArg } = Flags
 const runDirOption = Options.directory("run-dir").pipe(
   Options.withDescription("the run directory (default: .sluice/runs/<pipeline name>)"),
   Options.optional
@@ -683,7 +662,6 @@ const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "
     yield* execute(pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none(), ...(expect === undefined ? {} : { expect }) }, reporting)
   })
 
-const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))
 
 const resumeCommand = Command.make(
   "resume",
@@ -812,24 +790,6 @@ const webhookCommand = Command.make(
       "signatures checked in constant time, timestamps within 5 minutes, each webhook-id accepted once. Polling (cron, a run in the foreground) stays the fallback."
   )
 )
-
-const statusCommand = Command.make(
-  "status",
-  {
-    runDir: runDirArg,
-    json,
-    prices,
-    noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
-  },
-  ({ runDir, json, noRefresh, prices }) =>
-    reported(json, () =>
-      Effect.gen(function* () {
-        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
-        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable })
-        yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
-      })
-    )
-).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
 
 const reportCommand = Command.make(
   "report",
@@ -1127,6 +1087,9 @@ export const root = Command.make("sluice").pipe(Command.withDescription(descript
 
 const version = runner.version
 
+/** The program as its help shows it; the build stores its help from this (scripts/write-help.mjs). */
+export const program: Help.Program = { name: "sluice", version, description, commands }
+
 const app = Command.run(root, { name: "sluice", version })
 
 /**
@@ -1135,10 +1098,5 @@ const app = Command.run(root, { name: "sluice", version })
  */
 export const cli = (argv: ReadonlyArray<string>) =>
   argv.length <= 2 || Help.requested(argv.slice(2))
-    ? Console.log(
-      Help.render({ name: "sluice", version, description, commands }, argv.slice(2), {
-        color: Help.colorEnabled(process.stdout),
-        width: Math.min(process.stdout.columns ?? 100, 120)
-      })
-    )
+    ? Console.log(Help.render(program, argv.slice(2), HelpText.optionsFor(process.stdout)))
     : app(argv)

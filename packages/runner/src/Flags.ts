@@ -6,7 +6,7 @@
  * Settings.ts, shared with the library's options; commands share these definitions, so a
  * flag means the same everywhere.
  */
-import { HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Args, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Duration, Effect, Either } from "effect"
 import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { defaultOnlineBelow, parseDuration } from "./Hybrid.js"
@@ -199,6 +199,12 @@ export const previewRows = bounded(
 /** A price table merged over the built-in one; `$SLUICE_PRICES` when not given (see Pricing.load). */
 /** `sluice ui`: the port on 127.0.0.1 (0: a free one). */
 export const uiPort = bounded("port", ranges.port, "the port to listen on, on 127.0.0.1; 0 takes any free port", "0").pipe(Options.withDefault(0))
+
+/** `--json`: the result (and a failure) as JSON on stdout. */
+export const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON on stdout"))
+
+/** The run directory a command reads or continues. */
+export const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))
 
 export const prices = Options.file("prices").pipe(
   Options.withDescription(

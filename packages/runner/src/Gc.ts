@@ -20,7 +20,7 @@ import type { BatchProvider, ProviderError, StoredFile } from "@sluice/providers
 import { Effect, Either, Schema, Stream } from "effect"
 import { count, number } from "./internal/format.js"
 import * as RunDir from "./RunDir.js"
-import { loadState } from "./Runner.js"
+import { loadState } from "./JournalState.js"
 import * as RunState from "./RunState.js"
 
 export type Kind = "input" | "output" | "batch"

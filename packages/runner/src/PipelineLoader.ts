@@ -6,11 +6,11 @@
  */
 import { Pipeline } from "@sluice/core"
 import { Effect, Schema } from "effect"
-import { createHash } from "node:crypto"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync } from "node:fs"
 import { dirname, relative, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import * as EffectVersion from "./EffectVersion.js"
+import { sha256Of } from "./internal/fileHash.js"
 
 export class PipelineLoadError extends Schema.TaggedError<PipelineLoadError>()("PipelineLoadError", {
   file: Schema.String,
@@ -60,7 +60,7 @@ export class PipelineFileChanged extends Schema.TaggedError<PipelineFileChanged>
 }
 
 /** The SHA-256 (hex) of a file's bytes. */
-export const sha256Of = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")
+export { sha256Of } from "./internal/fileHash.js"
 
 let tsxRegistered = false
 

@@ -11,7 +11,7 @@ import { inFlight, shardEta, stageEta, stageRate, stageRows, stageSpend } from "
 import type * as Pricing from "./Pricing.js"
 import { awaitingOutput, pendingRows, totalFailed } from "./RunState.js"
 import { count, money, number } from "./internal/format.js"
-import { colorEnabled } from "./internal/help.js"
+import { colorEnabled } from "./internal/helpText.js"
 
 export interface Terminal {
   readonly rows: number

@@ -11,7 +11,7 @@ import { lines } from "./internal/lines.js"
 import type { FailureRecord } from "./Outputs.js"
 import { superseded } from "./Retry.js"
 import * as RunDir from "./RunDir.js"
-import { loadState } from "./Runner.js"
+import { loadState } from "./JournalState.js"
 
 /** One succeeded row: the record a sink receives. */
 export interface OutputRecord<In, Out> {

@@ -35,6 +35,7 @@ import type { RunContext, RunSettings, StageRuntime } from "./RunContext.js"
 import * as RunDir from "./RunDir.js"
 import { RunDirError } from "./RunDir.js"
 import * as RunState from "./RunState.js"
+import { loadState } from "./JournalState.js"
 import { summarize } from "./RunSummary.js"
 import type { RunSummary } from "./RunSummary.js"
 import * as Failpoint from "./internal/Failpoint.js"
@@ -56,6 +57,7 @@ export { ProviderChanged, RebindRefused } from "./ProviderBinding.js"
 export { BaseDirMismatch } from "./RunDir.js"
 export type { RunSummary } from "./RunSummary.js"
 export { summarize } from "./RunSummary.js"
+export { loadState } from "./JournalState.js"
 export { checkDefinition, PipelineInvalid } from "./Definition.js"
 
 export class PipelineChanged extends Schema.TaggedError<PipelineChanged>()("PipelineChanged", {
@@ -250,9 +252,6 @@ export const defaultRunDir = (pipelineName: string) => `.sluice/runs/${pipelineN
 export const runDirFor = (pipeline: Pipeline.Pipeline<any, any>, runDir: string | undefined, path: Path.Path): string =>
   path.resolve(runDir ?? defaultRunDir(pipeline.name))
 
-/** Rebuilds a run's state from its journal alone. */
-export const loadState = (journalPath: string) =>
-  Journal.replay(journalPath).pipe(Stream.runFold(RunState.empty(), RunState.apply))
 
 /**
  * A fixed poll interval faster than once a second is for the emulator on this machine: a remote

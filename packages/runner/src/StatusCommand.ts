@@ -1,0 +1,28 @@
+/**
+ * `sluice status <run-dir>`: a module of its own so that the status-only program
+ * (statusBin.ts, bundled by the build) holds the same command as the full CLI.
+ */
+import { Command, Options } from "@effect/cli"
+import { Console, Effect, Option } from "effect"
+import * as Flags from "./Flags.js"
+import { reported } from "./internal/reported.js"
+import * as Pricing from "./Pricing.js"
+import * as Status from "./Status.js"
+
+export const statusCommand = Command.make(
+  "status",
+  {
+    runDir: Flags.runDirArg,
+    json: Flags.json,
+    prices: Flags.prices,
+    noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
+  },
+  ({ runDir, json, noRefresh, prices }) =>
+    reported(json, () =>
+      Effect.gen(function* () {
+        const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
+        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable })
+        yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
+      })
+    )
+).pipe(Command.withDescription("Report a run's state from its directory, refreshing batch statuses from the provider when it can."))
