@@ -15,7 +15,7 @@ import { Cause, Chunk, Effect, Exit, Option, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
-import { lines } from "./internal/lines.js"
+import { lines, ownString } from "./internal/lines.js"
 import { encodeFailed } from "./internal/resultLine.js"
 import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
@@ -123,10 +123,12 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
           Stream.runForEach((text) =>
             Effect.sync(() => {
-              sent.add(rowId(text))
+              // Kept for the whole collection: copies, not slices of the sidecar's text.
+              const id = ownString(rowId(text))
+              sent.add(id)
               if (!caching || !answered) return
               const keys = sidecarKeys(text)
-              if (keys !== undefined) cacheKeys.set(keys.id, keys.ck)
+              if (keys !== undefined) cacheKeys.set(keys.id === id ? id : ownString(keys.id), ownString(keys.ck))
             })
           )
         )
