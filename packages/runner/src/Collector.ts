@@ -46,16 +46,15 @@ type Outcome =
 const automatic: ReadonlySet<FailureClass> = new Set(["retryable", "expired", "missing"])
 
 /**
- * The custom_id and cache key of a row sidecar line (undefined for a row without a key, or
- * answered from the cache), read without parsing the row: the id is the line's first field
- * and the key its last but the cached mark, both written by the planner as plain strings.
+ * The cache key of a row sidecar line (undefined for a row without a key, or answered from the
+ * cache), read without parsing the row: the planner writes it last but the cached mark.
  */
-const sidecarKeys = (line: string): { readonly id: string; readonly ck: string } | undefined => {
+const sidecarCacheKey = (line: string): string | undefined => {
   // `"ck":"<64 hex>"}` ends the line when the row has a key and no cached mark.
   const at = line.length - 72
   if (at < 0 || !line.startsWith(`"ck":"`, at) || !line.endsWith(`"}`)) return undefined
   const ck = line.slice(at + 6, at + 70)
-  return /^[0-9a-f]{64}$/.test(ck) ? { id: line.slice(7, line.indexOf(`"`, 7)), ck } : undefined
+  return /^[0-9a-f]{64}$/.test(ck) ? ck : undefined
 }
 
 /**
@@ -127,8 +126,9 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
               const id = ownString(rowId(text))
               sent.add(id)
               if (!caching || !answered) return
-              const keys = sidecarKeys(text)
-              if (keys !== undefined) cacheKeys.set(keys.id === id ? id : ownString(keys.id), ownString(keys.ck))
+              // Under the row's id as decoded (an id with escapes in the line is not its text there).
+              const ck = sidecarCacheKey(text)
+              if (ck !== undefined) cacheKeys.set(id, ownString(ck))
             })
           )
         )

@@ -288,7 +288,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       return undefined
     }
     // The sidecar line (a RowLine), built as text: a million rows should not cost a million
-    // intermediate objects. Collector.sidecarKeys relies on `id` first and `ck` last but `c`.
+    // intermediate objects. Collector.rowId and sidecarCacheKey rely on `id` first and `ck` last but `c`.
     let rowLine = `{"id":${JSON.stringify(customId)},"key":${JSON.stringify(key)},"loc":${JSON.stringify(loc)},"input":${JSON.stringify(row) ?? "null"}`
     if (upstream !== undefined) rowLine += `,"src":${JSON.stringify(upstream.src) ?? "null"},"lin":${JSON.stringify(upstream.lin)}`
     if (ck !== undefined) rowLine += `,"ck":"${ck}"`
