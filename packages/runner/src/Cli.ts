@@ -420,7 +420,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     }).pipe(Effect.ensuring(stopFollowing))
     if (started.totals === undefined) {
       yield* opts.json
-        ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
+        ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true, attempt: started.attempt }, null, 2))
         : Console.error(`started run ${started.runId} on the cluster; follow it with: sluice status ${runDir}`)
       return
     }
@@ -724,7 +724,7 @@ const retryCommand = Command.make(
 ).pipe(Command.withDescription("Resubmit only the rows that ended failed, replaying their identical requests, then continue the run."))
 
 /** What `cancel` prints after the summary: what it did, and how the run goes on. */
-const cancelLines = (s: Cancel.CancelSummary): string => {
+const cancelLines = (s: Cancel.CancelSummary, cluster = false): string => {
   const { cancelled, ended, unsubmitted, online } = s.cancel
   if (cancelled + ended + unsubmitted + online === 0) return `cancel: no batch of run ${s.runId} was in flight`
   const did = [
@@ -734,15 +734,50 @@ const cancelLines = (s: Cancel.CancelSummary): string => {
     ...(online > 0 ? [`${count(online, "online shard")} stopped`] : [])
   ].join(", ")
   return (
-    `cancel: ${did}. Their results are collected by \`sluice resume ${s.runDir}\`: rows the batches did not run` +
+    `cancel: ${did}. Their results are collected by \`${cluster ? "sluice run <pipeline> --cluster …" : `sluice resume ${s.runDir}`}\`: rows the batches did not run` +
     `${online > 0 ? " or that were never sent online" : ""} end ` +
     `\`cancelled\` (\`sluice retry ${s.runDir} --only cancelled\` submits them again)`
   )
 }
 
+/**
+ * The cluster database a cancel goes through: `--cluster`, else (for a run its manifest says ran
+ * on a cluster) `$SLUICE_DATABASE_URL`; none for a run of one machine.
+ */
+const cancelDatabase = (runDir: string, given: Option.Option<Redacted.Redacted>) =>
+  Effect.gen(function* () {
+    if (Option.isSome(given)) return given
+    const path = yield* Path.Path
+    const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+    if (manifest.cluster === undefined) return Option.none<Redacted.Redacted>()
+    const env = process.env[databaseUrlVariable]
+    if (env !== undefined && env !== "") return Option.some(Redacted.make(env))
+    const Cluster = yield* lazy(() => import("./Cluster.js"))
+    return yield* new Cluster.ClusterUsage({
+      description:
+        `run ${manifest.runId} runs on a cluster (database ${manifest.cluster.database}): cancel it through the cluster, ` +
+        `with --cluster postgres://… or $${databaseUrlVariable}, so that its workers stop before its batches are cancelled`
+    })
+  })
+
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, maxPollSeconds, outputFileWait, prices, breakLock, json },
+  {
+    runDir: runDirArg,
+    pollSeconds,
+    maxPollSeconds,
+    outputFileWait,
+    prices,
+    breakLock,
+    json,
+    cluster: Options.redacted("cluster").pipe(
+      Options.withPseudoName("postgres://…"),
+      Options.withDescription(
+        `a run on the cluster of \`sluice worker\`s sharing this PostgreSQL database: its workflows are stopped first, then its batches cancelled (default for a cluster run: $${databaseUrlVariable})`
+      ),
+      Options.optional
+    )
+  },
   ({ runDir, ...opts }) =>
     // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
@@ -750,24 +785,33 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+        const database = yield* cancelDatabase(runDir, opts.cluster)
         const Cancel = yield* lazy(() => import("./Cancel.js"))
         const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
-        const summary = yield* Cancel.fromJournal(runDir, {
+        const options = {
           concurrency: ranges.concurrency.max,
           ...pollOptions(opts),
           outputFileWait: Duration.millis(opts.outputFileWait * 1000),
           prices: priceTable,
           breakLock: opts.breakLock,
           observer: progress.observer
-        }).pipe(Telemetry.exported, Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
-        yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary)}\n${summaryLines(summary, summary.output)}`)
+        }
+        const cancelled = Option.isNone(database)
+          ? Cancel.fromJournal(runDir, options)
+          : Effect.flatMap(lazy(() => import("./Cluster.js")), (Cluster) => {
+            quietPgQueryQueueWarning()
+            return Cluster.cancel(database.value, runDir, options)
+          })
+        const summary = yield* cancelled.pipe(Telemetry.exported, Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+        yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary, Option.isSome(database))}\n${summaryLines(summary, summary.output)}`)
         yield* setExit(exitFor(summary))
       })
     )
 ).pipe(
   Command.withDescription(
-    "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished."
+    "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished. " +
+      "A run on a cluster (--cluster, or $SLUICE_DATABASE_URL for a run that records its cluster) has its workflows stopped first; `run --cluster` then collects."
   )
 )
 
