@@ -511,6 +511,26 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const keys = [...written.map((r) => r.key), ...failed.map((f) => f.key)]
     expect(keys).toHaveLength(rows.length)
     expect(new Set(keys)).toEqual(new Set(rows.map((r) => r.id)))
+
+    // The cancelled rows submitted again through the cluster: a retry attempt of the run.
+    const retried = await runCli(["retry", runDir, "--cluster", pg!.url, "--only", "cancelled", "--poll-interval", "0.2", "--no-cache"], {
+      cwd: project.dir,
+      env: env(),
+      timeoutMs: 240_000
+    })
+    expect(retried.code, describeResult(retried)).toBe(0)
+    expect(retried.stderr).toContain(`run ${runId}: retried as attempt 2`)
+    const sink = await readJsonl<{ key: string }>(project.path("out/g.jsonl"))
+    expect(sink).toHaveLength(rows.length)
+    expect(new Set(sink.map((r) => r.key))).toEqual(new Set(rows.map((r) => r.id)))
+    // Each shard's batch created once (the retry shards' too), and no custom_id paid twice.
+    const all = await runBatches()
+    expect(all.length).toBeGreaterThan(2)
+    expect(new Set(all.map((b) => b.metadata?.["sluice_shard"])).size).toBe(all.length)
+    const ids = new Set(all.map((b) => b.id))
+    const delivered = (await getLedger(emulator.url)).deliveries.filter((d) => ids.has(d.batch_id)).map((d) => d.custom_id)
+    expect(delivered).toHaveLength(rows.length)
+    expect(new Set(delivered).size).toBe(rows.length)
   }, 400_000)
 
   it("a run whose workflow failed (a step failing through all its tries) goes on as a new attempt with run --cluster again: finished, nothing created twice", async () => {

@@ -353,8 +353,11 @@ const execute = (
   )
 
 /** The flags `run --cluster` does not carry to the workers yet: refused rather than ignored. */
-const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> => [
-  ...(opts.preview ? ["--preview"] : []),
+/** The flags `run`, `resume` and `retry` give `--cluster`. */
+type ClusterRunFlags = Parameters<typeof execute>[1] & { readonly preview?: boolean }
+
+const notOnCluster = (opts: ClusterRunFlags): Array<string> => [
+  ...(opts.preview === true ? ["--preview"] : []),
   ...(opts.emulator === true ? ["--emulator"] : []),
   ...(opts.mode !== undefined && Option.isSome(opts.mode) ? ["--mode"] : []),
   ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? ["--rpm"] : []),
@@ -376,7 +379,14 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
  * `sluice run --cluster`: starts the run as a workflow on the cluster (Cluster.ts) and, unless
  * `--detach`, waits for it and prints its summary from the run directory the workers shared.
  */
-const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, opts: Parameters<typeof runOrPreview>[1], reporting: Reporting) =>
+const executeOnCluster = (
+  pipelineFile: string,
+  databaseUrl: Redacted.Redacted,
+  opts: ClusterRunFlags,
+  reporting: Reporting,
+  /** `resume` and `retry --cluster`: the file the run recorded, and (retry) the classes to resubmit. */
+  continued: { readonly expect?: { readonly sha256: string; readonly runDir: string }; readonly retry?: { readonly classes?: ReadonlyArray<string> } } = {}
+) =>
   Effect.gen(function* () {
     const Cluster = yield* lazy(() => import("./Cluster.js"))
     quietPgQueryQueueWarning()
@@ -386,7 +396,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     }
     const path = yield* Path.Path
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
-    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, continued.expect)
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), path)
     reporting.runDir = runDir
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
@@ -408,6 +418,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
       pipelineSha256: sha256,
       runDir,
       detach: opts.detach,
+      ...(continued.retry === undefined ? {} : { retry: continued.retry }),
       settings: {
         ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
         ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
@@ -667,7 +678,11 @@ const runCommand = Command.make(
  * file is loaded only if it is the one the run recorded (its SHA-256): a run directory must
  * not get to run code of its choosing. A relative name resolves against the run directory.
  */
-const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize" | "expect">, reporting: Reporting) =>
+const continueRun = (
+  runDir: string,
+  opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize" | "expect"> & { readonly cluster: Option.Option<Redacted.Redacted> },
+  reporting: Reporting
+) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -680,14 +695,34 @@ const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "
     const expect = manifest.pipelineSha256 === undefined ? undefined : { sha256: manifest.pipelineSha256, runDir: paths.root }
     const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
     yield* RunDir.enterBaseDir(paths, manifest)
+    if (Option.isSome(opts.cluster)) {
+      // A new attempt of the run's workflow (or the one in progress), as `run --cluster` again would.
+      const classes = opts.action === "retry" ? { retry: opts.retryClasses === undefined ? {} : { classes: opts.retryClasses } } : {}
+      return yield* executeOnCluster(
+        pipelineFile,
+        opts.cluster.value,
+        { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() },
+        reporting,
+        { ...(expect === undefined ? {} : { expect }), ...classes }
+      )
+    }
     yield* execute(pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none(), ...(expect === undefined ? {} : { expect }) }, reporting)
   })
 
 const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))
 
+/** `resume` and `retry` of a run on a cluster: a new attempt of its workflow, driven by the workers. */
+const continueOnCluster = Options.redacted("cluster").pipe(
+  Options.withPseudoName("postgres://…"),
+  Options.withDescription(
+    "a run on the cluster of `sluice worker`s sharing this PostgreSQL database: its workflow goes on (a new attempt when it failed or was cancelled), driven by the workers, as `run --cluster` does"
+  ),
+  Options.optional
+)
+
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, ...execution, budget, outputTokens },
+  { runDir: runDirArg, ...execution, budget, outputTokens, cluster: continueOnCluster },
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -703,7 +738,8 @@ const retryCommand = Command.make(
       ),
       Options.optional
     ),
-    ...execution
+    ...execution,
+    cluster: continueOnCluster
   },
   ({ runDir, only, ...opts }) =>
     reported(opts.json, (reporting) => Effect.gen(function* () {

@@ -23,7 +23,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
-import type { Pipeline } from "@sluice/core"
+import type { FailureClass, Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import * as Cancel from "./Cancel.js"
 import * as ClusterAttempts from "./ClusterAttempts.js"
@@ -126,7 +126,12 @@ const RunFields = {
    * The run's attempt (ClusterAttempts.ts): absent or 0 for the first, whose keys are the ones
    * workflows had before attempts existed; a failed or cancelled run goes on under the next.
    */
-  attempt: Schema.optional(Schema.Number)
+  attempt: Schema.optional(Schema.Number),
+  /**
+   * `sluice retry --cluster`: the attempt's first planning resubmits the rows that ended failed
+   * in these classes (none given: retry's default), as `sluice retry` does.
+   */
+  retry: Schema.optional(Schema.Struct({ classes: Schema.optional(Schema.Array(Schema.String)) }))
 }
 type RunRequest = Schema.Struct.Type<typeof RunFields>
 
@@ -214,7 +219,7 @@ const lockWait = Schedule.exponential("20 millis", 1.5).pipe(Schedule.either(Sch
  * One step of the run, under its lock; the run's state as the journal has it afterwards, or
  * undefined when the step's attempt is stopped (cancelled, or replaced by a later attempt).
  */
-const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>) =>
+const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>, action: Pick<RunOptions, "action" | "retryClasses"> = {}) =>
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(request)
     const s = request.settings
@@ -226,6 +231,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       pipelineFile: request.pipelineFile,
       pipelineSha256: request.pipelineSha256,
       scope,
+      ...action,
       detach: true,
       cache: s.cache,
       pollInterval: Duration.seconds(s.pollSeconds),
@@ -277,7 +283,8 @@ const payloadOf = (p: RunRequest): RunRequest => ({
   pipelineFile: p.pipelineFile,
   pipelineSha256: p.pipelineSha256,
   settings: p.settings,
-  ...(p.attempt === undefined ? {} : { attempt: p.attempt })
+  ...(p.attempt === undefined ? {} : { attempt: p.attempt }),
+  ...(p.retry === undefined ? {} : { retry: p.retry })
 })
 
 /** What a shard's workflow ends with when its attempt was stopped (not a phase of the journal). */
@@ -354,6 +361,12 @@ const totalsOf = (runId: string, state: RunState.RunState): RunTotals => ({
   shards: state.shards.size
 })
 
+/** A retry attempt's first planning is `sluice retry`'s (later rounds plan as a run: retry shards that fail again stay failed). */
+const retryOf = (request: RunRequest): Pick<RunOptions, "action" | "retryClasses"> =>
+  request.retry === undefined
+    ? {}
+    : { action: "retry", ...(request.retry.classes === undefined ? {} : { retryClasses: request.retry.classes as ReadonlyArray<FailureClass> }) }
+
 const RunLive = RunWorkflow.toLayer(
   Effect.fn(function* (payload) {
     const request = payloadOf(payload)
@@ -365,7 +378,7 @@ const RunLive = RunWorkflow.toLayer(
         `plan/${round}`,
         payload.settings.pollSeconds,
         Schema.Array(Schema.String),
-        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }).pipe(
+        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }, round === 0 ? retryOf(request) : {}).pipe(
           // A stopped attempt starts no shard: the run's drive ends.
           Effect.map((state) => (state === undefined ? [] : RunState.openShards(state).map((s) => s.id))),
           Effect.tap((open) => Effect.logInfo(`run ${payload.runId}: planning round ${round} done by worker ${process.pid}: ${open.length} open shards`))
@@ -472,11 +485,16 @@ export interface StartOptions {
   readonly settings: typeof RunSettings.Type
   /** Return once the run is started instead of waiting for it. */
   readonly detach: boolean
+  /** `sluice retry --cluster`: a new attempt whose first planning resubmits the failed rows (of these classes). */
+  readonly retry?: { readonly classes?: ReadonlyArray<string> }
 }
 
 /** A failed workflow's error, in a line. */
-const failureOf = (result: Workflow.Result<unknown, StepFailed> | undefined): string =>
-  result?._tag === "Complete" && result.exit._tag === "Failure" ? Cause.pretty(result.exit.cause).split("\n")[0]! : "no result"
+const failureOf = (result: Workflow.Result<unknown, StepFailed> | undefined): string => {
+  if (result?._tag !== "Complete" || result.exit._tag !== "Failure") return "no result"
+  const error = Cause.failureOption(result.exit.cause)
+  return (Option.isSome(error) ? `${error.value.step}: ${error.value.message}` : Cause.pretty(result.exit.cause)).split("\n")[0]!
+}
 
 /**
  * Starts a run on the cluster, or finds it started (the run id and its attempt are the
@@ -498,11 +516,18 @@ export const start = (options: StartOptions) =>
       pipelineFile: options.pipelineFile,
       pipelineSha256: options.pipelineSha256,
       settings: options.settings,
-      ...(attempt === 0 ? {} : { attempt })
+      ...(attempt === 0 ? {} : { attempt }),
+      ...(options.retry === undefined ? {} : { retry: options.retry })
     })
     let { attempt, cancelled } = yield* ClusterAttempts.current(runId)
     let continued = false
-    if (known) {
+    if (known && options.retry !== undefined) {
+      // A retry is always an attempt of its own: the one in progress (if any) stops at its next step.
+      const from = attempt
+      attempt = yield* ClusterAttempts.next(runId, from)
+      continued = attempt !== from
+      yield* Effect.logInfo(`run ${runId}: retried as attempt ${attempt}, from its journal`)
+    } else if (known) {
       const result = yield* RunWorkflow.poll(yield* RunWorkflow.executionId(request(attempt)))
       const failed = result?._tag === "Complete" && result.exit._tag === "Failure"
       if (cancelled || failed) {
