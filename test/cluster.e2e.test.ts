@@ -533,7 +533,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect(new Set(delivered).size).toBe(rows.length)
   }, 400_000)
 
-  it("a run whose workflow failed (a step failing through all its tries) goes on as a new attempt with run --cluster again: finished, nothing created twice", async () => {
+  it("a run whose workflow failed (a step failing through all its tries) goes on as a new attempt with resume --cluster: finished, nothing created twice", async () => {
     if (workers.filter((w) => !w.exited).length < 2) await startWorker()
     const rows = await writeRows(project, "data/h.jsonl", 500)
     await writePipeline(project, "failing.ts", { name: "failing", source: "data/h.jsonl", sink: "out/h.jsonl" })
@@ -561,11 +561,14 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     await exited
     expect(r.code, describeResult(r)).toBe(4)
     expect(r.stderr).toContain("names no owner")
+    // The command that goes on with the run, the database's URL not printed.
+    expect(r.stderr).toContain(`sluice resume ${project.path(runDir)} --cluster "$SLUICE_DATABASE_URL"`)
+    expect(r.stderr).not.toContain(pg!.url)
 
-    // The cause removed, the same command goes on with the run instead of reporting the failure again.
+    // The cause removed, that command goes on with the run instead of reporting the failure again.
     await rm(lockFile)
     await releaseClock(emulator.url)
-    const again = await runCli(["run", "failing.ts", ...flags], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
+    const again = await runCli(["resume", runDir, "--cluster", pg!.url, "--poll-interval", "0.2", "--no-cache"], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
     expect(again.code, describeResult(again)).toBe(0)
     expect(again.stderr).toMatch(new RegExp(`run ${runId}: its attempt 0 failed \\(.*names no owner.*\\); the run goes on as attempt 1`))
     expect(again.stderr).toContain("done: 500 rows, 500 succeeded, 0 failed, 0 pending, 2 batches")
