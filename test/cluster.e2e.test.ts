@@ -493,7 +493,8 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     expect(c.stderr).toContain("sluice run <pipeline> --cluster")
     expect((await eventsOf(runDir, "Terminal")).map((e) => (e as { status?: string }).status)).toEqual(["cancelled", "cancelled"])
     // The workers' steps of the cancelled attempt did nothing more: the shards still waiting were never submitted.
-    await until("a step of the cancelled attempt to stop", () => workers.some((w) => w.log.includes(`run ${runId}: step ${runId}/`) && w.log.includes("attempt 0 of the run was cancelled or replaced")))
+    const stopped = new RegExp(`run ${runId}: step ${runId}/\\S+ not done: attempt 0 of the run was cancelled or replaced`)
+    await until("a step of the cancelled attempt to stop", () => workers.some((w) => stopped.test(w.log)))
 
     // Going on: a new attempt of the run collects what the batches finished.
     const again = await runCli(["run", "cancelled.ts", ...flags], { cwd: project.dir, env: env(), timeoutMs: 240_000 })

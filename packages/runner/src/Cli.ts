@@ -782,9 +782,10 @@ const cancelLines = (s: Cancel.CancelSummary, cluster = false): string => {
  */
 const cancelDatabase = (runDir: string, given: Option.Option<Redacted.Redacted>) =>
   Effect.gen(function* () {
-    if (Option.isSome(given)) return given
     const path = yield* Path.Path
+    // A directory that is not a run is said so before the database is asked anything.
     const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+    if (Option.isSome(given)) return given
     if (manifest.cluster === undefined) return Option.none<Redacted.Redacted>()
     const env = process.env[databaseUrlVariable]
     if (env !== undefined && env !== "") return Option.some(Redacted.make(env))
