@@ -452,4 +452,129 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     await admin.close()
   }, 60_000)
 
+  it("cancel of a run in flight on the cluster: its workflows stop, each batch cancelled once, nothing submitted after; run --cluster again collects, every row accounted for", async () => {
+    if (workers.filter((w) => !w.exited).length < 2) await startWorker()
+    const rows = await writeRows(project, "data/g.jsonl", 1000)
+    await writePipeline(project, "cancelled.ts", { name: "cancelled", source: "data/g.jsonl", sink: "out/g.jsonl" })
+    const runDir = ".sluice/runs/cancelled"
+    const flags = ["--cluster", pg!.url, "--shard-size", "250", "--concurrency", "2", "--poll-interval", "0.2", "--no-cache"]
+    await holdClock(emulator.url)
+    const started = await runCli(["run", "cancelled.ts", ...flags, "--detach", "--json"], { cwd: project.dir, env: env() })
+    expect(started.code, describeResult(started)).toBe(0)
+    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    // Two shards driven at once (--concurrency 2), their batches standing still: the other two wait for them.
+    await until("the 2 batches of the run's first shards", async () => (await runBatches()).length === 2)
+    const manifest = JSON.parse(await readFile(project.path(runDir, "manifest.json"), "utf8")) as { cluster?: { database: string } }
+    expect(manifest.cluster?.database).toMatch(/^\d+\/\w+$/)
+
+    // Without the cluster's database, a cluster run is not cancelled behind its workers' backs.
+    const refused = await runCli(["cancel", runDir], { cwd: project.dir, env: emulatorEnv(emulator.url) })
+    expect(refused.code, describeResult(refused)).toBe(2)
+    expect(refused.stderr).toContain(`run ${runId} runs on a cluster`)
+    expect(refused.stderr).toContain("--cluster postgres://")
+
+    // With it ($SLUICE_DATABASE_URL here): the run's workflows are stopped, then its batches cancelled.
+    const cancel = spawnCli(["cancel", runDir, "--poll-interval", "0.1"], { cwd: project.dir, env: env() })
+    const c = { code: null as number | null, signal: null as NodeJS.Signals | null, stdout: "", stderr: "" }
+    cancel.stdout!.setEncoding("utf8").on("data", (d: string) => (c.stdout += d))
+    cancel.stderr!.setEncoding("utf8").on("data", (d: string) => (c.stderr += d))
+    const cancelled = new Promise<void>((resolve) => cancel.on("close", (code, signal) => resolve(void Object.assign(c, { code, signal }))))
+    // Both batches asked to stop while the emulator's clock stands still (so none ran a row), then let go.
+    await until("both batches cancelling", async () => {
+      if (c.code !== null) throw new Error(`cancel ended first: ${describeResult(c)}`)
+      const batches = await runBatches()
+      return batches.length === 2 && batches.every((b) => b.status === "cancelling")
+    })
+    await releaseClock(emulator.url)
+    await cancelled
+    expect(c.code, describeResult(c)).toBe(3)
+    expect(c.stderr).toContain("cancel: 2 batches cancelled, 2 shards not submitted")
+    expect(c.stderr).toContain("sluice run <pipeline> --cluster")
+    expect((await eventsOf(runDir, "Terminal")).map((e) => (e as { status?: string }).status)).toEqual(["cancelled", "cancelled"])
+    // The workers' steps of the cancelled attempt did nothing more: the shards still waiting were never submitted.
+    const stopped = new RegExp(`run ${runId}: step ${runId}/\\S+ not done: attempt 0 of the run was cancelled or replaced`)
+    await until("a step of the cancelled attempt to stop", () => workers.some((w) => stopped.test(w.log)))
+
+    // Going on: a new attempt of the run collects what the batches finished.
+    const again = await runCli(["run", "cancelled.ts", ...flags], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
+    expect(again.code, describeResult(again)).toBe(1)
+    expect(again.stderr).toContain(`run ${runId}: its attempt 0 was cancelled; the run goes on as attempt 1`)
+    // No batch created after the cancel, none twice.
+    const batches = await runBatches()
+    expect(batches).toHaveLength(2)
+    expect(new Set(batches.map((b) => b.metadata?.["sluice_shard"])).size).toBe(2)
+    // Every row once: in the sink, or failed `cancelled`.
+    const written = await readJsonl<{ key: string }>(project.path("out/g.jsonl")).catch(() => [])
+    const failed = await readJsonl<{ key: string; class: string }>(project.path(runDir, "failures.jsonl"))
+    expect(failed.length).toBeGreaterThan(0)
+    for (const f of failed) expect(f.class).toBe("cancelled")
+    const keys = [...written.map((r) => r.key), ...failed.map((f) => f.key)]
+    expect(keys).toHaveLength(rows.length)
+    expect(new Set(keys)).toEqual(new Set(rows.map((r) => r.id)))
+
+    // The cancelled rows submitted again through the cluster: a retry attempt of the run.
+    const retried = await runCli(["retry", runDir, "--cluster", pg!.url, "--only", "cancelled", "--poll-interval", "0.2", "--no-cache"], {
+      cwd: project.dir,
+      env: env(),
+      timeoutMs: 240_000
+    })
+    expect(retried.code, describeResult(retried)).toBe(0)
+    expect(retried.stderr).toContain(`run ${runId}: retried as attempt 2`)
+    const sink = await readJsonl<{ key: string }>(project.path("out/g.jsonl"))
+    expect(sink).toHaveLength(rows.length)
+    expect(new Set(sink.map((r) => r.key))).toEqual(new Set(rows.map((r) => r.id)))
+    // Each shard's batch created once (the retry shards' too), and no custom_id paid twice.
+    const all = await runBatches()
+    expect(all.length).toBeGreaterThan(2)
+    expect(new Set(all.map((b) => b.metadata?.["sluice_shard"])).size).toBe(all.length)
+    const ids = new Set(all.map((b) => b.id))
+    const delivered = (await getLedger(emulator.url)).deliveries.filter((d) => ids.has(d.batch_id)).map((d) => d.custom_id)
+    expect(delivered).toHaveLength(rows.length)
+    expect(new Set(delivered).size).toBe(rows.length)
+  }, 400_000)
+
+  it("a run whose workflow failed (a step failing through all its tries) goes on as a new attempt with resume --cluster: finished, nothing created twice", async () => {
+    if (workers.filter((w) => !w.exited).length < 2) await startWorker()
+    const rows = await writeRows(project, "data/h.jsonl", 500)
+    await writePipeline(project, "failing.ts", { name: "failing", source: "data/h.jsonl", sink: "out/h.jsonl" })
+    const runDir = ".sluice/runs/failing"
+    const lockFile = project.path(runDir, "run.lock")
+    const flags = ["--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"]
+    await holdClock(emulator.url)
+    const child = spawnCli(["run", "failing.ts", ...flags], { cwd: project.dir, env: env() })
+    const r = { code: null as number | null, signal: null as NodeJS.Signals | null, stdout: "", stderr: "" }
+    child.stdout!.setEncoding("utf8").on("data", (d: string) => (r.stdout += d))
+    child.stderr!.setEncoding("utf8").on("data", (d: string) => (r.stderr += d))
+    const exited = new Promise<void>((resolve) => child.on("close", (code, signal) => resolve(void Object.assign(r, { code, signal }))))
+    await until("the run's manifest", async () => (await readFile(project.path(runDir, "manifest.json"), "utf8").catch(() => "")) !== "")
+    const { runId } = JSON.parse(await readFile(project.path(runDir, "manifest.json"), "utf8")) as { runId: string }
+    const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
+    await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
+
+    // Between two steps (the test's session holds the run's lock meanwhile), a lock file that names
+    // no owner: every step fails on it, tried again after its backoffs, until the workflows fail.
+    const { classid, objid } = ClusterRunLock.keyOf(runId)
+    const other = await session()
+    await other.value(`SELECT pg_advisory_lock(${classid}, ${objid})`)
+    await writeFile(lockFile, "not a lock record\n")
+    await other.close()
+    await exited
+    expect(r.code, describeResult(r)).toBe(4)
+    expect(r.stderr).toContain("names no owner")
+    // The command that goes on with the run, the database's URL not printed.
+    expect(r.stderr).toContain(`sluice resume ${project.path(runDir)} --cluster "$SLUICE_DATABASE_URL"`)
+    expect(r.stderr).not.toContain(pg!.url)
+
+    // The cause removed, that command goes on with the run instead of reporting the failure again.
+    await rm(lockFile)
+    await releaseClock(emulator.url)
+    const again = await runCli(["resume", runDir, "--cluster", pg!.url, "--poll-interval", "0.2", "--no-cache"], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
+    expect(again.code, describeResult(again)).toBe(0)
+    expect(again.stderr).toMatch(new RegExp(`run ${runId}: its attempt 0 failed \\(.*names no owner.*\\); the run goes on as attempt 1`))
+    expect(again.stderr).toContain("done: 500 rows, 500 succeeded, 0 failed, 0 pending, 2 batches")
+    // The batches of the failed attempt were collected, not created again.
+    await checkRun(runDir, rows, 2, "out/h.jsonl")
+  }, 400_000)
+
 })

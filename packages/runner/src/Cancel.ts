@@ -22,6 +22,7 @@ import { Effect } from "effect"
 import type { Duration } from "effect"
 import * as Journal from "./Journal.js"
 import * as OnlineExecutor from "./OnlineExecutor.js"
+import type * as LockFile from "./internal/LockFile.js"
 import * as RunLock from "./internal/RunLock.js"
 import * as Poller from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
@@ -46,6 +47,11 @@ export interface CancelOptions {
   readonly concurrency?: number
   /** Take over a lock of another host, or one that names no process (see `RunOptions.breakLock`). */
   readonly breakLock?: boolean
+  /**
+   * Held by `sluice cancel --cluster` while it holds the run's lock in the cluster's database
+   * (Cluster.ts): a lock file a dead step of another host left is taken over, as a step does.
+   */
+  readonly clusterLock?: LockFile.ClusterMark
   /** Prices for the summary's cost. */
   readonly prices?: Pricing.Prices
   readonly observer?: RunObserver
@@ -71,7 +77,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
       const paths = RunDir.paths(path.resolve(runDir), path)
       // A directory without a run is said so before a lock file is written into it.
       yield* RunDir.readManifest(paths)
-      yield* RunLock.acquire(paths.lock, { breakLock: options.breakLock === true })
+      yield* RunLock.acquire(paths.lock, { breakLock: options.breakLock === true, ...(options.clusterLock === undefined ? {} : { cluster: options.clusterLock }) })
       const providers = yield* Providers
       const manifest = yield* ProviderBinding.check({
         paths,

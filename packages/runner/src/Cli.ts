@@ -332,8 +332,11 @@ const execute = (
   )
 
 /** The flags `run --cluster` does not carry to the workers yet: refused rather than ignored. */
-const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> => [
-  ...(opts.preview ? ["--preview"] : []),
+/** The flags `run`, `resume` and `retry` give `--cluster`. */
+type ClusterRunFlags = Parameters<typeof execute>[1] & { readonly preview?: boolean }
+
+const notOnCluster = (opts: ClusterRunFlags): Array<string> => [
+  ...(opts.preview === true ? ["--preview"] : []),
   ...(opts.emulator === true ? ["--emulator"] : []),
   ...(opts.mode !== undefined && Option.isSome(opts.mode) ? ["--mode"] : []),
   ...(opts.rpm !== undefined && Option.isSome(opts.rpm) ? ["--rpm"] : []),
@@ -355,7 +358,14 @@ const notOnCluster = (opts: Parameters<typeof runOrPreview>[1]): Array<string> =
  * `sluice run --cluster`: starts the run as a workflow on the cluster (Cluster.ts) and, unless
  * `--detach`, waits for it and prints its summary from the run directory the workers shared.
  */
-const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, opts: Parameters<typeof runOrPreview>[1], reporting: Reporting) =>
+const executeOnCluster = (
+  pipelineFile: string,
+  databaseUrl: Redacted.Redacted,
+  opts: ClusterRunFlags,
+  reporting: Reporting,
+  /** `resume` and `retry --cluster`: the file the run recorded, and (retry) the classes to resubmit. */
+  continued: { readonly expect?: { readonly sha256: string; readonly runDir: string }; readonly retry?: { readonly classes?: ReadonlyArray<string> } } = {}
+) =>
   Effect.gen(function* () {
     const Cluster = yield* lazy(() => import("./Cluster.js"))
     quietPgQueryQueueWarning()
@@ -365,7 +375,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     }
     const path = yield* Path.Path
     const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
-    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck)
+    const { pipeline, file, sha256 } = yield* loadPipeline(pipelineFile, opts.noTypecheck, continued.expect)
     const runDir = runDirFor(pipeline, Option.getOrUndefined(opts.runDir), path)
     reporting.runDir = runDir
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
@@ -387,6 +397,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
       pipelineSha256: sha256,
       runDir,
       detach: opts.detach,
+      ...(continued.retry === undefined ? {} : { retry: continued.retry }),
       settings: {
         ...(Option.isSome(opts.concurrency) ? { concurrency: opts.concurrency.value } : {}),
         ...(Option.isSome(opts.shardSize) ? { shardSize: opts.shardSize.value } : {}),
@@ -399,7 +410,7 @@ const executeOnCluster = (pipelineFile: string, databaseUrl: Redacted.Redacted, 
     }).pipe(Effect.ensuring(stopFollowing))
     if (started.totals === undefined) {
       yield* opts.json
-        ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true }, null, 2))
+        ? Console.log(JSON.stringify({ runId: started.runId, runDir, started: true, attempt: started.attempt }, null, 2))
         : Console.error(`started run ${started.runId} on the cluster; follow it with: sluice status ${runDir}`)
       return
     }
@@ -646,7 +657,11 @@ const runCommand = Command.make(
  * file is loaded only if it is the one the run recorded (its SHA-256): a run directory must
  * not get to run code of its choosing. A relative name resolves against the run directory.
  */
-const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize" | "expect">, reporting: Reporting) =>
+const continueRun = (
+  runDir: string,
+  opts: Omit<Parameters<typeof execute>[1], "runDir" | "shardSize" | "expect"> & { readonly cluster: Option.Option<Redacted.Redacted> },
+  reporting: Reporting
+) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -659,13 +674,33 @@ const continueRun = (runDir: string, opts: Omit<Parameters<typeof execute>[1], "
     const expect = manifest.pipelineSha256 === undefined ? undefined : { sha256: manifest.pipelineSha256, runDir: paths.root }
     const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
     yield* RunDir.enterBaseDir(paths, manifest)
+    if (Option.isSome(opts.cluster)) {
+      // A new attempt of the run's workflow (or the one in progress), as `run --cluster` again would.
+      const classes = opts.action === "retry" ? { retry: opts.retryClasses === undefined ? {} : { classes: opts.retryClasses } } : {}
+      return yield* executeOnCluster(
+        pipelineFile,
+        opts.cluster.value,
+        { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() },
+        reporting,
+        { ...(expect === undefined ? {} : { expect }), ...classes }
+      )
+    }
     yield* execute(pipelineFile, { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none(), ...(expect === undefined ? {} : { expect }) }, reporting)
   })
 
 
+/** `resume` and `retry` of a run on a cluster: a new attempt of its workflow, driven by the workers. */
+const continueOnCluster = Options.redacted("cluster").pipe(
+  Options.withPseudoName("postgres://…"),
+  Options.withDescription(
+    "a run on the cluster of `sluice worker`s sharing this PostgreSQL database: its workflow goes on (a new attempt when it failed or was cancelled), driven by the workers, as `run --cluster` does"
+  ),
+  Options.optional
+)
+
 const resumeCommand = Command.make(
   "resume",
-  { runDir: runDirArg, ...execution, budget, outputTokens },
+  { runDir: runDirArg, ...execution, budget, outputTokens, cluster: continueOnCluster },
   ({ runDir, ...opts }) => reported(opts.json, (reporting) => continueRun(runDir, opts, reporting))
 ).pipe(Command.withDescription("Continue a run from its directory: collect what finished, submit what remains."))
 
@@ -681,7 +716,8 @@ const retryCommand = Command.make(
       ),
       Options.optional
     ),
-    ...execution
+    ...execution,
+    cluster: continueOnCluster
   },
   ({ runDir, only, ...opts }) =>
     reported(opts.json, (reporting) => Effect.gen(function* () {
@@ -702,7 +738,7 @@ const retryCommand = Command.make(
 ).pipe(Command.withDescription("Resubmit only the rows that ended failed, replaying their identical requests, then continue the run."))
 
 /** What `cancel` prints after the summary: what it did, and how the run goes on. */
-const cancelLines = (s: Cancel.CancelSummary): string => {
+const cancelLines = (s: Cancel.CancelSummary, cluster = false): string => {
   const { cancelled, ended, unsubmitted, online } = s.cancel
   if (cancelled + ended + unsubmitted + online === 0) return `cancel: no batch of run ${s.runId} was in flight`
   const did = [
@@ -712,15 +748,51 @@ const cancelLines = (s: Cancel.CancelSummary): string => {
     ...(online > 0 ? [`${count(online, "online shard")} stopped`] : [])
   ].join(", ")
   return (
-    `cancel: ${did}. Their results are collected by \`sluice resume ${s.runDir}\`: rows the batches did not run` +
+    `cancel: ${did}. Their results are collected by \`${cluster ? "sluice run <pipeline> --cluster …" : `sluice resume ${s.runDir}`}\`: rows the batches did not run` +
     `${online > 0 ? " or that were never sent online" : ""} end ` +
     `\`cancelled\` (\`sluice retry ${s.runDir} --only cancelled\` submits them again)`
   )
 }
 
+/**
+ * The cluster database a cancel goes through: `--cluster`, else (for a run its manifest says ran
+ * on a cluster) `$SLUICE_DATABASE_URL`; none for a run of one machine.
+ */
+const cancelDatabase = (runDir: string, given: Option.Option<Redacted.Redacted>) =>
+  Effect.gen(function* () {
+    const path = yield* Path.Path
+    // A directory that is not a run is said so before the database is asked anything.
+    const manifest = yield* RunDir.readManifest(RunDir.paths(path.resolve(runDir), path))
+    if (Option.isSome(given)) return given
+    if (manifest.cluster === undefined) return Option.none<Redacted.Redacted>()
+    const env = process.env[databaseUrlVariable]
+    if (env !== undefined && env !== "") return Option.some(Redacted.make(env))
+    const Cluster = yield* lazy(() => import("./Cluster.js"))
+    return yield* new Cluster.ClusterUsage({
+      description:
+        `run ${manifest.runId} runs on a cluster (database ${manifest.cluster.database}): cancel it through the cluster, ` +
+        `with --cluster postgres://… or $${databaseUrlVariable}, so that its workers stop before its batches are cancelled`
+    })
+  })
+
 const cancelCommand = Command.make(
   "cancel",
-  { runDir: runDirArg, pollSeconds, maxPollSeconds, outputFileWait, prices, breakLock, json },
+  {
+    runDir: runDirArg,
+    pollSeconds,
+    maxPollSeconds,
+    outputFileWait,
+    prices,
+    breakLock,
+    json,
+    cluster: Options.redacted("cluster").pipe(
+      Options.withPseudoName("postgres://…"),
+      Options.withDescription(
+        `a run on the cluster of \`sluice worker\`s sharing this PostgreSQL database: its workflows are stopped first, then its batches cancelled (default for a cluster run: $${databaseUrlVariable})`
+      ),
+      Options.optional
+    )
+  },
   ({ runDir, ...opts }) =>
     // From the run directory alone: nothing it names is loaded (see Cancel.ts).
     reported(opts.json, (reporting) =>
@@ -728,24 +800,33 @@ const cancelCommand = Command.make(
         const path = yield* Path.Path
         reporting.runDir = path.resolve(runDir)
         const priceTable = yield* Pricing.load(Option.getOrUndefined(opts.prices))
+        const database = yield* cancelDatabase(runDir, opts.cluster)
         const Cancel = yield* lazy(() => import("./Cancel.js"))
         const progress = Progress.make({ prices: priceTable })
         const renderer = yield* Effect.fork(progress.render)
-        const summary = yield* Cancel.fromJournal(runDir, {
+        const options = {
           concurrency: ranges.concurrency.max,
           ...pollOptions(opts),
           outputFileWait: Duration.millis(opts.outputFileWait * 1000),
           prices: priceTable,
           breakLock: opts.breakLock,
           observer: progress.observer
-        }).pipe(Telemetry.exported, Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
-        yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary)}\n${summaryLines(summary, summary.output)}`)
+        }
+        const cancelled = Option.isNone(database)
+          ? Cancel.fromJournal(runDir, options)
+          : Effect.flatMap(lazy(() => import("./Cluster.js")), (Cluster) => {
+            quietPgQueryQueueWarning()
+            return Cluster.cancel(database.value, runDir, options)
+          })
+        const summary = yield* cancelled.pipe(Telemetry.exported, Effect.ensuring(Fiber.interrupt(renderer)), Effect.ensuring(progress.finish))
+        yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(`${cancelLines(summary, Option.isSome(database))}\n${summaryLines(summary, summary.output)}`)
         yield* setExit(exitFor(summary))
       })
     )
 ).pipe(
   Command.withDescription(
-    "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished."
+    "Cancel every batch of a run still in flight and wait until the provider has stopped them, from the run directory alone (its pipeline file is not loaded); `resume` collects what they finished. " +
+      "A run on a cluster (--cluster, or $SLUICE_DATABASE_URL for a run that records its cluster) has its workflows stopped first; `run --cluster` then collects."
   )
 )
 

@@ -23,8 +23,10 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
-import type { Pipeline } from "@sluice/core"
+import type { FailureClass, Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import * as Cancel from "./Cancel.js"
+import * as ClusterAttempts from "./ClusterAttempts.js"
 import * as ClusterLedger from "./ClusterLedger.js"
 import * as Failure from "./internal/failure.js"
 import * as ClusterRunLock from "./ClusterRunLock.js"
@@ -119,7 +121,17 @@ const RunFields = {
   pipelineFile: Schema.String,
   /** Workers load the pipeline file only when it still has this hash. */
   pipelineSha256: Schema.String,
-  settings: RunSettings
+  settings: RunSettings,
+  /**
+   * The run's attempt (ClusterAttempts.ts): absent or 0 for the first, whose keys are the ones
+   * workflows had before attempts existed; a failed or cancelled run goes on under the next.
+   */
+  attempt: Schema.optional(Schema.Number),
+  /**
+   * `sluice retry --cluster`: the attempt's first planning resubmits the rows that ended failed
+   * in these classes (none given: retry's default), as `sluice retry` does.
+   */
+  retry: Schema.optional(Schema.Struct({ classes: Schema.optional(Schema.Array(Schema.String)) }))
 }
 type RunRequest = Schema.Struct.Type<typeof RunFields>
 
@@ -135,12 +147,16 @@ export const RunTotals = Schema.Struct({
 })
 export type RunTotals = typeof RunTotals.Type
 
+/** The workflows' keys: the run id for the first attempt (as before attempts existed), `<run id>#<n>` for the n-th after it. */
+export const attemptKey = (runId: string, attempt: number | undefined): string =>
+  attempt === undefined || attempt === 0 ? runId : `${runId}#${attempt}`
+
 export const RunWorkflow = Workflow.make({
   name: "sluice/Run",
   payload: RunFields,
   success: RunTotals,
   error: StepFailed,
-  idempotencyKey: ({ runId }) => runId
+  idempotencyKey: ({ attempt, runId }) => attemptKey(runId, attempt)
 })
 
 const ShardOutcome = Schema.Struct({ shard: Schema.String, phase: Schema.String })
@@ -150,7 +166,7 @@ export const ShardWorkflow = Workflow.make({
   payload: { ...RunFields, shard: Schema.String },
   success: ShardOutcome,
   error: StepFailed,
-  idempotencyKey: ({ runId, shard }) => `${runId}/${shard}`
+  idempotencyKey: ({ attempt, runId, shard }) => `${attemptKey(runId, attempt)}/${shard}`
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -199,8 +215,11 @@ const lockPathsOf = (request: RunRequest, pipeline: Pipeline.Pipeline<any, any>,
 
 const lockWait = Schedule.exponential("20 millis", 1.5).pipe(Schedule.either(Schedule.spaced("250 millis")), Schedule.jittered)
 
-/** One step of the run, under its lock; the run's state as the journal has it afterwards. */
-const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>) =>
+/**
+ * One step of the run, under its lock; the run's state as the journal has it afterwards, or
+ * undefined when the step's attempt is stopped (cancelled, or replaced by a later attempt).
+ */
+const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["scope"]>, action: Pick<RunOptions, "action" | "retryClasses"> = {}) =>
   Effect.gen(function* () {
     const pipeline = yield* loadPipeline(request)
     const s = request.settings
@@ -212,6 +231,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       pipelineFile: request.pipelineFile,
       pipelineSha256: request.pipelineSha256,
       scope,
+      ...action,
       detach: true,
       cache: s.cache,
       pollInterval: Duration.seconds(s.pollSeconds),
@@ -223,10 +243,15 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
     const path = yield* Path.Path
-    yield* Effect.scoped(
+    const done = yield* Effect.scoped(
       Effect.gen(function* () {
         // The run's lock in the database first (ClusterRunLock.ts): a lock file left by a dead step of another host is then taken over.
         const lock = yield* ClusterRunLock.hold(request.runId, (holder) => Effect.logInfo(`step ${name} waits for the run's lock in the database, held by ${holder}`))
+        // Asked under the lock, which `sluice cancel` holds while it marks the attempt: after it, no step acts.
+        if (yield* ClusterAttempts.stopped(request.runId, request.attempt ?? 0)) {
+          yield* Effect.logInfo(`run ${request.runId}: step ${name} not done: attempt ${request.attempt ?? 0} of the run was cancelled or replaced`)
+          return false
+        }
         const attempt = Effect.zipRight(
           lock.settle(lockPathsOf(request, pipeline, path)),
           oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, lock.mark === undefined ? options : { ...options, clusterLock: lock.mark })))
@@ -241,9 +266,10 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
             Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
           )
         )
+        return true
       })
     )
-    return yield* loadState(RunDir.paths(request.runDir, path).journal)
+    return done ? yield* loadState(RunDir.paths(request.runDir, path).journal) : undefined
   }).pipe(
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.fail(new StepFailed({ step: name, message: Failure.describe(cause, request.runDir).message }))
@@ -256,28 +282,43 @@ const payloadOf = (p: RunRequest): RunRequest => ({
   baseDir: p.baseDir,
   pipelineFile: p.pipelineFile,
   pipelineSha256: p.pipelineSha256,
-  settings: p.settings
+  settings: p.settings,
+  ...(p.attempt === undefined ? {} : { attempt: p.attempt }),
+  ...(p.retry === undefined ? {} : { retry: p.retry })
 })
 
-/** A shard's phases after which a step has nothing more to do for it: collected, or held back (a budget). */
-const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned"
+/** What a shard's workflow ends with when its attempt was stopped (not a phase of the journal). */
+const stoppedPhase = "stopped"
 
-/** How often a failed step is tried again, and the first durable wait before it (doubled each time). */
+/**
+ * A shard's phases after which a step has nothing more to do for it: collected, held back (a
+ * budget), or its attempt stopped.
+ */
+const settled = (phase: string | undefined) => phase === undefined || phase === "collected" || phase === "planned" || phase === stoppedPhase
+
+/** How often a failed step is tried again. */
 const stepAttempts = 4
-const firstBackoff = Duration.seconds(5)
+
+/**
+ * The first durable wait before a failed step is tried again (doubled each time): 5 s, or 2.5
+ * polls of a run that polls faster (against an emulator on this machine).
+ */
+const firstBackoff = (pollSeconds: number) => Duration.min(Duration.seconds(5), Duration.millis(2500 * pollSeconds))
 
 /**
  * A step, tried again after a durable wait when it fails (a provider down longer than its
- * client's retries, the run lock unreadable …): a workflow's failure is final for its run id.
+ * client's retries, the run lock unreadable …): a workflow's failure is final for its
+ * idempotency key, so the run then goes on only as a new attempt (`run --cluster` again).
  */
-const retried = <A, I, R>(name: string, success: Schema.Schema<A, I>, execute: Effect.Effect<A, StepFailed, R>) =>
+const retried = <A, I, R>(name: string, pollSeconds: number, success: Schema.Schema<A, I>, execute: Effect.Effect<A, StepFailed, R>) =>
   Effect.gen(function* () {
+    const first = firstBackoff(pollSeconds)
     for (let k = 0; ; k++) {
       const result = yield* Activity.make({ name: k === 0 ? name : `${name}/again/${k}`, success, error: StepFailed, execute }).pipe(Effect.either)
       if (result._tag === "Right") return result.right
       if (k + 1 >= stepAttempts) return yield* result.left
-      yield* Effect.logWarning(`${result.left.message}; tried again in ${Duration.format(Duration.times(firstBackoff, 2 ** k))}`)
-      yield* DurableClock.sleep({ name: `${name}/backoff/${k}`, duration: Duration.times(firstBackoff, 2 ** k) })
+      yield* Effect.logWarning(`${result.left.message}; tried again in ${Duration.format(Duration.times(first, 2 ** k))}`)
+      yield* DurableClock.sleep({ name: `${name}/backoff/${k}`, duration: Duration.times(first, 2 ** k) })
     }
   })
 
@@ -287,9 +328,10 @@ const ShardLive = ShardWorkflow.toLayer(
     for (let n = 0; ; n++) {
       const phase = yield* retried(
         `step/${n}`,
+        payload.settings.pollSeconds,
         Schema.String,
         step(`${payload.runId}/${payload.shard}/step/${n}`, request, { plan: false, shards: [payload.shard] }).pipe(
-          Effect.map((state) => state.shards.get(payload.shard)?.phase ?? "collected"),
+          Effect.map((state) => (state === undefined ? stoppedPhase : state.shards.get(payload.shard)?.phase ?? "collected")),
           // Planned and in the ledger's line: it waits for headroom, and asks again after a wait.
           Effect.flatMap((phase) =>
             phase !== "planned" ? Effect.succeed(phase) : ClusterLedger.inLine(payload.runId, payload.shard).pipe(
@@ -319,6 +361,12 @@ const totalsOf = (runId: string, state: RunState.RunState): RunTotals => ({
   shards: state.shards.size
 })
 
+/** A retry attempt's first planning is `sluice retry`'s (later rounds plan as a run: retry shards that fail again stay failed). */
+const retryOf = (request: RunRequest): Pick<RunOptions, "action" | "retryClasses"> =>
+  request.retry === undefined
+    ? {}
+    : { action: "retry", ...(request.retry.classes === undefined ? {} : { retryClasses: request.retry.classes as ReadonlyArray<FailureClass> }) }
+
 const RunLive = RunWorkflow.toLayer(
   Effect.fn(function* (payload) {
     const request = payloadOf(payload)
@@ -328,9 +376,11 @@ const RunLive = RunWorkflow.toLayer(
     for (let round = 0; ; round++) {
       const open = yield* retried(
         `plan/${round}`,
+        payload.settings.pollSeconds,
         Schema.Array(Schema.String),
-        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }).pipe(
-          Effect.map((state) => RunState.openShards(state).map((s) => s.id)),
+        step(`${payload.runId}/plan/${round}`, request, { plan: true, shards: [] }, round === 0 ? retryOf(request) : {}).pipe(
+          // A stopped attempt starts no shard: the run's drive ends.
+          Effect.map((state) => (state === undefined ? [] : RunState.openShards(state).map((s) => s.id))),
           Effect.tap((open) => Effect.logInfo(`run ${payload.runId}: planning round ${round} done by worker ${process.pid}: ${open.length} open shards`))
         )
       )
@@ -401,7 +451,7 @@ export const workerLayer = (options: WorkerOptions) =>
 export const clientLayer = (databaseUrl: Redacted.Redacted) =>
   ClusterWorkflowEngine.layer.pipe(
     Layer.provideMerge(NodeClusterSocket.layer({ clientOnly: true, storage: "sql" })),
-    Layer.provide(pg(databaseUrl))
+    Layer.provideMerge(pg(databaseUrl))
   )
 
 /** Runs a worker until interrupted; `ready` is called once it has joined. */
@@ -435,31 +485,99 @@ export interface StartOptions {
   readonly settings: typeof RunSettings.Type
   /** Return once the run is started instead of waiting for it. */
   readonly detach: boolean
+  /** `sluice retry --cluster`: a new attempt whose first planning resubmits the failed rows (of these classes). */
+  readonly retry?: { readonly classes?: ReadonlyArray<string> }
+}
+
+/** A failed workflow's error, in a line. */
+const failureOf = (result: Workflow.Result<unknown, StepFailed> | undefined): string => {
+  if (result?._tag !== "Complete" || result.exit._tag !== "Failure") return "no result"
+  const error = Cause.failureOption(result.exit.cause)
+  return (Option.isSome(error) ? `${error.value.step}: ${error.value.message}` : Cause.pretty(result.exit.cause)).split("\n")[0]!
 }
 
 /**
- * Starts a run on the cluster (or finds it started: the run id is the workflow's idempotency
- * key). The run id is the run directory's, or a new one the first step gives the directory.
+ * Starts a run on the cluster, or finds it started (the run id and its attempt are the
+ * workflow's idempotency key) and follows it. The run id is the run directory's, or a new one
+ * the first step gives the directory. A run whose current attempt failed or was cancelled goes
+ * on as a new attempt (ClusterAttempts.ts): `attempt` says which one this call follows, and
+ * `continued` whether it started it.
  */
 export const start = (options: StartOptions) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(options.runDir, path)
-    const runId = (yield* RunDir.exists(paths)) ? (yield* RunDir.readManifest(paths)).runId : newRunId(options.pipeline.name)
-    const request: RunRequest = {
+    const known = yield* RunDir.exists(paths)
+    const runId = known ? (yield* RunDir.readManifest(paths)).runId : newRunId(options.pipeline.name)
+    const request = (attempt: number): RunRequest => ({
       runId,
       runDir: options.runDir,
       baseDir: process.cwd(),
       pipelineFile: options.pipelineFile,
       pipelineSha256: options.pipelineSha256,
-      settings: options.settings
+      settings: options.settings,
+      ...(attempt === 0 ? {} : { attempt }),
+      ...(options.retry === undefined ? {} : { retry: options.retry })
+    })
+    let { attempt, cancelled } = yield* ClusterAttempts.current(runId)
+    let continued = false
+    if (known && options.retry !== undefined) {
+      // A retry is always an attempt of its own: the one in progress (if any) stops at its next step.
+      const from = attempt
+      attempt = yield* ClusterAttempts.next(runId, from)
+      continued = attempt !== from
+      yield* Effect.logInfo(`run ${runId}: retried as attempt ${attempt}, from its journal`)
+    } else if (known) {
+      const result = yield* RunWorkflow.poll(yield* RunWorkflow.executionId(request(attempt)))
+      const failed = result?._tag === "Complete" && result.exit._tag === "Failure"
+      if (cancelled || failed) {
+        const from = attempt
+        attempt = yield* ClusterAttempts.next(runId, from)
+        continued = attempt !== from
+        yield* Effect.logInfo(
+          `run ${runId}: its attempt ${from} ${cancelled ? "was cancelled" : `failed (${failureOf(result)})`}; the run goes on as attempt ${attempt}, from its journal`
+        )
+      }
     }
     if (options.detach) {
-      yield* RunWorkflow.execute(request, { discard: true })
-      return { runId, totals: undefined }
+      yield* RunWorkflow.execute(request(attempt), { discard: true })
+      return { runId, attempt, continued, totals: undefined }
     }
-    return { runId, totals: yield* RunWorkflow.execute(request) }
+    return { runId, attempt, continued, totals: yield* RunWorkflow.execute(request(attempt)) }
   }).pipe(
     Effect.provide(clientLayer(options.databaseUrl)),
     Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
+  )
+
+/**
+ * `sluice cancel --cluster`: stops the run's workflows, then cancels its batches once. Holding
+ * the run's lock in the database (so no step of the run is in progress), it marks the run's
+ * current attempt cancelled (ClusterAttempts.ts): every later step of that attempt does nothing,
+ * and its workflows end. Still holding it, it cancels the batches from the journal as on one
+ * machine (Cancel.ts), its lock file marked as a step's. `run --cluster` afterwards continues
+ * the run as a new attempt, which collects what the batches finished.
+ */
+export const cancel = (databaseUrl: Redacted.Redacted, runDir: string, options: Cancel.CancelOptions) =>
+  Effect.gen(function* () {
+    const path = yield* Path.Path
+    const paths = RunDir.paths(path.resolve(runDir), path)
+    const manifest = yield* RunDir.readManifest(paths)
+    return yield* Effect.scoped(
+      Effect.gen(function* () {
+        const lock = yield* ClusterRunLock.hold(manifest.runId, (holder) => Effect.logInfo(`cancel waits for the run's lock in the database, held by ${holder} (a step of the run)`))
+        if (manifest.cluster !== undefined && lock.mark !== undefined && lock.mark.database !== manifest.cluster.database) {
+          return yield* new ClusterUsage({
+            description: `run ${manifest.runId} ran on the cluster of database ${manifest.cluster.database}, and ${databaseOf(databaseUrl)} is ${lock.mark.database}: give that cluster's database`
+          })
+        }
+        const attempt = yield* ClusterAttempts.cancel(manifest.runId)
+        yield* Effect.logInfo(`run ${manifest.runId}: attempt ${attempt} cancelled on the cluster; its workflows do no further step`)
+        yield* lock.settle([paths.lock])
+        return yield* lock.guard(Cancel.fromJournal(paths.root, { ...options, ...(lock.mark === undefined ? {} : { clusterLock: lock.mark }) }))
+      })
+    )
+  }).pipe(
+    Effect.provide(ClusterRunLock.Settings.layer(databaseUrl, defaultLockExpiration)),
+    Effect.provide(pg(databaseUrl)),
+    Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(databaseUrl)(e)))
   )

@@ -83,7 +83,13 @@ export const Manifest = Schema.Struct({
    * `--keep-provider-files` as last given (KeptSettings.ts):
    * `resume` and `retry` use them unless given again (absent: none given, or an older run).
    */
-  settings: Schema.optional(Kept)
+  settings: Schema.optional(Kept),
+  /**
+   * Set when a distributed run's step wrote the manifest (Cluster.ts): the identity of the
+   * cluster's database (its system identifier and name, never its address), so that `cancel`
+   * knows to go through the cluster.
+   */
+  cluster: Schema.optional(Schema.Struct({ database: Schema.String }))
 })
 export type Manifest = typeof Manifest.Type
 

@@ -466,6 +466,10 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         }
         manifest = yield* recordPipelineFile(paths, manifest, options)
         if (mode !== "cancel") manifest = yield* recordSettings(paths, manifest, kept)
+        if (options.clusterLock !== undefined && manifest.cluster?.database !== options.clusterLock.database) {
+          manifest = { ...manifest, cluster: { database: options.clusterLock.database } }
+          yield* RunDir.writeManifest(paths, manifest)
+        }
         runId = manifest.runId
         carriedFrom = manifest.carriedFrom
       } else {
@@ -488,6 +492,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           sink: pipeline.sink?.name ?? null,
           shards: { maxRequests: options.shardSize ?? defaultSettings.shardSize, maxBytes: options.shardBytes ?? defaultSettings.shardBytes },
           ...(KeptSettings.isEmpty(kept.settings) ? {} : { settings: kept.settings }),
+          ...(options.clusterLock === undefined ? {} : { cluster: { database: options.clusterLock.database } }),
           createdAt: new Date().toISOString()
         })
       }

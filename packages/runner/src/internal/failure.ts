@@ -7,6 +7,7 @@ import type { HelpDoc } from "@effect/cli"
 import { Cause } from "effect"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
+import { databaseUrlVariable } from "./clusterEnv.js"
 import { docText } from "./help.js"
 import { describeSystemError, isSystemError } from "./ioError.js"
 
@@ -76,8 +77,10 @@ export interface Report {
   readonly printed?: boolean
 }
 
-const resumeCommand = (runDir: string | undefined): string | undefined =>
-  runDir !== undefined && existsSync(join(runDir, "manifest.json")) ? `sluice resume ${runDir}` : undefined
+const resumeCommand = (runDir: string | undefined, cluster = false): string | undefined =>
+  runDir !== undefined && existsSync(join(runDir, "manifest.json"))
+    ? `sluice resume ${runDir}${cluster ? ` --cluster "$${databaseUrlVariable}"` : ""}`
+    : undefined
 
 /** The report of a command's failure; `runDir` is the run it worked on, when it knows. */
 export const describe = (cause: Cause.Cause<unknown>, runDir?: string): Report => {
@@ -100,7 +103,8 @@ export const describe = (cause: Cause.Cause<unknown>, runDir?: string): Report =
     // A rejected key is configuration to fix, not a run to resume.
     const unauthorized = tag === "ProviderError" && e.reason === "Unauthorized"
     const exitCode = usageTags.has(tag) || unauthorized ? ExitCode.usage : ExitCode.runtime
-    const resume = exitCode === ExitCode.runtime ? resumeCommand(runDir) : undefined
+    // A distributed run's workflow that failed goes on as a new attempt on the cluster (the URL never printed).
+    const resume = exitCode === ExitCode.runtime ? resumeCommand(runDir, tag === "StepFailed") : undefined
     return { tag, message, exitCode, ...reason, ...where, ...(resume === undefined ? {} : { resume }) }
   }
   const defect = Cause.squash(cause)
