@@ -4,7 +4,6 @@
  * run as a workflow. Proven by the sink (every row once) and the emulator's ledger (one batch per
  * shard, every custom_id delivered once). Skipped, saying why, without PostgreSQL's server binaries.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -13,9 +12,9 @@ import { Context, Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
+import * as Workers from "./support/workers.js"
 import * as ClusterRunLock from "../packages/runner/src/ClusterRunLock.js"
 import {
-  childEnv,
   describeResult,
   emulatorEnv,
   getLedger,
@@ -34,61 +33,27 @@ import {
 const { skipReason } = TempPostgres
 if (skipReason !== undefined) console.warn(`distributed run tests skipped: ${skipReason}`)
 
-interface Worker {
-  readonly child: ChildProcess
-  readonly port: number
-  /** Everything it wrote on stderr so far. */
-  log: string
-  exited: boolean
-}
-
 let pg: TempPostgres.TempPostgres | undefined
 let emulator: TestEmulator
 let project: TempProject
 let workerDir: string
-const workers: Array<Worker> = []
+const pool = Workers.workers()
+const workers = pool.all
+const until = pool.until
 
 const env = () => ({ ...emulatorEnv(emulator.url), SLUICE_DATABASE_URL: pg!.url })
-
-/** Resolves once `check` holds, asking every 100 ms; a bound far above a saturated machine's pace ends a hang. */
-const until = async (what: string, check: () => boolean | Promise<boolean>, boundMs = 120_000) => {
-  const start = Date.now()
-  while (!(await check())) {
-    if (Date.now() - start > boundMs) throw new Error(`still waiting for ${what}\n${workers.map((w) => `--- worker ${w.port} ---\n${w.log}`).join("\n")}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 /** Seconds a dead worker keeps its share of the cluster (`--lock-expiration`): short, so failover tests stay short. */
 const lockExpiration = 6
 
-/** A worker of this build, or (`bin`) of another copy of sluice. */
-const startWorker = async (extraEnv: Record<string, string> = {}, bin?: string): Promise<Worker> => {
-  const port = await TempPostgres.freePort()
-  const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
-  // Elsewhere than the project: a step works in the directory `sluice run` was started in.
-  const options = { cwd: workerDir, env: { ...env(), ...extraEnv } }
-  const child = bin === undefined
-    ? spawnCli(args, options)
-    : spawn(process.execPath, [bin, ...args], { cwd: options.cwd, env: childEnv(options.env), stdio: ["ignore", "pipe", "pipe"] })
-  const worker: Worker = { child, port, log: "", exited: false }
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (worker.log += d))
-  child.stdout!.resume()
-  child.on("exit", () => (worker.exited = true))
-  workers.push(worker)
-  await until(`worker ${port} to join`, () => {
-    if (worker.exited) throw new Error(`worker ${port} exited:\n${worker.log}`)
-    return worker.log.includes("joined the cluster")
-  })
-  return worker
-}
+/**
+ * A worker of this build, or (`bin`) of another copy of sluice; elsewhere than the project: a
+ * step works in the directory `sluice run` was started in.
+ */
+const startWorker = (extraEnv: Record<string, string> = {}, bin?: string): Promise<Workers.Worker> =>
+  pool.start({ cwd: workerDir, env: { ...env(), ...extraEnv }, lockExpiration, ...(bin === undefined ? {} : { bin }) })
 
-const query = <A extends object>(text: string) =>
-  Effect.runPromise(
-    Effect.scoped(
-      Effect.flatMap(Layer.build(PgClient.layer({ url: Redacted.make(pg!.url) })), (ctx) => Context.get(ctx, PgClient.PgClient).unsafe<A>(text))
-    )
-  )
+const query = <A extends object>(text: string) => Workers.query<A>(pg!.url, text)
 
 /** The log line of a step that only the next version's copy writes (its code changed there). */
 const nextVersionStep = "done by the next version's worker"
@@ -205,7 +170,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
   }, 300_000)
 
   afterAll(async () => {
-    for (const w of workers) if (!w.exited) w.child.kill("SIGKILL")
+    pool.killAll()
     await emulator?.close()
     pg?.stop()
     await project?.cleanup()
@@ -307,7 +272,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
 
     // The upgrade: the project's packages replaced by the next version (its node_modules, which the pipeline imports from too).
     const next = await nextVersion()
-    const fresh: Array<Worker> = []
+    const fresh: Array<Workers.Worker> = []
     const projectModules = project.path("node_modules")
     await rm(projectModules)
     await symlink(next.modules, projectModules, "junction")

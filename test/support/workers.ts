@@ -3,11 +3,11 @@
  * PostgreSQL server (scripts/lib/tempPostgres.ts), and a bounded wait that prints their logs
  * when it gives up.
  */
-import type { ChildProcess } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Redacted } from "effect"
 import * as TempPostgres from "../../scripts/lib/tempPostgres.js"
-import { spawnCli } from "./cli.js"
+import { childEnv, spawnCli } from "./cli.js"
 
 export interface Worker {
   readonly child: ChildProcess
@@ -20,7 +20,13 @@ export interface Worker {
 export interface Workers {
   readonly all: ReadonlyArray<Worker>
   /** Starts a worker in `cwd` and resolves once it has joined the cluster. */
-  readonly start: (options: { readonly cwd: string; readonly env: Record<string, string>; readonly lockExpiration?: number }) => Promise<Worker>
+  readonly start: (options: {
+    readonly cwd: string
+    readonly env: Record<string, string>
+    readonly lockExpiration?: number
+    /** The bin/sluice.js of another copy of sluice (default: this build's). */
+    readonly bin?: string
+  }) => Promise<Worker>
   /** Resolves once `check` holds, asking every 100 ms; a bound far above a saturated machine's pace ends a hang. */
   readonly until: (what: string, check: () => boolean | Promise<boolean>, boundMs?: number) => Promise<void>
   /** SIGKILLs the workers still running. */
@@ -36,9 +42,12 @@ export const workers = (): Workers => {
       await new Promise((r) => setTimeout(r, 100))
     }
   }
-  const start: Workers["start"] = async ({ cwd, env, lockExpiration = 6 }) => {
+  const start: Workers["start"] = async ({ bin, cwd, env, lockExpiration = 6 }) => {
     const port = await TempPostgres.freePort()
-    const child = spawnCli(["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)], { cwd, env })
+    const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
+    const child = bin === undefined
+      ? spawnCli(args, { cwd, env })
+      : spawn(process.execPath, [bin, ...args], { cwd, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })
     const worker: Worker = { child, port, log: "", exited: false }
     child.stderr!.setEncoding("utf8").on("data", (d: string) => (worker.log += d))
     child.stdout!.resume()
