@@ -55,6 +55,14 @@ const startWorker = (extraEnv: Record<string, string> = {}, bin?: string): Promi
 
 const query = <A extends object>(text: string) => Workers.query<A>(pg!.url, text)
 
+/** `run --cluster --detach` of a pipeline file (shards of 250, polled every 0.2 s, no cache): its run id. */
+const startDetached = async (file: string, extra: ReadonlyArray<string> = []): Promise<string> => {
+  const args = ["run", file, "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", ...extra, "--detach", "--json"]
+  const started = await runCli(args, { cwd: project.dir, env: env() })
+  expect(started.code, describeResult(started)).toBe(0)
+  return (JSON.parse(started.stdout) as { runId: string }).runId
+}
+
 /** The log line of a step that only the next version's copy writes (its code changed there). */
 const nextVersionStep = "done by the next version's worker"
 
@@ -218,12 +226,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const rows = await writeRows(project, "data/b.jsonl", 2000)
     // The emulator's clock stands still: every batch stays in progress until it is released.
     await holdClock(emulator.url)
-    const started = await runCli(["run", "killed.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
-      cwd: project.dir,
-      env: env()
-    })
-    expect(started.code, describeResult(started)).toBe(0)
-    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runId = await startDetached("killed.ts")
     // All 8 batches created, so every worker that owns shards of the run has polled them.
     await until("the 8 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 8)
     await until("a worker polling shards of the run", () => workersWithSteps(runId).some((w) => /step [1-9]\d* done/.test(w.log)))
@@ -257,12 +260,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const rows = await writeRows(project, "data/f.jsonl", 1000)
     await writePipeline(project, "upgrade.ts", { name: "upgrade", source: "data/f.jsonl", sink: "out/f.jsonl" })
     await holdClock(emulator.url)
-    const started = await runCli(["run", "upgrade.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
-      cwd: project.dir,
-      env: env()
-    })
-    expect(started.code, describeResult(started)).toBe(0)
-    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runId = await startDetached("upgrade.ts")
     await until("the 4 batches of the run", async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId).length === 4)
     await until("the old workers polling the run", () => workersWithSteps(runId).some((w) => /step [1-9]\d* done by worker/.test(w.log)))
     const old = workers.filter((w) => !w.exited)
@@ -315,12 +313,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     // 1. Dies right after its second batch is created, before the batch is journaled.
     const first = await startWorker({ SLUICE_FAILPOINT: "after-create:2" })
     await shardsHeldBy(1)
-    const started = await runCli(["run", "crashes.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
-      cwd: project.dir,
-      env: env()
-    })
-    expect(started.code, describeResult(started)).toBe(0)
-    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runId = await startDetached("crashes.ts")
     await until("the first worker to die at its failpoint", () => first.exited)
     const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
     expect(await runBatches()).toHaveLength(2)
@@ -351,12 +344,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     await writePipeline(project, "hostlock.ts", { name: "hostlock", source: "data/e.jsonl", sink: "out/e.jsonl" })
     const lockFile = project.path(".sluice/runs/hostlock", "run.lock")
     await holdClock(emulator.url)
-    const started = await runCli(["run", "hostlock.ts", "--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache", "--detach", "--json"], {
-      cwd: project.dir,
-      env: env()
-    })
-    expect(started.code, describeResult(started)).toBe(0)
-    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runId = await startDetached("hostlock.ts")
     const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
     await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
 
@@ -424,9 +412,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const runDir = ".sluice/runs/cancelled"
     const flags = ["--cluster", pg!.url, "--shard-size", "250", "--concurrency", "2", "--poll-interval", "0.2", "--no-cache"]
     await holdClock(emulator.url)
-    const started = await runCli(["run", "cancelled.ts", ...flags, "--detach", "--json"], { cwd: project.dir, env: env() })
-    expect(started.code, describeResult(started)).toBe(0)
-    const { runId } = JSON.parse(started.stdout) as { runId: string }
+    const runId = await startDetached("cancelled.ts", ["--concurrency", "2"])
     const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
     // Two shards driven at once (--concurrency 2), their batches standing still: the other two wait for them.
     await until("the 2 batches of the run's first shards", async () => (await runBatches()).length === 2)
