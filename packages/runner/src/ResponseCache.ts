@@ -35,14 +35,16 @@
  * Answers `put` by this process are visible to `has`/`read` at once, from the buffer,
  * before they are flushed. Within one process, flushes are serialised.
  *
- * **Memory.** The index holds no strings: each entry's key is kept as 32 bytes, and its
- * location as a segment number (4 bytes), offset (8) and length (4), in typed arrays sized
- * at `open` for the entries found, with an open-addressing table of 4-byte slots (load
- * ≤ 0.7) over them. Measured with 1M entries in 4 segments: 56 MB, about 57 bytes per entry
- * (48 of data, the rest table slack), against about 110 for a `Map` keyed by the hex
- * string; `open` took 0.8 s. While `open` runs, the index files are held in memory too
- * (about 80 bytes per entry, released when it returns). Answers are read from disk on
- * demand, one `readSync` each, through at most 64 open read descriptors.
+ * **Memory.** The index holds no keys: per answer, the first 32 bits of its key and the
+ * position of its `.idx` line (internal/CacheIndex.ts, 9 bytes a slot, about 13 bytes an
+ * entry). A lookup whose 32 bits match reads that line back (through a 1 MiB cache of 4 KiB
+ * blocks of the index files) and compares the full key, so an answer is never served for
+ * another key, and takes the answer's place from it. Measured with 1M entries in 4 segments
+ * (`bench/cache-index.ts`): 12.8 MB, against 54–108 MB for the 32-byte keys and locations
+ * kept before; a miss costs what it did (~0.7 µs), a hit about 1 µs more (one more read of a
+ * cached block). `open` reads the index files in 1 MiB pieces, twice (the first pass counts
+ * the entries to size the table once). Answers are read from disk on demand, one `readSync`
+ * each, through at most 64 open read descriptors.
  *
  * **Privacy.** The answers are the user's data: the directories are created 0700 and the
  * segments 0600 (internal/PrivateFiles.ts).
