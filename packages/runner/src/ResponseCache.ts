@@ -35,14 +35,16 @@
  * Answers `put` by this process are visible to `has`/`read` at once, from the buffer,
  * before they are flushed. Within one process, flushes are serialised.
  *
- * **Memory.** The index holds no strings: each entry's key is kept as 32 bytes, and its
- * location as a segment number (4 bytes), offset (8) and length (4), in typed arrays sized
- * at `open` for the entries found, with an open-addressing table of 4-byte slots (load
- * ≤ 0.7) over them. Measured with 1M entries in 4 segments: 56 MB, about 57 bytes per entry
- * (48 of data, the rest table slack), against about 110 for a `Map` keyed by the hex
- * string; `open` took 0.8 s. While `open` runs, the index files are held in memory too
- * (about 80 bytes per entry, released when it returns). Answers are read from disk on
- * demand, one `readSync` each, through at most 64 open read descriptors.
+ * **Memory.** The index holds no keys: per answer, the first 32 bits of its key and the
+ * position of its `.idx` line (internal/CacheIndex.ts, 9 bytes a slot, about 13 bytes an
+ * entry). A lookup whose 32 bits match reads that line back (through a 1 MiB cache of 4 KiB
+ * blocks of the index files) and compares the full key, so an answer is never served for
+ * another key, and takes the answer's place from it. Measured with 1M entries in 4 segments
+ * (`bench/cache-index.ts`): 12.8 MB, against 54–108 MB for the 32-byte keys and locations
+ * kept before; a miss costs what it did (~0.7 µs), a hit about 1 µs more (one more read of a
+ * cached block). `open` reads the index files in 1 MiB pieces, twice (the first pass counts
+ * the entries to size the table once). Answers are read from disk on demand, one `readSync`
+ * each, through at most 64 open read descriptors.
  *
  * **Privacy.** The answers are the user's data: the directories are created 0700 and the
  * segments 0600 (internal/PrivateFiles.ts).
@@ -59,6 +61,7 @@ import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import type { FileHandle } from "node:fs/promises"
 import * as path from "node:path"
+import { CacheIndex } from "./internal/CacheIndex.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 import { withRaw } from "./internal/resultLine.js"
 
@@ -159,12 +162,40 @@ interface Writer {
   idxSize: number
 }
 
+interface Segment {
+  readonly dataPath: string
+  readonly idxPath: string
+  /** Where its index file starts in the index positions (all index files end to end). */
+  readonly base: number
+}
+
+/** Longest well-formed index line with its newline: key, space, 15 digits, space, 10 digits. */
+const MAX_LINE = 64 + 1 + 15 + 1 + 10 + 1
+/** Index lines are read back (to check a key) in blocks of this size, the last few kept. */
+const BLOCK = 4 << 10
+const MAX_BLOCKS = 256
+/** `open` reads index files in pieces of this size. */
+const LOAD_CHUNK = 1 << 20
+
+interface Block {
+  readonly buf: Buffer
+  /** Bytes read into it (less than BLOCK at the end of a file). */
+  valid: number
+}
+
 class Store {
-  private readonly index = new KeyIndex()
-  /** Data segment paths; an entry's segment is its position here. */
-  private readonly segments: Array<string> = []
-  /** Open read descriptors by segment, in least-recently-used order (-1: could not open). */
+  private index = new CacheIndex()
+  /** Segments in index-position order; an entry's segment is found from its position. */
+  private readonly segments: Array<Segment> = []
+  /** Where the next segment's index starts in the index positions. */
+  private nextBase = 0
+  /** Open read descriptors by segment × 2 (+1 for the index file), least recently used first (-1: could not open). */
   private readonly fds = new Map<number, number>()
+  /** Index blocks read back, by segment × 2^28 + block number, least recently used first. */
+  private readonly blocks = new Map<number, Block>()
+  /** The block used last (most lookups of a run that is answered from the cache are in stored order). */
+  private lastBlockId = -1
+  private lastBlock: Block | undefined
   /** Answers put and not yet being written, as JSON text. */
   private pending = new Map<string, string>()
   private pendingBytes = 0
@@ -176,6 +207,11 @@ class Store {
   private failures = 0
   private gaveUp = false
   private readonly scratch = new Uint32Array(8)
+  /** Where the last matching line put its answer (set by `matchesWanted`). */
+  private foundSegment = 0
+  private foundOffset = 0
+  private foundLength = 0
+  private readonly lineScratch = Buffer.alloc(MAX_LINE)
   private readonly lock = Effect.unsafeMakeSemaphore(1)
 
   private constructor(private readonly dir: string) {}
@@ -196,76 +232,70 @@ class Store {
     }
     // Oldest first (names start with the creation time), so the first copy of a key wins.
     const idxNames = names.filter((n) => SEGMENT.test(n)).sort()
+    const found: Array<{ readonly idxPath: string; readonly dataPath: string; readonly idxSize: number; readonly dataSize: number }> = []
+    const chunk = Buffer.allocUnsafe(LOAD_CHUNK)
     let lines = 0
-    const buffers: Array<Buffer | undefined> = []
     for (const name of idxNames) {
       const idxPath = path.join(root, name)
-      let buf: Buffer | undefined
-      try {
-        buf = fs.readFileSync(idxPath)
-        for (let at = buf.indexOf(10); at >= 0; at = buf.indexOf(10, at + 1)) lines++
-      } catch (e) {
-        if (code(e) !== "ENOENT") throw new CacheError({ path: idxPath, description: describe(e) })
-      }
-      buffers.push(buf)
-    }
-    // Sized once for every entry (plus a little room for this run's answers).
-    store.index.reserve(lines + 1024)
-    idxNames.forEach((name, i) => {
-      const buf = buffers[i]
-      buffers[i] = undefined
-      if (buf === undefined) return
       const dataPath = path.join(root, name.slice(0, -".idx".length) + ".jsonl")
-      // The data's size is taken after its index was read: a concurrent writer fsyncs data
-      // before index lines, so every index line read points into this size.
-      let size: number
+      // Only the index bytes there now are read, and the data's size is taken after: a
+      // concurrent writer fsyncs data before index lines, so each of them points into it.
+      let idxSize: number
       try {
-        size = fs.statSync(dataPath).size
+        idxSize = fs.statSync(idxPath).size
       } catch (e) {
-        if (code(e) === "ENOENT") return
+        if (code(e) === "ENOENT") continue
+        throw new CacheError({ path: idxPath, description: describe(e) })
+      }
+      let dataSize: number
+      try {
+        dataSize = fs.statSync(dataPath).size
+      } catch (e) {
+        if (code(e) === "ENOENT") continue
         throw new CacheError({ path: dataPath, description: describe(e) })
       }
-      store.segments.push(dataPath)
-      store.loadIndex(buf, store.segments.length - 1, size)
-    })
+      lines += countLines(idxPath, idxSize, chunk)
+      found.push({ idxPath, dataPath, idxSize, dataSize })
+    }
+    // Sized once for every entry (plus a little room for this run's answers).
+    store.index = new CacheIndex(lines + 1024)
+    for (const segment of found) {
+      const number = store.addSegment(segment.dataPath, segment.idxPath, segment.idxSize)
+      const base = store.segments[number]!.base
+      scanFile(segment.idxPath, segment.idxSize, chunk, (buf, from, end, start) =>
+        store.loadLines(buf, from, end, base + start, segment.dataSize)
+      )
+    }
     return store
   }
 
-  /** Adds every complete, well-formed line of an index file whose range fits `size`. */
-  private loadIndex(buf: Buffer, segment: number, size: number): void {
+  private addSegment(dataPath: string, idxPath: string, idxSize: number): number {
+    this.segments.push({ dataPath, idxPath, base: this.nextBase })
+    this.nextBase += idxSize
+    return this.segments.length - 1
+  }
+
+  /**
+   * Adds every complete, well-formed line of `buf` (`from`–`end`) whose range fits `size`;
+   * returns how far it consumed (past the last newline). `at` is the index position of `buf[0]`.
+   */
+  private loadLines(buf: Buffer, from: number, end: number, at: number, size: number): number {
     const words = this.scratch
-    let pos = 0
+    let pos = from
     for (;;) {
       const nl = buf.indexOf(10, pos)
-      if (nl < 0) return // a torn last line, or none
+      if (nl < 0 || nl >= end) return pos // a line continued in the next piece, or a torn last line
       const line = pos
       pos = nl + 1
-      if (nl - line < 68 || !hexFromBytes(buf, line, words) || buf[line + 64] !== 32) continue
-      let i = line + 65
-      let offset = 0
-      let digits = 0
-      for (; i < nl && buf[i] !== 32; i++, digits++) {
-        const d = buf[i]! - 48
-        if (d < 0 || d > 9) break
-        offset = offset * 10 + d
-      }
-      if (digits === 0 || digits > 15 || buf[i] !== 32) continue
-      i++
-      let length = 0
-      digits = 0
-      for (; i < nl; i++, digits++) {
-        const d = buf[i]! - 48
-        if (d < 0 || d > 9) break
-        length = length * 10 + d
-      }
-      if (digits === 0 || digits > 10 || i !== nl || length < 2 || length > 0xffffffff) continue
-      if (offset + length > size) continue // data lost in a crash, or a truncated segment
-      this.index.insert(words, segment, offset, length)
+      if (!parseLine(buf, line, nl, words)) continue
+      if (parsed.offset + parsed.length > size) continue // data lost in a crash, or a truncated segment
+      if (this.index.find(words[0]!, this.matchesWanted) >= 0) continue // a second copy
+      this.index.add(words[0]!, at + line)
     }
   }
 
   readonly api: ResponseCache = {
-    has: (key) => this.pending.has(key) || this.inflight.has(key) || (hexFromString(key, this.scratch) && this.index.find(this.scratch) >= 0),
+    has: (key) => this.pending.has(key) || this.inflight.has(key) || this.locate(key),
     read: (key) => this.read(key),
     put: (key, answer) => this.put(key, encodeAnswer(answer)),
     putEncoded: (key, json) => this.put(key, json),
@@ -273,16 +303,114 @@ class Store {
     size: () => this.index.count + this.pending.size + this.inflight.size
   }
 
+  /** Whether `key` is stored on disk; if so its answer's place is in found*. */
+  private locate(key: string): boolean {
+    if (this.closed || !hexFromString(key, this.scratch)) return false
+    return this.index.find(this.scratch[0]!, this.matchesWanted) >= 0
+  }
+
+  /** Whether the index line at `position` holds the key in `scratch`; if so, records its answer's place. */
+  private readonly matchesWanted = (position: number): boolean => {
+    const segment = this.segmentAt(position)
+    const local = position - this.segments[segment]!.base
+    const blockNumber = Math.floor(local / BLOCK)
+    const block = this.block(segment, blockNumber)
+    let buf: Buffer
+    let start: number
+    let nl: number
+    const within = local - blockNumber * BLOCK
+    if (block !== undefined && within < block.valid && (nl = newlineIn(block.buf, within, block.valid)) >= 0) {
+      buf = block.buf
+      start = within
+    } else {
+      // The line runs past its block, or was written after the block was read.
+      const fd = this.fd(segment, true)
+      if (fd < 0) return false
+      let n: number
+      try {
+        n = fs.readSync(fd, this.lineScratch, 0, MAX_LINE, local)
+      } catch {
+        return false
+      }
+      nl = this.lineScratch.indexOf(10)
+      if (nl < 0 || nl >= n) return false
+      buf = this.lineScratch
+      start = 0
+    }
+    if (nl - start < 68 || !sameKey(buf, start, this.scratch)) return false
+    if (!parseLine(buf, start, nl, "checked")) return false
+    this.foundSegment = segment
+    this.foundOffset = parsed.offset
+    this.foundLength = parsed.length
+    return true
+  }
+
+  private segmentAt(position: number): number {
+    const segments = this.segments
+    let lo = 0
+    let hi = segments.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1
+      if (segments[mid]!.base <= position) lo = mid
+      else hi = mid - 1
+    }
+    return lo
+  }
+
+  private block(segment: number, blockNumber: number): Block | undefined {
+    const id = segment * 2 ** 28 + blockNumber
+    if (id === this.lastBlockId && this.lastBlock !== undefined) return this.lastBlock
+    const cached = this.blocks.get(id)
+    if (cached !== undefined) {
+      this.blocks.delete(id)
+      this.blocks.set(id, cached)
+      this.lastBlockId = id
+      this.lastBlock = cached
+      return cached
+    }
+    const fd = this.fd(segment, true)
+    if (fd < 0) return undefined
+    let block: Block
+    if (this.blocks.size >= MAX_BLOCKS) {
+      const [oldest, old] = this.blocks.entries().next().value!
+      this.blocks.delete(oldest)
+      if (oldest === this.lastBlockId) this.lastBlock = undefined
+      block = old
+    } else {
+      block = { buf: Buffer.allocUnsafe(BLOCK), valid: 0 }
+    }
+    try {
+      let got = 0
+      for (;;) {
+        const n = fs.readSync(fd, block.buf, got, BLOCK - got, blockNumber * BLOCK + got)
+        if (n === 0) break
+        got += n
+        if (got === BLOCK) break
+      }
+      block.valid = got
+    } catch {
+      return undefined
+    }
+    this.blocks.set(id, block)
+    this.lastBlockId = id
+    this.lastBlock = block
+    return block
+  }
+
+  private forgetBlocks(): void {
+    this.blocks.clear()
+    this.lastBlockId = -1
+    this.lastBlock = undefined
+  }
+
   private read(key: string): string | undefined {
     const buffered = this.pending.get(key) ?? this.inflight.get(key)
     if (buffered !== undefined) return buffered
-    if (this.closed || !hexFromString(key, this.scratch)) return undefined
-    const entry = this.index.find(this.scratch)
-    if (entry < 0) return undefined
-    const fd = this.fd(this.index.segmentOf(entry))
+    if (!this.locate(key)) return undefined
+    const fd = this.fd(this.foundSegment, false)
     if (fd < 0) return undefined
-    const offset = this.index.offsetOf(entry)
-    const length = this.index.lengthOf(entry)
+    const offset = this.foundOffset
+    const length = this.foundLength
     try {
       const buf = Buffer.allocUnsafe(length)
       let got = 0
@@ -299,20 +427,22 @@ class Store {
     }
   }
 
-  private fd(segment: number): number {
-    const open = this.fds.get(segment)
+  private fd(segment: number, idx: boolean): number {
+    const id = segment * 2 + (idx ? 1 : 0)
+    const open = this.fds.get(id)
     if (open !== undefined) {
-      this.fds.delete(segment)
-      this.fds.set(segment, open)
+      this.fds.delete(id)
+      this.fds.set(id, open)
       return open
     }
     let fd: number
     try {
-      fd = fs.openSync(this.segments[segment]!, "r")
+      const s = this.segments[segment]!
+      fd = fs.openSync(idx ? s.idxPath : s.dataPath, "r")
     } catch {
       fd = -1
     }
-    this.fds.set(segment, fd)
+    this.fds.set(id, fd)
     if (this.fds.size > MAX_READ_FDS) {
       const [oldest, oldFd] = this.fds.entries().next().value!
       this.fds.delete(oldest)
@@ -324,7 +454,7 @@ class Store {
   private put(key: string, json: string): boolean {
     if (!hexFromString(key, this.scratch)) throw new Error(`response cache: not a cache key: ${JSON.stringify(key)}`)
     if (this.gaveUp) return false
-    if (this.pending.has(key) || this.inflight.has(key) || this.index.find(this.scratch) >= 0) return false
+    if (this.pending.has(key) || this.inflight.has(key) || this.locate(key)) return false
     this.pending.set(key, json)
     this.pendingBytes += json.length + 1
     return this.pendingBytes >= FLUSH_AT
@@ -370,16 +500,21 @@ class Store {
       await sync(writer.data, writer.dataPath)
       let lines = ""
       for (let i = 0; i < keys.length; i++) lines += `${keys[i]} ${offsets[i]} ${lengths[i]}\n`
-      const idxBytes = Buffer.from(lines, "utf8")
+      const idxBytes = Buffer.from(lines, "latin1")
       await writeAll(writer.idx, idxBytes, writer.idxSize, writer.idxPath)
       await sync(writer.idx, writer.idxPath)
       // Committed: positions advance only now, so a failed flush is retried over the same
       // bytes and never leaves a gap or a torn line in the middle of a file.
+      const base = this.segments[writer.segment]!.base + writer.idxSize
       writer.dataSize = at
       writer.idxSize += idxBytes.length
+      // Blocks read back before this flush may hold the bytes of a failed attempt.
+      this.forgetBlocks()
+      let line = 0
       for (let i = 0; i < keys.length; i++) {
         hexFromString(keys[i]!, this.scratch)
-        this.index.insert(this.scratch, writer.segment, offsets[i]!, lengths[i]!)
+        this.index.add(this.scratch[0]!, base + line)
+        line += 64 + 1 + String(offsets[i]).length + 1 + String(lengths[i]).length + 1
       }
       this.inflight = new Map()
       this.failures = 0
@@ -416,14 +551,16 @@ class Store {
       await data.close().catch(() => undefined)
       throw e
     })
-    this.segments.push(dataPath)
-    return { segment: this.segments.length - 1, dataPath, idxPath, data, idx, dataSize: 0, idxSize: 0 }
+    // The last segment: its index grows past every other's position.
+    const segment = this.addSegment(dataPath, idxPath, 0)
+    return { segment, dataPath, idxPath, data, idx, dataSize: 0, idxSize: 0 }
   }
 
   async close(): Promise<void> {
     this.closed = true
     for (const fd of this.fds.values()) if (fd >= 0) closeQuietly(fd)
     this.fds.clear()
+    this.forgetBlocks()
     const writer = this.writer
     this.writer = undefined
     if (writer !== undefined) {
@@ -433,102 +570,67 @@ class Store {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The in-memory index: 32-byte keys and their locations in typed arrays
-// ---------------------------------------------------------------------------------------------
+/** The newlines in the first `size` bytes of `file`, read in pieces through `chunk`. */
+const countLines = (file: string, size: number, chunk: Buffer): number => {
+  let lines = 0
+  scanFile(file, size, chunk, (buf, from, end) => {
+    for (let at = buf.indexOf(10, from); at >= 0 && at < end; at = buf.indexOf(10, at + 1)) lines++
+    return end
+  })
+  return lines
+}
 
 /**
- * An insert-only hash set of 256-bit keys with a location per key. Entries are stored
- * densely (8 key words, segment, offset, length); `slots` is an open-addressing table
- * (linear probing) of entry numbers + 1, hashed by the key's first word — the keys are
- * SHA-256 digests, so any 32 bits of them are uniformly distributed.
+ * Reads the first `size` bytes of `file` in pieces through `chunk`. `each` gets the bytes
+ * `from`–`end` of the chunk (what it left unconsumed of the last piece first; `start` is the
+ * file position of `chunk[0]`) and returns how far it consumed them. A missing file reads as
+ * empty.
  */
-class KeyIndex {
-  count = 0
-  private capacity = 0
-  private words = new Uint32Array(0)
-  private segment = new Uint32Array(0)
-  private offset = new Float64Array(0)
-  private length = new Uint32Array(0)
-  private slots = new Int32Array(1024)
-  private mask = 1023
-
-  constructor() {
-    this.reserve(1024)
+const scanFile = (
+  file: string,
+  size: number,
+  chunk: Buffer,
+  each: (buf: Buffer, from: number, end: number, start: number) => number
+): void => {
+  let fd: number
+  try {
+    fd = fs.openSync(file, "r")
+  } catch (e) {
+    if (code(e) === "ENOENT") return
+    throw new CacheError({ path: file, description: describe(e) })
   }
-
-  /** Makes room for `n` entries in all. */
-  reserve(n: number): void {
-    if (n > this.capacity) {
-      const capacity = Math.max(n, Math.ceil(this.capacity * 1.5))
-      const words = new Uint32Array(capacity * 8)
-      words.set(this.words)
-      const segment = new Uint32Array(capacity)
-      segment.set(this.segment)
-      const offset = new Float64Array(capacity)
-      offset.set(this.offset)
-      const length = new Uint32Array(capacity)
-      length.set(this.length)
-      this.words = words
-      this.segment = segment
-      this.offset = offset
-      this.length = length
-      this.capacity = capacity
+  try {
+    let read = 0
+    let kept = 0
+    let skipping = false
+    while (read < size) {
+      const n = fs.readSync(fd, chunk, kept, Math.min(chunk.length - kept, size - read), read)
+      if (n === 0) break
+      const start = read - kept
+      read += n
+      const end = kept + n
+      let from = 0
+      if (skipping) {
+        // The rest of a line longer than a piece (not one the cache wrote): skip it.
+        const nl = chunk.indexOf(10)
+        if (nl < 0 || nl >= end) {
+          kept = 0
+          continue
+        }
+        from = nl + 1
+        skipping = false
+      }
+      const consumed = each(chunk, from, end, start)
+      kept = end - consumed
+      if (kept === chunk.length) {
+        kept = 0
+        skipping = true
+      } else if (kept > 0) chunk.copy(chunk, 0, consumed, end)
     }
-    let slots = this.slots.length
-    while (n > slots * 0.7) slots *= 2
-    if (slots > this.slots.length) this.rehash(slots)
-  }
-
-  private rehash(size: number): void {
-    this.slots = new Int32Array(size)
-    this.mask = size - 1
-    for (let e = 0; e < this.count; e++) {
-      let s = this.words[e * 8]! & this.mask
-      while (this.slots[s] !== 0) s = (s + 1) & this.mask
-      this.slots[s] = e + 1
-    }
-  }
-
-  /** The entry number of `key` (8 words), or -1. */
-  find(key: Uint32Array): number {
-    const w = this.words
-    let s = key[0]! & this.mask
-    for (;;) {
-      const slot = this.slots[s]!
-      if (slot === 0) return -1
-      const b = (slot - 1) * 8
-      if (
-        w[b] === key[0] && w[b + 1] === key[1] && w[b + 2] === key[2] && w[b + 3] === key[3] &&
-        w[b + 4] === key[4] && w[b + 5] === key[5] && w[b + 6] === key[6] && w[b + 7] === key[7]
-      ) return slot - 1
-      s = (s + 1) & this.mask
-    }
-  }
-
-  /** Adds `key` with its location; false (and nothing changed) when it is already there. */
-  insert(key: Uint32Array, segment: number, offset: number, length: number): boolean {
-    if (this.find(key) >= 0) return false
-    if (this.count + 1 > this.capacity || this.count + 1 > this.slots.length * 0.7) this.reserve(this.count + 1)
-    const e = this.count++
-    this.words.set(key, e * 8)
-    this.segment[e] = segment
-    this.offset[e] = offset
-    this.length[e] = length
-    let s = key[0]! & this.mask
-    while (this.slots[s] !== 0) s = (s + 1) & this.mask
-    this.slots[s] = e + 1
-    return true
-  }
-
-  segmentOf(entry: number): number {
-    return this.segment[entry]!
-  }
-  offsetOf(entry: number): number {
-    return this.offset[entry]!
-  }
-  lengthOf(entry: number): number {
-    return this.length[entry]!
+  } catch (e) {
+    throw new CacheError({ path: file, description: describe(e) })
+  } finally {
+    closeQuietly(fd)
   }
 }
 
@@ -554,8 +656,15 @@ const hexFromString = (key: string, into: Uint32Array): boolean => {
   return true
 }
 
-/** Parses 64 lowercase hex bytes of `buf` at `at` into 8 words; false if they are not. */
-const hexFromBytes = (buf: Buffer, at: number, into: Uint32Array): boolean => {
+/** The first newline of `buf` from `from` within a line's length and before `end`, or -1. */
+const newlineIn = (buf: Buffer, from: number, end: number): number => {
+  const stop = Math.min(end, from + MAX_LINE)
+  for (let i = from; i < stop; i++) if (buf[i] === 10) return i
+  return -1
+}
+
+/** Whether the 64 bytes of `buf` at `at` are the lowercase hex of the key `words`. */
+const sameKey = (buf: Buffer, at: number, words: Uint32Array): boolean => {
   for (let i = 0; i < 8; i++) {
     let word = 0
     for (let j = 0; j < 8; j++) {
@@ -563,8 +672,50 @@ const hexFromBytes = (buf: Buffer, at: number, into: Uint32Array): boolean => {
       if (d < 0) return false
       word = (word << 4) | d
     }
-    into[i] = word >>> 0
+    if (word >>> 0 !== words[i]) return false
   }
+  return true
+}
+
+/** Where the last line `parseLine` accepted puts its answer. */
+const parsed = { offset: 0, length: 0 }
+
+/**
+ * Whether `buf[line, nl)` is a well-formed index line `<64 hex> <offset> <length>`; if so its
+ * numbers are in `parsed` and the key's words in `words` (`"checked"`: the key was compared
+ * already, with `sameKey`).
+ */
+const parseLine = (buf: Buffer, line: number, nl: number, words: Uint32Array | "checked"): boolean => {
+  if (nl - line < 68 || buf[line + 64] !== 32) return false
+  for (let i = 0; i < 8 && words !== "checked"; i++) {
+    let word = 0
+    for (let j = 0; j < 8; j++) {
+      const d = hexDigit(buf[line + i * 8 + j]!)
+      if (d < 0) return false
+      word = (word << 4) | d
+    }
+    words[i] = word >>> 0
+  }
+  let i = line + 65
+  let offset = 0
+  let digits = 0
+  for (; i < nl && buf[i] !== 32; i++, digits++) {
+    const d = buf[i]! - 48
+    if (d < 0 || d > 9) break
+    offset = offset * 10 + d
+  }
+  if (digits === 0 || digits > 15 || buf[i] !== 32) return false
+  i++
+  let length = 0
+  digits = 0
+  for (; i < nl; i++, digits++) {
+    const d = buf[i]! - 48
+    if (d < 0 || d > 9) break
+    length = length * 10 + d
+  }
+  if (digits === 0 || digits > 10 || i !== nl || length < 2 || length > 0xffffffff) return false
+  parsed.offset = offset
+  parsed.length = length
   return true
 }
 
