@@ -126,7 +126,8 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
           waiting = awaitsResultFile(info.value)
           const done = counts.succeeded + counts.failed
           const elapsed = Date.now() / 1000 - info.value.createdAt
-          if (!isTerminal(info.value.status) && done > 0 && elapsed > 0) {
+          // A batch with every request done is finalizing: its pace says nothing of when it ends.
+          if (!isTerminal(info.value.status) && done > 0 && done < counts.total && elapsed > 0) {
             const finish = Date.now() + ((counts.total - done) / (done / elapsed)) * 1000
             eta = Math.max(eta ?? 0, finish)
           }
