@@ -15,17 +15,10 @@ import { program } from "../packages/runner/src/Cli.js"
 import * as Help from "../packages/runner/src/internal/help.js"
 import * as HelpText from "../packages/runner/src/internal/helpText.js"
 import * as QuickAnswer from "../packages/runner/src/QuickAnswer.js"
-import { childEnv, repoRoot, sluiceBin } from "./support/cli.js"
+import { childEnv, fullCli, repoRoot, runNode, sluiceBin } from "./support/cli.js"
 import { effectLoaded, moduleLogHooks, readModuleLog } from "./support/moduleLog.js"
 
-const realCli = join(repoRoot, "packages", "runner", "dist", "bin.js")
 const storedFile = join(repoRoot, "packages", "runner", "dist", "help.json")
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
 
 let work: string
 /** `node --import` this to log the modules a child loads (support/moduleLog.ts). */
@@ -40,22 +33,13 @@ afterAll(() => {
   if (work !== undefined) rmSync(work, { recursive: true, force: true })
 })
 
-const exec = (nodeArgs: ReadonlyArray<string>, env: Record<string, string | undefined> = {}): Promise<Result> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: work, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const exec = (nodeArgs: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) => runNode(nodeArgs, work, env)
 
 /** Both programs on `args`; with `watch`, `modules` lists what the fast one (bin/sluice.js) loaded. */
 const both = async (args: ReadonlyArray<string>, env: Record<string, string | undefined> = {}, watch = true) => {
   const log = join(work, `modules-${Math.random().toString(36).slice(2)}.txt`)
   const fast = await exec([...(watch ? ["--import", hooks] : []), sluiceBin, ...args], { ...env, SLUICE_TEST_MODULE_LOG: log })
-  const real = await exec([realCli, ...args], env)
+  const real = await exec([fullCli, ...args], env)
   const modules = readModuleLog(log)
   return { fast, real, modules }
 }
@@ -166,7 +150,7 @@ describe("quick answers: help and version without Effect", () => {
       [70, { ...styled, NO_COLOR: "1" }, ["--help"]]
     ] as const) {
       const fast = await onTerminal(sluiceBin, args, columns, env)
-      const real = await onTerminal(realCli, args, columns, env)
+      const real = await onTerminal(fullCli, args, columns, env)
       expect(fast.length).toBeGreaterThan(200)
       expect(fast.includes("\x1b[1m")).toBe(env.NO_COLOR === undefined)
       expect(fast).toBe(real)

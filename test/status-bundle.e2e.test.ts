@@ -5,17 +5,16 @@
  * and exit code: a run with a batch in flight refreshed from the emulator (through the bundle's
  * own HTTP client), `--json`, `--no-refresh`, and bad arguments. They also show which program ran.
  */
-import { spawn } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as QuickAnswer from "../packages/runner/src/QuickAnswer.js"
 import {
-  childEnv,
+  fullCli,
   describeResult,
   emulatorEnv,
   fastRunFlags,
   makeProject,
-  repoRoot,
   runCli,
+  runNode,
   sluiceBin,
   startTestEmulator,
   type TempProject,
@@ -25,13 +24,6 @@ import {
 } from "./support/cli.js"
 import { effectLoaded, moduleLogHooks, readModuleLog } from "./support/moduleLog.js"
 
-const realCli = `${repoRoot}/packages/runner/dist/bin.js`
-
-interface Result {
-  readonly code: number | null
-  readonly stdout: string
-  readonly stderr: string
-}
 
 let project: TempProject
 let emulator: TestEmulator
@@ -55,23 +47,14 @@ afterAll(async () => {
   await project?.cleanup()
 })
 
-const exec = (nodeArgs: ReadonlyArray<string>, env: Record<string, string | undefined>): Promise<Result> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, nodeArgs, { cwd: project.dir, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
+const exec = (nodeArgs: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) => runNode(nodeArgs, project.dir, env)
 
 /** bin/sluice.js (watched: which modules it loaded) and the full CLI on `args`. */
 const both = async (args: ReadonlyArray<string>) => {
   const log = project.path(`modules-${Math.random().toString(36).slice(2)}.txt`)
   const env = emulatorEnv(emulator.url)
   const viaBin = await exec(["--import", hooks, sluiceBin, ...args], { ...env, SLUICE_TEST_MODULE_LOG: log })
-  const full = await exec([realCli, ...args], env)
+  const full = await exec([fullCli, ...args], env)
   return { viaBin, full, modules: readModuleLog(log) }
 }
 

@@ -17,6 +17,28 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "
 export const sluiceBin = join(repoRoot, "packages", "runner", "bin", "sluice.js")
 
 /** Small, fast emulator settings for tests. */
+/** The full CLI's entry (dist/bin.js), without bin/sluice.js's quick answers in front. */
+export const fullCli = join(repoRoot, "packages", "runner", "dist", "bin.js")
+
+/** What `node <args>` wrote and how it exited. */
+export interface NodeResult {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs `node <nodeArgs>` in `cwd` with the test's child environment plus `env`. */
+export const runNode = (nodeArgs: ReadonlyArray<string>, cwd: string, env: Record<string, string | undefined> = {}): Promise<NodeResult> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, nodeArgs, { cwd, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    child.on("error", reject)
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  })
+
 export const fastEmulator: EmulatorOptions = { validatingMs: 20, finalizingMs: 20, requestsPerSecond: 2000 }
 
 // ---------------------------------------------------------------------------------------------
