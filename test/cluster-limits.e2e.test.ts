@@ -149,8 +149,9 @@ describe.skipIf(skipReason !== undefined)("shared limits: two runs on one model 
     // Each shard gave its tokens back once its batch ended: nothing held, nobody in line; the
     // runs' limits, given while they ran, no longer apply to others.
     expect(await ledger()).toEqual({ entries: [], waiting: [], configured: [] })
-    // Both workers drove shards.
-    expect(workers.all.filter((w) => w.log.includes(": shard ")).length).toBe(2)
+    // Which worker drives which shard is the cluster's placement (six shards may all land on one):
+    // that two machines' updates of the ledger serialise is ClusterLedger.test.ts's (two pools).
+    expect(workers.all.some((w) => w.log.includes(": shard "))).toBe(true)
   }, 400_000)
 
   it("--max-batches 1: one batch of the model in flight across both runs while none ends; then every row once", async () => {
