@@ -164,6 +164,10 @@ describe("enqueued-token limits", () => {
     expect(created()).toBe(6)
     await expectEveryRowOnce(p, "one", 30)
     await expectEveryRowOnce(p, "two", 30)
+    // The run recorded the cap: a resume or retry without the flag keeps it.
+    const status = await cli(p, emulator, ["status", p.path("run-one"), "--json", "--no-refresh"])
+    expect(status.code, describeResult(status)).toBe(0)
+    expect((JSON.parse(status.stdout) as { settings: unknown }).settings).toMatchObject({ maxBatches: { [MODEL]: 2 } })
   }, 240_000)
 
   /**

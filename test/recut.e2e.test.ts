@@ -152,7 +152,7 @@ describe("re-cutting shards over the enqueued-token limit", () => {
     const runDir = p.path("run-bad")
     const done = await cli(p, emulator, ["run", file, "--run-dir", runDir, "--max-enqueued-tokens", `${MODEL}=2000000,gpt-4o=-5`])
     expect(done.code, describeResult(done)).toBe(2)
-    expect(done.stderr).toContain(`"gpt-4o=-5": the tokens must be a whole number, got "-5"`)
+    expect(done.stderr).toContain(`"gpt-4o=-5": the number of tokens must be a whole number, got "-5"`)
     expect(emulator.log).toEqual([])
     expect(existsSync(runDir)).toBe(false)
   }, 60_000)

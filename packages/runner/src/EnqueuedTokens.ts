@@ -102,9 +102,9 @@ export const parseLimits = (text: string, flag = "--max-enqueued-tokens", unit =
     const model = at === -1 ? undefined : item.slice(0, at).trim()
     const digits = (at === -1 ? item : item.slice(at + 1)).trim()
     if (model === "") return fail(`"${item}" names no model (model=${unit})`)
-    if (!/^\d[\d_]*$/.test(digits)) return fail(`${named}the ${unit} must be a whole number, got "${digits}"`)
+    if (!/^\d[\d_]*$/.test(digits)) return fail(`${named}the number of ${unit} must be a whole number, got "${digits}"`)
     const n = Number(digits.replace(/_/g, ""))
-    if (!checkLimit(n)) return fail(`${named}the ${unit} must be an integer from 1 to ${MAX_LIMIT}`)
+    if (!checkLimit(n)) return fail(`${named}the number of ${unit} must be an integer from 1 to ${MAX_LIMIT}`)
     if (model === undefined || model === "*") {
       if (rest !== undefined) return fail("two limits for every model (one bare number at most)")
       rest = n

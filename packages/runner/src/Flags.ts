@@ -163,7 +163,8 @@ export const maxBatches = Options.text("max-batches").pipe(
   Options.withDescription(
     "batches of one provider and model in flight at once (created and not ended), across the runs sharing this cache directory " +
       "(with --cluster: all runs of the cluster, the lowest cap given applying to all): a number for every model, or model=N by model " +
-      "as for --max-enqueued-tokens. A shard waits for a free place (default: no cap beyond --concurrency per run)"
+      "as for --max-enqueued-tokens. A shard waits for a free place. The run records it: resume and retry keep it unless given again " +
+      "(default: no cap beyond --concurrency per run)"
   ),
   Options.mapEffect((text) =>
     Either.match(EnqueuedTokens.parseLimits(text, "--max-batches", "batches"), {

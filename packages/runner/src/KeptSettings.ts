@@ -1,6 +1,6 @@
 /**
  * The settings a run keeps: `--mode`, `--online-budget`, `--online-below`, `--budget`,
- * `--max-enqueued-tokens` and `--keep-provider-files`. They decide where rows go (by batch or online), what the run may
+ * `--max-enqueued-tokens`, `--max-batches` and `--keep-provider-files`. They decide where rows go (by batch or online), what the run may
  * cost, how much it may have enqueued, and what it leaves at the provider, so a resume that forgot them — a cron line, a CI
  * step, `sluice webhook` — would silently batch rows a hybrid run sends online, drop a cap the
  * user set, or delete output files the user asked to keep. Recorded in the manifest
@@ -27,7 +27,9 @@ export const Kept = Schema.Struct({
   budget: Schema.optionalWith(Schema.Number, { exact: true }),
   keepProviderFiles: Schema.optionalWith(Schema.Boolean, { exact: true }),
   /** One number for every model, or by model (`*`: the models not named). */
-  maxEnqueuedTokens: Schema.optionalWith(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })), { exact: true })
+  maxEnqueuedTokens: Schema.optionalWith(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })), { exact: true }),
+  /** Batches in flight at once, in the same form. */
+  maxBatches: Schema.optionalWith(Schema.Union(Schema.Number, Schema.Record({ key: Schema.String, value: Schema.Number })), { exact: true })
 })
 export type Kept = typeof Kept.Type
 
@@ -40,9 +42,10 @@ export interface Given {
   /** A switch: only `true` (given) counts; absent or false is "not given". */
   readonly keepProviderFiles?: boolean | undefined
   readonly maxEnqueuedTokens?: EnqueuedTokens.Limits | undefined
+  readonly maxBatches?: EnqueuedTokens.Limits | undefined
 }
 
-const names = ["mode", "onlineBudget", "onlineBelow", "budget", "keepProviderFiles", "maxEnqueuedTokens"] as const
+const names = ["mode", "onlineBudget", "onlineBelow", "budget", "keepProviderFiles", "maxEnqueuedTokens", "maxBatches"] as const
 type Name = (typeof names)[number]
 
 /** The CLI flag of each kept setting, as messages say it. */
@@ -52,7 +55,8 @@ export const flags: Readonly<Record<Name, string>> = {
   onlineBelow: "--online-below",
   budget: "--budget",
   keepProviderFiles: "--keep-provider-files",
-  maxEnqueuedTokens: "--max-enqueued-tokens"
+  maxEnqueuedTokens: "--max-enqueued-tokens",
+  maxBatches: "--max-batches"
 }
 
 export interface Change {

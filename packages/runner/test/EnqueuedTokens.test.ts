@@ -53,10 +53,10 @@ describe("EnqueuedTokens", () => {
 
   it("refuses a malformed --max-enqueued-tokens, saying what is wrong with which item", () => {
     const why = (text: string) => Either.match(EnqueuedTokens.parseLimits(text), { onLeft: (w) => w, onRight: () => "accepted" })
-    expect(why("0")).toBe(`--max-enqueued-tokens "0": the tokens must be an integer from 1 to 1000000000000`)
-    expect(why("gpt-4o=lots")).toBe(`--max-enqueued-tokens "gpt-4o=lots": the tokens must be a whole number, got "lots"`)
+    expect(why("0")).toBe(`--max-enqueued-tokens "0": the number of tokens must be an integer from 1 to 1000000000000`)
+    expect(why("gpt-4o=lots")).toBe(`--max-enqueued-tokens "gpt-4o=lots": the number of tokens must be a whole number, got "lots"`)
     // Among several items, the one at fault is named.
-    expect(why("gpt-4o=90000,gpt-4o-mini=lots")).toBe(`--max-enqueued-tokens "gpt-4o=90000,gpt-4o-mini=lots": "gpt-4o-mini=lots": the tokens must be a whole number, got "lots"`)
+    expect(why("gpt-4o=90000,gpt-4o-mini=lots")).toBe(`--max-enqueued-tokens "gpt-4o=90000,gpt-4o-mini=lots": "gpt-4o-mini=lots": the number of tokens must be a whole number, got "lots"`)
     expect(why("gpt-4o=1.5")).toContain("must be a whole number")
     expect(why("=5")).toContain(`"=5" names no model`)
     expect(why("gpt-4o=5,,7")).toContain("an empty item")
@@ -73,7 +73,7 @@ describe("EnqueuedTokens", () => {
 
   it("parses --max-batches the same way, naming that flag and batches in what it refuses", () => {
     expect(EnqueuedTokens.parseLimits("gpt-4o=2,4", "--max-batches", "batches")).toEqual(Either.right({ "gpt-4o": 2, "*": 4 }))
-    expect(EnqueuedTokens.parseLimits("gpt-4o=two", "--max-batches", "batches")).toEqual(Either.left(`--max-batches "gpt-4o=two": the batches must be a whole number, got "two"`))
+    expect(EnqueuedTokens.parseLimits("gpt-4o=two", "--max-batches", "batches")).toEqual(Either.left(`--max-batches "gpt-4o=two": the number of batches must be a whole number, got "two"`))
     expect(EnqueuedTokens.limitsProblems(0, "maxBatches")).toEqual(["maxBatches must be an integer from 1 to 1000000000000, got 0"])
   })
 

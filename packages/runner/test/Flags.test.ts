@@ -111,8 +111,8 @@ describe("numeric flags", () => {
           expect(yield* rejection([...commands[command]!, "--max-enqueued-tokens", good]), `${command} ${good}`).toBe("accepted")
         }
       }
-      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o=0"])).toContain(`--max-enqueued-tokens "gpt-4o=0": the tokens must be an integer from 1 to 1000000000000`)
-      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o:9"])).toContain(`the tokens must be a whole number, got "gpt-4o:9"`)
+      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o=0"])).toContain(`--max-enqueued-tokens "gpt-4o=0": the number of tokens must be an integer from 1 to 1000000000000`)
+      expect(yield* rejection([...run, "--max-enqueued-tokens", "gpt-4o:9"])).toContain(`the number of tokens must be a whole number, got "gpt-4o:9"`)
       expect(yield* rejection([...run, "--max-enqueued-tokens", "5,6"])).toContain("two limits for every model")
     }))
 

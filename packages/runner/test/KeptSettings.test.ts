@@ -104,6 +104,16 @@ describe("the manifest's settings", () => {
     expect(decoded).toEqual({ maxEnqueuedTokens: { "gpt-4o": 90_000, "*": 500_000 } })
   })
 
+  it("keeps --max-batches beside --max-enqueued-tokens, each under its own flag", () => {
+    const first = KeptSettings.merge({ maxEnqueuedTokens: 90_000 }, { maxBatches: { "gpt-4o": 1, "*": 4 } })
+    expect(first.changes).toEqual([{ name: "maxBatches", from: undefined, to: { "gpt-4o": 1, "*": 4 } }])
+    const resumed = KeptSettings.merge(first.settings, {})
+    expect(resumed.settings).toEqual({ maxEnqueuedTokens: 90_000, maxBatches: { "gpt-4o": 1, "*": 4 } })
+    expect(resumed.fromRecord).toEqual(["maxEnqueuedTokens", "maxBatches"])
+    expect(KeptSettings.describe(resumed.settings)).toBe("--max-enqueued-tokens 90000 --max-batches gpt-4o=1,4")
+    expect(Schema.decodeUnknownSync(Manifest)({ ...base, settings: JSON.parse(JSON.stringify(first.settings)) }).settings).toEqual(first.settings)
+  })
+
   it("decodes a manifest from before settings were recorded", () => {
     expect(decode(base).settings).toBeUndefined()
   })
