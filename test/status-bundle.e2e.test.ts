@@ -127,6 +127,12 @@ describe("the bundle's code cache", () => {
     const env = { SLUICE_CODE_CACHE_DIR: dir }
     const caches = (d = dir) => (existsSync(d) ? readdirSync(d).filter((f) => f.endsWith(".v8cache")) : [])
 
+    // A status that fails (no such run) leaves none: it compiled little of what the next one runs.
+    const missing = ["status", project.path("missing"), "--no-refresh"]
+    const failed = await exec([sluiceBin, ...missing], { ...emulatorEnv(emulator.url), ...env })
+    expect(failed).toEqual(await exec([fullCli, ...missing], emulatorEnv(emulator.url)))
+    expect(failed.code).not.toBe(0)
+    expect(caches()).toEqual([])
     // None yet: the program compiles, answers, and leaves its compiled code at exit.
     expect(await status(env)).toEqual(full)
     expect(caches()).toHaveLength(1)

@@ -13,7 +13,8 @@
  * is neither read nor written (V8 runs what a cache holds).
  *
  * When: after the program has run (at exit), so that the functions it compiled as it ran are in
- * the cache too — when there was no cache, or V8 rejected it (another V8 or other flags). A
+ * the cache too — when there was no cache, or V8 rejected it (another V8 or other flags), and the
+ * program succeeded (a run that failed early compiled little of what the next one runs). A
  * cache is written whole under another name and renamed into place: a reader sees all of it or
  * none. It carries the SHA-256 of its bytes, checked before V8 sees them. Nothing here ever
  * fails the program: without a cache it compiles, as it would without this module.
@@ -111,7 +112,8 @@ export const runScript = (script: string, env: NodeJS.ProcessEnv = process.env):
   }
   const compiled = new vm.Script(source, { filename: script, ...(cachedData === undefined ? {} : { cachedData }) })
   if (dirs.length > 0 && (cachedData === undefined || compiled.cachedDataRejected === true)) {
-    process.once("exit", () => {
+    process.once("exit", (code) => {
+      if (code !== 0) return
       try {
         writeCache(dirs, name, compiled.createCachedData())
       } catch {
