@@ -238,7 +238,7 @@ Pipeline.make("x").pipe(
     }
     // Plain `status` runs the bundle the prepack built: the same answers as the full CLI, on a
     // directory that is not a run and (after the runs above) on the project's run directory.
-    expect(existsSync(join(runner, "dist", "status.bundle.mjs"))).toBe(true)
+    expect(existsSync(join(runner, "dist", "status.bundle.cjs"))).toBe(true)
     const runs = join(app, ".sluice", "runs")
     const statusArgs = [["status", app], ...(existsSync(runs) ? readdirSync(runs).map((r) => ["status", join(runs, r), "--no-refresh"]) : [])]
     for (const args of statusArgs) {

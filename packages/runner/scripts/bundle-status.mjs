@@ -1,31 +1,47 @@
 #!/usr/bin/env node
 /**
  * Bundles dist/statusBin.js (`sluice status` alone) with everything it imports, effect
- * included, into dist/status.bundle.mjs, which bin/sluice.js runs for plain `status` arguments:
- * one file compiles much faster than the ~930 modules of the full CLI (~0.4 against ~1 CPU s on
- * Node 20; BENCHMARKS.md, *Start-up and memory*). Why a bundled effect is safe there: see
- * src/statusBin.ts. Run after tsc by the root `npm run build` and by this package's prepack.
+ * included, into dist/status.bundle.cjs, which bin/sluice.js runs for plain `status` arguments
+ * (through dist/statusMain.js). One script with a V8 code cache starts in a fraction of the time
+ * of the ~930 modules of the full CLI (BENCHMARKS.md, *Start-up and memory*). Why a bundled
+ * effect is safe there: see src/statusBin.ts. Run after tsc by the root `npm run build` and by
+ * this package's prepack.
  *
- * sluice's own modules find files next to themselves (package.json, data/prices.json, the
- * installed effect) through `import.meta.url`; in the bundle each one's `import.meta.url` is
- * rewritten to its own file's URL, relative to the bundle — the same in this repository
- * (packages/<name>/dist) and in an installation (node_modules/@sluice/<name>/dist). A module of
- * any other package that used `import.meta.url` would have no such place: the build fails.
+ * The file is one function expression,
+ * `(function (require, module, exports, __filename, __dirname, __sluiceScriptUrl) { … })`: a
+ * script, not a module, because Node 20 caches compiled code only for scripts (`vm.Script`'s
+ * `cachedData`; src/internal/codeCache.ts runs it).
+ *
+ * - sluice's own modules find files next to themselves (package.json, data/prices.json)
+ *   through `import.meta.url`; in the bundle each one's is rewritten to its own file's URL,
+ *   relative to the bundle — the same in this repository (packages/<name>/dist) and in an
+ *   installation (node_modules/@sluice/<name>/dist). A module of any other package that used
+ *   `import.meta.url` would have no such place: the build fails.
+ * - A module sluice loads with `import()` (the OpenTelemetry exporter, tsx) is not status's:
+ *   in its place is a module that fails when loaded. Bundled, it would wrap every module it
+ *   imports — effect's included — in a lazy initialiser and keep them whole, unshaken.
+ * - undici is loaded at the HTTP client's first request (status-bundle/undici.mjs), not when
+ *   the program starts.
+ * - Minified (whitespace and syntax; names are kept, some output shows them): less to read and
+ *   to check against the cache. `--readable` leaves it as written, one module after another
+ *   under its path: for reading a CPU profile of it.
  */
 import { build } from "esbuild"
-import { readFile } from "node:fs/promises"
+import { readdir, readFile, rm } from "node:fs/promises"
 import { dirname, relative, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 
 const dist = fileURLToPath(new URL("../dist/", import.meta.url))
-const outfile = `${dist}status.bundle.mjs`
+const outfile = `${dist}status.bundle.cjs`
+const lazyUndici = fileURLToPath(new URL("./status-bundle/undici.mjs", import.meta.url))
 const ownDist = /[/\\]packages[/\\](core|emulator|providers|runner)[/\\]dist[/\\]/
 
+const readable = process.argv.includes("--readable")
 const foreign = []
 const ownFileUrls = {
   name: "own-file-urls",
   setup(b) {
-    b.onLoad({ filter: /\.(m?js|cjs)$/ }, async (args) => {
+    b.onLoad({ filter: /\.(m?js|cjs)$/, namespace: "file" }, async (args) => {
       const contents = await readFile(args.path, "utf8")
       if (!contents.includes("import.meta.url")) return undefined
       if (!ownDist.test(args.path)) {
@@ -33,21 +49,44 @@ const ownFileUrls = {
         return undefined
       }
       const rel = relative(dirname(outfile), args.path).split(sep).join("/")
-      return { contents: contents.replaceAll("import.meta.url", `new URL(${JSON.stringify(rel)}, import.meta.url).href`), loader: "js" }
+      return { contents: contents.replaceAll("import.meta.url", `new URL(${JSON.stringify(rel)}, __sluiceScriptUrl).href`), loader: "js" }
     })
   }
 }
 
+const notLoaded = {
+  name: "not-loaded",
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (args) => {
+      if (args.kind === "dynamic-import" && ownDist.test(args.importer)) return { path: args.path, namespace: "not-loaded" }
+      if (args.path === "../Undici.js" && /[/\\]@effect[/\\]platform-node[/\\]dist[/\\]esm[/\\]internal[/\\]httpClientUndici\.js$/.test(args.importer)) {
+        return { path: lazyUndici }
+      }
+      return undefined
+    })
+    b.onLoad({ filter: /.*/, namespace: "not-loaded" }, (args) => ({
+      contents: `throw new Error(${JSON.stringify(`${args.path} is not part of the bundled status program (scripts/bundle-status.mjs)`)})`,
+      loader: "js"
+    }))
+  }
+}
+
+await rm(`${dist}status.bundle.mjs`, { force: true }) // the module this script wrote before
+// Code caches of the bundle it replaces (src/internal/codeCache.ts): never shipped (package.json `files`).
+for (const file of await readdir(dist)) if (/^status\.bundle\.cjs\..*\.v8cache$/.test(file)) await rm(`${dist}${file}`, { force: true })
 await build({
   entryPoints: [`${dist}statusBin.js`],
   outfile,
   bundle: true,
   platform: "node",
-  format: "esm",
+  format: "cjs",
   target: "node20",
-  // CommonJS dependencies (undici …) call require(): give the ES module one.
-  banner: { js: 'import { createRequire as __sluiceCreateRequire } from "node:module"; const require = __sluiceCreateRequire(import.meta.url);' },
-  plugins: [ownFileUrls],
+  banner: { js: "(function (require, module, exports, __filename, __dirname, __sluiceScriptUrl) {" },
+  footer: { js: "})" },
+  plugins: [ownFileUrls, notLoaded],
+  minifyWhitespace: !readable,
+  minifySyntax: !readable,
+  keepNames: true,
   logLevel: "warning",
   legalComments: "none"
 })

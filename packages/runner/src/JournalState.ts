@@ -7,5 +7,11 @@ import { Stream } from "effect"
 import * as Journal from "./Journal.js"
 import * as RunState from "./RunState.js"
 
-/** Rebuilds a run's state from its journal alone. */
-export const loadState = (journalPath: string) => Journal.replay(journalPath).pipe(Stream.runFold(RunState.empty(), RunState.apply))
+/** Rebuilds a run's state from its journal alone (a piece of the file at a time: Journal.replayChunks). */
+export const loadState = (journalPath: string) =>
+  Journal.replayChunks(journalPath).pipe(
+    Stream.runFold(RunState.empty(), (state, events) => {
+      for (const { event } of events) state = RunState.apply(state, event)
+      return state
+    })
+  )

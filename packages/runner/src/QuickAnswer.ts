@@ -33,7 +33,7 @@ export const storedFile = fileURLToPath(new URL("./help.json", import.meta.url))
 const buildInfoFile = fileURLToPath(new URL("./.tsbuildinfo", import.meta.url))
 
 /**
- * Whether a file the build generates after tsc (help.json, status.bundle.mjs) exists and is not
+ * Whether a file the build generates after tsc (help.json, status.bundle.cjs) exists and is not
  * older than tsc's last build: after a `tsc -b` alone it may no longer match the modules, so
  * the full CLI answers until `npm run build` writes it again.
  */
@@ -116,8 +116,8 @@ export const statusOnly = (args: ReadonlyArray<string>): boolean => {
   return positional === 1
 }
 
-const statusBundle = new URL("./status.bundle.mjs", import.meta.url)
+const statusBundle = new URL("./status.bundle.cjs", import.meta.url)
 
-/** The module that runs `args`: the bundled status program for plain `status` arguments (when built and fresh), else the full CLI. */
+/** The module that runs `args`: the bundled status program (statusMain.ts) for plain `status` arguments (when built and fresh), else the full CLI. */
 export const programFor = (args: ReadonlyArray<string>): string =>
-  statusOnly(args) && isFresh(fileURLToPath(statusBundle)) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
+  new URL(statusOnly(args) && isFresh(fileURLToPath(statusBundle)) ? "./statusMain.js" : "./bin.js", import.meta.url).href

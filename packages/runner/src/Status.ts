@@ -6,8 +6,8 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import { ProviderIdentity, Providers, isTerminal } from "@sluice/providers"
-import type { BatchCounts } from "@sluice/providers"
-import { Effect, Option } from "effect"
+import type { BatchCounts, BatchInfo } from "@sluice/providers"
+import { Duration, Effect, Option } from "effect"
 import * as Hybrid from "./Hybrid.js"
 import * as KeptSettings from "./KeptSettings.js"
 import { sha256Of } from "./internal/fileHash.js"
@@ -47,6 +47,8 @@ export interface RunStatus extends RunSummary {
   readonly estimatedCompletion: string | null
   /** Why the provider could not be asked, when it could not. */
   readonly refreshError: string | null
+  /** Batches in flight the provider had not answered for within `refreshBudgetSeconds`: shown from the journal (`live: false`). */
+  readonly notRefreshed: number
   /** The directory the run was started in, where its relative paths resolve (null in older runs). */
   readonly baseDir: string | null
   /** Each stage's provider identity, as the run is bound to it (null where not yet recorded). */
@@ -90,47 +92,67 @@ const onlineAnswers = (file: string) =>
     return { lines: complete.length, succeeded: complete.filter((l) => l.startsWith(`{"_tag":"Succeeded"`)).length }
   }).pipe(Effect.orElseSucceed(() => ({ lines: 0, succeeded: 0 })))
 
+/**
+ * How status asks the provider about the run's batches in flight: at most this many at once, and
+ * for at most `refreshBudgetSeconds` in all. One at a time, a run with many batches in flight, or a
+ * provider busy answering, kept status waiting for seconds; a batch still unanswered when the
+ * budget is spent is shown from the journal, marked so, and counted (`notRefreshed`).
+ */
+export const refreshConcurrency = 8
+export const refreshBudgetSeconds = 2
+
 export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
     const manifest = yield* RunDir.readManifest(paths)
     const state = yield* loadState(paths.journal)
-    const shards: Array<ShardStatus> = []
+    const providers = Option.getOrUndefined(yield* Effect.serviceOption(Providers))
+    const inFlight = options.refresh && providers !== undefined ? [...state.shards.values()].filter((s) => s.batchId !== null && s.phase === "created") : []
+    const answers = new Map<string, BatchInfo>()
     let refreshError: string | null = null
+    const ask = (s: ShardState) => {
+      const binding = manifest.stages.find((st) => st.name === s.stage)?.binding
+      return providers!.get(s.provider).pipe(
+        // A provider configured elsewhere than the run is bound to would not know its batches.
+        Effect.filterOrFail(
+          (p) => binding === undefined || ProviderIdentity.equals(binding, ProviderIdentity.of(p)),
+          (p) => ({
+            message: `stage "${s.stage}" is bound to ${ProviderIdentity.render(binding!)}, but ${s.provider} is now ${ProviderIdentity.render(ProviderIdentity.of(p))}`
+          })
+        ),
+        Effect.flatMap((p) => p.retrieve(s.batchId!)),
+        Effect.match({
+          onFailure: (e) => void (refreshError ??= e.message),
+          onSuccess: (info) => void answers.set(s.id, info)
+        })
+      )
+    }
+    // After a failure no more are asked (the message says why); those already asked are used.
+    const asked = yield* Effect.forEach(inFlight, (s) => Effect.suspend(() => (refreshError === null ? ask(s) : Effect.void)), {
+      concurrency: refreshConcurrency,
+      discard: true
+    }).pipe(Effect.timeoutOption(Duration.seconds(refreshBudgetSeconds)))
+    const notRefreshed = Option.isNone(asked) && refreshError === null ? inFlight.filter((s) => !answers.has(s.id)).length : 0
+    const shards: Array<ShardStatus> = []
     let eta: number | null = null
-    const providers = yield* Effect.serviceOption(Providers)
     for (const s of state.shards.values()) {
       let status = s.rawStatus
       let counts = s.counts
       let live = false
       let waiting = awaitingOutput(s)
-      if (options.refresh && s.batchId !== null && s.phase === "created" && refreshError === null && Option.isSome(providers)) {
-        const binding = manifest.stages.find((st) => st.name === s.stage)?.binding
-        const info = yield* providers.value.get(s.provider).pipe(
-          // A provider configured elsewhere than the run is bound to would not know its batches.
-          Effect.filterOrFail(
-            (p) => binding === undefined || ProviderIdentity.equals(binding, ProviderIdentity.of(p)),
-            (p) => ({
-              message: `stage "${s.stage}" is bound to ${ProviderIdentity.render(binding!)}, but ${s.provider} is now ${ProviderIdentity.render(ProviderIdentity.of(p))}`
-            })
-          ),
-          Effect.flatMap((p) => p.retrieve(s.batchId!)),
-          Effect.tapError((e) => Effect.sync(() => (refreshError = e.message))),
-          Effect.option
-        )
-        if (Option.isSome(info)) {
-          status = info.value.rawStatus
-          counts = info.value.counts
-          live = true
-          waiting = awaitsResultFile(info.value)
-          const done = counts.succeeded + counts.failed
-          const elapsed = Date.now() / 1000 - info.value.createdAt
-          // A batch with every request done is finalizing: its pace says nothing of when it ends.
-          if (!isTerminal(info.value.status) && done > 0 && done < counts.total && elapsed > 0) {
-            const finish = Date.now() + ((counts.total - done) / (done / elapsed)) * 1000
-            eta = Math.max(eta ?? 0, finish)
-          }
+      const info = answers.get(s.id)
+      if (info !== undefined) {
+        status = info.rawStatus
+        counts = info.counts
+        live = true
+        waiting = awaitsResultFile(info)
+        const done = counts.succeeded + counts.failed
+        const elapsed = Date.now() / 1000 - info.createdAt
+        // A batch with every request done is finalizing: its pace says nothing of when it ends.
+        if (!isTerminal(info.status) && done > 0 && done < counts.total && elapsed > 0) {
+          const finish = Date.now() + ((counts.total - done) / (done / elapsed)) * 1000
+          eta = Math.max(eta ?? 0, finish)
         }
       }
       if (s.phase === "online") {
@@ -147,6 +169,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
       shards,
       estimatedCompletion: eta === null ? null : new Date(eta).toISOString(),
       refreshError,
+      notRefreshed,
       baseDir: manifest.baseDir ?? null,
       bindings: Object.fromEntries(manifest.stages.map((st) => [st.name, st.binding ?? null])),
       pipelineFile: pipelineFileOf(paths.root, manifest, path),
@@ -186,6 +209,9 @@ export const render = (s: RunStatus): string => {
       : [`  deadline ${s.deadline.at} (--deadline ${s.deadline.given})${s.deadline.passed ? ", passed" : ""} · rows answered by batch ${number(s.rowsByMode.batch)}, online ${number(s.rowsByMode.online)}`]),
     ...(s.estimatedCompletion === null ? [] : [`  estimated completion ${s.estimatedCompletion}`]),
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
+    ...(s.notRefreshed === 0
+      ? []
+      : [`  (provider status of ${count(s.notRefreshed, "batch", "batches")} not given within ${refreshBudgetSeconds} s: shown from the journal)`]),
     ...(s.providerFiles.holding === 0
       ? []
       : [`  provider files: ${count(s.providerFiles.holding, "collected shard")} still ${s.providerFiles.holding === 1 ? "holds" : "hold"} files at the provider (\`sluice resume ${s.runDir}\` deletes them)`]),

@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from "vitest"
 import { anyString, checkAsync } from "../../../test/support/properties.js"
 import * as Journal from "../src/Journal.js"
 import { JournalEvent } from "../src/JournalEvent.js"
+import { loadState } from "../src/JournalState.js"
 import * as RunState from "../src/RunState.js"
 
 // -----------------------------------------------------------------------------------------
@@ -206,6 +207,9 @@ describe("journal properties", () => {
         const replayed = await run(replay(path))
         expect(Exit.isSuccess(replayed) && replayed.value).toEqual(events)
         expect(fold(Exit.isSuccess(replayed) ? replayed.value : [])).toEqual(fold(events))
+        // loadState folds the pieces of the file (Journal.replayChunks): the same state.
+        const loaded = await run(loadState(path))
+        expect(Exit.isSuccess(loaded) && loaded.value).toEqual(fold(events))
       }),
       25
     )
@@ -285,6 +289,8 @@ describe("journal properties", () => {
         const error = Exit.isFailure(replayed) ? JSON.stringify(replayed.cause) : ""
         expect(error).toContain("JournalCorrupt")
         expect(error).toContain(`"line":${bad + 1}`)
+        const loaded = await run(loadState(path))
+        expect(Exit.isFailure(loaded) ? JSON.stringify(loaded.cause) : "loaded").toBe(error)
       }),
       25
     )

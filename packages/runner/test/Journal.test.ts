@@ -6,6 +6,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
+import { loadState } from "../src/JournalState.js"
+import * as RunState from "../src/RunState.js"
 
 const planned = (shard: string): JournalEvent => ({
   _tag: "ShardPlanned",
@@ -97,6 +99,23 @@ describe("Journal", () => {
   it.effect("a missing journal replays as empty", () =>
     Effect.gen(function* () {
       expect(yield* replayAll(join(tmpdir(), "does-not-exist-sluice.jsonl"))).toEqual([])
+    }).pipe(Effect.provide(NodeContext.layer))
+  )
+
+  it.effect("a journal of many read pieces: loadState folds them to the state of the events one by one; a corrupt line far in is named, the events before it stream", () =>
+    Effect.gen(function* () {
+      const path = tmp()
+      // ~330 bytes a line: 3,000 lines are ~1 MB, many of the file stream's pieces, lines cut across them.
+      const events = Array.from({ length: 3000 }, (_, i) => planned(`s-${i}`))
+      writeFileSync(path, events.map((e) => JSON.stringify(e)).join("\n") + "\n")
+      expect(yield* loadState(path)).toEqual(events.reduce(RunState.apply, RunState.empty()))
+      expect(yield* replayAll(path)).toEqual(events)
+      writeFileSync(path, [...events.slice(0, 2500).map((e) => JSON.stringify(e)), "{torn", JSON.stringify(planned("after"))].join("\n") + "\n")
+      const before: Array<JournalEvent> = []
+      const error = yield* Effect.flip(Journal.replay(path).pipe(Stream.runForEach((e) => Effect.sync(() => before.push(e)))))
+      expect(error.message).toContain("line 2501")
+      expect(before).toEqual(events.slice(0, 2500))
+      expect((yield* Effect.flip(loadState(path))).message).toBe(error.message)
     }).pipe(Effect.provide(NodeContext.layer))
   )
 })

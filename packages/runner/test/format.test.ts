@@ -3,7 +3,7 @@
  * matters (a small run costs fractions of a cent), never a string of eight decimals.
  */
 import { describe, expect, it } from "vitest"
-import { count, money } from "../src/internal/format.js"
+import { count, money, number } from "../src/internal/format.js"
 
 describe("count", () => {
   it("puts the noun in the singular for exactly one, in the plural otherwise", () => {
@@ -16,6 +16,16 @@ describe("count", () => {
 
   it("groups thousands", () => {
     expect(count(10_000_000, "row")).toBe("10,000,000 rows")
+  })
+})
+
+describe("number", () => {
+  it("writes integers as toLocaleString(\"en-US\") does (it groups them by hand), and any other number through it", () => {
+    const values = [0, -0, 1, -1, 999, 1000, -1000, 1234567, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 60, 1e21, 1.5, -1234.5678, Number.NaN, Infinity]
+    for (let digits = 1; digits <= 16; digits++) {
+      for (let i = 0; i < 200; i++) values.push(Math.floor(Math.random() * 10 ** digits) * (i % 3 === 0 ? -1 : 1))
+    }
+    for (const n of values) expect(number(n), String(n)).toBe(n.toLocaleString("en-US"))
   })
 })
 

@@ -13,12 +13,12 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { lstatSync, mkdirSync } from "node:fs"
+import { mkdirSync } from "node:fs"
 import type { FileHandle } from "node:fs/promises"
 import { open as openPromise } from "node:fs/promises"
-import { directoryMode, fileMode } from "./privateMode.js"
+import { directoryMode, fileMode, isOwnDirectory } from "./privateMode.js"
 
-export { directoryMode, fileMode }
+export { directoryMode, fileMode, isOwnDirectory }
 
 /** Creates `dir` and its missing parents, 0700. */
 export const makeDirectory = (dir: string): Effect.Effect<void, PlatformError, FileSystem.FileSystem> =>
@@ -61,17 +61,3 @@ export const makeDirectorySync = (dir: string): void => {
 
 /** Creates `path`, 0600; fails if it exists. */
 export const createNew = (path: string): Promise<FileHandle> => openPromise(path, "wx", fileMode)
-
-/**
- * Whether `dir` is a directory (not a link) of this user that other users cannot write: one
- * in a shared place (the OS temp directory) may have been made by someone else, to plant files.
- */
-export const isOwnDirectory = (dir: string): boolean => {
-  try {
-    const info = lstatSync(dir)
-    const uid = process.getuid?.()
-    return info.isDirectory() && (uid === undefined || info.uid === uid) && (info.mode & 0o002) === 0
-  } catch {
-    return false
-  }
-}
