@@ -18,7 +18,9 @@ export default defineConfig({
     // of different tests never answer each other's requests.
     // Type checking a pipeline file costs seconds per CLI call: off, except in the tests
     // that are about it (test/typecheck.e2e.test.ts).
-    env: { SLUICE_CACHE: "off", SLUICE_TYPECHECK: "off" },
+    // `sluice status` waits 2 s for the provider by default; a saturated machine may need more,
+    // and no test may depend on a wall-clock window (test/status-refresh.e2e.test.ts sets its own).
+    env: { SLUICE_CACHE: "off", SLUICE_TYPECHECK: "off", SLUICE_STATUS_REFRESH_SECONDS: "120" },
     // Most of a CLI test's time is spent waiting on child processes and the emulator: vitest's
     // default of (cores - 1) workers would run the files one at a time on a 2-core CI runner.
     maxWorkers: Math.max(2, availableParallelism()),

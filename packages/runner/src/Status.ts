@@ -99,7 +99,13 @@ const onlineAnswers = (file: string) =>
  * budget is spent is shown from the journal, marked so, and counted (`notRefreshed`).
  */
 export const refreshConcurrency = 8
-export const refreshBudgetSeconds = 2
+export const defaultRefreshSeconds = 2
+
+/** The refresh's budget: `SLUICE_STATUS_REFRESH_SECONDS` (a slow provider, a loaded machine), else 2 s. */
+export const refreshBudgetSeconds = (): number => {
+  const given = Number(process.env["SLUICE_STATUS_REFRESH_SECONDS"])
+  return Number.isFinite(given) && given > 0 ? given : defaultRefreshSeconds
+}
 
 export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
   Effect.gen(function* () {
@@ -128,11 +134,12 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
         })
       )
     }
+    const budget = refreshBudgetSeconds()
     // After a failure no more are asked (the message says why); those already asked are used.
     const asked = yield* Effect.forEach(inFlight, (s) => Effect.suspend(() => (refreshError === null ? ask(s) : Effect.void)), {
       concurrency: refreshConcurrency,
       discard: true
-    }).pipe(Effect.timeoutOption(Duration.seconds(refreshBudgetSeconds)))
+    }).pipe(Effect.timeoutOption(Duration.seconds(budget)))
     const notRefreshed = Option.isNone(asked) && refreshError === null ? inFlight.filter((s) => !answers.has(s.id)).length : 0
     const shards: Array<ShardStatus> = []
     let eta: number | null = null
@@ -211,7 +218,7 @@ export const render = (s: RunStatus): string => {
     ...(s.refreshError === null ? [] : [`  (provider status not refreshed: ${s.refreshError})`]),
     ...(s.notRefreshed === 0
       ? []
-      : [`  (provider status of ${count(s.notRefreshed, "batch", "batches")} not given within ${refreshBudgetSeconds} s: shown from the journal)`]),
+      : [`  (provider status of ${count(s.notRefreshed, "batch", "batches")} not given within ${refreshBudgetSeconds()} s: shown from the journal)`]),
     ...(s.providerFiles.holding === 0
       ? []
       : [`  provider files: ${count(s.providerFiles.holding, "collected shard")} still ${s.providerFiles.holding === 1 ? "holds" : "hold"} files at the provider (\`sluice resume ${s.runDir}\` deletes them)`]),
