@@ -385,7 +385,7 @@ const executeOnCluster = (
     if (!opts.detach) {
       const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
       const progress = Progress.make({ prices: priceTable })
-      const follower = yield* ClusterFollow.make(paths.journal, progress.observer)
+      const follower = yield* ClusterFollow.make(paths, progress.observer)
       const following = yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
       // The last events first (the run may have ended between two reads), then the view's last word.
       stopFollowing = Effect.zipRight(Effect.zipRight(Fiber.interrupt(following), follower.catchUp), progress.finish)
@@ -415,7 +415,7 @@ const executeOnCluster = (
       return
     }
     const manifest = yield* RunDir.readManifest(paths)
-    const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths.journal), models: pipeline.stages.map((s) => s.model), prices: priceTable })
+    const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths), models: pipeline.stages.map((s) => s.model), prices: priceTable })
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))
     yield* setExit(exitFor(summary))
   }).pipe(Effect.scoped)

@@ -269,7 +269,7 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
         return true
       })
     )
-    return done ? yield* loadState(RunDir.paths(request.runDir, path).journal) : undefined
+    return done ? yield* loadState(RunDir.paths(request.runDir, path)) : undefined
   }).pipe(
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.fail(new StepFailed({ step: name, message: Failure.describe(cause, request.runDir).message }))
@@ -399,7 +399,7 @@ const RunLive = RunWorkflow.toLayer(
       error: StepFailed,
       execute: Effect.gen(function* () {
         const path = yield* Path.Path
-        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path).journal))
+        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path)))
       }).pipe(Effect.catchAll((e) => Effect.fail(new StepFailed({ step: "totals", message: e.message }))))
     })
   })

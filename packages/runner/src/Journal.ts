@@ -53,7 +53,7 @@ const nonFinite = (value: unknown, path: string): string | undefined => {
  * The event's line, checked to read back as the same event: a line that does not would make
  * the journal corrupt for every later replay, or replay as another event.
  */
-const lineOf = (event: JournalEvent, t: number): Either.Either<string, string> =>
+export const lineOf = (event: JournalEvent, t: number): Either.Either<string, string> =>
   Either.flatMap(Either.mapLeft(encodeEvent(event), (e) => e.message.split("\n")[0]!), (encoded) => {
     const problem = nonFinite(encoded, "")
     if (problem !== undefined) return Either.left(`${problem}, which JSON cannot hold`)
@@ -122,7 +122,7 @@ const completeLines = <E, R>(text: Stream.Stream<string, E, R>): Stream.Stream<s
     Stream.flattenIterables
   )
 
-const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
+export const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -204,3 +204,87 @@ const cutTornTail = (path: string) =>
       })
     )
   }).pipe(Effect.mapError(ioError(path)))
+
+/**
+ * How far a reader of a journal has read: the bytes of its complete lines (in the table of a
+ * database: the last seq) and how many events they held.
+ */
+export interface Position {
+  readonly at: number
+  readonly lines: number
+}
+
+export const start: Position = { at: 0, lines: 0 }
+
+/** What was appended after a position, and the position after it. */
+export interface Appended {
+  readonly events: ReadonlyArray<TimedEvent>
+  readonly position: Position
+  /** The journal was replaced since (a new generation of the run): `events` are from its start. */
+  readonly restarted: boolean
+  /** More was appended than one read returns: read on from `position`. */
+  readonly more: boolean
+}
+
+/** What one `readAfter` of a file reads at most (a line longer than this is read whole). */
+const readWindow = 8 * 1024 * 1024
+
+/**
+ * The complete lines appended after `from` (the torn tail is not read: its step is dead or
+ * still writing). A journal shorter than `from` was replaced: read from its start. A complete
+ * line that does not decode fails with JournalCorrupt naming its line.
+ */
+export const readAfter = (path: string, from: Position): Effect.Effect<Appended, JournalCorrupt | JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* fs.exists(path))) return { events: [], position: start, restarted: from.at > 0, more: false }
+    const size = Number((yield* fs.stat(path)).size)
+    const restarted = size < from.at
+    const at = restarted ? start : from
+    if (size === at.at) return { events: [], position: at, restarted, more: false }
+    const read = (length: number) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const file = yield* fs.open(path, { flag: "r" })
+          yield* file.seek(at.at, "start")
+          const bytes = yield* file.readAlloc(length)
+          return bytes._tag === "None" ? new Uint8Array(0) : bytes.value
+        })
+      )
+    let buffer = yield* read(Math.min(size - at.at, readWindow))
+    let end = buffer.lastIndexOf(10)
+    if (end < 0 && buffer.length < size - at.at) {
+      buffer = yield* read(size - at.at)
+      end = buffer.lastIndexOf(10)
+    }
+    if (end < 0) return { events: [], position: at, restarted, more: false }
+    const events: Array<TimedEvent> = []
+    let lineNo = at.lines
+    for (const raw of new TextDecoder().decode(buffer.subarray(0, end)).split("\n")) {
+      lineNo++
+      const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw
+      if (text.trim() === "") continue
+      const parsed = parseTimed(text)
+      if (Either.isLeft(parsed)) return yield* new JournalCorrupt({ path, line: lineNo, description: parsed.left })
+      events.push(parsed.right)
+    }
+    const next = at.at + end + 1
+    return { events, position: { at: next, lines: lineNo }, restarted, more: buffer.length < size - at.at }
+  }).pipe(Effect.catchTag("BadArgument", "SystemError", (e) => Effect.fail(ioError(path)(e))))
+
+/**
+ * Moves the journal to `target` (a generation's archive, Rebase.ts). Moved before a crash and
+ * recreated empty since: the empty one is removed; two journals with events are left to the user.
+ */
+export const archive = (path: string, target: string): Effect.Effect<void, JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* fs.exists(path))) return
+    if (yield* fs.exists(target)) {
+      if ((yield* fs.stat(path)).size !== BigInt(0)) {
+        return yield* new JournalIOError({ path, description: `${target} exists too: move one of them away and run again` })
+      }
+      return yield* fs.remove(path)
+    }
+    yield* fs.rename(path, target)
+  }).pipe(Effect.catchTag("BadArgument", "SystemError", (e) => Effect.fail(ioError(path)(e))))

@@ -4,8 +4,9 @@
  * a run directory need not load the module that drives a run.
  */
 import { Stream } from "effect"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
+import type { RunPaths } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 
-/** Rebuilds a run's state from its journal alone. */
-export const loadState = (journalPath: string) => Journal.replay(journalPath).pipe(Stream.runFold(RunState.empty(), RunState.apply))
+/** Rebuilds a run's state from its journal alone (wherever the run keeps it: JournalStore.ts). */
+export const loadState = (paths: RunPaths) => JournalStore.replay(paths).pipe(Stream.runFold(RunState.empty(), RunState.apply))
