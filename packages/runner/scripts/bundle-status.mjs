@@ -38,6 +38,19 @@ const ownFileUrls = {
   }
 }
 
+// A run whose journal is in a cluster's database goes to the full CLI (QuickAnswer.ts `programFor`):
+// the bundle holds no database client, only a stub that says so should it be reached anyway.
+const noDatabase = {
+  name: "no-database",
+  setup(b) {
+    b.onResolve({ filter: /^\.\/JournalPg\.js$/ }, () => ({ path: "JournalPg", namespace: "no-database" }))
+    b.onLoad({ filter: /.*/, namespace: "no-database" }, () => ({
+      contents: 'export const layer = () => { throw new Error("the bundled status program holds no database client: run `sluice status` through bin/sluice.js") }',
+      loader: "js"
+    }))
+  }
+}
+
 await build({
   entryPoints: [`${dist}statusBin.js`],
   outfile,
@@ -47,7 +60,7 @@ await build({
   target: "node20",
   // CommonJS dependencies (undici …) call require(): give the ES module one.
   banner: { js: 'import { createRequire as __sluiceCreateRequire } from "node:module"; const require = __sluiceCreateRequire(import.meta.url);' },
-  plugins: [ownFileUrls],
+  plugins: [ownFileUrls, noDatabase],
   logLevel: "warning",
   legalComments: "none"
 })

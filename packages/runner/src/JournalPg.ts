@@ -17,6 +17,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Effect, Either, Layer, Option, Schedule, Stream } from "effect"
 import type { Redacted } from "effect"
+import { unavailable } from "./ClusterDatabase.js"
 import * as Journal from "./Journal.js"
 import type { TimedEvent } from "./Journal.js"
 import * as JournalStore from "./JournalStore.js"
@@ -123,7 +124,8 @@ export const make: Effect.Effect<JournalStore.Backend, SqlError, SqlClient.SqlCl
  */
 export const layer = (url: Redacted.Redacted, newRuns: JournalStore.Kind = "file") =>
   Layer.effect(JournalStore.JournalStore, Effect.map(make, (backend) => JournalStore.withDatabase(backend, newRuns))).pipe(
-    Layer.provide(PgClient.layer({ url }))
+    Layer.provide(PgClient.layer({ url })),
+    Layer.mapError(unavailable(url))
   )
 
 /** `layer`, for a process whose SqlClient is the cluster's database already (a worker). */

@@ -118,6 +118,23 @@ export const statusOnly = (args: ReadonlyArray<string>): boolean => {
 
 const statusBundle = new URL("./status.bundle.mjs", import.meta.url)
 
-/** The module that runs `args`: the bundled status program for plain `status` arguments (when built and fresh), else the full CLI. */
+/**
+ * Whether the run at the `status` arguments' run directory keeps its journal in a cluster's
+ * database (its manifest's `journal`: JournalStore.ts): the bundle holds no database client.
+ */
+const journalInDatabase = (args: ReadonlyArray<string>): boolean => {
+  const runDir = args.slice(1).find((arg, i, rest) => !arg.startsWith("-") && rest[i - 1] !== "--prices")
+  if (runDir === undefined) return false
+  try {
+    return /"journal"\s*:\s*"postgres"/.test(readFileSync(`${runDir}/manifest.json`, "utf8"))
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The module that runs `args`: the bundled status program for plain `status` arguments (when
+ * built and fresh) of a run whose journal is in its directory, else the full CLI.
+ */
 export const programFor = (args: ReadonlyArray<string>): string =>
-  statusOnly(args) && isFresh(fileURLToPath(statusBundle)) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
+  statusOnly(args) && isFresh(fileURLToPath(statusBundle)) && !journalInDatabase(args) ? statusBundle.href : new URL("./bin.js", import.meta.url).href
