@@ -10,7 +10,7 @@ import { quietPgQueryQueueWarning } from "./internal/pgWarnings.js"
 import * as Notify from "./Notify.js"
 import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
-import * as JournalStore from "./JournalStore.js"
+import * as ClusterJournal from "./ClusterJournal.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
@@ -904,7 +904,7 @@ const reportCommand = Command.make(
           prices: priceTable,
           ...(Option.isSome(output) ? { file: output.value } : {}),
           ...(Option.isSome(sampleRows) ? { sampleRows: sampleRows.value } : {})
-        }).pipe(JournalStore.provideFor([runDir], cluster))
+        }).pipe(ClusterJournal.provideFor([runDir], cluster))
         const sampled = r.shown < r.of ? ` (a sample of ${number(r.shown)} of ${count(r.of, "row")}; \`sluice ui ${runDir}\` browses all)` : ` (${count(r.shown, "row")})`
         yield* json
           ? Console.log(JSON.stringify({ file: r.file, rows: { shown: r.shown, of: r.of } }, null, 2))
@@ -940,7 +940,7 @@ const uiCommand = Command.make(
           ? Console.log(JSON.stringify({ url: server.url, port: server.port, token: server.token }))
           : Console.log(`sluice ui: ${server.url}\n(read-only, on 127.0.0.1; the token in the URL is the key: share it only with who may see the run's data. Ctrl-C stops.)`)
         return yield* Effect.never
-      }).pipe(JournalStore.provideFor([runDir], cluster), Effect.scoped)
+      }).pipe(ClusterJournal.provideFor([runDir], cluster), Effect.scoped)
     )
 ).pipe(
   Command.withDescription(
@@ -973,7 +973,7 @@ const gcCommand = Command.make(
       Effect.gen(function* () {
         const Gc = yield* lazy(() => import("./Gc.js"))
         const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
-          JournalStore.provideFor([...runDirs, ...(yield* RunDir.under(runsDir))], cluster)
+          ClusterJournal.provideFor([...runDirs, ...(yield* RunDir.under(runsDir))], cluster)
         )
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)

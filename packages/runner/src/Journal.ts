@@ -206,6 +206,46 @@ const cutTornTail = (path: string) =>
   }).pipe(Effect.mapError(ioError(path)))
 
 /**
+ * The one line of the journal.jsonl of a run whose journal is in a cluster's database
+ * (JournalPg.ts writes it when it opens the run's journal there). Not an event: a version of
+ * sluice from before journals moved there fails on it (JournalCorrupt at line 1) instead of
+ * taking the run for one with no events and planning it again; and should such a version
+ * rewrite the manifest without its `journal`, this line still says where the journal is.
+ */
+export const inDatabaseLine = JSON.stringify({
+  _tag: "JournalInDatabase",
+  note: "this run's journal is in its cluster's PostgreSQL database (table sluice_journal): use sluice with --cluster or SLUICE_DATABASE_URL, of a version that reads it there"
+})
+
+/** Whether the file at `path` is the marker of a journal kept in a database (`inDatabaseLine`). */
+export const isInDatabaseMarker = (path: string): Effect.Effect<boolean, never, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    // Its first bytes only: a journal of events may be large.
+    const head = yield* Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (file) => file.readAlloc(inDatabaseLine.length)))
+    return head._tag === "Some" && new TextDecoder().decode(head.value) === inDatabaseLine
+  }).pipe(Effect.orElseSucceed(() => false))
+
+/** Writes the marker (0600, fsynced, its name too) unless the run directory has a journal.jsonl already. */
+export const markInDatabase = (path: string): Effect.Effect<void, JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (yield* fs.exists(path)) return
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        const file = yield* PrivateFiles.open(path, "wx")
+        yield* file.writeAll(new TextEncoder().encode(inDatabaseLine + "\n"))
+        yield* file.sync
+      })
+    )
+    yield* PrivateFiles.syncDirectory(dirname(path))
+  }).pipe(
+    // Another writer made it meanwhile ("wx" refused): it is there.
+    Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "AlreadyExists", () => Effect.void),
+    Effect.mapError(ioError(path))
+  )
+
+/**
  * How far a reader of a journal has read: the bytes of its complete lines (in the table of a
  * database: the last seq) and how many events they held.
  */

@@ -66,8 +66,10 @@ export const make: Effect.Effect<JournalStore.Backend, SqlError, SqlClient.SqlCl
   const sql = yield* SqlClient.SqlClient
   yield* ensure(sql)
 
-  const open: JournalStore.Backend["open"] = ({ runId }) =>
+  const open: JournalStore.Backend["open"] = ({ paths, runId }) =>
     Effect.gen(function* () {
+      // In the run directory, where its journal would be: the line that says it is here.
+      yield* Journal.markInDatabase(paths.journal)
       const lock = yield* Effect.makeSemaphore(1)
       // The time is taken holding the lock: the rows' times follow their order (as far as the clock does).
       const append = (event: Parameters<Journal.JournalWriter["append"]>[0]) =>

@@ -14,7 +14,7 @@
  * no connection to fails with JournalElsewhere rather than reading as a run with no events.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
-import { Context, Effect, Option, Redacted, Schema, Stream } from "effect"
+import { Context, Effect, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Journal from "./Journal.js"
 import type { JournalCorrupt, JournalIOError, JournalWriter, TimedEvent } from "./Journal.js"
@@ -123,9 +123,11 @@ export const of = (paths: RunPaths): Effect.Effect<readonly [Backend, RunKey], J
       return yield* new Journal.JournalIOError({ path: paths.journal, description: `cannot tell where the run's journal is: ${paths.manifest} does not read (${keys.left.message.split("\n")[0]})` })
     }
     const run = { paths, runId: keys.right.runId }
-    if ((keys.right.journal ?? "file") === "file") return [file, run] as const
+    // The marker in journal.jsonl stands even if a version that does not know `journal` rewrote the manifest.
+    const kind = keys.right.journal ?? ((yield* Journal.isInDatabaseMarker(paths.journal)) ? "postgres" : "file")
+    if (kind === "file") return [file, run] as const
     const { database } = yield* JournalStore
-    if (database === undefined || database.kind !== keys.right.journal) return yield* new JournalElsewhere({ runDir: paths.root, runId: run.runId })
+    if (database === undefined || database.kind !== kind) return yield* new JournalElsewhere({ runDir: paths.root, runId: run.runId })
     return [database, run] as const
   })
 
@@ -144,30 +146,14 @@ export const readAfter = (paths: RunPaths, from: Journal.Position) => Effect.fla
 
 export const archive = (paths: RunPaths, directory: string) => Effect.flatMap(of(paths), ([backend, run]) => backend.archive(run, directory))
 
-/** Whether the run at `root` keeps its journal in a database (its manifest says so; unreadable: not known to). */
-const inDatabase = (fs: FileSystem.FileSystem, root: string) =>
-  fs.readFileString(`${root}/manifest.json`).pipe(
-    Effect.map((text) => {
+/** Whether the run at `root` keeps its journal in a database (its manifest or its journal.jsonl says so; unreadable: not known to). */
+export const keptInDatabase = (root: string): Effect.Effect<boolean, never, FileSystem.FileSystem> =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.readFileString(`${root}/manifest.json`).pipe(
+    Effect.flatMap((text) => {
       const keys = decodeKeys(text)
-      return keys._tag === "Right" && keys.right.journal === "postgres"
+      return keys._tag === "Right" && keys.right.journal !== undefined
+        ? Effect.succeed(keys.right.journal === "postgres")
+        : Journal.isInDatabaseMarker(`${root}/journal.jsonl`)
     }),
     Effect.orElseSucceed(() => false)
-  )
-
-/**
- * For a command that reads runs (`status`, `report`, `ui`, `gc`): when one of them keeps its
- * journal in a cluster's database and a URL is given (`--cluster`, else `$SLUICE_DATABASE_URL`),
- * the database's store for `effect`. Without a URL it runs as is: reading such a run fails with
- * JournalElsewhere, which says what to give. The database module is loaded only then.
- */
-export const provideFor = (runDirs: ReadonlyArray<string>, given: Option.Option<Redacted.Redacted>) =>
-<A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const needed = yield* Effect.exists(runDirs, (dir) => inDatabase(fs, dir))
-    const env = process.env[databaseUrlVariable]
-    const url = Option.isSome(given) ? given.value : env === undefined || env === "" ? undefined : Redacted.make(env)
-    if (!needed || url === undefined) return yield* effect
-    const JournalPg = yield* Effect.promise(() => import("./JournalPg.js"))
-    return yield* Effect.provide(effect, JournalPg.layer(url))
-  })
+  ))

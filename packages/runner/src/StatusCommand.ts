@@ -5,7 +5,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import * as Flags from "./Flags.js"
-import * as JournalStore from "./JournalStore.js"
+import * as ClusterJournal from "./ClusterJournal.js"
 import { reported } from "./internal/reported.js"
 import * as Pricing from "./Pricing.js"
 import * as Status from "./Status.js"
@@ -23,7 +23,7 @@ export const statusCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
-        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable }).pipe(JournalStore.provideFor([runDir], cluster))
+        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable }).pipe(ClusterJournal.provideFor([runDir], cluster))
         yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
       })
     )

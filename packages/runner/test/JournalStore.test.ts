@@ -12,7 +12,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Redacted, Stream } from "effect"
 import type { Scope } from "effect"
-import { appendFileSync, existsSync, mkdtempSync, writeFileSync } from "node:fs"
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -275,7 +275,18 @@ describe("JournalStore: a run's manifest says where its journal is", () => {
       })
     )
     expect(read).toEqual([planned("a")])
-    // Nothing in the run directory.
-    expect(existsSync(run.paths.journal)).toBe(false)
+    // In the run directory only the line that says so, which no version of sluice reads as an event.
+    expect(readFileSync(run.paths.journal, "utf8")).toBe(`${Journal.inDatabaseLine}\n`)
+    expect(Journal.parseLine(Journal.inDatabaseLine)._tag).toBe("Left")
+    // A manifest rewritten by a version that does not know `journal`: the line still routes the run to the database.
+    manifestOf(run)
+    const again = await withSql(() =>
+      Effect.gen(function* () {
+        const stores = JournalStore.withDatabase(yield* JournalPg.make)
+        return yield* collect(JournalStore.replay(run.paths)).pipe(Effect.provideService(JournalStore.JournalStore, stores))
+      })
+    )
+    expect(again).toEqual([planned("a")])
+    expect((await events(run))._tag).toBe("Left")
   }, 60_000)
 })
