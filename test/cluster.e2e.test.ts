@@ -234,6 +234,10 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
       expect(status.code, describeResult(status)).toBe(0)
       expect(JSON.parse(status.stdout)).toMatchObject({ runId, finished: true, succeeded: 3000 })
     }
+    // `report` reads it there too (its row index follows the journal through the same port).
+    const report = await runCli(["report", ".sluice/runs/spread", "--json", "-o", project.path("spread-report.html")], { cwd: project.dir, env: env() })
+    expect(report.code, describeResult(report)).toBe(0)
+    expect(JSON.parse(report.stdout)).toMatchObject({ rows: { of: 3000 } })
     // Without the database: refused, saying what to give (never shown as a run with no events).
     const blind = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: { ...noDatabase, SLUICE_DATABASE_URL: undefined } })
     expect(blind.code, describeResult(blind)).toBe(2)
