@@ -8,8 +8,10 @@
 import { NodeContext } from "@effect/platform-node"
 import { Effect } from "effect"
 import { readFileSync } from "node:fs"
-import { join } from "node:path"
+import { join, resolve } from "node:path"
+import * as RunDir from "../packages/runner/src/RunDir.js"
 import { loadState } from "../packages/runner/src/Runner.js"
+import { Path } from "@effect/platform"
 
 const runDir = process.argv[2]
 if (runDir === undefined) throw new Error("usage: replay.ts <run-dir>")
@@ -19,7 +21,7 @@ const gc = (globalThis as { gc?: () => void }).gc
 gc?.()
 const heapBefore = process.memoryUsage().heapUsed
 const start = performance.now()
-const state = await Effect.runPromise(loadState(journal).pipe(Effect.provide(NodeContext.layer)))
+const state = await Effect.runPromise(Effect.flatMap(Path.Path, (path) => loadState(RunDir.paths(resolve(runDir), path))).pipe(Effect.provide(NodeContext.layer)))
 const ms = performance.now() - start
 gc?.()
 const heapAfter = process.memoryUsage().heapUsed

@@ -123,9 +123,15 @@ const shardsHeldBy = (holders: number) =>
     return now.holders === holders && now.locks >= 300
   })
 
+/** The run's journal events: in the cluster's database (JournalPg.ts), under the run's id, in order. */
+const journalOf = async (runDir: string) => {
+  const { runId } = JSON.parse(await readFile(project.path(runDir, "manifest.json"), "utf8")) as { runId: string }
+  const rows = await query<{ event: string }>(`SELECT event FROM sluice_journal WHERE run_id = '${runId}' ORDER BY seq`)
+  return rows.map((r) => JSON.parse(r.event) as { _tag: string; adopted?: boolean })
+}
+
 /** The run's journal events of one tag. */
-const eventsOf = async (runDir: string, tag: string) =>
-  (await readJsonl<{ _tag: string; adopted?: boolean }>(project.path(runDir, "journal.jsonl"))).filter((e) => e._tag === tag)
+const eventsOf = async (runDir: string, tag: string) => (await journalOf(runDir)).filter((e) => e._tag === tag)
 
 /** Resolves once the sink holds `n` complete lines. */
 const sinkHolds = (sink: string, n: number) =>
@@ -213,10 +219,30 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const runId = await checkRun(".sluice/runs/spread", rows, 12, "out/a.jsonl")
     // The work spread: more than one worker drove shards.
     expect(workersWithSteps(runId).length).toBeGreaterThanOrEqual(2)
-    // `status` reads the shared run directory as for any run.
-    const status = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: env() })
-    expect(status.code, describeResult(status)).toBe(0)
-    expect(status.stdout + status.stderr).toContain("3,000")
+    // The run's journal is in the cluster's database, not in the run directory (its manifest says
+    // so; journal.jsonl holds only the line that says so to older versions).
+    expect(await readFile(project.path(".sluice/runs/spread", "journal.jsonl"), "utf8")).toMatch(/^\{"_tag":"JournalInDatabase",[^\n]*\}\n$/)
+    const manifest = JSON.parse(await readFile(project.path(".sluice/runs/spread", "manifest.json"), "utf8")) as { journal?: string }
+    expect(manifest.journal).toBe("postgres")
+    expect(await readFile(project.path(".sluice/runs/spread", "manifest.json"), "utf8")).not.toContain(pg!.url)
+    expect(await eventsOf(".sluice/runs/spread", "ShardPlanned")).toHaveLength(12)
+    expect(await eventsOf(".sluice/runs/spread", "Collected")).toHaveLength(12)
+    // `status` reads it there: with $SLUICE_DATABASE_URL (the bundled status program), with --cluster (the full CLI).
+    const { SLUICE_DATABASE_URL: _, ...noDatabase } = env()
+    for (const [args, given] of [[[], env()], [["--cluster", pg!.url], { ...noDatabase, SLUICE_DATABASE_URL: undefined }]] as const) {
+      const status = await runCli(["status", ".sluice/runs/spread", "--no-refresh", ...args, "--json"], { cwd: project.dir, env: given })
+      expect(status.code, describeResult(status)).toBe(0)
+      expect(JSON.parse(status.stdout)).toMatchObject({ runId, finished: true, succeeded: 3000 })
+    }
+    // `report` reads it there too (its row index follows the journal through the same port).
+    const report = await runCli(["report", ".sluice/runs/spread", "--json", "-o", project.path("spread-report.html")], { cwd: project.dir, env: env() })
+    expect(report.code, describeResult(report)).toBe(0)
+    expect(JSON.parse(report.stdout)).toMatchObject({ rows: { of: 3000 } })
+    // Without the database: refused, saying what to give (never shown as a run with no events).
+    const blind = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: { ...noDatabase, SLUICE_DATABASE_URL: undefined } })
+    expect(blind.code, describeResult(blind)).toBe(2)
+    expect(blind.stderr).toContain("keeps its journal in its cluster's PostgreSQL database")
+    expect(blind.stderr).toContain("give --cluster postgres://… or set SLUICE_DATABASE_URL")
     // No warning of a dependency that a user cannot act on (pg's query-queue deprecation).
     for (const w of workers) expect(w.log).not.toContain("DeprecationWarning")
     expect(r.stderr).not.toContain("DeprecationWarning")

@@ -20,7 +20,7 @@ import { ProviderIdentity, Providers } from "@sluice/providers"
 import type { BatchProvider } from "@sluice/providers"
 import { Effect } from "effect"
 import type { Duration } from "effect"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import * as OnlineExecutor from "./OnlineExecutor.js"
 import type * as LockFile from "./internal/LockFile.js"
 import * as RunLock from "./internal/RunLock.js"
@@ -86,7 +86,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
         rebind: false
       })
       yield* Effect.annotateCurrentSpan({ "sluice.pipeline": manifest.pipeline, "sluice.run_id": manifest.runId, "sluice.run_dir": paths.root })
-      const state = yield* loadState(paths.journal)
+      const state = yield* loadState(paths)
       const open = RunState.openShards(state).filter(
         (s) => s.phase === "planned" || s.phase === "intent" || s.phase === "staged" || s.phase === "created" || s.phase === "online"
       )
@@ -109,7 +109,7 @@ export const fromJournal = (runDir: string, options: CancelOptions = {}) =>
         },
         [...byName.values()].map((provider) => ({ provider }))
       )
-      const journal = yield* Journal.open(paths.journal)
+      const journal = yield* JournalStore.open(paths)
       const observer = options.observer ?? {}
       observer.started?.(state)
       const ctx: BatchContext = {

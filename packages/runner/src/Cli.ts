@@ -2,7 +2,7 @@
  * The `sluice` command line.
  */
 import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Cause, Console, Duration, Effect, Either, Fiber, Option, Redacted } from "effect"
+import { Cause, Console, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import type * as Cancel from "./Cancel.js"
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
 import { runner } from "./internal/Installed.js"
@@ -10,6 +10,7 @@ import { quietPgQueryQueueWarning } from "./internal/pgWarnings.js"
 import * as Notify from "./Notify.js"
 import type * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Flags from "./Flags.js"
+import * as ClusterJournal from "./ClusterJournal.js"
 import { ranges } from "./Settings.js"
 import * as PipelineLoader from "./PipelineLoader.js"
 import * as Pricing from "./Pricing.js"
@@ -380,12 +381,15 @@ const executeOnCluster = (
     reporting.runDir = runDir
     const cache = opts.noCache ? false : Option.isSome(opts.cacheDir) ? opts.cacheDir.value : defaultCacheDir({})
     const paths = RunDir.paths(runDir, path)
+    // The run's journal is in the cluster's database (a run from before journals moved there: in the run directory).
+    const JournalPg = yield* lazy(() => import("./JournalPg.js"))
+    const journals = yield* Layer.build(JournalPg.layer(databaseUrl))
     // While it waits: the run's journal as the workers write it, shown as a one-machine run shows its own.
     let stopFollowing: Effect.Effect<void> = Effect.void
     if (!opts.detach) {
       const ClusterFollow = yield* lazy(() => import("./ClusterFollow.js"))
       const progress = Progress.make({ prices: priceTable })
-      const follower = yield* ClusterFollow.make(paths.journal, progress.observer)
+      const follower = yield* ClusterFollow.make(paths, progress.observer).pipe(Effect.provide(journals))
       const following = yield* Effect.forkScoped(Effect.all([follower.run, progress.render], { concurrency: 2, discard: true }))
       // The last events first (the run may have ended between two reads), then the view's last word.
       stopFollowing = Effect.zipRight(Effect.zipRight(Fiber.interrupt(following), follower.catchUp), progress.finish)
@@ -415,7 +419,7 @@ const executeOnCluster = (
       return
     }
     const manifest = yield* RunDir.readManifest(paths)
-    const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths.journal), models: pipeline.stages.map((s) => s.model), prices: priceTable })
+    const summary = summarize({ runId: manifest.runId, paths, state: yield* loadState(paths).pipe(Effect.provide(journals)), models: pipeline.stages.map((s) => s.model), prices: priceTable })
     yield* opts.json ? Console.log(JSON.stringify(summary, null, 2)) : Console.error(summaryLines(summary, outputOf(pipeline, summary.runDir)))
     yield* setExit(exitFor(summary))
   }).pipe(Effect.scoped)
@@ -888,9 +892,10 @@ const reportCommand = Command.make(
       number(defaultSampleRows)
     ).pipe(Options.optional),
     prices,
+    cluster: Flags.clusterJournal,
     json
   },
-  ({ runDir, output, sampleRows, prices, json }) =>
+  ({ cluster, runDir, output, sampleRows, prices, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
@@ -899,7 +904,7 @@ const reportCommand = Command.make(
           prices: priceTable,
           ...(Option.isSome(output) ? { file: output.value } : {}),
           ...(Option.isSome(sampleRows) ? { sampleRows: sampleRows.value } : {})
-        })
+        }).pipe(ClusterJournal.provideFor([runDir], cluster))
         const sampled = r.shown < r.of ? ` (a sample of ${number(r.shown)} of ${count(r.of, "row")}; \`sluice ui ${runDir}\` browses all)` : ` (${count(r.shown, "row")})`
         yield* json
           ? Console.log(JSON.stringify({ file: r.file, rows: { shown: r.shown, of: r.of } }, null, 2))
@@ -918,9 +923,10 @@ const uiCommand = Command.make(
     runDir: runDirArg,
     port: Flags.uiPort,
     prices,
+    cluster: Flags.clusterJournal,
     json
   },
-  ({ runDir, port, prices, json }) =>
+  ({ cluster, runDir, port, prices, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
@@ -934,7 +940,7 @@ const uiCommand = Command.make(
           ? Console.log(JSON.stringify({ url: server.url, port: server.port, token: server.token }))
           : Console.log(`sluice ui: ${server.url}\n(read-only, on 127.0.0.1; the token in the URL is the key: share it only with who may see the run's data. Ctrl-C stops.)`)
         return yield* Effect.never
-      }).pipe(Effect.scoped)
+      }).pipe(ClusterJournal.provideFor([runDir], cluster), Effect.scoped)
     )
 ).pipe(
   Command.withDescription(
@@ -959,13 +965,16 @@ const gcCommand = Command.make(
     ),
     yes: Options.boolean("yes").pipe(Options.withDescription("delete them (without it: a dry run that only lists them)")),
     olderThan: Flags.olderThan,
+    cluster: Flags.clusterJournal,
     json
   },
-  ({ runDirs, provider, runsDir, yes, olderThan, json }) =>
+  ({ cluster, runDirs, provider, runsDir, yes, olderThan, json }) =>
     reported(json, () =>
       Effect.gen(function* () {
         const Gc = yield* lazy(() => import("./Gc.js"))
-        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan })
+        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
+          ClusterJournal.provideFor([...runDirs, ...(yield* RunDir.under(runsDir))], cluster)
+        )
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
       })

@@ -26,9 +26,11 @@ import * as Workflow from "@effect/workflow/Workflow"
 import type { FailureClass, Pipeline } from "@sluice/core"
 import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import * as Cancel from "./Cancel.js"
+import { ClusterUnavailable, databaseOf, unavailable } from "./ClusterDatabase.js"
 import * as ClusterAttempts from "./ClusterAttempts.js"
 import * as ClusterLedger from "./ClusterLedger.js"
 import * as Failure from "./internal/failure.js"
+import * as JournalPg from "./JournalPg.js"
 import * as ClusterRunLock from "./ClusterRunLock.js"
 import { RunLocked, sinkLockPath } from "./internal/RunLock.js"
 import * as PipelineLoader from "./PipelineLoader.js"
@@ -37,7 +39,7 @@ import { loadState, newRunId, run, type RunOptions } from "./Runner.js"
 import * as RunState from "./RunState.js"
 
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
-export { databaseUrlVariable }
+export { ClusterUnavailable, databaseUrlVariable }
 
 /** What a distributed run or worker cannot be started with. */
 export class ClusterUsage extends Schema.TaggedError<ClusterUsage>()("ClusterUsage", {
@@ -46,37 +48,6 @@ export class ClusterUsage extends Schema.TaggedError<ClusterUsage>()("ClusterUsa
   override get message(): string {
     return this.description
   }
-}
-
-/** The cluster's database cannot be reached (or its tables created). */
-export class ClusterUnavailable extends Schema.TaggedError<ClusterUnavailable>()("ClusterUnavailable", {
-  database: Schema.String,
-  description: Schema.String
-}) {
-  override get message(): string {
-    return `cannot use the cluster's PostgreSQL database ${this.database}: ${this.description}`
-  }
-}
-
-/** Host, port and database of a URL, never its credentials. */
-const databaseOf = (url: Redacted.Redacted): string => {
-  try {
-    const u = new URL(Redacted.value(url))
-    return `${u.hostname}:${u.port === "" ? "5432" : u.port}${u.pathname}`
-  } catch {
-    return "(not a URL: postgres://user@host:port/database)"
-  }
-}
-
-/** What went wrong with the database, from the deepest cause that says (ECONNREFUSED, a refused password …). */
-const unavailable = (url: Redacted.Redacted) => (e: { readonly message: string; readonly cause?: unknown }) => {
-  let cause: unknown = e
-  let text = e.message
-  while (typeof cause === "object" && cause !== null && "cause" in cause && cause.cause !== undefined) {
-    cause = cause.cause
-    if (cause instanceof Error && cause.message !== "") text = cause.message
-  }
-  return new ClusterUnavailable({ database: databaseOf(url), description: text.split(Redacted.value(url)).join("<url>") })
 }
 
 /** The database URL given, else the environment's; a usage error without either. */
@@ -269,8 +240,11 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
         return true
       })
     )
-    return done ? yield* loadState(RunDir.paths(request.runDir, path).journal) : undefined
+    return done ? yield* loadState(RunDir.paths(request.runDir, path)) : undefined
   }).pipe(
+    // The run's journal in the cluster's database (JournalPg.ts); a run created before journals
+    // moved there keeps its journal.jsonl (its manifest says so: JournalStore.ts).
+    JournalPg.provide("postgres"),
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : Effect.fail(new StepFailed({ step: name, message: Failure.describe(cause, request.runDir).message }))
     )
@@ -399,8 +373,8 @@ const RunLive = RunWorkflow.toLayer(
       error: StepFailed,
       execute: Effect.gen(function* () {
         const path = yield* Path.Path
-        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path).journal))
-      }).pipe(Effect.catchAll((e) => Effect.fail(new StepFailed({ step: "totals", message: e.message }))))
+        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path)))
+      }).pipe(JournalPg.provide("postgres"), Effect.catchAll((e) => Effect.fail(new StepFailed({ step: "totals", message: e.message }))))
     })
   })
 )
@@ -577,6 +551,7 @@ export const cancel = (databaseUrl: Redacted.Redacted, runDir: string, options: 
       })
     )
   }).pipe(
+    JournalPg.provide("file"),
     Effect.provide(ClusterRunLock.Settings.layer(databaseUrl, defaultLockExpiration)),
     Effect.provide(pg(databaseUrl)),
     Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(databaseUrl)(e)))

@@ -10,6 +10,7 @@ import { Args, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Duration, Effect, Either } from "effect"
 import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import { defaultOnlineBelow, parseDuration } from "./Hybrid.js"
+import { databaseUrlVariable } from "./internal/clusterEnv.js"
 import { describeRange, inRange, ranges } from "./Settings.js"
 import type { Range } from "./Settings.js"
 
@@ -203,6 +204,16 @@ export const uiPort = bounded("port", ranges.port, "the port to listen on, on 12
 
 /** `--json`: the result (and a failure) as JSON on stdout. */
 export const json = Options.boolean("json").pipe(Options.withDescription("print machine-readable JSON on stdout"))
+
+/**
+ * `--cluster` of the commands that read runs (`status`, `report`, `ui`, `gc`): the database that
+ * holds the journal of a run started on a cluster (JournalStore.ts).
+ */
+export const clusterJournal = Options.redacted("cluster").pipe(
+  Options.withPseudoName("postgres://…"),
+  Options.withDescription(`the cluster's PostgreSQL database, where a run started with \`run --cluster\` keeps its journal (default: $${databaseUrlVariable})`),
+  Options.optional
+)
 
 /** The run directory a command reads or continues. */
 export const runDirArg = Args.directory({ name: "run-dir", exists: "yes" }).pipe(Args.withDescription("the run directory"))

@@ -82,7 +82,7 @@ const readRun = (runDir: string) =>
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
     const manifest = yield* RunDir.readManifest(paths)
-    const state = yield* loadState(paths.journal)
+    const state = yield* loadState(paths)
     return {
       runDir: paths.root,
       runId: manifest.runId,

@@ -53,7 +53,7 @@ const nonFinite = (value: unknown, path: string): string | undefined => {
  * The event's line, checked to read back as the same event: a line that does not would make
  * the journal corrupt for every later replay, or replay as another event.
  */
-const lineOf = (event: JournalEvent, t: number): Either.Either<string, string> =>
+export const lineOf = (event: JournalEvent, t: number): Either.Either<string, string> =>
   Either.flatMap(Either.mapLeft(encodeEvent(event), (e) => e.message.split("\n")[0]!), (encoded) => {
     const problem = nonFinite(encoded, "")
     if (problem !== undefined) return Either.left(`${problem}, which JSON cannot hold`)
@@ -137,7 +137,7 @@ const completeLines = <E, R>(text: Stream.Stream<string, E, R>): Stream.Stream<R
     })
   )
 
-const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
+export const parseTimed = (text: string): Either.Either<TimedEvent, string> => {
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -219,3 +219,127 @@ const cutTornTail = (path: string) =>
       })
     )
   }).pipe(Effect.mapError(ioError(path)))
+
+/**
+ * The one line of the journal.jsonl of a run whose journal is in a cluster's database
+ * (JournalPg.ts writes it when it opens the run's journal there). Not an event: a version of
+ * sluice from before journals moved there fails on it (JournalCorrupt at line 1) instead of
+ * taking the run for one with no events and planning it again; and should such a version
+ * rewrite the manifest without its `journal`, this line still says where the journal is.
+ */
+export const inDatabaseLine = JSON.stringify({
+  _tag: "JournalInDatabase",
+  note: "this run's journal is in its cluster's PostgreSQL database (table sluice_journal): use sluice with --cluster or SLUICE_DATABASE_URL, of a version that reads it there"
+})
+
+/** Whether the file at `path` is the marker of a journal kept in a database (`inDatabaseLine`). */
+export const isInDatabaseMarker = (path: string): Effect.Effect<boolean, never, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    // Its first bytes only: a journal of events may be large.
+    const head = yield* Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (file) => file.readAlloc(inDatabaseLine.length)))
+    return head._tag === "Some" && new TextDecoder().decode(head.value) === inDatabaseLine
+  }).pipe(Effect.orElseSucceed(() => false))
+
+/** Writes the marker (0600, fsynced, its name too) unless the run directory has a journal.jsonl already. */
+export const markInDatabase = (path: string): Effect.Effect<void, JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (yield* fs.exists(path)) return
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        const file = yield* PrivateFiles.open(path, "wx")
+        yield* file.writeAll(new TextEncoder().encode(inDatabaseLine + "\n"))
+        yield* file.sync
+      })
+    )
+    yield* PrivateFiles.syncDirectory(dirname(path))
+  }).pipe(
+    // Another writer made it meanwhile ("wx" refused): it is there.
+    Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "AlreadyExists", () => Effect.void),
+    Effect.mapError(ioError(path))
+  )
+
+/**
+ * How far a reader of a journal has read: the bytes of its complete lines (in the table of a
+ * database: the last seq) and how many events they held.
+ */
+export interface Position {
+  readonly at: number
+  readonly lines: number
+}
+
+export const start: Position = { at: 0, lines: 0 }
+
+/** What was appended after a position, and the position after it. */
+export interface Appended {
+  readonly events: ReadonlyArray<TimedEvent>
+  readonly position: Position
+  /** The journal was replaced since (a new generation of the run): `events` are from its start. */
+  readonly restarted: boolean
+  /** More was appended than one read returns: read on from `position`. */
+  readonly more: boolean
+}
+
+/** What one `readAfter` of a file reads at most (a line longer than this is read whole). */
+const readWindow = 8 * 1024 * 1024
+
+/**
+ * The complete lines appended after `from` (the torn tail is not read: its step is dead or
+ * still writing). A journal shorter than `from` was replaced: read from its start. A complete
+ * line that does not decode fails with JournalCorrupt naming its line.
+ */
+export const readAfter = (path: string, from: Position): Effect.Effect<Appended, JournalCorrupt | JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* fs.exists(path))) return { events: [], position: start, restarted: from.at > 0, more: false }
+    const size = Number((yield* fs.stat(path)).size)
+    const restarted = size < from.at
+    const at = restarted ? start : from
+    if (size === at.at) return { events: [], position: at, restarted, more: false }
+    const read = (length: number) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const file = yield* fs.open(path, { flag: "r" })
+          yield* file.seek(at.at, "start")
+          const bytes = yield* file.readAlloc(length)
+          return bytes._tag === "None" ? new Uint8Array(0) : bytes.value
+        })
+      )
+    let buffer = yield* read(Math.min(size - at.at, readWindow))
+    let end = buffer.lastIndexOf(10)
+    if (end < 0 && buffer.length < size - at.at) {
+      buffer = yield* read(size - at.at)
+      end = buffer.lastIndexOf(10)
+    }
+    if (end < 0) return { events: [], position: at, restarted, more: false }
+    const events: Array<TimedEvent> = []
+    let lineNo = at.lines
+    for (const raw of new TextDecoder().decode(buffer.subarray(0, end)).split("\n")) {
+      lineNo++
+      const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw
+      if (text.trim() === "") continue
+      const parsed = parseTimed(text)
+      if (Either.isLeft(parsed)) return yield* new JournalCorrupt({ path, line: lineNo, description: parsed.left })
+      events.push(parsed.right)
+    }
+    const next = at.at + end + 1
+    return { events, position: { at: next, lines: lineNo }, restarted, more: buffer.length < size - at.at }
+  }).pipe(Effect.catchTag("BadArgument", "SystemError", (e) => Effect.fail(ioError(path)(e))))
+
+/**
+ * Moves the journal to `target` (a generation's archive, Rebase.ts). Moved before a crash and
+ * recreated empty since: the empty one is removed; two journals with events are left to the user.
+ */
+export const archive = (path: string, target: string): Effect.Effect<void, JournalIOError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    if (!(yield* fs.exists(path))) return
+    if (yield* fs.exists(target)) {
+      if ((yield* fs.stat(path)).size !== BigInt(0)) {
+        return yield* new JournalIOError({ path, description: `${target} exists too: move one of them away and run again` })
+      }
+      return yield* fs.remove(path)
+    }
+    yield* fs.rename(path, target)
+  }).pipe(Effect.catchTag("BadArgument", "SystemError", (e) => Effect.fail(ioError(path)(e))))

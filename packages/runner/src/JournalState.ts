@@ -4,12 +4,13 @@
  * a run directory need not load the module that drives a run.
  */
 import { Stream } from "effect"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
+import type { RunPaths } from "./RunDir.js"
 import * as RunState from "./RunState.js"
 
-/** Rebuilds a run's state from its journal alone (a piece of the file at a time: Journal.replayChunks). */
-export const loadState = (journalPath: string) =>
-  Journal.replayChunks(journalPath).pipe(
+/** Rebuilds a run's state from its journal alone (wherever the run keeps it: JournalStore.ts), a piece at a time. */
+export const loadState = (paths: RunPaths) =>
+  JournalStore.replayChunks(paths).pipe(
     Stream.runFold(RunState.empty(), (state, events) => {
       for (const { event } of events) state = RunState.apply(state, event)
       return state

@@ -260,7 +260,7 @@ const collect = (pipeline: Pipeline.Pipeline<any, any>, runDir: string, seen: Re
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(runDir, path)
-    const state = yield* loadState(paths.journal)
+    const state = yield* loadState(paths)
     const stageIndex = new Map(pipeline.stages.map((s, i) => [s.name, i]))
     const stageOfShard = new Map([...state.shards.values()].map((s) => [s.id, s.stage]))
     const results = yield* readJsonl<ResultLine>(paths.results)

@@ -11,7 +11,7 @@
  */
 import { ProviderIdentity } from "@sluice/providers"
 import { Effect, Option, Schema, Stream } from "effect"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import * as RunDir from "./RunDir.js"
 import * as RunState from "./RunState.js"
 
@@ -112,7 +112,7 @@ export const check = (options: {
     }
     let rebinds: ReadonlyArray<RunDir.Rebind> = []
     if (changed.length > 0) {
-      const state = yield* Journal.replay(paths.journal).pipe(Stream.runFold(RunState.empty(), RunState.apply))
+      const state = yield* JournalStore.replay(paths).pipe(Stream.runFold(RunState.empty(), RunState.apply))
       for (const c of changed) {
         const inFlight = [...state.shards.values()].filter((s) => s.stage === c.stage && inFlightPhases.has(s.phase)).map((s) => s.id)
         if (inFlight.length > 0) return yield* new RebindRefused({ runDir: paths.root, ...c, inFlight })
@@ -123,7 +123,7 @@ export const check = (options: {
       // (and rebound) again, never one that moved without a trace.
       yield* Effect.scoped(
         Effect.gen(function* () {
-          const journal = yield* Journal.open(paths.journal)
+          const journal = yield* JournalStore.open(paths)
           for (const r of rebinds) yield* journal.append({ _tag: "ProviderRebound", ...r })
         })
       )

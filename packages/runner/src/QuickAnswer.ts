@@ -14,7 +14,7 @@
  *
  * Plain Node only, like EffectVersion.ts.
  */
-import { readFileSync, statSync } from "node:fs"
+import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { runner } from "./internal/Installed.js"
 import * as HelpText from "./internal/helpText.js"
@@ -118,6 +118,31 @@ export const statusOnly = (args: ReadonlyArray<string>): boolean => {
 
 const statusBundle = new URL("./status.bundle.cjs", import.meta.url)
 
-/** The module that runs `args`: the bundled status program (statusMain.ts) for plain `status` arguments (when built and fresh), else the full CLI. */
+/**
+ * Whether the run at the `status` arguments' run directory keeps its journal in a cluster's
+ * database (its manifest's `journal`: JournalStore.ts): the bundle holds no database client.
+ */
+const journalInDatabase = (args: ReadonlyArray<string>): boolean => {
+  const runDir = args.slice(1).find((arg, i, rest) => !arg.startsWith("-") && rest[i - 1] !== "--prices")
+  if (runDir === undefined) return false
+  try {
+    if (/"journal"\s*:\s*"postgres"/.test(readFileSync(`${runDir}/manifest.json`, "utf8"))) return true
+    // The line a database's journal leaves in journal.jsonl (Journal.ts `inDatabaseLine`), read from its start only.
+    const fd = openSync(`${runDir}/journal.jsonl`, "r")
+    try {
+      const head = Buffer.alloc(32)
+      return head.toString("utf8", 0, readSync(fd, head, 0, head.length, 0)).startsWith('{"_tag":"JournalInDatabase"')
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The module that runs `args`: the bundled status program (statusMain.ts) for plain `status`
+ * arguments (when built and fresh) of a run whose journal is in its directory, else the full CLI.
+ */
 export const programFor = (args: ReadonlyArray<string>): string =>
-  new URL(statusOnly(args) && isFresh(fileURLToPath(statusBundle)) ? "./statusMain.js" : "./bin.js", import.meta.url).href
+  new URL(statusOnly(args) && isFresh(fileURLToPath(statusBundle)) && !journalInDatabase(args) ? "./statusMain.js" : "./bin.js", import.meta.url).href

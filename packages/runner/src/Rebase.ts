@@ -21,7 +21,7 @@ import type { BatchProvider } from "@sluice/providers"
 import { Effect, Stream } from "effect"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import { lines } from "./internal/lines.js"
 import * as Poller from "./Poller.js"
 import * as Pricing from "./Pricing.js"
@@ -34,9 +34,8 @@ import * as Submitter from "./Submitter.js"
 /** The cache namespace of the answers a generation carries over, found by custom_id. */
 export const carryNamespace = (runId: string): string => `carry ${runId}`
 
-/** What moves to `previous/<generation>/`: everything of a generation but its manifest and lock. */
+/** What moves to `previous/<generation>/` besides its journal: everything of a generation but its manifest and lock. */
 const generationFiles = (paths: RunDir.RunPaths) => [
-  paths.journal,
   paths.results,
   paths.failures,
   paths.outputs,
@@ -97,7 +96,7 @@ export const rebase = (options: {
     const { paths, manifest } = options
     const generation = manifest.generation ?? 1
     const namespace = carryNamespace(manifest.runId)
-    const state = yield* Journal.replay(paths.journal).pipe(Stream.runFold(RunState.empty(), RunState.apply))
+    const state = yield* JournalStore.replay(paths).pipe(Stream.runFold(RunState.empty(), RunState.apply))
     // The old generation's shards need only their providers: nothing is decoded or sunk.
     const runtimes = new Map<string, StageRuntime>()
     for (const s of state.shards.values()) {
@@ -112,7 +111,7 @@ export const rebase = (options: {
         cacheNamespace: undefined
       })
     }
-    const journal = yield* Journal.open(paths.journal)
+    const journal = yield* JournalStore.open(paths)
     const ctx: RunContext = {
       runId: manifest.runId,
       paths,
@@ -149,6 +148,8 @@ export const rebase = (options: {
 
     const archive = `${paths.root}/previous/${generation}`
     yield* PrivateFiles.makeDirectory(archive)
+    yield* JournalStore.archive(paths, archive)
+    Failpoint.hit("rebase-moved")
     for (const file of generationFiles(paths)) {
       if (!(yield* fs.exists(file))) continue
       const target = `${archive}/${file.slice(paths.root.length + 1)}`

@@ -59,7 +59,7 @@ export const outputs = <In, Out>(_pipeline: Pipeline.Pipeline<In, Out> | undefin
           })
         )
       }
-      const state = yield* loadState(paths.journal)
+      const state = yield* loadState(paths)
       return committedLines(paths.outputs, typeof state.offsets.sink === "number" ? state.offsets.sink : 0).pipe(
         Stream.map(({ text }) => {
           const r = JSON.parse(text) as { key: string; custom_id: string; lineage?: ReadonlyArray<string>; input: In; output: Out }
@@ -79,7 +79,7 @@ export const failures = (runDir: string) =>
     Effect.gen(function* () {
       const path = yield* Path.Path
       const paths = RunDir.paths(path.resolve(runDir), path)
-      const state = yield* loadState(paths.journal)
+      const state = yield* loadState(paths)
       return committedLines(paths.failures, state.offsets.failures).pipe(
         Stream.map(({ text, at }) => ({ record: JSON.parse(text) as FailureRecord, at })),
         Stream.filter(({ record, at }) => !superseded(state, at, record)),

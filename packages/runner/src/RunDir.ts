@@ -6,7 +6,8 @@
  *                     the settings a resume keeps (`--mode`, `--online-budget`, `--online-below`,
  *                     `--budget`, `--keep-provider-files`)
  *   run.lock          the process working on the run (internal/LockFile.ts)
- *   journal.jsonl     append-only events (Journal.ts)
+ *   journal.jsonl     append-only events (Journal.ts), unless the manifest puts the journal
+ *                     in a cluster's database (JournalStore.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
  *                     online shard's answers in `<shard>.online.jsonl`
  *   results.jsonl     every result line as collected, raw response kept
@@ -89,7 +90,12 @@ export const Manifest = Schema.Struct({
    * cluster's database (its system identifier and name, never its address), so that `cancel`
    * knows to go through the cluster.
    */
-  cluster: Schema.optional(Schema.Struct({ database: Schema.String }))
+  cluster: Schema.optional(Schema.Struct({ database: Schema.String })),
+  /**
+   * Where the run's journal is (JournalStore.ts), fixed when the run is created: "postgres", in
+   * its cluster's database (a run started on a cluster); absent or "file", `journal.jsonl` here.
+   */
+  journal: Schema.optional(Schema.Literal("file", "postgres"))
 })
 export type Manifest = typeof Manifest.Type
 
@@ -255,7 +261,7 @@ export const exists = (p: RunPaths) =>
   Effect.flatMap(FileSystem.FileSystem, (fs) => fs.exists(p.manifest)).pipe(Effect.orElseSucceed(() => false))
 
 /**
- * The run directories directly under `root` (those with a journal), as absolute paths; none
+ * The run directories directly under `root` (those with a manifest or a journal), as absolute paths; none
  * when `root` does not exist. `sluice webhook` and `sluice gc` look at `.sluice/runs` this way.
  */
 export const under = (root: string) =>
@@ -267,7 +273,9 @@ export const under = (root: string) =>
     const dirs: Array<string> = []
     for (const name of names.sort()) {
       const dir = path.join(base, name)
-      if (yield* fs.exists(path.join(dir, "journal.jsonl")).pipe(Effect.orElseSucceed(() => false))) dirs.push(dir)
+      // A run whose journal is in a cluster's database has no journal.jsonl.
+      const isRun = (name: string) => fs.exists(path.join(dir, name)).pipe(Effect.orElseSucceed(() => false))
+      if ((yield* isRun("journal.jsonl")) || (yield* isRun("manifest.json"))) dirs.push(dir)
     }
     return dirs
   })

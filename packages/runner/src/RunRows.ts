@@ -14,12 +14,14 @@
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { Effect, Either, Schema } from "effect"
+import { Effect, Runtime, Schema } from "effect"
 import type { Scope } from "effect"
 import { closeSync, openSync, readSync } from "node:fs"
 import { IdTable } from "./internal/IdTable.js"
 import { Readers, scan } from "./internal/LineScan.js"
-import { JournalEvent } from "./JournalEvent.js"
+import type { JournalEvent } from "./JournalEvent.js"
+import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import type { Offsets } from "./JournalEvent.js"
 import type { FailureRecord } from "./Outputs.js"
 import * as RunDir from "./RunDir.js"
@@ -117,7 +119,6 @@ interface ShardEntry {
   onlinePos: number
 }
 
-const decodeEvent = Schema.decodeUnknownEither(Schema.parseJson(JournalEvent))
 
 const CUSTOM_ID = Buffer.from(`"customId":"`)
 
@@ -188,13 +189,18 @@ class Index {
   readonly classNo = new Map<string, number>()
   ids: IdTable
   state = RunState.empty()
-  journalPos = 0
+  journalPos = Journal.start
   resultsPos = 0
   failuresPos = 0
   /** Set when the files read so far no longer hold (a shard rewritten after it was read): build again. */
   stale = false
 
-  constructor(readonly paths: RunDir.RunPaths, readonly stageNames: ReadonlyArray<string>) {
+  constructor(
+    readonly paths: RunDir.RunPaths,
+    readonly stageNames: ReadonlyArray<string>,
+    /** The journal's events after a position, wherever the run keeps it (JournalStore.ts). */
+    readonly readJournal: (from: Journal.Position) => Promise<Journal.Appended>
+  ) {
     this.ids = new IdTable((row) => this.idOfSync(row))
     for (const s of stageNames) this.byStage.set(s, [])
   }
@@ -311,16 +317,19 @@ class Index {
   // -------------------------------------------------------------------------------------------
 
   async catchUp(): Promise<boolean> {
-    const lines: Array<string> = []
-    const end = await scan(this.paths.journal, this.journalPos, undefined, (b, s, e) => void lines.push(b.toString("utf8", s, e)))
-    let changed = end !== this.journalPos
-    for (const text of lines) {
-      if (text.trim() === "") continue
-      const event = decodeEvent(text)
-      if (Either.isLeft(event)) throw new Error(`journal.jsonl: an event after byte ${this.journalPos} does not decode (${event.left.message.split("\n")[0]})`)
-      await this.apply(event.right)
+    let changed = false
+    for (let more = true; more; ) {
+      const appended = await this.readJournal(this.journalPos)
+      // Replaced (a new generation of the run): the index is built again from its start.
+      if (appended.restarted) {
+        this.stale = true
+        return true
+      }
+      if (appended.position.at !== this.journalPos.at) changed = true
+      for (const { event } of appended.events) await this.apply(event)
+      this.journalPos = appended.position
+      more = appended.more
     }
-    this.journalPos = end
     if (await this.readOnline()) changed = true
     return changed
   }
@@ -672,9 +681,11 @@ export const open = (
     const paths = RunDir.paths(path.resolve(root), path)
     const manifest = yield* RunDir.readManifest(paths)
     const stageNames = manifest.stages.map((s) => s.name)
+    const runtime = yield* Effect.runtime<FileSystem.FileSystem>()
+    const readJournal = (from: Journal.Position) => Runtime.runPromise(runtime)(JournalStore.readAfter(paths, from))
     const fail = (e: unknown) =>
       new RunRowsError({ path: paths.root, description: e instanceof Error ? e.message : String(e) })
-    let index = new Index(paths, stageNames)
+    let index = new Index(paths, stageNames, readJournal)
     // A catch-up that failed half-way (a file read at a bad moment) has applied part of its
     // events: applying them again would count rows twice, so the next one starts afresh
     // (pages are served from the index as it was meanwhile).
@@ -682,7 +693,7 @@ export const open = (
     const build = Effect.tryPromise({
       try: async () => {
         if (broken) {
-          const fresh = new Index(paths, stageNames)
+          const fresh = new Index(paths, stageNames, readJournal)
           await fresh.catchUp()
           index = fresh
           broken = false
@@ -697,7 +708,7 @@ export const open = (
         // A shard rewritten after its sidecar was read: read again from the start (once: a
         // rewrite journaled but not yet renamed into place is done by the run's next start).
         if (index.stale) {
-          index = new Index(paths, stageNames)
+          index = new Index(paths, stageNames, readJournal)
           await index.catchUp()
           index.stale = false
         }

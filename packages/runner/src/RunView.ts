@@ -12,7 +12,7 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import { Effect, Option, Stream } from "effect"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import type { JournalEvent, TokenUsage } from "./JournalEvent.js"
 import type { FailureRecord } from "./Outputs.js"
 import * as Pricing from "./Pricing.js"
@@ -141,7 +141,7 @@ const reach = (track: ShardTrack, step: ShardStep, t: number | null) => {
 }
 
 /** The journal folded once: the run's state, rows over time, each shard's steps, usage by stage and mode. */
-const foldJournal = (path: string) =>
+const foldJournal = (paths: RunDir.RunPaths) =>
   Effect.gen(function* () {
     const state = RunState.empty()
     const timeline: Array<TimelinePoint> = []
@@ -152,7 +152,7 @@ const foldJournal = (path: string) =>
       if (t === undefined) tracks.set(shard, (t = { steps: [], repairs: 0 }))
       return t
     }
-    yield* Journal.replayTimed(path).pipe(
+    yield* JournalStore.replayTimed(paths).pipe(
       Stream.runForEach(({ event, t: lineTime }) =>
         Effect.sync(() => {
           RunState.apply(state, event)
@@ -295,7 +295,7 @@ export const makeLoader = (root: string, options: { readonly prices?: Pricing.Pr
       const path = yield* Path.Path
       const paths = RunDir.paths(path.resolve(root), path)
       const manifest = yield* RunDir.readManifest(paths)
-      const { state, timeline, tracks, usage } = yield* foldJournal(paths.journal)
+      const { state, timeline, tracks, usage } = yield* foldJournal(paths)
       const prices = options.prices ?? Pricing.builtin
       const totals = summarize({ runId: manifest.runId, paths, state, models: manifest.stages.map((s) => s.model), prices })
 

@@ -15,7 +15,7 @@ import * as Collector from "./Collector.js"
 import { checkDefinition, PipelineInvalid } from "./Definition.js"
 import * as EnqueuedTokens from "./EnqueuedTokens.js"
 import * as Hybrid from "./Hybrid.js"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import * as KeptSettings from "./KeptSettings.js"
 import * as KeyCheck from "./KeyCheck.js"
 import type { JournalEvent } from "./JournalEvent.js"
@@ -459,7 +459,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             // Detached, and batches of the run so far are still running: the change is
             // accepted once they have ended, at a later resume.
             yield* Effect.logInfo("the pipeline changed: batches of the run so far are still running; resume later to accept the change")
-            const old = yield* loadState(paths.journal)
+            const old = yield* loadState(paths)
             return summarize({ runId: manifest.runId, paths, state: old, models: manifest.stages.map((s) => s.model), prices }) satisfies RunSummary
           }
           manifest = yield* ProviderBinding.complete({ paths, manifest: rebased, currentOf })
@@ -474,6 +474,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
         carriedFrom = manifest.carriedFrom
       } else {
         runId = options.runId ?? newRunId(pipeline.name)
+        const journalKind = yield* JournalStore.kindForNewRuns
         yield* RunDir.writeManifest(paths, {
           version: 1,
           runId,
@@ -493,12 +494,14 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           shards: { maxRequests: options.shardSize ?? defaultSettings.shardSize, maxBytes: options.shardBytes ?? defaultSettings.shardBytes },
           ...(KeptSettings.isEmpty(kept.settings) ? {} : { settings: kept.settings }),
           ...(options.clusterLock === undefined ? {} : { cluster: { database: options.clusterLock.database } }),
+          // Where its journal is, for good (JournalStore.ts): absent, the run directory.
+          ...(journalKind === "file" ? {} : { journal: journalKind }),
           createdAt: new Date().toISOString()
         })
       }
       yield* Effect.annotateCurrentSpan({ "sluice.run_id": runId, "sluice.run_dir": root })
       const settings = yield* remotePollFloor(settingsFor(effective, planned), stages)
-      const state = yield* loadState(paths.journal)
+      const state = yield* loadState(paths)
       const alreadyFinished = mode === "run" && RunState.isFinished(state)
       // Shards of a stage the pipeline file no longer has (`cancel` takes any pipeline file).
       const strange = [...new Set([...state.shards.values()].map((s) => s.stage))].filter((name) => !byName.has(name))
@@ -509,7 +512,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
             `use the pipeline file the run started with`
         })
       }
-      const journal = yield* Journal.open(paths.journal)
+      const journal = yield* JournalStore.open(paths)
       // Enqueued tokens are shared with the runs using the same cache directory (TokenLedger.ts),
       // or with the runs of a cluster.
       const tokens = yield* TokenLedger.scheduler({

@@ -112,7 +112,7 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
     const manifest = yield* RunDir.readManifest(paths)
-    const state = yield* loadState(paths.journal)
+    const state = yield* loadState(paths)
     const providers = Option.getOrUndefined(yield* Effect.serviceOption(Providers))
     const inFlight = options.refresh && providers !== undefined ? [...state.shards.values()].filter((s) => s.batchId !== null && s.phase === "created") : []
     const answers = new Map<string, BatchInfo>()

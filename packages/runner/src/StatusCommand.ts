@@ -5,6 +5,7 @@
 import { Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
 import * as Flags from "./Flags.js"
+import * as ClusterJournal from "./ClusterJournal.js"
 import { reported } from "./internal/reported.js"
 import * as Pricing from "./Pricing.js"
 import * as Status from "./Status.js"
@@ -15,13 +16,14 @@ export const statusCommand = Command.make(
     runDir: Flags.runDirArg,
     json: Flags.json,
     prices: Flags.prices,
+    cluster: Flags.clusterJournal,
     noRefresh: Options.boolean("no-refresh").pipe(Options.withDescription("report from the run directory only"))
   },
-  ({ runDir, json, noRefresh, prices }) =>
+  ({ cluster, runDir, json, noRefresh, prices }) =>
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
-        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable })
+        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable }).pipe(ClusterJournal.provideFor([runDir], cluster))
         yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
       })
     )

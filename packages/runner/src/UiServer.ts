@@ -22,6 +22,8 @@ import type { FSWatcher } from "node:fs"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import * as RunDir from "./RunDir.js"
 import * as RunRows from "./RunRows.js"
 import type { RowQuery, RowStatus } from "./RunRows.js"
@@ -151,7 +153,19 @@ export const serve = (
       return parts.join("|")
     }
     let seen = signature()
+    // A journal in a database (a cluster's run: JournalStore.ts) has no file to watch: each poll
+    // asks it for events after the last seen (one query, none usually).
+    const inFile = (yield* JournalStore.kindOf(paths).pipe(Effect.orElseSucceed(() => "file" as const))) === "file"
+    let journalAt = Journal.start
+    const journalMoved = async () => {
+      const appended = await run(JournalStore.readAfter(paths, journalAt))
+      const moved = appended.restarted || appended.position.at !== journalAt.at
+      journalAt = appended.position
+      return moved
+    }
+    if (!inFile) yield* Effect.tryPromise(journalMoved).pipe(Effect.ignore)
     const check = () => {
+      if (!inFile) void journalMoved().then((moved) => (moved ? recompute() : undefined), () => undefined)
       const now = signature()
       if (now === seen) return
       seen = now

@@ -21,7 +21,7 @@ import { Duration, Effect, Option, Runtime, Schema, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
-import * as Journal from "./Journal.js"
+import * as JournalStore from "./JournalStore.js"
 import * as RunDir from "./RunDir.js"
 import * as WebhookSignature from "./WebhookSignature.js"
 
@@ -68,7 +68,7 @@ const batchesOf = (dir: string) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(dir, path)
-    return yield* Journal.replay(paths.journal).pipe(
+    return yield* JournalStore.replay(paths).pipe(
       Stream.filterMap((e) => (e._tag === "Created" ? Option.some(e.batchId) : Option.none())),
       Stream.runCollect
     )

@@ -7,17 +7,22 @@
  * is refused, never written.
  */
 import { NodeContext } from "@effect/platform-node"
+import * as Path from "@effect/platform/Path"
 import { Effect, Either, Exit, Schema, Stream } from "effect"
 import fc from "fast-check"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { anyString, checkAsync } from "../../../test/support/properties.js"
 import * as Journal from "../src/Journal.js"
 import { JournalEvent } from "../src/JournalEvent.js"
-import { loadState } from "../src/JournalState.js"
+import { loadState as loadRunState } from "../src/JournalState.js"
+import * as RunDir from "../src/RunDir.js"
 import * as RunState from "../src/RunState.js"
+
+/** loadState of the journal at `journal` (a directory without a manifest: the file store). */
+const loadState = (journal: string) => Effect.flatMap(Path.Path, (path) => loadRunState({ ...RunDir.paths(dirname(journal), path), journal }))
 
 // -----------------------------------------------------------------------------------------
 // Arbitraries: shards going through their lifecycle

@@ -1,13 +1,18 @@
 import { NodeContext } from "@effect/platform-node"
+import * as Path from "@effect/platform/Path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
-import { loadState } from "../src/JournalState.js"
+import { loadState as loadRunState } from "../src/JournalState.js"
+import * as RunDir from "../src/RunDir.js"
 import * as RunState from "../src/RunState.js"
+
+/** loadState of the journal at `journal` (a directory without a manifest: the file store). */
+const loadState = (journal: string) => Effect.flatMap(Path.Path, (path) => loadRunState({ ...RunDir.paths(dirname(journal), path), journal }))
 
 const planned = (shard: string): JournalEvent => ({
   _tag: "ShardPlanned",

@@ -136,7 +136,7 @@ describe("Planner", () => {
     Effect.gen(function* () {
       const first = yield* planInto(rows(6), { maxRequests: 3, maxBytes: 1_000_000 })
       // A new process: the state replayed from the first journal, but the source has grown.
-      const state = yield* loadState(first.paths.journal).pipe(Effect.provide(NodeContext.layer))
+      const state = yield* loadState(first.paths).pipe(Effect.provide(NodeContext.layer))
       // Pretend the source ended early last time and has since grown by two rows.
       state.planComplete = false
       const second = yield* planInto(rows(8), { maxRequests: 3, maxBytes: 1_000_000 }, state, first.paths.root)
@@ -204,7 +204,7 @@ describe("Planner", () => {
           ["label-00004", 1, 1, 1]
         ])
         expect(r.events.at(-1)).toMatchObject({ _tag: "KeysChecked", duplicates: 1, conflicts: 2 })
-        const replayed = yield* loadState(r.paths.journal).pipe(Effect.provide(NodeContext.layer))
+        const replayed = yield* loadState(r.paths).pipe(Effect.provide(NodeContext.layer))
         expect([...replayed.shards.values()]).toEqual([...r.state.shards.values()])
         expect(replayed.offsets).toEqual(r.state.offsets)
       })
@@ -255,7 +255,7 @@ describe("Planner", () => {
         expect(r.events.at(-1)).toMatchObject({ _tag: "PlanRefused", rows: 2, keys: 1 })
         // Nothing was rewritten, and the refused plan is void: a replay starts from nothing.
         expect(r.events.some((e) => e._tag === "ShardRewritten")).toBe(false)
-        const replayed = yield* loadState(r.paths.journal).pipe(Effect.provide(NodeContext.layer))
+        const replayed = yield* loadState(r.paths).pipe(Effect.provide(NodeContext.layer))
         expect(replayed.shards.size).toBe(0)
         expect(replayed.planComplete).toBe(false)
         expect(replayed.sourceOffset).toBe(0)
@@ -292,7 +292,7 @@ describe("Planner", () => {
   it.effect("a resume numbers new shards after the highest journaled one", () =>
     Effect.gen(function* () {
       const first = yield* planInto(rows(6), { maxRequests: 3, maxBytes: 1_000_000 })
-      const state = yield* loadState(first.paths.journal).pipe(Effect.provide(NodeContext.layer))
+      const state = yield* loadState(first.paths).pipe(Effect.provide(NodeContext.layer))
       // A gap in the numbers (as an unused number leaves): the next shard is not the count + 1.
       state.shards.delete("label-00001")
       state.planComplete = false

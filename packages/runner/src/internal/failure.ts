@@ -24,6 +24,7 @@ export const ExitCode = {
 /** Failures that are the user's to fix (input, configuration) rather than the run's. */
 const usageTags = new Set([
   "ClusterUsage",
+  "JournalElsewhere",
   "PipelineLoadError",
   "PipelineFileChanged",
   "PipelineTypeError",
