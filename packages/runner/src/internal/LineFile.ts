@@ -2,7 +2,7 @@
  * Buffered line writer over a FileSystem file: lines are joined into ~1 MB writes, and
  * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
  */
-import type { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { SystemError } from "@effect/platform/Error"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
@@ -22,6 +22,8 @@ export interface LineFile {
   readonly sync: Effect.Effect<number, PlatformError>
   /** Length in bytes including buffered lines. */
   readonly size: () => number
+  /** Appends the whole of another file's bytes (lines written elsewhere), after the buffered lines. */
+  readonly appendFile: (path: string) => Effect.Effect<void, PlatformError, FileSystem.FileSystem>
 }
 
 const FLUSH_AT = 1 << 20
@@ -64,6 +66,19 @@ export const open = (
       return buffered >= FLUSH_AT
     }
     const line = (text: string) => Effect.suspend(() => (append(text) ? flush : Effect.void))
+    const appendFile = (from: string) =>
+      flush.pipe(
+        Effect.zipRight(Effect.scoped(Effect.gen(function* () {
+          const source = yield* (yield* FileSystem.FileSystem).open(from, { flag: "r" })
+          const piece = Buffer.allocUnsafe(FLUSH_AT)
+          for (;;) {
+            const n = Number(yield* source.read(piece))
+            if (n === 0) return
+            yield* named(file.writeAll(piece.subarray(0, n)))
+            written += n
+          }
+        })))
+      )
     return {
       line,
       append,
@@ -72,6 +87,7 @@ export const open = (
         Effect.zipRight(named(file.sync)),
         Effect.map(() => written)
       ),
-      size: () => written + buffered
+      size: () => written + buffered,
+      appendFile
     }
   })
