@@ -328,7 +328,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             }
             succeeded++
             for (const record of records) sinkBatch.push(record)
-            return sinkBatch.length >= 1000 ? flushSink : undefined
+            // Small batches: records held across many rows outlive young-generation collections.
+            return sinkBatch.length >= 100 ? flushSink : undefined
           }
 
           // Rows that may be resent, with their place among the rows that have a request line: the
