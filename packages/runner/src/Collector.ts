@@ -102,9 +102,15 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
 export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, rescheduleFailed = true) =>
   Effect.scoped(
     Effect.gen(function* () {
-      // Reading: held until this collection holds the outputs (or fails).
+      // Reading: held until this collection holds the outputs (or fails). Waiting for it can be
+      // interrupted; once taken, it is given back whatever happens.
       let reading = true
-      yield* Effect.acquireRelease(outputs.reading.take(1), () => (reading ? outputs.reading.release(1) : Effect.void))
+      yield* Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          restore(outputs.reading.take(1)),
+          Effect.addFinalizer(() => (reading ? outputs.reading.release(1) : Effect.void))
+        )
+      )
       // A batch recalled at the deadline was cancelled by the run itself: its unfinished rows go on (online).
       const reschedule = rescheduleFailed && (shard.status !== "cancelled" || shard.recalled)
       const rt = ctx.stageOf(shard.stage)
@@ -233,6 +239,8 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             return outputs.reading.release(1)
           }))
           yield* outputs.results.appendFile(staged)
+          // Its lines are in results.jsonl now (committed below, or cut at the next open and read again).
+          yield* (yield* FileSystem.FileSystem).remove(staged).pipe(Effect.ignore)
 
           // Rescheduled rows go to a retry shard with their identical request lines. If a crash
           // hit after the retry shard was journaled, it exists already and is left as it is.
@@ -496,8 +504,6 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
             ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
             ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
           })
-          // Its lines are in results.jsonl, committed.
-          yield* (yield* FileSystem.FileSystem).remove(staged).pipe(Effect.ignore)
           // A retry shard that existed already is driven by whoever found it open.
           return retry !== undefined ? retryId : null
         })
