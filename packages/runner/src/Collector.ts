@@ -5,8 +5,14 @@
  * no result line at all are `missing` — providers drop lines — and are rescheduled like
  * retryable failures. Every answer received is also stored in the response cache.
  *
- * Memory is bounded by one shard: results are read into a map keyed by custom_id, then the
- * shard's row sidecar is streamed against it; the shard's request file only when rows are resent.
+ * A collection reads, then writes. Reading (no lock): the shard's results are downloaded and
+ * parsed, their results.jsonl lines written to a file of the shard's own and their answers to
+ * the response cache, and what each row got kept compactly (internal/ShardAnswers.ts). Writing
+ * (holding the outputs): those lines are copied into results.jsonl, the row sidecar is streamed
+ * against the answers (each decoded now), rows go to the sink, inboxes, failures or a retry
+ * shard, and all is committed and journaled. One shard is read while another is written
+ * (`Outputs.reading`): downloads overlap writes, and memory holds at most two shards' answers.
+ * The shard's request file is read only when rows are resent.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import { Pipeline } from "@sluice/core"
@@ -15,8 +21,9 @@ import { Cause, Chunk, Effect, Exit, Option, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Failpoint from "./internal/Failpoint.js"
 import * as LineFile from "./internal/LineFile.js"
-import { lines, ownString } from "./internal/lines.js"
+import { lines } from "./internal/lines.js"
 import { encodeFailed } from "./internal/resultLine.js"
+import { ShardAnswers } from "./internal/ShardAnswers.js"
 import * as Poller from "./Poller.js"
 import * as Repair from "./Repair.js"
 import { wireTokens } from "./RequestTokens.js"
@@ -93,15 +100,24 @@ const wholeShardFailure = (shard: ShardState): Outcome | undefined => {
  * that ended cancelled (`sluice cancel` journals that, and leaves the collection to `resume`).
  */
 export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, rescheduleFailed = true) =>
-  outputs.exclusive(
+  Effect.scoped(
     Effect.gen(function* () {
+      // Reading: held until this collection holds the outputs (or fails). Waiting for it can be
+      // interrupted; once taken, it is given back whatever happens.
+      let reading = true
+      yield* Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          restore(outputs.reading.take(1)),
+          Effect.addFinalizer(() => (reading ? outputs.reading.release(1) : Effect.void))
+        )
+      )
       // A batch recalled at the deadline was cancelled by the run itself: its unfinished rows go on (online).
       const reschedule = rescheduleFailed && (shard.status !== "cancelled" || shard.recalled)
       const rt = ctx.stageOf(shard.stage)
       const { stage, provider } = rt
       const multiStage = ctx.stages.length > 1
       const next = rt.next === null ? undefined : outputs.inbox.get(rt.next)
-      const outcomes = new Map<string, Outcome>()
+      const answers = new ShardAnswers(shard.requests + shard.cachedRows)
       const usage: { -readonly [K in keyof TokenUsage]: number } = { input: 0, output: 0, cached: 0 }
       const whole = wholeShardFailure(shard)
       const caching = ctx.cache !== ResponseCache.disabled
@@ -112,8 +128,6 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       // The custom_ids the shard sent, and (with the cache on) their cache keys, to store each
       // answer under its request's hash. A result naming another id is none of this shard's:
       // counted, never kept, never in usage or cost (a provider's answers are untrusted).
-      const sent = new Set<string>()
-      const cacheKeys = new Map<string, string>()
       let unknown = 0
       let unknownSample = ""
       // Answers came from the provider: a batch's results, or an online shard's file.
@@ -121,22 +135,18 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
       if (whole === undefined && (answered || shard.cachedRows > 0)) {
         yield* lines(ctx.paths.rowsFile(shard.id)).pipe(
           Stream.runForEach((text) =>
-            Effect.sync(() => {
-              // Kept for the whole collection: copies, not slices of the sidecar's text.
-              const id = ownString(rowId(text))
-              sent.add(id)
-              if (!caching || !answered) return
-              // Under the row's id as decoded (an id with escapes in the line is not its text there).
-              const ck = sidecarCacheKey(text)
-              if (ck !== undefined) cacheKeys.set(id, ownString(ck))
-            })
+            Effect.sync(() => answers.addRow(rowId(text), caching && answered ? sidecarCacheKey(text) : undefined))
           )
         )
       }
 
+      // This shard's results.jsonl lines, until it holds the outputs.
+      const staged = ctx.paths.collectingFile(shard.id)
+      const stagedFile = yield* LineFile.open(staged, 0)
       // Rows are handled synchronously, chunk by chunk; Effects only for I/O.
       const record = (result: BatchResult, fromCache: boolean): boolean => {
-        if (!sent.has(result.customId)) {
+        const row = answers.row(result.customId)
+        if (row < 0) {
           if (unknown++ === 0) unknownSample = result.customId
           return false
         }
@@ -145,16 +155,15 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
         if (result._tag === "Succeeded") {
           // The answer is serialised once: for the cache, and as the tail of its results line.
           const answer = ResponseCache.encodeAnswer(result)
-          full = outputs.results.append(`${prefix}"_tag":"Succeeded","customId":${JSON.stringify(result.customId)},${answer.slice(1)}`)
-          const ck = fromCache ? undefined : cacheKeys.get(result.customId)
+          full = stagedFile.append(`${prefix}"_tag":"Succeeded","customId":${JSON.stringify(result.customId)},${answer.slice(1)}`)
+          const ck = fromCache ? undefined : answers.cacheKey(row)
           if (ck !== undefined) full = ctx.cache.putEncoded(ck, answer) || full
         } else {
-          full = outputs.results.append(prefix + encodeFailed(result).slice(1))
+          full = stagedFile.append(prefix + encodeFailed(result).slice(1))
         }
-        const previous = outcomes.get(result.customId)
-        if (previous !== undefined && previous.ok) return full // a duplicated line: the first success stands
+        if (answers.answered(row)) return full // a duplicated line: the first answer stands
         if (result._tag === "Failed") {
-          outcomes.set(result.customId, { ok: false, failure: result.failure, code: result.code, message: result.message })
+          answers.fail(row, { failure: result.failure, code: result.code, message: result.message })
           return full
         }
         // Answers from the cache were paid for by an earlier run.
@@ -163,25 +172,32 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           usage.output += result.usage.outputTokens
           usage.cached += result.usage.cachedInputTokens
         }
-        const decoded = stage.decode(result.text)
-        outcomes.set(
-          result.customId,
-          decoded._tag === "Right"
-            ? { ok: true, output: decoded.right }
-            : {
-                ok: false,
-                failure: "parse",
-                code: result.finishReason === "length" ? "truncated" : "parse_error",
-                message: decoded.left,
-                answer: { text: result.text, finishReason: result.finishReason }
-              }
-        )
+        // Decoded when the row is settled: nothing of it is held as objects meanwhile.
+        answers.answer(row, result.text, result.finishReason)
         return full
+      }
+      /** A row's outcome, its answer decoded with the stage's Schema. */
+      const outcomeOf = (id: string): Outcome | undefined => {
+        const row = answers.row(id)
+        if (row < 0) return undefined
+        const got = answers.get(row)
+        if (got._tag === "None") return undefined
+        if (got._tag === "Failure") return { ok: false, failure: got.failure, code: got.code, message: got.message }
+        const decoded = stage.decode(got.text)
+        return decoded._tag === "Right"
+          ? { ok: true, output: decoded.right }
+          : {
+              ok: false,
+              failure: "parse",
+              code: got.finishReason === "length" ? "truncated" : "parse_error",
+              message: decoded.left,
+              answer: { text: got.text, finishReason: got.finishReason }
+            }
       }
       const recordChunk = (fromCache: boolean) => (chunk: Chunk.Chunk<BatchResult>) => {
         let full = false
         for (const result of Chunk.toReadonlyArray(chunk)) full = record(result, fromCache) || full
-        return full ? Effect.zipRight(outputs.results.flush, flushCache) : Effect.void
+        return full ? Effect.zipRight(stagedFile.flush, flushCache) : Effect.void
       }
       if (whole === undefined && shard.batchId !== null) {
         // The poll that saw it end has its state (file ids) already; after a resume, ask.
@@ -215,269 +231,282 @@ export const collect = (ctx: RunContext, outputs: Outputs, shard: ShardState, re
           Stream.runForEachChunk(recordChunk(true))
         )
       }
+      yield* stagedFile.flush
+      return yield* outputs.exclusive(
+        Effect.gen(function* () {
+          yield* Effect.uninterruptible(Effect.suspend(() => {
+            reading = false
+            return outputs.reading.release(1)
+          }))
+          yield* outputs.results.appendFile(staged)
+          // Its lines are in results.jsonl now (committed below, or cut at the next open and read again).
+          yield* (yield* FileSystem.FileSystem).remove(staged).pipe(Effect.ignore)
 
-      // Rescheduled rows go to a retry shard with their identical request lines. If a crash
-      // hit after the retry shard was journaled, it exists already and is left as it is.
-      const retryId = retryShardId(shard)
-      const retryPlanned = ctx.state.shards.has(retryId)
-      let retry:
-        | { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; answers: LineFile.LineFile }
-        | undefined
-      let retryCached = 0
-      const retryHash = createHash("sha256")
-      let rescheduled = 0
-      let retryBytes = 0
-      // Under a known enqueued-token limit the retry shard's lines are counted (a repair is longer
-      // than the request it repairs): one over the limit is re-cut before it is sent (Recut.ts).
-      const countRetry = !shard.online && ctx.enqueuedLimit?.(rt) !== undefined
-      let retryTokens = 0
-      let succeeded = 0
-      const failed: Record<string, number> = {}
-      let sinkBatch: Array<unknown> = []
-      const flushSink = Effect.suspend(() => {
-        if (sinkBatch.length === 0) return Effect.void
-        const batch = sinkBatch
-        sinkBatch = []
-        return outputs.sink.write(batch)
-      })
-
-      const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
-      const requests = lines(ctx.paths.shardFile(shard.id))
-      let children = 0
-
-      const fail = (row: RowLine, failure: FailureClass, code: string, message: string) => {
-        failed[failure] = (failed[failure] ?? 0) + 1
-        const record: FailureRecord = {
-          custom_id: row.id,
-          key: row.key,
-          shard: shard.id,
-          attempt: shard.attempt,
-          class: failure,
-          code,
-          message,
-          location: row.loc,
-          ...(row.c === undefined ? {} : { cached: true })
-        }
-        return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
-      }
-
-      const transformFailed = (row: RowLine, e: unknown) =>
-        fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
-
-      /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
-      const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
-        let values: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
-        try {
-          values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
-        } catch (e) {
-          return transformFailed(row, e)
-        }
-        if (!Effect.isEffect(values)) return emit(row, values)
-        // An Effect transform: its failure (or defect) fails the row; an interruption stops the collection.
-        return Effect.flatMap(Effect.exit(values), (exit) =>
-          Exit.isSuccess(exit) ? emit(row, exit.value) ?? Effect.void
-          : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
-          : transformFailed(row, Cause.squash(exit.cause)) ?? Effect.void
-        )
-      }
-
-      const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
-        const src = row.src === undefined ? row.input : row.src
-        if (next !== undefined) {
-          succeeded++
-          let full = false
-          const lin = [...(row.lin ?? []), row.id]
-          for (const [key, value] of values) {
-            const line: InboxLine = { key, loc: row.loc, input: value, src, lin }
-            full = next.append(JSON.stringify(line)) || full
-            children++
-          }
-          return full ? next.flush : undefined
-        }
-        const records = values.map(([key, value]) =>
-          multiStage
-            ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
-            : { key, customId: row.id, input: src, output: value }
-        )
-        // A row the sink cannot store (U+0000 for PostgreSQL, say) fails alone, before the
-        // write: in the batch it would fail the sink's commit, and every later one.
-        const refuse = outputs.sink.refuse
-        if (refuse !== undefined) {
-          for (const record of records) {
-            const reason = refuse(record)
-            if (reason !== undefined) return fail(row, "sink_rejected", "sink_rejected", reason)
-          }
-        }
-        succeeded++
-        for (const record of records) sinkBatch.push(record)
-        return sinkBatch.length >= 1000 ? flushSink : undefined
-      }
-
-      // Rows that may be resent, with their place among the rows that have a request line: the
-      // shard file is read (a second pass) only for them.
-      const resend: Array<{ readonly at: number; readonly row: RowLine }> = []
-      let sentRows = 0
-
-      /**
-       * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
-       * its line in the shard file (none for a row answered from the cache), or `unread`: a row
-       * that may be resent is then put aside for the second pass, which has its line.
-       */
-      const settle = (row: RowLine, request: string | undefined | typeof unread): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
-        const at = request === unread ? sentRows++ : -1
-        const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
-          outcomes.get(row.id) ??
-          (shard.cancelled
-            ? { ok: false, failure: "cancelled", code: "cancelled", message: "the run was cancelled before this request was sent online" }
-            : {
-                ok: false,
-                failure: "missing",
-                code: "missing",
-                message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
-              })
-        if (outcome.ok) return passOn(row, outcome.output)
-        if (request === unread) {
-          // A superset of the test below (which the second pass makes): rows outside it fail here.
-          const resendable = automatic.has(outcome.failure) ||
-            (outcome.failure === "parse" && outcome.answer !== undefined && stage.repair) ||
-            (shard.recalled && outcome.failure === "cancelled")
-          if (reschedule && resendable && shard.attempt < stage.maxAttempts) {
-            resend.push({ at, row })
-            return undefined
-          }
-        }
-        const repair =
-          outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
-            ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
-            : undefined
-        // A repair is a new request (and so a new custom_id); anything else is resent as it was.
-        const line = repair?.line ?? (request === unread ? undefined : request)
-        const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
-        if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
-          rescheduled++
-          if (retryPlanned) return undefined
-          // A repair is keyed by its own request: answered before (in an earlier run, or
-          // carried over from before a pipeline change), it is not asked again.
-          const { ck: _ck, c: _c, ...rest } = row
-          const repairKey = repair === undefined || !caching || rt.cacheNamespace === undefined
-            ? undefined
-            : ResponseCache.key(rt.cacheNamespace, stage.requestHash(repair.request))
-          const answered = repair === undefined || !caching ? undefined
-            : (repairKey === undefined ? undefined : ctx.cache.read(repairKey)) ??
-              (ctx.carry === undefined ? undefined : ctx.cache.read(ResponseCache.key(ctx.carry, repair.customId)))
-          const rowLine = repair === undefined ? JSON.stringify(row)
-            : JSON.stringify({ ...rest, id: repair.customId, ...(repairKey === undefined ? {} : { ck: repairKey }), ...(answered === undefined ? {} : { c: 1 }) })
-          const append = (r: NonNullable<typeof retry>) => {
-            let full = r.rows.append(rowLine)
-            if (answered !== undefined) {
-              retryCached++
-              full = r.answers.append(`{"_tag":"Succeeded","customId":${JSON.stringify(repair!.customId)},${answered.slice(1)}`) || full
-            } else {
-              retryHash.update(line)
-              retryHash.update("\n")
-              retryBytes += Buffer.byteLength(line) + 1
-              if (countRetry) retryTokens += wireTokens(shard.model, line)
-              full = r.requests.append(line) || full
-            }
-            return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
-          }
-          if (retry !== undefined) return append(retry)
-          return Effect.gen(function* () {
-            const scope = yield* Scope.make()
-            const opened = {
-              scope,
-              requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
-              rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope)),
-              answers: yield* LineFile.open(ctx.paths.cachedFile(retryId), 0).pipe(Scope.extend(scope))
-            }
-            retry = opened
-            const pending = append(opened)
-            if (pending !== undefined) yield* pending
+          // Rescheduled rows go to a retry shard with their identical request lines. If a crash
+          // hit after the retry shard was journaled, it exists already and is left as it is.
+          const retryId = retryShardId(shard)
+          const retryPlanned = ctx.state.shards.has(retryId)
+          let retry:
+            | { scope: Scope.CloseableScope; requests: LineFile.LineFile; rows: LineFile.LineFile; answers: LineFile.LineFile }
+            | undefined
+          let retryCached = 0
+          const retryHash = createHash("sha256")
+          let rescheduled = 0
+          let retryBytes = 0
+          // Under a known enqueued-token limit the retry shard's lines are counted (a repair is longer
+          // than the request it repairs): one over the limit is re-cut before it is sent (Recut.ts).
+          const countRetry = !shard.online && ctx.enqueuedLimit?.(rt) !== undefined
+          let retryTokens = 0
+          let succeeded = 0
+          const failed: Record<string, number> = {}
+          let sinkBatch: Array<unknown> = []
+          const flushSink = Effect.suspend(() => {
+            if (sinkBatch.length === 0) return Effect.void
+            const batch = sinkBatch
+            sinkBatch = []
+            return outputs.sink.write(batch)
           })
-        }
-        return fail(row, outcome.failure, outcome.code, outcome.message)
-      }
-      const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined | typeof unread], E, R>) =>
-        stream.pipe(
-          Stream.runForEachChunk((chunk) =>
-            Effect.gen(function* () {
-              for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
-                const io = settle(row, request)
-                if (io !== undefined) yield* io
+
+          const rows = lines(ctx.paths.rowsFile(shard.id)).pipe(Stream.map((l) => JSON.parse(l) as RowLine))
+          const requests = lines(ctx.paths.shardFile(shard.id))
+          let children = 0
+
+          const fail = (row: RowLine, failure: FailureClass, code: string, message: string) => {
+            failed[failure] = (failed[failure] ?? 0) + 1
+            const record: FailureRecord = {
+              custom_id: row.id,
+              key: row.key,
+              shard: shard.id,
+              attempt: shard.attempt,
+              class: failure,
+              code,
+              message,
+              location: row.loc,
+              ...(row.c === undefined ? {} : { cached: true })
+            }
+            return outputs.failures.append(JSON.stringify(record)) ? outputs.failures.flush : undefined
+          }
+
+          const transformFailed = (row: RowLine, e: unknown) =>
+            fail(row, "permanent", "transform_error", `transform failed: ${e instanceof Error ? e.message : String(e)}`)
+
+          /** A succeeded row goes on: through the stage's transforms, to the next stage or the sink. */
+          const passOn = (row: RowLine, output: unknown): Effect.Effect<void, unknown> | undefined => {
+            let values: Pipeline.LinkRows | Effect.Effect<Pipeline.LinkRows, unknown>
+            try {
+              values = rt.after.length === 0 ? [[row.key, output]] : Pipeline.applyLink(rt.after, row.key, output, row.input)
+            } catch (e) {
+              return transformFailed(row, e)
+            }
+            if (!Effect.isEffect(values)) return emit(row, values)
+            // An Effect transform: its failure (or defect) fails the row; an interruption stops the collection.
+            return Effect.flatMap(Effect.exit(values), (exit) =>
+              Exit.isSuccess(exit) ? emit(row, exit.value) ?? Effect.void
+              : Cause.isInterruptedOnly(exit.cause) ? Effect.failCause(exit.cause)
+              : transformFailed(row, Cause.squash(exit.cause)) ?? Effect.void
+            )
+          }
+
+          const emit = (row: RowLine, values: Pipeline.LinkRows): Effect.Effect<void, unknown> | undefined => {
+            const src = row.src === undefined ? row.input : row.src
+            if (next !== undefined) {
+              succeeded++
+              let full = false
+              const lin = [...(row.lin ?? []), row.id]
+              for (const [key, value] of values) {
+                const line: InboxLine = { key, loc: row.loc, input: value, src, lin }
+                full = next.append(JSON.stringify(line)) || full
+                children++
               }
-            })
-          )
-        )
-      // Rows with a request line pair up with the shard file, which is read only when some of them
-      // may be resent (it is often bigger than the results). Rows answered from the cache have none.
-      if (shard.requests > 0) {
-        yield* settleAll(rows.pipe(Stream.filter((r) => r.c === undefined), Stream.map((r) => [r, unread] as const)))
-        if (resend.length > 0) {
-          let next = 0
-          yield* settleAll(
-            requests.pipe(
-              // Stops reading once the last row put aside has its line (checked chunk by chunk).
-              Stream.takeWhile(() => next < resend.length),
-              Stream.zipWithIndex,
-              Stream.filterMap(([line, i]) =>
-                next < resend.length && i === resend[next]!.at ? Option.some([resend[next++]!.row, line] as const) : Option.none()
+              return full ? next.flush : undefined
+            }
+            const records = values.map(([key, value]) =>
+              multiStage
+                ? { key, customId: row.id, input: src, output: value, lineage: row.lin ?? [] }
+                : { key, customId: row.id, input: src, output: value }
+            )
+            // A row the sink cannot store (U+0000 for PostgreSQL, say) fails alone, before the
+            // write: in the batch it would fail the sink's commit, and every later one.
+            const refuse = outputs.sink.refuse
+            if (refuse !== undefined) {
+              for (const record of records) {
+                const reason = refuse(record)
+                if (reason !== undefined) return fail(row, "sink_rejected", "sink_rejected", reason)
+              }
+            }
+            succeeded++
+            for (const record of records) sinkBatch.push(record)
+            // Small batches: records held across many rows outlive young-generation collections.
+            return sinkBatch.length >= 100 ? flushSink : undefined
+          }
+
+          // Rows that may be resent, with their place among the rows that have a request line: the
+          // shard file is read (a second pass) only for them.
+          const resend: Array<{ readonly at: number; readonly row: RowLine }> = []
+          let sentRows = 0
+
+          /**
+           * One row; synchronous, returning an Effect only when there is I/O to do. `request` is
+           * its line in the shard file (none for a row answered from the cache), or `unread`: a row
+           * that may be resent is then put aside for the second pass, which has its line.
+           */
+          const settle = (row: RowLine, request: string | undefined | typeof unread): Effect.Effect<void, unknown, FileSystem.FileSystem> | undefined => {
+            const at = request === unread ? sentRows++ : -1
+            const outcome: Outcome = (row.c === undefined ? whole : undefined) ??
+              outcomeOf(row.id) ??
+              (shard.cancelled
+                ? { ok: false, failure: "cancelled", code: "cancelled", message: "the run was cancelled before this request was sent online" }
+                : {
+                    ok: false,
+                    failure: "missing",
+                    code: "missing",
+                    message: shard.online ? `no answer for ${row.id} in ${shard.id}'s online answers` : `no result line for ${row.id} in batch ${shard.batchId ?? "?"}`
+                  })
+            if (outcome.ok) return passOn(row, outcome.output)
+            if (request === unread) {
+              // A superset of the test below (which the second pass makes): rows outside it fail here.
+              const resendable = automatic.has(outcome.failure) ||
+                (outcome.failure === "parse" && outcome.answer !== undefined && stage.repair) ||
+                (shard.recalled && outcome.failure === "cancelled")
+              if (reschedule && resendable && shard.attempt < stage.maxAttempts) {
+                resend.push({ at, row })
+                return undefined
+              }
+            }
+            const repair =
+              outcome.failure === "parse" && outcome.answer !== undefined && stage.repair
+                ? Repair.request(stage, row, outcome.answer, outcome.message, provider)
+                : undefined
+            // A repair is a new request (and so a new custom_id); anything else is resent as it was.
+            const line = repair?.line ?? (request === unread ? undefined : request)
+            const again = automatic.has(outcome.failure) || repair !== undefined || (shard.recalled && outcome.failure === "cancelled")
+            if (reschedule && line !== undefined && again && shard.attempt < stage.maxAttempts) {
+              rescheduled++
+              if (retryPlanned) return undefined
+              // A repair is keyed by its own request: answered before (in an earlier run, or
+              // carried over from before a pipeline change), it is not asked again.
+              const { ck: _ck, c: _c, ...rest } = row
+              const repairKey = repair === undefined || !caching || rt.cacheNamespace === undefined
+                ? undefined
+                : ResponseCache.key(rt.cacheNamespace, stage.requestHash(repair.request))
+              const answered = repair === undefined || !caching ? undefined
+                : (repairKey === undefined ? undefined : ctx.cache.read(repairKey)) ??
+                  (ctx.carry === undefined ? undefined : ctx.cache.read(ResponseCache.key(ctx.carry, repair.customId)))
+              const rowLine = repair === undefined ? JSON.stringify(row)
+                : JSON.stringify({ ...rest, id: repair.customId, ...(repairKey === undefined ? {} : { ck: repairKey }), ...(answered === undefined ? {} : { c: 1 }) })
+              const append = (r: NonNullable<typeof retry>) => {
+                let full = r.rows.append(rowLine)
+                if (answered !== undefined) {
+                  retryCached++
+                  full = r.answers.append(`{"_tag":"Succeeded","customId":${JSON.stringify(repair!.customId)},${answered.slice(1)}`) || full
+                } else {
+                  retryHash.update(line)
+                  retryHash.update("\n")
+                  retryBytes += Buffer.byteLength(line) + 1
+                  if (countRetry) retryTokens += wireTokens(shard.model, line)
+                  full = r.requests.append(line) || full
+                }
+                return full ? Effect.all([r.requests.flush, r.rows.flush, r.answers.flush], { discard: true }) : undefined
+              }
+              if (retry !== undefined) return append(retry)
+              return Effect.gen(function* () {
+                const scope = yield* Scope.make()
+                const opened = {
+                  scope,
+                  requests: yield* LineFile.open(ctx.paths.shardFile(retryId), 0).pipe(Scope.extend(scope)),
+                  rows: yield* LineFile.open(ctx.paths.rowsFile(retryId), 0).pipe(Scope.extend(scope)),
+                  answers: yield* LineFile.open(ctx.paths.cachedFile(retryId), 0).pipe(Scope.extend(scope))
+                }
+                retry = opened
+                const pending = append(opened)
+                if (pending !== undefined) yield* pending
+              })
+            }
+            return fail(row, outcome.failure, outcome.code, outcome.message)
+          }
+          const settleAll = <E, R>(stream: Stream.Stream<readonly [RowLine, string | undefined | typeof unread], E, R>) =>
+            stream.pipe(
+              Stream.runForEachChunk((chunk) =>
+                Effect.gen(function* () {
+                  for (const [row, request] of Chunk.toReadonlyArray(chunk)) {
+                    const io = settle(row, request)
+                    if (io !== undefined) yield* io
+                  }
+                })
               )
             )
-          )
-          // A shard file shorter than its sidecar (damage) leaves rows without their line: they fail, not vanish.
-          if (next < resend.length) yield* settleAll(Stream.fromIterable(resend.slice(next).map(({ row }) => [row, undefined] as const)))
-        }
-      }
-      if (shard.cachedRows > 0) {
-        yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
-      }
-      yield* flushSink
-      Failpoint.hit("collect-before-commit")
+          // Rows with a request line pair up with the shard file, which is read only when some of them
+          // may be resent (it is often bigger than the results). Rows answered from the cache have none.
+          if (shard.requests > 0) {
+            yield* settleAll(rows.pipe(Stream.filter((r) => r.c === undefined), Stream.map((r) => [r, unread] as const)))
+            if (resend.length > 0) {
+              let next = 0
+              yield* settleAll(
+                requests.pipe(
+                  // Stops reading once the last row put aside has its line (checked chunk by chunk).
+                  Stream.takeWhile(() => next < resend.length),
+                  Stream.zipWithIndex,
+                  Stream.filterMap(([line, i]) =>
+                    next < resend.length && i === resend[next]!.at ? Option.some([resend[next++]!.row, line] as const) : Option.none()
+                  )
+                )
+              )
+              // A shard file shorter than its sidecar (damage) leaves rows without their line: they fail, not vanish.
+              if (next < resend.length) yield* settleAll(Stream.fromIterable(resend.slice(next).map(({ row }) => [row, undefined] as const)))
+            }
+          }
+          if (shard.cachedRows > 0) {
+            yield* settleAll(rows.pipe(Stream.filter((r) => r.c !== undefined), Stream.map((r) => [r, undefined] as const)))
+          }
+          yield* flushSink
+          Failpoint.hit("collect-before-commit")
 
-      if (retry !== undefined) {
-        yield* retry.requests.sync
-        yield* retry.rows.sync
-        yield* retry.answers.sync
-        yield* Scope.close(retry.scope, Exit.void)
-        yield* ctx.record({
-          _tag: "ShardPlanned",
-          shard: retryId,
-          stage: shard.stage,
-          provider: shard.provider,
-          model: shard.model,
-          endpoint: shard.endpoint,
-          requests: rescheduled - retryCached,
-          bytes: retryBytes,
-          sha256: retryHash.digest("hex"),
-          attempt: shard.attempt + 1,
-          parent: shard.id,
-          sourceOffset: null,
-          invalid: 0,
-          offsets: null,
-          ...(countRetry
-            ? { inputTokens: retryTokens }
-            : shard.inputTokens === undefined || shard.requests === 0
-            ? {}
-            : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
-          ...(retryCached > 0 ? { cachedRows: retryCached } : {})
+          if (retry !== undefined) {
+            yield* retry.requests.sync
+            yield* retry.rows.sync
+            yield* retry.answers.sync
+            yield* Scope.close(retry.scope, Exit.void)
+            yield* ctx.record({
+              _tag: "ShardPlanned",
+              shard: retryId,
+              stage: shard.stage,
+              provider: shard.provider,
+              model: shard.model,
+              endpoint: shard.endpoint,
+              requests: rescheduled - retryCached,
+              bytes: retryBytes,
+              sha256: retryHash.digest("hex"),
+              attempt: shard.attempt + 1,
+              parent: shard.id,
+              sourceOffset: null,
+              invalid: 0,
+              offsets: null,
+              ...(countRetry
+                ? { inputTokens: retryTokens }
+                : shard.inputTokens === undefined || shard.requests === 0
+                ? {}
+                : { inputTokens: Math.round((shard.inputTokens * (rescheduled - retryCached)) / shard.requests) }),
+              ...(retryCached > 0 ? { cachedRows: retryCached } : {})
+            })
+          }
+          // The answers are made durable in the cache before the shard counts as collected.
+          yield* flushCache
+          const offsets = yield* outputs.commit
+          yield* ctx.record({
+            _tag: "Collected",
+            shard: shard.id,
+            succeeded,
+            failed,
+            rescheduled,
+            retryShard: rescheduled > 0 ? retryId : null,
+            usage,
+            offsets,
+            ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
+            ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
+          })
+          // A retry shard that existed already is driven by whoever found it open.
+          return retry !== undefined ? retryId : null
         })
-      }
-      // The answers are made durable in the cache before the shard counts as collected.
-      yield* flushCache
-      const offsets = yield* outputs.commit
-      yield* ctx.record({
-        _tag: "Collected",
-        shard: shard.id,
-        succeeded,
-        failed,
-        rescheduled,
-        retryShard: rescheduled > 0 ? retryId : null,
-        usage,
-        offsets,
-        ...(rt.next === null ? {} : { children: { stage: rt.next, rows: children } }),
-        ...(shard.cachedRows > 0 ? { fromCache: shard.cachedRows } : {})
-      })
-      // A retry shard that existed already is driven by whoever found it open.
-      return retry !== undefined ? retryId : null
+      )
     })
   ).pipe(Telemetry.shardSpan("sluice.collect", shard))

@@ -36,6 +36,11 @@ export interface Outputs {
   readonly inbox: ReadonlyMap<string, LineFile.LineFile>
   /** Runs `f` holding the outputs exclusively: commits must not interleave. */
   readonly exclusive: <A, E, R>(f: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Held by a collection from the start of its reading (download, parse) until it holds the
+   * outputs (Collector.ts): one shard is read while another is written, never more.
+   */
+  readonly reading: Effect.Semaphore
   readonly commit: Effect.Effect<Offsets, unknown>
   readonly failure: (record: FailureRecord) => Effect.Effect<void, unknown>
 }
@@ -78,6 +83,7 @@ export const open = (ctx: RunContext): Effect.Effect<Outputs, unknown, FileSyste
       sink,
       inbox,
       exclusive: (f) => lock.withPermits(1)(f),
+      reading: yield* Effect.makeSemaphore(1),
       commit,
       failure: (record) => failures.line(JSON.stringify(record))
     }

@@ -188,6 +188,8 @@ export interface RunPaths {
   readonly cachedFile: (shard: string) => string
   /** An online shard's answers, one classified result per line, each durable before its request's slot is freed. */
   readonly onlineFile: (shard: string) => string
+  /** A collection's results.jsonl lines, written while it reads its results, copied once it holds the outputs. */
+  readonly collectingFile: (shard: string) => string
   readonly stages: string
   readonly inbox: (stage: string) => string
   /** The duplicate-key check's files, deleted once it is done. */
@@ -211,6 +213,7 @@ export const paths = (root: string, path: Path.Path): RunPaths => ({
   rowsFile: (shard) => path.join(root, "shards", `${shard}.rows.jsonl`),
   cachedFile: (shard) => path.join(root, "shards", `${shard}.cached.jsonl`),
   onlineFile: (shard) => path.join(root, "shards", `${shard}.online.jsonl`),
+  collectingFile: (shard) => path.join(root, "shards", `${shard}.collecting.jsonl`),
   stages: path.join(root, "stages"),
   inbox: (stage) => path.join(root, "stages", `${stage}.jsonl`),
   keys: path.join(root, "keys"),

@@ -20,7 +20,7 @@ export interface CheckpointedFile<E> {
   readonly commit: Effect.Effect<SinkCheckpoint, E>
 }
 
-/** Flush threshold, in UTF-16 code units (a cheap stand-in for bytes). */
+/** Flush threshold, in bytes. */
 const BUFFER_LIMIT = 1 << 20
 
 /** `fail` builds the caller's error from a description that names the file. */
@@ -68,7 +68,9 @@ export const open = <E>(
       yield* file.seek(FileSystem.Size(offset), "start")
     }
 
-    let parts: Array<string> = []
+    // Text is encoded when appended: a string held until the flush outlives young-generation
+    // collections and becomes old-space garbage (joined, a large-object one).
+    let parts: Array<Buffer> = []
     let buffered = 0
     let written = offset
     // After a failed or interrupted write the buffer is gone and the file's length unknown:
@@ -96,7 +98,7 @@ export const open = <E>(
     const write = Effect.suspend((): Effect.Effect<void, E> => {
       if (broken !== undefined) return Effect.fail(broken)
       if (buffered === 0) return Effect.void
-      const bytes = Buffer.from(parts.join(""), "utf8")
+      const bytes = parts.length === 1 ? parts[0]! : Buffer.concat(parts, buffered)
       parts = []
       buffered = 0
       return guard("cannot write", file.writeAll(bytes)).pipe(
@@ -112,8 +114,9 @@ export const open = <E>(
       lock.withPermits(1)(
         Effect.suspend(() => {
           if (broken !== undefined) return Effect.fail(broken)
-          parts.push(text)
-          buffered += text.length
+          const bytes = Buffer.from(text, "utf8")
+          parts.push(bytes)
+          buffered += bytes.length
           return buffered >= BUFFER_LIMIT ? flush : Effect.void
         })
       )

@@ -1,8 +1,8 @@
 /**
- * Buffered line writer over a FileSystem file: lines are joined into ~1 MB writes, and
+ * Buffered line writer over a FileSystem file: lines are encoded into ~1 MB writes, and
  * `sync` flushes and fsyncs. Used for shard files and the run's append-only outputs.
  */
-import type { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { SystemError } from "@effect/platform/Error"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect } from "effect"
@@ -22,6 +22,8 @@ export interface LineFile {
   readonly sync: Effect.Effect<number, PlatformError>
   /** Length in bytes including buffered lines. */
   readonly size: () => number
+  /** Appends the whole of another file's bytes (lines written elsewhere), after the buffered lines. */
+  readonly appendFile: (path: string) => Effect.Effect<void, PlatformError, FileSystem.FileSystem>
 }
 
 const FLUSH_AT = 1 << 20
@@ -46,24 +48,53 @@ export const open = (
       return yield* Effect.dieMessage(`${path} is ${current} bytes, shorter than its committed ${keep} bytes`)
     }
     if (current > keep) yield* file.truncate(keep)
-    const encoder = new TextEncoder()
-    let buffer: Array<string> = []
-    let buffered = 0
+    // Lines are encoded into a byte buffer as they come: no string is held until the write,
+    // and no joined megabyte string is made (V8 puts each in its large-object space, freed
+    // only by a full GC: ~1 MB of old garbage per megabyte written). A buffer being written
+    // is set aside (`spare` once done), so appends meanwhile never touch its bytes.
+    let buffer: Buffer | undefined
+    let spare: Buffer | undefined
+    let used = 0
     let written = keep
     const flush = Effect.suspend(() => {
-      if (buffer.length === 0) return Effect.void
-      const bytes = encoder.encode(buffer.join(""))
-      buffer = []
-      buffered = 0
-      written += bytes.length
-      return named(file.writeAll(bytes))
+      if (used === 0 || buffer === undefined) return Effect.void
+      const out = buffer
+      const bytes = out.subarray(0, used)
+      buffer = spare
+      spare = undefined
+      written += used
+      used = 0
+      return named(file.writeAll(bytes)).pipe(
+        // A buffer grown for a long line is not kept.
+        Effect.ensuring(Effect.sync(() => void (out.length <= 2 * FLUSH_AT && (spare = out))))
+      )
     })
-    const append = (text: string, bytes = Buffer.byteLength(text) + 1) => {
-      buffer.push(text, "\n")
-      buffered += bytes
-      return buffered >= FLUSH_AT
+    const append = (text: string, _bytes?: number) => {
+      // At most 3 bytes per UTF-16 unit; a long line is measured instead.
+      const need = (text.length > 65_536 ? Buffer.byteLength(text) : text.length * 3) + 1
+      if (buffer === undefined || used + need > buffer.length) {
+        const bigger = Buffer.allocUnsafeSlow(Math.max(used + need, buffer === undefined ? 65_536 : buffer.length * 2))
+        if (buffer !== undefined) buffer.copy(bigger, 0, 0, used)
+        buffer = bigger
+      }
+      used += buffer.write(text, used, "utf8")
+      buffer[used++] = 10
+      return used >= FLUSH_AT
     }
     const line = (text: string) => Effect.suspend(() => (append(text) ? flush : Effect.void))
+    const appendFile = (from: string) =>
+      flush.pipe(
+        Effect.zipRight(Effect.scoped(Effect.gen(function* () {
+          const source = yield* (yield* FileSystem.FileSystem).open(from, { flag: "r" })
+          const piece = Buffer.allocUnsafe(FLUSH_AT)
+          for (;;) {
+            const n = Number(yield* source.read(piece))
+            if (n === 0) return
+            yield* named(file.writeAll(piece.subarray(0, n)))
+            written += n
+          }
+        })))
+      )
     return {
       line,
       append,
@@ -72,6 +103,7 @@ export const open = (
         Effect.zipRight(named(file.sync)),
         Effect.map(() => written)
       ),
-      size: () => written + buffered
+      size: () => written + used,
+      appendFile
     }
   })
