@@ -99,7 +99,7 @@ describe("help", SLOW, () => {
     expect(run.stdout).toMatch(/<pipeline\.ts>$/m)
     expect(run.stdout).not.toMatch(/^\$ run /m)
     const status = await runCli(["status", "--help"], { cwd: dir.dir })
-    expect(status.stdout).toMatch(/^ {2}sluice status \[--json\] \[--prices file\] \[--no-refresh\] <run-dir>$/m)
+    expect(status.stdout).toMatch(/^ {2}sluice status \[--json\] \[--prices file\] \[--cluster postgres:\/\/…\] \[--no-refresh\] <run-dir>$/m)
     const overview = await runCli(["--help"], { cwd: dir.dir })
     for (const command of ["run <pipeline.ts>", "resume <run-dir>", "status <run-dir>", "retry <run-dir>", "cancel <run-dir>", "estimate <pipeline.ts>", "emulator"]) {
       expect(overview.stdout).toContain(`sluice ${command}`)
