@@ -15,6 +15,13 @@ describe("TextArena", () => {
     expect(numbers).toEqual(texts.map((_, i) => i))
     expect(texts.every((t, i) => arena.get(i) === t)).toBe(true)
   })
+
+  it("keeps a text UTF-8 cannot hold (lone surrogates) exactly, between others", () => {
+    const arena = new TextArena()
+    const texts = ["before", "lone \ud800 high", "\udc00 lone low", "pair \ud83d\ude00", "after", ...Array.from({ length: 5_000 }, (_, i) => (i % 7 === 0 ? `odd ${i} \ud801` : `even ${i}`))]
+    texts.forEach((t) => arena.add(t))
+    for (const [i, t] of texts.entries()) expect(arena.get(i)).toBe(t)
+  })
 })
 
 describe("ShardAnswers", () => {

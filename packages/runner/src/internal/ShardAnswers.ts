@@ -30,17 +30,31 @@ const none: RowAnswer = { _tag: "None" }
 /** Bytes of each buffer of a `TextArena` (a longer text gets a buffer of its own). */
 const CHUNK = 4 << 20
 
-/** Texts kept as UTF-8 bytes in a few large buffers (outside the heap), by number. */
+/** Whether UTF-8 holds the text as it is: a lone surrogate would come back as U+FFFD (ES2024's `isWellFormed`, in Node 20). */
+const wellFormed = (text: string): boolean => (text as unknown as { isWellFormed(): boolean }).isWellFormed()
+
+/**
+ * Texts kept as UTF-8 bytes in a few large buffers (outside the heap), by number. A text UTF-8
+ * cannot hold (a lone surrogate, which a provider's JSON may escape) is kept as it is, apart:
+ * an answer is never altered on its way to the sink (which may refuse it, naming the row).
+ */
 export class TextArena {
   private readonly chunks: Array<Buffer> = []
   private current: Buffer | undefined
   private used = 0
-  /** Per text: its chunk, start and length in bytes. */
+  /** Per text: its chunk (-1: kept apart), start and length in bytes. */
   private where = new Int32Array(3 * 1024)
   private count = 0
+  private readonly apart = new Map<number, string>()
 
   /** Stores `text`; returns its number. */
   add(text: string): number {
+    if (!wellFormed(text)) {
+      this.grow()
+      this.where[this.count * 3] = -1
+      this.apart.set(this.count, text)
+      return this.count++
+    }
     const bytes = text.length > 65_536 ? Buffer.byteLength(text) : text.length * 3
     if (this.current === undefined || this.used + bytes > this.current.length) {
       this.current = Buffer.allocUnsafeSlow(Math.max(CHUNK, bytes))
@@ -48,11 +62,7 @@ export class TextArena {
       this.used = 0
     }
     const written = this.current.write(text, this.used, "utf8")
-    if (this.count * 3 + 3 > this.where.length) {
-      const bigger = new Int32Array(this.where.length * 2)
-      bigger.set(this.where)
-      this.where = bigger
-    }
+    this.grow()
     const at = this.count * 3
     this.where[at] = this.chunks.length - 1
     this.where[at + 1] = this.used
@@ -61,8 +71,17 @@ export class TextArena {
     return this.count++
   }
 
+  private grow(): void {
+    if (this.count * 3 + 3 > this.where.length) {
+      const bigger = new Int32Array(this.where.length * 2)
+      bigger.set(this.where)
+      this.where = bigger
+    }
+  }
+
   get(n: number): string {
     const at = n * 3
+    if (this.where[at] === -1) return this.apart.get(n)!
     const start = this.where[at + 1]!
     return this.chunks[this.where[at]!]!.toString("utf8", start, start + this.where[at + 2]!)
   }
