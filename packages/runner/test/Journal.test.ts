@@ -10,26 +10,11 @@ import type { JournalEvent } from "../src/JournalEvent.js"
 import { loadState as loadRunState } from "../src/JournalState.js"
 import * as RunDir from "../src/RunDir.js"
 import * as RunState from "../src/RunState.js"
+import { planned } from "./fixtures/events.js"
 
 /** loadState of the journal at `journal` (a directory without a manifest: the file store). */
 const loadState = (journal: string) => Effect.flatMap(Path.Path, (path) => loadRunState({ ...RunDir.paths(dirname(journal), path), journal }))
 
-const planned = (shard: string): JournalEvent => ({
-  _tag: "ShardPlanned",
-  shard,
-  stage: "label",
-  provider: "openai",
-  model: "m",
-  endpoint: "chat",
-  requests: 10,
-  bytes: 100,
-  sha256: "abc",
-  attempt: 1,
-  parent: null,
-  sourceOffset: 10,
-  invalid: 0,
-  offsets: null
-})
 
 const tmp = () => join(mkdtempSync(join(tmpdir(), "sluice-journal-")), "journal.jsonl")
 

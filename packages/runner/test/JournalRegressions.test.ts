@@ -13,23 +13,8 @@ import { join } from "node:path"
 import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
 import { Offsets } from "../src/JournalEvent.js"
+import { planned } from "./fixtures/events.js"
 
-const planned = (shard: string): JournalEvent => ({
-  _tag: "ShardPlanned",
-  shard,
-  stage: "label",
-  provider: "openai",
-  model: "m",
-  endpoint: "chat",
-  requests: 10,
-  bytes: 100,
-  sha256: "abc",
-  attempt: 1,
-  parent: null,
-  sourceOffset: 10,
-  invalid: 0,
-  offsets: null
-})
 
 const tmp = () => join(mkdtempSync(join(tmpdir(), "sluice-journal-")), "journal.jsonl")
 

@@ -22,23 +22,8 @@ import type { JournalEvent } from "../src/JournalEvent.js"
 import * as JournalPg from "../src/JournalPg.js"
 import * as JournalStore from "../src/JournalStore.js"
 import * as RunDir from "../src/RunDir.js"
+import { planned } from "./fixtures/events.js"
 
-const planned = (shard: string): JournalEvent => ({
-  _tag: "ShardPlanned",
-  shard,
-  stage: "label",
-  provider: "openai",
-  model: "m",
-  endpoint: "chat",
-  requests: 10,
-  bytes: 100,
-  sha256: "abc",
-  attempt: 1,
-  parent: null,
-  sourceOffset: 10,
-  invalid: 0,
-  offsets: null
-})
 
 const pathsOf = (dir: string) => Effect.runSync(Effect.map(Path.Path, (p) => RunDir.paths(dir, p)).pipe(Effect.provide(Path.layer)))
 

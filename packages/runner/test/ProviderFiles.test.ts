@@ -13,23 +13,9 @@ import { join } from "node:path"
 import * as Journal from "../src/Journal.js"
 import type { JournalEvent } from "../src/JournalEvent.js"
 import * as RunState from "../src/RunState.js"
+import { planned as plannedShard } from "./fixtures/events.js"
 
-const planned = (shard: string): JournalEvent => ({
-  _tag: "ShardPlanned",
-  shard,
-  stage: "label",
-  provider: "openai",
-  model: "m",
-  endpoint: "chat",
-  requests: 2,
-  bytes: 100,
-  sha256: "abc",
-  attempt: 1,
-  parent: null,
-  sourceOffset: 2,
-  invalid: 0,
-  offsets: null
-})
+const planned = (shard: string) => plannedShard(shard, { requests: 2, sourceOffset: 2 })
 
 const counts = { total: 2, succeeded: 2, failed: 0 }
 const offsets = { results: 10, failures: 0, sink: 10 }
