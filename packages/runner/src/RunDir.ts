@@ -9,7 +9,8 @@
  *   journal.jsonl     append-only events (Journal.ts), unless the manifest puts the journal
  *                     in a cluster's database (JournalStore.ts)
  *   shards/           request files exactly as uploaded, with a row sidecar per shard; an
- *                     online shard's answers in `<shard>.online.jsonl`
+ *                     online shard's answers in `<shard>.online.jsonl`; a shard's results lines
+ *                     in `<shard>.collecting.jsonl` while it is read (Collector.ts)
  *   results.jsonl     every result line as collected, raw response kept
  *   failures.jsonl    rows that ended failed, with class and message
  *   outputs.jsonl     the outputs, when the pipeline has no sink of its own
