@@ -73,6 +73,14 @@ describe("lines", () => {
     )
   })
 
+  it("a range ending in a \\r and part of a character: the character is lost and the \\r dropped, as Effect's reading does", async () => {
+    for (const [text, bytesToRead] of [["\r\uFEFF", 2], ["a\r\uFEFF", 3], ["a\ré", 3], ["a\r\r\u20AC", 4]] as const) {
+      const path = write(Buffer.from(text))
+      const range = { offset: 0, bytesToRead }
+      expect(await run(lines(path, range)), JSON.stringify(text)).toEqual(await run(reference(path, range)))
+    }
+  })
+
   it("skips a leading BOM only, and keeps a last line without its newline", async () => {
     const path = write(Buffer.from("\uFEFF{\"a\":1}\r\n\n\uFEFFb\r\nlast"))
     expect(await run(lines(path))).toEqual(["{\"a\":1}", "\uFEFFb", "last"])

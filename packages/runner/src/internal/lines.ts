@@ -31,11 +31,17 @@ export const lines = (path: string, range?: { readonly offset: number; readonly 
         let start = 0
         if (first && bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) start = 3
         first = false
+        if (last) {
+          // A last line cut inside a character (a torn tail, a range's end) loses that character, as a
+          // streaming decoder that is never flushed does; a `\r` it then ends with is dropped, as at a newline.
+          const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes.subarray(start), { stream: true })
+          const line = text.endsWith("\r") ? text.slice(0, -1) : text
+          if (line.length > 0) out.push(line)
+          return
+        }
         const end = bytes.length > start && bytes[bytes.length - 1] === 13 ? bytes.length - 1 : bytes.length
-        // A last line cut inside a character (a torn tail, a range's end) loses that character, as a
-        // streaming decoder that is never flushed does.
         if (end <= start) return
-        const text = last ? new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes.subarray(start, end), { stream: true }) : decoder.decode(bytes.subarray(start, end))
+        const text = decoder.decode(bytes.subarray(start, end))
         if (text.length > 0) out.push(text)
       }
       const pull: Effect.Effect<Chunk.Chunk<string>, Option.Option<PlatformError>> = Effect.suspend(() => {
