@@ -13,6 +13,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Either, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { dirname } from "node:path"
+import * as JournalMarker from "./internal/journalMarker.js"
 import * as PrivateFiles from "./internal/PrivateFiles.js"
 import { JournalEvent } from "./JournalEvent.js"
 
@@ -220,26 +221,10 @@ const cutTornTail = (path: string) =>
     )
   }).pipe(Effect.mapError(ioError(path)))
 
-/**
- * The one line of the journal.jsonl of a run whose journal is in a cluster's database
- * (JournalPg.ts writes it when it opens the run's journal there). Not an event: a version of
- * sluice from before journals moved there fails on it (JournalCorrupt at line 1) instead of
- * taking the run for one with no events and planning it again; and should such a version
- * rewrite the manifest without its `journal`, this line still says where the journal is.
- */
-export const inDatabaseLine = JSON.stringify({
-  _tag: "JournalInDatabase",
-  note: "this run's journal is in its cluster's PostgreSQL database (table sluice_journal): use sluice with --cluster or SLUICE_DATABASE_URL, of a version that reads it there"
-})
+export { inDatabaseLine } from "./internal/journalMarker.js"
 
 /** Whether the file at `path` is the marker of a journal kept in a database (`inDatabaseLine`). */
-export const isInDatabaseMarker = (path: string): Effect.Effect<boolean, never, FileSystem.FileSystem> =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    // Its first bytes only: a journal of events may be large.
-    const head = yield* Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (file) => file.readAlloc(inDatabaseLine.length)))
-    return head._tag === "Some" && new TextDecoder().decode(head.value) === inDatabaseLine
-  }).pipe(Effect.orElseSucceed(() => false))
+export const isInDatabaseMarker = (path: string): Effect.Effect<boolean> => Effect.sync(() => JournalMarker.hasMarker(path))
 
 /** Writes the marker (0600, fsynced, its name too) unless the run directory has a journal.jsonl already. */
 export const markInDatabase = (path: string): Effect.Effect<void, JournalIOError, FileSystem.FileSystem> =>
@@ -249,7 +234,7 @@ export const markInDatabase = (path: string): Effect.Effect<void, JournalIOError
     yield* Effect.scoped(
       Effect.gen(function* () {
         const file = yield* PrivateFiles.open(path, "wx")
-        yield* file.writeAll(new TextEncoder().encode(inDatabaseLine + "\n"))
+        yield* file.writeAll(new TextEncoder().encode(JournalMarker.inDatabaseLine + "\n"))
         yield* file.sync
       })
     )

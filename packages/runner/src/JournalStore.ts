@@ -20,6 +20,7 @@ import * as Journal from "./Journal.js"
 import type { JournalCorrupt, JournalIOError, JournalWriter, TimedEvent } from "./Journal.js"
 import type { JournalEvent } from "./JournalEvent.js"
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
+import * as JournalMarker from "./internal/journalMarker.js"
 import type { RunPaths } from "./RunDir.js"
 
 /** Where a run's journal lives: its run directory's file, or the cluster's PostgreSQL database. */
@@ -154,13 +155,4 @@ export const readAfter = (paths: RunPaths, from: Journal.Position) => Effect.fla
 export const archive = (paths: RunPaths, directory: string) => Effect.flatMap(of(paths), ([backend, run]) => backend.archive(run, directory))
 
 /** Whether the run at `root` keeps its journal in a database (its manifest or its journal.jsonl says so; unreadable: not known to). */
-export const keptInDatabase = (root: string): Effect.Effect<boolean, never, FileSystem.FileSystem> =>
-  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.readFileString(`${root}/manifest.json`).pipe(
-    Effect.flatMap((text) => {
-      const keys = decodeKeys(text)
-      return keys._tag === "Right" && keys.right.journal !== undefined
-        ? Effect.succeed(keys.right.journal === "postgres")
-        : Journal.isInDatabaseMarker(`${root}/journal.jsonl`)
-    }),
-    Effect.orElseSucceed(() => false)
-  ))
+export const keptInDatabase = (root: string): Effect.Effect<boolean> => Effect.sync(() => JournalMarker.keptInDatabase(root))

@@ -210,7 +210,7 @@ const copyLines = (from: string, to: string, drop: ReadonlySet<number>, each: (l
               if (drop.has(ordinal++)) continue
               const bytes = Buffer.byteLength(text) + 1
               each(text, bytes)
-              if (out.append(text, bytes)) yield* out.flush
+              if (out.append(text)) yield* out.flush
             }
           })
         )

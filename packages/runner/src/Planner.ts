@@ -343,7 +343,7 @@ const packer = (ctx: RunContext, outputs: Outputs, rt: StageRuntime, onShard: (s
       shard.tokens += c.tokens
       shard.hash.update(c.line)
       shard.hash.update("\n")
-      full = shard.requests.append(c.line, c.lineBytes) || full
+      full = shard.requests.append(c.line) || full
     } else {
       shard.cachedRows++
       full = shard.answers!.append(c.answer) || full

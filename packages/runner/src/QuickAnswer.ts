@@ -14,9 +14,10 @@
  *
  * Plain Node only, like EffectVersion.ts.
  */
-import { closeSync, openSync, readFileSync, readSync, statSync } from "node:fs"
+import { readFileSync, statSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { runner } from "./internal/Installed.js"
+import { keptInDatabase } from "./internal/journalMarker.js"
 import * as HelpText from "./internal/helpText.js"
 import type { ProgramHelp } from "./internal/helpText.js"
 
@@ -124,20 +125,7 @@ const statusBundle = new URL("./status.bundle.cjs", import.meta.url)
  */
 const journalInDatabase = (args: ReadonlyArray<string>): boolean => {
   const runDir = args.slice(1).find((arg, i, rest) => !arg.startsWith("-") && rest[i - 1] !== "--prices")
-  if (runDir === undefined) return false
-  try {
-    if (/"journal"\s*:\s*"postgres"/.test(readFileSync(`${runDir}/manifest.json`, "utf8"))) return true
-    // The line a database's journal leaves in journal.jsonl (Journal.ts `inDatabaseLine`), read from its start only.
-    const fd = openSync(`${runDir}/journal.jsonl`, "r")
-    try {
-      const head = Buffer.alloc(32)
-      return head.toString("utf8", 0, readSync(fd, head, 0, head.length, 0)).startsWith('{"_tag":"JournalInDatabase"')
-    } finally {
-      closeSync(fd)
-    }
-  } catch {
-    return false
-  }
+  return runDir !== undefined && keptInDatabase(runDir)
 }
 
 /**

@@ -152,7 +152,7 @@ export const recut = (ctx: RunContext, outputs: Outputs, shard: ShardState, limi
           c.bytes += bytes
           c.tokens += n
           c.hash.update(request + "\n")
-          if (c.requests.append(request, bytes)) yield* c.requests.flush
+          if (c.requests.append(request)) yield* c.requests.flush
           if (c.rows.append(rowLine)) yield* c.rows.flush
         })
       )

@@ -16,7 +16,7 @@ export interface LineFile {
    * Buffers one line without an Effect (for hot loops); true when the buffer is full and
    * `flush` should run.
    */
-  readonly append: (text: string, bytes?: number) => boolean
+  readonly append: (text: string) => boolean
   readonly flush: Effect.Effect<void, PlatformError>
   /** Flushes and fsyncs; returns the file's length in bytes. */
   readonly sync: Effect.Effect<number, PlatformError>
@@ -69,7 +69,7 @@ export const open = (
         Effect.ensuring(Effect.sync(() => void (out.length <= 2 * FLUSH_AT && (spare = out))))
       )
     })
-    const append = (text: string, _bytes?: number) => {
+    const append = (text: string) => {
       // At most 3 bytes per UTF-16 unit; a long line is measured instead.
       const need = (text.length > 65_536 ? Buffer.byteLength(text) : text.length * 3) + 1
       if (buffer === undefined || used + need > buffer.length) {
