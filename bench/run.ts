@@ -31,12 +31,12 @@
 import * as childProcess from "node:child_process"
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
-import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs"
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync } from "node:fs"
 import { once } from "node:events"
+import type { WriteStream } from "node:fs"
+import { createInterface } from "node:readline"
 import os from "node:os"
 import { dirname, join, resolve } from "node:path"
-import { Readable } from "node:stream"
-import { pipeline as pipe } from "node:stream/promises"
 import { fileURLToPath } from "node:url"
 import { DEFAULT_CHARS, datasetPath, ensureDataset } from "./dataset.js"
 import {
@@ -671,15 +671,23 @@ const floor = async (label: string, args: Array<string>, n: number) => {
 }
 
 /** Downloads the output file of every batch of a run, one file per shard, for the collect floor. */
-const downloadOutputs = async (runId: string, dir: string) => {
+/**
+ * The provider's result lines of a finished run, one file per shard, for the collect floor.
+ * sluice deletes a batch's files at the provider once it is collected (without
+ * --keep-provider-files), so they come from results.jsonl, which keeps each line as received.
+ */
+const resultLinesOf = async (runDir: string, dir: string) => {
   mkdirSync(dir, { recursive: true })
-  const batches = (await listBatches()).filter((b) => b.metadata?.["sluice_run"] === runId)
-  for (const b of batches) {
-    if (b.output_file_id === null) continue
-    const response = await fetch(`${emulator!.url}/v1/files/${b.output_file_id}/content`, { headers: { authorization: "Bearer bench" } })
-    await pipe(Readable.fromWeb(response.body as never), createWriteStream(join(dir, `${b.metadata!["sluice_shard"]}.jsonl`)))
+  const files = new Map<string, WriteStream>()
+  for await (const line of createInterface({ input: createReadStream(join(runDir, "results.jsonl")), crlfDelay: Infinity })) {
+    if (line === "") continue
+    const r = JSON.parse(line) as { shard: string; raw: unknown }
+    let out = files.get(r.shard)
+    if (out === undefined) files.set(r.shard, (out = createWriteStream(join(dir, `${r.shard}.jsonl`))))
+    if (!out.write(JSON.stringify(r.raw) + "\n")) await once(out, "drain")
   }
-  return batches.length
+  await Promise.all([...files.values()].map((out) => new Promise((done) => out.end(done))))
+  return files.size
 }
 
 const waitForBatches = async (runId: string) => {
@@ -773,7 +781,7 @@ const main = async () => {
     // 3. Floor of the collect phase, on the very result files sluice collected.
     if (!skip.has("floors")) {
       const resultsIn = join(work, "collect-floor", "results")
-      await downloadOutputs(manifestRunId(e2e.runDir), resultsIn)
+      await resultLinesOf(e2e.runDir, resultsIn)
       for (const full of [false, true]) {
         const label = full ? "floor-collect-full" : "floor-collect"
         m[label] = await floor(
