@@ -12,9 +12,9 @@ export interface UiChild {
   readonly child: ChildProcess
 }
 
-/** `sluice ui <run-dir> --json` in `cwd`: its URL, port and token once it listens. Kill `child` when done. */
-export const startUiServer = (runDir: string, cwd: string): Promise<UiChild> => {
-  const child = spawnCli(["ui", runDir, "--json"], { cwd })
+/** `sluice ui <run-dir> --json [extra]` in `cwd`: its URL, port and token once it listens. Kill `child` when done. */
+export const startUiServer = (runDir: string, cwd: string, extra: ReadonlyArray<string> = [], env?: Record<string, string | undefined>): Promise<UiChild> => {
+  const child = spawnCli(["ui", runDir, "--json", ...extra], { cwd, ...(env === undefined ? {} : { env }) })
   let out = ""
   let err = ""
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d))
