@@ -78,6 +78,22 @@ const checkRun = async (runId: string, rows: ReadonlyArray<{ id: string }>, shar
   expect(new Set(delivered).size).toBe(rows.length)
 }
 
+interface LedgerEntry {
+  readonly key: string
+  readonly run: string
+  readonly shard: string
+  readonly tokens: number
+}
+/** The cluster's enqueued-token ledger as its row holds it. */
+const ledgerRow = async () => {
+  const [table] = await query<{ present: boolean }>("SELECT to_regclass('sluice_token_ledger') IS NOT NULL AS present")
+  if (table?.present !== true) return { entries: [], waiting: [] }
+  const [row] = await query<{ data: { entries: ReadonlyArray<LedgerEntry>; waiting?: ReadonlyArray<LedgerEntry> } }>(
+    "SELECT data FROM sluice_token_ledger WHERE name = 'enqueued-tokens'"
+  )
+  return { entries: row?.data.entries ?? [], waiting: row?.data.waiting ?? [] }
+}
+
 describe.skipIf(skipReason !== undefined)("commands on a distributed run whose journal is in the database", () => {
   beforeAll(async () => {
     pg = await TempPostgres.start()
@@ -140,5 +156,62 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     await checkRun(runId, rows, 2, "out/resumed.jsonl")
     // The URL never printed.
     for (const out of [r.stderr, retried.stderr, retried.stdout]) expect(out).not.toContain(pg!.url)
+  }, 400_000)
+
+  it("status of a cluster run shows the cluster's ledger for its model: what every run holds, what it holds, who waits, the limits (text and --json)", async () => {
+    await writeRows(project, "data/first.jsonl", 250)
+    await writeRows(project, "data/second.jsonl", 500)
+    await writePipeline(project, "first.ts", { name: "first", source: "data/first.jsonl", sink: "out/first.jsonl" })
+    await writePipeline(project, "second.ts", { name: "second", source: "data/second.jsonl", sink: "out/second.jsonl" })
+    await holdClock(emulator.url)
+    // Two batches of the model at most in the cluster: the first run's one shard, then one of the second's two; the other waits in line.
+    const first = await startDetached("first.ts", ["--max-batches", "2"])
+    await until("the first run's batch", async () => (await runBatches(first)).length === 1)
+    const second = await startDetached("second.ts", ["--max-batches", "2"])
+    let row = await ledgerRow()
+    await until("the second run's shards: one holding the ledger with its batch, one in line", async () => {
+      row = await ledgerRow()
+      return row.entries.length === 2 && row.waiting.length === 1 && (await runBatches(second)).length === 1
+    })
+    const ofSecond = row.entries.filter((e) => e.run === second)
+    expect(ofSecond).toHaveLength(1)
+    const total = row.entries.reduce((a, e) => a + e.tokens, 0)
+    expect(total).toBeGreaterThan(ofSecond[0]!.tokens)
+
+    const status = await runCli(["status", ".sluice/runs/second", "--no-refresh", "--json"], { cwd: project.dir, env: env() })
+    expect(status.code, describeResult(status)).toBe(0)
+    const s = JSON.parse(status.stdout) as { runId: string; clusterLedger: ReadonlyArray<Record<string, unknown>> | null }
+    expect(s.runId).toBe(second)
+    expect(s.clusterLedger).toEqual([
+      {
+        key: row.entries[0]!.key,
+        model: row.entries[0]!.key.split(" ").slice(2).join(" "),
+        cluster: { tokens: total, batches: 2, waiting: 1 },
+        run: { tokens: ofSecond[0]!.tokens, batches: 1, waiting: 1 },
+        limits: { tokens: null, batches: 2, runTokens: null, runBatches: 2, learned: null }
+      }
+    ])
+    // The text: the same line, for people; with --cluster instead of the variable too.
+    const text = await runCli(["status", ".sluice/runs/second", "--no-refresh", "--cluster", pg!.url], { cwd: project.dir, env: noDatabase() })
+    expect(text.code, describeResult(text)).toBe(0)
+    const n = (x: number) => x.toLocaleString("en-US")
+    expect(text.stdout).toContain(
+      `cluster ledger ${s.clusterLedger![0]!["model"]} (openai ${emulator.url}/v1): enqueued cluster-wide ${n(total)} tokens in 2 batches, ` +
+        `this run ${n(ofSecond[0]!.tokens)} tokens in 1 batch; 1 shard waiting in line (this run's 1); limit 2 batches (this run's)`
+    )
+    expect(text.stdout).not.toContain(pg!.url)
+
+    // Once both runs end, nothing is held: the line says so (the run's limit gone with it).
+    await releaseClock(emulator.url)
+    for (const [runDir, n] of [[".sluice/runs/first", 250], [".sluice/runs/second", 500]] as const) {
+      await until(`${runDir} to finish`, async () => {
+        const st = await runCli(["status", runDir, "--no-refresh", "--json"], { cwd: project.dir, env: env() })
+        return st.code === 0 && (JSON.parse(st.stdout) as { finished: boolean; succeeded: number }).finished && JSON.parse(st.stdout).succeeded === n
+      }, 240_000)
+    }
+    const after = await runCli(["status", ".sluice/runs/second", "--no-refresh", "--json"], { cwd: project.dir, env: env() })
+    expect((JSON.parse(after.stdout) as typeof s).clusterLedger).toEqual([
+      expect.objectContaining({ cluster: { tokens: 0, batches: 0, waiting: 0 }, run: { tokens: 0, batches: 0, waiting: 0 }, limits: { tokens: null, batches: null, runTokens: null, runBatches: null, learned: null } })
+    ])
   }, 400_000)
 })
