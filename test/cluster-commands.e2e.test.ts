@@ -6,7 +6,7 @@
  * loopback, the emulator, and the CLI as child processes. Skipped, saying why, without
  * PostgreSQL's server binaries.
  */
-import { mkdir, readFile } from "node:fs/promises"
+import { mkdir, readFile, writeFile } from "node:fs/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
@@ -213,5 +213,90 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     expect((JSON.parse(after.stdout) as typeof s).clusterLedger).toEqual([
       expect.objectContaining({ cluster: { tokens: 0, batches: 0, waiting: 0 }, run: { tokens: 0, batches: 0, waiting: 0 }, limits: { tokens: null, batches: null, runTokens: null, runBatches: null, learned: null } })
     ])
+  }, 400_000)
+
+  it("gc --cluster of cluster runs: reads their journals in the database (a run in flight keeps its files); the rows of an old generation listed, then deleted with --yes, nothing else", async () => {
+    const rows = await writeRows(project, "data/kept.jsonl", 500)
+    await writePipeline(project, "kept.ts", { name: "kept", source: "data/kept.jsonl", sink: "out/kept.jsonl" })
+    const runDir = ".sluice/runs/kept"
+    const gc = async (args: ReadonlyArray<string>) => {
+      const r = await runCli(["gc", runDir, ...args, "--cluster", pg!.url, "--json"], { cwd: project.dir, env: noDatabase() })
+      expect(r.code, describeResult(r)).toBe(0)
+      return JSON.parse(r.stdout) as {
+        runs: ReadonlyArray<{ runId: string; finished: boolean }>
+        inProgress: number
+        needed: { files: number; batches: number }
+        unneeded: { input: { count: number } }
+        database?: { oldGenerations: ReadonlyArray<{ runId: string; current: string; journalRows: number; attempts: boolean }>; deleted: { journalRows: number; attempts: number } }
+      }
+    }
+
+    // In flight (the emulator's clock held): gc knows its shards from the database's journal, and keeps what they need.
+    await holdClock(emulator.url)
+    const runId = await startDetached("kept.ts")
+    await until("the 2 batches of the run", async () => (await runBatches(runId)).length === 2)
+    const inFlight = await gc([])
+    expect(inFlight.runs).toContainEqual({ runDir: project.path(runDir), runId, finished: false })
+    expect(inFlight.inProgress).toBeGreaterThanOrEqual(2)
+    expect(inFlight.needed.files).toBeGreaterThanOrEqual(2)
+    expect(inFlight.database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0 } })
+    // Without the database gc does not guess: exit 2, saying what to give.
+    const blind = await runCli(["gc", runDir], { cwd: project.dir, env: noDatabase() })
+    expect(blind.code, describeResult(blind)).toBe(2)
+    expect(blind.stderr).toContain("keeps its journal in its cluster's PostgreSQL database")
+    await releaseClock(emulator.url)
+    const resumed = await runCli(["resume", runDir, "--poll-interval", "0.2", "--no-cache"], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
+    expect(resumed.code, describeResult(resumed)).toBe(0)
+    await checkRun(runId, rows, 2, "out/kept.jsonl")
+    // A retry attempt: the run's row of attempts.
+    const retried = await runCli(["retry", runDir, "--poll-interval", "0.2", "--no-cache"], { cwd: project.dir, env: env(), timeoutMs: 240_000 })
+    expect(retried.code, describeResult(retried)).toBe(0)
+
+    // The run's next generation, as Rebase.ts leaves it in the run directory: a manifest with a run
+    // id of its own (`<id>-g2`, carried from `<id>`), whose journal is under that id (here a copy of
+    // the first generation's: `--allow-changed` is refused with --cluster, so the test writes it).
+    const manifestFile = project.path(runDir, "manifest.json")
+    const manifest = JSON.parse(await readFile(manifestFile, "utf8")) as Record<string, unknown>
+    const next = `${runId}-g2`
+    await writeFile(manifestFile, JSON.stringify({ ...manifest, runId: next, generation: 2, carriedFrom: runId }, null, 2) + "\n")
+    await query(`INSERT INTO sluice_journal (run_id, seq, t, event) SELECT '${next}', seq, t, event FROM sluice_journal WHERE run_id = '${runId}'`)
+    const countOf = async (id: string) => Number((await query<{ n: string }>(`SELECT count(*) AS n FROM sluice_journal WHERE run_id = '${id}'`))[0]!.n)
+    const oldRows = await countOf(runId)
+    expect(oldRows).toBeGreaterThan(10)
+    // Other runs' rows (of runs gc does not read — another machine's directory — and of the other
+    // tests' runs under the same runs directory): never touched.
+    await query(`INSERT INTO sluice_journal (run_id, seq, t, event) SELECT 'elsewhere-0001', seq, t, event FROM sluice_journal WHERE run_id = '${runId}'`)
+    await query(`INSERT INTO sluice_run_attempts (run_id, attempt) VALUES ('elsewhere-0001', 3)`)
+    const others = await query<{ run_id: string; n: string }>(`SELECT run_id, count(*) AS n FROM sluice_journal WHERE run_id NOT IN ('${runId}', '${next}') GROUP BY run_id ORDER BY run_id`)
+    expect(others.map((o) => o.run_id)).toContain("elsewhere-0001")
+    const attemptsOthers = await query<{ run_id: string }>(`SELECT run_id FROM sluice_run_attempts WHERE run_id <> '${runId}' ORDER BY run_id`)
+
+    // A dry run lists the old generation's rows and deletes nothing.
+    const listed = await gc([])
+    expect(listed.database).toEqual({
+      oldGenerations: [{ runDir: project.path(runDir), current: next, runId, journalRows: oldRows, attempts: true }],
+      deleted: { journalRows: 0, attempts: 0 }
+    })
+    expect(await countOf(runId)).toBe(oldRows)
+    const text = await runCli(["gc", runDir, "--cluster", pg!.url], { cwd: project.dir, env: noDatabase() })
+    expect(text.code, describeResult(text)).toBe(0)
+    expect(text.stdout).toContain(`cluster database: ${oldRows.toLocaleString("en-US")} journal rows and 1 attempts row of 1 old generation no run uses any more`)
+    expect(text.stdout).toContain(`run ${runId} (before ${next}, ${project.path(runDir)})`)
+    expect(text.stdout).not.toContain(pg!.url)
+
+    // --yes deletes them: the old id's rows and attempts row; the current generation and other runs keep theirs.
+    const deleted = await gc(["--yes"])
+    expect(deleted.database?.deleted).toEqual({ journalRows: oldRows, attempts: 1 })
+    expect(await countOf(runId)).toBe(0)
+    expect(await query(`SELECT run_id FROM sluice_run_attempts WHERE run_id = '${runId}'`)).toEqual([])
+    expect(await countOf(next)).toBe(oldRows)
+    expect(await query(`SELECT run_id, count(*) AS n FROM sluice_journal WHERE run_id NOT IN ('${runId}', '${next}') GROUP BY run_id ORDER BY run_id`)).toEqual(others)
+    expect(await query(`SELECT run_id FROM sluice_run_attempts WHERE run_id <> '${runId}' ORDER BY run_id`)).toEqual(attemptsOthers)
+    // The run reads as before from its current generation's rows.
+    const status = await runCli(["status", runDir, "--no-refresh", "--json"], { cwd: project.dir, env: env() })
+    expect(status.code, describeResult(status)).toBe(0)
+    expect(JSON.parse(status.stdout)).toMatchObject({ runId: next, finished: true, succeeded: 500 })
+    // Nothing left to delete.
+    expect((await gc(["--yes"])).database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0 } })
   }, 400_000)
 })

@@ -990,9 +990,15 @@ const gcCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const Gc = yield* lazy(() => import("./Gc.js"))
-        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
-          ClusterJournal.provideFor([...runDirs, ...(yield* RunDir.under(runsDir))], cluster)
+        const read = [...runDirs, ...(yield* RunDir.under(runsDir))]
+        const scanned = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
+          ClusterJournal.provideFor(read, cluster)
         )
+        // Runs that keep their journal in a cluster's database: the rows of their old generations there.
+        const url = yield* ClusterJournal.databaseFor(read, cluster)
+        const report = url === undefined
+          ? scanned
+          : { ...scanned, database: yield* Effect.flatMap(lazy(() => import("./ClusterGc.js")), (ClusterGc) => ClusterGc.onDatabase(url, read, yes)) }
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
       })
@@ -1000,7 +1006,8 @@ const gcCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "List the files and ended batches sluice created at a provider that no run directory given still needs (inputs, outputs, error files; " +
-      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create."
+      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create. " +
+      "For runs that keep their journal in a cluster's database (--cluster, else $SLUICE_DATABASE_URL), also the rows their old generations left there."
   )
 )
 

@@ -43,3 +43,7 @@ export const ledgerFor = (runDir: string, given: Option.Option<Redacted.Redacted
     const [ClusterLedger, Pg] = yield* Effect.promise(() => Promise.all([import("./ClusterLedger.js"), import("@effect/sql-pg")]))
     return yield* ClusterLedger.read.pipe(Effect.provide(Pg.PgClient.layer({ url })), Effect.mapError(unavailable(url)))
   })
+
+/** The database of the runs at `runDirs` when one of them keeps its journal in a cluster's database and a URL is given (`--cluster`, else the variable). */
+export const databaseFor = (runDirs: ReadonlyArray<string>, given: Option.Option<Redacted.Redacted>): Effect.Effect<Redacted.Redacted | undefined> =>
+  Effect.map(Effect.exists(runDirs, JournalStore.keptInDatabase), (needed) => (needed ? urlOf(given) : undefined))
