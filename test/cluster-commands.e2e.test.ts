@@ -7,6 +7,7 @@
  * PostgreSQL's server binaries.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises"
+import { get as httpGet } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
@@ -25,6 +26,7 @@ import {
   writePipeline,
   writeRows
 } from "./support/cli.js"
+import { startUiServer } from "./support/ui.js"
 import * as Workers from "./support/workers.js"
 
 const { skipReason } = TempPostgres
@@ -93,6 +95,16 @@ const ledgerRow = async () => {
   )
   return { entries: row?.data.entries ?? [], waiting: row?.data.waiting ?? [] }
 }
+
+/** A GET on 127.0.0.1: its status and body. */
+const get = (port: number, path: string): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
+    httpGet({ host: "127.0.0.1", port, path }, (res) => {
+      let body = ""
+      res.setEncoding("utf8").on("data", (d: string) => (body += d))
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+    }).on("error", reject)
+  })
 
 describe.skipIf(skipReason !== undefined)("commands on a distributed run whose journal is in the database", () => {
   beforeAll(async () => {
@@ -298,5 +310,44 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     expect(JSON.parse(status.stdout)).toMatchObject({ runId: next, finished: true, succeeded: 500 })
     // Nothing left to delete.
     expect((await gc(["--yes"])).database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0 } })
+  }, 400_000)
+
+  it("ui --cluster serves a run in flight from the database's journal, its view following the workers' events to the end; without the database it exits 2", async () => {
+    const rows = await writeRows(project, "data/shown.jsonl", 500)
+    await writePipeline(project, "shown.ts", { name: "shown", source: "data/shown.jsonl", sink: "out/shown.jsonl" })
+    const runDir = ".sluice/runs/shown"
+    await holdClock(emulator.url)
+    const runId = await startDetached("shown.ts")
+    await until("the 2 batches of the run", async () => (await runBatches(runId)).length === 2)
+
+    await expect(startUiServer(runDir, project.dir, [], noDatabase())).rejects.toThrow(/exited \(2\).*keeps its journal in its cluster's PostgreSQL database/s)
+
+    const ui = await startUiServer(runDir, project.dir, ["--cluster", pg!.url], noDatabase())
+    try {
+      interface View { runId: string; totals: { rows: number; succeeded: number; pending: number; batches: number }; shards: ReadonlyArray<unknown> }
+      const view = async () => {
+        const reply = await get(ui.port, `/api/view?token=${ui.token}`)
+        expect(reply.status).toBe(200)
+        return JSON.parse(reply.body) as View
+      }
+      // The batches in flight, as the workers journaled them in the database.
+      const before = await view()
+      expect(before).toMatchObject({ runId, totals: { rows: 500, succeeded: 0, pending: 500, batches: 2 } })
+      expect(before.shards).toHaveLength(2)
+      const page = await get(ui.port, `/?token=${ui.token}`)
+      expect(page.status).toBe(200)
+      expect(page.body).toContain("<html")
+      // The workers finish the run: the view follows their events (read from the database at each of its polls).
+      await releaseClock(emulator.url)
+      await until("the view to show the run finished", async () => (await view()).totals.succeeded === 500, 240_000)
+      expect((await view()).totals).toMatchObject({ rows: 500, succeeded: 500, pending: 0, batches: 2 })
+      // Every row, paged from the run's files and journal.
+      const all = JSON.parse((await get(ui.port, `/api/rows?token=${ui.token}&status=succeeded&limit=1000`)).body) as { total: number; rows: ReadonlyArray<{ key: string }> }
+      expect(all.total).toBe(500)
+      expect(new Set(all.rows.map((r) => r.key))).toEqual(new Set(rows.map((r) => r.id)))
+    } finally {
+      ui.child.kill("SIGKILL")
+    }
+    await checkRun(runId, rows, 2, "out/shown.jsonl")
   }, 400_000)
 })
