@@ -71,7 +71,7 @@ export interface ClusterLedgerLine {
 /** The lines of the ledger for the run: its stages' keys (by their binding), and any key it holds or waits for. */
 export const ledgerLines = (data: TokenLedger.LedgerData, runId: string, manifest: Pick<RunDir.Manifest, "stages">): Array<ClusterLedgerLine> => {
   const keys = new Set<string>()
-  for (const st of manifest.stages) if (st.binding !== undefined) keys.add(`${st.binding.family} ${ProviderIdentity.baseUrl(st.binding)} ${st.model}`)
+  for (const st of manifest.stages) if (st.binding !== undefined) keys.add(EnqueuedTokens.keyOfIdentity(st.binding, st.model))
   for (const e of [...data.entries, ...data.waiting, ...(data.configured ?? [])]) if (e.run === runId) keys.add(e.key)
   const sum = (es: ReadonlyArray<TokenLedger.Entry>) => es.reduce((a, e) => a + e.tokens, 0)
   const lowest = (values: ReadonlyArray<number | undefined>) => values.reduce<number | undefined>((a, v) => EnqueuedTokens.lower(a, v), undefined) ?? null
