@@ -242,7 +242,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const blind = await runCli(["status", ".sluice/runs/spread", "--no-refresh"], { cwd: project.dir, env: { ...noDatabase, SLUICE_DATABASE_URL: undefined } })
     expect(blind.code, describeResult(blind)).toBe(2)
     expect(blind.stderr).toContain("keeps its journal in its cluster's PostgreSQL database")
-    expect(blind.stderr).toContain("give --cluster postgres://… (status, report, ui, gc and cancel also read SLUICE_DATABASE_URL; resume and retry continue such a run only through the cluster, with --cluster)")
+    expect(blind.stderr).toContain("give --cluster postgres://… or set SLUICE_DATABASE_URL (resume and retry then continue the run through the cluster)")
     // No warning of a dependency that a user cannot act on (pg's query-queue deprecation).
     for (const w of workers) expect(w.log).not.toContain("DeprecationWarning")
     expect(r.stderr).not.toContain("DeprecationWarning")

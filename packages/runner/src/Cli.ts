@@ -5,6 +5,8 @@ import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Cause, Console, Duration, Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import type * as Cancel from "./Cancel.js"
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
+import * as JournalMarker from "./internal/journalMarker.js"
+import { JournalElsewhere } from "./JournalStore.js"
 import { runner } from "./internal/Installed.js"
 import { quietPgQueryQueueWarning } from "./internal/pgWarnings.js"
 import * as Notify from "./Notify.js"
@@ -656,6 +658,21 @@ const runCommand = Command.make(
 )
 
 /**
+ * The cluster `resume` and `retry` continue a run through: `--cluster`, else, for a run that
+ * keeps its journal in a cluster's database (which this machine cannot continue on its own),
+ * `$SLUICE_DATABASE_URL`, said in a line; neither for such a run: JournalElsewhere, before any
+ * pipeline is loaded. A run whose journal is in its directory runs here without `--cluster`.
+ */
+const clusterOfRun = (root: string, runId: string, given: Option.Option<Redacted.Redacted>) =>
+  Effect.gen(function* () {
+    if (Option.isSome(given) || !JournalMarker.keptInDatabase(root)) return given
+    const env = process.env[databaseUrlVariable]
+    if (env === undefined || env === "") return yield* new JournalElsewhere({ runDir: root, runId })
+    yield* Effect.logInfo(`run ${runId} keeps its journal in its cluster's database: continued through the cluster of $${databaseUrlVariable}, as with --cluster`)
+    return Option.some(Redacted.make(env))
+  })
+
+/**
  * Runs the pipeline file a run directory's manifest names, on that directory, from the
  * directory the run was started in (paths given here resolve against where we stand). The
  * file is loaded only if it is the one the run recorded (its SHA-256): a run directory must
@@ -678,12 +695,13 @@ const continueRun = (
     const expect = manifest.pipelineSha256 === undefined ? undefined : { sha256: manifest.pipelineSha256, runDir: paths.root }
     const cacheDir = Option.map(opts.cacheDir, (dir) => path.resolve(dir))
     yield* RunDir.enterBaseDir(paths, manifest)
-    if (Option.isSome(opts.cluster)) {
+    const cluster = yield* clusterOfRun(paths.root, manifest.runId, opts.cluster)
+    if (Option.isSome(cluster)) {
       // A new attempt of the run's workflow (or the one in progress), as `run --cluster` again would.
       const classes = opts.action === "retry" ? { retry: opts.retryClasses === undefined ? {} : { classes: opts.retryClasses } } : {}
       return yield* executeOnCluster(
         pipelineFile,
-        opts.cluster.value,
+        cluster.value,
         { ...opts, cacheDir, runDir: Option.some(paths.root), shardSize: Option.none() },
         reporting,
         { ...(expect === undefined ? {} : { expect }), ...classes }
@@ -697,7 +715,7 @@ const continueRun = (
 const continueOnCluster = Options.redacted("cluster").pipe(
   Options.withPseudoName("postgres://…"),
   Options.withDescription(
-    "a run on the cluster of `sluice worker`s sharing this PostgreSQL database: its workflow goes on (a new attempt when it failed or was cancelled), driven by the workers, as `run --cluster` does"
+    `a run on the cluster of \`sluice worker\`s sharing this PostgreSQL database: its workflow goes on (a new attempt when it failed or was cancelled), driven by the workers, as \`run --cluster\` does (default for a run that keeps its journal in the database: $${databaseUrlVariable})`
   ),
   Options.optional
 )
@@ -972,9 +990,15 @@ const gcCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const Gc = yield* lazy(() => import("./Gc.js"))
-        const report = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
-          ClusterJournal.provideFor([...runDirs, ...(yield* RunDir.under(runsDir))], cluster)
+        const read = [...runDirs, ...(yield* RunDir.under(runsDir))]
+        const scanned = yield* Gc.gc({ runDirs, runsDir, provider: Option.getOrUndefined(provider), yes, olderThanSeconds: olderThan }).pipe(
+          ClusterJournal.provideFor(read, cluster)
         )
+        // Runs that keep their journal in a cluster's database: the rows of their old generations there.
+        const url = yield* ClusterJournal.databaseFor(read, cluster)
+        const report = url === undefined
+          ? scanned
+          : { ...scanned, database: yield* Effect.flatMap(lazy(() => import("./ClusterGc.js")), (ClusterGc) => ClusterGc.onDatabase(url, read, yes)) }
         yield* json ? Console.log(JSON.stringify(report, null, 2)) : Console.log(Gc.render(report))
         if (report.failed.length > 0) yield* setExit(ExitCode.runtime)
       })
@@ -982,7 +1006,8 @@ const gcCommand = Command.make(
 ).pipe(
   Command.withDescription(
     "List the files and ended batches sluice created at a provider that no run directory given still needs (inputs, outputs, error files; " +
-      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create."
+      "by sluice's metadata and upload names), and with --yes delete them. A dry run by default; never touches a batch in progress or what sluice did not create. " +
+      "For runs that keep their journal in a cluster's database (--cluster, else $SLUICE_DATABASE_URL), also the rows their old generations left there."
   )
 )
 

@@ -4,8 +4,16 @@
  * and with it the PostgreSQL client) loads only for a run that keeps its journal there.
  */
 import { Effect, Option, Redacted } from "effect"
+import { type ClusterUnavailable, unavailable } from "./ClusterDatabase.js"
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
 import * as JournalStore from "./JournalStore.js"
+import type * as TokenLedger from "./TokenLedger.js"
+
+/** `--cluster` as given, else `$SLUICE_DATABASE_URL`, else none. */
+const urlOf = (given: Option.Option<Redacted.Redacted>): Redacted.Redacted | undefined => {
+  const env = process.env[databaseUrlVariable]
+  return Option.isSome(given) ? given.value : env === undefined || env === "" ? undefined : Redacted.make(env)
+}
 
 /**
  * For a command that reads runs (`status`, `report`, `ui`, `gc`): when one of them keeps its
@@ -17,9 +25,25 @@ export const provideFor = (runDirs: ReadonlyArray<string>, given: Option.Option<
 <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
     const needed = yield* Effect.exists(runDirs, JournalStore.keptInDatabase)
-    const env = process.env[databaseUrlVariable]
-    const url = Option.isSome(given) ? given.value : env === undefined || env === "" ? undefined : Redacted.make(env)
+    const url = urlOf(given)
     if (!needed || url === undefined) return yield* effect
     const JournalPg = yield* Effect.promise(() => import("./JournalPg.js"))
     return yield* Effect.provide(effect, JournalPg.layer(url))
   })
+
+/**
+ * For `status` of a run that keeps its journal in a cluster's database: that cluster's
+ * enqueued-token ledger as it is now (ClusterLedger.ts), shared by every run of the cluster;
+ * undefined for another run, or without a URL (reading the run then fails with JournalElsewhere).
+ */
+export const ledgerFor = (runDir: string, given: Option.Option<Redacted.Redacted>): Effect.Effect<TokenLedger.LedgerData | undefined, ClusterUnavailable> =>
+  Effect.gen(function* () {
+    const url = urlOf(given)
+    if (url === undefined || !(yield* JournalStore.keptInDatabase(runDir))) return undefined
+    const [ClusterLedger, Pg] = yield* Effect.promise(() => Promise.all([import("./ClusterLedger.js"), import("@effect/sql-pg")]))
+    return yield* ClusterLedger.read.pipe(Effect.provide(Pg.PgClient.layer({ url })), Effect.mapError(unavailable(url)))
+  })
+
+/** The database of the runs at `runDirs` when one of them keeps its journal in a cluster's database and a URL is given (`--cluster`, else the variable). */
+export const databaseFor = (runDirs: ReadonlyArray<string>, given: Option.Option<Redacted.Redacted>): Effect.Effect<Redacted.Redacted | undefined> =>
+  Effect.map(Effect.exists(runDirs, JournalStore.keptInDatabase), (needed) => (needed ? urlOf(given) : undefined))

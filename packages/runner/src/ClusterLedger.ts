@@ -60,6 +60,17 @@ export const make: Effect.Effect<TokenLedger.Store, SqlError, SqlClient.SqlClien
   }
 })
 
+/**
+ * The ledger as it is now (pruned), read without a lock and without creating its table: for a
+ * reader (`sluice status`), a cluster whose runs never needed the ledger has none (empty).
+ */
+export const read: Effect.Effect<TokenLedger.LedgerData, SqlError, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const [present] = yield* sql<{ present: boolean }>`SELECT to_regclass(${table}::text) IS NOT NULL AS present`
+  if (present?.present !== true) return TokenLedger.empty()
+  return TokenLedger.prune(parse(yield* sql<{ data: unknown }>`SELECT data FROM ${sql(table)} WHERE name = ${row}`), Date.now())
+})
+
 /** Whether a shard of a run is in the ledger's line for headroom (read without a lock). */
 export const inLine = (runId: string, shard: string): Effect.Effect<boolean, SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {

@@ -9,10 +9,11 @@ import type { BatchProvider } from "@sluice/providers"
 import { Either } from "effect"
 
 /** The ledger's key of a provider identity and model: the limit is the organisation's, per model. */
-export const keyOf = (provider: BatchProvider, model: string): string => {
-  const identity = ProviderIdentity.of(provider)
-  return `${identity.family} ${ProviderIdentity.baseUrl(identity)} ${model}`
-}
+export const keyOf = (provider: BatchProvider, model: string): string => keyOfIdentity(ProviderIdentity.of(provider), model)
+
+/** `keyOf` of a provider identity as a run records it (its manifest's binding). */
+export const keyOfIdentity = (identity: ProviderIdentity.ProviderIdentity, model: string): string =>
+  `${identity.family} ${ProviderIdentity.baseUrl(identity)} ${model}`
 
 /**
  * A shard's input tokens as the scheduler counts them: as counted at planning, else a quarter

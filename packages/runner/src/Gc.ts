@@ -18,6 +18,7 @@ import * as Path from "@effect/platform/Path"
 import { Providers, isTerminal } from "@sluice/providers"
 import type { BatchProvider, ProviderError, StoredFile } from "@sluice/providers"
 import { Effect, Either, Schema, Stream } from "effect"
+import type { DatabaseGc } from "./ClusterGc.js"
 import { count, number } from "./internal/format.js"
 import * as RunDir from "./RunDir.js"
 import { loadState } from "./JournalState.js"
@@ -57,6 +58,8 @@ export interface GcReport {
   readonly deleted: Readonly<Record<Kind, number>>
   readonly failed: ReadonlyArray<{ readonly provider: string; readonly kind: Kind; readonly id: string; readonly message: string }>
   readonly items: ReadonlyArray<GcItem>
+  /** Runs that keep their journal in a cluster's database: the rows of their old generations there (ClusterGc.ts). */
+  readonly database?: DatabaseGc
 }
 
 /** Neither a provider nor a run directory to look at. */
@@ -299,6 +302,18 @@ const bytes = (n: number): string => {
   return `${value.toFixed(1)} ${unit}`
 }
 
+/** The cluster database's part: old generations' rows, listed, then deleted or to delete. */
+const databaseLines = (d: DatabaseGc, dryRun: boolean): Array<string> => {
+  if (d.oldGenerations.length === 0) return ["  cluster database: no rows of old generations"]
+  const rows = d.oldGenerations.reduce((a, g) => a + g.journalRows, 0)
+  const attempts = d.oldGenerations.filter((g) => g.attempts).length
+  return [
+    `  cluster database: ${count(rows, "journal row")} and ${count(attempts, "attempts row")} of ${count(d.oldGenerations.length, "old generation")} no run uses any more` +
+      (dryRun ? "" : `: deleted ${count(d.deleted.journalRows, "journal row")}, ${count(d.deleted.attempts, "attempts row")}`),
+    ...d.oldGenerations.map((g) => `    run ${g.runId} (before ${g.current}, ${g.runDir}): ${count(g.journalRows, "journal row")}${g.attempts ? ", its attempts row" : ""}`)
+  ]
+}
+
 export const render = (r: GcReport): string => {
   const { input, output, batch } = r.unneeded
   const lines = [
@@ -315,8 +330,9 @@ export const render = (r: GcReport): string => {
         `made in the last ${age(r.olderThanSeconds)} (they may still be collected: give their run directories, or --older-than to choose the age)`
     )
   }
+  if (r.database !== undefined) lines.push(...databaseLines(r.database, r.dryRun))
   if (r.dryRun) {
-    const total = input.count + output.count + batch.count
+    const total = input.count + output.count + batch.count + (r.database?.oldGenerations.length ?? 0)
     lines.push(total === 0 ? "dry run: nothing to delete" : `dry run: nothing deleted; run again with --yes to delete ${number(total)}`)
   } else {
     lines.push(

@@ -34,8 +34,7 @@ export class JournalElsewhere extends Schema.TaggedError<JournalElsewhere>()("Jo
   override get message(): string {
     return (
       `run ${this.runId} (${this.runDir}) keeps its journal in its cluster's PostgreSQL database, not in the run directory: ` +
-      `give --cluster postgres://… (status, report, ui, gc and cancel also read ${databaseUrlVariable}; ` +
-      `resume and retry continue such a run only through the cluster, with --cluster)`
+      `give --cluster postgres://… or set ${databaseUrlVariable} (resume and retry then continue the run through the cluster)`
     )
   }
 }

@@ -675,7 +675,7 @@ const statusCode = (s: RowStatus | undefined): number => (s === undefined ? -1 :
 /** Opens the rows of the run directory at `root`; reading more later is `refresh`. */
 export const open = (
   root: string
-): Effect.Effect<RunRows, RunRowsError | RunDir.NotARunDirectory | RunDir.RunDirError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
+): Effect.Effect<RunRows, RunRowsError | JournalStore.JournalElsewhere | RunDir.NotARunDirectory | RunDir.RunDirError, FileSystem.FileSystem | Path.Path | Scope.Scope> =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(root), path)
@@ -685,6 +685,8 @@ export const open = (
     const readJournal = (from: Journal.Position) => Runtime.runPromise(runtime)(JournalStore.readAfter(paths, from))
     const fail = (e: unknown) =>
       new RunRowsError({ path: paths.root, description: e instanceof Error ? e.message : String(e) })
+    // A journal in a database this process is not connected to: said as such (a usage error), not as rows that cannot be read.
+    yield* JournalStore.of(paths).pipe(Effect.catchTag("JournalIOError", (e) => Effect.fail(fail(e))))
     let index = new Index(paths, stageNames, readJournal)
     // A catch-up that failed half-way (a file read at a bad moment) has applied part of its
     // events: applying them again would count rows twice, so the next one starts afresh

@@ -13,6 +13,8 @@ import * as KeptSettings from "./KeptSettings.js"
 import { sha256Of } from "./internal/fileHash.js"
 import { awaitsResultFile } from "./Poller.js"
 import type * as Pricing from "./Pricing.js"
+import * as EnqueuedTokens from "./EnqueuedTokens.js"
+import type * as TokenLedger from "./TokenLedger.js"
 import * as RunDir from "./RunDir.js"
 import { count, money, number } from "./internal/format.js"
 import { awaitingOutput, holdingFiles } from "./RunState.js"
@@ -38,6 +40,61 @@ export interface ShardStatus {
   /** Why a hybrid stage (mode auto) sent it online (null: as its mode says); `recalled`: its batch was cancelled at the deadline. */
   readonly hybrid: ShardState["hybrid"]
   readonly recalled: boolean
+}
+
+/**
+ * A provider and model of a run on a cluster as the cluster's enqueued-token ledger counts them
+ * (ClusterLedger.ts): what every run of the cluster holds, what this run holds, and the limits.
+ */
+export interface ClusterLedgerLine {
+  /** The ledger's key: provider family, base URL, model. */
+  readonly key: string
+  readonly model: string
+  /** Every run of the cluster: enqueued tokens and batches held, shards waiting in line. */
+  readonly cluster: { readonly tokens: number; readonly batches: number; readonly waiting: number }
+  /** This run's part of it. */
+  readonly run: { readonly tokens: number; readonly batches: number; readonly waiting: number }
+  /**
+   * The limits the ledger schedules the key under: the lowest configured by a live run of the
+   * cluster (`--max-enqueued-tokens`, `--max-batches`), this run's own, and the one learned
+   * from a `token_limit_exceeded` (null: none).
+   */
+  readonly limits: {
+    readonly tokens: number | null
+    readonly batches: number | null
+    readonly runTokens: number | null
+    readonly runBatches: number | null
+    readonly learned: number | null
+  }
+}
+
+/** The lines of the ledger for the run: its stages' keys (by their binding), and any key it holds or waits for. */
+export const ledgerLines = (data: TokenLedger.LedgerData, runId: string, manifest: Pick<RunDir.Manifest, "stages">): Array<ClusterLedgerLine> => {
+  const keys = new Set<string>()
+  for (const st of manifest.stages) if (st.binding !== undefined) keys.add(EnqueuedTokens.keyOfIdentity(st.binding, st.model))
+  for (const e of [...data.entries, ...data.waiting, ...(data.configured ?? [])]) if (e.run === runId) keys.add(e.key)
+  const sum = (es: ReadonlyArray<TokenLedger.Entry>) => es.reduce((a, e) => a + e.tokens, 0)
+  const lowest = (values: ReadonlyArray<number | undefined>) => values.reduce<number | undefined>((a, v) => EnqueuedTokens.lower(a, v), undefined) ?? null
+  return [...keys].sort().map((key) => {
+    const entries = data.entries.filter((e) => e.key === key)
+    const waiting = data.waiting.filter((e) => e.key === key)
+    const configured = (data.configured ?? []).filter((c) => c.key === key)
+    const own = configured.filter((c) => c.run === runId)
+    const mine = entries.filter((e) => e.run === runId)
+    return {
+      key,
+      model: EnqueuedTokens.modelOfKey(key),
+      cluster: { tokens: sum(entries), batches: entries.length, waiting: waiting.length },
+      run: { tokens: sum(mine), batches: mine.length, waiting: waiting.filter((e) => e.run === runId).length },
+      limits: {
+        tokens: lowest([...configured.map((c) => c.tokens), data.limits[key]?.tokens]),
+        batches: lowest(configured.map((c) => c.batches)),
+        runTokens: lowest(own.map((c) => c.tokens)),
+        runBatches: lowest(own.map((c) => c.batches)),
+        learned: data.limits[key]?.tokens ?? null
+      }
+    }
+  })
 }
 
 export interface RunStatus extends RunSummary {
@@ -67,6 +124,8 @@ export interface RunStatus extends RunSummary {
    * files left there by `--keep-provider-files`.
    */
   readonly providerFiles: { readonly holding: number; readonly kept: number }
+  /** A run on a cluster whose ledger was read (ClusterLedger.ts): its provider and models there; null for any other run. */
+  readonly clusterLedger: ReadonlyArray<ClusterLedgerLine> | null
 }
 
 const pipelineFileOf = (root: string, manifest: RunDir.Manifest, path: Path.Path): RunStatus["pipelineFile"] => {
@@ -107,7 +166,15 @@ export const refreshBudgetSeconds = (): number => {
   return Number.isFinite(given) && given > 0 ? given : defaultRefreshSeconds
 }
 
-export const status = (runDir: string, options: { readonly refresh: boolean; readonly prices?: Pricing.Prices }) =>
+export const status = (
+  runDir: string,
+  options: {
+    readonly refresh: boolean
+    readonly prices?: Pricing.Prices
+    /** The cluster's enqueued-token ledger, for a run on a cluster (ClusterJournal.ledgerFor). */
+    readonly clusterLedger?: TokenLedger.LedgerData | undefined
+  }
+) =>
   Effect.gen(function* () {
     const path = yield* Path.Path
     const paths = RunDir.paths(path.resolve(runDir), path)
@@ -184,7 +251,8 @@ export const status = (runDir: string, options: { readonly refresh: boolean; rea
       providerFiles: {
         holding: holdingFiles(state).length,
         kept: [...state.shards.values()].reduce((n, sh) => n + (sh.released?.kept.length ?? 0), 0)
-      }
+      },
+      clusterLedger: options.clusterLedger === undefined ? null : ledgerLines(options.clusterLedger, manifest.runId, manifest)
     }
     return result
   })
@@ -194,6 +262,21 @@ const fileNotes: Record<NonNullable<RunStatus["pipelineFile"]>["state"], string>
   unrecorded: "",
   missing: " (missing: resume and retry cannot load it)",
   changed: " (changed since the run recorded it: resume and retry refuse it; `sluice run <file> --run-dir <dir>` takes it as it is now)"
+}
+
+/** "1,234 tokens in 2 batches" */
+const held = (h: { readonly tokens: number; readonly batches: number }) => `${count(h.tokens, "token")} in ${count(h.batches, "batch", "batches")}`
+
+const ledgerLine = (l: ClusterLedgerLine): string => {
+  const limit = (all: number | null, own: number | null, unit: string, units: string) =>
+    all === null ? [] : [`${count(all, unit, units)}${own === null ? "" : own === all ? " (this run's)" : ` (this run's ${number(own)})`}`]
+  const limits = [...limit(l.limits.tokens, l.limits.runTokens, "token", "tokens"), ...limit(l.limits.batches, l.limits.runBatches, "batch", "batches")]
+  return (
+    `  cluster ledger ${l.model} (${l.key.split(" ").slice(0, 2).join(" ")}): enqueued cluster-wide ${held(l.cluster)}, this run ${held(l.run)}` +
+    (l.cluster.waiting === 0 ? "" : `; ${count(l.cluster.waiting, "shard")} waiting in line (this run's ${number(l.run.waiting)})`) +
+    (limits.length === 0 ? "; no limit" : `; limit ${limits.join(", ")}`) +
+    (l.limits.learned === null ? "" : ` (learned from the provider: ${count(l.limits.learned, "token")})`)
+  )
 }
 
 export const render = (s: RunStatus): string => {
@@ -223,6 +306,7 @@ export const render = (s: RunStatus): string => {
       ? []
       : [`  provider files: ${count(s.providerFiles.holding, "collected shard")} still ${s.providerFiles.holding === 1 ? "holds" : "hold"} files at the provider (\`sluice resume ${s.runDir}\` deletes them)`]),
     ...(s.providerFiles.kept === 0 ? [] : [`  provider files: ${count(s.providerFiles.kept, "output file")} left at the provider by --keep-provider-files (\`sluice gc ${s.runDir} --yes\` deletes what is still there)`]),
+    ...(s.clusterLedger ?? []).map(ledgerLine),
     "  shards:",
     ...s.shards.map(
       (sh) =>

@@ -23,7 +23,9 @@ export const statusCommand = Command.make(
     reported(json, () =>
       Effect.gen(function* () {
         const priceTable = yield* Pricing.load(Option.getOrUndefined(prices))
-        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable }).pipe(ClusterJournal.provideFor([runDir], cluster))
+        // A run on a cluster: the cluster's ledger of enqueued tokens and batches beside its own.
+        const clusterLedger = yield* ClusterJournal.ledgerFor(runDir, cluster)
+        const s = yield* Status.status(runDir, { refresh: !noRefresh, prices: priceTable, clusterLedger }).pipe(ClusterJournal.provideFor([runDir], cluster))
         yield* json ? Console.log(JSON.stringify(s, null, 2)) : Console.log(Status.render(s))
       })
     )

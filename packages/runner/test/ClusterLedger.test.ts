@@ -3,10 +3,12 @@
  * (scripts/lib/tempPostgres.ts). Two clients with pools of their own stand for two machines.
  * Skipped, saying why, where the server binaries are not installed.
  */
+import { fork } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Duration, Effect, Layer, Redacted, Ref } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest"
 import * as TempPostgres from "../../../scripts/lib/tempPostgres.js"
 import * as ClusterLedger from "../src/ClusterLedger.js"
 import * as TokenLedger from "../src/TokenLedger.js"
@@ -24,6 +26,9 @@ const withClient = <A, E>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, E, S
       return Effect.provideService(f(sql), SqlClient.SqlClient, sql)
     })
   )
+
+const holderScript = fileURLToPath(new URL("./fixtures/ledger-holder.ts", import.meta.url))
+const repoRoot = fileURLToPath(new URL("../../..", import.meta.url))
 
 const ledgerRow = () =>
   Effect.runPromise(
@@ -108,4 +113,61 @@ describe.skipIf(skipReason !== undefined)("ClusterLedger: the enqueued-token led
     // Both runs stated their configured limit for the key.
     expect(new Set((after.configured ?? []).filter((c) => c.key === key).map((c) => c.run))).toEqual(new Set(["r1", "r2"]))
   }, 120_000)
+
+  describe("leases", () => {
+    afterEach(() => void vi.useRealTimers())
+
+    it("tokens held by a worker that dies (SIGKILL) stay held until their lease ends, then another run is admitted — the clock driven, not waited for", async () => {
+      const key = "openai http://x lease-model"
+      const tokens = 100
+      // The lease far longer than the test: it ends only when the test moves this process's clock past it.
+      const leaseMs = 3_600_000
+      const holder = fork(holderScript, [server!.url, "dead-run", "s1", key, String(tokens), String(leaseMs)], {
+        cwd: repoRoot,
+        execArgv: ["--import", "tsx"],
+        stdio: ["ignore", "inherit", "inherit", "ipc"]
+      })
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => holder.on("exit", (_, signal) => resolve(signal)))
+      await new Promise<void>((resolve, reject) => {
+        holder.on("message", (m: { type: string }) => m.type === "held" && resolve())
+        holder.on("exit", (code) => reject(new Error(`the holder exited (${code}) before holding`)))
+      })
+      const [held] = (await ledgerRow()).entries.filter((e) => e.key === key)
+      expect(held).toMatchObject({ run: "dead-run", shard: "s1", tokens, pid: holder.pid })
+      const expires = held!.expires!
+      expect(expires).toBeGreaterThan(Date.now())
+
+      // Another run's shard, under a limit with no room beside the holder's tokens.
+      const ask = () =>
+        Effect.runPromise(
+          withClient(() =>
+            Effect.gen(function* () {
+              const store = yield* ClusterLedger.make
+              const s = yield* TokenLedger.scheduler({ store, runId: "next-run", configured: tokens + 50, leases: { hold: Duration.minutes(15), wait: Duration.minutes(2) } })
+              return yield* s.hold({ id: "n1", key, tokens, wait: true, keep: () => false }, Effect.void).pipe(
+                Effect.map(([, beside]) => ({ admitted: true, beside })),
+                Effect.catchTag("NoHeadroom", () => Effect.succeed({ admitted: false, beside: null }))
+              )
+            })
+          )
+        )
+      expect(await ask()).toEqual({ admitted: false, beside: null })
+
+      holder.kill("SIGKILL")
+      expect(await exited).toBe("SIGKILL")
+      // Dead, on this very host: its entry is leased, not tied to its pid, so it stands until its lease ends.
+      expect(await ask()).toEqual({ admitted: false, beside: null })
+      vi.useFakeTimers({ toFake: ["Date"] })
+      vi.setSystemTime(expires - 1)
+      expect(await ask()).toEqual({ admitted: false, beside: null })
+      expect((await ledgerRow()).entries.filter((e) => e.key === key).map((e) => e.run)).toEqual(["dead-run"])
+
+      // Past its lease: gone from the ledger, and the other run's shard goes with nothing beside it.
+      vi.setSystemTime(expires + 1)
+      expect(await ask()).toEqual({ admitted: true, beside: 0 })
+      const after = await ledgerRow()
+      expect(after.entries.filter((e) => e.key === key)).toEqual([])
+      expect(after.waiting.filter((e) => e.key === key)).toEqual([])
+    }, 60_000)
+  })
 })

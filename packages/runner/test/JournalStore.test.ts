@@ -235,7 +235,7 @@ describe("JournalStore: a run's manifest says where its journal is", () => {
     expect(read._tag).toBe("Left")
     const error = (read as { left: { _tag: string; message: string } }).left
     expect(error._tag).toBe("JournalElsewhere")
-    expect(error.message).toContain("give --cluster postgres://… (status, report, ui, gc and cancel also read SLUICE_DATABASE_URL; resume and retry continue such a run only through the cluster, with --cluster)")
+    expect(error.message).toContain("give --cluster postgres://… or set SLUICE_DATABASE_URL (resume and retry then continue the run through the cluster)")
     expect(error.message).toContain(run.runId)
   })
 
