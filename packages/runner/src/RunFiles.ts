@@ -2,9 +2,9 @@
  * The files of a cluster run's directory held by its cluster's database (issue 17), and a local
  * copy of them that the runner works on as on one machine. Every file of the run directory is
  * held — the manifest, `shards/`, results, failures, outputs, inboxes, `keys/` … — but the lock
- * (`run.lock`: each copy has its own; the run's lock is in the database, ClusterRunLock.ts) and
- * the copy's own record (`.sluice-mirror.json`). The journal is in the database already
- * (JournalPg.ts): the copy's journal.jsonl is its one marker line.
+ * (`run.lock`: each copy has its own; the run's lock is in the database, ClusterRunLock.ts), the
+ * copy's own record (`.sluice-mirror.json`) and a reader's `report.html`. The journal is in the
+ * database already (JournalPg.ts): the copy's journal.jsonl is its one marker line.
  *
  * **The store** (a port, `Backend`; RunFilesPg.ts in PostgreSQL) holds per run and path a
  * version and a size, and the bytes of that version. Versions are never reused: a reader that
@@ -102,8 +102,12 @@ export interface Backend {
 /** The copy's own record of what it holds, beside its files. */
 export const recordName = ".sluice-mirror.json"
 
-/** Files of a run directory that are never held: its lock (and the lock's own temporary files), the copy's record. */
-export const isLocal = (rel: string): boolean => rel === "run.lock" || (rel.startsWith("run.lock.") && !rel.includes("/")) || rel.startsWith(recordName)
+/**
+ * Files of a run directory that are never held: its lock (and the lock's own temporary files),
+ * the copy's record, and `sluice report`'s page written into a reader's copy (Report.ts).
+ */
+export const isLocal = (rel: string): boolean =>
+  rel === "run.lock" || (rel.startsWith("run.lock.") && !rel.includes("/")) || rel.startsWith(recordName) || rel === "report.html"
 
 interface Entry {
   readonly version: number

@@ -151,6 +151,28 @@ export const make: Effect.Effect<RunFiles.Backend, SqlError, SqlClient.SqlClient
   return { apply, snapshot, has }
 })
 
+export const writersTable = "sluice_run_file_writers"
+
+/**
+ * Marks `writer` (a step, a cancel) as writing the run's files, and returns the writer marked
+ * before it that never said it ended (a step that died, or whose session ended while it ran:
+ * it may still be stopping), if any. Taken holding the run's lock in the database.
+ */
+export const claim = (runId: string, writer: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    if (!ready.has(sql)) yield* ensure(sql)
+    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(writersTable)} (run_id text PRIMARY KEY, writer text NOT NULL, since timestamptz NOT NULL DEFAULT now())`
+    const before = yield* sql<{ writer: string }>`SELECT writer FROM ${sql(writersTable)} WHERE run_id = ${runId}`
+    yield* sql`INSERT INTO ${sql(writersTable)} (run_id, writer) VALUES (${runId}, ${writer})
+      ON CONFLICT (run_id) DO UPDATE SET writer = EXCLUDED.writer, since = now()`
+    return before[0]?.writer
+  })
+
+/** The writer ended (its last flush done): the next need not wait for it. */
+export const release = (runId: string, writer: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DELETE FROM ${sql(writersTable)} WHERE run_id = ${runId} AND writer = ${writer}`)
+
 /** The store, as a service. */
 export class Store extends Context.Tag("@sluice/runner/RunFilesPg/Store")<Store, RunFiles.Backend>() {}
 
