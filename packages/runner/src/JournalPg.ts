@@ -76,7 +76,11 @@ export const make: Effect.Effect<JournalStore.Backend, SqlError, SqlClient.SqlCl
       yield* Journal.markInDatabase(paths.journal)
       // A cluster run's files in the database too (RunFiles.ts): every byte an event depends on is there before the event.
       const mirror = yield* RunFiles.Active
-      const flush = mirror === undefined || mirror.root !== paths.root
+      // Another directory's journal opened beside a copy would write events no flush covers: refused.
+      if (mirror !== undefined && mirror.root !== paths.root) {
+        return yield* new Journal.JournalIOError({ path: where(runId), description: `opened in ${paths.root} while the copy of run ${mirror.runId} in ${mirror.root} is in use` })
+      }
+      const flush = mirror === undefined
         ? Effect.void
         : mirror.flush.pipe(Effect.mapError((e) => new Journal.JournalIOError({ path: where(runId), description: e.message })))
       const lock = yield* Effect.makeSemaphore(1)

@@ -260,6 +260,28 @@ describe.skipIf(TempPostgres.skipReason !== undefined)("RunFiles: a run's files 
     expect(JSON.parse(readFileSync(join(other, "manifest.json"), "utf8"))).toEqual({ runId, journal: "postgres" })
   }, 60_000)
 
+  it("files changed with node:fs, behind the recording FileSystem: found by their stat and pushed whole", async () => {
+    const runId = freshRunId()
+    const writer = freshDir()
+    const reader = freshDir()
+    await withDb(
+      Effect.gen(function* () {
+        const w = yield* copyOf(runId, writer)
+        const r = yield* copyOf(runId, reader)
+        yield* w.fs.writeFile(join(writer, "failures.jsonl"), Buffer.from("one\ntwo\n"))
+        yield* w.mirror.flush
+        yield* r.mirror.pull
+        // Rewritten in place below what was pushed, and grown; and a file the recorder never saw.
+        writeFileSync(join(writer, "failures.jsonl"), "ONE\ntwo\nthree\n")
+        writeFileSync(join(writer, "stray.jsonl"), "made by node:fs\n")
+        yield* w.mirror.flush
+        expect(yield* r.mirror.pull).toEqual({ whole: 2, appended: 0, removed: 0, bytes: 30 })
+        expect(contents(reader)).toEqual(contents(writer))
+        expect(readFileSync(join(reader, "failures.jsonl"), "utf8")).toBe("ONE\ntwo\nthree\n")
+      })
+    )
+  }, 60_000)
+
   it("two copies writing one run: the second flush is refused (a conflict), never an overwrite", async () => {
     const runId = freshRunId()
     const one = freshDir()
