@@ -40,6 +40,10 @@ const pullAll = (runDirs: ReadonlyArray<string>, url: Redacted.Redacted) =>
     const store = yield* RunFilesPg.Store
     for (const root of runDirs) {
       const { runId } = JSON.parse(readFileSync(join(root, "manifest.json"), "utf8")) as { runId: string }
+      // A database without the run (another cluster's): the copy here is left as it is, not emptied.
+      if (!(yield* store.has(runId, "manifest.json"))) {
+        return yield* new RunFiles.RunFilesError({ runId, description: `the database given holds none of them: give the database of the cluster that ran it (${root} is left as it is)` })
+      }
       yield* Effect.flatMap(RunFiles.make(store, runId, resolve(root), Watched.recorder()), (copy) => copy.pull)
     }
   }).pipe(Effect.provide(Layer.unwrapEffect(Effect.promise(() => import("./RunFilesPg.js")).pipe(Effect.map((m) => m.layer(url))))))

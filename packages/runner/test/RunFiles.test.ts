@@ -9,13 +9,14 @@ import * as Path from "@effect/platform/Path"
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, relative } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as TempPostgres from "../../../scripts/lib/tempPostgres.js"
+import * as ClusterJournal from "../src/ClusterJournal.js"
 import * as LineFile from "../src/internal/LineFile.js"
 import * as Watched from "../src/internal/WatchedFileSystem.js"
 import * as JournalPg from "../src/JournalPg.js"
@@ -280,6 +281,32 @@ describe.skipIf(TempPostgres.skipReason !== undefined)("RunFiles: a run's files 
         expect(readFileSync(join(reader, "failures.jsonl"), "utf8")).toBe("ONE\ntwo\nthree\n")
       })
     )
+  }, 60_000)
+
+  it("a reader given --cluster has its run directory brought up to date first; a database without the run leaves the directory as it is", async () => {
+    const runId = freshRunId()
+    const writer = freshDir()
+    const manifest = JSON.stringify({ runId, journal: "postgres", files: "postgres" })
+    await withDb(
+      Effect.gen(function* () {
+        const w = yield* copyOf(runId, writer)
+        yield* w.fs.writeFile(join(writer, "manifest.json"), Buffer.from(manifest))
+        yield* w.fs.writeFile(join(writer, "results.jsonl"), Buffer.from("a\nb\n"))
+        yield* w.mirror.flush
+      })
+    )
+    const url = Option.some(Redacted.make(server!.url))
+    const reader = freshDir()
+    writeFileSync(join(reader, "manifest.json"), manifest)
+    await Effect.runPromise(ClusterJournal.provideFor([reader], url)(Effect.void).pipe(Effect.provide(NodeContext.layer)))
+    expect(contents(reader)).toEqual(contents(writer))
+    // Another cluster's database (no files of the run): refused, nothing deleted.
+    const elsewhere = freshDir()
+    writeFileSync(join(elsewhere, "manifest.json"), JSON.stringify({ runId: "never-here", journal: "postgres", files: "postgres" }))
+    writeFileSync(join(elsewhere, "results.jsonl"), "kept\n")
+    const error = await Effect.runPromise(Effect.flip(ClusterJournal.provideFor([elsewhere], url)(Effect.void)).pipe(Effect.provide(NodeContext.layer)))
+    expect(error.message).toContain("the files of run never-here in the cluster's database: the database given holds none of them")
+    expect(readFileSync(join(elsewhere, "results.jsonl"), "utf8")).toBe("kept\n")
   }, 60_000)
 
   it("two copies writing one run: the second flush is refused (a conflict), never an overwrite", async () => {
