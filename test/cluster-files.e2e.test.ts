@@ -5,15 +5,19 @@
  * are on a path they all see. A worker SIGKILLed in the middle of a collection (a failpoint: a
  * real SIGKILL at an exact point) leaves the run to workers whose copies start empty: they
  * finish it from the database's copy. Proven by the sink (every row once) and the emulator's
- * ledger (one batch per shard, every custom_id delivered once). Skipped, saying why, without
- * PostgreSQL's server binaries.
+ * ledger (one batch per shard, every custom_id delivered once). A run started by the previous
+ * version (no `files` in its workflow's payload) keeps its shared run directory. Skipped, saying
+ * why, without PostgreSQL's server binaries.
  */
+import { createHash } from "node:crypto"
 import { existsSync } from "node:fs"
 import { mkdir, mkdtemp, readdir, readFile, rename } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Effect, Redacted } from "effect"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
+import * as Cluster from "../packages/runner/src/Cluster.js"
 import * as Workers from "./support/workers.js"
 import {
   describeResult,
@@ -40,11 +44,15 @@ const until = pool.until
 
 const env = () => ({ ...emulatorEnv(emulator.url), SLUICE_DATABASE_URL: pg!.url })
 
+/** The workers' state directories. */
+const stateDirsUsed: Array<string> = []
+
 /** A worker with a directory of copies of its own, in a directory of its own. */
 const startWorker = async (extraEnv: Record<string, string> = {}) => {
   const home = await mkdtemp(join(tmpdir(), "sluice-apart-worker-"))
   const stateDir = join(home, "state")
   const worker = await pool.start({ cwd: home, env: { ...env(), ...extraEnv }, lockExpiration: 6, stateDir })
+  stateDirsUsed.push(stateDir)
   return { worker, stateDir }
 }
 
@@ -159,4 +167,39 @@ describe.skipIf(skipReason !== undefined)("distributed runs: workers sharing not
       for (const name of ["manifest.json", "results.jsonl"]) expect(await readFile(join(dir, name), "utf8")).not.toContain(pg!.url)
     }
   }, 600_000)
+
+  it("a run started by the previous version (its workflow's payload without `files`): driven on its run directory on the shared path, as before", async () => {
+    const rows = await writeRows(project, "data/old.jsonl", 500)
+    await writePipeline(project, "old.ts", { name: "old", source: "data/old.jsonl", sink: "out/old.jsonl" })
+    if (pool.all.filter((w) => !w.exited).length === 0) await startWorker()
+    // What `run --cluster` of the previous version asked: the same workflow, a payload with no `files`.
+    const runId = "old-0001"
+    const runDir = project.path(".sluice/runs/old")
+    const pipelineFile = project.path("old.ts")
+    await Effect.runPromise(
+      Cluster.RunWorkflow.execute(
+        {
+          runId,
+          runDir,
+          baseDir: project.dir,
+          pipelineFile,
+          pipelineSha256: createHash("sha256").update(await readFile(pipelineFile)).digest("hex"),
+          settings: { shardSize: 250, pollSeconds: 0.2, outputFileWaitSeconds: 30, cache: false }
+        },
+        { discard: true }
+      ).pipe(Effect.provide(Cluster.clientLayer(Redacted.make(pg!.url))))
+    )
+    await until("every row in the sink", async () => (await readJsonl(project.path("out/old.jsonl")).catch(() => [])).length >= rows.length, 300_000)
+    await until("both shards collected", async () => (await events(runId, "Collected")).length === 2, 120_000)
+    const written = await readJsonl<{ key: string }>(project.path("out/old.jsonl"))
+    expect(new Set(written.map((r) => r.key))).toEqual(new Set(rows.map((r) => r.id)))
+    expect(written).toHaveLength(rows.length)
+    // Its files are in its run directory, written there by the workers; none in the database; no worker's copy of it.
+    const manifest = JSON.parse(await readFile(join(runDir, "manifest.json"), "utf8")) as { runId: string; files?: string; journal?: string }
+    expect(manifest).toMatchObject({ runId, journal: "postgres" })
+    expect(manifest.files).toBeUndefined()
+    expect((await readFile(join(runDir, "results.jsonl"), "utf8")).trim().split("\n")).toHaveLength(rows.length)
+    expect(await Workers.query(pg!.url, `SELECT 1 FROM sluice_run_files WHERE run_id = '${runId}'`)).toHaveLength(0)
+    for (const dir of stateDirsUsed) expect(existsSync(join(dir, runId))).toBe(false)
+  }, 400_000)
 })
