@@ -28,6 +28,7 @@
 import { Context, Effect, Schema } from "effect"
 import {
   closeSync,
+  fstatSync,
   fsyncSync,
   ftruncateSync,
   lstatSync,
@@ -166,22 +167,38 @@ export class Active extends Context.Reference<Active>()("@sluice/runner/RunFiles
 const tryIo = <A>(runId: string, what: string, f: () => A) =>
   Effect.try({ try: f, catch: (e) => new RunFilesError({ runId, description: `${what}: ${e instanceof Error ? e.message : String(e)}` }) })
 
-/** A source reading the local file `abs`, failing when it is shorter than asked (changed meanwhile). */
-const sourceOf = (runId: string, abs: string): Source => (offset, length) =>
-  tryIo(runId, `cannot read ${abs}`, () => {
-    const out = Buffer.allocUnsafe(length)
-    const fd = openSync(abs, "r")
-    try {
-      let got = 0
-      while (got < length) {
-        const n = readSync(fd, out, got, length - got, offset + got)
-        if (n === 0) throw new Error(`it has fewer than ${offset + length} bytes (changed while pushed)`)
-        got += n
+/** What a flush finds when a file changes while it is read: scanned and pushed again. */
+const changedWhilePushed = "changed while pushed"
+
+/**
+ * A source reading the local file `abs` as scanned (inode `ino`): gone, replaced or shorter
+ * than asked, it fails saying it changed while pushed.
+ */
+const sourceOf = (runId: string, abs: string, ino: bigint): Source => (offset, length) =>
+  Effect.try({
+    try: () => {
+      const out = Buffer.allocUnsafe(length)
+      let fd: number
+      try {
+        fd = openSync(abs, "r")
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new Error(`${abs} is gone (${changedWhilePushed})`)
+        throw e
       }
-    } finally {
-      closeSync(fd)
-    }
-    return out
+      try {
+        if (fstatSync(fd, { bigint: true }).ino !== ino) throw new Error(`${abs} was replaced (${changedWhilePushed})`)
+        let got = 0
+        while (got < length) {
+          const n = readSync(fd, out, got, length - got, offset + got)
+          if (n === 0) throw new Error(`${abs} has fewer than ${offset + length} bytes (${changedWhilePushed})`)
+          got += n
+        }
+      } finally {
+        closeSync(fd)
+      }
+      return out
+    },
+    catch: (e) => new RunFilesError({ runId, description: `cannot read ${abs}: ${e instanceof Error ? e.message : String(e)}` })
   })
 
 /**
@@ -215,17 +232,19 @@ export const make = (backend: Backend, runId: string, root: string, recorder: Re
       for (const [rel, s] of local) {
         const e = entries.get(rel)
         const size = Number(s.size)
-        const source = sourceOf(runId, join(root, rel))
+        const source = sourceOf(runId, join(root, rel), s.ino)
         const r = records.get(rel)
         if (e === undefined) {
           changes.push({ op: "rewrite", path: rel, expect: undefined, keep: 0, size, source })
           continue
         }
         if (r === undefined && e.stat === statKey(s)) continue
-        // Changed with no record of how (node:fs), or shorter than pushed with no record of a cut: whole.
+        // Changed with no record of how (node:fs), another file now (a new inode), or shorter than
+        // pushed with no record of a cut: whole.
         const low = r === undefined ? 0 : Math.min(r.cut ?? Infinity, r.wrote ?? Infinity)
         const shorterUnseen = size < e.size && !(r?.cut !== undefined && r.cut <= size)
-        if (r === undefined || shorterUnseen) {
+        const otherFile = e.stat.split(":")[0] !== String(s.ino)
+        if (r === undefined || shorterUnseen || otherFile) {
           changes.push({ op: "rewrite", path: rel, expect: stored(rel, e), keep: 0, size, source })
         } else if (low < e.size) {
           changes.push({ op: "rewrite", path: rel, expect: stored(rel, e), keep: Math.min(low, size), size, source })
@@ -237,7 +256,9 @@ export const make = (backend: Backend, runId: string, root: string, recorder: Re
       }
       for (const [rel, e] of entries) if (!local.has(rel)) changes.push({ op: "remove", path: rel, expect: stored(rel, e) })
       if (changes.length > 0) {
-        const after = new Map((yield* backend.apply(runId, changes)).map((f) => [f.path, f]))
+        // Not pushed: what was recorded stays for the next flush.
+        const applied = yield* Effect.tapError(backend.apply(runId, changes), () => Effect.sync(() => recorder.restore(records)))
+        const after = new Map(applied.map((f) => [f.path, f]))
         for (const c of changes) {
           const f = after.get(c.path)
           if (c.op === "remove" || f === undefined) entries.delete(c.path)
@@ -249,7 +270,7 @@ export const make = (backend: Backend, runId: string, root: string, recorder: Re
 
     // A file that changed while it was read (a truncation at the same moment): scanned and pushed again.
     const flush = lock.withPermits(1)(
-      flushOnce.pipe(Effect.retry({ times: 3, while: (e) => e.description.includes("changed while pushed") }))
+      flushOnce.pipe(Effect.retry({ times: 3, while: (e) => e.description.includes(changedWhilePushed) }))
     )
 
     const pull = lock.withPermits(1)(

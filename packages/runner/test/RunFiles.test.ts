@@ -11,7 +11,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from "node:fs"
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, relative } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -307,6 +307,43 @@ describe.skipIf(TempPostgres.skipReason !== undefined)("RunFiles: a run's files 
     const error = await Effect.runPromise(Effect.flip(ClusterJournal.provideFor([elsewhere], url)(Effect.void)).pipe(Effect.provide(NodeContext.layer)))
     expect(error.message).toContain("the files of run never-here in the cluster's database: the database given holds none of them")
     expect(readFileSync(join(elsewhere, "results.jsonl"), "utf8")).toBe("kept\n")
+  }, 60_000)
+
+  it("a file replaced or removed while a flush reads it: the flush scans again and the database gets what is there", async () => {
+    const runId = freshRunId()
+    const writer = freshDir()
+    await withDb(
+      Effect.gen(function* () {
+        const store = yield* RunFilesPg.make
+        const recorder = Watched.recorder()
+        const fs = Watched.watch(yield* FileSystem.FileSystem, writer, recorder)
+        // Between the flush's scan and its reads, another fiber replaces one file and removes another.
+        let race = true
+        const racing: RunFiles.Backend = {
+          ...store,
+          apply: (id, changes) =>
+            Effect.suspend(() => {
+              if (race) {
+                race = false
+                writeFileSync(join(writer, "replaced.tmp"), "the new one, longer than the old\n")
+                renameSync(join(writer, "replaced.tmp"), join(writer, "results.jsonl"))
+                rmSync(join(writer, "shards", "gone.jsonl"))
+              }
+              return store.apply(id, changes)
+            })
+        }
+        const mirror = yield* RunFiles.make(racing, runId, writer, recorder)
+        yield* fs.makeDirectory(join(writer, "shards"))
+        yield* fs.writeFile(join(writer, "results.jsonl"), Buffer.from("old\n"))
+        yield* fs.writeFile(join(writer, "shards", "gone.jsonl"), Buffer.from("soon gone\n"))
+        yield* mirror.flush
+        expect(race).toBe(false)
+        const fresh = freshDir()
+        yield* Effect.flatMap(RunFiles.make(store, runId, fresh, Watched.recorder()), (m) => m.pull)
+        expect(contents(fresh)).toEqual(contents(writer))
+        expect(readFileSync(join(fresh, "results.jsonl"), "utf8")).toBe("the new one, longer than the old\n")
+      })
+    )
   }, 60_000)
 
   it("two copies writing one run: the second flush is refused (a conflict), never an overwrite", async () => {

@@ -26,6 +26,8 @@ export interface Recorder {
   readonly wrote: (file: string, at: number) => void
   /** Written at its end (an `a` handle): the bytes after what the flush last pushed are new. */
   readonly appended: (file: string) => void
+  /** Changes taken by a flush that failed, recorded again. */
+  readonly restore: (changes: ReadonlyMap<string, Change>) => void
 }
 
 export const recorder = (): Recorder => {
@@ -49,7 +51,14 @@ export const recorder = (): Recorder => {
       const c = entry(file)
       c.wrote = Math.min(c.wrote ?? Infinity, at)
     },
-    appended: (file) => void entry(file)
+    appended: (file) => void entry(file),
+    restore: (taken) => {
+      for (const [file, c] of taken) {
+        const e = entry(file)
+        if (c.cut !== undefined) e.cut = Math.min(e.cut ?? Infinity, c.cut)
+        if (c.wrote !== undefined) e.wrote = Math.min(e.wrote ?? Infinity, c.wrote)
+      }
+    }
   }
 }
 
