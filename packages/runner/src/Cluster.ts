@@ -516,6 +516,13 @@ export const clientLayer = (databaseUrl: Redacted.Redacted) =>
 export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
   Effect.scoped(
     Effect.gen(function* () {
+      // Where the copies of runs go, made (0700) before joining: a directory it cannot use fails the worker, not its steps.
+      const stateDir = options.stateDir ?? defaultStateDir()
+      const fs = yield* FileSystem.FileSystem
+      yield* fs.makeDirectory(stateDir, { recursive: true, mode: directoryMode }).pipe(
+        Effect.zipRight(fs.access(stateDir, { readable: true, writable: true })),
+        Effect.mapError((e) => new ClusterUsage({ description: `cannot keep the copies of runs' files in ${stateDir} (--state-dir): ${e.message}` }))
+      )
       yield* Layer.build(workerLayer(options)).pipe(
         Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e))),
         Effect.catchIf(
