@@ -150,6 +150,8 @@ describe.skipIf(skipReason !== undefined)("distributed runs: workers sharing not
     }
     expect(copies.some((copy) => uploaded.every((file) => existsSync(join(copy, file))))).toBe(true)
     expect([second, third].map((w) => w.worker.log).join("")).toMatch(new RegExp(`run ${runId}: shard \\S+ step \\d+ done by worker`))
+    // The killed worker's step never said it ended: the next step waited out --lock-expiration before taking the files over.
+    expect([second, third].map((w) => w.worker.log).join("")).toMatch(new RegExp(`run ${runId}: its files were last written by \\S+, which did not end its step; going on in 6s`))
     // The submitter's directory was not at its path meanwhile: nothing the workers did needed it.
     expect(existsSync(runDir)).toBe(false)
 
