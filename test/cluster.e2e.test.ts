@@ -51,7 +51,16 @@ const lockExpiration = 6
  * step works in the directory `sluice run` was started in.
  */
 const startWorker = (extraEnv: Record<string, string> = {}, bin?: string): Promise<Workers.Worker> =>
-  pool.start({ cwd: workerDir, env: { ...env(), ...extraEnv }, lockExpiration, ...(bin === undefined ? {} : { bin }) })
+  pool.start({ cwd: workerDir, env: { ...env(), ...extraEnv }, lockExpiration, stateDir, ...(bin === undefined ? {} : { bin }) })
+
+/**
+ * One directory of copies of runs' files for all the workers of these tests (RunFiles.ts), as on
+ * a path they share: a lock file planted in a run's copy is seen by each. (Workers that share
+ * nothing but the database: cluster-files.e2e.test.ts.)
+ */
+let stateDir: string
+/** A run's lock file in the workers' copy of it. */
+const lockFileOf = (runId: string) => join(stateDir, runId, "run.lock")
 
 const query = <A extends object>(text: string) => Workers.query<A>(pg!.url, text)
 
@@ -175,6 +184,8 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     project = await makeProject("sluice-cluster-")
     workerDir = project.path("workers")
     await mkdir(workerDir)
+    stateDir = project.path("worker-state")
+    await mkdir(stateDir)
     await writePipeline(project, "pipeline.ts", { name: "spread", source: "data/a.jsonl", sink: "out/a.jsonl" })
     await writePipeline(project, "killed.ts", { name: "killed", source: "data/b.jsonl", sink: "out/b.jsonl" })
     // One worker first: it creates the cluster's tables (two at once race on CREATE TABLE).
@@ -368,9 +379,9 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const logged = () => alive.map((w, i) => w.log.slice(marks[i])).join("")
     const rows = await writeRows(project, "data/e.jsonl", 500)
     await writePipeline(project, "hostlock.ts", { name: "hostlock", source: "data/e.jsonl", sink: "out/e.jsonl" })
-    const lockFile = project.path(".sluice/runs/hostlock", "run.lock")
     await holdClock(emulator.url)
     const runId = await startDetached("hostlock.ts")
+    const lockFile = lockFileOf(runId)
     const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
     await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
 
@@ -516,7 +527,6 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const rows = await writeRows(project, "data/h.jsonl", 500)
     await writePipeline(project, "failing.ts", { name: "failing", source: "data/h.jsonl", sink: "out/h.jsonl" })
     const runDir = ".sluice/runs/failing"
-    const lockFile = project.path(runDir, "run.lock")
     const flags = ["--cluster", pg!.url, "--shard-size", "250", "--poll-interval", "0.2", "--no-cache"]
     await holdClock(emulator.url)
     const child = spawnCli(["run", "failing.ts", ...flags], { cwd: project.dir, env: env() })
@@ -526,6 +536,7 @@ describe.skipIf(skipReason !== undefined)("distributed runs: sluice worker × 3 
     const exited = new Promise<void>((resolve) => child.on("close", (code, signal) => resolve(void Object.assign(r, { code, signal }))))
     await until("the run's manifest", async () => (await readFile(project.path(runDir, "manifest.json"), "utf8").catch(() => "")) !== "")
     const { runId } = JSON.parse(await readFile(project.path(runDir, "manifest.json"), "utf8")) as { runId: string }
+    const lockFile = lockFileOf(runId)
     const runBatches = async () => (await getLedger(emulator.url)).batches.filter((b) => b.metadata?.["sluice_run"] === runId)
     await until("the 2 batches of the run", async () => (await runBatches()).length === 2)
 

@@ -26,6 +26,8 @@ export interface Workers {
     readonly lockExpiration?: number
     /** The bin/sluice.js of another copy of sluice (default: this build's). */
     readonly bin?: string
+    /** Where it keeps its copies of runs' files (`--state-dir`; default: the worker's own default). */
+    readonly stateDir?: string
   }) => Promise<Worker>
   /** Resolves once `check` holds, asking every 100 ms; a bound far above a saturated machine's pace ends a hang. */
   readonly until: (what: string, check: () => boolean | Promise<boolean>, boundMs?: number) => Promise<void>
@@ -42,9 +44,12 @@ export const workers = (): Workers => {
       await new Promise((r) => setTimeout(r, 100))
     }
   }
-  const start: Workers["start"] = async ({ bin, cwd, env, lockExpiration = 6 }) => {
+  const start: Workers["start"] = async ({ bin, cwd, env, lockExpiration = 6, stateDir }) => {
     const port = await TempPostgres.freePort()
-    const args = ["worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration)]
+    const args = [
+      "worker", "--host", "127.0.0.1", "--port", String(port), "--lock-expiration", String(lockExpiration),
+      ...(stateDir === undefined ? [] : ["--state-dir", stateDir])
+    ]
     const child = bin === undefined
       ? spawnCli(args, { cwd, env })
       : spawn(process.execPath, [bin, ...args], { cwd, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })

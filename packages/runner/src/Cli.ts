@@ -449,6 +449,13 @@ const workerCommand = Command.make(
         n >= 3 && n <= 3600 ? Effect.succeed(n) : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--lock-expiration must be an integer from 3 to 3600, got ${n}`)))
       ),
       Options.optional
+    ),
+    stateDir: Options.directory("state-dir").pipe(
+      Options.withPseudoName("dir"),
+      Options.withDescription(
+        "where this worker keeps its copies of the runs' files, which the cluster's database holds (default: $SLUICE_WORKER_STATE_DIR, else sluice-worker-<uid> in the temporary directory)"
+      ),
+      Options.optional
     )
   },
   (opts) =>
@@ -457,12 +464,14 @@ const workerCommand = Command.make(
         const Cluster = yield* lazy(() => import("./Cluster.js"))
         quietPgQueryQueueWarning()
         const databaseUrl = yield* Cluster.databaseUrl(opts.databaseUrl, "--database-url")
+        const path = yield* Path.Path
         yield* Cluster.work(
           {
             databaseUrl,
             host: opts.host,
             port: opts.port,
-            ...(Option.isSome(opts.lockExpiration) ? { lockExpiration: Duration.seconds(opts.lockExpiration.value) } : {})
+            ...(Option.isSome(opts.lockExpiration) ? { lockExpiration: Duration.seconds(opts.lockExpiration.value) } : {}),
+            ...(Option.isSome(opts.stateDir) ? { stateDir: path.resolve(opts.stateDir.value) } : {})
           },
           Effect.logInfo(`worker ${process.pid} joined the cluster, reachable at ${opts.host}:${opts.port}`)
         )
@@ -645,7 +654,7 @@ const runCommand = Command.make(
     cluster: Options.redacted("cluster").pipe(
       Options.withPseudoName("postgres://…"),
       Options.withDescription(
-        "run on the cluster of `sluice worker`s sharing this PostgreSQL database (postgres://…): the run is a durable workflow, driven by the workers; the run directory must be on a path they all see (see Distributed runs in the README)"
+        "run on the cluster of `sluice worker`s sharing this PostgreSQL database (postgres://…): the run is a durable workflow, driven by the workers; its journal and files are held by the database (the run directory here is a copy), the pipeline file, its sources and file sinks must be on a path they all see (see Distributed runs in the README)"
       ),
       Options.optional
     )

@@ -7,10 +7,13 @@
  * run directory, narrowed by its `scope` option — planning for the parent, one shard for a child,
  * each asked once as a detached run asks — so planning, the intent → create-with-metadata →
  * adopt-orphan submission, polling and collection are the one-machine code path. Between polls a
- * child sleeps durably. The run directory lives on a path every worker sees; its lock still admits
- * one process at a time, so a step waits for the lock and holds it only for the step: a sink is
- * committed by the one collector of a shard that holds it. A lock left by a dead step of another
- * host is taken over through the run's lock in the database (ClusterRunLock.ts).
+ * child sleeps durably. A step holds the run's lock in the database for its duration
+ * (ClusterRunLock.ts), so the steps of a run take turns: a sink is committed by the one collector
+ * of a shard that holds it. The run's files are held by the database too (RunFiles.ts): a step
+ * works on this worker's copy of them under its `--state-dir`, pulled after the lock is taken and
+ * flushed before each journal event (`onCopy`). A run created before that (no `files` in its
+ * payload) keeps its run directory on a path every worker sees, whose lock file a dead step of
+ * another host leaves behind and the next step takes over through the database's lock.
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
@@ -24,7 +27,10 @@ import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
 import type { FailureClass, Pipeline } from "@sluice/core"
-import { Cause, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { Cause, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { randomUUID } from "node:crypto"
+import { hostname, tmpdir } from "node:os"
+import { join } from "node:path"
 import * as Cancel from "./Cancel.js"
 import { ClusterUnavailable, databaseOf, unavailable } from "./ClusterDatabase.js"
 import * as ClusterAttempts from "./ClusterAttempts.js"
@@ -37,6 +43,10 @@ import * as PipelineLoader from "./PipelineLoader.js"
 import * as RunDir from "./RunDir.js"
 import { loadState, newRunId, run, type RunOptions } from "./Runner.js"
 import * as RunState from "./RunState.js"
+import * as RunFiles from "./RunFiles.js"
+import * as RunFilesPg from "./RunFilesPg.js"
+import * as Watched from "./internal/WatchedFileSystem.js"
+import { directoryMode } from "./internal/privateMode.js"
 
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
 export { ClusterUnavailable, databaseUrlVariable }
@@ -102,7 +112,13 @@ const RunFields = {
    * `sluice retry --cluster`: the attempt's first planning resubmits the rows that ended failed
    * in these classes (none given: retry's default), as `sluice retry` does.
    */
-  retry: Schema.optional(Schema.Struct({ classes: Schema.optional(Schema.Array(Schema.String)) }))
+  retry: Schema.optional(Schema.Struct({ classes: Schema.optional(Schema.Array(Schema.String)) })),
+  /**
+   * "postgres": the run's files are held by the cluster's database (RunFiles.ts) and each
+   * worker works on a copy of its own under its `--state-dir`; `runDir` is then the submitter's
+   * copy, named in messages only. Absent (a run created before): the run directory on the shared path.
+   */
+  files: Schema.optional(Schema.Literal("postgres"))
 }
 type RunRequest = Schema.Struct.Type<typeof RunFields>
 
@@ -157,6 +173,66 @@ const loadPipeline = (request: RunRequest) =>
     return pipeline
   })
 
+/** Where a worker keeps its copies of runs' files by default: private to its user, re-filled from the database when lost. */
+export const defaultStateDir = (): string => {
+  const dir = process.env["SLUICE_WORKER_STATE_DIR"]?.trim()
+  if (dir !== undefined && dir !== "") return dir
+  const uid = process.getuid?.()
+  return join(tmpdir(), uid === undefined ? "sluice-worker" : `sluice-worker-${uid}`)
+}
+
+/** The directory a worker keeps its copies of runs in (`sluice worker --state-dir`): `<dir>/<run id>/`. */
+export class StateDir extends Context.Reference<StateDir>()("@sluice/runner/Cluster/StateDir", {
+  defaultValue: defaultStateDir
+}) {}
+
+/** Where this worker works on the run: its copy when the database holds the run's files, else the shared run directory. */
+const workDirOf = (request: RunRequest, path: Path.Path) =>
+  request.files === "postgres" ? Effect.map(StateDir, (dir) => path.resolve(dir, request.runId)) : Effect.succeed(request.runDir)
+
+/**
+ * Runs `effect` (which writes the run's files) on the local copy at `root` of the files the
+ * database holds, holding the run's lock in the database: the copy is pulled first, and flushed
+ * after (also when `effect` fails); meanwhile the journal flushes it before each event. A writer
+ * before this one that never said it ended (a dead worker's step, or one whose database session
+ * ended while it still ran) is waited out for `grace` first, as a lock file it left would be.
+ */
+export const onCopy = <A, E, R>(runId: string, root: string, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const { grace } = yield* ClusterRunLock.Settings
+    const recorder = Watched.recorder()
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.makeDirectory(root, { recursive: true, mode: directoryMode }).pipe(
+      Effect.mapError((e) => new RunFiles.RunFilesError({ runId, description: `cannot create the copy ${root}: ${e.message}` }))
+    )
+    const mirror = yield* RunFiles.make(yield* RunFilesPg.make, runId, root, recorder)
+    const writer = `${hostname()}/${process.pid}/${randomUUID()}`
+    const before = yield* RunFilesPg.claim(runId, writer)
+    if (before !== undefined) {
+      yield* Effect.logInfo(`run ${runId}: its files were last written by ${before}, which did not end its step; going on in ${Duration.format(grace)}, once it has surely stopped`)
+      yield* Effect.sleep(grace)
+    }
+    yield* mirror.pull
+    const end = Effect.zipRight(mirror.flush, RunFilesPg.release(runId, writer))
+    return yield* effect.pipe(
+      Effect.provideService(FileSystem.FileSystem, Watched.watch(fs, root, recorder)),
+      Effect.provideService(RunFiles.Active, mirror),
+      Effect.tapError(() => Effect.ignore(end)),
+      Effect.tap(() => end)
+    )
+  })
+
+/** The run's files pulled into this worker's copy, holding the run's lock in the database (a reading activity). */
+const pulled = (request: RunRequest, root: string) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      yield* ClusterRunLock.hold(request.runId, () => Effect.void)
+      yield* fs.makeDirectory(root, { recursive: true, mode: directoryMode })
+      yield* Effect.flatMap(RunFiles.make(yield* RunFilesPg.make, request.runId, root, Watched.recorder()), (m) => m.pull)
+    })
+  )
+
 /**
  * A worker does one step at a time: the step changes the process's working directory to the
  * run's base directory (relative paths of the pipeline resolve against it), and the run lock
@@ -179,8 +255,8 @@ const enterBaseDir = (request: RunRequest) =>
   })
 
 /** The lock files a step of this run takes: the run directory's, and its sinks' (LockFile.ts). */
-const lockPathsOf = (request: RunRequest, pipeline: Pipeline.Pipeline<any, any>, path: Path.Path) => [
-  RunDir.paths(request.runDir, path).lock,
+const lockPathsOf = (request: RunRequest, workDir: string, pipeline: Pipeline.Pipeline<any, any>, path: Path.Path) => [
+  RunDir.paths(workDir, path).lock,
   ...(pipeline.sink?.paths ?? []).map((p) => sinkLockPath(path.resolve(request.baseDir, p)))
 ]
 
@@ -196,8 +272,11 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
     const s = request.settings
     // Enqueued tokens are counted in the cluster's ledger, shared by every run of every worker.
     const tokenLedger = { store: yield* ClusterLedger.make, leases: ClusterLedger.leases(s.pollSeconds) }
+    const path = yield* Path.Path
+    const workDir = yield* workDirOf(request, path)
     const options: RunOptions = {
-      runDir: request.runDir,
+      runDir: workDir,
+      ...(request.files === undefined ? {} : { files: request.files }),
       runId: request.runId,
       pipelineFile: request.pipelineFile,
       pipelineSha256: request.pipelineSha256,
@@ -213,7 +292,6 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
       ...(s.concurrency === undefined ? {} : { concurrency: s.concurrency }),
       ...(s.shardSize === undefined ? {} : { shardSize: s.shardSize })
     }
-    const path = yield* Path.Path
     const done = yield* Effect.scoped(
       Effect.gen(function* () {
         // The run's lock in the database first (ClusterRunLock.ts): a lock file left by a dead step of another host is then taken over.
@@ -224,23 +302,23 @@ const step = (name: string, request: RunRequest, scope: NonNullable<RunOptions["
           return false
         }
         const attempt = Effect.zipRight(
-          lock.settle(lockPathsOf(request, pipeline, path)),
+          lock.settle(lockPathsOf(request, workDir, pipeline, path)),
           oneStep.withPermits(1)(Effect.zipRight(enterBaseDir(request), run(pipeline, lock.mark === undefined ? options : { ...options, clusterLock: lock.mark })))
         )
         let told = ""
-        yield* lock.guard(
-          attempt.pipe(
-            Effect.tapError((e) => (e instanceof RunLocked && e.message !== told ? Effect.logInfo(`step ${name} waits: ${(told = e.message)}`) : Effect.void)),
-            // A process outside the cluster, or of this host, holds the lock file: wait for it
-            // (this worker doing other runs' steps meanwhile). One of this host that is gone is
-            // taken over by `run` itself, one marked by a dead step of this run on another host too.
-            Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
-          )
+        const waited = attempt.pipe(
+          Effect.tapError((e) => (e instanceof RunLocked && e.message !== told ? Effect.logInfo(`step ${name} waits: ${(told = e.message)}`) : Effect.void)),
+          // A process outside the cluster, or of this host, holds the lock file: wait for it
+          // (this worker doing other runs' steps meanwhile). One of this host that is gone is
+          // taken over by `run` itself, one marked by a dead step of this run on another host too.
+          Effect.retry({ schedule: lockWait, while: (e) => e instanceof RunLocked && e.reason !== "unreadable" })
         )
+        // A run whose files the database holds: on this worker's copy of them, pulled first.
+        yield* lock.guard(request.files === "postgres" ? onCopy(request.runId, workDir, waited) : waited)
         return true
       })
     )
-    return done ? yield* loadState(RunDir.paths(request.runDir, path)) : undefined
+    return done ? yield* loadState(RunDir.paths(workDir, path)) : undefined
   }).pipe(
     // The run's journal in the cluster's database (JournalPg.ts); a run created before journals
     // moved there keeps its journal.jsonl (its manifest says so: JournalStore.ts).
@@ -258,7 +336,8 @@ const payloadOf = (p: RunRequest): RunRequest => ({
   pipelineSha256: p.pipelineSha256,
   settings: p.settings,
   ...(p.attempt === undefined ? {} : { attempt: p.attempt }),
-  ...(p.retry === undefined ? {} : { retry: p.retry })
+  ...(p.retry === undefined ? {} : { retry: p.retry }),
+  ...(p.files === undefined ? {} : { files: p.files })
 })
 
 /** What a shard's workflow ends with when its attempt was stopped (not a phase of the journal). */
@@ -373,7 +452,9 @@ const RunLive = RunWorkflow.toLayer(
       error: StepFailed,
       execute: Effect.gen(function* () {
         const path = yield* Path.Path
-        return totalsOf(payload.runId, yield* loadState(RunDir.paths(request.runDir, path)))
+        const workDir = yield* workDirOf(request, path)
+        if (request.files === "postgres") yield* oneStep.withPermits(1)(pulled(request, workDir))
+        return totalsOf(payload.runId, yield* loadState(RunDir.paths(workDir, path)))
       }).pipe(JournalPg.provide("postgres"), Effect.catchAll((e) => Effect.fail(new StepFailed({ step: "totals", message: e.message }))))
     })
   })
@@ -396,6 +477,8 @@ export interface WorkerOptions {
    * 3.5 times as often.
    */
   readonly lockExpiration?: Duration.Duration
+  /** Where the worker keeps its copies of runs' files (default `defaultStateDir()`). */
+  readonly stateDir?: string
 }
 
 /** @effect/cluster's default `shardLockExpiration`, which `--lock-expiration` replaces. */
@@ -405,6 +488,7 @@ const defaultLockExpiration = Duration.seconds(35)
 export const workerLayer = (options: WorkerOptions) =>
   Layer.mergeAll(RunLive, ShardLive).pipe(
     Layer.provide(ClusterRunLock.Settings.layer(options.databaseUrl, options.lockExpiration ?? defaultLockExpiration)),
+    Layer.provide(Layer.succeed(StateDir, options.stateDir ?? defaultStateDir())),
     Layer.provideMerge(ClusterWorkflowEngine.layer),
     Layer.provideMerge(
       NodeClusterSocket.layer({
@@ -432,6 +516,13 @@ export const clientLayer = (databaseUrl: Redacted.Redacted) =>
 export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
   Effect.scoped(
     Effect.gen(function* () {
+      // Where the copies of runs go, made (0700) before joining: a directory it cannot use fails the worker, not its steps.
+      const stateDir = options.stateDir ?? defaultStateDir()
+      const fs = yield* FileSystem.FileSystem
+      yield* fs.makeDirectory(stateDir, { recursive: true, mode: directoryMode }).pipe(
+        Effect.zipRight(fs.access(stateDir, { readable: true, writable: true })),
+        Effect.mapError((e) => new ClusterUsage({ description: `cannot keep the copies of runs' files in ${stateDir} (--state-dir): ${e.message}` }))
+      )
       yield* Layer.build(workerLayer(options)).pipe(
         Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e))),
         Effect.catchIf(
@@ -482,8 +573,12 @@ export const start = (options: StartOptions) =>
     const path = yield* Path.Path
     const paths = RunDir.paths(options.runDir, path)
     const known = yield* RunDir.exists(paths)
-    const runId = known ? (yield* RunDir.readManifest(paths)).runId : newRunId(options.pipeline.name)
+    const manifest = known ? yield* RunDir.readManifest(paths) : undefined
+    const runId = manifest?.runId ?? newRunId(options.pipeline.name)
+    // A new run's files are held by the database; one created before keeps its run directory on the shared path.
+    const files = manifest === undefined || manifest.files === "postgres"
     const request = (attempt: number): RunRequest => ({
+      ...(files ? { files: "postgres" as const } : {}),
       runId,
       runDir: options.runDir,
       baseDir: process.cwd(),
@@ -513,11 +608,34 @@ export const start = (options: StartOptions) =>
         )
       }
     }
-    if (options.detach) {
-      yield* RunWorkflow.execute(request(attempt), { discard: true })
-      return { runId, attempt, continued, totals: undefined }
+    if (!files) {
+      if (options.detach) {
+        yield* RunWorkflow.execute(request(attempt), { discard: true })
+        return { runId, attempt, continued, totals: undefined }
+      }
+      return { runId, attempt, continued, totals: yield* RunWorkflow.execute(request(attempt)) }
     }
-    return { runId, attempt, continued, totals: yield* RunWorkflow.execute(request(attempt)) }
+    // The run directory here is a copy of the files the database holds: filled once the first
+    // step has written the manifest (a new run), and again once the run's workflow ends.
+    yield* RunWorkflow.execute(request(attempt), { discard: true })
+    const store = yield* RunFilesPg.make
+    const copy = yield* RunFiles.make(store, runId, paths.root, Watched.recorder())
+    const planned = store.has(runId, "manifest.json")
+    let has = yield* planned
+    if (!has) {
+      // Until a step has pushed the manifest, or the workflow ended without one (its first step failed).
+      yield* Effect.logInfo(`run ${runId}: waiting for a worker to start it`)
+      const id = yield* RunWorkflow.executionId(request(attempt))
+      yield* Effect.gen(function* () {
+        has = yield* planned
+        return has || (yield* RunWorkflow.poll(id))?._tag === "Complete"
+      }).pipe(Effect.repeat({ schedule: Schedule.spaced("200 millis"), until: (done) => done }))
+    }
+    if (has) yield* copy.pull
+    if (options.detach) return { runId, attempt, continued, totals: undefined }
+    const totals = yield* RunWorkflow.execute(request(attempt))
+    yield* copy.pull
+    return { runId, attempt, continued, totals }
   }).pipe(
     Effect.provide(clientLayer(options.databaseUrl)),
     Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e)))
@@ -547,7 +665,9 @@ export const cancel = (databaseUrl: Redacted.Redacted, runDir: string, options: 
         const attempt = yield* ClusterAttempts.cancel(manifest.runId)
         yield* Effect.logInfo(`run ${manifest.runId}: attempt ${attempt} cancelled on the cluster; its workflows do no further step`)
         yield* lock.settle([paths.lock])
-        return yield* lock.guard(Cancel.fromJournal(paths.root, { ...options, ...(lock.mark === undefined ? {} : { clusterLock: lock.mark }) }))
+        const cancelling = Cancel.fromJournal(paths.root, { ...options, ...(lock.mark === undefined ? {} : { clusterLock: lock.mark }) })
+        // A run whose files the database holds: cancelled on this copy of them, pulled first and flushed after.
+        return yield* lock.guard(manifest.files === "postgres" ? onCopy(manifest.runId, paths.root, cancelling) : cancelling)
       })
     )
   }).pipe(

@@ -4,6 +4,9 @@
  * order appended). A row holds the event's line exactly as journal.jsonl would (its time `t`
  * included), checked to read back before it is written; `t` is also a column of its own.
  *
+ * Before each INSERT, the run's local copy of its files is flushed to the database when the run
+ * keeps them there (RunFiles.ts): an event never names bytes the database does not have.
+ *
  * An append is durable when its INSERT commits (before the action it guards, as the fsync of a
  * line is). Its seq is the run's last plus one, taken in the INSERT itself; two appends to one
  * run at once (steps of a run take turns on its lock, ClusterRunLock.ts, but nothing here relies
@@ -21,6 +24,7 @@ import { unavailable } from "./ClusterDatabase.js"
 import * as Journal from "./Journal.js"
 import type { TimedEvent } from "./Journal.js"
 import * as JournalStore from "./JournalStore.js"
+import * as RunFiles from "./RunFiles.js"
 
 export const table = "sluice_journal"
 
@@ -70,6 +74,15 @@ export const make: Effect.Effect<JournalStore.Backend, SqlError, SqlClient.SqlCl
     Effect.gen(function* () {
       // In the run directory, where its journal would be: the line that says it is here.
       yield* Journal.markInDatabase(paths.journal)
+      // A cluster run's files in the database too (RunFiles.ts): every byte an event depends on is there before the event.
+      const mirror = yield* RunFiles.Active
+      // Another directory's journal opened beside a copy would write events no flush covers: refused.
+      if (mirror !== undefined && mirror.root !== paths.root) {
+        return yield* new Journal.JournalIOError({ path: where(runId), description: `opened in ${paths.root} while the copy of run ${mirror.runId} in ${mirror.root} is in use` })
+      }
+      const flush = mirror === undefined
+        ? Effect.void
+        : mirror.flush.pipe(Effect.mapError((e) => new Journal.JournalIOError({ path: where(runId), description: e.message })))
       const lock = yield* Effect.makeSemaphore(1)
       // The time is taken holding the lock: the rows' times follow their order (as far as the clock does).
       const append = (event: Parameters<Journal.JournalWriter["append"]>[0]) =>
@@ -80,6 +93,7 @@ export const make: Effect.Effect<JournalStore.Backend, SqlError, SqlClient.SqlCl
               return yield* new Journal.JournalIOError({ path: where(runId), description: `refused a ${event._tag} event that would not read back: ${line.left}` })
             }
             const t = (JSON.parse(line.right) as { t: number }).t
+            yield* flush
             // The next seq, unless another writer took it between the SELECT and the INSERT: then again.
             for (let tries = 0; tries < 100; tries++) {
               const inserted = yield* sql`INSERT INTO ${sql(table)} (run_id, seq, t, event)

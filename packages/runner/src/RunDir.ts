@@ -22,6 +22,13 @@
  *                     pipeline was accepted (`--allow-changed`)
  *
  * Everything in it is created private (internal/PrivateFiles.ts): 0700 directories, 0600 files.
+ *
+ * A cluster run whose manifest says `"files": "postgres"` (every run started with `--cluster`
+ * since its files moved there) has all of it but `run.lock` held by its cluster's database
+ * (RunFiles.ts); each worker works on a copy of its own under its `--state-dir`, and the
+ * directory `run --cluster` or a reader was given is a copy too, pulled before it is read
+ * (beside `.sluice-mirror.json`, the copy's record of what it holds). Without that field the
+ * directory itself is the run's, on a path every worker shares.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
@@ -96,7 +103,13 @@ export const Manifest = Schema.Struct({
    * Where the run's journal is (JournalStore.ts), fixed when the run is created: "postgres", in
    * its cluster's database (a run started on a cluster); absent or "file", `journal.jsonl` here.
    */
-  journal: Schema.optional(Schema.Literal("file", "postgres"))
+  journal: Schema.optional(Schema.Literal("file", "postgres")),
+  /**
+   * Where the run directory's files are held (RunFiles.ts), fixed when the run is created:
+   * "postgres", in its cluster's database, every worker and reader working on a local copy
+   * (a run started on a cluster by this version); absent, here, on a path its workers share.
+   */
+  files: Schema.optional(Schema.Literal("postgres"))
 })
 export type Manifest = typeof Manifest.Type
 

@@ -204,6 +204,11 @@ export interface RunOptions extends Partial<Omit<RunSettings, "deadline">> {
    * same mark (steps whose database session ended) are taken over.
    */
   readonly clusterLock?: LockFile.ClusterMark
+  /**
+   * A distributed run whose files the cluster's database holds (RunFiles.ts): recorded in the
+   * manifest of the run this call creates (`files`), `runDir` being this worker's copy.
+   */
+  readonly files?: "postgres"
 }
 
 /** Where the response cache lives for these options (false: no cache). */
@@ -496,6 +501,7 @@ export const run = (pipeline: Pipeline.Pipeline<any, any>, options: RunOptions =
           ...(options.clusterLock === undefined ? {} : { cluster: { database: options.clusterLock.database } }),
           // Where its journal is, for good (JournalStore.ts): absent, the run directory.
           ...(journalKind === "file" ? {} : { journal: journalKind }),
+          ...(options.files === undefined ? {} : { files: options.files }),
           createdAt: new Date().toISOString()
         })
       }

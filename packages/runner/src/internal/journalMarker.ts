@@ -42,3 +42,12 @@ export const keptInDatabase = (root: string): boolean => {
   }
   return journal === "postgres" || (journal !== "file" && hasMarker(join(root, "journal.jsonl")))
 }
+
+/** Whether the run at `root` has its files held by its cluster's database (its manifest's `files`: RunFiles.ts). Unreadable: false. */
+export const filesInDatabase = (root: string): boolean => {
+  try {
+    return (JSON.parse(readFileSync(join(root, "manifest.json"), "utf8")) as { readonly files?: unknown }).files === "postgres"
+  } catch {
+    return false
+  }
+}
