@@ -8,8 +8,12 @@
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises"
 import { get as httpGet } from "node:http"
+import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { holdClock, releaseClock } from "@sluice/emulator/control"
+import * as WatchedFileSystem from "../packages/runner/src/internal/WatchedFileSystem.js"
+import * as RunFiles from "../packages/runner/src/RunFiles.js"
+import * as RunFilesPg from "../packages/runner/src/RunFilesPg.js"
 import * as TempPostgres from "../scripts/lib/tempPostgres.js"
 import {
   type CliResult,
@@ -251,7 +255,7 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     expect(inFlight.runs).toContainEqual({ runDir: project.path(runDir), runId, finished: false })
     expect(inFlight.inProgress).toBeGreaterThanOrEqual(2)
     expect(inFlight.needed.files).toBeGreaterThanOrEqual(2)
-    expect(inFlight.database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0 } })
+    expect(inFlight.database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0, files: 0 } })
     // Without the database gc does not guess: exit 2, saying what to give.
     const blind = await runCli(["gc", runDir], { cwd: project.dir, env: noDatabase() })
     expect(blind.code, describeResult(blind)).toBe(2)
@@ -265,16 +269,28 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     expect(retried.code, describeResult(retried)).toBe(0)
 
     // The run's next generation, as Rebase.ts leaves it in the run directory: a manifest with a run
-    // id of its own (`<id>-g2`, carried from `<id>`), whose journal is under that id (here a copy of
-    // the first generation's: `--allow-changed` is refused with --cluster, so the test writes it).
+    // id of its own (`<id>-g2`, carried from `<id>`), whose journal and files are under that id (here
+    // a copy of the first generation's journal, and the directory pushed as a step's copy would be:
+    // `--allow-changed` is refused with --cluster, so the test writes them).
     const manifestFile = project.path(runDir, "manifest.json")
     const manifest = JSON.parse(await readFile(manifestFile, "utf8")) as Record<string, unknown>
     const next = `${runId}-g2`
     await writeFile(manifestFile, JSON.stringify({ ...manifest, runId: next, generation: 2, carriedFrom: runId }, null, 2) + "\n")
     await query(`INSERT INTO sluice_journal (run_id, seq, t, event) SELECT '${next}', seq, t, event FROM sluice_journal WHERE run_id = '${runId}'`)
+    await Effect.runPromise(
+      Effect.gen(function* () {
+        const copy = yield* RunFiles.make(yield* RunFilesPg.Store, next, project.path(runDir), WatchedFileSystem.recorder())
+        yield* copy.flush
+      }).pipe(Effect.provide(RunFilesPg.layer(Redacted.make(pg!.url))))
+    )
     const countOf = async (id: string) => Number((await query<{ n: string }>(`SELECT count(*) AS n FROM sluice_journal WHERE run_id = '${id}'`))[0]!.n)
+    const filesOf = async (id: string) => Number((await query<{ n: string }>(`SELECT count(*) AS n FROM sluice_run_files WHERE run_id = '${id}'`))[0]!.n)
     const oldRows = await countOf(runId)
     expect(oldRows).toBeGreaterThan(10)
+    const oldFiles = await filesOf(runId)
+    expect(oldFiles).toBeGreaterThan(3)
+    const nextFiles = await filesOf(next)
+    expect(nextFiles).toBeGreaterThan(3)
     // Other runs' rows (of runs gc does not read — another machine's directory — and of the other
     // tests' runs under the same runs directory): never touched.
     await query(`INSERT INTO sluice_journal (run_id, seq, t, event) SELECT 'elsewhere-0001', seq, t, event FROM sluice_journal WHERE run_id = '${runId}'`)
@@ -286,20 +302,26 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     // A dry run lists the old generation's rows and deletes nothing.
     const listed = await gc([])
     expect(listed.database).toEqual({
-      oldGenerations: [{ runDir: project.path(runDir), current: next, runId, journalRows: oldRows, attempts: true }],
-      deleted: { journalRows: 0, attempts: 0 }
+      oldGenerations: [{ runDir: project.path(runDir), current: next, runId, journalRows: oldRows, attempts: true, files: oldFiles }],
+      deleted: { journalRows: 0, attempts: 0, files: 0 }
     })
     expect(await countOf(runId)).toBe(oldRows)
+    expect(await filesOf(runId)).toBe(oldFiles)
     const text = await runCli(["gc", runDir, "--cluster", pg!.url], { cwd: project.dir, env: noDatabase() })
     expect(text.code, describeResult(text)).toBe(0)
-    expect(text.stdout).toContain(`cluster database: ${oldRows.toLocaleString("en-US")} journal rows and 1 attempts row of 1 old generation no run uses any more`)
+    expect(text.stdout).toContain(
+      `cluster database: ${oldRows.toLocaleString("en-US")} journal rows, 1 attempts row and ${oldFiles.toLocaleString("en-US")} files of 1 old generation no run uses any more`
+    )
     expect(text.stdout).toContain(`run ${runId} (before ${next}, ${project.path(runDir)})`)
     expect(text.stdout).not.toContain(pg!.url)
 
     // --yes deletes them: the old id's rows and attempts row; the current generation and other runs keep theirs.
     const deleted = await gc(["--yes"])
-    expect(deleted.database?.deleted).toEqual({ journalRows: oldRows, attempts: 1 })
+    expect(deleted.database?.deleted).toEqual({ journalRows: oldRows, attempts: 1, files: oldFiles })
     expect(await countOf(runId)).toBe(0)
+    expect(await filesOf(runId)).toBe(0)
+    expect(Number((await query<{ n: string }>(`SELECT count(*) AS n FROM sluice_run_file_chunks WHERE run_id = '${runId}'`))[0]!.n)).toBe(0)
+    expect(await filesOf(next)).toBe(nextFiles)
     expect(await query(`SELECT run_id FROM sluice_run_attempts WHERE run_id = '${runId}'`)).toEqual([])
     expect(await countOf(next)).toBe(oldRows)
     expect(await query(`SELECT run_id, count(*) AS n FROM sluice_journal WHERE run_id NOT IN ('${runId}', '${next}') GROUP BY run_id ORDER BY run_id`)).toEqual(others)
@@ -309,7 +331,7 @@ describe.skipIf(skipReason !== undefined)("commands on a distributed run whose j
     expect(status.code, describeResult(status)).toBe(0)
     expect(JSON.parse(status.stdout)).toMatchObject({ runId: next, finished: true, succeeded: 500 })
     // Nothing left to delete.
-    expect((await gc(["--yes"])).database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0 } })
+    expect((await gc(["--yes"])).database).toEqual({ oldGenerations: [], deleted: { journalRows: 0, attempts: 0, files: 0 } })
   }, 400_000)
 
   it("ui --cluster serves a run in flight from the database's journal, its view following the workers' events to the end; without the database it exits 2", async () => {

@@ -2,7 +2,8 @@
  * `sluice gc`'s part in a cluster's database: the rows kept under run ids that no run uses any
  * more. A changed pipeline accepted on a run (Rebase.ts) gives its next generation a run id of
  * its own; on one machine the old generation's journal moves to `previous/<n>/`, in the database
- * its rows stay under the old id (JournalPg.ts), as does its row of attempts (ClusterAttempts.ts).
+ * its rows stay under the old id (JournalPg.ts), as do its row of attempts (ClusterAttempts.ts)
+ * and the files its copies pushed (RunFilesPg.ts).
  * Nothing reads them again: the new generation carries the old one's answers through the
  * response cache, and the old id is never continued. So gc lists them, and with `--yes` deletes
  * them. Only ids derived from the manifest of a run gc reads (`<base>`, `<base>-g<k>` below its
@@ -23,6 +24,7 @@ import { unavailable } from "./ClusterDatabase.js"
 import * as ClusterAttempts from "./ClusterAttempts.js"
 import * as JournalPg from "./JournalPg.js"
 import * as RunDir from "./RunDir.js"
+import * as RunFilesPg from "./RunFilesPg.js"
 
 /** An old generation's rows in the database. */
 export interface OldGeneration {
@@ -35,12 +37,14 @@ export interface OldGeneration {
   readonly journalRows: number
   /** Whether `sluice_run_attempts` has a row for it. */
   readonly attempts: boolean
+  /** Its files in `sluice_run_files` (their bytes in `sluice_run_file_chunks`). */
+  readonly files: number
 }
 
 export interface DatabaseGc {
   readonly oldGenerations: ReadonlyArray<OldGeneration>
   /** Rows deleted now (with --yes). */
-  readonly deleted: { readonly journalRows: number; readonly attempts: number }
+  readonly deleted: { readonly journalRows: number; readonly attempts: number; readonly files: number }
 }
 
 /** The run ids a run's earlier generations had, as Rebase.ts names them: `<base>`, `<base>-g2` … below the current one, and the one it carried from. */
@@ -80,12 +84,16 @@ export const collect = (runDirs: ReadonlyArray<string>, yes: boolean) =>
     const attempts = ids.length > 0 && (yield* present(sql, ClusterAttempts.table))
       ? yield* sql<{ run_id: string }>`SELECT run_id FROM ${sql(ClusterAttempts.table)} WHERE run_id IN ${sql.in(ids)}`
       : []
+    const files = ids.length > 0 && (yield* present(sql, RunFilesPg.filesTable))
+      ? yield* sql<{ run_id: string; n: string }>`SELECT run_id, count(*) AS n FROM ${sql(RunFilesPg.filesTable)} WHERE run_id IN ${sql.in(ids)} GROUP BY run_id`
+      : []
     const rowsOf = new Map(journal.map((r) => [r.run_id, Number(r.n)]))
     const withAttempts = new Set(attempts.map((r) => r.run_id))
+    const filesOf = new Map(files.map((r) => [r.run_id, Number(r.n)]))
     const oldGenerations = candidates
-      .map((c) => ({ ...c, journalRows: rowsOf.get(c.runId) ?? 0, attempts: withAttempts.has(c.runId) }))
-      .filter((g) => g.journalRows > 0 || g.attempts)
-    const deleted = { journalRows: 0, attempts: 0 }
+      .map((c) => ({ ...c, journalRows: rowsOf.get(c.runId) ?? 0, attempts: withAttempts.has(c.runId), files: filesOf.get(c.runId) ?? 0 }))
+      .filter((g) => g.journalRows > 0 || g.attempts || g.files > 0)
+    const deleted = { journalRows: 0, attempts: 0, files: 0 }
     if (yes && oldGenerations.length > 0) {
       const gone = oldGenerations.map((g) => g.runId)
       yield* sql.withTransaction(
@@ -96,6 +104,11 @@ export const collect = (runDirs: ReadonlyArray<string>, yes: boolean) =>
           }
           if (withAttempts.size > 0) {
             deleted.attempts = count(yield* sql<{ n: string }>`WITH d AS (DELETE FROM ${sql(ClusterAttempts.table)} WHERE run_id IN ${sql.in(gone)} RETURNING 1) SELECT count(*) AS n FROM d`)
+          }
+          if (filesOf.size > 0) {
+            yield* sql`DELETE FROM ${sql(RunFilesPg.chunksTable)} WHERE run_id IN ${sql.in(gone)}`
+            if (yield* present(sql, RunFilesPg.writersTable)) yield* sql`DELETE FROM ${sql(RunFilesPg.writersTable)} WHERE run_id IN ${sql.in(gone)}`
+            deleted.files = count(yield* sql<{ n: string }>`WITH d AS (DELETE FROM ${sql(RunFilesPg.filesTable)} WHERE run_id IN ${sql.in(gone)} RETURNING 1) SELECT count(*) AS n FROM d`)
           }
         })
       )

@@ -307,10 +307,11 @@ const databaseLines = (d: DatabaseGc, dryRun: boolean): Array<string> => {
   if (d.oldGenerations.length === 0) return ["  cluster database: no rows of old generations"]
   const rows = d.oldGenerations.reduce((a, g) => a + g.journalRows, 0)
   const attempts = d.oldGenerations.filter((g) => g.attempts).length
+  const files = d.oldGenerations.reduce((a, g) => a + g.files, 0)
   return [
-    `  cluster database: ${count(rows, "journal row")} and ${count(attempts, "attempts row")} of ${count(d.oldGenerations.length, "old generation")} no run uses any more` +
-      (dryRun ? "" : `: deleted ${count(d.deleted.journalRows, "journal row")}, ${count(d.deleted.attempts, "attempts row")}`),
-    ...d.oldGenerations.map((g) => `    run ${g.runId} (before ${g.current}, ${g.runDir}): ${count(g.journalRows, "journal row")}${g.attempts ? ", its attempts row" : ""}`)
+    `  cluster database: ${count(rows, "journal row")}, ${count(attempts, "attempts row")} and ${count(files, "file")} of ${count(d.oldGenerations.length, "old generation")} no run uses any more` +
+      (dryRun ? "" : `: deleted ${count(d.deleted.journalRows, "journal row")}, ${count(d.deleted.attempts, "attempts row")}, ${count(d.deleted.files, "file")}`),
+    ...d.oldGenerations.map((g) => `    run ${g.runId} (before ${g.current}, ${g.runDir}): ${count(g.journalRows, "journal row")}${g.attempts ? ", its attempts row" : ""}${g.files > 0 ? `, ${count(g.files, "file")}` : ""}`)
   ]
 }
 
