@@ -258,13 +258,15 @@ describe("multi-stage pipelines", SLOW, () => {
 
   // Points in both stages: stage 1's collection (before and after its commit), the planning
   // of stage 2 from the inbox, stage 2's submission and collection. As in crash.e2e, a second
-  // point kills the resume of the state the first left: one the resume certainly passes again,
-  // as the first kill comes before most of stage 2's shards are planned, submitted or collected.
+  // point kills the resume of the state the first left, one the resume certainly passes again:
+  // stage 2 has at least 7 shards (67 groups, at most 10 a shard), and after each first point
+  // at most one shard has been collected (Collected:1, collect-before-commit:2) or no stage-2
+  // shard submitted (ShardPlanned:5 is its first; plan-row:45 is within its first 10 rows).
   const chains = [
     ["after:Collected:1", "after:Collected:5"],
     ["collect-before-commit:2", "collect-before-commit:7"],
-    ["after:ShardPlanned:5"],
-    ["after:ShardPlanned:7", "after:SubmitIntent:6"],
+    ["after:ShardPlanned:5", "after:SubmitIntent:6"],
+    ["after:ShardPlanned:7"],
     ["plan-row:45", "after:Created:6"],
     ["after:StatusChanged:12"]
   ]
