@@ -109,8 +109,9 @@ const checkRun = async (runDir: string, sink: string) => {
 // (a crash during recovery), and a last resume must finish with every guarantee. A later point
 // is one that resume certainly passes again: planning points and the retry shards' points
 // (reached only in a run that plans) come first — nothing is submitted before planning ends,
-// so their resume submits all four shards; a collection point follows a point before which
-// that resume created at most one batch, or none.
+// so their resume submits all four shards — and a point's count is never more than the shards
+// the state before it leaves to pass that point (a kill at the first upload leaves four to
+// collect; one at the fourth creation leaves that batch to end).
 const chains: ReadonlyArray<ReadonlyArray<string>> = [
   ["plan-row:3", "after:SubmitIntent:1", "after:Collected:3"],
   ["plan-row:20", "after-upload:1", "collect-before-commit:3"],
