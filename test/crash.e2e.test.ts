@@ -104,50 +104,54 @@ const checkRun = async (runDir: string, sink: string) => {
 
 // Every phase: planning, the steps of submission (intent, upload, create, journaled
 // creation), polling, collection (mid-sink, before and after its commit), and the same for
-// retry shards.
-const failpoints = [
-  "plan-row:3",
-  "plan-row:20",
-  "after:ShardPlanned:1",
-  "after:ShardPlanned:3",
-  "after:PlanComplete:1",
-  "after:SubmitIntent:1",
-  "after:SubmitIntent:3",
-  "after-upload:1",
-  "after-upload:2",
-  "after:Staged:1",
-  "after-create:1",
-  "after-create:3",
-  "after:Created:1",
-  "after:Created:4",
-  "after:StatusChanged:2",
-  "after:Terminal:1",
-  "collect-before-commit:1",
-  "collect-before-commit:3",
-  "after:Collected:1",
-  "after:Collected:3",
-  "after:ShardPlanned:5",
-  "after-create:5"
+// retry shards. Each process costs a CPU second or two, so one run serves up to three points:
+// the first kills a fresh run, each later one kills the resume of the state the one before left
+// (a crash during recovery), and a last resume must finish with every guarantee. A later point
+// is one that resume certainly passes again: planning points and the retry shards' points
+// (reached only in a run that plans) come first — nothing is submitted before planning ends,
+// so their resume submits all four shards — and a point's count is never more than the shards
+// the state before it leaves to pass that point (a kill at the first upload leaves four to
+// collect; one at the fourth creation leaves that batch to end).
+const chains: ReadonlyArray<ReadonlyArray<string>> = [
+  ["plan-row:3", "after:SubmitIntent:1", "after:Collected:3"],
+  ["plan-row:20", "after-upload:1", "collect-before-commit:3"],
+  ["after:ShardPlanned:1", "after:Created:4", "after:Terminal:1"],
+  ["after:ShardPlanned:3", "after:SubmitIntent:3", "after:StatusChanged:2"],
+  ["after:PlanComplete:1", "after-upload:2", "collect-before-commit:1"],
+  ["after:Staged:1", "after-create:3"],
+  ["after:ShardPlanned:5", "after-create:1", "after:Collected:1"],
+  ["after-create:5", "after:Created:1"]
 ]
 
-/** Each test spawns the CLI at least twice (tsx loads TypeScript on each start, seconds on a busy machine). */
-const SLOW = { timeout: 180_000 }
+/** Each test spawns the CLI up to four times (each start loads the CLI and tsx: seconds on a busy machine). */
+const SLOW = { timeout: 300_000 }
+
+/** Runs the CLI once per point in `points`, each killed there: the first a fresh run, each later one its resume. */
+const killAtEach = async (points: ReadonlyArray<string>, args: ReadonlyArray<string>, env: Record<string, string>) => {
+  for (const [i, point] of points.entries()) {
+    const crashed = await sluice(args, { ...env, SLUICE_FAILPOINT: point })
+    const which = i === 0 ? "the run" : `the resume after ${points[i - 1]}`
+    expect(crashed.signal, `${which} was not killed at ${point}: exit ${crashed.code}\n${crashed.stderr}`).toBe("SIGKILL")
+  }
+}
 
 describe("crash and resume", SLOW, () => {
-  it.each(failpoints)("SIGKILL at %s, then resume: every row once, nothing paid twice", async (failpoint) => {
-    const slug = failpoint.replace(/[^a-z0-9]+/gi, "-")
-    const runDir = `runs/${slug}`
-    const sink = `out/${slug}.jsonl`
-    mkdirSync(join(project, "out"), { recursive: true })
-    // A fresh prompt per test: the emulator fails a request only the first time it sees it,
-    // and retry shards must happen for the retry-phase failpoints to be reached.
-    const env = { SINK_PATH: sink, PROMPT_SALT: slug }
-    const crashed = await sluice(runArgs(runDir), { ...env, SLUICE_FAILPOINT: failpoint })
-    expect(crashed.signal, `the run was not killed at ${failpoint}: ${crashed.stderr}`).toBe("SIGKILL")
-    const resumed = await sluice(runArgs(runDir), env)
-    expect(resumed.code, resumed.stderr).toBe(0)
-    await checkRun(runDir, sink)
-  })
+  it.each(chains.map((points) => [points.join(" → "), points] as const))(
+    "SIGKILL at %s, then resume: every row once, nothing paid twice",
+    async (_name, points) => {
+      const slug = points.map((p) => p.replace(/[^a-z0-9]+/gi, "-")).join("--")
+      const runDir = `runs/${slug}`
+      const sink = `out/${slug}.jsonl`
+      mkdirSync(join(project, "out"), { recursive: true })
+      // A fresh prompt per test: the emulator fails a request only the first time it sees it,
+      // and retry shards must happen for the retry-phase failpoints to be reached.
+      const env = { SINK_PATH: sink, PROMPT_SALT: slug }
+      await killAtEach(points, runArgs(runDir), env)
+      const resumed = await sluice(runArgs(runDir), env)
+      expect(resumed.code, resumed.stderr).toBe(0)
+      await checkRun(runDir, sink)
+    }
+  )
 
   it("survives repeated kills at arbitrary moments", async () => {
     const runDir = "runs/random"
@@ -167,22 +171,26 @@ describe("crash and resume", SLOW, () => {
   // Anthropic batches carry no metadata: the orphan is found by creation time and request
   // count, and proven by its results' custom_ids once it has ended.
   // Gemini carries run, shard and submission in the batch's displayName.
-  it.each([
-    ["anthropic", "after-create:1"],
-    ["anthropic", "after-create:3"],
-    ["anthropic", "after:SubmitIntent:2"],
-    ["gemini", "after-create:1"],
-    ["gemini", "after-create:2"]
-  ])(
+  // As above, a later point kills the resume of the state the one before left: after the
+  // second intent no shard but the first can have a batch, so the resume creates three.
+  it.each(
+    ([
+      ["anthropic", ["after-create:1"]],
+      ["anthropic", ["after:SubmitIntent:2", "after-create:3"]],
+      // Not after-create:1 then after-create:2: the kill at the first create may leave the
+      // other shards' creates made but unjournaled, all adopted by the resume, none created.
+      ["gemini", ["after-create:1"]],
+      ["gemini", ["after-create:2"]]
+    ] as const).map(([provider, points]) => [provider, points.join(" → "), points] as const)
+  )(
     "%s: SIGKILL at %s, then resume adopts the orphan; nothing paid twice",
-    async (provider, failpoint) => {
-      const slug = `${provider}-${failpoint.replace(/[^a-z0-9]+/gi, "-")}`
+    async (provider, _name, points) => {
+      const slug = `${provider}-${points.map((p) => p.replace(/[^a-z0-9]+/gi, "-")).join("--")}`
       const runDir = `runs/${slug}`
       const sink = `out/${slug}.jsonl`
       const env = { SINK_PATH: sink, PROMPT_SALT: slug }
       const file = `${provider}.pipeline.ts`
-      const crashed = await sluice(runArgs(runDir, file), { ...env, SLUICE_FAILPOINT: failpoint })
-      expect(crashed.signal, `the run was not killed at ${failpoint}: ${crashed.stderr}`).toBe("SIGKILL")
+      await killAtEach(points, runArgs(runDir, file), env)
       const resumed = await sluice(runArgs(runDir, file), env)
       expect(resumed.code, resumed.stderr).toBe(0)
       const lines = readFileSync(join(project, sink), "utf8").trim().split("\n")
@@ -190,7 +198,7 @@ describe("crash and resume", SLOW, () => {
       expect(lines.length).toBe(ROWS)
       const journal = readFileSync(join(project, runDir, "journal.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
       const created = journal.filter((e) => e._tag === "Created")
-      if (failpoint.startsWith("after-create")) expect(created.some((e) => e.adopted === true)).toBe(true)
+      if (points.some((p) => p.startsWith("after-create"))) expect(created.some((e) => e.adopted === true)).toBe(true)
       // Every batch the emulator created for this run is one the journal knows: no orphan was
       // left paid for and unused.
       // Gemini names batches "batches/<id>"; the emulator's ledger uses the bare id.

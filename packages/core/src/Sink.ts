@@ -547,7 +547,8 @@ export const parquet = <In = unknown, Out = unknown>(
               fs.open(temp(parts + 1), { flag: "w" }).pipe(Scope.extend(partScope))
             )
             const fixed = columns
-            const writer = yield* encode(() => new ParquetFile.PartWriter(fixed, codec))
+            const library = yield* ParquetFile.writer
+            const writer = yield* encode(() => new ParquetFile.PartWriter(fixed, codec, library))
             part = { scope: partScope, file, writer }
           }
           const { file, writer } = part

@@ -6,7 +6,6 @@
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
-import { parquetReadObjects } from "hyparquet"
 import { join } from "node:path"
 import { csvRecords } from "./internal/csvRecords.js"
 import { JsonArraySplitter } from "./internal/jsonArray.js"
@@ -322,6 +321,7 @@ export const parquet = <A, I>(
               : new SourceError({ source: name, description: `cannot read ${file}: ${e.message}` })
           )
         )
+        const { parquetReadObjects } = yield* ParquetFile.reader
         const groups: Array<{ start: number; end: number }> = []
         let start = 0
         for (const group of metadata.row_groups) {

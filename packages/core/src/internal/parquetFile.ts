@@ -8,13 +8,23 @@
  *   bytes after each group so memory stays bounded by a row group.
  * - Column kinds: the flat column types the Parquet sink writes (string, number, boolean),
  *   read back from an existing part's footer on resume (the sink infers them from the first values).
+ *
+ * Both libraries load on first use (`reader`, `writer`): ~50 modules that every process
+ * importing @sluice/core (each `sluice` command, each pipeline file) would load otherwise.
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Runtime } from "effect"
+import type * as Hyparquet from "hyparquet"
 import type { AsyncBuffer, FileMetaData, SchemaElement } from "hyparquet"
-import { parquetMetadataAsync } from "hyparquet"
-import { ByteWriter, ParquetWriter } from "hyparquet-writer"
+import type * as HyparquetWriter from "hyparquet-writer"
+
+let readerModule: Promise<typeof Hyparquet> | undefined
+let writerModule: Promise<typeof HyparquetWriter> | undefined
+/** hyparquet, loaded once. */
+export const reader: Effect.Effect<typeof Hyparquet> = Effect.promise(() => (readerModule ??= import("hyparquet")))
+/** hyparquet-writer, loaded once. */
+export const writer: Effect.Effect<typeof HyparquetWriter> = Effect.promise(() => (writerModule ??= import("hyparquet-writer")))
 
 /** An `AsyncBuffer` reading `file` (of `size` bytes) with positioned reads, one at a time. */
 export const asyncBuffer = (
@@ -54,6 +64,7 @@ export const openForReading = (path: string) =>
     const file = yield* fs.open(path, { flag: "r" })
     const size = Number((yield* file.stat).size)
     const buffer = yield* asyncBuffer(file, size)
+    const { parquetMetadataAsync } = yield* reader
     const metadata = yield* Effect.tryPromise({
       try: () => parquetMetadataAsync(buffer),
       catch: (e) => new Error(`not a readable Parquet file: ${e instanceof Error ? e.message : String(e)}`)
@@ -104,13 +115,11 @@ export const columnsOf = (metadata: FileMetaData): Array<Column> | string => {
   return out
 }
 
-/** A ByteWriter whose bytes are taken out after each row group instead of accumulating. */
-class DrainingWriter extends ByteWriter {
-  take(): Uint8Array {
-    const bytes = new Uint8Array(this.buffer, 0, this.index).slice()
-    this.index = 0
-    return bytes
-  }
+/** The bytes written to `out` so far, taken out (after each row group) instead of accumulating. */
+const take = (out: HyparquetWriter.ByteWriter): Uint8Array => {
+  const bytes = new Uint8Array(out.buffer, 0, out.index).slice()
+  out.index = 0
+  return bytes
 }
 
 export type Codec = "SNAPPY" | "UNCOMPRESSED"
@@ -118,14 +127,15 @@ export type Codec = "SNAPPY" | "UNCOMPRESSED"
 /**
  * One Parquet file being written: `group` encodes a row group and returns its bytes (the
  * first call's bytes start with the file's magic number); `finish` returns the footer's.
- * The caller writes the bytes out, in order.
+ * The caller writes the bytes out, in order. `library`: hyparquet-writer (`writer`).
  */
 export class PartWriter {
-  private readonly out = new DrainingWriter(1 << 16)
-  private readonly writer: ParquetWriter
+  private readonly out: HyparquetWriter.ByteWriter
+  private readonly writer: HyparquetWriter.ParquetWriter
 
-  constructor(private readonly columns: ReadonlyArray<Column>, codec: Codec) {
-    this.writer = new ParquetWriter({ writer: this.out, schema: schemaOf(columns), codec })
+  constructor(private readonly columns: ReadonlyArray<Column>, codec: Codec, library: typeof HyparquetWriter) {
+    this.out = new library.ByteWriter(1 << 16)
+    this.writer = new library.ParquetWriter({ writer: this.out, schema: schemaOf(columns), codec })
   }
 
   /** Throws with a description naming the column when a value does not fit its type. */
@@ -137,12 +147,12 @@ export class PartWriter {
     })
     // Synchronous: the writer has no `flush`, so hyparquet-writer never waits on it.
     void this.writer.write({ columnData, rowGroupSize: Math.max(rows.length, 1) })
-    return this.out.take()
+    return take(this.out)
   }
 
   finish(): Uint8Array {
     void this.writer.finish()
-    return this.out.take()
+    return take(this.out)
   }
 }
 
