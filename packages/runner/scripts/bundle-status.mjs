@@ -27,7 +27,7 @@
  *   under its path: for reading a CPU profile of it.
  */
 import { build } from "esbuild"
-import { readdir, readFile, rm } from "node:fs/promises"
+import { readdir, readFile, rename, rm } from "node:fs/promises"
 import { dirname, relative, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -74,9 +74,11 @@ const notLoaded = {
 await rm(`${dist}status.bundle.mjs`, { force: true }) // the module this script wrote before
 // Code caches of the bundle it replaces (src/internal/codeCache.ts): never shipped (package.json `files`).
 for (const file of await readdir(dist)) if (/^status\.bundle\.cjs\..*\.v8cache$/.test(file)) await rm(`${dist}${file}`, { force: true })
+// Built aside and renamed into place, so that a status starting meanwhile never reads half a bundle.
+const aside = `${outfile}.${process.pid}.tmp`
 await build({
   entryPoints: [`${dist}statusBin.js`],
-  outfile,
+  outfile: aside,
   bundle: true,
   platform: "node",
   format: "cjs",
@@ -91,6 +93,8 @@ await build({
   legalComments: "none"
 })
 if (foreign.length > 0) {
+  await rm(aside, { force: true })
   console.error(`bundle-status: these modules use import.meta.url, which the bundle would change:\n${foreign.join("\n")}`)
   process.exit(1)
 }
+await rename(aside, outfile)

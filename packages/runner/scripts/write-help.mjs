@@ -6,7 +6,7 @@
  * tsc by the root `npm run build` and by this package's prepack.
  */
 import { execFileSync } from "node:child_process"
-import { writeFileSync } from "node:fs"
+import { renameSync, writeFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 
 const dist = new URL("../dist/", import.meta.url)
@@ -17,4 +17,9 @@ const { describe } = await import(new URL("internal/help.js", dist).href)
 const versionOutput = execFileSync(process.execPath, [fileURLToPath(new URL("bin.js", dist)), "--version"], { encoding: "utf8" })
 if (!versionOutput.endsWith("\n")) throw new Error(`write-help: unexpected \`sluice --version\` output ${JSON.stringify(versionOutput)}`)
 
-writeFileSync(new URL("help.json", dist), `${JSON.stringify({ help: describe(program), versionOutput })}\n`)
+// Written aside and renamed into place: a CLI reading it meanwhile (npm pack's prepack during the
+// tests) sees the old file or the new one, never half of one.
+const target = new URL("help.json", dist)
+const aside = new URL(`help.json.${process.pid}.tmp`, dist)
+writeFileSync(aside, `${JSON.stringify({ help: describe(program), versionOutput })}\n`)
+renameSync(aside, target)
