@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
-import { appendFile, mkdir, stat, writeFile } from "node:fs/promises"
+import { appendFile, chmod, mkdir, stat, symlink, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -221,6 +221,25 @@ describe("file system errors name the path", SLOW, () => {
     expectNoStackTrace(r)
     expect(r.stderr).toMatch(/blocker\/run: not a directory \(ENOTDIR\)/)
     expect(r.stderr).not.toMatch(/internal error/)
+  })
+
+  it("a worker's --state-dir others can write: refused before it joins (exit 2, naming it); a link to a directory of its own is followed", async () => {
+    const p = await project()
+    const open = p.path("open-state")
+    await mkdir(open)
+    await chmod(open, 0o777)
+    // Nothing listens at the database's port: a worker that got past the check would fail there instead.
+    const database = `postgres://sluice@127.0.0.1:${await closedPort()}/none`
+    const r = await runCli(["worker", "--state-dir", open, "--database-url", database], { cwd: p.dir })
+    expect(r.code, describeResult(r)).toBe(2)
+    expectNoStackTrace(r)
+    expect(r.stderr).toContain(`cannot keep the copies of runs' files in ${open} (--state-dir): it is not a directory of this user that others cannot write`)
+    await chmod(open, 0o700)
+    await symlink(open, p.path("linked-state"))
+    const linked = await runCli(["worker", "--state-dir", p.path("linked-state"), "--database-url", database], { cwd: p.dir })
+    expect(linked.code, describeResult(linked)).not.toBe(0)
+    expect(linked.stderr).not.toContain("cannot keep the copies")
+    expect(linked.stderr).toContain("cannot use the cluster's PostgreSQL database")
   })
 
   it("a sink whose directory is a file: the sink's path, and the run to resume once it is fixed", async () => {

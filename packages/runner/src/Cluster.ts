@@ -29,6 +29,7 @@ import * as Workflow from "@effect/workflow/Workflow"
 import type { FailureClass, Pipeline } from "@sluice/core"
 import { Cause, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { randomUUID } from "node:crypto"
+import { realpathSync } from "node:fs"
 import { hostname, tmpdir } from "node:os"
 import { join } from "node:path"
 import * as Cancel from "./Cancel.js"
@@ -46,7 +47,7 @@ import * as RunState from "./RunState.js"
 import * as RunFiles from "./RunFiles.js"
 import * as RunFilesPg from "./RunFilesPg.js"
 import * as Watched from "./internal/WatchedFileSystem.js"
-import { directoryMode } from "./internal/privateMode.js"
+import { directoryMode, isOwnDirectory } from "./internal/privateMode.js"
 
 import { databaseUrlVariable } from "./internal/clusterEnv.js"
 export { ClusterUnavailable, databaseUrlVariable }
@@ -523,6 +524,13 @@ export const work = (options: WorkerOptions, ready: Effect.Effect<void>) =>
         Effect.zipRight(fs.access(stateDir, { readable: true, writable: true })),
         Effect.mapError((e) => new ClusterUsage({ description: `cannot keep the copies of runs' files in ${stateDir} (--state-dir): ${e.message}` }))
       )
+      // The copies hold rows and answers; the default is in the shared temp directory, where another user could have made it first.
+      // A link is followed: what counts is the directory the copies land in.
+      if (!isOwnDirectory(realpathSync(stateDir))) {
+        return yield* new ClusterUsage({
+          description: `cannot keep the copies of runs' files in ${stateDir} (--state-dir): it is not a directory of this user that others cannot write (another user's, or world-writable)`
+        })
+      }
       yield* Layer.build(workerLayer(options)).pipe(
         Effect.catchIf((e): e is SqlError => e instanceof SqlError, (e) => Effect.fail(unavailable(options.databaseUrl)(e))),
         Effect.catchIf(
