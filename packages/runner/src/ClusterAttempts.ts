@@ -13,7 +13,8 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Schedule } from "effect"
+import { Effect } from "effect"
+import { onFirstUse } from "./internal/pgTables.js"
 
 export const table = "sluice_run_attempts"
 
@@ -22,19 +23,10 @@ export interface Current {
   readonly cancelled: boolean
 }
 
-/** Clients whose database has the table (checked once per client). */
-const ready = new WeakSet<SqlClient.SqlClient>()
-
-const ensure = (sql: SqlClient.SqlClient) =>
-  Effect.gen(function* () {
-    if (ready.has(sql)) return
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (
+const ensure = onFirstUse(
+  (sql) => sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (
       run_id text PRIMARY KEY, attempt integer NOT NULL, cancelled boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now())`
-    ready.add(sql)
-  }).pipe(
-    // Two processes creating the table at once: one loses the race on the catalog and finds it next time.
-    Effect.retry({ times: 3, schedule: Schedule.spaced("50 millis") })
-  )
+)
 
 const withTable = <A>(f: (sql: SqlClient.SqlClient) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.zipRight(ensure(sql), f(sql)))

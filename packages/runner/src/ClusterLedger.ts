@@ -9,6 +9,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Option, Schedule, Schema } from "effect"
+import { onFirstUse } from "./internal/pgTables.js"
 import * as TokenLedger from "./TokenLedger.js"
 
 export const table = "sluice_token_ledger"
@@ -21,19 +22,12 @@ const decode = Schema.decodeUnknownOption(TokenLedger.LedgerData)
 const parse = (rows: ReadonlyArray<{ readonly data: unknown }>): TokenLedger.LedgerData =>
   rows[0] === undefined ? TokenLedger.empty() : Option.getOrElse(decode(rows[0].data), TokenLedger.empty)
 
-/** Clients whose database has the table (checked once per client). */
-const ready = new WeakSet<SqlClient.SqlClient>()
-
-const ensure = (sql: SqlClient.SqlClient) =>
-  Effect.gen(function* () {
-    if (ready.has(sql)) return
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (name text PRIMARY KEY, data jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`
-    yield* sql`INSERT INTO ${sql(table)} (name, data) VALUES (${row}, ${JSON.stringify(TokenLedger.empty())}::jsonb) ON CONFLICT (name) DO NOTHING`
-    ready.add(sql)
-  }).pipe(
-    // Two workers creating the table at once: one loses the race on the catalog and finds it next time.
-    Effect.retry({ times: 3, schedule: Schedule.spaced("50 millis") })
+const ensure = onFirstUse((sql) =>
+  Effect.zipRight(
+    sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (name text PRIMARY KEY, data jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+    sql`INSERT INTO ${sql(table)} (name, data) VALUES (${row}, ${JSON.stringify(TokenLedger.empty())}::jsonb) ON CONFLICT (name) DO NOTHING`
   )
+)
 
 /** Transient failures (a connection dropped) are tried again; then a step fails and its workflow tries it again. */
 const attempts = Schedule.exponential("100 millis").pipe(Schedule.compose(Schedule.recurs(4)))

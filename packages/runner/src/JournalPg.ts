@@ -18,8 +18,9 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Either, Layer, Option, Schedule, Stream } from "effect"
+import { Effect, Either, Layer, Option, Stream } from "effect"
 import type { Redacted } from "effect"
+import { onFirstUse } from "./internal/pgTables.js"
 import { unavailable } from "./ClusterDatabase.js"
 import * as Journal from "./Journal.js"
 import type { TimedEvent } from "./Journal.js"
@@ -31,19 +32,10 @@ export const table = "sluice_journal"
 /** Rows read per query by a replay or a follower. */
 const page = 2000
 
-/** Clients whose database has the table (checked once per client). */
-const ready = new WeakSet<SqlClient.SqlClient>()
-
-const ensure = (sql: SqlClient.SqlClient) =>
-  Effect.gen(function* () {
-    if (ready.has(sql)) return
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (
+const ensure = onFirstUse(
+  (sql) => sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (
       run_id text NOT NULL, seq bigint NOT NULL, t bigint NOT NULL, event text NOT NULL, PRIMARY KEY (run_id, seq))`
-    ready.add(sql)
-  }).pipe(
-    // Two processes creating the table at once: one loses the race on the catalog and finds it next time.
-    Effect.retry({ times: 3, schedule: Schedule.spaced("50 millis") })
-  )
+)
 
 /** Where a run's journal is, for errors (the database's address is never in them). */
 const where = (runId: string) => `of run ${runId} (PostgreSQL table ${table})`

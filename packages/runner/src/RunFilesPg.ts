@@ -13,8 +13,9 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Schedule } from "effect"
+import { Context, Effect, Layer } from "effect"
 import type { Redacted } from "effect"
+import { onFirstUse } from "./internal/pgTables.js"
 import { unavailable } from "./ClusterDatabase.js"
 import * as RunFiles from "./RunFiles.js"
 
@@ -28,19 +29,20 @@ export const chunkSize = 1 << 20
 /** Rows read per query by a pull. */
 const page = 16
 
-const ready = new WeakSet<SqlClient.SqlClient>()
-
-const ensure = (sql: SqlClient.SqlClient) =>
+const ensure = onFirstUse((sql) =>
   Effect.gen(function* () {
-    if (ready.has(sql)) return
     yield* sql`CREATE TABLE IF NOT EXISTS ${sql(filesTable)} (
       run_id text NOT NULL, path text NOT NULL, version bigint NOT NULL, size bigint NOT NULL, PRIMARY KEY (run_id, path))`
     yield* sql`CREATE TABLE IF NOT EXISTS ${sql(chunksTable)} (
       run_id text NOT NULL, path text NOT NULL, version bigint NOT NULL, at bigint NOT NULL, bytes bytea NOT NULL,
       PRIMARY KEY (run_id, path, version, at))`
     yield* sql`CREATE SEQUENCE IF NOT EXISTS ${sql(versions)}`
-    ready.add(sql)
-  }).pipe(Effect.retry({ times: 3, schedule: Schedule.spaced("50 millis") }))
+  })
+)
+
+const ensureWriters = onFirstUse(
+  (sql) => sql`CREATE TABLE IF NOT EXISTS ${sql(writersTable)} (run_id text PRIMARY KEY, writer text NOT NULL, since timestamptz NOT NULL DEFAULT now())`
+)
 
 interface FileRow {
   readonly path: string
@@ -161,8 +163,8 @@ export const writersTable = "sluice_run_file_writers"
 export const claim = (runId: string, writer: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    if (!ready.has(sql)) yield* ensure(sql)
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(writersTable)} (run_id text PRIMARY KEY, writer text NOT NULL, since timestamptz NOT NULL DEFAULT now())`
+    yield* ensure(sql)
+    yield* ensureWriters(sql)
     const before = yield* sql<{ writer: string }>`SELECT writer FROM ${sql(writersTable)} WHERE run_id = ${runId}`
     yield* sql`INSERT INTO ${sql(writersTable)} (run_id, writer) VALUES (${runId}, ${writer})
       ON CONFLICT (run_id) DO UPDATE SET writer = EXCLUDED.writer, since = now()`
